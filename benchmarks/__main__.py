@@ -1,0 +1,38 @@
+"""Runs every benchmark in one process and prints one Markdown report.
+
+scripts/bench.sh            # sets up .bench-venv and runs this
+python -m benchmarks        # inside an environment that has both libraries
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+
+from benchmarks import setup
+
+
+def main() -> int:
+    setup()
+    import django
+    import djust
+
+    import tenantry
+    from benchmarks import bench_resolvers
+
+    print("# tenantry benchmarks\n")
+    print(
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
+        f"Python {platform.python_version()}, Django {django.get_version()}, "
+        f"djust {djust.__version__}, tenantry {tenantry.__version__}.\n"
+        "Times are the best of 5 repeats; ratios compare numbers from this one run.\n"
+    )
+    for module in (bench_resolvers,):
+        print(module.run())
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

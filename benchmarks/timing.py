@@ -1,0 +1,58 @@
+"""The one timing helper every benchmark uses: best of several repeats, in
+ns per operation, and a Markdown table of side-by-side ratios."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+
+
+def ns_per_op(fn: Callable[[], object], *, number: int = 20_000, repeat: int = 5) -> float:
+    """Best-of-``repeat`` time of ``number`` calls, in ns per call."""
+    fn()  # warm caches (compiled config, imports)
+    best = float("inf")
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            start = time.perf_counter_ns()
+            for _ in range(number):
+                fn()
+            best = min(best, (time.perf_counter_ns() - start) / number)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return best
+
+
+def fmt_ns(ns: float) -> str:
+    if ns >= 1_000_000:
+        return f"{ns / 1_000_000:,.2f} ms"
+    if ns >= 10_000:
+        return f"{ns / 1000:,.1f} µs"
+    return f"{ns:,.0f} ns"
+
+
+def ratio_table(
+    title: str,
+    rows: list[tuple[str, float, float]],
+    *,
+    goal: float,
+    ours: str = "tenantry",
+    theirs: str = "djust.tenants",
+) -> str:
+    """Markdown table: row label, their time, our time, ratio, goal met."""
+    lines = [
+        f"### {title}",
+        "",
+        f"| case | {theirs} | {ours} | speed-up | goal ≥ {goal:g}× |",
+        "|---|---:|---:|---:|:---:|",
+    ]
+    for label, theirs_ns, ours_ns in rows:
+        ratio = theirs_ns / ours_ns if ours_ns else float("inf")
+        lines.append(
+            f"| {label} | {fmt_ns(theirs_ns)} | {fmt_ns(ours_ns)} | {ratio:,.1f}× | "
+            f"{'yes' if ratio >= goal else 'NO'} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,74 @@
+"""tenantry: multi-tenancy for Django and djust LiveView apps, with a Rust core.
+
+The names match ``djust.tenants``, so switching is an import change::
+
+    from tenantry import TenantMixin, resolve_tenant, TenantInfo
+
+Names that need Django's ORM or HTTP layer are imported on first use, so
+``import tenantry`` works before Django is set up.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._core import __version__
+from .exceptions import (
+    BackendUnavailable,
+    ConfigError,
+    InvalidKey,
+    InvalidTenantId,
+    TenantNotSetError,
+)
+from .resolvers import (
+    RESOLVER_REGISTRY,
+    CallableResolver,
+    ChainedResolver,
+    CustomResolver,
+    HeaderResolver,
+    PathResolver,
+    SessionResolver,
+    SubdomainResolver,
+    TenantInfo,
+    TenantResolver,
+    get_tenant_resolver,
+    resolve_tenant,
+)
+
+_LAZY: dict[str, str] = {}
+
+__all__ = [
+    "__version__",
+    "BackendUnavailable",
+    "ConfigError",
+    "InvalidKey",
+    "InvalidTenantId",
+    "TenantNotSetError",
+    "RESOLVER_REGISTRY",
+    "CallableResolver",
+    "ChainedResolver",
+    "CustomResolver",
+    "HeaderResolver",
+    "PathResolver",
+    "SessionResolver",
+    "SubdomainResolver",
+    "TenantInfo",
+    "TenantResolver",
+    "get_tenant_resolver",
+    "resolve_tenant",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tenantry' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    pass

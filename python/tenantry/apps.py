@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class TenantryConfig(AppConfig):
+    name = "tenantry"
+    verbose_name = "tenantry (multi-tenancy)"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks, conf  # noqa: F401  (registers checks and signal receivers)

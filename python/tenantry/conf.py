@@ -1,0 +1,75 @@
+"""Reads ``settings.DJUST_CONFIG`` into the Rust core and keeps it current.
+
+The dict is parsed and compiled once (``tenantry._core.configure``); Django's
+``setting_changed`` signal (sent by ``override_settings``) drops the compiled
+copy so the next use compiles the new one. Mutating ``DJUST_CONFIG`` in place
+is not seen: assign a new dict, use ``override_settings``, or call
+:func:`reload`.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+from . import _core
+
+__all__ = ["check", "current", "get_djust_config", "load", "reload"]
+
+#: Callbacks run after the config is dropped (backend caches register here).
+_reset_hooks: list = []
+
+
+def get_djust_config() -> dict:
+    """``settings.DJUST_CONFIG`` (an empty dict when unset)."""
+    raw = getattr(settings, "DJUST_CONFIG", None)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured(
+            f"settings.DJUST_CONFIG must be a dict, got {type(raw).__name__}"
+        )
+    return raw
+
+
+def load() -> None:
+    """Compile the current settings; ``ImproperlyConfigured`` names the bad key."""
+    from .resolvers import RESOLVER_REGISTRY
+
+    try:
+        _core.configure(get_djust_config(), RESOLVER_REGISTRY)
+    except _core.ConfigError as exc:
+        raise ImproperlyConfigured(exc.args[0]) from exc
+
+
+def reload() -> None:
+    """Drop the compiled config (and cached backends) and compile it again."""
+    reset()
+    load()
+
+
+def reset() -> None:
+    _core.reset()
+    for hook in list(_reset_hooks):
+        hook()
+
+
+def current() -> _core.CurrentConfig:
+    """The compiled settings, compiling them on first use."""
+    return _core.current_config()
+
+
+def check() -> tuple[list[tuple[str, str]], list[str]]:
+    """Every config problem as ``(key, message)`` and unknown TENANT_* keys."""
+    from .resolvers import RESOLVER_REGISTRY
+
+    return _core.check_config(get_djust_config(), RESOLVER_REGISTRY)
+
+
+def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    if setting == "DJUST_CONFIG":
+        reset()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="tenantry.conf")

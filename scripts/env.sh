@@ -1,0 +1,49 @@
+# Shared set-up for scripts/test.sh and scripts/demo.sh (sourced, not run).
+# Creates .venv, installs the Python requirements, installs Debian's
+# redis-server when missing, and builds the Rust extension into the venv.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+    # $@: Debian packages to install when their command is missing.
+    log "installing $* from Debian's packages"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_venv() {
+    local requirements="$1"
+    if [ ! -x "$PY" ]; then
+        log "creating $VENV"
+        python3 -m venv "$VENV"
+    fi
+    local stamp="$VENV/.requirements.$(basename "$requirements")"
+    if [ ! -f "$stamp" ] || ! cmp -s "$requirements" "$stamp"; then
+        log "installing $(basename "$requirements")"
+        "$PY" -m pip install -q --upgrade pip
+        "$PY" -m pip install -q -r "$requirements"
+        cp "$requirements" "$stamp"
+    fi
+}
+
+ensure_redis() {
+    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null \
+        || ! command -v redis-benchmark >/dev/null; then
+        apt_install redis-server redis-tools
+    fi
+}
+
+build_extension() {
+    log "building the Rust extension (maturin develop --release)"
+    (cd "$ROOT" && VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" \
+        "$VENV/bin/maturin" develop --release --quiet)
+}

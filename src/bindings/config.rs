@@ -1,0 +1,504 @@
+//! `DJUST_CONFIG` → [`crate::config::Settings`] → the compiled resolver.
+//!
+//! The Python side (`tenantry.conf`) hands over the dict and the resolver
+//! registry; this module converts the values, runs the core parser, imports
+//! the dotted paths and keeps the result as the process-wide current config
+//! until `reset()` (called on Django's `setting_changed`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{
+    PyBool, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple, PyType,
+};
+
+use super::errors::{config_error, config_errors};
+use super::resolvers::{self, Resolver};
+use crate::config::{self, CallableSpec, ConfigError, ResolverSpec, Settings, Value};
+
+/// Python strings the hot paths look up, made once per config.
+pub struct Names {
+    pub meta_key: Py<PyString>,
+    pub session_key: Py<PyString>,
+    pub jwt_claim: Py<PyString>,
+    pub user_attribute: Vec<Py<PyString>>,
+}
+
+/// The current config: parsed settings plus the Python objects they name.
+pub struct Compiled {
+    pub settings: Settings,
+    pub resolver: Resolver,
+    /// What `get_tenant_resolver()` returns.
+    pub resolver_object: Py<PyAny>,
+    pub names: Names,
+    /// `TENANT_CUSTOM_RESOLVER`, imported, and how errors name it.
+    pub custom_resolver: Option<Py<PyAny>>,
+    pub custom_label: String,
+    pub membership_check: Option<Py<PyAny>>,
+    pub audit_callback: Option<Py<PyAny>>,
+    /// The `DJUST_CONFIG` dict this was compiled from, for `get_config()`.
+    pub source: Py<PyDict>,
+}
+
+static CURRENT: RwLock<Option<Arc<Compiled>>> = RwLock::new(None);
+static CONF_LOADER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static IMPORT_STRING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The current config, loading it through `tenantry.conf` on first use.
+pub fn current(py: Python<'_>) -> PyResult<Arc<Compiled>> {
+    if let Some(c) = CURRENT.read().as_ref() {
+        return Ok(Arc::clone(c));
+    }
+    let loader = CONF_LOADER.import(py, "tenantry.conf", "load")?;
+    loader.call0()?;
+    CURRENT
+        .read()
+        .as_ref()
+        .map(Arc::clone)
+        .ok_or_else(|| PyRuntimeError::new_err("tenantry.conf.load() did not install a config"))
+}
+
+/// Converts the keys tenantry reads; other keys only need their names.
+fn to_value(obj: &Bound<'_, PyAny>, objects: &mut Vec<Py<PyAny>>) -> PyResult<Value> {
+    if obj.is_none() {
+        return Ok(Value::None);
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        if let Ok(i) = obj.extract::<i128>() {
+            return Ok(Value::Int(i));
+        }
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return Ok(Value::Float(f.value()));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Value::Str(s.to_string_lossy().into_owned()));
+    }
+    if obj.is_instance_of::<PyList>()
+        || obj.is_instance_of::<PyTuple>()
+        || obj.is_instance_of::<PySet>()
+        || obj.is_instance_of::<PyFrozenSet>()
+    {
+        let mut items = Vec::new();
+        for item in obj.try_iter()? {
+            items.push(to_value(&item?, objects)?);
+        }
+        return Ok(Value::List(items));
+    }
+    objects.push(obj.clone().unbind());
+    Ok(Value::Object {
+        type_name: super::tenant_info::type_name(obj),
+        callable: obj.is_callable(),
+        handle: objects.len() - 1,
+    })
+}
+
+/// The converted dict and the Python objects its `Value::Object`s point at.
+type ReadMap = (BTreeMap<String, Value>, Vec<Py<PyAny>>);
+/// `(errors as (key, message), unknown TENANT_* keys)`.
+type CheckResult = (Vec<(String, String)>, Vec<String>);
+
+fn read_map(djust_config: &Bound<'_, PyDict>) -> PyResult<ReadMap> {
+    let mut map = BTreeMap::new();
+    let mut objects = Vec::new();
+    for (key, value) in djust_config.iter() {
+        let Ok(key) = key.cast::<PyString>() else {
+            continue;
+        };
+        let key = key.to_string_lossy().into_owned();
+        let value = if config::KNOWN_KEYS.contains(&key.as_str()) {
+            to_value(&value, &mut objects)?
+        } else {
+            Value::None
+        };
+        map.insert(key, value);
+    }
+    Ok((map, objects))
+}
+
+fn import_string<'py>(
+    py: Python<'py>,
+    key: &str,
+    path: &str,
+) -> Result<Bound<'py, PyAny>, ConfigError> {
+    let imported = IMPORT_STRING
+        .import(py, "django.utils.module_loading", "import_string")
+        .and_then(|f| f.call1((path,)));
+    imported.map_err(|e| config_error(key, format!("could not import {path:?}: {e}")))
+}
+
+fn callable(
+    py: Python<'_>,
+    key: &str,
+    spec: &Option<CallableSpec>,
+    objects: &[Py<PyAny>],
+) -> Result<Option<Py<PyAny>>, ConfigError> {
+    let obj = match spec {
+        None => return Ok(None),
+        Some(CallableSpec::Object(h)) => objects[*h].bind(py).clone(),
+        Some(CallableSpec::Dotted(path)) => import_string(py, key, path)?,
+    };
+    if !obj.is_callable() {
+        return Err(config_error(
+            key,
+            format!(
+                "must name a callable, got {}",
+                super::tenant_info::type_name(&obj)
+            ),
+        ));
+    }
+    Ok(Some(obj.unbind()))
+}
+
+/// The label a resolver is named by in error messages.
+fn label_of(obj: &Bound<'_, PyAny>) -> String {
+    let module = obj
+        .getattr("__module__")
+        .and_then(|m| m.extract::<String>())
+        .ok();
+    let name = obj
+        .getattr("__qualname__")
+        .and_then(|m| m.extract::<String>())
+        .ok();
+    match (module, name) {
+        (Some(m), Some(n)) => format!("{m}.{n}"),
+        _ => obj
+            .repr()
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "resolver".to_owned()),
+    }
+}
+
+struct Materializer<'a, 'py> {
+    py: Python<'py>,
+    objects: &'a [Py<PyAny>],
+    registry: &'a Bound<'py, PyDict>,
+    has_custom: bool,
+}
+
+impl<'py> Materializer<'_, 'py> {
+    fn spec(&self, spec: &ResolverSpec) -> Result<(Resolver, Bound<'py, PyAny>), ConfigError> {
+        const KEY: &str = "TENANT_RESOLVER";
+        match spec {
+            ResolverSpec::Named(name) => {
+                let cls = self.registry.get_item(name).ok().flatten().ok_or_else(|| {
+                    let known: Vec<String> = self
+                        .registry
+                        .keys()
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect();
+                    config_error(
+                        KEY,
+                        format!(
+                            "names an unknown resolver {name:?} (known: {}; add others to RESOLVER_REGISTRY)",
+                            known.join(", ")
+                        ),
+                    )
+                })?;
+                self.object(&cls)
+            }
+            ResolverSpec::Dotted(path) => self.object(&import_string(self.py, KEY, path)?),
+            ResolverSpec::Object(handle) => self.object(self.objects[*handle].bind(self.py)),
+            ResolverSpec::Chain(specs) => {
+                let mut tree = Vec::with_capacity(specs.len());
+                let mut objs = Vec::with_capacity(specs.len());
+                for s in specs {
+                    let (r, o) = self.spec(s)?;
+                    tree.push(r);
+                    objs.push(o.unbind());
+                }
+                let chained = resolvers::new_chained(self.py, objs)
+                    .map_err(|e| config_error(KEY, e.to_string()))?;
+                Ok((Resolver::Chain(tree), chained))
+            }
+        }
+    }
+
+    /// A class (instantiated), a resolver instance, or a plain callable.
+    fn object(
+        &self,
+        obj: &Bound<'py, PyAny>,
+    ) -> Result<(Resolver, Bound<'py, PyAny>), ConfigError> {
+        const KEY: &str = "TENANT_RESOLVER";
+        let err = |e: PyErr| config_error(KEY, format!("could not set up {}: {e}", label_of(obj)));
+        if let Ok(cls) = obj.cast::<PyType>() {
+            if let Some(builtin) = resolvers::builtin_for_type(cls) {
+                if builtin.is_custom() && !self.has_custom {
+                    return Err(config_error(
+                        "TENANT_CUSTOM_RESOLVER",
+                        "must be set (a dotted path to a callable) when TENANT_RESOLVER uses 'custom'"
+                            .into(),
+                    ));
+                }
+                let instance = cls.call0().map_err(err)?;
+                return Ok((Resolver::Builtin(builtin), instance));
+            }
+            let instance = cls.call0().map_err(err)?;
+            return self.object(&instance);
+        }
+        let label = label_of(obj);
+        if obj.hasattr("resolve").map_err(err)? {
+            return Ok((
+                Resolver::python(obj.clone().unbind(), true, label),
+                obj.clone(),
+            ));
+        }
+        if obj.is_callable() {
+            let wrapped = resolvers::new_callable(self.py, obj.clone().unbind()).map_err(err)?;
+            return Ok((
+                Resolver::python(obj.clone().unbind(), false, label),
+                wrapped,
+            ));
+        }
+        Err(config_error(
+            KEY,
+            format!(
+                "must be a resolver class, instance or callable, got {}",
+                super::tenant_info::type_name(obj)
+            ),
+        ))
+    }
+}
+
+/// Parses and materializes; every problem comes back as a `ConfigError`.
+fn compile(
+    py: Python<'_>,
+    djust_config: &Bound<'_, PyDict>,
+    registry: &Bound<'_, PyDict>,
+) -> PyResult<Result<Compiled, Vec<ConfigError>>> {
+    let (map, objects) = read_map(djust_config)?;
+    let settings = match config::parse(&map) {
+        Ok(s) => s,
+        Err(errors) => return Ok(Err(errors)),
+    };
+    let mut errors = Vec::new();
+    let custom_resolver = callable(
+        py,
+        "TENANT_CUSTOM_RESOLVER",
+        &settings.custom_resolver,
+        &objects,
+    )
+    .unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
+    let custom_label = match (&settings.custom_resolver, &custom_resolver) {
+        (Some(CallableSpec::Dotted(path)), _) => path.clone(),
+        (_, Some(f)) => label_of(f.bind(py)),
+        _ => String::new(),
+    };
+    let m = Materializer {
+        py,
+        objects: &objects,
+        registry,
+        has_custom: custom_resolver.is_some(),
+    };
+    let resolved = m.spec(&settings.resolver);
+    let membership_check = callable(
+        py,
+        "TENANT_MEMBERSHIP_CHECK",
+        &settings.membership_check,
+        &objects,
+    );
+    let audit_callback = callable(
+        py,
+        "TENANT_AUDIT_CALLBACK",
+        &settings.audit_callback,
+        &objects,
+    );
+    let (resolver, resolver_object) = match resolved {
+        Ok(pair) => pair,
+        Err(e) => {
+            errors.push(e);
+            (Resolver::Chain(Vec::new()), py.None().into_bound(py))
+        }
+    };
+    let membership_check = membership_check.unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
+    let audit_callback = audit_callback.unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
+    if !errors.is_empty() {
+        return Ok(Err(errors));
+    }
+    let names = Names {
+        meta_key: PyString::new(py, &settings.header.meta_key).unbind(),
+        session_key: PyString::new(py, &settings.session.session_key).unbind(),
+        jwt_claim: PyString::new(py, &settings.session.jwt_claim).unbind(),
+        user_attribute: settings
+            .session
+            .user_attribute
+            .iter()
+            .flatten()
+            .map(|a| PyString::new(py, a).unbind())
+            .collect(),
+    };
+    Ok(Ok(Compiled {
+        settings,
+        resolver,
+        resolver_object: resolver_object.unbind(),
+        names,
+        custom_resolver,
+        custom_label,
+        membership_check,
+        audit_callback,
+        source: djust_config.clone().unbind(),
+    }))
+}
+
+/// Compiles `djust_config` and makes it the current config.
+#[pyfunction]
+pub fn configure(
+    py: Python<'_>,
+    djust_config: &Bound<'_, PyDict>,
+    registry: &Bound<'_, PyDict>,
+) -> PyResult<()> {
+    match compile(py, djust_config, registry)? {
+        Ok(compiled) => {
+            *CURRENT.write() = Some(Arc::new(compiled));
+            Ok(())
+        }
+        Err(errors) => Err(config_errors(py, &errors)),
+    }
+}
+
+/// Forgets the current config; the next use compiles it again.
+#[pyfunction]
+pub fn reset() {
+    // Drop outside the lock: dropping Python objects may run arbitrary code.
+    let old = CURRENT.write().take();
+    drop(old);
+}
+
+/// Every problem with `djust_config` as `(key, message)` pairs, plus unknown
+/// `TENANT_*` keys as warnings, without installing anything (system checks).
+#[pyfunction]
+pub fn check_config(
+    py: Python<'_>,
+    djust_config: &Bound<'_, PyDict>,
+    registry: &Bound<'_, PyDict>,
+) -> PyResult<CheckResult> {
+    match compile(py, djust_config, registry)? {
+        Ok(compiled) => Ok((Vec::new(), compiled.settings.unknown_keys.clone())),
+        Err(errors) => Ok((
+            errors
+                .iter()
+                .map(|e| (e.key.clone(), e.to_string()))
+                .collect(),
+            Vec::new(),
+        )),
+    }
+}
+
+/// Read-only view of the current settings for the Django layer.
+#[pyclass(module = "tenantry._core", frozen)]
+pub struct CurrentConfig {
+    inner: Arc<Compiled>,
+}
+
+#[pymethods]
+impl CurrentConfig {
+    #[getter]
+    fn required(&self) -> bool {
+        self.inner.settings.required
+    }
+    #[getter]
+    fn context_name(&self) -> &str {
+        &self.inner.settings.context_name
+    }
+    #[getter]
+    fn strict(&self) -> &'static str {
+        match self.inner.settings.strict {
+            config::Strictness::Raise => "raise",
+            config::Strictness::Empty => "empty",
+        }
+    }
+    #[getter]
+    fn exempt_paths(&self) -> Vec<String> {
+        self.inner.settings.exempt_paths.clone()
+    }
+    fn is_exempt(&self, path: &str) -> bool {
+        self.inner.settings.is_exempt(path)
+    }
+    #[getter]
+    fn default_tenant(&self) -> Option<String> {
+        self.inner
+            .settings
+            .default_tenant
+            .as_ref()
+            .map(|t| t.as_str().to_owned())
+    }
+    #[getter]
+    fn session_key(&self) -> &str {
+        &self.inner.settings.session.session_key
+    }
+    #[getter]
+    fn key_prefix(&self) -> &str {
+        self.inner.settings.key_prefix.as_str()
+    }
+    #[getter]
+    fn membership_check(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner
+            .membership_check
+            .as_ref()
+            .map(|f| f.clone_ref(py))
+    }
+    #[getter]
+    fn audit_callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.audit_callback.as_ref().map(|f| f.clone_ref(py))
+    }
+    #[getter]
+    fn presence_backend(&self) -> (&'static str, bool, &str) {
+        backend_tuple(&self.inner.settings.presence)
+    }
+    #[getter]
+    fn presence_timeout(&self) -> f64 {
+        self.inner.settings.presence_timeout
+    }
+    #[getter]
+    fn state_backend(&self) -> (&'static str, bool, &str) {
+        backend_tuple(&self.inner.settings.state)
+    }
+    /// True when resolving may touch the session, the user or user code, so
+    /// async callers must run it in a thread.
+    #[getter]
+    fn resolution_needs_sync(&self) -> bool {
+        self.inner.resolver.needs_sync()
+    }
+    /// True when the resolver reads `request.session` or `request.user`.
+    #[getter]
+    fn uses_session(&self) -> bool {
+        self.inner.resolver.uses_session()
+    }
+    #[getter]
+    fn source(&self, py: Python<'_>) -> Py<PyDict> {
+        self.inner.source.clone_ref(py)
+    }
+}
+
+fn backend_tuple(b: &config::BackendSettings) -> (&'static str, bool, &str) {
+    let kind = match b.kind {
+        config::BackendKind::Memory => "memory",
+        config::BackendKind::Redis => "redis",
+    };
+    (kind, b.install_into_djust, &b.redis_url)
+}
+
+/// The current settings (compiling them if needed).
+#[pyfunction]
+pub fn current_config(py: Python<'_>) -> PyResult<CurrentConfig> {
+    Ok(CurrentConfig {
+        inner: current(py)?,
+    })
+}

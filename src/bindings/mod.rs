@@ -1,0 +1,39 @@
+//! The only module that knows about Python: maps the core to classes,
+//! functions and exceptions of `tenantry._core`.
+
+mod config;
+mod errors;
+mod resolvers;
+mod tenant_info;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+#[pyo3(name = "_core")]
+fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(m)?;
+    m.add_class::<tenant_info::TenantInfo>()?;
+    m.add_function(wrap_pyfunction!(tenant_info::validate_tenant_id, m)?)?;
+    m.add_function(wrap_pyfunction!(tenant_info::is_valid_tenant_id, m)?)?;
+
+    m.add_class::<resolvers::TenantResolver>()?;
+    m.add_class::<resolvers::SubdomainResolver>()?;
+    m.add_class::<resolvers::PathResolver>()?;
+    m.add_class::<resolvers::HeaderResolver>()?;
+    m.add_class::<resolvers::SessionResolver>()?;
+    m.add_class::<resolvers::CustomResolver>()?;
+    m.add_class::<resolvers::ChainedResolver>()?;
+    m.add_class::<resolvers::CallableResolver>()?;
+    m.add_function(wrap_pyfunction!(resolvers::resolve_tenant, m)?)?;
+    m.add_function(wrap_pyfunction!(resolvers::get_tenant_resolver, m)?)?;
+    m.add_function(wrap_pyfunction!(resolvers::django_host, m)?)?;
+
+    m.add_class::<config::CurrentConfig>()?;
+    m.add_function(wrap_pyfunction!(config::configure, m)?)?;
+    m.add_function(wrap_pyfunction!(config::reset, m)?)?;
+    m.add_function(wrap_pyfunction!(config::check_config, m)?)?;
+    m.add_function(wrap_pyfunction!(config::current_config, m)?)?;
+    m.add("CONFIG_KEYS", crate::config::KNOWN_KEYS.to_vec())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

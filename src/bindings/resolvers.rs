@@ -1,0 +1,600 @@
+//! The resolver classes and `resolve_tenant()`: reading a Django request and
+//! applying the core rules of [`crate::resolve`].
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyNotImplementedError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::{intern, PyTypeInfo};
+
+use super::config::{current, Compiled};
+use super::tenant_info::{id_candidate, type_name, Candidate, TenantInfo};
+use crate::host::{split_domain_port, validated_domain, AllowedHosts};
+use crate::resolve::{path_tenant, subdomain_tenant};
+use crate::tenant_id::TenantId;
+
+/// The built-in strategies, run in Rust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builtin {
+    Subdomain,
+    Path,
+    Header,
+    Session,
+    Custom,
+}
+
+/// A compiled resolver tree.
+pub enum Resolver {
+    Builtin(Builtin),
+    /// A user resolver: `obj.resolve(request)` or, for a plain callable,
+    /// `obj(request)`.
+    Python {
+        obj: Py<PyAny>,
+        call_resolve: bool,
+        label: String,
+    },
+    Chain(Vec<Resolver>),
+}
+
+impl Resolver {
+    pub fn python(obj: Py<PyAny>, call_resolve: bool, label: String) -> Self {
+        Resolver::Python {
+            obj,
+            call_resolve,
+            label,
+        }
+    }
+
+    /// Session, user attributes and user code may do blocking I/O.
+    pub fn needs_sync(&self) -> bool {
+        match self {
+            Resolver::Builtin(b) => matches!(b, Builtin::Session | Builtin::Custom),
+            Resolver::Python { .. } => true,
+            Resolver::Chain(items) => items.iter().any(Resolver::needs_sync),
+        }
+    }
+
+    pub fn uses_session(&self) -> bool {
+        match self {
+            Resolver::Builtin(b) => *b == Builtin::Session,
+            Resolver::Python { .. } => false,
+            Resolver::Chain(items) => items.iter().any(Resolver::uses_session),
+        }
+    }
+
+    pub fn resolve<'py>(
+        &self,
+        py: Python<'py>,
+        c: &Compiled,
+        request: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self {
+            Resolver::Builtin(b) => resolve_builtin(py, c, *b, request),
+            Resolver::Python {
+                obj,
+                call_resolve,
+                label,
+            } => {
+                let obj = obj.bind(py);
+                let result = if *call_resolve {
+                    obj.call_method1(intern!(py, "resolve"), (request,))?
+                } else {
+                    obj.call1((request,))?
+                };
+                normalize(py, result, label)
+            }
+            Resolver::Chain(items) => {
+                for item in items {
+                    if let Some(found) = item.resolve(py, c, request)? {
+                        return Ok(Some(found));
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Builtin {
+    pub fn is_custom(self) -> bool {
+        self == Builtin::Custom
+    }
+}
+
+/// The built-in strategy a class stands for, if it is exactly one of ours (a
+/// Python subclass may override `resolve`, so it runs as Python).
+pub fn builtin_for_type(cls: &Bound<'_, PyType>) -> Option<Builtin> {
+    let py = cls.py();
+    let table = [
+        (SubdomainResolver::type_object(py), Builtin::Subdomain),
+        (PathResolver::type_object(py), Builtin::Path),
+        (HeaderResolver::type_object(py), Builtin::Header),
+        (SessionResolver::type_object(py), Builtin::Session),
+        (CustomResolver::type_object(py), Builtin::Custom),
+    ];
+    table.into_iter().find(|(t, _)| t.is(cls)).map(|(_, b)| b)
+}
+
+fn builtin_for_object(obj: &Bound<'_, PyAny>) -> Option<Builtin> {
+    builtin_for_type(&obj.get_type())
+}
+
+/// A resolver result → a `TenantInfo` or `None`. Invalid ids are "no tenant";
+/// a value of the wrong type is a bug in the resolver and raises.
+fn normalize<'py>(
+    py: Python<'py>,
+    value: Bound<'py, PyAny>,
+    label: &str,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    if value.is_instance_of::<TenantInfo>() {
+        return Ok(Some(value));
+    }
+    match id_candidate(&value)? {
+        Candidate::Valid(id) => Ok(Some(tenant(py, &id)?)),
+        Candidate::Invalid(..) => Ok(None),
+        Candidate::WrongType => Err(PyTypeError::new_err(format!(
+            "tenant resolver {label} returned a {}; expected a str, an int, a TenantInfo or None",
+            type_name(&value)
+        ))),
+    }
+}
+
+fn tenant<'py>(py: Python<'py>, id: &TenantId) -> PyResult<Bound<'py, PyAny>> {
+    Ok(Bound::new(py, TenantInfo::from_id(py, id))?.into_any())
+}
+
+fn resolve_builtin<'py>(
+    py: Python<'py>,
+    c: &Compiled,
+    builtin: Builtin,
+    request: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let id = match builtin {
+        Builtin::Subdomain => subdomain(py, c, request)?,
+        Builtin::Path => {
+            let path = request.getattr(intern!(py, "path_info"))?;
+            match path.cast::<PyString>() {
+                Ok(p) => path_tenant(&p.to_string_lossy(), &c.settings.path),
+                Err(_) => None,
+            }
+        }
+        Builtin::Header => {
+            let meta = request.getattr(intern!(py, "META"))?;
+            match meta.cast::<PyDict>() {
+                Ok(meta) => valid_str(meta.get_item(c.names.meta_key.bind(py))?)?,
+                Err(_) => None,
+            }
+        }
+        Builtin::Session => session(py, c, request)?,
+        Builtin::Custom => {
+            return match &c.custom_resolver {
+                Some(f) => normalize(py, f.bind(py).call1((request,))?, &c.custom_label),
+                None => Ok(None),
+            };
+        }
+    };
+    id.map(|id| tenant(py, &id)).transpose()
+}
+
+/// A header value counts only as a `str` holding a valid id, exactly as sent:
+/// `"  acme "` is not `acme`.
+fn valid_str(value: Option<Bound<'_, PyAny>>) -> PyResult<Option<TenantId>> {
+    match value {
+        Some(v) if v.is_instance_of::<PyString>() => match id_candidate(&v)? {
+            Candidate::Valid(id) => Ok(Some(id)),
+            _ => Ok(None),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// A session, JWT or user value: a str or an int (never a bool or a dict).
+fn valid_value(value: &Bound<'_, PyAny>) -> PyResult<Option<TenantId>> {
+    match id_candidate(value)? {
+        Candidate::Valid(id) => Ok(Some(id)),
+        _ => Ok(None),
+    }
+}
+
+fn session<'py>(
+    py: Python<'py>,
+    c: &Compiled,
+    request: &Bound<'py, PyAny>,
+) -> PyResult<Option<TenantId>> {
+    if let Some(session) = request.getattr_opt(intern!(py, "session"))? {
+        if !session.is_none() {
+            let value =
+                session.call_method1(intern!(py, "get"), (c.names.session_key.bind(py),))?;
+            if let Some(id) = valid_value(&value)? {
+                return Ok(Some(id));
+            }
+        }
+    }
+    let Some(user) = request.getattr_opt(intern!(py, "user"))? else {
+        return Ok(None);
+    };
+    if user.is_none() {
+        return Ok(None);
+    }
+    if let Some(payload) = user.getattr_opt(intern!(py, "jwt_payload"))? {
+        let claim = c.names.jwt_claim.bind(py);
+        let value = if let Ok(d) = payload.cast::<PyDict>() {
+            d.get_item(claim)?
+        } else if !payload.is_none() && payload.hasattr(intern!(py, "get"))? {
+            Some(payload.call_method1(intern!(py, "get"), (claim,))?)
+        } else {
+            None
+        };
+        if let Some(value) = value {
+            if let Some(id) = valid_value(&value)? {
+                return Ok(Some(id));
+            }
+        }
+    }
+    if c.names.user_attribute.is_empty() {
+        return Ok(None);
+    }
+    let mut obj = user;
+    for attr in &c.names.user_attribute {
+        match obj.getattr_opt(attr.bind(py))? {
+            Some(next) if !next.is_none() => obj = next,
+            _ => return Ok(None),
+        }
+    }
+    valid_value(&obj)
+}
+
+/// `settings.ALLOWED_HOSTS`, `DEBUG` and `USE_X_FORWARDED_HOST` compiled,
+/// together with the objects they were compiled from. They are re-read on
+/// every request because Django's test runner assigns them directly (no
+/// `setting_changed` signal); recompiling happens only when they change.
+struct HostSnapshot {
+    list: Py<PyAny>,
+    items: Vec<Py<PyAny>>,
+    debug: bool,
+    rules: AllowedHosts,
+}
+
+static HOSTS: Mutex<Option<Arc<HostSnapshot>>> = Mutex::new(None);
+static DJANGO_SETTINGS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static SETTINGS_CACHE: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+
+/// `getattr(django.conf.settings, name)` without its cost: `LazySettings`
+/// runs a Python-level `__getattribute__` (~0.7 µs a read) but caches every
+/// value it has read in its own `__dict__`, and drops cached entries when a
+/// setting is assigned or overridden. Reading that dict is exact; on a miss
+/// the normal lookup runs and refills it.
+fn django_setting<'py>(
+    py: Python<'py>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let settings = DJANGO_SETTINGS.import(py, "django.conf", "settings")?;
+    let cache = SETTINGS_CACHE.get_or_try_init(py, || {
+        settings
+            .getattr(intern!(py, "__dict__"))?
+            .cast_into::<PyDict>()
+            .map(Bound::unbind)
+            .map_err(PyErr::from)
+    })?;
+    match cache.bind(py).get_item(name)? {
+        Some(value) => Ok(value),
+        None => settings.getattr(name),
+    }
+}
+
+fn host_rules(py: Python<'_>) -> PyResult<(Arc<HostSnapshot>, bool)> {
+    let list = django_setting(py, intern!(py, "ALLOWED_HOSTS"))?;
+    let debug = django_setting(py, intern!(py, "DEBUG"))?.is_truthy()?;
+    let use_xfh = django_setting(py, intern!(py, "USE_X_FORWARDED_HOST"))?.is_truthy()?;
+    let cached = HOSTS.lock().clone();
+    if let Some(snap) = cached {
+        if snap.debug == debug && snap.list.bind(py).is(&list) && same_items(&snap, &list)? {
+            return Ok((snap, use_xfh));
+        }
+    }
+    let mut items = Vec::new();
+    let mut patterns = Vec::new();
+    for item in list.try_iter()? {
+        let item = item?;
+        patterns.push(item.str()?.to_string_lossy().into_owned());
+        items.push(item.unbind());
+    }
+    let snap = Arc::new(HostSnapshot {
+        list: list.unbind(),
+        items,
+        debug,
+        rules: AllowedHosts::new(&patterns, debug),
+    });
+    *HOSTS.lock() = Some(Arc::clone(&snap));
+    Ok((snap, use_xfh))
+}
+
+/// The list may be mutated in place; compare its items by identity.
+fn same_items(snap: &HostSnapshot, list: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if let Ok(l) = list.cast::<PyList>() {
+        if l.len() != snap.items.len() {
+            return Ok(false);
+        }
+        return Ok(l.iter().zip(&snap.items).all(|(a, b)| a.is(b)));
+    }
+    if let Ok(t) = list.cast::<PyTuple>() {
+        return Ok(t.len() == snap.items.len() && t.iter().zip(&snap.items).all(|(a, b)| a.is(b)));
+    }
+    Ok(false)
+}
+
+fn subdomain<'py>(
+    py: Python<'py>,
+    c: &Compiled,
+    request: &Bound<'py, PyAny>,
+) -> PyResult<Option<TenantId>> {
+    let (hosts, use_xfh) = host_rules(py)?;
+    let meta = request.getattr(intern!(py, "META"))?;
+    if let Ok(meta) = meta.cast::<PyDict>() {
+        // Django's `_get_raw_host()` order.
+        let mut raw = None;
+        if use_xfh {
+            raw = meta.get_item(intern!(py, "HTTP_X_FORWARDED_HOST"))?;
+        }
+        if raw.is_none() {
+            raw = meta.get_item(intern!(py, "HTTP_HOST"))?;
+        }
+        if let Some(raw) = raw {
+            if let Ok(raw) = raw.cast::<PyString>() {
+                let text = raw.to_string_lossy();
+                if let Ok(domain) = validated_domain(&text, &hosts.rules) {
+                    return Ok(subdomain_tenant(&domain, &c.settings.subdomain));
+                }
+            }
+        }
+    }
+    // No Host header (the SERVER_NAME path) or a host Django refuses: ask
+    // Django, so the answer, and the DisallowedHost it raises, are its own.
+    let host = request.call_method0(intern!(py, "get_host"))?;
+    let Ok(host) = host.cast::<PyString>() else {
+        return Ok(None);
+    };
+    let text = host.to_string_lossy();
+    Ok(match split_domain_port(&text) {
+        Some((domain, _)) if !domain.is_empty() => subdomain_tenant(&domain, &c.settings.subdomain),
+        _ => None,
+    })
+}
+
+/// Base class of every resolver. Subclass it in Python and implement
+/// `resolve(request)`; subclasses work in chains next to the built-ins.
+#[pyclass(module = "tenantry", name = "TenantResolver", subclass)]
+pub struct TenantResolver;
+
+#[pymethods]
+impl TenantResolver {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        TenantResolver
+    }
+
+    /// Return a `TenantInfo`, a str or int id, or None.
+    fn resolve(&self, _request: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        Err(PyNotImplementedError::new_err(
+            "TenantResolver subclasses must implement resolve(request)",
+        ))
+    }
+
+    /// A value from `DJUST_CONFIG` (compatible with djust.tenants).
+    #[pyo3(signature = (key, default=None))]
+    fn get_config(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let c = current(py)?;
+        let value = c.source.bind(py).get_item(key)?;
+        Ok(value.map_or_else(|| default.unwrap_or_else(|| py.None()), Bound::unbind))
+    }
+}
+
+macro_rules! builtin_resolver {
+    ($name:ident, $py_name:literal, $builtin:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[pyclass(module = "tenantry", name = $py_name, extends = TenantResolver, subclass)]
+        pub struct $name;
+
+        #[pymethods]
+        impl $name {
+            #[new]
+            #[pyo3(signature = (*_args, **_kwargs))]
+            fn new(
+                _args: &Bound<'_, PyTuple>,
+                _kwargs: Option<&Bound<'_, PyDict>>,
+            ) -> PyClassInitializer<Self> {
+                PyClassInitializer::from(TenantResolver).add_subclass($name)
+            }
+
+            fn resolve<'py>(
+                &self,
+                py: Python<'py>,
+                request: &Bound<'py, PyAny>,
+            ) -> PyResult<Option<Bound<'py, PyAny>>> {
+                let c = current(py)?;
+                resolve_builtin(py, &c, $builtin, request)
+            }
+        }
+    };
+}
+
+builtin_resolver!(
+    SubdomainResolver,
+    "SubdomainResolver",
+    Builtin::Subdomain,
+    "`acme.example.com` → `acme` (TENANT_MAIN_DOMAIN, TENANT_SUBDOMAIN_DEPTH, TENANT_SUBDOMAIN_EXCLUDE)."
+);
+builtin_resolver!(
+    PathResolver,
+    "PathResolver",
+    Builtin::Path,
+    "`/acme/dashboard` → `acme` (TENANT_PATH_POSITION, TENANT_PATH_EXCLUDE)."
+);
+builtin_resolver!(
+    HeaderResolver,
+    "HeaderResolver",
+    Builtin::Header,
+    "`X-Tenant-ID: acme` → `acme` (TENANT_HEADER)."
+);
+builtin_resolver!(
+    SessionResolver,
+    "SessionResolver",
+    Builtin::Session,
+    "Session key, then JWT claim, then user attribute (TENANT_SESSION_KEY, TENANT_JWT_CLAIM, TENANT_USER_ATTRIBUTE)."
+);
+builtin_resolver!(
+    CustomResolver,
+    "CustomResolver",
+    Builtin::Custom,
+    "Calls TENANT_CUSTOM_RESOLVER(request)."
+);
+
+/// Tries each resolver in order; the first non-None result wins and later
+/// resolvers are not called.
+#[pyclass(module = "tenantry", name = "ChainedResolver", extends = TenantResolver, subclass)]
+pub struct ChainedResolver {
+    resolvers: Vec<Py<PyAny>>,
+}
+
+#[pymethods]
+impl ChainedResolver {
+    #[new]
+    #[pyo3(signature = (resolvers, *_args, **_kwargs))]
+    fn new(
+        resolvers: &Bound<'_, PyAny>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let mut items = Vec::new();
+        for r in resolvers.try_iter()? {
+            let r = r?;
+            if !r.hasattr("resolve")? {
+                return Err(PyTypeError::new_err(format!(
+                    "ChainedResolver takes resolver instances (with a resolve(request) method), got {}",
+                    type_name(&r)
+                )));
+            }
+            items.push(r.unbind());
+        }
+        Ok(PyClassInitializer::from(TenantResolver)
+            .add_subclass(ChainedResolver { resolvers: items }))
+    }
+
+    #[getter]
+    fn resolvers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.resolvers.iter().map(|r| r.clone_ref(py)))
+    }
+
+    fn resolve<'py>(
+        &self,
+        py: Python<'py>,
+        request: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let mut compiled: Option<Arc<Compiled>> = None;
+        for r in &self.resolvers {
+            let r = r.bind(py);
+            let found = match builtin_for_object(r) {
+                Some(b) => {
+                    if compiled.is_none() {
+                        compiled = Some(current(py)?);
+                    }
+                    match &compiled {
+                        Some(c) => resolve_builtin(py, c, b, request)?,
+                        None => None,
+                    }
+                }
+                None => {
+                    let result = r.call_method1(intern!(py, "resolve"), (request,))?;
+                    normalize(py, result, &type_name(r))?
+                }
+            };
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Wraps a plain callable `f(request)` given as TENANT_RESOLVER.
+#[pyclass(module = "tenantry", name = "CallableResolver", extends = TenantResolver)]
+pub struct CallableResolver {
+    func: Py<PyAny>,
+}
+
+#[pymethods]
+impl CallableResolver {
+    #[new]
+    fn new(func: Py<PyAny>) -> PyClassInitializer<Self> {
+        PyClassInitializer::from(TenantResolver).add_subclass(CallableResolver { func })
+    }
+
+    #[getter]
+    fn func(&self, py: Python<'_>) -> Py<PyAny> {
+        self.func.clone_ref(py)
+    }
+
+    fn resolve<'py>(
+        &self,
+        py: Python<'py>,
+        request: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let f = self.func.bind(py);
+        normalize(py, f.call1((request,))?, &type_name(f))
+    }
+}
+
+pub fn new_chained<'py>(py: Python<'py>, resolvers: Vec<Py<PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    let init = PyClassInitializer::from(TenantResolver).add_subclass(ChainedResolver { resolvers });
+    Ok(Bound::new(py, init)?.into_any())
+}
+
+pub fn new_callable(py: Python<'_>, func: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
+    Ok(Bound::new(py, CallableResolver::new(func))?.into_any())
+}
+
+/// Resolves `request` with the configured resolver, then applies
+/// `TENANT_DEFAULT` when nothing matched.
+#[pyfunction]
+pub fn resolve_tenant<'py>(
+    py: Python<'py>,
+    request: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let c = current(py)?;
+    if let Some(found) = c.resolver.resolve(py, &c, request)? {
+        return Ok(Some(found));
+    }
+    c.settings
+        .default_tenant
+        .as_ref()
+        .map(|id| tenant(py, id))
+        .transpose()
+}
+
+/// The configured resolver object (cached until the config changes).
+#[pyfunction]
+pub fn get_tenant_resolver(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    Ok(current(py)?.resolver_object.clone_ref(py))
+}
+
+/// Rust's verdict on a raw host: the domain `get_host()` would accept, or
+/// None where Django raises `DisallowedHost`. For the differential test.
+#[pyfunction]
+#[pyo3(name = "_django_host")]
+pub fn django_host(host: &str, allowed_hosts: Vec<String>, debug: bool) -> Option<String> {
+    validated_domain(host, &AllowedHosts::new(&allowed_hosts, debug))
+        .ok()
+        .map(|d| d.into_owned())
+}

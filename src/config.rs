@@ -1,0 +1,776 @@
+//! The one parser for `settings.DJUST_CONFIG`.
+//!
+//! The bindings turn the Python dict into [`Value`]s; this module checks every
+//! key tenantry reads and produces typed [`Settings`], or every problem at once
+//! as [`ConfigError`]s naming the key and the value (Django shows the first as
+//! `ImproperlyConfigured`; `manage.py check` lists them all).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::keys::KeyPrefix;
+use crate::redis_url;
+use crate::tenant_id::TenantId;
+
+/// A config value as seen from Rust. Python objects that are neither plain
+/// data nor lists (callables, classes) are kept on the Python side and named
+/// here by `handle`, an index into the bindings' object table.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(String),
+    List(Vec<Value>),
+    Object {
+        type_name: String,
+        callable: bool,
+        handle: usize,
+    },
+}
+
+impl Value {
+    /// A short rendering for error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Value::None => "None".into(),
+            Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(x) => x.to_string(),
+            Value::Str(s) => crate::tenant_id::preview(s),
+            Value::List(items) => {
+                let inner: Vec<String> = items.iter().take(5).map(Value::describe).collect();
+                let more = if items.len() > 5 { ", …" } else { "" };
+                format!("[{}{more}]", inner.join(", "))
+            }
+            Value::Object { type_name, .. } => format!("<{type_name} object>"),
+        }
+    }
+}
+
+/// One problem with one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DJUST_CONFIG[{:?}] {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A callable given either as a dotted import path or as the object itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallableSpec {
+    Dotted(String),
+    Object(usize),
+}
+
+/// `TENANT_RESOLVER` after parsing. Names are looked up in the Python-side
+/// `RESOLVER_REGISTRY` (users may add entries), so they are not checked here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResolverSpec {
+    Named(String),
+    Dotted(String),
+    Object(usize),
+    Chain(Vec<ResolverSpec>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubdomainRules {
+    /// Lowercased, without leading or trailing dots.
+    pub main_domain: Option<String>,
+    /// How many labels a subdomain of `main_domain` may have.
+    pub depth: usize,
+    /// Lowercased.
+    pub exclude: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathRules {
+    /// 1-based segment of `request.path_info`.
+    pub position: usize,
+    /// Lowercased; compared case-insensitively.
+    pub exclude: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderRule {
+    pub name: String,
+    /// The `request.META` key Django stores the header under.
+    pub meta_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRules {
+    pub session_key: String,
+    pub jwt_claim: String,
+    /// Attribute path on `request.user`, split on dots; `None` disables it.
+    pub user_attribute: Option<Vec<String>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strictness {
+    Raise,
+    Empty,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendSettings {
+    pub kind: BackendKind,
+    /// True for the `tenant_*` names: tenantry then also serves djust's own
+    /// backend slot.
+    pub install_into_djust: bool,
+    pub redis_url: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub resolver: ResolverSpec,
+    pub subdomain: SubdomainRules,
+    pub path: PathRules,
+    pub header: HeaderRule,
+    pub session: SessionRules,
+    pub custom_resolver: Option<CallableSpec>,
+    pub required: bool,
+    pub default_tenant: Option<TenantId>,
+    pub context_name: String,
+    pub exempt_paths: Vec<String>,
+    pub strict: Strictness,
+    pub membership_check: Option<CallableSpec>,
+    pub audit_callback: Option<CallableSpec>,
+    pub key_prefix: KeyPrefix,
+    pub presence: BackendSettings,
+    /// Seconds without a heartbeat after which a presence is gone.
+    pub presence_timeout: f64,
+    pub state: BackendSettings,
+    /// Unknown `TENANT_*` keys (likely typos), reported as warnings.
+    pub unknown_keys: Vec<String>,
+}
+
+/// Every key this parser reads. Append only: the system check ids
+/// (`tenantry.E001`…) are positions in this list.
+pub const KNOWN_KEYS: &[&str] = &[
+    "TENANT_RESOLVER",
+    "TENANT_SUBDOMAIN_EXCLUDE",
+    "TENANT_MAIN_DOMAIN",
+    "TENANT_SUBDOMAIN_DEPTH",
+    "TENANT_PATH_POSITION",
+    "TENANT_PATH_EXCLUDE",
+    "TENANT_HEADER",
+    "TENANT_SESSION_KEY",
+    "TENANT_JWT_CLAIM",
+    "TENANT_USER_ATTRIBUTE",
+    "TENANT_CUSTOM_RESOLVER",
+    "TENANT_REQUIRED",
+    "TENANT_DEFAULT",
+    "TENANT_CONTEXT_NAME",
+    "TENANT_EXEMPT_PATHS",
+    "TENANT_STRICT",
+    "TENANT_MEMBERSHIP_CHECK",
+    "TENANT_AUDIT_CALLBACK",
+    "TENANT_KEY_PREFIX",
+    "PRESENCE_BACKEND",
+    "PRESENCE_REDIS_URL",
+    "PRESENCE_TIMEOUT",
+    "STATE_BACKEND",
+    "STATE_REDIS_URL",
+    "REDIS_URL",
+];
+
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+const MAX_PRESENCE_TIMEOUT: f64 = 86_400.0;
+const MAX_SUBDOMAIN_DEPTH: i128 = 10;
+
+/// Collects errors so one `manage.py check` shows all of them.
+struct Parser<'a> {
+    map: &'a BTreeMap<String, Value>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Parser<'a> {
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key)
+    }
+
+    fn fail(&mut self, key: &str, message: String) {
+        self.errors.push(ConfigError {
+            key: key.to_owned(),
+            message,
+        });
+    }
+
+    fn fail_value(&mut self, key: &str, expected: &str, value: &Value) {
+        self.fail(key, format!("must be {expected}, got {}", value.describe()));
+    }
+
+    fn bool(&mut self, key: &str, default: bool) -> bool {
+        match self.get(key) {
+            None => default,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                self.fail_value(key, "True or False", v);
+                default
+            }
+        }
+    }
+
+    fn int_at_least(&mut self, key: &str, default: usize, min: i128, max: i128) -> usize {
+        match self.get(key) {
+            None => default,
+            Some(Value::Int(i)) if (min..=max).contains(i) => *i as usize,
+            Some(v) => {
+                self.fail_value(key, &format!("an integer from {min} to {max}"), v);
+                default
+            }
+        }
+    }
+
+    fn string(&mut self, key: &str, default: &str) -> String {
+        match self.get(key) {
+            None => default.to_owned(),
+            Some(Value::Str(s)) if !s.is_empty() => s.clone(),
+            Some(v) => {
+                self.fail_value(key, "a non-empty string", v);
+                default.to_owned()
+            }
+        }
+    }
+
+    fn string_list(&mut self, key: &str, default: &[&str]) -> Vec<String> {
+        match self.get(key) {
+            None => default.iter().map(|s| (*s).to_owned()).collect(),
+            Some(Value::List(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Value::Str(s) => out.push(s.clone()),
+                        other => {
+                            self.fail(
+                                key,
+                                format!(
+                                    "must be a list of strings, but contains {}",
+                                    other.describe()
+                                ),
+                            );
+                            return Vec::new();
+                        }
+                    }
+                }
+                out
+            }
+            Some(v) => {
+                self.fail_value(key, "a list of strings", v);
+                Vec::new()
+            }
+        }
+    }
+
+    fn callable(&mut self, key: &str) -> Option<CallableSpec> {
+        match self.get(key) {
+            None | Some(Value::None) => None,
+            Some(Value::Str(s)) if is_dotted_path(s) => Some(CallableSpec::Dotted(s.clone())),
+            Some(Value::Object {
+                callable: true,
+                handle,
+                ..
+            }) => Some(CallableSpec::Object(*handle)),
+            Some(v) => {
+                self.fail_value(key, "a dotted import path or a callable", v);
+                None
+            }
+        }
+    }
+
+    fn resolver(&mut self) -> ResolverSpec {
+        const KEY: &str = "TENANT_RESOLVER";
+        let default = ResolverSpec::Named("subdomain".into());
+        let Some(value) = self.get(KEY) else {
+            return default;
+        };
+        match value {
+            Value::List(items) if items.is_empty() => {
+                self.fail(KEY, "must name at least one resolver, got []".into());
+                default
+            }
+            Value::List(items) => {
+                let mut chain = Vec::with_capacity(items.len());
+                for item in items {
+                    match self.single_resolver(item) {
+                        Some(spec) => chain.push(spec),
+                        None => return default,
+                    }
+                }
+                ResolverSpec::Chain(chain)
+            }
+            other => self.single_resolver(other).unwrap_or(default),
+        }
+    }
+
+    fn single_resolver(&mut self, value: &Value) -> Option<ResolverSpec> {
+        const KEY: &str = "TENANT_RESOLVER";
+        match value {
+            Value::Str(s) if s.contains('.') && is_dotted_path(s) => {
+                Some(ResolverSpec::Dotted(s.clone()))
+            }
+            Value::Str(s) if is_identifier(s) => Some(ResolverSpec::Named(s.clone())),
+            Value::Object {
+                callable: true,
+                handle,
+                ..
+            } => Some(ResolverSpec::Object(*handle)),
+            other => {
+                self.fail_value(
+                    KEY,
+                    "a resolver name, a list of names, a dotted path or a callable",
+                    other,
+                );
+                None
+            }
+        }
+    }
+
+    fn backend(&mut self, key: &str, url_key: &str) -> BackendSettings {
+        let name = self.string(key, "tenant_memory");
+        let (kind, install_into_djust) = match name.as_str() {
+            "tenant_memory" => (BackendKind::Memory, true),
+            "tenant_redis" => (BackendKind::Redis, true),
+            "memory" => (BackendKind::Memory, false),
+            "redis" => (BackendKind::Redis, false),
+            _ => {
+                self.fail(
+                    key,
+                    format!(
+                        "must be one of 'tenant_memory', 'tenant_redis', 'memory', 'redis', got {}",
+                        crate::tenant_id::preview(&name)
+                    ),
+                );
+                (BackendKind::Memory, false)
+            }
+        };
+        let url_source = if self.get(url_key).is_some() {
+            url_key
+        } else {
+            "REDIS_URL"
+        };
+        let redis_url = self.string(url_source, DEFAULT_REDIS_URL);
+        if let Err(e) = redis_url::check(&redis_url) {
+            self.fail(url_source, format!("is not a usable Redis URL: {e}"));
+        }
+        BackendSettings {
+            kind,
+            install_into_djust,
+            redis_url,
+        }
+    }
+}
+
+/// True for `a.b.c` where every part is a Python identifier.
+pub fn is_dotted_path(s: &str) -> bool {
+    !s.is_empty() && s.split('.').all(is_identifier)
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
+}
+
+/// Django's `request.META` key for an HTTP header name: `X-Tenant-ID` →
+/// `HTTP_X_TENANT_ID`. A name already in META form is kept.
+pub fn header_meta_key(name: &str) -> Result<String, String> {
+    if let Some(rest) = name.strip_prefix("HTTP_") {
+        if !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Ok(name.to_owned());
+        }
+    }
+    // Underscores are refused: servers drop such headers (Django's runserver,
+    // nginx by default) because `X_Tenant` and `X-Tenant` would share a key.
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(format!(
+            "must be an HTTP header name of letters, digits and '-' (like 'X-Tenant-ID'), got {}",
+            crate::tenant_id::preview(name)
+        ));
+    }
+    Ok(format!(
+        "HTTP_{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    ))
+}
+
+fn normalize_main_domain(raw: &str) -> Result<String, String> {
+    let lowered = raw.to_ascii_lowercase();
+    let trimmed = lowered.trim_matches('.');
+    let ok = !trimmed.is_empty()
+        && trimmed.is_ascii()
+        && trimmed.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if ok {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(format!(
+            "must be a domain name like 'example.com', got {}",
+            crate::tenant_id::preview(raw)
+        ))
+    }
+}
+
+/// Parses `DJUST_CONFIG`. Keys tenantry does not read are ignored (djust's
+/// own keys live in the same dict), except unknown `TENANT_*` keys, which are
+/// listed in [`Settings::unknown_keys`].
+pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>> {
+    let mut p = Parser {
+        map,
+        errors: Vec::new(),
+    };
+
+    let resolver = p.resolver();
+
+    let main_domain = match p.get("TENANT_MAIN_DOMAIN") {
+        None | Some(Value::None) => None,
+        Some(Value::Str(s)) => match normalize_main_domain(s) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                p.fail("TENANT_MAIN_DOMAIN", msg);
+                None
+            }
+        },
+        Some(v) => {
+            p.fail_value("TENANT_MAIN_DOMAIN", "a domain name or None", v);
+            None
+        }
+    };
+    let depth = p.int_at_least("TENANT_SUBDOMAIN_DEPTH", 1, 1, MAX_SUBDOMAIN_DEPTH);
+    let sub_exclude = p
+        .string_list("TENANT_SUBDOMAIN_EXCLUDE", &["www", "api", "admin"])
+        .into_iter()
+        .map(|s| s.to_lowercase())
+        .collect();
+    let position = p.int_at_least("TENANT_PATH_POSITION", 1, 1, i128::from(u16::MAX));
+    let path_exclude = p
+        .string_list("TENANT_PATH_EXCLUDE", &["admin", "api", "static", "media"])
+        .into_iter()
+        .map(|s| s.to_lowercase())
+        .collect();
+
+    let header_name = p.string("TENANT_HEADER", "X-Tenant-ID");
+    let meta_key = match header_meta_key(&header_name) {
+        Ok(k) => k,
+        Err(msg) => {
+            p.fail("TENANT_HEADER", msg);
+            String::new()
+        }
+    };
+
+    let session_key = p.string("TENANT_SESSION_KEY", "tenant_id");
+    let jwt_claim = p.string("TENANT_JWT_CLAIM", "tenant_id");
+    let user_attribute = match p.get("TENANT_USER_ATTRIBUTE") {
+        None => Some(vec!["tenant_id".to_owned()]),
+        Some(Value::None) => None,
+        Some(Value::Str(s)) if is_dotted_path(s) => Some(s.split('.').map(str::to_owned).collect()),
+        Some(v) => {
+            p.fail_value(
+                "TENANT_USER_ATTRIBUTE",
+                "an attribute name (dots allowed) or None",
+                v,
+            );
+            None
+        }
+    };
+
+    let custom_resolver = p.callable("TENANT_CUSTOM_RESOLVER");
+    let required = p.bool("TENANT_REQUIRED", true);
+    let default_tenant = match p.get("TENANT_DEFAULT") {
+        None | Some(Value::None) => None,
+        Some(Value::Str(s)) => match TenantId::parse(s) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                p.fail(
+                    "TENANT_DEFAULT",
+                    format!(
+                        "is not a valid tenant id ({}): {e}",
+                        crate::tenant_id::preview(s)
+                    ),
+                );
+                None
+            }
+        },
+        Some(Value::Int(i)) => match TenantId::from_int(*i) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                p.fail(
+                    "TENANT_DEFAULT",
+                    format!("is not a valid tenant id ({i}): {e}"),
+                );
+                None
+            }
+        },
+        Some(v) => {
+            p.fail_value("TENANT_DEFAULT", "a tenant id (str or int) or None", v);
+            None
+        }
+    };
+    let context_name = p.string("TENANT_CONTEXT_NAME", "tenant");
+    if !is_identifier(&context_name) {
+        p.fail(
+            "TENANT_CONTEXT_NAME",
+            format!(
+                "must be a valid template variable name, got {}",
+                crate::tenant_id::preview(&context_name)
+            ),
+        );
+    }
+    let exempt_paths = p.string_list("TENANT_EXEMPT_PATHS", &[]);
+    if let Some(bad) = exempt_paths.iter().find(|s| !s.starts_with('/')) {
+        let msg = format!(
+            "must list path prefixes starting with '/', got {}",
+            crate::tenant_id::preview(bad)
+        );
+        p.fail("TENANT_EXEMPT_PATHS", msg);
+    }
+    let strict = match p.string("TENANT_STRICT", "raise").as_str() {
+        "raise" => Strictness::Raise,
+        "empty" => Strictness::Empty,
+        other => {
+            let msg = format!(
+                "must be 'raise' or 'empty', got {}",
+                crate::tenant_id::preview(other)
+            );
+            p.fail("TENANT_STRICT", msg);
+            Strictness::Raise
+        }
+    };
+    let membership_check = p.callable("TENANT_MEMBERSHIP_CHECK");
+    let audit_callback = p.callable("TENANT_AUDIT_CALLBACK");
+    let key_prefix = match KeyPrefix::new(&p.string("TENANT_KEY_PREFIX", "djust")) {
+        Ok(prefix) => prefix,
+        Err(e) => {
+            p.fail("TENANT_KEY_PREFIX", format!("is not usable: {e}"));
+            KeyPrefix::default()
+        }
+    };
+
+    let presence = p.backend("PRESENCE_BACKEND", "PRESENCE_REDIS_URL");
+    let presence_timeout = match p.get("PRESENCE_TIMEOUT") {
+        None => 60.0,
+        Some(Value::Int(i)) if *i > 0 && (*i as f64) <= MAX_PRESENCE_TIMEOUT => *i as f64,
+        Some(Value::Float(x)) if *x > 0.0 && *x <= MAX_PRESENCE_TIMEOUT => *x,
+        Some(v) => {
+            p.fail_value(
+                "PRESENCE_TIMEOUT",
+                "a number of seconds greater than 0 (at most 86400)",
+                v,
+            );
+            60.0
+        }
+    };
+    let state = p.backend("STATE_BACKEND", "STATE_REDIS_URL");
+
+    let unknown_keys = map
+        .keys()
+        .filter(|k| k.starts_with("TENANT_") && !KNOWN_KEYS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+
+    if !p.errors.is_empty() {
+        return Err(p.errors);
+    }
+    Ok(Settings {
+        resolver,
+        subdomain: SubdomainRules {
+            main_domain,
+            depth,
+            exclude: sub_exclude,
+        },
+        path: PathRules {
+            position,
+            exclude: path_exclude,
+        },
+        header: HeaderRule {
+            name: header_name,
+            meta_key,
+        },
+        session: SessionRules {
+            session_key,
+            jwt_claim,
+            user_attribute,
+        },
+        custom_resolver,
+        required,
+        default_tenant,
+        context_name,
+        exempt_paths,
+        strict,
+        membership_check,
+        audit_callback,
+        key_prefix,
+        presence,
+        presence_timeout,
+        state,
+        unknown_keys,
+    })
+}
+
+impl Settings {
+    /// The settings of an empty `DJUST_CONFIG`.
+    pub fn defaults() -> Settings {
+        match parse(&BTreeMap::new()) {
+            Ok(s) => s,
+            Err(errors) => unreachable!("defaults must parse: {errors:?}"),
+        }
+    }
+
+    /// True when `path` starts with one of `TENANT_EXEMPT_PATHS`.
+    pub fn is_exempt(&self, path: &str) -> bool {
+        self.exempt_paths
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    fn s(v: &str) -> Value {
+        Value::Str(v.into())
+    }
+
+    fn errors(pairs: &[(&str, Value)]) -> Vec<ConfigError> {
+        parse(&map(pairs)).expect_err("should fail")
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let d = Settings::defaults();
+        assert_eq!(d.resolver, ResolverSpec::Named("subdomain".into()));
+        assert_eq!(d.subdomain.exclude, ["www", "api", "admin"]);
+        assert_eq!(d.path.exclude, ["admin", "api", "static", "media"]);
+        assert_eq!(d.path.position, 1);
+        assert_eq!(d.header.meta_key, "HTTP_X_TENANT_ID");
+        assert_eq!(d.session.session_key, "tenant_id");
+        assert!(d.required);
+        assert_eq!(d.strict, Strictness::Raise);
+        assert_eq!(d.key_prefix.as_str(), "djust");
+        assert_eq!(d.presence.kind, BackendKind::Memory);
+        assert!(d.presence.install_into_djust);
+        assert_eq!(d.presence_timeout, 60.0);
+        assert_eq!(d.context_name, "tenant");
+    }
+
+    #[test]
+    fn resolver_forms() {
+        let parsed = parse(&map(&[(
+            "TENANT_RESOLVER",
+            Value::List(vec![s("header"), s("myapp.resolvers.Mine")]),
+        )]))
+        .unwrap();
+        assert_eq!(
+            parsed.resolver,
+            ResolverSpec::Chain(vec![
+                ResolverSpec::Named("header".into()),
+                ResolverSpec::Dotted("myapp.resolvers.Mine".into())
+            ])
+        );
+        let e = errors(&[("TENANT_RESOLVER", Value::List(vec![]))]);
+        assert_eq!(e[0].key, "TENANT_RESOLVER");
+        let e = errors(&[("TENANT_RESOLVER", Value::Int(3))]);
+        assert!(e[0].to_string().contains("got 3"), "{}", e[0]);
+    }
+
+    #[test]
+    fn errors_name_key_and_value() {
+        let e = errors(&[("TENANT_PATH_POSITION", Value::Int(0))]);
+        assert_eq!(e[0].key, "TENANT_PATH_POSITION");
+        assert!(e[0].to_string().contains("got 0"), "{}", e[0]);
+        let e = errors(&[("TENANT_PATH_POSITION", Value::Bool(true))]);
+        assert!(e[0].to_string().contains("got True"));
+        let e = errors(&[("TENANT_REQUIRED", s("yes"))]);
+        assert!(e[0].to_string().contains("TENANT_REQUIRED"));
+        let e = errors(&[("TENANT_DEFAULT", s("a:b"))]);
+        assert!(e[0].to_string().contains("\"a:b\""), "{}", e[0]);
+        let e = errors(&[("TENANT_HEADER", s("X_Tenant"))]);
+        assert_eq!(e[0].key, "TENANT_HEADER");
+        let e = errors(&[("PRESENCE_REDIS_URL", s("redis://:pw@h:xx"))]);
+        assert!(!e[0].to_string().contains("pw"), "{}", e[0]);
+        let e = errors(&[("PRESENCE_BACKEND", s("tenant_mongo"))]);
+        assert!(e[0].to_string().contains("tenant_mongo"));
+    }
+
+    #[test]
+    fn all_errors_are_reported_at_once() {
+        let e = errors(&[
+            ("TENANT_PATH_POSITION", Value::Int(-1)),
+            ("TENANT_STRICT", s("maybe")),
+            ("PRESENCE_TIMEOUT", Value::Int(0)),
+        ]);
+        let keys: Vec<_> = e.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["TENANT_PATH_POSITION", "TENANT_STRICT", "PRESENCE_TIMEOUT"]
+        );
+    }
+
+    #[test]
+    fn main_domain_is_normalized() {
+        let parsed = parse(&map(&[("TENANT_MAIN_DOMAIN", s("Example.COM."))])).unwrap();
+        assert_eq!(parsed.subdomain.main_domain.as_deref(), Some("example.com"));
+        assert!(parse(&map(&[("TENANT_MAIN_DOMAIN", s("ex ample.com"))])).is_err());
+    }
+
+    #[test]
+    fn header_names_map_to_meta_keys() {
+        assert_eq!(header_meta_key("X-Org").unwrap(), "HTTP_X_ORG");
+        assert_eq!(header_meta_key("HTTP_X_ORG").unwrap(), "HTTP_X_ORG");
+        assert!(header_meta_key("X Org").is_err());
+    }
+
+    #[test]
+    fn unknown_tenant_keys_are_listed() {
+        let parsed = parse(&map(&[("TENANT_RESOLVERS", s("x")), ("OTHER", s("y"))])).unwrap();
+        assert_eq!(parsed.unknown_keys, ["TENANT_RESOLVERS"]);
+    }
+
+    #[test]
+    fn exempt_paths_are_prefixes() {
+        let parsed = parse(&map(&[(
+            "TENANT_EXEMPT_PATHS",
+            Value::List(vec![s("/health"), s("/static/")]),
+        )]))
+        .unwrap();
+        assert!(parsed.is_exempt("/healthz"));
+        assert!(parsed.is_exempt("/static/app.css"));
+        assert!(!parsed.is_exempt("/app"));
+        assert!(parse(&map(&[(
+            "TENANT_EXEMPT_PATHS",
+            Value::List(vec![s("health")])
+        )]))
+        .is_err());
+    }
+}

@@ -1,0 +1,23 @@
+"""Shared fixtures. Redis servers are started by ``redis_server`` fixtures
+(see tests/redis_servers.py) on free loopback ports and stopped afterwards."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import RequestFactory
+
+
+@pytest.fixture
+def rf() -> RequestFactory:
+    return RequestFactory()
+
+
+@pytest.fixture
+def tenant_config(settings):
+    """Set DJUST_CONFIG for one test: ``tenant_config(TENANT_RESOLVER="path")``."""
+
+    def apply(**config):
+        settings.DJUST_CONFIG = config
+        return config
+
+    return apply
