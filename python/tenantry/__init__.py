@@ -36,7 +36,12 @@ from .resolvers import (
     resolve_tenant,
 )
 
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "get_current_tenant": ".context",
+    "set_current_tenant": ".context",
+    "reset_current_tenant": ".context",
+    "tenant_context": ".context",
+}
 
 __all__ = [
     "__version__",
