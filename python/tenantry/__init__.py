@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._core import __version__
 from .exceptions import (
+    BackendError,
     BackendUnavailable,
     ConfigError,
     InvalidKey,
     InvalidTenantId,
+    TenantMismatchError,
     TenantNotSetError,
 )
 from .resolvers import (
@@ -41,14 +43,22 @@ _LAZY: dict[str, str] = {
     "set_current_tenant": ".context",
     "reset_current_tenant": ".context",
     "tenant_context": ".context",
+    "TenantAwareMemoryBackend": ".presence",
+    "TenantAwareRedisBackend": ".presence",
+    "TenantPresenceManager": ".presence",
+    "TenantPresenceRouter": ".presence",
+    "get_tenant_presence_backend": ".presence",
+    "install_djust_presence_backend": ".presence",
 }
 
 __all__ = [
     "__version__",
+    "BackendError",
     "BackendUnavailable",
     "ConfigError",
     "InvalidKey",
     "InvalidTenantId",
+    "TenantMismatchError",
     "TenantNotSetError",
     "RESOLVER_REGISTRY",
     "CallableResolver",
