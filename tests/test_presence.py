@@ -7,6 +7,7 @@ deadline and never assert how long anything took.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -15,6 +16,7 @@ import uuid
 import pytest
 
 from tenantry import (
+    BackendError,
     BackendUnavailable,
     InvalidKey,
     InvalidTenantId,
@@ -330,7 +332,8 @@ def test_redis_list_of_a_large_room_is_one_call(redis_backend):
     now = float(client.time()[0])
     for i in range(12_000):  # past Lua's unpack limit
         pipe.zadd(zset, {f"u{i}": now})
-        pipe.hset(meta, f"u{i}", f"{now} {{\"i\":{i}}}")
+        record = {"joined_at": now, "id": f"u{i}", "tenant_id": "acme", "meta": {"i": i}}
+        pipe.hset(meta, f"u{i}", json.dumps(record))
     pipe.execute()
     client.config_resetstat()
     records = backend.list("big")
@@ -339,6 +342,15 @@ def test_redis_list_of_a_large_room_is_one_call(redis_backend):
     stats = client.info("commandstats")
     assert stats["cmdstat_evalsha"]["calls"] == 1
     assert backend.count("big") == 12_000
+
+
+def test_redis_records_written_by_someone_else_are_an_error(redis_backend):
+    backend = redis_backend("acme")
+    backend.join("room", "u1", {})
+    _zset, meta = backend.keys_for("room")
+    redis_backend.server.client().hset(meta, "u1", "not json")
+    with pytest.raises(BackendError, match="not tenantry's JSON"):
+        backend.list("room")
 
 
 def test_redis_all_tenants_share_one_connection_pool(redis_backend):

@@ -25,7 +25,7 @@ use super::tenant_info::{id_from_py, type_name};
 use crate::config::BackendKind;
 use crate::keys::KeyPrefix;
 use crate::presence::memory::{wall_clock, MemoryPresence};
-use crate::presence::redis::{RedisPresence, StoredPresence};
+use crate::presence::redis::RedisPresence;
 use crate::presence::{check_room, check_user, timeout_from_secs};
 use crate::redis_store::{self, RedisStore, StoreOptions};
 use crate::tenant_id::TenantId;
@@ -161,7 +161,6 @@ impl Engine {
         &self,
         py: Python<'py>,
         tenant: &TenantId,
-        tenant_py: &Bound<'py, PyString>,
         room: &str,
         user: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
@@ -189,10 +188,7 @@ impl Engine {
                     .map_err(presence_error)?;
                 match gone {
                     None => Ok(None),
-                    Some(p) => {
-                        let meta = json_loads(py, &p.meta_json)?;
-                        Ok(Some(record(py, &user, tenant_py, p.joined_at, &meta)?))
-                    }
+                    Some(json) => Ok(Some(decode_records(py, r, &json)?.cast_into()?)),
                 }
             }
         }
@@ -202,7 +198,6 @@ impl Engine {
         &self,
         py: Python<'py>,
         tenant: &TenantId,
-        tenant_py: &Bound<'py, PyString>,
         room: &str,
     ) -> PyResult<Bound<'py, PyList>> {
         check_room(room).map_err(presence_error)?;
@@ -223,8 +218,8 @@ impl Engine {
                 PyList::new(py, out)
             }
             Engine::Redis(r) => {
-                let stored = py.detach(|| r.list(tenant, room)).map_err(presence_error)?;
-                redis_records(py, tenant_py, stored)
+                let json = py.detach(|| r.list(tenant, room)).map_err(presence_error)?;
+                Ok(decode_records(py, r, &json)?.cast_into()?)
             }
         }
     }
@@ -334,41 +329,19 @@ impl Engine {
     }
 }
 
-/// Records from Redis: every meta of the room decoded by one `json.loads`
-/// of a JSON array (falling back to one call per record, skipping records
-/// that are not JSON, if that fails).
-fn redis_records<'py>(
+/// Records stored in Redis are JSON objects already in the record shape;
+/// a whole room comes back as one JSON array, decoded by one `json.loads`.
+fn decode_records<'py>(
     py: Python<'py>,
-    tenant_py: &Bound<'py, PyString>,
-    stored: Vec<StoredPresence>,
-) -> PyResult<Bound<'py, PyList>> {
-    let total: usize = stored.iter().map(|p| p.meta_json.len() + 1).sum();
-    let mut array = Vec::with_capacity(total + 2);
-    array.push(b'[');
-    for (i, p) in stored.iter().enumerate() {
-        if i > 0 {
-            array.push(b',');
-        }
-        array.extend_from_slice(&p.meta_json);
-    }
-    array.push(b']');
-    let metas: Option<Bound<'py, PyList>> = json_loads(py, &array)
-        .ok()
-        .and_then(|v| v.cast_into::<PyList>().ok())
-        .filter(|l| l.len() == stored.len());
-    let out = PyList::empty(py);
-    for (i, p) in stored.iter().enumerate() {
-        let meta = match &metas {
-            Some(list) => list.get_item(i)?,
-            None => match json_loads(py, &p.meta_json) {
-                Ok(m) => m,
-                Err(_) => continue,
-            },
-        };
-        let user = PyString::new(py, &p.user);
-        out.append(record(py, &user, tenant_py, p.joined_at, &meta)?)?;
-    }
-    Ok(out)
+    r: &RedisPresence,
+    json: &[u8],
+) -> PyResult<Bound<'py, PyAny>> {
+    json_loads(py, json).map_err(|e| {
+        errors::BackendError::new_err(format!(
+            "Redis at {} holds a presence record that is not tenantry's JSON: {e}",
+            r.store().url()
+        ))
+    })
 }
 
 fn checked_timeout(timeout: f64) -> PyResult<Duration> {
@@ -461,8 +434,7 @@ macro_rules! tenant_backend_methods {
                 presence_key: &str,
                 user_id: &Bound<'py, PyAny>,
             ) -> PyResult<Option<Bound<'py, PyDict>>> {
-                let tenant_py = self.scope.tenant_py.bind(py);
-                self.engine.leave(py, &self.scope.tenant, tenant_py, presence_key, user_id)
+                self.engine.leave(py, &self.scope.tenant, presence_key, user_id)
             }
 
             fn list<'py>(
@@ -470,8 +442,7 @@ macro_rules! tenant_backend_methods {
                 py: Python<'py>,
                 presence_key: &str,
             ) -> PyResult<Bound<'py, PyList>> {
-                let tenant_py = self.scope.tenant_py.bind(py);
-                self.engine.list(py, &self.scope.tenant, tenant_py, presence_key)
+                self.engine.list(py, &self.scope.tenant, presence_key)
             }
 
             fn count(&self, py: Python<'_>, presence_key: &str) -> PyResult<u64> {
@@ -764,15 +735,12 @@ impl Router {
         user_id: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let (tenant, room) = self.route(py, presence_key)?;
-        let tenant_py = PyString::new(py, tenant.as_str());
-        self.engine(py)?
-            .leave(py, &tenant, &tenant_py, room, user_id)
+        self.engine(py)?.leave(py, &tenant, room, user_id)
     }
 
     fn list<'py>(&self, py: Python<'py>, presence_key: &str) -> PyResult<Bound<'py, PyList>> {
         let (tenant, room) = self.route(py, presence_key)?;
-        let tenant_py = PyString::new(py, tenant.as_str());
-        self.engine(py)?.list(py, &tenant, &tenant_py, room)
+        self.engine(py)?.list(py, &tenant, room)
     }
 
     fn count(&self, py: Python<'_>, presence_key: &str) -> PyResult<u64> {

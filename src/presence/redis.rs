@@ -5,7 +5,13 @@
 //! * `<prefix>:{tenant:<id>}:presence:<room>` — sorted set, member = user
 //!   id, score = last heartbeat (Redis server time, seconds);
 //! * `<prefix>:{tenant:<id>}:presence-meta:<room>` — hash, field = user id,
-//!   value = `"<joined_at> <meta JSON>"`.
+//!   value = the presence record as JSON,
+//!   `{"joined_at":<seconds>,"id":<user>,"tenant_id":<id>,"meta":<meta>}`
+//!   (`joined_at` first, so the join script can read it back).
+//!
+//! `list` returns the records of the room as ONE JSON array (the script
+//! joins the stored values), so a room of any size is one round trip, one
+//! bulk reply and one JSON decode on the client.
 //!
 //! Every write sets both keys' TTL to twice the presence timeout: once the
 //! last heartbeat of a room is older than the timeout every member is
@@ -41,7 +47,8 @@ local cut = string.format('%.6f', cutoff)
     };
 }
 
-/// ARGV: timeout, ttl_ms, user, meta JSON. Returns joined_at (text).
+/// ARGV: timeout, ttl_ms, user, the record's JSON after `joined_at`
+/// (`"id":…,"tenant_id":…,"meta":…`). Returns joined_at (text).
 const JOIN: &str = concat!(
     prelude!(),
     r#"
@@ -54,21 +61,18 @@ local joined = false
 local score = redis.call('ZSCORE', KEYS[1], ARGV[3])
 if score and tonumber(score) >= cutoff then
   local old = redis.call('HGET', KEYS[2], ARGV[3])
-  if old then
-    local sp = string.find(old, ' ', 1, true)
-    if sp then joined = string.sub(old, 1, sp - 1) end
-  end
+  if old then joined = string.match(old, '^{"joined_at":([0-9.]+),') or false end
 end
 if not joined then joined = t[1] .. '.' .. string.format('%06d', tonumber(t[2])) end
 redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[3], joined .. ' ' .. ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[3], '{"joined_at":' .. joined .. ',' .. ARGV[4] .. '}')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return joined
 "#
 );
 
-/// ARGV: timeout, user. Returns the stored value when the user was present.
+/// ARGV: timeout, user. Returns the stored record when the user was present.
 const LEAVE: &str = concat!(
     prelude!(),
     r#"
@@ -103,8 +107,9 @@ return redis.call('ZCOUNT', KEYS[1], cut, '+inf')
 "#
 );
 
-/// ARGV: timeout. Returns [user, value, user, value, ...], oldest heartbeat
-/// first. HMGET in chunks: Lua's `unpack` has a stack limit (~8000).
+/// ARGV: timeout. Returns the JSON array of the present users' records,
+/// oldest heartbeat first. HMGET in chunks: Lua's `unpack` has a stack
+/// limit (~8000).
 const LIST: &str = concat!(
     prelude!(),
     r#"
@@ -115,20 +120,22 @@ if #stale > 0 then
 end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], cut, '+inf')
 local out = {}
+local m = 0
 local n = #ids
 local i = 1
 while i <= n do
   local j = math.min(i + 999, n)
   local vals = redis.call('HMGET', KEYS[2], unpack(ids, i, j))
-  for k = 1, #vals do
-    if vals[k] then
-      out[#out + 1] = ids[i + k - 1]
-      out[#out + 1] = vals[k]
+  for k = 1, j - i + 1 do
+    local v = vals[k]
+    if v then
+      m = m + 1
+      out[m] = v
     end
   end
   i = j + 1
 end
-return out
+return '[' .. table.concat(out, ',') .. ']'
 "#
 );
 
@@ -165,15 +172,6 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     list: Script::new(LIST),
     cleanup: Script::new(CLEANUP),
 });
-
-/// One stored presence, as read back.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoredPresence {
-    pub user: String,
-    pub joined_at: f64,
-    /// The meta JSON exactly as given to `join`.
-    pub meta_json: Vec<u8>,
-}
 
 /// Presence for any tenant on one Redis (the pool is shared; this holds the
 /// key prefix and the timeout).
@@ -233,7 +231,7 @@ impl RedisPresence {
     }
 
     /// Returns `joined_at`: now for a new presence, the first join's time for
-    /// a user still present.
+    /// a user still present. `meta_json` must be one JSON value.
     pub fn join(
         &self,
         tenant: &TenantId,
@@ -242,11 +240,18 @@ impl RedisPresence {
         meta_json: &str,
     ) -> Result<f64, PresenceError> {
         check_user(user)?;
+        let mut tail = String::with_capacity(user.len() + meta_json.len() + 48);
+        tail.push_str("\"id\":");
+        push_json_string(&mut tail, user);
+        tail.push_str(",\"tenant_id\":");
+        push_json_string(&mut tail, tenant.as_str());
+        tail.push_str(",\"meta\":");
+        tail.push_str(meta_json);
         let args = [
             Arg::Float(self.timeout_secs),
             Arg::Int(self.ttl_ms),
             Arg::Str(user),
-            Arg::Str(meta_json),
+            Arg::Str(&tail),
         ];
         let reply = self.eval(&SCRIPTS.join, tenant, room, &args)?;
         match &reply {
@@ -257,26 +262,18 @@ impl RedisPresence {
         .ok_or_else(|| self.store.unexpected("join", &reply).into())
     }
 
-    /// The record of the user that left, if it was present.
+    /// The record (JSON) of the user that left, if it was present.
     pub fn leave(
         &self,
         tenant: &TenantId,
         room: &str,
         user: &str,
-    ) -> Result<Option<StoredPresence>, PresenceError> {
+    ) -> Result<Option<Vec<u8>>, PresenceError> {
         check_user(user)?;
         let args = [Arg::Float(self.timeout_secs), Arg::Str(user)];
         match self.eval(&SCRIPTS.leave, tenant, room, &args)? {
             Value::Nil => Ok(None),
-            Value::BulkString(value) => {
-                split_value(user.to_owned(), value)
-                    .map(Some)
-                    .ok_or_else(|| {
-                        self.store
-                            .unexpected("leave", &Value::SimpleString("<malformed record>".into()))
-                            .into()
-                    })
-            }
+            Value::BulkString(record) => Ok(Some(record)),
             other => Err(self.store.unexpected("leave", &other).into()),
         }
     }
@@ -312,36 +309,18 @@ impl RedisPresence {
         }
     }
 
-    /// Every present user, oldest heartbeat first. Records that are not in
-    /// our format (written by something else) are skipped.
-    pub fn list(
-        &self,
-        tenant: &TenantId,
-        room: &str,
-    ) -> Result<Vec<StoredPresence>, PresenceError> {
-        let reply = self.eval(
+    /// Every present user's record, oldest heartbeat first, as one JSON
+    /// array of `{"joined_at", "id", "tenant_id", "meta"}` objects.
+    pub fn list(&self, tenant: &TenantId, room: &str) -> Result<Vec<u8>, PresenceError> {
+        match self.eval(
             &SCRIPTS.list,
             tenant,
             room,
             &[Arg::Float(self.timeout_secs)],
-        )?;
-        let Value::Array(items) = reply else {
-            return Err(self.store.unexpected("list", &reply).into());
-        };
-        let mut out = Vec::with_capacity(items.len() / 2);
-        let mut items = items.into_iter();
-        while let (Some(user), Some(value)) = (items.next(), items.next()) {
-            let (Value::BulkString(user), Value::BulkString(value)) = (user, value) else {
-                continue;
-            };
-            let Ok(user) = String::from_utf8(user) else {
-                continue;
-            };
-            if let Some(p) = split_value(user, value) {
-                out.push(p);
-            }
+        )? {
+            Value::BulkString(array) => Ok(array),
+            other => Err(self.store.unexpected("list", &other).into()),
         }
-        Ok(out)
     }
 
     /// Removes the room's expired users now; returns how many.
@@ -367,16 +346,23 @@ fn parse_f64(bytes: &[u8]) -> Option<f64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
-/// `"<joined_at> <meta JSON>"` → its parts.
-fn split_value(user: String, mut value: Vec<u8>) -> Option<StoredPresence> {
-    let space = value.iter().position(|&b| b == b' ')?;
-    let joined_at = parse_f64(&value[..space])?;
-    value.drain(..=space);
-    Some(StoredPresence {
-        user,
-        joined_at,
-        meta_json: value,
-    })
+/// Appends `value` as a JSON string literal.
+pub fn push_json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for ch in value.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 #[cfg(test)]
@@ -387,11 +373,14 @@ mod tests {
     use std::time::Instant;
 
     #[test]
-    fn stored_values_split_into_their_parts() {
-        let p = split_value("u".into(), b"1700000000.250000 {\"a\": 1}".to_vec()).unwrap();
-        assert_eq!(p.joined_at, 1_700_000_000.25);
-        assert_eq!(p.meta_json, b"{\"a\": 1}");
-        assert!(split_value("u".into(), b"garbage".to_vec()).is_none());
+    fn json_strings_are_escaped() {
+        let mut out = String::new();
+        push_json_string(&mut out, "a\"b\\c\nd\u{1}é\u{2028}");
+        assert_eq!(out, r#""a\"b\\c\nd\u0001é\u2028""#);
+    }
+
+    fn text(bytes: &[u8]) -> &str {
+        std::str::from_utf8(bytes).unwrap()
     }
 
     #[test]
@@ -466,11 +455,16 @@ mod tests {
         p.join(&b, "r", "u1", "{}").unwrap();
         assert_eq!(p.count(&a, "r").unwrap(), 2);
         let listed = p.list(&a, "r").unwrap();
-        assert_eq!(listed.len(), 2);
-        assert_eq!(listed[0].user, "u1");
-        assert_eq!(listed[0].meta_json, b"{\"n\":2}");
+        let first =
+            format!(r#"{{"joined_at":{first:.6},"id":"u1","tenant_id":"a","meta":{{"n":2}}}}"#);
+        assert!(
+            text(&listed).starts_with(&format!("[{first},")),
+            "{}",
+            text(&listed)
+        );
+        assert_eq!(text(&listed).matches("\"joined_at\"").count(), 2);
         let left = p.leave(&a, "r", "u2").unwrap().unwrap();
-        assert_eq!(left.meta_json, b"null");
+        assert!(text(&left).ends_with(r#""id":"u2","tenant_id":"a","meta":null}"#));
         assert_eq!(p.leave(&a, "r", "u2").unwrap(), None);
         assert!(p.heartbeat(&a, "r", "u1").unwrap());
         assert!(!p.heartbeat(&a, "r", "nobody").unwrap());
@@ -478,7 +472,7 @@ mod tests {
 
         std::thread::sleep(Duration::from_millis(400));
         assert_eq!(p.count(&a, "r").unwrap(), 0);
-        assert!(p.list(&a, "r").unwrap().is_empty());
+        assert_eq!(p.list(&a, "r").unwrap(), b"[]");
         assert!(!p.heartbeat(&b, "r", "u1").unwrap(), "no revival");
         assert_eq!(p.cleanup_stale(&b, "r").unwrap(), 1);
 
@@ -491,7 +485,8 @@ mod tests {
         for i in 0..9000 {
             slow.join(&a, "big", &format!("u{i}"), "1").unwrap();
         }
-        assert_eq!(slow.list(&a, "big").unwrap().len(), 9000);
+        let big = slow.list(&a, "big").unwrap();
+        assert_eq!(text(&big).matches("\"joined_at\"").count(), 9000);
         assert_eq!(slow.count(&a, "big").unwrap(), 9000);
 
         // Stopping the server: fast, clear errors; then nothing is cached.
