@@ -180,7 +180,7 @@ def fill_redis(server: RedisProcess, layout) -> None:
         for user in users(n):
             record = {"id": user, "tenant_id": tenant, "joined_at": now, "meta": META}
             pipe.zadd(zset, {user: now})
-            pipe.hset(meta, user, json.dumps({"joined_at": now, **record}))
+            pipe.hset(meta, user, f"{now:.6f} {len(user)} {user}{json.dumps(META)}")
             pipe.zadd(dz, {user: now})
             pipe.hset(dm, user, json.dumps(record))
         for key in (zset, meta, dz, dm):

@@ -25,7 +25,7 @@ use super::tenant_info::{id_from_py, type_name};
 use crate::config::BackendKind;
 use crate::keys::KeyPrefix;
 use crate::presence::memory::{wall_clock, MemoryPresence};
-use crate::presence::redis::RedisPresence;
+use crate::presence::redis::{RedisPresence, StoredPresence};
 use crate::presence::{check_room, check_user, timeout_from_secs};
 use crate::redis_store::{self, RedisStore, StoreOptions};
 use crate::tenant_id::TenantId;
@@ -161,6 +161,7 @@ impl Engine {
         &self,
         py: Python<'py>,
         tenant: &TenantId,
+        tenant_py: &Bound<'py, PyString>,
         room: &str,
         user: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
@@ -188,7 +189,11 @@ impl Engine {
                     .map_err(presence_error)?;
                 match gone {
                     None => Ok(None),
-                    Some(json) => Ok(Some(decode_records(py, r, &json)?.cast_into()?)),
+                    Some(p) => {
+                        let meta =
+                            json_loads(py, p.meta_json()).map_err(|e| malformed_meta(r, &e))?;
+                        Ok(Some(record(py, &user, tenant_py, p.joined_at, &meta)?))
+                    }
                 }
             }
         }
@@ -198,6 +203,7 @@ impl Engine {
         &self,
         py: Python<'py>,
         tenant: &TenantId,
+        tenant_py: &Bound<'py, PyString>,
         room: &str,
     ) -> PyResult<Bound<'py, PyList>> {
         check_room(room).map_err(presence_error)?;
@@ -218,8 +224,8 @@ impl Engine {
                 PyList::new(py, out)
             }
             Engine::Redis(r) => {
-                let json = py.detach(|| r.list(tenant, room)).map_err(presence_error)?;
-                Ok(decode_records(py, r, &json)?.cast_into()?)
+                let stored = py.detach(|| r.list(tenant, room)).map_err(presence_error)?;
+                redis_records(py, r, tenant_py, &stored)
             }
         }
     }
@@ -329,19 +335,54 @@ impl Engine {
     }
 }
 
-/// Records stored in Redis are JSON objects already in the record shape;
-/// a whole room comes back as one JSON array, decoded by one `json.loads`.
-fn decode_records<'py>(
+/// Records from Redis. The metas of the whole room are decoded by ONE
+/// `json.loads` of a JSON array assembled here; ids, tenant and `joined_at`
+/// need no JSON.
+fn redis_records<'py>(
     py: Python<'py>,
     r: &RedisPresence,
-    json: &[u8],
-) -> PyResult<Bound<'py, PyAny>> {
-    json_loads(py, json).map_err(|e| {
-        errors::BackendError::new_err(format!(
-            "Redis at {} holds a presence record that is not tenantry's JSON: {e}",
+    tenant_py: &Bound<'py, PyString>,
+    stored: &[StoredPresence],
+) -> PyResult<Bound<'py, PyList>> {
+    let total: usize = stored.iter().map(|p| p.meta_json().len() + 1).sum();
+    let mut array = Vec::with_capacity(total + 2);
+    array.push(b'[');
+    for (i, p) in stored.iter().enumerate() {
+        if i > 0 {
+            array.push(b',');
+        }
+        array.extend_from_slice(p.meta_json());
+    }
+    array.push(b']');
+    let metas = json_loads(py, &array).map_err(|e| malformed_meta(r, &e))?;
+    let metas = metas.cast_into::<PyList>()?;
+    if metas.len() != stored.len() {
+        return Err(errors::BackendError::new_err(format!(
+            "Redis at {} holds presence metas that are not one JSON value each",
             r.store().url()
-        ))
-    })
+        )));
+    }
+    let records = stored
+        .iter()
+        .zip(metas.iter())
+        .map(|(p, meta)| {
+            record(
+                py,
+                &PyString::new(py, p.user()),
+                tenant_py,
+                p.joined_at,
+                &meta,
+            )
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, records)
+}
+
+fn malformed_meta(r: &RedisPresence, e: &PyErr) -> PyErr {
+    errors::BackendError::new_err(format!(
+        "Redis at {} holds a presence record whose meta is not JSON: {e}",
+        r.store().url()
+    ))
 }
 
 fn checked_timeout(timeout: f64) -> PyResult<Duration> {
@@ -434,7 +475,8 @@ macro_rules! tenant_backend_methods {
                 presence_key: &str,
                 user_id: &Bound<'py, PyAny>,
             ) -> PyResult<Option<Bound<'py, PyDict>>> {
-                self.engine.leave(py, &self.scope.tenant, presence_key, user_id)
+                let tenant_py = self.scope.tenant_py.bind(py);
+                self.engine.leave(py, &self.scope.tenant, tenant_py, presence_key, user_id)
             }
 
             fn list<'py>(
@@ -442,7 +484,8 @@ macro_rules! tenant_backend_methods {
                 py: Python<'py>,
                 presence_key: &str,
             ) -> PyResult<Bound<'py, PyList>> {
-                self.engine.list(py, &self.scope.tenant, presence_key)
+                let tenant_py = self.scope.tenant_py.bind(py);
+                self.engine.list(py, &self.scope.tenant, tenant_py, presence_key)
             }
 
             fn count(&self, py: Python<'_>, presence_key: &str) -> PyResult<u64> {
@@ -735,12 +778,15 @@ impl Router {
         user_id: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let (tenant, room) = self.route(py, presence_key)?;
-        self.engine(py)?.leave(py, &tenant, room, user_id)
+        let tenant_py = PyString::new(py, tenant.as_str());
+        self.engine(py)?
+            .leave(py, &tenant, &tenant_py, room, user_id)
     }
 
     fn list<'py>(&self, py: Python<'py>, presence_key: &str) -> PyResult<Bound<'py, PyList>> {
         let (tenant, room) = self.route(py, presence_key)?;
-        self.engine(py)?.list(py, &tenant, room)
+        let tenant_py = PyString::new(py, tenant.as_str());
+        self.engine(py)?.list(py, &tenant, &tenant_py, room)
     }
 
     fn count(&self, py: Python<'_>, presence_key: &str) -> PyResult<u64> {

@@ -11,8 +11,8 @@
 //! replaces its payload and refreshes its heartbeat but keeps its first
 //! `joined_at`; a `heartbeat` never brings back a user that is gone; `leave`
 //! returns the record only when the user was present; `list` and `count`
-//! never include expired users; `list` is ordered by last heartbeat, oldest
-//! first.
+//! never include expired users. (`list` order: oldest heartbeat first in
+//! memory, unspecified in Redis.)
 
 pub mod memory;
 pub mod redis;

@@ -5,13 +5,13 @@
 //! * `<prefix>:{tenant:<id>}:presence:<room>` — sorted set, member = user
 //!   id, score = last heartbeat (Redis server time, seconds);
 //! * `<prefix>:{tenant:<id>}:presence-meta:<room>` — hash, field = user id,
-//!   value = the presence record as JSON,
-//!   `{"joined_at":<seconds>,"id":<user>,"tenant_id":<id>,"meta":<meta>}`
-//!   (`joined_at` first, so the join script can read it back).
+//!   value = `"<joined_at> <user id length> <user id><meta JSON>"` (the
+//!   user id is repeated so `list` needs only the values).
 //!
-//! `list` returns the records of the room as ONE JSON array (the script
-//! joins the stored values), so a room of any size is one round trip, one
-//! bulk reply and one JSON decode on the client.
+//! `list` of a room of any size is one round trip: the script drops expired
+//! members and returns the hash's values (`HVALS`) when nothing expired is
+//! left, which is the cheapest way out of Lua; the client decodes every meta
+//! of the room with one JSON parse.
 //!
 //! Every write sets both keys' TTL to twice the presence timeout: once the
 //! last heartbeat of a room is older than the timeout every member is
@@ -47,8 +47,8 @@ local cut = string.format('%.6f', cutoff)
     };
 }
 
-/// ARGV: timeout, ttl_ms, user, the record's JSON after `joined_at`
-/// (`"id":…,"tenant_id":…,"meta":…`). Returns joined_at (text).
+/// ARGV: timeout, ttl_ms, user, `"<user length> <user><meta JSON>"`.
+/// Returns joined_at (text).
 const JOIN: &str = concat!(
     prelude!(),
     r#"
@@ -61,18 +61,18 @@ local joined = false
 local score = redis.call('ZSCORE', KEYS[1], ARGV[3])
 if score and tonumber(score) >= cutoff then
   local old = redis.call('HGET', KEYS[2], ARGV[3])
-  if old then joined = string.match(old, '^{"joined_at":([0-9.]+),') or false end
+  if old then joined = string.match(old, '^([0-9.]+) ') or false end
 end
 if not joined then joined = t[1] .. '.' .. string.format('%06d', tonumber(t[2])) end
 redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[3], '{"joined_at":' .. joined .. ',' .. ARGV[4] .. '}')
+redis.call('HSET', KEYS[2], ARGV[3], joined .. ' ' .. ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return joined
 "#
 );
 
-/// ARGV: timeout, user. Returns the stored record when the user was present.
+/// ARGV: timeout, user. Returns the stored value when the user was present.
 const LEAVE: &str = concat!(
     prelude!(),
     r#"
@@ -107,9 +107,11 @@ return redis.call('ZCOUNT', KEYS[1], cut, '+inf')
 "#
 );
 
-/// ARGV: timeout. Returns the JSON array of the present users' records,
-/// oldest heartbeat first. HMGET in chunks: Lua's `unpack` has a stack
-/// limit (~8000).
+/// ARGV: timeout. Returns the stored values of the present users. Expired
+/// members are removed first (up to 1000); when none is left the hash holds
+/// exactly the present users and `HVALS` returns them (no per-member work in
+/// Lua). Otherwise the present ones are fetched by score (HMGET in chunks:
+/// Lua's `unpack` has a stack limit of about 8000).
 const LIST: &str = concat!(
     prelude!(),
     r#"
@@ -117,25 +119,27 @@ local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cut, 'LIMIT', 
 if #stale > 0 then
   redis.call('ZREM', KEYS[1], unpack(stale))
   redis.call('HDEL', KEYS[2], unpack(stale))
-end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], cut, '+inf')
-local out = {}
-local m = 0
-local n = #ids
-local i = 1
-while i <= n do
-  local j = math.min(i + 999, n)
-  local vals = redis.call('HMGET', KEYS[2], unpack(ids, i, j))
-  for k = 1, j - i + 1 do
-    local v = vals[k]
-    if v then
-      m = m + 1
-      out[m] = v
+  if redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. cut) > 0 then
+    local ids = redis.call('ZRANGEBYSCORE', KEYS[1], cut, '+inf')
+    local out = {}
+    local m = 0
+    local n = #ids
+    local i = 1
+    while i <= n do
+      local j = math.min(i + 999, n)
+      local vals = redis.call('HMGET', KEYS[2], unpack(ids, i, j))
+      for k = 1, j - i + 1 do
+        if vals[k] then
+          m = m + 1
+          out[m] = vals[k]
+        end
+      end
+      i = j + 1
     end
+    return out
   end
-  i = j + 1
 end
-return '[' .. table.concat(out, ',') .. ']'
+return redis.call('HVALS', KEYS[2])
 "#
 );
 
@@ -154,6 +158,49 @@ end
 return removed
 "#
 );
+
+/// One stored presence, as read back: the hash value
+/// `"<joined_at> <user length> <user><meta>"` kept whole (no copy).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredPresence {
+    pub joined_at: f64,
+    value: Vec<u8>,
+    user: std::ops::Range<usize>,
+}
+
+impl StoredPresence {
+    /// The value `join` stores after `joined_at` for `user` and `meta_json`.
+    pub fn tail(user: &str, meta_json: &str) -> String {
+        format!("{} {user}{meta_json}", user.len())
+    }
+
+    /// Splits a stored value; `None` when it is not in our format.
+    pub fn parse(value: Vec<u8>) -> Option<StoredPresence> {
+        let space = value.iter().position(|&b| b == b' ')?;
+        let joined_at = parse_f64(&value[..space])?;
+        let rest = &value[space + 1..];
+        let space2 = rest.iter().position(|&b| b == b' ')?;
+        let len: usize = std::str::from_utf8(&rest[..space2]).ok()?.parse().ok()?;
+        let start = space + 1 + space2 + 1;
+        let end = start.checked_add(len).filter(|&e| e <= value.len())?;
+        std::str::from_utf8(&value[start..end]).ok()?;
+        Some(StoredPresence {
+            joined_at,
+            user: start..end,
+            value,
+        })
+    }
+
+    pub fn user(&self) -> &str {
+        // Checked to be UTF-8 in `parse`.
+        std::str::from_utf8(&self.value[self.user.clone()]).unwrap_or_default()
+    }
+
+    /// The meta JSON exactly as given to `join`.
+    pub fn meta_json(&self) -> &[u8] {
+        &self.value[self.user.end..]
+    }
+}
 
 struct Scripts {
     join: Script,
@@ -240,13 +287,7 @@ impl RedisPresence {
         meta_json: &str,
     ) -> Result<f64, PresenceError> {
         check_user(user)?;
-        let mut tail = String::with_capacity(user.len() + meta_json.len() + 48);
-        tail.push_str("\"id\":");
-        push_json_string(&mut tail, user);
-        tail.push_str(",\"tenant_id\":");
-        push_json_string(&mut tail, tenant.as_str());
-        tail.push_str(",\"meta\":");
-        tail.push_str(meta_json);
+        let tail = StoredPresence::tail(user, meta_json);
         let args = [
             Arg::Float(self.timeout_secs),
             Arg::Int(self.ttl_ms),
@@ -262,18 +303,20 @@ impl RedisPresence {
         .ok_or_else(|| self.store.unexpected("join", &reply).into())
     }
 
-    /// The record (JSON) of the user that left, if it was present.
+    /// The record of the user that left, if it was present.
     pub fn leave(
         &self,
         tenant: &TenantId,
         room: &str,
         user: &str,
-    ) -> Result<Option<Vec<u8>>, PresenceError> {
+    ) -> Result<Option<StoredPresence>, PresenceError> {
         check_user(user)?;
         let args = [Arg::Float(self.timeout_secs), Arg::Str(user)];
         match self.eval(&SCRIPTS.leave, tenant, room, &args)? {
             Value::Nil => Ok(None),
-            Value::BulkString(record) => Ok(Some(record)),
+            Value::BulkString(value) => StoredPresence::parse(value)
+                .map(Some)
+                .ok_or_else(|| self.malformed(tenant, room)),
             other => Err(self.store.unexpected("leave", &other).into()),
         }
     }
@@ -309,18 +352,41 @@ impl RedisPresence {
         }
     }
 
-    /// Every present user's record, oldest heartbeat first, as one JSON
-    /// array of `{"joined_at", "id", "tenant_id", "meta"}` objects.
-    pub fn list(&self, tenant: &TenantId, room: &str) -> Result<Vec<u8>, PresenceError> {
-        match self.eval(
+    /// Every present user (in no particular order).
+    pub fn list(
+        &self,
+        tenant: &TenantId,
+        room: &str,
+    ) -> Result<Vec<StoredPresence>, PresenceError> {
+        let reply = self.eval(
             &SCRIPTS.list,
             tenant,
             room,
             &[Arg::Float(self.timeout_secs)],
-        )? {
-            Value::BulkString(array) => Ok(array),
-            other => Err(self.store.unexpected("list", &other).into()),
-        }
+        )?;
+        let items = match reply {
+            Value::Array(items) => items,
+            other => return Err(self.store.unexpected("list", &other).into()),
+        };
+        items
+            .into_iter()
+            .map(|item| match item {
+                Value::BulkString(value) => StoredPresence::parse(value),
+                _ => None,
+            })
+            .map(|p| p.ok_or_else(|| self.malformed(tenant, room)))
+            .collect()
+    }
+
+    fn malformed(&self, tenant: &TenantId, room: &str) -> PresenceError {
+        let [_, meta] = self.keys(tenant, room);
+        PresenceError::Store(crate::redis_store::StoreError::Failed {
+            url: self.store.url().to_owned(),
+            detail: format!(
+                "{} holds a value that is not a tenantry presence record",
+                crate::tenant_id::preview(&meta)
+            ),
+        })
     }
 
     /// Removes the room's expired users now; returns how many.
@@ -346,25 +412,6 @@ fn parse_f64(bytes: &[u8]) -> Option<f64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
-/// Appends `value` as a JSON string literal.
-pub fn push_json_string(out: &mut String, value: &str) {
-    out.push('"');
-    for ch in value.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,14 +420,18 @@ mod tests {
     use std::time::Instant;
 
     #[test]
-    fn json_strings_are_escaped() {
-        let mut out = String::new();
-        push_json_string(&mut out, "a\"b\\c\nd\u{1}é\u{2028}");
-        assert_eq!(out, r#""a\"b\\c\nd\u0001é\u2028""#);
-    }
-
-    fn text(bytes: &[u8]) -> &str {
-        std::str::from_utf8(bytes).unwrap()
+    fn stored_values_split_into_their_parts() {
+        let tail = StoredPresence::tail("a b", "{\"a\": 1}");
+        let p = StoredPresence::parse(format!("1700000000.250000 {tail}").into_bytes()).unwrap();
+        assert_eq!(p.joined_at, 1_700_000_000.25);
+        assert_eq!(p.user(), "a b");
+        assert_eq!(p.meta_json(), b"{\"a\": 1}");
+        for bad in ["garbage", "x 1 a{}", "1.5 9 ab{}", "1.5 x ab", "1.5 1"] {
+            assert!(
+                StoredPresence::parse(bad.as_bytes().to_vec()).is_none(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -454,25 +505,37 @@ mod tests {
         p.join(&a, "r", "u2", "null").unwrap();
         p.join(&b, "r", "u1", "{}").unwrap();
         assert_eq!(p.count(&a, "r").unwrap(), 2);
-        let listed = p.list(&a, "r").unwrap();
-        let first =
-            format!(r#"{{"joined_at":{first:.6},"id":"u1","tenant_id":"a","meta":{{"n":2}}}}"#);
-        assert!(
-            text(&listed).starts_with(&format!("[{first},")),
-            "{}",
-            text(&listed)
-        );
-        assert_eq!(text(&listed).matches("\"joined_at\"").count(), 2);
+        let mut listed = p.list(&a, "r").unwrap();
+        listed.sort_by(|x, y| x.user().cmp(y.user()));
+        assert_eq!(listed.len(), 2);
+        assert_eq!((listed[0].user(), listed[0].joined_at), ("u1", first));
+        assert_eq!(listed[0].meta_json(), b"{\"n\":2}");
         let left = p.leave(&a, "r", "u2").unwrap().unwrap();
-        assert!(text(&left).ends_with(r#""id":"u2","tenant_id":"a","meta":null}"#));
+        assert_eq!((left.user(), left.meta_json()), ("u2", &b"null"[..]));
         assert_eq!(p.leave(&a, "r", "u2").unwrap(), None);
         assert!(p.heartbeat(&a, "r", "u1").unwrap());
         assert!(!p.heartbeat(&a, "r", "nobody").unwrap());
         assert_eq!(p.count(&b, "r").unwrap(), 1);
 
+        // Expired and present users mixed: list returns the present ones.
+        let slow_a = RedisPresence::new(
+            Arc::clone(p.store()),
+            KeyPrefix::default(),
+            Duration::from_secs(60),
+        );
+        // More expired members than one list call removes (1000): the
+        // present ones are then picked by score.
+        for i in 0..1001 {
+            slow_a.join(&a, "mixed", &format!("old{i}"), "1").unwrap();
+        }
         std::thread::sleep(Duration::from_millis(400));
+        slow_a.join(&a, "mixed", "new", "2").unwrap();
+        let mixed = p.list(&a, "mixed").unwrap();
+        assert_eq!(mixed.len(), 1);
+        assert_eq!(mixed[0].user(), "new");
+
         assert_eq!(p.count(&a, "r").unwrap(), 0);
-        assert_eq!(p.list(&a, "r").unwrap(), b"[]");
+        assert!(p.list(&a, "r").unwrap().is_empty());
         assert!(!p.heartbeat(&b, "r", "u1").unwrap(), "no revival");
         assert_eq!(p.cleanup_stale(&b, "r").unwrap(), 1);
 
@@ -485,8 +548,7 @@ mod tests {
         for i in 0..9000 {
             slow.join(&a, "big", &format!("u{i}"), "1").unwrap();
         }
-        let big = slow.list(&a, "big").unwrap();
-        assert_eq!(text(&big).matches("\"joined_at\"").count(), 9000);
+        assert_eq!(slow.list(&a, "big").unwrap().len(), 9000);
         assert_eq!(slow.count(&a, "big").unwrap(), 9000);
 
         // Stopping the server: fast, clear errors; then nothing is cached.
