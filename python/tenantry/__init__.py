@@ -41,6 +41,13 @@ _LAZY: dict[str, str] = {
     "set_current_tenant": ".context",
     "reset_current_tenant": ".context",
     "tenant_context": ".context",
+    "TenantMiddleware": ".middleware",
+    "TenantMixin": ".mixins",
+    "TenantScopedMixin": ".mixins",
+    "TenantContextProcessor": ".mixins",
+    "context_processor": ".mixins",
+    "TenantManager": ".managers",
+    "TenantQuerySet": ".managers",
 }
 
 __all__ = [

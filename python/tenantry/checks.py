@@ -43,3 +43,44 @@ def check_config(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         for key in unknown
     ]
     return messages
+
+
+_MIDDLEWARE = "tenantry.middleware.TenantMiddleware"
+_SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
+_AUTH = "django.contrib.auth.middleware.AuthenticationMiddleware"
+
+
+@checks.register("tenantry")
+def check_middleware_order(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """The session resolver reads request.session/request.user and the
+    membership check reads request.user: their middleware must run first."""
+    from django.conf import settings
+
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if _MIDDLEWARE not in middleware:
+        return []
+    try:
+        config = conf.current()
+    except ImproperlyConfigured:
+        return []  # reported by check_config
+    position = middleware.index(_MIDDLEWARE)
+    needed = []
+    if config.uses_session:
+        needed += [
+            (_SESSION, "the session resolver reads request.session"),
+            (_AUTH, "the session resolver falls back to request.user"),
+        ]
+    if config.membership_check is not None:
+        needed.append((_AUTH, "TENANT_MEMBERSHIP_CHECK reads request.user"))
+    messages = []
+    for name, why in dict(needed).items():
+        if name not in middleware[:position]:
+            messages.append(
+                checks.Error(
+                    f"{_MIDDLEWARE} must come after {name}: {why}.",
+                    hint=f"Move {name} above {_MIDDLEWARE} in MIDDLEWARE.",
+                    id="tenantry.E101",
+                    obj="settings.MIDDLEWARE",
+                )
+            )
+    return messages
