@@ -84,3 +84,25 @@ def check_middleware_order(app_configs=None, **kwargs) -> list[checks.CheckMessa
                 )
             )
     return messages
+
+
+@checks.register("tenantry")
+def check_legacy_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """``djust.tenants`` also read ``settings.DJUST_TENANTS``; tenantry reads
+    ``DJUST_CONFIG`` only, so say where those values went."""
+    from django.conf import settings
+
+    legacy = getattr(settings, "DJUST_TENANTS", None)
+    if not legacy:
+        return []
+    moved = {"REQUIRED": "TENANT_REQUIRED", "RESOLVER": "TENANT_RESOLVER",
+             "STRICT_MODE": "TENANT_STRICT ('raise' or 'empty')"}
+    keys = ", ".join(f"{k} → DJUST_CONFIG[{moved.get(k, '?')!r}]" for k in legacy)
+    return [
+        checks.Warning(
+            f"settings.DJUST_TENANTS is not read by tenantry ({keys}).",
+            hint="Move these values into DJUST_CONFIG (see docs/migrating-from-djust.md).",
+            id="tenantry.W002",
+            obj="settings.DJUST_TENANTS",
+        )
+    ]

@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTypeInfo};
 
 use super::config::{current, Compiled};
-use super::tenant_info::{id_candidate, type_name, Candidate, TenantInfo};
+use super::tenant_info::{id_candidate, type_name, valid_id, Candidate, TenantInfo, ValidId};
 use crate::host::{split_domain_port, validated_domain, AllowedHosts};
 use crate::resolve::{path_tenant, subdomain_tenant};
 use crate::tenant_id::TenantId;
@@ -149,6 +149,10 @@ fn tenant<'py>(py: Python<'py>, id: &TenantId) -> PyResult<Bound<'py, PyAny>> {
     Ok(Bound::new(py, TenantInfo::from_id(py, id))?.into_any())
 }
 
+fn tenant_from<'py>(py: Python<'py>, id: ValidId<'py>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(Bound::new(py, TenantInfo::from_valid(py, id))?.into_any())
+}
+
 fn resolve_builtin<'py>(
     py: Python<'py>,
     c: &Compiled,
@@ -156,18 +160,23 @@ fn resolve_builtin<'py>(
     request: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let id = match builtin {
-        Builtin::Subdomain => subdomain(py, c, request)?,
+        Builtin::Subdomain => subdomain(py, c, request)?.map(ValidId::Rust),
         Builtin::Path => {
             let path = request.getattr(intern!(py, "path_info"))?;
             match path.cast::<PyString>() {
-                Ok(p) => path_tenant(&p.to_string_lossy(), &c.settings.path),
+                Ok(p) => path_tenant(&p.to_string_lossy(), &c.settings.path).map(ValidId::Rust),
                 Err(_) => None,
             }
         }
         Builtin::Header => {
+            // The value counts only as a str holding a valid id, exactly as
+            // sent: "  acme " is not acme.
             let meta = request.getattr(intern!(py, "META"))?;
             match meta.cast::<PyDict>() {
-                Ok(meta) => valid_str(meta.get_item(c.names.meta_key.bind(py))?)?,
+                Ok(meta) => match meta.get_item(c.names.meta_key.bind(py))? {
+                    Some(value) => valid_id(&value, false)?,
+                    None => None,
+                },
                 Err(_) => None,
             }
         }
@@ -179,40 +188,68 @@ fn resolve_builtin<'py>(
             };
         }
     };
-    id.map(|id| tenant(py, &id)).transpose()
+    id.map(|id| tenant_from(py, id)).transpose()
 }
 
-/// A header value counts only as a `str` holding a valid id, exactly as sent:
-/// `"  acme "` is not `acme`.
-fn valid_str(value: Option<Bound<'_, PyAny>>) -> PyResult<Option<TenantId>> {
-    match value {
-        Some(v) if v.is_instance_of::<PyString>() => match id_candidate(&v)? {
-            Candidate::Valid(id) => Ok(Some(id)),
-            _ => Ok(None),
-        },
-        _ => Ok(None),
+static SESSION_BASE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// The last session class seen, and whether it reads like Django's own
+/// `SessionBase` (same `get` and `_get_session`).
+static SESSION_CLASS: Mutex<Option<(Py<PyType>, bool)>> = Mutex::new(None);
+
+fn is_plain_session_class(py: Python<'_>, cls: &Bound<'_, PyType>) -> PyResult<bool> {
+    if let Some((seen, plain)) = SESSION_CLASS.lock().as_ref() {
+        if seen.bind(py).is(cls) {
+            return Ok(*plain);
+        }
     }
+    let base = SESSION_BASE.import(py, "django.contrib.sessions.backends.base", "SessionBase")?;
+    let mut plain = true;
+    for name in [intern!(py, "get"), intern!(py, "_get_session"), intern!(py, "_session")] {
+        plain &= cls.getattr(name)?.is(&base.getattr(name)?);
+    }
+    *SESSION_CLASS.lock() = Some((cls.clone().unbind(), plain));
+    Ok(plain)
 }
 
-/// A session, JWT or user value: a str or an int (never a bool or a dict).
-fn valid_value(value: &Bound<'_, PyAny>) -> PyResult<Option<TenantId>> {
-    match id_candidate(value)? {
-        Candidate::Valid(id) => Ok(Some(id)),
-        _ => Ok(None),
+/// `session.get(key)`. For Django's own session classes with their data
+/// already loaded this reads the loaded dict directly and marks the session
+/// accessed, exactly what `SessionBase.get` does, without its two Python
+/// calls; anything else goes through `get`.
+fn session_get<'py>(
+    py: Python<'py>,
+    session: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if let Ok(d) = session.cast::<PyDict>() {
+        return d.get_item(key);
     }
+    if is_plain_session_class(py, &session.get_type())? {
+        if let Some(attrs) = session.getattr_opt(intern!(py, "__dict__"))? {
+            if let Ok(attrs) = attrs.cast::<PyDict>() {
+                if let Some(cache) = attrs.get_item(intern!(py, "_session_cache"))? {
+                    if let Ok(cache) = cache.cast::<PyDict>() {
+                        // Keeps `Vary: Cookie` on the response, as Django does.
+                        session.setattr(intern!(py, "accessed"), true)?;
+                        return cache.get_item(key);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(session.call_method1(intern!(py, "get"), (key,))?))
 }
 
 fn session<'py>(
     py: Python<'py>,
     c: &Compiled,
     request: &Bound<'py, PyAny>,
-) -> PyResult<Option<TenantId>> {
+) -> PyResult<Option<ValidId<'py>>> {
     if let Some(session) = request.getattr_opt(intern!(py, "session"))? {
         if !session.is_none() {
-            let value =
-                session.call_method1(intern!(py, "get"), (c.names.session_key.bind(py),))?;
-            if let Some(id) = valid_value(&value)? {
-                return Ok(Some(id));
+            if let Some(value) = session_get(py, &session, c.names.session_key.bind(py))? {
+                if let Some(id) = valid_id(&value, true)? {
+                    return Ok(Some(id));
+                }
             }
         }
     }
@@ -232,7 +269,7 @@ fn session<'py>(
             None
         };
         if let Some(value) = value {
-            if let Some(id) = valid_value(&value)? {
+            if let Some(id) = valid_id(&value, true)? {
                 return Ok(Some(id));
             }
         }
@@ -247,7 +284,7 @@ fn session<'py>(
             _ => return Ok(None),
         }
     }
-    valid_value(&obj)
+    valid_id(&obj, true)
 }
 
 /// `settings.ALLOWED_HOSTS`, `DEBUG` and `USE_X_FORWARDED_HOST` compiled,

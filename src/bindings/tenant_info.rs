@@ -35,6 +35,21 @@ impl TenantInfo {
         }
     }
 
+    /// A tenant for an id already validated (see [`valid_id`]).
+    pub fn from_valid(py: Python<'_>, id: ValidId<'_>) -> Self {
+        let id = match id {
+            ValidId::Py(s) => s.unbind(),
+            ValidId::Rust(id) => PyString::new(py, id.as_str()).unbind(),
+        };
+        TenantInfo {
+            id,
+            name: None,
+            settings: None,
+            metadata: None,
+            raw: None,
+        }
+    }
+
     pub fn id_string(&self, py: Python<'_>) -> String {
         self.id.bind(py).to_string_lossy().into_owned()
     }
@@ -49,6 +64,27 @@ pub fn id_from_py(value: &Bound<'_, PyAny>) -> PyResult<TenantId> {
         Candidate::Invalid(text, err) => Err(errors::invalid_tenant_id(&text, &err)),
         Candidate::WrongType => Err(errors::invalid_tenant_type(type_name(value))),
     }
+}
+
+/// A validated id: the caller's own Python str when it was one (no copy), or
+/// one made in Rust (host labels, path segments, ints).
+pub enum ValidId<'py> {
+    Py(Bound<'py, PyString>),
+    Rust(TenantId),
+}
+
+/// `value` as an id when it is a valid one: a `str`, or (with `allow_int`)
+/// an `int` that is not a `bool`. Anything else is `None`, never an error:
+/// resolvers read client-influenced values.
+pub fn valid_id<'py>(value: &Bound<'py, PyAny>, allow_int: bool) -> PyResult<Option<ValidId<'py>>> {
+    if let Ok(s) = value.cast::<PyString>() {
+        return Ok(crate::tenant_id::is_valid(&s.to_string_lossy()).then(|| ValidId::Py(s.clone())));
+    }
+    if allow_int && value.is_instance_of::<PyInt>() && !value.is_instance_of::<PyBool>() {
+        let text = value.str()?.to_string_lossy().into_owned();
+        return Ok(TenantId::parse(&text).ok().map(ValidId::Rust));
+    }
+    Ok(None)
 }
 
 pub enum Candidate {

@@ -1,0 +1,74 @@
+"""The demo: two tenants, acme and globex, at http://acme.localhost:8000/ and
+http://globex.localhost:8000/ (browsers send *.localhost to loopback).
+Embedded defaults: in-memory presence/state backends and SQLite."""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = "tenantry-demo-not-secret"
+DEBUG = True
+# Django's own DEBUG default for an empty list is [".localhost", "127.0.0.1", "[::1]"].
+ALLOWED_HOSTS = [".localhost", "localhost", "127.0.0.1"]
+
+INSTALLED_APPS = [
+    "daphne",  # runserver speaks ASGI (HTTP + WebSocket)
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.staticfiles",
+    "channels",
+    "djust",
+    "tenantry",
+    "board",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tenantry.middleware.TenantMiddleware",
+]
+
+ROOT_URLCONF = "demo.urls"
+ASGI_APPLICATION = "demo.asgi.application"
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DEMO_DB", str(BASE_DIR / "db.sqlite3")),
+    }
+}
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "tenantry.context_processors.tenant",
+            ]
+        },
+    }
+]
+
+STATIC_URL = "/static/"
+LIVEVIEW_CONFIG = {"hvr_enabled": False}  # hot view replacement needs watchdog
+LIVEVIEW_ALLOWED_MODULES = ["board"]
+
+DJUST_CONFIG = {
+    "TENANT_RESOLVER": "custom",
+    "TENANT_CUSTOM_RESOLVER": "demo.tenancy.resolve",
+    "TENANT_MAIN_DOMAIN": "localhost",
+    "TENANT_EXEMPT_PATHS": ["/static/"],
+    "PRESENCE_BACKEND": "tenant_memory",
+    "STATE_BACKEND": "tenant_memory",
+}
+
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
