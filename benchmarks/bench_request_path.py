@@ -4,14 +4,14 @@ djust.tenants, on the same prebuilt request and DJUST_CONFIG."""
 
 from __future__ import annotations
 
+import djust.tenants as djust_tenants
 from django.http import HttpResponse
 from django.test import RequestFactory, override_settings
 from django.views.generic.base import ContextMixin, View
+from djust.tenants.middleware import TenantMiddleware as DjustMiddleware
 
-import djust.tenants as djust_tenants
 import tenantry
 from benchmarks.timing import ns_per_op, ratio_table
-from djust.tenants.middleware import TenantMiddleware as DjustMiddleware
 from tenantry.context_processors import tenant as tenantry_processor
 from tenantry.middleware import TenantMiddleware
 
@@ -49,8 +49,10 @@ def tenantry_view(request):
 CASES = [
     ("subdomain", {"TENANT_RESOLVER": "subdomain", "TENANT_MAIN_DOMAIN": "example.com"}),
     ("header", {"TENANT_RESOLVER": "header"}),
-    ("chain header → path → subdomain",
-     {"TENANT_RESOLVER": ["header", "path", "subdomain"], "TENANT_MAIN_DOMAIN": "example.com"}),
+    (
+        "chain header → path → subdomain",
+        {"TENANT_RESOLVER": ["header", "path", "subdomain"], "TENANT_MAIN_DOMAIN": "example.com"},
+    ),
 ]
 
 
@@ -66,7 +68,7 @@ def run() -> str:
             if label == "header":
                 headers = {"HTTP_HOST": "example.com", "HTTP_X_TENANT_ID": "acme"}
 
-            def timed(middleware, number):
+            def timed(middleware, number, headers=headers):
                 # Fresh requests, built before timing: nothing is cached on a
                 # request from an earlier call, and building them is not timed.
                 pending = iter([rf.get("/", **headers) for _ in range(5 * number + 1)])

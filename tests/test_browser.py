@@ -19,6 +19,8 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo"
 OUTPUT = ROOT / "test-output" / "browser"
+#: djust's client marks the page once its WebSocket is up.
+CONNECTED = "[dj-root].dj-connected, .dj-connected"
 
 
 def free_port() -> int:
@@ -48,7 +50,7 @@ def demo_server(tmp_path_factory):
     for command in (["migrate", "-v0"], ["seed_demo"]):
         subprocess.run([python, "manage.py", *command], cwd=DEMO, env=env, check=True)
     port = free_port()
-    log = open(tmp_path_factory.mktemp("log") / "daphne.log", "w")  # noqa: SIM115
+    log = open(tmp_path_factory.mktemp("log") / "daphne.log", "w")
     process = subprocess.Popen(
         [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "demo.asgi:application"],
         cwd=DEMO,
@@ -111,7 +113,7 @@ def test_two_tenants_in_a_browser(demo_server, browser):
     globex_url = f"http://globex.localhost:{demo_server}/board/"
 
     browser.get(globex_url)
-    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[dj-root].dj-connected, .dj-connected")))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, CONNECTED)))
     globex_window = browser.current_window_handle
     assert browser.find_element(By.ID, "tenant-name").text == "Globex"
     globex_before = items(browser)
@@ -119,7 +121,7 @@ def test_two_tenants_in_a_browser(demo_server, browser):
 
     browser.switch_to.new_window("tab")
     browser.get(acme_url)
-    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[dj-root].dj-connected, .dj-connected")))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, CONNECTED)))
     assert browser.find_element(By.ID, "tenant-name").text == "Acme Corp"
     assert items(browser) == ["Anvil", "Rocket skates"]
 

@@ -95,8 +95,11 @@ def check_legacy_settings(app_configs=None, **kwargs) -> list[checks.CheckMessag
     legacy = getattr(settings, "DJUST_TENANTS", None)
     if not legacy:
         return []
-    moved = {"REQUIRED": "TENANT_REQUIRED", "RESOLVER": "TENANT_RESOLVER",
-             "STRICT_MODE": "TENANT_STRICT ('raise' or 'empty')"}
+    moved = {
+        "REQUIRED": "TENANT_REQUIRED",
+        "RESOLVER": "TENANT_RESOLVER",
+        "STRICT_MODE": "TENANT_STRICT ('raise' or 'empty')",
+    }
     keys = ", ".join(f"{k} → DJUST_CONFIG[{moved.get(k, '?')!r}]" for k in legacy)
     return [
         checks.Warning(
