@@ -204,7 +204,11 @@ fn is_plain_session_class(py: Python<'_>, cls: &Bound<'_, PyType>) -> PyResult<b
     }
     let base = SESSION_BASE.import(py, "django.contrib.sessions.backends.base", "SessionBase")?;
     let mut plain = true;
-    for name in [intern!(py, "get"), intern!(py, "_get_session"), intern!(py, "_session")] {
+    for name in [
+        intern!(py, "get"),
+        intern!(py, "_get_session"),
+        intern!(py, "_session"),
+    ] {
         plain &= cls.getattr(name)?.is(&base.getattr(name)?);
     }
     *SESSION_CLASS.lock() = Some((cls.clone().unbind(), plain));
