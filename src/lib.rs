@@ -9,6 +9,7 @@ pub mod keys;
 pub mod redis_url;
 pub mod resolve;
 pub mod tenant_id;
+pub mod ttl_cache;
 
 #[cfg(feature = "python")]
 mod bindings;

@@ -26,6 +26,7 @@ from .resolvers import (
     CallableResolver,
     ChainedResolver,
     CustomResolver,
+    DomainResolver,
     HeaderResolver,
     PathResolver,
     SessionResolver,
@@ -48,6 +49,7 @@ _LAZY: dict[str, str] = {
     "context_processor": ".mixins",
     "TenantManager": ".managers",
     "TenantQuerySet": ".managers",
+    "invalidate_tenant": ".registry",
 }
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "CallableResolver",
     "ChainedResolver",
     "CustomResolver",
+    "DomainResolver",
     "HeaderResolver",
     "PathResolver",
     "SessionResolver",

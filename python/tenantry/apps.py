@@ -7,4 +7,4 @@ class TenantryConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, conf  # noqa: F401  (registers checks and signal receivers)
+        from . import checks, conf, registry  # noqa: F401  (checks and signal receivers)

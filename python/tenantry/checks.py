@@ -109,3 +109,75 @@ def check_legacy_settings(app_configs=None, **kwargs) -> list[checks.CheckMessag
             obj="settings.DJUST_TENANTS",
         )
     ]
+
+
+@checks.register("tenantry", checks.Tags.models)
+def check_registry_models(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """TENANT_MODEL / TENANT_DOMAIN_MODEL name installed models with the
+    configured fields."""
+    from django.apps import apps
+
+    try:
+        config = conf.current()
+    except ImproperlyConfigured:
+        return []  # reported by check_config
+    source = config.source
+    wanted = []
+    model = source.get("TENANT_MODEL")
+    if model:
+        wanted.append(
+            (
+                "TENANT_MODEL",
+                model,
+                [
+                    ("TENANT_MODEL_ID_FIELD", source.get("TENANT_MODEL_ID_FIELD", "slug")),
+                    ("TENANT_MODEL_NAME_FIELD", source.get("TENANT_MODEL_NAME_FIELD", "name")),
+                    (
+                        "TENANT_MODEL_SETTINGS_FIELD",
+                        source.get("TENANT_MODEL_SETTINGS_FIELD", "settings"),
+                    ),
+                ],
+            )
+        )
+    domain_model = source.get("TENANT_DOMAIN_MODEL")
+    if domain_model:
+        wanted.append(
+            (
+                "TENANT_DOMAIN_MODEL",
+                domain_model,
+                [
+                    ("TENANT_DOMAIN_FIELD", source.get("TENANT_DOMAIN_FIELD", "domain")),
+                    (
+                        "TENANT_DOMAIN_TENANT_FIELD",
+                        source.get("TENANT_DOMAIN_TENANT_FIELD", "tenant_id"),
+                    ),
+                ],
+            )
+        )
+    messages = []
+    for key, label, fields in wanted:
+        try:
+            model_class = apps.get_model(label)
+        except (LookupError, ValueError):
+            messages.append(
+                checks.Error(
+                    f"DJUST_CONFIG[{key!r}] names {label!r}, which is not an installed model.",
+                    id=check_id(key),
+                    obj="settings.DJUST_CONFIG",
+                )
+            )
+            continue
+        names = {f.name for f in model_class._meta.get_fields()} | {
+            getattr(f, "attname", f.name) for f in model_class._meta.get_fields()
+        }
+        for field_key, field in fields:
+            if field and field not in names:
+                messages.append(
+                    checks.Error(
+                        f"DJUST_CONFIG[{field_key!r}] is {field!r}, "
+                        f"which is not a field of {label}.",
+                        id=check_id(field_key),
+                        obj="settings.DJUST_CONFIG",
+                    )
+                )
+    return messages

@@ -19,6 +19,9 @@ pub struct TenantInfo {
     name: Option<Py<PyAny>>,
     /// Created on first access, so resolving a tenant allocates no dicts.
     settings: Option<Py<PyDict>>,
+    /// `settings` is the registry's cached dict: copy it before handing it
+    /// out, so one request's edits never reach the next request.
+    settings_shared: bool,
     metadata: Option<Py<PyDict>>,
     raw: Option<Py<PyAny>>,
 }
@@ -30,6 +33,7 @@ impl TenantInfo {
             id: PyString::new(py, id.as_str()).unbind(),
             name: None,
             settings: None,
+            settings_shared: false,
             metadata: None,
             raw: None,
         }
@@ -45,9 +49,36 @@ impl TenantInfo {
             id,
             name: None,
             settings: None,
+            settings_shared: false,
             metadata: None,
             raw: None,
         }
+    }
+
+    /// A registry-backed tenant: `name` and `raw` as given (None = unset);
+    /// `settings` is the registry's shared dict, copied on first access.
+    pub fn with_details(
+        id: Bound<'_, PyString>,
+        name: Bound<'_, PyAny>,
+        settings: Option<Bound<'_, PyDict>>,
+        raw: Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        Ok(TenantInfo {
+            id: id.unbind(),
+            name: if name.is_none() || !name.is_truthy()? {
+                None
+            } else {
+                Some(name.unbind())
+            },
+            settings_shared: settings.is_some(),
+            settings: settings.map(Bound::unbind),
+            metadata: None,
+            raw: (!raw.is_none()).then(|| raw.unbind()),
+        })
+    }
+
+    pub fn id_py<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        self.id.bind(py).clone()
     }
 
     pub fn id_string(&self, py: Python<'_>) -> String {
@@ -177,6 +208,7 @@ impl TenantInfo {
             id: PyString::new(py, id.as_str()).unbind(),
             name,
             settings: dict_or_none(py, settings, "settings")?,
+            settings_shared: false,
             metadata: dict_or_none(py, metadata, "metadata")?,
             raw: raw.filter(|r| !r.is_none()).map(|r| r.clone().unbind()),
         })
@@ -205,15 +237,23 @@ impl TenantInfo {
     }
 
     #[getter]
-    fn get_settings(&mut self, py: Python<'_>) -> Py<PyDict> {
-        self.settings
+    fn get_settings(&mut self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        if self.settings_shared {
+            if let Some(shared) = &self.settings {
+                self.settings = Some(shared.bind(py).copy()?.unbind());
+            }
+            self.settings_shared = false;
+        }
+        Ok(self
+            .settings
             .get_or_insert_with(|| PyDict::new(py).unbind())
-            .clone_ref(py)
+            .clone_ref(py))
     }
 
     #[setter]
     fn set_settings(&mut self, py: Python<'_>, value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         self.settings = dict_or_none(py, value, "settings")?;
+        self.settings_shared = false;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 from django.db import models
 
 from tenantry import TenantManager
+from tenantry.models import AbstractTenant, AbstractTenantDomain
 
 
 class Item(models.Model):
@@ -39,3 +40,15 @@ class Project(models.Model):
     class Meta:
         app_label = "app"
         ordering = ["id"]
+
+
+class Tenant(AbstractTenant):
+    """The registry model of the tests (TENANT_MODEL = "app.Tenant")."""
+
+    class Meta:
+        app_label = "app"
+
+
+class Domain(AbstractTenantDomain):
+    class Meta:
+        app_label = "app"

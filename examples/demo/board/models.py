@@ -1,6 +1,11 @@
 from django.db import models
 
 from tenantry import TenantManager
+from tenantry.models import AbstractTenant
+
+
+class Tenant(AbstractTenant):
+    """A tenant: slug (the subdomain), name, and settings (theme, tagline)."""
 
 
 class Item(models.Model):

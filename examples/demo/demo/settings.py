@@ -62,9 +62,11 @@ LIVEVIEW_CONFIG = {"hvr_enabled": False}  # hot view replacement needs watchdog
 LIVEVIEW_ALLOWED_MODULES = ["board"]
 
 DJUST_CONFIG = {
-    "TENANT_RESOLVER": "custom",
-    "TENANT_CUSTOM_RESOLVER": "demo.tenancy.resolve",
+    "TENANT_RESOLVER": "subdomain",
     "TENANT_MAIN_DOMAIN": "localhost",
+    # Only rows of board.Tenant are tenants; their name and settings (theme,
+    # tagline) reach templates as tenant.name / tenant.settings.
+    "TENANT_MODEL": "board.Tenant",
     "TENANT_EXEMPT_PATHS": ["/static/"],
     "PRESENCE_BACKEND": "tenant_memory",
     "STATE_BACKEND": "tenant_memory",
