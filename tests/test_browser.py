@@ -5,66 +5,25 @@ tenant never shows it. Screenshots go to test-output/browser/."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.demo_server import demo_server as run_demo
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "examples" / "demo"
 OUTPUT = ROOT / "test-output" / "browser"
 #: djust's client marks the page once its WebSocket is up.
 CONNECTED = "[dj-root].dj-connected, .dj-connected"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"demo server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"demo server did not listen on {port}")
-
-
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory):
-    env = {**os.environ, "DEMO_DB": str(tmp_path_factory.mktemp("demo") / "db.sqlite3")}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    python = sys.executable
-    for command in (["migrate", "-v0"], ["seed_demo"]):
-        subprocess.run([python, "manage.py", *command], cwd=DEMO, env=env, check=True)
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("log") / "daphne.log", "w")
-    process = subprocess.Popen(
-        [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "demo.asgi:application"],
-        cwd=DEMO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port, process)
+    with run_demo(tmp_path_factory.mktemp("demo")) as port:
         yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -41,8 +41,19 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("DEMO_DB", str(BASE_DIR / "db.sqlite3")),
+        # Concurrent writers (WebSocket events run on a thread pool) wait
+        # for the lock instead of failing; WAL lets readers run meanwhile.
+        "OPTIONS": {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
     }
 }
+
+# Sessions in process memory, like the rest of the demo's embedded defaults.
+SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 TEMPLATES = [
     {
@@ -58,7 +69,12 @@ TEMPLATES = [
 ]
 
 STATIC_URL = "/static/"
-LIVEVIEW_CONFIG = {"hvr_enabled": False}  # hot view replacement needs watchdog
+LIVEVIEW_CONFIG = {
+    "hvr_enabled": False,  # hot view replacement needs watchdog
+    # djust limits WebSockets per client IP (10); the load test connects
+    # hundreds from 127.0.0.1.
+    "rate_limit": {"max_connections_per_ip": int(os.environ.get("DEMO_WS_PER_IP", "10"))},
+}
 LIVEVIEW_ALLOWED_MODULES = ["board"]
 
 DJUST_CONFIG = {

@@ -11,18 +11,35 @@ SEED = {
     "acme": ["Anvil", "Rocket skates"],
     "globex": ["Hammock", "Doomsday device"],
 }
+THEMES = ["#5f3dc4", "#2b8a3e", "#c2255c", "#1864ab", "#e67700"]
 
 
 class Command(BaseCommand):
-    help = "Seed the demo's two tenants (idempotent)."
+    help = (
+        "Seed the demo's tenants (idempotent): acme and globex, plus --extra N load-test tenants."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--extra",
+            type=int,
+            default=0,
+            help="also create tenants t000..t<N-1>, each with one item named item-tNNN-0",
+        )
 
     def handle(self, *args, **options):
-        for slug, (name, settings) in TENANTS.items():
+        tenants = dict(TENANTS)
+        seed = dict(SEED)
+        for n in range(options["extra"]):
+            slug = f"t{n:03d}"
+            tenants[slug] = (f"Tenant {n}", {"theme": THEMES[n % len(THEMES)], "tagline": slug})
+            seed[slug] = [f"item-{slug}-0"]
+        for slug, (name, settings) in tenants.items():
             Tenant.objects.update_or_create(
                 slug=slug, defaults={"name": name, "settings": settings}
             )
-        for tenant, names in SEED.items():
+        for tenant, names in seed.items():
             with tenant_context(tenant):
                 for name in names:
                     Item.objects.get_or_create(name=name)
-        self.stdout.write("seeded acme and globex")
+        self.stdout.write(f"seeded {len(tenants)} tenants")
