@@ -42,6 +42,12 @@ ensure_redis() {
     fi
 }
 
+ensure_chromium() {
+    if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+        apt_install chromium chromium-driver
+    fi
+}
+
 build_extension() {
     log "building the Rust extension (maturin develop --release)"
     (cd "$ROOT" && VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" \

@@ -7,6 +7,7 @@ source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
 ensure_redis
+ensure_chromium
 ensure_venv "$ROOT/requirements/test.txt"
 
 log "cargo fmt --check, cargo clippy, ruff"

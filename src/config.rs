@@ -137,6 +137,33 @@ pub struct BackendSettings {
     pub redis_url: String,
 }
 
+/// The tenant registry (SPEC §5): which resolved ids are real tenants.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegistrySettings {
+    /// `"app_label.ModelName"` of the tenant model.
+    pub model: Option<String>,
+    pub id_field: String,
+    pub name_field: Option<String>,
+    pub settings_field: Option<String>,
+    /// `f(tenant_id) -> TenantInfo | None`, the alternative to a model.
+    pub validator: Option<CallableSpec>,
+    /// Seconds a lookup (found or not) is cached; 0 disables caching.
+    pub cache_ttl: f64,
+    /// Entries kept, for found and for unknown ids each.
+    pub cache_size: usize,
+    /// `"app_label.ModelName"` mapping custom domains to tenants.
+    pub domain_model: Option<String>,
+    pub domain_field: String,
+    pub domain_tenant_field: String,
+}
+
+impl RegistrySettings {
+    /// True when resolved ids must be looked up before they count.
+    pub fn enabled(&self) -> bool {
+        self.model.is_some() || self.validator.is_some()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     pub resolver: ResolverSpec,
@@ -157,6 +184,7 @@ pub struct Settings {
     /// Seconds without a heartbeat after which a presence is gone.
     pub presence_timeout: f64,
     pub state: BackendSettings,
+    pub registry: RegistrySettings,
     /// Connect and I/O timeouts of every Redis connection (presence, state).
     pub redis_options: StoreOptions,
     /// Unknown `TENANT_*` keys (likely typos), reported as warnings.
@@ -191,6 +219,16 @@ pub const KNOWN_KEYS: &[&str] = &[
     "STATE_BACKEND",
     "STATE_REDIS_URL",
     "REDIS_URL",
+    "TENANT_MODEL",
+    "TENANT_MODEL_ID_FIELD",
+    "TENANT_MODEL_NAME_FIELD",
+    "TENANT_MODEL_SETTINGS_FIELD",
+    "TENANT_VALIDATOR",
+    "TENANT_CACHE_TTL",
+    "TENANT_CACHE_SIZE",
+    "TENANT_DOMAIN_MODEL",
+    "TENANT_DOMAIN_FIELD",
+    "TENANT_DOMAIN_TENANT_FIELD",
     "REDIS_CONNECT_TIMEOUT",
     "REDIS_SOCKET_TIMEOUT",
 ];
@@ -198,6 +236,8 @@ pub const KNOWN_KEYS: &[&str] = &[
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 const MAX_PRESENCE_TIMEOUT: f64 = 86_400.0;
 const MAX_SUBDOMAIN_DEPTH: i128 = 10;
+const MAX_CACHE_TTL: f64 = 86_400.0;
+const MAX_CACHE_SIZE: i128 = 10_000_000;
 
 /// Collects errors so one `manage.py check` shows all of them.
 struct Parser<'a> {
@@ -365,6 +405,89 @@ impl<'a> Parser<'a> {
                 );
                 None
             }
+        }
+    }
+
+    /// `"app_label.ModelName"` or None.
+    fn model_label(&mut self, key: &str) -> Option<String> {
+        match self.get(key) {
+            None | Some(Value::None) => None,
+            Some(Value::Str(s)) if s.split('.').count() == 2 && s.split('.').all(is_identifier) => {
+                Some(s.clone())
+            }
+            Some(v) => {
+                self.fail_value(key, "a model label like 'tenants.Tenant'", v);
+                None
+            }
+        }
+    }
+
+    /// A model field name, or None when `optional` allows it.
+    fn field_name(&mut self, key: &str, default: &str, optional: bool) -> Option<String> {
+        match self.get(key) {
+            None => Some(default.to_owned()),
+            Some(Value::None) if optional => None,
+            Some(Value::Str(s)) if is_identifier(s) => Some(s.clone()),
+            Some(v) => {
+                let expected = if optional {
+                    "a model field name or None"
+                } else {
+                    "a model field name"
+                };
+                self.fail_value(key, expected, v);
+                Some(default.to_owned())
+            }
+        }
+    }
+
+    fn seconds(&mut self, key: &str, default: f64, max: f64, allow_zero: bool) -> f64 {
+        let ok = |x: f64| (x > 0.0 || (allow_zero && x == 0.0)) && x <= max;
+        match self.get(key) {
+            None => default,
+            Some(Value::Int(i)) if ok(*i as f64) => *i as f64,
+            Some(Value::Float(x)) if ok(*x) => *x,
+            Some(v) => {
+                let low = if allow_zero {
+                    "0 or more"
+                } else {
+                    "greater than 0"
+                };
+                self.fail_value(
+                    key,
+                    &format!("a number of seconds, {low} (at most {max})"),
+                    v,
+                );
+                default
+            }
+        }
+    }
+
+    fn registry(&mut self) -> RegistrySettings {
+        let model = self.model_label("TENANT_MODEL");
+        let validator = self.callable("TENANT_VALIDATOR");
+        if model.is_some() && validator.is_some() {
+            self.fail(
+                "TENANT_VALIDATOR",
+                "cannot be combined with TENANT_MODEL: set one of them".into(),
+            );
+        }
+        RegistrySettings {
+            model,
+            id_field: self
+                .field_name("TENANT_MODEL_ID_FIELD", "slug", false)
+                .unwrap_or_else(|| "slug".into()),
+            name_field: self.field_name("TENANT_MODEL_NAME_FIELD", "name", true),
+            settings_field: self.field_name("TENANT_MODEL_SETTINGS_FIELD", "settings", true),
+            validator,
+            cache_ttl: self.seconds("TENANT_CACHE_TTL", 60.0, MAX_CACHE_TTL, true),
+            cache_size: self.int_at_least("TENANT_CACHE_SIZE", 10_000, 0, MAX_CACHE_SIZE),
+            domain_model: self.model_label("TENANT_DOMAIN_MODEL"),
+            domain_field: self
+                .field_name("TENANT_DOMAIN_FIELD", "domain", false)
+                .unwrap_or_else(|| "domain".into()),
+            domain_tenant_field: self
+                .field_name("TENANT_DOMAIN_TENANT_FIELD", "tenant_id", false)
+                .unwrap_or_else(|| "tenant_id".into()),
         }
     }
 
@@ -597,20 +720,9 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
     };
 
     let presence = p.backend("PRESENCE_BACKEND", "PRESENCE_REDIS_URL");
-    let presence_timeout = match p.get("PRESENCE_TIMEOUT") {
-        None => 60.0,
-        Some(Value::Int(i)) if *i > 0 && (*i as f64) <= MAX_PRESENCE_TIMEOUT => *i as f64,
-        Some(Value::Float(x)) if *x > 0.0 && *x <= MAX_PRESENCE_TIMEOUT => *x,
-        Some(v) => {
-            p.fail_value(
-                "PRESENCE_TIMEOUT",
-                "a number of seconds greater than 0 (at most 86400)",
-                v,
-            );
-            60.0
-        }
-    };
+    let presence_timeout = p.seconds("PRESENCE_TIMEOUT", 60.0, MAX_PRESENCE_TIMEOUT, false);
     let state = p.backend("STATE_BACKEND", "STATE_REDIS_URL");
+    let registry = p.registry();
     let defaults = StoreOptions::default();
     let redis_options = StoreOptions {
         connect_timeout: p.redis_timeout("REDIS_CONNECT_TIMEOUT", defaults.connect_timeout),
@@ -658,6 +770,7 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         presence,
         presence_timeout,
         state,
+        registry,
         redis_options,
         unknown_keys,
     })
@@ -802,6 +915,38 @@ mod tests {
         assert_eq!(header_meta_key("X-Org").unwrap(), "HTTP_X_ORG");
         assert_eq!(header_meta_key("HTTP_X_ORG").unwrap(), "HTTP_X_ORG");
         assert!(header_meta_key("X Org").is_err());
+    }
+
+    #[test]
+    fn registry_keys() {
+        let d = Settings::defaults().registry;
+        assert!(!d.enabled());
+        assert_eq!(
+            (d.id_field.as_str(), d.cache_ttl, d.cache_size),
+            ("slug", 60.0, 10_000)
+        );
+        let parsed = parse(&map(&[
+            ("TENANT_MODEL", s("tenants.Tenant")),
+            ("TENANT_MODEL_SETTINGS_FIELD", Value::None),
+            ("TENANT_CACHE_TTL", Value::Int(0)),
+        ]))
+        .unwrap()
+        .registry;
+        assert!(parsed.enabled());
+        assert_eq!(parsed.settings_field, None);
+        assert_eq!(parsed.cache_ttl, 0.0);
+        for (key, bad) in [
+            ("TENANT_MODEL", s("Tenant")),
+            ("TENANT_MODEL_ID_FIELD", s("slug field")),
+            ("TENANT_CACHE_TTL", Value::Int(-1)),
+            ("TENANT_CACHE_SIZE", s("big")),
+            ("TENANT_DOMAIN_MODEL", s("a.b.c")),
+        ] {
+            let e = errors(&[(key, bad)]);
+            assert_eq!(e[0].key, key);
+        }
+        let e = errors(&[("TENANT_MODEL", s("t.T")), ("TENANT_VALIDATOR", s("m.f"))]);
+        assert_eq!(e[0].key, "TENANT_VALIDATOR");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod redis_store;
 pub mod redis_url;
 pub mod resolve;
 pub mod tenant_id;
+pub mod ttl_cache;
 
 #[cfg(feature = "python")]
 mod bindings;

@@ -20,15 +20,19 @@ INSTALLED_APPS = [
     "channels",
     "djust",
     "tenantry",
+    "tests.app",
 ]
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tenantry.middleware.TenantMiddleware",
 ]
 
-ROOT_URLCONF = "tests.urls"
+ROOT_URLCONF = "tests.app.urls"
+ASGI_APPLICATION = "tests.app.asgi.application"
+LIVEVIEW_ALLOWED_MODULES = ["tests.app"]
 
 DATABASES = {
     "default": {
@@ -46,6 +50,7 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "tenantry.context_processors.tenant",
             ]
         },
     }

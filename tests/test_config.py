@@ -115,3 +115,9 @@ def test_reload_recompiles(tenant_config, rf):
     assert conf.current().required is True
     conf.reload()  # ...until a reload
     assert conf.current().required is False
+
+
+def test_legacy_djust_tenants_setting_warns(settings):
+    settings.DJUST_TENANTS = {"REQUIRED": True}
+    messages = [m for m in checks.run_checks(tags=["tenantry"]) if m.id == "tenantry.W002"]
+    assert len(messages) == 1 and "TENANT_REQUIRED" in messages[0].msg

@@ -286,4 +286,30 @@ def test_redis_timeouts_are_checked(settings, key, value):
         conf.current()
     [error] = tenantry_checks.check_config()
     assert error.id == tenantry_checks.check_id(key)
-    assert error.id in ("tenantry.E026", "tenantry.E027")
+    assert error.id in ("tenantry.E036", "tenantry.E037")
+
+
+def test_tenantry_tenant_mixin_keys_presence_by_its_tenant():
+    """tenantry's own TenantMixin in front of djust's PresenceMixin (the
+    LiveView end to end is in the integration tests)."""
+    from tenantry import TenantMixin
+
+    class View(TenantMixin, PresenceMixin):
+        presence_key = "doc:{doc_id}"
+
+    views = []
+    for tenant, user_id in (("acme", 1), ("globex", 2)):
+        view = View()
+        view.doc_id = 9
+        view.set_tenant(tenant)
+        view.request = SimpleNamespace(
+            user=SimpleNamespace(is_authenticated=True, id=user_id, username=f"u{user_id}"),
+            session=None,
+        )
+        view._websocket_session_id = f"ws{user_id}"
+        assert view.get_presence_key() == f"tenant:{tenant}:doc:9"
+        view.track_presence()
+        views.append(view)
+    assert [p["id"] for p in views[0].list_presences()] == ["1"]
+    assert [p["id"] for p in views[1].list_presences()] == ["2"]
+    assert TenantAwareMemoryBackend("acme").count("doc:9") == 1

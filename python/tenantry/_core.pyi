@@ -59,6 +59,9 @@ class SessionResolver(TenantResolver):
 class CustomResolver(TenantResolver):
     def resolve(self, request: Any) -> TenantInfo | None: ...
 
+class DomainResolver(TenantResolver):
+    def resolve(self, request: Any) -> TenantInfo | None: ...
+
 class ChainedResolver(TenantResolver):
     def __init__(self, resolvers: Iterable[TenantResolver], *args: Any, **kwargs: Any) -> None: ...
     @property
@@ -93,6 +96,9 @@ class CurrentConfig:
     resolution_needs_sync: bool
     uses_session: bool
     source: dict[str, Any]
+    tenant_model: tuple[str, str] | None
+    registry_models: list[str]
+    registry_cache_sizes: tuple[int, int]
     def is_exempt(self, path: str) -> bool: ...
 
 def configure(djust_config: dict[str, Any], registry: dict[str, type[TenantResolver]]) -> None: ...
@@ -101,6 +107,7 @@ def check_config(
     djust_config: dict[str, Any], registry: dict[str, type[TenantResolver]]
 ) -> tuple[list[tuple[str, str]], list[str]]: ...
 def current_config() -> CurrentConfig: ...
+def invalidate_tenant(tenant_id: str | None = None) -> None: ...
 
 PresenceRecord = dict[str, Any]
 """``{"id": str, "tenant_id": str, "joined_at": float, "meta": Any}``"""

@@ -9,7 +9,7 @@ class TenantryConfig(AppConfig):
     def ready(self) -> None:
         from django.core.exceptions import ImproperlyConfigured
 
-        from . import checks, conf  # noqa: F401  (registers checks and signal receivers)
+        from . import checks, conf, registry  # noqa: F401  (checks and signal receivers)
         from .presence import install_djust_presence_backend
 
         try:

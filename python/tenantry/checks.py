@@ -43,3 +43,141 @@ def check_config(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         for key in unknown
     ]
     return messages
+
+
+_MIDDLEWARE = "tenantry.middleware.TenantMiddleware"
+_SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
+_AUTH = "django.contrib.auth.middleware.AuthenticationMiddleware"
+
+
+@checks.register("tenantry")
+def check_middleware_order(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """The session resolver reads request.session/request.user and the
+    membership check reads request.user: their middleware must run first."""
+    from django.conf import settings
+
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if _MIDDLEWARE not in middleware:
+        return []
+    try:
+        config = conf.current()
+    except ImproperlyConfigured:
+        return []  # reported by check_config
+    position = middleware.index(_MIDDLEWARE)
+    needed = []
+    if config.uses_session:
+        needed += [
+            (_SESSION, "the session resolver reads request.session"),
+            (_AUTH, "the session resolver falls back to request.user"),
+        ]
+    if config.membership_check is not None:
+        needed.append((_AUTH, "TENANT_MEMBERSHIP_CHECK reads request.user"))
+    messages = []
+    for name, why in dict(needed).items():
+        if name not in middleware[:position]:
+            messages.append(
+                checks.Error(
+                    f"{_MIDDLEWARE} must come after {name}: {why}.",
+                    hint=f"Move {name} above {_MIDDLEWARE} in MIDDLEWARE.",
+                    id="tenantry.E101",
+                    obj="settings.MIDDLEWARE",
+                )
+            )
+    return messages
+
+
+@checks.register("tenantry")
+def check_legacy_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """``djust.tenants`` also read ``settings.DJUST_TENANTS``; tenantry reads
+    ``DJUST_CONFIG`` only, so say where those values went."""
+    from django.conf import settings
+
+    legacy = getattr(settings, "DJUST_TENANTS", None)
+    if not legacy:
+        return []
+    moved = {
+        "REQUIRED": "TENANT_REQUIRED",
+        "RESOLVER": "TENANT_RESOLVER",
+        "STRICT_MODE": "TENANT_STRICT ('raise' or 'empty')",
+    }
+    keys = ", ".join(f"{k} → DJUST_CONFIG[{moved.get(k, '?')!r}]" for k in legacy)
+    return [
+        checks.Warning(
+            f"settings.DJUST_TENANTS is not read by tenantry ({keys}).",
+            hint="Move these values into DJUST_CONFIG (see docs/migrating-from-djust.md).",
+            id="tenantry.W002",
+            obj="settings.DJUST_TENANTS",
+        )
+    ]
+
+
+@checks.register("tenantry", checks.Tags.models)
+def check_registry_models(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """TENANT_MODEL / TENANT_DOMAIN_MODEL name installed models with the
+    configured fields."""
+    from django.apps import apps
+
+    try:
+        config = conf.current()
+    except ImproperlyConfigured:
+        return []  # reported by check_config
+    source = config.source
+    wanted = []
+    model = source.get("TENANT_MODEL")
+    if model:
+        wanted.append(
+            (
+                "TENANT_MODEL",
+                model,
+                [
+                    ("TENANT_MODEL_ID_FIELD", source.get("TENANT_MODEL_ID_FIELD", "slug")),
+                    ("TENANT_MODEL_NAME_FIELD", source.get("TENANT_MODEL_NAME_FIELD", "name")),
+                    (
+                        "TENANT_MODEL_SETTINGS_FIELD",
+                        source.get("TENANT_MODEL_SETTINGS_FIELD", "settings"),
+                    ),
+                ],
+            )
+        )
+    domain_model = source.get("TENANT_DOMAIN_MODEL")
+    if domain_model:
+        wanted.append(
+            (
+                "TENANT_DOMAIN_MODEL",
+                domain_model,
+                [
+                    ("TENANT_DOMAIN_FIELD", source.get("TENANT_DOMAIN_FIELD", "domain")),
+                    (
+                        "TENANT_DOMAIN_TENANT_FIELD",
+                        source.get("TENANT_DOMAIN_TENANT_FIELD", "tenant_id"),
+                    ),
+                ],
+            )
+        )
+    messages = []
+    for key, label, fields in wanted:
+        try:
+            model_class = apps.get_model(label)
+        except (LookupError, ValueError):
+            messages.append(
+                checks.Error(
+                    f"DJUST_CONFIG[{key!r}] names {label!r}, which is not an installed model.",
+                    id=check_id(key),
+                    obj="settings.DJUST_CONFIG",
+                )
+            )
+            continue
+        names = {f.name for f in model_class._meta.get_fields()} | {
+            getattr(f, "attname", f.name) for f in model_class._meta.get_fields()
+        }
+        for field_key, field in fields:
+            if field and field not in names:
+                messages.append(
+                    checks.Error(
+                        f"DJUST_CONFIG[{field_key!r}] is {field!r}, "
+                        f"which is not a field of {label}.",
+                        id=check_id(field_key),
+                        obj="settings.DJUST_CONFIG",
+                    )
+                )
+    return messages

@@ -19,6 +19,8 @@ __all__ = ["check", "current", "get_djust_config", "load", "reload"]
 
 #: Callbacks run after the config is dropped (backend caches register here).
 _reset_hooks: list = []
+#: The compiled config's Python view, kept until the config is dropped.
+_current: _core.CurrentConfig | None = None
 
 
 def get_djust_config() -> dict:
@@ -35,8 +37,10 @@ def get_djust_config() -> dict:
 
 def load() -> None:
     """Compile the current settings; ``ImproperlyConfigured`` names the bad key."""
+    global _current
     from .resolvers import RESOLVER_REGISTRY
 
+    _current = None
     try:
         _core.configure(get_djust_config(), RESOLVER_REGISTRY)
     except _core.ConfigError as exc:
@@ -50,6 +54,8 @@ def reload() -> None:
 
 
 def reset() -> None:
+    global _current
+    _current = None
     _core.reset()
     for hook in list(_reset_hooks):
         hook()
@@ -57,7 +63,11 @@ def reset() -> None:
 
 def current() -> _core.CurrentConfig:
     """The compiled settings, compiling them on first use."""
-    return _core.current_config()
+    config = _current
+    if config is None:
+        config = _core.current_config()
+        globals()["_current"] = config
+    return config
 
 
 def check() -> tuple[list[tuple[str, str]], list[str]]:

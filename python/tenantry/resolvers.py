@@ -18,6 +18,7 @@ from ._core import (
     CallableResolver,
     ChainedResolver,
     CustomResolver,
+    DomainResolver,
     HeaderResolver,
     PathResolver,
     SessionResolver,
@@ -33,6 +34,7 @@ __all__ = [
     "CallableResolver",
     "ChainedResolver",
     "CustomResolver",
+    "DomainResolver",
     "HeaderResolver",
     "PathResolver",
     "SessionResolver",
@@ -51,4 +53,5 @@ RESOLVER_REGISTRY: dict[str, type[TenantResolver]] = {
     "header": HeaderResolver,
     "session": SessionResolver,
     "custom": CustomResolver,
+    "domain": DomainResolver,
 }

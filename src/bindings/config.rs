@@ -17,6 +17,7 @@ use pyo3::types::{
 };
 
 use super::errors::{config_error, config_errors};
+use super::registry::{DomainMap, Registry};
 use super::resolvers::{self, Resolver};
 use crate::config::{self, CallableSpec, ConfigError, ResolverSpec, Settings, Value};
 
@@ -40,6 +41,10 @@ pub struct Compiled {
     pub custom_label: String,
     pub membership_check: Option<Py<PyAny>>,
     pub audit_callback: Option<Py<PyAny>>,
+    /// `TENANT_MODEL` / `TENANT_VALIDATOR`: which ids are real tenants.
+    pub registry: Option<Registry>,
+    /// `TENANT_DOMAIN_MODEL`: custom domains → tenant ids.
+    pub domains: Option<DomainMap>,
     /// The `DJUST_CONFIG` dict this was compiled from, for `get_config()`.
     pub source: Py<PyDict>,
 }
@@ -47,6 +52,8 @@ pub struct Compiled {
 static CURRENT: RwLock<Option<Arc<Compiled>>> = RwLock::new(None);
 static CONF_LOADER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static IMPORT_STRING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static TENANT_LOADER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static DOMAIN_LOADER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// The current config, loading it through `tenantry.conf` on first use.
 pub fn current(py: Python<'_>) -> PyResult<Arc<Compiled>> {
@@ -181,6 +188,7 @@ struct Materializer<'a, 'py> {
     objects: &'a [Py<PyAny>],
     registry: &'a Bound<'py, PyDict>,
     has_custom: bool,
+    has_domains: bool,
 }
 
 impl<'py> Materializer<'_, 'py> {
@@ -238,6 +246,13 @@ impl<'py> Materializer<'_, 'py> {
                             .into(),
                     ));
                 }
+                if builtin.is_domain() && !self.has_domains {
+                    return Err(config_error(
+                        "TENANT_DOMAIN_MODEL",
+                        "must be set (a model label like 'tenants.Domain') when TENANT_RESOLVER uses 'domain'"
+                            .into(),
+                    ));
+                }
                 let instance = cls.call0().map_err(err)?;
                 return Ok((Resolver::Builtin(builtin), instance));
             }
@@ -268,6 +283,62 @@ impl<'py> Materializer<'_, 'py> {
     }
 }
 
+fn loader_error(key: &str, e: PyErr) -> ConfigError {
+    config_error(key, format!("could not set up the registry lookup: {e}"))
+}
+
+/// The tenant lookup for `TENANT_MODEL` or `TENANT_VALIDATOR`, if either is set.
+fn tenant_registry(
+    py: Python<'_>,
+    r: &config::RegistrySettings,
+    objects: &[Py<PyAny>],
+) -> Result<Option<Registry>, ConfigError> {
+    if !r.enabled() {
+        return Ok(None);
+    }
+    let validator = callable(py, "TENANT_VALIDATOR", &r.validator, objects)?;
+    let key = if r.model.is_some() {
+        "TENANT_MODEL"
+    } else {
+        "TENANT_VALIDATOR"
+    };
+    let make = TENANT_LOADER
+        .import(py, "tenantry.registry", "make_tenant_loader")
+        .map_err(|e| loader_error(key, e))?;
+    let loader = make
+        .call1((
+            r.model.as_deref(),
+            r.id_field.as_str(),
+            r.name_field.as_deref(),
+            r.settings_field.as_deref(),
+            validator,
+        ))
+        .map_err(|e| loader_error(key, e))?;
+    Ok(Some(Registry::new(loader.unbind(), r)))
+}
+
+/// The custom-domain lookup for `TENANT_DOMAIN_MODEL`, if set.
+fn domain_map(
+    py: Python<'_>,
+    r: &config::RegistrySettings,
+) -> Result<Option<DomainMap>, ConfigError> {
+    let Some(model) = &r.domain_model else {
+        return Ok(None);
+    };
+    let make = DOMAIN_LOADER
+        .import(py, "tenantry.registry", "make_domain_loader")
+        .map_err(|e| loader_error("TENANT_DOMAIN_MODEL", e))?;
+    let loader = make
+        .call1((
+            model.as_str(),
+            r.domain_field.as_str(),
+            r.domain_tenant_field.as_str(),
+            r.id_field.as_str(),
+        ))
+        .map_err(|e| loader_error("TENANT_DOMAIN_MODEL", e))?;
+    Ok(Some(DomainMap::new(loader.unbind(), r)))
+}
+
 /// Parses and materializes; every problem comes back as a `ConfigError`.
 fn compile(
     py: Python<'_>,
@@ -295,11 +366,20 @@ fn compile(
         (_, Some(f)) => label_of(f.bind(py)),
         _ => String::new(),
     };
+    let tenants = tenant_registry(py, &settings.registry, &objects).unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
+    let domains = domain_map(py, &settings.registry).unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
     let m = Materializer {
         py,
         objects: &objects,
         registry,
         has_custom: custom_resolver.is_some(),
+        has_domains: domains.is_some(),
     };
     let resolved = m.spec(&settings.resolver);
     let membership_check = callable(
@@ -353,6 +433,8 @@ fn compile(
         custom_label,
         membership_check,
         audit_callback,
+        registry: tenants,
+        domains,
         source: djust_config.clone().unbind(),
     }))
 }
@@ -484,11 +566,37 @@ impl CurrentConfig {
     fn state_backend(&self) -> (&'static str, bool, &str) {
         backend_tuple(&self.inner.settings.state)
     }
-    /// True when resolving may touch the session, the user or user code, so
-    /// async callers must run it in a thread.
+    /// True when resolving may touch the session, the user, user code or
+    /// the database, so async callers must run it in a thread.
     #[getter]
     fn resolution_needs_sync(&self) -> bool {
         self.inner.resolver.needs_sync()
+            || self.inner.registry.is_some()
+            || self.inner.domains.is_some()
+    }
+    /// `(model label, id field)` of `TENANT_MODEL`, or None.
+    #[getter]
+    fn tenant_model(&self) -> Option<(String, String)> {
+        let r = &self.inner.settings.registry;
+        r.model.clone().map(|m| (m, r.id_field.clone()))
+    }
+    /// Lowercased model labels whose saves invalidate the registry caches.
+    #[getter]
+    fn registry_models(&self) -> Vec<String> {
+        let r = &self.inner.settings.registry;
+        [&r.model, &r.domain_model]
+            .into_iter()
+            .flatten()
+            .map(|m| m.to_lowercase())
+            .collect()
+    }
+    /// Cached registry entries: (found, not found).
+    #[getter]
+    fn registry_cache_sizes(&self) -> (usize, usize) {
+        self.inner
+            .registry
+            .as_ref()
+            .map_or((0, 0), Registry::cached)
     }
     /// True when the resolver reads `request.session` or `request.user`.
     #[getter]
@@ -507,6 +615,24 @@ fn backend_tuple(b: &config::BackendSettings) -> (&'static str, bool, &str) {
         config::BackendKind::Redis => "redis",
     };
     (kind, b.install_into_djust, &b.redis_url)
+}
+
+/// Drops cached registry lookups: one tenant id, or everything (and every
+/// cached custom domain) when `tenant_id` is None.
+#[pyfunction]
+#[pyo3(signature = (tenant_id=None))]
+pub fn invalidate_tenant(tenant_id: Option<&str>) {
+    let Some(c) = CURRENT.read().as_ref().map(Arc::clone) else {
+        return;
+    };
+    if let Some(r) = &c.registry {
+        r.invalidate(tenant_id);
+    }
+    if tenant_id.is_none() {
+        if let Some(d) = &c.domains {
+            d.invalidate();
+        }
+    }
 }
 
 /// The current settings (compiling them if needed).

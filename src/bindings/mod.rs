@@ -4,6 +4,7 @@
 mod config;
 mod errors;
 mod presence;
+mod registry;
 mod resolvers;
 mod tenant_info;
 
@@ -23,6 +24,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<resolvers::HeaderResolver>()?;
     m.add_class::<resolvers::SessionResolver>()?;
     m.add_class::<resolvers::CustomResolver>()?;
+    m.add_class::<resolvers::DomainResolver>()?;
     m.add_class::<resolvers::ChainedResolver>()?;
     m.add_class::<resolvers::CallableResolver>()?;
     m.add_function(wrap_pyfunction!(resolvers::resolve_tenant, m)?)?;
@@ -38,6 +40,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config::reset, m)?)?;
     m.add_function(wrap_pyfunction!(config::check_config, m)?)?;
     m.add_function(wrap_pyfunction!(config::current_config, m)?)?;
+    m.add_function(wrap_pyfunction!(config::invalidate_tenant, m)?)?;
     m.add("CONFIG_KEYS", crate::config::KNOWN_KEYS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTypeInfo};
 
 use super::config::{current, Compiled};
-use super::tenant_info::{id_candidate, type_name, Candidate, TenantInfo};
+use super::tenant_info::{id_candidate, type_name, valid_id, Candidate, TenantInfo, ValidId};
 use crate::host::{split_domain_port, validated_domain, AllowedHosts};
 use crate::resolve::{path_tenant, subdomain_tenant};
 use crate::tenant_id::TenantId;
@@ -24,6 +24,7 @@ pub enum Builtin {
     Header,
     Session,
     Custom,
+    Domain,
 }
 
 /// A compiled resolver tree.
@@ -51,7 +52,9 @@ impl Resolver {
     /// Session, user attributes and user code may do blocking I/O.
     pub fn needs_sync(&self) -> bool {
         match self {
-            Resolver::Builtin(b) => matches!(b, Builtin::Session | Builtin::Custom),
+            Resolver::Builtin(b) => {
+                matches!(b, Builtin::Session | Builtin::Custom | Builtin::Domain)
+            }
             Resolver::Python { .. } => true,
             Resolver::Chain(items) => items.iter().any(Resolver::needs_sync),
         }
@@ -65,14 +68,37 @@ impl Resolver {
         }
     }
 
+    /// Resolves `request`; with a registry configured, an id the registry
+    /// does not know counts as no match, so a chain moves on to its next
+    /// resolver.
     pub fn resolve<'py>(
         &self,
         py: Python<'py>,
         c: &Compiled,
         request: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if let Resolver::Chain(items) = self {
+            for item in items {
+                if let Some(found) = item.resolve(py, c, request)? {
+                    return Ok(Some(found));
+                }
+            }
+            return Ok(None);
+        }
+        match self.resolve_leaf(py, c, request)? {
+            Some(found) => admit(py, c, found),
+            None => Ok(None),
+        }
+    }
+
+    fn resolve_leaf<'py>(
+        &self,
+        py: Python<'py>,
+        c: &Compiled,
+        request: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Found<'py>>> {
         match self {
-            Resolver::Builtin(b) => resolve_builtin(py, c, *b, request),
+            Resolver::Builtin(b) => builtin_found(py, c, *b, request),
             Resolver::Python {
                 obj,
                 call_resolve,
@@ -84,23 +110,54 @@ impl Resolver {
                 } else {
                     obj.call1((request,))?
                 };
-                normalize(py, result, label)
+                Ok(normalize(py, result, label)?.map(Found::Info))
             }
-            Resolver::Chain(items) => {
-                for item in items {
-                    if let Some(found) = item.resolve(py, c, request)? {
-                        return Ok(Some(found));
-                    }
-                }
-                Ok(None)
-            }
+            Resolver::Chain(_) => Ok(self.resolve(py, c, request)?.map(Found::Info)),
         }
     }
+}
+
+/// What a resolver found: a bare id (the built-ins), or a `TenantInfo`
+/// (user code, which may carry a name and settings).
+pub enum Found<'py> {
+    Id(ValidId<'py>),
+    Info(Bound<'py, PyAny>),
+}
+
+impl<'py> Found<'py> {
+    fn into_tenant(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Found::Id(id) => tenant_from(py, id),
+            Found::Info(info) => Ok(info),
+        }
+    }
+}
+
+/// A found tenant as the registry sees it (with its name, settings and row),
+/// or `None` when the registry does not know it. Without a registry: as is.
+fn admit<'py>(
+    py: Python<'py>,
+    c: &Compiled,
+    found: Found<'py>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let Some(registry) = &c.registry else {
+        return found.into_tenant(py).map(Some);
+    };
+    let id = match found {
+        Found::Id(ValidId::Py(s)) => s,
+        Found::Id(ValidId::Rust(t)) => PyString::new(py, t.as_str()),
+        Found::Info(info) => info.cast::<TenantInfo>()?.borrow().id_py(py),
+    };
+    registry.admit(py, id)
 }
 
 impl Builtin {
     pub fn is_custom(self) -> bool {
         self == Builtin::Custom
+    }
+
+    pub fn is_domain(self) -> bool {
+        self == Builtin::Domain
     }
 }
 
@@ -114,6 +171,7 @@ pub fn builtin_for_type(cls: &Bound<'_, PyType>) -> Option<Builtin> {
         (HeaderResolver::type_object(py), Builtin::Header),
         (SessionResolver::type_object(py), Builtin::Session),
         (CustomResolver::type_object(py), Builtin::Custom),
+        (DomainResolver::type_object(py), Builtin::Domain),
     ];
     table.into_iter().find(|(t, _)| t.is(cls)).map(|(_, b)| b)
 }
@@ -149,70 +207,128 @@ fn tenant<'py>(py: Python<'py>, id: &TenantId) -> PyResult<Bound<'py, PyAny>> {
     Ok(Bound::new(py, TenantInfo::from_id(py, id))?.into_any())
 }
 
+fn tenant_from<'py>(py: Python<'py>, id: ValidId<'py>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(Bound::new(py, TenantInfo::from_valid(py, id))?.into_any())
+}
+
 fn resolve_builtin<'py>(
     py: Python<'py>,
     c: &Compiled,
     builtin: Builtin,
     request: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
+    builtin_found(py, c, builtin, request)?
+        .map(|f| f.into_tenant(py))
+        .transpose()
+}
+
+fn builtin_found<'py>(
+    py: Python<'py>,
+    c: &Compiled,
+    builtin: Builtin,
+    request: &Bound<'py, PyAny>,
+) -> PyResult<Option<Found<'py>>> {
     let id = match builtin {
-        Builtin::Subdomain => subdomain(py, c, request)?,
+        Builtin::Subdomain => subdomain(py, c, request)?.map(ValidId::Rust),
         Builtin::Path => {
             let path = request.getattr(intern!(py, "path_info"))?;
             match path.cast::<PyString>() {
-                Ok(p) => path_tenant(&p.to_string_lossy(), &c.settings.path),
+                Ok(p) => path_tenant(&p.to_string_lossy(), &c.settings.path).map(ValidId::Rust),
                 Err(_) => None,
             }
         }
         Builtin::Header => {
+            // The value counts only as a str holding a valid id, exactly as
+            // sent: "  acme " is not acme.
             let meta = request.getattr(intern!(py, "META"))?;
             match meta.cast::<PyDict>() {
-                Ok(meta) => valid_str(meta.get_item(c.names.meta_key.bind(py))?)?,
+                Ok(meta) => match meta.get_item(c.names.meta_key.bind(py))? {
+                    Some(value) => valid_id(&value, false)?,
+                    None => None,
+                },
                 Err(_) => None,
             }
         }
         Builtin::Session => session(py, c, request)?,
+        Builtin::Domain => match (&c.domains, request_domain(py, request)?) {
+            (Some(domains), Some(domain)) => domains.tenant_of(py, &domain)?,
+            _ => None,
+        },
         Builtin::Custom => {
             return match &c.custom_resolver {
-                Some(f) => normalize(py, f.bind(py).call1((request,))?, &c.custom_label),
+                Some(f) => Ok(
+                    normalize(py, f.bind(py).call1((request,))?, &c.custom_label)?.map(Found::Info),
+                ),
                 None => Ok(None),
             };
         }
     };
-    id.map(|id| tenant(py, &id)).transpose()
+    Ok(id.map(Found::Id))
 }
 
-/// A header value counts only as a `str` holding a valid id, exactly as sent:
-/// `"  acme "` is not `acme`.
-fn valid_str(value: Option<Bound<'_, PyAny>>) -> PyResult<Option<TenantId>> {
-    match value {
-        Some(v) if v.is_instance_of::<PyString>() => match id_candidate(&v)? {
-            Candidate::Valid(id) => Ok(Some(id)),
-            _ => Ok(None),
-        },
-        _ => Ok(None),
+static SESSION_BASE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// The last session class seen, and whether it reads like Django's own
+/// `SessionBase` (same `get` and `_get_session`).
+static SESSION_CLASS: Mutex<Option<(Py<PyType>, bool)>> = Mutex::new(None);
+
+fn is_plain_session_class(py: Python<'_>, cls: &Bound<'_, PyType>) -> PyResult<bool> {
+    if let Some((seen, plain)) = SESSION_CLASS.lock().as_ref() {
+        if seen.bind(py).is(cls) {
+            return Ok(*plain);
+        }
     }
+    let base = SESSION_BASE.import(py, "django.contrib.sessions.backends.base", "SessionBase")?;
+    let mut plain = true;
+    for name in [
+        intern!(py, "get"),
+        intern!(py, "_get_session"),
+        intern!(py, "_session"),
+    ] {
+        plain &= cls.getattr(name)?.is(&base.getattr(name)?);
+    }
+    *SESSION_CLASS.lock() = Some((cls.clone().unbind(), plain));
+    Ok(plain)
 }
 
-/// A session, JWT or user value: a str or an int (never a bool or a dict).
-fn valid_value(value: &Bound<'_, PyAny>) -> PyResult<Option<TenantId>> {
-    match id_candidate(value)? {
-        Candidate::Valid(id) => Ok(Some(id)),
-        _ => Ok(None),
+/// `session.get(key)`. For Django's own session classes with their data
+/// already loaded this reads the loaded dict directly and marks the session
+/// accessed, exactly what `SessionBase.get` does, without its two Python
+/// calls; anything else goes through `get`.
+fn session_get<'py>(
+    py: Python<'py>,
+    session: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if let Ok(d) = session.cast::<PyDict>() {
+        return d.get_item(key);
     }
+    if is_plain_session_class(py, &session.get_type())? {
+        if let Some(attrs) = session.getattr_opt(intern!(py, "__dict__"))? {
+            if let Ok(attrs) = attrs.cast::<PyDict>() {
+                if let Some(cache) = attrs.get_item(intern!(py, "_session_cache"))? {
+                    if let Ok(cache) = cache.cast::<PyDict>() {
+                        // Keeps `Vary: Cookie` on the response, as Django does.
+                        session.setattr(intern!(py, "accessed"), true)?;
+                        return cache.get_item(key);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(session.call_method1(intern!(py, "get"), (key,))?))
 }
 
 fn session<'py>(
     py: Python<'py>,
     c: &Compiled,
     request: &Bound<'py, PyAny>,
-) -> PyResult<Option<TenantId>> {
+) -> PyResult<Option<ValidId<'py>>> {
     if let Some(session) = request.getattr_opt(intern!(py, "session"))? {
         if !session.is_none() {
-            let value =
-                session.call_method1(intern!(py, "get"), (c.names.session_key.bind(py),))?;
-            if let Some(id) = valid_value(&value)? {
-                return Ok(Some(id));
+            if let Some(value) = session_get(py, &session, c.names.session_key.bind(py))? {
+                if let Some(id) = valid_id(&value, true)? {
+                    return Ok(Some(id));
+                }
             }
         }
     }
@@ -232,7 +348,7 @@ fn session<'py>(
             None
         };
         if let Some(value) = value {
-            if let Some(id) = valid_value(&value)? {
+            if let Some(id) = valid_id(&value, true)? {
                 return Ok(Some(id));
             }
         }
@@ -247,7 +363,7 @@ fn session<'py>(
             _ => return Ok(None),
         }
     }
-    valid_value(&obj)
+    valid_id(&obj, true)
 }
 
 /// `settings.ALLOWED_HOSTS`, `DEBUG` and `USE_X_FORWARDED_HOST` compiled,
@@ -329,11 +445,10 @@ fn same_items(snap: &HostSnapshot, list: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(false)
 }
 
-fn subdomain<'py>(
-    py: Python<'py>,
-    c: &Compiled,
-    request: &Bound<'py, PyAny>,
-) -> PyResult<Option<TenantId>> {
+/// The request's domain as Django's `get_host()` validates it: lowercased,
+/// without port and trailing dot. A host Django refuses raises Django's own
+/// `DisallowedHost`.
+fn request_domain(py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     let (hosts, use_xfh) = host_rules(py)?;
     let meta = request.getattr(intern!(py, "META"))?;
     if let Ok(meta) = meta.cast::<PyDict>() {
@@ -347,9 +462,8 @@ fn subdomain<'py>(
         }
         if let Some(raw) = raw {
             if let Ok(raw) = raw.cast::<PyString>() {
-                let text = raw.to_string_lossy();
-                if let Ok(domain) = validated_domain(&text, &hosts.rules) {
-                    return Ok(subdomain_tenant(&domain, &c.settings.subdomain));
+                if let Ok(domain) = validated_domain(&raw.to_string_lossy(), &hosts.rules) {
+                    return Ok(Some(domain.into_owned()));
                 }
             }
         }
@@ -360,11 +474,18 @@ fn subdomain<'py>(
     let Ok(host) = host.cast::<PyString>() else {
         return Ok(None);
     };
-    let text = host.to_string_lossy();
-    Ok(match split_domain_port(&text) {
-        Some((domain, _)) if !domain.is_empty() => subdomain_tenant(&domain, &c.settings.subdomain),
+    Ok(match split_domain_port(&host.to_string_lossy()) {
+        Some((domain, _)) if !domain.is_empty() => Some(domain.into_owned()),
         _ => None,
     })
+}
+
+fn subdomain(
+    py: Python<'_>,
+    c: &Compiled,
+    request: &Bound<'_, PyAny>,
+) -> PyResult<Option<TenantId>> {
+    Ok(request_domain(py, request)?.and_then(|d| subdomain_tenant(&d, &c.settings.subdomain)))
 }
 
 /// Base class of every resolver. Subclass it in Python and implement
@@ -453,6 +574,12 @@ builtin_resolver!(
     "SessionResolver",
     Builtin::Session,
     "Session key, then JWT claim, then user attribute (TENANT_SESSION_KEY, TENANT_JWT_CLAIM, TENANT_USER_ATTRIBUTE)."
+);
+builtin_resolver!(
+    DomainResolver,
+    "DomainResolver",
+    Builtin::Domain,
+    "Custom domains (`shop.acme-corp.com` → `acme`) from TENANT_DOMAIN_MODEL."
 );
 builtin_resolver!(
     CustomResolver,
@@ -576,11 +703,10 @@ pub fn resolve_tenant<'py>(
     if let Some(found) = c.resolver.resolve(py, &c, request)? {
         return Ok(Some(found));
     }
-    c.settings
-        .default_tenant
-        .as_ref()
-        .map(|id| tenant(py, id))
-        .transpose()
+    match &c.settings.default_tenant {
+        Some(id) => admit(py, &c, Found::Id(ValidId::Rust(id.clone()))),
+        None => Ok(None),
+    }
 }
 
 /// The configured resolver object (cached until the config changes).

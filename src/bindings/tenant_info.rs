@@ -19,6 +19,9 @@ pub struct TenantInfo {
     name: Option<Py<PyAny>>,
     /// Created on first access, so resolving a tenant allocates no dicts.
     settings: Option<Py<PyDict>>,
+    /// `settings` is the registry's cached dict: copy it before handing it
+    /// out, so one request's edits never reach the next request.
+    settings_shared: bool,
     metadata: Option<Py<PyDict>>,
     raw: Option<Py<PyAny>>,
 }
@@ -30,9 +33,52 @@ impl TenantInfo {
             id: PyString::new(py, id.as_str()).unbind(),
             name: None,
             settings: None,
+            settings_shared: false,
             metadata: None,
             raw: None,
         }
+    }
+
+    /// A tenant for an id already validated (see [`valid_id`]).
+    pub fn from_valid(py: Python<'_>, id: ValidId<'_>) -> Self {
+        let id = match id {
+            ValidId::Py(s) => s.unbind(),
+            ValidId::Rust(id) => PyString::new(py, id.as_str()).unbind(),
+        };
+        TenantInfo {
+            id,
+            name: None,
+            settings: None,
+            settings_shared: false,
+            metadata: None,
+            raw: None,
+        }
+    }
+
+    /// A registry-backed tenant: `name` and `raw` as given (None = unset);
+    /// `settings` is the registry's shared dict, copied on first access.
+    pub fn with_details(
+        id: Bound<'_, PyString>,
+        name: Bound<'_, PyAny>,
+        settings: Option<Bound<'_, PyDict>>,
+        raw: Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        Ok(TenantInfo {
+            id: id.unbind(),
+            name: if name.is_none() || !name.is_truthy()? {
+                None
+            } else {
+                Some(name.unbind())
+            },
+            settings_shared: settings.is_some(),
+            settings: settings.map(Bound::unbind),
+            metadata: None,
+            raw: (!raw.is_none()).then(|| raw.unbind()),
+        })
+    }
+
+    pub fn id_py<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        self.id.bind(py).clone()
     }
 
     pub fn id_string(&self, py: Python<'_>) -> String {
@@ -49,6 +95,27 @@ pub fn id_from_py(value: &Bound<'_, PyAny>) -> PyResult<TenantId> {
         Candidate::Invalid(text, err) => Err(errors::invalid_tenant_id(&text, &err)),
         Candidate::WrongType => Err(errors::invalid_tenant_type(type_name(value))),
     }
+}
+
+/// A validated id: the caller's own Python str when it was one (no copy), or
+/// one made in Rust (host labels, path segments, ints).
+pub enum ValidId<'py> {
+    Py(Bound<'py, PyString>),
+    Rust(TenantId),
+}
+
+/// `value` as an id when it is a valid one: a `str`, or (with `allow_int`)
+/// an `int` that is not a `bool`. Anything else is `None`, never an error:
+/// resolvers read client-influenced values.
+pub fn valid_id<'py>(value: &Bound<'py, PyAny>, allow_int: bool) -> PyResult<Option<ValidId<'py>>> {
+    if let Ok(s) = value.cast::<PyString>() {
+        return Ok(crate::tenant_id::is_valid(&s.to_string_lossy()).then(|| ValidId::Py(s.clone())));
+    }
+    if allow_int && value.is_instance_of::<PyInt>() && !value.is_instance_of::<PyBool>() {
+        let text = value.str()?.to_string_lossy().into_owned();
+        return Ok(TenantId::parse(&text).ok().map(ValidId::Rust));
+    }
+    Ok(None)
 }
 
 pub enum Candidate {
@@ -141,6 +208,7 @@ impl TenantInfo {
             id: PyString::new(py, id.as_str()).unbind(),
             name,
             settings: dict_or_none(py, settings, "settings")?,
+            settings_shared: false,
             metadata: dict_or_none(py, metadata, "metadata")?,
             raw: raw.filter(|r| !r.is_none()).map(|r| r.clone().unbind()),
         })
@@ -169,15 +237,23 @@ impl TenantInfo {
     }
 
     #[getter]
-    fn get_settings(&mut self, py: Python<'_>) -> Py<PyDict> {
-        self.settings
+    fn get_settings(&mut self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        if self.settings_shared {
+            if let Some(shared) = &self.settings {
+                self.settings = Some(shared.bind(py).copy()?.unbind());
+            }
+            self.settings_shared = false;
+        }
+        Ok(self
+            .settings
             .get_or_insert_with(|| PyDict::new(py).unbind())
-            .clone_ref(py)
+            .clone_ref(py))
     }
 
     #[setter]
     fn set_settings(&mut self, py: Python<'_>, value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         self.settings = dict_or_none(py, value, "settings")?;
+        self.settings_shared = false;
         Ok(())
     }
 

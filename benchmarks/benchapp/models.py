@@ -1,0 +1,6 @@
+from tenantry.models import AbstractTenant
+
+
+class Tenant(AbstractTenant):
+    class Meta:
+        app_label = "benchapp"

@@ -1,0 +1,45 @@
+from django.core.management.base import BaseCommand
+
+from board.models import Item, Tenant
+from tenantry import tenant_context
+
+TENANTS = {
+    "acme": ("Acme Corp", {"theme": "#d9480f", "tagline": "Anvils since 1949"}),
+    "globex": ("Globex", {"theme": "#0b7285", "tagline": "Moving the world"}),
+}
+SEED = {
+    "acme": ["Anvil", "Rocket skates"],
+    "globex": ["Hammock", "Doomsday device"],
+}
+THEMES = ["#5f3dc4", "#2b8a3e", "#c2255c", "#1864ab", "#e67700"]
+
+
+class Command(BaseCommand):
+    help = (
+        "Seed the demo's tenants (idempotent): acme and globex, plus --extra N load-test tenants."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--extra",
+            type=int,
+            default=0,
+            help="also create tenants t000..t<N-1>, each with one item named item-tNNN-0",
+        )
+
+    def handle(self, *args, **options):
+        tenants = dict(TENANTS)
+        seed = dict(SEED)
+        for n in range(options["extra"]):
+            slug = f"t{n:03d}"
+            tenants[slug] = (f"Tenant {n}", {"theme": THEMES[n % len(THEMES)], "tagline": slug})
+            seed[slug] = [f"item-{slug}-0"]
+        for slug, (name, settings) in tenants.items():
+            Tenant.objects.update_or_create(
+                slug=slug, defaults={"name": name, "settings": settings}
+            )
+        for tenant, names in seed.items():
+            with tenant_context(tenant):
+                for name in names:
+                    Item.objects.get_or_create(name=name)
+        self.stdout.write(f"seeded {len(tenants)} tenants")

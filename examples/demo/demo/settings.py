@@ -1,0 +1,92 @@
+"""The demo: two tenants, acme and globex, at http://acme.localhost:8000/ and
+http://globex.localhost:8000/ (browsers send *.localhost to loopback).
+Embedded defaults: in-memory presence/state backends and SQLite."""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = "tenantry-demo-not-secret"
+DEBUG = True
+# Django's own DEBUG default for an empty list is [".localhost", "127.0.0.1", "[::1]"].
+ALLOWED_HOSTS = [".localhost", "localhost", "127.0.0.1"]
+
+INSTALLED_APPS = [
+    "daphne",  # runserver speaks ASGI (HTTP + WebSocket)
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.staticfiles",
+    "channels",
+    "djust",
+    "tenantry",
+    "board",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tenantry.middleware.TenantMiddleware",
+]
+
+ROOT_URLCONF = "demo.urls"
+ASGI_APPLICATION = "demo.asgi.application"
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DEMO_DB", str(BASE_DIR / "db.sqlite3")),
+        # Concurrent writers (WebSocket events run on a thread pool) wait
+        # for the lock instead of failing; WAL lets readers run meanwhile.
+        "OPTIONS": {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+}
+
+# Sessions in process memory, like the rest of the demo's embedded defaults.
+SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "tenantry.context_processors.tenant",
+            ]
+        },
+    }
+]
+
+STATIC_URL = "/static/"
+LIVEVIEW_CONFIG = {
+    "hvr_enabled": False,  # hot view replacement needs watchdog
+    # djust limits WebSockets per client IP (10); the load test connects
+    # hundreds from 127.0.0.1.
+    "rate_limit": {"max_connections_per_ip": int(os.environ.get("DEMO_WS_PER_IP", "10"))},
+}
+LIVEVIEW_ALLOWED_MODULES = ["board"]
+
+DJUST_CONFIG = {
+    "TENANT_RESOLVER": "subdomain",
+    "TENANT_MAIN_DOMAIN": "localhost",
+    # Only rows of board.Tenant are tenants; their name and settings (theme,
+    # tagline) reach templates as tenant.name / tenant.settings.
+    "TENANT_MODEL": "board.Tenant",
+    "TENANT_EXEMPT_PATHS": ["/static/"],
+    "PRESENCE_BACKEND": "tenant_memory",
+    "STATE_BACKEND": "tenant_memory",
+}
+
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

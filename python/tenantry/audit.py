@@ -1,0 +1,65 @@
+"""Audit events: structured records on the ``tenantry.audit`` logger, and to
+``DJUST_CONFIG["TENANT_AUDIT_CALLBACK"]`` when set.
+
+Events (``record["event"]``):
+
+``tenant.resolved``   a request or view got its tenant
+``tenant.missing``    a tenant was required and none resolved (answered 404)
+``tenant.denied``     ``TENANT_MEMBERSHIP_CHECK`` refused the user (answered 404)
+``tenant.switched``   ``TenantMixin.set_tenant()`` changed a view's tenant
+``queryset.unscoped`` ``unscoped(reason=...)`` bypassed tenant scoping
+
+Each record is a dict with ``event``, ``tenant_id`` and, where known, ``path``,
+``user_id``, ``source``, ``reason``, ``model``. Log handlers receive it as
+``record.tenantry`` (``extra={"tenantry": ...}``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from . import conf
+
+logger = logging.getLogger("tenantry.audit")
+
+__all__ = ["emit", "logger"]
+
+
+def _user_id(request: Any) -> str | None:
+    user = getattr(request, "__dict__", {}).get("user")  # never force a lazy user load
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return str(getattr(user, "pk", None))
+
+
+def emit(
+    event: str, *, tenant: Any = None, request: Any = None, level: int = logging.INFO, **fields: Any
+) -> None:
+    """Record one audit event (cheap when nobody listens)."""
+    callback = conf.current().audit_callback
+    if callback is None and not logger.isEnabledFor(level):
+        return
+    record: dict[str, Any] = {
+        "event": event,
+        "tenant_id": None if tenant is None else str(tenant),
+        "time": time.time(),
+    }
+    if request is not None:
+        record["path"] = getattr(request, "path", None)
+        record["user_id"] = _user_id(request)
+    record.update(fields)
+    logger.log(
+        level,
+        "%s tenant=%s %s",
+        event,
+        record["tenant_id"],
+        " ".join(f"{k}={v}" for k, v in fields.items()),
+        extra={"tenantry": record},
+    )
+    if callback is not None:
+        try:
+            callback(record)
+        except Exception:
+            logger.exception("TENANT_AUDIT_CALLBACK raised for %s", event)

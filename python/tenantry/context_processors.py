@@ -1,0 +1,22 @@
+"""``tenantry.context_processors.tenant``: the request's tenant in every
+template, under ``TENANT_CONTEXT_NAME`` (default ``tenant``).
+
+It uses the tenant already bound for this request (by the middleware or a
+view) and resolves only when nothing is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import conf
+from .access import tenant_for_request
+from .context import get_current_tenant
+
+
+def tenant(request: Any) -> dict[str, Any]:
+    found = request.__dict__.get("tenant") if hasattr(request, "__dict__") else None
+    if found is None:
+        found = get_current_tenant()
+    if found is None and "tenant" not in getattr(request, "__dict__", {}):
+        found = tenant_for_request(request)
+    return {conf.current().context_name: found}

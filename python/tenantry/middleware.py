@@ -1,0 +1,97 @@
+"""``TenantMiddleware``: resolves the tenant of every request, sets
+``request.tenant``, and binds it as the current tenant while the view runs
+(restored afterwards, also on exceptions).
+
+Place it after ``SessionMiddleware`` and ``AuthenticationMiddleware`` (the
+session resolver and the membership check read them; ``manage.py check``
+reports the wrong order). It works in sync and async stacks.
+
+A required tenant that did not resolve answers 404, unless the path starts
+with one of ``TENANT_EXEMPT_PATHS`` or the view says ``tenant_required =
+False`` (checked in ``process_view``, once the URL has picked the view).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.http import HttpRequest, HttpResponse
+
+from . import conf
+from .access import deny, tenant_for_request
+from .context import get_current_tenant, reset_current_tenant, set_current_tenant
+
+__all__ = [
+    "TenantMiddleware",
+    "get_current_tenant",
+    "set_current_tenant",
+    "tenant_context",
+    "view_requires_tenant",
+]
+
+from .context import tenant_context
+
+
+def view_requires_tenant(view_func: Callable[..., Any]) -> bool:
+    """A view's own ``tenant_required`` (on the function or its class), else
+    ``TENANT_REQUIRED``."""
+    for owner in (view_func, getattr(view_func, "view_class", None)):
+        required = getattr(owner, "tenant_required", None)
+        if required is not None:
+            return bool(required)
+    return conf.current().required
+
+
+class TenantMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+            # Django adapts process_view by its own kind; an async one avoids
+            # a thread hop per request in async stacks.
+            self.process_view = self._aprocess_view
+        # Compile the config now: a bad DJUST_CONFIG fails at start-up.
+        conf.current()
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        token = set_current_tenant(tenant_for_request(request))
+        try:
+            return self.get_response(request)
+        finally:
+            reset_current_tenant(token)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        if conf.current().resolution_needs_sync:
+            # The session, the user and user code may touch the database.
+            tenant = await sync_to_async(tenant_for_request)(request)
+        else:
+            tenant = tenant_for_request(request)
+        token = set_current_tenant(tenant)
+        try:
+            return await self.get_response(request)
+        finally:
+            reset_current_tenant(token)
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: Any
+    ) -> None:
+        _require_tenant(request, view_func)
+
+    async def _aprocess_view(
+        self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: Any
+    ) -> None:
+        _require_tenant(request, view_func)
+
+
+def _require_tenant(request: HttpRequest, view_func: Callable[..., Any]) -> None:
+    if request.tenant is None and view_requires_tenant(view_func):
+        if not conf.current().is_exempt(request.path_info):
+            raise deny("tenant.missing", None, request, source="middleware")

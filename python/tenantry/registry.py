@@ -1,0 +1,105 @@
+"""The tenant registry (``TENANT_MODEL`` or ``TENANT_VALIDATOR``) and custom
+domains (``TENANT_DOMAIN_MODEL``).
+
+The Rust core caches every lookup (found and not found) for
+``TENANT_CACHE_TTL`` seconds, at most ``TENANT_CACHE_SIZE`` entries of each
+kind; this module holds the loaders it calls on a miss, and drops the caches
+when a tenant or domain row is saved or deleted in this process. Other
+processes see changes when their cached entry expires (the TTL bounds it), or
+when you call :func:`invalidate_tenant` there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.apps import apps
+from django.db.models.signals import post_delete, post_save
+
+from . import _core, conf
+from ._core import TenantInfo
+
+__all__ = ["invalidate_tenant", "make_domain_loader", "make_tenant_loader"]
+
+Details = tuple[Any, Any, Any]  # (name, settings, raw)
+
+
+def invalidate_tenant(tenant_id: str | None = None) -> None:
+    """Forget the cached lookup of ``tenant_id`` (or of every tenant and
+    custom domain when None) in this process."""
+    _core.invalidate_tenant(tenant_id)
+
+
+def make_tenant_loader(
+    model_label: str | None,
+    id_field: str,
+    name_field: str | None,
+    settings_field: str | None,
+    validator: Callable[[str], Any] | None,
+) -> Callable[[str], Details | None]:
+    """The function the core calls on a cache miss: ``id -> (name, settings,
+    raw)`` or None."""
+    if validator is not None:
+
+        def from_validator(tenant_id: str) -> Details | None:
+            result = validator(tenant_id)
+            if result is None or result is False:
+                return None
+            if result is True:
+                return (None, None, None)
+            if isinstance(result, TenantInfo):
+                return (result.name, result.settings, result.raw)
+            raise TypeError(
+                f"TENANT_VALIDATOR returned a {type(result).__name__} for {tenant_id!r}; "
+                "expected a TenantInfo, True, False or None"
+            )
+
+        return from_validator
+
+    def from_model(tenant_id: str) -> Details | None:
+        model = apps.get_model(model_label)
+        row = model._base_manager.filter(**{id_field: tenant_id}).first()
+        if row is None:
+            return None
+        name = getattr(row, name_field) if name_field else None
+        settings = getattr(row, settings_field) if settings_field else None
+        return (name, settings if isinstance(settings, dict) else None, row)
+
+    return from_model
+
+
+def make_domain_loader(
+    model_label: str, domain_field: str, tenant_field: str, tenant_id_field: str
+) -> Callable[[str], Any]:
+    """``domain -> tenant id`` or None. ``tenant_field`` may hold the id or be
+    a foreign key to the tenant model (then its ``tenant_id_field`` is read)."""
+
+    def load(domain: str) -> Any:
+        model = apps.get_model(model_label)
+        field = model._meta.get_field(tenant_field)
+        column = f"{field.name}__{tenant_id_field}" if field.is_relation else field.attname
+        return (
+            model._base_manager.filter(**{domain_field: domain})
+            .values_list(column, flat=True)
+            .first()
+        )
+
+    return load
+
+
+def _on_row_change(sender: Any, **kwargs: Any) -> None:
+    meta = getattr(sender, "_meta", None)
+    if meta is None:
+        return
+    try:
+        watched = conf.current().registry_models
+    except Exception:  # a broken config is reported elsewhere
+        return
+    if meta.label_lower in watched:
+        # A save may change a tenant's id: drop every cached lookup.
+        invalidate_tenant(None)
+
+
+post_save.connect(_on_row_change, dispatch_uid="tenantry.registry.post_save")
+post_delete.connect(_on_row_change, dispatch_uid="tenantry.registry.post_delete")

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("items/", views.ItemsView.as_view(), name="items"),
+    path("optional/", views.OptionalTenantView.as_view()),
+    path("scoped/", views.ScopedView.as_view()),
+    path("plain/", views.PlainTenantView.as_view()),
+    path("bound/", views.BoundTenantView.as_view()),
+    path("public/", views.public_view),
+]

@@ -1,0 +1,133 @@
+"""A bounded load generator for the running demo: many concurrent clients of
+many tenants, interleaved over HTTP and WebSocket. Every response and every
+WebSocket frame is checked to carry only its own tenant's data: each tenant's
+items are named ``item-<tenant>-...``, so any other tenant's name in a payload
+is a leak."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from dataclasses import dataclass, field
+
+import websockets
+
+MARK = re.compile(r"item-(t\d{3})-")
+TENANT_ID = re.compile(r'id=\\?"tenant-id\\?">(t\d{3})<')
+TIMEOUT = 60
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    mounts: int = 0
+    events: int = 0
+    tenants: set[str] = field(default_factory=set)
+    leaks: list[tuple[str, str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def check(self, tenant: str, text: str, where: str) -> None:
+        for other in MARK.findall(text):
+            if other != tenant:
+                self.leaks.append((tenant, other, where))
+        for shown in TENANT_ID.findall(text):
+            if shown != tenant:
+                self.leaks.append((tenant, shown, where + " (tenant-id)"))
+
+    def summary(self) -> dict:
+        return {
+            "requests": self.requests,
+            "websocket_mounts": self.mounts,
+            "events": self.events,
+            "tenants": len(self.tenants),
+            "leaks": len(self.leaks),
+            "errors": len(self.errors),
+            "seconds": round(self.seconds, 1),
+        }
+
+
+async def http_get(port: int, host: str, path: str) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), TIMEOUT)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    return status, body.decode("utf-8", "replace")
+
+
+async def receive_until(socket, *types: str) -> dict:
+    while True:
+        frame = json.loads(await asyncio.wait_for(socket.recv(), TIMEOUT))
+        if frame.get("type") in types:
+            return frame
+
+
+async def live_session(stats: Stats, port: int, tenant: str, client: int, events: int) -> None:
+    host = f"{tenant}.localhost:{port}"
+    async with websockets.connect(
+        f"ws://{host}/ws/live/",
+        host="127.0.0.1",
+        port=port,
+        origin=f"http://{host}",
+        open_timeout=TIMEOUT,
+        max_size=None,
+    ) as socket:
+        await receive_until(socket, "connect")
+        await socket.send(
+            json.dumps({"type": "mount", "view": "board.views.BoardView", "url": "/board/"})
+        )
+        frame = await receive_until(socket, "mount", "error")
+        if frame["type"] != "mount":
+            stats.errors.append(f"{tenant} mount: {frame}")
+            return
+        stats.mounts += 1
+        stats.check(tenant, json.dumps(frame), f"mount by client {client}")
+        for k in range(events):
+            name = f"item-{tenant}-c{client}-{k}"
+            await socket.send(
+                json.dumps(
+                    {"type": "event", "event": "add_item", "params": {"name": name}, "ref": k + 1}
+                )
+            )
+            frame = await receive_until(socket, "patch", "html_update", "noop", "error")
+            if frame["type"] == "error":
+                stats.errors.append(f"{tenant} event: {frame}")
+                continue
+            stats.events += 1
+            text = json.dumps(frame)
+            stats.check(tenant, text, f"event {k} by client {client}")
+            if name not in text:
+                stats.errors.append(f"{tenant}: the new item {name} is missing from the update")
+
+
+async def client(
+    stats: Stats, port: int, tenant: str, number: int, rounds: int, events: int
+) -> None:
+    stats.tenants.add(tenant)
+    for round_ in range(rounds):
+        try:
+            status, body = await http_get(port, f"{tenant}.localhost:{port}", "/board/")
+            stats.requests += 1
+            if status != 200:
+                stats.errors.append(f"{tenant} GET: HTTP {status}")
+            stats.check(tenant, body, f"GET by client {number} round {round_}")
+            await live_session(stats, port, tenant, number, events)
+        except Exception as exc:  # counted, not raised: the run reports every failure
+            stats.errors.append(f"{tenant} client {number}: {type(exc).__name__}: {exc}")
+
+
+async def soak(
+    port: int, tenants: list[str], clients: int, rounds: int = 2, events: int = 3
+) -> Stats:
+    stats = Stats()
+    started = time.monotonic()
+    await asyncio.gather(
+        *(client(stats, port, tenants[i % len(tenants)], i, rounds, events) for i in range(clients))
+    )
+    stats.seconds = time.monotonic() - started
+    return stats

@@ -1,0 +1,121 @@
+"""The demo in a real browser: headless Chromium (Debian's chromium and
+chromium-driver, driven by Selenium) opens both tenants of the running demo
+project, adds an item in one over the WebSocket, and checks that the other
+tenant never shows it. Screenshots go to test-output/browser/."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.demo_server import demo_server as run_demo
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "test-output" / "browser"
+#: djust's client marks the page once its WebSocket is up.
+CONNECTED = "[dj-root].dj-connected, .dj-connected"
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory):
+    with run_demo(tmp_path_factory.mktemp("demo")) as port:
+        yield port
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1000,700",
+        # *.localhost is loopback in Chromium already; pin it to the address
+        # the demo server listens on.
+        "--host-resolver-rules=MAP *.localhost 127.0.0.1",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def items(driver) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#items li.item")]
+
+
+def test_two_tenants_in_a_browser(demo_server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    wait = WebDriverWait(browser, 20)
+    acme_url = f"http://acme.localhost:{demo_server}/board/"
+    globex_url = f"http://globex.localhost:{demo_server}/board/"
+
+    browser.get(globex_url)
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, CONNECTED)))
+    globex_window = browser.current_window_handle
+    assert browser.find_element(By.ID, "tenant-name").text == "Globex"
+    globex_before = items(browser)
+    assert globex_before == ["Hammock", "Doomsday device"]
+
+    browser.switch_to.new_window("tab")
+    browser.get(acme_url)
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, CONNECTED)))
+    assert browser.find_element(By.ID, "tenant-name").text == "Acme Corp"
+    assert items(browser) == ["Anvil", "Rocket skates"]
+
+    # Add an item in acme over the WebSocket (no page load).
+    field = browser.find_element(By.ID, "item-name")
+    field.send_keys("Giant magnet")
+    browser.find_element(By.ID, "add-button").click()
+    wait.until(lambda d: "Giant magnet" in items(d))
+    assert items(browser) == ["Anvil", "Rocket skates", "Giant magnet"]
+    browser.save_screenshot(str(OUTPUT / "acme.png"))
+
+    # The live globex tab never shows it, nor does a fresh load.
+    browser.switch_to.window(globex_window)
+    time.sleep(1)
+    assert items(browser) == globex_before
+    browser.get(globex_url)
+    wait.until(ec.presence_of_element_located((By.ID, "items")))
+    assert items(browser) == globex_before
+    assert "Giant magnet" not in browser.page_source
+    browser.save_screenshot(str(OUTPUT / "globex.png"))
+
+    # And acme still has it after a reload (it was stored, not just rendered).
+    browser.get(acme_url)
+    wait.until(ec.presence_of_element_located((By.ID, "items")))
+    assert "Giant magnet" in items(browser)
+    assert (OUTPUT / "acme.png").stat().st_size > 0
+
+
+def test_unknown_tenant_is_404(demo_server):
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{demo_server}/board/", headers={"Host": f"nope.localhost:{demo_server}"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(request, timeout=10)
+    assert exc.value.code == 404

@@ -1,0 +1,181 @@
+"""A real djust LiveView with TenantMixin, over HTTP (Django's test client)
+and over WebSocket (channels' WebsocketCommunicator against djust's
+LiveViewConsumer behind the project's ASGI router)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from tests.app import views
+from tests.app.models import Item
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CONFIG = {
+    "TENANT_RESOLVER": "subdomain",
+    "TENANT_MAIN_DOMAIN": "example.com",
+    "TENANT_EXEMPT_PATHS": ["/public/"],
+}
+
+
+@pytest.fixture(autouse=True)
+def tenants(settings):
+    settings.DJUST_CONFIG = CONFIG
+    Item.all_tenants.create(tenant_id="acme", name="anvil")
+    Item.all_tenants.create(tenant_id="globex", name="globe")
+    views.observed.clear()
+    yield
+
+
+# --- HTTP -------------------------------------------------------------------
+
+
+def test_http_get_renders_the_tenants_data(client):
+    response = client.get("/items/", HTTP_HOST="acme.example.com")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert '<p id="tenant-id">acme</p>' in html
+    assert "<li>anvil</li>" in html and "globe" not in html
+    assert views.observed == [("ItemsView", "mount", "acme", ["acme"])]
+
+
+def test_required_view_without_tenant_is_404(client):
+    assert client.get("/items/", HTTP_HOST="example.com").status_code == 404
+    assert client.get("/items/", HTTP_HOST="www.example.com").status_code == 404
+    assert views.observed == []
+
+
+def test_disallowed_host_is_400(client):
+    assert client.get("/items/", HTTP_HOST="acme.evil.org").status_code == 400
+
+
+def test_optional_view_and_exempt_paths(client):
+    response = client.get("/optional/", HTTP_HOST="example.com")
+    assert response.status_code == 200 and "optional none" in response.content.decode()
+    response = client.get("/public/", HTTP_HOST="example.com")
+    assert response.status_code == 200 and response.content == b"public tenant=None"
+
+
+def test_plain_django_view(client):
+    response = client.get("/plain/", HTTP_HOST="globex.example.com")
+    assert response.content.decode().strip() == "plain tenant=globex name=globex view=globex"
+
+
+def test_middleware_binds_and_restores(client):
+    from tenantry import get_current_tenant
+
+    response = client.get("/bound/", HTTP_HOST="globex.example.com")
+    assert response.content == b"bound=globex request=globex"
+    assert get_current_tenant() is None
+
+
+def test_tenant_name_and_settings_reach_the_template(client, settings):
+    settings.DJUST_CONFIG = {
+        "TENANT_RESOLVER": "custom",
+        "TENANT_CUSTOM_RESOLVER": "tests.sample_resolvers.returns_tenant_info",
+    }
+    html = client.get("/items/", HTTP_HOST="acme.example.com").content.decode()
+    assert '<h1 id="tenant-name">Acme Corp</h1>' in html
+    assert 'data-theme="dark"' in html
+
+
+# --- WebSocket --------------------------------------------------------------
+
+
+class LiveClient:
+    """One browser tab: a WebSocket to djust's consumer, mounted on a view."""
+
+    def __init__(self, host: str):
+        from tests.app.asgi import application
+
+        self.host = host
+        self.ref = 0
+        self.socket = WebsocketCommunicator(
+            application,
+            "/ws/live/",
+            headers=[(b"host", host.encode()), (b"origin", f"http://{host}".encode())],
+        )
+
+    async def mount(self, view: str = "tests.app.views.ItemsView", url: str = "/items/") -> dict:
+        connected, _ = await self.socket.connect()
+        assert connected
+        await self.socket.receive_json_from(timeout=5)  # the connect frame
+        await self.socket.send_json_to({"type": "mount", "view": view, "url": url})
+        return await self.until("mount", "error", "navigate")
+
+    async def until(self, *types: str) -> dict:
+        for _ in range(20):
+            frame = await self.socket.receive_json_from(timeout=5)
+            if frame.get("type") in types:
+                return frame
+        raise AssertionError(f"no {types} frame")
+
+    async def event(self, event_name: str, **params) -> dict:
+        self.ref += 1
+        await self.socket.send_json_to(
+            {"type": "event", "event": event_name, "params": params, "ref": self.ref}
+        )
+        return await self.until("patch", "html_update", "noop", "error", "response")
+
+    async def close(self) -> None:
+        await self.socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_websocket_mount_and_events_bind_the_tenant():
+    tab = LiveClient("acme.example.com")
+    frame = await tab.mount()
+    assert frame["type"] == "mount", frame
+    assert "anvil" in str(frame) and "globe" not in str(frame)
+    await tab.event("add_item", name="rocket")
+    await tab.event("peek")
+    await tab.close()
+    assert views.observed == [
+        ("ItemsView", "mount", "acme", ["acme"]),
+        ("ItemsView", "add_item", "acme", ["acme"]),
+        ("ItemsView", "peek", "acme", ["acme"]),
+    ]
+    names = await sync_to_async(
+        lambda: sorted(Item.all_tenants.filter(tenant_id="acme").values_list("name", flat=True))
+    )()
+    assert names == ["anvil", "rocket"]
+
+
+@pytest.mark.asyncio
+async def test_websocket_without_tenant_does_not_mount():
+    tab = LiveClient("example.com")
+    frame = await tab.mount()
+    await tab.close()
+    assert frame["type"] != "mount", frame
+    assert views.observed == []
+
+
+@pytest.mark.asyncio
+async def test_two_tenants_interleaved_never_see_each_other():
+    acme, globex = LiveClient("acme.example.com"), LiveClient("globex.example.com")
+    await asyncio.gather(acme.mount(), globex.mount())
+    for i in range(10):
+        await asyncio.gather(
+            acme.event("add_item", name=f"a{i}"),
+            globex.event("add_item", name=f"g{i}"),
+        )
+        await asyncio.gather(acme.event("peek"), globex.event("peek"))
+    await asyncio.gather(acme.close(), globex.close())
+
+    assert len(views.observed) == 2 + 40
+    for _view, phase, bound, rows in views.observed:
+        assert bound in ("acme", "globex")
+        assert rows == [bound], (phase, bound, rows)
+
+    acme_rows = await sync_to_async(
+        lambda: list(Item.all_tenants.filter(tenant_id="acme").values_list("name", flat=True))
+    )()
+    globex_rows = await sync_to_async(
+        lambda: list(Item.all_tenants.filter(tenant_id="globex").values_list("name", flat=True))
+    )()
+    assert acme_rows == ["anvil"] + [f"a{i}" for i in range(10)]
+    assert globex_rows == ["globe"] + [f"g{i}" for i in range(10)]
