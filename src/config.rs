@@ -7,8 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use crate::keys::KeyPrefix;
+use crate::redis_store::{self, StoreOptions};
 use crate::redis_url;
 use crate::tenant_id::TenantId;
 
@@ -183,6 +185,8 @@ pub struct Settings {
     pub presence_timeout: f64,
     pub state: BackendSettings,
     pub registry: RegistrySettings,
+    /// Connect and I/O timeouts of every Redis connection (presence, state).
+    pub redis_options: StoreOptions,
     /// Unknown `TENANT_*` keys (likely typos), reported as warnings.
     pub unknown_keys: Vec<String>,
 }
@@ -225,6 +229,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "TENANT_DOMAIN_MODEL",
     "TENANT_DOMAIN_FIELD",
     "TENANT_DOMAIN_TENANT_FIELD",
+    "REDIS_CONNECT_TIMEOUT",
+    "REDIS_SOCKET_TIMEOUT",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -313,6 +319,27 @@ impl<'a> Parser<'a> {
             Some(v) => {
                 self.fail_value(key, "a list of strings", v);
                 Vec::new()
+            }
+        }
+    }
+
+    /// A positive number of seconds (int or float) for a Redis timeout.
+    fn redis_timeout(&mut self, key: &str, default: Duration) -> Duration {
+        let secs = match self.get(key) {
+            None => return default,
+            Some(Value::Int(i)) => *i as f64,
+            Some(Value::Float(x)) => *x,
+            Some(v) => {
+                self.fail_value(key, "a number of seconds greater than 0 (at most 300)", v);
+                return default;
+            }
+        };
+        match redis_store::timeout_from_secs(key, secs) {
+            Ok(d) => d,
+            Err(_) => {
+                let v = self.get(key).cloned().unwrap_or(Value::None);
+                self.fail_value(key, "a number of seconds greater than 0 (at most 300)", &v);
+                default
             }
         }
     }
@@ -696,6 +723,11 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
     let presence_timeout = p.seconds("PRESENCE_TIMEOUT", 60.0, MAX_PRESENCE_TIMEOUT, false);
     let state = p.backend("STATE_BACKEND", "STATE_REDIS_URL");
     let registry = p.registry();
+    let defaults = StoreOptions::default();
+    let redis_options = StoreOptions {
+        connect_timeout: p.redis_timeout("REDIS_CONNECT_TIMEOUT", defaults.connect_timeout),
+        io_timeout: p.redis_timeout("REDIS_SOCKET_TIMEOUT", defaults.io_timeout),
+    };
 
     let unknown_keys = map
         .keys()
@@ -739,6 +771,7 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         presence_timeout,
         state,
         registry,
+        redis_options,
         unknown_keys,
     })
 }
@@ -795,6 +828,26 @@ mod tests {
         assert!(d.presence.install_into_djust);
         assert_eq!(d.presence_timeout, 60.0);
         assert_eq!(d.context_name, "tenant");
+        assert_eq!(d.redis_options, StoreOptions::default());
+    }
+
+    #[test]
+    fn redis_timeouts() {
+        let parsed = parse(&map(&[
+            ("REDIS_CONNECT_TIMEOUT", Value::Float(0.25)),
+            ("REDIS_SOCKET_TIMEOUT", Value::Int(3)),
+        ]))
+        .unwrap();
+        assert_eq!(
+            parsed.redis_options.connect_timeout,
+            Duration::from_millis(250)
+        );
+        assert_eq!(parsed.redis_options.io_timeout, Duration::from_secs(3));
+        for bad in [Value::Int(0), Value::Float(-1.0), Value::Int(301), s("1")] {
+            let e = errors(&[("REDIS_SOCKET_TIMEOUT", bad)]);
+            assert_eq!(e[0].key, "REDIS_SOCKET_TIMEOUT");
+            assert!(e[0].message.contains("seconds"), "{}", e[0]);
+        }
     }
 
     #[test]

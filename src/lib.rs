@@ -1,11 +1,14 @@
 //! tenantry's core: tenant ids, the key formatter, Django-compatible host
-//! validation, config parsing and the resolution rules, with no Python types.
+//! validation, config parsing, the resolution rules, presence (in memory and
+//! in Redis) and the shared Redis connection layer, with no Python types.
 //! The `bindings` module (feature `python`) is the only place that maps these
 //! to Python objects and exceptions.
 
 pub mod config;
 pub mod host;
 pub mod keys;
+pub mod presence;
+pub mod redis_store;
 pub mod redis_url;
 pub mod resolve;
 pub mod tenant_id;

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from django.test import RequestFactory
 
+pytest_plugins = ["tests.redis_servers"]
+
 
 @pytest.fixture
 def rf() -> RequestFactory:

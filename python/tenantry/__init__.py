@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._core import __version__
 from .exceptions import (
+    BackendError,
     BackendUnavailable,
     ConfigError,
     InvalidKey,
     InvalidTenantId,
+    TenantMismatchError,
     TenantNotSetError,
 )
 from .resolvers import (
@@ -50,14 +52,22 @@ _LAZY: dict[str, str] = {
     "TenantManager": ".managers",
     "TenantQuerySet": ".managers",
     "invalidate_tenant": ".registry",
+    "TenantAwareMemoryBackend": ".presence",
+    "TenantAwareRedisBackend": ".presence",
+    "TenantPresenceManager": ".presence",
+    "TenantPresenceRouter": ".presence",
+    "get_tenant_presence_backend": ".presence",
+    "install_djust_presence_backend": ".presence",
 }
 
 __all__ = [
     "__version__",
+    "BackendError",
     "BackendUnavailable",
     "ConfigError",
     "InvalidKey",
     "InvalidTenantId",
+    "TenantMismatchError",
     "TenantNotSetError",
     "RESOLVER_REGISTRY",
     "CallableResolver",

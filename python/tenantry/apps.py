@@ -7,4 +7,12 @@ class TenantryConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.core.exceptions import ImproperlyConfigured
+
         from . import checks, conf, registry  # noqa: F401  (checks and signal receivers)
+        from .presence import install_djust_presence_backend
+
+        try:
+            install_djust_presence_backend()
+        except ImproperlyConfigured:
+            pass  # reported by the system checks (manage.py check), with its key

@@ -1,17 +1,21 @@
 """The exceptions tenantry raises (defined in the Rust core)."""
 
 from ._core import (
+    BackendError,
     BackendUnavailable,
     ConfigError,
     InvalidKey,
     InvalidTenantId,
+    TenantMismatchError,
     TenantNotSetError,
 )
 
 __all__ = [
+    "BackendError",
     "BackendUnavailable",
     "ConfigError",
     "InvalidKey",
     "InvalidTenantId",
+    "TenantMismatchError",
     "TenantNotSetError",
 ]

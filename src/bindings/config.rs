@@ -548,6 +548,20 @@ impl CurrentConfig {
     fn presence_timeout(&self) -> f64 {
         self.inner.settings.presence_timeout
     }
+    /// Connect timeout of Redis connections, in seconds.
+    #[getter]
+    fn redis_connect_timeout(&self) -> f64 {
+        self.inner
+            .settings
+            .redis_options
+            .connect_timeout
+            .as_secs_f64()
+    }
+    /// Read/write timeout of Redis connections, in seconds.
+    #[getter]
+    fn redis_socket_timeout(&self) -> f64 {
+        self.inner.settings.redis_options.io_timeout.as_secs_f64()
+    }
     #[getter]
     fn state_backend(&self) -> (&'static str, bool, &str) {
         backend_tuple(&self.inner.settings.state)

@@ -2,11 +2,13 @@
 //! core's typed errors to them.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyConnectionError, PyPermissionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::config::ConfigError as CoreConfigError;
+use crate::presence::PresenceError;
+use crate::redis_store::StoreError;
 use crate::tenant_id::{preview, InvalidTenantId as CoreInvalidTenantId};
 
 create_exception!(
@@ -26,6 +28,18 @@ create_exception!(
     BackendUnavailable,
     PyConnectionError,
     "A storage backend (Redis) could not be reached in time."
+);
+create_exception!(
+    tenantry,
+    BackendError,
+    PyRuntimeError,
+    "A storage backend (Redis) answered with an error or an unexpected reply."
+);
+create_exception!(
+    tenantry,
+    TenantMismatchError,
+    PyPermissionError,
+    "An operation named one tenant while another tenant is bound."
 );
 create_exception!(
     tenantry,
@@ -75,12 +89,35 @@ pub fn config_error(key: &str, message: String) -> CoreConfigError {
     }
 }
 
+/// Presence errors: bad names → `InvalidKey`, bad timeouts or URLs →
+/// `ValueError`, Redis down → `BackendUnavailable`, Redis errors →
+/// `BackendError`.
+pub fn presence_error(err: PresenceError) -> PyErr {
+    match err {
+        PresenceError::Room(_) | PresenceError::UserIdTooLong { .. } => {
+            InvalidKey::new_err(err.to_string())
+        }
+        PresenceError::BadTimeout { .. } => PyValueError::new_err(err.to_string()),
+        PresenceError::Store(e) => store_error(e),
+    }
+}
+
+pub fn store_error(err: StoreError) -> PyErr {
+    match err {
+        StoreError::InvalidConfig { .. } => PyValueError::new_err(err.to_string()),
+        StoreError::Unavailable { .. } => BackendUnavailable::new_err(err.to_string()),
+        StoreError::Failed { .. } => BackendError::new_err(err.to_string()),
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("InvalidTenantId", py.get_type::<InvalidTenantId>())?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("BackendUnavailable", py.get_type::<BackendUnavailable>())?;
     m.add("TenantNotSetError", py.get_type::<TenantNotSetError>())?;
+    m.add("BackendError", py.get_type::<BackendError>())?;
+    m.add("TenantMismatchError", py.get_type::<TenantMismatchError>())?;
     m.add("InvalidKey", py.get_type::<InvalidKey>())?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod config;
 mod errors;
+mod presence;
 mod registry;
 mod resolvers;
 mod tenant_info;
@@ -29,6 +30,10 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(resolvers::resolve_tenant, m)?)?;
     m.add_function(wrap_pyfunction!(resolvers::get_tenant_resolver, m)?)?;
     m.add_function(wrap_pyfunction!(resolvers::django_host, m)?)?;
+
+    m.add_class::<presence::MemoryBackend>()?;
+    m.add_class::<presence::RedisBackend>()?;
+    m.add_class::<presence::Router>()?;
 
     m.add_class::<config::CurrentConfig>()?;
     m.add_function(wrap_pyfunction!(config::configure, m)?)?;

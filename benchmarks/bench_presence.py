@@ -1,0 +1,430 @@
+"""Presence: tenantry's backends against djust.tenants' (in memory and in
+Redis), Redis round trips and commands per operation (from ``INFO
+commandstats``), and single-operation latency against ``redis-benchmark -c 1``
+on the same server. The Redis part starts its own redis-server on a free
+loopback port and stops it at the end.
+
+Datasets: one tenant with a 10-user room; 1,000 tenants × 10 rooms × 10
+users (the measured room is one of them); 100,000 tenants × 1 room × 1 user
+(memory only); and single rooms of 10, 1,000 and 10,000 users for ``list``
+and ``count``. Both libraries get the same dataset, built before timing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+
+import redis
+from djust.tenants.backends import TenantAwareMemoryBackend as DjustMemory
+from djust.tenants.backends import TenantAwareRedisBackend as DjustRedis
+
+from benchmarks.timing import fmt_ns, ns_per_item, ns_per_op, ratio_table
+from tenantry import TenantAwareMemoryBackend, TenantAwareRedisBackend
+
+META = {"name": "Alice", "color": "#6c63ff"}
+ROOM = "room5"
+TARGET = "t500"  # the measured tenant of the many-tenant datasets
+NEW_USERS = [f"new{i}" for i in range(200)]
+
+
+# --- datasets --------------------------------------------------------------
+
+
+def scenarios() -> list[tuple[str, list[tuple[str, str, int]], str]]:
+    """(label, [(tenant, room, users)], measured tenant)."""
+    return [
+        ("1 tenant", [("acme", ROOM, 10)], "acme"),
+        (
+            "1,000 tenants × 10 rooms × 10 users",
+            [(f"t{t}", f"room{r}", 10) for t in range(1000) for r in range(10)],
+            TARGET,
+        ),
+    ]
+
+
+def users(n: int) -> list[str]:
+    return [f"u{i}" for i in range(n)]
+
+
+# --- memory ---------------------------------------------------------------
+
+
+def fill_memory(make, layout) -> None:
+    for tenant, room, n in layout:
+        backend = make(tenant)
+        for user in users(n):
+            backend.join(room, user, META)
+
+
+OPS = ("join", "leave", "heartbeat", "list", "count")
+ROUNDS = 3
+
+
+def op_timers(backend, room: str, number: int) -> dict[str, Callable[[], float]]:
+    """One timer per operation on ``room`` (which holds users ``u0``…)."""
+
+    def clear_new():
+        for u in NEW_USERS:
+            backend.leave(room, u)
+
+    def join_new():
+        for u in NEW_USERS:
+            backend.join(room, u, META)
+
+    return {
+        "join": lambda: ns_per_item(
+            clear_new, lambda u: backend.join(room, u, META), NEW_USERS, repeat=2
+        ),
+        "leave": lambda: ns_per_item(
+            join_new, lambda u: backend.leave(room, u), NEW_USERS, repeat=2
+        ),
+        "heartbeat": lambda: ns_per_op(
+            lambda: backend.heartbeat(room, "u1"), number=number, repeat=2
+        ),
+        "list": lambda: ns_per_op(lambda: backend.list(room), number=number, repeat=2),
+        "count": lambda: ns_per_op(lambda: backend.count(room), number=number, repeat=2),
+    }
+
+
+def compare(timers: dict[str, dict[str, Callable[[], float]]], ops=OPS) -> dict:
+    """Best time per (library, operation) over ``ROUNDS`` rounds that
+    alternate the libraries operation by operation, so both see the same
+    machine load."""
+    best: dict[str, dict[str, float]] = {lib: {} for lib in timers}
+    for _ in range(ROUNDS):
+        for op in ops:
+            for lib, lib_timers in timers.items():
+                ns = lib_timers[op]()
+                best[lib][op] = min(best[lib].get(op, ns), ns)
+    return best
+
+
+def memory_tables() -> str:
+    libs: dict[str, tuple[Callable, Callable]] = {
+        "djust": (lambda t: DjustMemory(t), DjustMemory.clear_all),
+        "tenantry": (lambda t: TenantAwareMemoryBackend(t), TenantAwareMemoryBackend.clear_all),
+    }
+    rows: list[tuple[str, float, float]] = []
+    layouts = [*scenarios(), ("100,000 tenants × 1 room × 1 user", None, "t50000")]
+    for label, layout, target in layouts:
+        if layout is None:  # built lazily: 100k entries
+            layout = [(f"t{t}", ROOM, 1) for t in range(100_000)]
+        for make, clear_all in libs.values():
+            clear_all()
+            fill_memory(make, layout)
+        best = compare(
+            {name: op_timers(make(target), ROOM, 10_000) for name, (make, _) in libs.items()}
+        )
+        for _, clear_all in libs.values():
+            clear_all()
+        for op in OPS:
+            rows.append((f"{op}, {label}", best["djust"][op], best["tenantry"][op]))
+    size_rows = []
+    for size in (10, 1_000, 10_000):
+        for make, clear_all in libs.values():
+            clear_all()
+            fill_memory(make, [("acme", "big", size)])
+        number = max(10, 100_000 // size)
+        best = compare(
+            {name: op_timers(make("acme"), "big", number) for name, (make, _) in libs.items()},
+            ops=("list", "count"),
+        )
+        for _, clear_all in libs.values():
+            clear_all()
+        for op in ("list", "count"):
+            size_rows.append(
+                (f"{op}, room of {size:,} users", best["djust"][op], best["tenantry"][op])
+            )
+    return "\n".join(
+        [
+            ratio_table("Presence in memory: per operation", rows, goal=10),
+            ratio_table("Presence in memory: list and count by room size", size_rows, goal=10),
+        ]
+    )
+
+
+# --- Redis ----------------------------------------------------------------
+
+
+class RedisProcess:
+    """redis-server on a free loopback port, in its own temporary directory."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (scripts/bench.sh installs it)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.dir = tempfile.mkdtemp(prefix="tenantry-bench-redis-")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.client = redis.Redis.from_url(self.url, decode_responses=True)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def fill_redis(server: RedisProcess, layout) -> None:
+    """Writes both libraries' layouts directly (pipelined, untimed)."""
+    client = server.client
+    now = float(client.time()[0])
+    pipe = client.pipeline(transaction=False)
+    ours: dict[str, TenantAwareRedisBackend] = {}
+    for i, (tenant, room, n) in enumerate(layout):
+        backend = ours.setdefault(tenant, TenantAwareRedisBackend(tenant, redis_url=server.url))
+        zset, meta = backend.keys_for(room)
+        dz = f"djust:tenant:{tenant}:{room}:zset"
+        dm = f"djust:tenant:{tenant}:{room}:meta"
+        for user in users(n):
+            record = {"id": user, "tenant_id": tenant, "joined_at": now, "meta": META}
+            pipe.zadd(zset, {user: now})
+            pipe.hset(meta, user, f"{now:.6f} {len(user)} {user}{json.dumps(META)}")
+            pipe.zadd(dz, {user: now})
+            pipe.hset(dm, user, json.dumps(record))
+        for key in (zset, meta, dz, dm):
+            pipe.expire(key, 600)
+        if i % 200 == 0:
+            pipe.execute()
+    pipe.execute()
+
+
+def redis_tables(server: RedisProcess) -> str:
+    rows: list[tuple[str, float, float]] = []
+    for label, layout, target in scenarios():
+        server.client.flushall()
+        fill_redis(server, layout)
+        best = compare(
+            {
+                "djust": op_timers(DjustRedis(tenant_id=target, redis_url=server.url), ROOM, 500),
+                "tenantry": op_timers(
+                    TenantAwareRedisBackend(target, redis_url=server.url), ROOM, 500
+                ),
+            }
+        )
+        for op in OPS:
+            rows.append((f"{op}, {label}", best["djust"][op], best["tenantry"][op]))
+    size_rows = []
+    for size in (10, 1_000, 10_000):
+        server.client.flushall()
+        fill_redis(server, [("acme", "big", size)])
+        backends = {
+            "djust": DjustRedis(tenant_id="acme", redis_url=server.url),
+            "tenantry": TenantAwareRedisBackend("acme", redis_url=server.url),
+        }
+        for name, backend in backends.items():
+            assert len(backend.list("big")) == size, (name, size)
+        number = max(2, 5_000 // size)
+        best = compare(
+            {
+                name: {
+                    "list": lambda b=backend, n=number: ns_per_op(
+                        lambda: b.list("big"), number=n, repeat=2
+                    ),
+                    "count": lambda b=backend: ns_per_op(
+                        lambda: b.count("big"), number=500, repeat=2
+                    ),
+                }
+                for name, backend in backends.items()
+            },
+            ops=("list", "count"),
+        )
+        for op in ("list", "count"):
+            goal = " (goal ≥ 10×)" if (op, size) == ("list", 1_000) else ""
+            size_rows.append(
+                (f"{op}, room of {size:,} users{goal}", best["djust"][op], best["tenantry"][op])
+            )
+    return "\n".join(
+        [
+            ratio_table("Presence in Redis: per operation", rows, goal=1),
+            ratio_table("Presence in Redis: list and count by room size", size_rows, goal=1),
+        ]
+    )
+
+
+class CountingConnection(redis.Connection):
+    """redis-py connection that counts requests sent (one per round trip: a
+    pipeline is sent as one request)."""
+
+    sent = 0
+
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.sent += 1
+        return super().send_packed_command(command, check_health)
+
+
+def command_stats(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): v["calls"]
+        for name, v in stats.items()
+        if not name.startswith(("cmdstat_config", "cmdstat_info"))
+    }
+
+
+def round_trip_table(server: RedisProcess) -> str:
+    """Round trips and server-side commands per operation (10-user room,
+    and a 1,000-user room for list)."""
+    server.client.flushall()
+    fill_redis(server, [("acme", ROOM, 10), ("acme", "big", 1_000)])
+    pool = redis.ConnectionPool.from_url(server.url, connection_class=CountingConnection)
+    djust = DjustRedis(tenant_id="acme", redis_url=server.url)
+    djust._client = redis.Redis(connection_pool=pool, decode_responses=True)
+    djust._client.ping()  # open the connection (its handshake is not an operation's)
+    ours = TenantAwareRedisBackend("acme", redis_url=server.url)
+    ours.count(ROOM)  # load the scripts
+    ours.list(ROOM)
+    reps = 50
+    cases: list[tuple[str, Callable[[object], object]]] = [
+        ("join", lambda b: b.join(ROOM, "u1", META)),
+        ("leave (present user)", None),
+        ("heartbeat", lambda b: b.heartbeat(ROOM, "u1")),
+        ("count", lambda b: b.count(ROOM)),
+        ("list, 10 users", lambda b: b.list(ROOM)),
+        ("list, 1,000 users", lambda b: b.list("big")),
+    ]
+    lines = [
+        "### Redis round trips and commands per operation",
+        "",
+        "Commands are Redis' own count (`INFO commandstats`, every command the "
+        "server ran for the operation, the ones inside tenantry's Lua script "
+        "included). Round trips: tenantry's are its `EVALSHA` calls in "
+        "`commandstats` (its client sends nothing else); djust's are the "
+        "requests redis-py sent (a pipeline is one).",
+        "",
+        "| operation | djust round trips | djust commands | tenantry round trips "
+        "| tenantry commands | tenantry top-level commands |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for label, op in cases:
+        per: dict[str, tuple[float, float, str]] = {}
+        for name, backend in (("djust", djust), ("tenantry", ours)):
+            if op is None:  # leave: join first (untimed, uncounted)
+                for i in range(reps):
+                    backend.join(ROOM, f"leaver{i}", META)
+            server.client.config_resetstat()
+            CountingConnection.sent = 0
+            for i in range(reps):
+                if op is None:
+                    backend.leave(ROOM, f"leaver{i}")
+                else:
+                    op(backend)
+            stats = command_stats(server.client)
+            commands = sum(stats.values()) / reps
+            if name == "tenantry":
+                top = {k: v for k, v in stats.items() if k in ("evalsha", "eval", "script|load")}
+                trips = sum(top.values()) / reps
+                shown = ", ".join(f"{k} × {v / reps:g}" for k, v in sorted(top.items()))
+            else:
+                trips = CountingConnection.sent / reps
+                shown = ""
+            per[name] = (trips, commands, shown)
+        lines.append(
+            f"| {label} | {per['djust'][0]:g} | {per['djust'][1]:g} | {per['tenantry'][0]:g} "
+            f"| {per['tenantry'][1]:g} | {per['tenantry'][2]} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def redis_benchmark_ns(server: RedisProcess, command: str, n: int = 20_000) -> float:
+    """ns per request of ``redis-benchmark -c 1`` for one command."""
+    out = subprocess.run(
+        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-c", "1",
+         "-n", str(n), "-t", command, "--csv"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout  # fmt: skip
+    best = 0.0
+    for line in out.splitlines()[1:]:
+        fields = [f.strip('"') for f in line.split(",")]
+        try:
+            best = max(best, float(fields[1]))
+        except (IndexError, ValueError):
+            continue
+    if not best:
+        raise RuntimeError(f"no result from redis-benchmark: {out!r}")
+    return 1e9 / best
+
+
+def latency_table(server: RedisProcess) -> str:
+    """Our single operations against ``redis-benchmark -c 1`` for ZADD and
+    PING, measured in alternation (3 rounds, best of each) so both sides see
+    the same machine load."""
+    server.client.flushall()
+    fill_redis(server, [("acme", ROOM, 10)])
+    backend = TenantAwareRedisBackend("acme", redis_url=server.url)
+    best: dict[str, float] = {}
+
+    def keep(name: str, ns: float) -> None:
+        best[name] = min(best.get(name, ns), ns)
+
+    for _ in range(3):
+        for cmd in ("ping", "zadd"):
+            keep(cmd, redis_benchmark_ns(server, cmd, n=5_000))
+        for op, timer in op_timers(backend, ROOM, 500).items():
+            keep(op, timer())
+    lines = [
+        "### Redis single-operation latency against redis-benchmark",
+        "",
+        f"`redis-benchmark -c 1 -t <command>` on the same server, in alternation with "
+        f"tenantry's operations (best of 3 rounds each): PING {fmt_ns(best['ping'])}, "
+        f"ZADD {fmt_ns(best['zadd'])} per request. tenantry's operation (from Python, "
+        "through its Lua script, 10-user room) against one ZADD:",
+        "",
+        "| operation | tenantry | redis-benchmark ZADD | ratio | goal ≤ 2× |",
+        "|---|---:|---:|---:|:---:|",
+    ]
+    for op in ("join", "leave", "heartbeat", "count", "list"):
+        ratio = best[op] / best["zadd"]
+        label = "list (10 users)" if op == "list" else op
+        lines.append(
+            f"| {label} | {fmt_ns(best[op])} | {fmt_ns(best['zadd'])} | {ratio:.2f}× "
+            f"| {'yes' if ratio <= 2 else 'NO'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run() -> str:
+    parts = [memory_tables()]
+    server = RedisProcess()
+    try:
+        parts += [redis_tables(server), round_trip_table(server), latency_table(server)]
+    finally:
+        server.stop()
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    from benchmarks import setup
+
+    setup()
+    print(run())

@@ -1,0 +1,160 @@
+"""Tenant-isolated presence (SPEC §7): the backends, their per-tenant cache,
+and the link into djust's ``PresenceMixin``.
+
+The backends are Rust classes (``tenantry._core``) with djust's
+``PresenceBackend`` interface::
+
+    from tenantry import get_tenant_presence_backend
+
+    presence = get_tenant_presence_backend("acme")
+    presence.join("document:42", "user-1", {"name": "Alice"})
+    presence.list("document:42")   # [{"id": "user-1", "tenant_id": "acme", ...}]
+
+With djust installed and ``PRESENCE_BACKEND`` set to ``"tenant_memory"`` (the
+default) or ``"tenant_redis"``, :func:`install_djust_presence_backend` (run by
+the app's ``ready()``) makes tenantry djust's presence backend: every
+``track_presence()`` / ``list_presences()`` of a ``TenantMixin`` LiveView then
+lands in that view's tenant. See docs/presence.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from typing import Any
+
+from . import _core, conf
+from ._core import TenantAwareMemoryBackend, TenantAwareRedisBackend, TenantPresenceRouter
+
+__all__ = [
+    "TenantAwareMemoryBackend",
+    "TenantAwareRedisBackend",
+    "TenantPresenceManager",
+    "TenantPresenceRouter",
+    "get_presence_router",
+    "get_tenant_presence_backend",
+    "install_djust_presence_backend",
+    "uninstall_djust_presence_backend",
+]
+
+#: Backends kept by :class:`TenantPresenceManager` (least recently used go
+#: first). A backend object is small and cheap to make again: the memory
+#: store and the Redis pools are shared, not per object.
+CACHE_SIZE = 4096
+
+
+def _register_with_djust() -> None:
+    """Make ``isinstance(backend, djust.backends.base.PresenceBackend)`` true
+    (a virtual subclass: the Rust methods stay the ones that run)."""
+    try:
+        from djust.backends.base import PresenceBackend
+    except Exception:  # djust missing or without that module
+        return
+    for cls in (TenantAwareMemoryBackend, TenantAwareRedisBackend, TenantPresenceRouter):
+        PresenceBackend.register(cls)
+
+
+_register_with_djust()
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _backend_for(tenant_id: str) -> TenantAwareMemoryBackend | TenantAwareRedisBackend:
+    config = conf.current()
+    kind, _install, redis_url = config.presence_backend
+    if kind == "redis":
+        return TenantAwareRedisBackend(
+            tenant_id,
+            redis_url=redis_url,
+            key_prefix=config.key_prefix,
+            timeout=config.presence_timeout,
+            connect_timeout=config.redis_connect_timeout,
+            socket_timeout=config.redis_socket_timeout,
+        )
+    return TenantAwareMemoryBackend(tenant_id, timeout=config.presence_timeout)
+
+
+class TenantPresenceManager:
+    """One presence backend per tenant, configured from ``DJUST_CONFIG``
+    (``PRESENCE_BACKEND``, ``PRESENCE_REDIS_URL``, ``PRESENCE_TIMEOUT``,
+    ``TENANT_KEY_PREFIX``, ``REDIS_CONNECT_TIMEOUT``, ``REDIS_SOCKET_TIMEOUT``).
+
+    The cache is bounded (:data:`CACHE_SIZE`), thread-safe, and dropped when
+    ``DJUST_CONFIG`` changes.
+    """
+
+    @classmethod
+    def for_tenant(cls, tenant_id: Any) -> TenantAwareMemoryBackend | TenantAwareRedisBackend:
+        """The backend of ``tenant_id`` (a str, an int or a ``TenantInfo``;
+        ``InvalidTenantId`` otherwise)."""
+        return _backend_for(_core.validate_tenant_id(tenant_id))
+
+    @classmethod
+    def clear_cache(cls) -> None:
+        _backend_for.cache_clear()
+
+
+def get_tenant_presence_backend(
+    tenant_id: Any,
+) -> TenantAwareMemoryBackend | TenantAwareRedisBackend:
+    """Shorthand for ``TenantPresenceManager.for_tenant(tenant_id)``."""
+    return _backend_for(_core.validate_tenant_id(tenant_id))
+
+
+conf._reset_hooks.append(_backend_for.cache_clear)
+
+_router_lock = threading.Lock()
+_router: TenantPresenceRouter | None = None
+_installed: TenantPresenceRouter | None = None
+
+
+def get_presence_router() -> TenantPresenceRouter:
+    """The process's router: a presence backend for every tenant at once that
+    takes each call's tenant from the key's ``tenant:<id>:`` prefix and/or
+    the bound tenant (they must agree; neither → ``TenantNotSetError``)."""
+    global _router
+    with _router_lock:
+        if _router is None:
+            from .context import _current
+
+            _router = TenantPresenceRouter(_current)
+        return _router
+
+
+def install_djust_presence_backend(*, force: bool = False) -> bool:
+    """Make tenantry djust's presence backend (``set_presence_backend``) when
+    djust is installed and ``PRESENCE_BACKEND`` is ``"tenant_memory"`` or
+    ``"tenant_redis"`` (or ``force`` is true). Returns whether it is
+    installed. Called by ``TenantryConfig.ready()``; safe to call again
+    (after changing settings, it installs or removes itself to match).
+    """
+    global _installed
+    try:
+        from djust.backends import registry
+    except Exception:  # djust not installed
+        return False
+    _kind, wanted, _url = conf.current().presence_backend
+    if not (wanted or force):
+        uninstall_djust_presence_backend()
+        return False
+    router = get_presence_router()
+    registry.set_presence_backend(router)
+    _installed = router
+    return True
+
+
+def uninstall_djust_presence_backend() -> None:
+    """Undo :func:`install_djust_presence_backend`: djust builds its own
+    backend again on next use. Does nothing if tenantry is not installed."""
+    global _installed
+    if _installed is None:
+        return
+    try:
+        from djust.backends import registry
+    except Exception:
+        return
+    # Only reset djust's slot if it still holds ours (someone may have set
+    # another backend since; djust has no public getter without side effects).
+    current = getattr(getattr(registry, "_registry", None), "_backend", _installed)
+    if current is _installed:
+        registry.reset_presence_backend()
+    _installed = None

@@ -1,0 +1,112 @@
+//! Tenant-isolated presence: who is in which room, per tenant.
+//!
+//! Two stores share these semantics (the Python bindings expose them as
+//! djust's `PresenceBackend` interface):
+//! * [`memory::MemoryPresence`] — in process, sharded, O(1) operations;
+//! * [`redis::RedisPresence`] — one Lua script (one round trip) per
+//!   operation on keys from [`crate::keys::format_key`].
+//!
+//! Semantics, identical for both: a presence is alive while its last
+//! heartbeat (or join) is at most `timeout` old. `join` of a present user
+//! replaces its payload and refreshes its heartbeat but keeps its first
+//! `joined_at`; a `heartbeat` never brings back a user that is gone; `leave`
+//! returns the record only when the user was present; `list` and `count`
+//! never include expired users. (`list` order: oldest heartbeat first in
+//! memory, unspecified in Redis.)
+
+pub mod memory;
+pub mod redis;
+mod table;
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::keys::{self, KeyError};
+use crate::redis_store::StoreError;
+
+/// Longest user id accepted, in bytes.
+pub const MAX_USER_ID_LEN: usize = 1024;
+/// Longest presence timeout accepted, in seconds (one day, like
+/// `PRESENCE_TIMEOUT`).
+pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PresenceError {
+    /// The room name (presence key) was refused.
+    Room(KeyError),
+    UserIdTooLong {
+        len: usize,
+    },
+    BadTimeout {
+        value: f64,
+    },
+    Store(StoreError),
+}
+
+impl fmt::Display for PresenceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PresenceError::Room(e) => write!(f, "invalid presence key: {e}"),
+            PresenceError::UserIdTooLong { len } => write!(
+                f,
+                "user id is {len} bytes long (at most {MAX_USER_ID_LEN} allowed)"
+            ),
+            PresenceError::BadTimeout { value } => write!(
+                f,
+                "presence timeout must be a number of seconds greater than 0 and at most \
+                 {MAX_TIMEOUT_SECS}, got {value}"
+            ),
+            PresenceError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PresenceError {}
+
+impl From<StoreError> for PresenceError {
+    fn from(e: StoreError) -> Self {
+        PresenceError::Store(e)
+    }
+}
+
+/// Checks a room name (djust's `presence_key`).
+pub fn check_room(room: &str) -> Result<(), PresenceError> {
+    keys::check_name(room).map_err(PresenceError::Room)
+}
+
+pub fn check_user(user: &str) -> Result<(), PresenceError> {
+    if user.len() > MAX_USER_ID_LEN {
+        return Err(PresenceError::UserIdTooLong { len: user.len() });
+    }
+    Ok(())
+}
+
+/// A presence timeout in seconds (ints and floats from Python).
+pub fn timeout_from_secs(value: f64) -> Result<Duration, PresenceError> {
+    if !(value > 0.0 && value <= MAX_TIMEOUT_SECS) {
+        return Err(PresenceError::BadTimeout { value });
+    }
+    Duration::try_from_secs_f64(value).map_err(|_| PresenceError::BadTimeout { value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_checked() {
+        assert_eq!(timeout_from_secs(0.2).unwrap(), Duration::from_millis(200));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 86_401.0] {
+            assert!(timeout_from_secs(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_are_bounded() {
+        assert!(check_room(&"r".repeat(1024)).is_ok());
+        assert!(check_room(&"r".repeat(1025)).is_err());
+        assert!(check_user(&"u".repeat(1025)).is_err());
+        let msg = check_user(&"u".repeat(2000)).unwrap_err().to_string();
+        assert!(msg.contains("2000"), "{msg}");
+    }
+}

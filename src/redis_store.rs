@@ -1,0 +1,426 @@
+//! The Redis connection layer shared by every Redis backend (presence now,
+//! state later): one pool per URL, shared by all tenants; Lua scripts run by
+//! SHA (`EVALSHA`) with a reload on `NOSCRIPT`; connect and I/O timeouts;
+//! transparent reconnection; and errors that name the server without its
+//! password.
+//!
+//! Backends only see [`RedisStore::eval`] (one script, its keys, its
+//! arguments: one round trip) and [`RedisStore::ping`]. Keys are passed
+//! separately from arguments and every script touches keys of one hash tag
+//! only, so a Redis Cluster connection can slot in as another [`Target`]
+//! that routes each call by the slot of its first key.
+//!
+//! Built on the `redis` crate's synchronous connection: no async runtime in
+//! the extension. Callers release the GIL around these calls.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, LazyLock, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::{Client, Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, Value};
+
+use crate::redis_url;
+
+/// Idle connections kept per pool; more concurrent callers open more
+/// connections, and those above this number are closed when returned.
+pub const MAX_IDLE: usize = 16;
+/// Longest accepted connect or I/O timeout, in seconds.
+pub const MAX_TIMEOUT_SECS: f64 = 300.0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StoreOptions {
+    /// Bound on establishing a connection (TCP connect and handshake).
+    pub connect_timeout: Duration,
+    /// Bound on each read and write once connected.
+    pub io_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A timeout in seconds from configuration or a constructor argument.
+pub fn timeout_from_secs(what: &str, value: f64) -> Result<Duration, StoreError> {
+    if !(value > 0.0 && value <= MAX_TIMEOUT_SECS) {
+        return Err(StoreError::InvalidConfig {
+            reason: format!(
+                "{what} must be a number of seconds greater than 0 and at most \
+                 {MAX_TIMEOUT_SECS}, got {value}"
+            ),
+        });
+    }
+    Duration::try_from_secs_f64(value).map_err(|e| StoreError::InvalidConfig {
+        reason: format!("{what}: {e}"),
+    })
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// The URL or an option cannot work; nothing was attempted.
+    InvalidConfig { reason: String },
+    /// Redis could not be reached, timed out, or is not serving (loading,
+    /// read-only replica, out of memory, cluster down...). Retry later.
+    Unavailable { url: String, detail: String },
+    /// Redis answered with an error or a reply the backend did not expect.
+    Failed { url: String, detail: String },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::InvalidConfig { reason } => f.write_str(reason),
+            StoreError::Unavailable { url, detail } => {
+                write!(f, "Redis at {url} is unavailable: {detail}")
+            }
+            StoreError::Failed { url, detail } => write!(f, "Redis at {url} failed: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A Lua script and its SHA1, computed once.
+pub struct Script {
+    code: &'static str,
+    sha: String,
+}
+
+impl Script {
+    pub fn new(code: &'static str) -> Script {
+        Script {
+            code,
+            sha: redis::Script::new(code).get_hash().to_owned(),
+        }
+    }
+
+    pub fn sha(&self) -> &str {
+        &self.sha
+    }
+}
+
+/// A script argument.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg<'a> {
+    Str(&'a str),
+    Int(i64),
+    Float(f64),
+}
+
+/// Where commands go. A later `Cluster` variant routes by the first key.
+enum Target {
+    Single {
+        client: Client,
+        idle: Mutex<Vec<Connection>>,
+    },
+}
+
+pub struct RedisStore {
+    /// The URL with its password hidden, for messages.
+    url: String,
+    /// The password, so it can be scrubbed from error details too.
+    secret: Option<String>,
+    options: StoreOptions,
+    target: Target,
+}
+
+type RegistryKey = (String, StoreOptions);
+
+/// One store per (URL, options), shared by every backend and tenant while
+/// any of them is alive.
+static REGISTRY: LazyLock<Mutex<HashMap<RegistryKey, Weak<RedisStore>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+impl RedisStore {
+    /// The shared store for `url`, created (without connecting) if needed.
+    pub fn shared(url: &str, options: StoreOptions) -> Result<Arc<RedisStore>, StoreError> {
+        let key = (url.to_owned(), options);
+        let mut registry = REGISTRY.lock();
+        if let Some(store) = registry.get(&key).and_then(Weak::upgrade) {
+            return Ok(store);
+        }
+        let store = Arc::new(RedisStore::new(url, options)?);
+        registry.retain(|_, weak| weak.strong_count() > 0);
+        registry.insert(key, Arc::downgrade(&store));
+        Ok(store)
+    }
+
+    /// A store of its own (not shared); does not connect.
+    pub fn new(url: &str, options: StoreOptions) -> Result<RedisStore, StoreError> {
+        redis_url::check(url).map_err(|e| StoreError::InvalidConfig {
+            reason: format!("invalid Redis URL: {e}"),
+        })?;
+        let redacted = redis_url::redact(url);
+        let client = Client::open(url).map_err(|e| StoreError::InvalidConfig {
+            reason: format!("cannot use Redis URL {redacted}: {}", e.to_string().trim()),
+        })?;
+        let secret = client
+            .get_connection_info()
+            .redis_settings()
+            .password()
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned);
+        Ok(RedisStore {
+            url: redacted,
+            secret,
+            options,
+            target: Target::Single {
+                client,
+                idle: Mutex::new(Vec::new()),
+            },
+        })
+    }
+
+    /// The URL with the password hidden.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn options(&self) -> StoreOptions {
+        self.options
+    }
+
+    /// Runs `script` with `keys` and `args`: one `EVALSHA` round trip (plus a
+    /// `SCRIPT LOAD` the first time a server sees the script).
+    pub fn eval(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[Arg<'_>],
+    ) -> Result<Value, StoreError> {
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(&script.sha).arg(keys.len()).arg(keys);
+        for arg in args {
+            match *arg {
+                Arg::Str(s) => evalsha.arg(s),
+                Arg::Int(i) => evalsha.arg(i),
+                Arg::Float(x) => evalsha.arg(x),
+            };
+        }
+        self.run(|conn| match evalsha.query::<Value>(conn) {
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(script.code)
+                    .query::<Value>(conn)?;
+                evalsha.query(conn)
+            }
+            other => other,
+        })
+    }
+
+    /// `PING`; returns the round-trip time.
+    pub fn ping(&self) -> Result<Duration, StoreError> {
+        let start = Instant::now();
+        self.run(|conn| redis::cmd("PING").query::<Value>(conn))?;
+        Ok(start.elapsed())
+    }
+
+    /// Runs `op` on a pooled connection. A pooled connection the server has
+    /// closed meanwhile (restart, idle timeout) is replaced and `op` retried
+    /// once on a fresh connection; every operation of our backends is
+    /// idempotent, and the failed attempt never reached a live server.
+    fn run(
+        &self,
+        mut op: impl FnMut(&mut Connection) -> RedisResult<Value>,
+    ) -> Result<Value, StoreError> {
+        let (mut conn, reused) = self.checkout()?;
+        match op(&mut conn) {
+            Ok(value) => {
+                self.checkin(conn);
+                Ok(value)
+            }
+            Err(e) if reused && e.is_connection_dropped() && !e.is_timeout() => {
+                drop(conn);
+                // The others idle since before that are most likely dead too.
+                let stale = std::mem::take(&mut *self.idle().lock());
+                drop(stale);
+                let mut conn = self.connect()?;
+                match op(&mut conn) {
+                    Ok(value) => {
+                        self.checkin(conn);
+                        Ok(value)
+                    }
+                    Err(e) => Err(self.failed(conn, &e)),
+                }
+            }
+            Err(e) => Err(self.failed(conn, &e)),
+        }
+    }
+
+    fn idle(&self) -> &Mutex<Vec<Connection>> {
+        match &self.target {
+            Target::Single { idle, .. } => idle,
+        }
+    }
+
+    fn checkout(&self) -> Result<(Connection, bool), StoreError> {
+        if let Some(conn) = self.idle().lock().pop() {
+            return Ok((conn, true));
+        }
+        Ok((self.connect()?, false))
+    }
+
+    fn checkin(&self, conn: Connection) {
+        if !conn.is_open() {
+            return;
+        }
+        let mut idle = self.idle().lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let Target::Single { client, .. } = &self.target;
+        let conn = client
+            .get_connection_with_timeout(self.options.connect_timeout)
+            .map_err(|e| self.unavailable(&e))?;
+        conn.set_read_timeout(Some(self.options.io_timeout))
+            .and_then(|()| conn.set_write_timeout(Some(self.options.io_timeout)))
+            .map_err(|e| self.unavailable(&e))?;
+        Ok(conn)
+    }
+
+    /// Maps an error and keeps the connection only when the server answered
+    /// (an error reply leaves the connection in a known state; an I/O error
+    /// or a timeout may leave a reply in flight, so that connection goes).
+    fn failed(&self, conn: Connection, e: &RedisError) -> StoreError {
+        if matches!(e.kind(), ErrorKind::Server(_)) {
+            self.checkin(conn);
+        }
+        if is_unavailability(e) {
+            self.unavailable(e)
+        } else {
+            StoreError::Failed {
+                url: self.url.clone(),
+                detail: self.scrub(e),
+            }
+        }
+    }
+
+    fn unavailable(&self, e: &RedisError) -> StoreError {
+        StoreError::Unavailable {
+            url: self.url.clone(),
+            detail: self.scrub(e),
+        }
+    }
+
+    /// The error's text, never containing the password.
+    fn scrub(&self, e: &RedisError) -> String {
+        let mut text = e.to_string().trim().to_owned();
+        if let Some(secret) = &self.secret {
+            text = text.replace(secret.as_str(), "***");
+        }
+        if text.is_empty() {
+            text = "unknown error".to_owned();
+        }
+        text
+    }
+
+    /// A reply the backend did not expect.
+    pub fn unexpected(&self, what: &str, value: &Value) -> StoreError {
+        let mut shown = format!("{value:?}");
+        if shown.len() > 120 {
+            let mut cut = 120;
+            while !shown.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            shown.truncate(cut);
+            shown.push('…');
+        }
+        StoreError::Failed {
+            url: self.url.clone(),
+            detail: format!("unexpected reply to {what}: {shown}"),
+        }
+    }
+}
+
+/// Errors that say "Redis cannot serve now" rather than "this call is wrong".
+fn is_unavailability(e: &RedisError) -> bool {
+    if matches!(e.kind(), ErrorKind::Io) || e.is_timeout() || e.is_connection_dropped() {
+        return true;
+    }
+    matches!(
+        e.code(),
+        Some(
+            "LOADING"
+                | "BUSY"
+                | "MASTERDOWN"
+                | "READONLY"
+                | "CLUSTERDOWN"
+                | "TRYAGAIN"
+                | "OOM"
+                | "NOAUTH"
+                | "WRONGPASS"
+        )
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A loopback port with nothing listening on it.
+    pub fn closed_port() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        port
+    }
+
+    #[test]
+    fn stores_are_shared_per_url_and_do_not_connect() {
+        let url = format!("redis://127.0.0.1:{}/0", closed_port());
+        let a = RedisStore::shared(&url, StoreOptions::default()).unwrap();
+        let b = RedisStore::shared(&url, StoreOptions::default()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = format!("redis://127.0.0.1:{}/1", closed_port());
+        let c = RedisStore::shared(&other, StoreOptions::default()).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+    }
+
+    #[test]
+    fn unreachable_servers_fail_fast_without_the_password() {
+        let url = format!("redis://user:hunter2@127.0.0.1:{}/0", closed_port());
+        let store = RedisStore::new(&url, StoreOptions::default()).unwrap();
+        let start = Instant::now();
+        let err = store.ping().unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(2));
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{msg}");
+        assert!(
+            msg.contains("127.0.0.1") && msg.contains("user:***@"),
+            "{msg}"
+        );
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn bad_urls_and_timeouts_are_refused_up_front() {
+        assert!(matches!(
+            RedisStore::new("http://x", StoreOptions::default()),
+            Err(StoreError::InvalidConfig { .. })
+        ));
+        let err = RedisStore::new("redis://:pw@h:bad", StoreOptions::default())
+            .err()
+            .unwrap();
+        assert!(!err.to_string().contains("pw@"), "{err}");
+        assert!(timeout_from_secs("x", 0.0).is_err());
+        assert!(timeout_from_secs("x", 0.5).is_ok());
+    }
+
+    #[test]
+    fn script_hashes_are_sha1() {
+        let s = Script::new("return 1");
+        assert_eq!(s.sha().len(), 40);
+        assert_eq!(s.sha(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    }
+}
