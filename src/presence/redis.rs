@@ -528,6 +528,10 @@ mod tests {
         for i in 0..1001 {
             slow_a.join(&a, "mixed", &format!("old{i}"), "1").unwrap();
         }
+        // Joined with a long timeout (so the room's TTL outlives the sleep
+        // below), cleaned with the short one: b's "r" may already be gone
+        // by TTL when the joins above are slow.
+        slow_a.join(&b, "stale", "u1", "{}").unwrap();
         std::thread::sleep(Duration::from_millis(400));
         slow_a.join(&a, "mixed", "new", "2").unwrap();
         let mixed = p.list(&a, "mixed").unwrap();
@@ -537,7 +541,7 @@ mod tests {
         assert_eq!(p.count(&a, "r").unwrap(), 0);
         assert!(p.list(&a, "r").unwrap().is_empty());
         assert!(!p.heartbeat(&b, "r", "u1").unwrap(), "no revival");
-        assert_eq!(p.cleanup_stale(&b, "r").unwrap(), 1);
+        assert_eq!(p.cleanup_stale(&b, "stale").unwrap(), 1);
 
         // Large rooms come back in one call (past Lua's unpack limit).
         let slow = RedisPresence::new(
