@@ -117,6 +117,7 @@ impl Script {
 #[derive(Clone, Copy, Debug)]
 pub enum Arg<'a> {
     Str(&'a str),
+    Bytes(&'a [u8]),
     Int(i64),
     Float(f64),
 }
@@ -281,6 +282,7 @@ impl RedisStore {
             for arg in args {
                 match *arg {
                     Arg::Str(s) => cmd.arg(s),
+                    Arg::Bytes(b) => cmd.arg(b),
                     Arg::Int(i) => cmd.arg(i),
                     Arg::Float(x) => cmd.arg(x),
                 };
@@ -539,6 +541,7 @@ fn is_unavailability(e: &RedisError) -> bool {
 pub(crate) mod tests {
     use super::*;
     use std::net::TcpListener;
+    use std::process::{Child, Command, Stdio};
 
     /// A loopback port with nothing listening on it.
     pub fn closed_port() -> u16 {
@@ -546,6 +549,49 @@ pub(crate) mod tests {
         let port = listener.local_addr().unwrap().port();
         drop(listener);
         port
+    }
+
+    /// A throwaway redis-server on a free loopback port, when one is
+    /// installed (scripts/test.sh installs it; the Python suite exercises
+    /// the same scripts through the bindings either way).
+    pub struct Server(Child, u16, std::path::PathBuf);
+
+    impl Server {
+        pub fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}/0", self.1)
+        }
+
+        pub fn start() -> Option<Server> {
+            let port = closed_port();
+            let dir = std::env::temp_dir().join(format!("tenantry-redis-{port}"));
+            std::fs::create_dir_all(&dir).ok()?;
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()?;
+            let server = Server(child, port, dir);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(server);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.2);
+        }
     }
 
     #[test]

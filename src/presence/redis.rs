@@ -415,8 +415,8 @@ fn parse_f64(bytes: &[u8]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redis_store::tests::Server;
     use crate::redis_store::{StoreError, StoreOptions};
-    use std::process::{Child, Command, Stdio};
     use std::time::Instant;
 
     #[test]
@@ -449,52 +449,13 @@ mod tests {
         assert_eq!(p.ttl_ms(), 120_000);
     }
 
-    /// A throwaway redis-server on a free loopback port, when one is
-    /// installed (scripts/test.sh installs it; the Python suite exercises
-    /// the same scripts through the bindings either way).
-    struct Server(Child, u16, std::path::PathBuf);
-
-    impl Server {
-        fn start() -> Option<Server> {
-            let port = crate::redis_store::tests::closed_port();
-            let dir = std::env::temp_dir().join(format!("tenantry-redis-{port}"));
-            std::fs::create_dir_all(&dir).ok()?;
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .ok()?;
-            let server = Server(child, port, dir);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(server);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            None
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-            let _ = std::fs::remove_dir_all(&self.2);
-        }
-    }
-
     #[test]
     fn scripts_against_a_real_server() {
         let Some(server) = Server::start() else {
             eprintln!("redis-server not available: script test not run");
             return;
         };
-        let url = format!("redis://127.0.0.1:{}/0", server.1);
+        let url = server.url();
         let store = RedisStore::shared(&url, StoreOptions::default()).unwrap();
         let p = RedisPresence::new(store, KeyPrefix::default(), Duration::from_millis(300));
         let (a, b) = (TenantId::parse("a").unwrap(), TenantId::parse("b").unwrap());
