@@ -21,6 +21,7 @@
 
 pub mod memory;
 pub mod redis;
+mod table;
 
 use std::fmt;
 use std::time::Duration;
@@ -59,14 +60,6 @@ impl Space {
         match self {
             Space::Data => 0,
             Space::View => 1,
-        }
-    }
-
-    fn from_byte(b: u8) -> Space {
-        if b == 1 {
-            Space::View
-        } else {
-            Space::Data
         }
     }
 }
