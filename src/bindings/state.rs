@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyString, PyType};
 
 use super::config::{self as bconfig, Compiled};
 use super::errors::{self, state_error, store_error};
-use super::presence::{json_encode, json_loads, store_options, Scope};
+use super::presence::{json_encode, store_options, Scope};
 use super::routing;
 use super::tenant_info::type_name;
 use crate::config::BackendKind;
@@ -32,6 +33,8 @@ use crate::state::memory::MemoryState;
 use crate::state::redis::RedisState;
 use crate::state::{self, check_name, decode, Decoded, Space, Ttl, Value};
 use crate::tenant_id::{preview, TenantId};
+
+static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// The process-wide in-memory store, shared by every memory backend object
 /// and the router (two objects for one tenant see the same keys).
@@ -123,13 +126,21 @@ fn to_python<'py>(
     match out {
         Outgoing::Bytes(b) => Ok(b.into_bound(py).into_any()),
         Outgoing::Int(i) => Ok(i.into_pyobject(py)?.into_any()),
-        Outgoing::Json(j) => json_loads(py, &j).map_err(|e| {
-            errors::BackendError::new_err(format!(
-                "state key {} in {} holds invalid JSON: {e}",
-                preview(name),
-                engine.location()
-            ))
-        }),
+        Outgoing::Json(j) => {
+            let invalid = |e: &dyn std::fmt::Display| {
+                errors::BackendError::new_err(format!(
+                    "state key {} in {} holds invalid JSON: {e}",
+                    preview(name),
+                    engine.location()
+                ))
+            };
+            // json.loads of a str skips the encoding sniffing bytes get.
+            let text = std::str::from_utf8(&j).map_err(|e| invalid(&e))?;
+            let loads = JSON_LOADS.import(py, "json", "loads")?;
+            loads
+                .call1((PyString::new(py, text),))
+                .map_err(|e| invalid(&e))
+        }
         Outgoing::Foreign => Err(foreign(engine, name)),
     }
 }
