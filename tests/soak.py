@@ -10,6 +10,7 @@ import asyncio
 import json
 import re
 import time
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import websockets
@@ -75,12 +76,11 @@ async def receive_until(socket, *types: str, check=None) -> dict:
             return frame
 
 
-async def live_session(stats: Stats, port: int, tenant: str, client: int, events: int) -> None:
+@asynccontextmanager
+async def live_view(port: int, tenant: str, check=None):
+    """A WebSocket to the demo on ``tenant``'s host with the board mounted:
+    yields ``(socket, mount_or_error_frame)``."""
     host = f"{tenant}.localhost:{port}"
-
-    def check(text: str) -> None:
-        stats.check(tenant, text, f"frame to client {client}")
-
     async with websockets.connect(
         f"ws://{host}/ws/live/",
         host="127.0.0.1",
@@ -93,7 +93,14 @@ async def live_session(stats: Stats, port: int, tenant: str, client: int, events
         await socket.send(
             json.dumps({"type": "mount", "view": "board.views.BoardView", "url": "/board/"})
         )
-        frame = await receive_until(socket, "mount", "error", check=check)
+        yield socket, await receive_until(socket, "mount", "error", check=check)
+
+
+async def live_session(stats: Stats, port: int, tenant: str, client: int, events: int) -> None:
+    def check(text: str) -> None:
+        stats.check(tenant, text, f"frame to client {client}")
+
+    async with live_view(port, tenant, check) as (socket, frame):
         if frame["type"] != "mount":
             stats.errors.append(f"{tenant} mount: {frame}")
             return
@@ -165,31 +172,18 @@ async def during_outage(port: int, tenants: list[str], clients: int) -> Outage:
 
     async def one(i: int) -> None:
         tenant = tenants[i % len(tenants)]
-        host = f"{tenant}.localhost:{port}"
+
+        def check(text: str) -> None:
+            probe.check(tenant, text, f"during outage, client {i}")
+
         try:
-            status, body = await http_get(port, host, "/board/")
+            status, body = await http_get(port, f"{tenant}.localhost:{port}", "/board/")
             if status == 200:
                 seen.http_ok += 1
             if "online-down" in body:
                 seen.pages_down += 1
-            probe.check(tenant, body, f"GET during outage {i}")
-            async with websockets.connect(
-                f"ws://{host}/ws/live/",
-                host="127.0.0.1",
-                port=port,
-                origin=f"http://{host}",
-                open_timeout=TIMEOUT,
-                max_size=None,
-            ) as socket:
-
-                def check(text: str, tenant=tenant, i=i) -> None:
-                    probe.check(tenant, text, f"frame during outage {i}")
-
-                await receive_until(socket, "connect", check=check)
-                await socket.send(
-                    json.dumps({"type": "mount", "view": "board.views.BoardView", "url": "/board/"})
-                )
-                frame = await receive_until(socket, "mount", "error", check=check)
+            check(body)
+            async with live_view(port, tenant, check) as (_, frame):
                 if frame["type"] == "error":
                     seen.mounts_refused += 1
                 else:
@@ -205,27 +199,9 @@ async def during_outage(port: int, tenants: list[str], clients: int) -> Outage:
 async def hold_live(port: int, tenants: list[str], per_tenant: int, inspect) -> None:
     """Keeps ``per_tenant`` live views open on each tenant while ``inspect()``
     runs (in a thread), then closes them."""
-    sockets = []
-    for tenant in tenants:
-        host = f"{tenant}.localhost:{port}"
-        for _ in range(per_tenant):
-            socket = await websockets.connect(
-                f"ws://{host}/ws/live/",
-                host="127.0.0.1",
-                port=port,
-                origin=f"http://{host}",
-                open_timeout=TIMEOUT,
-                max_size=None,
-            )
-            await receive_until(socket, "connect")
-            await socket.send(
-                json.dumps({"type": "mount", "view": "board.views.BoardView", "url": "/board/"})
-            )
-            frame = await receive_until(socket, "mount", "error")
-            assert frame["type"] == "mount", frame
-            sockets.append(socket)
-    try:
+    async with AsyncExitStack() as stack:
+        for tenant in tenants:
+            for _ in range(per_tenant):
+                _, frame = await stack.enter_async_context(live_view(port, tenant))
+                assert frame["type"] == "mount", frame
         await asyncio.to_thread(inspect)
-    finally:
-        for socket in sockets:
-            await socket.close()
