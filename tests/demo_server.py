@@ -52,7 +52,20 @@ def demo_server(workdir: Path, *, extra_tenants: int = 0, env: dict[str, str] | 
     port = free_port()
     with open(workdir / "daphne.log", "w") as log:
         process = subprocess.Popen(
-            [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "demo.asgi:application"],
+            [
+                python,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                # Under load (hundreds of handshakes on 2 cores) the default
+                # 5 s handshake limit would drop clients, not test tenancy.
+                "--websocket_connect_timeout",
+                "120",
+                "demo.asgi:application",
+            ],
             cwd=DEMO,
             env=environ,
             stdout=log,

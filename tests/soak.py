@@ -10,6 +10,7 @@ import asyncio
 import json
 import re
 import time
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import websockets
@@ -60,14 +61,25 @@ async def http_get(port: int, host: str, path: str) -> tuple[int, str]:
     return status, body.decode("utf-8", "replace")
 
 
-async def receive_until(socket, *types: str) -> dict:
+async def receive_until(socket, *types: str, check=None) -> dict:
+    """The next frame of one of ``types`` that answers this client. Every
+    frame read on the way goes through ``check`` (leak detection), including
+    those other sessions pushed (presence refreshes, ``"source": "broadcast"``),
+    which are never taken as the answer."""
     while True:
         frame = json.loads(await asyncio.wait_for(socket.recv(), TIMEOUT))
+        if check is not None:
+            check(json.dumps(frame))
+        if frame.get("source") == "broadcast":
+            continue
         if frame.get("type") in types:
             return frame
 
 
-async def live_session(stats: Stats, port: int, tenant: str, client: int, events: int) -> None:
+@asynccontextmanager
+async def live_view(port: int, tenant: str, check=None):
+    """A WebSocket to the demo on ``tenant``'s host with the board mounted:
+    yields ``(socket, mount_or_error_frame)``."""
     host = f"{tenant}.localhost:{port}"
     async with websockets.connect(
         f"ws://{host}/ws/live/",
@@ -77,16 +89,22 @@ async def live_session(stats: Stats, port: int, tenant: str, client: int, events
         open_timeout=TIMEOUT,
         max_size=None,
     ) as socket:
-        await receive_until(socket, "connect")
+        await receive_until(socket, "connect", check=check)
         await socket.send(
             json.dumps({"type": "mount", "view": "board.views.BoardView", "url": "/board/"})
         )
-        frame = await receive_until(socket, "mount", "error")
+        yield socket, await receive_until(socket, "mount", "error", check=check)
+
+
+async def live_session(stats: Stats, port: int, tenant: str, client: int, events: int) -> None:
+    def check(text: str) -> None:
+        stats.check(tenant, text, f"frame to client {client}")
+
+    async with live_view(port, tenant, check) as (socket, frame):
         if frame["type"] != "mount":
             stats.errors.append(f"{tenant} mount: {frame}")
             return
         stats.mounts += 1
-        stats.check(tenant, json.dumps(frame), f"mount by client {client}")
         for k in range(events):
             name = f"item-{tenant}-c{client}-{k}"
             await socket.send(
@@ -94,14 +112,14 @@ async def live_session(stats: Stats, port: int, tenant: str, client: int, events
                     {"type": "event", "event": "add_item", "params": {"name": name}, "ref": k + 1}
                 )
             )
-            frame = await receive_until(socket, "patch", "html_update", "noop", "error")
+            frame = await receive_until(
+                socket, "patch", "html_update", "noop", "error", check=check
+            )
             if frame["type"] == "error":
                 stats.errors.append(f"{tenant} event: {frame}")
                 continue
             stats.events += 1
-            text = json.dumps(frame)
-            stats.check(tenant, text, f"event {k} by client {client}")
-            if name not in text:
+            if name not in json.dumps(frame):
                 stats.errors.append(f"{tenant}: the new item {name} is missing from the update")
 
 
@@ -131,3 +149,59 @@ async def soak(
     )
     stats.seconds = time.monotonic() - started
     return stats
+
+
+@dataclass
+class Outage:
+    """What clients saw while Redis was down."""
+
+    http_ok: int = 0
+    pages_down: int = 0
+    mounts_refused: int = 0
+    mounted: int = 0
+    leaks: list[tuple[str, str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def during_outage(port: int, tenants: list[str], clients: int) -> Outage:
+    """Pages still render (they do not need Redis); live mounts, which track
+    presence, must be refused with an error frame, promptly, never served
+    with another tenant's data."""
+    seen = Outage()
+    probe = Stats()
+
+    async def one(i: int) -> None:
+        tenant = tenants[i % len(tenants)]
+
+        def check(text: str) -> None:
+            probe.check(tenant, text, f"during outage, client {i}")
+
+        try:
+            status, body = await http_get(port, f"{tenant}.localhost:{port}", "/board/")
+            if status == 200:
+                seen.http_ok += 1
+            if "online-down" in body:
+                seen.pages_down += 1
+            check(body)
+            async with live_view(port, tenant, check) as (_, frame):
+                if frame["type"] == "error":
+                    seen.mounts_refused += 1
+                else:
+                    seen.mounted += 1
+        except Exception as exc:
+            seen.errors.append(f"{tenant}: {type(exc).__name__}: {exc}")
+
+    await asyncio.gather(*(one(i) for i in range(clients)))
+    seen.leaks = probe.leaks
+    return seen
+
+
+async def hold_live(port: int, tenants: list[str], per_tenant: int, inspect) -> None:
+    """Keeps ``per_tenant`` live views open on each tenant while ``inspect()``
+    runs (in a thread), then closes them."""
+    async with AsyncExitStack() as stack:
+        for tenant in tenants:
+            for _ in range(per_tenant):
+                _, frame = await stack.enter_async_context(live_view(port, tenant))
+                assert frame["type"] == "mount", frame
+        await asyncio.to_thread(inspect)

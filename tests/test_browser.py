@@ -61,6 +61,12 @@ def items(driver) -> list[str]:
     return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#items li.item")]
 
 
+def online(driver) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [span.text for span in driver.find_elements(By.CSS_SELECTOR, "#online .visitor")]
+
+
 def test_two_tenants_in_a_browser(demo_server, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -92,10 +98,21 @@ def test_two_tenants_in_a_browser(demo_server, browser):
     assert items(browser) == ["Anvil", "Rocket skates", "Giant magnet"]
     browser.save_screenshot(str(OUTPUT / "acme.png"))
 
-    # The live globex tab never shows it, nor does a fresh load.
+    # Who is online is per tenant: a second acme tab joins acme's list only.
+    acme_window = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    browser.get(acme_url)
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, CONNECTED)))
+    wait.until(lambda d: len(online(d)) == 2)
+    browser.switch_to.window(acme_window)
+    wait.until(lambda d: len(online(d)) == 2)
+    browser.save_screenshot(str(OUTPUT / "acme-online.png"))
+
+    # The live globex tab never shows the item nor acme's visitors, nor does a fresh load.
     browser.switch_to.window(globex_window)
     time.sleep(1)
     assert items(browser) == globex_before
+    assert len(online(browser)) == 1
     browser.get(globex_url)
     wait.until(ec.presence_of_element_located((By.ID, "items")))
     assert items(browser) == globex_before
@@ -104,7 +121,7 @@ def test_two_tenants_in_a_browser(demo_server, browser):
 
     # And acme still has it after a reload (it was stored, not just rendered).
     browser.get(acme_url)
-    wait.until(ec.presence_of_element_located((By.ID, "items")))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, CONNECTED)))
     assert "Giant magnet" in items(browser)
     assert (OUTPUT / "acme.png").stat().st_size > 0
 

@@ -179,3 +179,42 @@ async def test_two_tenants_interleaved_never_see_each_other():
     )()
     assert acme_rows == ["anvil"] + [f"a{i}" for i in range(10)]
     assert globex_rows == ["globe"] + [f"g{i}" for i in range(10)]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("backend", ["tenant_memory", "tenant_redis"])
+async def test_presence_of_tenant_views_is_per_tenant(backend, request, settings):
+    """track_presence() in a TenantMixin LiveView lands in the tenant's space:
+    the same room name in two tenants never shares its members."""
+    from tenantry import TenantAwareMemoryBackend, get_tenant_presence_backend
+
+    config = {**CONFIG, "PRESENCE_BACKEND": backend}
+    if backend == "tenant_redis":
+        config["PRESENCE_REDIS_URL"] = request.getfixturevalue("redis_server").url
+    settings.DJUST_CONFIG = config
+    TenantAwareMemoryBackend.clear_all()
+
+    tabs = [LiveClient(h) for h in ("acme.example.com", "acme.example.com", "globex.example.com")]
+    for tab in tabs:
+        frame = await tab.mount("tests.app.views.RoomView", "/items/")
+        assert frame["type"] == "mount", frame
+    for tab in tabs:
+        await tab.event("peek_presence")
+    for _ in range(100):  # a presence broadcast may answer before the event's own frame
+        if sum(1 for entry in views.observed if entry[1] == "peek") == 3:
+            break
+        await asyncio.sleep(0.05)
+    seen = {(t, tuple(rows)) for _, phase, t, rows in views.observed if phase == "peek"}
+    assert seen == {
+        ("acme", ("acme-visitor", "acme-visitor")),
+        ("globex", ("globex-visitor",)),
+    }
+    acme = await sync_to_async(lambda: get_tenant_presence_backend("acme").count("room:lobby"))()
+    globex = await sync_to_async(
+        lambda: get_tenant_presence_backend("globex").count("room:lobby")
+    )()
+    assert (acme, globex) == (2, 1)
+    for tab in tabs:
+        await tab.close()
+    left = await sync_to_async(lambda: get_tenant_presence_backend("acme").count("room:lobby"))()
+    assert left == 0

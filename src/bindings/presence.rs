@@ -51,12 +51,21 @@ pub(super) fn json_encode<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> Py
     encode.bind(py).call1((value,))?.extract()
 }
 
-pub(super) fn json_loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+fn json_loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     let loads = JSON_LOADS.import(py, "json", "loads")?;
     loads.call1((PyBytes::new(py, data),))
 }
 
 /// A user id as a Python `str` (ints become their decimal text).
+/// Checks the room name and the user id of a per-user operation; the user id
+/// as a Python str.
+fn checked_user<'py>(room: &str, user: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
+    check_room(room).map_err(presence_error)?;
+    let user = user_str(user)?;
+    check_user(user.to_str()?).map_err(presence_error)?;
+    Ok(user)
+}
+
 fn user_str<'py>(user: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
     if let Ok(s) = user.cast::<PyString>() {
         return Ok(s.clone());
@@ -122,10 +131,8 @@ impl Engine {
         user: &Bound<'py, PyAny>,
         meta: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        check_room(room).map_err(presence_error)?;
-        let user = user_str(user)?;
+        let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
-        check_user(user_text).map_err(presence_error)?;
         let meta = meta_or_empty(py, meta);
         match self {
             Engine::Memory { timeout } => {
@@ -166,10 +173,8 @@ impl Engine {
         room: &str,
         user: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        check_room(room).map_err(presence_error)?;
-        let user = user_str(user)?;
+        let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
-        check_user(user_text).map_err(presence_error)?;
         match self {
             Engine::Memory { timeout } => {
                 let mut graveyard = Vec::new();
@@ -251,10 +256,8 @@ impl Engine {
         room: &str,
         user: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        check_room(room).map_err(presence_error)?;
-        let user = user_str(user)?;
+        let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
-        check_user(user_text).map_err(presence_error)?;
         match self {
             Engine::Memory { timeout } => {
                 let mut graveyard = Vec::new();

@@ -4,6 +4,7 @@ from django.http import HttpResponse
 from django.views.generic import TemplateView, View
 from djust import LiveView
 from djust.decorators import event_handler
+from djust.presence import PresenceMixin
 
 from tenantry import TenantMixin, TenantScopedMixin, get_current_tenant
 
@@ -82,3 +83,21 @@ class SavedStateView(TenantMixin, LiveView):
 
     def mount(self, request, **kwargs):
         self.owner = self.tenant.id
+
+
+class RoomView(TenantMixin, PresenceMixin, LiveView):
+    """Presence through djust's PresenceMixin on a tenant view: the same room
+    name in every tenant."""
+
+    presence_key = "room:lobby"
+    presence_unique_per_connection = True
+    template = '<div dj-root dj-id="0">{% for p in online %}<i>{{ p }}</i>{% endfor %}</div>'
+
+    def mount(self, request, **kwargs):
+        self.track_presence(meta={"who": f"{self.tenant.id}-visitor"})
+        self.online = sorted(p["meta"]["who"] for p in self.list_presences())
+
+    @event_handler
+    def peek_presence(self, **kwargs):
+        self.online = sorted(p["meta"]["who"] for p in self.list_presences())
+        observed.append(("RoomView", "peek", self.tenant.id, self.online))

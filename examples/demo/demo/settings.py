@@ -87,6 +87,10 @@ DJUST_CONFIG = {
     "PRESENCE_BACKEND": "tenant_memory",
     "STATE_BACKEND": "tenant_memory",
 }
+if os.environ.get("DEMO_REDIS_URL"):
+    # The load tests run the demo on Redis-backed presence.
+    DJUST_CONFIG["PRESENCE_BACKEND"] = "tenant_redis"
+    DJUST_CONFIG["PRESENCE_REDIS_URL"] = os.environ["DEMO_REDIS_URL"]
 
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
