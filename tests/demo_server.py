@@ -65,7 +65,7 @@ def demo_server(workdir: Path, *, extra_tenants: int = 0, env: dict[str, str] | 
                 "--websocket_connect_timeout",
                 "120",
                 "demo.asgi:application",
-            ],  # fmt: skip
+            ],
             cwd=DEMO,
             env=environ,
             stdout=log,
