@@ -19,7 +19,13 @@ def main() -> int:
     import djust
 
     import tenantry
-    from benchmarks import bench_presence, bench_registry, bench_request_path, bench_resolvers
+    from benchmarks import (
+        bench_presence,
+        bench_registry,
+        bench_request_path,
+        bench_resolvers,
+        bench_state,
+    )
 
     print("# tenantry benchmarks\n")
     print(
@@ -28,7 +34,13 @@ def main() -> int:
         f"djust {djust.__version__}, tenantry {tenantry.__version__}.\n"
         "Times are the best of 5 repeats; ratios compare numbers from this one run.\n"
     )
-    for module in (bench_resolvers, bench_request_path, bench_registry, bench_presence):
+    for module in (
+        bench_resolvers,
+        bench_request_path,
+        bench_registry,
+        bench_presence,
+        bench_state,
+    ):
         print(module.run())
         sys.stdout.flush()
     return 0

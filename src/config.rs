@@ -184,6 +184,8 @@ pub struct Settings {
     /// Seconds without a heartbeat after which a presence is gone.
     pub presence_timeout: f64,
     pub state: BackendSettings,
+    /// Byte bound of the process's in-memory state store.
+    pub state_memory_max_bytes: usize,
     pub registry: RegistrySettings,
     /// Connect and I/O timeouts of every Redis connection (presence, state).
     pub redis_options: StoreOptions,
@@ -231,6 +233,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "TENANT_DOMAIN_TENANT_FIELD",
     "REDIS_CONNECT_TIMEOUT",
     "REDIS_SOCKET_TIMEOUT",
+    "STATE_MEMORY_MAX_BYTES",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -238,6 +241,8 @@ const MAX_PRESENCE_TIMEOUT: f64 = 86_400.0;
 const MAX_SUBDOMAIN_DEPTH: i128 = 10;
 const MAX_CACHE_TTL: f64 = 86_400.0;
 const MAX_CACHE_SIZE: i128 = 10_000_000;
+const MIN_STATE_MEMORY: i128 = 64 * 1024;
+const MAX_STATE_MEMORY: i128 = 1 << 48;
 
 /// Collects errors so one `manage.py check` shows all of them.
 struct Parser<'a> {
@@ -722,6 +727,12 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
     let presence = p.backend("PRESENCE_BACKEND", "PRESENCE_REDIS_URL");
     let presence_timeout = p.seconds("PRESENCE_TIMEOUT", 60.0, MAX_PRESENCE_TIMEOUT, false);
     let state = p.backend("STATE_BACKEND", "STATE_REDIS_URL");
+    let state_memory_max_bytes = p.int_at_least(
+        "STATE_MEMORY_MAX_BYTES",
+        crate::state::memory::DEFAULT_LIMIT,
+        MIN_STATE_MEMORY,
+        MAX_STATE_MEMORY,
+    );
     let registry = p.registry();
     let defaults = StoreOptions::default();
     let redis_options = StoreOptions {
@@ -770,6 +781,7 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         presence,
         presence_timeout,
         state,
+        state_memory_max_bytes,
         registry,
         redis_options,
         unknown_keys,
@@ -953,6 +965,52 @@ mod tests {
     fn unknown_tenant_keys_are_listed() {
         let parsed = parse(&map(&[("TENANT_RESOLVERS", s("x")), ("OTHER", s("y"))])).unwrap();
         assert_eq!(parsed.unknown_keys, ["TENANT_RESOLVERS"]);
+    }
+
+    #[test]
+    fn state_settings() {
+        let d = Settings::defaults();
+        assert_eq!(d.state.kind, BackendKind::Memory);
+        assert!(d.state.install_into_djust);
+        assert_eq!(
+            d.state_memory_max_bytes,
+            crate::state::memory::DEFAULT_LIMIT
+        );
+        let parsed = parse(&map(&[
+            ("STATE_BACKEND", s("tenant_redis")),
+            ("REDIS_URL", s("redis://r:1/0")),
+            ("STATE_MEMORY_MAX_BYTES", Value::Int(1 << 20)),
+        ]))
+        .unwrap();
+        assert_eq!(parsed.state.kind, BackendKind::Redis);
+        assert_eq!(parsed.state.redis_url, "redis://r:1/0");
+        assert_eq!(parsed.state_memory_max_bytes, 1 << 20);
+        let parsed = parse(&map(&[(
+            "STATE_REDIS_URL",
+            s("redis+cluster://:pw@a:7000,b:7001"),
+        )]))
+        .unwrap();
+        assert_eq!(parsed.state.redis_url, "redis+cluster://:pw@a:7000,b:7001");
+        for bad in [Value::Int(10), s("1GB"), Value::Float(1e9)] {
+            let e = errors(&[("STATE_MEMORY_MAX_BYTES", bad)]);
+            assert_eq!(e[0].key, "STATE_MEMORY_MAX_BYTES");
+        }
+    }
+
+    #[test]
+    fn tls_urls_are_refused_naming_the_key() {
+        for key in ["STATE_REDIS_URL", "PRESENCE_REDIS_URL", "REDIS_URL"] {
+            let e = errors(&[(key, s("rediss://:secret@cache:6380/0"))]);
+            let msg = e[0].to_string();
+            assert_eq!(e[0].key, key);
+            assert!(
+                msg.contains(key) && msg.contains("TLS") && msg.contains("stunnel"),
+                "{msg}"
+            );
+            assert!(!msg.contains("secret"), "{msg}");
+        }
+        let e = errors(&[("STATE_REDIS_URL", s("redis+cluster://a:1/2"))]);
+        assert!(e[0].to_string().contains("database"), "{}", e[0]);
     }
 
     #[test]

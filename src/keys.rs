@@ -29,14 +29,18 @@ pub enum Kind {
     State,
     /// The per-tenant index of state keys (lets `delete_tenant` avoid `KEYS`).
     StateIndex,
+    /// djust's saved view state (serialized `RustLiveView` bytes), kept apart
+    /// from application state so the two never collide.
+    ViewState,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Presence,
         Kind::PresenceMeta,
         Kind::State,
         Kind::StateIndex,
+        Kind::ViewState,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +49,7 @@ impl Kind {
             Kind::PresenceMeta => "presence-meta",
             Kind::State => "state",
             Kind::StateIndex => "state-index",
+            Kind::ViewState => "view-state",
         }
     }
 

@@ -1,6 +1,7 @@
 //! tenantry's core: tenant ids, the key formatter, Django-compatible host
-//! validation, config parsing, the resolution rules, presence (in memory and
-//! in Redis) and the shared Redis connection layer, with no Python types.
+//! validation, config parsing, the resolution rules, presence and
+//! tenant-scoped state (in memory and in Redis, single server or cluster) and
+//! the shared Redis connection layer, with no Python types.
 //! The `bindings` module (feature `python`) is the only place that maps these
 //! to Python objects and exceptions.
 
@@ -11,6 +12,7 @@ pub mod presence;
 pub mod redis_store;
 pub mod redis_url;
 pub mod resolve;
+pub mod state;
 pub mod tenant_id;
 pub mod ttl_cache;
 

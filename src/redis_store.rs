@@ -1,17 +1,20 @@
-//! The Redis connection layer shared by every Redis backend (presence now,
-//! state later): one pool per URL, shared by all tenants; Lua scripts run by
-//! SHA (`EVALSHA`) with a reload on `NOSCRIPT`; connect and I/O timeouts;
+//! The Redis connection layer shared by every Redis backend (presence and
+//! state): one pool per URL, shared by all tenants; Lua scripts run by SHA
+//! (`EVALSHA`), sent whole (`EVAL`) on `NOSCRIPT`; connect and I/O timeouts;
 //! transparent reconnection; and errors that name the server without its
 //! password.
 //!
 //! Backends only see [`RedisStore::eval`] (one script, its keys, its
-//! arguments: one round trip) and [`RedisStore::ping`]. Keys are passed
-//! separately from arguments and every script touches keys of one hash tag
-//! only, so a Redis Cluster connection can slot in as another [`Target`]
-//! that routes each call by the slot of its first key.
+//! arguments: one round trip), [`RedisStore::query`] (one plain command) and
+//! [`RedisStore::ping`]. Keys are passed separately from arguments and every
+//! call touches keys of one hash tag only, so on a Redis Cluster
+//! (`redis+cluster://` URLs, see [`crate::redis_url`]) each call is routed by
+//! the slot of its first key and stays one round trip; `MOVED`/`ASK`
+//! redirections after a resharding are followed by the cluster client.
 //!
-//! Built on the `redis` crate's synchronous connection: no async runtime in
-//! the extension. Callers release the GIL around these calls.
+//! Built on the `redis` crate's synchronous connections (single server and
+//! cluster): no async runtime in the extension. Callers release the GIL
+//! around these calls.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,15 +22,20 @@ use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::{Client, Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, Value};
 
-use crate::redis_url;
+use crate::redis_url::{self, Endpoint};
 
 /// Idle connections kept per pool; more concurrent callers open more
 /// connections, and those above this number are closed when returned.
 pub const MAX_IDLE: usize = 16;
 /// Longest accepted connect or I/O timeout, in seconds.
 pub const MAX_TIMEOUT_SECS: f64 = 300.0;
+/// Retries of a cluster call after a redirection (`MOVED`/`ASK`), a
+/// `TRYAGAIN`/`CLUSTERDOWN` reply or a dropped node connection. Small, so an
+/// unreachable node fails fast instead of backing off for seconds.
+pub const CLUSTER_RETRIES: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StoreOptions {
@@ -109,16 +117,39 @@ impl Script {
 #[derive(Clone, Copy, Debug)]
 pub enum Arg<'a> {
     Str(&'a str),
+    Bytes(&'a [u8]),
     Int(i64),
     Float(f64),
 }
 
-/// Where commands go. A later `Cluster` variant routes by the first key.
+/// Where commands go: one server, or a cluster routed by each call's first
+/// key.
 enum Target {
-    Single {
-        client: Client,
-        idle: Mutex<Vec<Connection>>,
-    },
+    Single(Client),
+    Cluster(ClusterClient),
+}
+
+/// A pooled connection.
+enum Conn {
+    Single(Connection),
+    /// Holds one connection per node it has talked to, and the slot map.
+    Cluster(Box<ClusterConnection>),
+}
+
+impl Conn {
+    fn like(&mut self) -> &mut dyn ConnectionLike {
+        match self {
+            Conn::Single(c) => c,
+            Conn::Cluster(c) => c.as_mut(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Conn::Single(c) => c.is_open(),
+            Conn::Cluster(c) => c.is_open(),
+        }
+    }
 }
 
 pub struct RedisStore {
@@ -128,6 +159,7 @@ pub struct RedisStore {
     secret: Option<String>,
     options: StoreOptions,
     target: Target,
+    idle: Mutex<Vec<Conn>>,
 }
 
 type RegistryKey = (String, StoreOptions);
@@ -153,28 +185,54 @@ impl RedisStore {
 
     /// A store of its own (not shared); does not connect.
     pub fn new(url: &str, options: StoreOptions) -> Result<RedisStore, StoreError> {
-        redis_url::check(url).map_err(|e| StoreError::InvalidConfig {
+        let endpoint = redis_url::endpoint(url).map_err(|e| StoreError::InvalidConfig {
             reason: format!("invalid Redis URL: {e}"),
         })?;
         let redacted = redis_url::redact(url);
-        let client = Client::open(url).map_err(|e| StoreError::InvalidConfig {
+        let refused = |e: RedisError| StoreError::InvalidConfig {
             reason: format!("cannot use Redis URL {redacted}: {}", e.to_string().trim()),
-        })?;
-        let secret = client
-            .get_connection_info()
-            .redis_settings()
-            .password()
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned);
+        };
+        let (target, secret) = match endpoint {
+            Endpoint::Single => {
+                let client = Client::open(url).map_err(refused)?;
+                let secret = client
+                    .get_connection_info()
+                    .redis_settings()
+                    .password()
+                    .map(str::to_owned);
+                (Target::Single(client), secret)
+            }
+            Endpoint::Cluster { nodes } => {
+                // Every seed carries the same credentials; read them once.
+                let first = Client::open(nodes[0].as_str()).map_err(refused)?;
+                let secret = first
+                    .get_connection_info()
+                    .redis_settings()
+                    .password()
+                    .map(str::to_owned);
+                let client = ClusterClient::builder(nodes)
+                    .connection_timeout(options.connect_timeout)
+                    .response_timeout(options.io_timeout)
+                    .retries(CLUSTER_RETRIES)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100)
+                    .build()
+                    .map_err(refused)?;
+                (Target::Cluster(client), secret)
+            }
+        };
         Ok(RedisStore {
             url: redacted,
-            secret,
+            secret: secret.filter(|p| !p.is_empty()),
             options,
-            target: Target::Single {
-                client,
-                idle: Mutex::new(Vec::new()),
-            },
+            target,
+            idle: Mutex::new(Vec::new()),
         })
+    }
+
+    /// True for a `redis+cluster://` store.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
     }
 
     /// The URL with the password hidden.
@@ -186,50 +244,147 @@ impl RedisStore {
         self.options
     }
 
-    /// Runs `script` with `keys` and `args`: one `EVALSHA` round trip (plus a
-    /// `SCRIPT LOAD` the first time a server sees the script).
+    /// Runs `script` with `keys` and `args`: one `EVALSHA` round trip (plus
+    /// an `EVAL` of the whole script the first time a server sees it). Retried
+    /// once on a fresh connection when a pooled one turns out to be dead: use
+    /// it for idempotent scripts only (see [`RedisStore::eval_once`]).
     pub fn eval(
         &self,
         script: &Script,
         keys: &[&str],
         args: &[Arg<'_>],
     ) -> Result<Value, StoreError> {
-        let mut evalsha = redis::cmd("EVALSHA");
-        evalsha.arg(&script.sha).arg(keys.len()).arg(keys);
-        for arg in args {
-            match *arg {
-                Arg::Str(s) => evalsha.arg(s),
-                Arg::Int(i) => evalsha.arg(i),
-                Arg::Float(x) => evalsha.arg(x),
-            };
-        }
-        self.run(|conn| match evalsha.query::<Value>(conn) {
-            Err(e) if e.code() == Some("NOSCRIPT") => {
-                redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(script.code)
-                    .query::<Value>(conn)?;
-                evalsha.query(conn)
+        self.eval_with(script, keys, args, true)
+    }
+
+    /// Like [`RedisStore::eval`], never sent twice: for scripts that must not
+    /// run twice (an increment). After a Redis restart the first such call on
+    /// a pooled connection may fail with `Unavailable`; the next one works.
+    pub fn eval_once(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[Arg<'_>],
+    ) -> Result<Value, StoreError> {
+        self.eval_with(script, keys, args, false)
+    }
+
+    fn eval_with(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[Arg<'_>],
+        retry: bool,
+    ) -> Result<Value, StoreError> {
+        let build = |name: &str, body: &str| {
+            let mut cmd = redis::cmd(name);
+            cmd.arg(body).arg(keys.len()).arg(keys);
+            for arg in args {
+                match *arg {
+                    Arg::Str(s) => cmd.arg(s),
+                    Arg::Bytes(b) => cmd.arg(b),
+                    Arg::Int(i) => cmd.arg(i),
+                    Arg::Float(x) => cmd.arg(x),
+                };
             }
-            other => other,
+            cmd
+        };
+        let evalsha = build("EVALSHA", &script.sha);
+        // Sent whole on NOSCRIPT: routed like EVALSHA (by its first key, on
+        // a cluster), and it caches the script on that server.
+        let eval = std::cell::OnceCell::new();
+        self.run(retry, |conn| {
+            let conn = conn.like();
+            match evalsha.query::<Value>(conn) {
+                Err(e) if e.code() == Some("NOSCRIPT") => eval
+                    .get_or_init(|| build("EVAL", script.code))
+                    .query::<Value>(conn),
+                other => other,
+            }
         })
     }
 
-    /// `PING`; returns the round-trip time.
+    /// One plain command (its keys of one hash tag): one round trip. Retried
+    /// like [`RedisStore::eval`], so for idempotent commands only.
+    pub fn query(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
+        self.run(true, |conn| cmd.query::<Value>(conn.like()))
+    }
+
+    /// `PING` (on a cluster: one node); returns the round-trip time.
     pub fn ping(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
-        self.run(|conn| redis::cmd("PING").query::<Value>(conn))?;
+        self.run(true, |conn| redis::cmd("PING").query::<Value>(conn.like()))?;
         Ok(start.elapsed())
     }
 
-    /// Runs `op` on a pooled connection. A pooled connection the server has
-    /// closed meanwhile (restart, idle timeout) is replaced and `op` retried
-    /// once on a fresh connection; every operation of our backends is
-    /// idempotent, and the failed attempt never reached a live server.
-    fn run(
+    /// `(host, port)` of every primary of a cluster (from `CLUSTER SLOTS`);
+    /// empty for a single server.
+    pub fn cluster_primaries(&self) -> Result<Vec<(String, u16)>, StoreError> {
+        if !self.is_cluster() {
+            return Ok(Vec::new());
+        }
+        let reply = self.run(true, |conn| {
+            redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query::<Value>(conn.like())
+        })?;
+        let mut primaries = Vec::new();
+        if let Value::Array(ranges) = &reply {
+            for range in ranges {
+                let Value::Array(parts) = range else { continue };
+                let Some(Value::Array(node)) = parts.get(2) else {
+                    continue;
+                };
+                let host = match node.first() {
+                    Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    Some(Value::SimpleString(s)) => s.clone(),
+                    _ => continue,
+                };
+                let Some(Value::Int(port)) = node.get(1) else {
+                    continue;
+                };
+                let Ok(port) = u16::try_from(*port) else {
+                    continue;
+                };
+                if !primaries.contains(&(host.clone(), port)) {
+                    primaries.push((host, port));
+                }
+            }
+        }
+        if primaries.is_empty() {
+            return Err(self.unexpected("CLUSTER SLOTS", &reply));
+        }
+        Ok(primaries)
+    }
+
+    /// One command sent to one cluster node by address (`SCAN` of that
+    /// node); on a single server, to the server.
+    pub fn query_node(
         &self,
-        mut op: impl FnMut(&mut Connection) -> RedisResult<Value>,
+        node: Option<&(String, u16)>,
+        cmd: &redis::Cmd,
     ) -> Result<Value, StoreError> {
+        use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+        self.run(true, |conn| match (node, conn) {
+            (Some((host, port)), Conn::Cluster(c)) => c.route_command(
+                cmd,
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                }),
+            ),
+            (_, conn) => cmd.query::<Value>(conn.like()),
+        })
+    }
+
+    /// Runs `op` on a pooled connection. A pooled connection the server has
+    /// closed meanwhile (restart, idle timeout) is replaced and, when `retry`
+    /// is set, `op` runs once more on a fresh connection (every retried
+    /// operation of our backends is idempotent).
+    fn run<F>(&self, retry: bool, mut op: F) -> Result<Value, StoreError>
+    where
+        F: FnMut(&mut Conn) -> RedisResult<Value>,
+    {
         let (mut conn, reused) = self.checkout()?;
         match op(&mut conn) {
             Ok(value) => {
@@ -239,8 +394,11 @@ impl RedisStore {
             Err(e) if reused && e.is_connection_dropped() && !e.is_timeout() => {
                 drop(conn);
                 // The others idle since before that are most likely dead too.
-                let stale = std::mem::take(&mut *self.idle().lock());
+                let stale = std::mem::take(&mut *self.idle.lock());
                 drop(stale);
+                if !retry {
+                    return Err(self.unavailable(&e));
+                }
                 let mut conn = self.connect()?;
                 match op(&mut conn) {
                     Ok(value) => {
@@ -254,44 +412,51 @@ impl RedisStore {
         }
     }
 
-    fn idle(&self) -> &Mutex<Vec<Connection>> {
-        match &self.target {
-            Target::Single { idle, .. } => idle,
-        }
-    }
-
-    fn checkout(&self) -> Result<(Connection, bool), StoreError> {
-        if let Some(conn) = self.idle().lock().pop() {
+    fn checkout(&self) -> Result<(Conn, bool), StoreError> {
+        if let Some(conn) = self.idle.lock().pop() {
             return Ok((conn, true));
         }
         Ok((self.connect()?, false))
     }
 
-    fn checkin(&self, conn: Connection) {
+    fn checkin(&self, conn: Conn) {
         if !conn.is_open() {
             return;
         }
-        let mut idle = self.idle().lock();
+        let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE {
             idle.push(conn);
         }
     }
 
-    fn connect(&self) -> Result<Connection, StoreError> {
-        let Target::Single { client, .. } = &self.target;
-        let conn = client
-            .get_connection_with_timeout(self.options.connect_timeout)
-            .map_err(|e| self.unavailable(&e))?;
-        conn.set_read_timeout(Some(self.options.io_timeout))
-            .and_then(|()| conn.set_write_timeout(Some(self.options.io_timeout)))
-            .map_err(|e| self.unavailable(&e))?;
-        Ok(conn)
+    fn connect(&self) -> Result<Conn, StoreError> {
+        let io = Some(self.options.io_timeout);
+        match &self.target {
+            Target::Single(client) => {
+                let conn = client
+                    .get_connection_with_timeout(self.options.connect_timeout)
+                    .map_err(|e| self.unavailable(&e))?;
+                conn.set_read_timeout(io)
+                    .and_then(|()| conn.set_write_timeout(io))
+                    .map_err(|e| self.unavailable(&e))?;
+                Ok(Conn::Single(conn))
+            }
+            Target::Cluster(client) => {
+                // Connects to a seed, reads the slot map and connects to the
+                // primaries (each bounded by the connect timeout).
+                let conn = client.get_connection().map_err(|e| self.unavailable(&e))?;
+                conn.set_read_timeout(io)
+                    .and_then(|()| conn.set_write_timeout(io))
+                    .map_err(|e| self.unavailable(&e))?;
+                Ok(Conn::Cluster(Box::new(conn)))
+            }
+        }
     }
 
     /// Maps an error and keeps the connection only when the server answered
     /// (an error reply leaves the connection in a known state; an I/O error
     /// or a timeout may leave a reply in flight, so that connection goes).
-    fn failed(&self, conn: Connection, e: &RedisError) -> StoreError {
+    fn failed(&self, conn: Conn, e: &RedisError) -> StoreError {
         if matches!(e.kind(), ErrorKind::Server(_)) {
             self.checkin(conn);
         }
@@ -344,7 +509,16 @@ impl RedisStore {
 
 /// Errors that say "Redis cannot serve now" rather than "this call is wrong".
 fn is_unavailability(e: &RedisError) -> bool {
-    if matches!(e.kind(), ErrorKind::Io) || e.is_timeout() || e.is_connection_dropped() {
+    if matches!(
+        e.kind(),
+        ErrorKind::Io | ErrorKind::ClusterConnectionNotFound
+    ) || e.is_timeout()
+        || e.is_connection_dropped()
+    {
+        return true;
+    }
+    // A cluster whose slot map has a hole (a node down, no replica).
+    if matches!(e.kind(), ErrorKind::Client) && e.to_string().contains("slot") {
         return true;
     }
     matches!(
@@ -367,6 +541,7 @@ fn is_unavailability(e: &RedisError) -> bool {
 pub(crate) mod tests {
     use super::*;
     use std::net::TcpListener;
+    use std::process::{Child, Command, Stdio};
 
     /// A loopback port with nothing listening on it.
     pub fn closed_port() -> u16 {
@@ -374,6 +549,49 @@ pub(crate) mod tests {
         let port = listener.local_addr().unwrap().port();
         drop(listener);
         port
+    }
+
+    /// A throwaway redis-server on a free loopback port, when one is
+    /// installed (scripts/test.sh installs it; the Python suite exercises
+    /// the same scripts through the bindings either way).
+    pub struct Server(Child, u16, std::path::PathBuf);
+
+    impl Server {
+        pub fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}/0", self.1)
+        }
+
+        pub fn start() -> Option<Server> {
+            let port = closed_port();
+            let dir = std::env::temp_dir().join(format!("tenantry-redis-{port}"));
+            std::fs::create_dir_all(&dir).ok()?;
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()?;
+            let server = Server(child, port, dir);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(server);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.2);
+        }
     }
 
     #[test]

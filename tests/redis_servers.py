@@ -3,8 +3,15 @@ loopback ports, each with its own temporary directory, no persistence, and
 stopped when their fixture ends.
 
 ``redis_server`` (session-scoped) is the one most tests share; tests that
-stop a server use ``redis_server_factory`` to get their own. A missing
-``redis-server`` is an error, never a skip: scripts/test.sh installs it.
+stop a server use ``redis_server_factory`` to get their own.
+``redis_cluster`` (session-scoped) is a real 3-master Redis Cluster: three
+``redis-server`` processes with ``cluster-enabled yes`` (each with its own
+directory and nodes file, data and cluster bus on free ports), joined by
+``redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`` and
+waited for until every node reports ``cluster_state:ok``.
+``redis_target`` is parametrized over both (``single``, ``cluster``): the
+Redis test suites take it to run against each. A missing ``redis-server``
+or ``redis-cli`` is an error, never a skip: scripts/test.sh installs them.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.cluster
 
 STARTUP_TIMEOUT = 10.0
 
@@ -33,7 +41,15 @@ class RedisServer:
     """One ``redis-server`` on 127.0.0.1; ``stop()`` and ``start()`` again keep
     the port (and forget the data: nothing is persisted)."""
 
-    def __init__(self, directory: Path, *, password: str | None = None) -> None:
+    kind = "single"
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        password: str | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -43,6 +59,7 @@ class RedisServer:
         self.binary = binary
         self.directory = directory
         self.password = password
+        self.extra_args = extra_args or []
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -54,6 +71,18 @@ class RedisServer:
     def client(self) -> redis.Redis:
         """A redis-py client for inspecting what the backends stored."""
         return redis.Redis.from_url(self.url, decode_responses=True)
+
+    # The same inspection helpers as RedisCluster, so tests run on both.
+
+    def keys(self, pattern: str) -> list[str]:
+        return self.client().keys(pattern)
+
+    def node_client(self, key: str) -> redis.Redis:
+        """The client of the server holding ``key`` (this one)."""
+        return self.client()
+
+    def node_clients(self) -> list[redis.Redis]:
+        return [self.client()]
 
     def start(self) -> RedisServer:
         if self.process is not None:
@@ -70,6 +99,7 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
@@ -96,6 +126,148 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+class RedisCluster:
+    """A Redis Cluster of ``masters`` primaries (no replicas) on loopback.
+
+    Each node is a :class:`RedisServer` with ``cluster-enabled yes``, its own
+    directory (and so its own ``nodes.conf``), and its cluster bus on a free
+    port of its own (``cluster-port``). ``stop_node``/``start_node`` stop and
+    restart one node on the same ports; it rejoins from its nodes file.
+    """
+
+    kind = "cluster"
+    #: Short, so a stopped node is noticed (and a restarted one accepted)
+    #: quickly, long enough not to flap on a busy 2-core machine.
+    NODE_TIMEOUT_MS = 3000
+
+    def __init__(self, directory: Path, *, masters: int = 3) -> None:
+        binary = shutil.which("redis-cli")
+        if binary is None:
+            raise RuntimeError(
+                "redis-cli is not installed; scripts/test.sh installs it "
+                "(apt-get install redis-tools)"
+            )
+        self.cli = binary
+        self.nodes = [
+            RedisServer(directory / f"node-{i}", extra_args=self._node_args())
+            for i in range(masters)
+        ]
+
+    def _node_args(self) -> list[str]:
+        return [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-port", str(free_port()),
+            "--cluster-node-timeout", str(self.NODE_TIMEOUT_MS),
+        ]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"redis+cluster://{seeds}/0"
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        result = subprocess.run(
+            [self.cli, "--cluster", "create", *addresses,
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if result.returncode != 0:
+            self.stop()
+            output = result.stdout + result.stderr
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{output}")
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, limit: float = 60.0) -> None:
+        """Until every node reports ``cluster_state:ok`` and the same slots."""
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                infos = [n.client().execute_command("CLUSTER", "INFO") for n in self.nodes]
+                states = [info if isinstance(info, str) else str(info) for info in infos]
+                if all("cluster_state:ok" in s for s in states):
+                    covered = [
+                        sum(int(r[1]) - int(r[0]) + 1 for r in n.client().cluster("slots"))
+                        for n in self.nodes
+                    ]
+                    if all(c == 16384 for c in covered):
+                        return
+            except (redis.RedisError, TypeError, IndexError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def client(self) -> redis.cluster.RedisCluster:
+        node = self.nodes[0]
+        return redis.cluster.RedisCluster(host="127.0.0.1", port=node.port, decode_responses=True)
+
+    def keyslot(self, key: str) -> int:
+        return int(self.nodes[0].client().execute_command("CLUSTER", "KEYSLOT", key))
+
+    def owner(self, key: str) -> RedisServer:
+        """The node serving ``key``'s slot."""
+        slot = self.keyslot(key)
+        for start, end, primary, *_ in self.nodes[0].client().execute_command("CLUSTER", "SLOTS"):
+            if int(start) <= slot <= int(end):
+                port = int(primary[1])
+                return next(n for n in self.nodes if n.port == port)
+        raise LookupError(f"no node serves slot {slot}")
+
+    def keys(self, pattern: str) -> list[str]:
+        return [k for node in self.nodes for k in node.client().keys(pattern)]
+
+    def node_client(self, key: str) -> redis.Redis:
+        return self.owner(key).client()
+
+    def node_clients(self) -> list[redis.Redis]:
+        return [node.client() for node in self.nodes]
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_target(request: pytest.FixtureRequest) -> RedisServer | RedisCluster:
+    """The shared single server, then the shared cluster: tests taking this
+    run once against each."""
+    if request.param == "cluster":
+        return request.getfixturevalue("redis_cluster")
+    return request.getfixturevalue("redis_server")
+
+
+@pytest.fixture
+def redis_cluster_factory(tmp_path: Path) -> Iterator:
+    """``make() -> RedisCluster``: clusters of this test only (tests that
+    stop nodes)."""
+    clusters: list[RedisCluster] = []
+
+    def make() -> RedisCluster:
+        cluster = RedisCluster(tmp_path / f"cluster-{len(clusters)}")
+        clusters.append(cluster)
+        return cluster.start()
+
+    try:
+        yield make
+    finally:
+        for cluster in clusters:
+            cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""Presence semantics (SPEC §7): the same tests on the in-memory backend and
-on the Redis backend (a real redis-server, see tests/redis_servers.py).
+"""Presence semantics (SPEC §7): the same tests on the in-memory backend, on
+the Redis backend against a real redis-server, and against a real 3-master
+Redis Cluster (see tests/redis_servers.py).
 
 Timeouts are small floats; tests wait for expiry by polling with a generous
 deadline and never assert how long anything took.
@@ -29,7 +30,7 @@ from tests.redis_servers import free_port
 SHORT = 0.2  # seconds: the presence timeout of the expiry tests
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def make_backend(request):
     """``make(tenant_id, timeout=60) -> backend`` for one backend kind. Redis
     backends of one test share a fresh key prefix (tests do not see each
@@ -41,7 +42,8 @@ def make_backend(request):
             return TenantAwareMemoryBackend(tenant_id, timeout=timeout)
 
     else:
-        server = request.getfixturevalue("redis_server")
+        fixture = "redis_server" if request.param == "redis" else "redis_cluster"
+        server = request.getfixturevalue(fixture)
         prefix = f"test-{uuid.uuid4().hex[:10]}"
 
         def make(tenant_id, timeout=60):
@@ -232,7 +234,8 @@ def test_health_check(make_backend):
     health = make_backend("acme").health_check()
     assert health["status"] == "healthy"
     assert health["tenant_id"] == "acme"
-    assert health["backend"] == f"tenant_{make_backend.kind}"
+    kind = "memory" if make_backend.kind == "memory" else "redis"
+    assert health["backend"] == f"tenant_{kind}"
 
 
 def test_threads_interleaving_tenants_never_see_each_other(make_backend):
@@ -269,16 +272,16 @@ def test_threads_interleaving_tenants_never_see_each_other(make_backend):
 
 
 @pytest.fixture
-def redis_backend(redis_server):
-    """Like ``make_backend``, Redis only."""
+def redis_backend(redis_target):
+    """Like ``make_backend``, Redis only (a single server, then a cluster)."""
     prefix = f"test-{uuid.uuid4().hex[:10]}"
 
     def make(tenant_id, timeout=60):
         return TenantAwareRedisBackend(
-            tenant_id, redis_url=redis_server.url, key_prefix=prefix, timeout=timeout
+            tenant_id, redis_url=redis_target.url, key_prefix=prefix, timeout=timeout
         )
 
-    make.server = redis_server
+    make.server = redis_target
     make.prefix = prefix
     return make
 
@@ -290,7 +293,7 @@ def test_redis_keys_follow_the_layout_and_carry_ttls(redis_backend):
     globex.join("room:1", "u1", {})
     client = redis_backend.server.client()
     prefix = redis_backend.prefix
-    keys = sorted(client.keys(f"{prefix}:*"))
+    keys = sorted(redis_backend.server.keys(f"{prefix}:*"))
     assert keys == [
         f"{prefix}:{{tenant:acme}}:presence-meta:room:1",
         f"{prefix}:{{tenant:acme}}:presence:room:1",
@@ -314,21 +317,20 @@ def test_redis_keys_follow_the_layout_and_carry_ttls(redis_backend):
 def test_redis_abandoned_rooms_vanish(redis_backend):
     backend = redis_backend("acme", timeout=SHORT)
     backend.join("room", "u1", {})
-    client = redis_backend.server.client()
-    wait_until(lambda: not client.keys(f"{redis_backend.prefix}:*"))
+    wait_until(lambda: not redis_backend.server.keys(f"{redis_backend.prefix}:*"))
 
 
 def test_redis_leaving_last_user_removes_the_keys(redis_backend):
     backend = redis_backend("acme")
     backend.join("room", "u1", {})
     backend.leave("room", "u1")
-    assert redis_backend.server.client().keys(f"{redis_backend.prefix}:*") == []
+    assert redis_backend.server.keys(f"{redis_backend.prefix}:*") == []
 
 
 def test_redis_list_of_a_large_room_is_one_call(redis_backend):
     backend = redis_backend("acme")
-    client = redis_backend.server.client()
     zset, meta = backend.keys_for("big")
+    client = redis_backend.server.node_client(zset)  # the node of the room
     pipe = client.pipeline(transaction=False)
     now = float(client.time()[0])
     for i in range(12_000):  # past Lua's unpack limit
@@ -358,18 +360,23 @@ def test_redis_records_written_by_someone_else_are_an_error(redis_backend):
 
 
 def test_redis_all_tenants_share_one_connection_pool(redis_backend):
-    client = redis_backend.server.client()
-    baseline = client.info("clients")["connected_clients"]
+    clients = redis_backend.server.node_clients()
+
+    def connected():
+        return sum(c.info("clients")["connected_clients"] for c in clients)
+
+    baseline = connected()
     for i in range(50):
         redis_backend(f"tenant{i}").count("room")
-    # Sequential calls reuse one pooled connection whatever the tenant.
-    assert client.info("clients")["connected_clients"] <= baseline + 1
+    # Sequential calls reuse one pooled connection whatever the tenant (on a
+    # cluster: one connection per node).
+    assert connected() <= baseline + len(clients)
 
 
 def test_redis_releases_the_gil_during_io(redis_backend):
     backend = redis_backend("acme")
     backend.count("warm-up")
-    client = redis_backend.server.client()
+    client = redis_backend.server.node_client(backend.keys_for("room")[0])
     inside, done = threading.Event(), threading.Event()
 
     def slow_call():

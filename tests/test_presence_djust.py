@@ -137,27 +137,26 @@ def test_bad_ids_in_the_prefix_are_refused():
         PresenceManager.presence_count("tenant:a b:doc:1")
 
 
-def test_router_follows_the_config_to_redis(settings, redis_server):
+def test_router_follows_the_config_to_redis(settings, redis_target):
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     settings.DJUST_CONFIG = {
         **settings.DJUST_CONFIG,
         "PRESENCE_BACKEND": "tenant_redis",
-        "PRESENCE_REDIS_URL": redis_server.url,
+        "PRESENCE_REDIS_URL": redis_target.url,
         "TENANT_KEY_PREFIX": prefix,
     }
     assert get_presence_backend().backend == "tenant_redis"
     view = DocView("acme", 5)
     view.track_presence(meta={"n": 1})
     assert view.online_count == 1
-    client = redis_server.client()
-    assert sorted(client.keys(f"{prefix}:*")) == [
+    assert sorted(redis_target.keys(f"{prefix}:*")) == [
         f"{prefix}:{{tenant:acme}}:presence-meta:doc:5",
         f"{prefix}:{{tenant:acme}}:presence:doc:5",
     ]
     assert DocView("globex", 5).list_presences() == []
     assert get_presence_backend().health_check()["status"] == "healthy"
     view.untrack_presence()
-    assert client.keys(f"{prefix}:*") == []
+    assert redis_target.keys(f"{prefix}:*") == []
 
 
 def test_install_follows_presence_backend(settings):

@@ -11,8 +11,10 @@ class TenantryConfig(AppConfig):
 
         from . import checks, conf, registry  # noqa: F401  (checks and signal receivers)
         from .presence import install_djust_presence_backend
+        from .state import install_djust_state_backend
 
-        try:
-            install_djust_presence_backend()
-        except ImproperlyConfigured:
-            pass  # reported by the system checks (manage.py check), with its key
+        for install in (install_djust_presence_backend, install_djust_state_backend):
+            try:
+                install()
+            except ImproperlyConfigured:
+                pass  # reported by the system checks (manage.py check), with its key

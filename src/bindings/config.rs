@@ -566,6 +566,11 @@ impl CurrentConfig {
     fn state_backend(&self) -> (&'static str, bool, &str) {
         backend_tuple(&self.inner.settings.state)
     }
+    /// Byte bound of the in-memory state store.
+    #[getter]
+    fn state_memory_max_bytes(&self) -> usize {
+        self.inner.settings.state_memory_max_bytes
+    }
     /// True when resolving may touch the session, the user, user code or
     /// the database, so async callers must run it in a thread.
     #[getter]

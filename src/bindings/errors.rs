@@ -2,13 +2,16 @@
 //! core's typed errors to them.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyConnectionError, PyPermissionError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyConnectionError, PyOverflowError, PyPermissionError, PyRuntimeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::config::ConfigError as CoreConfigError;
 use crate::presence::PresenceError;
 use crate::redis_store::StoreError;
+use crate::state::StateError;
 use crate::tenant_id::{preview, InvalidTenantId as CoreInvalidTenantId};
 
 create_exception!(
@@ -99,6 +102,21 @@ pub fn presence_error(err: PresenceError) -> PyErr {
         }
         PresenceError::BadTimeout { .. } => PyValueError::new_err(err.to_string()),
         PresenceError::Store(e) => store_error(e),
+    }
+}
+
+/// State errors: bad names → `InvalidKey`, bad TTLs, oversized values and
+/// `incr` of a non-integer → `ValueError`, `incr` overflow → `OverflowError`,
+/// a full memory store → `BackendError`, Redis as for presence.
+pub fn state_error(err: StateError) -> PyErr {
+    match err {
+        StateError::Name(_) | StateError::EmptyName => InvalidKey::new_err(err.to_string()),
+        StateError::BadTtl { .. }
+        | StateError::ValueTooLarge { .. }
+        | StateError::NotAnInteger { .. } => PyValueError::new_err(err.to_string()),
+        StateError::Overflow { .. } => PyOverflowError::new_err(err.to_string()),
+        StateError::Full { .. } => BackendError::new_err(err.to_string()),
+        StateError::Store(e) => store_error(e),
     }
 }
 

@@ -6,6 +6,8 @@ mod errors;
 mod presence;
 mod registry;
 mod resolvers;
+mod routing;
+mod state;
 mod tenant_info;
 
 use pyo3::prelude::*;
@@ -34,6 +36,10 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<presence::MemoryBackend>()?;
     m.add_class::<presence::RedisBackend>()?;
     m.add_class::<presence::Router>()?;
+
+    m.add_class::<state::MemoryBackend>()?;
+    m.add_class::<state::RedisBackend>()?;
+    m.add_class::<state::Router>()?;
 
     m.add_class::<config::CurrentConfig>()?;
     m.add_function(wrap_pyfunction!(config::configure, m)?)?;

@@ -21,6 +21,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString, PyType};
 
 use super::config::{self as bconfig, Compiled};
 use super::errors::{self, presence_error, store_error};
+use super::routing;
 use super::tenant_info::{id_from_py, type_name};
 use crate::config::BackendKind;
 use crate::keys::KeyPrefix;
@@ -38,7 +39,7 @@ static JSON_ENCODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// `json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode`
-fn json_encode<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<String> {
+pub(super) fn json_encode<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<String> {
     let encode = JSON_ENCODE.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
         let json = py.import("json")?;
         let kwargs = PyDict::new(py);
@@ -392,7 +393,7 @@ fn checked_timeout(timeout: f64) -> PyResult<Duration> {
     timeout_from_secs(timeout).map_err(presence_error)
 }
 
-fn store_options(connect_timeout: f64, socket_timeout: f64) -> PyResult<StoreOptions> {
+pub(super) fn store_options(connect_timeout: f64, socket_timeout: f64) -> PyResult<StoreOptions> {
     Ok(StoreOptions {
         connect_timeout: redis_store::timeout_from_secs("connect_timeout", connect_timeout)
             .map_err(store_error)?,
@@ -402,13 +403,13 @@ fn store_options(connect_timeout: f64, socket_timeout: f64) -> PyResult<StoreOpt
 }
 
 /// One tenant's identity, held by the per-tenant backends.
-struct Scope {
-    tenant: TenantId,
-    tenant_py: Py<PyString>,
+pub(super) struct Scope {
+    pub(super) tenant: TenantId,
+    pub(super) tenant_py: Py<PyString>,
 }
 
 impl Scope {
-    fn new(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<Scope> {
+    pub(super) fn new(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<Scope> {
         let tenant = id_from_py(tenant_id)?;
         let tenant_py = PyString::intern(py, tenant.as_str()).unbind();
         Ok(Scope { tenant, tenant_py })
@@ -659,12 +660,11 @@ pub struct Router {
     engine: RwLock<Option<(Arc<Compiled>, Arc<Engine>)>>,
 }
 
-const KEY_PREFIX: &str = "tenant:";
-
-/// `tenant:<id>:<room>` → `(id, room)`; anything else is an unprefixed key.
-fn split_tenant_prefix(key: &str) -> Option<(&str, &str)> {
-    key.strip_prefix(KEY_PREFIX)?.split_once(':')
-}
+const ROUTED: routing::Routed = routing::Routed {
+    what: "presence key",
+    data: "presence",
+    hook: "its get_presence_key() adds the prefix",
+};
 
 impl Router {
     fn engine(&self, py: Python<'_>) -> PyResult<Arc<Engine>> {
@@ -694,52 +694,9 @@ impl Router {
         Ok(engine)
     }
 
-    /// The bound tenant's id, if any. Accepts tenantry's `TenantInfo`, or any
-    /// object with an `id` (djust's own `TenantInfo`), or a plain id.
-    fn bound_tenant(&self, py: Python<'_>) -> PyResult<Option<TenantId>> {
-        let bound = self
-            .current_tenant
-            .bind(py)
-            .call_method0(intern!(py, "get"))?;
-        if bound.is_none() {
-            return Ok(None);
-        }
-        if let Ok(id) = id_from_py(&bound) {
-            return Ok(Some(id));
-        }
-        let id = bound.getattr(intern!(py, "id"))?;
-        Ok(Some(id_from_py(&id)?))
-    }
-
     /// `(tenant, room)` for a djust presence key.
     fn route<'k>(&self, py: Python<'_>, presence_key: &'k str) -> PyResult<(TenantId, &'k str)> {
-        let bound = self.bound_tenant(py)?;
-        match split_tenant_prefix(presence_key) {
-            Some((id, room)) => {
-                let tenant = TenantId::parse(id).map_err(|e| errors::invalid_tenant_id(id, &e))?;
-                if let Some(bound) = bound {
-                    if bound != tenant {
-                        return Err(errors::TenantMismatchError::new_err(format!(
-                            "presence key {} belongs to tenant {:?} but tenant {:?} is bound; \
-                             refusing to touch another tenant's presence",
-                            crate::tenant_id::preview(presence_key),
-                            tenant.as_str(),
-                            bound.as_str()
-                        )));
-                    }
-                }
-                Ok((tenant, room))
-            }
-            None => match bound {
-                Some(tenant) => Ok((tenant, presence_key)),
-                None => Err(errors::TenantNotSetError::new_err(format!(
-                    "presence key {} has no 'tenant:<id>:' prefix and no tenant is bound: \
-                     use TenantMixin on the view (its get_presence_key() adds the prefix) \
-                     or bind one with tenantry.tenant_context(...)",
-                    crate::tenant_id::preview(presence_key)
-                ))),
-            },
-        }
+        routing::route(py, &self.current_tenant, presence_key, &ROUTED)
     }
 }
 

@@ -415,8 +415,8 @@ fn parse_f64(bytes: &[u8]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redis_store::tests::Server;
     use crate::redis_store::{StoreError, StoreOptions};
-    use std::process::{Child, Command, Stdio};
     use std::time::Instant;
 
     #[test]
@@ -449,52 +449,13 @@ mod tests {
         assert_eq!(p.ttl_ms(), 120_000);
     }
 
-    /// A throwaway redis-server on a free loopback port, when one is
-    /// installed (scripts/test.sh installs it; the Python suite exercises
-    /// the same scripts through the bindings either way).
-    struct Server(Child, u16, std::path::PathBuf);
-
-    impl Server {
-        fn start() -> Option<Server> {
-            let port = crate::redis_store::tests::closed_port();
-            let dir = std::env::temp_dir().join(format!("tenantry-redis-{port}"));
-            std::fs::create_dir_all(&dir).ok()?;
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .ok()?;
-            let server = Server(child, port, dir);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(server);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            None
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-            let _ = std::fs::remove_dir_all(&self.2);
-        }
-    }
-
     #[test]
     fn scripts_against_a_real_server() {
         let Some(server) = Server::start() else {
             eprintln!("redis-server not available: script test not run");
             return;
         };
-        let url = format!("redis://127.0.0.1:{}/0", server.1);
+        let url = server.url();
         let store = RedisStore::shared(&url, StoreOptions::default()).unwrap();
         let p = RedisPresence::new(store, KeyPrefix::default(), Duration::from_millis(300));
         let (a, b) = (TenantId::parse("a").unwrap(), TenantId::parse("b").unwrap());
@@ -528,6 +489,10 @@ mod tests {
         for i in 0..1001 {
             slow_a.join(&a, "mixed", &format!("old{i}"), "1").unwrap();
         }
+        // Joined with a long timeout (so the room's TTL outlives the sleep
+        // below), cleaned with the short one: b's "r" may already be gone
+        // by TTL when the joins above are slow.
+        slow_a.join(&b, "stale", "u1", "{}").unwrap();
         std::thread::sleep(Duration::from_millis(400));
         slow_a.join(&a, "mixed", "new", "2").unwrap();
         let mixed = p.list(&a, "mixed").unwrap();
@@ -537,7 +502,7 @@ mod tests {
         assert_eq!(p.count(&a, "r").unwrap(), 0);
         assert!(p.list(&a, "r").unwrap().is_empty());
         assert!(!p.heartbeat(&b, "r", "u1").unwrap(), "no revival");
-        assert_eq!(p.cleanup_stale(&b, "r").unwrap(), 1);
+        assert_eq!(p.cleanup_stale(&b, "stale").unwrap(), 1);
 
         // Large rooms come back in one call (past Lua's unpack limit).
         let slow = RedisPresence::new(

@@ -9,4 +9,5 @@ urlpatterns = [
     path("plain/", views.PlainTenantView.as_view()),
     path("bound/", views.BoundTenantView.as_view()),
     path("public/", views.public_view),
+    path("saved/", views.SavedStateView.as_view()),
 ]

@@ -75,6 +75,16 @@ def public_view(request):
     return HttpResponse(f"public tenant={getattr(request, 'tenant', None)}")
 
 
+class SavedStateView(TenantMixin, LiveView):
+    """The saved-view-state tests mount this with one session id under two
+    tenants (djust saves and restores it through tenantry's state adapter)."""
+
+    template = '<div dj-root dj-id="0">saved state of {{ owner }}</div>'
+
+    def mount(self, request, **kwargs):
+        self.owner = self.tenant.id
+
+
 class RoomView(TenantMixin, PresenceMixin, LiveView):
     """Presence through djust's PresenceMixin on a tenant view: the same room
     name in every tenant."""

@@ -1,0 +1,162 @@
+"""Tenant-scoped key-value state (SPEC §8): the backends, their per-tenant
+cache, and the link into djust's saved view state.
+
+The backends are Rust classes (``tenantry._core``)::
+
+    from tenantry import get_tenant_state_backend
+
+    state = get_tenant_state_backend("acme")
+    state.set("onboarding", {"step": 2}, ttl=3600)
+    state.get("onboarding")          # {"step": 2}
+    state.incr("logins")             # 1
+    state.delete_tenant()            # every key of acme, nobody else's
+
+With djust installed and ``STATE_BACKEND`` set to ``"tenant_memory"`` (the
+default) or ``"tenant_redis"``, :func:`install_djust_state_backend` (run by
+the app's ``ready()``) makes tenantry djust's state backend: every view state
+djust saves or restores lands in the tenant of the view (the key's
+``tenant:<id>:`` scope) or of the bound context, and fails closed without
+one. See docs/state.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from typing import Any
+
+from . import _core, conf
+from ._core import TenantStateMemoryBackend, TenantStateRedisBackend, TenantStateRouter
+
+__all__ = [
+    "TenantStateManager",
+    "TenantStateMemoryBackend",
+    "TenantStateRedisBackend",
+    "TenantStateRouter",
+    "get_djust_state_backend",
+    "get_state_router",
+    "get_tenant_state_backend",
+    "install_djust_state_backend",
+    "uninstall_djust_state_backend",
+]
+
+#: Backends kept by :class:`TenantStateManager` (least recently used go
+#: first). A backend object is small: the memory store and the Redis pools
+#: are shared, not per object.
+CACHE_SIZE = 4096
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _backend_for(tenant_id: str) -> TenantStateMemoryBackend | TenantStateRedisBackend:
+    config = conf.current()
+    kind, _install, redis_url = config.state_backend
+    if kind == "redis":
+        return TenantStateRedisBackend(
+            tenant_id,
+            redis_url=redis_url,
+            key_prefix=config.key_prefix,
+            connect_timeout=config.redis_connect_timeout,
+            socket_timeout=config.redis_socket_timeout,
+        )
+    TenantStateMemoryBackend.set_memory_limit(config.state_memory_max_bytes)
+    return TenantStateMemoryBackend(tenant_id)
+
+
+class TenantStateManager:
+    """One state backend per tenant, configured from ``DJUST_CONFIG``
+    (``STATE_BACKEND``, ``STATE_REDIS_URL``, ``TENANT_KEY_PREFIX``,
+    ``STATE_MEMORY_MAX_BYTES``, ``REDIS_CONNECT_TIMEOUT``,
+    ``REDIS_SOCKET_TIMEOUT``).
+
+    The cache is bounded (:data:`CACHE_SIZE`), thread-safe, and dropped when
+    ``DJUST_CONFIG`` changes.
+    """
+
+    @classmethod
+    def for_tenant(cls, tenant_id: Any) -> TenantStateMemoryBackend | TenantStateRedisBackend:
+        """The backend of ``tenant_id`` (a str, an int or a ``TenantInfo``;
+        ``InvalidTenantId`` otherwise)."""
+        return _backend_for(_core.validate_tenant_id(tenant_id))
+
+    @classmethod
+    def clear_cache(cls) -> None:
+        _backend_for.cache_clear()
+
+
+def get_tenant_state_backend(
+    tenant_id: Any,
+) -> TenantStateMemoryBackend | TenantStateRedisBackend:
+    """Shorthand for ``TenantStateManager.for_tenant(tenant_id)``."""
+    return _backend_for(_core.validate_tenant_id(tenant_id))
+
+
+conf._reset_hooks.append(_backend_for.cache_clear)
+
+_lock = threading.Lock()
+_router: TenantStateRouter | None = None
+_adapter: Any = None
+_installed: Any = None
+
+
+def get_state_router() -> TenantStateRouter:
+    """The process's router: state for every tenant at once, taking each
+    call's tenant from djust's key (``tenant:<id>:…``) and/or the bound
+    tenant (they must agree; neither → ``TenantNotSetError``)."""
+    global _router
+    with _lock:
+        if _router is None:
+            from .context import _current
+
+            _router = TenantStateRouter(_current)
+        return _router
+
+
+def get_djust_state_backend() -> Any:
+    """The process's djust ``StateBackend`` adapter (needs djust)."""
+    global _adapter
+    router = get_state_router()
+    with _lock:
+        if _adapter is None:
+            from .djust_state import TenantDjustStateBackend
+
+            _adapter = TenantDjustStateBackend(router)
+        return _adapter
+
+
+def install_djust_state_backend(*, force: bool = False) -> bool:
+    """Make tenantry djust's state backend (``djust.state_backends.set_backend``)
+    when djust is installed and ``STATE_BACKEND`` is ``"tenant_memory"`` or
+    ``"tenant_redis"`` (or ``force`` is true). Returns whether it is
+    installed. Called by ``TenantryConfig.ready()``; safe to call again
+    (after changing settings, it installs or removes itself to match).
+    """
+    global _installed
+    try:
+        from djust.state_backends import registry
+    except Exception:  # djust not installed
+        return False
+    _kind, wanted, _url = conf.current().state_backend
+    if not (wanted or force):
+        uninstall_djust_state_backend()
+        return False
+    adapter = get_djust_state_backend()
+    registry.set_backend(adapter)
+    _installed = adapter
+    return True
+
+
+def uninstall_djust_state_backend() -> None:
+    """Undo :func:`install_djust_state_backend`: djust builds its own backend
+    again on next use. Does nothing if tenantry is not installed."""
+    global _installed
+    if _installed is None:
+        return
+    try:
+        from djust.state_backends import registry
+    except Exception:
+        return
+    slot = getattr(registry, "_registry", None)
+    # Only empty djust's slot if it still holds ours.
+    if slot is not None and getattr(slot, "_backend", None) is _installed:
+        slot.reset()
+    _installed = None

@@ -1,0 +1,749 @@
+//! State backends for Python: `TenantStateMemoryBackend` and
+//! `TenantStateRedisBackend` (one tenant each: `get`, `set`, `delete`,
+//! `exists`, `ttl`, `incr`, `delete_tenant`), and `TenantStateRouter`, the
+//! store behind tenantry's djust state adapter (it finds the tenant of every
+//! call, like the presence router, and keeps djust's serialized view bytes in
+//! the tenant's `view-state` space).
+//!
+//! Values: `bytes` (also `bytearray`, `memoryview`) are stored as bytes and
+//! come back as `bytes`; an `int` in the 64-bit range is stored as a decimal
+//! integer (what `incr` counts on) and comes back as `int`; anything else is
+//! stored as JSON (`json`, compact separators, no ASCII escaping) and comes
+//! back decoded, so a value must be JSON-able (`TypeError` otherwise).
+//! The GIL is released around every Redis round trip.
+
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyString, PyType};
+
+use super::config::{self as bconfig, Compiled};
+use super::errors::{self, state_error, store_error};
+use super::presence::{json_encode, store_options, Scope};
+use super::routing;
+use super::tenant_info::type_name;
+use crate::config::BackendKind;
+use crate::keys::KeyPrefix;
+use crate::redis_store::RedisStore;
+use crate::state::memory::MemoryState;
+use crate::state::redis::RedisState;
+use crate::state::{self, check_name, decode, Decoded, Space, Ttl, Value};
+use crate::tenant_id::{preview, TenantId};
+
+static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The process-wide in-memory store, shared by every memory backend object
+/// and the router (two objects for one tenant see the same keys).
+static MEMORY: LazyLock<MemoryState> = LazyLock::new(MemoryState::new);
+
+/// A Python value ready to store.
+enum Incoming<'py> {
+    Bytes(Bound<'py, PyBytes>),
+    Owned(Vec<u8>),
+    Json(String),
+    Int(i64),
+}
+
+impl Incoming<'_> {
+    fn value(&self) -> Value<'_> {
+        match self {
+            Incoming::Bytes(b) => Value::Bytes(b.as_bytes()),
+            Incoming::Owned(b) => Value::Bytes(b),
+            Incoming::Json(s) => Value::Json(s.as_bytes()),
+            Incoming::Int(i) => Value::Int(*i),
+        }
+    }
+}
+
+fn incoming<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Incoming<'py>> {
+    if let Ok(b) = value.cast::<PyBytes>() {
+        return Ok(Incoming::Bytes(b.clone()));
+    }
+    if let Ok(b) = value.cast::<PyByteArray>() {
+        return Ok(Incoming::Owned(b.to_vec()));
+    }
+    if value.is_instance_of::<PyMemoryView>() {
+        let b = value.call_method0("tobytes")?;
+        return Ok(Incoming::Bytes(b.cast_into::<PyBytes>()?));
+    }
+    if value.is_instance_of::<PyInt>() && !value.is_instance_of::<PyBool>() {
+        if let Ok(i) = value.extract::<i64>() {
+            return Ok(Incoming::Int(i));
+        }
+    }
+    match json_encode(py, value) {
+        Ok(text) => Ok(Incoming::Json(text)),
+        Err(e)
+            if e.is_instance_of::<PyTypeError>(py)
+                || e.is_instance_of::<pyo3::exceptions::PyValueError>(py) =>
+        {
+            Err(PyTypeError::new_err(format!(
+                "state values must be bytes or JSON-able, not {} ({})",
+                type_name(value),
+                e.value(py)
+            )))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A stored value on its way out (decoded outside any store lock).
+enum Outgoing {
+    Bytes(Py<PyBytes>),
+    Json(Vec<u8>),
+    Int(i64),
+    Foreign,
+}
+
+fn outgoing(py: Python<'_>, stored: &[u8]) -> Outgoing {
+    match decode(stored) {
+        // Allocating a bytes object runs no Python code: safe under a lock.
+        Some(Decoded::Bytes(b)) => Outgoing::Bytes(PyBytes::new(py, b).unbind()),
+        Some(Decoded::Json(j)) => Outgoing::Json(j.to_vec()),
+        Some(Decoded::Int(i)) => Outgoing::Int(i),
+        None => Outgoing::Foreign,
+    }
+}
+
+fn foreign(engine: &Engine, name: &str) -> PyErr {
+    errors::BackendError::new_err(format!(
+        "state key {} in {} holds a value that is not tenantry state",
+        preview(name),
+        engine.location()
+    ))
+}
+
+fn to_python<'py>(
+    py: Python<'py>,
+    engine: &Engine,
+    name: &str,
+    out: Outgoing,
+) -> PyResult<Bound<'py, PyAny>> {
+    match out {
+        Outgoing::Bytes(b) => Ok(b.into_bound(py).into_any()),
+        Outgoing::Int(i) => Ok(i.into_pyobject(py)?.into_any()),
+        Outgoing::Json(j) => {
+            let invalid = |e: &dyn std::fmt::Display| {
+                errors::BackendError::new_err(format!(
+                    "state key {} in {} holds invalid JSON: {e}",
+                    preview(name),
+                    engine.location()
+                ))
+            };
+            // json.loads of a str skips the encoding sniffing bytes get.
+            let text = std::str::from_utf8(&j).map_err(|e| invalid(&e))?;
+            let loads = JSON_LOADS.import(py, "json", "loads")?;
+            loads
+                .call1((PyString::new(py, text),))
+                .map_err(|e| invalid(&e))
+        }
+        Outgoing::Foreign => Err(foreign(engine, name)),
+    }
+}
+
+fn checked_ttl(ttl: Option<f64>) -> PyResult<Option<Duration>> {
+    ttl.map(state::ttl_from_secs)
+        .transpose()
+        .map_err(state_error)
+}
+
+fn checked_name(name: &str) -> PyResult<()> {
+    check_name(name).map_err(state_error)
+}
+
+/// How state calls are carried out.
+enum Engine {
+    Memory,
+    Redis(RedisState),
+}
+
+impl Engine {
+    fn name(&self) -> &'static str {
+        match self {
+            Engine::Memory => "tenant_memory",
+            Engine::Redis(_) => "tenant_redis",
+        }
+    }
+
+    fn location(&self) -> String {
+        match self {
+            Engine::Memory => "the memory store".to_owned(),
+            Engine::Redis(r) => format!("Redis at {}", r.store().url()),
+        }
+    }
+
+    fn get_out(
+        &self,
+        py: Python<'_>,
+        tenant: &TenantId,
+        space: Space,
+        name: &str,
+    ) -> PyResult<Option<Outgoing>> {
+        checked_name(name)?;
+        match self {
+            Engine::Memory => {
+                Ok(MEMORY.get_with(tenant, space, name, Instant::now(), |v| outgoing(py, v)))
+            }
+            Engine::Redis(r) => {
+                let stored = py
+                    .detach(|| r.get(tenant, space, name))
+                    .map_err(state_error)?;
+                Ok(stored.map(|s| outgoing(py, &s)))
+            }
+        }
+    }
+
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: &TenantId,
+        space: Space,
+        name: &str,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.get_out(py, tenant, space, name)?
+            .map(|out| to_python(py, self, name, out))
+            .transpose()
+    }
+
+    fn set(
+        &self,
+        py: Python<'_>,
+        tenant: &TenantId,
+        space: Space,
+        name: &str,
+        value: &Value<'_>,
+        ttl: Option<Duration>,
+    ) -> PyResult<()> {
+        checked_name(name)?;
+        match self {
+            Engine::Memory => MEMORY.set(tenant, space, name, value, ttl, Instant::now()),
+            Engine::Redis(r) => py.detach(|| r.set(tenant, space, name, value, ttl)),
+        }
+        .map_err(state_error)
+    }
+
+    fn delete(
+        &self,
+        py: Python<'_>,
+        tenant: &TenantId,
+        space: Space,
+        name: &str,
+    ) -> PyResult<bool> {
+        checked_name(name)?;
+        match self {
+            Engine::Memory => Ok(MEMORY.delete(tenant, space, name, Instant::now())),
+            Engine::Redis(r) => py
+                .detach(|| r.delete(tenant, space, name))
+                .map_err(state_error),
+        }
+    }
+
+    fn exists(
+        &self,
+        py: Python<'_>,
+        tenant: &TenantId,
+        space: Space,
+        name: &str,
+    ) -> PyResult<bool> {
+        checked_name(name)?;
+        match self {
+            Engine::Memory => Ok(MEMORY.exists(tenant, space, name, Instant::now())),
+            Engine::Redis(r) => py
+                .detach(|| r.exists(tenant, space, name))
+                .map_err(state_error),
+        }
+    }
+
+    /// django-redis' convention: seconds left, `None` for a key that never
+    /// expires, `0` for a missing key.
+    fn ttl(
+        &self,
+        py: Python<'_>,
+        tenant: &TenantId,
+        space: Space,
+        name: &str,
+    ) -> PyResult<Option<f64>> {
+        checked_name(name)?;
+        let ttl = match self {
+            Engine::Memory => MEMORY.ttl(tenant, space, name, Instant::now()),
+            Engine::Redis(r) => py
+                .detach(|| r.ttl(tenant, space, name))
+                .map_err(state_error)?,
+        };
+        Ok(match ttl {
+            Ttl::Missing => Some(0.0),
+            Ttl::Persistent => None,
+            Ttl::Expires(d) => Some(d.as_secs_f64()),
+        })
+    }
+
+    fn incr(
+        &self,
+        py: Python<'_>,
+        tenant: &TenantId,
+        space: Space,
+        name: &str,
+        by: i64,
+    ) -> PyResult<i64> {
+        checked_name(name)?;
+        match self {
+            Engine::Memory => MEMORY.incr(tenant, space, name, by, Instant::now()),
+            Engine::Redis(r) => py.detach(|| r.incr(tenant, space, name, by)),
+        }
+        .map_err(state_error)
+    }
+
+    fn delete_tenant(&self, py: Python<'_>, tenant: &TenantId) -> PyResult<usize> {
+        match self {
+            Engine::Memory => Ok(MEMORY.delete_tenant(tenant, Instant::now())),
+            Engine::Redis(r) => py.detach(|| r.delete_tenant(tenant)).map_err(state_error),
+        }
+    }
+
+    fn delete_space(
+        &self,
+        py: Python<'_>,
+        tenant: Option<&TenantId>,
+        space: Space,
+    ) -> PyResult<usize> {
+        match self {
+            Engine::Memory => Ok(MEMORY.delete_space(tenant, space, Instant::now())),
+            Engine::Redis(r) => py
+                .detach(|| r.delete_space(tenant, space))
+                .map_err(state_error),
+        }
+    }
+
+    /// Never raises for an unreachable Redis: reports it.
+    fn health_check<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: Option<&Bound<'py, PyString>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        match self {
+            Engine::Memory => {
+                let stats = MEMORY.stats();
+                d.set_item("status", "healthy")?;
+                d.set_item("backend", self.name())?;
+                if let Some(t) = tenant {
+                    d.set_item("tenant_id", t)?;
+                }
+                d.set_item("total_keys", stats.entries)?;
+                d.set_item("used_bytes", stats.bytes)?;
+                d.set_item("max_bytes", stats.limit)?;
+            }
+            Engine::Redis(r) => {
+                let start = Instant::now();
+                let result = py.detach(|| r.ping());
+                let latency_ms = (start.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+                d.set_item(
+                    "status",
+                    if result.is_ok() {
+                        "healthy"
+                    } else {
+                        "unhealthy"
+                    },
+                )?;
+                d.set_item("backend", self.name())?;
+                if let Some(t) = tenant {
+                    d.set_item("tenant_id", t)?;
+                }
+                d.set_item("url", r.store().url())?;
+                d.set_item("cluster", r.store().is_cluster())?;
+                d.set_item("latency_ms", latency_ms)?;
+                if let Err(e) = result {
+                    d.set_item("error", e.to_string())?;
+                }
+            }
+        }
+        Ok(d)
+    }
+}
+
+/// In-memory state of one tenant (the store itself is shared by the process:
+/// see `docs/state.md`).
+#[pyclass(
+    module = "tenantry",
+    name = "TenantStateMemoryBackend",
+    frozen,
+    subclass
+)]
+pub struct MemoryBackend {
+    scope: Scope,
+    engine: Engine,
+}
+
+/// Redis state of one tenant; all tenants on one URL share one pool.
+#[pyclass(
+    module = "tenantry",
+    name = "TenantStateRedisBackend",
+    frozen,
+    subclass
+)]
+pub struct RedisBackend {
+    scope: Scope,
+    engine: Engine,
+}
+
+/// The methods both per-tenant classes share (PyO3 allows one
+/// `#[pymethods]` block per class: the class's own methods are passed in).
+macro_rules! state_backend_methods {
+    ($class:ty, { $($own:tt)* }) => {
+        #[pymethods]
+        impl $class {
+            $($own)*
+
+            #[getter]
+            fn tenant_id(&self, py: Python<'_>) -> Py<PyString> {
+                self.scope.tenant_py.clone_ref(py)
+            }
+
+            /// `"tenant_memory"` or `"tenant_redis"`.
+            #[getter]
+            fn backend(&self) -> &'static str {
+                self.engine.name()
+            }
+
+            /// The value at `key`, or `default` when it is missing or expired.
+            #[pyo3(signature = (key, default=None))]
+            fn get<'py>(
+                &self,
+                py: Python<'py>,
+                key: &str,
+                default: Option<Bound<'py, PyAny>>,
+            ) -> PyResult<Bound<'py, PyAny>> {
+                match self.engine.get(py, &self.scope.tenant, Space::Data, key)? {
+                    Some(value) => Ok(value),
+                    None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+                }
+            }
+
+            /// Stores `value` (bytes, int, or anything JSON-able) at `key`;
+            /// `ttl` in seconds (int or float), `None` for no expiry.
+            #[pyo3(signature = (key, value, ttl=None))]
+            fn set(
+                &self,
+                py: Python<'_>,
+                key: &str,
+                value: &Bound<'_, PyAny>,
+                ttl: Option<f64>,
+            ) -> PyResult<()> {
+                let ttl = checked_ttl(ttl)?;
+                let value = incoming(py, value)?;
+                self.engine.set(py, &self.scope.tenant, Space::Data, key, &value.value(), ttl)
+            }
+
+            /// Removes `key`; True when it existed.
+            fn delete(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
+                self.engine.delete(py, &self.scope.tenant, Space::Data, key)
+            }
+
+            fn exists(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
+                self.engine.exists(py, &self.scope.tenant, Space::Data, key)
+            }
+
+            /// Seconds until `key` expires; `None` when it never expires,
+            /// `0` when it does not exist (django-redis' convention).
+            fn ttl(&self, py: Python<'_>, key: &str) -> PyResult<Option<f64>> {
+                self.engine.ttl(py, &self.scope.tenant, Space::Data, key)
+            }
+
+            /// Adds `amount` to the integer at `key` atomically and returns
+            /// the result. A missing key counts as 0 (and is created without
+            /// expiry); an existing key keeps its TTL.
+            #[pyo3(signature = (key, amount=1))]
+            fn incr(&self, py: Python<'_>, key: &str, amount: i64) -> PyResult<i64> {
+                self.engine.incr(py, &self.scope.tenant, Space::Data, key, amount)
+            }
+
+            /// Removes every state key of this tenant (application state and
+            /// djust's saved views), in batches; other tenants are not
+            /// touched. Returns how many keys went.
+            fn delete_tenant(&self, py: Python<'_>) -> PyResult<usize> {
+                self.engine.delete_tenant(py, &self.scope.tenant)
+            }
+
+            fn health_check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+                self.engine.health_check(py, Some(self.scope.tenant_py.bind(py)))
+            }
+
+            fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+                Ok(format!(
+                    "{}(tenant_id={:?})",
+                    slf.get_type().qualname()?.to_cow()?,
+                    slf.get().scope.tenant.as_str(),
+                ))
+            }
+        }
+    };
+}
+
+state_backend_methods!(MemoryBackend, {
+    #[new]
+    fn new(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(MemoryBackend {
+            scope: Scope::new(py, tenant_id)?,
+            engine: Engine::Memory,
+        })
+    }
+
+    /// Sets the byte bound of the process's memory store
+    /// (`STATE_MEMORY_MAX_BYTES`); existing keys stay, writes past it fail.
+    #[classmethod]
+    fn set_memory_limit(_cls: &Bound<'_, PyType>, max_bytes: usize) {
+        MEMORY.set_limit(max_bytes);
+    }
+
+    /// `{"keys", "bytes", "max_bytes"}` of the whole process store (keys
+    /// expired but not yet dropped included; bytes as counted against the
+    /// bound).
+    #[classmethod]
+    fn store_stats<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = MEMORY.stats();
+        let d = PyDict::new(cls.py());
+        d.set_item("keys", stats.entries)?;
+        d.set_item("bytes", stats.bytes)?;
+        d.set_item("max_bytes", stats.limit)?;
+        Ok(d)
+    }
+
+    /// Drops every expired key now (this also happens a few keys at a time
+    /// on every operation). Returns how many went.
+    #[classmethod]
+    fn purge_expired(_cls: &Bound<'_, PyType>) -> usize {
+        MEMORY.purge_expired(Instant::now())
+    }
+
+    /// Removes every key of every tenant; returns how many went.
+    #[classmethod]
+    fn clear_all(_cls: &Bound<'_, PyType>) -> usize {
+        MEMORY.clear_all()
+    }
+});
+
+state_backend_methods!(RedisBackend, {
+    /// Does not connect: Redis may be down when the backend is made.
+    #[new]
+    #[pyo3(signature = (
+        tenant_id,
+        redis_url=crate::config::DEFAULT_REDIS_URL,
+        key_prefix="djust",
+        *,
+        connect_timeout=1.0,
+        socket_timeout=1.0,
+    ))]
+    fn new(
+        py: Python<'_>,
+        tenant_id: &Bound<'_, PyAny>,
+        redis_url: &str,
+        key_prefix: &str,
+        connect_timeout: f64,
+        socket_timeout: f64,
+    ) -> PyResult<Self> {
+        let scope = Scope::new(py, tenant_id)?;
+        let prefix =
+            KeyPrefix::new(key_prefix).map_err(|e| errors::InvalidKey::new_err(e.to_string()))?;
+        let store = RedisStore::shared(redis_url, store_options(connect_timeout, socket_timeout)?)
+            .map_err(store_error)?;
+        Ok(RedisBackend {
+            scope,
+            engine: Engine::Redis(RedisState::new(store, prefix)),
+        })
+    }
+
+    /// The Redis URL, password hidden.
+    #[getter]
+    fn redis_url(&self) -> &str {
+        match &self.engine {
+            Engine::Redis(r) => r.store().url(),
+            Engine::Memory => "",
+        }
+    }
+
+    #[getter]
+    fn key_prefix(&self) -> &str {
+        match &self.engine {
+            Engine::Redis(r) => r.prefix().as_str(),
+            Engine::Memory => "",
+        }
+    }
+
+    /// The Redis key holding `key` of this tenant.
+    fn key_for(&self, key: &str) -> PyResult<String> {
+        checked_name(key)?;
+        match &self.engine {
+            Engine::Redis(r) => Ok(r.key(&self.scope.tenant, Space::Data, key)),
+            Engine::Memory => Ok(String::new()),
+        }
+    }
+
+    /// The Redis key of this tenant's index (a sorted set of its keys).
+    #[getter]
+    fn index_key(&self) -> String {
+        match &self.engine {
+            Engine::Redis(r) => r.index_key(&self.scope.tenant),
+            Engine::Memory => String::new(),
+        }
+    }
+});
+
+/// The store behind tenantry's djust state adapter: every call finds its
+/// tenant from the `tenant:<id>:` prefix djust puts on the key of a
+/// `TenantMixin` view (`get_state_key_prefix()`), and/or the tenant bound in
+/// the current context; both present, they must agree; neither, the call
+/// fails (`TenantNotSetError`). The rest of the key is stored in that
+/// tenant's `view-state` space, so the same session key under two tenants
+/// is two entries, and one tenant's key can never reach another's.
+///
+/// Follows the current config (`STATE_BACKEND`, `STATE_REDIS_URL`,
+/// `TENANT_KEY_PREFIX`, Redis timeouts, `STATE_MEMORY_MAX_BYTES`).
+#[pyclass(module = "tenantry", name = "TenantStateRouter", frozen)]
+pub struct Router {
+    current_tenant: Py<PyAny>,
+    engine: RwLock<Option<(Arc<Compiled>, Arc<Engine>)>>,
+}
+
+const ROUTED: routing::Routed = routing::Routed {
+    what: "saved view key",
+    data: "saved view state",
+    hook: "its get_state_key_prefix() scopes djust's key",
+};
+
+impl Router {
+    fn engine(&self, py: Python<'_>) -> PyResult<Arc<Engine>> {
+        let compiled = bconfig::current(py)?;
+        if let Some((from, engine)) = self.engine.read().as_ref() {
+            if Arc::ptr_eq(from, &compiled) {
+                return Ok(Arc::clone(engine));
+            }
+        }
+        let settings = &compiled.settings;
+        MEMORY.set_limit(settings.state_memory_max_bytes);
+        let engine = Arc::new(match settings.state.kind {
+            BackendKind::Memory => Engine::Memory,
+            BackendKind::Redis => {
+                let store = RedisStore::shared(&settings.state.redis_url, settings.redis_options)
+                    .map_err(store_error)?;
+                Engine::Redis(RedisState::new(store, settings.key_prefix.clone()))
+            }
+        });
+        let old = self.engine.write().replace((compiled, Arc::clone(&engine)));
+        drop(old);
+        Ok(engine)
+    }
+
+    fn route<'k>(&self, py: Python<'_>, key: &'k str) -> PyResult<(TenantId, &'k str)> {
+        routing::route(py, &self.current_tenant, key, &ROUTED)
+    }
+}
+
+#[pymethods]
+impl Router {
+    #[new]
+    fn new(current_tenant: Py<PyAny>) -> Self {
+        Router {
+            current_tenant,
+            engine: RwLock::new(None),
+        }
+    }
+
+    /// `(tenant_id, name)` a call for djust's `key` would use (raises as the
+    /// operations do).
+    fn resolve(&self, py: Python<'_>, key: &str) -> PyResult<(String, String)> {
+        let (tenant, name) = self.route(py, key)?;
+        checked_name(name)?;
+        Ok((tenant.as_str().to_owned(), name.to_owned()))
+    }
+
+    /// The saved bytes for djust's `key`, or None.
+    fn get<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let (tenant, name) = self.route(py, key)?;
+        let engine = self.engine(py)?;
+        match engine.get_out(py, &tenant, Space::View, name)? {
+            None => Ok(None),
+            Some(Outgoing::Bytes(b)) => Ok(Some(b.into_bound(py))),
+            Some(_) => Err(foreign(&engine, name)),
+        }
+    }
+
+    /// Saves `data` for djust's `key`; `ttl` in seconds, None for no expiry.
+    #[pyo3(signature = (key, data, ttl=None))]
+    fn set(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        data: &Bound<'_, PyBytes>,
+        ttl: Option<f64>,
+    ) -> PyResult<()> {
+        let ttl = checked_ttl(ttl)?;
+        let (tenant, name) = self.route(py, key)?;
+        self.engine(py)?.set(
+            py,
+            &tenant,
+            Space::View,
+            name,
+            &Value::Bytes(data.as_bytes()),
+            ttl,
+        )
+    }
+
+    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
+        let (tenant, name) = self.route(py, key)?;
+        self.engine(py)?.delete(py, &tenant, Space::View, name)
+    }
+
+    /// Removes saved views: the bound tenant's, or every tenant's when none
+    /// is bound (djust's `clear --all`). Returns how many went.
+    fn delete_all(&self, py: Python<'_>) -> PyResult<usize> {
+        let tenant = routing::bound_tenant(py, &self.current_tenant)?;
+        self.engine(py)?
+            .delete_space(py, tenant.as_ref(), Space::View)
+    }
+
+    /// Saved views held (the bound tenant's, or all), for statistics; None
+    /// on Redis, where counting would mean scanning.
+    fn count(&self, py: Python<'_>) -> PyResult<Option<usize>> {
+        let tenant = routing::bound_tenant(py, &self.current_tenant)?;
+        match *self.engine(py)? {
+            Engine::Memory => Ok(Some(MEMORY.count(
+                tenant.as_ref(),
+                Space::View,
+                Instant::now(),
+            ))),
+            Engine::Redis(_) => Ok(None),
+        }
+    }
+
+    /// Drops expired entries of the memory store now; 0 on Redis (which
+    /// expires keys itself).
+    fn purge_expired(&self, py: Python<'_>) -> PyResult<usize> {
+        match *self.engine(py)? {
+            Engine::Memory => Ok(MEMORY.purge_expired(Instant::now())),
+            Engine::Redis(_) => Ok(0),
+        }
+    }
+
+    fn health_check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = self.engine(py)?.health_check(py, None)?;
+        d.set_item("routing", "per-tenant")?;
+        Ok(d)
+    }
+
+    /// `"tenant_memory"` or `"tenant_redis"`, per the current config.
+    #[getter]
+    fn backend(&self, py: Python<'_>) -> PyResult<&'static str> {
+        Ok(self.engine(py)?.name())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        match self.engine(py) {
+            Ok(e) => format!("TenantStateRouter(backend={:?})", e.name()),
+            Err(_) => "TenantStateRouter(unconfigured)".to_owned(),
+        }
+    }
+}
