@@ -157,6 +157,7 @@ class Outage:
 
     http_ok: int = 0
     pages_down: int = 0
+    pages_unavailable: int = 0
     mounts_refused: int = 0
     mounted: int = 0
     leaks: list[tuple[str, str, str]] = field(default_factory=list)
@@ -164,9 +165,10 @@ class Outage:
 
 
 async def during_outage(port: int, tenants: list[str], clients: int) -> Outage:
-    """Pages still render (they do not need Redis); live mounts, which track
-    presence, must be refused with an error frame, promptly, never served
-    with another tenant's data."""
+    """Pages either render without what Redis holds (``pages_down``: presence
+    shown as unavailable) or answer 503 (``pages_unavailable``: view state
+    lives in Redis); live mounts must be refused with an error frame. All
+    promptly, never with another tenant's data."""
     seen = Outage()
     probe = Stats()
 
@@ -180,6 +182,8 @@ async def during_outage(port: int, tenants: list[str], clients: int) -> Outage:
             status, body = await http_get(port, f"{tenant}.localhost:{port}", "/board/")
             if status == 200:
                 seen.http_ok += 1
+            elif status == 503 and "unreachable" in body:
+                seen.pages_unavailable += 1
             if "online-down" in body:
                 seen.pages_down += 1
             check(body)

@@ -164,3 +164,35 @@ def test_missing_tenant_is_http404_for_the_mixin(rf):
     # ...and it stays an error on every later call.
     with pytest.raises(Http404):
         view._ensure_tenant(rf.get("/", HTTP_HOST="acme.example.com"))
+
+
+@pytest.mark.parametrize("stack", ["sync", "async"])
+def test_an_unreachable_backend_answers_503(client, async_client, settings, stack, caplog):
+    """A view whose state lives in a Redis that is down: 503 with Retry-After
+    and the error logged with the URL (password hidden); once Redis answers
+    the same view works (see test_state for recovery)."""
+    from tests.redis_servers import free_port
+
+    port = free_port()  # nothing listens here
+    settings.DJUST_CONFIG = {
+        "TENANT_RESOLVER": "header",  # the async test client always sends Host: testserver
+        "STATE_BACKEND": "tenant_redis",
+        "STATE_REDIS_URL": f"redis://:pw-secret@127.0.0.1:{port}/0",
+    }
+    with caplog.at_level(logging.ERROR, logger="tenantry.middleware"):
+        if stack == "sync":
+            response = client.get("/visits/", headers={"x-tenant-id": "acme"})
+        else:
+            response = asyncio.run(async_client.get("/visits/", headers={"x-tenant-id": "acme"}))
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert b"unreachable" in response.content and b"pw-secret" not in response.content
+    (record,) = [r for r in caplog.records if r.name == "tenantry.middleware"]
+    assert f"127.0.0.1:{port}" in record.getMessage() and "pw-secret" not in record.getMessage()
+    assert "tenant acme" in record.getMessage()
+
+
+def test_other_exceptions_are_left_to_django(rf):
+    middleware = TenantMiddleware(lambda request: HttpResponse())
+    request = rf.get("/", HTTP_HOST="acme.example.com")
+    assert middleware.process_exception(request, RuntimeError("boom")) is None

@@ -1,7 +1,7 @@
 """Resource bounds: 100,000 distinct tenants through the in-memory presence
-store and the registry cache stay within the documented bounds, and 1 MiB
-headers, hosts and paths are refused cleanly, in-process and by a real
-server."""
+and state stores, the per-tenant backend caches and the registry cache stay
+within the documented bounds, and 1 MiB headers, hosts and paths are refused
+cleanly, in-process and by a real server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ import time
 import pytest
 from django.core.exceptions import DisallowedHost
 
-from tenantry import TenantAwareMemoryBackend, TenantInfo, conf, resolve_tenant
+from tenantry import (
+    TenantAwareMemoryBackend,
+    TenantInfo,
+    TenantStateMemoryBackend,
+    conf,
+    get_tenant_presence_backend,
+    get_tenant_state_backend,
+    resolve_tenant,
+)
 from tests.demo_server import demo_server
 
 MIB = 1024 * 1024
@@ -51,6 +59,40 @@ def test_memory_presence_over_100000_tenants_leaves_nothing_behind():
     assert TenantAwareMemoryBackend.store_stats() == (0, 0)
     assert all(b.count("room") == 0 for b in backends[50_000:50_100])
     TenantAwareMemoryBackend.clear_all()
+
+
+def test_memory_state_over_100000_tenants_stays_within_its_accounting():
+    """Per key the store counts its record + 12 bytes, + 24 with a TTL
+    (docs/state.md); deleted tenants and expired keys give it all back."""
+    TenantStateMemoryBackend.clear_all()
+    name, value = "session", b"0123456789abcdef"
+    backends = [get_tenant_state_backend(f"t{i}") for i in range(100_000)]
+    for backend in backends:
+        backend.set(name, value, ttl=2.0)
+    stats = TenantStateMemoryBackend.store_stats()
+    record = 5 + 8 + len(name) + 1 + len(value)  # header, expiry, name, tag, value
+    assert stats["keys"] == 100_000
+    assert stats["bytes"] == 100_000 * (record + 12 + 24)
+    for backend in backends[:50_000]:
+        assert backend.delete_tenant() == 1
+    assert TenantStateMemoryBackend.store_stats()["keys"] == 50_000
+    assert all(b.get(name) is None for b in backends[:100])
+    assert all(b.get(name) == value for b in backends[50_000:50_100])
+    time.sleep(2.2)  # the rest expire without anyone deleting them
+    TenantStateMemoryBackend.purge_expired()
+    assert TenantStateMemoryBackend.store_stats()["keys"] == 0
+    assert TenantStateMemoryBackend.store_stats()["bytes"] == 0
+    TenantStateMemoryBackend.clear_all()
+
+
+def test_per_tenant_backend_caches_are_bounded_over_100000_tenants():
+    from tenantry import presence, state
+
+    for i in range(100_000):
+        get_tenant_state_backend(f"c{i}")
+        get_tenant_presence_backend(f"c{i}")
+    assert state._backend_for.cache_info().currsize == state.CACHE_SIZE
+    assert presence._backend_for.cache_info().currsize == presence.CACHE_SIZE
 
 
 def test_repeated_tenant_churn_does_not_grow_memory():

@@ -64,10 +64,10 @@ def test_the_leak_detector_sees_a_leak():
 
 @pytest.mark.soak
 def test_redis_outage_during_soak(tmp_path):
-    """Redis (behind presence) is killed and restarted while clients keep
-    coming: live mounts fail with a clear error, pages keep working, nothing
-    leaks, and after the restart presence written is correct, with no
-    restart of the app."""
+    """Redis (behind presence and view state) is killed and restarted while
+    clients keep coming: pages answer 503 and live mounts an error frame,
+    promptly, nothing leaks, and after the restart the presence and state
+    written are correct, with no restart of the app."""
     from tenantry import TenantAwareRedisBackend
     from tests.redis_servers import RedisServer
     from tests.soak import during_outage, hold_live
@@ -80,8 +80,11 @@ def test_redis_outage_during_soak(tmp_path):
             before = asyncio.run(soak(port, tenants, 60, rounds=1, events=2))
             redis.stop()
             outage = asyncio.run(during_outage(port, tenants, 40))
+            state_refused = state_calls_fail_fast(redis.url, tenants)
             redis.start()
             after = asyncio.run(soak(port, tenants, 60, rounds=1, events=2))
+            saved_views = saved_views_by_tenant(redis, tenants)
+            state_written = write_state_concurrently(redis.url, tenants)
 
             def presence_is_right():
                 for tenant in tenants[:3]:
@@ -98,13 +101,19 @@ def test_redis_outage_during_soak(tmp_path):
     summary = {
         "before": before.summary(),
         "outage": {
+            "pages_503": outage.pages_unavailable,
             "pages_served": outage.http_ok,
             "live_mounts_refused": outage.mounts_refused,
             "live_mounts_served": outage.mounted,
+            "state_calls_refused": state_refused,
             "leaks": len(outage.leaks),
             "client_errors": len(outage.errors),
         },
-        "after": after.summary(),
+        "after": {
+            **after.summary(),
+            "saved_views": sum(saved_views.values()),
+            "state_keys_written": state_written,
+        },
     }
     (ROOT / "test-output").mkdir(exist_ok=True)
     (ROOT / "test-output" / "soak-outage.json").write_text(json.dumps(summary, indent=2))
@@ -113,7 +122,64 @@ def test_redis_outage_during_soak(tmp_path):
     for phase in (before, after):
         assert phase.leaks == [] and phase.errors == [], (phase.leaks[:5], phase.errors[:5])
     assert outage.leaks == [] and outage.errors == []
-    assert outage.http_ok == 40
+    assert outage.pages_unavailable == 40 and outage.http_ok == 0
     assert outage.mounts_refused == 40 and outage.mounted == 0
     assert "BackendUnavailable" in log and f"127.0.0.1:{redis.port}" in log
-    assert outage.pages_down == 40  # the page said presence was unavailable
+    # Every tenant's pages saved their views again after the restart.
+    assert set(saved_views) == set(tenants), saved_views
+    assert state_refused == len(tenants)
+    assert state_written == len(tenants) * STATE_KEYS
+
+
+def state_calls_fail_fast(url: str, tenants: list[str]) -> int:
+    """With Redis down, every state call fails with BackendUnavailable naming
+    the server, within the timeouts."""
+    import time
+
+    from tenantry import BackendUnavailable, TenantStateRedisBackend
+
+    refused = 0
+    for tenant in tenants:
+        start = time.monotonic()
+        try:
+            TenantStateRedisBackend(tenant, redis_url=url).set("after", 1)
+        except BackendUnavailable as error:
+            assert url.split("@")[-1].split("/")[0] in str(error)
+            refused += 1
+        assert time.monotonic() - start < 10, "a hang, not a fast failure"
+    return refused
+
+
+def saved_views_by_tenant(redis, tenants: list[str]) -> dict[str, int]:
+    """djust's saved views in Redis, per tenant (each under its own tenant's
+    hash tag, only tenants of this run)."""
+    found: dict[str, int] = {}
+    for key in redis.keys("djust:{tenant:*}:view-state:*"):
+        tenant = re.match(r"djust:\{tenant:([^}]+)\}:", key).group(1)
+        assert tenant in tenants, key
+        found[tenant] = found.get(tenant, 0) + 1
+    return found
+
+
+STATE_KEYS = 25
+
+
+def write_state_concurrently(url: str, tenants: list[str]) -> int:
+    """After the restart: threads write the same key names for every tenant
+    at once; each tenant reads back exactly its own values."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tenantry import TenantStateRedisBackend
+
+    def write(tenant: str) -> int:
+        state = TenantStateRedisBackend(tenant, redis_url=url)
+        for n in range(STATE_KEYS):
+            state.set(f"k{n}", {"tenant": tenant, "n": n})
+        state.incr("writes", STATE_KEYS)
+        return sum(state.get(f"k{n}") == {"tenant": tenant, "n": n} for n in range(STATE_KEYS))
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(write, tenants))
+    for tenant in tenants:
+        assert TenantStateRedisBackend(tenant, redis_url=url).get("writes") == STATE_KEYS
+    return sum(results)

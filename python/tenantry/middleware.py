@@ -9,10 +9,15 @@ reports the wrong order). It works in sync and async stacks.
 A required tenant that did not resolve answers 404, unless the path starts
 with one of ``TENANT_EXEMPT_PATHS`` or the view says ``tenant_required =
 False`` (checked in ``process_view``, once the URL has picked the view).
+
+A view that raises ``BackendUnavailable`` (Redis behind presence or state is
+down) answers 503 with ``Retry-After``, logged with the error (which names
+the URL, password hidden): an outage is not a bug in the view.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +27,7 @@ from django.http import HttpRequest, HttpResponse
 from . import conf
 from .access import deny, tenant_for_request
 from .context import get_current_tenant, reset_current_tenant, set_current_tenant
+from .exceptions import BackendUnavailable
 
 __all__ = [
     "TenantMiddleware",
@@ -30,6 +36,11 @@ __all__ = [
     "tenant_context",
     "view_requires_tenant",
 ]
+
+logger = logging.getLogger("tenantry.middleware")
+
+#: Seconds a client is asked to wait after a 503 for an unreachable backend.
+RETRY_AFTER = 5
 
 from .context import tenant_context
 
@@ -89,6 +100,25 @@ class TenantMiddleware:
         self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: Any
     ) -> None:
         _require_tenant(request, view_func)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, BackendUnavailable):
+            return None
+        logger.error(
+            "%s %s (tenant %s): %s",
+            request.method,
+            request.path,
+            getattr(request, "tenant", None),
+            exception,
+            exc_info=exception,
+        )
+        response = HttpResponse(
+            "Service temporarily unavailable: a backend this page needs is unreachable.\n",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
+        response["Retry-After"] = str(RETRY_AFTER)
+        return response
 
 
 def _require_tenant(request: HttpRequest, view_func: Callable[..., Any]) -> None:

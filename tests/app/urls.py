@@ -10,4 +10,5 @@ urlpatterns = [
     path("bound/", views.BoundTenantView.as_view()),
     path("public/", views.public_view),
     path("saved/", views.SavedStateView.as_view()),
+    path("visits/", views.visits_view),
 ]

@@ -101,3 +101,11 @@ class RoomView(TenantMixin, PresenceMixin, LiveView):
     def peek_presence(self, **kwargs):
         self.online = sorted(p["meta"]["who"] for p in self.list_presences())
         observed.append(("RoomView", "peek", self.tenant.id, self.online))
+
+
+def visits_view(request):
+    """Counts visits in the tenant's state (STATE_BACKEND): the outage tests
+    point it at a Redis that is not running."""
+    from tenantry import get_tenant_state_backend
+
+    return HttpResponse(f"visits={get_tenant_state_backend(request.tenant).incr('visits')}")

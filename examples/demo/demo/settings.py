@@ -88,9 +88,10 @@ DJUST_CONFIG = {
     "STATE_BACKEND": "tenant_memory",
 }
 if os.environ.get("DEMO_REDIS_URL"):
-    # The load tests run the demo on Redis-backed presence.
+    # The load tests run the demo on Redis-backed presence and view state.
     DJUST_CONFIG["PRESENCE_BACKEND"] = "tenant_redis"
-    DJUST_CONFIG["PRESENCE_REDIS_URL"] = os.environ["DEMO_REDIS_URL"]
+    DJUST_CONFIG["STATE_BACKEND"] = "tenant_redis"
+    DJUST_CONFIG["REDIS_URL"] = os.environ["DEMO_REDIS_URL"]
 
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
