@@ -13,6 +13,7 @@ pub mod redis_store;
 pub mod redis_url;
 pub mod resolve;
 pub mod state;
+pub mod sweep;
 pub mod tenant_id;
 pub mod ttl_cache;
 

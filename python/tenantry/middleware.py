@@ -26,7 +26,7 @@ from django.http import HttpRequest, HttpResponse
 
 from . import conf
 from .access import deny, tenant_for_request
-from .context import get_current_tenant, reset_current_tenant, set_current_tenant
+from .context import get_current_tenant, reset_current_tenant, set_current_tenant, tenant_context
 from .exceptions import BackendUnavailable
 
 __all__ = [
@@ -41,8 +41,6 @@ logger = logging.getLogger("tenantry.middleware")
 
 #: Seconds a client is asked to wait after a 503 for an unreachable backend.
 RETRY_AFTER = 5
-
-from .context import tenant_context
 
 
 def view_requires_tenant(view_func: Callable[..., Any]) -> bool:

@@ -312,31 +312,43 @@ impl Engine {
                 d.set_item("total_rooms", stats.rooms)?;
                 d.set_item("total_presences", stats.presences)?;
             }
-            Engine::Redis(r) => {
-                let start = Instant::now();
-                let result = py.detach(|| r.ping());
-                let latency_ms = (start.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
-                d.set_item(
-                    "status",
-                    if result.is_ok() {
-                        "healthy"
-                    } else {
-                        "unhealthy"
-                    },
-                )?;
-                d.set_item("backend", self.name())?;
-                if let Some(t) = tenant {
-                    d.set_item("tenant_id", t)?;
-                }
-                d.set_item("url", r.store().url())?;
-                d.set_item("latency_ms", latency_ms)?;
-                if let Err(e) = result {
-                    d.set_item("error", e.to_string())?;
-                }
-            }
+            Engine::Redis(r) => redis_health(py, &d, self.name(), tenant, r.store())?,
         }
         Ok(d)
     }
+}
+
+/// The Redis half of `health_check()` for presence and state: one `PING`
+/// through the shared store (GIL released), reported, never raised.
+pub(super) fn redis_health<'py>(
+    py: Python<'py>,
+    d: &Bound<'py, PyDict>,
+    backend: &str,
+    tenant: Option<&Bound<'py, PyString>>,
+    store: &RedisStore,
+) -> PyResult<()> {
+    let start = Instant::now();
+    let result = py.detach(|| store.ping());
+    let latency_ms = (start.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+    d.set_item(
+        "status",
+        if result.is_ok() {
+            "healthy"
+        } else {
+            "unhealthy"
+        },
+    )?;
+    d.set_item("backend", backend)?;
+    if let Some(t) = tenant {
+        d.set_item("tenant_id", t)?;
+    }
+    d.set_item("url", store.url())?;
+    d.set_item("cluster", store.is_cluster())?;
+    d.set_item("latency_ms", latency_ms)?;
+    if let Err(e) = result {
+        d.set_item("error", e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Records from Redis. The metas of the whole room are decoded by ONE

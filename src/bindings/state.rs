@@ -23,7 +23,7 @@ use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyS
 
 use super::config::{self as bconfig, Compiled};
 use super::errors::{self, state_error, store_error};
-use super::presence::{json_encode, store_options, Scope};
+use super::presence::{json_encode, redis_health, store_options, Scope};
 use super::routing;
 use super::tenant_info::type_name;
 use crate::config::BackendKind;
@@ -337,29 +337,7 @@ impl Engine {
                 d.set_item("used_bytes", stats.bytes)?;
                 d.set_item("max_bytes", stats.limit)?;
             }
-            Engine::Redis(r) => {
-                let start = Instant::now();
-                let result = py.detach(|| r.ping());
-                let latency_ms = (start.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
-                d.set_item(
-                    "status",
-                    if result.is_ok() {
-                        "healthy"
-                    } else {
-                        "unhealthy"
-                    },
-                )?;
-                d.set_item("backend", self.name())?;
-                if let Some(t) = tenant {
-                    d.set_item("tenant_id", t)?;
-                }
-                d.set_item("url", r.store().url())?;
-                d.set_item("cluster", r.store().is_cluster())?;
-                d.set_item("latency_ms", latency_ms)?;
-                if let Err(e) = result {
-                    d.set_item("error", e.to_string())?;
-                }
-            }
+            Engine::Redis(r) => redis_health(py, &d, self.name(), tenant, r.store())?,
         }
         Ok(d)
     }

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::table::LruTable;
+use crate::sweep;
 use crate::tenant_id::TenantId;
 
 /// Number of shards (a power of two).
@@ -47,8 +48,7 @@ pub const SWEEP_EVERY: u32 = 16;
 pub const RECLAIM_PER_SWEEP: usize = 16;
 
 thread_local! {
-    /// (operations since the last sweep step, next shard to sweep)
-    static SWEEP: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+    static SWEEP: sweep::Turn = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// One presence as seen by [`MemoryPresence::list`].
@@ -181,16 +181,7 @@ impl<M> MemoryPresence<M> {
     /// the next shard of the thread's round robin, if its lock is free
     /// (never waits). Called before the operation takes its own shard lock.
     fn sweep_step(&self, now: Instant, graveyard: &mut Vec<M>) {
-        let shard = SWEEP.with(|cell| {
-            let (ops, next) = cell.get();
-            if ops + 1 < SWEEP_EVERY {
-                cell.set((ops + 1, next));
-                None
-            } else {
-                cell.set((0, next.wrapping_add(1)));
-                Some(next as usize % SHARDS)
-            }
-        });
+        let shard = sweep::next_shard(&SWEEP, SWEEP_EVERY, SHARDS);
         if let Some(index) = shard {
             if let Some(mut shard) = self.shards[index].0.try_lock() {
                 shard.reclaim(now, RECLAIM_PER_SWEEP, graveyard);

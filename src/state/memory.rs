@@ -38,6 +38,7 @@ use parking_lot::Mutex;
 
 use super::table::{key_hash, record_len, Record, RecordTable, Removed};
 use super::{parse_int, Space, StateError, Ttl, Value};
+use crate::sweep;
 use crate::tenant_id::TenantId;
 
 /// Number of shards (a power of two).
@@ -57,8 +58,7 @@ pub const HEAP_OVERHEAD: usize = 24;
 pub const DEFAULT_LIMIT: usize = 512 * 1024 * 1024;
 
 thread_local! {
-    /// (operations since the last sweep step, next shard to sweep)
-    static SWEEP: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+    static SWEEP: sweep::Turn = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// Bytes a key is counted for.
@@ -413,16 +413,7 @@ impl MemoryState {
     /// Every [`SWEEP_EVERY`] operations of a thread: expire due keys of the
     /// next shard of its round robin, if its lock is free (never waits).
     fn sweep_step(&self, now: u64) {
-        let shard = SWEEP.with(|cell| {
-            let (ops, next) = cell.get();
-            if ops + 1 < SWEEP_EVERY {
-                cell.set((ops + 1, next));
-                None
-            } else {
-                cell.set((0, next.wrapping_add(1)));
-                Some(next as usize % SHARDS)
-            }
-        });
+        let shard = sweep::next_shard(&SWEEP, SWEEP_EVERY, SHARDS);
         if let Some(index) = shard {
             let mut delta = Delta::default();
             if let Some(mut shard) = self.shards[index].0.try_lock() {
