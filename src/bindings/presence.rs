@@ -12,14 +12,12 @@
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
 use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString, PyType};
 
-use super::config::{self as bconfig, Compiled};
 use super::errors::{self, presence_error, store_error};
 use super::routing;
 use super::tenant_info::{id_from_py, type_name};
@@ -669,7 +667,7 @@ tenant_backend_methods!(RedisBackend, {
 pub struct Router {
     /// The `ContextVar` holding the current tenant.
     current_tenant: Py<PyAny>,
-    engine: RwLock<Option<(Arc<Compiled>, Arc<Engine>)>>,
+    engine: routing::EngineSlot<Engine>,
 }
 
 const ROUTED: routing::Routed = routing::Routed {
@@ -680,30 +678,23 @@ const ROUTED: routing::Routed = routing::Routed {
 
 impl Router {
     fn engine(&self, py: Python<'_>) -> PyResult<Arc<Engine>> {
-        let compiled = bconfig::current(py)?;
-        if let Some((from, engine)) = self.engine.read().as_ref() {
-            if Arc::ptr_eq(from, &compiled) {
-                return Ok(Arc::clone(engine));
-            }
-        }
-        let settings = &compiled.settings;
-        let timeout = checked_timeout(settings.presence_timeout)?;
-        let engine = Arc::new(match settings.presence.kind {
-            BackendKind::Memory => Engine::Memory { timeout },
-            BackendKind::Redis => {
-                let store =
-                    RedisStore::shared(&settings.presence.redis_url, settings.redis_options)
-                        .map_err(store_error)?;
-                Engine::Redis(RedisPresence::new(
-                    store,
-                    settings.key_prefix.clone(),
-                    timeout,
-                ))
-            }
-        });
-        let old = self.engine.write().replace((compiled, Arc::clone(&engine)));
-        drop(old);
-        Ok(engine)
+        self.engine.get(py, |compiled| {
+            let settings = &compiled.settings;
+            let timeout = checked_timeout(settings.presence_timeout)?;
+            Ok(match settings.presence.kind {
+                BackendKind::Memory => Engine::Memory { timeout },
+                BackendKind::Redis => {
+                    let store =
+                        RedisStore::shared(&settings.presence.redis_url, settings.redis_options)
+                            .map_err(store_error)?;
+                    Engine::Redis(RedisPresence::new(
+                        store,
+                        settings.key_prefix.clone(),
+                        timeout,
+                    ))
+                }
+            })
+        })
     }
 
     /// `(tenant, room)` for a djust presence key.
@@ -718,7 +709,7 @@ impl Router {
     fn new(current_tenant: Py<PyAny>) -> Self {
         Router {
             current_tenant,
-            engine: RwLock::new(None),
+            engine: routing::EngineSlot::new(),
         }
     }
 

@@ -4,9 +4,13 @@
 //! agree (`TenantMismatchError`). Neither: `TenantNotSetError`, never a space
 //! shared by tenants.
 
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use pyo3::intern;
 use pyo3::prelude::*;
 
+use super::config::{self as bconfig, Compiled};
 use super::errors;
 use super::tenant_info::id_from_py;
 use crate::tenant_id::{preview, TenantId};
@@ -79,5 +83,34 @@ pub fn route<'k>(
                 routed.hook
             ))),
         },
+    }
+}
+
+/// A router's engine, built from the config current at its first use and
+/// rebuilt when `DJUST_CONFIG` changes (the compiled config is compared by
+/// identity, so the common path is one read lock and a pointer compare).
+pub struct EngineSlot<E>(RwLock<Option<(Arc<Compiled>, Arc<E>)>>);
+
+impl<E> EngineSlot<E> {
+    pub fn new() -> Self {
+        EngineSlot(RwLock::new(None))
+    }
+
+    pub fn get(
+        &self,
+        py: Python<'_>,
+        build: impl FnOnce(&Compiled) -> PyResult<E>,
+    ) -> PyResult<Arc<E>> {
+        let compiled = bconfig::current(py)?;
+        if let Some((from, engine)) = self.0.read().as_ref() {
+            if Arc::ptr_eq(from, &compiled) {
+                return Ok(Arc::clone(engine));
+            }
+        }
+        let engine = Arc::new(build(&compiled)?);
+        // The replaced engine is dropped after the lock is released.
+        let old = self.0.write().replace((compiled, Arc::clone(&engine)));
+        drop(old);
+        Ok(engine)
     }
 }

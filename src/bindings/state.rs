@@ -15,13 +15,11 @@
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyString, PyType};
 
-use super::config::{self as bconfig, Compiled};
 use super::errors::{self, state_error, store_error};
 use super::presence::{json_encode, redis_health, store_options, Scope};
 use super::routing;
@@ -583,7 +581,7 @@ state_backend_methods!(RedisBackend, {
 #[pyclass(module = "tenantry", name = "TenantStateRouter", frozen)]
 pub struct Router {
     current_tenant: Py<PyAny>,
-    engine: RwLock<Option<(Arc<Compiled>, Arc<Engine>)>>,
+    engine: routing::EngineSlot<Engine>,
 }
 
 const ROUTED: routing::Routed = routing::Routed {
@@ -594,25 +592,19 @@ const ROUTED: routing::Routed = routing::Routed {
 
 impl Router {
     fn engine(&self, py: Python<'_>) -> PyResult<Arc<Engine>> {
-        let compiled = bconfig::current(py)?;
-        if let Some((from, engine)) = self.engine.read().as_ref() {
-            if Arc::ptr_eq(from, &compiled) {
-                return Ok(Arc::clone(engine));
-            }
-        }
-        let settings = &compiled.settings;
-        MEMORY.set_limit(settings.state_memory_max_bytes);
-        let engine = Arc::new(match settings.state.kind {
-            BackendKind::Memory => Engine::Memory,
-            BackendKind::Redis => {
-                let store = RedisStore::shared(&settings.state.redis_url, settings.redis_options)
-                    .map_err(store_error)?;
-                Engine::Redis(RedisState::new(store, settings.key_prefix.clone()))
-            }
-        });
-        let old = self.engine.write().replace((compiled, Arc::clone(&engine)));
-        drop(old);
-        Ok(engine)
+        self.engine.get(py, |compiled| {
+            let settings = &compiled.settings;
+            MEMORY.set_limit(settings.state_memory_max_bytes);
+            Ok(match settings.state.kind {
+                BackendKind::Memory => Engine::Memory,
+                BackendKind::Redis => {
+                    let store =
+                        RedisStore::shared(&settings.state.redis_url, settings.redis_options)
+                            .map_err(store_error)?;
+                    Engine::Redis(RedisState::new(store, settings.key_prefix.clone()))
+                }
+            })
+        })
     }
 
     fn route<'k>(&self, py: Python<'_>, key: &'k str) -> PyResult<(TenantId, &'k str)> {
@@ -626,7 +618,7 @@ impl Router {
     fn new(current_tenant: Py<PyAny>) -> Self {
         Router {
             current_tenant,
-            engine: RwLock::new(None),
+            engine: routing::EngineSlot::new(),
         }
     }
 
