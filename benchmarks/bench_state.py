@@ -23,7 +23,7 @@ from tenantry import TenantStateMemoryBackend, TenantStateRedisBackend
 KEYS = [f"user:{i:06d}:prefs" for i in range(10_000)]  # 17-byte names
 BYTES = b"0123456789abcdef"  # 16 bytes
 JSON = {"theme": "dark", "step": 2}
-ROUNDS = 3
+ROUNDS = 5
 
 if TYPE_CHECKING:
     from benchmarks.bench_presence import RedisProcess
