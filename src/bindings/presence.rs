@@ -403,13 +403,24 @@ fn checked_timeout(timeout: f64) -> PyResult<Duration> {
     timeout_from_secs(timeout).map_err(presence_error)
 }
 
-pub(super) fn store_options(connect_timeout: f64, socket_timeout: f64) -> PyResult<StoreOptions> {
-    Ok(StoreOptions {
+/// The shared pool and key prefix a per-tenant Redis backend (presence or
+/// state) is made with; checks every argument, connects to nothing.
+pub(super) fn redis_target(
+    redis_url: &str,
+    key_prefix: &str,
+    connect_timeout: f64,
+    socket_timeout: f64,
+) -> PyResult<(Arc<RedisStore>, KeyPrefix)> {
+    let prefix =
+        KeyPrefix::new(key_prefix).map_err(|e| errors::InvalidKey::new_err(e.to_string()))?;
+    let options = StoreOptions {
         connect_timeout: redis_store::timeout_from_secs("connect_timeout", connect_timeout)
             .map_err(store_error)?,
         io_timeout: redis_store::timeout_from_secs("socket_timeout", socket_timeout)
             .map_err(store_error)?,
-    })
+    };
+    let store = RedisStore::shared(redis_url, options).map_err(store_error)?;
+    Ok((store, prefix))
 }
 
 /// One tenant's identity, held by the per-tenant backends.
@@ -613,11 +624,8 @@ tenant_backend_methods!(RedisBackend, {
         socket_timeout: f64,
     ) -> PyResult<Self> {
         let scope = Scope::new(py, tenant_id)?;
-        let prefix =
-            KeyPrefix::new(key_prefix).map_err(|e| errors::InvalidKey::new_err(e.to_string()))?;
         let timeout = checked_timeout(timeout)?;
-        let store = RedisStore::shared(redis_url, store_options(connect_timeout, socket_timeout)?)
-            .map_err(store_error)?;
+        let (store, prefix) = redis_target(redis_url, key_prefix, connect_timeout, socket_timeout)?;
         Ok(RedisBackend {
             scope,
             engine: Engine::Redis(RedisPresence::new(store, prefix, timeout)),

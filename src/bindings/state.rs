@@ -21,11 +21,10 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyString, PyType};
 
 use super::errors::{self, state_error, store_error};
-use super::presence::{json_encode, redis_health, store_options, Scope};
+use super::presence::{json_encode, redis_health, redis_target, Scope};
 use super::routing;
 use super::tenant_info::type_name;
 use crate::config::BackendKind;
-use crate::keys::KeyPrefix;
 use crate::redis_store::RedisStore;
 use crate::state::memory::MemoryState;
 use crate::state::redis::RedisState;
@@ -522,10 +521,7 @@ state_backend_methods!(RedisBackend, {
         socket_timeout: f64,
     ) -> PyResult<Self> {
         let scope = Scope::new(py, tenant_id)?;
-        let prefix =
-            KeyPrefix::new(key_prefix).map_err(|e| errors::InvalidKey::new_err(e.to_string()))?;
-        let store = RedisStore::shared(redis_url, store_options(connect_timeout, socket_timeout)?)
-            .map_err(store_error)?;
+        let (store, prefix) = redis_target(redis_url, key_prefix, connect_timeout, socket_timeout)?;
         Ok(RedisBackend {
             scope,
             engine: Engine::Redis(RedisState::new(store, prefix)),
