@@ -136,21 +136,21 @@ impl Engine {
             Engine::Memory { timeout } => {
                 let wall = wall_clock();
                 let rec = record(py, &user, tenant_py, wall, &meta)?;
-                let mut graveyard = Vec::new();
-                let joined_at = MEMORY.join(
-                    tenant,
-                    room,
-                    user_text,
-                    rec.clone().unbind(),
-                    *timeout,
-                    Instant::now(),
-                    wall,
-                    &mut graveyard,
-                );
+                let joined_at = reclaiming(|graveyard| {
+                    MEMORY.join(
+                        tenant,
+                        room,
+                        user_text,
+                        rec.clone().unbind(),
+                        *timeout,
+                        Instant::now(),
+                        wall,
+                        graveyard,
+                    )
+                });
                 if joined_at != wall {
                     rec.set_item(intern!(py, "joined_at"), joined_at)?;
                 }
-                drop(graveyard);
                 Ok(rec)
             }
             Engine::Redis(r) => {
@@ -175,16 +175,9 @@ impl Engine {
         let user_text = user.to_str()?;
         match self {
             Engine::Memory { timeout } => {
-                let mut graveyard = Vec::new();
-                let gone = MEMORY.leave(
-                    tenant,
-                    room,
-                    user_text,
-                    *timeout,
-                    Instant::now(),
-                    &mut graveyard,
-                );
-                drop(graveyard);
+                let gone = reclaiming(|graveyard| {
+                    MEMORY.leave(tenant, room, user_text, *timeout, Instant::now(), graveyard)
+                });
                 Ok(gone.map(|rec| rec.into_bound(py)))
             }
             Engine::Redis(r) => {
@@ -213,18 +206,18 @@ impl Engine {
         check_room(room).map_err(presence_error)?;
         match self {
             Engine::Memory { timeout } => {
-                let mut graveyard = Vec::new();
                 let mut out: Vec<Py<PyDict>> = Vec::new();
-                MEMORY.list(
-                    tenant,
-                    room,
-                    *timeout,
-                    Instant::now(),
-                    &mut graveyard,
-                    // Only increfs under the shard lock: no Python code runs.
-                    |p| out.push(p.payload.clone_ref(py)),
-                );
-                drop(graveyard);
+                reclaiming(|graveyard| {
+                    MEMORY.list(
+                        tenant,
+                        room,
+                        *timeout,
+                        Instant::now(),
+                        graveyard,
+                        // Only increfs under the shard lock: no Python code runs.
+                        |p| out.push(p.payload.clone_ref(py)),
+                    )
+                });
                 PyList::new(py, out)
             }
             Engine::Redis(r) => {
@@ -238,9 +231,9 @@ impl Engine {
         check_room(room).map_err(presence_error)?;
         match self {
             Engine::Memory { timeout } => {
-                let mut graveyard = Vec::new();
-                let n = MEMORY.count(tenant, room, *timeout, Instant::now(), &mut graveyard);
-                drop(graveyard);
+                let n = reclaiming(|graveyard| {
+                    MEMORY.count(tenant, room, *timeout, Instant::now(), graveyard)
+                });
                 Ok(n as u64)
             }
             Engine::Redis(r) => py.detach(|| r.count(tenant, room)).map_err(presence_error),
@@ -257,19 +250,9 @@ impl Engine {
         let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
         match self {
-            Engine::Memory { timeout } => {
-                let mut graveyard = Vec::new();
-                let refreshed = MEMORY.heartbeat(
-                    tenant,
-                    room,
-                    user_text,
-                    *timeout,
-                    Instant::now(),
-                    &mut graveyard,
-                );
-                drop(graveyard);
-                Ok(refreshed)
-            }
+            Engine::Memory { timeout } => Ok(reclaiming(|graveyard| {
+                MEMORY.heartbeat(tenant, room, user_text, *timeout, Instant::now(), graveyard)
+            })),
             Engine::Redis(r) => py
                 .detach(|| r.heartbeat(tenant, room, user_text))
                 .map_err(presence_error),
@@ -280,10 +263,9 @@ impl Engine {
         check_room(room).map_err(presence_error)?;
         match self {
             Engine::Memory { timeout } => {
-                let mut graveyard = Vec::new();
-                let n =
-                    MEMORY.cleanup_stale(tenant, room, *timeout, Instant::now(), &mut graveyard);
-                drop(graveyard);
+                let n = reclaiming(|graveyard| {
+                    MEMORY.cleanup_stale(tenant, room, *timeout, Instant::now(), graveyard)
+                });
                 Ok(n as u64)
             }
             Engine::Redis(r) => py
@@ -421,6 +403,16 @@ pub(super) fn redis_target(
     };
     let store = RedisStore::shared(redis_url, options).map_err(store_error)?;
     Ok((store, prefix))
+}
+
+/// Runs one memory-store operation. The presences it unlinks (Python
+/// dicts) come back in the graveyard and are dropped here, after the shard
+/// lock is released, so no Python destructor ever runs under it.
+fn reclaiming<R>(op: impl FnOnce(&mut Vec<Py<PyDict>>) -> R) -> R {
+    let mut graveyard = Vec::new();
+    let result = op(&mut graveyard);
+    drop(graveyard);
+    result
 }
 
 /// One tenant's identity, held by the per-tenant backends.
@@ -567,19 +559,15 @@ tenant_backend_methods!(MemoryBackend, {
     #[classmethod]
     fn clear_tenant(_cls: &Bound<'_, PyType>, tenant_id: &Bound<'_, PyAny>) -> PyResult<usize> {
         let tenant = id_from_py(tenant_id)?;
-        let mut graveyard = Vec::new();
-        let n = MEMORY.clear_tenant(&tenant, &mut graveyard);
-        drop(graveyard);
-        Ok(n)
+        Ok(reclaiming(|graveyard| {
+            MEMORY.clear_tenant(&tenant, graveyard)
+        }))
     }
 
     /// Removes every presence of every tenant; returns how many went.
     #[classmethod]
     fn clear_all(_cls: &Bound<'_, PyType>) -> usize {
-        let mut graveyard = Vec::new();
-        let n = MEMORY.clear_all(&mut graveyard);
-        drop(graveyard);
-        n
+        reclaiming(|graveyard| MEMORY.clear_all(graveyard))
     }
 
     /// Frees every room whose presences have all expired, now (this also
@@ -587,10 +575,7 @@ tenant_backend_methods!(MemoryBackend, {
     /// rooms went.
     #[classmethod]
     fn reclaim_expired(_cls: &Bound<'_, PyType>) -> usize {
-        let mut graveyard = Vec::new();
-        let n = MEMORY.reclaim_expired(Instant::now(), &mut graveyard);
-        drop(graveyard);
-        n
+        reclaiming(|graveyard| MEMORY.reclaim_expired(Instant::now(), graveyard))
     }
 
     /// `(rooms, presences)` held by the whole process store, expired but
