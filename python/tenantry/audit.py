@@ -5,7 +5,12 @@ Events (``record["event"]``):
 
 ``tenant.resolved``   a request or view got its tenant
 ``tenant.missing``    a tenant was required and none resolved (answered 404)
-``tenant.denied``     ``TENANT_MEMBERSHIP_CHECK`` refused the user (answered 404)
+``tenant.denied``     admission refused the user: ``TENANT_MEMBERSHIP_CHECK`` said no,
+                      or an anonymous user asked for a client-chosen tenant (404)
+``tenant.unknown``    the registry does not know a tenant a view or
+                      ``tenant_context()`` tried to bind (404 / ``TenantNotFound``)
+``domain.ignored``    a custom-domain row claiming a platform host was ignored
+``websocket.refused`` ``TenantOriginValidator`` refused a handshake
 ``tenant.switched``   ``TenantMixin.set_tenant()`` changed a view's tenant
 ``queryset.unscoped`` ``unscoped(reason=...)`` bypassed tenant scoping
 

@@ -22,10 +22,13 @@ from django.http import Http404
 
 from . import audit, conf
 from ._core import TenantInfo, TenantNotSetError
-from .access import NOT_FOUND, deny, tenant_for_request
-from .context import as_tenant, tenant_context
+from .access import NOT_FOUND, VIEW_SOURCE, admit, deny, tenant_for_request
+from .context import keep_bound, tenant_context
 
 __all__ = ["TenantContextProcessor", "TenantMixin", "TenantScopedMixin", "context_processor"]
+
+#: Where a view keeps its admitted tenant (``_tenant`` is the guarded name).
+_BOUND = "_tenantry_tenant"
 
 
 class TenantMixin:
@@ -38,12 +41,32 @@ class TenantMixin:
     def __init__(self, **kwargs: Any) -> None:
         # Set before djust's LiveView.__init__ snapshots its framework
         # attributes, so djust never saves these as user state.
-        self._tenant: TenantInfo | None = None
+        self.__dict__[_BOUND] = None
         self._tenant_resolved = False
         self._tenant_refused = False
         super().__init__(**kwargs)
 
     # -- the tenant ---------------------------------------------------------
+
+    # djust binds ``view._tenant`` around every live event, so every write of
+    # it is admitted (tenantry.access.admit): an event handler that assigns
+    # ``self._tenant``, ``self.tenant`` or calls ``set_tenant()`` with a
+    # client-sent id gets a 404 for a tenant its user may not see, and the
+    # view keeps its tenant.
+    @property
+    def _tenant(self) -> TenantInfo | None:
+        return self.__dict__.get(_BOUND)
+
+    @_tenant.setter
+    def _tenant(self, value: TenantInfo | str | int | None) -> None:
+        self._admit_view_tenant(value)
+
+    def _admit_view_tenant(self, value: TenantInfo | str | int | None) -> TenantInfo | None:
+        tenant = admit(value, request=self.__dict__.get("request"), source=VIEW_SOURCE)
+        self.__dict__[_BOUND] = tenant
+        self._tenant_resolved = True
+        self._tenant_refused = False
+        return tenant
 
     @property
     def tenant(self) -> TenantInfo | None:
@@ -56,20 +79,19 @@ class TenantMixin:
 
     @tenant.setter
     def tenant(self, value: TenantInfo | str | int | None) -> None:
-        self._tenant = as_tenant(value)
-        self._tenant_resolved = True
-        self._tenant_refused = False
+        self._admit_view_tenant(value)
 
     def set_tenant(self, tenant_id: TenantInfo | str | int) -> TenantInfo:
-        """Switch this view to another tenant (validated; ``InvalidTenantId``
-        otherwise). The view's state is authoritative; with the session
-        resolver configured the id is also mirrored into the session, which
-        only an HTTP response can save."""
-        tenant = as_tenant(tenant_id)
-        if tenant is None:
+        """Switch this view to another tenant: validated (``InvalidTenantId``),
+        and admitted like a resolved one (the registry must know it and
+        ``TENANT_MEMBERSHIP_CHECK`` must accept the user; ``Http404``
+        otherwise, and the view keeps its tenant). The view's state is
+        authoritative; with the session resolver configured the id is also
+        mirrored into the session, which only an HTTP response can save."""
+        if tenant_id is None:
             raise TypeError("set_tenant() needs a tenant id or a TenantInfo, not None")
         previous = self._tenant
-        self.tenant = tenant
+        tenant = self._admit_view_tenant(tenant_id)
         audit.emit(
             "tenant.switched",
             tenant=tenant,
@@ -103,12 +125,15 @@ class TenantMixin:
             return
         try:
             tenant = self.resolve_tenant(request)
+            if tenant is not getattr(request, "__dict__", {}).get("tenant"):
+                # An overridden resolve_tenant(): admit what it chose.
+                tenant = admit(tenant, request=request, source=VIEW_SOURCE)
         except Http404:
             self._tenant_refused = True
             raise
-        self._tenant = as_tenant(tenant)
+        self.__dict__[_BOUND] = tenant
         self._tenant_resolved = True
-        if self._tenant is None and self._is_tenant_required():
+        if tenant is None and self._is_tenant_required():
             self._tenant_refused = True
             raise deny("tenant.missing", None, request, source=type(self).__name__)
 
@@ -118,8 +143,9 @@ class TenantMixin:
     # transports never call dispatch(); they call _ensure_tenant() directly.
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         self._ensure_tenant(request)
-        with tenant_context(self._tenant):
-            return super().dispatch(request, *args, **kwargs)
+        tenant = self._tenant
+        with tenant_context(tenant, must_exist=False):  # admitted above
+            return keep_bound(super().dispatch(request, *args, **kwargs), tenant)
 
     # -- template context -----------------------------------------------------
 
