@@ -87,6 +87,9 @@ DJUST_CONFIG = {
     "PRESENCE_BACKEND": "tenant_memory",
     "STATE_BACKEND": "tenant_memory",
 }
+if os.environ.get("DEMO_STATE_TENANT_MAX_BYTES"):
+    # One tenant's share of the memory state store (the soak's attacker fills it).
+    DJUST_CONFIG["STATE_TENANT_MAX_BYTES"] = int(os.environ["DEMO_STATE_TENANT_MAX_BYTES"])
 if os.environ.get("DEMO_REDIS_URL"):
     # The load tests run the demo on Redis-backed presence and view state.
     DJUST_CONFIG["PRESENCE_BACKEND"] = "tenant_redis"
