@@ -224,14 +224,18 @@ class TenantScopedMixin(TenantMixin):
         return scoped_queryset(model, self.tenant_field, tenant)
 
     def create_for_tenant(self, model: Any = None, **kwargs: Any) -> Any:
-        from .managers import tenant_field_value
+        """Create a row of this view's tenant. A tenant field among ``kwargs``
+        (name, attname or instance) naming another tenant raises
+        ``TenantMismatchError``."""
+        from .isolation import tenant_kwargs
 
         model = self._scoped_model(model)
         tenant = self.tenant
         if tenant is None:
             raise TenantNotSetError(f"{type(self).__name__}.create_for_tenant() needs a tenant")
-        name, value = tenant_field_value(model, self.tenant_field, tenant)
-        kwargs[name] = value
+        kwargs = tenant_kwargs(
+            model, self.tenant_field, tenant, kwargs, "create_for_tenant()", fill=True
+        )
         return self.get_tenant_queryset(model).create(**kwargs)
 
     def get_tenant_object(self, pk: Any, model: Any = None) -> Any:
