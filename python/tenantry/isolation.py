@@ -12,11 +12,11 @@ A *scoped model* is a model with a :class:`~tenantry.managers.TenantManager`
 * **Instances** (``save()``, ``delete()``, ``bulk_create``, ``bulk_update``,
   m2m ``add()``/``set()``/``remove()``/``clear()`` on either side, reverse
   foreign-key ``add()``) must belong to the writing tenant: their tenant field
-  in memory *and* the row their primary key points at. The value each
-  instance was loaded with is remembered (``post_init``), so this costs no
-  query for rows read from the database; an instance whose primary key or
-  tenant column was changed in memory, or that was never loaded, is checked
-  with one query per write call.
+  in memory *and* the row their primary key points at. What each instance
+  was loaded with is remembered (``from_db``), so this costs no query for
+  rows read from the database; an instance whose primary key or tenant
+  column was changed in memory, or that was made in code with a primary key,
+  is checked with one query per write call.
 * **Relations**: a ForeignKey, OneToOne or ManyToMany from a scoped model to
   another scoped model must point at a row of the same tenant: at most one
   query per relation field per write call (batched for bulk writes), none
@@ -45,7 +45,7 @@ from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
-from django.db.models.signals import class_prepared, m2m_changed, post_init, pre_delete, pre_save
+from django.db.models.signals import class_prepared, m2m_changed, pre_delete, pre_save
 
 from . import audit
 from ._core import TenantInfo, TenantMismatchError
@@ -59,6 +59,7 @@ __all__ = [
     "install",
     "refuse",
     "refuse_raw",
+    "remember",
     "scope_of",
     "tenant_field_value",
     "tenant_kwargs",
@@ -66,7 +67,8 @@ __all__ = [
     "writing",
 ]
 
-#: Where an instance remembers ``(pk, tenant column)`` as loaded or last saved.
+#: Where an instance remembers ``(pk, tenant column, relation columns)`` as
+#: loaded or last saved.
 ORIGIN = "_tenantry_origin"
 _MISSING = object()
 _EMPTY = (None, "")
@@ -180,6 +182,16 @@ def _key(field: Any, value: Any) -> str | None:
     if hasattr(value, "resolve_expression"):
         raise _Unverifiable(value)
     return str(value)
+
+
+class _Row:
+    """How a refusal shows a row it only knows by key: ``<app.Folder pk=2>``."""
+
+    def __init__(self, label: str, key: Any) -> None:
+        self.label, self.key = label, key
+
+    def __repr__(self) -> str:
+        return f"<{self.label} pk={self.key!r}>"
 
 
 class _Unverifiable(Exception):
@@ -337,7 +349,7 @@ def _loaded_key(scope: Scope, obj: models.Model) -> str | None:
     origin = obj.__dict__.get(ORIGIN)
     if origin is None or obj._state.adding:
         return None
-    pk, loaded = origin
+    pk, loaded, _ = origin
     attname = scope.field.attname
     if loaded is _MISSING or pk != obj.pk or obj.__dict__.get(attname, _MISSING) != loaded:
         return None
@@ -359,9 +371,7 @@ def _check_rows(
             _refuse_row(scope, obj.pk, key, tenant, action)
     if not pending:
         return
-    found = scope.model._base_manager.filter(pk__in=pending).values_list(
-        "pk", scope.field.attname
-    )
+    found = scope.model._base_manager.filter(pk__in=pending).values_list("pk", scope.field.attname)
     for pk, value in found:
         if _key(scope.field, value) != expected:
             _refuse_row(scope, pk, value, tenant, action)
@@ -400,8 +410,8 @@ def _check_targets(
         if _key(target.field, owner) != expected:
             refuse(
                 scope.model,
-                field.attname,
-                value,
+                field.name,
+                _Row(target.label, value),
                 tenant,
                 action,
                 f"that {target.label} row belongs to another tenant; point "
@@ -409,12 +419,18 @@ def _check_targets(
             )
 
 
-def _relation_value(field: Any, obj: models.Model, target: Scope) -> tuple[Any, bool]:
-    """``(column value, known)``: known when the related instance cached on
-    ``obj`` was loaded and tells its tenant without a query."""
+def _relation_value(field: Any, index: int, obj: models.Model, target: Scope) -> tuple[Any, bool]:
+    """``(column value, known)``: None when there is nothing to check (no
+    value, or the value the row was loaded with: no new reference); known when
+    the related instance cached on ``obj`` was loaded and tells its tenant
+    without a query."""
     value = obj.__dict__.get(field.attname)
     if value is None:
         return None, True
+    origin = obj.__dict__.get(ORIGIN)
+    if origin is not None and not obj._state.adding and origin[0] == obj.pk:
+        if origin[2][index] == value:
+            return None, True
     cached = field.get_cached_value(obj, None) if field.is_cached(obj) else None
     if cached is not None and getattr(cached, field.target_field.attname, _MISSING) == value:
         key = _loaded_key(target, cached)
@@ -430,13 +446,13 @@ def _check_relations(
     fields: set[Any] | None,
     action: str,
 ) -> None:
-    for field, target in scope.relations:
+    for index, (field, target) in enumerate(scope.relations):
         if fields is not None and field not in fields:
             continue
         expected = _expected(target.field, tenant)
         pending: set[Any] = set()
         for obj in objs:
-            value, known = _relation_value(field, obj, target)
+            value, known = _relation_value(field, index, obj, target)
             if value is None:
                 continue
             if hasattr(value, "resolve_expression"):
@@ -558,14 +574,54 @@ def check_update(
 # -- the instance guard (signals) ------------------------------------------------
 
 
-def _remember(instance: models.Model, attname: str) -> None:
-    instance.__dict__[ORIGIN] = (instance.pk, instance.__dict__.get(attname, _MISSING))
+def _remember(scope: Scope, instance: models.Model, fields: set[Any] | None = None) -> None:
+    """Record what the row now holds: everything after a load or a full save;
+    only ``fields`` after a partial one (the rest of the row is unchanged)."""
+    values = instance.__dict__
+    old = values.get(ORIGIN)
+    relations = [
+        values.get(field.attname, _MISSING)
+        if fields is None or field in fields or old is None
+        else old[2][index]
+        for index, (field, _) in enumerate(scope.relations)
+    ]
+    values[ORIGIN] = (
+        values.get(scope.model._meta.pk.attname),
+        values.get(scope.field.attname, _MISSING),
+        tuple(relations),
+    )
 
 
-def _on_init(sender: Any, instance: models.Model, **kwargs: Any) -> None:
-    scope = scope_of(sender)
-    if scope is not None:
-        _remember(instance, scope.field.attname)
+def remember(model: Any, objs: Iterable[models.Model], fields: Iterable[str] | None) -> None:
+    """After ``bulk_create``/``bulk_update``: the rows now hold these values."""
+    scope = scope_of(model)
+    if scope is None:
+        return
+    chosen = None if fields is None else {model._meta.get_field(name) for name in fields}
+    for obj in objs:
+        _remember(scope, obj, chosen)
+
+
+def _remember_loads(model: Any) -> None:
+    """Wrap ``model.from_db`` so each row read from the database remembers
+    what it was loaded with (no query; a dict write per row). Instances made
+    in code have no such record until they are saved."""
+    if getattr(model.from_db, "_tenantry", False):  # inherited from a scoped parent
+        return
+    own = model.__dict__.get("from_db")
+
+    def from_db(cls: Any, db: Any, field_names: Any, values: Any) -> Any:
+        if own is not None:
+            instance = own.__func__(cls, db, field_names, values)
+        else:
+            instance = super(model, cls).from_db(db, field_names, values)
+        scope = scope_of(cls)
+        if scope is not None:
+            _remember(scope, instance)
+        return instance
+
+    from_db._tenantry = True  # type: ignore[attr-defined]
+    model.from_db = classmethod(from_db)
 
 
 def _on_save(
@@ -593,7 +649,7 @@ def _on_save(
     if _may_update_a_row(instance, opts):
         _check_rows(scope, tenant, [instance], action)
     _check_relations(scope, tenant, [instance], fields, action)
-    _remember(instance, field.attname)
+    _remember(scope, instance, fields)
 
 
 def _may_update_a_row(instance: models.Model, opts: Any) -> bool:
@@ -647,7 +703,7 @@ def _on_m2m(
                 refuse(
                     source.model,
                     name,
-                    f"<{target.label} pk={pk!r}>",
+                    _Row(target.label, pk),
                     tenant,
                     what,
                     f"that {target.label} row belongs to another tenant; link rows of "
@@ -690,7 +746,7 @@ def _connect(model: Any) -> None:
     if _tenant_field_name(model) is None:
         return
     uid = f"tenantry.isolation:{model._meta.label}:{id(model)}"
-    post_init.connect(_on_init, sender=model, dispatch_uid=uid)
+    _remember_loads(model)
     pre_save.connect(_on_save, sender=model, dispatch_uid=uid)
     pre_delete.connect(_on_delete, sender=model, dispatch_uid=uid)
 

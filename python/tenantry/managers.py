@@ -9,9 +9,10 @@ Every query through the manager (``all``, ``filter``, ``get``, ``count``,
 the middleware, a ``TenantMixin`` view, djust's WebSocket events or
 ``tenant_context()``. With no tenant bound it raises ``TenantNotSetError``
 (``TENANT_STRICT = "raise"``, the default) or returns ``.none()``
-(``"empty"``); it never queries ``tenant IS NULL``. ``create()`` fills the
-tenant field and refuses another tenant's value; ``update()`` refuses to move
-rows to another tenant. ``unscoped(reason=...)`` is the audited escape hatch.
+(``"empty"``); it never queries ``tenant IS NULL``. Writes fill the tenant
+field and follow the isolation rules of :mod:`tenantry.isolation` (another
+tenant's value, row or related row raises ``TenantMismatchError``); ``raw()``
+is refused. ``unscoped(reason=...)`` is the audited escape hatch.
 
 ``tenant_field`` may be a plain column holding the id (``tenant_id``) or a
 ``ForeignKey`` to your tenant model: the row is matched by ``TenantInfo.raw``
@@ -27,7 +28,6 @@ from typing import Any
 from django.core import checks
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
-
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.utils import resolve_callables
 
@@ -134,10 +134,8 @@ class TenantQuerySet(models.QuerySet):
                 isolation.check_conflict_target(
                     self.model, tenant, unique_fields, "objects.bulk_create()"
                 )
-            isolation.check_instances(
-                self.model, tenant, objs, "objects.bulk_create()", new=True
-            )
-        return super().bulk_create(
+            isolation.check_instances(self.model, tenant, objs, "objects.bulk_create()", new=True)
+        made = super().bulk_create(
             objs,
             batch_size=batch_size,
             ignore_conflicts=ignore_conflicts,
@@ -145,6 +143,9 @@ class TenantQuerySet(models.QuerySet):
             update_fields=update_fields,
             unique_fields=unique_fields,
         )
+        if not (ignore_conflicts or update_conflicts):  # else a row may hold other values
+            isolation.remember(self.model, made, None)
+        return made
 
     def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
         tenant = self._writing_tenant("bulk_update")
@@ -156,7 +157,9 @@ class TenantQuerySet(models.QuerySet):
             )
             qs = self._clone()
             qs._values_checked = True  # its update() gets Case() expressions of checked values
-        return super(TenantQuerySet, qs).bulk_update(objs, fields, batch_size=batch_size)
+        updated = super(TenantQuerySet, qs).bulk_update(objs, fields, batch_size=batch_size)
+        isolation.remember(self.model, objs, fields)
+        return updated
 
     def update(self, **kwargs: Any) -> int:
         # With no tenant (TENANT_STRICT="empty") this queryset is .none(): a no-op.

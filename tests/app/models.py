@@ -127,3 +127,4 @@ class Note(models.Model):
     class Meta:
         app_label = "app"
         ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["org", "text"], name="app_note_org_text")]
