@@ -25,6 +25,7 @@ def main() -> int:
         bench_request_path,
         bench_resolvers,
         bench_state,
+        bench_writes,
     )
 
     print("# tenantry benchmarks\n")
@@ -40,6 +41,7 @@ def main() -> int:
         bench_registry,
         bench_presence,
         bench_state,
+        bench_writes,
     ):
         print(module.run())
         sys.stdout.flush()

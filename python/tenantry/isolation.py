@@ -84,12 +84,21 @@ _writing: ContextVar[TenantInfo | None] = ContextVar("tenantry_writing", default
 class Scope:
     """What the rules need to know about one scoped model (built once)."""
 
-    __slots__ = ("_relations", "field", "model")
+    __slots__ = ("_attnames", "_relations", "attname", "field", "model", "pk_attname")
 
     def __init__(self, model: type[models.Model], field: Any) -> None:
         self.model = model
         self.field = field
+        self.attname = field.attname
+        self.pk_attname = model._meta.pk.attname
         self._relations: tuple[tuple[Any, Scope], ...] | None = None
+        self._attnames: tuple[str, ...] | None = None
+
+    @property
+    def relation_attnames(self) -> tuple[str, ...]:
+        if self._attnames is None:
+            self._attnames = tuple(field.attname for field, _ in self.relations)
+        return self._attnames
 
     @property
     def label(self) -> str:
@@ -579,17 +588,14 @@ def _remember(scope: Scope, instance: models.Model, fields: set[Any] | None = No
     only ``fields`` after a partial one (the rest of the row is unchanged)."""
     values = instance.__dict__
     old = values.get(ORIGIN)
-    relations = [
-        values.get(field.attname, _MISSING)
-        if fields is None or field in fields or old is None
-        else old[2][index]
-        for index, (field, _) in enumerate(scope.relations)
-    ]
-    values[ORIGIN] = (
-        values.get(scope.model._meta.pk.attname),
-        values.get(scope.field.attname, _MISSING),
-        tuple(relations),
-    )
+    if fields is None or old is None:
+        relations = tuple([values.get(name, _MISSING) for name in scope.relation_attnames])
+    else:
+        relations = tuple(
+            values.get(field.attname, _MISSING) if field in fields else old[2][index]
+            for index, (field, _) in enumerate(scope.relations)
+        )
+    values[ORIGIN] = (values.get(scope.pk_attname), values.get(scope.attname, _MISSING), relations)
 
 
 def remember(model: Any, objs: Iterable[models.Model], fields: Iterable[str] | None) -> None:
