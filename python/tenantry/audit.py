@@ -13,10 +13,13 @@ Events (``record["event"]``):
 ``websocket.refused`` ``TenantOriginValidator`` refused a handshake
 ``tenant.switched``   ``TenantMixin.set_tenant()`` changed a view's tenant
 ``queryset.unscoped`` ``unscoped(reason=...)`` bypassed tenant scoping
+``isolation.refused`` an ORM write or ``raw()`` was refused by the isolation
+                      rules (``tenantry.isolation``); WARNING, with ``model``,
+                      ``field``, ``value`` and ``action``
 
 Each record is a dict with ``event``, ``tenant_id`` and, where known, ``path``,
-``user_id``, ``source``, ``reason``, ``model``. Log handlers receive it as
-``record.tenantry`` (``extra={"tenantry": ...}``).
+``user_id``, ``source``, ``reason``, ``model``, ``field``, ``value``, ``action``.
+Log handlers receive it as ``record.tenantry`` (``extra={"tenantry": ...}``).
 """
 
 from __future__ import annotations
