@@ -14,13 +14,16 @@ ALLOWED_HOSTS = [
 USE_TZ = True
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
+    "django.contrib.messages",
     "channels",
     "djust",
     "tenantry",
     "tests.app",
+    "tests.pieces",
 ]
 
 MIDDLEWARE = [
@@ -28,6 +31,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "tenantry.middleware.TenantMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",  # the admin (tests/test_admin.py)
 ]
 
 ROOT_URLCONF = "tests.app.urls"
@@ -51,6 +55,8 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "tenantry.context_processors.tenant",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
             ]
         },
     }

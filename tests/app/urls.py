@@ -1,4 +1,5 @@
-from django.urls import path
+from django.contrib import admin
+from django.urls import include, path
 
 from . import views
 
@@ -11,4 +12,6 @@ urlpatterns = [
     path("public/", views.public_view),
     path("saved/", views.SavedStateView.as_view()),
     path("visits/", views.visits_view),
+    path("admin/", admin.site.urls),
+    path("pieces/", include("tests.pieces.urls")),
 ]

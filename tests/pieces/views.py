@@ -1,0 +1,16 @@
+"""Views the cache tests drive over HTTP."""
+
+import itertools
+
+from django.http import HttpResponse
+from django.views.decorators.cache import cache_page
+
+from tenantry import get_current_tenant
+
+_renders = itertools.count(1)
+
+
+@cache_page(60)
+def cached_page(request):
+    """Says which tenant rendered it, and how many renders there were."""
+    return HttpResponse(f"tenant={get_current_tenant()} render={next(_renders)}")
