@@ -4,4 +4,5 @@ from . import views
 
 urlpatterns = [
     path("cached/", views.cached_page),
+    path("logged/", views.logged_page),
 ]
