@@ -15,8 +15,9 @@ def python_blocks(page: str) -> list[str]:
 
 
 def block_defining(page: str, name: str) -> str:
-    """The first ```python block of ``docs/<page>`` that assigns ``name``."""
+    """The first ```python block of ``docs/<page>`` with a line that starts
+    with ``name`` (``"LOGGING"``, ``"class ArticleAdmin"``)."""
     for block in python_blocks(page):
-        if re.search(rf"^{re.escape(name)}\s*=", block, flags=re.MULTILINE):
+        if re.search(rf"^{re.escape(name)}\b", block, flags=re.MULTILINE):
             return block
-    raise LookupError(f"docs/{page} has no python block that assigns {name}")
+    raise LookupError(f"docs/{page} has no python block with a line starting {name!r}")

@@ -12,8 +12,10 @@ from django.contrib import admin
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
+from tenantry import tenant_context
 from tenantry.admin import TenantAdminMixin
 from tests.app.models import Item, Organization, Project
+from tests.doc_blocks import block_defining
 from tests.pieces.models import Article, Category, Comment, Keyword
 
 pytestmark = pytest.mark.django_db
@@ -316,3 +318,26 @@ def test_checks_refuse_unscoped_models_an_editable_tenant_field_and_unscoped_aut
     # The suite's own admin registrations pass.
     messages = [m for ma in admin.site._registry.values() for m in ma.check()]
     assert not [m for m in messages if m.id.startswith("tenantry")], messages
+
+
+def test_the_example_of_the_docs(rows, monkeypatch, rf):
+    """docs/admin.md's example, registered on a site of its own."""
+    from django.contrib.admin import sites
+
+    site = admin.AdminSite(name="docs")
+    monkeypatch.setattr(sites, "site", site)
+    code = block_defining("admin.md", "class ArticleAdmin").replace(
+        "from .models import", "from tests.pieces.models import"
+    )
+    exec(code, {"__name__": "docs_admin"})
+    assert set(site._registry) == {Article, Category}
+    messages = [m for ma in site._registry.values() for m in ma.check()]
+    assert messages == [], messages
+    article_admin = site._registry[Article]
+    request = rf.get("/admin/pieces/article/")
+    request.user = User.objects.create_superuser("root", password="x")
+    with tenant_context("acme"):
+        assert [a.title for a in article_admin.get_queryset(request)] == ["acme-article"]
+        form = article_admin.get_form(request)
+        assert "tenant_id" not in form.base_fields
+        assert list(form.base_fields["category"].queryset) == [rows["acme"]["category"]]

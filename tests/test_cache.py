@@ -20,6 +20,7 @@ from django.test import Client
 import tenantry.cache
 from tenantry import InvalidTenantId, TenantMismatchError, TenantNotSetError, tenant_context
 from tenantry.cache import clear_tenant, make_key, shared
+from tests.doc_blocks import block_defining
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -225,3 +226,23 @@ def test_the_generations_cache_is_found_or_named_in_the_error(settings):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     with pytest.raises(LookupError, match=r"KEY_FUNCTION 'tenantry\.cache\.make_key'"):
         clear_tenant("acme")
+
+
+def test_the_caches_setting_of_the_docs(settings, redis_server):
+    namespace: dict = {}
+    exec(block_defining("cache.md", "CACHES"), namespace)
+    config = namespace["CACHES"]
+    for options in config.values():
+        options["LOCATION"] = redis_server.url
+    settings.CACHES = config
+    settings.SESSION_CACHE_ALIAS = namespace["SESSION_CACHE_ALIAS"]
+    with tenant_context("acme"):
+        cache.set("dashboard", "acme-html")
+    with tenant_context("globex"):
+        assert cache.get("dashboard") is None
+    # The sessions alias needs no tenant.
+    caches[settings.SESSION_CACHE_ALIAS].set("session-key", "data")
+    assert caches[settings.SESSION_CACHE_ALIAS].get("session-key") == "data"
+    clear_tenant("acme")
+    with tenant_context("acme"):
+        assert cache.get("dashboard") is None
