@@ -15,6 +15,7 @@ from django.test import Client
 from tenantry import tenant_context
 from tenantry.admin import TenantAdminMixin
 from tests.app.models import Item, Organization, Project
+from tests.demo_pieces import demo_results
 from tests.doc_blocks import block_defining
 from tests.pieces.models import Article, Category, Comment, Keyword
 
@@ -341,3 +342,11 @@ def test_the_example_of_the_docs(rows, monkeypatch, rf):
         form = article_admin.get_form(request)
         assert "tenant_id" not in form.base_fields
         assert list(form.base_fields["category"].queryset) == [rows["acme"]["category"]]
+
+
+def test_the_demo_registers_its_items_with_the_mixin():
+    results, _, _ = demo_results()
+    assert results["admin_acme_rows"] == [True, False]  # acme's Anvil, not globex's Hammock
+    assert results["admin_forged"] == 403
+    assert results["admin_cross_tenant_rows"] == [True, True]
+    assert results["admin_cross_tenant_add"] == 403

@@ -15,6 +15,7 @@ from django.test import Client
 
 from tenantry import tenant_context
 from tenantry.logging import TenantFilter
+from tests.demo_pieces import demo_results
 from tests.doc_blocks import block_defining
 
 
@@ -119,3 +120,12 @@ def test_the_logging_dict_of_the_docs_works():
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+
+
+def test_the_demos_log_lines_carry_the_tenant():
+    _, log, _ = demo_results()
+    lines = log.splitlines()
+    assert any(line.endswith("[acme] board.views: logo uploaded (8 bytes)") for line in lines)
+    assert any(line.endswith("[globex] board.views: logo uploaded (10 bytes)") for line in lines)
+    refused = [line for line in lines if "tenantry.audit: admin.refused" in line]
+    assert refused and "[acme]" in refused[0]

@@ -13,6 +13,7 @@ from django.core.files.storage import InMemoryStorage, storages
 
 from tenantry import TenantNotSetError, tenant_context
 from tenantry.storage import TenantFileSystemStorage, TenantStorageMixin
+from tests.demo_pieces import demo_results
 from tests.doc_blocks import block_defining
 
 
@@ -151,3 +152,18 @@ def test_storages_setting_of_the_docs(settings, tmp_path):
     with tenant_context("acme"):
         assert default.save("hello.txt", ContentFile(b"hi")) == "hello.txt"
     assert (tmp_path / "tenants" / "acme" / "hello.txt").read_bytes() == b"hi"
+
+
+def test_the_demo_keeps_each_tenants_logo_in_its_folder():
+    results, _, media = demo_results()
+    assert results["board_before"] is False
+    assert (results["upload_acme"], results["upload_globex"]) == (302, 302)
+    assert results["upload_svg"] is True  # refused: not a PNG, JPEG or GIF
+    assert results["logo_acme"] == [200, "acme-png", "image/png"]
+    assert results["logo_globex"] == [200, "globex-gif", "image/gif"]
+    assert results["board_after"] is True  # the board page shows it
+    files = sorted(str(p.relative_to(media)) for p in media.rglob("*") if p.is_file())
+    assert files == [
+        os.path.join("tenants", "acme", "logo.png"),
+        os.path.join("tenants", "globex", "logo.gif"),
+    ]
