@@ -5,7 +5,7 @@ from django.db import models
 from tenantry import TenantManager
 
 
-class Category(models.Model):
+class Named(models.Model):
     tenant_id = models.CharField(max_length=128, db_index=True)
     name = models.CharField(max_length=100)
 
@@ -13,25 +13,20 @@ class Category(models.Model):
     all_tenants = models.Manager()
 
     class Meta:
+        abstract = True
         ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Category(Named):
+    class Meta(Named.Meta):
         verbose_name_plural = "categories"
 
-    def __str__(self) -> str:
-        return self.name
 
-
-class Keyword(models.Model):
-    tenant_id = models.CharField(max_length=128, db_index=True)
-    name = models.CharField(max_length=100)
-
-    objects = TenantManager(tenant_field="tenant_id")
-    all_tenants = models.Manager()
-
-    class Meta:
-        ordering = ["id"]
-
-    def __str__(self) -> str:
-        return self.name
+class Keyword(Named):
+    pass
 
 
 class Article(models.Model):
