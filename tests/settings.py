@@ -36,7 +36,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "tests.app.urls"
 ASGI_APPLICATION = "tests.app.asgi.application"
-LIVEVIEW_ALLOWED_MODULES = ["tests.app"]
+LIVEVIEW_ALLOWED_MODULES = ["tests.app", "tests.pieces"]
 
 DATABASES = {
     "default": {

@@ -5,6 +5,7 @@ cache_page and template fragments per tenant."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import tenantry.cache
 from tenantry import InvalidTenantId, TenantMismatchError, TenantNotSetError, tenant_context
 from tenantry.cache import clear_tenant, make_key, shared
 from tests.doc_blocks import block_defining
+from tests.test_djust_integration import LiveClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -246,3 +248,40 @@ def test_the_caches_setting_of_the_docs(settings, redis_server):
     clear_tenant("acme")
     with tenant_context("acme"):
         assert cache.get("dashboard") is None
+
+
+def test_async_code_uses_its_tasks_tenant(backend):
+    async def work(tenant: str) -> str:
+        with tenant_context(tenant):
+            await cache.aset("k", tenant)
+            await asyncio.sleep(0)
+            return await cache.aget("k")
+
+    async def main() -> list[str]:
+        return await asyncio.gather(*(work(t) for t in ("acme", "globex", "initech") * 3))
+
+    assert asyncio.run(main()) == ["acme", "globex", "initech"] * 3
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_websocket_events_use_the_connections_tenant(settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": uuid.uuid4().hex,
+            "KEY_FUNCTION": "tenantry.cache.make_key",
+        }
+    }
+    view = "tests.pieces.views.RememberView"
+    acme, globex = LiveClient("acme.example.com"), LiveClient("globex.example.com")
+    await asyncio.gather(
+        acme.mount(view=view, url="/pieces/remember/"),
+        globex.mount(view=view, url="/pieces/remember/"),
+    )
+    await asyncio.gather(acme.event("remember", value="a"), globex.event("remember", value="g"))
+    frames = await asyncio.gather(acme.event("recall"), globex.event("recall"))
+    await asyncio.gather(acme.close(), globex.close())
+    assert "recalled=a" in str(frames[0]) and "recalled=g" in str(frames[1]), frames
+    with tenant_context("acme"):
+        assert cache.get("remembered") == "a"

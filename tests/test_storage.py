@@ -167,3 +167,19 @@ def test_the_demo_keeps_each_tenants_logo_in_its_folder():
         os.path.join("tenants", "acme", "logo.png"),
         os.path.join("tenants", "globex", "logo.gif"),
     ]
+
+
+def test_other_name_forms(fs, tmp_path):
+    from pathlib import PurePosixPath
+
+    with tenant_context("acme"):
+        named = ContentFile(b"x", name="from-content.txt")
+        assert fs.save(None, named) == "from-content.txt"
+        assert fs.exists(PurePosixPath("from-content.txt"))
+        for bad in (b"bytes.txt", 42, PurePosixPath("../globex/x")):
+            with pytest.raises(SuspiciousFileOperation):
+                fs.open(bad)
+        with pytest.raises(SuspiciousFileOperation):
+            fs.save(None, ContentFile(b"x", name="../globex/evil.txt"))
+    assert (tmp_path / "tenants" / "acme" / "from-content.txt").exists()
+    assert not (tmp_path / "tenants" / "globex").exists()

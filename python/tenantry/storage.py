@@ -61,6 +61,8 @@ def _refuse(name: Any, tenant: TenantInfo, why: str) -> SuspiciousFileOperation:
 def check_name(name: Any, tenant: TenantInfo) -> str:
     """``name`` as a relative path inside the tenant's folder ("" for the
     folder itself), or ``SuspiciousFileOperation``."""
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
     if not isinstance(name, str):
         raise _refuse(name, tenant, f"it is a {type(name).__name__}, not a str")
     for candidate in {name, unicodedata.normalize("NFKC", name)}:
@@ -128,8 +130,10 @@ class TenantStorageMixin:
     def open(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return self._in_tenant("open", name, args, kwargs, named=False)
 
-    def save(self, name: str, *args: Any, **kwargs: Any) -> str:
-        return self._in_tenant("save", name, args, kwargs, named=True)
+    def save(self, name: str | None, content: Any, *args: Any, **kwargs: Any) -> str:
+        if name is None:  # Django's rule: the content's own name
+            name = content.name
+        return self._in_tenant("save", name, (content, *args), kwargs, named=True)
 
     def get_available_name(self, name: str, *args: Any, **kwargs: Any) -> str:
         return self._in_tenant("get_available_name", name, args, kwargs, named=True)

@@ -1,12 +1,15 @@
-"""Views the cache tests drive over HTTP."""
+"""Views the cache and logging tests drive over HTTP and WebSocket."""
 
 import itertools
 import logging
 
+from django.core.cache import cache
 from django.http import HttpResponse
 from django.views.decorators.cache import cache_page
+from djust import LiveView
+from djust.decorators import event_handler
 
-from tenantry import get_current_tenant
+from tenantry import TenantMixin, get_current_tenant
 
 _renders = itertools.count(1)
 
@@ -20,3 +23,20 @@ def cached_page(request):
 def logged_page(request):
     logging.getLogger("tests.pieces").info("rendering the page")
     return HttpResponse("logged")
+
+
+class RememberView(TenantMixin, LiveView):
+    """Keeps a value in Django's cache from WebSocket events."""
+
+    template = '<div dj-root dj-id="0">recalled={{ recalled }}</div>'
+
+    def mount(self, request, **kwargs):
+        self.recalled = cache.get("remembered", "nothing")
+
+    @event_handler
+    def remember(self, value: str = "", **kwargs):
+        cache.set("remembered", value)
+
+    @event_handler
+    def recall(self, **kwargs):
+        self.recalled = cache.get("remembered", "nothing")
