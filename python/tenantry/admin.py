@@ -37,7 +37,7 @@ from typing import Any
 
 from django.contrib.admin.utils import unquote
 from django.core import checks
-from django.core.exceptions import FieldDoesNotExist, PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, PermissionDenied
 from django.db import models
 from django.db.models.fields import AutoFieldMixin
 
@@ -113,7 +113,7 @@ class TenantAdminMixin:
     def get_tenant_field(self) -> models.Field:
         name = self.tenant_field or model_tenant_field(self.model)
         if name is None:
-            raise TenantNotSetError(
+            raise ImproperlyConfigured(
                 f"{type(self).__name__}: {self.model._meta.label} has no TenantManager; give "
                 "it one (objects = TenantManager(tenant_field=...)) or set tenant_field"
             )
@@ -127,17 +127,16 @@ class TenantAdminMixin:
 
     def get_queryset(self, request: Any) -> Any:
         tenant = get_current_tenant()
-        if not cross_tenant(request):
+        if tenant is None or cross_tenant(request):
+            self._allow_cross_tenant(request)
+            qs = self.model._base_manager.all()
+        else:
             manager = tenant_manager(self.model)
             if manager is not None and manager.tenant_field == self.get_tenant_field().name:
                 qs = manager.get_queryset()  # scoped to the bound tenant
             else:
-                assert tenant is not None
                 name, value = tenant_field_value(self.model, self.get_tenant_field().name, tenant)
                 qs = self.model._default_manager.filter(**{name: value})
-        else:
-            self._allow_cross_tenant(request)
-            qs = self.model._base_manager.all()
         ordering = self.get_ordering(request)
         if ordering:
             qs = qs.order_by(*ordering)
@@ -330,7 +329,7 @@ class TenantAdminMixin:
         label = f"{type(self).__name__} ({self.model._meta.label})"
         try:
             field = self.get_tenant_field()
-        except (TenantNotSetError, FieldDoesNotExist) as exc:
+        except (ImproperlyConfigured, FieldDoesNotExist) as exc:
             return [*errors, checks.Error(str(exc), obj=type(self), id="tenantry.E300")]
         editable = set(getattr(self, "list_editable", ()) or ())
         if editable & {field.name, field.attname}:
