@@ -6,9 +6,11 @@ test_storage.py, test_admin.py and test_logging.py read the results."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,6 +77,7 @@ print("RESULTS " + json.dumps(results))
 def demo_results() -> tuple[dict, str, Path]:
     """(results, the demo's log output, its media folder)."""
     workdir = Path(tempfile.mkdtemp(prefix="tenantry-demo-pieces-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "demo.settings",
