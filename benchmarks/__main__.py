@@ -20,6 +20,7 @@ def main() -> int:
 
     import tenantry
     from benchmarks import (
+        bench_cache,
         bench_presence,
         bench_registry,
         bench_request_path,
@@ -42,6 +43,7 @@ def main() -> int:
         bench_presence,
         bench_state,
         bench_writes,
+        bench_cache,
     ):
         print(module.run())
         sys.stdout.flush()

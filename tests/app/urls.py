@@ -1,4 +1,5 @@
-from django.urls import path
+from django.contrib import admin
+from django.urls import include, path
 
 from . import views
 
@@ -15,4 +16,6 @@ urlpatterns = [
     path("stream/", views.stream_view),
     path("astream/", views.astream_view),
     path("stream-view/", views.StreamingTenantView.as_view()),
+    path("admin/", admin.site.urls),
+    path("pieces/", include("tests.pieces.urls")),
 ]
