@@ -20,6 +20,7 @@ from .exceptions import (
     ConfigError,
     InvalidKey,
     InvalidTenantId,
+    QuotaExceeded,
     TenantMismatchError,
     TenantNotSetError,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "ConfigError",
     "InvalidKey",
     "InvalidTenantId",
+    "QuotaExceeded",
     "TenantMismatchError",
     "TenantNotSetError",
     "RESOLVER_REGISTRY",

@@ -6,6 +6,7 @@ from ._core import (
     ConfigError,
     InvalidKey,
     InvalidTenantId,
+    QuotaExceeded,
     TenantMismatchError,
     TenantNotSetError,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "ConfigError",
     "InvalidKey",
     "InvalidTenantId",
+    "QuotaExceeded",
     "TenantMismatchError",
     "TenantNotSetError",
 ]

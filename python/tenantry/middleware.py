@@ -11,8 +11,9 @@ with one of ``TENANT_EXEMPT_PATHS`` or the view says ``tenant_required =
 False`` (checked in ``process_view``, once the URL has picked the view).
 
 A view that raises ``BackendUnavailable`` (Redis behind presence or state is
-down) answers 503 with ``Retry-After``, logged with the error (which names
-the URL, password hidden): an outage is not a bug in the view.
+down) or ``QuotaExceeded`` (the memory state store or the tenant's share of
+it is full) answers 503 with ``Retry-After``, logged with the error (which
+names the URL, password hidden): an outage is not a bug in the view.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from django.http import HttpRequest, HttpResponse
 from . import conf
 from .access import deny, tenant_for_request
 from .context import get_current_tenant, reset_current_tenant, set_current_tenant, tenant_context
-from .exceptions import BackendUnavailable
+from .exceptions import BackendUnavailable, QuotaExceeded
 
 __all__ = [
     "TenantMiddleware",
@@ -100,7 +101,7 @@ class TenantMiddleware:
         _require_tenant(request, view_func)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, BackendUnavailable):
+        if not isinstance(exception, (BackendUnavailable, QuotaExceeded)):
             return None
         logger.error(
             "%s %s (tenant %s): %s",
@@ -111,7 +112,7 @@ class TenantMiddleware:
             exc_info=exception,
         )
         response = HttpResponse(
-            "Service temporarily unavailable: a backend this page needs is unreachable.\n",
+            "Service temporarily unavailable: a backend this page needs is unreachable or full.\n",
             status=503,
             content_type="text/plain; charset=utf-8",
         )
