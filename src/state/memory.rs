@@ -1592,7 +1592,7 @@ mod tests {
         }
         assert_eq!(s.tenant_bytes(&a), counted(&s, &a));
         assert_eq!(s.stats().bytes, s.tenant_bytes(&a));
-        assert_eq!(s.purge_expired(at(&s, 10_000)) > 0, true);
+        assert!(s.purge_expired(at(&s, 10_000)) > 0);
         assert_eq!(s.tenant_bytes(&a), counted(&s, &a));
         s.delete_space(Some(&a), Space::View, at(&s, 10_000));
         assert_eq!(s.tenant_bytes(&a), counted(&s, &a));
