@@ -322,18 +322,7 @@ impl RecordTable {
         pred: impl Fn(&Record<'_>) -> bool,
         hasher: &RandomState,
     ) -> Option<Removed> {
-        let (chunks, big) = (&self.chunks, &self.big);
-        let found = self
-            .index
-            .find_entry(hash, |&l| {
-                let r = record_at(chunks, big, l);
-                r.is(space, name) && pred(&r)
-            })
-            .ok()?;
-        let (loc, _) = found.remove();
-        let removed = self.kill(loc);
-        self.settle(hasher);
-        Some(removed)
+        self.remove_first(hash, |r| r.is(space, name) && pred(r), hasher)
     }
 
     /// Removes the saved view whose key hashes to `hash` and whose last use
@@ -344,13 +333,24 @@ impl RecordTable {
         stamp: u64,
         hasher: &RandomState,
     ) -> Option<Removed> {
+        self.remove_first(
+            hash,
+            |r| r.flags() & F_VIEW != 0 && r.stamp() == stamp,
+            hasher,
+        )
+    }
+
+    /// Removes the record hashed `hash` that `matches`.
+    fn remove_first(
+        &mut self,
+        hash: u64,
+        matches: impl Fn(&Record<'_>) -> bool,
+        hasher: &RandomState,
+    ) -> Option<Removed> {
         let (chunks, big) = (&self.chunks, &self.big);
         let found = self
             .index
-            .find_entry(hash, |&l| {
-                let r = record_at(chunks, big, l);
-                r.flags() & F_VIEW != 0 && r.stamp() == stamp
-            })
+            .find_entry(hash, |&l| matches(&record_at(chunks, big, l)))
             .ok()?;
         let (loc, _) = found.remove();
         let removed = self.kill(loc);
