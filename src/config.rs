@@ -186,6 +186,8 @@ pub struct Settings {
     pub state: BackendSettings,
     /// Byte bound of the process's in-memory state store.
     pub state_memory_max_bytes: usize,
+    /// Bytes one tenant's keys may take of that store (its fair share).
+    pub state_tenant_max_bytes: usize,
     pub registry: RegistrySettings,
     /// Connect and I/O timeouts of every Redis connection (presence, state).
     pub redis_options: StoreOptions,
@@ -234,6 +236,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "REDIS_CONNECT_TIMEOUT",
     "REDIS_SOCKET_TIMEOUT",
     "STATE_MEMORY_MAX_BYTES",
+    "STATE_TENANT_MAX_BYTES",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -243,6 +246,7 @@ const MAX_CACHE_TTL: f64 = 86_400.0;
 const MAX_CACHE_SIZE: i128 = 10_000_000;
 const MIN_STATE_MEMORY: i128 = 64 * 1024;
 const MAX_STATE_MEMORY: i128 = 1 << 48;
+const MIN_TENANT_STATE: i128 = 4 * 1024;
 
 /// Collects errors so one `manage.py check` shows all of them.
 struct Parser<'a> {
@@ -733,6 +737,21 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         MIN_STATE_MEMORY,
         MAX_STATE_MEMORY,
     );
+    let state_tenant_max_bytes = p.int_at_least(
+        "STATE_TENANT_MAX_BYTES",
+        crate::state::memory::default_tenant_limit(state_memory_max_bytes),
+        MIN_TENANT_STATE,
+        MAX_STATE_MEMORY,
+    );
+    if state_tenant_max_bytes > state_memory_max_bytes {
+        p.fail(
+            "STATE_TENANT_MAX_BYTES",
+            format!(
+                "must not exceed STATE_MEMORY_MAX_BYTES ({state_memory_max_bytes}), \
+                 got {state_tenant_max_bytes}: one tenant's share is part of the store"
+            ),
+        );
+    }
     let registry = p.registry();
     let defaults = StoreOptions::default();
     let redis_options = StoreOptions {
@@ -782,6 +801,7 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         presence_timeout,
         state,
         state_memory_max_bytes,
+        state_tenant_max_bytes,
         registry,
         redis_options,
         unknown_keys,
@@ -985,6 +1005,36 @@ mod tests {
         assert_eq!(parsed.state.kind, BackendKind::Redis);
         assert_eq!(parsed.state.redis_url, "redis://r:1/0");
         assert_eq!(parsed.state_memory_max_bytes, 1 << 20);
+        // The share defaults to an eighth of the store.
+        assert_eq!(parsed.state_tenant_max_bytes, 1 << 17);
+        assert_eq!(
+            d.state_tenant_max_bytes,
+            crate::state::memory::DEFAULT_LIMIT / 8
+        );
+        let parsed = parse(&map(&[
+            ("STATE_MEMORY_MAX_BYTES", Value::Int(1 << 20)),
+            ("STATE_TENANT_MAX_BYTES", Value::Int(1 << 20)),
+        ]))
+        .unwrap();
+        assert_eq!(parsed.state_tenant_max_bytes, 1 << 20);
+        for bad in [
+            Value::Int(100),
+            s("1MB"),
+            Value::Int(1 << 30),
+            Value::Bool(true),
+        ] {
+            let e = errors(&[("STATE_TENANT_MAX_BYTES", bad)]);
+            assert_eq!(e[0].key, "STATE_TENANT_MAX_BYTES");
+        }
+        let e = errors(&[
+            ("STATE_MEMORY_MAX_BYTES", Value::Int(1 << 20)),
+            ("STATE_TENANT_MAX_BYTES", Value::Int(1 << 21)),
+        ]);
+        assert!(
+            e[0].to_string().contains("STATE_MEMORY_MAX_BYTES"),
+            "{}",
+            e[0]
+        );
         let parsed = parse(&map(&[(
             "STATE_REDIS_URL",
             s("redis+cluster://:pw@a:7000,b:7001"),

@@ -23,6 +23,7 @@ from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 
 from . import _core, audit, conf
@@ -162,8 +163,12 @@ def _on_row_change(sender: Any, **kwargs: Any) -> None:
     except Exception:  # a broken config is reported elsewhere
         return
     if meta.label_lower in watched:
-        # A save may change a tenant's id: drop every cached lookup.
+        # A save may change a tenant's id: drop every cached lookup (a lookup
+        # loading meanwhile does not cache its result: the core's generation
+        # check). Again on commit: until then other connections still read
+        # the old row, and may have cached it after the first invalidation.
         invalidate_tenant(None)
+        transaction.on_commit(invalidate_tenant, using=kwargs.get("using"))
 
 
 post_save.connect(_on_row_change, dispatch_uid="tenantry.registry.post_save")

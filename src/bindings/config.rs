@@ -571,6 +571,11 @@ impl CurrentConfig {
     fn state_memory_max_bytes(&self) -> usize {
         self.inner.settings.state_memory_max_bytes
     }
+    /// Bytes one tenant may take of the in-memory state store.
+    #[getter]
+    fn state_tenant_max_bytes(&self) -> usize {
+        self.inner.settings.state_tenant_max_bytes
+    }
     /// True when resolving may touch the session, the user, user code or
     /// the database, so async callers must run it in a thread.
     #[getter]

@@ -41,6 +41,12 @@ create_exception!(
 );
 create_exception!(
     tenantry,
+    QuotaExceeded,
+    BackendError,
+    "The in-memory state store cannot take a write: the tenant's share (STATE_TENANT_MAX_BYTES) or the whole store (STATE_MEMORY_MAX_BYTES) is full. TenantMiddleware answers 503."
+);
+create_exception!(
+    tenantry,
     TenantMismatchError,
     PyPermissionError,
     "An operation named one tenant while another tenant is bound."
@@ -114,7 +120,8 @@ pub fn presence_error(err: PresenceError) -> PyErr {
 
 /// State errors: bad names → `InvalidKey`, bad TTLs, oversized values and
 /// `incr` of a non-integer → `ValueError`, `incr` overflow → `OverflowError`,
-/// a full memory store → `BackendError`, Redis as for presence.
+/// a full memory store or tenant share → `QuotaExceeded` (a `BackendError`),
+/// Redis as for presence.
 pub fn state_error(err: StateError) -> PyErr {
     match err {
         StateError::Name(_) | StateError::EmptyName => InvalidKey::new_err(err.to_string()),
@@ -122,7 +129,9 @@ pub fn state_error(err: StateError) -> PyErr {
         | StateError::ValueTooLarge { .. }
         | StateError::NotAnInteger { .. } => PyValueError::new_err(err.to_string()),
         StateError::Overflow { .. } => PyOverflowError::new_err(err.to_string()),
-        StateError::Full { .. } => BackendError::new_err(err.to_string()),
+        StateError::Full { .. } | StateError::TenantFull { .. } => {
+            QuotaExceeded::new_err(err.to_string())
+        }
         StateError::Store(e) => store_error(e),
     }
 }
@@ -142,6 +151,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BackendUnavailable", py.get_type::<BackendUnavailable>())?;
     m.add("TenantNotSetError", py.get_type::<TenantNotSetError>())?;
     m.add("BackendError", py.get_type::<BackendError>())?;
+    m.add("QuotaExceeded", py.get_type::<QuotaExceeded>())?;
     m.add("TenantMismatchError", py.get_type::<TenantMismatchError>())?;
     m.add("InvalidKey", py.get_type::<InvalidKey>())?;
     m.add("TenantNotFound", py.get_type::<TenantNotFound>())?;
