@@ -60,7 +60,17 @@ impl TenantId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The owner of data that belongs to no tenant (djust's saved state of
+    /// views without `TenantMixin`). Its name starts with `-`, which
+    /// [`TenantId::parse`] refuses, so no tenant's id can ever name it.
+    pub fn shared() -> Self {
+        TenantId(SHARED.into())
+    }
 }
+
+/// See [`TenantId::shared`].
+pub const SHARED: &str = "-shared";
 
 /// True when `candidate` would be accepted by [`TenantId::parse`].
 pub fn is_valid(candidate: &str) -> bool {

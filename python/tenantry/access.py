@@ -36,8 +36,9 @@ def _check_membership(request: Any, tenant: TenantInfo) -> None:
         raise deny("tenant.denied", tenant, request, source="membership_check")
 
 
-def tenant_for_request(request: Any) -> TenantInfo | None:
-    """``request.tenant`` when already resolved, else resolve it now.
+def tenant_for_request(request: Any, resolve: Any = resolve_tenant) -> TenantInfo | None:
+    """``request.tenant`` when already resolved, else resolve it now (with
+    ``resolve``: the mixins pass their patchable ``resolve_tenant``).
 
     Raises ``Http404`` when ``TENANT_MEMBERSHIP_CHECK`` refuses the user, and
     Django's ``DisallowedHost`` for a host outside ``ALLOWED_HOSTS``.
@@ -46,7 +47,7 @@ def tenant_for_request(request: Any) -> TenantInfo | None:
         return request.__dict__["tenant"]
     except (KeyError, AttributeError):
         pass
-    tenant = resolve_tenant(request)
+    tenant = resolve(request)
     if tenant is not None:
         _check_membership(request, tenant)
         audit.emit("tenant.resolved", tenant=tenant, request=request, level=logging.DEBUG)

@@ -11,6 +11,13 @@ HTTP request in ``dispatch`` (reusing ``request.tenant`` from the middleware),
 and on djust's live mounts, where djust calls ``_ensure_tenant(request)`` and
 then binds ``view._tenant`` around every event. djust reads the hooks below
 by name, with djust's meaning.
+
+``resolve_tenant`` here is the function the mixins and
+:func:`context_processor` resolve with, looked up at call time: tests patch
+it as they patched ``djust.tenants.mixin.resolve_tenant``::
+
+    with patch("tenantry.mixins.resolve_tenant", return_value=None):
+        ...
 """
 
 from __future__ import annotations
@@ -18,14 +25,47 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from django.db.models import Model
 from django.http import Http404
 
 from . import audit, conf
-from ._core import TenantInfo, TenantNotSetError
+from ._core import TenantInfo, TenantNotSetError, resolve_tenant
 from .access import NOT_FOUND, deny, tenant_for_request
-from .context import as_tenant, tenant_context
+from .context import _current, as_tenant, tenant_context
 
-__all__ = ["TenantContextProcessor", "TenantMixin", "TenantScopedMixin", "context_processor"]
+__all__ = [
+    "TenantContextProcessor",
+    "TenantMixin",
+    "TenantScopedMixin",
+    "context_processor",
+    "resolve_tenant",
+]
+
+#: Marks a ``get_presence_key`` already wrapped by :func:`_tenant_scoped`.
+_SCOPED = "_tenantry_scoped"
+
+
+def _presence_key(view: Any, base: str) -> str:
+    """``base`` prefixed ``tenant:<id>:`` exactly once (as is without a tenant)."""
+    tenant = getattr(view, "_tenant", None)
+    if tenant is None:
+        return base
+    prefix = f"tenant:{tenant.id}:"
+    return base if base.startswith(prefix) else prefix + base
+
+
+def _tenant_scoped(method: Any) -> Any:
+    """``get_presence_key`` of a class that wins the MRO over TenantMixin's
+    (``PresenceMixin`` listed first, or the view's own override), still
+    prefixed with the tenant: a presence group is never shared by tenants."""
+
+    def get_presence_key(self: Any) -> str:
+        return _presence_key(self, method(self))
+
+    get_presence_key.__doc__ = method.__doc__
+    get_presence_key.__wrapped__ = method  # type: ignore[attr-defined]
+    setattr(get_presence_key, _SCOPED, True)
+    return get_presence_key
 
 
 class TenantMixin:
@@ -34,6 +74,12 @@ class TenantMixin:
     tenant_required: bool | None = None
     #: Template variable for the tenant; ``None`` uses ``TENANT_CONTEXT_NAME``.
     tenant_context_name: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        method = cls.get_presence_key
+        if method is not TenantMixin.get_presence_key and not getattr(method, _SCOPED, False):
+            cls.get_presence_key = _tenant_scoped(method)  # type: ignore[method-assign]
 
     def __init__(self, **kwargs: Any) -> None:
         # Set before djust's LiveView.__init__ snapshots its framework
@@ -88,7 +134,7 @@ class TenantMixin:
 
     def resolve_tenant(self, request: Any) -> TenantInfo | None:
         """Override to resolve differently for this view."""
-        return tenant_for_request(request)
+        return tenant_for_request(request, resolve_tenant)
 
     def _is_tenant_required(self) -> bool:
         if self.tenant_required is not None:
@@ -120,6 +166,22 @@ class TenantMixin:
         self._ensure_tenant(request)
         with tenant_context(self._tenant):
             return super().dispatch(request, *args, **kwargs)
+
+    # djust's own tests, and code ported from djust.tenants, call get()/post()
+    # without dispatch(): resolve and bind there too (a no-op after dispatch).
+    def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        self._ensure_tenant(request)
+        if _current.get() is self._tenant:
+            return super().get(request, *args, **kwargs)  # type: ignore[misc]
+        with tenant_context(self._tenant):
+            return super().get(request, *args, **kwargs)  # type: ignore[misc]
+
+    def post(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        self._ensure_tenant(request)
+        if _current.get() is self._tenant:
+            return super().post(request, *args, **kwargs)  # type: ignore[misc]
+        with tenant_context(self._tenant):
+            return super().post(request, *args, **kwargs)  # type: ignore[misc]
 
     # -- template context -----------------------------------------------------
 
@@ -153,13 +215,13 @@ class TenantMixin:
     # -- djust hooks ----------------------------------------------------------
 
     def get_presence_key(self) -> str:
-        """The presence group, prefixed ``tenant:<id>:`` exactly once."""
+        """The presence group, prefixed ``tenant:<id>:`` exactly once. Without
+        djust's ``PresenceMixin`` the base is the class name, as in
+        djust.tenants (djust's presence code only calls this through
+        ``PresenceMixin``, whose base is ``module.Class``)."""
         parent = getattr(super(), "get_presence_key", None)
-        base = parent() if parent is not None else f"{type(self).__module__}.{type(self).__name__}"
-        if self._tenant is None:
-            return base
-        prefix = f"tenant:{self._tenant.id}:"
-        return base if base.startswith(prefix) else prefix + base
+        base = parent() if parent is not None else type(self).__name__
+        return _presence_key(self, base)
 
     def get_state_key_prefix(self) -> str:
         """``tenant:<id>`` for djust's saved view state; ``""`` (save nothing)
@@ -190,12 +252,29 @@ class TenantScopedMixin(TenantMixin):
         return tenant
 
     def get_tenant_queryset(self, model: Any = None) -> Any:
-        """The model's rows of this view's tenant (never a NULL-tenant query)."""
-        from .managers import scoped_queryset
+        """``model.objects`` filtered to this view's tenant (never a
+        NULL-tenant query), as djust.tenants: a custom ``objects`` (say, one
+        that hides inactive rows) applies. A ``TenantManager`` is filtered to
+        the view's tenant whatever tenant is bound."""
+        from .managers import TenantManager, tenant_field_value
 
         model = self._scoped_model(model)
         tenant = self._require_view_tenant("get_tenant_queryset")
-        return scoped_queryset(model, self.tenant_field, tenant)
+        try:
+            manager = model.objects
+        except AttributeError:
+            raise TypeError(
+                f"{type(self).__name__}: {model!r} has no `objects` manager to scope"
+            ) from None
+        if isinstance(manager, TenantManager):
+            manager = manager._base()
+        if tenant is None:
+            return manager.none()
+        if isinstance(model, type) and issubclass(model, Model):
+            name, value = tenant_field_value(model, self.tenant_field, tenant)
+        else:  # a model-like class with `objects`: filter the field as named
+            name, value = self.tenant_field, tenant.id
+        return manager.filter(**{name: value})
 
     def create_for_tenant(self, model: Any = None, **kwargs: Any) -> Any:
         from .managers import tenant_field_value
@@ -203,7 +282,9 @@ class TenantScopedMixin(TenantMixin):
         model = self._scoped_model(model)
         tenant = self.tenant
         if tenant is None:
-            raise TenantNotSetError(f"{type(self).__name__}.create_for_tenant() needs a tenant")
+            raise TenantNotSetError(
+                f"{type(self).__name__}.create_for_tenant(): tenant not resolved"
+            )
         name, value = tenant_field_value(model, self.tenant_field, tenant)
         kwargs[name] = value
         return self.get_tenant_queryset(model).create(**kwargs)
@@ -217,15 +298,15 @@ class TenantContextProcessor:
     """Adds the request's tenant to every template (``tenantry.context_processors.tenant``)."""
 
     def __call__(self, request: Any) -> dict[str, Any]:
-        from .context_processors import tenant
-
-        return tenant(request)
+        return context_processor(request)
 
 
 def context_processor(request: Any) -> dict[str, Any]:
-    from .context_processors import tenant
+    """djust.tenants' name for ``tenantry.context_processors.tenant``,
+    resolving with this module's ``resolve_tenant``."""
+    from .context_processors import tenant_of
 
-    return tenant(request)
+    return tenant_of(request, resolve_tenant)
 
 
 def _declare_to_djust() -> None:
