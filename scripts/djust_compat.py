@@ -322,7 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     files += [path.resolve() for path in args.tests]
     libraries = ("djust", "tenantry") if args.library == "both" else (args.library,)
     try:
-        results = {library: run(library, files, verbose=args.verbose, workdir=args.workdir) for library in libraries}
+        results = {
+            library: run(library, files, verbose=args.verbose, workdir=args.workdir)
+            for library in libraries
+        }
     except RuntimeError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -666,12 +666,18 @@ impl Router {
         self.engine(py)?.delete(py, &tenant, Space::View, name)
     }
 
-    /// Removes saved views: the bound tenant's, or every tenant's when none
-    /// is bound (djust's `clear --all`). Returns how many went.
+    /// Removes saved views: the bound tenant's, or every tenant's and the
+    /// shared space's when none is bound (djust's `clear --all`). Returns
+    /// how many went.
     fn delete_all(&self, py: Python<'_>) -> PyResult<usize> {
         let tenant = routing::bound_tenant(py, &self.current_tenant)?;
-        self.engine(py)?
-            .delete_space(py, tenant.as_ref(), Space::View)
+        let engine = self.engine(py)?;
+        let mut deleted = engine.delete_space(py, tenant.as_ref(), Space::View)?;
+        if tenant.is_none() {
+            // A purge of every tenant only finds keys of real tenant ids.
+            deleted += engine.delete_space(py, Some(&TenantId::shared()), Space::View)?;
+        }
+        Ok(deleted)
     }
 
     /// Saved views held (the bound tenant's, or all), for statistics; None

@@ -11,4 +11,5 @@ urlpatterns = [
     path("public/", views.public_view),
     path("saved/", views.SavedStateView.as_view()),
     path("visits/", views.visits_view),
+    path("plain-live/", views.PlainLiveView.as_view()),
 ]
