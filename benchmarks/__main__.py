@@ -20,6 +20,7 @@ def main() -> int:
 
     import tenantry
     from benchmarks import (
+        bench_liveview,
         bench_presence,
         bench_registry,
         bench_request_path,
@@ -40,6 +41,7 @@ def main() -> int:
         bench_registry,
         bench_presence,
         bench_state,
+        bench_liveview,
     ):
         print(module.run())
         sys.stdout.flush()

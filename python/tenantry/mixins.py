@@ -23,7 +23,6 @@ it as they patched ``djust.tenants.mixin.resolve_tenant``::
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from django.db.models import Model
 from django.http import Http404
@@ -68,12 +67,24 @@ def _tenant_scoped(method: Any) -> Any:
     return get_presence_key
 
 
+class _derived_property(property):
+    """A property djust leaves out of a view's template context and saved
+    state (djust's ``_djust_framework_derived`` marker): ``tenant`` reaches
+    templates through ``get_context_data()``, and djust would otherwise probe
+    it on every render (a failing ``json.dumps``)."""
+
+    _djust_framework_derived = True
+
+
 class TenantMixin:
+    # Set on your view, not here: djust copies every public class attribute
+    # of a view's classes into its template context and saved state on every
+    # render, so the mixin itself keeps none.
     #: ``True``/``False`` overrides ``DJUST_CONFIG["TENANT_REQUIRED"]`` for
-    #: this view; ``None`` follows it.
-    tenant_required: bool | None = None
-    #: Template variable for the tenant; ``None`` uses ``TENANT_CONTEXT_NAME``.
-    tenant_context_name: str | None = None
+    #: this view; unset (or ``None``) follows it.
+    tenant_required: bool | None
+    #: Template variable for the tenant; unset uses ``TENANT_CONTEXT_NAME``.
+    tenant_context_name: str | None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -91,7 +102,7 @@ class TenantMixin:
 
     # -- the tenant ---------------------------------------------------------
 
-    @property
+    @_derived_property
     def tenant(self) -> TenantInfo | None:
         """This view's tenant (resolved from ``self.request`` on first use)."""
         if not self._tenant_resolved:
@@ -137,8 +148,9 @@ class TenantMixin:
         return tenant_for_request(request, resolve_tenant)
 
     def _is_tenant_required(self) -> bool:
-        if self.tenant_required is not None:
-            return bool(self.tenant_required)
+        required = getattr(self, "tenant_required", None)
+        if required is not None:
+            return bool(required)
         return conf.current().required
 
     def _ensure_tenant(self, request: Any) -> None:
@@ -186,7 +198,7 @@ class TenantMixin:
     # -- template context -----------------------------------------------------
 
     def _tenant_context_key(self) -> str:
-        return self.tenant_context_name or conf.current().context_name
+        return getattr(self, "tenant_context_name", None) or conf.current().context_name
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         parent = getattr(super(), "get_context_data", None)
@@ -228,7 +240,9 @@ class TenantMixin:
         when there is no tenant, never the shared unprefixed key."""
         if self._tenant is None:
             return ""
-        return f"tenant:{quote(self._tenant.id, safe='')}"
+        # djust.tenants percent-encodes the id; a validated id has nothing to
+        # encode (A-Z a-z 0-9 . _ -), so it is used as is.
+        return f"tenant:{self._tenant.id}"
 
 
 class TenantScopedMixin(TenantMixin):
