@@ -208,6 +208,7 @@ def _table(title: str, times: dict[str, list[float]]) -> str:
 
 def measure(rounds: int = ROUNDS) -> tuple[dict, dict]:
     """``(get_times, event_times)``: ns per operation, per variant, per round."""
+    from djust.config import config as djust_config
     from djust.state_backends import get_backend
     from djust.state_backends.memory import InMemoryStateBackend
 
@@ -237,7 +238,13 @@ def measure(rounds: int = ROUNDS) -> tuple[dict, dict]:
                 await socket.disconnect()
             return loop_times
 
-        event_times = asyncio.run(events())
+        # djust's per-connection event rate limit (100/s) would drop events.
+        limits = djust_config.get("rate_limit")
+        djust_config.set("rate_limit", {**limits, "rate": 1_000_000, "burst": 1_000_000})
+        try:
+            event_times = asyncio.run(events())
+        finally:
+            djust_config.set("rate_limit", limits)
     install_djust_state_backend()  # back to what the settings say
     return gets, event_times
 

@@ -161,6 +161,13 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn no_tenant_id_names_the_shared_space() {
+        assert!(TenantId::parse(SHARED).is_err());
+        assert!(!is_valid(TenantId::shared().as_str()));
+        assert_ne!(TenantId::shared(), TenantId::parse("shared").unwrap());
+    }
+
+    #[test]
     fn accepts_the_documented_alphabet() {
         for ok in [
             "acme",
