@@ -4,10 +4,13 @@ and a WebSocket event round trip through djust's consumer, for the same view
 with no tenancy, with djust.tenants and with tenantry.
 
 djust's own state backend is used by all three (``STATE_BACKEND = "memory"``),
-so only tenancy code differs. Rounds are interleaved (the order rotates each
-round); each round times every variant on the same number of operations, and
-tenancy's overhead is the paired difference against no tenancy in that round.
-The table shows medians over rounds.
+so only tenancy code differs. Operations are interleaved: each round times
+one operation of every variant back to back (the order rotates each round),
+and tenancy's overhead is the difference against no tenancy within the
+round, so a machine busy with other work slows the three alike. The table
+shows medians over all rounds. Times are the process's CPU time (all its
+threads: djust runs event handlers on an executor thread), so time spent
+waiting for a core on a shared machine is not counted.
 """
 
 from __future__ import annotations
@@ -45,9 +48,7 @@ VARIANTS = {
     "djust.tenants": "djust.tenants.middleware.TenantMiddleware",
     "tenantry": "tenantry.middleware.TenantMiddleware",
 }
-ROUNDS = 7
-GETS_PER_ROUND = 100
-EVENTS_PER_ROUND = 100
+ROUNDS = 400
 
 
 class _Counter:
@@ -130,11 +131,12 @@ def _clients() -> dict[str, Client]:
     return clients
 
 
-def _time_gets(client: Client, url: str, number: int) -> float:
-    start = time.perf_counter_ns()
-    for _ in range(number):
-        client.get(url)
-    return (time.perf_counter_ns() - start) / number
+def _time_get(client: Client) -> float:
+    start = time.process_time_ns()
+    response = client.get(URL)
+    elapsed = time.process_time_ns() - start
+    assert response.status_code == 200, response.status_code
+    return elapsed
 
 
 async def _socket(name: str):
@@ -161,13 +163,13 @@ async def _until(socket, *types: str) -> dict:
     raise AssertionError(f"no {types} frame")
 
 
-async def _time_events(socket, number: int) -> float:
-    start = time.perf_counter_ns()
-    for ref in range(number):
-        await socket.send_json_to({"type": "event", "event": "bump", "params": {}, "ref": ref})
-        frame = await _until(socket, "patch", "html_update", "noop", "error", "response")
-        assert frame.get("type") != "error", frame
-    return (time.perf_counter_ns() - start) / number
+async def _time_event(socket, ref: int) -> float:
+    start = time.process_time_ns()
+    await socket.send_json_to({"type": "event", "event": "bump", "params": {}, "ref": ref})
+    frame = await _until(socket, "patch", "html_update", "noop", "error", "response")
+    elapsed = time.process_time_ns() - start
+    assert frame.get("type") != "error", frame
+    return elapsed
 
 
 def _order(names: list[str], r: int) -> list[str]:
@@ -180,7 +182,6 @@ def _rounds(measure, names: list[str], rounds: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in _order(names, r):
-            gc.collect()
             times[name].append(measure(name))
     return times
 
@@ -190,7 +191,7 @@ def _table(title: str, times: dict[str, list[float]]) -> str:
     lines = [
         f"### {title}",
         "",
-        "| variant | median time | tenancy adds (paired, median) | share | goal |",
+        "| variant | median CPU time | tenancy adds (paired, median) | share | goal |",
         "|---|---:|---:|---:|:---:|",
         f"| no tenancy | {statistics.median(base) / 1000:,.0f} µs | — | — | — |",
     ]
@@ -225,15 +226,20 @@ def measure(rounds: int = ROUNDS) -> tuple[dict, dict]:
         install_djust_state_backend()  # follows STATE_BACKEND: djust's own
         assert isinstance(get_backend(), InMemoryStateBackend), get_backend()
         clients = _clients()
-        gets = _rounds(lambda name: _time_gets(clients[name], URL, GETS_PER_ROUND), names, rounds)
+        for client in clients.values():  # warm up
+            for _ in range(20):
+                _time_get(client)
+        gc.collect()
+        gets = _rounds(lambda name: _time_get(clients[name]), names, rounds)
 
         async def events() -> dict[str, list[float]]:
             sockets = {name: await _socket(name) for name in names}
             loop_times: dict[str, list[float]] = {name: [] for name in names}
-            for r in range(rounds):
+            for r in range(-20, rounds):  # 20 rounds of warm-up, not kept
                 for name in _order(names, r):
-                    gc.collect()
-                    loop_times[name].append(await _time_events(sockets[name], EVENTS_PER_ROUND))
+                    elapsed = await _time_event(sockets[name], r)
+                    if r >= 0:
+                        loop_times[name].append(elapsed)
             for socket in sockets.values():
                 await socket.disconnect()
             return loop_times
@@ -256,10 +262,11 @@ def run() -> str:
         "The same LiveView (a template with a loop, one event handler) with no "
         "tenancy, with djust.tenants (its middleware and `TenantMixin`) and with "
         "tenantry (its middleware and `TenantMixin`), on djust's own state "
-        f"backend. {ROUNDS} interleaved rounds of {GETS_PER_ROUND} GETs (Django's "
-        f"test client, whole middleware stack) and of {EVENTS_PER_ROUND} WebSocket "
-        "event round trips (channels' communicator against djust's consumer); the "
-        "overhead is paired with no tenancy within each round.\n\n"
+        f"backend. {ROUNDS} interleaved rounds of one GET of each (Django's test "
+        "client, whole middleware stack) and of one WebSocket event round trip of "
+        "each (channels' communicator against djust's consumer); the overhead is "
+        "paired with no tenancy within each round. CPU time of the process (all "
+        "threads), so waiting for a busy machine's cores is not counted.\n\n"
         + _table("HTTP GET", gets)
         + "\n"
         + _table("WebSocket event round trip", events)
