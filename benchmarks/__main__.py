@@ -20,12 +20,14 @@ def main() -> int:
 
     import tenantry
     from benchmarks import (
+        bench_cache,
         bench_liveview,
         bench_presence,
         bench_registry,
         bench_request_path,
         bench_resolvers,
         bench_state,
+        bench_writes,
     )
 
     print("# tenantry benchmarks\n")
@@ -41,6 +43,8 @@ def main() -> int:
         bench_registry,
         bench_presence,
         bench_state,
+        bench_writes,
+        bench_cache,
         bench_liveview,
     ):
         print(module.run())

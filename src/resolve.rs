@@ -71,6 +71,56 @@ pub fn path_tenant(path_info: &str, rules: &PathRules) -> Option<TenantId> {
     TenantId::parse(segment).ok()
 }
 
+/// Why a custom-domain row may not map `domain` to `tenant`, or `None` when
+/// it may. The main domain and every host under it belong to the platform's
+/// subdomain rule: a row may only repeat what that rule already says
+/// (`acme.example.com` → `acme`), never point such a host at another tenant
+/// or claim a host the rule leaves to the platform (`www`, the apex).
+/// `domain` is lowercased without port or trailing dot, as lookups see it.
+pub fn custom_domain_conflict(
+    domain: &str,
+    tenant: &str,
+    rules: &SubdomainRules,
+) -> Option<DomainConflict> {
+    let main = rules.main_domain.as_deref()?;
+    let under_main = domain == main
+        || domain
+            .strip_suffix(main)
+            .is_some_and(|rest| rest.ends_with('.'));
+    if !under_main {
+        return None;
+    }
+    match subdomain_tenant(domain, rules) {
+        Some(owner) if owner.as_str() == tenant => None,
+        Some(owner) => Some(DomainConflict::SubdomainOf(owner.as_str().to_owned())),
+        None => Some(DomainConflict::Platform),
+    }
+}
+
+/// What a refused custom-domain row collides with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DomainConflict {
+    /// The subdomain rule serves this host as another tenant.
+    SubdomainOf(String),
+    /// The main domain or a host under it that serves no tenant (`www`).
+    Platform,
+}
+
+impl std::fmt::Display for DomainConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DomainConflict::SubdomainOf(owner) => write!(
+                f,
+                "the subdomain rule (TENANT_MAIN_DOMAIN) already serves this host as tenant {owner:?}"
+            ),
+            DomainConflict::Platform => write!(
+                f,
+                "it is the main domain (TENANT_MAIN_DOMAIN) or a host under it that no tenant owns"
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +185,37 @@ mod tests {
         let r = rules(Some("localhost"), 1);
         assert_eq!(via_host("acme.localhost:8000", &r).as_deref(), Some("acme"));
         assert_eq!(via_host("localhost:8000", &r), None);
+    }
+
+    #[test]
+    fn custom_domains_cannot_claim_the_platforms_hosts() {
+        let r = rules(Some("example.com"), 1);
+        let conflict = |d: &str, t: &str| custom_domain_conflict(d, t, &r);
+        assert_eq!(conflict("shop.acme-corp.com", "globex"), None);
+        assert_eq!(conflict("acme.example.com", "acme"), None);
+        assert_eq!(
+            conflict("acme.example.com", "globex"),
+            Some(DomainConflict::SubdomainOf("acme".into()))
+        );
+        assert_eq!(
+            conflict("example.com", "acme"),
+            Some(DomainConflict::Platform)
+        );
+        assert_eq!(
+            conflict("www.example.com", "acme"),
+            Some(DomainConflict::Platform)
+        );
+        assert_eq!(
+            conflict("a.b.example.com", "a.b"),
+            Some(DomainConflict::Platform)
+        );
+        // Not under the main domain on a label boundary: a customer's own domain.
+        assert_eq!(conflict("evilexample.com", "globex"), None);
+        // Without a main domain there is no platform host to protect.
+        assert_eq!(
+            custom_domain_conflict("acme.example.com", "globex", &rules(None, 1)),
+            None
+        );
     }
 
     #[test]

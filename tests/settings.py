@@ -14,13 +14,16 @@ ALLOWED_HOSTS = [
 USE_TZ = True
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
+    "django.contrib.messages",
     "channels",
     "djust",
     "tenantry",
     "tests.app",
+    "tests.pieces",
 ]
 
 MIDDLEWARE = [
@@ -28,11 +31,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "tenantry.middleware.TenantMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",  # the admin (tests/test_admin.py)
 ]
 
 ROOT_URLCONF = "tests.app.urls"
 ASGI_APPLICATION = "tests.app.asgi.application"
-LIVEVIEW_ALLOWED_MODULES = ["tests.app"]
+LIVEVIEW_ALLOWED_MODULES = ["tests.app", "tests.pieces"]
 
 DATABASES = {
     "default": {
@@ -51,6 +55,8 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "tenantry.context_processors.tenant",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
             ]
         },
     }

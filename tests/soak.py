@@ -18,6 +18,8 @@ import websockets
 MARK = re.compile(r"item-(t\d{3})-")
 TENANT_ID = re.compile(r'id=\\?"tenant-id\\?">(t\d{3})<')
 TIMEOUT = 60
+#: Frames that answer an event.
+ANSWERS = ("patch", "html_update", "noop", "error")
 
 
 @dataclass
@@ -209,3 +211,108 @@ async def hold_live(port: int, tenants: list[str], per_tenant: int, inspect) -> 
                 _, frame = await stack.enter_async_context(live_view(port, tenant))
                 assert frame["type"] == "mount", frame
         await asyncio.to_thread(inspect)
+
+
+@dataclass
+class Attack:
+    """What an attacker tenant tried during the load, and what it got."""
+
+    cross_origin_refused: int = 0
+    no_origin_refused: int = 0
+    forbidden_events_refused: int = 0
+    events_kept_home: int = 0
+    flood_mounts: int = 0
+    flood_refused: int = 0
+    accepted: list[str] = field(default_factory=list)
+    leaks: list[tuple[str, str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {
+            "cross_origin_refused": self.cross_origin_refused,
+            "no_origin_refused": self.no_origin_refused,
+            "forbidden_events_refused": self.forbidden_events_refused,
+            "events_kept_home": self.events_kept_home,
+            "flood_mounts": self.flood_mounts,
+            "flood_refused": self.flood_refused,
+            "accepted": len(self.accepted),
+            "leaks": len(self.leaks),
+            "errors": len(self.errors),
+        }
+
+
+async def _handshake_refused(port: int, host: str, origin: str | None) -> bool:
+    """True when the server refuses the WebSocket handshake."""
+    try:
+        async with websockets.connect(
+            f"ws://{host}/ws/live/",
+            host="127.0.0.1",
+            port=port,
+            origin=origin,
+            open_timeout=TIMEOUT,
+        ) as socket:
+            await socket.close()
+            return False
+    except websockets.exceptions.InvalidStatus:
+        return True
+
+
+async def attacker(port: int, tenant: str, victims: list[str], flood: int) -> Attack:
+    """Tenant ``tenant`` attacks while the others work: WebSocket handshakes to
+    the victims' hosts from its own pages and with no Origin, events that try
+    to name another tenant (``set_tenant`` is no handler; extra parameters
+    that name a victim), and a flood of live mounts that fill the state store
+    with its own saved views. Nothing may reach a victim, and the victims'
+    own clients (checked by :func:`soak`) must never see an error."""
+    seen = Attack()
+    probe = Stats()
+    own_origin = f"http://{tenant}.localhost:{port}"
+
+    def check(text: str) -> None:
+        probe.check(tenant, text, "frame to the attacker")
+
+    for victim in victims:
+        victim_host = f"{victim}.localhost:{port}"
+        if await _handshake_refused(port, victim_host, own_origin):
+            seen.cross_origin_refused += 1
+        else:
+            seen.accepted.append(f"cross-origin handshake to {victim}")
+        if await _handshake_refused(port, victim_host, None):
+            seen.no_origin_refused += 1
+        else:
+            seen.accepted.append(f"origin-less handshake to {victim}")
+
+    async with live_view(port, tenant, check) as (socket, frame):
+        if frame["type"] != "mount":
+            seen.errors.append(f"attacker mount: {frame}")
+        for k, victim in enumerate(victims):
+            await socket.send(
+                json.dumps(
+                    {"type": "event", "event": "set_tenant", "params": {"tenant_id": victim}}
+                )
+            )
+            frame = await receive_until(socket, *ANSWERS, check=check)
+            if frame["type"] == "error":
+                seen.forbidden_events_refused += 1
+            else:
+                seen.accepted.append(f"set_tenant event to {victim}: {frame['type']}")
+            name = f"item-{tenant}-x{k}"
+            params = {"name": name, "tenant_id": victim, "tenant": victim, "org_id": victim}
+            await socket.send(json.dumps({"type": "event", "event": "add_item", "params": params}))
+            frame = await receive_until(socket, *ANSWERS, check=check)
+            if name in json.dumps(frame):
+                seen.events_kept_home += 1
+
+    async def mount_and_hold(i: int) -> None:
+        try:
+            async with live_view(port, tenant, check) as (_, frame):
+                if frame["type"] == "mount":
+                    seen.flood_mounts += 1
+                else:
+                    seen.flood_refused += 1
+        except Exception as exc:
+            seen.errors.append(f"flood {i}: {type(exc).__name__}: {exc}")
+
+    await asyncio.gather(*(mount_and_hold(i) for i in range(flood)))
+    seen.leaks = probe.leaks
+    return seen

@@ -8,10 +8,10 @@ import asyncio
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 
 from tests.app import views
 from tests.app.models import Item
+from tests.live import LiveClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,45 +84,6 @@ def test_tenant_name_and_settings_reach_the_template(client, settings):
 
 
 # --- WebSocket --------------------------------------------------------------
-
-
-class LiveClient:
-    """One browser tab: a WebSocket to djust's consumer, mounted on a view."""
-
-    def __init__(self, host: str):
-        from tests.app.asgi import application
-
-        self.host = host
-        self.ref = 0
-        self.socket = WebsocketCommunicator(
-            application,
-            "/ws/live/",
-            headers=[(b"host", host.encode()), (b"origin", f"http://{host}".encode())],
-        )
-
-    async def mount(self, view: str = "tests.app.views.ItemsView", url: str = "/items/") -> dict:
-        connected, _ = await self.socket.connect()
-        assert connected
-        await self.socket.receive_json_from(timeout=5)  # the connect frame
-        await self.socket.send_json_to({"type": "mount", "view": view, "url": url})
-        return await self.until("mount", "error", "navigate")
-
-    async def until(self, *types: str) -> dict:
-        for _ in range(20):
-            frame = await self.socket.receive_json_from(timeout=5)
-            if frame.get("type") in types:
-                return frame
-        raise AssertionError(f"no {types} frame")
-
-    async def event(self, event_name: str, **params) -> dict:
-        self.ref += 1
-        await self.socket.send_json_to(
-            {"type": "event", "event": event_name, "params": params, "ref": self.ref}
-        )
-        return await self.until("patch", "html_update", "noop", "error", "response")
-
-    async def close(self) -> None:
-        await self.socket.disconnect()
 
 
 @pytest.mark.asyncio

@@ -14,19 +14,39 @@ import sqlite3
 import pytest
 
 from tests.demo_server import ROOT, demo_server
-from tests.soak import MARK, soak
+from tests.soak import MARK, attacker, soak
 
 TENANTS = [f"t{n:03d}" for n in range(40)]
 CLIENTS = 200
 
 
+#: The attacker tenant (seeded like the others, never one of TENANTS' clients).
+ATTACKER = "t040"
+#: Live mounts the attacker opens at once to fill the state store.
+FLOOD = 150
+
+
+async def _load_with_attacker(port: int):
+    return await asyncio.gather(
+        soak(port, TENANTS, CLIENTS, rounds=2, events=3),
+        attacker(port, ATTACKER, TENANTS[:10], FLOOD),
+    )
+
+
 @pytest.mark.soak
 def test_no_leak_under_concurrency(tmp_path):
-    with demo_server(
-        tmp_path, extra_tenants=len(TENANTS), env={"ASGI_THREADS": "8", "DEMO_WS_PER_IP": "1000"}
-    ) as port:
-        stats = asyncio.run(soak(port, TENANTS, CLIENTS, rounds=2, events=3))
-    summary = stats.summary()
+    """200 clients of 40 tenants, while a 41st tenant attacks: cross-origin and
+    origin-less handshakes to the victims' hosts, events naming a victim, and a
+    flood of live mounts filling the state store with its own saved views."""
+    env = {
+        "ASGI_THREADS": "8",
+        "DEMO_WS_PER_IP": "1000",
+        # Small enough that the attacker's flood passes its own share.
+        "DEMO_STATE_TENANT_MAX_BYTES": str(256 * 1024),
+    }
+    with demo_server(tmp_path, extra_tenants=len(TENANTS) + 1, env=env) as port:
+        stats, attack = asyncio.run(_load_with_attacker(port))
+    summary = {**stats.summary(), "attacker": attack.summary()}
     out = ROOT / "test-output"
     out.mkdir(exist_ok=True)
     (out / "soak.json").write_text(json.dumps(summary, indent=2))
@@ -34,6 +54,10 @@ def test_no_leak_under_concurrency(tmp_path):
 
     assert stats.leaks == [], stats.leaks[:10]
     assert stats.errors == [], stats.errors[:10]
+    assert attack.accepted == [] and attack.leaks == [] and attack.errors == [], attack
+    assert attack.cross_origin_refused == attack.no_origin_refused == 10
+    assert attack.forbidden_events_refused == 10 and attack.events_kept_home == 10
+    assert attack.flood_mounts + attack.flood_refused == FLOOD
     assert summary["requests"] == CLIENTS * 2
     assert summary["websocket_mounts"] == CLIENTS * 2
     assert summary["events"] == CLIENTS * 2 * 3
@@ -47,6 +71,7 @@ def test_no_leak_under_concurrency(tmp_path):
     )
     misplaced = [(t, n) for t, n in rows if (m := MARK.match(n)) and m.group(1) != t]
     assert misplaced == []
+    assert sum(1 for t, n in rows if n.startswith(f"item-{ATTACKER}-x") and t == ATTACKER) == 10
     written = [n for _, n in rows if re.match(r"item-t\d{3}-c", n)]
     assert len(written) == CLIENTS * 2 * 3
 

@@ -21,6 +21,7 @@ from .exceptions import (
     InvalidKey,
     InvalidTenantId,
     TenantMismatchError,
+    TenantNotFound,
     TenantNotSetError,
 )
 from .resolvers import (
@@ -75,6 +76,7 @@ __all__ = [
     "InvalidKey",
     "InvalidTenantId",
     "TenantMismatchError",
+    "TenantNotFound",
     "TenantNotSetError",
     "RESOLVER_REGISTRY",
     "CallableResolver",

@@ -9,9 +9,11 @@ class TenantryConfig(AppConfig):
     def ready(self) -> None:
         from django.core.exceptions import ImproperlyConfigured
 
-        from . import checks, conf, registry  # noqa: F401  (checks and signal receivers)
+        from . import checks, conf, isolation, registry  # noqa: F401  (checks, receivers)
         from .presence import install_djust_presence_backend
         from .state import install_djust_state_backend
+
+        isolation.install()
 
         for install in (install_djust_presence_backend, install_djust_state_backend):
             try:

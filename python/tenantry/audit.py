@@ -5,13 +5,21 @@ Events (``record["event"]``):
 
 ``tenant.resolved``   a request or view got its tenant
 ``tenant.missing``    a tenant was required and none resolved (answered 404)
-``tenant.denied``     ``TENANT_MEMBERSHIP_CHECK`` refused the user (answered 404)
+``tenant.denied``     admission refused the user: ``TENANT_MEMBERSHIP_CHECK`` said no,
+                      or an anonymous user asked for a client-chosen tenant (404)
+``tenant.unknown``    the registry does not know a tenant a view or
+                      ``tenant_context()`` tried to bind (404 / ``TenantNotFound``)
+``domain.ignored``    a custom-domain row claiming a platform host was ignored
+``websocket.refused`` ``TenantOriginValidator`` refused a handshake
 ``tenant.switched``   ``TenantMixin.set_tenant()`` changed a view's tenant
 ``queryset.unscoped`` ``unscoped(reason=...)`` bypassed tenant scoping
+``isolation.refused`` an ORM write or ``raw()`` was refused by the isolation
+                      rules (``tenantry.isolation``); WARNING, with ``model``,
+                      ``field``, ``value`` and ``action``
 
 Each record is a dict with ``event``, ``tenant_id`` and, where known, ``path``,
-``user_id``, ``source``, ``reason``, ``model``. Log handlers receive it as
-``record.tenantry`` (``extra={"tenantry": ...}``).
+``user_id``, ``source``, ``reason``, ``model``, ``field``, ``value``, ``action``.
+Log handlers receive it as ``record.tenantry`` (``extra={"tenantry": ...}``).
 """
 
 from __future__ import annotations

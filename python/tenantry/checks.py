@@ -181,3 +181,51 @@ def check_registry_models(app_configs=None, **kwargs) -> list[checks.CheckMessag
                     )
                 )
     return messages
+
+
+def _websocket_chain(application: object):
+    """The WebSocket app of an ASGI ``ProtocolTypeRouter`` and the apps it
+    wraps (``.application`` / ``.inner``), outermost first, bounded."""
+    mapping = getattr(application, "application_mapping", None)
+    current = mapping.get("websocket") if isinstance(mapping, dict) else None
+    for _ in range(16):
+        if current is None:
+            return
+        yield current
+        inner = getattr(current, "application", None) or getattr(current, "inner", None)
+        current = None if inner is current else inner
+
+
+@checks.register("tenantry")
+def check_origin_validator(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """WebSocket routes should be wrapped in TenantOriginValidator: without
+    it one tenant's page can open another tenant's live views with a
+    visitor's cookies."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path:
+        return []
+    try:
+        application = import_string(path)
+    except Exception:  # Django and channels report an unimportable app
+        return []
+    from .channels import TenantOriginValidator
+
+    chain = list(_websocket_chain(application))
+    if not chain or any(isinstance(app, TenantOriginValidator) for app in chain):
+        return []
+    return [
+        checks.Warning(
+            "The WebSocket routes of ASGI_APPLICATION are not wrapped in "
+            "tenantry.channels.TenantOriginValidator.",
+            hint=(
+                "Without it a page of one tenant can open another tenant's live views "
+                "with a visitor's cookies: wrap the websocket app, e.g. "
+                "TenantOriginValidator(AuthMiddlewareStack(URLRouter(...)))."
+            ),
+            id="tenantry.W010",
+            obj=path,
+        )
+    ]

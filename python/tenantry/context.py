@@ -12,14 +12,17 @@ always agree on the tenant.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
+from typing import Any
 
-from ._core import TenantInfo
+from ._core import TenantInfo, TenantNotFound, lookup_tenant
 
 __all__ = [
     "get_current_tenant",
+    "keep_bound",
     "reset_current_tenant",
     "set_current_tenant",
     "tenant_context",
@@ -61,16 +64,79 @@ def reset_current_tenant(token: Token) -> None:
 
 
 @contextmanager
-def tenant_context(tenant: TenantInfo | str | int | None) -> Iterator[TenantInfo | None]:
+def tenant_context(
+    tenant: TenantInfo | str | int | None, *, must_exist: bool = True
+) -> Iterator[TenantInfo | None]:
     """Bind ``tenant`` for the ``with`` block (or a decorated function) and
     restore the previous tenant afterwards, also on exceptions::
 
         with tenant_context("acme"):
             Item.objects.count()   # acme's items only
+
+    With a registry (``TENANT_MODEL`` / ``TENANT_VALIDATOR``) an id it does not
+    know raises ``TenantNotFound`` (a ``LookupError``), and the bound tenant
+    carries the registry's name, settings and row. ``must_exist=False`` binds
+    the id as given (for code that creates the tenant's row, or cleans up
+    after a deleted one).
     """
-    bound = as_tenant(tenant)
+    bound = _registered(tenant) if must_exist else as_tenant(tenant)
     token = _current.set(bound)
     try:
         yield bound
     finally:
         _current.reset(token)
+
+
+def _registered(tenant: TenantInfo | str | int | None) -> TenantInfo | None:
+    if tenant is None:
+        return None
+    known = lookup_tenant(tenant)  # InvalidTenantId for a bad id
+    if known is None:
+        from . import audit
+
+        audit.emit("tenant.unknown", tenant=tenant, level=logging.WARNING, source="tenant_context")
+        raise TenantNotFound(
+            f"tenant_context({str(tenant)!r}): the registry (TENANT_MODEL / TENANT_VALIDATOR) "
+            "does not know this tenant; create its row first, or pass must_exist=False"
+        )
+    return known
+
+
+def keep_bound(response: Any, tenant: TenantInfo | None) -> Any:
+    """Keep ``tenant`` bound while a streaming (or file) response's body is
+    produced: the body runs after the view returned and the binding was
+    restored, in the server's loop (WSGI) or the ASGI handler (sync bodies in
+    a worker thread). Each chunk is produced with ``tenant`` bound."""
+    if not getattr(response, "streaming", False):
+        return response
+    if response.is_async:
+        response.streaming_content = _bound_async(response.streaming_content, tenant)
+    else:
+        response.streaming_content = _bound_sync(response.streaming_content, tenant)
+    return response
+
+
+def _bound_sync(chunks: Iterable[Any], tenant: TenantInfo | None) -> Iterator[Any]:
+    iterator = iter(chunks)
+    while True:
+        token = _current.set(tenant)
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            _current.reset(token)
+        yield chunk
+
+
+async def _bound_async(chunks: AsyncIterable[Any], tenant: TenantInfo | None) -> AsyncIterator[Any]:
+    iterator = aiter(chunks)
+    while True:
+        token = _current.set(tenant)
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        finally:
+            _current.reset(token)
+        yield chunk

@@ -7,6 +7,7 @@ from ._core import (
     InvalidKey,
     InvalidTenantId,
     TenantMismatchError,
+    TenantNotFound,
     TenantNotSetError,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "InvalidKey",
     "InvalidTenantId",
     "TenantMismatchError",
+    "TenantNotFound",
     "TenantNotSetError",
 ]

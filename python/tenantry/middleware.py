@@ -10,6 +10,9 @@ A required tenant that did not resolve answers 404, unless the path starts
 with one of ``TENANT_EXEMPT_PATHS`` or the view says ``tenant_required =
 False`` (checked in ``process_view``, once the URL has picked the view).
 
+A streaming or file response's body is produced with the request's tenant
+bound (it runs after the view returned, in the server's loop).
+
 A view that raises ``BackendUnavailable`` (Redis behind presence or state is
 down) answers 503 with ``Retry-After``, logged with the error (which names
 the URL, password hidden): an outage is not a bug in the view.
@@ -26,7 +29,13 @@ from django.http import HttpRequest, HttpResponse
 
 from . import conf
 from .access import deny, tenant_for_request
-from .context import get_current_tenant, reset_current_tenant, set_current_tenant, tenant_context
+from .context import (
+    get_current_tenant,
+    keep_bound,
+    reset_current_tenant,
+    set_current_tenant,
+    tenant_context,
+)
 from .exceptions import BackendUnavailable
 
 __all__ = [
@@ -71,9 +80,10 @@ class TenantMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
-        token = set_current_tenant(tenant_for_request(request))
+        tenant = tenant_for_request(request)
+        token = set_current_tenant(tenant)
         try:
-            return self.get_response(request)
+            return keep_bound(self.get_response(request), tenant)
         finally:
             reset_current_tenant(token)
 
@@ -85,7 +95,7 @@ class TenantMiddleware:
             tenant = tenant_for_request(request)
         token = set_current_tenant(tenant)
         try:
-            return await self.get_response(request)
+            return keep_bound(await self.get_response(request), tenant)
         finally:
             reset_current_tenant(token)
 

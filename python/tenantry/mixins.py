@@ -29,8 +29,8 @@ from django.http import Http404
 
 from . import audit, conf
 from ._core import TenantInfo, TenantNotSetError, resolve_tenant
-from .access import NOT_FOUND, deny, tenant_for_request
-from .context import _current, as_tenant, tenant_context
+from .access import NOT_FOUND, VIEW_SOURCE, admit, deny, tenant_for_request
+from .context import _current, keep_bound, tenant_context
 
 __all__ = [
     "TenantContextProcessor",
@@ -75,6 +75,9 @@ class _derived_property(property):
 
     _djust_framework_derived = True
 
+#: Where a view keeps its admitted tenant (``_tenant`` is the guarded name).
+_BOUND = "_tenantry_tenant"
+
 
 class TenantMixin:
     # Set on your view, not here: djust copies every public class attribute
@@ -95,12 +98,32 @@ class TenantMixin:
     def __init__(self, **kwargs: Any) -> None:
         # Set before djust's LiveView.__init__ snapshots its framework
         # attributes, so djust never saves these as user state.
-        self._tenant: TenantInfo | None = None
+        self.__dict__[_BOUND] = None
         self._tenant_resolved = False
         self._tenant_refused = False
         super().__init__(**kwargs)
 
     # -- the tenant ---------------------------------------------------------
+
+    # djust binds ``view._tenant`` around every live event, so every write of
+    # it is admitted (tenantry.access.admit): an event handler that assigns
+    # ``self._tenant``, ``self.tenant`` or calls ``set_tenant()`` with a
+    # client-sent id gets a 404 for a tenant its user may not see, and the
+    # view keeps its tenant.
+    @property
+    def _tenant(self) -> TenantInfo | None:
+        return self.__dict__.get(_BOUND)
+
+    @_tenant.setter
+    def _tenant(self, value: TenantInfo | str | int | None) -> None:
+        self._admit_view_tenant(value)
+
+    def _admit_view_tenant(self, value: TenantInfo | str | int | None) -> TenantInfo | None:
+        tenant = admit(value, request=self.__dict__.get("request"), source=VIEW_SOURCE)
+        self.__dict__[_BOUND] = tenant
+        self._tenant_resolved = True
+        self._tenant_refused = False
+        return tenant
 
     @_derived_property
     def tenant(self) -> TenantInfo | None:
@@ -113,20 +136,19 @@ class TenantMixin:
 
     @tenant.setter
     def tenant(self, value: TenantInfo | str | int | None) -> None:
-        self._tenant = as_tenant(value)
-        self._tenant_resolved = True
-        self._tenant_refused = False
+        self._admit_view_tenant(value)
 
     def set_tenant(self, tenant_id: TenantInfo | str | int) -> TenantInfo:
-        """Switch this view to another tenant (validated; ``InvalidTenantId``
-        otherwise). The view's state is authoritative; with the session
-        resolver configured the id is also mirrored into the session, which
-        only an HTTP response can save."""
-        tenant = as_tenant(tenant_id)
-        if tenant is None:
+        """Switch this view to another tenant: validated (``InvalidTenantId``),
+        and admitted like a resolved one (the registry must know it and
+        ``TENANT_MEMBERSHIP_CHECK`` must accept the user; ``Http404``
+        otherwise, and the view keeps its tenant). The view's state is
+        authoritative; with the session resolver configured the id is also
+        mirrored into the session, which only an HTTP response can save."""
+        if tenant_id is None:
             raise TypeError("set_tenant() needs a tenant id or a TenantInfo, not None")
         previous = self._tenant
-        self.tenant = tenant
+        tenant = self._admit_view_tenant(tenant_id)
         audit.emit(
             "tenant.switched",
             tenant=tenant,
@@ -161,12 +183,15 @@ class TenantMixin:
             return
         try:
             tenant = self.resolve_tenant(request)
+            if tenant is not getattr(request, "__dict__", {}).get("tenant"):
+                # An overridden resolve_tenant(): admit what it chose.
+                tenant = admit(tenant, request=request, source=VIEW_SOURCE)
         except Http404:
             self._tenant_refused = True
             raise
-        self._tenant = as_tenant(tenant)
+        self.__dict__[_BOUND] = tenant
         self._tenant_resolved = True
-        if self._tenant is None and self._is_tenant_required():
+        if tenant is None and self._is_tenant_required():
             self._tenant_refused = True
             raise deny("tenant.missing", None, request, source=type(self).__name__)
 
@@ -176,24 +201,25 @@ class TenantMixin:
     # transports never call dispatch(); they call _ensure_tenant() directly.
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         self._ensure_tenant(request)
-        with tenant_context(self._tenant):
-            return super().dispatch(request, *args, **kwargs)
+        tenant = self._tenant
+        with tenant_context(tenant, must_exist=False):  # admitted above
+            return keep_bound(super().dispatch(request, *args, **kwargs), tenant)
 
     # djust's own tests, and code ported from djust.tenants, call get()/post()
     # without dispatch(): resolve and bind there too (a no-op after dispatch).
     def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        self._ensure_tenant(request)
-        if _current.get() is self._tenant:
-            return super().get(request, *args, **kwargs)  # type: ignore[misc]
-        with tenant_context(self._tenant):
-            return super().get(request, *args, **kwargs)  # type: ignore[misc]
+        return self._run_bound(super().get, request, *args, **kwargs)  # type: ignore[misc]
 
     def post(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._run_bound(super().post, request, *args, **kwargs)  # type: ignore[misc]
+
+    def _run_bound(self, handler: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         self._ensure_tenant(request)
-        if _current.get() is self._tenant:
-            return super().post(request, *args, **kwargs)  # type: ignore[misc]
-        with tenant_context(self._tenant):
-            return super().post(request, *args, **kwargs)  # type: ignore[misc]
+        tenant = self._tenant
+        if _current.get() is tenant:  # dispatch() bound it
+            return handler(request, *args, **kwargs)
+        with tenant_context(tenant, must_exist=False):  # admitted above
+            return keep_bound(handler(request, *args, **kwargs), tenant)
 
     # -- template context -----------------------------------------------------
 
@@ -270,7 +296,7 @@ class TenantScopedMixin(TenantMixin):
         NULL-tenant query), as djust.tenants: a custom ``objects`` (say, one
         that hides inactive rows) applies. A ``TenantManager`` is filtered to
         the view's tenant whatever tenant is bound."""
-        from .managers import TenantManager, tenant_field_value
+        from .managers import scoped_queryset
 
         model = self._scoped_model(model)
         tenant = self._require_view_tenant("get_tenant_queryset")
@@ -280,18 +306,18 @@ class TenantScopedMixin(TenantMixin):
             raise TypeError(
                 f"{type(self).__name__}: {model!r} has no `objects` manager to scope"
             ) from None
-        if isinstance(manager, TenantManager):
-            manager = manager._base()
+        if isinstance(model, type) and issubclass(model, Model):
+            return scoped_queryset(model, self.tenant_field, tenant, manager)
+        # A model-like class with `objects`: filter the field as named.
         if tenant is None:
             return manager.none()
-        if isinstance(model, type) and issubclass(model, Model):
-            name, value = tenant_field_value(model, self.tenant_field, tenant)
-        else:  # a model-like class with `objects`: filter the field as named
-            name, value = self.tenant_field, tenant.id
-        return manager.filter(**{name: value})
+        return manager.filter(**{self.tenant_field: tenant.id})
 
     def create_for_tenant(self, model: Any = None, **kwargs: Any) -> Any:
-        from .managers import tenant_field_value
+        """Create a row of this view's tenant. A tenant field among ``kwargs``
+        (name, attname or instance) naming another tenant raises
+        ``TenantMismatchError``."""
+        from .isolation import tenant_kwargs
 
         model = self._scoped_model(model)
         tenant = self.tenant
@@ -299,8 +325,9 @@ class TenantScopedMixin(TenantMixin):
             raise TenantNotSetError(
                 f"{type(self).__name__}.create_for_tenant(): tenant not resolved"
             )
-        name, value = tenant_field_value(model, self.tenant_field, tenant)
-        kwargs[name] = value
+        kwargs = tenant_kwargs(
+            model, self.tenant_field, tenant, kwargs, "create_for_tenant()", fill=True
+        )
         return self.get_tenant_queryset(model).create(**kwargs)
 
     def get_tenant_object(self, pk: Any, model: Any = None) -> Any:

@@ -42,9 +42,16 @@ class AbstractTenantDomain(models.Model):
     class Meta:
         abstract = True
 
+    def clean(self) -> None:
+        super().clean()
+        from .registry import validate_custom_domain
+
+        self.domain = self.domain.strip().lower().rstrip(".")
+        validate_custom_domain(self.domain, self.tenant_id)
+
     def save(self, *args, **kwargs):
         # Lookups use the host as Django validates it: lowercase, no port,
-        # no trailing dot.
+        # no trailing dot. (tenantry.registry refuses platform hosts on save.)
         self.domain = self.domain.strip().lower().rstrip(".")
         super().save(*args, **kwargs)
 

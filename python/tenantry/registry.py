@@ -7,20 +7,33 @@ kind; this module holds the loaders it calls on a miss, and drops the caches
 when a tenant or domain row is saved or deleted in this process. Other
 processes see changes when their cached entry expires (the TTL bounds it), or
 when you call :func:`invalidate_tenant` there.
+
+A custom domain may not claim the platform's own hosts: the main domain, or
+a ``<label>.<main domain>`` host that the subdomain rule serves as another
+tenant (or as none). Such a row is refused when saved
+(:func:`validate_custom_domain`, a ``ValidationError``) and, if it reached
+the database another way, ignored by lookups and audited (``domain.ignored``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from django.apps import apps
-from django.db.models.signals import post_delete, post_save
+from django.core.exceptions import ValidationError
+from django.db.models.signals import post_delete, post_save, pre_save
 
-from . import _core, conf
+from . import _core, audit, conf
 from ._core import TenantInfo
 
-__all__ = ["invalidate_tenant", "make_domain_loader", "make_tenant_loader"]
+__all__ = [
+    "invalidate_tenant",
+    "make_domain_loader",
+    "make_tenant_loader",
+    "validate_custom_domain",
+]
 
 Details = tuple[Any, Any, Any]  # (name, settings, raw)
 
@@ -79,13 +92,65 @@ def make_domain_loader(
         model = apps.get_model(model_label)
         field = model._meta.get_field(tenant_field)
         column = f"{field.name}__{tenant_id_field}" if field.is_relation else field.attname
-        return (
+        tenant_id = (
             model._base_manager.filter(**{domain_field: domain})
             .values_list(column, flat=True)
             .first()
         )
+        if tenant_id is None:
+            return None
+        conflict = _core.custom_domain_conflict(domain, str(tenant_id))
+        if conflict is not None:
+            # Written around validate_custom_domain (a queryset update, raw
+            # SQL): the platform's host keeps its own tenant.
+            audit.emit(
+                "domain.ignored",
+                tenant=tenant_id,
+                level=logging.WARNING,
+                domain=domain,
+                reason=conflict,
+            )
+            return None
+        return tenant_id
 
     return load
+
+
+def validate_custom_domain(domain: str, tenant_id: Any) -> None:
+    """Refuse (``ValidationError``) a custom-domain row that would claim the
+    main domain or a ``<label>.<main domain>`` host the subdomain rule does
+    not give to ``tenant_id``."""
+    conflict = _core.custom_domain_conflict(str(domain), str(tenant_id))
+    if conflict is not None:
+        raise ValidationError(
+            "%(domain)s cannot be a custom domain of tenant %(tenant)s: %(reason)s.",
+            params={"domain": domain, "tenant": tenant_id, "reason": conflict},
+            code="platform_domain",
+        )
+
+
+def _domain_row_values(instance: Any) -> tuple[str, Any] | None:
+    """``(domain, tenant id)`` of a row of ``TENANT_DOMAIN_MODEL``, else None."""
+    source = conf.current().source
+    label = source.get("TENANT_DOMAIN_MODEL")
+    if not label or instance._meta.label_lower != str(label).lower():
+        return None
+    domain = getattr(instance, source.get("TENANT_DOMAIN_FIELD", "domain"))
+    field = instance._meta.get_field(source.get("TENANT_DOMAIN_TENANT_FIELD", "tenant_id"))
+    value = getattr(instance, field.attname)
+    if field.is_relation and value is not None:
+        target = getattr(instance, field.name)
+        value = getattr(target, source.get("TENANT_MODEL_ID_FIELD", "slug"), value)
+    return str(domain).strip().lower().rstrip("."), value
+
+
+def _on_domain_save(sender: Any, instance: Any, **kwargs: Any) -> None:
+    try:
+        values = _domain_row_values(instance)
+    except Exception:  # a broken config is reported by the system checks
+        return
+    if values is not None:
+        validate_custom_domain(*values)
 
 
 def _on_row_change(sender: Any, **kwargs: Any) -> None:
@@ -103,3 +168,4 @@ def _on_row_change(sender: Any, **kwargs: Any) -> None:
 
 post_save.connect(_on_row_change, dispatch_uid="tenantry.registry.post_save")
 post_delete.connect(_on_row_change, dispatch_uid="tenantry.registry.post_delete")
+pre_save.connect(_on_domain_save, dispatch_uid="tenantry.registry.domain_pre_save")

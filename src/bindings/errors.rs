@@ -3,7 +3,8 @@
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyConnectionError, PyOverflowError, PyPermissionError, PyRuntimeError, PyValueError,
+    PyConnectionError, PyLookupError, PyOverflowError, PyPermissionError, PyRuntimeError,
+    PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -84,6 +85,12 @@ impl TenantNotSetError {
         })
     }
 }
+create_exception!(
+    tenantry,
+    TenantNotFound,
+    PyLookupError,
+    "The registry (TENANT_MODEL / TENANT_VALIDATOR) does not know this tenant."
+);
 create_exception!(
     tenantry,
     InvalidKey,
@@ -171,5 +178,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BackendError", py.get_type::<BackendError>())?;
     m.add("TenantMismatchError", py.get_type::<TenantMismatchError>())?;
     m.add("InvalidKey", py.get_type::<InvalidKey>())?;
+    m.add("TenantNotFound", py.get_type::<TenantNotFound>())?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The only module that knows about Python: maps the core to classes,
 //! functions and exceptions of `tenantry._core`.
 
+mod admission;
 mod config;
 mod errors;
 mod presence;
@@ -32,6 +33,10 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(resolvers::resolve_tenant, m)?)?;
     m.add_function(wrap_pyfunction!(resolvers::get_tenant_resolver, m)?)?;
     m.add_function(wrap_pyfunction!(resolvers::django_host, m)?)?;
+    m.add_function(wrap_pyfunction!(resolvers::resolve_tenant_sourced, m)?)?;
+    m.add_function(wrap_pyfunction!(admission::lookup_tenant, m)?)?;
+    m.add_function(wrap_pyfunction!(admission::host_tenant, m)?)?;
+    m.add_function(wrap_pyfunction!(admission::custom_domain_conflict, m)?)?;
 
     m.add_class::<presence::MemoryBackend>()?;
     m.add_class::<presence::RedisBackend>()?;

@@ -101,17 +101,47 @@ impl Resolver {
         c: &Compiled,
         request: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        Ok(self.resolve_sourced(py, c, request)?.map(|(t, _)| t))
+    }
+
+    /// [`Resolver::resolve`], also naming the leaf that matched (see
+    /// [`Resolver::source`]): admission treats client-chosen sources apart.
+    pub fn resolve_sourced<'a, 'py>(
+        &'a self,
+        py: Python<'py>,
+        c: &Compiled,
+        request: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<(Bound<'py, PyAny>, &'a str)>> {
         if let Resolver::Chain(items) = self {
             for item in items {
-                if let Some(found) = item.resolve(py, c, request)? {
+                if let Some(found) = item.resolve_sourced(py, c, request)? {
                     return Ok(Some(found));
                 }
             }
             return Ok(None);
         }
         match self.resolve_leaf(py, c, request)? {
-            Some(found) => admit(py, c, found),
+            Some(found) => Ok(admit(py, c, found)?.map(|t| (t, self.source()))),
             None => Ok(None),
+        }
+    }
+
+    /// The built-in's name (`"subdomain"`, `"header"`, …) or the label of a
+    /// user resolver (its dotted path or class name).
+    pub fn source(&self) -> &str {
+        match self {
+            Resolver::Builtin(b) => b.name(),
+            Resolver::Python { label, .. } => label,
+            Resolver::Chain(_) => "chain",
+        }
+    }
+
+    /// The leaves that read the request's host, in chain order.
+    pub fn host_builtins(&self, out: &mut Vec<Builtin>) {
+        match self {
+            Resolver::Builtin(b @ (Builtin::Subdomain | Builtin::Domain)) => out.push(*b),
+            Resolver::Chain(items) => items.iter().for_each(|r| r.host_builtins(out)),
+            _ => {}
         }
     }
 
@@ -159,7 +189,7 @@ impl<'py> Found<'py> {
 
 /// A found tenant as the registry sees it (with its name, settings and row),
 /// or `None` when the registry does not know it. Without a registry: as is.
-fn admit<'py>(
+pub(super) fn admit<'py>(
     py: Python<'py>,
     c: &Compiled,
     found: Found<'py>,
@@ -176,6 +206,18 @@ fn admit<'py>(
 }
 
 impl Builtin {
+    /// The name `TENANT_RESOLVER` knows it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::Subdomain => "subdomain",
+            Builtin::Path => "path",
+            Builtin::Header => "header",
+            Builtin::Session => "session",
+            Builtin::Custom => "custom",
+            Builtin::Domain => "domain",
+        }
+    }
+
     pub fn is_custom(self) -> bool {
         self == Builtin::Custom
     }
@@ -486,11 +528,11 @@ fn session<'py>(
 /// together with the objects they were compiled from. They are re-read on
 /// every request because Django's test runner assigns them directly (no
 /// `setting_changed` signal); recompiling happens only when they change.
-struct HostSnapshot {
+pub(super) struct HostSnapshot {
     list: Py<PyAny>,
     items: Vec<Py<PyAny>>,
     debug: bool,
-    rules: AllowedHosts,
+    pub(super) rules: AllowedHosts,
 }
 
 static HOSTS: Mutex<Option<Arc<HostSnapshot>>> = Mutex::new(None);
@@ -520,7 +562,7 @@ fn django_setting<'py>(
     }
 }
 
-fn host_rules(py: Python<'_>) -> PyResult<(Arc<HostSnapshot>, bool)> {
+pub(super) fn host_rules(py: Python<'_>) -> PyResult<(Arc<HostSnapshot>, bool)> {
     let list = django_setting(py, intern!(py, "ALLOWED_HOSTS"))?;
     let debug = django_setting(py, intern!(py, "DEBUG"))?.is_truthy()?;
     let use_xfh = django_setting(py, intern!(py, "USE_X_FORWARDED_HOST"))?.is_truthy()?;
@@ -821,13 +863,28 @@ pub fn resolve_tenant<'py>(
     py: Python<'py>,
     request: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
+    Ok(resolve_tenant_sourced(py, request)?.0)
+}
+
+/// [`resolve_tenant`] and where the tenant came from: a resolver's name
+/// (`"subdomain"`, `"header"`, …, or a user resolver's label), `"default"`
+/// for `TENANT_DEFAULT`, `None` when nothing resolved.
+#[pyfunction]
+pub fn resolve_tenant_sourced<'py>(
+    py: Python<'py>,
+    request: &Bound<'py, PyAny>,
+) -> PyResult<(Option<Bound<'py, PyAny>>, Option<String>)> {
     let c = current(py)?;
-    if let Some(found) = c.resolver.resolve(py, &c, request)? {
-        return Ok(Some(found));
+    if let Some((found, source)) = c.resolver.resolve_sourced(py, &c, request)? {
+        return Ok((Some(found), Some(source.to_owned())));
     }
     match &c.settings.default_tenant {
-        Some(id) => admit(py, &c, Found::Id(ValidId::Rust(id.clone()))),
-        None => Ok(None),
+        Some(id) => {
+            let found = admit(py, &c, Found::Id(ValidId::Rust(id.clone())))?;
+            let source = found.as_ref().map(|_| "default".to_owned());
+            Ok((found, source))
+        }
+        None => Ok((None, None)),
     }
 }
 

@@ -8,13 +8,14 @@ from django.urls import path
 django.setup()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from djust.websocket import LiveViewConsumer  # noqa: E402
+
+from tenantry.channels import TenantOriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": get_asgi_application(),
-        "websocket": AllowedHostsOriginValidator(
+        "websocket": TenantOriginValidator(
             AuthMiddlewareStack(URLRouter([path("ws/live/", LiveViewConsumer.as_asgi())]))
         ),
     }

@@ -52,3 +52,79 @@ class Tenant(AbstractTenant):
 class Domain(AbstractTenantDomain):
     class Meta:
         app_label = "app"
+
+
+# -- isolation rules (tests/test_isolation_orm.py): scoped models that refer
+# to each other by ForeignKey, OneToOne and ManyToMany, and one scoped by a
+# foreign key to the registry model.
+
+
+class Folder(models.Model):
+    tenant_id = models.CharField(max_length=128, db_index=True)
+    name = models.CharField(max_length=100)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE)
+
+    objects = TenantManager(tenant_field="tenant_id")
+    all_tenants = models.Manager()
+
+    class Meta:
+        app_label = "app"
+        ordering = ["id"]
+
+
+class Tag(models.Model):
+    tenant_id = models.CharField(max_length=128, db_index=True)
+    name = models.CharField(max_length=100)
+
+    objects = TenantManager(tenant_field="tenant_id")
+    all_tenants = models.Manager()
+
+    class Meta:
+        app_label = "app"
+        ordering = ["id"]
+
+
+class Document(models.Model):
+    tenant_id = models.CharField(max_length=128, db_index=True)
+    title = models.CharField(max_length=100)
+    folder = models.ForeignKey(Folder, null=True, blank=True, on_delete=models.CASCADE)
+    tags = models.ManyToManyField(Tag, blank=True)
+
+    objects = TenantManager(tenant_field="tenant_id")
+    all_tenants = models.Manager()
+
+    class Meta:
+        app_label = "app"
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant_id", "title"], name="app_document_tenant_title")
+        ]
+
+
+class Summary(models.Model):
+    """A OneToOne from a scoped model to another."""
+
+    tenant_id = models.CharField(max_length=128, db_index=True)
+    document = models.OneToOneField(Document, on_delete=models.CASCADE)
+    text = models.CharField(max_length=200, blank=True)
+
+    objects = TenantManager(tenant_field="tenant_id")
+    all_tenants = models.Manager()
+
+    class Meta:
+        app_label = "app"
+
+
+class Note(models.Model):
+    """Scoped by a foreign key to the registry model (``tenant.raw`` is the row)."""
+
+    org = models.ForeignKey(Tenant, on_delete=models.CASCADE)
+    text = models.CharField(max_length=200)
+
+    objects = TenantManager(tenant_field="org")
+    all_tenants = models.Manager()
+
+    class Meta:
+        app_label = "app"
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["org", "text"], name="app_note_org_text")]

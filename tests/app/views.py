@@ -1,6 +1,6 @@
 """Views the integration tests drive over HTTP and WebSocket."""
 
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.views.generic import TemplateView, View
 from djust import LiveView
 from djust.decorators import event_handler
@@ -135,3 +135,55 @@ class PresenceFirstRoomView(PresenceMixin, TenantMixin, LiveView):
 
     def mount(self, request, **kwargs):
         self.track_presence(meta={"who": f"{self.tenant.id}-first"})
+
+
+class SwitchView(TenantMixin, LiveView):
+    """Handlers that try to move the view to a tenant the client names: each
+    write of the view's tenant goes through admission."""
+
+    template = '<div dj-root dj-id="0">on {{ tenant.id }}</div>'
+
+    def mount(self, request, **kwargs):
+        _snapshot("SwitchView", "mount")
+
+    @event_handler
+    def switch(self, tenant: str = "", how: str = "set_tenant", **kwargs):
+        if how == "set_tenant":
+            self.set_tenant(tenant)
+        elif how == "tenant":
+            self.tenant = tenant
+        else:
+            self._tenant = tenant
+        _snapshot("SwitchView", "switch")
+
+    @event_handler
+    def peek(self, **kwargs):
+        _snapshot("SwitchView", "peek")
+
+
+def _item_names():
+    for item in Item.objects.all():
+        yield f"{item.tenant_id}:{item.name};"
+
+
+async def _aitem_names():
+    from asgiref.sync import sync_to_async
+
+    for line in await sync_to_async(lambda: list(_item_names()))():
+        yield line
+
+
+def stream_view(request):
+    """The body queries scoped rows while the server sends it."""
+    return StreamingHttpResponse(_item_names())
+
+
+async def astream_view(request):
+    return StreamingHttpResponse(_aitem_names())
+
+
+class StreamingTenantView(TenantMixin, View):
+    """A TenantMixin view (no middleware needed) streaming scoped rows."""
+
+    def get(self, request):
+        return StreamingHttpResponse(_item_names())

@@ -7,16 +7,19 @@ django_http = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 from djust.websocket import LiveViewConsumer  # noqa: E402
 
+from tenantry.channels import TenantOriginValidator  # noqa: E402
+
 application = ProtocolTypeRouter(
     {
         "http": ASGIStaticFilesHandler(django_http) if settings.DEBUG else django_http,
-        "websocket": AllowedHostsOriginValidator(
+        # Only pages of the same tenant may open its live views (and every
+        # origin must be in ALLOWED_HOSTS, as channels' validator checks).
+        "websocket": TenantOriginValidator(
             AuthMiddlewareStack(URLRouter([path("ws/live/", LiveViewConsumer.as_asgi())]))
         ),
     }

@@ -14,9 +14,11 @@ ALLOWED_HOSTS = [".localhost", "localhost", "127.0.0.1"]
 
 INSTALLED_APPS = [
     "daphne",  # runserver speaks ASGI (HTTP + WebSocket)
+    "django.contrib.admin",  # per tenant: acme.localhost:8000/admin/ (board/admin.py)
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
+    "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
     "djust",
@@ -31,6 +33,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "tenantry.middleware.TenantMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
 ]
 
 ROOT_URLCONF = "demo.urls"
@@ -63,12 +66,38 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "tenantry.context_processors.tenant",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
             ]
         },
     }
 ]
 
 STATIC_URL = "/static/"
+# Each tenant's logo lives under MEDIA_ROOT/tenants/<id>/ (tenantry.storage)
+# and is served by a view that reads the tenant's folder, never by URL.
+MEDIA_ROOT = os.environ.get("DEMO_MEDIA", str(BASE_DIR / "media"))
+# The demo's admin listens on loopback only; no brute-force protection app.
+SILENCED_SYSTEM_CHECKS = ["djust.A030"]
+
+# Every log line names its tenant ("-" where none is bound): docs/logging.md.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"tenant": {"()": "tenantry.logging.TenantFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s [%(tenant)s] %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["tenant"],
+            "formatter": "plain",
+        },
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"board": {"level": "INFO"}},
+}
 LIVEVIEW_CONFIG = {
     "hvr_enabled": False,  # hot view replacement needs watchdog
     # djust limits WebSockets per client IP (10); the load test connects
@@ -83,10 +112,15 @@ DJUST_CONFIG = {
     # Only rows of board.Tenant are tenants; their name and settings (theme,
     # tagline) reach templates as tenant.name / tenant.settings.
     "TENANT_MODEL": "board.Tenant",
-    "TENANT_EXEMPT_PATHS": ["/static/"],
+    # /admin/ on a host without a tenant (localhost:8000/admin/) is the
+    # superuser's read-only view of every tenant (docs/admin.md).
+    "TENANT_EXEMPT_PATHS": ["/static/", "/admin/"],
     "PRESENCE_BACKEND": "tenant_memory",
     "STATE_BACKEND": "tenant_memory",
 }
+if os.environ.get("DEMO_STATE_TENANT_MAX_BYTES"):
+    # One tenant's share of the memory state store (the soak's attacker fills it).
+    DJUST_CONFIG["STATE_TENANT_MAX_BYTES"] = int(os.environ["DEMO_STATE_TENANT_MAX_BYTES"])
 if os.environ.get("DEMO_REDIS_URL"):
     # The load tests run the demo on Redis-backed presence and view state.
     DJUST_CONFIG["PRESENCE_BACKEND"] = "tenant_redis"

@@ -2,6 +2,7 @@
 
 manage.py tenantry list
 manage.py tenantry create acme --name "Acme Corp" --setting theme=dark
+manage.py tenantry domain shop.acme-corp.com acme
 manage.py tenantry check http://acme.example.com/dashboard/ [-H "X-Tenant-ID: acme"]
                           [--session tenant_id=acme]
 """
@@ -19,6 +20,7 @@ from django.test import RequestFactory
 
 from ... import conf, resolve_tenant
 from ..._core import ChainedResolver, _django_host, get_tenant_resolver
+from ...registry import validate_custom_domain
 
 
 def _pairs(values: list[str], sep: str, what: str) -> dict[str, str]:
@@ -53,6 +55,9 @@ class Command(BaseCommand):
             metavar="KEY=VALUE",
             help="a settings entry (VALUE is JSON when it parses)",
         )
+        domain = sub.add_parser("domain", help="map a custom domain to a tenant")
+        domain.add_argument("domain")
+        domain.add_argument("tenant_id")
         check = sub.add_parser("check", help="what a request would resolve to, and why")
         check.add_argument("url", help="a URL or a host, e.g. http://acme.example.com/x/")
         check.add_argument("-H", "--header", action="append", metavar="NAME: VALUE")
@@ -108,6 +113,27 @@ class Command(BaseCommand):
             ) from exc
         row.save()
         self.stdout.write(f"created tenant {options['tenant_id']!r}")
+
+    def handle_domain(self, options):
+        source = conf.current().source
+        label = source.get("TENANT_DOMAIN_MODEL")
+        if not label:
+            raise CommandError("DJUST_CONFIG['TENANT_DOMAIN_MODEL'] is not set: no domain table.")
+        model = apps.get_model(label)
+        domain = options["domain"].strip().lower().rstrip(".")
+        row = model(
+            **{
+                source.get("TENANT_DOMAIN_FIELD", "domain"): domain,
+                source.get("TENANT_DOMAIN_TENANT_FIELD", "tenant_id"): options["tenant_id"],
+            }
+        )
+        try:
+            row.full_clean()
+            validate_custom_domain(domain, options["tenant_id"])
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages)) from exc
+        row.save()
+        self.stdout.write(f"{domain} now serves tenant {options['tenant_id']!r}")
 
     # -- explanation -------------------------------------------------------------
 

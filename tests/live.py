@@ -1,0 +1,52 @@
+"""A live-view client for the tests: one browser tab on djust's consumer
+behind the test project's ASGI router (tests/app/asgi.py)."""
+
+from __future__ import annotations
+
+from channels.testing import WebsocketCommunicator
+
+
+class LiveClient:
+    """One browser tab: a WebSocket to djust's consumer, mounted on a view."""
+
+    def __init__(self, host: str, *, origin: str | None = "same", headers=(), cookie: str = ""):
+        from tests.app.asgi import application
+
+        self.host = host
+        self.ref = 0
+        sent = [(b"host", host.encode())]
+        if origin == "same":
+            origin = f"http://{host}"
+        if origin is not None:
+            sent.append((b"origin", origin.encode()))
+        if cookie:
+            sent.append((b"cookie", cookie.encode()))
+        sent += [(k.encode(), v.encode()) for k, v in headers]
+        self.socket = WebsocketCommunicator(application, "/ws/live/", headers=sent)
+
+    async def connect(self) -> bool:
+        connected, _ = await self.socket.connect()
+        return connected
+
+    async def mount(self, view: str = "tests.app.views.ItemsView", url: str = "/items/") -> dict:
+        assert await self.connect()
+        await self.socket.receive_json_from(timeout=5)  # the connect frame
+        await self.socket.send_json_to({"type": "mount", "view": view, "url": url})
+        return await self.until("mount", "error", "navigate")
+
+    async def until(self, *types: str) -> dict:
+        for _ in range(20):
+            frame = await self.socket.receive_json_from(timeout=5)
+            if frame.get("type") in types:
+                return frame
+        raise AssertionError(f"no {types} frame")
+
+    async def event(self, event_name: str, **params) -> dict:
+        self.ref += 1
+        await self.socket.send_json_to(
+            {"type": "event", "event": event_name, "params": params, "ref": self.ref}
+        )
+        return await self.until("patch", "html_update", "noop", "error", "response")
+
+    async def close(self) -> None:
+        await self.socket.disconnect()
