@@ -21,6 +21,7 @@ def main() -> int:
     import tenantry
     from benchmarks import (
         bench_cache,
+        bench_liveview,
         bench_presence,
         bench_registry,
         bench_request_path,
@@ -44,6 +45,7 @@ def main() -> int:
         bench_state,
         bench_writes,
         bench_cache,
+        bench_liveview,
     ):
         print(module.run())
         sys.stdout.flush()

@@ -54,6 +54,7 @@ _LAZY: dict[str, str] = {
     "TenantManager": ".managers",
     "TenantQuerySet": ".managers",
     "invalidate_tenant": ".registry",
+    "TenantAwareBackendMixin": ".presence",
     "TenantAwareMemoryBackend": ".presence",
     "TenantAwareRedisBackend": ".presence",
     "TenantPresenceManager": ".presence",

@@ -286,10 +286,14 @@ class TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: igno
         return errors
 
 
-def scoped_queryset(model: type[models.Model], tenant_field: str, tenant: TenantInfo | None) -> Any:
-    """``model``'s rows of ``tenant`` (``.none()`` for no tenant), whatever
-    manager the model uses, without touching the bound tenant."""
-    manager = model._default_manager
+def scoped_queryset(
+    model: type[models.Model], tenant_field: str, tenant: TenantInfo | None, manager: Any = None
+) -> Any:
+    """``model``'s rows of ``tenant`` (``.none()`` for no tenant) through
+    ``manager`` (default: the model's default manager), whatever kind it is,
+    without touching the bound tenant."""
+    if manager is None:
+        manager = model._default_manager
     opts = model._meta
     if isinstance(manager, TenantManager) and opts.get_field(
         manager.tenant_field

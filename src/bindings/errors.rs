@@ -7,7 +7,8 @@ use pyo3::exceptions::{
     PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyType};
 
 use crate::config::ConfigError as CoreConfigError;
 use crate::presence::PresenceError;
@@ -51,12 +52,45 @@ create_exception!(
     PyPermissionError,
     "An operation named one tenant while another tenant is bound."
 );
-create_exception!(
-    tenantry,
-    TenantNotSetError,
-    PyRuntimeError,
-    "A tenant-scoped operation ran with no tenant bound."
-);
+
+/// A tenant-scoped operation ran with no tenant bound. Both a `RuntimeError`
+/// and a `ValueError`: djust.tenants raised `ValueError` there, so existing
+/// `except ValueError` code keeps catching it. `create_exception!` takes one
+/// base, so the class is made once with `type(name, bases, namespace)`.
+pub struct TenantNotSetError;
+
+static TENANT_NOT_SET: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+impl TenantNotSetError {
+    pub fn type_object(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+        let ty = TENANT_NOT_SET.get_or_try_init(py, || -> PyResult<Py<PyType>> {
+            let namespace = PyDict::new(py);
+            namespace.set_item("__module__", "tenantry")?;
+            namespace.set_item(
+                "__doc__",
+                "A tenant-scoped operation ran with no tenant bound (also a ValueError, \
+                 as djust.tenants raised).",
+            )?;
+            let bases = (
+                py.get_type::<PyRuntimeError>(),
+                py.get_type::<PyValueError>(),
+            );
+            Ok(py
+                .get_type::<PyType>()
+                .call1(("TenantNotSetError", bases, namespace))?
+                .cast_into::<PyType>()?
+                .unbind())
+        })?;
+        Ok(ty.bind(py))
+    }
+
+    pub fn new_err(message: String) -> PyErr {
+        Python::attach(|py| match Self::type_object(py) {
+            Ok(ty) => PyErr::from_type(ty.clone(), message),
+            Err(err) => err,
+        })
+    }
+}
 create_exception!(
     tenantry,
     TenantNotFound,
@@ -149,7 +183,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("InvalidTenantId", py.get_type::<InvalidTenantId>())?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("BackendUnavailable", py.get_type::<BackendUnavailable>())?;
-    m.add("TenantNotSetError", py.get_type::<TenantNotSetError>())?;
+    m.add("TenantNotSetError", TenantNotSetError::type_object(py)?)?;
     m.add("BackendError", py.get_type::<BackendError>())?;
     m.add("QuotaExceeded", py.get_type::<QuotaExceeded>())?;
     m.add("TenantMismatchError", py.get_type::<TenantMismatchError>())?;

@@ -579,13 +579,15 @@ state_backend_methods!(RedisBackend, {
     }
 });
 
-/// The store behind tenantry's djust state adapter: every call finds its
-/// tenant from the `tenant:<id>:` prefix djust puts on the key of a
-/// `TenantMixin` view (`get_state_key_prefix()`), and/or the tenant bound in
-/// the current context; both present, they must agree; neither, the call
-/// fails (`TenantNotSetError`). The rest of the key is stored in that
-/// tenant's `view-state` space, so the same session key under two tenants
-/// is two entries, and one tenant's key can never reach another's.
+/// The store behind tenantry's djust state adapter: a call whose key has the
+/// `tenant:<id>:` prefix djust puts on the key of a `TenantMixin` view
+/// (`get_state_key_prefix()`) goes to that tenant, which must agree with the
+/// tenant bound in the current context, if any. The rest of the key is
+/// stored in that tenant's `view-state` space, so the same session key under
+/// two tenants is two entries, and one tenant's key can never reach
+/// another's. A key without the prefix is a view that is not a tenant view
+/// (djust saves nothing for a tenant view without a tenant): it goes to the
+/// shared space, which no tenant's space can read or be read from.
 ///
 /// Follows the current config (`STATE_BACKEND`, `STATE_REDIS_URL`,
 /// `TENANT_KEY_PREFIX`, Redis timeouts, `STATE_MEMORY_MAX_BYTES`,
@@ -600,6 +602,7 @@ const ROUTED: routing::Routed = routing::Routed {
     what: "saved view key",
     data: "saved view state",
     hook: "its get_state_key_prefix() scopes djust's key",
+    unprefixed_shared: true,
 };
 
 impl Router {
@@ -682,12 +685,18 @@ impl Router {
         self.engine(py)?.delete(py, &tenant, Space::View, name)
     }
 
-    /// Removes saved views: the bound tenant's, or every tenant's when none
-    /// is bound (djust's `clear --all`). Returns how many went.
+    /// Removes saved views: the bound tenant's, or every tenant's and the
+    /// shared space's when none is bound (djust's `clear --all`). Returns
+    /// how many went.
     fn delete_all(&self, py: Python<'_>) -> PyResult<usize> {
         let tenant = routing::bound_tenant(py, &self.current_tenant)?;
-        self.engine(py)?
-            .delete_space(py, tenant.as_ref(), Space::View)
+        let engine = self.engine(py)?;
+        let mut deleted = engine.delete_space(py, tenant.as_ref(), Space::View)?;
+        if tenant.is_none() {
+            // A purge of every tenant only finds keys of real tenant ids.
+            deleted += engine.delete_space(py, Some(&TenantId::shared()), Space::View)?;
+        }
+        Ok(deleted)
     }
 
     /// Saved views held (the bound tenant's, or all), for statistics; None

@@ -12,6 +12,7 @@ urlpatterns = [
     path("public/", views.public_view),
     path("saved/", views.SavedStateView.as_view()),
     path("visits/", views.visits_view),
+    path("plain-live/", views.PlainLiveView.as_view()),
     path("switch/", views.SwitchView.as_view()),
     path("stream/", views.stream_view),
     path("astream/", views.astream_view),

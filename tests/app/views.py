@@ -111,6 +111,32 @@ def visits_view(request):
     return HttpResponse(f"visits={get_tenant_state_backend(request.tenant).incr('visits')}")
 
 
+class PlainLiveView(LiveView):
+    """A LiveView without TenantMixin next to the tenant views (SPEC §15): it
+    works on any host and its saved state lives in the shared space."""
+
+    tenant_required = False  # read by TenantMiddleware: no tenant needed here
+    template = '<div dj-root dj-id="0">plain count={{ count }}</div>'
+
+    def mount(self, request, **kwargs):
+        self.count = 0
+
+    @event_handler
+    def bump(self, **kwargs):
+        self.count += 1
+
+
+class PresenceFirstRoomView(PresenceMixin, TenantMixin, LiveView):
+    """PresenceMixin listed BEFORE TenantMixin: the presence group must still
+    be the tenant's."""
+
+    presence_key = "room:lobby"
+    template = '<div dj-root dj-id="0">room</div>'
+
+    def mount(self, request, **kwargs):
+        self.track_presence(meta={"who": f"{self.tenant.id}-first"})
+
+
 class SwitchView(TenantMixin, LiveView):
     """Handlers that try to move the view to a tenant the client names: each
     write of the view's tenant goes through admission."""
