@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "djust",
     "tenantry",
     "tests.app",
+    "tests.lifecycle",
 ]
 
 MIDDLEWARE = [

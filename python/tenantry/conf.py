@@ -44,7 +44,16 @@ def load() -> None:
     try:
         _core.configure(get_djust_config(), RESOLVER_REGISTRY)
     except _core.ConfigError as exc:
-        raise ImproperlyConfigured(exc.args[0]) from exc
+        raise ImproperlyConfigured(_every_problem(exc)) from exc
+
+
+def _every_problem(exc: _core.ConfigError) -> str:
+    """One line per problem, so fixing one does not just reveal the next."""
+    problems = exc.args[1] if len(exc.args) > 1 else []
+    if len(problems) < 2:
+        return exc.args[0]
+    lines = "\n".join(f"  - {message}" for _key, message in problems)
+    return f"{len(problems)} problems in settings.DJUST_CONFIG:\n{lines}"
 
 
 def reload() -> None:
