@@ -8,7 +8,10 @@
 # auditwheel check picks the lowest manylinux tag the binary satisfies (and
 # fails if it links a library outside the manylinux set). The cargo build is
 # the same release build `maturin develop --release` makes, so after
-# scripts/test.sh it only repackages.
+# scripts/test.sh it only repackages. Built on Debian 12 the tag is
+# manylinux_2_34 (Rust's std links glibc 2.34 symbols): it installs on
+# glibc >= 2.34. An older floor needs an older build host (a manylinux_2_28
+# container), which this script does not download.
 # Usage: scripts/wheel.sh [extra maturin build args]
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
