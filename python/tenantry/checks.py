@@ -121,6 +121,7 @@ def check_registry_models(app_configs=None, **kwargs) -> list[checks.CheckMessag
     # by check_config) must not hide a typo here.
     try:
         source = conf.get_djust_config()
+        reported = {key for key, _message in conf.check()[0]}  # by check_config
     except ImproperlyConfigured:
         return []  # reported by check_config
     wanted = []
@@ -157,8 +158,8 @@ def check_registry_models(app_configs=None, **kwargs) -> list[checks.CheckMessag
         )
     messages = []
     for key, label, fields in wanted:
-        if not isinstance(label, str):
-            continue  # a wrong type is reported by check_config
+        if key in reported or not isinstance(label, str):
+            continue
         try:
             model_class = apps.get_model(label)
         except (LookupError, ValueError):
@@ -174,7 +175,12 @@ def check_registry_models(app_configs=None, **kwargs) -> list[checks.CheckMessag
             getattr(f, "attname", f.name) for f in model_class._meta.get_fields()
         }
         for field_key, field in fields:
-            if isinstance(field, str) and field and field not in names:
+            if (
+                field_key not in reported
+                and isinstance(field, str)
+                and field
+                and field not in names
+            ):
                 messages.append(
                     checks.Error(
                         f"DJUST_CONFIG[{field_key!r}] is {field!r}, "

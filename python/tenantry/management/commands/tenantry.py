@@ -31,6 +31,7 @@ from ..._core import (
     TenantInfo,
     _django_host,
     get_tenant_resolver,
+    is_valid_tenant_id,
     lookup_tenant,
     validate_tenant_id,
 )
@@ -137,7 +138,7 @@ class Command(BaseCommand):
                 f"tenant {taken!r} already exists; {tenant_id!r} differs only in case, and "
                 "hosts are case-insensitive: pick another id."
             )
-        why = unreachable(tenant_id)
+        why = unreachable(tenant_id) if is_valid_tenant_id(tenant_id) else None  # else full_clean
         if why:
             raise CommandError(
                 f"no configured resolver can ever produce the tenant id {tenant_id!r}: {why}. "
