@@ -170,7 +170,7 @@ class LiveView:
         frame = await self._until("mount", "error", "navigate")
         if frame["type"] != "mount":
             raise AssertionError(f"{self.view} did not mount for {self.tenant_id!r}: {frame}")
-        self.html = frame.get("html", "")
+        self.html = str(frame.get("html", ""))
         return self
 
     async def send_event(self, event: str, /, **params: Any) -> dict:
