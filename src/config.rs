@@ -593,6 +593,14 @@ fn normalize_main_domain(raw: &str) -> Result<String, String> {
     }
 }
 
+/// The `TENANT_*` keys of `map` that tenantry does not read (usually typos).
+pub fn unknown_keys(map: &BTreeMap<String, Value>) -> Vec<String> {
+    map.keys()
+        .filter(|k| k.starts_with("TENANT_") && !KNOWN_KEYS.contains(&k.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// Parses `DJUST_CONFIG`. Keys tenantry does not read are ignored (djust's
 /// own keys live in the same dict), except unknown `TENANT_*` keys, which are
 /// listed in [`Settings::unknown_keys`].
@@ -759,11 +767,7 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         io_timeout: p.redis_timeout("REDIS_SOCKET_TIMEOUT", defaults.io_timeout),
     };
 
-    let unknown_keys = map
-        .keys()
-        .filter(|k| k.starts_with("TENANT_") && !KNOWN_KEYS.contains(&k.as_str()))
-        .cloned()
-        .collect();
+    let unknown_keys = unknown_keys(map);
 
     if !p.errors.is_empty() {
         return Err(p.errors);

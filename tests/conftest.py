@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 from django.test import RequestFactory
 
-pytest_plugins = ["tests.redis_servers"]
+# tenantry.testing is also registered by the package's pytest11 entry point
+# (same name, so this line is then a no-op): it resets the registry cache and
+# the memory stores between tests.
+pytest_plugins = ["tests.redis_servers", "tenantry.testing"]
 
 
 @pytest.fixture

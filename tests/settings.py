@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "tenantry",
     "tests.app",
     "tests.pieces",
+    "tests.lifecycle",
 ]
 
 MIDDLEWARE = [

@@ -117,11 +117,13 @@ def check_registry_models(app_configs=None, **kwargs) -> list[checks.CheckMessag
     configured fields."""
     from django.apps import apps
 
+    # Read the raw dict, not the compiled config: a bad value elsewhere (reported
+    # by check_config) must not hide a typo here.
     try:
-        config = conf.current()
+        source = conf.get_djust_config()
+        reported = {key for key, _message in conf.check()[0]}  # by check_config
     except ImproperlyConfigured:
         return []  # reported by check_config
-    source = config.source
     wanted = []
     model = source.get("TENANT_MODEL")
     if model:
@@ -156,6 +158,8 @@ def check_registry_models(app_configs=None, **kwargs) -> list[checks.CheckMessag
         )
     messages = []
     for key, label, fields in wanted:
+        if key in reported or not isinstance(label, str):
+            continue
         try:
             model_class = apps.get_model(label)
         except (LookupError, ValueError):
@@ -171,7 +175,12 @@ def check_registry_models(app_configs=None, **kwargs) -> list[checks.CheckMessag
             getattr(f, "attname", f.name) for f in model_class._meta.get_fields()
         }
         for field_key, field in fields:
-            if field and field not in names:
+            if (
+                field_key not in reported
+                and isinstance(field, str)
+                and field
+                and field not in names
+            ):
                 messages.append(
                     checks.Error(
                         f"DJUST_CONFIG[{field_key!r}] is {field!r}, "

@@ -54,7 +54,7 @@ def load() -> None:
     try:
         _core.configure(get_djust_config(), RESOLVER_REGISTRY, source)
     except _core.ConfigError as exc:
-        raise ImproperlyConfigured(exc.args[0]) from exc
+        raise ImproperlyConfigured(_every_problem(exc)) from exc
     _compiled_from = source
 
 
@@ -63,6 +63,15 @@ def _settings_replaced() -> None:
     (called by the Rust core): drop everything built from the old config."""
     reset()
     load()
+
+
+def _every_problem(exc: _core.ConfigError) -> str:
+    """One line per problem, so fixing one does not just reveal the next."""
+    problems = exc.args[1] if len(exc.args) > 1 else []
+    if len(problems) < 2:
+        return exc.args[0]
+    lines = "\n".join(f"  - {message}" for _key, message in problems)
+    return f"{len(problems)} problems in settings.DJUST_CONFIG:\n{lines}"
 
 
 def reload() -> None:

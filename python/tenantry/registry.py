@@ -30,6 +30,7 @@ from . import _core, audit, conf
 from ._core import TenantInfo
 
 __all__ = [
+    "active_field",
     "invalidate_tenant",
     "make_domain_loader",
     "make_tenant_loader",
@@ -43,6 +44,22 @@ def invalidate_tenant(tenant_id: str | None = None) -> None:
     """Forget the cached lookup of ``tenant_id`` (or of every tenant and
     custom domain when None) in this process."""
     _core.invalidate_tenant(tenant_id)
+
+
+#: Names of a registry model's boolean "this tenant is live" flag.
+ACTIVE_FIELDS = ("is_active", "active")
+
+
+def active_field(model: Any) -> str | None:
+    """The model's active flag (a BooleanField named ``is_active`` or
+    ``active``), or None. A row whose flag is False is not a tenant."""
+    from django.db.models import BooleanField
+
+    for name in ACTIVE_FIELDS:
+        field = next((f for f in model._meta.concrete_fields if f.name == name), None)
+        if isinstance(field, BooleanField):
+            return name
+    return None
 
 
 def make_tenant_loader(
@@ -74,7 +91,8 @@ def make_tenant_loader(
     def from_model(tenant_id: str) -> Details | None:
         model = apps.get_model(model_label)
         row = model._base_manager.filter(**{id_field: tenant_id}).first()
-        if row is None:
+        flag = active_field(model)
+        if row is None or (flag is not None and not getattr(row, flag)):
             return None
         name = getattr(row, name_field) if name_field else None
         settings = getattr(row, settings_field) if settings_field else None

@@ -564,12 +564,13 @@ pub fn check_config(
 ) -> PyResult<CheckResult> {
     match compile(py, djust_config, registry)? {
         Ok(compiled) => Ok((Vec::new(), compiled.settings.unknown_keys.clone())),
+        // A bad value must not hide a typo'd key: list both.
         Err(errors) => Ok((
             errors
                 .iter()
                 .map(|e| (e.key.clone(), e.to_string()))
                 .collect(),
-            Vec::new(),
+            config::unknown_keys(&read_map(djust_config)?.0),
         )),
     }
 }
