@@ -34,3 +34,33 @@ def test_b_after_the_rollback_acme_is_unknown_again(client, rf):
     assert not Tenant.objects.exists()
     assert resolve_tenant(rf.get("/", HTTP_HOST="acme.example.com")) is None
     assert client.get("/items/", HTTP_HOST="acme.example.com").status_code == 404
+
+
+TENANT_CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "tenantry-reset-test",
+        "KEY_FUNCTION": "tenantry.cache.make_key",
+    }
+}
+
+
+def test_c_caches_a_tenant_value(settings):
+    from django.core.cache import cache
+
+    from tenantry import tenant_context
+
+    settings.CACHES = TENANT_CACHES
+    with tenant_context("acme", must_exist=False):
+        cache.set("greeting", "hello from test c")
+        assert cache.get("greeting") == "hello from test c"
+
+
+def test_d_the_tenant_cache_does_not_survive_the_test(settings):
+    from django.core.cache import cache
+
+    from tenantry import tenant_context
+
+    settings.CACHES = TENANT_CACHES
+    with tenant_context("acme", must_exist=False):
+        assert cache.get("greeting") is None

@@ -237,13 +237,19 @@ def _ensure_ticker() -> None:
             _ticker = thread
 
 
-def _forget(**kwargs: Any) -> None:
-    """Drop this process's generations (after a fork, or when CACHES changes)."""
+def forget_generations() -> None:
+    """Drop this process's copies of the tenants' generations: the next key
+    of each tenant reads its generation from the cache again."""
     global _head
-    if kwargs and kwargs.get("setting") != "CACHES":
-        return
     _generations.clear()
     _head = _NOTHING
+
+
+def _forget(**kwargs: Any) -> None:
+    """After a fork, or when CACHES changes."""
+    if kwargs and kwargs.get("setting") != "CACHES":
+        return
+    forget_generations()
 
 
 def _after_fork() -> None:

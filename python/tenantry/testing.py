@@ -30,6 +30,7 @@ memory presence and memory state.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -53,10 +54,36 @@ DEFAULT_TENANT = "acme"
 
 def reset_tenantry() -> None:
     """Forget what tenantry keeps in this process: the registry cache, memory
-    presence and memory state."""
+    presence, memory state, and the tenant cache (its generations, and the
+    entries of local-memory caches keyed by ``tenantry.cache.make_key``)."""
     _core.invalidate_tenant(None)
     _core.TenantAwareMemoryBackend.clear_all()
     _core.TenantStateMemoryBackend.clear_all()
+    _reset_tenant_cache()
+
+
+#: ``<prefix>:<version>:shared:<key>``, what ``tenantry.cache.shared()`` writes.
+_SHARED_KEY = re.compile(r":[0-9]+:shared:")
+
+
+def _reset_tenant_cache() -> None:
+    """Local-memory caches keep their entries in a process-wide store that
+    outlives a test (and its ``settings.CACHES``): drop the entries tenantry's
+    key function wrote (they carry ``{tenant:<id>}``), and the generations.
+    Shared servers (Redis, memcached) are never wiped."""
+    from django.core.cache.backends import locmem
+
+    from . import cache as tenant_cache
+
+    tenant_cache.forget_generations()
+    for name, store in getattr(locmem, "_caches", {}).items():
+        lock = locmem._locks.get(name)
+        if lock is None:
+            continue
+        with lock:
+            for key in [k for k in store if ":{tenant:" in k or _SHARED_KEY.search(k)]:
+                store.pop(key, None)
+                locmem._expire_info.get(name, {}).pop(key, None)
 
 
 def create_tenant(
