@@ -1,12 +1,13 @@
 """Shared fixtures. Redis servers are started by ``redis_server`` fixtures
-(see tests/redis_servers.py) on free loopback ports and stopped afterwards."""
+(see tests/redis_servers.py) on free loopback ports and stopped afterwards;
+PostgreSQL by ``postgres_server`` (tests/postgres_fixtures.py)."""
 
 from __future__ import annotations
 
 import pytest
 from django.test import RequestFactory
 
-pytest_plugins = ["tests.redis_servers"]
+pytest_plugins = ["tests.redis_servers", "tests.postgres_fixtures"]
 
 
 @pytest.fixture

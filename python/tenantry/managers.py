@@ -31,6 +31,8 @@ from django.db import models
 from . import audit, conf
 from ._core import TenantInfo, TenantNotSetError
 from .context import get_current_tenant
+from .db.querysets import RLSScopeMixin
+from .db.rls import BYPASS
 
 __all__ = ["TenantManager", "TenantQuerySet", "scoped_queryset", "tenant_field_value"]
 
@@ -57,7 +59,7 @@ def _value_matches(field: Any, value: Any, tenant: TenantInfo) -> bool:
     return value is not None and str(value) == tenant.id
 
 
-class TenantQuerySet(models.QuerySet):
+class TenantQuerySet(RLSScopeMixin, models.QuerySet):
     _tenant_field = "tenant"
     _tenant: Any = None  # None: unscoped; a TenantInfo; or _NO_TENANT
 
@@ -178,7 +180,9 @@ class TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: igno
             return self._no_tenant(f"{self.model.__name__}.objects.for_tenant(None)")
         if not isinstance(tenant, TenantInfo):
             tenant = TenantInfo(tenant)
-        return self._base()._scope(tenant)
+        scoped = self._base()._scope(tenant)
+        scoped._rls_scope = (tenant.id, "")  # row-level security sees this tenant too
+        return scoped
 
     def unscoped(self, reason: str = "") -> TenantQuerySet:
         """Every tenant's rows. Audited (``queryset.unscoped``) with ``reason``."""
@@ -189,7 +193,9 @@ class TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: igno
             model=self.model._meta.label,
             reason=reason or "(no reason given)",
         )
-        return self._base()
+        everything = self._base()
+        everything._rls_scope = BYPASS  # its queries pass row-level security too
+        return everything
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         errors = super().check(**kwargs)
