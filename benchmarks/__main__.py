@@ -24,6 +24,7 @@ def main() -> int:
         bench_registry,
         bench_request_path,
         bench_resolvers,
+        bench_rls,
         bench_state,
     )
 
@@ -40,6 +41,7 @@ def main() -> int:
         bench_registry,
         bench_presence,
         bench_state,
+        bench_rls,
     ):
         print(module.run())
         sys.stdout.flush()

@@ -63,3 +63,25 @@ def django_db_modify_db_settings(
     server = request.getfixturevalue("postgres_server")
     # In place: Django's connections hold this very dict.
     settings.DATABASES["default"].update(server.django_settings())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _end_stray_test_connections(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Before pytest-django drops the test database: end the sessions that
+    worker threads (channels, asgiref) left open on it, or DROP DATABASE
+    refuses."""
+    if not ON_POSTGRES:
+        yield
+        return
+    request.getfixturevalue("django_db_setup")
+    yield
+    from django.db import connection
+
+    server = request.getfixturevalue("postgres_server")
+    connection.close()
+    with server.superuser() as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            [connection.settings_dict["NAME"]],
+        )

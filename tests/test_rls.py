@@ -637,9 +637,10 @@ def test_the_app_role_is_bound_by_the_policies():
 @pytest.mark.django_db
 def test_rls_check_command_lists_models_without_a_policy(settings, capsys):
     settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_RLS": True}
-    with pytest.raises(CommandError, match="2 row-level security problem"):
+    with pytest.raises(CommandError, match="row-level security problem"):
         call_command("tenantry", "rls", "--check")
     out = capsys.readouterr().out
+    assert "ok       app.Folder (app_folder.tenant_id)" in out
     assert "ok       app.Note (app_note.tenant_id)" in out
     assert "ok       app.Meter (app_meter.tenant_number)" in out
     assert "MISSING  app.Item (app_item.tenant_id)" in out
