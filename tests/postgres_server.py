@@ -183,6 +183,7 @@ class PostgresServer:
                 f"-c unix_socket_directories={self.directory}",
                 "-c shared_preload_libraries=pg_stat_statements",
                 "-c pg_stat_statements.track=all",
+                "-c pg_stat_statements.track_planning=on",
                 # A throwaway cluster: durability buys nothing here.
                 "-c fsync=off",
                 "-c synchronous_commit=off",

@@ -8,6 +8,7 @@ Events (``record["event"]``):
 ``tenant.denied``     ``TENANT_MEMBERSHIP_CHECK`` refused the user (answered 404)
 ``tenant.switched``   ``TenantMixin.set_tenant()`` changed a view's tenant
 ``queryset.unscoped`` ``unscoped(reason=...)`` bypassed tenant scoping
+``rls.bypass``        ``tenantry.db.rls_bypass(reason=...)`` lifted row-level security
 
 Each record is a dict with ``event``, ``tenant_id`` and, where known, ``path``,
 ``user_id``, ``source``, ``reason``, ``model``. Log handlers receive it as
