@@ -155,7 +155,7 @@ def server_ms(server, dbname: str) -> float:
     return float(total) / int(calls) if calls else float("nan")
 
 
-def timings(server, rounds: int = 12, number: int = 100) -> str:
+def timings(server, rounds: int = 30, number: int = 50) -> str:
     """Best time per operation over ``rounds`` rounds; each round measures
     RLS on and off back to back (their order alternating), so both see the
     same machine load. Beside the wall-clock times: the server's own time

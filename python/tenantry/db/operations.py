@@ -99,36 +99,35 @@ class EnableTenantRLS(Operation):
         return model, field
 
     def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any):
-        target = self._target(schema_editor, to_state)
-        if target is None:
-            return
-        model, field = target
-        quote = schema_editor.quote_name
-        table = quote(model._meta.db_table)
-        condition = _condition(quote(field.column), field.db_type(schema_editor.connection))
-        for sql in (
-            f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
-            f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
-            f"DROP POLICY IF EXISTS {quote(POLICY)} ON {table}",
-            f"CREATE POLICY {quote(POLICY)} ON {table} "
-            f"USING ({condition}) WITH CHECK ({condition})",
-        ):
-            schema_editor.execute(sql)
+        self._execute(schema_editor, to_state, forwards=True)
 
     def database_backwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
     ):
-        target = self._target(schema_editor, from_state)
+        self._execute(schema_editor, from_state, forwards=False)
+
+    def _execute(self, schema_editor: Any, state: Any, *, forwards: bool) -> None:
+        target = self._target(schema_editor, state)
         if target is None:
             return
-        model, _field = target
+        model, field = target
         quote = schema_editor.quote_name
-        table = quote(model._meta.db_table)
-        for sql in (
-            f"DROP POLICY IF EXISTS {quote(POLICY)} ON {table}",
-            f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
-            f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
-        ):
+        table, policy = quote(model._meta.db_table), quote(POLICY)
+        if forwards:
+            condition = _condition(quote(field.column), field.db_type(schema_editor.connection))
+            statements = (
+                f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+                f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+                f"DROP POLICY IF EXISTS {policy} ON {table}",
+                f"CREATE POLICY {policy} ON {table} USING ({condition}) WITH CHECK ({condition})",
+            )
+        else:
+            statements = (
+                f"DROP POLICY IF EXISTS {policy} ON {table}",
+                f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
+                f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
+            )
+        for sql in statements:
             schema_editor.execute(sql)
 
 
