@@ -270,11 +270,17 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         child = subprocess.Popen(argv, env={**os.environ, **server.env()})
-        while True:
-            try:
-                return child.wait()
-            except KeyboardInterrupt:
-                continue  # the child got the Ctrl-C too: wait for it to finish
+
+        # Ctrl-C, `kill` or a closed terminal reach the command, and this
+        # process waits for it to end, then stops the cluster (pg_ctl
+        # detached it: nothing else would).
+        def forward(signum: int, frame: object) -> None:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, forward)
+        return child.wait()
 
 
 if __name__ == "__main__":
