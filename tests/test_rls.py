@@ -481,8 +481,34 @@ def test_a_rolled_back_transaction_takes_the_setting_with_it(settings, stored, m
                 assert _raw_titles() == ACME
         with tenant_context("acme"):
             assert _raw_titles() == ACME
+        connection.set_autocommit(False)  # manual transactions: commit()/rollback()
+        try:
+            with tenant_context("globex"):
+                assert _raw_titles() == GLOBEX
+            connection.rollback()
+            with tenant_context("globex"):
+                assert _raw_titles() == GLOBEX
+            connection.commit()
+            with tenant_context("globex"):
+                assert _raw_titles() == GLOBEX
+        finally:
+            connection.rollback()
+            connection.set_autocommit(True)
     finally:
         connection.close()
+
+
+@pytest.mark.django_db
+def test_following_transactions_adds_no_on_commit_callback(
+    settings, stored, django_capture_on_commit_callbacks
+):
+    """Apps that count their on-commit callbacks see only their own."""
+    settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_RLS": True}
+    with django_capture_on_commit_callbacks() as callbacks:
+        for tenant in ("acme", "globex", "acme"):
+            with tenant_context(tenant), transaction.atomic():
+                _raw_titles()
+    assert callbacks == []
 
 
 # -- the escape hatches: unscoped(), for_tenant(), rls_bypass() --------------------------

@@ -17,9 +17,9 @@ the right setting.
 
 What the wrapper remembers is dropped whenever the database could have
 dropped it: a new connection (also after a close, a reconnect or a pool
-checkout), a transaction or savepoint rolled back after the setting was sent
-inside it (a marker in Django's on-commit list disappears with them), and
-manual transaction management (sent before every query).
+checkout), and a transaction or savepoint rolled back after the setting was
+sent inside it (the connection's commit and rollback methods report to it:
+``atomic()``, ``commit()``, ``rollback()``, manual transactions alike).
 
 ``TENANT_RLS = "transaction"`` sends transaction-local settings
 (``set_config(..., true)``) for transaction-pooling proxies (pgbouncer),
@@ -114,51 +114,53 @@ def rls_bypass(reason: str = "") -> Iterator[None]:
 # -- what each connection last got -------------------------------------------------
 
 
-class _Sent:
-    """Marks a setting sent inside a transaction: Django keeps this in its
-    on-commit list until the transaction commits (it runs), or until the
-    transaction or an enclosing savepoint rolls back (it is dropped)."""
-
-    __slots__ = ("ran",)
-
-    def __init__(self) -> None:
-        self.ran = False
-
-    def __call__(self) -> None:
-        self.ran = True
-
-
 class _State:
-    __slots__ = ("marker", "mode", "scope")
+    """What one connection was last sent, and whether that happened inside
+    the transaction now open (``dirty``): PostgreSQL undoes a ``set_config``
+    when its transaction or an enclosing savepoint rolls back, and ends a
+    transaction-local one when its transaction ends."""
+
+    __slots__ = ("dirty", "mode", "scope")
 
     def __init__(self) -> None:
         self.scope: Scope | None = None  # None: unknown, send before the next query
-        self.marker: _Sent | None = None
+        self.dirty = False
         self.mode = ""
 
-    def holds(self, scope: Scope, connection: Any) -> bool:
-        if self.scope != scope:
-            return False
-        marker = self.marker
-        if marker is None:
-            return True  # sent in autocommit mode: it lasts for the session
-        if marker.ran:
-            if self.mode == "session":  # committed: it lasts for the session
-                self.marker = None
-                return True
-        elif any(entry[1] is marker for entry in connection.run_on_commit):
-            return True  # the transaction (or savepoint) it was sent in is open
-        self.scope = None  # committed (transaction-local) or rolled back
-        return False
-
     def record(self, scope: Scope, connection: Any) -> None:
-        if connection.in_atomic_block:
-            self.scope, self.marker = scope, _Sent()
-            connection.on_commit(self.marker)
-        elif connection.get_autocommit() and self.mode == "session":
-            self.scope, self.marker = scope, None
-        else:  # manual transactions: nothing to follow them by; send every time
+        self.scope = scope
+        self.dirty = connection.in_atomic_block or not connection.get_autocommit()
+
+    def transaction_ended(self, committed: bool, whole: bool = True) -> None:
+        if self.dirty and (not committed or self.mode == "transaction"):
             self.scope = None
+        if whole:
+            self.dirty = False
+
+
+def _follow_transactions(connection: Any) -> None:
+    """Wrap this connection's commit, rollback and savepoint rollback (the
+    methods Django's ``atomic()`` and ``commit()``/``rollback()`` call) to
+    tell its state. Instance attributes: other connections are untouched."""
+    if connection.__dict__.get("_tenantry_follows"):
+        return
+    for name, committed, whole in (
+        ("_commit", True, True),
+        ("_rollback", False, True),
+        ("_savepoint_rollback", False, False),
+    ):
+        original = getattr(connection, name)
+
+        def hooked(*args, _original=original, _committed=committed, _whole=whole, **kwargs):
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                state = _original.__self__.__dict__.get(_STATE)
+                if state is not None:
+                    state.transaction_ended(_committed, _whole)
+
+        setattr(connection, name, hooked)
+    connection.__dict__["_tenantry_follows"] = True
 
 
 def _send(connection: Any, scope: Scope, *, local: bool) -> None:
@@ -192,13 +194,13 @@ def _wanted() -> Scope:
 def _state(connection: Any, mode: str) -> _State:
     state: _State = connection.__dict__.get(_STATE) or _fresh_state(connection)
     if mode != state.mode:
-        state.mode, state.scope, state.marker = mode, None, None
+        state.mode, state.scope = mode, None
     return state
 
 
 def _sync(connection: Any, state: _State, scope: Scope) -> None:
     """Send ``scope`` unless the connection holds it already."""
-    if not state.holds(scope, connection):
+    if state.scope != scope:
         connection.validate_no_broken_transaction()
         _send(connection, scope, local=state.mode == "transaction")
         state.record(scope, connection)
@@ -288,6 +290,7 @@ def install(connection: Any) -> None:
     if connection.vendor != "postgresql":
         return
     _fresh_state(connection)
+    _follow_transactions(connection)
     if _wrapper not in connection.execute_wrappers:
         connection.execute_wrappers.insert(0, _wrapper)
 
