@@ -188,7 +188,9 @@ class PostgresServer:
                 "-c fsync=off",
                 "-c synchronous_commit=off",
                 "-c full_page_writes=off",
-                "-c max_connections=200",
+                # The soak opens hundreds of ASGI request and WebSocket contexts
+                # at once, each with its own connection.
+                "-c max_connections=1000",
             ]
             if self.log_statements:
                 options.append("-c log_statement=all")
