@@ -34,14 +34,14 @@ from django.urls import path
 from tenantry import TenantMismatchError, get_current_tenant, tenant_context
 from tenantry.db import EnableTenantRLS, rls_bypass
 from tenantry.db.rls import role_problems
-from tests.app.models import Folder, Meter, Note
+from tests.app.models import RlsFolder, RlsMeter, RlsNote
 
 pytestmark = [pytest.mark.postgres, pytest.mark.urls("tests.test_rls")]
 
 ACME = ["acme-1", "acme-2"]
 GLOBEX = ["globex-secret-1"]
 EVERYONE = sorted(ACME + GLOBEX)
-WALLED_TABLES = ("app.Folder", "app.Note")
+WALLED_TABLES = ("app.RlsFolder", "app.RlsNote")
 
 
 # -- views of the request tests ---------------------------------------------------------
@@ -49,7 +49,7 @@ WALLED_TABLES = ("app.Folder", "app.Note")
 
 def _raw_titles() -> list[str]:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT title FROM app_note ORDER BY title")
+        cursor.execute("SELECT title FROM app_rlsnote ORDER BY title")
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -68,7 +68,7 @@ def raw_view(request):
 
 
 async def async_view(request):
-    orm = [note.title async for note in Note.all_tenants.order_by("title")]
+    orm = [note.title async for note in RlsNote.all_tenants.order_by("title")]
     return JsonResponse({"orm": orm, "raw": await sync_to_async(_raw_titles)()})
 
 
@@ -122,14 +122,14 @@ def wall(request, settings):
 def make_rows() -> SimpleNamespace:
     """Two tenants' rows, one acme note planted to point at globex's folder."""
     with rls_bypass("test set-up: rows of two tenants"):
-        acme_folder = Folder.all_tenants.create(tenant_id="acme", name="acme-folder")
-        globex_folder = Folder.all_tenants.create(tenant_id="globex", name="globex-secret")
+        acme_folder = RlsFolder.all_tenants.create(tenant_id="acme", name="acme-folder")
+        globex_folder = RlsFolder.all_tenants.create(tenant_id="globex", name="globex-secret")
         return SimpleNamespace(
             acme_folder=acme_folder,
             globex_folder=globex_folder,
-            a1=Note.all_tenants.create(tenant_id="acme", title="acme-1", folder=acme_folder),
-            a2=Note.all_tenants.create(tenant_id="acme", title="acme-2", folder=globex_folder),
-            g1=Note.all_tenants.create(tenant_id="globex", title="globex-secret-1"),
+            a1=RlsNote.all_tenants.create(tenant_id="acme", title="acme-1", folder=acme_folder),
+            a2=RlsNote.all_tenants.create(tenant_id="acme", title="acme-2", folder=globex_folder),
+            g1=RlsNote.all_tenants.create(tenant_id="globex", title="globex-secret-1"),
         )
 
 
@@ -155,7 +155,7 @@ def everything() -> list[str]:
 def stored_pairs() -> list[tuple[str, str]]:
     """(tenant, title) of every stored note."""
     with rls_bypass("test: what is really stored"):
-        return sorted(Note.all_tenants.values_list("tenant_id", "title"))
+        return sorted(RlsNote.all_tenants.values_list("tenant_id", "title"))
 
 
 # -- going around the first wall, with acme bound ----------------------------------------
@@ -166,7 +166,7 @@ def test_raw_sql_through_a_cursor(wall, rows):
     with tenant_context("acme"):
         titles = _raw_titles()
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM app_note WHERE tenant_id = %s", ["globex"])
+            cursor.execute("SELECT count(*) FROM app_rlsnote WHERE tenant_id = %s", ["globex"])
             globex_count = cursor.fetchone()[0]
     assert titles == (ACME if walled(wall) else EVERYONE)
     assert globex_count == (0 if walled(wall) else 1)
@@ -176,12 +176,16 @@ def test_raw_sql_through_a_cursor(wall, rows):
 def test_forgotten_managers_and_raw_querysets(wall, rows):
     with tenant_context("acme"):
         seen = {
-            "plain manager": sorted(n.title for n in Note.all_tenants.all()),
-            "base manager": sorted(n.title for n in Note._base_manager.all()),
-            "plain raw()": sorted(n.title for n in Note.all_tenants.raw("SELECT * FROM app_note")),
-            "base raw()": sorted(n.title for n in Note._base_manager.raw("SELECT * FROM app_note")),
-            "iterator()": sorted(n.title for n in Note.all_tenants.iterator()),
-            "values()": sorted(Note.all_tenants.values_list("title", flat=True)),
+            "plain manager": sorted(n.title for n in RlsNote.all_tenants.all()),
+            "base manager": sorted(n.title for n in RlsNote._base_manager.all()),
+            "plain raw()": sorted(
+                n.title for n in RlsNote.all_tenants.raw("SELECT * FROM app_rlsnote")
+            ),
+            "base raw()": sorted(
+                n.title for n in RlsNote._base_manager.raw("SELECT * FROM app_rlsnote")
+            ),
+            "iterator()": sorted(n.title for n in RlsNote.all_tenants.iterator()),
+            "values()": sorted(RlsNote.all_tenants.values_list("title", flat=True)),
         }
     expected = ACME if walled(wall) else EVERYONE
     assert seen == dict.fromkeys(seen, expected)
@@ -190,17 +194,17 @@ def test_forgotten_managers_and_raw_querysets(wall, rows):
 @pytest.mark.django_db
 def test_select_related_into_another_tenants_row(wall, rows):
     with tenant_context("acme"):
-        joined = Note.objects.select_related("folder").get(pk=rows.a2.pk)
-        lazy = Note.objects.get(pk=rows.a2.pk)
+        joined = RlsNote.objects.select_related("folder").get(pk=rows.a2.pk)
+        lazy = RlsNote.objects.get(pk=rows.a2.pk)
         if walled(wall):
             assert joined.folder is None  # the join finds no globex row
-            with pytest.raises(Folder.DoesNotExist):
+            with pytest.raises(RlsFolder.DoesNotExist):
                 _ = lazy.folder
         else:
             assert joined.folder.name == "globex-secret"
             assert lazy.folder.name == "globex-secret"
         through = sorted(
-            Folder.all_tenants.filter(notes__isnull=False).values_list("name", flat=True)
+            RlsFolder.all_tenants.filter(notes__isnull=False).values_list("name", flat=True)
         )
     assert through == (["acme-folder"] if walled(wall) else ["acme-folder", "globex-secret"])
 
@@ -208,14 +212,14 @@ def test_select_related_into_another_tenants_row(wall, rows):
 @pytest.mark.django_db
 def test_extra_and_subqueries(wall, rows):
     with tenant_context("acme"):
-        extra = Note.objects.extra(
-            select={"everyone": "SELECT string_agg(title, ',' ORDER BY title) FROM app_note"}
+        extra = RlsNote.objects.extra(
+            select={"everyone": "SELECT string_agg(title, ',' ORDER BY title) FROM app_rlsnote"}
         ).first()
-        other = Note.all_tenants.exclude(tenant_id="acme").values("title")[:1]
-        annotated = Note.objects.annotate(other=Subquery(other)).first()
-        folder_names = Folder.all_tenants.filter(pk=OuterRef("folder_id")).values("name")
+        other = RlsNote.all_tenants.exclude(tenant_id="acme").values("title")[:1]
+        annotated = RlsNote.objects.annotate(other=Subquery(other)).first()
+        folder_names = RlsFolder.all_tenants.filter(pk=OuterRef("folder_id")).values("name")
         named = dict(
-            Note.objects.annotate(folder_name=Subquery(folder_names)).values_list(
+            RlsNote.objects.annotate(folder_name=Subquery(folder_names)).values_list(
                 "title", "folder_name"
             )
         )
@@ -233,12 +237,12 @@ def test_extra_and_subqueries(wall, rows):
 def test_update_and_delete_by_another_tenants_id(wall, rows):
     with tenant_context("acme"):
         with connection.cursor() as cursor:
-            cursor.execute("UPDATE app_note SET title = 'pwned' WHERE id = %s", [rows.g1.pk])
+            cursor.execute("UPDATE app_rlsnote SET title = 'pwned' WHERE id = %s", [rows.g1.pk])
             raw_updated = cursor.rowcount
-        orm_updated = Note.all_tenants.filter(pk=rows.g1.pk).update(title="pwned-orm")
-        deleted_folders, _ = Folder.all_tenants.filter(pk=rows.globex_folder.pk).delete()
+        orm_updated = RlsNote.all_tenants.filter(pk=rows.g1.pk).update(title="pwned-orm")
+        deleted_folders, _ = RlsFolder.all_tenants.filter(pk=rows.globex_folder.pk).delete()
         with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM app_note WHERE tenant_id = 'globex'")
+            cursor.execute("DELETE FROM app_rlsnote WHERE tenant_id = 'globex'")
             raw_deleted = cursor.rowcount
     if walled(wall):
         assert (raw_updated, orm_updated, deleted_folders, raw_deleted) == (0, 0, 0, 0)
@@ -259,24 +263,24 @@ def test_writing_another_tenants_id(wall, rows, attack):
         if attack == "raw INSERT":
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "INSERT INTO app_note (tenant_id, title) VALUES (%s, %s)", ["globex", "x"]
+                    "INSERT INTO app_rlsnote (tenant_id, title) VALUES (%s, %s)", ["globex", "x"]
                 )
         elif attack == "plain manager create":
-            Note.all_tenants.create(tenant_id="globex", title="x")
+            RlsNote.all_tenants.create(tenant_id="globex", title="x")
         elif attack == "save()":
-            Note(tenant_id="globex", title="x").save()
+            RlsNote(tenant_id="globex", title="x").save()
         elif attack == "bulk_create":
-            Note.all_tenants.bulk_create([Note(tenant_id="globex", title="x")])
+            RlsNote.all_tenants.bulk_create([RlsNote(tenant_id="globex", title="x")])
         else:
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "UPDATE app_note SET tenant_id = 'globex' WHERE id = %s", [rows.a1.pk]
+                    "UPDATE app_rlsnote SET tenant_id = 'globex' WHERE id = %s", [rows.a1.pk]
                 )
 
     before = stored_pairs()
     with tenant_context("acme"):
         if walled(wall):
-            with pytest.raises(TenantMismatchError, match=r"app_note.*'acme'") as caught:
+            with pytest.raises(TenantMismatchError, match=r"app_rlsnote.*'acme'") as caught:
                 with transaction.atomic():
                     run()
             assert isinstance(caught.value, PermissionError)
@@ -291,11 +295,11 @@ def test_writing_another_tenants_id(wall, rows, attack):
 @pytest.mark.django_db
 def test_no_tenant_bound_sees_no_rows(wall, rows):
     assert get_current_tenant() is None
-    seen = (_raw_titles(), Note.all_tenants.count(), Folder._base_manager.count())
+    seen = (_raw_titles(), RlsNote.all_tenants.count(), RlsFolder._base_manager.count())
     assert seen == (([], 0, 0) if walled(wall) else (EVERYONE, 3, 2))
     if walled(wall):
         with pytest.raises(TenantMismatchError, match="none is bound"), transaction.atomic():
-            Note.all_tenants.create(tenant_id="acme", title="x")
+            RlsNote.all_tenants.create(tenant_id="acme", title="x")
 
 
 # -- connections, threads, async, workers -------------------------------------------------
@@ -352,7 +356,7 @@ def test_threads_and_a_job_worker(wall, rows):
                 tenant = ("acme", "globex")[(n + offset) % 2]
                 with tenant_context(tenant):
                     seen.append((tenant, _raw_titles()))
-                    seen.append((tenant, sorted(n.title for n in Note.all_tenants.iterator())))
+                    seen.append((tenant, sorted(n.title for n in RlsNote.all_tenants.iterator())))
         finally:
             connection.close()
         return seen
@@ -519,7 +523,7 @@ def test_following_transactions_adds_no_on_commit_callback(
 def test_unscoped_bypasses_for_its_own_queries_only(settings, stored, caplog, mode):
     settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_RLS": mode}
     with tenant_context("acme"), caplog.at_level("WARNING", logger="tenantry.audit"):
-        everyone = Note.objects.unscoped(reason="monthly report")
+        everyone = RlsNote.objects.unscoped(reason="monthly report")
         assert everyone.count() == 3
         assert sorted(everyone.values_list("title", flat=True)) == EVERYONE
         assert _raw_titles() == ACME  # the bypass did not stay on the connection
@@ -528,15 +532,16 @@ def test_unscoped_bypasses_for_its_own_queries_only(settings, stored, caplog, mo
             between.append((note.title, _raw_titles()))
         assert sorted(t for t, _ in between) == EVERYONE
         assert all(seen == ACME for _, seen in between)  # not even between steps
-        assert sorted(n.title for n in everyone.raw("SELECT * FROM app_note")) == EVERYONE
+        assert sorted(n.title for n in everyone.raw("SELECT * FROM app_rlsnote")) == EVERYONE
         assert (
-            Note.objects.unscoped(reason="fix").filter(pk=stored.g1.pk).update(title="fixed") == 1
+            RlsNote.objects.unscoped(reason="fix").filter(pk=stored.g1.pk).update(title="fixed")
+            == 1
         )
-        assert sorted(Note.objects.for_tenant("globex").values_list("title", flat=True)) == [
+        assert sorted(RlsNote.objects.for_tenant("globex").values_list("title", flat=True)) == [
             "fixed"
         ]
-        assert Note.objects.count() == 2
-        assert Note.all_tenants.count() == 2
+        assert RlsNote.objects.count() == 2
+        assert RlsNote.all_tenants.count() == 2
     events = [r.tenantry["event"] for r in caplog.records if hasattr(r, "tenantry")]
     assert events.count("queryset.unscoped") == 2
 
@@ -548,9 +553,9 @@ def test_unscoped_async_iteration_bypasses_per_step(settings, stored):
     async def main():
         with tenant_context("acme"):
             seen = []
-            async for note in Note.objects.unscoped(reason="async report").aiterator():
+            async for note in RlsNote.objects.unscoped(reason="async report").aiterator():
                 seen.append((note.title, await sync_to_async(_raw_titles)()))
-            return seen, await Note.objects.unscoped(reason="count").acount()
+            return seen, await RlsNote.objects.unscoped(reason="count").acount()
 
     seen, count = in_event_loop(main)
     assert sorted(t for t, _ in seen) == EVERYONE and count == 3
@@ -563,7 +568,7 @@ def test_rls_bypass_is_audited_and_ends_with_its_block(settings, stored, caplog)
     with tenant_context("acme"), caplog.at_level("WARNING", logger="tenantry.audit"):
         with rls_bypass(reason="data repair"):
             assert _raw_titles() == EVERYONE
-            Note.all_tenants.create(tenant_id="globex", title="globex-2")
+            RlsNote.all_tenants.create(tenant_id="globex", title="globex-2")
         assert _raw_titles() == ACME
     (record,) = [
         r for r in caplog.records if getattr(r, "tenantry", {}).get("reason") == "data repair"
@@ -598,8 +603,8 @@ def test_round_trips_counted_by_the_server(settings, stored, postgres_server):
         )
         for _ in range(10):
             _raw_titles()
-            list(Note.objects.all())
-            Note.all_tenants.count()
+            list(RlsNote.objects.all())
+            RlsNote.all_tenants.count()
         assert statements(postgres_server, set_config) == before_set  # unchanged tenant: none
         assert statements(postgres_server) == before_all + 30  # and nothing else extra
     before_set = statements(postgres_server, set_config)
@@ -624,28 +629,28 @@ def test_round_trips_counted_by_the_server(settings, stored, postgres_server):
 def test_an_integer_tenant_column(settings):
     settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_RLS": True}
     with rls_bypass("set-up"):
-        Meter.all_tenants.bulk_create(
-            [Meter(tenant_number=7, reading=1), Meter(tenant_number=8, reading=2)]
+        RlsMeter.all_tenants.bulk_create(
+            [RlsMeter(tenant_number=7, reading=1), RlsMeter(tenant_number=8, reading=2)]
         )
     with tenant_context("7"):
-        assert list(Meter.all_tenants.values_list("reading", flat=True)) == [1]
-        with pytest.raises(TenantMismatchError, match="app_meter"), transaction.atomic():
-            Meter.all_tenants.create(tenant_number=8, reading=3)
-    assert Meter.all_tenants.count() == 0  # no tenant: '' never reaches the cast
+        assert list(RlsMeter.all_tenants.values_list("reading", flat=True)) == [1]
+        with pytest.raises(TenantMismatchError, match="app_rlsmeter"), transaction.atomic():
+            RlsMeter.all_tenants.create(tenant_number=8, reading=3)
+    assert RlsMeter.all_tenants.count() == 0  # no tenant: '' never reaches the cast
 
 
 @pytest.mark.django_db
 def test_the_operation_is_reversible(settings, stored):
     settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_RLS": True}
-    run_operations("backwards", ["app.Note"])
+    run_operations("backwards", ["app.RlsNote"])
     with tenant_context("acme"):
         assert _raw_titles() == EVERYONE
-    run_operations("forwards", ["app.Note"])
-    run_operations("forwards", ["app.Note"])  # again: still one policy
+    run_operations("forwards", ["app.RlsNote"])
+    run_operations("forwards", ["app.RlsNote"])  # again: still one policy
     with tenant_context("acme"):
         assert _raw_titles() == ACME
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_policy WHERE polrelid = 'app_note'::regclass")
+        cursor.execute("SELECT count(*) FROM pg_policy WHERE polrelid = 'app_rlsnote'::regclass")
         assert cursor.fetchone()[0] == 1
 
 
@@ -655,7 +660,7 @@ def test_the_app_role_is_bound_by_the_policies():
     assert role_problems(connection) == []
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT current_user, relforcerowsecurity FROM pg_class WHERE relname = 'app_note'"
+            "SELECT current_user, relforcerowsecurity FROM pg_class WHERE relname = 'app_rlsnote'"
         )
         assert cursor.fetchone() == ("tenantry_app", True)
 
@@ -666,9 +671,9 @@ def test_rls_check_command_lists_models_without_a_policy(settings, capsys):
     with pytest.raises(CommandError, match="row-level security problem"):
         call_command("tenantry", "rls", "--check")
     out = capsys.readouterr().out
-    assert "ok       app.Folder (app_folder.tenant_id)" in out
-    assert "ok       app.Note (app_note.tenant_id)" in out
-    assert "ok       app.Meter (app_meter.tenant_number)" in out
+    assert "ok       app.RlsFolder (app_rlsfolder.tenant_id)" in out
+    assert "ok       app.RlsNote (app_rlsnote.tenant_id)" in out
+    assert "ok       app.RlsMeter (app_rlsmeter.tenant_number)" in out
     assert "MISSING  app.Item (app_item.tenant_id)" in out
     assert "EnableTenantRLS('app.Item', field='tenant_id')" in out
     assert "MISSING  app.Project (app_project.organization_id)" in out

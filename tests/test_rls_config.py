@@ -18,7 +18,7 @@ from tenantry import conf, tenant_context
 from tenantry.checks import check_id
 from tenantry.db import EnableTenantRLS, rls_bypass, rls_mode
 from tenantry.db.rls import BYPASS, _override
-from tests.app.models import Item, Note
+from tests.app.models import Item, RlsNote
 
 
 @pytest.mark.parametrize(
@@ -66,10 +66,10 @@ def test_rls_on_another_database_is_a_system_check_error(settings):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("Note",), "takes a model label like 'shop.Order', got 'Note'"),
-        (("app.Note.x",), "got 'app.Note.x'"),
+        (("RlsNote",), "takes a model label like 'shop.Order', got 'RlsNote'"),
+        (("app.RlsNote.x",), "got 'app.RlsNote.x'"),
         ((None,), "got None"),
-        (("app.Note", ""), "takes the tenant field's name"),
+        (("app.RlsNote", ""), "takes the tenant field's name"),
     ],
 )
 def test_bad_operation_arguments_are_refused(args, message):
@@ -78,10 +78,10 @@ def test_bad_operation_arguments_are_refused(args, message):
 
 
 def test_the_operation_serializes_into_a_migration():
-    op = EnableTenantRLS("app.Note", field="tenant_id")
-    assert op.deconstruct() == ("EnableTenantRLS", ["app.Note"], {"field": "tenant_id"})
-    assert op.describe() == "Enable and force row-level security on app.Note by tenant_id"
-    assert op.migration_name_fragment == "enable_tenant_rls_note"
+    op = EnableTenantRLS("app.RlsNote", field="tenant_id")
+    assert op.deconstruct() == ("EnableTenantRLS", ["app.RlsNote"], {"field": "tenant_id"})
+    assert op.describe() == "Enable and force row-level security on app.RlsNote by tenant_id"
+    assert op.migration_name_fragment == "enable_tenant_rls_rlsnote"
     code, imports = MigrationWriter.serialize(op)
     assert code.startswith("tenantry.db.operations.EnableTenantRLS(")
     assert "import tenantry.db.operations" in imports
@@ -99,9 +99,9 @@ def collected_sql(op: EnableTenantRLS, direction: str) -> list[str]:
 
 @pytest.mark.django_db
 def test_the_operation_sql_on_this_database():
-    forwards = collected_sql(EnableTenantRLS("app.Note"), "forwards")
-    backwards = collected_sql(EnableTenantRLS("app.Note"), "backwards")
-    meter = collected_sql(EnableTenantRLS("app.Meter", field="tenant_number"), "forwards")
+    forwards = collected_sql(EnableTenantRLS("app.RlsNote"), "forwards")
+    backwards = collected_sql(EnableTenantRLS("app.RlsNote"), "backwards")
+    meter = collected_sql(EnableTenantRLS("app.RlsMeter", field="tenant_number"), "forwards")
     if connection.vendor != "postgresql":
         assert (forwards, backwards, meter) == ([], [], [])  # SQLite migrates without it
         return
@@ -110,16 +110,16 @@ def test_the_operation_sql_on_this_database():
         "OR current_setting('tenantry.bypass', true) = 'on'"
     )
     assert forwards == [
-        'ALTER TABLE "app_note" ENABLE ROW LEVEL SECURITY;',
-        'ALTER TABLE "app_note" FORCE ROW LEVEL SECURITY;',
-        'DROP POLICY IF EXISTS "tenantry_isolation" ON "app_note";',
-        f'CREATE POLICY "tenantry_isolation" ON "app_note" USING ({condition}) '
+        'ALTER TABLE "app_rlsnote" ENABLE ROW LEVEL SECURITY;',
+        'ALTER TABLE "app_rlsnote" FORCE ROW LEVEL SECURITY;',
+        'DROP POLICY IF EXISTS "tenantry_isolation" ON "app_rlsnote";',
+        f'CREATE POLICY "tenantry_isolation" ON "app_rlsnote" USING ({condition}) '
         f"WITH CHECK ({condition});",
     ]
     assert backwards == [
-        'DROP POLICY IF EXISTS "tenantry_isolation" ON "app_note";',
-        'ALTER TABLE "app_note" NO FORCE ROW LEVEL SECURITY;',
-        'ALTER TABLE "app_note" DISABLE ROW LEVEL SECURITY;',
+        'DROP POLICY IF EXISTS "tenantry_isolation" ON "app_rlsnote";',
+        'ALTER TABLE "app_rlsnote" NO FORCE ROW LEVEL SECURITY;',
+        'ALTER TABLE "app_rlsnote" DISABLE ROW LEVEL SECURITY;',
     ]
     assert (
         "\"tenant_number\" = NULLIF(current_setting('tenantry.tenant_id', true), '')::integer"
@@ -132,8 +132,8 @@ def test_the_operation_sql_on_this_database():
     ("label", "field", "message"),
     [
         ("app.Nope", "tenant_id", "no model 'app.Nope' at this point of the migrations"),
-        ("app.Note", "tenant", "app.Note has no field 'tenant'"),
-        ("app.Folder", "notes", "app.Folder.notes has no column of its own"),
+        ("app.RlsNote", "tenant", "app.RlsNote has no field 'tenant'"),
+        ("app.RlsFolder", "notes", "app.RlsFolder.notes has no column of its own"),
     ],
 )
 def test_a_wrong_model_or_field_fails_the_migration_on_every_database(label, field, message):
@@ -160,36 +160,36 @@ def scopes():
 @pytest.mark.django_db
 def test_unscoped_querysets_carry_the_bypass_for_their_own_queries_only(scopes):
     with rls_bypass("set-up"):
-        Note.all_tenants.create(tenant_id="acme", title="a")
-        Note.all_tenants.create(tenant_id="globex", title="g")
+        RlsNote.all_tenants.create(tenant_id="acme", title="a")
+        RlsNote.all_tenants.create(tenant_id="globex", title="g")
     assert scopes == [BYPASS, BYPASS]
     with tenant_context("acme"):
-        everyone = Note.objects.unscoped(reason="test").filter(title__in=["a", "g"])
+        everyone = RlsNote.objects.unscoped(reason="test").filter(title__in=["a", "g"])
         for action in (
             lambda: list(everyone.all()),
             lambda: everyone.all().count(),
             lambda: everyone.all().exists(),
             lambda: everyone.aggregate(n=Count("id")),
             lambda: list(everyone.values_list("title", flat=True)),
-            lambda: list(everyone.raw("SELECT * FROM app_note")),
+            lambda: list(everyone.raw("SELECT * FROM app_rlsnote")),
             lambda: everyone.in_bulk(),
             lambda: everyone.all().update(title="x"),
-            lambda: Note.objects.unscoped(reason="t").create(tenant_id="globex", title="n"),
-            lambda: Note.objects.unscoped(reason="t").get_or_create(tenant_id="acme", title="o"),
+            lambda: RlsNote.objects.unscoped(reason="t").create(tenant_id="globex", title="n"),
+            lambda: RlsNote.objects.unscoped(reason="t").get_or_create(tenant_id="acme", title="o"),
         ):
             scopes.clear()
             action()
             assert scopes and set(scopes) == {BYPASS}, action
         scopes.clear()
         steps = []
-        for _ in Note.objects.unscoped(reason="t").iterator():
+        for _ in RlsNote.objects.unscoped(reason="t").iterator():
             steps.append(_override.get())  # the caller's code between steps: no bypass
-            Note.objects.count()
+            RlsNote.objects.count()
         assert steps == [None] * len(steps) and len(steps) == 4
         assert scopes[0] == BYPASS and set(scopes[1:]) == {None}
         scopes.clear()
-        Note.objects.count()
-        list(Note.objects.for_tenant("globex"))
+        RlsNote.objects.count()
+        list(RlsNote.objects.for_tenant("globex"))
         Item.objects.count()
         assert scopes == [None, ("globex", ""), None]
     assert _override.get() is None
@@ -198,10 +198,10 @@ def test_unscoped_querysets_carry_the_bypass_for_their_own_queries_only(scopes):
 @pytest.mark.django_db
 def test_unscoped_and_for_tenant_scopes_survive_cloning():
     with tenant_context("acme"):
-        everyone = Note.objects.unscoped(reason="t")
+        everyone = RlsNote.objects.unscoped(reason="t")
         assert everyone._rls_scope == BYPASS
         assert everyone.filter(title="x").order_by("-id")._rls_scope == BYPASS
-        assert Note.objects.for_tenant("globex").filter(title="x")._rls_scope == ("globex", "")
-        assert Note.objects.filter(title="x")._rls_scope is None
+        assert RlsNote.objects.for_tenant("globex").filter(title="x")._rls_scope == ("globex", "")
+        assert RlsNote.objects.filter(title="x")._rls_scope is None
         # The manager gains no delete() from the wrapped QuerySet method.
-        assert not hasattr(Note.objects, "delete")
+        assert not hasattr(RlsNote.objects, "delete")

@@ -54,7 +54,7 @@ class Domain(AbstractTenantDomain):
         app_label = "app"
 
 
-class Folder(models.Model):
+class RlsFolder(models.Model):
     """Row-level security suite (tests/test_rls.py): policy by tenant_id."""
 
     tenant_id = models.CharField(max_length=128, db_index=True)
@@ -68,13 +68,15 @@ class Folder(models.Model):
         ordering = ["id"]
 
 
-class Note(models.Model):
-    """Row-level security suite: policy by tenant_id; a foreign key to a
-    Folder (select_related across tenants)."""
+class RlsNote(models.Model):
+    """Row-level security suite: policy by tenant_id; a foreign key to an
+    RlsFolder (select_related across tenants)."""
 
     tenant_id = models.CharField(max_length=128, db_index=True)
     title = models.CharField(max_length=100)
-    folder = models.ForeignKey(Folder, null=True, on_delete=models.CASCADE, related_name="notes")
+    folder = models.ForeignKey(
+        RlsFolder, null=True, on_delete=models.CASCADE, related_name="notes"
+    )
 
     objects = TenantManager(tenant_field="tenant_id")
     all_tenants = models.Manager()
@@ -84,7 +86,7 @@ class Note(models.Model):
         ordering = ["id"]
 
 
-class Meter(models.Model):
+class RlsMeter(models.Model):
     """Row-level security suite: an integer tenant column (the policy casts
     the setting to the column's type)."""
 

@@ -1,4 +1,4 @@
-# The row-level security suite's models, behind the second wall on
+# The row-level security suite's models (tests/test_rls.py), behind the second wall on
 # PostgreSQL (EnableTenantRLS does nothing on SQLite).
 
 import django.db.models.deletion
@@ -15,7 +15,7 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name="Folder",
+            name="RlsFolder",
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("tenant_id", models.CharField(db_index=True, max_length=128)),
@@ -24,17 +24,17 @@ class Migration(migrations.Migration):
             options={"ordering": ["id"]},
         ),
         migrations.CreateModel(
-            name="Note",
+            name="RlsNote",
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("tenant_id", models.CharField(db_index=True, max_length=128)),
                 ("title", models.CharField(max_length=100)),
-                ("folder", models.ForeignKey(null=True, on_delete=django.db.models.deletion.CASCADE, related_name="notes", to="app.folder")),
+                ("folder", models.ForeignKey(null=True, on_delete=django.db.models.deletion.CASCADE, related_name="notes", to="app.rlsfolder")),
             ],
             options={"ordering": ["id"]},
         ),
         migrations.CreateModel(
-            name="Meter",
+            name="RlsMeter",
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("tenant_number", models.IntegerField(db_index=True)),
@@ -42,7 +42,7 @@ class Migration(migrations.Migration):
             ],
             options={"ordering": ["id"]},
         ),
-        EnableTenantRLS("app.Folder", field="tenant_id"),
-        EnableTenantRLS("app.Note", field="tenant_id"),
-        EnableTenantRLS("app.Meter", field="tenant_number"),
+        EnableTenantRLS("app.RlsFolder", field="tenant_id"),
+        EnableTenantRLS("app.RlsNote", field="tenant_id"),
+        EnableTenantRLS("app.RlsMeter", field="tenant_number"),
     ]
