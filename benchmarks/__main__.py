@@ -26,6 +26,7 @@ def main() -> int:
         bench_registry,
         bench_request_path,
         bench_resolvers,
+        bench_rls,
         bench_state,
         bench_writes,
     )
@@ -46,6 +47,7 @@ def main() -> int:
         bench_writes,
         bench_cache,
         bench_liveview,
+        bench_rls,
     ):
         print(module.run())
         sys.stdout.flush()

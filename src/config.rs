@@ -122,6 +122,19 @@ pub enum Strictness {
     Empty,
 }
 
+/// `TENANT_RLS`: how PostgreSQL row-level security (the second wall) learns
+/// the bound tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RlsMode {
+    /// `False` (the default): no connection settings are sent.
+    Off,
+    /// `True`: session settings, sent when a connection's tenant changes.
+    Session,
+    /// `"transaction"`: transaction-local settings, for transaction-pooling
+    /// proxies (pgbouncer) that hand each transaction to another session.
+    Transaction,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
     Memory,
@@ -177,6 +190,7 @@ pub struct Settings {
     pub context_name: String,
     pub exempt_paths: Vec<String>,
     pub strict: Strictness,
+    pub rls: RlsMode,
     pub membership_check: Option<CallableSpec>,
     pub audit_callback: Option<CallableSpec>,
     pub key_prefix: KeyPrefix,
@@ -237,6 +251,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "REDIS_SOCKET_TIMEOUT",
     "STATE_MEMORY_MAX_BYTES",
     "STATE_TENANT_MAX_BYTES",
+    "TENANT_RLS",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -726,6 +741,15 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
             Strictness::Raise
         }
     };
+    let rls = match p.get("TENANT_RLS") {
+        None | Some(Value::Bool(false)) => RlsMode::Off,
+        Some(Value::Bool(true)) => RlsMode::Session,
+        Some(Value::Str(s)) if s == "transaction" => RlsMode::Transaction,
+        Some(v) => {
+            p.fail_value("TENANT_RLS", "False, True or 'transaction'", v);
+            RlsMode::Off
+        }
+    };
     let membership_check = p.callable("TENANT_MEMBERSHIP_CHECK");
     let audit_callback = p.callable("TENANT_AUDIT_CALLBACK");
     let key_prefix = match KeyPrefix::new(&p.string("TENANT_KEY_PREFIX", "djust")) {
@@ -798,6 +822,7 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         context_name,
         exempt_paths,
         strict,
+        rls,
         membership_check,
         audit_callback,
         key_prefix,
@@ -859,6 +884,7 @@ mod tests {
         assert_eq!(d.session.session_key, "tenant_id");
         assert!(d.required);
         assert_eq!(d.strict, Strictness::Raise);
+        assert_eq!(d.rls, RlsMode::Off);
         assert_eq!(d.key_prefix.as_str(), "djust");
         assert_eq!(d.presence.kind, BackendKind::Memory);
         assert!(d.presence.install_into_djust);
@@ -923,6 +949,27 @@ mod tests {
         assert!(!e[0].to_string().contains("pw"), "{}", e[0]);
         let e = errors(&[("PRESENCE_BACKEND", s("tenant_mongo"))]);
         assert!(e[0].to_string().contains("tenant_mongo"));
+    }
+
+    #[test]
+    fn rls_modes() {
+        for (value, mode) in [
+            (Value::Bool(false), RlsMode::Off),
+            (Value::Bool(true), RlsMode::Session),
+            (s("transaction"), RlsMode::Transaction),
+        ] {
+            assert_eq!(parse(&map(&[("TENANT_RLS", value)])).unwrap().rls, mode);
+        }
+        for bad in [s("session"), Value::Int(1), Value::None, s("")] {
+            let e = errors(&[("TENANT_RLS", bad)]);
+            assert_eq!(e[0].key, "TENANT_RLS");
+            assert!(
+                e[0].to_string()
+                    .contains("must be False, True or 'transaction'"),
+                "{}",
+                e[0]
+            );
+        }
     }
 
     #[test]

@@ -88,6 +88,7 @@ class CurrentConfig:
     required: bool
     context_name: str
     strict: str
+    rls: str
     exempt_paths: list[str]
     default_tenant: str | None
     session_key: str

@@ -10,6 +10,7 @@ class TenantryConfig(AppConfig):
         from django.core.exceptions import ImproperlyConfigured
 
         from . import checks, conf, isolation, registry  # noqa: F401  (checks, receivers)
+        from .db import rls  # noqa: F401  (binds row-level security on new connections)
         from .presence import install_djust_presence_backend
         from .state import install_djust_state_backend
 

@@ -16,6 +16,7 @@ Events (``record["event"]``):
 ``isolation.refused`` an ORM write or ``raw()`` was refused by the isolation
                       rules (``tenantry.isolation``); WARNING, with ``model``,
                       ``field``, ``value`` and ``action``
+``rls.bypass``        ``tenantry.db.rls_bypass(reason=...)`` lifted row-level security
 
 Each record is a dict with ``event``, ``tenant_id`` and, where known, ``path``,
 ``user_id``, ``source``, ``reason``, ``model``, ``field``, ``value``, ``action``.

@@ -45,6 +45,31 @@ def check_config(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     return messages
 
 
+@checks.register("tenantry")
+def check_rls_database(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """``TENANT_RLS`` needs PostgreSQL: on any other database the second wall
+    would silently not exist."""
+    from django.db import connections
+
+    try:
+        mode = conf.current().rls
+    except ImproperlyConfigured:
+        return []  # reported by check_config
+    if mode == "off":
+        return []
+    return [
+        checks.Error(
+            f"DJUST_CONFIG['TENANT_RLS'] is {mode!r}, but DATABASES[{alias!r}] is "
+            f"{connections[alias].vendor}: row-level security needs PostgreSQL.",
+            hint="Use django.db.backends.postgresql, or set TENANT_RLS to False.",
+            id=check_id("TENANT_RLS"),
+            obj="settings.DJUST_CONFIG",
+        )
+        for alias in connections
+        if connections[alias].vendor != "postgresql"
+    ]
+
+
 _MIDDLEWARE = "tenantry.middleware.TenantMiddleware"
 _SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
 _AUTH = "django.contrib.auth.middleware.AuthenticationMiddleware"

@@ -35,6 +35,8 @@ from . import audit, conf, isolation
 from ._core import TenantInfo, TenantNotSetError
 from .context import get_current_tenant
 from .isolation import tenant_field_value
+from .db.querysets import RLSScopeMixin
+from .db.rls import BYPASS
 
 __all__ = ["TenantManager", "TenantQuerySet", "scoped_queryset", "tenant_field_value"]
 
@@ -52,7 +54,7 @@ def _resolved(defaults: Any) -> dict[str, Any] | None:
     return None if defaults is None else dict(resolve_callables(defaults))
 
 
-class TenantQuerySet(models.QuerySet):
+class TenantQuerySet(RLSScopeMixin, models.QuerySet):
     _tenant_field = "tenant"
     _tenant: Any = None  # None: unscoped; a TenantInfo; or _NO_TENANT
     _values_checked = False  # bulk_update's inner update(): values already checked
@@ -257,7 +259,9 @@ class TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: igno
             return self._no_tenant(f"{self.model.__name__}.objects.for_tenant(None)")
         if not isinstance(tenant, TenantInfo):
             tenant = TenantInfo(tenant)
-        return self._base()._scope(tenant)
+        scoped = self._base()._scope(tenant)
+        scoped._rls_scope = (tenant.id, "")  # row-level security sees this tenant too
+        return scoped
 
     def unscoped(self, reason: str = "") -> TenantQuerySet:
         """Every tenant's rows. Audited (``queryset.unscoped``) with ``reason``."""
@@ -268,7 +272,9 @@ class TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: igno
             model=self.model._meta.label,
             reason=reason or "(no reason given)",
         )
-        return self._base()
+        everything = self._base()
+        everything._rls_scope = BYPASS  # its queries pass row-level security too
+        return everything
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         errors = super().check(**kwargs)

@@ -598,6 +598,15 @@ impl CurrentConfig {
             config::Strictness::Empty => "empty",
         }
     }
+    /// `TENANT_RLS`: "off", "session" (True) or "transaction".
+    #[getter]
+    fn rls(&self) -> &'static str {
+        match self.inner.settings.rls {
+            config::RlsMode::Off => "off",
+            config::RlsMode::Session => "session",
+            config::RlsMode::Transaction => "transaction",
+        }
+    }
     #[getter]
     fn exempt_paths(&self) -> Vec<String> {
         self.inner.settings.exempt_paths.clone()

@@ -128,3 +128,52 @@ class Note(models.Model):
         app_label = "app"
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["org", "text"], name="app_note_org_text")]
+
+# -- row-level security (tests/test_rls.py)
+
+
+class RlsFolder(models.Model):
+    """Row-level security suite (tests/test_rls.py): policy by tenant_id."""
+
+    tenant_id = models.CharField(max_length=128, db_index=True)
+    name = models.CharField(max_length=100)
+
+    objects = TenantManager(tenant_field="tenant_id")
+    all_tenants = models.Manager()
+
+    class Meta:
+        app_label = "app"
+        ordering = ["id"]
+
+
+class RlsNote(models.Model):
+    """Row-level security suite: policy by tenant_id; a foreign key to an
+    RlsFolder (select_related across tenants)."""
+
+    tenant_id = models.CharField(max_length=128, db_index=True)
+    title = models.CharField(max_length=100)
+    folder = models.ForeignKey(
+        RlsFolder, null=True, on_delete=models.CASCADE, related_name="notes"
+    )
+
+    objects = TenantManager(tenant_field="tenant_id")
+    all_tenants = models.Manager()
+
+    class Meta:
+        app_label = "app"
+        ordering = ["id"]
+
+
+class RlsMeter(models.Model):
+    """Row-level security suite: an integer tenant column (the policy casts
+    the setting to the column's type)."""
+
+    tenant_number = models.IntegerField(db_index=True)
+    reading = models.IntegerField()
+
+    objects = TenantManager(tenant_field="tenant_number")
+    all_tenants = models.Manager()
+
+    class Meta:
+        app_label = "app"
+        ordering = ["id"]

@@ -1,6 +1,8 @@
 """The demo: two tenants, acme and globex, at http://acme.localhost:8000/ and
 http://globex.localhost:8000/ (browsers send *.localhost to loopback).
-Embedded defaults: in-memory presence/state backends and SQLite."""
+Embedded defaults: in-memory presence/state backends and SQLite.
+``DEMO_DATABASE=postgres`` (``DEMO_DATABASE=postgres scripts/demo.sh``):
+PostgreSQL named by libpq's PG* variables, with row-level security on."""
 
 import os
 from pathlib import Path
@@ -126,6 +128,24 @@ if os.environ.get("DEMO_REDIS_URL"):
     DJUST_CONFIG["PRESENCE_BACKEND"] = "tenant_redis"
     DJUST_CONFIG["STATE_BACKEND"] = "tenant_redis"
     DJUST_CONFIG["REDIS_URL"] = os.environ["DEMO_REDIS_URL"]
+
+if os.environ.get("DEMO_DATABASE") == "postgres":
+    # scripts/demo.sh and the soak test start a throwaway PostgreSQL and name
+    # it in PGHOST/PGPORT/PGUSER/PGDATABASE; the role is not a superuser, so
+    # the policies of board/migrations/0003_rls.py bind it.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("PGDATABASE", "tenantry"),
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            "USER": os.environ.get("PGUSER", "tenantry_app"),
+            # Under ASGI every request has its own connection: Django's advice
+            # is no persistent connections there (CONN_MAX_AGE = 0).
+            "CONN_MAX_AGE": 0,
+        }
+    }
+    DJUST_CONFIG["TENANT_RLS"] = True
 
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

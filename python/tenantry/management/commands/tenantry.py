@@ -8,6 +8,7 @@ manage.py tenantry adopt shop.Order --tenant acme [--field tenant_id] [--batch 1
 manage.py tenantry domain shop.acme-corp.com acme
 manage.py tenantry check http://acme.example.com/dashboard/ [-H "X-Tenant-ID: acme"]
                           [--session tenant_id=acme]
+manage.py tenantry rls [--check] [--database default]
 """
 
 from __future__ import annotations
@@ -97,6 +98,15 @@ class Command(BaseCommand):
         check.add_argument("url", help="a URL or a host, e.g. http://acme.example.com/x/")
         check.add_argument("-H", "--header", action="append", metavar="NAME: VALUE")
         check.add_argument("--session", action="append", metavar="KEY=VALUE")
+        rls = sub.add_parser(
+            "rls", help="which scoped models are behind PostgreSQL row-level security"
+        )
+        rls.add_argument(
+            "--check",
+            action="store_true",
+            help="exit non-zero when a scoped model has no policy or the role ignores RLS",
+        )
+        rls.add_argument("--database", default="default", help="the database alias to inspect")
 
     def handle(self, *args, **options):
         getattr(self, f"handle_{options['action']}")(options)
@@ -347,6 +357,45 @@ class Command(BaseCommand):
             raise CommandError(" ".join(exc.messages)) from exc
         row.save()
         self.stdout.write(f"{domain} now serves tenant {options['tenant_id']!r}")
+    # -- row-level security ------------------------------------------------------
+
+    def handle_rls(self, options):
+        from django.db import connections
+
+        from ...db import rls
+
+        connection = connections[options["database"]]
+        if connection.vendor != "postgresql":
+            raise CommandError(
+                f"DATABASES[{options['database']!r}] is {connection.vendor}: "
+                "row-level security needs PostgreSQL."
+            )
+        out = self.stdout.write
+        mode = conf.current().rls
+        out(f"TENANT_RLS: {mode}")
+        problems = 0
+        for model, field in rls.scoped_models():
+            column = model._meta.get_field(field).column
+            where = f"{model._meta.label} ({model._meta.db_table}.{column})"
+            problem = rls.table_problems(connection, model)
+            if problem is None:
+                out(f"  ok       {where}")
+            else:
+                problems += 1
+                out(
+                    f"  MISSING  {where}: {problem}. Add a migration with "
+                    f"tenantry.db.EnableTenantRLS({model._meta.label!r}, field={field!r})."
+                )
+        for warning in rls.role_problems(connection):
+            problems += 1
+            self.stderr.write(f"WARNING: {warning}. Connect the application as a role without it.")
+        if mode == "off":
+            self.stderr.write(
+                "WARNING: TENANT_RLS is off: connections carry no tenant, so tables with a "
+                "policy return no rows."
+            )
+        if options["check"] and problems:
+            raise CommandError(f"{problems} row-level security problem(s), listed above.")
 
     # -- explanation -------------------------------------------------------------
 
