@@ -34,9 +34,9 @@ from django.db.models.utils import resolve_callables
 from . import audit, conf, isolation
 from ._core import TenantInfo, TenantNotSetError
 from .context import get_current_tenant
-from .isolation import tenant_field_value
 from .db.querysets import RLSScopeMixin
 from .db.rls import BYPASS
+from .isolation import tenant_field_value
 
 __all__ = ["TenantManager", "TenantQuerySet", "scoped_queryset", "tenant_field_value"]
 
