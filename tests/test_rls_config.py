@@ -174,7 +174,7 @@ def test_unscoped_querysets_carry_the_bypass_for_their_own_queries_only(scopes):
             lambda: list(everyone.raw("SELECT * FROM app_rlsnote")),
             lambda: everyone.in_bulk(),
             lambda: everyone.all().update(title="x"),
-            lambda: RlsNote.objects.unscoped(reason="t").create(tenant_id="globex", title="n"),
+            lambda: RlsNote.objects.unscoped(reason="t").create(tenant_id="acme", title="n"),
             lambda: RlsNote.objects.unscoped(reason="t").get_or_create(tenant_id="acme", title="o"),
         ):
             scopes.clear()
