@@ -7,8 +7,8 @@ mod errors;
 mod presence;
 mod registry;
 mod resolvers;
-mod routing;
 mod state;
+mod tenant_backend;
 mod tenant_info;
 
 use pyo3::prelude::*;
