@@ -9,6 +9,7 @@ pub mod config;
 pub mod host;
 pub mod keys;
 pub mod presence;
+pub mod ratelimit;
 pub mod redis_store;
 pub mod redis_url;
 pub mod resolve;
