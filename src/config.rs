@@ -863,12 +863,14 @@ fn limit_spec(value: &Value) -> Result<crate::ratelimit::LimitSpec, String> {
                     ("rate", Value::Str(r)) => rate = Some(r.as_str()),
                     ("key", Value::Str(text)) => key = Some(text.as_str()),
                     ("key", Value::None) => {}
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "a limit is a rate string or {{'rate': '100/m', 'key': 'tenant+user'}}; \
                              {} = {} is not understood",
                         crate::tenant_id::preview(k),
                         v.describe()
-                    )),
+                    ))
+                    }
                 }
             }
             let rate = rate.ok_or("a limit given as a dict needs a 'rate'")?;

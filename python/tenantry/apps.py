@@ -11,8 +11,10 @@ class TenantryConfig(AppConfig):
 
         from . import checks, conf, registry  # noqa: F401  (checks and signal receivers)
         from .presence import install_djust_presence_backend
+        from .ratelimit import install_djust_event_limits
         from .state import install_djust_state_backend
 
+        install_djust_event_limits()
         for install in (install_djust_presence_backend, install_djust_state_backend):
             try:
                 install()

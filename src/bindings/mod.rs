@@ -5,6 +5,7 @@ mod admission;
 mod config;
 mod errors;
 mod presence;
+mod ratelimit;
 mod registry;
 mod resolvers;
 mod state;
@@ -45,6 +46,9 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<state::MemoryBackend>()?;
     m.add_class::<state::RedisBackend>()?;
     m.add_class::<state::Router>()?;
+
+    m.add_class::<ratelimit::Decision>()?;
+    m.add_class::<ratelimit::Limiter>()?;
 
     m.add_class::<config::CurrentConfig>()?;
     m.add_function(wrap_pyfunction!(config::configure, m)?)?;

@@ -43,11 +43,17 @@ pub fn bound_tenant(py: Python<'_>, current_tenant: &Py<PyAny>) -> PyResult<Opti
     if bound.is_none() {
         return Ok(None);
     }
-    if let Ok(id) = id_from_py(&bound) {
-        return Ok(Some(id));
+    Ok(Some(tenant_id_of(&bound)?))
+}
+
+/// The id of a tenant object: tenantry's `TenantInfo`, any object with an
+/// `id` (djust's own `TenantInfo`), or a plain id.
+pub fn tenant_id_of(tenant: &Bound<'_, PyAny>) -> PyResult<TenantId> {
+    if let Ok(id) = id_from_py(tenant) {
+        return Ok(id);
     }
-    let id = bound.getattr(intern!(py, "id"))?;
-    Ok(Some(id_from_py(&id)?))
+    let id = tenant.getattr(intern!(tenant.py(), "id"))?;
+    id_from_py(&id)
 }
 
 /// What a router routes, for its error messages.
@@ -310,6 +316,15 @@ impl<E> TenantRouter<E> {
     /// The bound tenant, if any.
     pub fn bound(&self, py: Python<'_>) -> PyResult<Option<TenantId>> {
         bound_tenant(py, &self.current_tenant)
+    }
+
+    /// The bound tenant object itself (a `TenantInfo`, usually), if any.
+    pub fn bound_object<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let bound = self
+            .current_tenant
+            .bind(py)
+            .call_method0(intern!(py, "get"))?;
+        Ok((!bound.is_none()).then_some(bound))
     }
 
     /// The engine for the current config, built by `build` when it changed.

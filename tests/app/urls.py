@@ -15,4 +15,5 @@ urlpatterns = [
     path("stream/", views.stream_view),
     path("astream/", views.astream_view),
     path("stream-view/", views.StreamingTenantView.as_view()),
+    path("report/", views.report_view, name="report"),
 ]
