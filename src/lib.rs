@@ -17,6 +17,7 @@ pub mod state;
 pub mod sweep;
 pub mod tenant_id;
 pub mod ttl_cache;
+pub mod usage;
 
 #[cfg(feature = "python")]
 mod bindings;

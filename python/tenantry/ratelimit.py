@@ -101,7 +101,7 @@ def _http_decision(request: HttpRequest) -> Decision | HttpResponse | None:
     if getattr(request, "tenant", None) is None:
         return None
     try:
-        return _limiter.get().check("http", None, 1, request, required=False)
+        return _limiter.get().check("http", None, 1, request, required=False, usage="http_requests")
     except BackendUnavailable as exc:
         from .middleware import unavailable
 
@@ -190,7 +190,7 @@ def event_refusal(owner: Any, event_name: str, root_view: Any = None) -> dict | 
     endpoint = f"{type(owner).__name__}.{event_name}"
     try:
         decision = _limiter.get().check(
-            "events", None, 1, request, endpoint=endpoint, required=False
+            "events", None, 1, request, endpoint=endpoint, required=False, usage="live_events"
         )
     except BackendUnavailable as exc:
         logger.error("event %s refused, rate limits unavailable: %s", endpoint, exc)

@@ -11,6 +11,7 @@ mod resolvers;
 mod state;
 mod tenant_backend;
 mod tenant_info;
+mod usage;
 
 use pyo3::prelude::*;
 
@@ -49,6 +50,11 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
     m.add_class::<ratelimit::Decision>()?;
     m.add_class::<ratelimit::Limiter>()?;
+    m.add_function(wrap_pyfunction!(usage::usage_record, m)?)?;
+    m.add_function(wrap_pyfunction!(usage::usage_get, m)?)?;
+    m.add_function(wrap_pyfunction!(usage::usage_tenants, m)?)?;
+    m.add_function(wrap_pyfunction!(usage::usage_flush, m)?)?;
+    m.add_function(wrap_pyfunction!(usage::usage_clear, m)?)?;
 
     m.add_class::<config::CurrentConfig>()?;
     m.add_function(wrap_pyfunction!(config::configure, m)?)?;

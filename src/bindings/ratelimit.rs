@@ -31,6 +31,7 @@ use crate::ratelimit::{
 };
 use crate::redis_store::{RedisStore, StoreError};
 use crate::tenant_id::TenantId;
+use crate::usage::Metric;
 
 /// The process's memory store, shared by every limiter object.
 static MEMORY: LazyLock<MemoryLimiter> = LazyLock::new(MemoryLimiter::new);
@@ -347,7 +348,7 @@ impl Limiter {
     /// Returns None when no tenant is bound and `required` is false
     /// (`TenantNotSetError` when it is true). A scope without any limit
     /// answers an allowed `Decision` with `limit=None`.
-    #[pyo3(signature = (scope, key=None, cost=1, request=None, *, rate=None, endpoint=None, tenant=None, required=true))]
+    #[pyo3(signature = (scope, key=None, cost=1, request=None, *, rate=None, endpoint=None, tenant=None, required=true, usage=None))]
     #[allow(clippy::too_many_arguments)]
     fn check(
         &self,
@@ -360,6 +361,7 @@ impl Limiter {
         endpoint: Option<&str>,
         tenant: Option<&Bound<'_, PyAny>>,
         required: bool,
+        usage: Option<&str>,
     ) -> PyResult<Option<Decision>> {
         crate::ratelimit::spec::check_scope(scope).map_err(errors::InvalidKey::new_err)?;
         let Some((tenant_obj, tenant)) = self.tenant(py, tenant)? else {
@@ -372,6 +374,12 @@ impl Limiter {
             }
             return Ok(None);
         };
+        if let Some(name) = usage {
+            let metric = Metric::from_name(name).ok_or_else(|| {
+                pyo3::exceptions::PyValueError::new_err(format!("unknown usage metric {name:?}"))
+            })?;
+            super::usage::record(py, &tenant, metric, 1)?;
+        }
         let (engine, compiled) = self.engine(py)?;
         let settings = &compiled.settings.rate_limits;
         let plan = self.plan(py, &tenant_obj, &tenant)?;
@@ -416,7 +424,12 @@ impl Limiter {
             tenant_backend::Engine::Redis(r) => py.detach(|| r.check(&tenant, &checks, cost, None)),
         };
         match decided {
-            Ok(d) => Ok(Some(Decision::from_core(d, true))),
+            Ok(d) => {
+                if !d.allowed {
+                    super::usage::record(py, &tenant, Metric::Limited, 1)?;
+                }
+                Ok(Some(Decision::from_core(d, true)))
+            }
             Err(e @ StoreError::Unavailable { .. }) if settings.failure == FailureMode::Open => {
                 Self::warn(
                     py,
