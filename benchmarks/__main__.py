@@ -21,6 +21,7 @@ def main() -> int:
     import tenantry
     from benchmarks import (
         bench_presence,
+        bench_ratelimit,
         bench_registry,
         bench_request_path,
         bench_resolvers,
@@ -40,6 +41,7 @@ def main() -> int:
         bench_registry,
         bench_presence,
         bench_state,
+        bench_ratelimit,
     ):
         print(module.run())
         sys.stdout.flush()

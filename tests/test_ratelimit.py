@@ -278,6 +278,23 @@ async def test_middleware_limits_async_stacks(limits, async_client):
     assert second["RateLimit-Remaining"] == "0" and "Retry-After" in second
 
 
+@pytest.mark.asyncio
+async def test_async_stacks_count_signed_in_users_as_users(limits, django_user_model):
+    from asgiref.sync import sync_to_async
+    from django.test import AsyncClient
+
+    limits({"http": {"rate": "1/m", "key": "tenant+user"}}, TENANT_RESOLVER="header")
+    user = await sync_to_async(django_user_model.objects.create_user)("bob", password="pw")
+    signed_in, anonymous = AsyncClient(), AsyncClient()
+    await signed_in.aforce_login(user)
+    acme = {"x-tenant-id": "acme"}
+    codes = [(await signed_in.get("/public/", headers=acme)).status_code for _ in range(2)]
+    assert codes == [200, 429]
+    # The user was counted as a user, not by the address both clients share.
+    assert (await anonymous.get("/public/", headers=acme)).status_code == 200
+    assert (await anonymous.get("/public/", headers=acme)).status_code == 429
+
+
 def test_decorator_limits_a_view_per_tenant_and_user(limits, client, django_user_model):
     limits()
     codes = [client.get("/report/", HTTP_HOST="acme.example.com").status_code for _ in range(3)]
@@ -522,3 +539,21 @@ def test_decision_is_a_value():
         "RateLimit-Reset": "9",
         "Retry-After": "2",
     }
+
+
+def test_the_memory_store_is_bounded(limits):
+    limits({"api": "5/m"})
+    limiter = get_rate_limiter()
+    TenantRateLimiter.set_memory_limit(64 * 16)
+    try:
+        for i in range(5000):
+            assert limiter.check("api", tenant=f"t{i}").allowed
+        assert 0 < TenantRateLimiter.store_size() <= 64 * 16
+        # Forgetting one tenant's counts leaves the others'.
+        for _ in range(5):
+            limiter.check("api", tenant="kept")
+        assert not limiter.check("api", tenant="kept").allowed
+        assert TenantRateLimiter.clear_tenant("kept") == 1
+        assert limiter.check("api", tenant="kept").allowed
+    finally:
+        TenantRateLimiter.set_memory_limit(1 << 20)

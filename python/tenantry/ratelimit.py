@@ -35,7 +35,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse
 
 from ._core import BackendUnavailable, Decision, TenantRateLimiter
@@ -126,7 +126,11 @@ async def ahttp(
     request: HttpRequest, get_response: Callable[[HttpRequest], Awaitable[Any]]
 ) -> Any:
     """:func:`http` for async middleware stacks."""
-    decision = _http_decision(request)
+    if getattr(request, "tenant", None) is not None and _limiter.get().needs_user("http"):
+        # request.user loads from the database: not on the event loop.
+        decision = await sync_to_async(_http_decision)(request)
+    else:
+        decision = _http_decision(request)
     if isinstance(decision, HttpResponse):
         return decision
     if decision is not None and not decision.allowed:
@@ -220,7 +224,12 @@ def _limited_validator(original: Callable[..., Any]) -> Callable[..., Any]:
         handler = await original(ws, event_name, owner, *args, **kwargs)
         if handler is None:
             return None
-        refusal = event_refusal(owner, event_name, kwargs.get("root_view"))
+        if _limiter.get().needs_user("events"):
+            # The view's user may still be a lazy object that loads from
+            # the database: not on the event loop.
+            refusal = await sync_to_async(event_refusal)(owner, event_name, kwargs.get("root_view"))
+        else:
+            refusal = event_refusal(owner, event_name, kwargs.get("root_view"))
         if refusal is None:
             return handler
         await ws.send_error(refusal.pop("error"), **refusal)

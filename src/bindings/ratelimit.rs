@@ -15,7 +15,7 @@ use std::sync::{Arc, LazyLock};
 use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyType};
+use pyo3::types::{PyDict, PyString, PyType};
 
 use super::config::to_value;
 use super::errors::{self, rate_error, store_error};
@@ -193,11 +193,13 @@ fn identity_of(
         }
     }
     if parts.contains(&KeyPart::User) {
-        if let Ok(u) = request.getattr(intern!(py, "user")) {
-            if u.getattr(intern!(py, "is_authenticated"))
-                .and_then(|a| a.is_truthy())
-                .unwrap_or(false)
-            {
+        // No `user` (no auth middleware) or None: anonymous.
+        let user_obj = request.getattr(intern!(py, "user")).ok();
+        if let Some(u) = user_obj.filter(|u| !u.is_none()) {
+            // Errors propagate (a lazy user that cannot load here must not
+            // be counted as anonymous): async callers load it first, see
+            // `needs_user`.
+            if u.getattr(intern!(py, "is_authenticated"))?.is_truthy()? {
                 let pk = u.getattr(intern!(py, "pk"))?;
                 user = Some(pk.str()?.to_string_lossy().into_owned());
             }
@@ -255,6 +257,9 @@ impl Limiter {
         tenant: &Bound<'_, PyAny>,
         id: &TenantId,
     ) -> PyResult<Option<Arc<Limits>>> {
+        if tenant.is_instance_of::<PyString>() {
+            return Ok(None); // a bare id has no plan
+        }
         let (rates, quotas) = match tenant.cast::<TenantInfo>() {
             Ok(info) => {
                 let info = info.borrow();
@@ -443,6 +448,23 @@ impl Limiter {
             }
             Err(e) => Err(store_error(e)),
         }
+    }
+
+    /// True when a limit of `scope` for the bound tenant counts users
+    /// (async callers then load `request.user` in a thread first).
+    fn needs_user(&self, py: Python<'_>, scope: &str) -> PyResult<bool> {
+        let Some((obj, id)) = self.tenant(py, None)? else {
+            return Ok(false);
+        };
+        let compiled = super::config::current(py)?;
+        let plan = self.plan(py, &obj, &id)?;
+        Ok(compiled
+            .settings
+            .rate_limits
+            .limits
+            .effective(plan.as_deref(), scope)
+            .iter()
+            .any(|spec| spec.key.needs(KeyPart::User)))
     }
 
     /// True when `scope` has a limit by default or in the bound tenant's
