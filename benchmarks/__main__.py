@@ -23,6 +23,7 @@ def main() -> int:
         bench_cache,
         bench_liveview,
         bench_presence,
+        bench_ratelimit,
         bench_registry,
         bench_request_path,
         bench_resolvers,
@@ -48,6 +49,7 @@ def main() -> int:
         bench_cache,
         bench_liveview,
         bench_rls,
+        bench_ratelimit,
     ):
         print(module.run())
         sys.stdout.flush()
