@@ -306,20 +306,17 @@ connection_created.connect(_on_connection_created, dispatch_uid="tenantry.db.rls
 
 
 def scoped_models() -> list[tuple[Any, str]]:
-    """``(model, tenant field)`` of every concrete model with a
-    ``TenantManager``, one per table."""
+    """``(model, tenant field)`` of every concrete scoped model (the one rule
+    of ``tenantry.isolation.scope_of``), one per table."""
     from django.apps import apps
 
-    from ..managers import TenantManager
+    from ..isolation import scope_of
 
     found: dict[str, tuple[Any, str]] = {}
     for model in apps.get_models():
-        if model._meta.proxy:
-            continue
-        for manager in model._meta.managers:
-            if isinstance(manager, TenantManager):
-                found.setdefault(model._meta.db_table, (model, manager.tenant_field))
-                break
+        scope = None if model._meta.proxy else scope_of(model)
+        if scope is not None:
+            found.setdefault(model._meta.db_table, (model, scope.field.name))
     return sorted(found.values(), key=lambda pair: pair[0]._meta.label)
 
 
