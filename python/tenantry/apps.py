@@ -10,6 +10,7 @@ class TenantryConfig(AppConfig):
         from django.core.exceptions import ImproperlyConfigured
 
         from . import checks, conf, registry  # noqa: F401  (checks and signal receivers)
+        from .channels import install_djust_broadcasts
         from .presence import install_djust_presence_backend
         from .state import install_djust_state_backend
 
@@ -18,3 +19,9 @@ class TenantryConfig(AppConfig):
                 install()
             except ImproperlyConfigured:
                 pass  # reported by the system checks (manage.py check), with its key
+        install_djust_broadcasts()
+        try:
+            import celery  # noqa: F401
+        except ImportError:
+            return
+        from . import celery as tenantry_celery  # noqa: F401  (publish and run signals)
