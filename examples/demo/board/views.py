@@ -1,4 +1,4 @@
-from djust import LiveView
+from djust import LiveView, push_to_view
 from djust.decorators import event_handler
 from djust.presence import PresenceMixin
 
@@ -6,10 +6,13 @@ from tenantry import BackendUnavailable, TenantMixin
 
 from .models import Item
 
+VIEW_PATH = "board.views.BoardView"
+
 
 class BoardView(TenantMixin, PresenceMixin, LiveView):
-    """The tenant's board: its items, a form that adds one over the WebSocket,
-    and who else is looking at this tenant's board right now."""
+    """The tenant's board: its items, a form that adds one over the WebSocket
+    (the tenant's other viewers see it appear), and who else is looking at
+    this tenant's board right now."""
 
     template_name = "board/board.html"
     presence_key = "board"  # TenantMixin makes it tenant:<id>:board
@@ -46,7 +49,16 @@ class BoardView(TenantMixin, PresenceMixin, LiveView):
         name = name.strip()[:80]
         if name:
             Item.objects.create(name=name)
+            # Tell this tenant's other viewers. tenantry scopes djust's push
+            # groups by tenant, so other tenants' boards never get it (djust
+            # skips the sender, which re-reads below).
+            push_to_view(VIEW_PATH, handler="item_added", payload={"name": name})
         self._load()
+
+    @event_handler
+    def item_added(self, name: str = "", **kwargs):
+        """Pushed by another viewer's ``add_item``: show it without a query."""
+        self.items = [*self.items, name]
 
     @event_handler
     def _on_presence_change(self, **kwargs):
