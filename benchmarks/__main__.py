@@ -20,6 +20,7 @@ def main() -> int:
 
     import tenantry
     from benchmarks import (
+        bench_jobs,
         bench_presence,
         bench_registry,
         bench_request_path,
@@ -40,6 +41,7 @@ def main() -> int:
         bench_registry,
         bench_presence,
         bench_state,
+        bench_jobs,
     ):
         print(module.run())
         sys.stdout.flush()

@@ -13,6 +13,11 @@ Events (``record["event"]``):
 ``websocket.refused`` ``TenantOriginValidator`` refused a handshake
 ``tenant.switched``   ``TenantMixin.set_tenant()`` changed a view's tenant
 ``queryset.unscoped`` ``unscoped(reason=...)`` bypassed tenant scoping
+``task.refused``      a Celery task was refused before its body (invalid,
+                      unknown or conflicting tenant)
+``task.conflict``     a task was published with another tenant's header while
+                      a tenant was bound (the worker refuses it)
+``task.fanout_skipped`` ``for_each_tenant`` skipped a row whose id is invalid
 
 Each record is a dict with ``event``, ``tenant_id`` and, where known, ``path``,
 ``user_id``, ``source``, ``reason``, ``model``. Log handlers receive it as
