@@ -71,11 +71,12 @@ def timed(self) -> dict:
 
 
 @app.task(bind=True, max_retries=3)
-def flaky(self, failures: int) -> dict:
+def flaky(self, failures: int, rows: bool = True) -> dict:
     """Fails ``failures`` times, retried with a countdown each time."""
     if self.request.retries < failures:
         raise self.retry(countdown=0.2)
-    return {**seen(), "retries": self.request.retries}
+    report = seen() if rows else {"bound": bound_id()}
+    return {**report, "retries": self.request.retries}
 
 
 @app.task

@@ -239,8 +239,10 @@ def test_eager_runs_bind_and_restore(tasks):
         failed = tasks.boom.apply(args=("x",), headers={HEADER: "inner"})
         assert failed.failed() and "tenant inner" in str(failed.result)
         assert get_current_tenant() == "outer"
-        retried = tasks.flaky.apply(args=(1,), headers={HEADER: "inner"})
-        assert get_current_tenant() == "outer", retried
+        # An eager retry runs again at once, with the request's headers.
+        retried = tasks.flaky.apply(args=(2, False), headers={HEADER: "inner"})
+        assert retried.get() == {"bound": "inner", "retries": 2}
+        assert get_current_tenant() == "outer"
         refused = tasks.whoami.apply(headers={HEADER: "bad:id"})
         assert isinstance(refused.result, InvalidTenantId)
         assert get_current_tenant() == "outer"
