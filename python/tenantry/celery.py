@@ -170,7 +170,8 @@ def _on_prerun(sender: Any = None, task: Any = None, **kwargs: Any) -> None:
     except (InvalidTenantId, TenantNotFound, TenantMismatchError) as exc:
         audit.emit(
             "task.refused",
-            tenant=value if isinstance(value, str) else None,
+            # A forged value is only in the reason, as its repr (no log injection).
+            tenant=value if isinstance(value, str) and _core.is_valid_tenant_id(value) else None,
             level=logging.WARNING,
             task=task.name,
             task_id=request.id,
