@@ -20,12 +20,16 @@ def main() -> int:
 
     import tenantry
     from benchmarks import (
+        bench_cache,
         bench_jobs,
+        bench_liveview,
         bench_presence,
         bench_registry,
         bench_request_path,
         bench_resolvers,
+        bench_rls,
         bench_state,
+        bench_writes,
     )
 
     print("# tenantry benchmarks\n")
@@ -41,6 +45,10 @@ def main() -> int:
         bench_registry,
         bench_presence,
         bench_state,
+        bench_writes,
+        bench_cache,
+        bench_liveview,
+        bench_rls,
         bench_jobs,
     ):
         print(module.run())

@@ -8,6 +8,7 @@ PY="$VENV/bin/python"
 cd "$ROOT"
 
 ensure_redis
+ensure_postgres
 ensure_venv "$ROOT/requirements/bench.txt"
 build_extension
 "$PY" -m benchmarks "$@"

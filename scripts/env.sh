@@ -1,6 +1,7 @@
 # Shared set-up for scripts/test.sh and scripts/demo.sh (sourced, not run).
 # Creates .venv, installs the Python requirements, installs Debian's
-# redis-server when missing, and builds the Rust extension into the venv.
+# redis-server and postgresql when missing, and builds the Rust extension
+# into the venv.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +40,17 @@ ensure_redis() {
     if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null \
         || ! command -v redis-benchmark >/dev/null; then
         apt_install redis-server redis-tools
+    fi
+}
+
+ensure_postgres() {
+    # initdb/pg_ctl live in /usr/lib/postgresql/<version>/bin (not on PATH);
+    # tests/postgres_server.py finds them there and runs them as the
+    # `postgres` system user (PostgreSQL refuses root), which the package creates.
+    if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
+        || ! compgen -G "/usr/lib/postgresql/*/lib/pg_stat_statements.so" >/dev/null \
+        || ! id postgres >/dev/null 2>&1; then
+        apt_install postgresql
     fi
 }
 

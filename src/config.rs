@@ -122,6 +122,19 @@ pub enum Strictness {
     Empty,
 }
 
+/// `TENANT_RLS`: how PostgreSQL row-level security (the second wall) learns
+/// the bound tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RlsMode {
+    /// `False` (the default): no connection settings are sent.
+    Off,
+    /// `True`: session settings, sent when a connection's tenant changes.
+    Session,
+    /// `"transaction"`: transaction-local settings, for transaction-pooling
+    /// proxies (pgbouncer) that hand each transaction to another session.
+    Transaction,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
     Memory,
@@ -177,6 +190,7 @@ pub struct Settings {
     pub context_name: String,
     pub exempt_paths: Vec<String>,
     pub strict: Strictness,
+    pub rls: RlsMode,
     pub membership_check: Option<CallableSpec>,
     pub audit_callback: Option<CallableSpec>,
     pub key_prefix: KeyPrefix,
@@ -186,6 +200,8 @@ pub struct Settings {
     pub state: BackendSettings,
     /// Byte bound of the process's in-memory state store.
     pub state_memory_max_bytes: usize,
+    /// Bytes one tenant's keys may take of that store (its fair share).
+    pub state_tenant_max_bytes: usize,
     pub registry: RegistrySettings,
     /// Connect and I/O timeouts of every Redis connection (presence, state).
     pub redis_options: StoreOptions,
@@ -234,6 +250,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "REDIS_CONNECT_TIMEOUT",
     "REDIS_SOCKET_TIMEOUT",
     "STATE_MEMORY_MAX_BYTES",
+    "STATE_TENANT_MAX_BYTES",
+    "TENANT_RLS",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -243,6 +261,7 @@ const MAX_CACHE_TTL: f64 = 86_400.0;
 const MAX_CACHE_SIZE: i128 = 10_000_000;
 const MIN_STATE_MEMORY: i128 = 64 * 1024;
 const MAX_STATE_MEMORY: i128 = 1 << 48;
+const MIN_TENANT_STATE: i128 = 4 * 1024;
 
 /// Collects errors so one `manage.py check` shows all of them.
 struct Parser<'a> {
@@ -589,6 +608,14 @@ fn normalize_main_domain(raw: &str) -> Result<String, String> {
     }
 }
 
+/// The `TENANT_*` keys of `map` that tenantry does not read (usually typos).
+pub fn unknown_keys(map: &BTreeMap<String, Value>) -> Vec<String> {
+    map.keys()
+        .filter(|k| k.starts_with("TENANT_") && !KNOWN_KEYS.contains(&k.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// Parses `DJUST_CONFIG`. Keys tenantry does not read are ignored (djust's
 /// own keys live in the same dict), except unknown `TENANT_*` keys, which are
 /// listed in [`Settings::unknown_keys`].
@@ -714,6 +741,15 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
             Strictness::Raise
         }
     };
+    let rls = match p.get("TENANT_RLS") {
+        None | Some(Value::Bool(false)) => RlsMode::Off,
+        Some(Value::Bool(true)) => RlsMode::Session,
+        Some(Value::Str(s)) if s == "transaction" => RlsMode::Transaction,
+        Some(v) => {
+            p.fail_value("TENANT_RLS", "False, True or 'transaction'", v);
+            RlsMode::Off
+        }
+    };
     let membership_check = p.callable("TENANT_MEMBERSHIP_CHECK");
     let audit_callback = p.callable("TENANT_AUDIT_CALLBACK");
     let key_prefix = match KeyPrefix::new(&p.string("TENANT_KEY_PREFIX", "djust")) {
@@ -733,6 +769,21 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         MIN_STATE_MEMORY,
         MAX_STATE_MEMORY,
     );
+    let state_tenant_max_bytes = p.int_at_least(
+        "STATE_TENANT_MAX_BYTES",
+        crate::state::memory::default_tenant_limit(state_memory_max_bytes),
+        MIN_TENANT_STATE,
+        MAX_STATE_MEMORY,
+    );
+    if state_tenant_max_bytes > state_memory_max_bytes {
+        p.fail(
+            "STATE_TENANT_MAX_BYTES",
+            format!(
+                "must not exceed STATE_MEMORY_MAX_BYTES ({state_memory_max_bytes}), \
+                 got {state_tenant_max_bytes}: one tenant's share is part of the store"
+            ),
+        );
+    }
     let registry = p.registry();
     let defaults = StoreOptions::default();
     let redis_options = StoreOptions {
@@ -740,11 +791,7 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         io_timeout: p.redis_timeout("REDIS_SOCKET_TIMEOUT", defaults.io_timeout),
     };
 
-    let unknown_keys = map
-        .keys()
-        .filter(|k| k.starts_with("TENANT_") && !KNOWN_KEYS.contains(&k.as_str()))
-        .cloned()
-        .collect();
+    let unknown_keys = unknown_keys(map);
 
     if !p.errors.is_empty() {
         return Err(p.errors);
@@ -775,6 +822,7 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         context_name,
         exempt_paths,
         strict,
+        rls,
         membership_check,
         audit_callback,
         key_prefix,
@@ -782,6 +830,7 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         presence_timeout,
         state,
         state_memory_max_bytes,
+        state_tenant_max_bytes,
         registry,
         redis_options,
         unknown_keys,
@@ -835,6 +884,7 @@ mod tests {
         assert_eq!(d.session.session_key, "tenant_id");
         assert!(d.required);
         assert_eq!(d.strict, Strictness::Raise);
+        assert_eq!(d.rls, RlsMode::Off);
         assert_eq!(d.key_prefix.as_str(), "djust");
         assert_eq!(d.presence.kind, BackendKind::Memory);
         assert!(d.presence.install_into_djust);
@@ -899,6 +949,27 @@ mod tests {
         assert!(!e[0].to_string().contains("pw"), "{}", e[0]);
         let e = errors(&[("PRESENCE_BACKEND", s("tenant_mongo"))]);
         assert!(e[0].to_string().contains("tenant_mongo"));
+    }
+
+    #[test]
+    fn rls_modes() {
+        for (value, mode) in [
+            (Value::Bool(false), RlsMode::Off),
+            (Value::Bool(true), RlsMode::Session),
+            (s("transaction"), RlsMode::Transaction),
+        ] {
+            assert_eq!(parse(&map(&[("TENANT_RLS", value)])).unwrap().rls, mode);
+        }
+        for bad in [s("session"), Value::Int(1), Value::None, s("")] {
+            let e = errors(&[("TENANT_RLS", bad)]);
+            assert_eq!(e[0].key, "TENANT_RLS");
+            assert!(
+                e[0].to_string()
+                    .contains("must be False, True or 'transaction'"),
+                "{}",
+                e[0]
+            );
+        }
     }
 
     #[test]
@@ -985,6 +1056,36 @@ mod tests {
         assert_eq!(parsed.state.kind, BackendKind::Redis);
         assert_eq!(parsed.state.redis_url, "redis://r:1/0");
         assert_eq!(parsed.state_memory_max_bytes, 1 << 20);
+        // The share defaults to an eighth of the store.
+        assert_eq!(parsed.state_tenant_max_bytes, 1 << 17);
+        assert_eq!(
+            d.state_tenant_max_bytes,
+            crate::state::memory::DEFAULT_LIMIT / 8
+        );
+        let parsed = parse(&map(&[
+            ("STATE_MEMORY_MAX_BYTES", Value::Int(1 << 20)),
+            ("STATE_TENANT_MAX_BYTES", Value::Int(1 << 20)),
+        ]))
+        .unwrap();
+        assert_eq!(parsed.state_tenant_max_bytes, 1 << 20);
+        for bad in [
+            Value::Int(100),
+            s("1MB"),
+            Value::Int(1 << 30),
+            Value::Bool(true),
+        ] {
+            let e = errors(&[("STATE_TENANT_MAX_BYTES", bad)]);
+            assert_eq!(e[0].key, "STATE_TENANT_MAX_BYTES");
+        }
+        let e = errors(&[
+            ("STATE_MEMORY_MAX_BYTES", Value::Int(1 << 20)),
+            ("STATE_TENANT_MAX_BYTES", Value::Int(1 << 21)),
+        ]);
+        assert!(
+            e[0].to_string().contains("STATE_MEMORY_MAX_BYTES"),
+            "{}",
+            e[0]
+        );
         let parsed = parse(&map(&[(
             "STATE_REDIS_URL",
             s("redis+cluster://:pw@a:7000,b:7001"),

@@ -60,7 +60,17 @@ impl TenantId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The owner of data that belongs to no tenant (djust's saved state of
+    /// views without `TenantMixin`). Its name starts with `-`, which
+    /// [`TenantId::parse`] refuses, so no tenant's id can ever name it.
+    pub fn shared() -> Self {
+        TenantId(SHARED.into())
+    }
 }
+
+/// See [`TenantId::shared`].
+pub const SHARED: &str = "-shared";
 
 /// True when `candidate` would be accepted by [`TenantId::parse`].
 pub fn is_valid(candidate: &str) -> bool {
@@ -149,6 +159,13 @@ pub fn preview(value: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn no_tenant_id_names_the_shared_space() {
+        assert!(TenantId::parse(SHARED).is_err());
+        assert!(!is_valid(TenantId::shared().as_str()));
+        assert_ne!(TenantId::shared(), TenantId::parse("shared").unwrap());
+    }
 
     #[test]
     fn accepts_the_documented_alphabet() {

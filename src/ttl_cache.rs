@@ -4,6 +4,16 @@
 //! Entries expire `ttl` after insertion. When full, the oldest insertion is
 //! evicted first (FIFO), in O(1) amortized. Not internally locked: the owner
 //! wraps it in a mutex.
+//!
+//! Loads race invalidations: a lookup misses, calls its loader (a database
+//! query, run without the lock), and meanwhile the row is deleted and the
+//! cache invalidated; storing the loaded row afterwards would serve the
+//! deleted row for a whole TTL. So every invalidation ([`TtlCache::remove`],
+//! [`TtlCache::clear`]) bumps the cache's [`Generation`], a lookup takes the
+//! generation when it misses, and [`TtlCache::insert_loaded`] stores its
+//! result only if the generation has not moved since. One counter for the
+//! whole cache: an invalidation of another key also drops an in-flight load
+//! (one more miss later), which keeps the check O(1) and the memory bounded.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -16,7 +26,14 @@ pub struct TtlCache<V> {
     capacity: usize,
     ttl: Duration,
     next_seq: u64,
+    /// Invalidations so far.
+    generation: u64,
 }
+
+/// How many invalidations a cache had seen when a load started (see
+/// [`TtlCache::insert_loaded`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Generation(u64);
 
 struct Entry<V> {
     value: V,
@@ -33,7 +50,30 @@ impl<V> TtlCache<V> {
             capacity,
             ttl,
             next_seq: 0,
+            generation: 0,
         }
+    }
+
+    /// Take this when a lookup misses, before loading.
+    pub fn generation(&self) -> Generation {
+        Generation(self.generation)
+    }
+
+    /// Stores a loaded value, unless the cache was invalidated since the
+    /// load started (`started`): then the value may predate a change and
+    /// is not kept. Returns whether it was stored.
+    pub fn insert_loaded(
+        &mut self,
+        started: Generation,
+        key: &str,
+        value: V,
+        now: Instant,
+    ) -> bool {
+        if started.0 != self.generation {
+            return false;
+        }
+        self.insert(key, value, now);
+        true
     }
 
     pub fn len(&self) -> usize {
@@ -101,11 +141,16 @@ impl<V> TtlCache<V> {
         false
     }
 
+    /// Invalidates `key`: removes it, and keeps out any load of any key
+    /// started before.
     pub fn remove(&mut self, key: &str) -> Option<V> {
+        self.generation = self.generation.wrapping_add(1);
         self.map.remove(key).map(|e| e.value)
     }
 
+    /// Invalidates everything, loads in flight included.
     pub fn clear(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
         self.map.clear();
         self.order.clear();
     }
@@ -162,6 +207,40 @@ mod tests {
         let mut c = TtlCache::new(0, Duration::from_secs(1));
         c.insert("a", 1, t0);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_load_racing_an_invalidation_is_not_stored() {
+        let t0 = Instant::now();
+        let mut c = TtlCache::new(10, Duration::from_secs(60));
+        // No invalidation meanwhile: stored.
+        let started = c.generation();
+        assert!(c.insert_loaded(started, "acme", "row", t0));
+        assert_eq!(c.get("acme", t0), Some(&"row"));
+        // The row is deleted (and the key invalidated) while a load runs:
+        // the loaded row is not kept, even though the key was not cached.
+        c.remove("acme");
+        let started = c.generation();
+        c.remove("acme");
+        assert!(!c.insert_loaded(started, "acme", "stale row", t0));
+        assert_eq!(c.get("acme", t0), None);
+        // Clearing everything also stops every load in flight.
+        let started = c.generation();
+        c.clear();
+        assert!(!c.insert_loaded(started, "globex", "stale", t0));
+        assert!(c.is_empty());
+        // Expiry and capacity eviction are not invalidations.
+        let mut c = TtlCache::new(1, Duration::from_secs(1));
+        let started = c.generation();
+        c.insert("a", "1", t0);
+        c.insert("b", "2", t0);
+        assert_eq!(c.get("b", t0 + Duration::from_secs(2)), None);
+        assert!(c.insert_loaded(started, "c", "3", t0));
+        // A load started after the invalidation is stored.
+        c.remove("c");
+        let started = c.generation();
+        assert!(c.insert_loaded(started, "c", "fresh", t0));
+        assert_eq!(c.get("c", t0), Some(&"fresh"));
     }
 
     #[test]

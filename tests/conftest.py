@@ -1,12 +1,16 @@
 """Shared fixtures. Redis servers are started by ``redis_server`` fixtures
-(see tests/redis_servers.py) on free loopback ports and stopped afterwards."""
+(see tests/redis_servers.py) on free loopback ports and stopped afterwards;
+PostgreSQL by ``postgres_server`` (tests/postgres_fixtures.py)."""
 
 from __future__ import annotations
 
 import pytest
 from django.test import RequestFactory
 
-pytest_plugins = ["tests.redis_servers"]
+# tenantry.testing is also registered by the package's pytest11 entry point
+# (same name, so this line is then a no-op): it resets the registry cache and
+# the memory stores between tests.
+pytest_plugins = ["tests.redis_servers", "tenantry.testing", "tests.postgres_fixtures"]
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Runs the demo project (examples/demo) under daphne, a real ASGI server, on
-a free loopback port: migrated and seeded into a fresh SQLite file."""
+a free loopback port: migrated and seeded into a fresh SQLite file, or into a
+fresh database of a PostgreSQL server (row-level security on)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,15 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo"
+
+
+def demo_database(workdir: Path) -> str:
+    """The PostgreSQL database a demo_server(workdir, postgres=...) uses."""
+    return f"demo_{workdir.name}"[:63]
 
 
 def free_port() -> int:
@@ -35,10 +42,21 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60) -> 
 
 
 @contextmanager
-def demo_server(workdir: Path, *, extra_tenants: int = 0, env: dict[str, str] | None = None):
+def demo_server(
+    workdir: Path,
+    *,
+    extra_tenants: int = 0,
+    env: dict[str, str] | None = None,
+    postgres: Any = None,
+):
     """Yields the port. ``env`` adds environment variables (e.g. DJUST_CONFIG
-    overrides the demo settings read from DEMO_* variables)."""
+    overrides the demo settings read from DEMO_* variables). ``postgres`` (a
+    tests.postgres_server.PostgresServer): the demo's database is a new
+    database ``demo_<workdir name>`` there (see :func:`demo_database`)."""
     environ = {**os.environ, "DEMO_DB": str(workdir / "db.sqlite3"), **(env or {})}
+    if postgres is not None:
+        database = postgres.create_database(demo_database(workdir))
+        environ.update(postgres.env(database), DEMO_DATABASE="postgres")
     environ.pop("DJANGO_SETTINGS_MODULE", None)
     python = sys.executable
     for command in (["migrate", "-v0"], ["seed_demo", f"--extra={extra_tenants}"]):

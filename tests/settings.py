@@ -1,4 +1,7 @@
-"""Django settings for the test suite: SQLite, real djust, real channels."""
+"""Django settings for the test suite: SQLite (or PostgreSQL with
+``TENANTRY_TEST_DB=postgres``), real djust, real channels."""
+
+import os
 
 SECRET_KEY = "tenantry-tests-not-secret"
 DEBUG = False
@@ -14,13 +17,17 @@ ALLOWED_HOSTS = [
 USE_TZ = True
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
+    "django.contrib.messages",
     "channels",
     "djust",
     "tenantry",
     "tests.app",
+    "tests.pieces",
+    "tests.lifecycle",
 ]
 
 MIDDLEWARE = [
@@ -28,11 +35,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "tenantry.middleware.TenantMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",  # the admin (tests/test_admin.py)
 ]
 
 ROOT_URLCONF = "tests.app.urls"
 ASGI_APPLICATION = "tests.app.asgi.application"
-LIVEVIEW_ALLOWED_MODULES = ["tests.app"]
+LIVEVIEW_ALLOWED_MODULES = ["tests.app", "tests.pieces"]
 
 DATABASES = {
     "default": {
@@ -51,6 +59,8 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "tenantry.context_processors.tenant",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
             ]
         },
     }
@@ -64,6 +74,23 @@ DJUST_CONFIG = {
     "TENANT_MAIN_DOMAIN": "example.com",
     "TENANT_EXEMPT_PATHS": ["/public/"],
 }
+
+TEST_DB = os.environ.get("TENANTRY_TEST_DB", "sqlite")
+if TEST_DB == "postgres":
+    # HOST and PORT of the session's cluster are filled in by
+    # tests/postgres_fixtures.py; the role is the non-superuser app role.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "tenantry",
+            "USER": "tenantry_app",
+            "TEST": {"NAME": "test_tenantry"},
+        }
+    }
+    # The second wall on every query of the run (policies: tests/app/migrations/0003).
+    DJUST_CONFIG["TENANT_RLS"] = True
+elif TEST_DB != "sqlite":
+    raise ValueError(f"TENANTRY_TEST_DB must be 'sqlite' or 'postgres', got {TEST_DB!r}")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGGING_CONFIG = None

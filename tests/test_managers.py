@@ -5,7 +5,14 @@ import logging
 import pytest
 from django.db import models
 
-from tenantry import TenantInfo, TenantManager, TenantNotSetError, TenantQuerySet, tenant_context
+from tenantry import (
+    TenantInfo,
+    TenantManager,
+    TenantMismatchError,
+    TenantNotSetError,
+    TenantQuerySet,
+    tenant_context,
+)
 from tests.app.models import Item, Organization, Project
 
 pytestmark = pytest.mark.django_db
@@ -54,15 +61,15 @@ def test_create_fills_the_tenant_and_refuses_another(rows):
         item = Item.objects.create(name="new")
         assert item.tenant_id == "acme"
         assert Item.objects.create(name="same", tenant_id="acme").tenant_id == "acme"
-        with pytest.raises(ValueError, match="globex"):
+        with pytest.raises(TenantMismatchError, match="globex"):
             Item.objects.create(name="x", tenant_id="globex")
         obj, created = Item.objects.get_or_create(name="goc")
         assert created and obj.tenant_id == "acme"
         made = Item.objects.bulk_create([Item(name="b1"), Item(name="b2", tenant_id="acme")])
         assert {m.tenant_id for m in made} == {"acme"}
-        with pytest.raises(ValueError):
+        with pytest.raises(TenantMismatchError):
             Item.objects.bulk_create([Item(name="b3", tenant_id="globex")])
-        with pytest.raises(ValueError, match="not the bound tenant"):
+        with pytest.raises(TenantMismatchError, match="refused tenant_id='globex'"):
             Item.objects.update(tenant_id="globex")
     assert Item.all_tenants.filter(tenant_id="globex").count() == 1
 
@@ -123,7 +130,7 @@ def test_foreign_key_scoping():
     with tenant_context("acme"):
         assert [p.title for p in Project.objects.all()] == ["p1"]
         assert Project.objects.create(title="p3").organization == acme
-        with pytest.raises(ValueError):
+        with pytest.raises(TenantMismatchError):
             Project.objects.create(title="p4", organization=globex)
     # A TenantInfo carrying the model instance scopes by the instance.
     with tenant_context(TenantInfo("globex", raw=globex)):

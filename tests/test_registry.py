@@ -4,7 +4,7 @@ settings, through a cached lookup that is invalidated on save/delete."""
 import time
 
 import pytest
-from django.db import connection
+from django.db import connection, models, transaction
 from django.test.utils import CaptureQueriesContext
 
 from tenantry import TenantInfo, _core, conf, invalidate_tenant, resolve_tenant, tenant_context
@@ -60,7 +60,9 @@ class QueryCounter:
         return execute(sql, params, many, context)
 
 
-def test_flood_of_unknown_subdomains_costs_one_query_each_then_none(rf):
+def test_flood_of_unknown_subdomains_costs_one_query_each_then_none(rf, settings):
+    # 10,000 lookups can outlast the default 60 s cache on a slow PostgreSQL run.
+    settings.DJUST_CONFIG = {**REGISTRY, "TENANT_CACHE_TTL": 3600}
     requests = [host(rf, f"nobody{i}") for i in range(10_000)]
     first, second = QueryCounter(), QueryCounter()
     with connection.execute_wrapper(first):
@@ -269,3 +271,127 @@ def test_management_command(settings):
     assert "HeaderResolver: → 'globex'" in out.getvalue()
     with pytest.raises(CommandError, match="TENANT_MODEL"):
         call_command("tenantry", "list", stdout=StringIO())
+
+
+# --- lookups racing a save or delete: the generation check ------------------
+
+
+@pytest.fixture
+def race(monkeypatch):
+    """``race(model, change)``: the next lookup through ``model``'s base
+    manager (what the registry's loaders query) runs ``change()`` right after
+    it read its row — a save or delete landing while the lookup is in flight,
+    with the model's real signals — and then returns what it read."""
+
+    def arm(model, change):
+        fired = []
+
+        class RacingQuerySet(models.QuerySet):
+            def first(self):
+                found = super().first()
+                if found is not None and not fired:
+                    fired.append(found)
+                    change()
+                return found
+
+        manager = models.Manager.from_queryset(RacingQuerySet)()
+        manager.model, manager.name = model, "racing"
+        monkeypatch.setattr(model._meta, "base_manager", manager)
+        return fired
+
+    return arm
+
+
+def test_a_lookup_racing_a_delete_does_not_cache_the_deleted_tenant(rf, client, race):
+    fired = race(Tenant, lambda: Tenant.objects.filter(slug="globex").delete())
+    # The racing lookup read the row before the delete: it may answer with it...
+    assert resolve_tenant(host(rf, "globex")).name == "Globex"
+    assert fired and not Tenant.objects.filter(slug="globex").exists()
+    # ...but never caches it: the next request sees no tenant.
+    assert resolve_tenant(host(rf, "globex")) is None
+    assert client.get("/items/", HTTP_HOST="globex.example.com").status_code == 404
+    assert conf.current().registry_cache_sizes == (0, 1)
+
+
+def test_a_lookup_racing_a_save_does_not_cache_the_old_row(rf, race):
+    def rename():
+        row = Tenant.objects.get(slug="acme")
+        row.name = "Renamed"
+        row.save()
+
+    race(Tenant, rename)
+    assert resolve_tenant(host(rf, "acme")).name == "Acme Corp"
+    assert resolve_tenant(host(rf, "acme")).name == "Renamed"
+
+
+KNOWN = {}
+
+
+def racing_validator(tenant_id):
+    """A registry outside the database: forgets ``acme`` (and says so with
+    ``invalidate_tenant``) while answering for it."""
+    info = KNOWN.get(tenant_id)
+    if tenant_id == "acme":
+        KNOWN.pop(tenant_id, None)
+        invalidate_tenant(tenant_id)
+    return info
+
+
+def test_a_validator_lookup_racing_an_invalidation_is_not_cached(rf, settings):
+    settings.DJUST_CONFIG = {
+        "TENANT_MAIN_DOMAIN": "example.com",
+        "TENANT_VALIDATOR": "tests.test_registry.racing_validator",
+    }
+    KNOWN.update(acme=TenantInfo("acme", name="Acme"), globex=TenantInfo("globex"))
+    assert resolve_tenant(host(rf, "acme")).name == "Acme"
+    assert resolve_tenant(host(rf, "acme")) is None
+    # Lookups with no invalidation meanwhile are cached as before.
+    assert resolve_tenant(host(rf, "globex")).id == "globex"
+    KNOWN.clear()
+    assert resolve_tenant(host(rf, "globex")).id == "globex"
+
+
+@pytest.fixture
+def shop_domain(rf, settings):
+    settings.ALLOWED_HOSTS = [".example.com", "shop.acme-corp.com"]
+    settings.DJUST_CONFIG = {
+        **REGISTRY,
+        "TENANT_RESOLVER": ["domain", "subdomain"],
+        "TENANT_DOMAIN_MODEL": "app.Domain",
+    }
+    Domain.objects.create(domain="shop.acme-corp.com", tenant_id="acme")
+    return lambda: resolve_tenant(rf.get("/", HTTP_HOST="shop.acme-corp.com"))
+
+
+def test_a_domain_lookup_racing_a_delete_is_not_cached(shop_domain, race):
+    fired = race(Domain, lambda: Domain.objects.filter(domain="shop.acme-corp.com").delete())
+    assert shop_domain().id == "acme"
+    assert fired == ["acme"]
+    assert shop_domain() is None
+
+
+def test_a_domain_lookup_racing_a_move_is_not_cached(shop_domain, race):
+    def move_to_globex():
+        row = Domain.objects.get(domain="shop.acme-corp.com")
+        row.tenant_id = "globex"
+        row.save()
+
+    race(Domain, move_to_globex)
+    assert shop_domain().id == "acme"
+    assert shop_domain().id == "globex"
+
+
+def test_a_change_in_a_transaction_invalidates_again_on_commit(
+    rf, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        with transaction.atomic():
+            Tenant.objects.filter(slug="globex").delete()
+    # Until the commit, other connections read the old row and may cache it
+    # after the signal's invalidation; the commit drops it again.
+    assert resolve_tenant(host(rf, "acme")) is not None
+    assert conf.current().registry_cache_sizes == (1, 0)
+    assert callbacks
+    for callback in callbacks:
+        callback()
+    assert conf.current().registry_cache_sizes == (0, 0)

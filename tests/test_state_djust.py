@@ -22,7 +22,6 @@ from tenantry import (
     InvalidKey,
     InvalidTenantId,
     TenantMismatchError,
-    TenantNotSetError,
     TenantStateMemoryBackend,
     get_tenant_state_backend,
     install_djust_state_backend,
@@ -145,7 +144,7 @@ async def test_one_session_key_two_tenants_two_saved_views(state_config, spy):
     router = get_state_router()
     for tenant in ("acme", "globex"):
         with tenant_context(tenant):
-            assert router.get(name) is not None
+            assert router.get(f"tenant:{tenant}:{name}") is not None
             if kind == "memory":
                 assert router.count() == 1
 
@@ -164,9 +163,9 @@ async def test_one_session_key_two_tenants_two_saved_views(state_config, spy):
     # Deleting one tenant's state takes its saved views with it, only its own.
     assert await sync_to_async(get_tenant_state_backend("acme").delete_tenant)() >= 1
     with tenant_context("acme"):
-        assert router.get(name) is None
+        assert router.get(acme_key) is None
     with tenant_context("globex"):
-        assert router.get(name) is not None
+        assert router.get(globex_key) is not None
 
 
 @pytest.mark.django_db(transaction=True)
@@ -196,19 +195,39 @@ def view_bytes(text: str = "x") -> bytes:
     return RustLiveView(f'<div dj-root dj-id="0">{text}</div>', []).serialize_msgpack()
 
 
-def test_fail_closed_without_a_tenant():
+def test_unprefixed_keys_are_the_shared_space_of_plain_views(state_config):
+    """A view without TenantMixin hands djust's key over unprefixed: it goes to
+    a space no tenant's space can read or be read from, whatever is bound."""
+    _kind, target, config = state_config
     router = get_state_router()
     adapter = get_djust_state_backend()
-    for call in (
-        lambda: router.get("session_liveview_/x/"),
-        lambda: router.set("session_liveview_/x/", b"data"),
-        lambda: router.delete("session_liveview_/x/"),
-        lambda: adapter.get("session_liveview_/x/"),
-        lambda: adapter.set("session_liveview_/x/", RustLiveView("<div></div>", [])),
-    ):
-        with pytest.raises(TenantNotSetError, match="no tenant is bound"):
-            call()
-    assert TenantStateMemoryBackend.store_stats()["keys"] == 0
+    router.set("S_liveview_/x/", b"plain view")
+    adapter.set("S_liveview_/y/", RustLiveView('<div dj-root dj-id="0">y</div>', []))
+    assert router.get("S_liveview_/x/") == b"plain view"
+    assert router.resolve("S_liveview_/x/") == ("-shared", "S_liveview_/x/")
+    router.set("tenant:acme:S_liveview_/x/", b"acme's view")
+    for bound in ("acme", "globex"):
+        with tenant_context(bound):
+            # The shared entry, not the bound tenant's, and never mixed up.
+            assert router.get("S_liveview_/x/") == b"plain view"
+            assert adapter.get("S_liveview_/y/") is not None
+    with tenant_context("globex"):
+        assert router.get("tenant:globex:S_liveview_/x/") is None
+        assert router.get("tenant:globex:S_liveview_/y/") is None
+    assert router.get("tenant:acme:S_liveview_/x/") == b"acme's view"
+    # Removing a tenant's data never touches the shared space, nor the reverse.
+    get_tenant_state_backend("acme").delete_tenant()
+    assert router.get("S_liveview_/x/") == b"plain view"
+    assert router.delete("S_liveview_/x/") is True
+    assert router.get("S_liveview_/x/") is None
+    if target is not None:
+        prefix = config["TENANT_KEY_PREFIX"]
+        assert target.client().exists(f"{prefix}:{{tenant:-shared}}:view-state:S_liveview_/y/")
+    # No tenant id can name the shared space.
+    with pytest.raises(InvalidTenantId):
+        router.get("tenant:-shared:S_liveview_/y/")
+    assert adapter.delete_all() >= 1  # no tenant bound: every space, the shared one too
+    assert adapter.get("S_liveview_/y/") is None
 
 
 def test_a_key_of_one_tenant_never_loads_anothers():
@@ -218,7 +237,7 @@ def test_a_key_of_one_tenant_never_loads_anothers():
     with tenant_context("globex"):
         # The same session key string, as globex: nothing there.
         assert router.get("tenant:globex:S_liveview_/x/") is None
-        assert router.get("S_liveview_/x/") is None
+        assert router.get("S_liveview_/x/") is None  # the shared space: empty
         # acme's scope while globex is bound: refused, not served.
         with pytest.raises(TenantMismatchError):
             router.get("tenant:acme:S_liveview_/x/")
@@ -227,8 +246,8 @@ def test_a_key_of_one_tenant_never_loads_anothers():
         with pytest.raises(TenantMismatchError):
             router.delete("tenant:acme:S_liveview_/x/")
     with tenant_context("acme"):
-        # An unscoped key under a bound tenant is that tenant's.
-        assert router.get("S_liveview_/x/") == b"acme's view"
+        # An unscoped key is the shared space's, never the bound tenant's.
+        assert router.get("S_liveview_/x/") is None
     assert router.resolve("tenant:acme:S") == ("acme", "S")
 
 
@@ -295,16 +314,16 @@ def test_delete_all_stats_and_health(state_config):
         get_tenant_state_backend(tenant).set("app-data", 1)
     with tenant_context("acme"):
         assert adapter.delete_all() == 2
-        assert router.get("S_liveview_/a/") is None
+        assert router.get("tenant:acme:S_liveview_/a/") is None
     with tenant_context("globex"):
-        assert router.get("S_liveview_/a/") is not None
+        assert router.get("tenant:globex:S_liveview_/a/") is not None
     stats = adapter.get_stats()
     assert stats["backend"] == ("tenant_memory" if kind == "memory" else "tenant_redis")
     if kind == "memory":
         assert stats["total_sessions"] == 2
     assert adapter.delete_all() == 2  # no tenant bound: every tenant's views
     with tenant_context("globex"):
-        assert router.get("S_liveview_/b/") is None
+        assert router.get("tenant:globex:S_liveview_/b/") is None
     # Application state is not djust's to clear.
     assert get_tenant_state_backend("acme").get("app-data") == 1
     assert get_tenant_state_backend("globex").get("app-data") == 1

@@ -98,8 +98,10 @@ def admit(
     return tenant
 
 
-def tenant_for_request(request: Any) -> TenantInfo | None:
+def tenant_for_request(request: Any, resolve: Any = None) -> TenantInfo | None:
     """``request.tenant`` when already resolved, else resolve and admit it now.
+    ``resolve`` is what the mixins pass (their patchable ``resolve_tenant``):
+    anything but tenantry's own is admitted like a client-chosen source.
 
     Raises ``Http404`` when admission refuses the tenant, and Django's
     ``DisallowedHost`` for a host outside ``ALLOWED_HOSTS``.
@@ -108,9 +110,13 @@ def tenant_for_request(request: Any) -> TenantInfo | None:
         return request.__dict__["tenant"]
     except (KeyError, AttributeError):
         pass
-    tenant, source = _core.resolve_tenant_sourced(request)
+    if resolve is None or resolve is _core.resolve_tenant:
+        tenant, source = _core.resolve_tenant_sourced(request)
+        registered = True
+    else:
+        tenant, source, registered = resolve(request), "custom", False
     if tenant is not None:
-        tenant = admit(tenant, request=request, source=source, registered=True)
+        tenant = admit(tenant, request=request, source=source, registered=registered)
         audit.emit(
             "tenant.resolved", tenant=tenant, request=request, level=logging.DEBUG, source=source
         )

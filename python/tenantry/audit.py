@@ -13,6 +13,10 @@ Events (``record["event"]``):
 ``websocket.refused`` ``TenantOriginValidator`` refused a handshake
 ``tenant.switched``   ``TenantMixin.set_tenant()`` changed a view's tenant
 ``queryset.unscoped`` ``unscoped(reason=...)`` bypassed tenant scoping
+``isolation.refused`` an ORM write or ``raw()`` was refused by the isolation
+                      rules (``tenantry.isolation``); WARNING, with ``model``,
+                      ``field``, ``value`` and ``action``
+``rls.bypass``        ``tenantry.db.rls_bypass(reason=...)`` lifted row-level security
 ``task.refused``      a Celery task was refused before its body (invalid,
                       unknown or conflicting tenant)
 ``task.conflict``     a task was published with another tenant's header while
@@ -20,8 +24,8 @@ Events (``record["event"]``):
 ``task.fanout_skipped`` ``for_each_tenant`` skipped a row whose id is invalid
 
 Each record is a dict with ``event``, ``tenant_id`` and, where known, ``path``,
-``user_id``, ``source``, ``reason``, ``model``. Log handlers receive it as
-``record.tenantry`` (``extra={"tenantry": ...}``).
+``user_id``, ``source``, ``reason``, ``model``, ``field``, ``value``, ``action``.
+Log handlers receive it as ``record.tenantry`` (``extra={"tenantry": ...}``).
 """
 
 from __future__ import annotations

@@ -45,6 +45,31 @@ def check_config(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     return messages
 
 
+@checks.register("tenantry")
+def check_rls_database(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """``TENANT_RLS`` needs PostgreSQL: on any other database the second wall
+    would silently not exist."""
+    from django.db import connections
+
+    try:
+        mode = conf.current().rls
+    except ImproperlyConfigured:
+        return []  # reported by check_config
+    if mode == "off":
+        return []
+    return [
+        checks.Error(
+            f"DJUST_CONFIG['TENANT_RLS'] is {mode!r}, but DATABASES[{alias!r}] is "
+            f"{connections[alias].vendor}: row-level security needs PostgreSQL.",
+            hint="Use django.db.backends.postgresql, or set TENANT_RLS to False.",
+            id=check_id("TENANT_RLS"),
+            obj="settings.DJUST_CONFIG",
+        )
+        for alias in connections
+        if connections[alias].vendor != "postgresql"
+    ]
+
+
 _MIDDLEWARE = "tenantry.middleware.TenantMiddleware"
 _SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
 _AUTH = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -117,11 +142,13 @@ def check_registry_models(app_configs=None, **kwargs) -> list[checks.CheckMessag
     configured fields."""
     from django.apps import apps
 
+    # Read the raw dict, not the compiled config: a bad value elsewhere (reported
+    # by check_config) must not hide a typo here.
     try:
-        config = conf.current()
+        source = conf.get_djust_config()
+        reported = {key for key, _message in conf.check()[0]}  # by check_config
     except ImproperlyConfigured:
         return []  # reported by check_config
-    source = config.source
     wanted = []
     model = source.get("TENANT_MODEL")
     if model:
@@ -156,6 +183,8 @@ def check_registry_models(app_configs=None, **kwargs) -> list[checks.CheckMessag
         )
     messages = []
     for key, label, fields in wanted:
+        if key in reported or not isinstance(label, str):
+            continue
         try:
             model_class = apps.get_model(label)
         except (LookupError, ValueError):
@@ -171,7 +200,12 @@ def check_registry_models(app_configs=None, **kwargs) -> list[checks.CheckMessag
             getattr(f, "attname", f.name) for f in model_class._meta.get_fields()
         }
         for field_key, field in fields:
-            if field and field not in names:
+            if (
+                field_key not in reported
+                and isinstance(field, str)
+                and field
+                and field not in names
+            ):
                 messages.append(
                     checks.Error(
                         f"DJUST_CONFIG[{field_key!r}] is {field!r}, "

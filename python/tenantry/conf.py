@@ -5,11 +5,18 @@ The dict is parsed and compiled once (``tenantry._core.configure``); Django's
 copy so the next use compiles the new one. Mutating ``DJUST_CONFIG`` in place
 is not seen: assign a new dict, use ``override_settings``, or call
 :func:`reload`.
+
+A test that replaces the settings object itself
+(``patch("django.conf.settings")``, djust's own test style) is honoured too:
+every use compares ``django.conf.settings`` with the object the config was
+compiled from (one attribute read and a pointer compare), and compiles the
+stand-in's ``DJUST_CONFIG`` when they differ, then the real one again when
+the stand-in goes.
 """
 
 from __future__ import annotations
 
-from django.conf import settings
+import django.conf as django_conf
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
@@ -21,11 +28,13 @@ __all__ = ["check", "current", "get_djust_config", "load", "reload"]
 _reset_hooks: list = []
 #: The compiled config's Python view, kept until the config is dropped.
 _current: _core.CurrentConfig | None = None
+#: The ``django.conf.settings`` object the current config was compiled from.
+_compiled_from: object = None
 
 
 def get_djust_config() -> dict:
     """``settings.DJUST_CONFIG`` (an empty dict when unset)."""
-    raw = getattr(settings, "DJUST_CONFIG", None)
+    raw = getattr(django_conf.settings, "DJUST_CONFIG", None)
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -37,14 +46,32 @@ def get_djust_config() -> dict:
 
 def load() -> None:
     """Compile the current settings; ``ImproperlyConfigured`` names the bad key."""
-    global _current
+    global _current, _compiled_from
     from .resolvers import RESOLVER_REGISTRY
 
     _current = None
+    source = django_conf.settings
     try:
-        _core.configure(get_djust_config(), RESOLVER_REGISTRY)
+        _core.configure(get_djust_config(), RESOLVER_REGISTRY, source)
     except _core.ConfigError as exc:
-        raise ImproperlyConfigured(exc.args[0]) from exc
+        raise ImproperlyConfigured(_every_problem(exc)) from exc
+    _compiled_from = source
+
+
+def _settings_replaced() -> None:
+    """``django.conf.settings`` is another object than the one compiled from
+    (called by the Rust core): drop everything built from the old config."""
+    reset()
+    load()
+
+
+def _every_problem(exc: _core.ConfigError) -> str:
+    """One line per problem, so fixing one does not just reveal the next."""
+    problems = exc.args[1] if len(exc.args) > 1 else []
+    if len(problems) < 2:
+        return exc.args[0]
+    lines = "\n".join(f"  - {message}" for _key, message in problems)
+    return f"{len(problems)} problems in settings.DJUST_CONFIG:\n{lines}"
 
 
 def reload() -> None:
@@ -64,7 +91,7 @@ def reset() -> None:
 def current() -> _core.CurrentConfig:
     """The compiled settings, compiling them on first use."""
     config = _current
-    if config is None:
+    if config is None or django_conf.settings is not _compiled_from:
         config = _core.current_config()
         globals()["_current"] = config
     return config

@@ -2,21 +2,28 @@
 template, under ``TENANT_CONTEXT_NAME`` (default ``tenant``).
 
 It uses the tenant already bound for this request (by the middleware or a
-view) and resolves only when nothing is."""
+view) and resolves only when nothing is, with this module's
+``resolve_tenant`` (a patch point for tests, like ``tenantry.mixins``')."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from . import conf
+from ._core import resolve_tenant
 from .access import tenant_for_request
 from .context import get_current_tenant
 
 
 def tenant(request: Any) -> dict[str, Any]:
+    return tenant_of(request, resolve_tenant)
+
+
+def tenant_of(request: Any, resolve: Any) -> dict[str, Any]:
+    """The context for ``request``, resolving with ``resolve`` if needed."""
     found = request.__dict__.get("tenant") if hasattr(request, "__dict__") else None
     if found is None:
         found = get_current_tenant()
     if found is None and "tenant" not in getattr(request, "__dict__", {}):
-        found = tenant_for_request(request)
+        found = tenant_for_request(request, resolve)
     return {conf.current().context_name: found}

@@ -9,9 +9,10 @@ Every query through the manager (``all``, ``filter``, ``get``, ``count``,
 the middleware, a ``TenantMixin`` view, djust's WebSocket events or
 ``tenant_context()``. With no tenant bound it raises ``TenantNotSetError``
 (``TENANT_STRICT = "raise"``, the default) or returns ``.none()``
-(``"empty"``); it never queries ``tenant IS NULL``. ``create()`` fills the
-tenant field and refuses another tenant's value; ``update()`` refuses to move
-rows to another tenant. ``unscoped(reason=...)`` is the audited escape hatch.
+(``"empty"``); it never queries ``tenant IS NULL``. Writes fill the tenant
+field and follow the isolation rules of :mod:`tenantry.isolation` (another
+tenant's value, row or related row raises ``TenantMismatchError``); ``raw()``
+is refused. ``unscoped(reason=...)`` is the audited escape hatch.
 
 ``tenant_field`` may be a plain column holding the id (``tenant_id``) or a
 ``ForeignKey`` to your tenant model: the row is matched by ``TenantInfo.raw``
@@ -27,10 +28,15 @@ from typing import Any
 from django.core import checks
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
+from django.db.models.constants import LOOKUP_SEP
+from django.db.models.utils import resolve_callables
 
-from . import audit, conf
+from . import audit, conf, isolation
 from ._core import TenantInfo, TenantNotSetError
 from .context import get_current_tenant
+from .db.querysets import RLSScopeMixin
+from .db.rls import BYPASS
+from .isolation import tenant_field_value
 
 __all__ = ["TenantManager", "TenantQuerySet", "scoped_queryset", "tenant_field_value"]
 
@@ -38,33 +44,26 @@ __all__ = ["TenantManager", "TenantQuerySet", "scoped_queryset", "tenant_field_v
 _NO_TENANT = object()
 
 
-def tenant_field_value(
-    model: type[models.Model], field_name: str, tenant: TenantInfo
-) -> tuple[str, Any]:
-    """The ``(lookup, value)`` that pins ``model.field_name`` to ``tenant``."""
-    field = model._meta.get_field(field_name)
-    if field.many_to_one:
-        raw = tenant.raw
-        if raw is not None and isinstance(raw, field.related_model):
-            return field.name, raw
-        return field.attname, tenant.id
-    return field.attname, tenant.id
+def _fields_only(lookups: dict[str, Any]) -> dict[str, Any]:
+    """The lookups ``get_or_create`` would also use to create a row."""
+    return {k: v for k, v in lookups.items() if LOOKUP_SEP not in k}
 
 
-def _value_matches(field: Any, value: Any, tenant: TenantInfo) -> bool:
-    if isinstance(value, models.Model):
-        value = getattr(value, field.target_field.attname)
-    return value is not None and str(value) == tenant.id
+def _resolved(defaults: Any) -> dict[str, Any] | None:
+    """``defaults`` with callables called, as Django does before using them."""
+    return None if defaults is None else dict(resolve_callables(defaults))
 
 
-class TenantQuerySet(models.QuerySet):
+class TenantQuerySet(RLSScopeMixin, models.QuerySet):
     _tenant_field = "tenant"
     _tenant: Any = None  # None: unscoped; a TenantInfo; or _NO_TENANT
+    _values_checked = False  # bulk_update's inner update(): values already checked
 
     def _clone(self) -> TenantQuerySet:
         clone = super()._clone()
         clone._tenant_field = self._tenant_field
         clone._tenant = self._tenant
+        clone._values_checked = self._values_checked
         return clone
 
     def _scope(self, tenant: TenantInfo) -> TenantQuerySet:
@@ -74,55 +73,122 @@ class TenantQuerySet(models.QuerySet):
         return scoped
 
     def _writing_tenant(self, action: str) -> TenantInfo | None:
+        """The tenant this write is checked against (see ``isolation``)."""
         if self._tenant is _NO_TENANT:
             raise TenantNotSetError(
                 f"{self.model.__name__}.objects.{action}() needs a tenant: none is bound"
             )
-        return self._tenant
+        return isolation.write_tenant(self.model, self._tenant, f"objects.{action}()")
 
-    def _check_assignment(self, tenant: TenantInfo, values: dict[str, Any], action: str) -> None:
-        field = self.model._meta.get_field(self._tenant_field)
-        for key in {field.name, field.attname} & values.keys():
-            if not _value_matches(field, values[key], tenant):
-                raise ValueError(
-                    f"{self.model.__name__}.objects.{action}(): {key}={values[key]!r} is not "
-                    f"the bound tenant {tenant.id!r}"
-                )
+    def _tenant_kwargs(
+        self, tenant: TenantInfo, values: dict[str, Any] | None, action: str, fill: bool = False
+    ) -> dict[str, Any] | None:
+        if values is None:
+            return None
+        return isolation.tenant_kwargs(
+            self.model, self._tenant_field, tenant, values, f"objects.{action}()", fill=fill
+        )
 
     def create(self, **kwargs: Any) -> Any:
         tenant = self._writing_tenant("create")
-        if tenant is not None:
-            self._check_assignment(tenant, kwargs, "create")
-            field = self.model._meta.get_field(self._tenant_field)
-            if field.name not in kwargs and field.attname not in kwargs:
-                name, value = tenant_field_value(self.model, self._tenant_field, tenant)
-                kwargs[name] = value
-        return super().create(**kwargs)
+        if tenant is None:
+            return super().create(**kwargs)
+        kwargs = self._tenant_kwargs(tenant, kwargs, "create", fill=True)
+        with isolation.writing(tenant):
+            return super().create(**kwargs)
 
-    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> Any:
+    def get_or_create(self, defaults: Any = None, **kwargs: Any) -> Any:
+        tenant = self._writing_tenant("get_or_create")
+        if tenant is None:
+            return super().get_or_create(defaults, **kwargs)
+        self._tenant_kwargs(tenant, _fields_only(kwargs), "get_or_create")
+        defaults = self._tenant_kwargs(tenant, _resolved(defaults), "get_or_create")
+        with isolation.writing(tenant):
+            return super().get_or_create(defaults, **kwargs)
+
+    def update_or_create(
+        self, defaults: Any = None, create_defaults: Any = None, **kwargs: Any
+    ) -> Any:
+        tenant = self._writing_tenant("update_or_create")
+        if tenant is None:
+            return super().update_or_create(defaults, create_defaults, **kwargs)
+        self._tenant_kwargs(tenant, _fields_only(kwargs), "update_or_create")
+        defaults = self._tenant_kwargs(tenant, _resolved(defaults), "update_or_create")
+        create_defaults = self._tenant_kwargs(
+            tenant, _resolved(create_defaults), "update_or_create"
+        )
+        with isolation.writing(tenant):
+            return super().update_or_create(defaults, create_defaults, **kwargs)
+
+    def bulk_create(
+        self,
+        objs: Any,
+        batch_size: int | None = None,
+        ignore_conflicts: bool = False,
+        update_conflicts: bool = False,
+        update_fields: Any = None,
+        unique_fields: Any = None,
+    ) -> Any:
         tenant = self._writing_tenant("bulk_create")
         objs = list(objs)
         if tenant is not None:
-            field = self.model._meta.get_field(self._tenant_field)
-            name, value = tenant_field_value(self.model, self._tenant_field, tenant)
-            for obj in objs:
-                current = getattr(obj, field.attname)
-                if current is None or current == "":
-                    setattr(obj, name, value)
-                elif not _value_matches(field, current, tenant):
-                    raise ValueError(
-                        f"{self.model.__name__}.objects.bulk_create(): a row has "
-                        f"{field.attname}={current!r}, not the bound tenant {tenant.id!r}"
-                    )
-        return super().bulk_create(objs, *args, **kwargs)
+            if update_conflicts:
+                isolation.check_conflict_target(
+                    self.model, tenant, unique_fields, "objects.bulk_create()"
+                )
+            isolation.check_instances(self.model, tenant, objs, "objects.bulk_create()", new=True)
+        made = super().bulk_create(
+            objs,
+            batch_size=batch_size,
+            ignore_conflicts=ignore_conflicts,
+            update_conflicts=update_conflicts,
+            update_fields=update_fields,
+            unique_fields=unique_fields,
+        )
+        if not (ignore_conflicts or update_conflicts):  # else a row may hold other values
+            isolation.remember(self.model, made, None)
+        return made
+
+    def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
+        tenant = self._writing_tenant("bulk_update")
+        objs = tuple(objs)
+        qs = self
+        if tenant is not None:
+            isolation.check_instances(
+                self.model, tenant, list(objs), "objects.bulk_update()", fields=fields, new=False
+            )
+            qs = self._clone()
+            qs._values_checked = True  # its update() gets Case() expressions of checked values
+        updated = super(TenantQuerySet, qs).bulk_update(objs, fields, batch_size=batch_size)
+        isolation.remember(self.model, objs, fields)
+        return updated
 
     def update(self, **kwargs: Any) -> int:
         # With no tenant (TENANT_STRICT="empty") this queryset is .none(): a no-op.
-        if isinstance(self._tenant, TenantInfo):
-            self._check_assignment(self._tenant, kwargs, "update")
+        if self._tenant is not _NO_TENANT:
+            tenant = self._writing_tenant("update")
+            if tenant is not None:
+                kwargs = isolation.check_update(
+                    self.model, tenant, kwargs, "objects.update()", checked=self._values_checked
+                )
         return super().update(**kwargs)
 
     update.alters_data = True
+
+    def delete(self) -> Any:
+        tenant = None if self._tenant is _NO_TENANT else self._writing_tenant("delete")
+        with isolation.writing(tenant):
+            return super().delete()
+
+    delete.alters_data = True
+    delete.queryset_only = True
+
+    def raw(self, raw_query: str, params: Any = (), translations: Any = None, using: Any = None):
+        """Refused through a scoped manager: SQL cannot be scoped. Use
+        ``unscoped(reason=...).raw(...)``, which is audited."""
+        if self._tenant is not None:
+            isolation.refuse_raw(self.model, self._tenant)
+        return super().raw(raw_query, params, translations, using)
 
     @classmethod
     def as_manager(cls, tenant_field: str = "tenant") -> TenantManager:  # type: ignore[override]
@@ -139,6 +205,21 @@ class TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: igno
     def __init__(self, *args: Any, tenant_field: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._tenant_field = tenant_field
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Django builds the reverse foreign-key manager (``folder.document_set``)
+        # as a subclass named RelatedManager; its add() moves rows with an
+        # UPDATE that sends no signal, so both ends are checked first.
+        super().__init_subclass__(**kwargs)
+        add = cls.__dict__.get("add")
+        if cls.__name__ == "RelatedManager" and add is not None:
+
+            def checked_add(self: Any, *objs: Any, **options: Any) -> Any:
+                isolation.check_reverse_add(self, objs)
+                return add(self, *objs, **options)
+
+            checked_add.alters_data = True  # type: ignore[attr-defined]
+            cls.add = checked_add  # type: ignore[method-assign]
 
     @property
     def tenant_field(self) -> str:
@@ -178,7 +259,9 @@ class TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: igno
             return self._no_tenant(f"{self.model.__name__}.objects.for_tenant(None)")
         if not isinstance(tenant, TenantInfo):
             tenant = TenantInfo(tenant)
-        return self._base()._scope(tenant)
+        scoped = self._base()._scope(tenant)
+        scoped._rls_scope = (tenant.id, "")  # row-level security sees this tenant too
+        return scoped
 
     def unscoped(self, reason: str = "") -> TenantQuerySet:
         """Every tenant's rows. Audited (``queryset.unscoped``) with ``reason``."""
@@ -189,7 +272,9 @@ class TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: igno
             model=self.model._meta.label,
             reason=reason or "(no reason given)",
         )
-        return self._base()
+        everything = self._base()
+        everything._rls_scope = BYPASS  # its queries pass row-level security too
+        return everything
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         errors = super().check(**kwargs)
@@ -207,11 +292,24 @@ class TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: igno
         return errors
 
 
-def scoped_queryset(model: type[models.Model], tenant_field: str, tenant: TenantInfo | None) -> Any:
-    """``model``'s rows of ``tenant`` (``.none()`` for no tenant), whatever
-    manager the model uses, without touching the bound tenant."""
-    manager = model._default_manager
-    base = manager._base() if isinstance(manager, TenantManager) else manager.all()
+def scoped_queryset(
+    model: type[models.Model], tenant_field: str, tenant: TenantInfo | None, manager: Any = None
+) -> Any:
+    """``model``'s rows of ``tenant`` (``.none()`` for no tenant) through
+    ``manager`` (default: the model's default manager), whatever kind it is,
+    without touching the bound tenant."""
+    if manager is None:
+        manager = model._default_manager
+    opts = model._meta
+    if isinstance(manager, TenantManager) and opts.get_field(
+        manager.tenant_field
+    ) == opts.get_field(tenant_field):
+        if tenant is None:
+            empty = manager._base().none()
+            empty._tenant = _NO_TENANT
+            return empty
+        return manager._base()._scope(tenant)
+    base = manager.all()
     if tenant is None:
         return base.none()
     name, value = tenant_field_value(model, tenant_field, tenant)

@@ -14,8 +14,9 @@ A streaming or file response's body is produced with the request's tenant
 bound (it runs after the view returned, in the server's loop).
 
 A view that raises ``BackendUnavailable`` (Redis behind presence or state is
-down) answers 503 with ``Retry-After``, logged with the error (which names
-the URL, password hidden): an outage is not a bug in the view.
+down) or ``QuotaExceeded`` (the memory state store or the tenant's share of
+it is full) answers 503 with ``Retry-After``, logged with the error (which
+names the URL, password hidden): an outage is not a bug in the view.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .context import (
     set_current_tenant,
     tenant_context,
 )
-from .exceptions import BackendUnavailable
+from .exceptions import BackendUnavailable, QuotaExceeded
 
 __all__ = [
     "TenantMiddleware",
@@ -110,7 +111,7 @@ class TenantMiddleware:
         _require_tenant(request, view_func)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, BackendUnavailable):
+        if not isinstance(exception, (BackendUnavailable, QuotaExceeded)):
             return None
         logger.error(
             "%s %s (tenant %s): %s",
@@ -121,7 +122,7 @@ class TenantMiddleware:
             exc_info=exception,
         )
         response = HttpResponse(
-            "Service temporarily unavailable: a backend this page needs is unreachable.\n",
+            "Service temporarily unavailable: a backend this page needs is unreachable or full.\n",
             status=503,
             content_type="text/plain; charset=utf-8",
         )

@@ -11,32 +11,89 @@ HTTP request in ``dispatch`` (reusing ``request.tenant`` from the middleware),
 and on djust's live mounts, where djust calls ``_ensure_tenant(request)`` and
 then binds ``view._tenant`` around every event. djust reads the hooks below
 by name, with djust's meaning.
+
+``resolve_tenant`` here is the function the mixins and
+:func:`context_processor` resolve with, looked up at call time: tests patch
+it as they patched ``djust.tenants.mixin.resolve_tenant``::
+
+    with patch("tenantry.mixins.resolve_tenant", return_value=None):
+        ...
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
+from django.db.models import Model
 from django.http import Http404
 
 from . import audit, conf
-from ._core import TenantInfo, TenantNotSetError
+from ._core import TenantInfo, TenantNotSetError, resolve_tenant
 from .access import NOT_FOUND, VIEW_SOURCE, admit, deny, tenant_for_request
-from .context import keep_bound, tenant_context
+from .context import _current, keep_bound, tenant_context
 
-__all__ = ["TenantContextProcessor", "TenantMixin", "TenantScopedMixin", "context_processor"]
+__all__ = [
+    "TenantContextProcessor",
+    "TenantMixin",
+    "TenantScopedMixin",
+    "context_processor",
+    "resolve_tenant",
+]
+
+#: Marks a ``get_presence_key`` already wrapped by :func:`_tenant_scoped`.
+_SCOPED = "_tenantry_scoped"
+
+
+def _presence_key(view: Any, base: str) -> str:
+    """``base`` prefixed ``tenant:<id>:`` exactly once (as is without a tenant)."""
+    tenant = getattr(view, "_tenant", None)
+    if tenant is None:
+        return base
+    prefix = f"tenant:{tenant.id}:"
+    return base if base.startswith(prefix) else prefix + base
+
+
+def _tenant_scoped(method: Any) -> Any:
+    """``get_presence_key`` of a class that wins the MRO over TenantMixin's
+    (``PresenceMixin`` listed first, or the view's own override), still
+    prefixed with the tenant: a presence group is never shared by tenants."""
+
+    def get_presence_key(self: Any) -> str:
+        return _presence_key(self, method(self))
+
+    get_presence_key.__doc__ = method.__doc__
+    get_presence_key.__wrapped__ = method  # type: ignore[attr-defined]
+    setattr(get_presence_key, _SCOPED, True)
+    return get_presence_key
+
+
+class _derived_property(property):
+    """A property djust leaves out of a view's template context and saved
+    state (djust's ``_djust_framework_derived`` marker): ``tenant`` reaches
+    templates through ``get_context_data()``, and djust would otherwise probe
+    it on every render (a failing ``json.dumps``)."""
+
+    _djust_framework_derived = True
 
 #: Where a view keeps its admitted tenant (``_tenant`` is the guarded name).
 _BOUND = "_tenantry_tenant"
 
 
 class TenantMixin:
+    # Set on your view, not here: djust copies every public class attribute
+    # of a view's classes into its template context and saved state on every
+    # render, so the mixin itself keeps none.
     #: ``True``/``False`` overrides ``DJUST_CONFIG["TENANT_REQUIRED"]`` for
-    #: this view; ``None`` follows it.
-    tenant_required: bool | None = None
-    #: Template variable for the tenant; ``None`` uses ``TENANT_CONTEXT_NAME``.
-    tenant_context_name: str | None = None
+    #: this view; unset (or ``None``) follows it.
+    tenant_required: bool | None
+    #: Template variable for the tenant; unset uses ``TENANT_CONTEXT_NAME``.
+    tenant_context_name: str | None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        method = cls.get_presence_key
+        if method is not TenantMixin.get_presence_key and not getattr(method, _SCOPED, False):
+            cls.get_presence_key = _tenant_scoped(method)  # type: ignore[method-assign]
 
     def __init__(self, **kwargs: Any) -> None:
         # Set before djust's LiveView.__init__ snapshots its framework
@@ -68,7 +125,7 @@ class TenantMixin:
         self._tenant_refused = False
         return tenant
 
-    @property
+    @_derived_property
     def tenant(self) -> TenantInfo | None:
         """This view's tenant (resolved from ``self.request`` on first use)."""
         if not self._tenant_resolved:
@@ -110,11 +167,12 @@ class TenantMixin:
 
     def resolve_tenant(self, request: Any) -> TenantInfo | None:
         """Override to resolve differently for this view."""
-        return tenant_for_request(request)
+        return tenant_for_request(request, resolve_tenant)
 
     def _is_tenant_required(self) -> bool:
-        if self.tenant_required is not None:
-            return bool(self.tenant_required)
+        required = getattr(self, "tenant_required", None)
+        if required is not None:
+            return bool(required)
         return conf.current().required
 
     def _ensure_tenant(self, request: Any) -> None:
@@ -147,10 +205,26 @@ class TenantMixin:
         with tenant_context(tenant, must_exist=False):  # admitted above
             return keep_bound(super().dispatch(request, *args, **kwargs), tenant)
 
+    # djust's own tests, and code ported from djust.tenants, call get()/post()
+    # without dispatch(): resolve and bind there too (a no-op after dispatch).
+    def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._run_bound(super().get, request, *args, **kwargs)  # type: ignore[misc]
+
+    def post(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._run_bound(super().post, request, *args, **kwargs)  # type: ignore[misc]
+
+    def _run_bound(self, handler: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        self._ensure_tenant(request)
+        tenant = self._tenant
+        if _current.get() is tenant:  # dispatch() bound it
+            return handler(request, *args, **kwargs)
+        with tenant_context(tenant, must_exist=False):  # admitted above
+            return keep_bound(handler(request, *args, **kwargs), tenant)
+
     # -- template context -----------------------------------------------------
 
     def _tenant_context_key(self) -> str:
-        return self.tenant_context_name or conf.current().context_name
+        return getattr(self, "tenant_context_name", None) or conf.current().context_name
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         parent = getattr(super(), "get_context_data", None)
@@ -179,13 +253,13 @@ class TenantMixin:
     # -- djust hooks ----------------------------------------------------------
 
     def get_presence_key(self) -> str:
-        """The presence group, prefixed ``tenant:<id>:`` exactly once."""
+        """The presence group, prefixed ``tenant:<id>:`` exactly once. Without
+        djust's ``PresenceMixin`` the base is the class name, as in
+        djust.tenants (djust's presence code only calls this through
+        ``PresenceMixin``, whose base is ``module.Class``)."""
         parent = getattr(super(), "get_presence_key", None)
-        base = parent() if parent is not None else f"{type(self).__module__}.{type(self).__name__}"
-        if self._tenant is None:
-            return base
-        prefix = f"tenant:{self._tenant.id}:"
-        return base if base.startswith(prefix) else prefix + base
+        base = parent() if parent is not None else type(self).__name__
+        return _presence_key(self, base)
 
     def _broadcast_presence_change(self) -> None:
         """djust's "presence changed" push (``PresenceMixin``) goes to this
@@ -201,7 +275,9 @@ class TenantMixin:
         when there is no tenant, never the shared unprefixed key."""
         if self._tenant is None:
             return ""
-        return f"tenant:{quote(self._tenant.id, safe='')}"
+        # djust.tenants percent-encodes the id; a validated id has nothing to
+        # encode (A-Z a-z 0-9 . _ -), so it is used as is.
+        return f"tenant:{self._tenant.id}"
 
 
 class TenantScopedMixin(TenantMixin):
@@ -225,22 +301,42 @@ class TenantScopedMixin(TenantMixin):
         return tenant
 
     def get_tenant_queryset(self, model: Any = None) -> Any:
-        """The model's rows of this view's tenant (never a NULL-tenant query)."""
+        """``model.objects`` filtered to this view's tenant (never a
+        NULL-tenant query), as djust.tenants: a custom ``objects`` (say, one
+        that hides inactive rows) applies. A ``TenantManager`` is filtered to
+        the view's tenant whatever tenant is bound."""
         from .managers import scoped_queryset
 
         model = self._scoped_model(model)
         tenant = self._require_view_tenant("get_tenant_queryset")
-        return scoped_queryset(model, self.tenant_field, tenant)
+        try:
+            manager = model.objects
+        except AttributeError:
+            raise TypeError(
+                f"{type(self).__name__}: {model!r} has no `objects` manager to scope"
+            ) from None
+        if isinstance(model, type) and issubclass(model, Model):
+            return scoped_queryset(model, self.tenant_field, tenant, manager)
+        # A model-like class with `objects`: filter the field as named.
+        if tenant is None:
+            return manager.none()
+        return manager.filter(**{self.tenant_field: tenant.id})
 
     def create_for_tenant(self, model: Any = None, **kwargs: Any) -> Any:
-        from .managers import tenant_field_value
+        """Create a row of this view's tenant. A tenant field among ``kwargs``
+        (name, attname or instance) naming another tenant raises
+        ``TenantMismatchError``."""
+        from .isolation import tenant_kwargs
 
         model = self._scoped_model(model)
         tenant = self.tenant
         if tenant is None:
-            raise TenantNotSetError(f"{type(self).__name__}.create_for_tenant() needs a tenant")
-        name, value = tenant_field_value(model, self.tenant_field, tenant)
-        kwargs[name] = value
+            raise TenantNotSetError(
+                f"{type(self).__name__}.create_for_tenant(): tenant not resolved"
+            )
+        kwargs = tenant_kwargs(
+            model, self.tenant_field, tenant, kwargs, "create_for_tenant()", fill=True
+        )
         return self.get_tenant_queryset(model).create(**kwargs)
 
     def get_tenant_object(self, pk: Any, model: Any = None) -> Any:
@@ -252,15 +348,15 @@ class TenantContextProcessor:
     """Adds the request's tenant to every template (``tenantry.context_processors.tenant``)."""
 
     def __call__(self, request: Any) -> dict[str, Any]:
-        from .context_processors import tenant
-
-        return tenant(request)
+        return context_processor(request)
 
 
 def context_processor(request: Any) -> dict[str, Any]:
-    from .context_processors import tenant
+    """djust.tenants' name for ``tenantry.context_processors.tenant``,
+    resolving with this module's ``resolve_tenant``."""
+    from .context_processors import tenant_of
 
-    return tenant(request)
+    return tenant_of(request, resolve_tenant)
 
 
 def _declare_to_djust() -> None:

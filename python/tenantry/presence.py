@@ -27,6 +27,7 @@ from . import _core, conf
 from ._core import TenantAwareMemoryBackend, TenantAwareRedisBackend, TenantPresenceRouter
 
 __all__ = [
+    "TenantAwareBackendMixin",
     "TenantAwareMemoryBackend",
     "TenantAwareRedisBackend",
     "TenantPresenceManager",
@@ -55,6 +56,28 @@ def _register_with_djust() -> None:
 
 
 _register_with_djust()
+
+
+class TenantAwareBackendMixin:
+    """djust.tenants' base for a backend of one tenant, for your own
+    backends: ``tenant_id`` and ``_tenant_key(key)`` (``tenant:<id>:<key>``).
+    The id is validated (``InvalidTenantId``), so it cannot inject into keys::
+
+        class AuditLogBackend(TenantAwareBackendMixin):
+            def write(self, line):
+                redis.rpush(self._tenant_key("audit"), line)
+    """
+
+    def __init__(self, tenant_id: Any, *args: Any, **kwargs: Any) -> None:
+        self._tenant_id = _core.validate_tenant_id(tenant_id)
+        super().__init__(*args, **kwargs)
+
+    @property
+    def tenant_id(self) -> str:
+        return self._tenant_id
+
+    def _tenant_key(self, key: str) -> str:
+        return f"tenant:{self._tenant_id}:{key}"
 
 
 @lru_cache(maxsize=CACHE_SIZE)

@@ -23,12 +23,14 @@ from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 
 from . import _core, audit, conf
 from ._core import TenantInfo
 
 __all__ = [
+    "active_field",
     "invalidate_tenant",
     "make_domain_loader",
     "make_tenant_loader",
@@ -42,6 +44,22 @@ def invalidate_tenant(tenant_id: str | None = None) -> None:
     """Forget the cached lookup of ``tenant_id`` (or of every tenant and
     custom domain when None) in this process."""
     _core.invalidate_tenant(tenant_id)
+
+
+#: Names of a registry model's boolean "this tenant is live" flag.
+ACTIVE_FIELDS = ("is_active", "active")
+
+
+def active_field(model: Any) -> str | None:
+    """The model's active flag (a BooleanField named ``is_active`` or
+    ``active``), or None. A row whose flag is False is not a tenant."""
+    from django.db.models import BooleanField
+
+    for name in ACTIVE_FIELDS:
+        field = next((f for f in model._meta.concrete_fields if f.name == name), None)
+        if isinstance(field, BooleanField):
+            return name
+    return None
 
 
 def make_tenant_loader(
@@ -73,7 +91,8 @@ def make_tenant_loader(
     def from_model(tenant_id: str) -> Details | None:
         model = apps.get_model(model_label)
         row = model._base_manager.filter(**{id_field: tenant_id}).first()
-        if row is None:
+        flag = active_field(model)
+        if row is None or (flag is not None and not getattr(row, flag)):
             return None
         name = getattr(row, name_field) if name_field else None
         settings = getattr(row, settings_field) if settings_field else None
@@ -162,8 +181,12 @@ def _on_row_change(sender: Any, **kwargs: Any) -> None:
     except Exception:  # a broken config is reported elsewhere
         return
     if meta.label_lower in watched:
-        # A save may change a tenant's id: drop every cached lookup.
+        # A save may change a tenant's id: drop every cached lookup (a lookup
+        # loading meanwhile does not cache its result: the core's generation
+        # check). Again on commit: until then other connections still read
+        # the old row, and may have cached it after the first invalidation.
         invalidate_tenant(None)
+        transaction.on_commit(invalidate_tenant, using=kwargs.get("using"))
 
 
 post_save.connect(_on_row_change, dispatch_uid="tenantry.registry.post_save")

@@ -58,15 +58,17 @@ def _backend_for(tenant_id: str) -> TenantStateMemoryBackend | TenantStateRedisB
             connect_timeout=config.redis_connect_timeout,
             socket_timeout=config.redis_socket_timeout,
         )
-    TenantStateMemoryBackend.set_memory_limit(config.state_memory_max_bytes)
+    TenantStateMemoryBackend.set_memory_limit(
+        config.state_memory_max_bytes, config.state_tenant_max_bytes
+    )
     return TenantStateMemoryBackend(tenant_id)
 
 
 class TenantStateManager:
     """One state backend per tenant, configured from ``DJUST_CONFIG``
     (``STATE_BACKEND``, ``STATE_REDIS_URL``, ``TENANT_KEY_PREFIX``,
-    ``STATE_MEMORY_MAX_BYTES``, ``REDIS_CONNECT_TIMEOUT``,
-    ``REDIS_SOCKET_TIMEOUT``).
+    ``STATE_MEMORY_MAX_BYTES``, ``STATE_TENANT_MAX_BYTES``,
+    ``REDIS_CONNECT_TIMEOUT``, ``REDIS_SOCKET_TIMEOUT``).
 
     The cache is bounded (:data:`CACHE_SIZE`), thread-safe, and dropped when
     ``DJUST_CONFIG`` changes.

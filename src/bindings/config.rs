@@ -29,6 +29,23 @@ pub struct Names {
     pub user_attribute: Vec<Py<PyString>>,
 }
 
+impl Names {
+    fn new(py: Python<'_>, settings: &Settings) -> Self {
+        Names {
+            meta_key: PyString::new(py, &settings.header.meta_key).unbind(),
+            session_key: PyString::new(py, &settings.session.session_key).unbind(),
+            jwt_claim: PyString::new(py, &settings.session.jwt_claim).unbind(),
+            user_attribute: settings
+                .session
+                .user_attribute
+                .iter()
+                .flatten()
+                .map(|a| PyString::new(py, a).unbind())
+                .collect(),
+        }
+    }
+}
+
 /// The current config: parsed settings plus the Python objects they name.
 pub struct Compiled {
     pub settings: Settings,
@@ -47,6 +64,18 @@ pub struct Compiled {
     pub domains: Option<DomainMap>,
     /// The `DJUST_CONFIG` dict this was compiled from, for `get_config()`.
     pub source: Py<PyDict>,
+    /// The `django.conf.settings` object `source` was read from. When a test
+    /// replaces `django.conf.settings` (`patch("django.conf.settings")`),
+    /// the next use sees another object and compiles the stand-in's config.
+    settings_object: Option<Py<PyAny>>,
+}
+
+/// The built-in resolver settings read from a resolver's own `get_config()`
+/// (a subclass or an instance overriding it), for one resolution.
+pub struct Overridden {
+    pub settings: Settings,
+    pub names: Names,
+    pub custom_resolver: Option<Py<PyAny>>,
 }
 
 static CURRENT: RwLock<Option<Arc<Compiled>>> = RwLock::new(None);
@@ -54,14 +83,41 @@ static CONF_LOADER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static IMPORT_STRING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static TENANT_LOADER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static DOMAIN_LOADER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static RELOADER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static DJANGO_CONF: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// The current config, loading it through `tenantry.conf` on first use.
-pub fn current(py: Python<'_>) -> PyResult<Arc<Compiled>> {
-    if let Some(c) = CURRENT.read().as_ref() {
-        return Ok(Arc::clone(c));
+impl Compiled {
+    /// False when `django.conf.settings` is no longer the object this was
+    /// compiled from (a test's stand-in came or went). One module attribute
+    /// read and a pointer compare.
+    fn settings_unchanged(&self, py: Python<'_>) -> PyResult<bool> {
+        let Some(compiled_from) = &self.settings_object else {
+            return Ok(true);
+        };
+        let conf = DJANGO_CONF.get_or_try_init(py, || {
+            py.import("django.conf").map(|m| m.into_any().unbind())
+        })?;
+        Ok(conf
+            .bind(py)
+            .getattr(pyo3::intern!(py, "settings"))?
+            .is(compiled_from.bind(py)))
     }
-    let loader = CONF_LOADER.import(py, "tenantry.conf", "load")?;
-    loader.call0()?;
+}
+
+/// The current config, loading it through `tenantry.conf` on first use, and
+/// again when `django.conf.settings` has been replaced by another object.
+pub fn current(py: Python<'_>) -> PyResult<Arc<Compiled>> {
+    let cached = CURRENT.read().as_ref().map(Arc::clone);
+    if let Some(c) = cached {
+        if c.settings_unchanged(py)? {
+            return Ok(c);
+        }
+        RELOADER
+            .import(py, "tenantry.conf", "_settings_replaced")?
+            .call0()?;
+    } else {
+        CONF_LOADER.import(py, "tenantry.conf", "load")?.call0()?;
+    }
     CURRENT
         .read()
         .as_ref()
@@ -412,18 +468,7 @@ fn compile(
     if !errors.is_empty() {
         return Ok(Err(errors));
     }
-    let names = Names {
-        meta_key: PyString::new(py, &settings.header.meta_key).unbind(),
-        session_key: PyString::new(py, &settings.session.session_key).unbind(),
-        jwt_claim: PyString::new(py, &settings.session.jwt_claim).unbind(),
-        user_attribute: settings
-            .session
-            .user_attribute
-            .iter()
-            .flatten()
-            .map(|a| PyString::new(py, a).unbind())
-            .collect(),
-    };
+    let names = Names::new(py, &settings);
     Ok(Ok(Compiled {
         settings,
         resolver,
@@ -436,18 +481,64 @@ fn compile(
         registry: tenants,
         domains,
         source: djust_config.clone().unbind(),
+        settings_object: None,
     }))
 }
 
-/// Compiles `djust_config` and makes it the current config.
+/// `c`'s settings with `overrides` (key → value, `None` for "not set")
+/// applied, as a resolver's own `get_config()` answers them. Bad values
+/// raise `ConfigError` naming the key and `owner`.
+pub fn overridden(
+    py: Python<'_>,
+    c: &Compiled,
+    overrides: &[(&str, Bound<'_, PyAny>)],
+    owner: &str,
+) -> PyResult<Overridden> {
+    let source = c.source.bind(py).copy()?;
+    for (key, value) in overrides {
+        if value.is_none() {
+            if source.contains(*key)? {
+                source.del_item(*key)?;
+            }
+        } else {
+            source.set_item(*key, value)?;
+        }
+    }
+    let (map, objects) = read_map(&source)?;
+    let from_owner = |mut e: ConfigError| {
+        e.message = format!("{} (from {owner}.get_config)", e.message);
+        e
+    };
+    let settings = config::parse(&map).map_err(|errors| {
+        config_errors(py, &errors.into_iter().map(from_owner).collect::<Vec<_>>())
+    })?;
+    let custom_resolver = callable(
+        py,
+        "TENANT_CUSTOM_RESOLVER",
+        &settings.custom_resolver,
+        &objects,
+    )
+    .map_err(|e| config_errors(py, &[from_owner(e)]))?;
+    Ok(Overridden {
+        names: Names::new(py, &settings),
+        settings,
+        custom_resolver,
+    })
+}
+
+/// Compiles `djust_config` and makes it the current config. `settings_object`
+/// is the `django.conf.settings` it was read from (see [`current`]).
 #[pyfunction]
+#[pyo3(signature = (djust_config, registry, settings_object=None))]
 pub fn configure(
     py: Python<'_>,
     djust_config: &Bound<'_, PyDict>,
     registry: &Bound<'_, PyDict>,
+    settings_object: Option<Py<PyAny>>,
 ) -> PyResult<()> {
     match compile(py, djust_config, registry)? {
-        Ok(compiled) => {
+        Ok(mut compiled) => {
+            compiled.settings_object = settings_object;
             *CURRENT.write() = Some(Arc::new(compiled));
             Ok(())
         }
@@ -473,12 +564,13 @@ pub fn check_config(
 ) -> PyResult<CheckResult> {
     match compile(py, djust_config, registry)? {
         Ok(compiled) => Ok((Vec::new(), compiled.settings.unknown_keys.clone())),
+        // A bad value must not hide a typo'd key: list both.
         Err(errors) => Ok((
             errors
                 .iter()
                 .map(|e| (e.key.clone(), e.to_string()))
                 .collect(),
-            Vec::new(),
+            config::unknown_keys(&read_map(djust_config)?.0),
         )),
     }
 }
@@ -504,6 +596,15 @@ impl CurrentConfig {
         match self.inner.settings.strict {
             config::Strictness::Raise => "raise",
             config::Strictness::Empty => "empty",
+        }
+    }
+    /// `TENANT_RLS`: "off", "session" (True) or "transaction".
+    #[getter]
+    fn rls(&self) -> &'static str {
+        match self.inner.settings.rls {
+            config::RlsMode::Off => "off",
+            config::RlsMode::Session => "session",
+            config::RlsMode::Transaction => "transaction",
         }
     }
     #[getter]
@@ -570,6 +671,11 @@ impl CurrentConfig {
     #[getter]
     fn state_memory_max_bytes(&self) -> usize {
         self.inner.settings.state_memory_max_bytes
+    }
+    /// Bytes one tenant may take of the in-memory state store.
+    #[getter]
+    fn state_tenant_max_bytes(&self) -> usize {
+        self.inner.settings.state_tenant_max_bytes
     }
     /// True when resolving may touch the session, the user, user code or
     /// the database, so async callers must run it in a thread.

@@ -7,7 +7,8 @@ use pyo3::exceptions::{
     PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyType};
 
 use crate::config::ConfigError as CoreConfigError;
 use crate::presence::PresenceError;
@@ -41,16 +42,55 @@ create_exception!(
 );
 create_exception!(
     tenantry,
+    QuotaExceeded,
+    BackendError,
+    "The in-memory state store cannot take a write: the tenant's share (STATE_TENANT_MAX_BYTES) or the whole store (STATE_MEMORY_MAX_BYTES) is full. TenantMiddleware answers 503."
+);
+create_exception!(
+    tenantry,
     TenantMismatchError,
     PyPermissionError,
     "An operation named one tenant while another tenant is bound."
 );
-create_exception!(
-    tenantry,
-    TenantNotSetError,
-    PyRuntimeError,
-    "A tenant-scoped operation ran with no tenant bound."
-);
+
+/// A tenant-scoped operation ran with no tenant bound. Both a `RuntimeError`
+/// and a `ValueError`: djust.tenants raised `ValueError` there, so existing
+/// `except ValueError` code keeps catching it. `create_exception!` takes one
+/// base, so the class is made once with `type(name, bases, namespace)`.
+pub struct TenantNotSetError;
+
+static TENANT_NOT_SET: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+impl TenantNotSetError {
+    pub fn type_object(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+        let ty = TENANT_NOT_SET.get_or_try_init(py, || -> PyResult<Py<PyType>> {
+            let namespace = PyDict::new(py);
+            namespace.set_item("__module__", "tenantry")?;
+            namespace.set_item(
+                "__doc__",
+                "A tenant-scoped operation ran with no tenant bound (also a ValueError, \
+                 as djust.tenants raised).",
+            )?;
+            let bases = (
+                py.get_type::<PyRuntimeError>(),
+                py.get_type::<PyValueError>(),
+            );
+            Ok(py
+                .get_type::<PyType>()
+                .call1(("TenantNotSetError", bases, namespace))?
+                .cast_into::<PyType>()?
+                .unbind())
+        })?;
+        Ok(ty.bind(py))
+    }
+
+    pub fn new_err(message: String) -> PyErr {
+        Python::attach(|py| match Self::type_object(py) {
+            Ok(ty) => PyErr::from_type(ty.clone(), message),
+            Err(err) => err,
+        })
+    }
+}
 create_exception!(
     tenantry,
     TenantNotFound,
@@ -114,7 +154,8 @@ pub fn presence_error(err: PresenceError) -> PyErr {
 
 /// State errors: bad names → `InvalidKey`, bad TTLs, oversized values and
 /// `incr` of a non-integer → `ValueError`, `incr` overflow → `OverflowError`,
-/// a full memory store → `BackendError`, Redis as for presence.
+/// a full memory store or tenant share → `QuotaExceeded` (a `BackendError`),
+/// Redis as for presence.
 pub fn state_error(err: StateError) -> PyErr {
     match err {
         StateError::Name(_) | StateError::EmptyName => InvalidKey::new_err(err.to_string()),
@@ -122,7 +163,9 @@ pub fn state_error(err: StateError) -> PyErr {
         | StateError::ValueTooLarge { .. }
         | StateError::NotAnInteger { .. } => PyValueError::new_err(err.to_string()),
         StateError::Overflow { .. } => PyOverflowError::new_err(err.to_string()),
-        StateError::Full { .. } => BackendError::new_err(err.to_string()),
+        StateError::Full { .. } | StateError::TenantFull { .. } => {
+            QuotaExceeded::new_err(err.to_string())
+        }
         StateError::Store(e) => store_error(e),
     }
 }
@@ -140,8 +183,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("InvalidTenantId", py.get_type::<InvalidTenantId>())?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("BackendUnavailable", py.get_type::<BackendUnavailable>())?;
-    m.add("TenantNotSetError", py.get_type::<TenantNotSetError>())?;
+    m.add("TenantNotSetError", TenantNotSetError::type_object(py)?)?;
     m.add("BackendError", py.get_type::<BackendError>())?;
+    m.add("QuotaExceeded", py.get_type::<QuotaExceeded>())?;
     m.add("TenantMismatchError", py.get_type::<TenantMismatchError>())?;
     m.add("InvalidKey", py.get_type::<InvalidKey>())?;
     m.add("TenantNotFound", py.get_type::<TenantNotFound>())?;

@@ -291,6 +291,12 @@ impl Engine {
                 }
                 d.set_item("total_rooms", stats.rooms)?;
                 d.set_item("total_presences", stats.presences)?;
+                if let Some(t) = tenant {
+                    // djust.tenants' key: this tenant's presences, all rooms.
+                    let id = TenantId::parse(&t.to_string_lossy())
+                        .map_err(|e| errors::invalid_tenant_id(&t.to_string_lossy(), &e))?;
+                    d.set_item("presence_count", MEMORY.tenant_presences(&id))?;
+                }
             }
             Engine::Redis(r) => redis_health(py, &d, self.name(), tenant, r.store())?,
         }
@@ -667,6 +673,7 @@ const ROUTED: routing::Routed = routing::Routed {
     what: "presence key",
     data: "presence",
     hook: "its get_presence_key() adds the prefix",
+    unprefixed_shared: false,
 };
 
 impl Router {

@@ -1,7 +1,9 @@
 //! The tenant registry: only ids with a row (or a validator's yes) are
 //! tenants, and custom domains map to tenants. Lookups go through Python
 //! loaders (`tenantry.registry`, the ORM) and are cached here, found and not
-//! found alike, with a TTL and a bounded size ([`crate::ttl_cache`]).
+//! found alike, with a TTL and a bounded size ([`crate::ttl_cache`]). A
+//! loaded result is cached only if no invalidation (a save or delete of a
+//! row) happened while it loaded: the cache's generation check.
 
 use std::time::{Duration, Instant};
 
@@ -36,21 +38,34 @@ impl Registry {
     /// The row's details for `id`, from the cache or the loader.
     fn details<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Option<Bound<'py, PyTuple>>> {
         let now = Instant::now();
-        if let Some(found) = self.found.lock().get(id, now) {
-            return Ok(Some(found.bind(py).clone()));
-        }
-        if self.missing.lock().get(id, now).is_some() {
-            return Ok(None);
-        }
-        // No lock held while the loader runs: it queries the database.
+        let found_since = {
+            let mut found = self.found.lock();
+            if let Some(hit) = found.get(id, now) {
+                return Ok(Some(hit.bind(py).clone()));
+            }
+            found.generation()
+        };
+        let missing_since = {
+            let mut missing = self.missing.lock();
+            if missing.get(id, now).is_some() {
+                return Ok(None);
+            }
+            missing.generation()
+        };
+        // No lock held while the loader runs: it queries the database. A
+        // save or delete meanwhile invalidates, and the result is not kept.
         let loaded = self.loader.bind(py).call1((id,))?;
         let now = Instant::now();
         if loaded.is_none() {
-            self.missing.lock().insert(id, (), now);
+            self.missing
+                .lock()
+                .insert_loaded(missing_since, id, (), now);
             return Ok(None);
         }
         let details = loaded.cast_into::<PyTuple>()?;
-        self.found.lock().insert(id, details.clone().unbind(), now);
+        self.found
+            .lock()
+            .insert_loaded(found_since, id, details.clone().unbind(), now);
         Ok(Some(details))
     }
 
@@ -107,9 +122,14 @@ impl DomainMap {
     /// The tenant id mapped to `domain` (lowercased, no port), if any.
     pub fn tenant_of<'py>(&self, py: Python<'py>, domain: &str) -> PyResult<Option<ValidId<'py>>> {
         let now = Instant::now();
-        if let Some(hit) = self.cache.lock().get(domain, now) {
-            return Ok(hit.as_ref().map(|s| ValidId::Py(s.bind(py).clone())));
-        }
+        let since = {
+            let mut cache = self.cache.lock();
+            if let Some(hit) = cache.get(domain, now) {
+                return Ok(hit.as_ref().map(|s| ValidId::Py(s.bind(py).clone())));
+            }
+            cache.generation()
+        };
+        // As for tenants: a change while loading keeps the result out.
         let loaded = self.loader.bind(py).call1((domain,))?;
         let id = if loaded.is_none() {
             None
@@ -121,7 +141,9 @@ impl DomainMap {
             Some(ValidId::Rust(t)) => Some(PyString::new(py, t.as_str()).unbind()),
             None => None,
         };
-        self.cache.lock().insert(domain, stored, Instant::now());
+        self.cache
+            .lock()
+            .insert_loaded(since, domain, stored, Instant::now());
         Ok(id)
     }
 

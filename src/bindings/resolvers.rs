@@ -10,11 +10,35 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTypeInfo};
 
-use super::config::{current, Compiled};
+use super::config::{current, overridden, Compiled, Names};
+use super::registry::DomainMap;
 use super::tenant_info::{id_candidate, type_name, valid_id, Candidate, TenantInfo, ValidId};
+use crate::config::Settings;
 use crate::host::{split_domain_port, validated_domain, AllowedHosts};
 use crate::resolve::{path_tenant, subdomain_tenant};
 use crate::tenant_id::TenantId;
+
+/// What a built-in strategy reads: the compiled config, or the values a
+/// resolver's own `get_config()` gave for this one call.
+pub struct Rules<'a> {
+    settings: &'a Settings,
+    names: &'a Names,
+    custom_resolver: Option<&'a Py<PyAny>>,
+    custom_label: &'a str,
+    domains: Option<&'a DomainMap>,
+}
+
+impl<'a> Rules<'a> {
+    fn compiled(c: &'a Compiled) -> Self {
+        Rules {
+            settings: &c.settings,
+            names: &c.names,
+            custom_resolver: c.custom_resolver.as_ref(),
+            custom_label: &c.custom_label,
+            domains: c.domains.as_ref(),
+        }
+    }
+}
 
 /// The built-in strategies, run in Rust.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,7 +152,7 @@ impl Resolver {
         request: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Found<'py>>> {
         match self {
-            Resolver::Builtin(b) => builtin_found(py, c, *b, request),
+            Resolver::Builtin(b) => builtin_found(py, &Rules::compiled(c), *b, request),
             Resolver::Python {
                 obj,
                 call_resolve,
@@ -255,51 +279,143 @@ fn tenant_from<'py>(py: Python<'py>, id: ValidId<'py>) -> PyResult<Bound<'py, Py
 
 fn resolve_builtin<'py>(
     py: Python<'py>,
-    c: &Compiled,
+    rules: &Rules<'_>,
     builtin: Builtin,
     request: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    builtin_found(py, c, builtin, request)?
+    builtin_found(py, rules, builtin, request)?
         .map(|f| f.into_tenant(py))
         .transpose()
 }
 
+/// The `DJUST_CONFIG` keys each built-in reads through `get_config()`.
+fn config_keys(builtin: Builtin) -> &'static [&'static str] {
+    match builtin {
+        Builtin::Subdomain => &[
+            "TENANT_MAIN_DOMAIN",
+            "TENANT_SUBDOMAIN_EXCLUDE",
+            "TENANT_SUBDOMAIN_DEPTH",
+        ],
+        Builtin::Path => &["TENANT_PATH_POSITION", "TENANT_PATH_EXCLUDE"],
+        Builtin::Header => &["TENANT_HEADER"],
+        Builtin::Session => &[
+            "TENANT_SESSION_KEY",
+            "TENANT_JWT_CLAIM",
+            "TENANT_USER_ATTRIBUTE",
+        ],
+        Builtin::Custom => &["TENANT_CUSTOM_RESOLVER"],
+        Builtin::Domain => &[],
+    }
+}
+
+static BASE_GET_CONFIG: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// True when `obj` reads its settings from the compiled config: neither its
+/// class nor the instance itself (`patch.object(resolver, "get_config")`)
+/// replaces `TenantResolver.get_config`. Otherwise its `get_config()` is
+/// the authority, as in djust.tenants, and is asked on every call.
+fn uses_compiled_config(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = obj.py();
+    let name = intern!(py, "get_config");
+    let base = BASE_GET_CONFIG.get_or_try_init(py, || {
+        TenantResolver::type_object(py)
+            .getattr(name)
+            .map(Bound::unbind)
+    })?;
+    if !obj.get_type().getattr(name)?.is(base.bind(py)) {
+        return Ok(false);
+    }
+    match obj.getattr_opt(intern!(py, "__dict__"))? {
+        Some(attrs) => match attrs.cast::<PyDict>() {
+            Ok(attrs) => Ok(!attrs.contains(name)?),
+            Err(_) => Ok(true),
+        },
+        None => Ok(true),
+    }
+}
+
+/// Resolves with the built-in strategy `builtin` as the resolver object
+/// `obj` is configured: the compiled config (the fast path), or, when `obj`
+/// overrides `get_config`, the values it answers for this call.
+fn resolve_as<'py>(
+    py: Python<'py>,
+    builtin: Builtin,
+    obj: &Bound<'py, PyAny>,
+    request: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let c = current(py)?;
+    if uses_compiled_config(obj)? {
+        return resolve_builtin(py, &Rules::compiled(&c), builtin, request);
+    }
+    let get_config = obj.getattr(intern!(py, "get_config"))?;
+    let mut overrides = Vec::new();
+    for key in config_keys(builtin) {
+        overrides.push((*key, get_config.call1((*key, py.None()))?));
+    }
+    let owner = type_name(obj);
+    let o = overridden(py, &c, &overrides, &owner)?;
+    let rules = Rules {
+        settings: &o.settings,
+        names: &o.names,
+        custom_resolver: o.custom_resolver.as_ref(),
+        custom_label: &owner,
+        domains: c.domains.as_ref(),
+    };
+    resolve_builtin(py, &rules, builtin, request)
+}
+
+/// `request.path_info`, or `request.path` for a request-like object whose
+/// `path_info` is missing or not a str (djust.tenants read `path`).
+fn request_path<'py>(
+    py: Python<'py>,
+    request: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyString>>> {
+    if let Some(path) = request.getattr_opt(intern!(py, "path_info"))? {
+        if let Ok(p) = path.cast_into::<PyString>() {
+            return Ok(Some(p));
+        }
+    }
+    Ok(request
+        .getattr_opt(intern!(py, "path"))?
+        .and_then(|p| p.cast_into::<PyString>().ok()))
+}
+
 fn builtin_found<'py>(
     py: Python<'py>,
-    c: &Compiled,
+    rules: &Rules<'_>,
     builtin: Builtin,
     request: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Found<'py>>> {
     let id = match builtin {
-        Builtin::Subdomain => subdomain(py, c, request)?.map(ValidId::Rust),
-        Builtin::Path => {
-            let path = request.getattr(intern!(py, "path_info"))?;
-            match path.cast::<PyString>() {
-                Ok(p) => path_tenant(&p.to_string_lossy(), &c.settings.path).map(ValidId::Rust),
-                Err(_) => None,
-            }
-        }
+        Builtin::Subdomain => subdomain(py, rules, request)?.map(ValidId::Rust),
+        Builtin::Path => match request_path(py, request)? {
+            Some(p) => path_tenant(&p.to_string_lossy(), &rules.settings.path).map(ValidId::Rust),
+            None => None,
+        },
         Builtin::Header => {
             // The value counts only as a str holding a valid id, exactly as
             // sent: "  acme " is not acme.
-            let meta = request.getattr(intern!(py, "META"))?;
-            match meta.cast::<PyDict>() {
-                Ok(meta) => match meta.get_item(c.names.meta_key.bind(py))? {
-                    Some(value) => valid_id(&value, false)?,
-                    None => None,
+            match request.getattr_opt(intern!(py, "META"))? {
+                Some(meta) => match meta.cast::<PyDict>() {
+                    Ok(meta) => match meta.get_item(rules.names.meta_key.bind(py))? {
+                        Some(value) => valid_id(&value, false)?,
+                        None => None,
+                    },
+                    Err(_) => None,
                 },
-                Err(_) => None,
+                None => None,
             }
         }
-        Builtin::Session => session(py, c, request)?,
-        Builtin::Domain => match (&c.domains, request_domain(py, request)?) {
+        Builtin::Session => session(py, rules.names, request)?,
+        Builtin::Domain => match (rules.domains, request_domain(py, request)?) {
             (Some(domains), Some(domain)) => domains.tenant_of(py, &domain)?,
             _ => None,
         },
         Builtin::Custom => {
-            return match &c.custom_resolver {
+            return match rules.custom_resolver {
                 Some(f) => Ok(
-                    normalize(py, f.bind(py).call1((request,))?, &c.custom_label)?.map(Found::Info),
+                    normalize(py, f.bind(py).call1((request,))?, rules.custom_label)?
+                        .map(Found::Info),
                 ),
                 None => Ok(None),
             };
@@ -362,12 +478,12 @@ fn session_get<'py>(
 
 fn session<'py>(
     py: Python<'py>,
-    c: &Compiled,
+    names: &Names,
     request: &Bound<'py, PyAny>,
 ) -> PyResult<Option<ValidId<'py>>> {
     if let Some(session) = request.getattr_opt(intern!(py, "session"))? {
         if !session.is_none() {
-            if let Some(value) = session_get(py, &session, c.names.session_key.bind(py))? {
+            if let Some(value) = session_get(py, &session, names.session_key.bind(py))? {
                 if let Some(id) = valid_id(&value, true)? {
                     return Ok(Some(id));
                 }
@@ -381,7 +497,7 @@ fn session<'py>(
         return Ok(None);
     }
     if let Some(payload) = user.getattr_opt(intern!(py, "jwt_payload"))? {
-        let claim = c.names.jwt_claim.bind(py);
+        let claim = names.jwt_claim.bind(py);
         let value = if let Ok(d) = payload.cast::<PyDict>() {
             d.get_item(claim)?
         } else if !payload.is_none() && payload.hasattr(intern!(py, "get"))? {
@@ -395,11 +511,11 @@ fn session<'py>(
             }
         }
     }
-    if c.names.user_attribute.is_empty() {
+    if names.user_attribute.is_empty() {
         return Ok(None);
     }
     let mut obj = user;
-    for attr in &c.names.user_attribute {
+    for attr in &names.user_attribute {
         match obj.getattr_opt(attr.bind(py))? {
             Some(next) if !next.is_none() => obj = next,
             _ => return Ok(None),
@@ -492,8 +608,8 @@ fn same_items(snap: &HostSnapshot, list: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// `DisallowedHost`.
 fn request_domain(py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     let (hosts, use_xfh) = host_rules(py)?;
-    let meta = request.getattr(intern!(py, "META"))?;
-    if let Ok(meta) = meta.cast::<PyDict>() {
+    let meta = request.getattr_opt(intern!(py, "META"))?;
+    if let Some(Ok(meta)) = meta.as_ref().map(|m| m.cast::<PyDict>()) {
         // Django's `_get_raw_host()` order.
         let mut raw = None;
         if use_xfh {
@@ -510,8 +626,9 @@ fn request_domain(py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<Option
             }
         }
     }
-    // No Host header (the SERVER_NAME path) or a host Django refuses: ask
-    // Django, so the answer, and the DisallowedHost it raises, are its own.
+    // No Host header (the SERVER_NAME path), a host Django refuses, or a
+    // request-like object without a META dict (a test's Mock): ask its
+    // get_host(), so the answer, and Django's DisallowedHost, are its own.
     let host = request.call_method0(intern!(py, "get_host"))?;
     let Ok(host) = host.cast::<PyString>() else {
         return Ok(None);
@@ -524,15 +641,15 @@ fn request_domain(py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<Option
 
 fn subdomain(
     py: Python<'_>,
-    c: &Compiled,
+    rules: &Rules<'_>,
     request: &Bound<'_, PyAny>,
 ) -> PyResult<Option<TenantId>> {
-    Ok(request_domain(py, request)?.and_then(|d| subdomain_tenant(&d, &c.settings.subdomain)))
+    Ok(request_domain(py, request)?.and_then(|d| subdomain_tenant(&d, &rules.settings.subdomain)))
 }
 
 /// Base class of every resolver. Subclass it in Python and implement
 /// `resolve(request)`; subclasses work in chains next to the built-ins.
-#[pyclass(module = "tenantry", name = "TenantResolver", subclass)]
+#[pyclass(module = "tenantry", name = "TenantResolver", subclass, dict)]
 pub struct TenantResolver;
 
 #[pymethods]
@@ -581,13 +698,14 @@ macro_rules! builtin_resolver {
                 PyClassInitializer::from(TenantResolver).add_subclass($name)
             }
 
+            /// Honours a `get_config` overridden by a subclass or patched
+            /// on the instance (read on every call); otherwise the compiled
+            /// config.
             fn resolve<'py>(
-                &self,
-                py: Python<'py>,
+                slf: &Bound<'py, Self>,
                 request: &Bound<'py, PyAny>,
             ) -> PyResult<Option<Bound<'py, PyAny>>> {
-                let c = current(py)?;
-                resolve_builtin(py, &c, $builtin, request)
+                resolve_as(slf.py(), $builtin, slf.as_any(), request)
             }
         }
     };
@@ -674,13 +792,17 @@ impl ChainedResolver {
         let mut compiled: Option<Arc<Compiled>> = None;
         for r in &self.resolvers {
             let r = r.bind(py);
-            let found = match builtin_for_object(r) {
+            let builtin = match builtin_for_object(r) {
+                Some(b) if uses_compiled_config(r)? => Some(b),
+                _ => None,
+            };
+            let found = match builtin {
                 Some(b) => {
                     if compiled.is_none() {
                         compiled = Some(current(py)?);
                     }
                     match &compiled {
-                        Some(c) => resolve_builtin(py, c, b, request)?,
+                        Some(c) => resolve_builtin(py, &Rules::compiled(c), b, request)?,
                         None => None,
                     }
                 }

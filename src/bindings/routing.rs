@@ -1,8 +1,11 @@
 //! How a djust-facing router (presence, saved view state) finds the tenant of
 //! a call: from the `tenant:<id>:` prefix `TenantMixin` puts on djust's key,
 //! and/or the tenant bound in the current context. Both present: they must
-//! agree (`TenantMismatchError`). Neither: `TenantNotSetError`, never a space
-//! shared by tenants.
+//! agree (`TenantMismatchError`). A key without the prefix is either the
+//! bound tenant's (presence; no tenant bound: `TenantNotSetError`) or, for
+//! saved view state, the shared space of views that are not tenant views
+//! (djust never hands a tenant view's key over without its prefix), which
+//! no tenant's id can name ([`TenantId::shared`]).
 
 use std::sync::Arc;
 
@@ -44,6 +47,8 @@ pub struct Routed {
     pub data: &'static str,
     /// How to scope the key: the `TenantMixin` hook that adds the prefix.
     pub hook: &'static str,
+    /// Unprefixed keys go to the shared space, whatever tenant is bound.
+    pub unprefixed_shared: bool,
 }
 
 /// `(tenant, rest of the key)` for a djust key.
@@ -53,8 +58,12 @@ pub fn route<'k>(
     key: &'k str,
     routed: &Routed,
 ) -> PyResult<(TenantId, &'k str)> {
+    let prefixed = split_tenant_prefix(key);
+    if prefixed.is_none() && routed.unprefixed_shared {
+        return Ok((TenantId::shared(), key));
+    }
     let bound = bound_tenant(py, current_tenant)?;
-    match split_tenant_prefix(key) {
+    match prefixed {
         Some((id, rest)) => {
             let tenant = TenantId::parse(id).map_err(|e| errors::invalid_tenant_id(id, &e))?;
             if let Some(bound) = bound {

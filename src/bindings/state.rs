@@ -26,7 +26,7 @@ use super::routing;
 use super::tenant_info::type_name;
 use crate::config::BackendKind;
 use crate::redis_store::RedisStore;
-use crate::state::memory::MemoryState;
+use crate::state::memory::{default_tenant_limit, MemoryState};
 use crate::state::redis::RedisState;
 use crate::state::{self, check_name, decode, Decoded, Space, Ttl, Value};
 use crate::tenant_id::{preview, TenantId};
@@ -468,15 +468,23 @@ state_backend_methods!(MemoryBackend, {
     }
 
     /// Sets the byte bound of the process's memory store
-    /// (`STATE_MEMORY_MAX_BYTES`); existing keys stay, writes past it fail.
+    /// (`STATE_MEMORY_MAX_BYTES`) and one tenant's share of it
+    /// (`STATE_TENANT_MAX_BYTES`; None: an eighth of `max_bytes`). Existing
+    /// keys stay; writes past a bound make room or raise `QuotaExceeded`.
     #[classmethod]
-    fn set_memory_limit(_cls: &Bound<'_, PyType>, max_bytes: usize) {
-        MEMORY.set_limit(max_bytes);
+    #[pyo3(signature = (max_bytes, tenant_max_bytes=None))]
+    fn set_memory_limit(
+        _cls: &Bound<'_, PyType>,
+        max_bytes: usize,
+        tenant_max_bytes: Option<usize>,
+    ) {
+        let tenant = tenant_max_bytes.unwrap_or_else(|| default_tenant_limit(max_bytes));
+        MEMORY.set_limits(max_bytes, tenant);
     }
 
-    /// `{"keys", "bytes", "max_bytes"}` of the whole process store (keys
-    /// expired but not yet dropped included; bytes as counted against the
-    /// bound).
+    /// `{"keys", "bytes", "max_bytes", "tenant_max_bytes"}` of the whole
+    /// process store (keys expired but not yet dropped included; bytes as
+    /// counted against the bound).
     #[classmethod]
     fn store_stats<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
         let stats = MEMORY.stats();
@@ -484,7 +492,14 @@ state_backend_methods!(MemoryBackend, {
         d.set_item("keys", stats.entries)?;
         d.set_item("bytes", stats.bytes)?;
         d.set_item("max_bytes", stats.limit)?;
+        d.set_item("tenant_max_bytes", stats.tenant_limit)?;
         Ok(d)
+    }
+
+    /// Bytes this tenant's keys count against its share of the store.
+    #[getter]
+    fn used_bytes(&self) -> usize {
+        MEMORY.tenant_bytes(&self.scope.tenant)
     }
 
     /// Drops every expired key now (this also happens a few keys at a time
@@ -564,16 +579,19 @@ state_backend_methods!(RedisBackend, {
     }
 });
 
-/// The store behind tenantry's djust state adapter: every call finds its
-/// tenant from the `tenant:<id>:` prefix djust puts on the key of a
-/// `TenantMixin` view (`get_state_key_prefix()`), and/or the tenant bound in
-/// the current context; both present, they must agree; neither, the call
-/// fails (`TenantNotSetError`). The rest of the key is stored in that
-/// tenant's `view-state` space, so the same session key under two tenants
-/// is two entries, and one tenant's key can never reach another's.
+/// The store behind tenantry's djust state adapter: a call whose key has the
+/// `tenant:<id>:` prefix djust puts on the key of a `TenantMixin` view
+/// (`get_state_key_prefix()`) goes to that tenant, which must agree with the
+/// tenant bound in the current context, if any. The rest of the key is
+/// stored in that tenant's `view-state` space, so the same session key under
+/// two tenants is two entries, and one tenant's key can never reach
+/// another's. A key without the prefix is a view that is not a tenant view
+/// (djust saves nothing for a tenant view without a tenant): it goes to the
+/// shared space, which no tenant's space can read or be read from.
 ///
 /// Follows the current config (`STATE_BACKEND`, `STATE_REDIS_URL`,
-/// `TENANT_KEY_PREFIX`, Redis timeouts, `STATE_MEMORY_MAX_BYTES`).
+/// `TENANT_KEY_PREFIX`, Redis timeouts, `STATE_MEMORY_MAX_BYTES`,
+/// `STATE_TENANT_MAX_BYTES`).
 #[pyclass(module = "tenantry", name = "TenantStateRouter", frozen)]
 pub struct Router {
     current_tenant: Py<PyAny>,
@@ -584,13 +602,17 @@ const ROUTED: routing::Routed = routing::Routed {
     what: "saved view key",
     data: "saved view state",
     hook: "its get_state_key_prefix() scopes djust's key",
+    unprefixed_shared: true,
 };
 
 impl Router {
     fn engine(&self, py: Python<'_>) -> PyResult<Arc<Engine>> {
         self.engine.get(py, |compiled| {
             let settings = &compiled.settings;
-            MEMORY.set_limit(settings.state_memory_max_bytes);
+            MEMORY.set_limits(
+                settings.state_memory_max_bytes,
+                settings.state_tenant_max_bytes,
+            );
             Ok(match settings.state.kind {
                 BackendKind::Memory => Engine::Memory,
                 BackendKind::Redis => {
@@ -663,12 +685,18 @@ impl Router {
         self.engine(py)?.delete(py, &tenant, Space::View, name)
     }
 
-    /// Removes saved views: the bound tenant's, or every tenant's when none
-    /// is bound (djust's `clear --all`). Returns how many went.
+    /// Removes saved views: the bound tenant's, or every tenant's and the
+    /// shared space's when none is bound (djust's `clear --all`). Returns
+    /// how many went.
     fn delete_all(&self, py: Python<'_>) -> PyResult<usize> {
         let tenant = routing::bound_tenant(py, &self.current_tenant)?;
-        self.engine(py)?
-            .delete_space(py, tenant.as_ref(), Space::View)
+        let engine = self.engine(py)?;
+        let mut deleted = engine.delete_space(py, tenant.as_ref(), Space::View)?;
+        if tenant.is_none() {
+            // A purge of every tenant only finds keys of real tenant ids.
+            deleted += engine.delete_space(py, Some(&TenantId::shared()), Space::View)?;
+        }
+        Ok(deleted)
     }
 
     /// Saved views held (the bound tenant's, or all), for statistics; None

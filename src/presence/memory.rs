@@ -464,6 +464,22 @@ impl<M> MemoryPresence<M> {
         gone
     }
 
+    /// Presences of `tenant` in all its rooms (expired ones not yet
+    /// reclaimed included). Visits every shard (an admin operation).
+    pub fn tenant_presences(&self, tenant: &TenantId) -> usize {
+        let mut count = 0;
+        for shard in self.shards.iter() {
+            let shard = shard.0.lock();
+            for pos in shard.rooms.positions_rev() {
+                let room = shard.rooms.get(pos);
+                if &*room.tenant == tenant.as_str() {
+                    count += room.members.len();
+                }
+            }
+        }
+        count
+    }
+
     /// Rooms and presences held (expired ones not yet reclaimed included).
     pub fn stats(&self) -> Stats {
         let mut stats = Stats::default();

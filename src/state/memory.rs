@@ -23,12 +23,35 @@
 //! shard's heap is rebuilt (amortized O(1) per write).
 //!
 //! The byte bound counts, per key, its record plus [`ENTRY_OVERHEAD`] (its
-//! share of the hash table) and [`HEAP_OVERHEAD`] when it has a TTL. A write
-//! that would pass the bound first expires everything due, then fails with
-//! [`StateError::Full`] (no eviction: state is not a cache).
+//! share of the hash table), [`HEAP_OVERHEAD`] when it has a TTL and
+//! [`LRU_OVERHEAD`] for a saved view.
+//!
+//! Fair share: besides the store's bound (`STATE_MEMORY_MAX_BYTES`), each
+//! tenant's keys may count at most `tenant_limit` bytes
+//! (`STATE_TENANT_MAX_BYTES`, by default [`default_tenant_limit`]). The count
+//! is per tenant table, exact, and changed only under the tenant's shard
+//! lock. A write that would pass either bound first expires everything due
+//! in its shard; then, if the tenant's own saved views (djust's `view-state`
+//! space, a cache djust refills by mounting afresh) can free enough, evicts
+//! them least recently used first; otherwise — and always for application
+//! state, which is never evicted — it fails ([`StateError::TenantFull`] or
+//! [`StateError::Full`]) having evicted nothing. So a tenant flooding the
+//! store with live mounts only ever evicts its own views, and other tenants
+//! keep their share.
+//!
+//! Least recently used, cheaply: every saved view record carries a last-use
+//! stamp from its table's clock, rewritten in place when the view is read
+//! or written, and each use appends `(key hash, stamp)` to the table's
+//! queue. Eviction pops the front: a queue record whose stamp no longer
+//! matches a view of that hash (used again, overwritten, deleted) is stale
+//! and skipped. Each record is pushed once and popped at most once, so
+//! eviction is O(1) amortized per evicted view; when stale records outnumber
+//! live views the queue is filtered in place (one hash lookup per record,
+//! paid for by the pushes that made them stale: O(1) amortized per use). No
+//! write ever scans the keys.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -36,7 +59,7 @@ use std::time::{Duration, Instant};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 
-use super::table::{key_hash, record_len, Record, RecordTable, Removed};
+use super::table::{key_hash, record_len, Record, RecordTable, Removed, Stamps};
 use super::{parse_int, Space, StateError, Ttl, Value};
 use crate::sweep;
 use crate::tenant_id::TenantId;
@@ -54,27 +77,131 @@ pub const EXPIRE_PER_SWEEP: usize = 64;
 pub const ENTRY_OVERHEAD: usize = 12;
 /// Bytes counted per key with a TTL (its heap record).
 pub const HEAP_OVERHEAD: usize = 24;
+/// Bytes counted per saved view (its record in its tenant's
+/// least-recently-used queue).
+pub const LRU_OVERHEAD: usize = 16;
 /// The default byte bound (`STATE_MEMORY_MAX_BYTES`).
 pub const DEFAULT_LIMIT: usize = 512 * 1024 * 1024;
+/// Without `STATE_TENANT_MAX_BYTES`, one tenant may hold this fraction of
+/// the store: eight tenants at their share fill it.
+pub const TENANT_SHARE_DIVISOR: usize = 8;
+
+/// One tenant's default share of a store bounded at `limit` bytes.
+pub fn default_tenant_limit(limit: usize) -> usize {
+    limit / TENANT_SHARE_DIVISOR
+}
+
+const VIEW: u8 = Space::View.byte();
 
 thread_local! {
     static SWEEP: sweep::Turn = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// Bytes a key is counted for.
-fn cost(len: usize, expires: u64) -> usize {
-    len + ENTRY_OVERHEAD + if expires != 0 { HEAP_OVERHEAD } else { 0 }
+fn cost(len: usize, expires: u64, space: u8) -> usize {
+    len + ENTRY_OVERHEAD
+        + if expires != 0 { HEAP_OVERHEAD } else { 0 }
+        + if space == VIEW { LRU_OVERHEAD } else { 0 }
 }
 
 fn cost_of(r: &Removed) -> usize {
-    cost(r.len, r.expires)
+    cost(r.len, r.expires, r.space)
 }
 
+fn record_cost(r: &Record<'_>) -> usize {
+    cost(r.len(), r.expires(), r.space())
+}
+
+/// One tenant's keys, and what they count.
 struct Table {
     tenant: Box<str>,
     tenant_hash: u64,
     records: RecordTable,
     with_ttl: usize,
+    /// Bytes counted for this tenant's keys (against the tenant limit), and
+    /// the part of them its saved views take.
+    bytes: usize,
+    view_bytes: usize,
+    /// Saved views held.
+    views: usize,
+    /// Uses of saved views, least recent first: `(key hash, stamp)`; a
+    /// record is live while a view of that hash still carries that stamp.
+    lru: VecDeque<(u64, u64)>,
+    /// The last stamp handed out.
+    clock: u64,
+}
+
+impl Table {
+    fn new(tenant: &str, tenant_hash: u64) -> Self {
+        Table {
+            tenant: tenant.into(),
+            tenant_hash,
+            records: RecordTable::default(),
+            with_ttl: 0,
+            bytes: 0,
+            view_bytes: 0,
+            views: 0,
+            lru: VecDeque::new(),
+            clock: 0,
+        }
+    }
+
+    /// Counts a key that came in.
+    fn added(&mut self, cost: usize, space: u8, expires: u64) {
+        self.bytes += cost;
+        self.with_ttl += usize::from(expires != 0);
+        if space == VIEW {
+            self.views += 1;
+            self.view_bytes += cost;
+        }
+    }
+
+    /// Counts a key that went.
+    fn gone(&mut self, removed: &Removed) {
+        let cost = cost_of(removed);
+        self.bytes -= cost;
+        self.with_ttl -= usize::from(removed.expires != 0);
+        if removed.space == VIEW {
+            self.views -= 1;
+            self.view_bytes -= cost;
+            if self.views == 0 {
+                self.lru = VecDeque::new();
+            }
+        }
+    }
+
+    /// A stamp for a use of a saved view (later than every earlier one).
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Queues a use of the view at `hash` (its record carries `stamp`).
+    fn used(&mut self, hash: u64, stamp: u64) {
+        self.lru.push_back((hash, stamp));
+        // Stale records outnumber live views: drop them, keeping the order
+        // (at most 2 × views + 64 records are ever held).
+        if self.lru.len() > 2 * self.views + 64 {
+            let records = &self.records;
+            self.lru.retain(|&(h, s)| records.has_stamp(h, s));
+        }
+    }
+}
+
+/// What a write lacks: bytes over the tenant's share and over the store's
+/// bound, and what the tenant's saved views (other than the key written)
+/// could free.
+#[derive(Default)]
+struct Shortfall {
+    tenant: usize,
+    store: usize,
+    evictable: usize,
+}
+
+impl Shortfall {
+    fn fits(&self) -> bool {
+        self.tenant == 0 && self.store == 0
+    }
 }
 
 struct Slot {
@@ -125,6 +252,8 @@ pub struct MemoryState {
     hasher: RandomState,
     epoch: Instant,
     limit: AtomicUsize,
+    /// One tenant's share: its keys may count at most this many bytes.
+    tenant_limit: AtomicUsize,
     used: AtomicUsize,
     entries: AtomicUsize,
 }
@@ -143,6 +272,7 @@ pub struct Stats {
     /// Bytes counted against the limit.
     pub bytes: usize,
     pub limit: usize,
+    pub tenant_limit: usize,
 }
 
 impl Shard {
@@ -162,12 +292,7 @@ impl Shard {
         if let Some(slot) = self.find_slot(tenant_hash, tenant) {
             return slot;
         }
-        let table = Table {
-            tenant: tenant.into(),
-            tenant_hash,
-            records: RecordTable::default(),
-            with_ttl: 0,
-        };
+        let table = Table::new(tenant, tenant_hash);
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot as usize].table = Some(table);
@@ -219,6 +344,15 @@ impl Shard {
         }
     }
 
+    /// Counts a key that left `slot`'s table (table, shard and store).
+    fn gone(&mut self, slot: u32, removed: &Removed, delta: &mut Delta) {
+        if let Some(table) = self.table(slot) {
+            table.gone(removed);
+        }
+        self.with_ttl -= usize::from(removed.expires != 0);
+        delta.gone(removed);
+    }
+
     /// Removes the key of `slot`'s table for which `pred` holds; frees the
     /// table if that empties it.
     fn remove(
@@ -232,13 +366,38 @@ impl Shard {
         let removed = table
             .records
             .remove_if(key.hash, key.space, key.name, pred, key.hasher)?;
-        if removed.expires != 0 {
-            table.with_ttl -= 1;
-            self.with_ttl -= 1;
-        }
-        delta.gone(&removed);
+        self.gone(slot, &removed, delta);
         self.drop_if_empty(slot);
         Some(removed)
+    }
+
+    /// Evicts the least recently used saved view of `slot`'s table, never
+    /// the key being written (`keep`). False when there is none. Each queue
+    /// record is looked at once per call; stale ones are dropped on the way.
+    fn evict_view(&mut self, slot: u32, keep: &Key<'_>, delta: &mut Delta) -> bool {
+        let Some(table) = self.table(slot) else {
+            return false;
+        };
+        for _ in 0..table.lru.len() {
+            let Some((hash, stamp)) = table.lru.pop_front() else {
+                break;
+            };
+            let kept = keep.space == VIEW
+                && hash == keep.hash
+                && table
+                    .records
+                    .find(hash, VIEW, keep.name)
+                    .is_some_and(|r| r.stamp() == stamp);
+            if kept {
+                table.lru.push_back((hash, stamp));
+                continue;
+            }
+            if let Some(removed) = table.records.remove_stamped(hash, stamp, keep.hasher) {
+                self.gone(slot, &removed, delta);
+                return true;
+            }
+        }
+        false
     }
 
     /// Pops up to `budget` due heap records and drops their keys when still
@@ -334,7 +493,12 @@ impl MemoryState {
         Self::with_limit(DEFAULT_LIMIT)
     }
 
+    /// A store of `limit` bytes, with the default share per tenant.
     pub fn with_limit(limit: usize) -> Self {
+        Self::with_limits(limit, default_tenant_limit(limit))
+    }
+
+    pub fn with_limits(limit: usize, tenant_limit: usize) -> Self {
         MemoryState {
             shards: (0..SHARDS)
                 .map(|_| Padded(Mutex::new(Shard::default())))
@@ -342,14 +506,17 @@ impl MemoryState {
             hasher: RandomState::new(),
             epoch: Instant::now(),
             limit: AtomicUsize::new(limit),
+            tenant_limit: AtomicUsize::new(tenant_limit),
             used: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
         }
     }
 
-    /// Changes the byte bound (existing keys stay; writes past it fail).
-    pub fn set_limit(&self, limit: usize) {
+    /// Changes the store's bound and one tenant's share (existing keys
+    /// stay; writes past them make room or fail).
+    pub fn set_limits(&self, limit: usize, tenant_limit: usize) {
         self.limit.store(limit, Ordering::Relaxed);
+        self.tenant_limit.store(tenant_limit, Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> Stats {
@@ -357,7 +524,19 @@ impl MemoryState {
             entries: self.entries.load(Ordering::Relaxed),
             bytes: self.used.load(Ordering::Relaxed),
             limit: self.limit.load(Ordering::Relaxed),
+            tenant_limit: self.tenant_limit.load(Ordering::Relaxed),
         }
+    }
+
+    /// Bytes `tenant`'s keys count against its share (expired ones not yet
+    /// dropped included).
+    pub fn tenant_bytes(&self, tenant: &TenantId) -> usize {
+        let tenant_hash = self.hasher.hash_one(tenant.as_str());
+        let shard = self.shard_of(tenant_hash).lock();
+        shard
+            .find_slot(tenant_hash, tenant.as_str())
+            .and_then(|slot| shard.table_ref(slot))
+            .map_or(0, |t| t.bytes)
     }
 
     /// Bytes the tables have actually allocated (records, spare room in
@@ -466,15 +645,19 @@ impl MemoryState {
     ) -> Option<R> {
         self.on_key(tenant, space, name, now, |shard, key, delta| {
             let slot = shard.find_slot(key.tenant_hash, key.tenant)?;
-            let record = shard
-                .table_ref(slot)?
-                .records
-                .find(key.hash, key.space, key.name)?;
-            if record.expired(key.now) {
+            let table = shard.table(slot)?;
+            let loc = table.records.locate(key.hash, key.space, key.name)?;
+            if table.records.record(loc).expired(key.now) {
                 shard.remove(slot, &key, |_| true, delta);
                 return None;
             }
-            Some(read(record.value()))
+            if key.space == VIEW {
+                // A read is a use: the view moves to the back of the queue.
+                let stamp = table.tick();
+                table.records.set_stamp(loc, stamp);
+                table.used(key.hash, stamp);
+            }
+            Some(read(table.records.record(loc).value()))
         })
     }
 
@@ -515,7 +698,8 @@ impl MemoryState {
         }
     }
 
-    /// Inserts or replaces the key's value within the byte bound.
+    /// Inserts or replaces the key's value within the store's bound and the
+    /// tenant's share, making room first if it must (see the module doc).
     fn put(
         &self,
         shard: &mut Shard,
@@ -524,27 +708,53 @@ impl MemoryState {
         expires: u64,
         delta: &mut Delta,
     ) -> Result<(), StateError> {
-        let new_cost = cost(record_len(key.name, value, expires), expires);
-        let old_cost = shard
-            .find_slot(key.tenant_hash, key.tenant)
-            .and_then(|slot| shard.table_ref(slot))
-            .and_then(|t| t.records.find(key.hash, key.space, key.name))
-            .map_or(0, |r| cost(r.len(), r.expires()));
-        let grow = new_cost.saturating_sub(old_cost);
-        if grow > 0 && self.would_overflow(grow, delta) {
-            // Make room from what is due anyway in this shard, or give up.
+        let new_cost = cost(
+            record_len(key.space, key.name, value, expires),
+            expires,
+            key.space,
+        );
+        let mut short = self.shortfall(shard, key, new_cost, delta);
+        if !short.fits() {
+            // What is due anyway in this shard goes first.
             shard.expire(key.now, usize::MAX, key.hasher, delta);
-            if self.would_overflow(grow, delta) {
-                return Err(self.full());
+            short = self.shortfall(shard, key, new_cost, delta);
+            // Then the tenant's own saved views, only if they can free
+            // enough: a write that fails evicts nothing.
+            if short.tenant.max(short.store) <= short.evictable {
+                while !short.fits() {
+                    let slot = shard.find_slot(key.tenant_hash, key.tenant);
+                    if !slot.is_some_and(|slot| shard.evict_view(slot, key, delta)) {
+                        break;
+                    }
+                    short = self.shortfall(shard, key, new_cost, delta);
+                }
+            }
+            if !short.fits() {
+                if let Some(slot) = shard.find_slot(key.tenant_hash, key.tenant) {
+                    shard.drop_if_empty(slot);
+                }
+                let tenant_limit = self.tenant_limit.load(Ordering::Relaxed);
+                // A share as big as the store is no share: name the store.
+                let own = short.tenant > 0 && tenant_limit < self.limit.load(Ordering::Relaxed);
+                return Err(if own {
+                    StateError::TenantFull {
+                        tenant: key.tenant.to_owned(),
+                        limit: tenant_limit,
+                    }
+                } else {
+                    self.full()
+                });
             }
         }
         let slot = shard.slot_or_create(key.tenant_hash, key.tenant);
         let Some(table) = shard.table(slot) else {
             return Err(self.full()); // unreachable: the slot was just made
         };
+        let used = if key.space == VIEW { table.tick() } else { 0 };
+        let at = Stamps { expires, used };
         let upserted = table
             .records
-            .upsert(key.hash, key.space, key.name, value, expires, key.hasher);
+            .upsert(key.hash, key.space, key.name, value, at, key.hasher);
         let replaced = match upserted {
             Ok(replaced) => replaced,
             Err(_) => {
@@ -552,34 +762,65 @@ impl MemoryState {
                 return Err(self.full());
             }
         };
-        let mut ttl_change = isize::from(expires != 0);
-        match &replaced {
-            Some(old) => {
-                ttl_change -= isize::from(old.expires != 0);
-                delta.bytes += new_cost as isize - cost_of(old) as isize;
-            }
-            None => {
-                delta.bytes += new_cost as isize;
-                delta.entries += 1;
+        if let Some(old) = &replaced {
+            shard.gone(slot, old, delta);
+        }
+        delta.entries += 1;
+        delta.bytes += new_cost as isize;
+        shard.with_ttl += usize::from(expires != 0);
+        if let Some(table) = shard.table(slot) {
+            table.added(new_cost, key.space, expires);
+            if key.space == VIEW {
+                table.used(key.hash, used);
             }
         }
-        table.with_ttl = table.with_ttl.wrapping_add_signed(ttl_change);
-        shard.with_ttl = shard.with_ttl.wrapping_add_signed(ttl_change);
         if expires != 0 {
             shard.schedule(slot, key.hash, expires, key.hasher);
         }
         Ok(())
     }
 
+    /// What writing `new_cost` bytes at `key` lacks (nothing when it shrinks
+    /// or keeps the key's size).
+    fn shortfall(&self, shard: &Shard, key: &Key<'_>, new_cost: usize, delta: &Delta) -> Shortfall {
+        let table = shard
+            .find_slot(key.tenant_hash, key.tenant)
+            .and_then(|slot| shard.table_ref(slot));
+        let Some(table) = table else {
+            return self.shortfall_of(0, new_cost, 0, delta);
+        };
+        let old = table
+            .records
+            .find(key.hash, key.space, key.name)
+            .map_or(0, |r| record_cost(&r));
+        let grow = new_cost.saturating_sub(old);
+        if grow == 0 {
+            return Shortfall::default();
+        }
+        let mut short = self.shortfall_of(table.bytes, grow, 0, delta);
+        short.evictable = table.view_bytes - if key.space == VIEW { old } else { 0 };
+        short
+    }
+
+    fn shortfall_of(
+        &self,
+        tenant_bytes: usize,
+        grow: usize,
+        evictable: usize,
+        delta: &Delta,
+    ) -> Shortfall {
+        let used = (self.used.load(Ordering::Relaxed) as isize + delta.bytes).max(0) as usize;
+        Shortfall {
+            tenant: (tenant_bytes + grow).saturating_sub(self.tenant_limit.load(Ordering::Relaxed)),
+            store: (used + grow).saturating_sub(self.limit.load(Ordering::Relaxed)),
+            evictable,
+        }
+    }
+
     fn full(&self) -> StateError {
         StateError::Full {
             limit: self.limit.load(Ordering::Relaxed),
         }
-    }
-
-    fn would_overflow(&self, grow: usize, delta: &Delta) -> bool {
-        let used = self.used.load(Ordering::Relaxed) as isize + delta.bytes;
-        used.max(0) as usize + grow > self.limit.load(Ordering::Relaxed)
     }
 
     /// Removes the key; true when it existed (and had not expired).
@@ -672,7 +913,7 @@ impl MemoryState {
         let mut delta = Delta::default();
         let mut live = 0;
         for r in table.records.iter() {
-            delta.bytes -= cost(r.len(), r.expires()) as isize;
+            delta.bytes -= record_cost(&r) as isize;
             delta.entries -= 1;
             live += usize::from(!r.expired(now));
         }
@@ -705,11 +946,8 @@ impl MemoryState {
                     let removed = table
                         .records
                         .remove_where(|r| r.space() == wanted, &self.hasher);
-                    let gone_ttl = removed.iter().filter(|r| r.expires != 0).count();
-                    table.with_ttl -= gone_ttl;
-                    shard.with_ttl -= gone_ttl;
                     for r in &removed {
-                        delta.gone(r);
+                        shard.gone(slot, r, &mut delta);
                         live += usize::from(r.expires == 0 || r.expires > now);
                     }
                     shard.drop_if_empty(slot);
@@ -766,7 +1004,7 @@ impl MemoryState {
             let mut delta = Delta::default();
             for table in old.slots.iter().filter_map(|s| s.table.as_ref()) {
                 for r in table.records.iter() {
-                    delta.bytes -= cost(r.len(), r.expires()) as isize;
+                    delta.bytes -= record_cost(&r) as isize;
                     delta.entries -= 1;
                     n += 1;
                 }
@@ -981,7 +1219,8 @@ mod tests {
 
     #[test]
     fn the_byte_bound_holds_and_due_entries_make_room() {
-        let s = MemoryState::with_limit(10_000);
+        // One tenant may take the whole store here.
+        let s = MemoryState::with_limits(10_000, 10_000);
         let a = t("a");
         let big = vec![7u8; 1000];
         let mut stored = 0;
@@ -1020,7 +1259,8 @@ mod tests {
             Stats {
                 entries: 0,
                 bytes: 0,
-                limit: 10_000
+                limit: 10_000,
+                tenant_limit: 10_000,
             }
         );
     }
@@ -1045,13 +1285,25 @@ mod tests {
         .unwrap();
         // The expiry adds 8 bytes to the record.
         assert_eq!(s.stats().bytes, 18 + ENTRY_OVERHEAD + HEAP_OVERHEAD);
+        assert_eq!(s.tenant_bytes(&a), s.stats().bytes);
+        // A saved view adds its last-use stamp and its queue record.
+        s.set(&a, Space::View, "abc", &Value::Bytes(b"1"), None, now)
+            .unwrap();
+        let view = 18 + ENTRY_OVERHEAD + LRU_OVERHEAD;
+        assert_eq!(
+            s.tenant_bytes(&a),
+            18 + ENTRY_OVERHEAD + HEAP_OVERHEAD + view
+        );
+        assert!(s.delete(&a, Space::View, "abc", now));
         s.delete(&a, Space::Data, "abc", now);
+        assert_eq!(s.tenant_bytes(&a), 0);
         assert_eq!(
             s.stats(),
             Stats {
                 entries: 0,
                 bytes: 0,
-                limit: DEFAULT_LIMIT
+                limit: DEFAULT_LIMIT,
+                tenant_limit: default_tenant_limit(DEFAULT_LIMIT),
             }
         );
     }
@@ -1090,5 +1342,358 @@ mod tests {
             .map(|i| s.count(Some(&t(&format!("t{i}"))), Space::Data, now))
             .sum();
         assert_eq!(counted, s.stats().entries);
+    }
+
+    /// What a tenant's keys should count, summed from its records (the
+    /// accounting kept on every write must match it).
+    fn counted(s: &MemoryState, tenant: &TenantId) -> usize {
+        let tenant_hash = s.hasher.hash_one(tenant.as_str());
+        let shard = s.shard_of(tenant_hash).lock();
+        shard
+            .find_slot(tenant_hash, tenant.as_str())
+            .and_then(|slot| shard.table_ref(slot))
+            .map_or(0, |t| {
+                let sum: usize = t.records.iter().map(|r| record_cost(&r)).sum();
+                let views: usize = t
+                    .records
+                    .iter()
+                    .filter(|r| r.space() == VIEW)
+                    .map(|r| record_cost(&r))
+                    .sum();
+                assert_eq!(t.bytes, sum, "tenant bytes");
+                assert_eq!(t.view_bytes, views, "view bytes");
+                assert!(t.lru.len() <= 2 * t.views + 64, "queue bounded");
+                sum
+            })
+    }
+
+    fn view(s: &MemoryState, tenant: &TenantId, name: &str, len: usize, now: Instant) {
+        s.set(
+            tenant,
+            Space::View,
+            name,
+            &Value::Bytes(&vec![1; len]),
+            None,
+            now,
+        )
+        .unwrap();
+    }
+
+    /// The cost of a saved view of `len` bytes named like `v000`.
+    fn view_cost(len: usize) -> usize {
+        cost(
+            record_len(VIEW, b"v000", &Value::Bytes(&vec![1; len]), 0),
+            0,
+            VIEW,
+        )
+    }
+
+    #[test]
+    fn one_tenant_is_bounded_by_its_share() {
+        let s = MemoryState::with_limits(1 << 20, 10_000);
+        let now = Instant::now();
+        let (a, b) = (t("a"), t("b"));
+        let mut stored = 0;
+        for i in 0..100 {
+            match s.set(
+                &a,
+                Space::Data,
+                &format!("k{i:03}"),
+                &Value::Bytes(&[7; 1000]),
+                None,
+                now,
+            ) {
+                Ok(()) => stored += 1,
+                Err(StateError::TenantFull { tenant, limit }) => {
+                    assert_eq!((tenant.as_str(), limit), ("a", 10_000));
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!((8..10).contains(&stored), "{stored}");
+        assert!(s.tenant_bytes(&a) <= 10_000);
+        assert_eq!(s.tenant_bytes(&a), counted(&s, &a));
+        // Far from the store's bound: another tenant has its whole share.
+        for i in 0..stored {
+            s.set(
+                &b,
+                Space::Data,
+                &format!("k{i:03}"),
+                &Value::Bytes(&[7; 1000]),
+                None,
+                now,
+            )
+            .unwrap();
+        }
+        // Overwriting with a value no bigger, and deleting, always work.
+        s.set(&a, Space::Data, "k000", &Value::Bytes(&[1; 10]), None, now)
+            .unwrap();
+        assert!(s.delete(&a, Space::Data, "k001", now));
+        s.set(
+            &a,
+            Space::Data,
+            "k100",
+            &Value::Bytes(&[7; 1000]),
+            None,
+            now,
+        )
+        .unwrap();
+        // A value bigger than the share can never fit.
+        assert!(matches!(
+            s.set(
+                &b,
+                Space::View,
+                "huge",
+                &Value::Bytes(&[0; 20_000]),
+                None,
+                now
+            ),
+            Err(StateError::TenantFull { .. })
+        ));
+        assert_eq!(s.stats().bytes, counted(&s, &a) + counted(&s, &b));
+    }
+
+    #[test]
+    fn a_tenant_over_its_share_evicts_its_own_least_recently_used_views() {
+        let per = view_cost(500);
+        let s = MemoryState::with_limits(1 << 20, 10 * per);
+        let now = Instant::now();
+        let (a, b) = (t("a"), t("b"));
+        for i in 0..5 {
+            view(&s, &b, &format!("v{i:03}"), 500, now);
+        }
+        s.set(&b, Space::Data, "d", &Value::Int(1), None, now)
+            .unwrap();
+        for i in 0..10 {
+            view(&s, &a, &format!("v{i:03}"), 500, now);
+        }
+        assert_eq!(s.tenant_bytes(&a), 10 * per);
+        // Reading v000 and rewriting v001 make them recent: v002 and v003
+        // are now the least recently used.
+        assert!(s.get(&a, Space::View, "v000", now).is_some());
+        view(&s, &a, "v001", 500, now);
+        view(&s, &a, "v010", 500, now);
+        view(&s, &a, "v011", 500, now);
+        let held: Vec<bool> = (0..12)
+            .map(|i| s.exists(&a, Space::View, &format!("v{i:03}"), now))
+            .collect();
+        let mut expected = vec![true; 12];
+        expected[2] = false;
+        expected[3] = false;
+        assert_eq!(held, expected);
+        // A flood: a thousand more, never more than the share.
+        for i in 100..1100 {
+            view(&s, &a, &format!("f{:03}", i % 1000), 500, now);
+            assert!(s.tenant_bytes(&a) <= 10 * per);
+        }
+        assert_eq!(s.count(Some(&a), Space::View, now), 10);
+        assert!(s.exists(&a, Space::View, "f099", now));
+        // The other tenant lost nothing.
+        assert_eq!(s.count(Some(&b), Space::View, now), 5);
+        assert_eq!(s.get(&b, Space::Data, "d", now).unwrap(), b"1");
+        assert_eq!(s.tenant_bytes(&a), counted(&s, &a));
+        assert_eq!(s.stats().bytes, counted(&s, &a) + counted(&s, &b));
+        assert_eq!(s.stats().entries, 16);
+    }
+
+    #[test]
+    fn application_state_is_refused_not_evicted_and_a_failed_write_evicts_nothing() {
+        let per = view_cost(500);
+        let s = MemoryState::with_limits(1 << 20, 6 * per);
+        let now = Instant::now();
+        let a = t("a");
+        for i in 0..3 {
+            view(&s, &a, &format!("v{i:03}"), 500, now);
+        }
+        // Application state makes room from the tenant's own views...
+        let big = vec![5u8; 4 * per];
+        s.set(&a, Space::Data, "big", &Value::Bytes(&big), None, now)
+            .unwrap();
+        assert!(s.count(Some(&a), Space::View, now) < 3);
+        // ...but is never evicted itself: a write that cannot fit once
+        // every view went fails and evicts nothing.
+        let views_before = s.count(Some(&a), Space::View, now);
+        let err = s
+            .set(&a, Space::Data, "big2", &Value::Bytes(&big), None, now)
+            .unwrap_err();
+        assert!(matches!(err, StateError::TenantFull { .. }), "{err}");
+        assert_eq!(s.count(Some(&a), Space::View, now), views_before);
+        assert_eq!(
+            s.get(&a, Space::Data, "big", now).unwrap().len(),
+            big.len() + 1
+        );
+        assert!(matches!(
+            s.incr(&a, Space::Data, &"n".repeat(1000), 1, now)
+                .and_then(|_| { s.set(&a, Space::Data, "big3", &Value::Bytes(&big), None, now) }),
+            Err(StateError::TenantFull { .. })
+        ));
+        // A view that does not fit next to the application state: refused.
+        let err = s
+            .set(
+                &a,
+                Space::View,
+                "v9",
+                &Value::Bytes(&vec![0; 3 * per]),
+                None,
+                now,
+            )
+            .unwrap_err();
+        assert!(matches!(err, StateError::TenantFull { .. }), "{err}");
+        assert_eq!(s.tenant_bytes(&a), counted(&s, &a));
+        assert!(s.tenant_bytes(&a) <= 6 * per);
+    }
+
+    #[test]
+    fn accounting_holds_after_evictions_expiry_and_deletes() {
+        let per = view_cost(300);
+        let s = MemoryState::with_limits(1 << 20, 20 * per);
+        let a = t("a");
+        for i in 0..2000u64 {
+            let name = format!("v{:03}", i % 300);
+            let ttl = (i % 3 == 0).then(|| Duration::from_millis(50 + i % 7));
+            s.set(
+                &a,
+                Space::View,
+                &name,
+                &Value::Bytes(&[1; 300]),
+                ttl,
+                at(&s, i / 10),
+            )
+            .unwrap();
+            if i % 5 == 0 {
+                s.get(
+                    &a,
+                    Space::View,
+                    &format!("v{:03}", (i / 2) % 300),
+                    at(&s, i / 10),
+                );
+            }
+            if i % 11 == 0 {
+                s.delete(
+                    &a,
+                    Space::View,
+                    &format!("v{:03}", (i + 1) % 300),
+                    at(&s, i / 10),
+                );
+            }
+            if i % 13 == 0 {
+                s.set(
+                    &a,
+                    Space::Data,
+                    &format!("d{}", i % 4),
+                    &Value::Int(1),
+                    None,
+                    at(&s, i / 10),
+                )
+                .unwrap();
+            }
+            assert!(s.tenant_bytes(&a) <= 20 * per);
+        }
+        assert_eq!(s.tenant_bytes(&a), counted(&s, &a));
+        assert_eq!(s.stats().bytes, s.tenant_bytes(&a));
+        assert!(s.purge_expired(at(&s, 10_000)) > 0);
+        assert_eq!(s.tenant_bytes(&a), counted(&s, &a));
+        s.delete_space(Some(&a), Space::View, at(&s, 10_000));
+        assert_eq!(s.tenant_bytes(&a), counted(&s, &a));
+        assert_eq!(s.count(Some(&a), Space::Data, at(&s, 10_000)), 4);
+        s.delete_tenant(&a, at(&s, 10_000));
+        assert_eq!(
+            (s.tenant_bytes(&a), s.stats().bytes, s.stats().entries),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn the_store_bound_still_holds_and_views_make_room_for_their_own_tenant() {
+        let per = view_cost(1000);
+        // Shares of 8 views, a store of 20: three tenants can fill it.
+        let s = MemoryState::with_limits(20 * per, 8 * per);
+        let now = Instant::now();
+        let tenants: Vec<TenantId> = (0..3).map(|i| t(&format!("t{i}"))).collect();
+        for round in 0..50 {
+            for tenant in &tenants {
+                let name = format!("v{round:03}");
+                match s.set(
+                    tenant,
+                    Space::View,
+                    &name,
+                    &Value::Bytes(&[1; 1000]),
+                    None,
+                    now,
+                ) {
+                    Ok(()) | Err(StateError::Full { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+                assert!(s.stats().bytes <= 20 * per);
+                assert!(s.tenant_bytes(tenant) <= 8 * per);
+            }
+        }
+        // Full: each tenant's new views evicted its own old ones.
+        for tenant in &tenants {
+            assert!(s.exists(tenant, Space::View, "v049", now));
+            assert!(!s.exists(tenant, Space::View, "v000", now));
+        }
+        // A tenant with no views gets a clear error, and nobody's views go.
+        let before = s.stats();
+        assert!(matches!(
+            s.set(
+                &t("late"),
+                Space::Data,
+                "x",
+                &Value::Bytes(&[1; 2000]),
+                None,
+                now
+            ),
+            Err(StateError::Full { .. })
+        ));
+        assert_eq!(s.stats(), before);
+    }
+
+    #[test]
+    fn tenants_flooding_in_parallel_only_evict_their_own_views() {
+        let per = view_cost(200);
+        let s = std::sync::Arc::new(MemoryState::with_limits(1 << 24, 25 * per));
+        let now = Instant::now();
+        let quiet = t("quiet");
+        for i in 0..20 {
+            view(&s, &quiet, &format!("v{i:03}"), 200, now);
+        }
+        let handles: Vec<_> = (0..4)
+            .map(|n| {
+                let s = std::sync::Arc::clone(&s);
+                std::thread::spawn(move || {
+                    for i in 0..3000usize {
+                        // Two threads share each flooding tenant.
+                        let tenant = t(&format!("flood{}", (n + i) % 2 + 2 * (n / 2)));
+                        let name = format!("v{n}-{i}");
+                        s.set(
+                            &tenant,
+                            Space::View,
+                            &name,
+                            &Value::Bytes(&[2; 200]),
+                            None,
+                            now,
+                        )
+                        .unwrap();
+                        if i % 3 == 0 {
+                            s.get(&tenant, Space::View, &name, now);
+                        }
+                        assert!(s.tenant_bytes(&tenant) <= 25 * per);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(s.count(Some(&quiet), Space::View, now), 20);
+        let mut total = counted(&s, &quiet);
+        for i in 0..4 {
+            let tenant = t(&format!("flood{i}"));
+            assert!(s.tenant_bytes(&tenant) <= 25 * per);
+            total += counted(&s, &tenant);
+        }
+        assert_eq!(s.stats().bytes, total);
     }
 }

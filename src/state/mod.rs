@@ -56,7 +56,7 @@ impl Space {
         }
     }
 
-    fn byte(self) -> u8 {
+    const fn byte(self) -> u8 {
         match self {
             Space::Data => 0,
             Space::View => 1,
@@ -85,6 +85,12 @@ pub enum StateError {
     },
     /// The memory store reached its byte limit.
     Full {
+        limit: usize,
+    },
+    /// The tenant's keys in the memory store reached its share
+    /// (`STATE_TENANT_MAX_BYTES`), and its saved views could not free enough.
+    TenantFull {
+        tenant: String,
         limit: usize,
     },
     Store(StoreError),
@@ -119,6 +125,13 @@ impl fmt::Display for StateError {
                 "the in-memory state store is full ({limit} bytes, \
                  DJUST_CONFIG[\"STATE_MEMORY_MAX_BYTES\"]); delete keys, use TTLs, \
                  or raise the limit"
+            ),
+            StateError::TenantFull { tenant, limit } => write!(
+                f,
+                "tenant {} has used its share of the in-memory state store ({limit} bytes, \
+                 DJUST_CONFIG[\"STATE_TENANT_MAX_BYTES\"]) and its saved views cannot free \
+                 enough for this write; delete some of its keys, use TTLs, or raise the share",
+                crate::tenant_id::preview(tenant)
             ),
             StateError::Store(e) => e.fmt(f),
         }
@@ -326,5 +339,14 @@ mod tests {
         assert!(msg.contains("\"hits\"") && msg.contains("integer"), "{msg}");
         let msg = StateError::Full { limit: 10 }.to_string();
         assert!(msg.contains("STATE_MEMORY_MAX_BYTES"), "{msg}");
+        let msg = StateError::TenantFull {
+            tenant: "acme".into(),
+            limit: 10,
+        }
+        .to_string();
+        assert!(
+            msg.contains("\"acme\"") && msg.contains("STATE_TENANT_MAX_BYTES"),
+            "{msg}"
+        );
     }
 }

@@ -3,10 +3,14 @@
 //! A key and its value are one *record* of bytes:
 //!
 //! ```text
-//! [flags][record length: u16][name length: u16][expiry: u64, if flagged][name][stored value]
+//! [flags][record length: u16][name length: u16][expiry: u64, if flagged]
+//! [last use: u64, saved views only][name][stored value]
 //! ```
 //!
-//! (`flags`: space, has-expiry, dead). Records shorter than [`BIG`] bytes are
+//! (`flags`: space, has-expiry, dead). A saved view's *last use* is a stamp
+//! from its tenant's counter, rewritten in place when the view is read or
+//! written: the memory store's least-recently-used queue tells live queue
+//! records from stale ones by it (see [`super::memory`]). Records shorter than [`BIG`] bytes are
 //! appended to chunks of up to 64 KiB; longer ones get an allocation of their
 //! own. The hash table indexes records by a 4-byte locator (chunk and
 //! offset, or a big-record slot), so a key costs its record plus about 9
@@ -68,7 +72,18 @@ impl<'a> Record<'a> {
     }
 
     fn body(&self) -> usize {
-        HEADER + if self.flags() & F_TTL != 0 { 8 } else { 0 }
+        stamp_at(self.flags()) + if self.flags() & F_VIEW != 0 { 8 } else { 0 }
+    }
+
+    /// The last-use stamp of a saved view; 0 for application state.
+    pub fn stamp(&self) -> u64 {
+        if self.flags() & F_VIEW == 0 {
+            return 0;
+        }
+        let at = stamp_at(self.flags());
+        let mut stamp = [0u8; 8];
+        stamp.copy_from_slice(&self.0[at..at + 8]);
+        u64::from_le_bytes(stamp)
     }
 
     /// 0 (data) or 1 (view).
@@ -111,9 +126,18 @@ impl<'a> Record<'a> {
     }
 }
 
+/// Where a record's last-use stamp starts (after the expiry, if any).
+fn stamp_at(flags: u8) -> usize {
+    HEADER + if flags & F_TTL != 0 { 8 } else { 0 }
+}
+
 /// Length of the record for these parts.
-pub fn record_len(name: &[u8], value: &Value<'_>, expires: u64) -> usize {
-    HEADER + if expires != 0 { 8 } else { 0 } + name.len() + value.encoded_len()
+pub fn record_len(space: u8, name: &[u8], value: &Value<'_>, expires: u64) -> usize {
+    HEADER
+        + if expires != 0 { 8 } else { 0 }
+        + if space & F_VIEW != 0 { 8 } else { 0 }
+        + name.len()
+        + value.encoded_len()
 }
 
 fn write_record(
@@ -121,9 +145,10 @@ fn write_record(
     space: u8,
     name: &[u8],
     value: &Value<'_>,
-    expires: u64,
+    at: Stamps,
     len: usize,
 ) {
+    let Stamps { expires, used } = at;
     let mut flags = space & F_VIEW;
     if expires != 0 {
         flags |= F_TTL;
@@ -136,6 +161,9 @@ fn write_record(
     out.extend_from_slice(&(name.len() as u16).to_le_bytes());
     if expires != 0 {
         out.extend_from_slice(&expires.to_le_bytes());
+    }
+    if flags & F_VIEW != 0 {
+        out.extend_from_slice(&used.to_le_bytes());
     }
     out.extend_from_slice(name);
     value.write_to(out);
@@ -176,11 +204,20 @@ pub struct RecordTable {
     pending: Vec<u32>,
 }
 
+/// The times of a record: its expiry (0 = never) and, for a saved view,
+/// its last-use stamp (ignored for application state).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamps {
+    pub expires: u64,
+    pub used: u64,
+}
+
 /// What a removal took out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Removed {
     pub len: usize,
     pub expires: u64,
+    pub space: u8,
 }
 
 impl RecordTable {
@@ -193,15 +230,47 @@ impl RecordTable {
         self.index.is_empty()
     }
 
-    fn record(&self, loc: u32) -> Record<'_> {
+    /// The record at a locator from [`Self::locate`].
+    pub fn record(&self, loc: u32) -> Record<'_> {
         record_at(&self.chunks, &self.big, loc)
     }
 
-    pub fn find(&self, hash: u64, space: u8, name: &[u8]) -> Option<Record<'_>> {
+    /// The locator of the record of `(space, name)` (valid until the table
+    /// is next changed).
+    pub fn locate(&self, hash: u64, space: u8, name: &[u8]) -> Option<u32> {
         let (chunks, big) = (&self.chunks, &self.big);
         self.index
             .find(hash, |&loc| record_at(chunks, big, loc).is(space, name))
-            .map(|&loc| self.record(loc))
+            .copied()
+    }
+
+    pub fn find(&self, hash: u64, space: u8, name: &[u8]) -> Option<Record<'_>> {
+        self.locate(hash, space, name).map(|loc| self.record(loc))
+    }
+
+    /// Rewrites the last-use stamp of the saved view at `loc` in place
+    /// (application state has none: nothing happens).
+    pub fn set_stamp(&mut self, loc: u32, stamp: u64) {
+        let bytes: &mut [u8] = if loc & BIG_FLAG != 0 {
+            match self.big.get_mut((loc & !BIG_FLAG) as usize) {
+                Some(Some(b)) => b,
+                _ => return,
+            }
+        } else {
+            let data = &mut self.chunks[(loc >> POS_BITS) as usize].data;
+            &mut data[(loc & ((1 << POS_BITS) - 1)) as usize..]
+        };
+        let flags = bytes[0];
+        if flags & F_VIEW != 0 {
+            let at = stamp_at(flags);
+            bytes[at..at + 8].copy_from_slice(&stamp.to_le_bytes());
+        }
+    }
+
+    /// True when a saved view whose key hashes to `hash` has this stamp.
+    pub fn has_stamp(&self, hash: u64, stamp: u64) -> bool {
+        self.iter_hash(hash)
+            .any(|r| r.flags() & F_VIEW != 0 && r.stamp() == stamp)
     }
 
     /// The records whose key hashes to `hash`.
@@ -215,20 +284,17 @@ impl RecordTable {
 
     /// Inserts or replaces the record of `(space, name)`; returns what it
     /// replaced.
-    #[allow(clippy::too_many_arguments)]
     pub fn upsert(
         &mut self,
         hash: u64,
         space: u8,
         name: &[u8],
         value: &Value<'_>,
-        expires: u64,
+        at: Stamps,
         hasher: &RandomState,
     ) -> Result<Option<Removed>, TableFull> {
-        let len = record_len(name, value, expires);
-        let loc = self.place(len, |out| {
-            write_record(out, space, name, value, expires, len)
-        })?;
+        let len = record_len(space, name, value, at.expires);
+        let loc = self.place(len, |out| write_record(out, space, name, value, at, len))?;
         let (chunks, big) = (&self.chunks, &self.big);
         let replaced = match self.index.find_mut(hash, |&l| {
             l != loc && record_at(chunks, big, l).is(space, name)
@@ -256,13 +322,35 @@ impl RecordTable {
         pred: impl Fn(&Record<'_>) -> bool,
         hasher: &RandomState,
     ) -> Option<Removed> {
+        self.remove_first(hash, |r| r.is(space, name) && pred(r), hasher)
+    }
+
+    /// Removes the saved view whose key hashes to `hash` and whose last use
+    /// is `stamp`, if it is still there.
+    pub fn remove_stamped(
+        &mut self,
+        hash: u64,
+        stamp: u64,
+        hasher: &RandomState,
+    ) -> Option<Removed> {
+        self.remove_first(
+            hash,
+            |r| r.flags() & F_VIEW != 0 && r.stamp() == stamp,
+            hasher,
+        )
+    }
+
+    /// Removes the record hashed `hash` that `matches`.
+    fn remove_first(
+        &mut self,
+        hash: u64,
+        matches: impl Fn(&Record<'_>) -> bool,
+        hasher: &RandomState,
+    ) -> Option<Removed> {
         let (chunks, big) = (&self.chunks, &self.big);
         let found = self
             .index
-            .find_entry(hash, |&l| {
-                let r = record_at(chunks, big, l);
-                r.is(space, name) && pred(&r)
-            })
+            .find_entry(hash, |&l| matches(&record_at(chunks, big, l)))
             .ok()?;
         let (loc, _) = found.remove();
         let removed = self.kill(loc);
@@ -381,6 +469,7 @@ impl RecordTable {
         let removed = Removed {
             len: record.len(),
             expires: record.expires(),
+            space: record.space(),
         };
         if loc & BIG_FLAG != 0 {
             let index = loc & !BIG_FLAG;
@@ -464,22 +553,94 @@ mod tests {
         key_hash(hasher, 0, name.as_bytes())
     }
 
+    fn ttl(expires: u64) -> Stamps {
+        Stamps { expires, used: 0 }
+    }
+
+    #[test]
+    fn saved_views_carry_a_stamp_that_survives_evacuation() {
+        let hasher = RandomState::new();
+        let mut t = RecordTable::default();
+        let vh = |name: &str| key_hash(&hasher, 1, name.as_bytes());
+        let big = vec![3u8; BIG * 2];
+        let at = |expires, used| Stamps { expires, used };
+        t.upsert(vh("v"), 1, b"v", &Value::Bytes(b"view"), at(0, 7), &hasher)
+            .unwrap();
+        t.upsert(vh("w"), 1, b"w", &Value::Bytes(b"w"), at(99, 8), &hasher)
+            .unwrap();
+        t.upsert(vh("b"), 1, b"b", &Value::Bytes(&big), at(0, 9), &hasher)
+            .unwrap();
+        // The same name as data: no stamp, and apart from the view.
+        t.upsert(h(&hasher, "v"), 0, b"v", &Value::Int(1), at(0, 5), &hasher)
+            .unwrap();
+        let v = t.find(vh("v"), 1, b"v").unwrap();
+        assert_eq!(
+            (v.stamp(), v.value(), v.name()),
+            (7, &b"bview"[..], &b"v"[..])
+        );
+        assert_eq!(v.len(), record_len(1, b"v", &Value::Bytes(b"view"), 0));
+        let w = t.find(vh("w"), 1, b"w").unwrap();
+        assert_eq!((w.stamp(), w.expires(), w.value()), (8, 99, &b"bw"[..]));
+        assert_eq!(t.find(h(&hasher, "v"), 0, b"v").unwrap().stamp(), 0);
+        for (name, stamp) in [("v", 70), ("w", 80), ("b", 90)] {
+            let loc = t.locate(vh(name), 1, name.as_bytes()).unwrap();
+            t.set_stamp(loc, stamp);
+            assert!(t.has_stamp(vh(name), stamp) && !t.has_stamp(vh(name), stamp / 10));
+        }
+        assert_eq!(t.find(vh("w"), 1, b"w").unwrap().expires(), 99);
+        assert_eq!(t.find(vh("b"), 1, b"b").unwrap().value().len(), BIG * 2 + 1);
+        // Churn moves the survivors to new chunks; stamps move with them.
+        for i in 0..5000 {
+            let name = format!("churn{}", i % 50);
+            t.upsert(
+                h(&hasher, &name),
+                0,
+                name.as_bytes(),
+                &Value::Int(i),
+                ttl(0),
+                &hasher,
+            )
+            .unwrap();
+        }
+        assert!(t.has_stamp(vh("v"), 70) && t.has_stamp(vh("w"), 80));
+        assert_eq!(t.remove_stamped(vh("v"), 7, &hasher), None, "stale stamp");
+        let gone = t.remove_stamped(vh("v"), 70, &hasher).unwrap();
+        let v_len = record_len(1, b"v", &Value::Bytes(b"view"), 0);
+        assert_eq!((gone.space, gone.len), (1, v_len));
+        assert!(t.find(vh("v"), 1, b"v").is_none());
+        assert_eq!(t.find(h(&hasher, "v"), 0, b"v").unwrap().value(), b"1");
+    }
+
     #[test]
     fn records_round_trip_small_and_big() {
         let hasher = RandomState::new();
         let mut t = RecordTable::default();
         let big = vec![9u8; BIG * 3];
-        t.upsert(h(&hasher, "a"), 0, b"a", &Value::Bytes(b"xyz"), 0, &hasher)
-            .unwrap();
-        t.upsert(h(&hasher, "b"), 0, b"b", &Value::Bytes(&big), 77, &hasher)
-            .unwrap();
+        t.upsert(
+            h(&hasher, "a"),
+            0,
+            b"a",
+            &Value::Bytes(b"xyz"),
+            ttl(0),
+            &hasher,
+        )
+        .unwrap();
+        t.upsert(
+            h(&hasher, "b"),
+            0,
+            b"b",
+            &Value::Bytes(&big),
+            ttl(77),
+            &hasher,
+        )
+        .unwrap();
         let a = t.find(h(&hasher, "a"), 0, b"a").unwrap();
         assert_eq!((a.value(), a.expires(), a.space()), (&b"bxyz"[..], 0, 0));
         let b = t.find(h(&hasher, "b"), 0, b"b").unwrap();
         assert_eq!((b.value().len(), b.expires()), (BIG * 3 + 1, 77));
         assert!(t.find(h(&hasher, "a"), 1, b"a").is_none(), "other space");
         let old = t
-            .upsert(h(&hasher, "b"), 0, b"b", &Value::Int(5), 0, &hasher)
+            .upsert(h(&hasher, "b"), 0, b"b", &Value::Int(5), ttl(0), &hasher)
             .unwrap()
             .unwrap();
         assert_eq!(old.expires, 77);
@@ -499,8 +660,15 @@ mod tests {
         for round in 0..5i64 {
             for (i, name) in names.iter().enumerate() {
                 let value = Value::Int(round * 100_000 + i as i64);
-                t.upsert(h(&hasher, name), 0, name.as_bytes(), &value, 0, &hasher)
-                    .unwrap();
+                t.upsert(
+                    h(&hasher, name),
+                    0,
+                    name.as_bytes(),
+                    &value,
+                    ttl(0),
+                    &hasher,
+                )
+                .unwrap();
             }
         }
         for (i, name) in names.iter().enumerate() {
@@ -536,7 +704,7 @@ mod tests {
                 0,
                 name.as_bytes(),
                 &Value::Bytes(&[1u8; 32]),
-                0,
+                ttl(0),
                 &hasher,
             )
             .unwrap();

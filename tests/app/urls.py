@@ -1,4 +1,5 @@
-from django.urls import path
+from django.contrib import admin
+from django.urls import include, path
 
 from . import views
 
@@ -11,8 +12,11 @@ urlpatterns = [
     path("public/", views.public_view),
     path("saved/", views.SavedStateView.as_view()),
     path("visits/", views.visits_view),
+    path("plain-live/", views.PlainLiveView.as_view()),
     path("switch/", views.SwitchView.as_view()),
     path("stream/", views.stream_view),
     path("astream/", views.astream_view),
     path("stream-view/", views.StreamingTenantView.as_view()),
+    path("admin/", admin.site.urls),
+    path("pieces/", include("tests.pieces.urls")),
 ]

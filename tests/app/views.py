@@ -131,19 +131,38 @@ class NoticeView(TenantMixin, LiveView):
         self.notice = text
 
 
-class PlainLiveView(LiveView):
-    """Not a tenant view (the tests only name it; tenantry's state store
-    refuses to save a view without a tenant)."""
-
-    template = '<div dj-root dj-id="0">plain</div>'
-
-
 def visits_view(request):
     """Counts visits in the tenant's state (STATE_BACKEND): the outage tests
     point it at a Redis that is not running."""
     from tenantry import get_tenant_state_backend
 
     return HttpResponse(f"visits={get_tenant_state_backend(request.tenant).incr('visits')}")
+
+
+class PlainLiveView(LiveView):
+    """A LiveView without TenantMixin next to the tenant views (SPEC §15): it
+    works on any host and its saved state lives in the shared space."""
+
+    tenant_required = False  # read by TenantMiddleware: no tenant needed here
+    template = '<div dj-root dj-id="0">plain count={{ count }}</div>'
+
+    def mount(self, request, **kwargs):
+        self.count = 0
+
+    @event_handler
+    def bump(self, **kwargs):
+        self.count += 1
+
+
+class PresenceFirstRoomView(PresenceMixin, TenantMixin, LiveView):
+    """PresenceMixin listed BEFORE TenantMixin: the presence group must still
+    be the tenant's."""
+
+    presence_key = "room:lobby"
+    template = '<div dj-root dj-id="0">room</div>'
+
+    def mount(self, request, **kwargs):
+        self.track_presence(meta={"who": f"{self.tenant.id}-first"})
 
 
 class SwitchView(TenantMixin, LiveView):

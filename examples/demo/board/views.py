@@ -1,12 +1,61 @@
+import logging
+import os
+
+from django.http import FileResponse, Http404
+from django.shortcuts import redirect, render
 from djust import LiveView, push_to_view
 from djust.decorators import event_handler
 from djust.presence import PresenceMixin
 
 from tenantry import BackendUnavailable, TenantMixin
+from tenantry.storage import TenantFileSystemStorage
 
 from .models import Item
 
+logger = logging.getLogger(__name__)
+
+#: Each tenant's files: MEDIA_ROOT/tenants/<id>/ of the tenant of the request.
+logos = TenantFileSystemStorage()
+LOGO_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
+MAX_LOGO_BYTES = 200_000
+#: What push_to_view() names to reach the board's viewers.
 VIEW_PATH = "board.views.BoardView"
+
+
+def current_logo() -> str | None:
+    """The bound tenant's logo file name (``logo.<ext>``), if it has one."""
+    _, files = logos.listdir("")
+    return next((name for name in sorted(files) if name.startswith("logo.")), None)
+
+
+def logo_page(request):
+    """A plain Django view: the tenant's logo and a form to replace it."""
+    error = ""
+    if request.method == "POST":
+        upload = request.FILES.get("logo")
+        extension = os.path.splitext(upload.name)[1].lower() if upload else ""
+        if extension not in LOGO_TYPES:
+            error = "Choose a PNG, JPEG or GIF image."
+        elif upload.size > MAX_LOGO_BYTES:
+            error = f"The logo may be {MAX_LOGO_BYTES // 1000} kB at most."
+        else:
+            old = current_logo()
+            if old is not None:
+                logos.delete(old)
+            logos.save(f"logo{extension}", upload)
+            logger.info("logo uploaded (%d bytes)", upload.size)
+            return redirect("board")
+    context = {"has_logo": current_logo() is not None, "error": error}
+    return render(request, "board/logo.html", context)
+
+
+def logo_file(request):
+    """The tenant's logo, read from the tenant's own folder."""
+    name = current_logo()
+    if name is None:
+        raise Http404("no logo yet")
+    content_type = LOGO_TYPES[os.path.splitext(name)[1]]
+    return FileResponse(logos.open(name), content_type=content_type)
 
 
 class BoardView(TenantMixin, PresenceMixin, LiveView):
@@ -21,6 +70,7 @@ class BoardView(TenantMixin, PresenceMixin, LiveView):
     def mount(self, request, **kwargs):
         self.online = []
         self.presence_down = False
+        self.has_logo = current_logo() is not None
         self._load()
         # Presence exists on the WebSocket only (djust skips the HTTP render).
         self.track_presence(meta={"name": f"Visitor {self._visitor_number()}"})

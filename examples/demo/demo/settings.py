@@ -1,6 +1,8 @@
 """The demo: two tenants, acme and globex, at http://acme.localhost:8000/ and
 http://globex.localhost:8000/ (browsers send *.localhost to loopback).
-Embedded defaults: in-memory presence/state backends and SQLite."""
+Embedded defaults: in-memory presence/state backends and SQLite.
+``DEMO_DATABASE=postgres`` (``DEMO_DATABASE=postgres scripts/demo.sh``):
+PostgreSQL named by libpq's PG* variables, with row-level security on."""
 
 import os
 from pathlib import Path
@@ -14,9 +16,11 @@ ALLOWED_HOSTS = [".localhost", "localhost", "127.0.0.1"]
 
 INSTALLED_APPS = [
     "daphne",  # runserver speaks ASGI (HTTP + WebSocket)
+    "django.contrib.admin",  # per tenant: acme.localhost:8000/admin/ (board/admin.py)
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
+    "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
     "djust",
@@ -31,6 +35,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "tenantry.middleware.TenantMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
 ]
 
 ROOT_URLCONF = "demo.urls"
@@ -63,12 +68,38 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "tenantry.context_processors.tenant",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
             ]
         },
     }
 ]
 
 STATIC_URL = "/static/"
+# Each tenant's logo lives under MEDIA_ROOT/tenants/<id>/ (tenantry.storage)
+# and is served by a view that reads the tenant's folder, never by URL.
+MEDIA_ROOT = os.environ.get("DEMO_MEDIA", str(BASE_DIR / "media"))
+# The demo's admin listens on loopback only; no brute-force protection app.
+SILENCED_SYSTEM_CHECKS = ["djust.A030"]
+
+# Every log line names its tenant ("-" where none is bound): docs/logging.md.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"tenant": {"()": "tenantry.logging.TenantFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s [%(tenant)s] %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["tenant"],
+            "formatter": "plain",
+        },
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"board": {"level": "INFO"}},
+}
 LIVEVIEW_CONFIG = {
     "hvr_enabled": False,  # hot view replacement needs watchdog
     # djust limits WebSockets per client IP (10); the load test connects
@@ -83,7 +114,9 @@ DJUST_CONFIG = {
     # Only rows of board.Tenant are tenants; their name and settings (theme,
     # tagline) reach templates as tenant.name / tenant.settings.
     "TENANT_MODEL": "board.Tenant",
-    "TENANT_EXEMPT_PATHS": ["/static/"],
+    # /admin/ on a host without a tenant (localhost:8000/admin/) is the
+    # superuser's read-only view of every tenant (docs/admin.md).
+    "TENANT_EXEMPT_PATHS": ["/static/", "/admin/"],
     "PRESENCE_BACKEND": "tenant_memory",
     "STATE_BACKEND": "tenant_memory",
 }
@@ -95,6 +128,24 @@ if os.environ.get("DEMO_REDIS_URL"):
     DJUST_CONFIG["PRESENCE_BACKEND"] = "tenant_redis"
     DJUST_CONFIG["STATE_BACKEND"] = "tenant_redis"
     DJUST_CONFIG["REDIS_URL"] = os.environ["DEMO_REDIS_URL"]
+
+if os.environ.get("DEMO_DATABASE") == "postgres":
+    # scripts/demo.sh and the soak test start a throwaway PostgreSQL and name
+    # it in PGHOST/PGPORT/PGUSER/PGDATABASE; the role is not a superuser, so
+    # the policies of board/migrations/0003_rls.py bind it.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("PGDATABASE", "tenantry"),
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            "USER": os.environ.get("PGUSER", "tenantry_app"),
+            # Under ASGI every request has its own connection: Django's advice
+            # is no persistent connections there (CONN_MAX_AGE = 0).
+            "CONN_MAX_AGE": 0,
+        }
+    }
+    DJUST_CONFIG["TENANT_RLS"] = True
 
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,7 +1,8 @@
+from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import path
 
-from board.views import BoardView
+from board.views import BoardView, logo_file, logo_page
 
 
 def index(request):
@@ -17,4 +18,7 @@ index.tenant_required = False
 urlpatterns = [
     path("", index),
     path("board/", BoardView.as_view(), name="board"),
+    path("logo/", logo_page, name="logo"),
+    path("logo/file/", logo_file, name="logo-file"),
+    path("admin/", admin.site.urls),
 ]

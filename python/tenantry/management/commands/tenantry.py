@@ -2,9 +2,13 @@
 
 manage.py tenantry list
 manage.py tenantry create acme --name "Acme Corp" --setting theme=dark
+manage.py tenantry delete acme [--dry-run]
+manage.py tenantry deactivate acme
+manage.py tenantry adopt shop.Order --tenant acme [--field tenant_id] [--batch 1000]
 manage.py tenantry domain shop.acme-corp.com acme
 manage.py tenantry check http://acme.example.com/dashboard/ [-H "X-Tenant-ID: acme"]
                           [--session tenant_id=acme]
+manage.py tenantry rls [--check] [--database default]
 """
 
 from __future__ import annotations
@@ -14,13 +18,27 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.apps import apps
-from django.core.exceptions import DisallowedHost, ValidationError
+from django.core.exceptions import DisallowedHost, FieldDoesNotExist, ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from django.db.models import Q
 from django.test import RequestFactory
 
-from ... import conf, resolve_tenant
-from ..._core import ChainedResolver, _django_host, get_tenant_resolver
-from ...registry import validate_custom_domain
+from ... import audit, conf, resolve_tenant
+from ..._core import (
+    ChainedResolver,
+    InvalidTenantId,
+    TenantAwareMemoryBackend,
+    TenantInfo,
+    _django_host,
+    get_tenant_resolver,
+    is_valid_tenant_id,
+    lookup_tenant,
+    validate_tenant_id,
+)
+from ...addressing import ANY, probe
+from ...isolation import scope_of, tenant_field_value
+from ...registry import active_field, invalidate_tenant, validate_custom_domain
 
 
 def _pairs(values: list[str], sep: str, what: str) -> dict[str, str]:
@@ -55,6 +73,24 @@ class Command(BaseCommand):
             metavar="KEY=VALUE",
             help="a settings entry (VALUE is JSON when it parses)",
         )
+        delete = sub.add_parser(
+            "delete", help="delete a tenant: its scoped rows, presence, state and registry row"
+        )
+        delete.add_argument("tenant_id")
+        delete.add_argument("--dry-run", action="store_true", help="count, change nothing")
+        deactivate = sub.add_parser(
+            "deactivate", help="turn the registry row's active flag off (is_active/active)"
+        )
+        deactivate.add_argument("tenant_id")
+        adopt = sub.add_parser(
+            "adopt", help="backfill the tenant field of rows that have none (docs/adopting.md)"
+        )
+        adopt.add_argument("model", metavar="app_label.Model")
+        adopt.add_argument("--tenant", required=True, metavar="ID")
+        adopt.add_argument(
+            "--field", help="the tenant field (default: the TenantManager's, else tenant_id)"
+        )
+        adopt.add_argument("--batch", type=int, default=1000, help="rows per transaction")
         domain = sub.add_parser("domain", help="map a custom domain to a tenant")
         domain.add_argument("domain")
         domain.add_argument("tenant_id")
@@ -62,6 +98,15 @@ class Command(BaseCommand):
         check.add_argument("url", help="a URL or a host, e.g. http://acme.example.com/x/")
         check.add_argument("-H", "--header", action="append", metavar="NAME: VALUE")
         check.add_argument("--session", action="append", metavar="KEY=VALUE")
+        rls = sub.add_parser(
+            "rls", help="which scoped models are behind PostgreSQL row-level security"
+        )
+        rls.add_argument(
+            "--check",
+            action="store_true",
+            help="exit non-zero when a scoped model has no policy or the role ignores RLS",
+        )
+        rls.add_argument("--database", default="default", help="the database alias to inspect")
 
     def handle(self, *args, **options):
         getattr(self, f"handle_{options['action']}")(options)
@@ -92,7 +137,24 @@ class Command(BaseCommand):
     def handle_create(self, options):
         model, id_field = self._model()
         source = conf.current().source
-        values = {id_field: options["tenant_id"]}
+        tenant_id = options["tenant_id"]
+        taken = (
+            model._base_manager.filter(**{f"{id_field}__iexact": tenant_id})
+            .values_list(id_field, flat=True)
+            .first()
+        )
+        if taken is not None:
+            raise CommandError(
+                f"tenant {taken!r} already exists; {tenant_id!r} differs only in case, and "
+                "hosts are case-insensitive: pick another id."
+            )
+        why = unreachable(tenant_id) if is_valid_tenant_id(tenant_id) else None  # else full_clean
+        if why:
+            raise CommandError(
+                f"no configured resolver can ever produce the tenant id {tenant_id!r}: {why}. "
+                "Pick an id the resolvers can produce (e.g. lowercase letters, digits and '-')."
+            )
+        values = {id_field: tenant_id}
         name_field = source.get("TENANT_MODEL_NAME_FIELD", "name")
         if name_field:
             values[name_field] = options["name"] or options["tenant_id"]
@@ -114,6 +176,167 @@ class Command(BaseCommand):
         row.save()
         self.stdout.write(f"created tenant {options['tenant_id']!r}")
 
+    def _row(self, model, id_field, tenant_id):
+        row = model._base_manager.filter(**{id_field: tenant_id}).first()
+        if row is None:
+            raise CommandError(f"no tenant {tenant_id!r} in {model._meta.label}.")
+        return row
+
+    def handle_deactivate(self, options):
+        model, id_field = self._model()
+        flag = active_field(model)
+        if flag is None:
+            raise CommandError(
+                f"{model._meta.label} has no active flag: add a BooleanField named "
+                "'is_active' (or 'active') to deactivate tenants, or use 'tenantry delete'."
+            )
+        row = self._row(model, id_field, options["tenant_id"])
+        setattr(row, flag, False)
+        row.save(update_fields=[flag])
+        invalidate_tenant(options["tenant_id"])
+        audit.emit("tenant.deactivated", tenant=options["tenant_id"])
+        self.stdout.write(
+            f"deactivated tenant {options['tenant_id']!r} ({model._meta.label}.{flag} = False): "
+            "it no longer resolves (404 on views that require a tenant)"
+        )
+
+    def handle_delete(self, options):
+        tenant_id, dry_run = options["tenant_id"], options["dry_run"]
+        config = conf.current()
+        row = None
+        if config.tenant_model is not None:
+            model, id_field = self._model()
+            row = self._row(model, id_field, tenant_id)
+            tenant = lookup_tenant(tenant_id) or TenantInfo(tenant_id, raw=row)
+        else:
+            tenant = TenantInfo(tenant_id)
+        counts: list[tuple[str, int]] = []
+        with transaction.atomic():
+            for model in apps.get_models():
+                scope = scope_of(model)
+                if scope is None or model._meta.proxy:
+                    continue
+                name, value = tenant_field_value(model, scope.field.name, tenant)
+                try:
+                    rows = model._base_manager.filter(**{name: value})
+                except (TypeError, ValueError):
+                    continue  # keyed to another registry's rows: none can be this tenant's
+                if dry_run:
+                    counts.append((model._meta.label, rows.count()))
+                else:
+                    counts += rows.delete()[1].items()
+            counts += self._delete_registry(tenant_id, row, dry_run)
+        counts += self._clear_stores(tenant_id, dry_run)
+        totals: dict[str, int] = {}
+        for label, number in counts:
+            totals[label] = totals.get(label, 0) + number
+        verb = "would delete" if dry_run else "deleted"
+        for label, number in totals.items():
+            self.stdout.write(f"{verb} {number}\t{label}")
+        if not dry_run:
+            invalidate_tenant(tenant_id)
+            audit.emit("tenant.deleted", tenant=tenant_id, counts=totals)
+        self.stdout.write(
+            f"{'dry run: nothing changed for' if dry_run else 'deleted'} tenant {tenant_id!r}"
+        )
+
+    def _delete_registry(self, tenant_id, row, dry_run):
+        source = conf.current().source
+        found = []
+        label = source.get("TENANT_DOMAIN_MODEL")
+        if label:
+            domains = apps.get_model(label)
+            field = domains._meta.get_field(source.get("TENANT_DOMAIN_TENANT_FIELD", "tenant_id"))
+            rows = domains._base_manager.filter(
+                **{field.name if field.is_relation else field.attname: row or tenant_id}
+            )
+            found += [(domains._meta.label, rows.count())] if dry_run else rows.delete()[1].items()
+        if row is not None:
+            rows = type(row)._base_manager.filter(pk=row.pk)
+            found += [(type(row)._meta.label, 1)] if dry_run else rows.delete()[1].items()
+        return found
+
+    def _clear_stores(self, tenant_id, dry_run):
+        """Presence and state. The memory backends live in each server process:
+        this clears the one of the process running the command."""
+        from ...state import get_tenant_state_backend
+
+        config = conf.current()
+        out = []
+        if config.presence_backend[0] == "redis":
+            self.stdout.write(
+                "presence (Redis): records expire on their own within PRESENCE_TIMEOUT"
+            )
+        elif not dry_run:
+            out.append(
+                (
+                    "presence (memory, this process)",
+                    TenantAwareMemoryBackend.clear_tenant(tenant_id),
+                )
+            )
+        state = get_tenant_state_backend(tenant_id)
+        where = "Redis" if config.state_backend[0] == "redis" else "memory, this process"
+        if not dry_run:
+            out.append((f"state keys ({where})", state.delete_tenant()))
+        else:
+            self.stdout.write(f"state keys ({where}) and presence would be cleared")
+        return out
+
+    def handle_adopt(self, options):
+        try:
+            model = apps.get_model(options["model"])
+        except (LookupError, ValueError) as exc:
+            raise CommandError(f"{options['model']!r} is not an installed model: {exc}") from exc
+        if options["batch"] < 1:
+            raise CommandError("--batch must be at least 1")
+        scope = scope_of(model)
+        name = options["field"] or (scope.field.name if scope else "tenant_id")
+        try:
+            field = model._meta.get_field(name)
+        except FieldDoesNotExist as exc:
+            raise CommandError(
+                f"{model._meta.label} has no field {name!r}: add the tenant field first "
+                "(nullable, see docs/adopting.md) or name it with --field"
+            ) from exc
+        try:
+            tenant_id = validate_tenant_id(options["tenant"])
+        except InvalidTenantId as exc:
+            raise CommandError(str(exc)) from exc
+        config = conf.current()
+        if config.tenant_model is not None or config.registry_models:
+            tenant = lookup_tenant(tenant_id)
+            if tenant is None:
+                raise CommandError(
+                    f"the registry does not know tenant {tenant_id!r}: create it first "
+                    f"(manage.py tenantry create {tenant_id})"
+                )
+        else:
+            tenant = TenantInfo(tenant_id)
+        set_name, value = tenant_field_value(model, field.name, tenant)
+        empty = Q(**{f"{field.attname}__isnull": True})
+        if not field.is_relation and field.get_internal_type() in ("CharField", "TextField"):
+            empty |= Q(**{field.attname: ""})
+        base = model._base_manager
+        pk = model._meta.pk.attname
+        total = base.filter(empty).count()
+        done = 0
+        self.stdout.write(f"{total} rows of {model._meta.label} have no {field.name}")
+        while True:
+            with transaction.atomic():
+                chunk = list(
+                    base.filter(empty).order_by(pk).values_list(pk, flat=True)[: options["batch"]]
+                )
+                if not chunk:
+                    break
+                done += (
+                    base.filter(empty)
+                    .filter(**{f"{pk}__gte": chunk[0], f"{pk}__lte": chunk[-1]})
+                    .update(**{set_name: value})
+                )
+            self.stdout.write(f"  {done}/{total}")
+        audit.emit("tenant.adopted", tenant=tenant_id, model=model._meta.label, rows=done)
+        self.stdout.write(f"adopted {done} rows of {model._meta.label} into tenant {tenant_id!r}")
+
     def handle_domain(self, options):
         source = conf.current().source
         label = source.get("TENANT_DOMAIN_MODEL")
@@ -134,6 +357,45 @@ class Command(BaseCommand):
             raise CommandError(" ".join(exc.messages)) from exc
         row.save()
         self.stdout.write(f"{domain} now serves tenant {options['tenant_id']!r}")
+    # -- row-level security ------------------------------------------------------
+
+    def handle_rls(self, options):
+        from django.db import connections
+
+        from ...db import rls
+
+        connection = connections[options["database"]]
+        if connection.vendor != "postgresql":
+            raise CommandError(
+                f"DATABASES[{options['database']!r}] is {connection.vendor}: "
+                "row-level security needs PostgreSQL."
+            )
+        out = self.stdout.write
+        mode = conf.current().rls
+        out(f"TENANT_RLS: {mode}")
+        problems = 0
+        for model, field in rls.scoped_models():
+            column = model._meta.get_field(field).column
+            where = f"{model._meta.label} ({model._meta.db_table}.{column})"
+            problem = rls.table_problems(connection, model)
+            if problem is None:
+                out(f"  ok       {where}")
+            else:
+                problems += 1
+                out(
+                    f"  MISSING  {where}: {problem}. Add a migration with "
+                    f"tenantry.db.EnableTenantRLS({model._meta.label!r}, field={field!r})."
+                )
+        for warning in rls.role_problems(connection):
+            problems += 1
+            self.stderr.write(f"WARNING: {warning}. Connect the application as a role without it.")
+        if mode == "off":
+            self.stderr.write(
+                "WARNING: TENANT_RLS is off: connections carry no tenant, so tables with a "
+                "policy return no rows."
+            )
+        if options["check"] and problems:
+            raise CommandError(f"{problems} row-level security problem(s), listed above.")
 
     # -- explanation -------------------------------------------------------------
 
@@ -212,3 +474,40 @@ class Command(BaseCommand):
             key = source.get("TENANT_SESSION_KEY", "tenant_id")
             return f"  (session[{key!r}] = {request.session.get(key)!r})"
         return ""
+
+
+# -- which ids can a request carry? -------------------------------------------
+
+
+def unreachable(tenant_id: str) -> str | None:
+    """Why none of the configured resolvers can produce ``tenant_id``, or
+    None when one can (see tenantry.addressing)."""
+    reasons = []
+    for step in probe(tenant_id):
+        if step.found is ANY or step.found == tenant_id:
+            return None
+        if isinstance(step.found, DisallowedHost):
+            reasons.append(
+                f"{step.where} is not a valid host (DNS labels: a-z 0-9 '-') or not allowed"
+            )
+        elif step.found is not None:
+            reasons.append(f"{step.where} resolves to {step.found!r} (hosts are lowercase)")
+        else:
+            reasons.append(f"{step.where} resolves to no tenant{_excluded(step.step)}")
+    return "; ".join(reasons)
+
+
+def _excluded(step: str) -> str:
+    source = conf.current().source
+    if step == "SubdomainResolver":
+        return (
+            " (TENANT_SUBDOMAIN_EXCLUDE "
+            f"{source.get('TENANT_SUBDOMAIN_EXCLUDE', ['www', 'api', 'admin'])}, "
+            f"TENANT_SUBDOMAIN_DEPTH {source.get('TENANT_SUBDOMAIN_DEPTH', 1)})"
+        )
+    if step == "PathResolver":
+        return (
+            " (TENANT_PATH_EXCLUDE "
+            f"{source.get('TENANT_PATH_EXCLUDE', ['admin', 'api', 'static', 'media'])})"
+        )
+    return ""

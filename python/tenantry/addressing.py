@@ -1,0 +1,79 @@
+"""How a request carries a tenant id to each configured resolver.
+
+Used by ``manage.py tenantry create`` (refuse an id no resolver can ever
+produce) and by ``tenantry.testing`` (aim a test client at a tenant). Each
+step is asked with a request carrying the id the way that step reads it, so
+the answer is the resolver's own, never a copy of its rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import DisallowedHost
+from django.test import RequestFactory
+
+from . import conf
+from ._core import ChainedResolver, get_tenant_resolver
+
+__all__ = ["ANY", "Probe", "probe"]
+
+#: ``Probe.found`` of a step that can carry any id (session, JWT, user
+#: attribute, custom resolver, custom domain rows).
+ANY = object()
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One resolver step asked with a request carrying the id."""
+
+    step: str  # the resolver class name
+    where: str  # what carried the id, e.g. "the host 'acme.example.com'"
+    path: str = "/"
+    meta: dict[str, str] = field(default_factory=dict)
+    #: the id the step resolved, None, ``ANY``, or the ``DisallowedHost`` raised
+    found: Any = None
+
+
+def probe(tenant_id: str, path: str = "/") -> Iterator[Probe]:
+    """For each configured resolver step, in chain order: a request carrying
+    ``tenant_id`` (aimed at ``path``) and what the step made of it."""
+    resolver = get_tenant_resolver()
+    steps = resolver.resolvers if isinstance(resolver, ChainedResolver) else [resolver]
+    source = conf.current().source
+    for step in steps:
+        name = type(step).__name__
+        carried = _carrying(name, tenant_id, path, source)
+        if carried is None:
+            yield Probe(name, f"the {name}", found=ANY)
+            continue
+        where, request_path, meta = carried
+        request = RequestFactory().get(request_path, **meta)
+        try:
+            found = step.resolve(request)
+        except DisallowedHost as exc:
+            found = exc
+        yield Probe(name, where, request_path, meta, getattr(found, "id", found))
+
+
+def _carrying(
+    step: str, tenant_id: str, path: str, source: dict
+) -> tuple[str, str, dict[str, str]] | None:
+    if step == "SubdomainResolver":
+        host = f"{tenant_id}.{source.get('TENANT_MAIN_DOMAIN') or 'example.com'}"
+        return f"the host {host!r}", path, {"HTTP_HOST": host}
+    if step == "PathResolver":
+        segments = [s for s in path.split("/") if s]
+        position = int(source.get("TENANT_PATH_POSITION", 1))
+        while len(segments) < position - 1:
+            segments.append("x")
+        segments.insert(position - 1, tenant_id)
+        carried = "/" + "/".join(segments) + "/"
+        return f"the path {carried!r}", carried, {}
+    if step == "HeaderResolver":
+        header = str(source.get("TENANT_HEADER", "X-Tenant-ID"))
+        meta = header if header.startswith("HTTP_") else "HTTP_" + header.upper().replace("-", "_")
+        return f"the header {header}: {tenant_id}", path, {meta: tenant_id}
+    return None

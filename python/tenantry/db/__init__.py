@@ -1,0 +1,18 @@
+"""PostgreSQL row-level security as the second wall (docs/postgresql.md).
+
+``EnableTenantRLS``  the migration operation that puts a table behind it;
+``rls_bypass``       a block whose queries see every tenant's rows (audited);
+``rls_mode``         ``"off"``, ``"session"`` or ``"transaction"`` (``TENANT_RLS``).
+"""
+
+from .operations import POLICY, EnableTenantRLS
+from .rls import BYPASS_SETTING, TENANT_SETTING, rls_bypass, rls_mode
+
+__all__ = [
+    "BYPASS_SETTING",
+    "POLICY",
+    "TENANT_SETTING",
+    "EnableTenantRLS",
+    "rls_bypass",
+    "rls_mode",
+]

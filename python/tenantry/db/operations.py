@@ -1,0 +1,140 @@
+"""``EnableTenantRLS``: the migration operation that puts a table behind the
+second wall.
+
+    from django.db import migrations
+    from tenantry.db import EnableTenantRLS
+
+    class Migration(migrations.Migration):
+        dependencies = [("shop", "0001_initial")]
+        operations = [EnableTenantRLS("shop.Order", field="tenant_id")]
+
+On PostgreSQL it enables and forces row-level security on the model's table
+(forced, so the table's owner is bound too) and creates one policy,
+``tenantry_isolation``, for every command::
+
+    USING and WITH CHECK (
+        <tenant column> = current_setting('tenantry.tenant_id', true)
+        OR current_setting('tenantry.bypass', true) = 'on'
+    )
+
+A tenant column that is not text (an integer or uuid foreign key to the
+tenant table) is compared with the setting cast to the column's type. Going
+backwards drops the policy and disables row-level security. On other
+databases it does nothing, so the same migrations run on SQLite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import FieldDoesNotExist
+from django.db.migrations.operations.base import Operation
+
+from .rls import BYPASS_SETTING, TENANT_SETTING
+
+__all__ = ["POLICY", "EnableTenantRLS"]
+
+POLICY = "tenantry_isolation"
+_TEXT_TYPES = ("varchar", "character varying", "text", "char", "character", "citext")
+
+
+class EnableTenantRLS(Operation):
+    reversible = True
+    reduces_to_sql = True
+
+    def __init__(self, model: str, field: str = "tenant_id") -> None:
+        if not isinstance(model, str) or model.count(".") != 1 or not all(model.split(".")):
+            raise ValueError(
+                f"EnableTenantRLS(model=...) takes a model label like 'shop.Order', got {model!r}"
+            )
+        if not isinstance(field, str) or not field:
+            raise ValueError(
+                f"EnableTenantRLS({model!r}, field=...) takes the tenant field's name, "
+                f"got {field!r}"
+            )
+        self.model = model
+        self.field = field
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        return self.__class__.__qualname__, [self.model], {"field": self.field}
+
+    def state_forwards(self, app_label: str, state: Any) -> None:
+        pass  # row-level security is not part of Django's model state
+
+    def describe(self) -> str:
+        return f"Enable and force row-level security on {self.model} by {self.field}"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"enable_tenant_rls_{self.model.split('.')[1].lower()}"
+
+    def _target(self, schema_editor: Any, state: Any) -> tuple[Any, Any] | None:
+        """``(model, tenant field)``, checked on every database (a mistake
+        shows on SQLite too); None where there is nothing to do."""
+        app_label, model_name = self.model.split(".")
+        try:
+            model = state.apps.get_model(app_label, model_name)
+        except LookupError:
+            raise ValueError(
+                f"EnableTenantRLS: no model {self.model!r} at this point of the migrations "
+                "(add a dependency on the migration that creates it)"
+            ) from None
+        try:
+            field = model._meta.get_field(self.field)
+        except FieldDoesNotExist:
+            raise ValueError(
+                f"EnableTenantRLS: {self.model} has no field {self.field!r} "
+                "(give the tenant field's name, e.g. field='tenant_id' or field='organization')"
+            ) from None
+        if getattr(field, "column", None) is None:
+            raise ValueError(
+                f"EnableTenantRLS: {self.model}.{self.field} has no column of its own; "
+                "name the field that stores the tenant id"
+            )
+        connection = schema_editor.connection
+        if connection.vendor != "postgresql" or not self.allow_migrate_model(
+            connection.alias, model
+        ):
+            return None
+        return model, field
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any):
+        self._execute(schema_editor, to_state, forwards=True)
+
+    def database_backwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ):
+        self._execute(schema_editor, from_state, forwards=False)
+
+    def _execute(self, schema_editor: Any, state: Any, *, forwards: bool) -> None:
+        target = self._target(schema_editor, state)
+        if target is None:
+            return
+        model, field = target
+        quote = schema_editor.quote_name
+        table, policy = quote(model._meta.db_table), quote(POLICY)
+        if forwards:
+            condition = _condition(quote(field.column), field.db_type(schema_editor.connection))
+            statements = (
+                f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+                f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+                f"DROP POLICY IF EXISTS {policy} ON {table}",
+                f"CREATE POLICY {policy} ON {table} USING ({condition}) WITH CHECK ({condition})",
+            )
+        else:
+            statements = (
+                f"DROP POLICY IF EXISTS {policy} ON {table}",
+                f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
+                f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
+            )
+        for sql in statements:
+            schema_editor.execute(sql)
+
+
+def _condition(column: str, db_type: str | None) -> str:
+    """The policy's expression for a tenant column of type ``db_type``."""
+    setting = f"current_setting('{TENANT_SETTING}', true)"
+    if db_type and not db_type.lower().startswith(_TEXT_TYPES):
+        # '' (no tenant) must not reach the cast: NULL matches no row.
+        setting = f"NULLIF({setting}, '')::{db_type}"
+    return f"{column} = {setting} OR current_setting('{BYPASS_SETTING}', true) = 'on'"
