@@ -211,16 +211,52 @@ async def test_views_with_no_tenant_get_only_pushes_sent_with_no_tenant(live):
     await close_all(nobody, acme)
 
 
-def test_group_of_a_view_that_is_not_a_tenant_view_is_djusts():
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_views_without_tenant_mixin_keep_djusts_shared_group(live):
     plain = "tests.app.views.PlainLiveView"
-    original = "djust_view_tests_app_views_PlainLiveView"
+    tabs = [await live(host, plain) for host in ("acme.example.com", "globex.example.com")]
+    # Not a tenant view: a push names djust's own group, whatever is bound.
     with tenant_context("acme", must_exist=False):
-        assert view_group_name(plain) == original
-        # A path that does not import is treated as a tenant view (scoped).
+        assert view_group_name(plain) == "djust_view_tests_app_views_PlainLiveView"
+        await apush_to_view(plain, handler="bump")
+    for tab in tabs:
+        frame = await tab.until("patch", "html_update")
+        assert "count=1" in str(frame)
+    with tenant_context("acme", must_exist=False):
+        # A path that does not import counts as a tenant view (scoped).
         assert view_group_name("nowhere.views.Gone") == tenant_group(
             "djust_view_nowhere_views_Gone", "acme"
         )
-    assert view_group_name(plain) == original
+    await close_all(*tabs)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_presence_pushes_go_to_the_views_tenant_whatever_the_mro(live):
+    """``PresenceMixin`` listed before ``TenantMixin``, and the leave push
+    sent on disconnect (after djust unbound the tenant): both still reach
+    the view's tenant's group only."""
+    view = "tests.app.views.PresenceFirstRoomView"
+    layer = get_channel_layer()
+    listeners = {}
+    for tenant in ("acme", "globex"):
+        with tenant_context(tenant, must_exist=False):
+            group = view_group_name(view)
+        listeners[tenant] = (group, await layer.new_channel())
+        await layer.group_add(group, listeners[tenant][1])
+    try:
+        tab = await live("acme.example.com", view)
+        joined = await asyncio.wait_for(layer.receive(listeners["acme"][1]), 5)
+        assert joined["handler"] == "_on_presence_change"
+        await tab.close()
+        left = await asyncio.wait_for(layer.receive(listeners["acme"][1]), 5)
+        assert left["handler"] == "_on_presence_change"
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(layer.receive(listeners["globex"][1]), QUIET)
+    finally:
+        for group, channel in listeners.values():
+            await layer.group_discard(group, channel)
 
 
 @pytest.mark.django_db(transaction=True)

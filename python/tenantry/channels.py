@@ -44,7 +44,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 
 from . import _core, audit, conf
 from ._core import TenantInfo, TenantNotSetError
-from .context import as_tenant, get_current_tenant
+from .context import as_tenant, get_current_tenant, tenant_context
 
 __all__ = [
     "TenantOriginValidator",
@@ -257,12 +257,24 @@ def scoped_presence_group_name(presence_key: str) -> str:
     return tenant_group(f"presence:{match.group(2)}", match.group(1))
 
 
+def broadcast_presence_change_in_view_tenant(view: Any) -> None:
+    """djust's ``PresenceMixin._broadcast_presence_change`` (a "presence
+    changed" ``push_to_view``), sent with a tenant view's own tenant bound:
+    djust also sends it on disconnect, after it unbound the tenant, and a
+    view may list ``PresenceMixin`` before ``TenantMixin``."""
+    original = _djust_originals["_broadcast_presence_change"]
+    if not hasattr(view, "_ensure_tenant"):
+        return original(view)
+    with tenant_context(getattr(view, "_tenant", None), must_exist=False):  # admitted on mount
+        return original(view)
+
+
 def install_djust_broadcasts() -> bool:
     """Scope djust's push and presence groups by tenant (see above). Returns
     whether djust is there; safe to call again."""
     try:
         from djust import push
-        from djust.presence import PresenceManager
+        from djust.presence import PresenceManager, PresenceMixin
     except Exception:  # djust not installed
         return False
     with _djust_lock:
@@ -270,8 +282,12 @@ def install_djust_broadcasts() -> bool:
             return True
         _djust_originals["view_group_name"] = push.view_group_name
         _djust_originals["presence_group_name"] = PresenceManager.presence_group_name
+        _djust_originals["_broadcast_presence_change"] = (
+            PresenceMixin._broadcast_presence_change
+        )
         push.view_group_name = scoped_view_group_name
         PresenceManager.presence_group_name = staticmethod(scoped_presence_group_name)
+        PresenceMixin._broadcast_presence_change = broadcast_presence_change_in_view_tenant
     return True
 
 
@@ -279,7 +295,7 @@ def uninstall_djust_broadcasts() -> None:
     """Give djust its own group names back."""
     try:
         from djust import push
-        from djust.presence import PresenceManager
+        from djust.presence import PresenceManager, PresenceMixin
     except Exception:
         return
     with _djust_lock:
@@ -288,4 +304,7 @@ def uninstall_djust_broadcasts() -> None:
         push.view_group_name = _djust_originals.pop("view_group_name")
         PresenceManager.presence_group_name = staticmethod(
             _djust_originals.pop("presence_group_name")
+        )
+        PresenceMixin._broadcast_presence_change = _djust_originals.pop(
+            "_broadcast_presence_change"
         )

@@ -261,15 +261,6 @@ class TenantMixin:
         base = parent() if parent is not None else type(self).__name__
         return _presence_key(self, base)
 
-    def _broadcast_presence_change(self) -> None:
-        """djust's "presence changed" push (``PresenceMixin``) goes to this
-        view's tenant's group (tenantry.channels), also when djust sends it
-        on disconnect, after it unbound the tenant."""
-        parent = getattr(super(), "_broadcast_presence_change", None)
-        if parent is not None:
-            with tenant_context(self._tenant, must_exist=False):  # admitted on mount
-                parent()
-
     def get_state_key_prefix(self) -> str:
         """``tenant:<id>`` for djust's saved view state; ``""`` (save nothing)
         when there is no tenant, never the shared unprefixed key."""
