@@ -29,6 +29,7 @@ def environment(redis_url: str, database: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="tests.settings_celery",
+        TENANTRY_TEST_DB="sqlite",  # the worker's database is always the SQLite file
         TENANTRY_CELERY_REDIS=redis_url,
         TENANTRY_CELERY_DB=str(database),
     )

@@ -16,4 +16,8 @@ DATABASES = {
         "OPTIONS": {"timeout": 30},
     }
 }
-DJUST_CONFIG = {**DJUST_CONFIG, "TENANT_MODEL": "jobs.Tenant"}
+# SQLite whatever run this is (TENANT_RLS is PostgreSQL's, set on its run).
+DJUST_CONFIG = {
+    **{key: value for key, value in DJUST_CONFIG.items() if key != "TENANT_RLS"},
+    "TENANT_MODEL": "jobs.Tenant",
+}
