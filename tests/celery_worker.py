@@ -4,8 +4,8 @@ children too), on the given Redis, with the worker's Django database in a
 SQLite file that ``python -m tests.celery_worker setup`` migrates and seeds.
 
 Seed: tenants ``t00``…``t49`` (tenant ``tNN`` has ``NN % 7 + 1`` notes),
-two inactive tenants, and ``gone``, created and deleted (so the worker
-never saw it)."""
+``doomed``, an inactive tenant, and ``gone``, created and deleted (so the
+worker never saw it)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TENANTS = [f"t{i:02d}" for i in range(50)]
-#: Registry rows that for_each_tenant() skips (their tasks still run).
-INACTIVE = ["sleepy", "doomed"]
+#: A deactivated tenant: not in the registry, so no fan-out and no tasks.
+INACTIVE = ["sleepy"]
+#: Active, and deleted by a test once a task ran for it.
+DOOMED = "doomed"
 
 
 def notes_of(tenant_id: str) -> int:
@@ -99,7 +101,7 @@ def _setup() -> None:
     from tests.jobs.models import Note, Tenant
 
     call_command("migrate", verbosity=0)
-    for tenant_id in TENANTS + INACTIVE + ["gone"]:
+    for tenant_id in [*TENANTS, *INACTIVE, DOOMED, "gone"]:
         Tenant.objects.create(
             slug=tenant_id, name=tenant_id.upper(), is_active=tenant_id not in INACTIVE
         )

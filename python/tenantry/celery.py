@@ -77,9 +77,6 @@ CONFLICT_HEADER = "tenantry_conflict"
 #: Where the worker keeps a run's binding: an attribute of ``task.request``.
 _BINDING = "tenantry_binding"
 
-#: Boolean fields of ``TENANT_MODEL`` that mark a tenant active, in order.
-ACTIVE_FIELDS = ("is_active", "active")
-
 
 # -- publishing ------------------------------------------------------------------
 
@@ -247,9 +244,11 @@ def tenant_task(*args: Any, **options: Any) -> Any:
 
 def active_tenant_ids() -> Iterator[str]:
     """The ids of ``TENANT_MODEL``'s rows, active ones only when the model
-    has an ``is_active`` or ``active`` boolean field, in id order."""
+    has an active flag (``tenantry.registry.active_field``: the registry
+    does not know an inactive row either), in id order."""
     from django.apps import apps
-    from django.db import models
+
+    from .registry import active_field
 
     source = conf.current().source
     label = source.get("TENANT_MODEL")
@@ -261,14 +260,9 @@ def active_tenant_ids() -> Iterator[str]:
     model = apps.get_model(label)
     id_field = source.get("TENANT_MODEL_ID_FIELD", "slug")
     rows = model._base_manager.all()
-    for name in ACTIVE_FIELDS:
-        try:
-            field = model._meta.get_field(name)
-        except Exception:
-            continue
-        if isinstance(field, models.BooleanField):
-            rows = rows.filter(**{name: True})
-            break
+    flag = active_field(model)
+    if flag is not None:
+        rows = rows.filter(**{flag: True})
     return rows.order_by(id_field).values_list(id_field, flat=True).iterator()
 
 
