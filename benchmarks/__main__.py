@@ -24,6 +24,7 @@ def main() -> int:
         bench_jobs,
         bench_liveview,
         bench_presence,
+        bench_ratelimit,
         bench_registry,
         bench_request_path,
         bench_resolvers,
@@ -50,6 +51,7 @@ def main() -> int:
         bench_liveview,
         bench_rls,
         bench_jobs,
+        bench_ratelimit,
     ):
         print(module.run())
         sys.stdout.flush()

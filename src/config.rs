@@ -25,6 +25,8 @@ pub enum Value {
     Float(f64),
     Str(String),
     List(Vec<Value>),
+    /// A dict with str keys (in its order).
+    Map(Vec<(String, Value)>),
     Object {
         type_name: String,
         callable: bool,
@@ -45,6 +47,15 @@ impl Value {
                 let inner: Vec<String> = items.iter().take(5).map(Value::describe).collect();
                 let more = if items.len() > 5 { ", …" } else { "" };
                 format!("[{}{more}]", inner.join(", "))
+            }
+            Value::Map(items) => {
+                let inner: Vec<String> = items
+                    .iter()
+                    .take(5)
+                    .map(|(k, v)| format!("{}: {}", crate::tenant_id::preview(k), v.describe()))
+                    .collect();
+                let more = if items.len() > 5 { ", …" } else { "" };
+                format!("{{{}{more}}}", inner.join(", "))
             }
             Value::Object { type_name, .. } => format!("<{type_name} object>"),
         }
@@ -207,6 +218,8 @@ pub struct Settings {
     pub redis_options: StoreOptions,
     /// Unknown `TENANT_*` keys (likely typos), reported as warnings.
     pub unknown_keys: Vec<String>,
+    /// Rate limits, quotas and their store (SPEC §12).
+    pub rate_limits: RateLimitSettings,
 }
 
 /// Every key this parser reads. Append only: the system check ids
@@ -252,6 +265,12 @@ pub const KNOWN_KEYS: &[&str] = &[
     "STATE_MEMORY_MAX_BYTES",
     "STATE_TENANT_MAX_BYTES",
     "TENANT_RLS",
+    // Rate limits and quotas (SPEC §12).
+    "TENANT_RATE_LIMITS",
+    "RATE_LIMIT_BACKEND",
+    "RATE_LIMIT_REDIS_URL",
+    "TENANT_RATE_LIMIT_FAILURE",
+    "TENANT_QUOTAS",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -791,6 +810,8 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         io_timeout: p.redis_timeout("REDIS_SOCKET_TIMEOUT", defaults.io_timeout),
     };
 
+    let rate_limits = p.rate_limits();
+
     let unknown_keys = unknown_keys(map);
 
     if !p.errors.is_empty() {
@@ -834,6 +855,7 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         registry,
         redis_options,
         unknown_keys,
+        rate_limits,
     })
 }
 
@@ -851,6 +873,176 @@ impl Settings {
         self.exempt_paths
             .iter()
             .any(|p| path.starts_with(p.as_str()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rate limits and quotas (SPEC §12): `TENANT_RATE_LIMITS`, `TENANT_QUOTAS`,
+// `RATE_LIMIT_BACKEND`, `RATE_LIMIT_REDIS_URL`, `TENANT_RATE_LIMIT_FAILURE`.
+// A tenant's own `rate_limits` / `quotas` settings go through the same
+// functions ([`rate_limit_table`], [`quota_table`]).
+
+/// What happens to a check when the Redis rate-limit store is unreachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Refuse (503): the default.
+    Closed,
+    /// Allow, and log.
+    Open,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RateLimitSettings {
+    /// The defaults every tenant gets unless its plan says otherwise.
+    pub limits: crate::ratelimit::Limits,
+    pub backend: BackendSettings,
+    pub failure: FailureMode,
+}
+
+/// One limit: `"100/m"`, or `{"rate": "100/m", "key": "tenant+user"}`.
+fn limit_spec(value: &Value) -> Result<crate::ratelimit::LimitSpec, String> {
+    use crate::ratelimit::{KeySpec, Limit, LimitSpec, Rate};
+    let (rate, key) = match value {
+        Value::Str(rate) => (rate.as_str(), None),
+        Value::Map(items) => {
+            let mut rate = None;
+            let mut key = None;
+            for (k, v) in items {
+                match (k.as_str(), v) {
+                    ("rate", Value::Str(r)) => rate = Some(r.as_str()),
+                    ("key", Value::Str(text)) => key = Some(text.as_str()),
+                    ("key", Value::None) => {}
+                    _ => {
+                        return Err(format!(
+                        "a limit is a rate string or {{'rate': '100/m', 'key': 'tenant+user'}}; \
+                             {} = {} is not understood",
+                        crate::tenant_id::preview(k),
+                        v.describe()
+                    ))
+                    }
+                }
+            }
+            let rate = rate.ok_or("a limit given as a dict needs a 'rate'")?;
+            (rate, key)
+        }
+        other => {
+            return Err(format!(
+                "a limit is a rate string like '100/m' or a dict with 'rate' and 'key', got {}",
+                other.describe()
+            ))
+        }
+    };
+    let rate = Rate::parse(rate).map_err(|e| e.to_string())?;
+    let key = match key {
+        None => KeySpec::TENANT,
+        Some(text) => KeySpec::parse(text).map_err(|e| format!("key: {e}"))?,
+    };
+    Ok(LimitSpec {
+        limit: Limit::Rate(rate),
+        key,
+    })
+}
+
+/// `{"<scope>": limit | [limit, …] | None}`: `None` lifts a default.
+pub fn rate_limit_table(
+    value: &Value,
+) -> Result<std::collections::BTreeMap<String, Option<Vec<crate::ratelimit::LimitSpec>>>, String> {
+    let Value::Map(items) = value else {
+        return Err(format!(
+            "must be a dict of scope -> rate, like {{'http': '100/s', 'events': '20/s burst 40'}}, \
+             got {}",
+            value.describe()
+        ));
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for (scope, spec) in items {
+        crate::ratelimit::spec::check_scope(scope)?;
+        let limits = match spec {
+            Value::None => None,
+            Value::List(list) => Some(
+                list.iter()
+                    .map(limit_spec)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("[{scope:?}]: {e}"))?,
+            ),
+            one => Some(vec![
+                limit_spec(one).map_err(|e| format!("[{scope:?}]: {e}"))?
+            ]),
+        };
+        out.insert(scope.clone(), limits);
+    }
+    Ok(out)
+}
+
+/// `{"events_per_day": 100000, "requests_per_hour": None, …}`.
+#[allow(clippy::type_complexity)]
+pub fn quota_table(
+    value: &Value,
+) -> Result<std::collections::BTreeMap<(String, crate::ratelimit::QuotaWindow), Option<u64>>, String>
+{
+    let Value::Map(items) = value else {
+        return Err(format!(
+            "must be a dict like {{'events_per_day': 100000}}, got {}",
+            value.describe()
+        ));
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for (name, max) in items {
+        let key = crate::ratelimit::spec::quota_name(name)?;
+        let max = match max {
+            Value::None => None,
+            Value::Int(n) if (1..=i128::from(crate::ratelimit::MAX_COUNT)).contains(n) => {
+                Some(*n as u64)
+            }
+            other => {
+                return Err(format!(
+                    "[{name:?}] must be a count from 1 to {} or None, got {}",
+                    crate::ratelimit::MAX_COUNT,
+                    other.describe()
+                ))
+            }
+        };
+        out.insert(key, max);
+    }
+    Ok(out)
+}
+
+impl Parser<'_> {
+    fn rate_limits(&mut self) -> RateLimitSettings {
+        let mut limits = crate::ratelimit::Limits::default();
+        match self.get("TENANT_RATE_LIMITS") {
+            None | Some(Value::None) => {}
+            Some(v) => match rate_limit_table(v) {
+                Ok(rates) => limits.rates = rates,
+                Err(e) => self.fail("TENANT_RATE_LIMITS", e),
+            },
+        }
+        match self.get("TENANT_QUOTAS") {
+            None | Some(Value::None) => {}
+            Some(v) => match quota_table(v) {
+                Ok(quotas) => limits.quotas = quotas,
+                Err(e) => self.fail("TENANT_QUOTAS", e),
+            },
+        }
+        let backend = self.backend("RATE_LIMIT_BACKEND", "RATE_LIMIT_REDIS_URL");
+        let failure = match self.string("TENANT_RATE_LIMIT_FAILURE", "closed").as_str() {
+            "closed" => FailureMode::Closed,
+            "open" => FailureMode::Open,
+            other => {
+                let msg = format!(
+                    "must be 'closed' (refuse with 503 while Redis is down) or 'open' \
+                     (allow, and log), got {}",
+                    crate::tenant_id::preview(other)
+                );
+                self.fail("TENANT_RATE_LIMIT_FAILURE", msg);
+                FailureMode::Closed
+            }
+        };
+        RateLimitSettings {
+            limits,
+            backend,
+            failure,
+        }
     }
 }
 
@@ -1112,6 +1304,87 @@ mod tests {
         }
         let e = errors(&[("STATE_REDIS_URL", s("redis+cluster://a:1/2"))]);
         assert!(e[0].to_string().contains("database"), "{}", e[0]);
+    }
+
+    #[test]
+    fn rate_limit_keys() {
+        use crate::ratelimit::{KeySpec, Limit, QuotaWindow};
+        let d = Settings::defaults().rate_limits;
+        assert!(d.limits.is_empty());
+        assert_eq!(d.backend.kind, BackendKind::Memory);
+        assert_eq!(d.failure, FailureMode::Closed);
+        let m = |pairs: Vec<(&str, Value)>| {
+            Value::Map(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        };
+        let parsed = parse(&map(&[
+            (
+                "TENANT_RATE_LIMITS",
+                m(vec![
+                    ("http", s("100/s")),
+                    (
+                        "events",
+                        Value::List(vec![
+                            s("10/s burst 20"),
+                            m(vec![("rate", s("1000/h")), ("key", s("tenant+user"))]),
+                        ]),
+                    ),
+                    ("export", Value::None),
+                ]),
+            ),
+            (
+                "TENANT_QUOTAS",
+                m(vec![("events_per_day", Value::Int(100_000))]),
+            ),
+            ("RATE_LIMIT_BACKEND", s("tenant_redis")),
+            ("RATE_LIMIT_REDIS_URL", s("redis://r:1/2")),
+            ("TENANT_RATE_LIMIT_FAILURE", s("open")),
+        ]))
+        .unwrap()
+        .rate_limits;
+        assert_eq!(parsed.backend.kind, BackendKind::Redis);
+        assert_eq!(parsed.backend.redis_url, "redis://r:1/2");
+        assert_eq!(parsed.failure, FailureMode::Open);
+        let events = parsed.limits.effective(None, "events");
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[1].key, KeySpec::parse("user").unwrap());
+        assert!(
+            matches!(events[2].limit, Limit::Quota(q) if q.max == 100_000 && q.window == QuotaWindow::Day)
+        );
+        assert!(parsed.limits.effective(None, "export").is_empty());
+        for (key, bad) in [
+            ("TENANT_RATE_LIMITS", s("100/s")),
+            ("TENANT_RATE_LIMITS", m(vec![("http", s("100 per second"))])),
+            ("TENANT_RATE_LIMITS", m(vec![("http", s("100/s burst 0"))])),
+            ("TENANT_RATE_LIMITS", m(vec![("a:b", s("1/s"))])),
+            (
+                "TENANT_RATE_LIMITS",
+                m(vec![("http", m(vec![("key", s("user"))]))]),
+            ),
+            (
+                "TENANT_RATE_LIMITS",
+                m(vec![(
+                    "http",
+                    m(vec![("rate", s("1/s")), ("kee", s("user"))]),
+                )]),
+            ),
+            ("TENANT_RATE_LIMITS", m(vec![("http", Value::Int(5))])),
+            ("TENANT_QUOTAS", m(vec![("events_per_week", Value::Int(5))])),
+            ("TENANT_QUOTAS", m(vec![("events_per_day", Value::Int(0))])),
+            ("TENANT_QUOTAS", m(vec![("events_per_day", s("5"))])),
+            ("RATE_LIMIT_BACKEND", s("tenant_mongo")),
+            ("RATE_LIMIT_REDIS_URL", s("http://x")),
+            ("TENANT_RATE_LIMIT_FAILURE", s("ajar")),
+        ] {
+            let e = errors(&[(key, bad.clone())]);
+            assert_eq!(e[0].key, key, "{bad:?}");
+            assert!(e[0].to_string().contains(key), "{}", e[0]);
+        }
+        let e = errors(&[("TENANT_RATE_LIMITS", m(vec![("http", s("ten/s"))]))]);
+        assert!(
+            e[0].message.contains("\"ten/s\"") && e[0].message.contains("http"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]

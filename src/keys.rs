@@ -32,15 +32,21 @@ pub enum Kind {
     /// djust's saved view state (serialized `RustLiveView` bytes), kept apart
     /// from application state so the two never collide.
     ViewState,
+    /// A rate limit's or quota's count (see `crate::ratelimit`).
+    RateLimit,
+    /// Usage counters, per hour and per day (see `crate::usage`).
+    Usage,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Presence,
         Kind::PresenceMeta,
         Kind::State,
         Kind::StateIndex,
         Kind::ViewState,
+        Kind::RateLimit,
+        Kind::Usage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +56,8 @@ impl Kind {
             Kind::State => "state",
             Kind::StateIndex => "state-index",
             Kind::ViewState => "view-state",
+            Kind::RateLimit => "ratelimit",
+            Kind::Usage => "usage",
         }
     }
 

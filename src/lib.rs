@@ -9,6 +9,7 @@ pub mod config;
 pub mod host;
 pub mod keys;
 pub mod presence;
+pub mod ratelimit;
 pub mod redis_store;
 pub mod redis_url;
 pub mod resolve;
@@ -16,6 +17,7 @@ pub mod state;
 pub mod sweep;
 pub mod tenant_id;
 pub mod ttl_cache;
+pub mod usage;
 
 #[cfg(feature = "python")]
 mod bindings;

@@ -126,6 +126,52 @@ def test_two_tenants_in_a_browser(demo_server, browser):
     assert (OUTPUT / "acme.png").stat().st_size > 0
 
 
+def test_one_tenant_at_its_event_limit_while_the_other_keeps_working(demo_server, browser):
+    """Globex's plan allows 3 live events a minute: the 4th add is refused
+    before its handler runs (nothing is stored; the page shows the wait),
+    and acme, on no limit, keeps adding."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    wait = WebDriverWait(browser, 20)
+
+    def add(name):
+        field = browser.find_element(By.ID, "item-name")
+        field.clear()
+        field.send_keys(name)
+        browser.find_element(By.ID, "add-button").click()
+
+    browser.get(f"http://globex.localhost:{demo_server}/board/")
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, CONNECTED)))
+    assert browser.find_element(By.ID, "plan").text == "3/m live events"
+    before = items(browser)
+    for i in range(3):
+        add(f"Limited {i}")
+        wait.until(lambda d, i=i: f"Limited {i}" in items(d))
+    banner = browser.find_element(By.ID, "rate-limited")
+    assert not banner.is_displayed()
+    add("One too many")
+    wait.until(lambda d: d.find_element(By.ID, "rate-limited").is_displayed())
+    assert "Rate limit exceeded" in banner.text and "retry in" in banner.text
+    browser.save_screenshot(str(OUTPUT / "globex-limited.png"))
+    assert items(browser) == [*before, "Limited 0", "Limited 1", "Limited 2"]
+
+    browser.switch_to.new_window("tab")
+    browser.get(f"http://acme.localhost:{demo_server}/board/")
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, CONNECTED)))
+    assert browser.find_elements(By.ID, "plan") == []
+    for i in range(4):
+        add(f"Unlimited {i}")
+        wait.until(lambda d, i=i: f"Unlimited {i}" in items(d))
+    assert not browser.find_element(By.ID, "rate-limited").is_displayed()
+    # A fresh globex page shows the refused item was never stored.
+    browser.get(f"http://globex.localhost:{demo_server}/board/")
+    wait.until(ec.presence_of_element_located((By.ID, "items")))
+    assert "One too many" not in items(browser)
+
+
 def test_unknown_tenant_is_404(demo_server):
     import urllib.error
     import urllib.request

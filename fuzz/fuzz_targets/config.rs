@@ -20,6 +20,14 @@ fn value(bytes: &[u8], depth: u8) -> Value {
         3 => Value::Float(f64::from(rest.len() as u32) - 3.5),
         4 if depth < 3 => Value::List(rest.split(|b| *b == b',').map(|p| value(p, depth + 1)).collect()),
         5 => Value::Object { type_name: "function".into(), callable: tag & 0x80 != 0, handle: 0 },
+        6 if depth < 3 => Value::Map(
+            rest.split(|b| *b == b',')
+                .map(|p| {
+                    let (k, v) = p.split_at(p.iter().position(|b| *b == b'=').unwrap_or(p.len()));
+                    (String::from_utf8_lossy(k).into_owned(), value(v.get(1..).unwrap_or(&[]), depth + 1))
+                })
+                .collect(),
+        ),
         _ => Value::Str(text),
     }
 }

@@ -13,10 +13,12 @@ class TenantryConfig(AppConfig):
         from .channels import install_djust_broadcasts
         from .db import rls  # noqa: F401  (binds row-level security on new connections)
         from .presence import install_djust_presence_backend
+        from .ratelimit import install_djust_event_limits
         from .state import install_djust_state_backend
 
         isolation.install()
 
+        install_djust_event_limits()
         for install in (install_djust_presence_backend, install_djust_state_backend):
             try:
                 install()

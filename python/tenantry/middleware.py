@@ -17,6 +17,10 @@ A view that raises ``BackendUnavailable`` (Redis behind presence or state is
 down) or ``QuotaExceeded`` (the memory state store or the tenant's share of
 it is full) answers 503 with ``Retry-After``, logged with the error (which
 names the URL, password hidden): an outage is not a bug in the view.
+
+The tenant's ``http`` rate limits (``TENANT_RATE_LIMITS``) are checked
+before the view runs: 429 with ``Retry-After`` and ``RateLimit-*`` headers
+(see tenantry.ratelimit).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse
 
-from . import conf
+from . import conf, ratelimit
 from .access import deny, tenant_for_request
 from .context import (
     get_current_tenant,
@@ -84,7 +88,7 @@ class TenantMiddleware:
         tenant = tenant_for_request(request)
         token = set_current_tenant(tenant)
         try:
-            return keep_bound(self.get_response(request), tenant)
+            return keep_bound(ratelimit.http(request, self.get_response), tenant)
         finally:
             reset_current_tenant(token)
 
@@ -96,7 +100,7 @@ class TenantMiddleware:
             tenant = tenant_for_request(request)
         token = set_current_tenant(tenant)
         try:
-            return keep_bound(await self.get_response(request), tenant)
+            return keep_bound(await ratelimit.ahttp(request, self.get_response), tenant)
         finally:
             reset_current_tenant(token)
 
@@ -113,21 +117,26 @@ class TenantMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, (BackendUnavailable, QuotaExceeded)):
             return None
-        logger.error(
-            "%s %s (tenant %s): %s",
-            request.method,
-            request.path,
-            getattr(request, "tenant", None),
-            exception,
-            exc_info=exception,
-        )
-        response = HttpResponse(
-            "Service temporarily unavailable: a backend this page needs is unreachable or full.\n",
-            status=503,
-            content_type="text/plain; charset=utf-8",
-        )
-        response["Retry-After"] = str(RETRY_AFTER)
-        return response
+        return unavailable(request, exception)
+
+
+def unavailable(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """503 with ``Retry-After`` for an unreachable backend, logged."""
+    logger.error(
+        "%s %s (tenant %s): %s",
+        request.method,
+        request.path,
+        getattr(request, "tenant", None),
+        exception,
+        exc_info=exception,
+    )
+    response = HttpResponse(
+        "Service temporarily unavailable: a backend this page needs is unreachable or full.\n",
+        status=503,
+        content_type="text/plain; charset=utf-8",
+    )
+    response["Retry-After"] = str(RETRY_AFTER)
+    return response
 
 
 def _require_tenant(request: HttpRequest, view_func: Callable[..., Any]) -> None:

@@ -19,12 +19,12 @@ lands in that view's tenant. See docs/presence.md.
 
 from __future__ import annotations
 
-import threading
-from functools import lru_cache
 from typing import Any
 
 from . import _core, conf
 from ._core import TenantAwareMemoryBackend, TenantAwareRedisBackend, TenantPresenceRouter
+from ._tenant_backend import CACHE_SIZE as CACHE_SIZE
+from ._tenant_backend import ProcessRouter, TenantBackends
 
 __all__ = [
     "TenantAwareBackendMixin",
@@ -37,12 +37,6 @@ __all__ = [
     "install_djust_presence_backend",
     "uninstall_djust_presence_backend",
 ]
-
-#: Backends kept by :class:`TenantPresenceManager` (least recently used go
-#: first). A backend object is small and cheap to make again: the memory
-#: store and the Redis pools are shared, not per object.
-CACHE_SIZE = 4096
-
 
 def _register_with_djust() -> None:
     """Make ``isinstance(backend, djust.backends.base.PresenceBackend)`` true
@@ -80,9 +74,9 @@ class TenantAwareBackendMixin:
         return f"tenant:{self._tenant_id}:{key}"
 
 
-@lru_cache(maxsize=CACHE_SIZE)
-def _backend_for(tenant_id: str) -> TenantAwareMemoryBackend | TenantAwareRedisBackend:
-    config = conf.current()
+def _make_backend(
+    tenant_id: str, config: _core.CurrentConfig
+) -> TenantAwareMemoryBackend | TenantAwareRedisBackend:
     kind, _install, redis_url = config.presence_backend
     if kind == "redis":
         return TenantAwareRedisBackend(
@@ -94,6 +88,11 @@ def _backend_for(tenant_id: str) -> TenantAwareMemoryBackend | TenantAwareRedisB
             socket_timeout=config.redis_socket_timeout,
         )
     return TenantAwareMemoryBackend(tenant_id, timeout=config.presence_timeout)
+
+
+_backends = TenantBackends(_make_backend)
+_backend_for = _backends.lookup
+_router = ProcessRouter(TenantPresenceRouter)
 
 
 class TenantPresenceManager:
@@ -109,24 +108,20 @@ class TenantPresenceManager:
     def for_tenant(cls, tenant_id: Any) -> TenantAwareMemoryBackend | TenantAwareRedisBackend:
         """The backend of ``tenant_id`` (a str, an int or a ``TenantInfo``;
         ``InvalidTenantId`` otherwise)."""
-        return _backend_for(_core.validate_tenant_id(tenant_id))
+        return _backends.for_tenant(tenant_id)
 
     @classmethod
     def clear_cache(cls) -> None:
-        _backend_for.cache_clear()
+        _backends.clear()
 
 
 def get_tenant_presence_backend(
     tenant_id: Any,
 ) -> TenantAwareMemoryBackend | TenantAwareRedisBackend:
     """Shorthand for ``TenantPresenceManager.for_tenant(tenant_id)``."""
-    return _backend_for(_core.validate_tenant_id(tenant_id))
+    return _backends.for_tenant(tenant_id)
 
 
-conf._reset_hooks.append(_backend_for.cache_clear)
-
-_router_lock = threading.Lock()
-_router: TenantPresenceRouter | None = None
 _installed: TenantPresenceRouter | None = None
 
 
@@ -134,13 +129,7 @@ def get_presence_router() -> TenantPresenceRouter:
     """The process's router: a presence backend for every tenant at once that
     takes each call's tenant from the key's ``tenant:<id>:`` prefix and/or
     the bound tenant (they must agree; neither → ``TenantNotSetError``)."""
-    global _router
-    with _router_lock:
-        if _router is None:
-            from .context import _current
-
-            _router = TenantPresenceRouter(_current)
-        return _router
+    return _router.get()
 
 
 def install_djust_presence_backend(*, force: bool = False) -> bool:

@@ -22,11 +22,12 @@ one. See docs/state.md.
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
 from typing import Any
 
 from . import _core, conf
 from ._core import TenantStateMemoryBackend, TenantStateRedisBackend, TenantStateRouter
+from ._tenant_backend import CACHE_SIZE as CACHE_SIZE
+from ._tenant_backend import ProcessRouter, TenantBackends
 
 __all__ = [
     "TenantStateManager",
@@ -40,15 +41,9 @@ __all__ = [
     "uninstall_djust_state_backend",
 ]
 
-#: Backends kept by :class:`TenantStateManager` (least recently used go
-#: first). A backend object is small: the memory store and the Redis pools
-#: are shared, not per object.
-CACHE_SIZE = 4096
-
-
-@lru_cache(maxsize=CACHE_SIZE)
-def _backend_for(tenant_id: str) -> TenantStateMemoryBackend | TenantStateRedisBackend:
-    config = conf.current()
+def _make_backend(
+    tenant_id: str, config: _core.CurrentConfig
+) -> TenantStateMemoryBackend | TenantStateRedisBackend:
     kind, _install, redis_url = config.state_backend
     if kind == "redis":
         return TenantStateRedisBackend(
@@ -62,6 +57,11 @@ def _backend_for(tenant_id: str) -> TenantStateMemoryBackend | TenantStateRedisB
         config.state_memory_max_bytes, config.state_tenant_max_bytes
     )
     return TenantStateMemoryBackend(tenant_id)
+
+
+_backends = TenantBackends(_make_backend)
+_backend_for = _backends.lookup
+_router = ProcessRouter(TenantStateRouter)
 
 
 class TenantStateManager:
@@ -78,24 +78,21 @@ class TenantStateManager:
     def for_tenant(cls, tenant_id: Any) -> TenantStateMemoryBackend | TenantStateRedisBackend:
         """The backend of ``tenant_id`` (a str, an int or a ``TenantInfo``;
         ``InvalidTenantId`` otherwise)."""
-        return _backend_for(_core.validate_tenant_id(tenant_id))
+        return _backends.for_tenant(tenant_id)
 
     @classmethod
     def clear_cache(cls) -> None:
-        _backend_for.cache_clear()
+        _backends.clear()
 
 
 def get_tenant_state_backend(
     tenant_id: Any,
 ) -> TenantStateMemoryBackend | TenantStateRedisBackend:
     """Shorthand for ``TenantStateManager.for_tenant(tenant_id)``."""
-    return _backend_for(_core.validate_tenant_id(tenant_id))
+    return _backends.for_tenant(tenant_id)
 
-
-conf._reset_hooks.append(_backend_for.cache_clear)
 
 _lock = threading.Lock()
-_router: TenantStateRouter | None = None
 _adapter: Any = None
 _installed: Any = None
 
@@ -104,13 +101,7 @@ def get_state_router() -> TenantStateRouter:
     """The process's router: state for every tenant at once, taking each
     call's tenant from djust's key (``tenant:<id>:…``) and/or the bound
     tenant (they must agree; neither → ``TenantNotSetError``)."""
-    global _router
-    with _lock:
-        if _router is None:
-            from .context import _current
-
-            _router = TenantStateRouter(_current)
-        return _router
+    return _router.get()
 
 
 def get_djust_state_backend() -> Any:

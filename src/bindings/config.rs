@@ -126,7 +126,7 @@ pub fn current(py: Python<'_>) -> PyResult<Arc<Compiled>> {
 }
 
 /// Converts the keys tenantry reads; other keys only need their names.
-fn to_value(obj: &Bound<'_, PyAny>, objects: &mut Vec<Py<PyAny>>) -> PyResult<Value> {
+pub(super) fn to_value(obj: &Bound<'_, PyAny>, objects: &mut Vec<Py<PyAny>>) -> PyResult<Value> {
     if obj.is_none() {
         return Ok(Value::None);
     }
@@ -154,6 +154,20 @@ fn to_value(obj: &Bound<'_, PyAny>, objects: &mut Vec<Py<PyAny>>) -> PyResult<Va
             items.push(to_value(&item?, objects)?);
         }
         return Ok(Value::List(items));
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        let mut items = Vec::with_capacity(d.len());
+        for (k, v) in d.iter() {
+            let Ok(k) = k.cast::<PyString>() else {
+                return Ok(Value::Object {
+                    type_name: "dict with non-str keys".into(),
+                    callable: false,
+                    handle: usize::MAX,
+                });
+            };
+            items.push((k.to_string_lossy().into_owned(), to_value(&v, objects)?));
+        }
+        return Ok(Value::Map(items));
     }
     objects.push(obj.clone().unbind());
     Ok(Value::Object {

@@ -12,6 +12,7 @@ use pyo3::types::{PyDict, PyList, PyType};
 
 use crate::config::ConfigError as CoreConfigError;
 use crate::presence::PresenceError;
+use crate::ratelimit::RateError;
 use crate::redis_store::StoreError;
 use crate::state::StateError;
 use crate::tenant_id::{preview, InvalidTenantId as CoreInvalidTenantId};
@@ -167,6 +168,17 @@ pub fn state_error(err: StateError) -> PyErr {
             QuotaExceeded::new_err(err.to_string())
         }
         StateError::Store(e) => store_error(e),
+    }
+}
+
+/// Rate-limit errors: bad keys and scopes → `InvalidKey`, bad rates, costs
+/// and counts → `ValueError`.
+pub fn rate_error(err: RateError) -> PyErr {
+    match err {
+        RateError::Key(_) => InvalidKey::new_err(err.to_string()),
+        RateError::Syntax { .. } | RateError::Range { .. } | RateError::CostTooHigh { .. } => {
+            PyValueError::new_err(err.to_string())
+        }
     }
 }
 

@@ -5,11 +5,13 @@ mod admission;
 mod config;
 mod errors;
 mod presence;
+mod ratelimit;
 mod registry;
 mod resolvers;
-mod routing;
 mod state;
+mod tenant_backend;
 mod tenant_info;
+mod usage;
 
 use pyo3::prelude::*;
 
@@ -45,6 +47,14 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<state::MemoryBackend>()?;
     m.add_class::<state::RedisBackend>()?;
     m.add_class::<state::Router>()?;
+
+    m.add_class::<ratelimit::Decision>()?;
+    m.add_class::<ratelimit::Limiter>()?;
+    m.add_function(wrap_pyfunction!(usage::usage_record, m)?)?;
+    m.add_function(wrap_pyfunction!(usage::usage_get, m)?)?;
+    m.add_function(wrap_pyfunction!(usage::usage_tenants, m)?)?;
+    m.add_function(wrap_pyfunction!(usage::usage_flush, m)?)?;
+    m.add_function(wrap_pyfunction!(usage::usage_clear, m)?)?;
 
     m.add_class::<config::CurrentConfig>()?;
     m.add_function(wrap_pyfunction!(config::configure, m)?)?;

@@ -18,15 +18,14 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString, PyType};
 
-use super::errors::{self, presence_error, store_error};
-use super::routing;
+use super::errors::{self, presence_error};
+use super::tenant_backend::{self, redis_target, RedisEngine, Scope, TenantRouter};
 use super::tenant_info::{id_from_py, type_name};
-use crate::config::BackendKind;
 use crate::keys::KeyPrefix;
 use crate::presence::memory::{wall_clock, MemoryPresence};
 use crate::presence::redis::{RedisPresence, StoredPresence};
 use crate::presence::{check_room, check_user, timeout_from_secs};
-use crate::redis_store::{self, RedisStore, StoreOptions};
+use crate::redis_store::RedisStore;
 use crate::tenant_id::TenantId;
 
 /// The process-wide in-memory store, shared by every memory backend object
@@ -99,23 +98,24 @@ fn meta_or_empty<'py>(py: Python<'py>, meta: Option<&Bound<'py, PyAny>>) -> Boun
     }
 }
 
-/// How one tenant's (or the router's) presence calls are carried out.
-enum Engine {
-    Memory { timeout: Duration },
-    Redis(RedisPresence),
-}
-
-impl Engine {
-    fn name(&self) -> &'static str {
-        match self {
-            Engine::Memory { .. } => "tenant_memory",
-            Engine::Redis(_) => "tenant_redis",
-        }
+impl RedisEngine for RedisPresence {
+    fn store(&self) -> &RedisStore {
+        RedisPresence::store(self)
     }
 
+    fn prefix(&self) -> &KeyPrefix {
+        RedisPresence::prefix(self)
+    }
+}
+
+/// How one tenant's (or the router's) presence calls are carried out: the
+/// memory store (with the presence timeout) or Redis.
+type Engine = tenant_backend::Engine<Duration, RedisPresence>;
+
+impl Engine {
     fn timeout_secs(&self) -> f64 {
         match self {
-            Engine::Memory { timeout } => timeout.as_secs_f64(),
+            Engine::Memory(timeout) => timeout.as_secs_f64(),
             Engine::Redis(r) => r.timeout_secs(),
         }
     }
@@ -133,7 +133,7 @@ impl Engine {
         let user_text = user.to_str()?;
         let meta = meta_or_empty(py, meta);
         match self {
-            Engine::Memory { timeout } => {
+            Engine::Memory(timeout) => {
                 let wall = wall_clock();
                 let rec = record(py, &user, tenant_py, wall, &meta)?;
                 let joined_at = reclaiming(|graveyard| {
@@ -174,7 +174,7 @@ impl Engine {
         let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
         match self {
-            Engine::Memory { timeout } => {
+            Engine::Memory(timeout) => {
                 let gone = reclaiming(|graveyard| {
                     MEMORY.leave(tenant, room, user_text, *timeout, Instant::now(), graveyard)
                 });
@@ -205,7 +205,7 @@ impl Engine {
     ) -> PyResult<Bound<'py, PyList>> {
         check_room(room).map_err(presence_error)?;
         match self {
-            Engine::Memory { timeout } => {
+            Engine::Memory(timeout) => {
                 let mut out: Vec<Py<PyDict>> = Vec::new();
                 reclaiming(|graveyard| {
                     MEMORY.list(
@@ -230,7 +230,7 @@ impl Engine {
     fn count(&self, py: Python<'_>, tenant: &TenantId, room: &str) -> PyResult<u64> {
         check_room(room).map_err(presence_error)?;
         match self {
-            Engine::Memory { timeout } => {
+            Engine::Memory(timeout) => {
                 let n = reclaiming(|graveyard| {
                     MEMORY.count(tenant, room, *timeout, Instant::now(), graveyard)
                 });
@@ -250,7 +250,7 @@ impl Engine {
         let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
         match self {
-            Engine::Memory { timeout } => Ok(reclaiming(|graveyard| {
+            Engine::Memory(timeout) => Ok(reclaiming(|graveyard| {
                 MEMORY.heartbeat(tenant, room, user_text, *timeout, Instant::now(), graveyard)
             })),
             Engine::Redis(r) => py
@@ -262,7 +262,7 @@ impl Engine {
     fn cleanup_stale(&self, py: Python<'_>, tenant: &TenantId, room: &str) -> PyResult<u64> {
         check_room(room).map_err(presence_error)?;
         match self {
-            Engine::Memory { timeout } => {
+            Engine::Memory(timeout) => {
                 let n = reclaiming(|graveyard| {
                     MEMORY.cleanup_stale(tenant, room, *timeout, Instant::now(), graveyard)
                 });
@@ -280,61 +280,19 @@ impl Engine {
         py: Python<'py>,
         tenant: Option<&Bound<'py, PyString>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        match self {
-            Engine::Memory { .. } => {
-                let stats = MEMORY.stats();
-                d.set_item("status", "healthy")?;
-                d.set_item("backend", self.name())?;
-                if let Some(t) = tenant {
-                    d.set_item("tenant_id", t)?;
-                }
-                d.set_item("total_rooms", stats.rooms)?;
-                d.set_item("total_presences", stats.presences)?;
-                if let Some(t) = tenant {
-                    // djust.tenants' key: this tenant's presences, all rooms.
-                    let id = TenantId::parse(&t.to_string_lossy())
-                        .map_err(|e| errors::invalid_tenant_id(&t.to_string_lossy(), &e))?;
-                    d.set_item("presence_count", MEMORY.tenant_presences(&id))?;
-                }
+        self.report_health(py, tenant, |d| {
+            let stats = MEMORY.stats();
+            d.set_item("total_rooms", stats.rooms)?;
+            d.set_item("total_presences", stats.presences)?;
+            if let Some(t) = tenant {
+                // djust.tenants' key: this tenant's presences, all rooms.
+                let id = TenantId::parse(&t.to_string_lossy())
+                    .map_err(|e| errors::invalid_tenant_id(&t.to_string_lossy(), &e))?;
+                d.set_item("presence_count", MEMORY.tenant_presences(&id))?;
             }
-            Engine::Redis(r) => redis_health(py, &d, self.name(), tenant, r.store())?,
-        }
-        Ok(d)
+            Ok(())
+        })
     }
-}
-
-/// The Redis half of `health_check()` for presence and state: one `PING`
-/// through the shared store (GIL released), reported, never raised.
-pub(super) fn redis_health<'py>(
-    py: Python<'py>,
-    d: &Bound<'py, PyDict>,
-    backend: &str,
-    tenant: Option<&Bound<'py, PyString>>,
-    store: &RedisStore,
-) -> PyResult<()> {
-    let start = Instant::now();
-    let result = py.detach(|| store.ping());
-    let latency_ms = (start.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
-    d.set_item(
-        "status",
-        if result.is_ok() {
-            "healthy"
-        } else {
-            "unhealthy"
-        },
-    )?;
-    d.set_item("backend", backend)?;
-    if let Some(t) = tenant {
-        d.set_item("tenant_id", t)?;
-    }
-    d.set_item("url", store.url())?;
-    d.set_item("cluster", store.is_cluster())?;
-    d.set_item("latency_ms", latency_ms)?;
-    if let Err(e) = result {
-        d.set_item("error", e.to_string())?;
-    }
-    Ok(())
 }
 
 /// Records from Redis. The metas of the whole room are decoded by ONE
@@ -391,26 +349,6 @@ fn checked_timeout(timeout: f64) -> PyResult<Duration> {
     timeout_from_secs(timeout).map_err(presence_error)
 }
 
-/// The shared pool and key prefix a per-tenant Redis backend (presence or
-/// state) is made with; checks every argument, connects to nothing.
-pub(super) fn redis_target(
-    redis_url: &str,
-    key_prefix: &str,
-    connect_timeout: f64,
-    socket_timeout: f64,
-) -> PyResult<(Arc<RedisStore>, KeyPrefix)> {
-    let prefix =
-        KeyPrefix::new(key_prefix).map_err(|e| errors::InvalidKey::new_err(e.to_string()))?;
-    let options = StoreOptions {
-        connect_timeout: redis_store::timeout_from_secs("connect_timeout", connect_timeout)
-            .map_err(store_error)?,
-        io_timeout: redis_store::timeout_from_secs("socket_timeout", socket_timeout)
-            .map_err(store_error)?,
-    };
-    let store = RedisStore::shared(redis_url, options).map_err(store_error)?;
-    Ok((store, prefix))
-}
-
 /// Runs one memory-store operation. The presences it unlinks (Python
 /// dicts) come back in the graveyard and are dropped here, after the shard
 /// lock is released, so no Python destructor ever runs under it.
@@ -419,20 +357,6 @@ fn reclaiming<R>(op: impl FnOnce(&mut Vec<Py<PyDict>>) -> R) -> R {
     let result = op(&mut graveyard);
     drop(graveyard);
     result
-}
-
-/// One tenant's identity, held by the per-tenant backends.
-pub(super) struct Scope {
-    pub(super) tenant: TenantId,
-    pub(super) tenant_py: Py<PyString>,
-}
-
-impl Scope {
-    pub(super) fn new(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<Scope> {
-        let tenant = id_from_py(tenant_id)?;
-        let tenant_py = PyString::intern(py, tenant.as_str()).unbind();
-        Ok(Scope { tenant, tenant_py })
-    }
 }
 
 /// In-memory presence for one tenant (the store itself is shared by the
@@ -555,9 +479,7 @@ tenant_backend_methods!(MemoryBackend, {
     fn new(py: Python<'_>, tenant_id: &Bound<'_, PyAny>, timeout: f64) -> PyResult<Self> {
         Ok(MemoryBackend {
             scope: Scope::new(py, tenant_id)?,
-            engine: Engine::Memory {
-                timeout: checked_timeout(timeout)?,
-            },
+            engine: Engine::Memory(checked_timeout(timeout)?),
         })
     }
 
@@ -626,18 +548,12 @@ tenant_backend_methods!(RedisBackend, {
     /// The Redis URL, password hidden.
     #[getter]
     fn redis_url(&self) -> &str {
-        match &self.engine {
-            Engine::Redis(r) => r.store().url(),
-            Engine::Memory { .. } => "",
-        }
+        self.engine.redis_url()
     }
 
     #[getter]
     fn key_prefix(&self) -> &str {
-        match &self.engine {
-            Engine::Redis(r) => r.prefix().as_str(),
-            Engine::Memory { .. } => "",
-        }
+        self.engine.key_prefix()
     }
 
     /// The room's two Redis keys: `(sorted set, hash)`.
@@ -648,7 +564,7 @@ tenant_backend_methods!(RedisBackend, {
                 let [zset, meta] = r.keys(&self.scope.tenant, presence_key);
                 Ok((zset, meta))
             }
-            Engine::Memory { .. } => Ok((String::new(), String::new())),
+            Engine::Memory(_) => Ok((String::new(), String::new())),
         }
     }
 });
@@ -663,13 +579,9 @@ tenant_backend_methods!(RedisBackend, {
 /// `PRESENCE_TIMEOUT`, `TENANT_KEY_PREFIX`, Redis timeouts): when Django's
 /// settings change, the next call uses the new ones.
 #[pyclass(module = "tenantry", name = "TenantPresenceRouter", frozen)]
-pub struct Router {
-    /// The `ContextVar` holding the current tenant.
-    current_tenant: Py<PyAny>,
-    engine: routing::EngineSlot<Engine>,
-}
+pub struct Router(TenantRouter<Engine>);
 
-const ROUTED: routing::Routed = routing::Routed {
+const ROUTED: tenant_backend::Routed = tenant_backend::Routed {
     what: "presence key",
     data: "presence",
     hook: "its get_presence_key() adds the prefix",
@@ -678,28 +590,22 @@ const ROUTED: routing::Routed = routing::Routed {
 
 impl Router {
     fn engine(&self, py: Python<'_>) -> PyResult<Arc<Engine>> {
-        self.engine.get(py, |compiled| {
+        self.0.engine(py, |compiled| {
             let settings = &compiled.settings;
             let timeout = checked_timeout(settings.presence_timeout)?;
-            Ok(match settings.presence.kind {
-                BackendKind::Memory => Engine::Memory { timeout },
-                BackendKind::Redis => {
-                    let store =
-                        RedisStore::shared(&settings.presence.redis_url, settings.redis_options)
-                            .map_err(store_error)?;
-                    Engine::Redis(RedisPresence::new(
-                        store,
-                        settings.key_prefix.clone(),
-                        timeout,
-                    ))
-                }
-            })
+            Engine::from_settings(
+                &settings.presence,
+                settings.redis_options,
+                &settings.key_prefix,
+                || timeout,
+                |store, prefix| RedisPresence::new(store, prefix, timeout),
+            )
         })
     }
 
     /// `(tenant, room)` for a djust presence key.
     fn route<'k>(&self, py: Python<'_>, presence_key: &'k str) -> PyResult<(TenantId, &'k str)> {
-        routing::route(py, &self.current_tenant, presence_key, &ROUTED)
+        self.0.route(py, presence_key)
     }
 }
 
@@ -707,10 +613,7 @@ impl Router {
 impl Router {
     #[new]
     fn new(current_tenant: Py<PyAny>) -> Self {
-        Router {
-            current_tenant,
-            engine: routing::EngineSlot::new(),
-        }
+        Router(TenantRouter::new(current_tenant, &ROUTED))
     }
 
     /// `(tenant_id, room)` the call for `presence_key` would use (raises as

@@ -20,11 +20,11 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyString, PyType};
 
-use super::errors::{self, state_error, store_error};
-use super::presence::{json_encode, redis_health, redis_target, Scope};
-use super::routing;
+use super::errors::{self, state_error};
+use super::presence::json_encode;
+use super::tenant_backend::{self, redis_target, RedisEngine, Scope, TenantRouter};
 use super::tenant_info::type_name;
-use crate::config::BackendKind;
+use crate::keys::KeyPrefix;
 use crate::redis_store::RedisStore;
 use crate::state::memory::{default_tenant_limit, MemoryState};
 use crate::state::redis::RedisState;
@@ -152,27 +152,20 @@ fn checked_name(name: &str) -> PyResult<()> {
     check_name(name).map_err(state_error)
 }
 
-/// How state calls are carried out.
-enum Engine {
-    Memory,
-    Redis(RedisState),
+impl RedisEngine for RedisState {
+    fn store(&self) -> &RedisStore {
+        RedisState::store(self)
+    }
+
+    fn prefix(&self) -> &KeyPrefix {
+        RedisState::prefix(self)
+    }
 }
 
+/// How state calls are carried out: the process's memory store or Redis.
+type Engine = tenant_backend::Engine<(), RedisState>;
+
 impl Engine {
-    fn name(&self) -> &'static str {
-        match self {
-            Engine::Memory => "tenant_memory",
-            Engine::Redis(_) => "tenant_redis",
-        }
-    }
-
-    fn location(&self) -> String {
-        match self {
-            Engine::Memory => "the memory store".to_owned(),
-            Engine::Redis(r) => format!("Redis at {}", r.store().url()),
-        }
-    }
-
     fn get_out(
         &self,
         py: Python<'_>,
@@ -182,7 +175,7 @@ impl Engine {
     ) -> PyResult<Option<Outgoing>> {
         checked_name(name)?;
         match self {
-            Engine::Memory => {
+            Engine::Memory(()) => {
                 Ok(MEMORY.get_with(tenant, space, name, Instant::now(), |v| outgoing(py, v)))
             }
             Engine::Redis(r) => {
@@ -217,7 +210,7 @@ impl Engine {
     ) -> PyResult<()> {
         checked_name(name)?;
         match self {
-            Engine::Memory => MEMORY.set(tenant, space, name, value, ttl, Instant::now()),
+            Engine::Memory(()) => MEMORY.set(tenant, space, name, value, ttl, Instant::now()),
             Engine::Redis(r) => py.detach(|| r.set(tenant, space, name, value, ttl)),
         }
         .map_err(state_error)
@@ -232,7 +225,7 @@ impl Engine {
     ) -> PyResult<bool> {
         checked_name(name)?;
         match self {
-            Engine::Memory => Ok(MEMORY.delete(tenant, space, name, Instant::now())),
+            Engine::Memory(()) => Ok(MEMORY.delete(tenant, space, name, Instant::now())),
             Engine::Redis(r) => py
                 .detach(|| r.delete(tenant, space, name))
                 .map_err(state_error),
@@ -248,7 +241,7 @@ impl Engine {
     ) -> PyResult<bool> {
         checked_name(name)?;
         match self {
-            Engine::Memory => Ok(MEMORY.exists(tenant, space, name, Instant::now())),
+            Engine::Memory(()) => Ok(MEMORY.exists(tenant, space, name, Instant::now())),
             Engine::Redis(r) => py
                 .detach(|| r.exists(tenant, space, name))
                 .map_err(state_error),
@@ -266,7 +259,7 @@ impl Engine {
     ) -> PyResult<Option<f64>> {
         checked_name(name)?;
         let ttl = match self {
-            Engine::Memory => MEMORY.ttl(tenant, space, name, Instant::now()),
+            Engine::Memory(()) => MEMORY.ttl(tenant, space, name, Instant::now()),
             Engine::Redis(r) => py
                 .detach(|| r.ttl(tenant, space, name))
                 .map_err(state_error)?,
@@ -288,7 +281,7 @@ impl Engine {
     ) -> PyResult<i64> {
         checked_name(name)?;
         match self {
-            Engine::Memory => MEMORY.incr(tenant, space, name, by, Instant::now()),
+            Engine::Memory(()) => MEMORY.incr(tenant, space, name, by, Instant::now()),
             Engine::Redis(r) => py.detach(|| r.incr(tenant, space, name, by)),
         }
         .map_err(state_error)
@@ -296,7 +289,7 @@ impl Engine {
 
     fn delete_tenant(&self, py: Python<'_>, tenant: &TenantId) -> PyResult<usize> {
         match self {
-            Engine::Memory => Ok(MEMORY.delete_tenant(tenant, Instant::now())),
+            Engine::Memory(()) => Ok(MEMORY.delete_tenant(tenant, Instant::now())),
             Engine::Redis(r) => py.detach(|| r.delete_tenant(tenant)).map_err(state_error),
         }
     }
@@ -308,7 +301,7 @@ impl Engine {
         space: Space,
     ) -> PyResult<usize> {
         match self {
-            Engine::Memory => Ok(MEMORY.delete_space(tenant, space, Instant::now())),
+            Engine::Memory(()) => Ok(MEMORY.delete_space(tenant, space, Instant::now())),
             Engine::Redis(r) => py
                 .detach(|| r.delete_space(tenant, space))
                 .map_err(state_error),
@@ -321,22 +314,12 @@ impl Engine {
         py: Python<'py>,
         tenant: Option<&Bound<'py, PyString>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        match self {
-            Engine::Memory => {
-                let stats = MEMORY.stats();
-                d.set_item("status", "healthy")?;
-                d.set_item("backend", self.name())?;
-                if let Some(t) = tenant {
-                    d.set_item("tenant_id", t)?;
-                }
-                d.set_item("total_keys", stats.entries)?;
-                d.set_item("used_bytes", stats.bytes)?;
-                d.set_item("max_bytes", stats.limit)?;
-            }
-            Engine::Redis(r) => redis_health(py, &d, self.name(), tenant, r.store())?,
-        }
-        Ok(d)
+        self.report_health(py, tenant, |d| {
+            let stats = MEMORY.stats();
+            d.set_item("total_keys", stats.entries)?;
+            d.set_item("used_bytes", stats.bytes)?;
+            d.set_item("max_bytes", stats.limit)
+        })
     }
 }
 
@@ -463,7 +446,7 @@ state_backend_methods!(MemoryBackend, {
     fn new(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<Self> {
         Ok(MemoryBackend {
             scope: Scope::new(py, tenant_id)?,
-            engine: Engine::Memory,
+            engine: Engine::Memory(()),
         })
     }
 
@@ -546,18 +529,12 @@ state_backend_methods!(RedisBackend, {
     /// The Redis URL, password hidden.
     #[getter]
     fn redis_url(&self) -> &str {
-        match &self.engine {
-            Engine::Redis(r) => r.store().url(),
-            Engine::Memory => "",
-        }
+        self.engine.redis_url()
     }
 
     #[getter]
     fn key_prefix(&self) -> &str {
-        match &self.engine {
-            Engine::Redis(r) => r.prefix().as_str(),
-            Engine::Memory => "",
-        }
+        self.engine.key_prefix()
     }
 
     /// The Redis key holding `key` of this tenant.
@@ -565,7 +542,7 @@ state_backend_methods!(RedisBackend, {
         checked_name(key)?;
         match &self.engine {
             Engine::Redis(r) => Ok(r.key(&self.scope.tenant, Space::Data, key)),
-            Engine::Memory => Ok(String::new()),
+            Engine::Memory(()) => Ok(String::new()),
         }
     }
 
@@ -574,7 +551,7 @@ state_backend_methods!(RedisBackend, {
     fn index_key(&self) -> String {
         match &self.engine {
             Engine::Redis(r) => r.index_key(&self.scope.tenant),
-            Engine::Memory => String::new(),
+            Engine::Memory(()) => String::new(),
         }
     }
 });
@@ -593,12 +570,9 @@ state_backend_methods!(RedisBackend, {
 /// `TENANT_KEY_PREFIX`, Redis timeouts, `STATE_MEMORY_MAX_BYTES`,
 /// `STATE_TENANT_MAX_BYTES`).
 #[pyclass(module = "tenantry", name = "TenantStateRouter", frozen)]
-pub struct Router {
-    current_tenant: Py<PyAny>,
-    engine: routing::EngineSlot<Engine>,
-}
+pub struct Router(TenantRouter<Engine>);
 
-const ROUTED: routing::Routed = routing::Routed {
+const ROUTED: tenant_backend::Routed = tenant_backend::Routed {
     what: "saved view key",
     data: "saved view state",
     hook: "its get_state_key_prefix() scopes djust's key",
@@ -607,26 +581,24 @@ const ROUTED: routing::Routed = routing::Routed {
 
 impl Router {
     fn engine(&self, py: Python<'_>) -> PyResult<Arc<Engine>> {
-        self.engine.get(py, |compiled| {
+        self.0.engine(py, |compiled| {
             let settings = &compiled.settings;
             MEMORY.set_limits(
                 settings.state_memory_max_bytes,
                 settings.state_tenant_max_bytes,
             );
-            Ok(match settings.state.kind {
-                BackendKind::Memory => Engine::Memory,
-                BackendKind::Redis => {
-                    let store =
-                        RedisStore::shared(&settings.state.redis_url, settings.redis_options)
-                            .map_err(store_error)?;
-                    Engine::Redis(RedisState::new(store, settings.key_prefix.clone()))
-                }
-            })
+            Engine::from_settings(
+                &settings.state,
+                settings.redis_options,
+                &settings.key_prefix,
+                || (),
+                RedisState::new,
+            )
         })
     }
 
     fn route<'k>(&self, py: Python<'_>, key: &'k str) -> PyResult<(TenantId, &'k str)> {
-        routing::route(py, &self.current_tenant, key, &ROUTED)
+        self.0.route(py, key)
     }
 }
 
@@ -634,10 +606,7 @@ impl Router {
 impl Router {
     #[new]
     fn new(current_tenant: Py<PyAny>) -> Self {
-        Router {
-            current_tenant,
-            engine: routing::EngineSlot::new(),
-        }
+        Router(TenantRouter::new(current_tenant, &ROUTED))
     }
 
     /// `(tenant_id, name)` a call for djust's `key` would use (raises as the
@@ -689,7 +658,7 @@ impl Router {
     /// shared space's when none is bound (djust's `clear --all`). Returns
     /// how many went.
     fn delete_all(&self, py: Python<'_>) -> PyResult<usize> {
-        let tenant = routing::bound_tenant(py, &self.current_tenant)?;
+        let tenant = self.0.bound(py)?;
         let engine = self.engine(py)?;
         let mut deleted = engine.delete_space(py, tenant.as_ref(), Space::View)?;
         if tenant.is_none() {
@@ -702,9 +671,9 @@ impl Router {
     /// Saved views held (the bound tenant's, or all), for statistics; None
     /// on Redis, where counting would mean scanning.
     fn count(&self, py: Python<'_>) -> PyResult<Option<usize>> {
-        let tenant = routing::bound_tenant(py, &self.current_tenant)?;
+        let tenant = self.0.bound(py)?;
         match *self.engine(py)? {
-            Engine::Memory => Ok(Some(MEMORY.count(
+            Engine::Memory(()) => Ok(Some(MEMORY.count(
                 tenant.as_ref(),
                 Space::View,
                 Instant::now(),
@@ -717,7 +686,7 @@ impl Router {
     /// expires keys itself).
     fn purge_expired(&self, py: Python<'_>) -> PyResult<usize> {
         match *self.engine(py)? {
-            Engine::Memory => Ok(MEMORY.purge_expired(Instant::now())),
+            Engine::Memory(()) => Ok(MEMORY.purge_expired(Instant::now())),
             Engine::Redis(_) => Ok(0),
         }
     }

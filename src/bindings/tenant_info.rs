@@ -84,6 +84,16 @@ impl TenantInfo {
     pub fn id_string(&self, py: Python<'_>) -> String {
         self.id.bind(py).to_string_lossy().into_owned()
     }
+
+    /// `settings[name]` without copying the registry's shared dict: the
+    /// same object until the registry reloads the tenant (rate-limit plans
+    /// are cached by its identity).
+    pub fn setting<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match &self.settings {
+            None => Ok(None),
+            Some(d) => d.bind(py).get_item(name),
+        }
+    }
 }
 
 /// Turns a Python value into a validated tenant id: `str` as is, `int` (not

@@ -19,4 +19,5 @@ urlpatterns = [
     path("stream-view/", views.StreamingTenantView.as_view()),
     path("admin/", admin.site.urls),
     path("pieces/", include("tests.pieces.urls")),
+    path("report/", views.report_view, name="report"),
 ]

@@ -7,6 +7,7 @@ from djust.decorators import event_handler
 from djust.presence import PresenceMixin
 
 from tenantry import TenantMixin, TenantScopedMixin, get_current_tenant
+from tenantry.ratelimit import tenant_ratelimit
 
 from .models import Item
 
@@ -215,3 +216,8 @@ class StreamingTenantView(TenantMixin, View):
 
     def get(self, request):
         return StreamingHttpResponse(_item_names())
+
+
+@tenant_ratelimit("2/m", key="tenant+user", scope="report")
+def report_view(request):
+    return HttpResponse(f"report for {request.tenant.id}")

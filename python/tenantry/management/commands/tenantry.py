@@ -9,6 +9,7 @@ manage.py tenantry domain shop.acme-corp.com acme
 manage.py tenantry check http://acme.example.com/dashboard/ [-H "X-Tenant-ID: acme"]
                           [--session tenant_id=acme]
 manage.py tenantry rls [--check] [--database default]
+manage.py tenantry usage [--tenant ID] [--since HOURS] [--json]
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ class Command(BaseCommand):
             help="exit non-zero when a scoped model has no policy or the role ignores RLS",
         )
         rls.add_argument("--database", default="default", help="the database alias to inspect")
+        usage = sub.add_parser("usage", help="per-tenant usage by day (requests, events, ...)")
+        usage.add_argument("--tenant", action="append", metavar="ID", help="only these tenants")
+        usage.add_argument("--since", type=int, default=24, metavar="HOURS", help="default 24")
+        usage.add_argument("--json", action="store_true", help="machine-readable output")
 
     def handle(self, *args, **options):
         getattr(self, f"handle_{options['action']}")(options)
@@ -474,6 +479,43 @@ class Command(BaseCommand):
             key = source.get("TENANT_SESSION_KEY", "tenant_id")
             return f"  (session[{key!r}] = {request.session.get(key)!r})"
         return ""
+
+    # -- usage -----------------------------------------------------------------
+
+    def handle_usage(self, options):
+        from datetime import UTC, datetime, timedelta
+
+        from ... import usage
+
+        if options["since"] < 1:
+            raise CommandError("--since is a number of hours, at least 1")
+        since = datetime.now(UTC) - timedelta(hours=options["since"] - 1)
+        tenants = options["tenant"] or usage.tenants_with_usage()
+        reports = [usage.get_usage(t, since=since) for t in tenants]
+        if options["json"]:
+            out = [
+                {
+                    "tenant": r["tenant"],
+                    "total": r["total"],
+                    "days": [{**d, "day": d["day"].isoformat()} for d in r["days"]],
+                    "hours": [{**h, "hour": h["hour"].isoformat()} for h in r["hours"]],
+                }
+                for r in reports
+            ]
+            self.stdout.write(json.dumps(out, indent=2))
+            return
+        header = ["tenant", "day", *usage.METRICS]
+        rows = [
+            [r["tenant"], d["day"].isoformat(), *(str(d[m]) for m in usage.METRICS)]
+            for r in reports
+            for d in r["days"]
+        ]
+        if not rows:
+            self.stdout.write("no usage recorded")
+            return
+        widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+        for line in [header, *rows]:
+            self.stdout.write("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
 
 
 # -- which ids can a request carry? -------------------------------------------

@@ -5,7 +5,12 @@ from tenantry import tenant_context
 
 TENANTS = {
     "acme": ("Acme Corp", {"theme": "#d9480f", "tagline": "Anvils since 1949"}),
-    "globex": ("Globex", {"theme": "#0b7285", "tagline": "Moving the world"}),
+    # Globex is on a small plan: 3 live events a minute (tenantry rate
+    # limits, from the registry row's settings; docs/ratelimits.md).
+    "globex": (
+        "Globex",
+        {"theme": "#0b7285", "tagline": "Moving the world", "rate_limits": {"events": "3/m"}},
+    ),
 }
 SEED = {
     "acme": ["Anvil", "Rocket skates"],

@@ -1,0 +1,257 @@
+"""Per-tenant rate limits and quotas (SPEC §12).
+
+Limits come from ``DJUST_CONFIG["TENANT_RATE_LIMITS"]`` (and
+``TENANT_QUOTAS``), overridden per tenant by its plan in the registry
+(``TenantInfo.settings["rate_limits"]`` / ``["quotas"]``)::
+
+    DJUST_CONFIG = {
+        "TENANT_RATE_LIMITS": {
+            "http": "100/s",                                   # TenantMiddleware
+            "events": [                                         # live-view events
+                "20/s burst 40",
+                {"rate": "600/m", "key": "tenant+user"},
+            ],
+            "export": "10/h",                                   # check("export")
+        },
+        "TENANT_QUOTAS": {"events_per_day": 100_000},
+    }
+
+    from tenantry.ratelimit import check, tenant_ratelimit
+
+    decision = check("export", key="tenant+user", request=request)
+    if not decision.allowed:
+        ...  # decision.retry_after seconds
+
+The work is done by the Rust core (``tenantry._core.TenantRateLimiter``):
+GCRA in a sharded memory store, or one ``EVALSHA`` on Redis
+(``RATE_LIMIT_BACKEND = "tenant_redis"``). See docs/ratelimits.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.http import HttpRequest, HttpResponse
+
+from ._core import BackendUnavailable, Decision, TenantRateLimiter
+from ._tenant_backend import ProcessRouter
+
+__all__ = [
+    "Decision",
+    "TenantRateLimiter",
+    "ahttp",
+    "check",
+    "get_rate_limiter",
+    "http",
+    "install_djust_event_limits",
+    "tenant_ratelimit",
+    "too_many_requests",
+]
+
+logger = logging.getLogger("tenantry.ratelimit")
+
+_limiter: ProcessRouter[TenantRateLimiter] = ProcessRouter(TenantRateLimiter)
+
+#: Seconds a client is told to wait when the rate-limit store is down
+#: (``TENANT_RATE_LIMIT_FAILURE = "closed"``).
+UNAVAILABLE_RETRY_AFTER = 5
+
+
+def get_rate_limiter() -> TenantRateLimiter:
+    """The process's limiter (follows ``DJUST_CONFIG``)."""
+    return _limiter.get()
+
+
+def check(scope: str, key: str | None = None, cost: int = 1, request: Any = None) -> Decision:
+    """Check and consume ``cost`` from every limit of ``scope`` for the bound
+    tenant: ``Decision(allowed, limit, remaining, retry_after, reset_after)``
+    (seconds, floats). ``key`` names what is counted within the tenant
+    (``"tenant"``, ``"tenant+user"``, ``"tenant+ip"``, ``"view"``, or any
+    other string, counted as itself); ``None`` uses each limit's configured
+    key. A refused check consumes nothing. No tenant bound:
+    ``TenantNotSetError``. Redis down: ``BackendUnavailable`` (or an allowed
+    decision with ``TENANT_RATE_LIMIT_FAILURE = "open"``)."""
+    return _limiter.get().check(scope, key, cost, request)
+
+
+def too_many_requests(decision: Decision) -> HttpResponse:
+    """The 429 answer to a refused ``decision``, with ``Retry-After`` and the
+    ``RateLimit-*`` headers."""
+    wait = math.ceil(decision.retry_after)
+    response = HttpResponse(
+        f"Too many requests: retry in {wait} second{'s' if wait != 1 else ''}.\n",
+        status=429,
+        content_type="text/plain; charset=utf-8",
+    )
+    _set_headers(response, decision)
+    return response
+
+
+def _set_headers(response: Any, decision: Decision) -> None:
+    for name, value in decision.headers().items():
+        response[name] = value
+
+
+def _http_decision(request: HttpRequest) -> Decision | HttpResponse | None:
+    if getattr(request, "tenant", None) is None:
+        return None
+    try:
+        return _limiter.get().check("http", None, 1, request, required=False, usage="http_requests")
+    except BackendUnavailable as exc:
+        from .middleware import unavailable
+
+        return unavailable(request, exc)
+
+
+def http(request: HttpRequest, get_response: Callable[[HttpRequest], Any]) -> Any:
+    """``TenantMiddleware``'s hook: the ``http`` limits of the request's
+    tenant before the view (429 when refused), their headers after it."""
+    decision = _http_decision(request)
+    if isinstance(decision, HttpResponse):
+        return decision
+    if decision is not None and not decision.allowed:
+        return too_many_requests(decision)
+    response = get_response(request)
+    if decision is not None:
+        _set_headers(response, decision)
+    return response
+
+
+async def ahttp(
+    request: HttpRequest, get_response: Callable[[HttpRequest], Awaitable[Any]]
+) -> Any:
+    """:func:`http` for async middleware stacks."""
+    if getattr(request, "tenant", None) is not None and _limiter.get().needs_user("http"):
+        # request.user loads from the database: not on the event loop.
+        decision = await sync_to_async(_http_decision)(request)
+    else:
+        decision = _http_decision(request)
+    if isinstance(decision, HttpResponse):
+        return decision
+    if decision is not None and not decision.allowed:
+        return too_many_requests(decision)
+    response = await get_response(request)
+    if decision is not None:
+        _set_headers(response, decision)
+    return response
+
+
+def tenant_ratelimit(
+    rate: str, key: str = "tenant+user", scope: str | None = None, cost: int = 1
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Limit a view (sync or async function; ``method_decorator`` for class
+    methods) per tenant: ``rate`` unless ``TENANT_RATE_LIMITS`` or the
+    tenant's plan sets ``scope`` (default: the view's dotted name). Refused
+    requests get a 429 with ``Retry-After`` and ``RateLimit-*`` headers."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        name = scope or f"{view.__module__}.{view.__qualname__}".replace("<", "").replace(">", "")
+        limiter = get_rate_limiter
+
+        def decide(request: Any) -> Decision:
+            return limiter().check(name, key, cost, request, rate=rate)
+
+        if iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+                decision = decide(request)
+                if not decision.allowed:
+                    return too_many_requests(decision)
+                response = await view(request, *args, **kwargs)
+                _set_headers(response, decision)
+                return response
+
+            return async_wrapper
+
+        @functools.wraps(view)
+        def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+            decision = decide(request)
+            if not decision.allowed:
+                return too_many_requests(decision)
+            response = view(request, *args, **kwargs)
+            _set_headers(response, decision)
+            return response
+
+        return wrapper
+
+    return decorate
+
+
+# -- live-view events --------------------------------------------------------
+
+
+def event_refusal(owner: Any, event_name: str, root_view: Any = None) -> dict | None:
+    """The error frame's fields when the bound tenant's ``events`` limits
+    refuse ``event_name`` on ``owner`` (a view or component), else None."""
+    view = root_view if root_view is not None else owner
+    request = getattr(view, "request", None)
+    endpoint = f"{type(owner).__name__}.{event_name}"
+    try:
+        decision = _limiter.get().check(
+            "events", None, 1, request, endpoint=endpoint, required=False, usage="live_events"
+        )
+    except BackendUnavailable as exc:
+        logger.error("event %s refused, rate limits unavailable: %s", endpoint, exc)
+        return {
+            "error": "Service temporarily unavailable, event dropped",
+            "retry_after": float(UNAVAILABLE_RETRY_AFTER),
+        }
+    if decision is None or decision.allowed:
+        return None
+    wait = decision.retry_after
+    return {
+        "error": f"Rate limit exceeded, event dropped: retry in {wait:.3g} s",
+        "rate_limited": True,
+        "retry_after": wait,
+        "reset_after": decision.reset_after,
+        "limit": decision.limit,
+        "remaining": decision.remaining,
+    }
+
+
+def _limited_validator(original: Callable[..., Any]) -> Callable[..., Any]:
+    if getattr(original, "_tenantry_event_limits", False):
+        return original
+
+    @functools.wraps(original)
+    async def validate(ws: Any, event_name: str, owner: Any, *args: Any, **kwargs: Any) -> Any:
+        handler = await original(ws, event_name, owner, *args, **kwargs)
+        if handler is None:
+            return None
+        if _limiter.get().needs_user("events"):
+            # The view's user may still be a lazy object that loads from
+            # the database: not on the event loop.
+            refusal = await sync_to_async(event_refusal)(owner, event_name, kwargs.get("root_view"))
+        else:
+            refusal = event_refusal(owner, event_name, kwargs.get("root_view"))
+        if refusal is None:
+            return handler
+        await ws.send_error(refusal.pop("error"), **refusal)
+        return None
+
+    validate._tenantry_event_limits = True  # type: ignore[attr-defined]
+    return validate
+
+
+def install_djust_event_limits() -> bool:
+    """Check the ``events`` limits before every live-view event handler
+    runs: wraps djust's per-event security gate
+    (``websocket_utils._validate_event_security``, the one chokepoint of the
+    WebSocket, SSE, component and deferred-activity paths), after its own
+    checks pass. A refused event gets an error frame with the wait and its
+    handler never runs. Idempotent; called by the app's ``ready()``."""
+    try:
+        from djust import runtime, websocket, websocket_utils
+    except Exception:  # djust not installed
+        return False
+    for module in (websocket_utils, runtime, websocket):
+        current = getattr(module, "_validate_event_security", None)
+        if current is not None:
+            module._validate_event_security = _limited_validator(current)
+    return True

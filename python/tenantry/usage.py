@@ -1,0 +1,59 @@
+"""Per-tenant usage (SPEC §12): HTTP requests, live events, limited
+(refused) requests — counts — and peak concurrent presences and state
+bytes — peaks — by UTC hour and day.
+
+Counted by tenantry itself: ``TenantMiddleware`` counts every request of a
+tenant, the live-view event gate every event, and every refused rate-limit
+check counts as limited. Your code may add figures with :func:`record`.
+Kept where ``STATE_BACKEND`` keeps state (the process, or Redis at
+``STATE_REDIS_URL``); on Redis a tenant's figures are sent in one round trip
+at most once a second. See docs/ratelimits.md#usage.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from . import _core
+
+__all__ = ["METRICS", "flush", "get_usage", "record", "tenants_with_usage"]
+
+#: The figures kept per hour and day.
+METRICS = ("http_requests", "live_events", "limited", "peak_presences", "state_bytes")
+
+
+def _when(epoch: int) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def get_usage(tenant: Any, since: datetime | None = None) -> dict:
+    """``tenant``'s figures from ``since`` (an aware datetime; default: the
+    last 24 hours): ``{"tenant", "hours": [{"hour": datetime, <metric>:
+    n}], "days": [{"day": date, ...}], "total": {<metric>: n}}`` — counts
+    summed and peaks maxed over the days."""
+    if since is not None and since.tzinfo is None:
+        raise ValueError("since must be an aware datetime (e.g. datetime.now(UTC))")
+    raw = _core.usage_get(tenant, None if since is None else since.timestamp())
+    return {
+        "tenant": raw["tenant"],
+        "hours": [{"hour": _when(t), **figures} for t, figures in raw["hours"]],
+        "days": [{"day": _when(t).date(), **figures} for t, figures in raw["days"]],
+        "total": raw["total"],
+    }
+
+
+def record(tenant: Any, metric: str, value: int = 1) -> None:
+    """Add ``value`` to a count, or raise a peak (``peak_presences``,
+    ``state_bytes``), of ``tenant`` for the current hour and day."""
+    _core.usage_record(tenant, metric, value)
+
+
+def tenants_with_usage() -> list[str]:
+    """Ids of the tenants with recorded usage (on Redis, a scan: reports only)."""
+    return _core.usage_tenants()
+
+
+def flush() -> None:
+    """Send the process's pending figures now (Redis; a no-op in memory)."""
+    _core.usage_flush()

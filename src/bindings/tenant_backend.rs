@@ -1,0 +1,346 @@
+//! The one "tenant backend" shape every per-tenant store of the bindings
+//! (presence, saved view state, rate limits) is built from:
+//!
+//! * [`Engine`]: where calls go — the process's memory store, or a Redis
+//!   store (one shared pool per URL) — built from a [`BackendSettings`] by
+//!   [`Engine::from_settings`], or for one object by [`redis_target`];
+//! * [`Scope`]: one tenant's identity, held by per-tenant backend objects;
+//! * [`TenantRouter`]: a process-wide object that follows the current
+//!   config ([`EngineSlot`]) and finds the tenant of every call — from the
+//!   `tenant:<id>:` prefix `TenantMixin` puts on djust's key and/or the
+//!   tenant bound in the current context. Both present: they must agree
+//!   (`TenantMismatchError`). A key without the prefix is the bound tenant's
+//!   (no tenant bound: `TenantNotSetError`) or, where the kind says so
+//!   (saved view state of views that are not tenant views), the shared
+//!   space no tenant's id can name ([`TenantId::shared`]);
+//! * [`redis_health`]: the Redis half of every `health_check()`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use super::config::{self as bconfig, Compiled};
+use super::errors::{self, store_error};
+use super::tenant_info::id_from_py;
+use crate::config::{BackendKind, BackendSettings};
+use crate::keys::KeyPrefix;
+use crate::redis_store::{self, RedisStore, StoreOptions};
+use crate::tenant_id::{preview, TenantId};
+
+const KEY_PREFIX: &str = "tenant:";
+
+/// `tenant:<id>:<rest>` → `(id, rest)`; anything else is an unprefixed key.
+pub fn split_tenant_prefix(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix(KEY_PREFIX)?.split_once(':')
+}
+
+/// The bound tenant's id, if any. Accepts tenantry's `TenantInfo`, any
+/// object with an `id` (djust's own `TenantInfo`), or a plain id.
+pub fn bound_tenant(py: Python<'_>, current_tenant: &Py<PyAny>) -> PyResult<Option<TenantId>> {
+    let bound = current_tenant.bind(py).call_method0(intern!(py, "get"))?;
+    if bound.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(tenant_id_of(&bound)?))
+}
+
+/// The id of a tenant object: tenantry's `TenantInfo`, any object with an
+/// `id` (djust's own `TenantInfo`), or a plain id.
+pub fn tenant_id_of(tenant: &Bound<'_, PyAny>) -> PyResult<TenantId> {
+    if let Ok(id) = id_from_py(tenant) {
+        return Ok(id);
+    }
+    let id = tenant.getattr(intern!(tenant.py(), "id"))?;
+    id_from_py(&id)
+}
+
+/// What a router routes, for its error messages.
+pub struct Routed {
+    /// "presence key", "saved view key"
+    pub what: &'static str,
+    /// "presence", "saved view state"
+    pub data: &'static str,
+    /// How to scope the key: the `TenantMixin` hook that adds the prefix.
+    pub hook: &'static str,
+    /// Unprefixed keys go to the shared space, whatever tenant is bound.
+    pub unprefixed_shared: bool,
+}
+
+/// `(tenant, rest of the key)` for a djust key.
+pub fn route<'k>(
+    py: Python<'_>,
+    current_tenant: &Py<PyAny>,
+    key: &'k str,
+    routed: &Routed,
+) -> PyResult<(TenantId, &'k str)> {
+    let prefixed = split_tenant_prefix(key);
+    if prefixed.is_none() && routed.unprefixed_shared {
+        return Ok((TenantId::shared(), key));
+    }
+    let bound = bound_tenant(py, current_tenant)?;
+    match prefixed {
+        Some((id, rest)) => {
+            let tenant = TenantId::parse(id).map_err(|e| errors::invalid_tenant_id(id, &e))?;
+            if let Some(bound) = bound {
+                if bound != tenant {
+                    return Err(errors::TenantMismatchError::new_err(format!(
+                        "{} {} belongs to tenant {:?} but tenant {:?} is bound; \
+                         refusing to touch another tenant's {}",
+                        routed.what,
+                        preview(key),
+                        tenant.as_str(),
+                        bound.as_str(),
+                        routed.data
+                    )));
+                }
+            }
+            Ok((tenant, rest))
+        }
+        None => match bound {
+            Some(tenant) => Ok((tenant, key)),
+            None => Err(errors::TenantNotSetError::new_err(format!(
+                "{} {} has no 'tenant:<id>:' prefix and no tenant is bound: \
+                 use TenantMixin on the view ({}) or bind one with \
+                 tenantry.tenant_context(...)",
+                routed.what,
+                preview(key),
+                routed.hook
+            ))),
+        },
+    }
+}
+
+/// A router's engine, built from the config current at its first use and
+/// rebuilt when `DJUST_CONFIG` changes (the compiled config is compared by
+/// identity, so the common path is one read lock and a pointer compare).
+pub struct EngineSlot<E>(RwLock<Option<(Arc<Compiled>, Arc<E>)>>);
+
+impl<E> EngineSlot<E> {
+    pub fn new() -> Self {
+        EngineSlot(RwLock::new(None))
+    }
+
+    pub fn get(
+        &self,
+        py: Python<'_>,
+        build: impl FnOnce(&Compiled) -> PyResult<E>,
+    ) -> PyResult<Arc<E>> {
+        let compiled = bconfig::current(py)?;
+        if let Some((from, engine)) = self.0.read().as_ref() {
+            if Arc::ptr_eq(from, &compiled) {
+                return Ok(Arc::clone(engine));
+            }
+        }
+        let engine = Arc::new(build(&compiled)?);
+        // The replaced engine is dropped after the lock is released.
+        let old = self.0.write().replace((compiled, Arc::clone(&engine)));
+        drop(old);
+        Ok(engine)
+    }
+}
+
+/// A Redis-backed store of one kind (presence, state, rate limits).
+pub trait RedisEngine {
+    fn store(&self) -> &RedisStore;
+    fn prefix(&self) -> &KeyPrefix;
+}
+
+/// Where a backend's calls go: the process's memory store (with `M`, what
+/// that kind needs to know, e.g. presence's timeout) or Redis.
+pub enum Engine<M, R> {
+    Memory(M),
+    Redis(R),
+}
+
+impl<M, R: RedisEngine> Engine<M, R> {
+    /// From `PRESENCE_BACKEND`-style settings: `memory()` for the memory
+    /// store, `redis(store, prefix)` with the shared pool of the URL.
+    pub fn from_settings(
+        backend: &BackendSettings,
+        options: StoreOptions,
+        prefix: &KeyPrefix,
+        memory: impl FnOnce() -> M,
+        redis: impl FnOnce(Arc<RedisStore>, KeyPrefix) -> R,
+    ) -> PyResult<Self> {
+        Ok(match backend.kind {
+            BackendKind::Memory => Engine::Memory(memory()),
+            BackendKind::Redis => {
+                let store = RedisStore::shared(&backend.redis_url, options).map_err(store_error)?;
+                Engine::Redis(redis(store, prefix.clone()))
+            }
+        })
+    }
+
+    /// `"tenant_memory"` or `"tenant_redis"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Memory(_) => "tenant_memory",
+            Engine::Redis(_) => "tenant_redis",
+        }
+    }
+
+    pub fn redis(&self) -> Option<&R> {
+        match self {
+            Engine::Memory(_) => None,
+            Engine::Redis(r) => Some(r),
+        }
+    }
+
+    /// The Redis URL (password hidden); `""` for memory.
+    pub fn redis_url(&self) -> &str {
+        self.redis().map_or("", |r| r.store().url())
+    }
+
+    /// The key prefix of Redis keys; `""` for memory.
+    pub fn key_prefix(&self) -> &str {
+        self.redis().map_or("", |r| r.prefix().as_str())
+    }
+
+    /// "the memory store" / "Redis at <url>", for messages.
+    pub fn location(&self) -> String {
+        match self.redis() {
+            None => "the memory store".to_owned(),
+            Some(r) => format!("Redis at {}", r.store().url()),
+        }
+    }
+
+    /// `health_check()`: `memory(dict)` fills in the memory store's figures;
+    /// Redis is pinged (never raises for an unreachable server).
+    pub fn report_health<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: Option<&Bound<'py, PyString>>,
+        memory: impl FnOnce(&Bound<'py, PyDict>) -> PyResult<()>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        match self {
+            Engine::Memory(_) => {
+                d.set_item("status", "healthy")?;
+                d.set_item("backend", self.name())?;
+                if let Some(t) = tenant {
+                    d.set_item("tenant_id", t)?;
+                }
+                memory(&d)?;
+            }
+            Engine::Redis(r) => redis_health(py, &d, self.name(), tenant, r.store())?,
+        }
+        Ok(d)
+    }
+}
+
+/// The Redis half of `health_check()`: one `PING` through the shared store
+/// (GIL released), reported, never raised.
+pub fn redis_health<'py>(
+    py: Python<'py>,
+    d: &Bound<'py, PyDict>,
+    backend: &str,
+    tenant: Option<&Bound<'py, PyString>>,
+    store: &RedisStore,
+) -> PyResult<()> {
+    let start = Instant::now();
+    let result = py.detach(|| store.ping());
+    let latency_ms = (start.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+    d.set_item(
+        "status",
+        if result.is_ok() {
+            "healthy"
+        } else {
+            "unhealthy"
+        },
+    )?;
+    d.set_item("backend", backend)?;
+    if let Some(t) = tenant {
+        d.set_item("tenant_id", t)?;
+    }
+    d.set_item("url", store.url())?;
+    d.set_item("cluster", store.is_cluster())?;
+    d.set_item("latency_ms", latency_ms)?;
+    if let Err(e) = result {
+        d.set_item("error", e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The shared pool and key prefix a per-tenant Redis backend is made with;
+/// checks every argument, connects to nothing.
+pub fn redis_target(
+    redis_url: &str,
+    key_prefix: &str,
+    connect_timeout: f64,
+    socket_timeout: f64,
+) -> PyResult<(Arc<RedisStore>, KeyPrefix)> {
+    let prefix =
+        KeyPrefix::new(key_prefix).map_err(|e| errors::InvalidKey::new_err(e.to_string()))?;
+    let options = StoreOptions {
+        connect_timeout: redis_store::timeout_from_secs("connect_timeout", connect_timeout)
+            .map_err(store_error)?,
+        io_timeout: redis_store::timeout_from_secs("socket_timeout", socket_timeout)
+            .map_err(store_error)?,
+    };
+    let store = RedisStore::shared(redis_url, options).map_err(store_error)?;
+    Ok((store, prefix))
+}
+
+/// One tenant's identity, held by the per-tenant backends.
+pub struct Scope {
+    pub tenant: TenantId,
+    pub tenant_py: Py<PyString>,
+}
+
+impl Scope {
+    pub fn new(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<Scope> {
+        let tenant = id_from_py(tenant_id)?;
+        let tenant_py = PyString::intern(py, tenant.as_str()).unbind();
+        Ok(Scope { tenant, tenant_py })
+    }
+}
+
+/// The process-wide half of a backend: the current tenant's `ContextVar`
+/// and the engine following the config.
+pub struct TenantRouter<E> {
+    current_tenant: Py<PyAny>,
+    slot: EngineSlot<E>,
+    routed: &'static Routed,
+}
+
+impl<E> TenantRouter<E> {
+    pub fn new(current_tenant: Py<PyAny>, routed: &'static Routed) -> Self {
+        TenantRouter {
+            current_tenant,
+            slot: EngineSlot::new(),
+            routed,
+        }
+    }
+
+    /// `(tenant, rest of the key)` for a djust key.
+    pub fn route<'k>(&self, py: Python<'_>, key: &'k str) -> PyResult<(TenantId, &'k str)> {
+        route(py, &self.current_tenant, key, self.routed)
+    }
+
+    /// The bound tenant, if any.
+    pub fn bound(&self, py: Python<'_>) -> PyResult<Option<TenantId>> {
+        bound_tenant(py, &self.current_tenant)
+    }
+
+    /// The bound tenant object itself (a `TenantInfo`, usually), if any.
+    pub fn bound_object<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let bound = self
+            .current_tenant
+            .bind(py)
+            .call_method0(intern!(py, "get"))?;
+        Ok((!bound.is_none()).then_some(bound))
+    }
+
+    /// The engine for the current config, built by `build` when it changed.
+    pub fn engine(
+        &self,
+        py: Python<'_>,
+        build: impl FnOnce(&Compiled) -> PyResult<E>,
+    ) -> PyResult<Arc<E>> {
+        self.slot.get(py, build)
+    }
+}

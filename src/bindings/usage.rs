@@ -1,0 +1,201 @@
+//! Usage counters for Python (`tenantry.usage`): recorded by the rate
+//! limiter's checks (HTTP requests, live events, refusals) and by
+//! `usage_record`, kept where `STATE_BACKEND` keeps state (the process, or
+//! Redis at `STATE_REDIS_URL`), batched so a request costs at most one round
+//! trip (a tenant's batch is flushed once a second).
+
+use std::sync::{Arc, LazyLock};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::errors::store_error;
+use super::tenant_backend::{self, EngineSlot, RedisEngine};
+use super::tenant_info::id_from_py;
+use crate::keys::KeyPrefix;
+use crate::redis_store::RedisStore;
+use crate::tenant_id::TenantId;
+use crate::usage::{Batch, Figures, MemoryUsage, Metric, RedisUsage, Usage, DAY, HOUR};
+
+static MEMORY: LazyLock<MemoryUsage> = LazyLock::new(MemoryUsage::default);
+static BATCH: LazyLock<Batch> = LazyLock::new(Batch::default);
+static ENGINE: LazyLock<EngineSlot<Engine>> = LazyLock::new(EngineSlot::new);
+
+/// Seconds a tenant's deltas wait in the process before one flush.
+const FLUSH_EVERY: u64 = 1;
+
+impl RedisEngine for RedisUsage {
+    fn store(&self) -> &RedisStore {
+        RedisUsage::store(self)
+    }
+
+    fn prefix(&self) -> &KeyPrefix {
+        RedisUsage::prefix(self)
+    }
+}
+
+type Engine = tenant_backend::Engine<(), RedisUsage>;
+
+fn engine(py: Python<'_>) -> PyResult<Arc<Engine>> {
+    ENGINE.get(py, |compiled| {
+        let s = &compiled.settings;
+        Engine::from_settings(
+            &s.state,
+            s.redis_options,
+            &s.key_prefix,
+            || (),
+            RedisUsage::new,
+        )
+    })
+}
+
+fn now_secs() -> u64 {
+    crate::ratelimit::now_micros() / 1_000_000
+}
+
+fn warn(py: Python<'_>, message: String) -> PyResult<()> {
+    py.import("logging")?
+        .call_method1("getLogger", ("tenantry.usage",))?
+        .call_method1("warning", (message,))?;
+    Ok(())
+}
+
+/// Records one figure. Never fails for an unreachable Redis (usage is not
+/// worth refusing a request over): the batch is dropped and logged.
+pub fn record(py: Python<'_>, tenant: &TenantId, metric: Metric, value: u64) -> PyResult<()> {
+    let engine = engine(py)?;
+    let now = now_secs();
+    match &*engine {
+        tenant_backend::Engine::Memory(()) => {
+            let mut f = Figures::default();
+            f[metric as usize] = value;
+            MEMORY.add(tenant, now / HOUR, &f);
+        }
+        tenant_backend::Engine::Redis(r) => {
+            if let Some((hour, figures)) = BATCH.record(tenant, metric, value, now, FLUSH_EVERY) {
+                if let Err(e) = py.detach(|| r.add(tenant, hour, &figures)) {
+                    warn(
+                        py,
+                        format!("usage of tenant {:?} dropped: {e}", tenant.as_str()),
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends every pending batch (of one tenant, or all) now.
+fn flush_pending(py: Python<'_>, engine: &Engine, tenant: Option<&TenantId>) -> PyResult<()> {
+    let pending = BATCH.take(tenant);
+    if let tenant_backend::Engine::Redis(r) = engine {
+        for (t, hour, figures) in pending {
+            py.detach(|| r.add(&t, hour, &figures))
+                .map_err(store_error)?;
+        }
+    }
+    Ok(())
+}
+
+fn metric(name: &str) -> PyResult<Metric> {
+    Metric::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        PyValueError::new_err(format!(
+            "unknown usage metric {name:?} (known: {})",
+            known.join(", ")
+        ))
+    })
+}
+
+/// Adds `value` to a count (or raises a peak) of `tenant_id`.
+#[pyfunction]
+#[pyo3(signature = (tenant_id, name, value=1))]
+pub fn usage_record(
+    py: Python<'_>,
+    tenant_id: &Bound<'_, PyAny>,
+    name: &str,
+    value: u64,
+) -> PyResult<()> {
+    record(py, &id_from_py(tenant_id)?, metric(name)?, value)
+}
+
+fn figures_dict<'py>(py: Python<'py>, f: &Figures) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for m in Metric::ALL {
+        d.set_item(m.name(), f[m as usize])?;
+    }
+    Ok(d)
+}
+
+/// `{"hours": [(epoch seconds, {metric: n})], "days": [...], "total":
+/// {metric: n}}` of `tenant_id` from `since` (epoch seconds; default: the
+/// last 24 hours).
+#[pyfunction]
+#[pyo3(signature = (tenant_id, since=None))]
+pub fn usage_get<'py>(
+    py: Python<'py>,
+    tenant_id: &Bound<'py, PyAny>,
+    since: Option<f64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let tenant = id_from_py(tenant_id)?;
+    let now_hour = now_secs() / HOUR;
+    let since_hour = match since {
+        Some(s) if s.is_finite() && s >= 0.0 => (s as u64) / HOUR,
+        Some(s) => {
+            return Err(PyValueError::new_err(format!(
+                "since must be a time, got {s}"
+            )))
+        }
+        None => now_hour.saturating_sub(23),
+    };
+    let engine = engine(py)?;
+    flush_pending(py, &engine, Some(&tenant))?;
+    let usage: Usage = match &*engine {
+        tenant_backend::Engine::Memory(()) => MEMORY.get(&tenant).since(since_hour),
+        tenant_backend::Engine::Redis(r) => py
+            .detach(|| r.get(&tenant, since_hour, now_hour))
+            .map_err(store_error)?,
+    };
+    let out = PyDict::new(py);
+    let rows = |buckets: &std::collections::BTreeMap<u64, Figures>,
+                unit: u64|
+     -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for (k, f) in buckets {
+            list.append((k * unit, figures_dict(py, f)?))?;
+        }
+        Ok(list)
+    };
+    out.set_item("tenant", tenant.as_str())?;
+    out.set_item("hours", rows(&usage.hours, HOUR)?)?;
+    out.set_item("days", rows(&usage.days, DAY)?)?;
+    out.set_item("total", figures_dict(py, &usage.total())?)?;
+    Ok(out)
+}
+
+/// Tenants with recorded usage (memory: this process; Redis: a scan).
+#[pyfunction]
+pub fn usage_tenants(py: Python<'_>) -> PyResult<Vec<String>> {
+    let engine = engine(py)?;
+    flush_pending(py, &engine, None)?;
+    let ids = match &*engine {
+        tenant_backend::Engine::Memory(()) => MEMORY.tenants(),
+        tenant_backend::Engine::Redis(r) => py.detach(|| r.tenants()).map_err(store_error)?,
+    };
+    Ok(ids.into_iter().map(|t| t.as_str().to_owned()).collect())
+}
+
+/// Sends every pending batch now (at shutdown, or before reading).
+#[pyfunction]
+pub fn usage_flush(py: Python<'_>) -> PyResult<()> {
+    let engine = engine(py)?;
+    flush_pending(py, &engine, None)
+}
+
+/// Forgets the memory store's usage and every pending batch.
+#[pyfunction]
+pub fn usage_clear() {
+    MEMORY.clear();
+    drop(BATCH.take(None));
+}

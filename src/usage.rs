@@ -1,0 +1,497 @@
+//! Per-tenant usage counters (SPEC §12), by UTC hour and day, with no
+//! Python types: HTTP requests, live events, limited (refused) requests —
+//! counts — and peak concurrent presences and state bytes — peaks.
+//!
+//! Recording is batched: [`Batch`] gathers a tenant's deltas in the
+//! process and hands them over at most once per flush interval, so a
+//! request costs no round trip, and a flush costs one (one script for the
+//! tenant's hour and day hashes, which share its hash tag).
+//!
+//! Stores: [`MemoryUsage`] (the process) and [`RedisUsage`]
+//! (`<prefix>:{tenant:<id>}:usage:h:<hour>` and `…:usage:d:<day>` hashes,
+//! expiring after [`HOURS_KEPT`] hours and [`DAYS_KEPT`] days).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::Mutex;
+use redis::Value as Reply;
+
+use crate::keys::{format_key, parse_key, KeyPrefix, Kind};
+use crate::redis_store::{Arg, RedisStore, Script, StoreError};
+use crate::tenant_id::TenantId;
+
+pub const HOUR: u64 = 3600;
+pub const DAY: u64 = 86_400;
+/// Hours of hourly figures kept.
+pub const HOURS_KEPT: u64 = 48;
+/// Days of daily figures kept.
+pub const DAYS_KEPT: u64 = 90;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    HttpRequests,
+    LiveEvents,
+    Limited,
+    PeakPresences,
+    StateBytes,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 5] = [
+        Metric::HttpRequests,
+        Metric::LiveEvents,
+        Metric::Limited,
+        Metric::PeakPresences,
+        Metric::StateBytes,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::HttpRequests => "http_requests",
+            Metric::LiveEvents => "live_events",
+            Metric::Limited => "limited",
+            Metric::PeakPresences => "peak_presences",
+            Metric::StateBytes => "state_bytes",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Peaks keep the largest value seen; counts add up.
+    pub fn is_peak(self) -> bool {
+        matches!(self, Metric::PeakPresences | Metric::StateBytes)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One bucket's figures, by [`Metric`] order.
+pub type Figures = [u64; 5];
+
+fn merge(into: &mut Figures, from: &Figures) {
+    for m in Metric::ALL {
+        let (a, b) = (&mut into[m.index()], from[m.index()]);
+        *a = if m.is_peak() {
+            (*a).max(b)
+        } else {
+            a.saturating_add(b)
+        };
+    }
+}
+
+/// Hour and day buckets (UTC epoch hours and days) of one tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub hours: BTreeMap<u64, Figures>,
+    pub days: BTreeMap<u64, Figures>,
+}
+
+impl Usage {
+    fn add(&mut self, hour: u64, figures: &Figures) {
+        merge(self.hours.entry(hour).or_default(), figures);
+        merge(self.days.entry(hour / 24).or_default(), figures);
+    }
+
+    fn prune(&mut self, hour: u64) {
+        self.hours = self.hours.split_off(&hour.saturating_sub(HOURS_KEPT - 1));
+        self.days = self
+            .days
+            .split_off(&(hour / 24).saturating_sub(DAYS_KEPT - 1));
+    }
+
+    /// Figures from `since_hour` on (days from that hour's day).
+    pub fn since(mut self, since_hour: u64) -> Usage {
+        self.hours = self.hours.split_off(&since_hour);
+        self.days = self.days.split_off(&(since_hour / 24));
+        self
+    }
+
+    /// Counts summed, peaks maxed, over the days.
+    pub fn total(&self) -> Figures {
+        let mut total = Figures::default();
+        for f in self.days.values() {
+            merge(&mut total, f);
+        }
+        total
+    }
+}
+
+const SHARDS: usize = 32;
+
+/// Usage kept by the process, in shards chosen by the tenant (one
+/// tenant's traffic never waits on another's shard lock, bar collisions).
+pub struct MemoryUsage {
+    shards: Box<[Mutex<HashMap<TenantId, Usage>>]>,
+}
+
+impl Default for MemoryUsage {
+    fn default() -> Self {
+        MemoryUsage {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+impl MemoryUsage {
+    fn shard(&self, tenant: &TenantId) -> &Mutex<HashMap<TenantId, Usage>> {
+        use std::hash::Hasher;
+        // A fixed hasher: the shard of a tenant must not change.
+        let mut fixed = std::collections::hash_map::DefaultHasher::new();
+        fixed.write(tenant.as_str().as_bytes());
+        &self.shards[(fixed.finish() as usize) % SHARDS]
+    }
+
+    pub fn add(&self, tenant: &TenantId, hour: u64, figures: &Figures) {
+        let mut tenants = self.shard(tenant).lock();
+        let usage = match tenants.get_mut(tenant) {
+            Some(u) => u,
+            None => tenants.entry(tenant.clone()).or_default(),
+        };
+        let known_hour = usage.hours.contains_key(&hour);
+        usage.add(hour, figures);
+        if !known_hour {
+            usage.prune(hour);
+        }
+    }
+
+    pub fn get(&self, tenant: &TenantId) -> Usage {
+        self.shard(tenant)
+            .lock()
+            .get(tenant)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn tenants(&self) -> Vec<TenantId> {
+        let mut ids: Vec<TenantId> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.lock().keys().cloned().collect::<Vec<_>>())
+            .collect();
+        ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        ids
+    }
+
+    pub fn clear(&self) {
+        for s in self.shards.iter() {
+            let old = std::mem::take(&mut *s.lock());
+            drop(old);
+        }
+    }
+}
+
+/// KEYS: hour hash, day hash. ARGV: hour TTL s, day TTL s, then pairs of
+/// (field, value) for counts, a '|' separator, pairs for peaks.
+const FLUSH: &str = r#"
+local peaks = false
+local i = 3
+while i <= #ARGV do
+  if ARGV[i] == '|' then
+    peaks = true
+    i = i + 1
+  else
+    for k = 1, 2 do
+      if peaks then
+        local cur = tonumber(redis.call('HGET', KEYS[k], ARGV[i]) or '0')
+        if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[k], ARGV[i], ARGV[i + 1]) end
+      else
+        redis.call('HINCRBY', KEYS[k], ARGV[i], ARGV[i + 1])
+      end
+    end
+    i = i + 2
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"#;
+
+/// KEYS: hashes of one tenant. Returns each one's HGETALL.
+const READ: &str = r#"
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end
+return out
+"#;
+
+static SCRIPTS: LazyLock<(Script, Script)> =
+    LazyLock::new(|| (Script::new(FLUSH), Script::new(READ)));
+
+pub struct RedisUsage {
+    store: Arc<RedisStore>,
+    prefix: KeyPrefix,
+}
+
+impl RedisUsage {
+    pub fn new(store: Arc<RedisStore>, prefix: KeyPrefix) -> Self {
+        RedisUsage { store, prefix }
+    }
+
+    pub fn store(&self) -> &RedisStore {
+        &self.store
+    }
+
+    pub fn prefix(&self) -> &KeyPrefix {
+        &self.prefix
+    }
+
+    pub fn hour_key(&self, tenant: &TenantId, hour: u64) -> String {
+        format_key(&self.prefix, tenant, Kind::Usage, &format!("h:{hour}"))
+    }
+
+    pub fn day_key(&self, tenant: &TenantId, day: u64) -> String {
+        format_key(&self.prefix, tenant, Kind::Usage, &format!("d:{day}"))
+    }
+
+    /// One round trip: the figures go into the hour's and the day's hash.
+    pub fn add(&self, tenant: &TenantId, hour: u64, figures: &Figures) -> Result<(), StoreError> {
+        let keys = [self.hour_key(tenant, hour), self.day_key(tenant, hour / 24)];
+        let values: Vec<String> = figures.iter().map(u64::to_string).collect();
+        let mut args = vec![
+            Arg::Int((HOURS_KEPT * HOUR) as i64),
+            Arg::Int((DAYS_KEPT * DAY) as i64),
+        ];
+        for peaks in [false, true] {
+            if peaks {
+                args.push(Arg::Str("|"));
+            }
+            for m in Metric::ALL.into_iter().filter(|m| m.is_peak() == peaks) {
+                if figures[m.index()] > 0 {
+                    args.push(Arg::Str(m.name()));
+                    args.push(Arg::Str(&values[m.index()]));
+                }
+            }
+        }
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.store.eval_once(&SCRIPTS.0, &refs, &args)?;
+        Ok(())
+    }
+
+    /// One round trip for the tenant's hours and days from `since_hour`.
+    pub fn get(
+        &self,
+        tenant: &TenantId,
+        since_hour: u64,
+        now_hour: u64,
+    ) -> Result<Usage, StoreError> {
+        let first_hour = since_hour.max(now_hour.saturating_sub(HOURS_KEPT - 1));
+        let first_day = (since_hour / 24).max((now_hour / 24).saturating_sub(DAYS_KEPT - 1));
+        let hours: Vec<u64> = (first_hour..=now_hour).collect();
+        let days: Vec<u64> = (first_day..=now_hour / 24).collect();
+        let keys: Vec<String> = hours
+            .iter()
+            .map(|h| self.hour_key(tenant, *h))
+            .chain(days.iter().map(|d| self.day_key(tenant, *d)))
+            .collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let reply = self.store.eval(&SCRIPTS.1, &refs, &[])?;
+        let Reply::Array(items) = &reply else {
+            return Err(self.store.unexpected("the usage read", &reply));
+        };
+        let mut usage = Usage::default();
+        for (i, item) in items.iter().enumerate() {
+            let figures = figures_of(item).ok_or_else(|| self.store.unexpected("HGETALL", item))?;
+            if figures == Figures::default() {
+                continue;
+            }
+            if i < hours.len() {
+                usage.hours.insert(hours[i], figures);
+            } else {
+                usage.days.insert(days[i - hours.len()], figures);
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Tenants with daily figures (a `SCAN` of every node: for reports).
+    pub fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
+        let pattern = format!("{}:{{tenant:*}}:usage:d:*", self.prefix.as_str());
+        let nodes = self.store.cluster_primaries()?;
+        let targets: Vec<Option<&(String, u16)>> = if nodes.is_empty() {
+            vec![None]
+        } else {
+            nodes.iter().map(Some).collect()
+        };
+        let mut found = std::collections::BTreeSet::new();
+        for node in targets {
+            let mut cursor = "0".to_owned();
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(&cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let reply = self.store.query_node(node, &cmd)?;
+                let Reply::Array(parts) = &reply else {
+                    return Err(self.store.unexpected("SCAN", &reply));
+                };
+                let (Some(next), Some(Reply::Array(keys))) = (parts.first(), parts.get(1)) else {
+                    return Err(self.store.unexpected("SCAN", &reply));
+                };
+                for key in keys {
+                    if let Reply::BulkString(k) = key {
+                        let k = String::from_utf8_lossy(k);
+                        if let Some(id) = parse_key(&k).and_then(|p| TenantId::parse(p.tenant).ok())
+                        {
+                            found.insert(id.as_str().to_owned());
+                        }
+                    }
+                }
+                cursor = match next {
+                    Reply::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    _ => return Err(self.store.unexpected("SCAN", &reply)),
+                };
+                if cursor == "0" {
+                    break;
+                }
+            }
+        }
+        Ok(found
+            .iter()
+            .filter_map(|t| TenantId::parse(t).ok())
+            .collect())
+    }
+}
+
+fn figures_of(reply: &Reply) -> Option<Figures> {
+    let Reply::Array(flat) = reply else {
+        return None;
+    };
+    let mut figures = Figures::default();
+    for pair in flat.chunks(2) {
+        let [Reply::BulkString(name), Reply::BulkString(value)] = pair else {
+            return None;
+        };
+        let name = std::str::from_utf8(name).ok()?;
+        if let Some(m) = Metric::from_name(name) {
+            figures[m.index()] = std::str::from_utf8(value).ok()?.parse().ok()?;
+        }
+    }
+    Some(figures)
+}
+
+/// Deltas gathered in the process before they are flushed.
+#[derive(Default)]
+pub struct Batch {
+    pending: Mutex<HashMap<(TenantId, u64), (Figures, u64)>>,
+}
+
+impl Batch {
+    /// Adds `value` to `metric` (or raises a peak) for `tenant` at `now`
+    /// (seconds). Returns the figures to flush now, when this tenant's
+    /// batch of this hour is `interval` seconds old (or the hour changed).
+    pub fn record(
+        &self,
+        tenant: &TenantId,
+        metric: Metric,
+        value: u64,
+        now: u64,
+        interval: u64,
+    ) -> Option<(u64, Figures)> {
+        let hour = now / HOUR;
+        let mut pending = self.pending.lock();
+        let (figures, since) = pending
+            .entry((tenant.clone(), hour))
+            .or_insert((Figures::default(), now));
+        let mut one = Figures::default();
+        one[metric.index()] = value;
+        merge(figures, &one);
+        if now.saturating_sub(*since) >= interval {
+            let out = *figures;
+            pending.remove(&(tenant.clone(), hour));
+            return Some((hour, out));
+        }
+        None
+    }
+
+    /// Every pending batch (of one tenant, or all), taken out.
+    pub fn take(&self, tenant: Option<&TenantId>) -> Vec<(TenantId, u64, Figures)> {
+        let mut pending = self.pending.lock();
+        let keys: Vec<(TenantId, u64)> = pending
+            .keys()
+            .filter(|(t, _)| tenant.is_none_or(|want| want == t))
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| pending.remove(&k).map(|(f, _)| (k.0, k.1, f)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis_store::tests::Server;
+    use crate::redis_store::StoreOptions;
+
+    fn t(id: &str) -> TenantId {
+        TenantId::parse(id).unwrap()
+    }
+
+    fn one(metric: Metric, v: u64) -> Figures {
+        let mut f = Figures::default();
+        f[metric.index()] = v;
+        f
+    }
+
+    #[test]
+    fn counts_add_and_peaks_keep_the_largest() {
+        let m = MemoryUsage::default();
+        let hour = 500_000;
+        m.add(&t("a"), hour, &one(Metric::HttpRequests, 3));
+        m.add(&t("a"), hour + 1, &one(Metric::HttpRequests, 2));
+        m.add(&t("a"), hour, &one(Metric::PeakPresences, 7));
+        m.add(&t("a"), hour + 1, &one(Metric::PeakPresences, 4));
+        let u = m.get(&t("a"));
+        assert_eq!(u.hours.len(), 2);
+        let total = u.total();
+        assert_eq!(total[Metric::HttpRequests.index()], 5);
+        assert_eq!(total[Metric::PeakPresences.index()], 7);
+        assert_eq!(m.get(&t("b")), Usage::default());
+        // Old hours are pruned.
+        m.add(&t("a"), hour + 100, &one(Metric::Limited, 1));
+        assert_eq!(m.get(&t("a")).hours.len(), 1);
+    }
+
+    #[test]
+    fn batches_flush_once_per_interval() {
+        let b = Batch::default();
+        let now = 1_000 * HOUR + 10;
+        assert_eq!(b.record(&t("a"), Metric::LiveEvents, 1, now, 1), None);
+        assert_eq!(b.record(&t("a"), Metric::LiveEvents, 1, now, 1), None);
+        let (hour, f) = b.record(&t("a"), Metric::Limited, 1, now + 1, 1).unwrap();
+        assert_eq!(hour, 1000);
+        assert_eq!(
+            (f[Metric::LiveEvents.index()], f[Metric::Limited.index()]),
+            (2, 1)
+        );
+        b.record(&t("b"), Metric::LiveEvents, 1, now, 1);
+        assert_eq!(b.take(Some(&t("a"))), vec![]);
+        assert_eq!(b.take(None).len(), 1);
+    }
+
+    #[test]
+    fn redis_usage_round_trips() {
+        let Some(server) = Server::start() else {
+            return;
+        };
+        let store = RedisStore::shared(&server.url(), StoreOptions::default()).unwrap();
+        let r = RedisUsage::new(store, KeyPrefix::default());
+        let hour = crate::ratelimit::now_micros() / 1_000_000 / HOUR;
+        r.add(&t("acme"), hour, &one(Metric::HttpRequests, 4))
+            .unwrap();
+        r.add(&t("acme"), hour, &one(Metric::StateBytes, 9))
+            .unwrap();
+        r.add(&t("acme"), hour, &one(Metric::StateBytes, 5))
+            .unwrap();
+        let u = r.get(&t("acme"), hour - 5, hour).unwrap();
+        assert_eq!(u.hours[&hour][Metric::HttpRequests.index()], 4);
+        assert_eq!(u.days[&(hour / 24)][Metric::StateBytes.index()], 9);
+        assert_eq!(r.tenants().unwrap(), vec![t("acme")]);
+    }
+}

@@ -1,0 +1,120 @@
+"""Per-tenant usage (SPEC §12): requests, events and refusals counted by
+hour and day, in memory and in Redis (batched), read back by get_usage()
+and `manage.py tenantry usage`."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from tenantry import _core
+from tenantry.ratelimit import TenantRateLimiter
+from tenantry.usage import flush, get_usage, record
+from tests.live import LiveClient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BASE = {"TENANT_RESOLVER": "subdomain", "TENANT_MAIN_DOMAIN": "example.com"}
+
+
+@pytest.fixture(autouse=True)
+def fresh():
+    _core.usage_clear()
+    TenantRateLimiter.clear_all()
+    yield
+    _core.usage_clear()
+
+
+def test_requests_and_refusals_are_counted_per_tenant(settings, client):
+    settings.DJUST_CONFIG = {**BASE, "TENANT_RATE_LIMITS": {"http": "3/m"}}
+    for _ in range(5):
+        client.get("/public/", HTTP_HOST="acme.example.com")
+    client.get("/public/", HTTP_HOST="globex.example.com")
+    client.get("/public/", HTTP_HOST="example.com")  # no tenant: nobody's usage
+    acme = get_usage("acme")
+    assert acme["total"]["http_requests"] == 5 and acme["total"]["limited"] == 2
+    assert [d["day"] for d in acme["days"]] == [datetime.now(UTC).date()]
+    (hour,) = acme["hours"]
+    assert hour["http_requests"] == 5 and hour["hour"] <= datetime.now(UTC)
+    globex = get_usage("globex")
+    assert globex["total"]["http_requests"] == 1 and globex["total"]["limited"] == 0
+    assert get_usage("initech")["total"]["http_requests"] == 0
+
+
+@pytest.mark.asyncio
+async def test_live_events_are_counted(settings):
+    settings.DJUST_CONFIG = {**BASE, "TENANT_RATE_LIMITS": {"events": "2/m"}}
+    tab = LiveClient("acme.example.com")
+    await tab.mount()
+    for _ in range(3):
+        await tab.event("peek")
+    await tab.close()
+    total = get_usage("acme")["total"]
+    assert total["live_events"] == 3 and total["limited"] == 1
+
+
+def test_peaks_keep_the_largest_and_since_filters(settings):
+    settings.DJUST_CONFIG = BASE
+    record("acme", "peak_presences", 4)
+    record("acme", "peak_presences", 9)
+    record("acme", "peak_presences", 2)
+    record("acme", "state_bytes", 1000)
+    total = get_usage("acme")["total"]
+    assert total["peak_presences"] == 9 and total["state_bytes"] == 1000
+    future = datetime.now(UTC) + timedelta(days=2)
+    assert get_usage("acme", since=future)["days"] == []
+    with pytest.raises(ValueError, match="unknown usage metric"):
+        record("acme", "bogus")
+    with pytest.raises(ValueError, match="aware"):
+        get_usage("acme", since=datetime.now())
+
+
+def test_usage_in_redis_is_batched_and_read_back(settings, client, redis_target):
+    prefix = f"use-{uuid.uuid4().hex[:8]}"
+    settings.DJUST_CONFIG = {
+        **BASE,
+        "STATE_BACKEND": "tenant_redis",
+        "STATE_REDIS_URL": redis_target.url,
+        "TENANT_KEY_PREFIX": prefix,
+    }
+    for _ in range(4):
+        client.get("/public/", HTTP_HOST="acme.example.com")
+    client.get("/public/", HTTP_HOST="globex.example.com")
+    # Batched: nothing or part of it may still be in the process; reading
+    # flushes the tenant first.
+    assert get_usage("acme")["total"]["http_requests"] == 4
+    flush()
+    keys = redis_target.keys(f"{prefix}:*")
+    assert keys and all(k.startswith(f"{prefix}:{{tenant:") for k in keys)
+    assert {k.split("}:")[1].split(":")[0] for k in keys} == {"usage"}
+    acme_keys = [k for k in keys if "{tenant:acme}" in k]
+    assert len(acme_keys) == 2  # this hour's hash and today's
+    for key in acme_keys:
+        assert 0 < redis_target.node_client(key).ttl(key) <= 90 * 86400
+    assert get_usage("globex")["total"]["http_requests"] == 1
+
+
+def test_usage_command_prints_a_table_and_json(settings, client):
+    settings.DJUST_CONFIG = {**BASE, "TENANT_RATE_LIMITS": {"http": "1/m"}}
+    for host in ("acme", "acme", "globex"):
+        client.get("/public/", HTTP_HOST=f"{host}.example.com")
+    out = StringIO()
+    call_command("tenantry", "usage", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == [
+        "tenant", "day", "http_requests", "live_events", "limited", "peak_presences",
+        "state_bytes",
+    ]  # fmt: skip
+    today = datetime.now(UTC).date().isoformat()
+    assert lines[1].split() == ["acme", today, "2", "0", "1", "0", "0"]
+    assert lines[2].split() == ["globex", today, "1", "0", "0", "0", "0"]
+    out = StringIO()
+    call_command("tenantry", "usage", "--tenant", "globex", "--json", stdout=out)
+    (report,) = json.loads(out.getvalue())
+    assert report["tenant"] == "globex" and report["total"]["http_requests"] == 1
+    assert report["days"][0]["day"] == today
