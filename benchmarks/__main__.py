@@ -21,6 +21,7 @@ def main() -> int:
     import tenantry
     from benchmarks import (
         bench_cache,
+        bench_jobs,
         bench_liveview,
         bench_presence,
         bench_ratelimit,
@@ -49,6 +50,7 @@ def main() -> int:
         bench_cache,
         bench_liveview,
         bench_rls,
+        bench_jobs,
         bench_ratelimit,
     ):
         print(module.run())

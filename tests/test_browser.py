@@ -182,3 +182,84 @@ def test_unknown_tenant_is_404(demo_server):
     with pytest.raises(urllib.error.HTTPError) as exc:
         urllib.request.urlopen(request, timeout=10)
     assert exc.value.code == 404
+
+
+def test_live_items_reach_the_same_tenants_viewers_only(demo_server, browser):
+    """Four windows, two per tenant: an item added in one window appears live
+    in the other window of its tenant (djust's push_to_view, carrying the
+    item), never in the other tenant's two; each tenant's windows see only
+    their own visitors."""
+    import uuid
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    wait = WebDriverWait(browser, 20)
+    # Leave one window, on a blank page: no live view of an earlier test stays.
+    keep = browser.window_handles[0]
+    for handle in browser.window_handles[1:]:
+        browser.switch_to.window(handle)
+        browser.close()
+    browser.switch_to.window(keep)
+    browser.get("about:blank")
+
+    windows: dict[str, str] = {}
+    for name in ("acme-1", "acme-2", "globex-1", "globex-2"):
+        browser.switch_to.new_window("window")
+        browser.get(f"http://{name.split('-')[0]}.localhost:{demo_server}/board/")
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, CONNECTED)))
+        windows[name] = browser.current_window_handle
+
+    def show(name: str) -> None:
+        browser.switch_to.window(windows[name])
+
+    # Who is online: each tenant's two windows list the same visitors (at
+    # least these two), and no visitor of the other tenant. (Live views of
+    # the earlier test may still be open: Chromium can keep a page it left
+    # alive, WebSocket included.)
+    visitors = {}
+    for name in windows:
+        show(name)
+        wait.until(lambda d: len(online(d)) >= 2)
+        visitors[name] = set(online(browser))
+    for tenant in ("acme", "globex"):
+        assert visitors[f"{tenant}-1"] == visitors[f"{tenant}-2"]
+    assert not visitors["acme-1"] & visitors["globex-1"]
+    before = {}
+    for name in windows:
+        show(name)
+        before[name] = items(browser)
+
+    def add(name: str, text: str) -> None:
+        show(name)
+        field = browser.find_element(By.ID, "item-name")
+        field.clear()
+        field.send_keys(text)
+        browser.find_element(By.ID, "add-button").click()
+        wait.until(lambda d: text in items(d))
+
+    tag = uuid.uuid4().hex[:6]
+    # Both of acme's viewers write (globex's plan allows 3 live events a
+    # minute, which the test above spends); globex's two only watch.
+    for writer, reader, others in (
+        ("acme-1", "acme-2", ("globex-1", "globex-2")),
+        ("acme-2", "acme-1", ("globex-1", "globex-2")),
+    ):
+        text = f"Live {writer} {tag}"
+        add(writer, text)
+        show(reader)  # the other viewer of the tenant: no reload, the push
+        wait.until(lambda d, text=text: text in items(d))
+        assert items(browser) == [*before[reader], text]
+        browser.save_screenshot(str(OUTPUT / f"{reader}-live.png"))
+        before[writer] = before[reader] = items(browser)
+        time.sleep(1)  # time for a stray push to land, if one were sent
+        for other in others:
+            show(other)
+            assert items(browser) == before[other], other
+            assert text not in browser.page_source
+    for name in windows:
+        show(name)
+        assert set(online(browser)) == visitors[name], name
+    browser.save_screenshot(str(OUTPUT / "four-windows-globex-2.png"))

@@ -46,6 +46,7 @@ _LAZY: dict[str, str] = {
     "set_current_tenant": ".context",
     "reset_current_tenant": ".context",
     "tenant_context": ".context",
+    "run_in_tenant": ".context",
     "TenantMiddleware": ".middleware",
     "TenantMixin": ".mixins",
     "TenantScopedMixin": ".mixins",

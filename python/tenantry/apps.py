@@ -10,6 +10,7 @@ class TenantryConfig(AppConfig):
         from django.core.exceptions import ImproperlyConfigured
 
         from . import checks, conf, isolation, registry  # noqa: F401  (checks, receivers)
+        from .channels import install_djust_broadcasts
         from .db import rls  # noqa: F401  (binds row-level security on new connections)
         from .presence import install_djust_presence_backend
         from .ratelimit import install_djust_event_limits
@@ -23,3 +24,9 @@ class TenantryConfig(AppConfig):
                 install()
             except ImproperlyConfigured:
                 pass  # reported by the system checks (manage.py check), with its key
+        install_djust_broadcasts()
+        try:
+            import celery  # noqa: F401
+        except ImportError:
+            return
+        from . import celery as tenantry_celery  # noqa: F401  (publish and run signals)

@@ -17,6 +17,11 @@ Events (``record["event"]``):
                       rules (``tenantry.isolation``); WARNING, with ``model``,
                       ``field``, ``value`` and ``action``
 ``rls.bypass``        ``tenantry.db.rls_bypass(reason=...)`` lifted row-level security
+``task.refused``      a Celery task was refused before its body (invalid,
+                      unknown or conflicting tenant)
+``task.conflict``     a task was published with another tenant's header while
+                      a tenant was bound (the worker refuses it)
+``task.fanout_skipped`` ``for_each_tenant`` skipped a row whose id is invalid
 
 Each record is a dict with ``event``, ``tenant_id`` and, where known, ``path``,
 ``user_id``, ``source``, ``reason``, ``model``, ``field``, ``value``, ``action``.

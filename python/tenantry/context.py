@@ -13,10 +13,10 @@ always agree on the tenant.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import Any, TypeVar
 
 from ._core import TenantInfo, TenantNotFound, lookup_tenant
 
@@ -24,6 +24,7 @@ __all__ = [
     "get_current_tenant",
     "keep_bound",
     "reset_current_tenant",
+    "run_in_tenant",
     "set_current_tenant",
     "tenant_context",
 ]
@@ -38,6 +39,7 @@ def _shared_variable() -> ContextVar[TenantInfo | None]:
 
 
 _current: ContextVar[TenantInfo | None] = _shared_variable()
+T = TypeVar("T")
 
 
 def as_tenant(tenant: TenantInfo | str | int | None) -> TenantInfo | None:
@@ -85,6 +87,20 @@ def tenant_context(
         yield bound
     finally:
         _current.reset(token)
+
+
+def run_in_tenant(
+    tenant: TenantInfo | str | int | None, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+) -> T:
+    """``fn(*args, **kwargs)`` with ``tenant`` bound (checked against the
+    registry like :func:`tenant_context`), restoring the thread's previous
+    binding afterwards. For threads, which do not inherit the caller's
+    tenant::
+
+        pool.submit(run_in_tenant, request.tenant, rebuild_thumbnails, album_id)
+    """
+    with tenant_context(tenant):
+        return fn(*args, **kwargs)
 
 
 def _registered(tenant: TenantInfo | str | int | None) -> TenantInfo | None:

@@ -39,6 +39,12 @@ class ItemsView(TenantMixin, LiveView):
     def peek(self, **kwargs):
         _snapshot("ItemsView", "peek")
 
+    @event_handler
+    def reload_items(self, **kwargs):
+        """What ``push_to_view(..., handler="reload_items")`` runs."""
+        _snapshot("ItemsView", "reload_items")
+        self.items = [i.name for i in Item.objects.all()]
+
 
 class OptionalTenantView(TenantMixin, LiveView):
     tenant_required = False
@@ -102,6 +108,28 @@ class RoomView(TenantMixin, PresenceMixin, LiveView):
     def peek_presence(self, **kwargs):
         self.online = sorted(p["meta"]["who"] for p in self.list_presences())
         observed.append(("RoomView", "peek", self.tenant.id, self.online))
+
+    @event_handler
+    def _on_presence_change(self, **kwargs):
+        """djust pushes this to the room's views when someone joins or leaves."""
+        super()._on_presence_change(**kwargs)
+        _snapshot("RoomView", "presence_change")
+
+
+class NoticeView(TenantMixin, LiveView):
+    """Optional tenant: mounted on the main domain it has none."""
+
+    tenant_required = False
+    template = '<div dj-root dj-id="0">{{ notice }} for {{ tenant.id|default:"nobody" }}</div>'
+
+    def mount(self, request, **kwargs):
+        self.notice = "none"
+
+    @event_handler
+    def show(self, text: str = "", **kwargs):
+        bound = get_current_tenant()
+        observed.append(("NoticeView", "show", None if bound is None else bound.id, [text]))
+        self.notice = text
 
 
 def visits_view(request):

@@ -3,7 +3,7 @@ import os
 
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
-from djust import LiveView
+from djust import LiveView, push_to_view
 from djust.decorators import event_handler
 from djust.presence import PresenceMixin
 
@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 logos = TenantFileSystemStorage()
 LOGO_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
 MAX_LOGO_BYTES = 200_000
+#: What push_to_view() names to reach the board's viewers.
+VIEW_PATH = "board.views.BoardView"
 
 
 def current_logo() -> str | None:
@@ -57,8 +59,9 @@ def logo_file(request):
 
 
 class BoardView(TenantMixin, PresenceMixin, LiveView):
-    """The tenant's board: its items, a form that adds one over the WebSocket,
-    and who else is looking at this tenant's board right now."""
+    """The tenant's board: its items, a form that adds one over the WebSocket
+    (the tenant's other viewers see it appear), and who else is looking at
+    this tenant's board right now."""
 
     template_name = "board/board.html"
     presence_key = "board"  # TenantMixin makes it tenant:<id>:board
@@ -96,7 +99,16 @@ class BoardView(TenantMixin, PresenceMixin, LiveView):
         name = name.strip()[:80]
         if name:
             Item.objects.create(name=name)
+            # Tell this tenant's other viewers. tenantry scopes djust's push
+            # groups by tenant, so other tenants' boards never get it (djust
+            # skips the sender, which re-reads below).
+            push_to_view(VIEW_PATH, handler="item_added", payload={"name": name})
         self._load()
+
+    @event_handler
+    def item_added(self, name: str = "", **kwargs):
+        """Pushed by another viewer's ``add_item``: show it without a query."""
+        self.items = [*self.items, name]
 
     @event_handler
     def _on_presence_change(self, **kwargs):
