@@ -41,6 +41,8 @@ ensure_redis() {
         || ! command -v redis-benchmark >/dev/null; then
         apt_install redis-server redis-tools
     fi
+    # openssl makes the throwaway CA of the TLS Redis in tests/redis_servers.py.
+    command -v openssl >/dev/null || apt_install openssl
 }
 
 ensure_postgres() {

@@ -23,9 +23,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redis::cluster::{ClusterClient, ClusterConnection};
-use redis::{Client, Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, Value};
+use redis::{
+    Client, Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, TlsCertificates,
+    TlsMode, Value,
+};
 
-use crate::redis_url::{self, Endpoint};
+use crate::redis_url::{self, Endpoint, Tls};
 
 /// Idle connections kept per pool; more concurrent callers open more
 /// connections, and those above this number are closed when returned.
@@ -169,6 +172,21 @@ type RegistryKey = (String, StoreOptions);
 static REGISTRY: LazyLock<Mutex<HashMap<RegistryKey, Weak<RedisStore>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
+/// The custom CA of a TLS URL (`ssl_ca_certs`), read once when the store is
+/// made, so a missing file is a configuration error naming the path.
+fn tls_certificates(url: &str, tls: Option<&Tls>) -> Result<Option<TlsCertificates>, StoreError> {
+    let Some(path) = tls.and_then(|t| t.ca_certs.as_deref()) else {
+        return Ok(None);
+    };
+    let root_cert = std::fs::read(path).map_err(|e| StoreError::InvalidConfig {
+        reason: format!("cannot read ssl_ca_certs {path:?} of Redis URL {url}: {e}"),
+    })?;
+    Ok(Some(TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    }))
+}
+
 impl RedisStore {
     /// The shared store for `url`, created (without connecting) if needed.
     pub fn shared(url: &str, options: StoreOptions) -> Result<Arc<RedisStore>, StoreError> {
@@ -193,8 +211,12 @@ impl RedisStore {
             reason: format!("cannot use Redis URL {redacted}: {}", e.to_string().trim()),
         };
         let (target, secret) = match endpoint {
-            Endpoint::Single => {
-                let client = Client::open(url).map_err(refused)?;
+            Endpoint::Single { url, tls } => {
+                let client = match tls_certificates(&redacted, tls.as_ref())? {
+                    Some(certs) => Client::build_with_tls(url.as_str(), certs),
+                    None => Client::open(url.as_str()),
+                }
+                .map_err(refused)?;
                 let secret = client
                     .get_connection_info()
                     .redis_settings()
@@ -202,7 +224,7 @@ impl RedisStore {
                     .map(str::to_owned);
                 (Target::Single(client), secret)
             }
-            Endpoint::Cluster { nodes } => {
+            Endpoint::Cluster { nodes, tls } => {
                 // Every seed carries the same credentials; read them once.
                 let first = Client::open(nodes[0].as_str()).map_err(refused)?;
                 let secret = first
@@ -210,14 +232,23 @@ impl RedisStore {
                     .redis_settings()
                     .password()
                     .map(str::to_owned);
-                let client = ClusterClient::builder(nodes)
+                let mut builder = ClusterClient::builder(nodes)
                     .connection_timeout(options.connect_timeout)
                     .response_timeout(options.io_timeout)
                     .retries(CLUSTER_RETRIES)
                     .min_retry_wait(10)
-                    .max_retry_wait(100)
-                    .build()
-                    .map_err(refused)?;
+                    .max_retry_wait(100);
+                if let Some(tls) = &tls {
+                    builder = builder.tls(if tls.verify {
+                        TlsMode::Secure
+                    } else {
+                        TlsMode::Insecure
+                    });
+                }
+                if let Some(certs) = tls_certificates(&redacted, tls.as_ref())? {
+                    builder = builder.certs(certs);
+                }
+                let client = builder.build().map_err(refused)?;
                 (Target::Cluster(client), secret)
             }
         };

@@ -10,9 +10,13 @@
 //!   Redis Cluster, given by one or more seed nodes (the client discovers
 //!   the others); database 0 only, as Redis Cluster has no other.
 //!
-//! `rediss://` (TLS) is refused with a message saying so: this build has no
-//! TLS support (it would pull in a TLS stack), so TLS is terminated by a
-//! local proxy such as stunnel instead.
+//! * `rediss://…` (also `valkeys://`) and `rediss+cluster://…` — the same
+//!   over TLS (rustls). The server certificate is verified against the
+//!   system's trust store, or against the CA bundle named by
+//!   `?ssl_ca_certs=/path/ca.pem`; `?ssl_cert_reqs=none` turns verification
+//!   off (the redis-py conventions). `ssl_cert_reqs=required` is the default.
+//!   Any other `ssl_*` option, or an `ssl_*` option on a plain URL, is refused
+//!   with its name.
 
 use std::fmt;
 
@@ -32,17 +36,42 @@ impl std::error::Error for UrlError {}
 /// The scheme of a Redis Cluster URL.
 pub const CLUSTER_SCHEME: &str = "redis+cluster";
 
-const SCHEMES: [&str; 5] = ["redis", "unix", "redis+unix", "valkey", CLUSTER_SCHEME];
-const TLS_SCHEMES: [&str; 4] = ["rediss", "valkeys", "rediss+cluster", "redis+cluster+tls"];
+/// The scheme of a Redis Cluster URL over TLS.
+pub const TLS_CLUSTER_SCHEME: &str = "rediss+cluster";
+
+const SCHEMES: [&str; 8] = [
+    "redis",
+    "unix",
+    "redis+unix",
+    "valkey",
+    CLUSTER_SCHEME,
+    "rediss",
+    "valkeys",
+    TLS_CLUSTER_SCHEME,
+];
+const TLS_SCHEMES: [&str; 3] = ["rediss", "valkeys", TLS_CLUSTER_SCHEME];
+
+/// How a TLS connection checks the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    /// False only for `ssl_cert_reqs=none`.
+    pub verify: bool,
+    /// A PEM CA bundle to trust instead of the system's roots.
+    pub ca_certs: Option<String>,
+}
 
 /// What a URL points at.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    /// One server: the URL as given (the `redis` crate parses it).
-    Single,
-    /// A Redis Cluster: one `redis://` URL per seed node, each carrying the
-    /// credentials of the cluster URL.
-    Cluster { nodes: Vec<String> },
+    /// One server: the URL for the `redis` crate (the `ssl_*` options taken
+    /// out, `#insecure` added when verification is off).
+    Single { url: String, tls: Option<Tls> },
+    /// A Redis Cluster: one `redis://` (or `rediss://`) URL per seed node,
+    /// each carrying the credentials of the cluster URL.
+    Cluster {
+        nodes: Vec<String>,
+        tls: Option<Tls>,
+    },
 }
 
 fn error<T>(reason: String) -> Result<T, UrlError> {
@@ -63,14 +92,6 @@ pub fn endpoint(url: &str) -> Result<Endpoint, UrlError> {
             redact(url)
         ));
     };
-    if TLS_SCHEMES.contains(&scheme) {
-        return error(format!(
-            "{} asks for TLS ({scheme}://), which is not built into this version of \
-             tenantry; terminate TLS in a local proxy such as stunnel and use a redis:// \
-             URL that points at the proxy",
-            redact(url)
-        ));
-    }
     if !SCHEMES.contains(&scheme) {
         return error(format!(
             "unsupported scheme {scheme:?} in {} (use one of {})",
@@ -85,8 +106,21 @@ pub fn endpoint(url: &str) -> Result<Endpoint, UrlError> {
         if rest.is_empty() || !rest.starts_with('/') {
             return error(format!("{} has no socket path", redact(url)));
         }
-        return Ok(Endpoint::Single);
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (kept, tls) = tls_options(url, false, query)?;
+        debug_assert!(tls.is_none());
+        return Ok(Endpoint::Single {
+            url: join(&format!("{scheme}://{path}"), &kept, None),
+            tls,
+        });
     }
+    if rest.contains('#') {
+        return error(format!(
+            "{} has a '#' fragment; use ?ssl_cert_reqs=none to turn off certificate checks",
+            redact(url)
+        ));
+    }
+    let is_tls = TLS_SCHEMES.contains(&scheme);
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
     let (userinfo, hosts) = match authority.rsplit_once('@') {
@@ -105,7 +139,9 @@ pub fn endpoint(url: &str) -> Result<Endpoint, UrlError> {
             redact(url)
         ));
     }
-    if scheme != CLUSTER_SCHEME {
+    let (kept, tls) = tls_options(url, is_tls, query.unwrap_or(""))?;
+    let cluster = scheme == CLUSTER_SCHEME || scheme == TLS_CLUSTER_SCHEME;
+    if !cluster {
         if hosts.contains(',') {
             return error(format!(
                 "{} lists several hosts: use {CLUSTER_SCHEME}://host1:port1,host2:port2 \
@@ -114,7 +150,11 @@ pub fn endpoint(url: &str) -> Result<Endpoint, UrlError> {
             ));
         }
         check_host_port(url, hosts)?;
-        return Ok(Endpoint::Single);
+        let base = format!("{scheme}://{authority}{path}");
+        return Ok(Endpoint::Single {
+            url: join(&base, &kept, tls.as_ref()),
+            tls,
+        });
     }
     if !db.is_empty() && db != "0" {
         return error(format!(
@@ -122,19 +162,109 @@ pub fn endpoint(url: &str) -> Result<Endpoint, UrlError> {
             redact(url)
         ));
     }
-    if query.is_some_and(|q| !q.is_empty()) {
+    if !kept.is_empty() {
         return error(format!(
-            "{} has query parameters, which a cluster URL does not take",
+            "{} has query parameters other than ssl_cert_reqs / ssl_ca_certs, which a \
+             cluster URL does not take",
             redact(url)
         ));
     }
+    let node_scheme = if is_tls { "rediss" } else { "redis" };
     let mut nodes = Vec::new();
     for node in hosts.split(',') {
         check_host_port(url, node)?;
         let auth = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
-        nodes.push(format!("redis://{auth}{node}/0"));
+        nodes.push(format!("{node_scheme}://{auth}{node}/0"));
     }
-    Ok(Endpoint::Cluster { nodes })
+    Ok(Endpoint::Cluster { nodes, tls })
+}
+
+/// Splits the query into the `ssl_*` options (read here) and the rest (kept
+/// for the `redis` crate). `ssl_*` options need a TLS scheme.
+fn tls_options(
+    url: &str,
+    is_tls: bool,
+    query: &str,
+) -> Result<(Vec<String>, Option<Tls>), UrlError> {
+    let mut kept = Vec::new();
+    let mut tls = Tls {
+        verify: true,
+        ca_certs: None,
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !key.starts_with("ssl_") {
+            kept.push(pair.to_owned());
+            continue;
+        }
+        if !is_tls {
+            return error(format!(
+                "{} sets the TLS option {key} but is not a TLS URL: use rediss:// \
+                 (or rediss+cluster://)",
+                redact(url)
+            ));
+        }
+        match (key, value) {
+            ("ssl_cert_reqs", "none") => tls.verify = false,
+            ("ssl_cert_reqs", "required") => tls.verify = true,
+            ("ssl_cert_reqs", other) => {
+                return error(format!(
+                    "{} has an invalid ssl_cert_reqs value {other:?} (use required or none)",
+                    redact(url)
+                ))
+            }
+            ("ssl_ca_certs", "") => {
+                return error(format!(
+                    "{} has an empty ssl_ca_certs (give the path of a PEM CA bundle)",
+                    redact(url)
+                ))
+            }
+            ("ssl_ca_certs", path) => tls.ca_certs = Some(percent_decode(url, path)?),
+            (other, _) => return error(format!(
+                "{} has an unknown TLS option {other:?} (supported: ssl_cert_reqs=required|none, \
+                     ssl_ca_certs=/path/ca.pem)",
+                redact(url)
+            )),
+        }
+    }
+    Ok((kept, is_tls.then_some(tls)))
+}
+
+/// Decodes `%XX` escapes in a query value (a path may contain spaces).
+fn percent_decode(url: &str, value: &str) -> Result<String, UrlError> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = value
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            let Some(byte) = hex else {
+                return error(format!("{} has a malformed %-escape", redact(url)));
+            };
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).or_else(|_| error(format!("{} has a non-UTF-8 path", redact(url))))
+}
+
+/// The URL for the `redis` crate: the kept query, `#insecure` when the
+/// server certificate is not checked.
+fn join(base: &str, kept: &[String], tls: Option<&Tls>) -> String {
+    let mut out = base.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if tls.is_some_and(|t| !t.verify) {
+        out.push_str("#insecure");
+    }
+    out
 }
 
 fn check_host_port(url: &str, host_port: &str) -> Result<(), UrlError> {
@@ -201,7 +331,10 @@ mod tests {
             "unix:///run/redis.sock",
             "redis://h:1/0?protocol=resp3",
         ] {
-            assert_eq!(endpoint(ok), Ok(Endpoint::Single), "{ok}");
+            assert!(
+                matches!(endpoint(ok), Ok(Endpoint::Single { tls: None, .. })),
+                "{ok}"
+            );
         }
     }
 
@@ -228,14 +361,53 @@ mod tests {
     }
 
     #[test]
-    fn tls_is_refused_with_a_way_out() {
-        for url in [
-            "rediss://user:pw@cache.example.com:6380/2",
-            "rediss+cluster://a:1",
+    fn tls_urls_carry_their_options() {
+        let verified = Tls {
+            verify: true,
+            ca_certs: None,
+        };
+        assert_eq!(
+            endpoint("rediss://user:pw@cache.example.com:6380/2").unwrap(),
+            Endpoint::Single {
+                url: "rediss://user:pw@cache.example.com:6380/2".into(),
+                tls: Some(verified.clone()),
+            }
+        );
+        assert_eq!(
+            endpoint("rediss://h:1/0?protocol=resp3&ssl_cert_reqs=none").unwrap(),
+            Endpoint::Single {
+                url: "rediss://h:1/0?protocol=resp3#insecure".into(),
+                tls: Some(Tls {
+                    verify: false,
+                    ca_certs: None
+                }),
+            }
+        );
+        assert_eq!(
+            endpoint("rediss+cluster://:pw@a:1,b:2?ssl_ca_certs=/etc/my%20ca.pem").unwrap(),
+            Endpoint::Cluster {
+                nodes: vec!["rediss://:pw@a:1/0".into(), "rediss://:pw@b:2/0".into()],
+                tls: Some(Tls {
+                    verify: true,
+                    ca_certs: Some("/etc/my ca.pem".into())
+                }),
+            }
+        );
+    }
+
+    #[test]
+    fn bad_tls_options_are_named() {
+        for (url, needle) in [
+            ("rediss://:pw@h:1/0?ssl_cert_reqs=maybe", "ssl_cert_reqs"),
+            ("rediss://:pw@h:1/0?ssl_certfile=/x", "ssl_certfile"),
+            ("rediss://:pw@h:1/0?ssl_ca_certs=", "ssl_ca_certs"),
+            ("redis://:pw@h:1/0?ssl_cert_reqs=none", "ssl_cert_reqs"),
+            ("redis+cluster://:pw@h:1?ssl_ca_certs=/x", "ssl_ca_certs"),
+            ("rediss://:pw@h:1/0#insecure", "ssl_cert_reqs=none"),
         ] {
             let msg = check(url).unwrap_err().to_string();
-            assert!(msg.contains("TLS") && msg.contains("stunnel"), "{msg}");
-            assert!(!msg.contains("pw@"), "{msg}");
+            assert!(msg.contains(needle), "{url}: {msg}");
+            assert!(!msg.contains(":pw@"), "{msg}");
         }
     }
 
@@ -248,13 +420,15 @@ mod tests {
                     "redis://:pw@10.0.0.1:7000/0".into(),
                     "redis://:pw@10.0.0.2:7001/0".into(),
                     "redis://:pw@[::1]:7002/0".into(),
-                ]
+                ],
+                tls: None,
             }
         );
         assert_eq!(
             endpoint("redis+cluster://h:7000").unwrap(),
             Endpoint::Cluster {
-                nodes: vec!["redis://h:7000/0".into()]
+                nodes: vec!["redis://h:7000/0".into()],
+                tls: None,
             }
         );
         assert_eq!(

@@ -9,6 +9,9 @@ stop a server use ``redis_server_factory`` to get their own.
 directory and nodes file, data and cluster bus on free ports), joined by
 ``redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`` and
 waited for until every node reports ``cluster_state:ok``.
+``redis_tls_server`` (session-scoped) is a ``redis-server`` that only speaks
+TLS (``--port 0 --tls-port …``), with a throwaway CA and a server certificate
+for 127.0.0.1/localhost made by ``openssl`` in its directory.
 ``redis_target`` is parametrized over both (``single``, ``cluster``): the
 Redis test suites take it to run against each. A missing ``redis-server``
 or ``redis-cli`` is an error, never a skip: scripts/test.sh installs them.
@@ -84,13 +87,16 @@ class RedisServer:
     def node_clients(self) -> list[redis.Redis]:
         return [self.client()]
 
+    def listen_args(self) -> list[str]:
+        return ["--port", str(self.port)]
+
     def start(self) -> RedisServer:
         if self.process is not None:
             return self
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
-            "--port", str(self.port),
+            *self.listen_args(),
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "no",
@@ -126,6 +132,54 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def _openssl(*args: str | Path) -> None:
+    binary = shutil.which("openssl")
+    if binary is None:
+        raise RuntimeError("openssl is not installed; scripts/env.sh installs it")
+    subprocess.run([binary, *map(str, args)], check=True, capture_output=True)
+
+
+class TlsRedisServer(RedisServer):
+    """A ``redis-server`` listening only on a TLS port, its certificate signed
+    by a CA made for it (``ca_file``); clients are not asked for certificates."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca_file = directory / "ca.pem"
+        self.cert_file = directory / "server.pem"
+        self.key_file = directory / "server.key"
+        ca_key, csr, ext = directory / "ca.key", directory / "server.csr", directory / "ext.cnf"
+        # fmt: off
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                 "-subj", "/CN=tenantry test CA", "-keyout", ca_key, "-out", self.ca_file)
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                 "-keyout", self.key_file, "-out", csr)
+        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        _openssl("x509", "-req", "-in", csr, "-CA", self.ca_file, "-CAkey", ca_key,
+                 "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", self.cert_file)
+        # fmt: on
+
+    def listen_args(self) -> list[str]:
+        return [
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.cert_file),
+            "--tls-key-file", str(self.key_file),
+            "--tls-ca-cert-file", str(self.ca_file),
+            "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
+    @property
+    def bare_url(self) -> str:
+        """``rediss://`` without a CA: verified against the system's roots."""
+        return f"rediss://127.0.0.1:{self.port}/0"
+
+    @property
+    def url(self) -> str:
+        return f"{self.bare_url}?ssl_ca_certs={self.ca_file}"
 
 
 class RedisCluster:
@@ -273,6 +327,15 @@ def redis_cluster_factory(tmp_path: Path) -> Iterator:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedisServer]:
+    server = TlsRedisServer(tmp_path_factory.mktemp("redis-tls")).start()
     try:
         yield server
     finally:

@@ -379,6 +379,16 @@ def redis_limits(limits, url, rates, **more):
     )
 
 
+def test_redis_over_tls_limits_each_tenant_apart(limits, redis_tls_server):
+    """``rediss://…?ssl_ca_certs=`` (SPEC §14): the limiter works over TLS."""
+    config = redis_limits(limits, redis_tls_server.url, {"api": ["2/m"]})
+    with tenant_context("acme", must_exist=False):
+        assert [check("api").allowed for _ in range(3)] == [True, True, False]
+    with tenant_context("globex", must_exist=False):
+        assert check("api").allowed
+    assert redis_tls_server.keys(f"{config['TENANT_KEY_PREFIX']}:*")
+
+
 def test_redis_checks_every_limit_in_one_hash_tagged_script(limits, redis_target):
     config = redis_limits(
         limits,

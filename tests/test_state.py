@@ -602,9 +602,9 @@ def test_memory_limit_comes_from_the_config(settings):
 @pytest.mark.parametrize(
     ("key", "value", "needle"),
     [
-        ("STATE_REDIS_URL", "rediss://:pw@cache:6380/0", "stunnel"),
-        ("PRESENCE_REDIS_URL", "rediss://cache:6380/0", "stunnel"),
-        ("REDIS_URL", "rediss://cache:6380/0", "TLS"),
+        ("STATE_REDIS_URL", "rediss://:pw@cache:6380/0?ssl_cert_reqs=maybe", "ssl_cert_reqs"),
+        ("PRESENCE_REDIS_URL", "rediss://cache:6380/0?ssl_keyfile=/k", "ssl_keyfile"),
+        ("REDIS_URL", "redis://cache:6380/0?ssl_ca_certs=/ca.pem", "rediss://"),
         ("STATE_REDIS_URL", "redis+cluster://a:7000/3", "database"),
         ("STATE_REDIS_URL", "redis://a:7000,b:7001", "redis+cluster://"),
         ("STATE_MEMORY_MAX_BYTES", 10, "STATE_MEMORY_MAX_BYTES"),
