@@ -1296,10 +1296,7 @@ mod tests {
             let e = errors(&[(key, s("rediss://:secret@cache:6380/0?ssl_cert_reqs=x"))]);
             let msg = e[0].to_string();
             assert_eq!(e[0].key, key);
-            assert!(
-                msg.contains(key) && msg.contains("ssl_cert_reqs"),
-                "{msg}"
-            );
+            assert!(msg.contains(key) && msg.contains("ssl_cert_reqs"), "{msg}");
             assert!(!msg.contains("secret"), "{msg}");
         }
         let e = errors(&[("STATE_REDIS_URL", s("redis+cluster://a:1/2"))]);

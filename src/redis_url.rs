@@ -220,11 +220,13 @@ fn tls_options(
                 ))
             }
             ("ssl_ca_certs", path) => tls.ca_certs = Some(percent_decode(url, path)?),
-            (other, _) => return error(format!(
-                "{} has an unknown TLS option {other:?} (supported: ssl_cert_reqs=required|none, \
-                     ssl_ca_certs=/path/ca.pem)",
-                redact(url)
-            )),
+            (other, _) => {
+                return error(format!(
+                    "{} has an unknown TLS option {other:?} (supported: \
+                     ssl_cert_reqs=required|none, ssl_ca_certs=/path/ca.pem)",
+                    redact(url)
+                ))
+            }
         }
     }
     Ok((kept, is_tls.then_some(tls)))
