@@ -592,6 +592,18 @@ pub(crate) mod tests {
             format!("redis://127.0.0.1:{}/0", self.1)
         }
 
+        /// A server for a test that needs one: `redis-server` missing is a
+        /// failure, never a silent pass (scripts/test.sh installs it).
+        pub fn require() -> Server {
+            match Server::start() {
+                Some(server) => server,
+                None => panic!(
+                    "this test needs redis-server on PATH (Debian's redis-server; \
+                     scripts/test.sh installs it)"
+                ),
+            }
+        }
+
         pub fn start() -> Option<Server> {
             let port = closed_port();
             let dir = std::env::temp_dir().join(format!("tenantry-redis-{port}"));

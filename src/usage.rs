@@ -477,9 +477,7 @@ mod tests {
 
     #[test]
     fn redis_usage_round_trips() {
-        let Some(server) = Server::start() else {
-            return;
-        };
+        let server = Server::require();
         let store = RedisStore::shared(&server.url(), StoreOptions::default()).unwrap();
         let r = RedisUsage::new(store, KeyPrefix::default());
         let hour = crate::ratelimit::now_micros() / 1_000_000 / HOUR;

@@ -451,10 +451,7 @@ mod tests {
 
     #[test]
     fn scripts_against_a_real_server() {
-        let Some(server) = Server::start() else {
-            eprintln!("redis-server not available: script test not run");
-            return;
-        };
+        let server = Server::require();
         let url = server.url();
         let store = RedisStore::shared(&url, StoreOptions::default()).unwrap();
         let p = RedisPresence::new(store, KeyPrefix::default(), Duration::from_millis(300));

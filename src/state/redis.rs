@@ -508,10 +508,7 @@ mod tests {
 
     #[test]
     fn operations_against_a_real_server() {
-        let Some(server) = Server::start() else {
-            eprintln!("redis-server not available: state script test not run");
-            return;
-        };
+        let server = Server::require();
         let store = RedisStore::shared(&server.url(), StoreOptions::default()).unwrap();
         let s = RedisState::new(Arc::clone(&store), KeyPrefix::new("p*").unwrap());
         let (a, b) = (t("a"), t("b"));
