@@ -85,6 +85,7 @@ class PostgresServer:
         self.directory: Path | None = None
         self._as_user: list[str] = []
         self._owner: pwd.struct_passwd | None = None
+        self._options = ""
 
     # -- where and as whom -------------------------------------------------------
 
@@ -194,19 +195,34 @@ class PostgresServer:
             ]
             if self.log_statements:
                 options.append("-c log_statement=all")
-            self._run(
-                str(self.bin / "pg_ctl"),
-                "-D", str(self.data),
-                "-l", str(self.log_file),
-                "-o", " ".join(options),
-                "-w", "-t", str(int(STARTUP_TIMEOUT)),
-                "start",
-            )  # fmt: skip
+            self._options = " ".join(options)
+            self._pg_ctl_start()
             self._create_roles()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _pg_ctl_start(self) -> None:
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D", str(self.data),
+            "-l", str(self.log_file),
+            "-o", self._options,
+            "-w", "-t", str(int(STARTUP_TIMEOUT)),
+            "start",
+        )  # fmt: skip
+
+    def halt(self) -> None:
+        """Stop the server under its clients (``fast``: every session is cut
+        off), keeping its data for :meth:`resume`. Not ``immediate``: with
+        ``synchronous_commit=off`` that would lose the last commits, a
+        different failure than the one tested."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the halted server again on the same port and data."""
+        self._pg_ctl_start()
 
     def _create_roles(self) -> None:
         # Databases are copies of template1: the extension made there first is
