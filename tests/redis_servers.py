@@ -9,6 +9,8 @@ stop a server use ``redis_server_factory`` to get their own.
 directory and nodes file, data and cluster bus on free ports), joined by
 ``redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`` and
 waited for until every node reports ``cluster_state:ok``.
+``redis_tls_cluster`` (session-scoped) is the same cluster speaking only TLS,
+to clients and between nodes, with certificates of one throwaway CA.
 ``redis_tls_server`` (session-scoped) is a ``redis-server`` that only speaks
 TLS (``--port 0 --tls-port …``), with a throwaway CA and a server certificate
 for 127.0.0.1/localhost made by ``openssl`` in its directory.
@@ -141,24 +143,37 @@ def _openssl(*args: str | Path) -> None:
     subprocess.run([binary, *map(str, args)], check=True, capture_output=True)
 
 
+def make_ca(directory: Path) -> Path:
+    """A throwaway certificate authority in ``directory`` (``ca.pem``, ``ca.key``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    # fmt: off
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=tenantry test CA", "-keyout", directory / "ca.key",
+             "-out", directory / "ca.pem")
+    # fmt: on
+    return directory
+
+
 class TlsRedisServer(RedisServer):
     """A ``redis-server`` listening only on a TLS port, its certificate signed
     by a CA made for it (``ca_file``); clients are not asked for certificates."""
 
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory)
+    def __init__(
+        self, directory: Path, *, ca: Path | None = None, extra_args: list[str] | None = None
+    ) -> None:
+        super().__init__(directory, extra_args=extra_args)
         directory.mkdir(parents=True, exist_ok=True)
-        self.ca_file = directory / "ca.pem"
+        # The CA of ``ca`` (a folder made by make_ca), or one of its own.
+        ca = ca or make_ca(directory / "ca")
+        self.ca_file = ca / "ca.pem"
         self.cert_file = directory / "server.pem"
         self.key_file = directory / "server.key"
-        ca_key, csr, ext = directory / "ca.key", directory / "server.csr", directory / "ext.cnf"
+        csr, ext = directory / "server.csr", directory / "ext.cnf"
         # fmt: off
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                 "-subj", "/CN=tenantry test CA", "-keyout", ca_key, "-out", self.ca_file)
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
                  "-keyout", self.key_file, "-out", csr)
         ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        _openssl("x509", "-req", "-in", csr, "-CA", self.ca_file, "-CAkey", ca_key,
+        _openssl("x509", "-req", "-in", csr, "-CA", self.ca_file, "-CAkey", ca / "ca.key",
                  "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", self.cert_file)
         # fmt: on
 
@@ -204,10 +219,10 @@ class RedisCluster:
                 "(apt-get install redis-tools)"
             )
         self.cli = binary
-        self.nodes = [
-            RedisServer(directory / f"node-{i}", extra_args=self._node_args())
-            for i in range(masters)
-        ]
+        self.nodes = [self._make_node(directory / f"node-{i}") for i in range(masters)]
+
+    def _make_node(self, directory: Path) -> RedisServer:
+        return RedisServer(directory, extra_args=self._node_args())
 
     def _node_args(self) -> list[str]:
         return [
@@ -222,12 +237,19 @@ class RedisCluster:
         seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
         return f"redis+cluster://{seeds}/0"
 
+    def _cli_args(self) -> list[str]:
+        """What ``redis-cli`` needs to reach the nodes."""
+        return []
+
+    def _client_options(self) -> dict[str, object]:
+        return {}
+
     def start(self) -> RedisCluster:
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         result = subprocess.run(
-            [self.cli, "--cluster", "create", *addresses,
+            [self.cli, *self._cli_args(), "--cluster", "create", *addresses,
              "--cluster-replicas", "0", "--cluster-yes"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
@@ -264,7 +286,9 @@ class RedisCluster:
 
     def client(self) -> redis.cluster.RedisCluster:
         node = self.nodes[0]
-        return redis.cluster.RedisCluster(host="127.0.0.1", port=node.port, decode_responses=True)
+        return redis.cluster.RedisCluster(
+            host="127.0.0.1", port=node.port, decode_responses=True, **self._client_options()
+        )
 
     def keyslot(self, key: str) -> int:
         return int(self.nodes[0].client().execute_command("CLUSTER", "KEYSLOT", key))
@@ -286,6 +310,31 @@ class RedisCluster:
 
     def node_clients(self) -> list[redis.Redis]:
         return [node.client() for node in self.nodes]
+
+
+class TlsRedisCluster(RedisCluster):
+    """A :class:`RedisCluster` whose nodes speak only TLS, to clients and on
+    the cluster bus (``tls-cluster yes``), with certificates of one CA."""
+
+    def __init__(self, directory: Path, *, masters: int = 3) -> None:
+        self.ca = make_ca(directory / "ca")
+        self.ca_file = self.ca / "ca.pem"
+        super().__init__(directory, masters=masters)
+
+    def _make_node(self, directory: Path) -> RedisServer:
+        node_args = [*self._node_args(), "--tls-cluster", "yes"]
+        return TlsRedisServer(directory, ca=self.ca, extra_args=node_args)
+
+    @property
+    def url(self) -> str:
+        seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"rediss+cluster://{seeds}/0?ssl_ca_certs={self.ca_file}"
+
+    def _cli_args(self) -> list[str]:
+        return ["--tls", "--cacert", str(self.ca_file)]
+
+    def _client_options(self) -> dict[str, object]:
+        return {"ssl": True, "ssl_ca_certs": str(self.ca_file)}
 
 
 @pytest.fixture(scope="session")
@@ -340,6 +389,15 @@ def redis_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRe
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedisCluster]:
+    cluster = TlsRedisCluster(tmp_path_factory.mktemp("redis-tls-cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 ``redis-server`` that only speaks TLS (tests/redis_servers.py), verified
 against the suite's own CA (``ssl_ca_certs``), with verification turned off
 (``ssl_cert_reqs=none``), and refused — fast, with the URL but not the
-password — when the self-signed CA is not trusted."""
+password — when the self-signed CA is not trusted. Presence, state and rate
+limits also run on a Redis Cluster that speaks only TLS
+(``rediss+cluster://``)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from tenantry import (
     TenantAwareRedisBackend,
     TenantStateRedisBackend,
     conf,
+    tenant_context,
 )
+from tenantry.ratelimit import TenantRateLimiter, check, get_rate_limiter
 
 
 def prefix() -> str:
@@ -86,3 +90,57 @@ def test_bad_tls_option_in_settings_names_the_setting(settings):
     with pytest.raises(ImproperlyConfigured, match="STATE_REDIS_URL") as info:
         conf.current()
     assert "ssl_cert_reqs" in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_presence_state_and_limits_over_a_tls_cluster(redis_tls_cluster, settings):
+    """``rediss+cluster://…?ssl_ca_certs=``: every node and every redirect
+    over TLS, verified against the cluster's CA; tenants stay apart."""
+    url = redis_tls_cluster.url
+    p = prefix()
+    acme = TenantAwareRedisBackend("acme", redis_url=url, key_prefix=p)
+    globex = TenantAwareRedisBackend("globex", redis_url=url, key_prefix=p)
+    acme.join("lobby", "u1", {"who": "acme"})
+    globex.join("lobby", "u1", {"who": "globex"})
+    assert [r["meta"]["who"] for r in acme.list("lobby")] == ["acme"]
+    assert [r["meta"]["who"] for r in globex.list("lobby")] == ["globex"]
+
+    s_acme = TenantStateRedisBackend("acme", redis_url=url, key_prefix=p)
+    s_globex = TenantStateRedisBackend("globex", redis_url=url, key_prefix=p)
+    s_acme.set("k", {"n": 1})
+    assert s_acme.get("k") == {"n": 1} and s_globex.get("k") is None
+
+    settings.DJUST_CONFIG = {
+        **settings.DJUST_CONFIG,
+        "TENANT_RATE_LIMITS": {"api": ["2/m"]},
+        "RATE_LIMIT_BACKEND": "tenant_redis",
+        "RATE_LIMIT_REDIS_URL": url,
+        "TENANT_KEY_PREFIX": p,
+    }
+    TenantRateLimiter.clear_all()
+    get_rate_limiter().forget_plans()
+    with tenant_context("acme", must_exist=False):
+        assert [check("api").allowed for _ in range(3)] == [True, True, False]
+    with tenant_context("globex", must_exist=False):
+        assert check("api").allowed
+
+    keys = redis_tls_cluster.keys(f"{p}:*")
+    assert {"presence", "state", "ratelimit"} <= {k.split("}:")[1].split(":")[0] for k in keys}, (
+        keys
+    )
+    # The two tenants' keys hash to their own slots, on whichever nodes own them.
+    slots = {
+        t: {redis_tls_cluster.keyslot(k) for k in keys if f"{{tenant:{t}}}" in k}
+        for t in ("acme", "globex")
+    }
+    assert all(len(s) == 1 for s in slots.values()) and slots["acme"] != slots["globex"]
+    assert {redis_tls_cluster.owner(k).port for k in keys} <= {
+        n.port for n in redis_tls_cluster.nodes
+    }
+
+
+def test_tls_cluster_refuses_an_untrusted_certificate(redis_tls_cluster):
+    bare = redis_tls_cluster.url.split("?")[0]
+    backend = TenantStateRedisBackend("acme", redis_url=bare, connect_timeout=2)
+    with pytest.raises((BackendUnavailable, BackendError)) as info:
+        backend.get("k")
+    assert "certificate" in str(info.value), str(info.value)
