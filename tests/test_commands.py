@@ -10,7 +10,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import CommandError, SystemCheckError
 
-from tenantry import TenantAwareMemoryBackend, conf, get_tenant_state_backend, resolve_tenant
+from tenantry import (
+    TenantAwareMemoryBackend,
+    conf,
+    get_tenant_state_backend,
+    resolve_tenant,
+    tenant_context,
+)
 from tests.app.models import Document, Item, Note, Tenant
 from tests.lifecycle.models import Account, Ticket
 
@@ -120,6 +126,32 @@ def test_delete_removes_rows_presence_state_and_registry_of_that_tenant_only(two
     assert TenantAwareMemoryBackend("globex").count("room") == 1
     with pytest.raises(CommandError, match=r"no tenant 'acme' in app\.Tenant"):
         run("delete", "acme")
+
+
+def test_delete_clears_the_tenants_cache_so_a_recycled_id_reads_nothing(two_tenants, settings):
+    """A tenant created again under a deleted id must not be served the old
+    tenant's cached entries (tenantry.cache keys them per tenant)."""
+    from django.core.cache import cache
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "tenantry-delete-test",
+            "KEY_FUNCTION": "tenantry.cache.make_key",
+        }
+    }
+    for slug in ("acme", "globex"):
+        with tenant_context(slug):
+            cache.set("page", f"{slug}'s private page")
+    assert "cache entries would be cleared" in run("delete", "acme", "--dry-run")
+    with tenant_context("acme"):
+        assert cache.get("page") == "acme's private page"
+    assert "cache entries cleared" in run("delete", "acme")
+    Tenant.objects.create(slug="acme", name="A new customer")
+    with tenant_context("acme"):
+        assert cache.get("page") is None
+    with tenant_context("globex"):
+        assert cache.get("page") == "globex's private page"
 
 
 def test_delete_without_a_registry_deletes_by_the_tenant_column(settings):

@@ -285,7 +285,24 @@ class Command(BaseCommand):
             out.append((f"state keys ({where})", state.delete_tenant()))
         else:
             self.stdout.write(f"state keys ({where}) and presence would be cleared")
+        self._clear_cache(tenant_id, dry_run)
         return out
+
+    def _clear_cache(self, tenant_id, dry_run):
+        """The tenant's entries in Django's cache, when ``tenantry.cache``
+        keys it: a tenant created later under the same id must not read the
+        deleted one's cached pages."""
+        from ... import cache
+
+        try:
+            cache.generation_cache()
+        except LookupError:
+            return  # no cache keyed per tenant: nothing of the tenant's is told apart
+        if dry_run:
+            self.stdout.write("cache entries would be cleared (tenantry.cache)")
+        else:
+            cache.clear_tenant(tenant_id)
+            self.stdout.write("cache entries cleared (tenantry.cache: a new generation)")
 
     def handle_adopt(self, options):
         try:
