@@ -1,0 +1,259 @@
+"""Presence per connection, delivered as diffs (SPEC §16): tenantry's
+``TenantPresenceMixin`` on real djust live views over WebSocket (djust's
+consumer behind the test project's ASGI router, the in-memory channel
+layer), on both presence stores.
+
+A user is a browser session (djust's ``anon_<session key>``): two tabs of
+one user are two WebSockets sending the same session cookie."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings as django_settings
+from django.contrib.sessions.backends.signed_cookies import SessionStore
+
+from tenantry import get_tenant_presence_backend
+from tenantry.channels import presence_group
+from tenantry.live_presence import DIFF_HANDLER, apply_presence_diff
+from tests.app import views
+from tests.live import LiveClient
+
+ROOM_VIEW = "tests.app.views.LiveRoomView"
+ROOM = "room:lobby"
+#: How long a tab must stay silent to count as "never got it".
+QUIET = 0.5
+
+
+def session_cookie(visitor: str) -> str:
+    """A browser session of its own: the cookie a browser would send."""
+    session = SessionStore()
+    session["visitor"] = visitor
+    session.save()
+    return f"{django_settings.SESSION_COOKIE_NAME}={session.session_key}"
+
+
+def user_of(cookie: str) -> str:
+    return f"anon_{cookie.split('=', 1)[1]}"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request, settings):
+    """Both presence stores, djust's presence backend either way."""
+    config = {"TENANT_RESOLVER": "subdomain", "TENANT_MAIN_DOMAIN": "example.com"}
+    if request.param == "redis":
+        redis_server = request.getfixturevalue("redis_server")
+        config.update(
+            PRESENCE_BACKEND="tenant_redis",
+            PRESENCE_REDIS_URL=redis_server.url,
+            TENANT_KEY_PREFIX=f"diffs-{uuid.uuid4().hex[:8]}",
+        )
+    settings.DJUST_CONFIG = config
+    views.observed.clear()
+    return request.param
+
+
+class Deliveries:
+    """Counts what the channel layer hands to each channel: every message
+    sent to a group reaches each member through ``send``."""
+
+    def __init__(self, layer) -> None:
+        self.layer = layer
+        self.original = layer.send
+        self.sent: list[tuple[str, dict]] = []
+
+    async def send(self, channel, message):
+        self.sent.append((channel, message))
+        return await self.original(channel, message)
+
+    def diffs(self) -> list[tuple[str, dict]]:
+        return [(c, m) for c, m in self.sent if m.get("handler") == DIFF_HANDLER]
+
+    def __enter__(self):
+        self.layer.send = self.send
+        return self
+
+    def __exit__(self, *exc):
+        del self.layer.send
+
+
+async def open_tab(host: str, cookie: str) -> LiveClient:
+    tab = LiveClient(host, cookie=cookie)
+    frame = await tab.mount(ROOM_VIEW, "/room/")
+    assert frame["type"] == "mount", frame
+    return tab
+
+
+async def frames(tab: LiveClient, quiet: float = QUIET) -> list[dict]:
+    """Every frame the tab got until it stayed silent for ``quiet``."""
+    got = []
+    while not await tab.socket.receive_nothing(timeout=quiet):
+        got.append(await tab.socket.receive_json_from())
+    return got
+
+
+async def held(tab: LiveClient, tenant: str) -> list[tuple[str, int]]:
+    """What the tab's view holds: (name, tabs) per user, from its own copy."""
+    views.observed.clear()
+    await tab.event("peek_presence")
+    [(_view, _phase, seen_tenant, users)] = views.observed
+    assert seen_tenant == tenant
+    return users
+
+
+def stored(tenant: str) -> dict[str, int]:
+    """The store's view: user id → live connections."""
+    return {r["id"]: len(r["metas"]) for r in get_tenant_presence_backend(tenant).list(ROOM)}
+
+
+# --- the diff itself -------------------------------------------------------------
+
+
+def record(user: str, *refs: str, name: str = "n") -> dict:
+    metas = [{"name": name, "ref": ref} for ref in refs]
+    return {"id": user, "tenant_id": "acme", "joined_at": 1.0, "meta": {"name": name}, "metas": metas}
+
+
+def test_apply_presence_diff_merges_by_ref():
+    users: dict = {}
+    arrived, gone = apply_presence_diff(users, {"joins": {"u": record("u", "r1")}, "leaves": {}})
+    assert [r["id"] for r in arrived] == ["u"] and gone == []
+    # A second connection of the same user: a meta, not a user.
+    arrived, gone = apply_presence_diff(users, {"joins": {"u": record("u", "r2")}})
+    assert (arrived, gone) == ([], [])
+    assert [m["ref"] for m in users["u"]["metas"]] == ["r1", "r2"]
+    # The same diff twice changes nothing.
+    apply_presence_diff(users, {"joins": {"u": record("u", "r2")}})
+    assert [m["ref"] for m in users["u"]["metas"]] == ["r1", "r2"]
+    # One connection leaves: the user stays.
+    arrived, gone = apply_presence_diff(users, {"leaves": {"u": record("u", "r1")}})
+    assert (arrived, gone) == ([], []) and [m["ref"] for m in users["u"]["metas"]] == ["r2"]
+    # A leave of a user or ref not held is a no-op.
+    apply_presence_diff(users, {"leaves": {"x": record("x", "r9"), "u": record("u", "r9")}})
+    assert [m["ref"] for m in users["u"]["metas"]] == ["r2"]
+    # The last one leaves: the user goes.
+    arrived, gone = apply_presence_diff(users, {"leaves": {"u": record("u", "r2")}})
+    assert [r["id"] for r in gone] == ["u"] and users == {}
+    # A user-keyed leave (no metas) takes every connection.
+    apply_presence_diff(users, {"joins": {"v": record("v", "a", "b")}})
+    arrived, gone = apply_presence_diff(users, {"leaves": {"v": {"id": "v"}}})
+    assert [r["id"] for r in gone] == ["v"] and users == {}
+
+
+# --- live views ------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_two_tabs_are_one_user_until_the_last_closes(store):
+    alice, bob = session_cookie("alice"), session_cookie("bob")
+    watcher = await open_tab("acme.example.com", bob)
+    # The same room and the same user (same cookie) in another tenant.
+    globex = await open_tab("globex.example.com", alice)
+    assert await frames(watcher) == []
+
+    first = await open_tab("acme.example.com", alice)
+    assert "alice=1" in str(await frames(watcher))
+    second = await open_tab("acme.example.com", alice)
+    assert "alice=2" in str(await frames(watcher))
+    assert await held(watcher, "acme") == [("alice", 2), ("bob", 1)]
+    assert await held(second, "acme") == [("alice", 2), ("bob", 1)]
+    assert await sync_to_async(stored)("acme") == {user_of(alice): 2, user_of(bob): 1}
+    [record] = [
+        r for r in get_tenant_presence_backend("acme").list(ROOM) if r["id"] == user_of(alice)
+    ]
+    assert record["meta"]["name"] == "alice"
+    assert len({m["ref"] for m in record["metas"]}) == 2
+
+    # One tab closes: alice stays, with one connection.
+    await first.close()
+    assert "alice=1" in str(await frames(watcher))
+    assert await held(watcher, "acme") == [("alice", 1), ("bob", 1)]
+    assert await sync_to_async(stored)("acme") == {user_of(alice): 1, user_of(bob): 1}
+
+    # The last one closes: alice leaves.
+    await second.close()
+    assert "alice" not in str(await frames(watcher))
+    assert await held(watcher, "acme") == [("bob", 1)]
+    assert await sync_to_async(stored)("acme") == {user_of(bob): 1}
+
+    # Globex's alice was never touched, and globex's view got nothing.
+    assert await frames(globex) == []
+    assert await held(globex, "globex") == [("alice", 1)]
+    assert await sync_to_async(stored)("globex") == {user_of(alice): 1}
+    await watcher.close()
+    await globex.close()
+    assert await sync_to_async(stored)("acme") == {}
+    assert await sync_to_async(stored)("globex") == {}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+@pytest.mark.parametrize("subscribers", [1, 6])
+async def test_a_join_costs_one_message_per_subscriber_and_no_relist(store, subscribers):
+    layer = get_channel_layer()
+    tabs = [await open_tab("acme.example.com", session_cookie(f"u{i}")) for i in range(subscribers)]
+    other = await open_tab("globex.example.com", session_cookie("g"))
+    for tab in (*tabs, other):
+        await frames(tab)
+    group = presence_group(ROOM, "acme")
+    members = set(layer.groups[group])
+    assert len(members) == subscribers
+
+    with Deliveries(layer) as deliveries:
+        newcomer = await open_tab("acme.example.com", session_cookie("new"))
+        received = [await frames(tab) for tab in tabs]
+    # One diff message per view in the room (the newcomer's own copy is
+    # dropped unread: it applied its join itself).
+    diffs = deliveries.diffs()
+    room = set(layer.groups[group])
+    assert len(room) == subscribers + 1
+    assert sorted(channel for channel, _ in diffs) == sorted(room)
+    [payload] = {str(m["payload"]) for _, m in diffs}
+    assert "new" in payload and "u0" not in payload  # the change, not the room
+    # One frame per subscriber, and nothing else reached any channel: no
+    # "presence changed, re-list" push.
+    assert [len(got) for got in received] == [1] * subscribers
+    assert all("new=1" in str(got) for got in received)
+    assert [m.get("handler") for _, m in deliveries.sent] == [DIFF_HANDLER] * len(diffs)
+    assert await frames(newcomer) == []
+    assert await frames(other) == []
+    for tab in (*tabs, newcomer, other):
+        await tab.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_client_cannot_send_a_diff(store):
+    tab = await open_tab("acme.example.com", session_cookie("alice"))
+    fake = {"joins": {"ghost": {"id": "ghost", "meta": {"name": "ghost"}, "metas": [{}]}}}
+    frame = await tab.event(DIFF_HANDLER, **fake)
+    assert frame["type"] == "error"
+    assert await held(tab, "acme") == [("alice", 1)]
+    await tab.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_heartbeat_resyncs_a_view_that_missed_changes(store):
+    """Connections that came or went without a diff (another process died,
+    or djust dropped a push from a busy session's queue) show up at the
+    view's next heartbeat: the user count differs, so it lists once."""
+    tab = await open_tab("acme.example.com", session_cookie("alice"))
+    backend = await sync_to_async(get_tenant_presence_backend)("acme")
+    await sync_to_async(backend.track)(ROOM, "ghost", "ref-1", {"name": "ghost"})
+    assert await held(tab, "acme") == [("alice", 1)]  # no diff was sent
+    await tab.socket.send_json_to({"type": "ping"})
+    got = await frames(tab)
+    assert {"type": "pong"} in got and "ghost=1" in str(got)
+    assert await held(tab, "acme") == [("alice", 1), ("ghost", 1)]
+
+    await sync_to_async(backend.untrack)(ROOM, "ghost", "ref-1")
+    await tab.socket.send_json_to({"type": "ping"})
+    assert "ghost" not in str([f for f in await frames(tab) if f.get("type") != "pong"])
+    assert await held(tab, "acme") == [("alice", 1)]
+    await tab.close()
