@@ -1,8 +1,9 @@
 """Presence: tenantry's backends against djust.tenants' (in memory and in
-Redis), Redis round trips and commands per operation (from ``INFO
-commandstats``), and single-operation latency against ``redis-benchmark -c 1``
-on the same server. The Redis part starts its own redis-server on a free
-loopback port and stops it at the end.
+Redis), tenantry's per-connection ``track``/``untrack`` against its own
+user-keyed ``join``/``leave`` (same run), Redis round trips and commands per
+operation (from ``INFO commandstats``), and single-operation latency against
+``redis-benchmark -c 1`` on the same server. The Redis part starts its own
+redis-server on a free loopback port and stops it at the end.
 
 Datasets: one tenant with a 10-user room; 1,000 tenants × 10 rooms × 10
 users (the measured room is one of them); 100,000 tenants × 1 room × 1 user
@@ -26,6 +27,7 @@ from djust.tenants.backends import TenantAwareRedisBackend as DjustRedis
 
 from benchmarks.timing import fmt_ns, ns_per_item, ns_per_op, ratio_table
 from tenantry import TenantAwareMemoryBackend, TenantAwareRedisBackend
+from tenantry.presence import PRESENCE_DEFAULT_REF
 
 META = {"name": "Alice", "color": "#6c63ff"}
 ROOM = "room5"
@@ -195,23 +197,30 @@ class RedisProcess:
 
 
 def fill_redis(server: RedisProcess, layout) -> None:
-    """Writes both libraries' layouts directly (pipelined, untimed)."""
+    """Writes both libraries' layouts directly (pipelined, untimed). Ours: each
+    user with one connection of the default ref, as ``join`` leaves it
+    (docs/presence.md, "Redis key layout")."""
     client = server.client
     now = float(client.time()[0])
     pipe = client.pipeline(transaction=False)
     ours: dict[str, TenantAwareRedisBackend] = {}
+    meta = json.dumps(META)
     for i, (tenant, room, n) in enumerate(layout):
         backend = ours.setdefault(tenant, TenantAwareRedisBackend(tenant, redis_url=server.url))
-        zset, meta = backend.keys_for(room)
+        users_key, conns_key, refs_key, data_key = backend.keys_for(room)
         dz = f"djust:tenant:{tenant}:{room}:zset"
         dm = f"djust:tenant:{tenant}:{room}:meta"
         for user in users(n):
             record = {"id": user, "tenant_id": tenant, "joined_at": now, "meta": META}
-            pipe.zadd(zset, {user: now})
-            pipe.hset(meta, user, f"{now:.6f} {len(user)} {user}{json.dumps(META)}")
+            field = f"{len(user)}:{user}"
+            conn = f"{field}:{PRESENCE_DEFAULT_REF}"
+            pipe.zadd(users_key, {field: now})
+            pipe.zadd(conns_key, {conn: now})
+            pipe.zadd(refs_key, {conn: 0})
+            pipe.hset(data_key, mapping={field: f"{now:.6f} {meta}", conn: f"{now:.6f} {meta}"})
             pipe.zadd(dz, {user: now})
             pipe.hset(dm, user, json.dumps(record))
-        for key in (zset, meta, dz, dm):
+        for key in (users_key, conns_key, refs_key, data_key, dz, dm):
             pipe.expire(key, 600)
         if i % 200 == 0:
             pipe.execute()
@@ -273,6 +282,86 @@ def redis_tables(server: RedisProcess) -> str:
     )
 
 
+def connection_timers(backend, room: str) -> dict[str, Callable[[], float]]:
+    """Per-connection ``track``/``untrack`` and user-keyed ``join``/``leave``
+    of the same 200 new users on ``room`` (which holds 10 users)."""
+
+    def clear_new():
+        for u in NEW_USERS:
+            backend.leave(room, u)
+
+    def join_new():
+        for u in NEW_USERS:
+            backend.join(room, u, META)
+
+    def track_new():
+        for u in NEW_USERS:
+            backend.track(room, u, "tab-1", META)
+
+    def tab_two():
+        clear_new()
+        track_new()
+
+    def tabs_new():
+        track_new()
+        for u in NEW_USERS:
+            backend.track(room, u, "tab-2", META)
+
+    def timer(prepare, op):
+        return lambda: ns_per_item(prepare, op, NEW_USERS, repeat=2)
+
+    return {
+        "join": timer(clear_new, lambda u: backend.join(room, u, META)),
+        "track": timer(clear_new, lambda u: backend.track(room, u, "tab-1", META)),
+        "track, second tab": timer(tab_two, lambda u: backend.track(room, u, "tab-2", META)),
+        "leave": timer(join_new, lambda u: backend.leave(room, u)),
+        "untrack": timer(track_new, lambda u: backend.untrack(room, u, "tab-1")),
+        "untrack, one of two tabs": timer(tabs_new, lambda u: backend.untrack(room, u, "tab-2")),
+    }
+
+
+#: ``(per-connection operation, the user-keyed one it is compared with)``.
+CONNECTION_PAIRS = (
+    ("track", "join"),
+    ("track, second tab", "join"),
+    ("untrack", "leave"),
+    ("untrack, one of two tabs", "leave"),
+)
+
+
+def connection_table(server: RedisProcess) -> str:
+    """tenantry's per-connection operations against its own user-keyed ones,
+    memory and Redis, alternating operation by operation (goal: a connection
+    costs at most 1.2× a user-keyed call)."""
+    TenantAwareMemoryBackend.clear_all()
+    memory = TenantAwareMemoryBackend("acme")
+    for user in users(10):
+        memory.join(ROOM, user, META)
+    server.client.flushall()
+    fill_redis(server, [("acme", ROOM, 10)])
+    rows = []
+    for label, backend in (
+        ("memory", memory),
+        ("Redis", TenantAwareRedisBackend("acme", redis_url=server.url)),
+    ):
+        timers = connection_timers(backend, ROOM)
+        best: dict[str, float] = {}
+        for _ in range(ROUNDS):
+            for op, timer in timers.items():
+                ns = timer()
+                best[op] = min(best.get(op, ns), ns)
+        for ours, theirs in CONNECTION_PAIRS:
+            rows.append((f"{ours} vs {theirs}, {label}", best[theirs], best[ours]))
+    TenantAwareMemoryBackend.clear_all()
+    return ratio_table(
+        "Presence per connection against user-keyed calls (goal: ≤ 1.2×, i.e. speed-up ≥ 0.83×)",
+        rows,
+        goal=0.83,
+        ours="track/untrack",
+        theirs="join/leave",
+    )
+
+
 class CountingConnection(redis.Connection):
     """redis-py connection that counts requests sent (one per round trip: a
     pipeline is sent as one request)."""
@@ -310,6 +399,9 @@ def round_trip_table(server: RedisProcess) -> str:
         ("join", lambda b: b.join(ROOM, "u1", META)),
         ("leave (present user)", None),
         ("heartbeat", lambda b: b.heartbeat(ROOM, "u1")),
+        ("track (same ref again)", "retrack"),
+        ("track (a tab per call)", "tabs"),
+        ("untrack (one of two tabs)", "untrack"),
         ("count", lambda b: b.count(ROOM)),
         ("list, 10 users", lambda b: b.list(ROOM)),
         ("list, 1,000 users", lambda b: b.list("big")),
@@ -330,15 +422,28 @@ def round_trip_table(server: RedisProcess) -> str:
     for label, op in cases:
         per: dict[str, tuple[float, float, str]] = {}
         for name, backend in (("djust", djust), ("tenantry", ours)):
+            if not hasattr(backend, "track") and op in ("retrack", "tabs", "untrack"):
+                per[name] = (float("nan"), float("nan"), "")  # djust has no connections
+                continue
             if op is None:  # leave: join first (untimed, uncounted)
                 for i in range(reps):
                     backend.join(ROOM, f"leaver{i}", META)
+            if op == "untrack":  # two tabs each first (untimed, uncounted)
+                for i in range(reps):
+                    backend.track(ROOM, f"tabbed{i}", "a", META)
+                    backend.track(ROOM, f"tabbed{i}", "b", META)
             server.client.config_resetstat()
             CountingConnection.sent = 0
             for i in range(reps):
                 if op is None:
                     backend.leave(ROOM, f"leaver{i}")
-                else:
+                elif op == "retrack":
+                    backend.track(ROOM, "u1", "tab-1", META)
+                elif op == "tabs":
+                    backend.track(ROOM, "u2", f"tab-{i}", META)
+                elif op == "untrack":
+                    backend.untrack(ROOM, f"tabbed{i}", "b")
+                elif callable(op):
                     op(backend)
             stats = command_stats(server.client)
             commands = sum(stats.values()) / reps
@@ -421,7 +526,12 @@ def run() -> str:
     parts = [memory_tables()]
     server = RedisProcess()
     try:
-        parts += [redis_tables(server), round_trip_table(server), latency_table(server)]
+        parts += [
+            redis_tables(server),
+            connection_table(server),
+            round_trip_table(server),
+            latency_table(server),
+        ]
     finally:
         server.stop()
     return "\n".join(parts)

@@ -21,10 +21,15 @@ pub const MAX_PREFIX_LEN: usize = 64;
 /// never collide even for the same name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
-    /// A presence room's member set (sorted by last heartbeat).
-    Presence,
-    /// A presence room's member records.
-    PresenceMeta,
+    /// A presence room's users (sorted by their newest heartbeat).
+    PresenceUsers,
+    /// A presence room's connections (sorted by last heartbeat).
+    PresenceConns,
+    /// A presence room's connections again, in lexical order (one user's
+    /// connections are one range).
+    PresenceRefs,
+    /// A presence room's user and connection records.
+    PresenceData,
     /// Tenant-scoped key-value state.
     State,
     /// The per-tenant index of state keys (lets `delete_tenant` avoid `KEYS`).
@@ -39,9 +44,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
-        Kind::Presence,
-        Kind::PresenceMeta,
+    pub const ALL: [Kind; 9] = [
+        Kind::PresenceUsers,
+        Kind::PresenceConns,
+        Kind::PresenceRefs,
+        Kind::PresenceData,
         Kind::State,
         Kind::StateIndex,
         Kind::ViewState,
@@ -51,8 +58,10 @@ impl Kind {
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Kind::Presence => "presence",
-            Kind::PresenceMeta => "presence-meta",
+            Kind::PresenceUsers => "presence-users",
+            Kind::PresenceConns => "presence-conns",
+            Kind::PresenceRefs => "presence-refs",
+            Kind::PresenceData => "presence-data",
             Kind::State => "state",
             Kind::StateIndex => "state-index",
             Kind::ViewState => "view-state",
@@ -206,8 +215,13 @@ mod tests {
 
     #[test]
     fn layout_matches_the_spec() {
-        let key = format_key(&KeyPrefix::default(), &id("acme"), Kind::Presence, "room:1");
-        assert_eq!(key, "djust:{tenant:acme}:presence:room:1");
+        let key = format_key(
+            &KeyPrefix::default(),
+            &id("acme"),
+            Kind::PresenceUsers,
+            "room:1",
+        );
+        assert_eq!(key, "djust:{tenant:acme}:presence-users:room:1");
     }
 
     #[test]

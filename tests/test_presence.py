@@ -77,7 +77,8 @@ def test_join_returns_the_record(make_backend):
     backend = make_backend("acme")
     before = time.time()
     record = backend.join("room:1", "u1", {"name": "Alice"})
-    assert set(record) == {"id", "tenant_id", "joined_at", "meta"}
+    # djust's record, plus the connection join tracked (docs/presence.md).
+    assert set(record) == {"id", "tenant_id", "joined_at", "meta", "metas"}
     assert record["id"] == "u1"
     assert record["tenant_id"] == "acme"
     assert record["meta"] == {"name": "Alice"}
@@ -294,24 +295,25 @@ def test_redis_keys_follow_the_layout_and_carry_ttls(redis_backend):
     client = redis_backend.server.client()
     prefix = redis_backend.prefix
     keys = sorted(redis_backend.server.keys(f"{prefix}:*"))
+    kinds = ["presence-conns", "presence-data", "presence-refs", "presence-users"]
     assert keys == [
-        f"{prefix}:{{tenant:acme}}:presence-meta:room:1",
-        f"{prefix}:{{tenant:acme}}:presence:room:1",
-        f"{prefix}:{{tenant:globex}}:presence-meta:room:1",
-        f"{prefix}:{{tenant:globex}}:presence:room:1",
+        f"{prefix}:{{tenant:{tenant}}}:{kind}:room:1"
+        for tenant in ("acme", "globex")
+        for kind in kinds
     ]
-    assert acme.keys_for("room:1") == (keys[1], keys[0])
+    users, conns, refs, data = acme.keys_for("room:1")
+    assert sorted([users, conns, refs, data]) == keys[:4]
     layout = re.compile(
-        rf"^{re.escape(prefix)}:\{{tenant:(?P<t>[^}}]+)\}}:(presence|presence-meta):room:1$"
+        rf"^{re.escape(prefix)}:\{{tenant:(?P<t>[^}}]+)\}}:presence-[a-z]+:room:1$"
     )
     for key in keys:
         tenant = layout.match(key)["t"]
         other = "globex" if tenant == "acme" else "acme"
         assert other not in key
         assert 0 < client.pttl(key) <= 60_000, key
-    assert client.type(keys[1]) == "zset"
-    assert client.type(keys[0]) == "hash"
-    assert sorted(client.zrange(keys[1], 0, -1)) == ["u1", "u2"]
+    assert [client.type(k) for k in (users, conns, refs, data)] == ["zset"] * 3 + ["hash"]
+    assert sorted(client.zrange(users, 0, -1)) == ["2:u1", "2:u2"]
+    assert sorted(client.zrange(conns, 0, -1)) == ["2:u1:", "2:u2:"]
 
 
 def test_redis_abandoned_rooms_vanish(redis_backend):
@@ -329,19 +331,24 @@ def test_redis_leaving_last_user_removes_the_keys(redis_backend):
 
 def test_redis_list_of_a_large_room_is_one_call(redis_backend):
     backend = redis_backend("acme")
-    zset, meta = backend.keys_for("big")
-    client = redis_backend.server.node_client(zset)  # the node of the room
+    users, conns, refs, data = backend.keys_for("big")
+    client = redis_backend.server.node_client(users)  # the node of the room
     pipe = client.pipeline(transaction=False)
     now = float(client.time()[0])
     for i in range(12_000):  # past Lua's unpack limit
-        pipe.zadd(zset, {f"u{i}": now})
-        user = f"u{i}"
-        pipe.hset(meta, user, f"{now:.6f} {len(user)} {user}{json.dumps({'i': i})}")
+        user = f"{len(str(i)) + 1}:u{i}"
+        conn = f"{user}:tab"
+        pipe.zadd(users, {user: now})
+        pipe.zadd(conns, {conn: now})
+        pipe.zadd(refs, {conn: 0})
+        pipe.hset(data, user, f"{now:.6f} {json.dumps({'i': i})}")
+        pipe.hset(data, conn, f"{now:.6f} {json.dumps({'c': i})}")
     pipe.execute()
     client.config_resetstat()
     records = backend.list("big")
     assert len(records) == 12_000
     assert records[5]["meta"]["i"] == int(records[5]["id"][1:])
+    assert records[5]["metas"][0]["c"] == int(records[5]["id"][1:])
     stats = client.info("commandstats")
     assert stats["cmdstat_evalsha"]["calls"] == 1
     assert backend.count("big") == 12_000
@@ -350,12 +357,15 @@ def test_redis_list_of_a_large_room_is_one_call(redis_backend):
 def test_redis_records_written_by_someone_else_are_an_error(redis_backend):
     backend = redis_backend("acme")
     backend.join("room", "u1", {})
-    _zset, meta = backend.keys_for("room")
-    redis_backend.server.client().hset(meta, "u1", "not json")
+    *_, data = backend.keys_for("room")
+    redis_backend.server.client().hset(data, "2:u1", "not json")
     with pytest.raises(BackendError, match="not a tenantry presence record"):
         backend.list("room")
-    redis_backend.server.client().hset(meta, "u1", "1700000000.5 2 u1{not json")
+    redis_backend.server.client().hset(data, "2:u1", "1700000000.5 {not json")
     with pytest.raises(BackendError, match="not JSON"):
+        backend.list("room")
+    redis_backend.server.client().hset(data, "garbage", "1700000000.5 {}")
+    with pytest.raises(BackendError, match="not a tenantry presence record"):
         backend.list("room")
 
 

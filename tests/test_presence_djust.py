@@ -150,8 +150,8 @@ def test_router_follows_the_config_to_redis(settings, redis_target):
     view.track_presence(meta={"n": 1})
     assert view.online_count == 1
     assert sorted(redis_target.keys(f"{prefix}:*")) == [
-        f"{prefix}:{{tenant:acme}}:presence-meta:doc:5",
-        f"{prefix}:{{tenant:acme}}:presence:doc:5",
+        f"{prefix}:{{tenant:acme}}:presence-{kind}:doc:5"
+        for kind in ("conns", "data", "refs", "users")
     ]
     assert DocView("globex", 5).list_presences() == []
     assert get_presence_backend().health_check()["status"] == "healthy"
@@ -231,7 +231,7 @@ def test_backends_are_configured_from_djust_config(settings, redis_server):
         "myapp",
         2.5,
     )
-    assert backend.keys_for("room")[0] == "myapp:{tenant:acme}:presence:room"
+    assert backend.keys_for("room")[0] == "myapp:{tenant:acme}:presence-users:room"
     assert backend.join("room", "u1", {})["tenant_id"] == "acme"
     assert backend.count("room") == 1
     backend.leave("room", "u1")

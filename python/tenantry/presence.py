@@ -10,6 +10,12 @@ The backends are Rust classes (``tenantry._core``) with djust's
     presence.join("document:42", "user-1", {"name": "Alice"})
     presence.list("document:42")   # [{"id": "user-1", "tenant_id": "acme", ...}]
 
+Each user may hold several connections (browser tabs), each named by a
+``ref``: ``track(presence_key, user_id, ref, meta)`` and ``untrack(...)``
+return the diff they caused, ``{"joins": {...}, "leaves": {...}}``, and
+:func:`apply_diff` applies such a diff to a ``{user_id: record}`` view of a
+room (see "Connections and diffs" in docs/presence.md).
+
 With djust installed and ``PRESENCE_BACKEND`` set to ``"tenant_memory"`` (the
 default) or ``"tenant_redis"``, :func:`install_djust_presence_backend` (run by
 the app's ``ready()``) makes tenantry djust's presence backend: every
@@ -19,19 +25,32 @@ lands in that view's tenant. See docs/presence.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from . import _core, conf
-from ._core import TenantAwareMemoryBackend, TenantAwareRedisBackend, TenantPresenceRouter
+from ._core import (
+    PRESENCE_DEFAULT_REF,
+    PRESENCE_MAX_CONNECTIONS_PER_USER,
+    PRESENCE_MAX_REF_LEN,
+    TenantAwareMemoryBackend,
+    TenantAwareRedisBackend,
+    TenantPresenceRouter,
+)
 from ._tenant_backend import CACHE_SIZE as CACHE_SIZE
 from ._tenant_backend import ProcessRouter, TenantBackends
 
 __all__ = [
+    "PRESENCE_DEFAULT_REF",
+    "PRESENCE_MAX_CONNECTIONS_PER_USER",
+    "PRESENCE_MAX_REF_LEN",
     "TenantAwareBackendMixin",
     "TenantAwareMemoryBackend",
     "TenantAwareRedisBackend",
     "TenantPresenceManager",
     "TenantPresenceRouter",
+    "apply_diff",
+    "by_user",
     "get_presence_router",
     "get_tenant_presence_backend",
     "install_djust_presence_backend",
@@ -120,6 +139,54 @@ def get_tenant_presence_backend(
 ) -> TenantAwareMemoryBackend | TenantAwareRedisBackend:
     """Shorthand for ``TenantPresenceManager.for_tenant(tenant_id)``."""
     return _backends.for_tenant(tenant_id)
+
+
+def by_user(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A room's ``list()`` as ``{user_id: record}`` (copies: :func:`apply_diff`
+    may change them), the state :func:`apply_diff` works on."""
+    return {r["id"]: {**r, "metas": list(r["metas"])} for r in records}
+
+
+def apply_diff(
+    state: MutableMapping[str, dict[str, Any]], diff: Mapping[str, Mapping[str, Any]]
+) -> MutableMapping[str, dict[str, Any]]:
+    """Applies a ``track``/``untrack`` diff to ``state`` (``{user_id:
+    record}``, e.g. from :func:`by_user`) in place and returns it.
+
+    Leaves first, then joins (a re-tracked ref is a leave of its old meta and
+    a join of its new one, with the same ``ref``): a leave removes the
+    connections with those refs, and the user once it has none left; a join
+    adds the user, or replaces/adds the connections by ref. Each record's
+    ``joined_at`` and ``meta`` are taken from the diff (they describe the
+    user after the change). Applying the diffs of a room's changes, in
+    order, to its ``list()`` gives its ``list()`` after them (up to the
+    order of users, and connections that expired without an ``untrack``).
+    """
+    for user_id, left in diff.get("leaves", {}).items():
+        record = state.get(user_id)
+        if record is None:
+            continue
+        gone = {m["ref"] for m in left["metas"]}
+        metas = [m for m in record["metas"] if m["ref"] not in gone]
+        if metas:
+            state[user_id] = {**record, **_head(left), "metas": metas}
+        else:
+            del state[user_id]
+    for user_id, joined in diff.get("joins", {}).items():
+        record = state.get(user_id)
+        if record is None:
+            state[user_id] = {**joined, "metas": list(joined["metas"])}
+            continue
+        new = {m["ref"]: m for m in joined["metas"]}
+        metas = [new.pop(m["ref"], m) for m in record["metas"]]
+        metas.extend(new.values())
+        state[user_id] = {**record, **_head(joined), "metas": metas}
+    return state
+
+
+def _head(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A diff record's user-level fields."""
+    return {"joined_at": record["joined_at"], "meta": record["meta"]}
 
 
 _installed: TenantPresenceRouter | None = None

@@ -45,7 +45,7 @@ create_exception!(
     tenantry,
     QuotaExceeded,
     BackendError,
-    "The in-memory state store cannot take a write: the tenant's share (STATE_TENANT_MAX_BYTES) or the whole store (STATE_MEMORY_MAX_BYTES) is full. TenantMiddleware answers 503."
+    "A store cannot take a write: the in-memory state store's tenant share (STATE_TENANT_MAX_BYTES) or whole size (STATE_MEMORY_MAX_BYTES) is full, or a presence user already holds its most connections. TenantMiddleware answers 503."
 );
 create_exception!(
     tenantry,
@@ -140,14 +140,16 @@ pub fn config_error(key: &str, message: String) -> CoreConfigError {
     }
 }
 
-/// Presence errors: bad names → `InvalidKey`, bad timeouts or URLs →
+/// Presence errors: bad names, user ids and refs → `InvalidKey`, a user
+/// past its connection limit → `QuotaExceeded`, bad timeouts or URLs →
 /// `ValueError`, Redis down → `BackendUnavailable`, Redis errors →
 /// `BackendError`.
 pub fn presence_error(err: PresenceError) -> PyErr {
     match err {
-        PresenceError::Room(_) | PresenceError::UserIdTooLong { .. } => {
-            InvalidKey::new_err(err.to_string())
-        }
+        PresenceError::Room(_)
+        | PresenceError::UserIdTooLong { .. }
+        | PresenceError::RefTooLong { .. } => InvalidKey::new_err(err.to_string()),
+        PresenceError::TooManyConnections { .. } => QuotaExceeded::new_err(err.to_string()),
         PresenceError::BadTimeout { .. } => PyValueError::new_err(err.to_string()),
         PresenceError::Store(e) => store_error(e),
     }

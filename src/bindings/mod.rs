@@ -43,6 +43,12 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<presence::MemoryBackend>()?;
     m.add_class::<presence::RedisBackend>()?;
     m.add_class::<presence::Router>()?;
+    m.add("PRESENCE_DEFAULT_REF", crate::presence::DEFAULT_REF)?;
+    m.add("PRESENCE_MAX_REF_LEN", crate::presence::MAX_REF_LEN)?;
+    m.add(
+        "PRESENCE_MAX_CONNECTIONS_PER_USER",
+        crate::presence::MAX_CONNECTIONS_PER_USER,
+    )?;
 
     m.add_class::<state::MemoryBackend>()?;
     m.add_class::<state::RedisBackend>()?;

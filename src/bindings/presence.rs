@@ -3,11 +3,14 @@
 //! tenant each) and `TenantPresenceRouter` (the one object tenantry installs
 //! as djust's global presence backend; it finds the tenant of every call).
 //!
-//! Records are dicts `{"id", "tenant_id", "joined_at", "meta"}`. The memory
-//! store keeps each record dict itself (no JSON; `list` only takes new
-//! references), like djust's memory backend. Redis stores the meta as JSON
-//! and `list` decodes every record of a room with one `json.loads` call.
-//! The GIL is released around every Redis round trip.
+//! Records are dicts `{"id", "tenant_id", "joined_at", "meta", "metas"}`:
+//! djust's record plus one meta entry per connection (`{**meta, "ref",
+//! "online_at"}`). `track`/`untrack` return diffs `{"joins": {user:
+//! record}, "leaves": {user: record}}` whose records carry the connections
+//! that changed. The memory store keeps the meta objects and entry dicts
+//! themselves (no JSON; `list` only takes new references under the lock).
+//! Redis stores metas as JSON and `list` decodes every meta of a room with
+//! one `json.loads` call. The GIL is released around every Redis round trip.
 
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
@@ -22,15 +25,18 @@ use super::errors::{self, presence_error};
 use super::tenant_backend::{self, redis_target, RedisEngine, Scope, TenantRouter};
 use super::tenant_info::{id_from_py, type_name};
 use crate::keys::KeyPrefix;
-use crate::presence::memory::{wall_clock, MemoryPresence};
-use crate::presence::redis::{RedisPresence, StoredPresence};
-use crate::presence::{check_room, check_user, timeout_from_secs};
+use crate::presence::memory::{wall_clock, MemoryPresence, Tracked};
+use crate::presence::redis::{RedisPresence, StoredUser};
+use crate::presence::{
+    check_ref, check_room, check_user, timeout_from_secs, PresenceError, DEFAULT_REF,
+};
 use crate::redis_store::RedisStore;
 use crate::tenant_id::TenantId;
 
 /// The process-wide in-memory store, shared by every memory backend object
 /// (two objects for one tenant see the same presences, as in djust).
-static MEMORY: LazyLock<MemoryPresence<Py<PyDict>>> = LazyLock::new(MemoryPresence::new);
+/// Per user it keeps the user-level meta, per connection its entry dict.
+static MEMORY: LazyLock<MemoryPresence<Py<PyAny>>> = LazyLock::new(MemoryPresence::new);
 
 static JSON_ENCODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -53,27 +59,110 @@ fn json_loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> 
     loads.call1((PyBytes::new(py, data),))
 }
 
-/// A user id as a Python `str` (ints become their decimal text).
 /// Checks the room name and the user id of a per-user operation; the user id
 /// as a Python str.
 fn checked_user<'py>(room: &str, user: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
     check_room(room).map_err(presence_error)?;
-    let user = user_str(user)?;
+    let user = id_str("user_id", user)?;
     check_user(user.to_str()?).map_err(presence_error)?;
     Ok(user)
 }
 
-fn user_str<'py>(user: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
-    if let Ok(s) = user.cast::<PyString>() {
+/// Checks a connection ref; the ref as a Python str.
+fn checked_ref<'py>(conn_ref: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
+    let conn_ref = id_str("ref", conn_ref)?;
+    check_ref(conn_ref.to_str()?).map_err(presence_error)?;
+    Ok(conn_ref)
+}
+
+/// A user id or ref as a Python `str` (ints become their decimal text).
+fn id_str<'py>(what: &str, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
+    if let Ok(s) = value.cast::<PyString>() {
         return Ok(s.clone());
     }
-    if user.is_instance_of::<PyInt>() && !user.is_instance_of::<PyBool>() {
-        return user.str();
+    if value.is_instance_of::<PyInt>() && !value.is_instance_of::<PyBool>() {
+        return value.str();
     }
     Err(PyTypeError::new_err(format!(
-        "user_id must be a str or an int, not {}",
-        type_name(user)
+        "{what} must be a str or an int, not {}",
+        type_name(value)
     )))
+}
+
+/// One connection's entry in a record's `metas`: a shallow copy of `meta`
+/// (a dict; any other meta is kept under `"value"`) with its `ref` and
+/// `online_at` set.
+fn meta_entry<'py>(
+    py: Python<'py>,
+    meta: &Bound<'py, PyAny>,
+    conn_ref: &Bound<'py, PyString>,
+    online_at: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let entry = match meta.cast::<PyDict>() {
+        Ok(d) => d.copy()?,
+        Err(_) => {
+            let d = PyDict::new(py);
+            d.set_item(intern!(py, "value"), meta)?;
+            d
+        }
+    };
+    entry.set_item(intern!(py, "ref"), conn_ref)?;
+    entry.set_item(intern!(py, "online_at"), online_at)?;
+    Ok(entry)
+}
+
+/// What one `track`/`untrack`/`join` changed for one user: the connection
+/// that joined and/or the one that left (a re-tracked ref: both).
+struct Change<'py> {
+    user: Bound<'py, PyString>,
+    joined_at: f64,
+    /// The user-level meta after the change (for a user that left, its last).
+    meta: Bound<'py, PyAny>,
+    joined: Option<Bound<'py, PyAny>>,
+    left: Option<Bound<'py, PyAny>>,
+}
+
+impl<'py> Change<'py> {
+    fn record(
+        &self,
+        tenant: &Bound<'py, PyString>,
+        entry: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let py = tenant.py();
+        let rec = record(py, &self.user, tenant, self.joined_at, &self.meta)?;
+        rec.set_item(intern!(py, "metas"), PyList::new(py, [entry])?)?;
+        Ok(rec)
+    }
+
+    /// `{"joins": {user: record}, "leaves": {user: record}}`.
+    fn diff(&self, tenant: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyDict>> {
+        let py = tenant.py();
+        let side = |entry: &Option<Bound<'py, PyAny>>| -> PyResult<Bound<'py, PyDict>> {
+            let d = PyDict::new(py);
+            if let Some(entry) = entry {
+                d.set_item(&self.user, self.record(tenant, entry)?)?;
+            }
+            Ok(d)
+        };
+        let diff = PyDict::new(py);
+        diff.set_item(intern!(py, "joins"), side(&self.joined)?)?;
+        diff.set_item(intern!(py, "leaves"), side(&self.left)?)?;
+        Ok(diff)
+    }
+}
+
+fn empty_diff(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let diff = PyDict::new(py);
+    diff.set_item(intern!(py, "joins"), PyDict::new(py))?;
+    diff.set_item(intern!(py, "leaves"), PyDict::new(py))?;
+    Ok(diff)
+}
+
+fn too_many(user: &str, room: &str) -> PyErr {
+    presence_error(PresenceError::TooManyConnections {
+        user: user.to_owned(),
+        room: room.to_owned(),
+    })
 }
 
 fn record<'py>(
@@ -120,6 +209,177 @@ impl Engine {
         }
     }
 
+    /// Tracks connection `conn_ref` of `user`; what changed.
+    #[allow(clippy::too_many_arguments)]
+    fn track_change<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: &TenantId,
+        room: &str,
+        user: &Bound<'py, PyAny>,
+        conn_ref: &Bound<'py, PyString>,
+        meta: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Change<'py>> {
+        let user = checked_user(room, user)?;
+        let user_text = user.to_str()?;
+        let ref_text = conn_ref.to_str()?;
+        let meta = meta_or_empty(py, meta);
+        match self {
+            Engine::Memory(timeout) => {
+                let wall = wall_clock();
+                let entry = meta_entry(py, &meta, conn_ref, wall)?;
+                let tracked = reclaiming(|graveyard| {
+                    MEMORY.track(
+                        tenant,
+                        room,
+                        user_text,
+                        ref_text,
+                        meta.clone().unbind(),
+                        entry.clone().into_any().unbind(),
+                        *timeout,
+                        Instant::now(),
+                        wall,
+                        graveyard,
+                    )
+                })
+                .map_err(|_| too_many(user_text, room))?;
+                let (joined_at, left) = match tracked {
+                    Tracked::UserJoined { joined_at } | Tracked::ConnAdded { joined_at } => {
+                        (joined_at, None)
+                    }
+                    Tracked::ConnUpdated {
+                        joined_at,
+                        online_at,
+                        old,
+                    } => {
+                        if online_at != wall {
+                            entry.set_item(intern!(py, "online_at"), online_at)?;
+                        }
+                        (joined_at, Some(old.into_bound(py)))
+                    }
+                };
+                Ok(Change {
+                    user,
+                    joined_at,
+                    meta,
+                    joined: Some(entry.into_any()),
+                    left,
+                })
+            }
+            Engine::Redis(r) => {
+                let meta_json = json_encode(py, &meta)?;
+                let tracked = py
+                    .detach(|| r.track(tenant, room, user_text, ref_text, &meta_json))
+                    .map_err(presence_error)?;
+                let entry = meta_entry(py, &meta, conn_ref, tracked.online_at)?;
+                let left = match &tracked.replaced {
+                    None => None,
+                    Some(old) => {
+                        let old = json_loads(py, old).map_err(|e| malformed_meta(r, &e))?;
+                        Some(meta_entry(py, &old, conn_ref, tracked.online_at)?.into_any())
+                    }
+                };
+                Ok(Change {
+                    user,
+                    joined_at: tracked.joined_at,
+                    meta,
+                    joined: Some(entry.into_any()),
+                    left,
+                })
+            }
+        }
+    }
+
+    /// Removes connection `conn_ref` of `user`; `None` when it was not live.
+    fn untrack_change<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: &TenantId,
+        room: &str,
+        user: &Bound<'py, PyAny>,
+        conn_ref: &Bound<'py, PyString>,
+    ) -> PyResult<Option<Change<'py>>> {
+        let user = checked_user(room, user)?;
+        let user_text = user.to_str()?;
+        let ref_text = conn_ref.to_str()?;
+        match self {
+            Engine::Memory(timeout) => {
+                let gone = reclaiming(|graveyard| {
+                    MEMORY.untrack(
+                        tenant,
+                        room,
+                        user_text,
+                        ref_text,
+                        *timeout,
+                        Instant::now(),
+                        graveyard,
+                        |meta| meta.clone_ref(py),
+                    )
+                });
+                Ok(gone.map(|g| Change {
+                    user,
+                    joined_at: g.joined_at,
+                    meta: g.meta.into_bound(py),
+                    joined: None,
+                    left: Some(g.payload.into_bound(py)),
+                }))
+            }
+            Engine::Redis(r) => {
+                let gone = py
+                    .detach(|| r.untrack(tenant, room, user_text, ref_text))
+                    .map_err(presence_error)?;
+                let Some(g) = gone else {
+                    return Ok(None);
+                };
+                let meta = json_loads(py, &g.meta_json).map_err(|e| malformed_meta(r, &e))?;
+                let conn_meta =
+                    json_loads(py, &g.conn_meta_json).map_err(|e| malformed_meta(r, &e))?;
+                let entry = meta_entry(py, &conn_meta, conn_ref, g.online_at)?;
+                Ok(Some(Change {
+                    user,
+                    joined_at: g.joined_at,
+                    meta,
+                    joined: None,
+                    left: Some(entry.into_any()),
+                }))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn track<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: &TenantId,
+        tenant_py: &Bound<'py, PyString>,
+        room: &str,
+        user: &Bound<'py, PyAny>,
+        conn_ref: &Bound<'py, PyAny>,
+        meta: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let conn_ref = checked_ref(conn_ref)?;
+        self.track_change(py, tenant, room, user, &conn_ref, meta)?
+            .diff(tenant_py)
+    }
+
+    fn untrack<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: &TenantId,
+        tenant_py: &Bound<'py, PyString>,
+        room: &str,
+        user: &Bound<'py, PyAny>,
+        conn_ref: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let conn_ref = checked_ref(conn_ref)?;
+        match self.untrack_change(py, tenant, room, user, &conn_ref)? {
+            Some(change) => change.diff(tenant_py),
+            None => empty_diff(py),
+        }
+    }
+
+    /// djust's `join`: tracks the connection [`DEFAULT_REF`]; the user's
+    /// record with that connection's entry.
     fn join<'py>(
         &self,
         py: Python<'py>,
@@ -129,40 +389,17 @@ impl Engine {
         user: &Bound<'py, PyAny>,
         meta: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let user = checked_user(room, user)?;
-        let user_text = user.to_str()?;
-        let meta = meta_or_empty(py, meta);
-        match self {
-            Engine::Memory(timeout) => {
-                let wall = wall_clock();
-                let rec = record(py, &user, tenant_py, wall, &meta)?;
-                let joined_at = reclaiming(|graveyard| {
-                    MEMORY.join(
-                        tenant,
-                        room,
-                        user_text,
-                        rec.clone().unbind(),
-                        *timeout,
-                        Instant::now(),
-                        wall,
-                        graveyard,
-                    )
-                });
-                if joined_at != wall {
-                    rec.set_item(intern!(py, "joined_at"), joined_at)?;
-                }
-                Ok(rec)
-            }
-            Engine::Redis(r) => {
-                let meta_json = json_encode(py, &meta)?;
-                let joined_at = py
-                    .detach(|| r.join(tenant, room, user_text, &meta_json))
-                    .map_err(presence_error)?;
-                record(py, &user, tenant_py, joined_at, &meta)
-            }
-        }
+        let conn_ref = PyString::new(py, DEFAULT_REF);
+        let change = self.track_change(py, tenant, room, user, &conn_ref, meta)?;
+        let entry = change
+            .joined
+            .as_ref()
+            .ok_or_else(|| errors::BackendError::new_err("presence join tracked no connection"))?;
+        change.record(tenant_py, entry)
     }
 
+    /// djust's `leave`: removes the user with every connection; its record
+    /// with the removed connections' entries, or `None`.
     fn leave<'py>(
         &self,
         py: Python<'py>,
@@ -178,7 +415,13 @@ impl Engine {
                 let gone = reclaiming(|graveyard| {
                     MEMORY.leave(tenant, room, user_text, *timeout, Instant::now(), graveyard)
                 });
-                Ok(gone.map(|rec| rec.into_bound(py)))
+                let Some(gone) = gone else {
+                    return Ok(None);
+                };
+                let metas = gone.conns.into_iter().map(|(_, _, entry)| entry);
+                let rec = record(py, &user, tenant_py, gone.joined_at, gone.meta.bind(py))?;
+                rec.set_item(intern!(py, "metas"), PyList::new(py, metas)?)?;
+                Ok(Some(rec))
             }
             Engine::Redis(r) => {
                 let gone = py
@@ -186,10 +429,10 @@ impl Engine {
                     .map_err(presence_error)?;
                 match gone {
                     None => Ok(None),
-                    Some(p) => {
-                        let meta =
-                            json_loads(py, p.meta_json()).map_err(|e| malformed_meta(r, &e))?;
-                        Ok(Some(record(py, &user, tenant_py, p.joined_at, &meta)?))
+                    Some(user_row) => {
+                        let records =
+                            redis_records(py, r, tenant_py, std::slice::from_ref(&user_row))?;
+                        Ok(Some(records.get_item(0)?.cast_into::<PyDict>()?))
                     }
                 }
             }
@@ -206,19 +449,34 @@ impl Engine {
         check_room(room).map_err(presence_error)?;
         match self {
             Engine::Memory(timeout) => {
-                let mut out: Vec<Py<PyDict>> = Vec::new();
+                // Under the shard lock: only increfs and Rust copies, no
+                // Python code; the records are built after.
+                let mut users: Vec<Listed> = Vec::new();
                 reclaiming(|graveyard| {
-                    MEMORY.list(
-                        tenant,
-                        room,
-                        *timeout,
-                        Instant::now(),
-                        graveyard,
-                        // Only increfs under the shard lock: no Python code runs.
-                        |p| out.push(p.payload.clone_ref(py)),
-                    )
+                    MEMORY.list(tenant, room, *timeout, Instant::now(), graveyard, |p| {
+                        users.push((
+                            p.user.to_owned(),
+                            p.joined_at,
+                            p.meta.clone_ref(py),
+                            p.conns.iter().map(|c| c.payload().clone_ref(py)).collect(),
+                        ))
+                    })
                 });
-                PyList::new(py, out)
+                let records = users
+                    .into_iter()
+                    .map(|(user, joined_at, meta, entries)| {
+                        let rec = record(
+                            py,
+                            &PyString::new(py, &user),
+                            tenant_py,
+                            joined_at,
+                            meta.bind(py),
+                        )?;
+                        rec.set_item(intern!(py, "metas"), PyList::new(py, entries)?)?;
+                        Ok(rec)
+                    })
+                    .collect::<PyResult<Vec<_>>>()?;
+                PyList::new(py, records)
             }
             Engine::Redis(r) => {
                 let stored = py.detach(|| r.list(tenant, room)).map_err(presence_error)?;
@@ -240,21 +498,34 @@ impl Engine {
         }
     }
 
+    /// Refreshes one connection of the user, or all of them (`conn_ref`
+    /// `None`); how many were refreshed.
     fn heartbeat(
         &self,
         py: Python<'_>,
         tenant: &TenantId,
         room: &str,
         user: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
+        conn_ref: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
         let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
+        let conn_ref = conn_ref.map(checked_ref).transpose()?;
+        let ref_text = conn_ref.as_ref().map(|r| r.to_str()).transpose()?;
         match self {
             Engine::Memory(timeout) => Ok(reclaiming(|graveyard| {
-                MEMORY.heartbeat(tenant, room, user_text, *timeout, Instant::now(), graveyard)
-            })),
+                MEMORY.heartbeat(
+                    tenant,
+                    room,
+                    user_text,
+                    ref_text,
+                    *timeout,
+                    Instant::now(),
+                    graveyard,
+                )
+            }) as u64),
             Engine::Redis(r) => py
-                .detach(|| r.heartbeat(tenant, room, user_text))
+                .detach(|| r.heartbeat(tenant, room, user_text, ref_text))
                 .map_err(presence_error),
         }
     }
@@ -284,6 +555,7 @@ impl Engine {
             let stats = MEMORY.stats();
             d.set_item("total_rooms", stats.rooms)?;
             d.set_item("total_presences", stats.presences)?;
+            d.set_item("total_connections", stats.connections)?;
             if let Some(t) = tenant {
                 // djust.tenants' key: this tenant's presences, all rooms.
                 let id = TenantId::parse(&t.to_string_lossy())
@@ -295,44 +567,65 @@ impl Engine {
     }
 }
 
-/// Records from Redis. The metas of the whole room are decoded by ONE
-/// `json.loads` of a JSON array assembled here; ids, tenant and `joined_at`
-/// need no JSON.
+/// One user of a memory room, taken out under the shard lock: id,
+/// `joined_at`, user-level meta, connection entries.
+type Listed = (String, f64, Py<PyAny>, Vec<Py<PyAny>>);
+
+/// Records from Redis. The metas of every user and connection of the room
+/// are decoded by ONE `json.loads` of a JSON array assembled here; ids,
+/// refs, the tenant and the times need no JSON.
 fn redis_records<'py>(
     py: Python<'py>,
     r: &RedisPresence,
     tenant_py: &Bound<'py, PyString>,
-    stored: &[StoredPresence],
+    stored: &[StoredUser],
 ) -> PyResult<Bound<'py, PyList>> {
-    let total: usize = stored.iter().map(|p| p.meta_json().len() + 1).sum();
+    let parts = stored
+        .iter()
+        .flat_map(|u| std::iter::once(&u.meta_json).chain(u.conns.iter().map(|c| &c.meta_json)));
+    let total: usize = parts.clone().map(|m| m.len() + 1).sum();
     let mut array = Vec::with_capacity(total + 2);
     array.push(b'[');
-    for (i, p) in stored.iter().enumerate() {
+    for (i, m) in parts.enumerate() {
         if i > 0 {
             array.push(b',');
         }
-        array.extend_from_slice(p.meta_json());
+        array.extend_from_slice(m);
     }
     array.push(b']');
     let metas = json_loads(py, &array).map_err(|e| malformed_meta(r, &e))?;
     let metas = metas.cast_into::<PyList>()?;
-    if metas.len() != stored.len() {
+    let expected: usize = stored.iter().map(|u| 1 + u.conns.len()).sum();
+    if metas.len() != expected {
         return Err(errors::BackendError::new_err(format!(
             "Redis at {} holds presence metas that are not one JSON value each",
             r.store().url()
         )));
     }
+    let mut metas = metas.iter();
+    let mut next = || {
+        metas
+            .next()
+            .ok_or_else(|| errors::BackendError::new_err("presence metas ran out while decoding"))
+    };
     let records = stored
         .iter()
-        .zip(metas.iter())
-        .map(|(p, meta)| {
-            record(
+        .map(|u| {
+            let meta = next()?;
+            let rec = record(
                 py,
-                &PyString::new(py, p.user()),
+                &PyString::new(py, &u.user),
                 tenant_py,
-                p.joined_at,
+                u.joined_at,
                 &meta,
-            )
+            )?;
+            let entries = u
+                .conns
+                .iter()
+                .map(|c| meta_entry(py, &next()?, &PyString::new(py, &c.conn_ref), c.online_at))
+                .collect::<PyResult<Vec<_>>>()?;
+            rec.set_item(intern!(py, "metas"), PyList::new(py, entries)?)?;
+            Ok(rec)
         })
         .collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, records)
@@ -352,7 +645,7 @@ fn checked_timeout(timeout: f64) -> PyResult<Duration> {
 /// Runs one memory-store operation. The presences it unlinks (Python
 /// dicts) come back in the graveyard and are dropped here, after the shard
 /// lock is released, so no Python destructor ever runs under it.
-fn reclaiming<R>(op: impl FnOnce(&mut Vec<Py<PyDict>>) -> R) -> R {
+fn reclaiming<R>(op: impl FnOnce(&mut Vec<Py<PyAny>>) -> R) -> R {
     let mut graveyard = Vec::new();
     let result = op(&mut graveyard);
     drop(graveyard);
@@ -426,6 +719,36 @@ macro_rules! tenant_backend_methods {
                 self.engine.leave(py, &self.scope.tenant, tenant_py, presence_key, user_id)
             }
 
+            /// Tracks one connection (`ref`) of the user; the diff it caused.
+            #[pyo3(signature = (presence_key, user_id, r#ref, meta=None))]
+            fn track<'py>(
+                &self,
+                py: Python<'py>,
+                presence_key: &str,
+                user_id: &Bound<'py, PyAny>,
+                r#ref: &Bound<'py, PyAny>,
+                meta: Option<&Bound<'py, PyAny>>,
+            ) -> PyResult<Bound<'py, PyDict>> {
+                let tenant_py = self.scope.tenant_py.bind(py);
+                self.engine.track(
+                    py, &self.scope.tenant, tenant_py, presence_key, user_id, r#ref, meta,
+                )
+            }
+
+            /// Removes one connection (`ref`) of the user; the diff it caused.
+            #[pyo3(signature = (presence_key, user_id, r#ref))]
+            fn untrack<'py>(
+                &self,
+                py: Python<'py>,
+                presence_key: &str,
+                user_id: &Bound<'py, PyAny>,
+                r#ref: &Bound<'py, PyAny>,
+            ) -> PyResult<Bound<'py, PyDict>> {
+                let tenant_py = self.scope.tenant_py.bind(py);
+                self.engine
+                    .untrack(py, &self.scope.tenant, tenant_py, presence_key, user_id, r#ref)
+            }
+
             fn list<'py>(
                 &self,
                 py: Python<'py>,
@@ -439,16 +762,18 @@ macro_rules! tenant_backend_methods {
                 self.engine.count(py, &self.scope.tenant, presence_key)
             }
 
-            /// Refreshes the user's heartbeat (a user that is gone stays gone).
+            /// Refreshes one connection of the user, or all of them without
+            /// `ref` (what is gone stays gone); how many were refreshed.
+            #[pyo3(signature = (presence_key, user_id, r#ref=None))]
             fn heartbeat(
                 &self,
                 py: Python<'_>,
                 presence_key: &str,
                 user_id: &Bound<'_, PyAny>,
-            ) -> PyResult<()> {
+                r#ref: Option<&Bound<'_, PyAny>>,
+            ) -> PyResult<u64> {
                 self.engine
-                    .heartbeat(py, &self.scope.tenant, presence_key, user_id)
-                    .map(|_| ())
+                    .heartbeat(py, &self.scope.tenant, presence_key, user_id, r#ref)
             }
 
             fn cleanup_stale(&self, py: Python<'_>, presence_key: &str) -> PyResult<u64> {
@@ -506,12 +831,19 @@ tenant_backend_methods!(MemoryBackend, {
         reclaiming(|graveyard| MEMORY.reclaim_expired(Instant::now(), graveyard))
     }
 
-    /// `(rooms, presences)` held by the whole process store, expired but
-    /// not yet reclaimed ones included.
+    /// `(rooms, presences)` held by the whole process store (a presence is
+    /// a user in a room), expired but not yet reclaimed ones included.
     #[classmethod]
     fn store_stats(_cls: &Bound<'_, PyType>) -> (usize, usize) {
         let stats = MEMORY.stats();
         (stats.rooms, stats.presences)
+    }
+
+    /// Connections held by the whole process store (expired but not yet
+    /// reclaimed ones included).
+    #[classmethod]
+    fn store_connections(_cls: &Bound<'_, PyType>) -> usize {
+        MEMORY.stats().connections
     }
 });
 
@@ -556,15 +888,16 @@ tenant_backend_methods!(RedisBackend, {
         self.engine.key_prefix()
     }
 
-    /// The room's two Redis keys: `(sorted set, hash)`.
-    fn keys_for(&self, presence_key: &str) -> PyResult<(String, String)> {
+    /// The room's four Redis keys: `(users, connections, refs, data)`
+    /// (three sorted sets and a hash).
+    fn keys_for(&self, presence_key: &str) -> PyResult<(String, String, String, String)> {
         check_room(presence_key).map_err(presence_error)?;
         match &self.engine {
             Engine::Redis(r) => {
-                let [zset, meta] = r.keys(&self.scope.tenant, presence_key);
-                Ok((zset, meta))
+                let [users, conns, refs, data] = r.keys(&self.scope.tenant, presence_key);
+                Ok((users, conns, refs, data))
             }
-            Engine::Memory(_) => Ok((String::new(), String::new())),
+            Engine::Memory(_) => Ok(Default::default()),
         }
     }
 });
@@ -649,6 +982,35 @@ impl Router {
             .leave(py, &tenant, &tenant_py, room, user_id)
     }
 
+    #[pyo3(signature = (presence_key, user_id, r#ref, meta=None))]
+    fn track<'py>(
+        &self,
+        py: Python<'py>,
+        presence_key: &str,
+        user_id: &Bound<'py, PyAny>,
+        r#ref: &Bound<'py, PyAny>,
+        meta: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (tenant, room) = self.route(py, presence_key)?;
+        let tenant_py = PyString::new(py, tenant.as_str());
+        self.engine(py)?
+            .track(py, &tenant, &tenant_py, room, user_id, r#ref, meta)
+    }
+
+    #[pyo3(signature = (presence_key, user_id, r#ref))]
+    fn untrack<'py>(
+        &self,
+        py: Python<'py>,
+        presence_key: &str,
+        user_id: &Bound<'py, PyAny>,
+        r#ref: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (tenant, room) = self.route(py, presence_key)?;
+        let tenant_py = PyString::new(py, tenant.as_str());
+        self.engine(py)?
+            .untrack(py, &tenant, &tenant_py, room, user_id, r#ref)
+    }
+
     fn list<'py>(&self, py: Python<'py>, presence_key: &str) -> PyResult<Bound<'py, PyList>> {
         let (tenant, room) = self.route(py, presence_key)?;
         let tenant_py = PyString::new(py, tenant.as_str());
@@ -660,16 +1022,17 @@ impl Router {
         self.engine(py)?.count(py, &tenant, room)
     }
 
+    #[pyo3(signature = (presence_key, user_id, r#ref=None))]
     fn heartbeat(
         &self,
         py: Python<'_>,
         presence_key: &str,
         user_id: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
+        r#ref: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
         let (tenant, room) = self.route(py, presence_key)?;
         self.engine(py)?
-            .heartbeat(py, &tenant, room, user_id)
-            .map(|_| ())
+            .heartbeat(py, &tenant, room, user_id, r#ref)
     }
 
     fn cleanup_stale(&self, py: Python<'_>, presence_key: &str) -> PyResult<u64> {

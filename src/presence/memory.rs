@@ -1,30 +1,40 @@
 //! The in-memory presence store: one per process, shared by every tenant.
 //!
 //! Rooms are identified by `(tenant, room name)` — the same logical key as
-//! the Redis backend's `<prefix>:{tenant:<id>}:presence:<room>` — and spread
-//! over [`SHARDS`] independently locked shards by a keyed hash of that pair,
-//! so there is no global lock and one busy tenant does not serialize others.
+//! the Redis backend's `<prefix>:{tenant:<id>}:presence-*:<room>` keys — and
+//! spread over [`SHARDS`] independently locked shards by a keyed hash of
+//! that pair, so there is no global lock and one busy tenant does not
+//! serialize others.
+//!
+//! A room holds users ([`LruTable`] keyed by user id, least recently active
+//! first) and, for expiry, its connections ([`LruTable`] keyed by
+//! `(user, ref)`, oldest heartbeat first). A user keeps its connections
+//! (ref, `online_at`, payload) in a small vector in tracking order, at most
+//! [`MAX_CONNECTIONS_PER_USER`](super::MAX_CONNECTIONS_PER_USER) long.
 //!
 //! Costs:
-//! * `join`, `leave`, `heartbeat`, `count`: O(1) amortized. A room keeps its
-//!   members in last-heartbeat order ([`LruTable`]); expired members are
-//!   popped from the front when the room is touched, so `count` is the
-//!   room's length after that pop and never scans the room. Each member
-//!   expires once, which is what makes the popping amortized O(1).
+//! * `track`, `untrack`, `heartbeat` of one connection, `count`: O(1)
+//!   amortized (plus O(connections of that user) ≤ 64 to find a ref in the
+//!   user's vector). Expired connections are popped from the front of the
+//!   room's connection order when the room is touched, and a user whose last
+//!   connection goes is removed with it, so `count` is the number of users
+//!   after that pop and never scans the room. Each connection expires once,
+//!   which is what makes the popping amortized O(1).
 //! * Expiry never scans tenants or rooms: every shard also keeps its rooms
 //!   in last-write order, and each operation on a shard reclaims up to
 //!   [`RECLAIM_PER_OP`] rooms whose newest heartbeat is older than their
 //!   timeout; every [`SWEEP_EVERY`] operations a thread also does that for
 //!   the next shard of a round robin, so shards without traffic are cleaned
 //!   too. An emptied room is removed at once, so memory follows the live
-//!   presences.
+//!   connections.
 //!
-//! The store is generic over the payload kept per presence (`M`): the
-//! Python bindings keep the record dict itself, so joining stores no JSON
-//! and listing only takes new references. Payloads that leave the store are
-//! handed back through a `graveyard` vector instead of being dropped under
-//! a shard lock, because dropping a Python object can run arbitrary code
-//! (which might call back into the store).
+//! The store is generic over the payloads it keeps (`M`): per user the
+//! user-level meta, per connection its meta entry. The Python bindings keep
+//! Python objects themselves, so tracking stores no JSON and listing only
+//! takes new references. Payloads that leave the store are handed back
+//! through a `graveyard` vector instead of being dropped under a shard lock,
+//! because dropping a Python object can run arbitrary code (which might
+//! call back into the store).
 
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
@@ -32,6 +42,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::table::LruTable;
+use super::MAX_CONNECTIONS_PER_USER;
 use crate::sweep;
 use crate::tenant_id::TenantId;
 
@@ -51,17 +62,105 @@ thread_local! {
     static SWEEP: sweep::Turn = const { std::cell::Cell::new((0, 0)) };
 }
 
-/// One presence as seen by [`MemoryPresence::list`].
+/// One live connection of a user.
+pub struct Conn<M> {
+    conn_ref: Box<str>,
+    online_at: f64,
+    payload: M,
+}
+
+impl<M> Conn<M> {
+    pub fn conn_ref(&self) -> &str {
+        &self.conn_ref
+    }
+
+    /// Wall-clock time the connection was first tracked.
+    pub fn online_at(&self) -> f64 {
+        self.online_at
+    }
+
+    pub fn payload(&self) -> &M {
+        &self.payload
+    }
+}
+
+/// One present user as seen by [`MemoryPresence::list`].
 pub struct Presence<'a, M> {
     pub user: &'a str,
     pub joined_at: f64,
-    pub payload: &'a M,
+    /// The user-level payload (the meta of the user's latest track).
+    pub meta: &'a M,
+    /// Its connections, oldest first.
+    pub conns: &'a [Conn<M>],
 }
 
-struct Member<M> {
+/// What a [`MemoryPresence::track`] did.
+#[derive(Debug, PartialEq)]
+pub enum Tracked<M> {
+    /// The user was not present: it joined with this connection.
+    UserJoined { joined_at: f64 },
+    /// The user was present; this is a new connection of it.
+    ConnAdded { joined_at: f64 },
+    /// The connection was live: its payload was replaced (the old one is
+    /// returned) and it was refreshed; `online_at` is the connection's first
+    /// track.
+    ConnUpdated {
+        joined_at: f64,
+        online_at: f64,
+        old: M,
+    },
+}
+
+/// What an [`MemoryPresence::untrack`] removed.
+#[derive(Debug, PartialEq)]
+pub struct Untracked<M> {
+    pub joined_at: f64,
+    pub online_at: f64,
+    /// The removed connection's payload.
+    pub payload: M,
+    /// The user-level payload: moved out when the user left, otherwise a
+    /// share of it (made by the caller's `share`).
+    pub meta: M,
+    /// The user has no live connection left.
+    pub user_left: bool,
+}
+
+/// A user [`MemoryPresence::leave`] removed.
+#[derive(Debug, PartialEq)]
+pub struct Left<M> {
+    pub joined_at: f64,
+    pub meta: M,
+    /// `(ref, online_at, payload)` of every connection, oldest first.
+    pub conns: Vec<(Box<str>, f64, M)>,
+}
+
+/// A track refused: the user already holds
+/// [`MAX_CONNECTIONS_PER_USER`](super::MAX_CONNECTIONS_PER_USER) connections.
+/// The payloads come back unused.
+#[derive(Debug, PartialEq)]
+pub struct TooManyConnections<M> {
+    pub meta: M,
+    pub payload: M,
+}
+
+/// Where the room's connection order points at one of a user's connections.
+struct ConnKey {
+    user: Box<str>,
+    user_hash: u64,
+    conn_ref: Box<str>,
+}
+
+struct User<M> {
     user: Box<str>,
     joined_at: f64,
-    payload: M,
+    meta: M,
+    conns: Vec<Conn<M>>,
+}
+
+impl<M> User<M> {
+    fn position(&self, conn_ref: &str) -> Option<usize> {
+        self.conns.iter().position(|c| &*c.conn_ref == conn_ref)
+    }
 }
 
 struct Room<M> {
@@ -70,13 +169,35 @@ struct Room<M> {
     /// The timeout of the last write; the room as a whole is expired once its
     /// last write is older than this.
     timeout: Duration,
-    members: LruTable<Member<M>>,
+    users: LruTable<User<M>>,
+    conns: LruTable<ConnKey>,
 }
 
-#[derive(Default)]
+impl<M> Room<M> {
+    fn new(tenant: &TenantId, name: &str, timeout: Duration) -> Self {
+        Room {
+            tenant: tenant.as_str().into(),
+            name: name.into(),
+            timeout,
+            users: LruTable::default(),
+            conns: LruTable::default(),
+        }
+    }
+
+    fn find_user(&self, user_hash: u64, user: &str) -> Option<usize> {
+        self.users.find(user_hash, |u| &*u.user == user)
+    }
+
+    fn find_conn(&self, conn_hash: u64, user: &str, conn_ref: &str) -> Option<usize> {
+        self.conns
+            .find(conn_hash, |c| &*c.user == user && &*c.conn_ref == conn_ref)
+    }
+}
+
 struct Shard<M> {
     rooms: LruTable<Room<M>>,
-    members: usize,
+    users: usize,
+    conns: usize,
 }
 
 /// Cache-line aligned so neighbouring shards' locks do not false-share.
@@ -85,8 +206,8 @@ struct Padded<T>(T);
 
 pub struct MemoryPresence<M> {
     shards: Box<[Padded<Mutex<Shard<M>>>]>,
-    /// Keyed (random per process) so user-chosen room names and user ids
-    /// cannot be crafted to collide (HashDoS).
+    /// Keyed (random per process) so user-chosen room names, user ids and
+    /// refs cannot be crafted to collide (HashDoS).
     hasher: RandomState,
 }
 
@@ -94,7 +215,9 @@ pub struct MemoryPresence<M> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub rooms: usize,
+    /// Users present (one per user and room).
     pub presences: usize,
+    pub connections: usize,
 }
 
 fn expired(stamp: Instant, timeout: Duration, now: Instant) -> bool {
@@ -118,8 +241,13 @@ impl<M> Shard<M> {
     }
 
     fn bury_room(&mut self, mut room: Room<M>, graveyard: &mut Vec<M>) {
-        self.members -= room.members.len();
-        graveyard.extend(room.members.drain_all().map(|m| m.payload));
+        self.users -= room.users.len();
+        self.conns -= room.conns.len();
+        room.conns.drain_all().for_each(drop);
+        for user in room.users.drain_all() {
+            graveyard.push(user.meta);
+            graveyard.extend(user.conns.into_iter().map(|c| c.payload));
+        }
     }
 
     fn find_room(&self, hash: u64, tenant: &str, name: &str) -> Option<usize> {
@@ -127,33 +255,75 @@ impl<M> Shard<M> {
             .find(hash, |r| &*r.tenant == tenant && &*r.name == name)
     }
 
-    /// Pops the room's expired members; removes the room if that empties it.
-    /// Returns the room's position, or `None` when it is gone.
-    fn expire_members(
+    /// Pops the room's expired connections (and users left without one);
+    /// removes the room if that empties it. Returns the room's position
+    /// (`None` when it is gone) and how many connections expired.
+    fn expire(
         &mut self,
         pos: usize,
         timeout: Duration,
         now: Instant,
         graveyard: &mut Vec<M>,
     ) -> (Option<usize>, usize) {
-        let members = &mut self.rooms.get_mut(pos).members;
-        let mut removed = 0;
-        while let Some(front) = members.front() {
-            if !expired(members.stamp(front), timeout, now) {
+        let room = self.rooms.get_mut(pos);
+        let (mut conns, mut users) = (0, 0);
+        while let Some(front) = room.conns.front() {
+            if !expired(room.conns.stamp(front), timeout, now) {
                 break;
             }
-            graveyard.push(members.remove(front).payload);
-            removed += 1;
+            let key = room.conns.remove(front);
+            conns += 1;
+            let Some(at) = room.find_user(key.user_hash, &key.user) else {
+                continue;
+            };
+            let user = room.users.get_mut(at);
+            if let Some(i) = user.position(&key.conn_ref) {
+                graveyard.push(user.conns.remove(i).payload);
+            }
+            if user.conns.is_empty() {
+                graveyard.push(room.users.remove(at).meta);
+                users += 1;
+            }
         }
-        let now_empty = members.is_empty();
-        self.members -= removed;
+        let now_empty = room.users.is_empty();
+        self.conns -= conns;
+        self.users -= users;
         if now_empty {
-            self.rooms.remove(pos);
-            (None, removed)
+            let room = self.rooms.remove(pos);
+            self.bury_room(room, graveyard);
+            (None, conns)
         } else {
-            (Some(pos), removed)
+            (Some(pos), conns)
         }
     }
+
+    /// The live room at `(tenant, name)`, expired connections dropped.
+    fn live_room(
+        &mut self,
+        hash: u64,
+        tenant: &TenantId,
+        name: &str,
+        timeout: Duration,
+        now: Instant,
+        graveyard: &mut Vec<M>,
+    ) -> Option<usize> {
+        let pos = self.find_room(hash, tenant.as_str(), name)?;
+        self.expire(pos, timeout, now, graveyard).0
+    }
+
+    /// Removes a room that has no user left.
+    fn drop_if_empty(&mut self, pos: usize) {
+        if self.rooms.get(pos).users.is_empty() {
+            self.rooms.remove(pos);
+        }
+    }
+}
+
+/// The hashes one operation on a connection needs, computed once.
+struct Hashes {
+    room: u64,
+    user: u64,
+    conn: u64,
 }
 
 impl<M> Default for MemoryPresence<M> {
@@ -166,12 +336,7 @@ impl<M> MemoryPresence<M> {
     pub fn new() -> Self {
         MemoryPresence {
             shards: (0..SHARDS)
-                .map(|_| {
-                    Padded(Mutex::new(Shard {
-                        rooms: LruTable::default(),
-                        members: 0,
-                    }))
-                })
+                .map(|_| Padded(Mutex::new(Shard::default_shard())))
                 .collect(),
             hasher: RandomState::new(),
         }
@@ -179,7 +344,7 @@ impl<M> MemoryPresence<M> {
 
     /// Every [`SWEEP_EVERY`] operations of a thread: reclaim expired rooms in
     /// the next shard of the thread's round robin, if its lock is free
-    /// (never waits). Called before the operation takes its own shard lock.
+    /// (never waits). Called after the operation released its own shard lock.
     fn sweep_step(&self, now: Instant, graveyard: &mut Vec<M>) {
         let shard = sweep::next_shard(&SWEEP, SWEEP_EVERY, SHARDS);
         if let Some(index) = shard {
@@ -197,28 +362,38 @@ impl<M> MemoryPresence<M> {
         self.hasher.hash_one(user)
     }
 
+    fn conn_hash(&self, user: &str, conn_ref: &str) -> u64 {
+        self.hasher.hash_one((user, conn_ref))
+    }
+
+    fn hashes(&self, tenant: &TenantId, room: &str, user: &str, conn_ref: &str) -> Hashes {
+        Hashes {
+            room: self.room_hash(tenant, room),
+            user: self.user_hash(user),
+            conn: self.conn_hash(user, conn_ref),
+        }
+    }
+
     /// The shard for a room hash. Uses middle bits: the hash table itself
     /// uses the low bits (bucket) and the top 7 bits (tag).
     fn shard(&self, hash: u64) -> &Mutex<Shard<M>> {
         &self.shards[((hash >> 32) as usize) & (SHARDS - 1)].0
     }
 
-    /// Runs `op` on the shard of `(tenant, room)` under its lock, then
-    /// reclaims a few expired rooms of that shard (after `op`, so `op` sees
-    /// and counts its own room's expired members), then takes one step of
-    /// the thread's sweep over other shards.
+    /// Runs `op` on the shard of the room hash under its lock, then reclaims
+    /// a few expired rooms of that shard (after `op`, so `op` sees and counts
+    /// its own room's expired connections), then takes one step of the
+    /// thread's sweep over other shards.
     fn on_shard<R>(
         &self,
-        tenant: &TenantId,
-        room: &str,
+        room_hash: u64,
         now: Instant,
         graveyard: &mut Vec<M>,
-        op: impl FnOnce(&mut Shard<M>, u64, &mut Vec<M>) -> R,
+        op: impl FnOnce(&mut Shard<M>, &mut Vec<M>) -> R,
     ) -> R {
-        let hash = self.room_hash(tenant, room);
         let result = {
-            let mut shard = self.shard(hash).lock();
-            let result = op(&mut shard, hash, graveyard);
+            let mut shard = self.shard(room_hash).lock();
+            let result = op(&mut shard, graveyard);
             shard.reclaim(now, RECLAIM_PER_OP, graveyard);
             result
         };
@@ -226,70 +401,139 @@ impl<M> MemoryPresence<M> {
         result
     }
 
-    /// Adds `user` to the room, or updates its payload and heartbeat when it
-    /// is already present. Returns the presence's `joined_at`: `wall` for a
-    /// new presence, the first join's time for a user still present.
+    /// Tracks connection `conn_ref` of `user`: adds it (and the user, if it
+    /// was not present), or, when it is live, replaces its payload. `meta`
+    /// becomes the user-level payload either way. `wall` is the time given
+    /// to a new user's `joined_at` and a new connection's `online_at`.
     #[allow(clippy::too_many_arguments)]
-    pub fn join(
+    pub fn track(
         &self,
         tenant: &TenantId,
         room: &str,
         user: &str,
+        conn_ref: &str,
+        meta: M,
         payload: M,
         timeout: Duration,
         now: Instant,
         wall: f64,
         graveyard: &mut Vec<M>,
-    ) -> f64 {
-        let user_hash = self.user_hash(user);
-        self.on_shard(tenant, room, now, graveyard, |shard, hash, graveyard| {
-            let pos = match shard.find_room(hash, tenant.as_str(), room) {
-                Some(pos) => shard.expire_members(pos, timeout, now, graveyard).0,
-                None => None,
-            };
-            let pos = match pos {
+    ) -> Result<Tracked<M>, TooManyConnections<M>> {
+        let h = self.hashes(tenant, room, user, conn_ref);
+        self.on_shard(h.room, now, graveyard, |shard, graveyard| {
+            let pos = match shard.live_room(h.room, tenant, room, timeout, now, graveyard) {
                 Some(pos) => pos,
-                None => shard.rooms.push_back(
-                    hash,
-                    now,
-                    Room {
-                        tenant: tenant.as_str().into(),
-                        name: room.into(),
-                        timeout,
-                        members: LruTable::default(),
-                    },
-                ),
-            };
-            let entry = shard.rooms.get_mut(pos);
-            entry.timeout = timeout;
-            let members = &mut entry.members;
-            let (joined_at, added) = match members.find(user_hash, |m| &*m.user == user) {
-                Some(at) => {
-                    members.touch(at, now);
-                    let member = members.get_mut(at);
-                    graveyard.push(std::mem::replace(&mut member.payload, payload));
-                    (member.joined_at, 0)
-                }
-                None => {
-                    members.push_back(
-                        user_hash,
-                        now,
-                        Member {
-                            user: user.into(),
-                            joined_at: wall,
-                            payload,
-                        },
-                    );
-                    (wall, 1)
-                }
+                None => shard
+                    .rooms
+                    .push_back(h.room, now, Room::new(tenant, room, timeout)),
             };
             shard.rooms.touch(pos, now);
-            shard.members += added;
-            joined_at
+            let entry = shard.rooms.get_mut(pos);
+            entry.timeout = timeout;
+            let key = || ConnKey {
+                user: user.into(),
+                user_hash: h.user,
+                conn_ref: conn_ref.into(),
+            };
+            let conn = |payload| Conn {
+                conn_ref: conn_ref.into(),
+                online_at: wall,
+                payload,
+            };
+            let Some(at) = entry.find_user(h.user, user) else {
+                entry.users.push_back(
+                    h.user,
+                    now,
+                    User {
+                        user: user.into(),
+                        joined_at: wall,
+                        meta,
+                        conns: vec![conn(payload)],
+                    },
+                );
+                entry.conns.push_back(h.conn, now, key());
+                shard.users += 1;
+                shard.conns += 1;
+                return Ok(Tracked::UserJoined { joined_at: wall });
+            };
+            let found = entry.users.get(at).position(conn_ref);
+            if found.is_none() && entry.users.get(at).conns.len() >= MAX_CONNECTIONS_PER_USER {
+                return Err(TooManyConnections { meta, payload });
+            }
+            entry.users.touch(at, now);
+            let u = entry.users.get_mut(at);
+            graveyard.push(std::mem::replace(&mut u.meta, meta));
+            let joined_at = u.joined_at;
+            match found {
+                Some(i) => {
+                    let c = &mut u.conns[i];
+                    let old = std::mem::replace(&mut c.payload, payload);
+                    let online_at = c.online_at;
+                    if let Some(k) = entry.find_conn(h.conn, user, conn_ref) {
+                        entry.conns.touch(k, now);
+                    }
+                    Ok(Tracked::ConnUpdated {
+                        joined_at,
+                        online_at,
+                        old,
+                    })
+                }
+                None => {
+                    u.conns.push(conn(payload));
+                    entry.conns.push_back(h.conn, now, key());
+                    shard.conns += 1;
+                    Ok(Tracked::ConnAdded { joined_at })
+                }
+            }
         })
     }
 
-    /// Removes `user`; returns its payload when it was present (not expired).
+    /// Removes connection `conn_ref` of `user` (and the user with its last
+    /// connection). `None` when the connection was not live. `share` makes
+    /// the returned share of the user-level payload when the user stays.
+    #[allow(clippy::too_many_arguments)]
+    pub fn untrack(
+        &self,
+        tenant: &TenantId,
+        room: &str,
+        user: &str,
+        conn_ref: &str,
+        timeout: Duration,
+        now: Instant,
+        graveyard: &mut Vec<M>,
+        share: impl FnOnce(&M) -> M,
+    ) -> Option<Untracked<M>> {
+        let h = self.hashes(tenant, room, user, conn_ref);
+        self.on_shard(h.room, now, graveyard, |shard, graveyard| {
+            let pos = shard.live_room(h.room, tenant, room, timeout, now, graveyard)?;
+            let entry = shard.rooms.get_mut(pos);
+            let k = entry.find_conn(h.conn, user, conn_ref)?;
+            entry.conns.remove(k);
+            shard.conns -= 1;
+            let at = entry.find_user(h.user, user)?;
+            let u = entry.users.get_mut(at);
+            let i = u.position(conn_ref)?;
+            let conn = u.conns.remove(i);
+            let (joined_at, user_left) = (u.joined_at, u.conns.is_empty());
+            let meta = if user_left {
+                shard.users -= 1;
+                entry.users.remove(at).meta
+            } else {
+                share(&u.meta)
+            };
+            shard.drop_if_empty(pos);
+            Some(Untracked {
+                joined_at,
+                online_at: conn.online_at,
+                payload: conn.payload,
+                meta,
+                user_left,
+            })
+        })
+    }
+
+    /// Removes `user` with all its connections; `None` when it was not
+    /// present (not live).
     pub fn leave(
         &self,
         tenant: &TenantId,
@@ -298,50 +542,85 @@ impl<M> MemoryPresence<M> {
         timeout: Duration,
         now: Instant,
         graveyard: &mut Vec<M>,
-    ) -> Option<M> {
+    ) -> Option<Left<M>> {
+        let room_hash = self.room_hash(tenant, room);
         let user_hash = self.user_hash(user);
-        self.on_shard(tenant, room, now, graveyard, |shard, hash, graveyard| {
-            let pos = shard.find_room(hash, tenant.as_str(), room)?;
-            let pos = shard.expire_members(pos, timeout, now, graveyard).0?;
-            let members = &mut shard.rooms.get_mut(pos).members;
-            let at = members.find(user_hash, |m| &*m.user == user)?;
-            let member = members.remove(at);
-            let now_empty = members.is_empty();
-            shard.members -= 1;
-            if now_empty {
-                shard.rooms.remove(pos);
+        self.on_shard(room_hash, now, graveyard, |shard, graveyard| {
+            let pos = shard.live_room(room_hash, tenant, room, timeout, now, graveyard)?;
+            let entry = shard.rooms.get_mut(pos);
+            let at = entry.find_user(user_hash, user)?;
+            let gone = entry.users.remove(at);
+            for c in &gone.conns {
+                if let Some(k) =
+                    entry.find_conn(self.conn_hash(user, &c.conn_ref), user, &c.conn_ref)
+                {
+                    entry.conns.remove(k);
+                }
             }
-            Some(member.payload)
+            shard.users -= 1;
+            shard.conns -= gone.conns.len();
+            shard.drop_if_empty(pos);
+            Some(Left {
+                joined_at: gone.joined_at,
+                meta: gone.meta,
+                conns: gone
+                    .conns
+                    .into_iter()
+                    .map(|c| (c.conn_ref, c.online_at, c.payload))
+                    .collect(),
+            })
         })
     }
 
-    /// Refreshes `user`'s heartbeat. A user that is not present (never
-    /// joined, left, or already expired) is not brought back: returns false.
+    /// Refreshes connection `conn_ref` of `user`, or every connection of the
+    /// user when `conn_ref` is `None`. Connections that are gone (never
+    /// tracked, untracked, or expired) are not brought back. Returns how
+    /// many connections were refreshed.
+    #[allow(clippy::too_many_arguments)]
     pub fn heartbeat(
         &self,
         tenant: &TenantId,
         room: &str,
         user: &str,
+        conn_ref: Option<&str>,
         timeout: Duration,
         now: Instant,
         graveyard: &mut Vec<M>,
-    ) -> bool {
+    ) -> usize {
+        let room_hash = self.room_hash(tenant, room);
         let user_hash = self.user_hash(user);
-        self.on_shard(tenant, room, now, graveyard, |shard, hash, graveyard| {
-            let Some(pos) = shard.find_room(hash, tenant.as_str(), room) else {
-                return false;
-            };
-            let Some(pos) = shard.expire_members(pos, timeout, now, graveyard).0 else {
-                return false;
+        self.on_shard(room_hash, now, graveyard, |shard, graveyard| {
+            let Some(pos) = shard.live_room(room_hash, tenant, room, timeout, now, graveyard)
+            else {
+                return 0;
             };
             let entry = shard.rooms.get_mut(pos);
-            let Some(at) = entry.members.find(user_hash, |m| &*m.user == user) else {
-                return false;
+            let Some(at) = entry.find_user(user_hash, user) else {
+                return 0;
             };
-            entry.members.touch(at, now);
-            entry.timeout = timeout;
-            shard.rooms.touch(pos, now);
-            true
+            let refs: Vec<Box<str>> = match conn_ref {
+                Some(r) => vec![r.into()],
+                None => entry
+                    .users
+                    .get(at)
+                    .conns
+                    .iter()
+                    .map(|c| c.conn_ref.clone())
+                    .collect(),
+            };
+            let mut refreshed = 0;
+            for r in &refs {
+                if let Some(k) = entry.find_conn(self.conn_hash(user, r), user, r) {
+                    entry.conns.touch(k, now);
+                    refreshed += 1;
+                }
+            }
+            if refreshed > 0 {
+                entry.users.touch(at, now);
+                entry.timeout = timeout;
+                shard.rooms.touch(pos, now);
+            }
+            refreshed
         })
     }
 
@@ -354,18 +633,15 @@ impl<M> MemoryPresence<M> {
         now: Instant,
         graveyard: &mut Vec<M>,
     ) -> usize {
-        self.on_shard(tenant, room, now, graveyard, |shard, hash, graveyard| {
-            let Some(pos) = shard.find_room(hash, tenant.as_str(), room) else {
-                return 0;
-            };
-            match shard.expire_members(pos, timeout, now, graveyard).0 {
-                Some(pos) => shard.rooms.get(pos).members.len(),
-                None => 0,
-            }
+        let room_hash = self.room_hash(tenant, room);
+        self.on_shard(room_hash, now, graveyard, |shard, graveyard| {
+            shard
+                .live_room(room_hash, tenant, room, timeout, now, graveyard)
+                .map_or(0, |pos| shard.rooms.get(pos).users.len())
         })
     }
 
-    /// Calls `each` for every present user, least recent heartbeat first,
+    /// Calls `each` for every present user, least recently active first,
     /// under the shard lock (so `each` must not call back into the store).
     /// Returns the number of users.
     pub fn list(
@@ -377,26 +653,26 @@ impl<M> MemoryPresence<M> {
         graveyard: &mut Vec<M>,
         mut each: impl FnMut(Presence<'_, M>),
     ) -> usize {
-        self.on_shard(tenant, room, now, graveyard, |shard, hash, graveyard| {
-            let Some(pos) = shard.find_room(hash, tenant.as_str(), room) else {
+        let room_hash = self.room_hash(tenant, room);
+        self.on_shard(room_hash, now, graveyard, |shard, graveyard| {
+            let Some(pos) = shard.live_room(room_hash, tenant, room, timeout, now, graveyard)
+            else {
                 return 0;
             };
-            let Some(pos) = shard.expire_members(pos, timeout, now, graveyard).0 else {
-                return 0;
-            };
-            let members = &shard.rooms.get(pos).members;
-            for (m, _) in members.iter() {
+            let users = &shard.rooms.get(pos).users;
+            for (u, _) in users.iter() {
                 each(Presence {
-                    user: &m.user,
-                    joined_at: m.joined_at,
-                    payload: &m.payload,
+                    user: &u.user,
+                    joined_at: u.joined_at,
+                    meta: &u.meta,
+                    conns: &u.conns,
                 });
             }
-            members.len()
+            users.len()
         })
     }
 
-    /// Removes the room's expired users now; returns how many.
+    /// Removes the room's expired connections now; returns how many.
     pub fn cleanup_stale(
         &self,
         tenant: &TenantId,
@@ -405,16 +681,13 @@ impl<M> MemoryPresence<M> {
         now: Instant,
         graveyard: &mut Vec<M>,
     ) -> usize {
-        self.on_shard(
-            tenant,
-            room,
-            now,
-            graveyard,
-            |shard, hash, graveyard| match shard.find_room(hash, tenant.as_str(), room) {
-                Some(pos) => shard.expire_members(pos, timeout, now, graveyard).1,
+        let room_hash = self.room_hash(tenant, room);
+        self.on_shard(room_hash, now, graveyard, |shard, graveyard| {
+            match shard.find_room(room_hash, tenant.as_str(), room) {
+                Some(pos) => shard.expire(pos, timeout, now, graveyard).1,
                 None => 0,
-            },
-        )
+            }
+        })
     }
 
     /// Reclaims every expired room in every shard (the per-operation
@@ -431,7 +704,7 @@ impl<M> MemoryPresence<M> {
         gone
     }
 
-    /// Removes every room of `tenant`; returns how many presences went.
+    /// Removes every room of `tenant`; returns how many users went.
     /// Visits every shard and each shard's rooms (an admin operation).
     pub fn clear_tenant(&self, tenant: &TenantId, graveyard: &mut Vec<M>) -> usize {
         let mut gone = 0;
@@ -442,7 +715,7 @@ impl<M> MemoryPresence<M> {
             for pos in shard.rooms.positions_rev() {
                 if &*shard.rooms.get(pos).tenant == tenant.as_str() {
                     let room = shard.rooms.remove(pos);
-                    gone += room.members.len();
+                    gone += room.users.len();
                     shard.bury_room(room, graveyard);
                 }
             }
@@ -450,22 +723,22 @@ impl<M> MemoryPresence<M> {
         gone
     }
 
-    /// Removes everything; returns how many presences went.
+    /// Removes everything; returns how many users went.
     pub fn clear_all(&self, graveyard: &mut Vec<M>) -> usize {
         let mut gone = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.0.lock();
             let rooms: Vec<Room<M>> = shard.rooms.drain_all().collect();
             for room in rooms {
-                gone += room.members.len();
+                gone += room.users.len();
                 shard.bury_room(room, graveyard);
             }
         }
         gone
     }
 
-    /// Presences of `tenant` in all its rooms (expired ones not yet
-    /// reclaimed included). Visits every shard (an admin operation).
+    /// Users of `tenant` in all its rooms (expired ones not yet reclaimed
+    /// included). Visits every shard (an admin operation).
     pub fn tenant_presences(&self, tenant: &TenantId) -> usize {
         let mut count = 0;
         for shard in self.shards.iter() {
@@ -473,22 +746,34 @@ impl<M> MemoryPresence<M> {
             for pos in shard.rooms.positions_rev() {
                 let room = shard.rooms.get(pos);
                 if &*room.tenant == tenant.as_str() {
-                    count += room.members.len();
+                    count += room.users.len();
                 }
             }
         }
         count
     }
 
-    /// Rooms and presences held (expired ones not yet reclaimed included).
+    /// Rooms, users and connections held (expired ones not yet reclaimed
+    /// included).
     pub fn stats(&self) -> Stats {
         let mut stats = Stats::default();
         for shard in self.shards.iter() {
             let shard = shard.0.lock();
             stats.rooms += shard.rooms.len();
-            stats.presences += shard.members;
+            stats.presences += shard.users;
+            stats.connections += shard.conns;
         }
         stats
+    }
+}
+
+impl<M> Shard<M> {
+    fn default_shard() -> Self {
+        Shard {
+            rooms: LruTable::default(),
+            users: 0,
+            conns: 0,
+        }
     }
 }
 
@@ -517,99 +802,332 @@ mod tests {
         }
     }
 
-    fn users(store: &MemoryPresence<u32>, t: &TenantId, room: &str, now: Instant) -> Vec<String> {
+    type Store = MemoryPresence<u32>;
+
+    /// `join` as the bindings do it: the default ref, meta = payload.
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        s: &Store,
+        t: &TenantId,
+        room: &str,
+        user: &str,
+        v: u32,
+        now: Instant,
+        wall: f64,
+    ) -> f64 {
+        match s.track(t, room, user, "", v, v, T, now, wall, &mut Vec::new()) {
+            Ok(Tracked::UserJoined { joined_at } | Tracked::ConnAdded { joined_at })
+            | Ok(Tracked::ConnUpdated { joined_at, .. }) => joined_at,
+            Err(_) => panic!("too many connections"),
+        }
+    }
+
+    fn track(s: &Store, room: &str, user: &str, r: &str, v: u32, now: Instant) -> Tracked<u32> {
+        s.track(
+            &id("acme"),
+            room,
+            user,
+            r,
+            v,
+            v,
+            T,
+            now,
+            0.0,
+            &mut Vec::new(),
+        )
+        .unwrap_or_else(|_| panic!("too many connections"))
+    }
+
+    fn untrack(s: &Store, room: &str, user: &str, r: &str, now: Instant) -> Option<Untracked<u32>> {
+        s.untrack(&id("acme"), room, user, r, T, now, &mut Vec::new(), |m| *m)
+    }
+
+    /// `(user, [(ref, payload)])` in list order.
+    fn listing(
+        s: &Store,
+        t: &TenantId,
+        room: &str,
+        now: Instant,
+    ) -> Vec<(String, Vec<(String, u32)>)> {
         let mut out = Vec::new();
-        store.list(t, room, T, now, &mut Vec::new(), |p| {
-            out.push(p.user.to_owned())
+        s.list(t, room, T, now, &mut Vec::new(), |p| {
+            out.push((
+                p.user.to_owned(),
+                p.conns
+                    .iter()
+                    .map(|c| (c.conn_ref().to_owned(), *c.payload()))
+                    .collect(),
+            ))
         });
         out
     }
 
+    fn users(s: &Store, t: &TenantId, room: &str, now: Instant) -> Vec<String> {
+        listing(s, t, room, now)
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect()
+    }
+
     #[test]
-    fn join_rejoin_leave() {
+    fn every_connection_transition() {
         let c = Clock(Instant::now());
-        let s = MemoryPresence::new();
+        let s = Store::new();
         let a = id("acme");
+        // First connection: the user joins.
+        assert_eq!(
+            s.track(
+                &a,
+                "r",
+                "u",
+                "tab1",
+                10,
+                1,
+                T,
+                c.at(0),
+                100.0,
+                &mut Vec::new()
+            ),
+            Ok(Tracked::UserJoined { joined_at: 100.0 })
+        );
+        // Another tab: a connection added to a present user.
+        assert_eq!(
+            s.track(
+                &a,
+                "r",
+                "u",
+                "tab2",
+                20,
+                2,
+                T,
+                c.at(1),
+                101.0,
+                &mut Vec::new()
+            ),
+            Ok(Tracked::ConnAdded { joined_at: 100.0 })
+        );
+        assert_eq!(s.count(&a, "r", T, c.at(1), &mut Vec::new()), 1, "one user");
+        assert_eq!(s.stats().connections, 2);
+        // Same ref again: the meta is replaced, online_at kept.
         let mut g = Vec::new();
-        assert_eq!(s.join(&a, "r", "u1", 1, T, c.at(0), 100.0, &mut g), 100.0);
-        assert_eq!(s.join(&a, "r", "u2", 2, T, c.at(1), 101.0, &mut g), 101.0);
-        // Re-join keeps joined_at, replaces the payload, does not duplicate.
-        assert_eq!(s.join(&a, "r", "u1", 3, T, c.at(2), 102.0, &mut g), 100.0);
-        assert_eq!(g, vec![1]);
-        assert_eq!(s.count(&a, "r", T, c.at(2), &mut g), 2);
-        let mut payloads = Vec::new();
-        s.list(&a, "r", T, c.at(2), &mut g, |p| payloads.push(*p.payload));
-        assert_eq!(payloads, vec![2, 3]);
-        assert_eq!(s.leave(&a, "r", "u2", T, c.at(3), &mut g), Some(2));
-        assert_eq!(s.leave(&a, "r", "u2", T, c.at(3), &mut g), None);
-        assert_eq!(users(&s, &a, "r", c.at(3)), vec!["u1"]);
-        assert_eq!(s.leave(&a, "r", "u1", T, c.at(3), &mut g), Some(3));
+        assert_eq!(
+            s.track(&a, "r", "u", "tab1", 30, 3, T, c.at(2), 102.0, &mut g),
+            Ok(Tracked::ConnUpdated {
+                joined_at: 100.0,
+                online_at: 100.0,
+                old: 1
+            })
+        );
+        assert_eq!(g, vec![20], "the replaced user-level payload");
+        assert_eq!(
+            listing(&s, &a, "r", c.at(2)),
+            vec![("u".into(), vec![("tab1".into(), 3), ("tab2".into(), 2)])]
+        );
+        let mut meta = 0;
+        s.list(&a, "r", T, c.at(2), &mut Vec::new(), |p| meta = *p.meta);
+        assert_eq!(meta, 30, "the latest track's meta is the user's");
+        // One tab closed while another remains: the user stays.
+        let gone = untrack(&s, "r", "u", "tab1", c.at(3)).unwrap();
+        assert_eq!((gone.payload, gone.meta, gone.user_left), (3, 30, false));
+        assert_eq!((gone.joined_at, gone.online_at), (100.0, 100.0));
+        assert_eq!(s.count(&a, "r", T, c.at(3), &mut Vec::new()), 1);
+        // Unknown ref: nothing.
+        assert_eq!(untrack(&s, "r", "u", "tab1", c.at(3)), None);
+        assert_eq!(untrack(&s, "r", "nobody", "tab1", c.at(3)), None);
+        assert_eq!(untrack(&s, "nowhere", "u", "tab2", c.at(3)), None);
+        // Last tab: the user leaves, and the room is freed.
+        let gone = untrack(&s, "r", "u", "tab2", c.at(4)).unwrap();
+        assert_eq!((gone.payload, gone.meta, gone.user_left), (2, 30, true));
+        assert_eq!(s.count(&a, "r", T, c.at(4), &mut Vec::new()), 0);
         assert_eq!(
             s.stats(),
             Stats::default(),
             "an emptied room leaves nothing"
         );
+        // Tracking again is a new presence.
+        assert_eq!(
+            track(&s, "r", "u", "tab1", 1, c.at(5)),
+            Tracked::UserJoined { joined_at: 0.0 }
+        );
+    }
+
+    #[test]
+    fn join_rejoin_leave() {
+        let c = Clock(Instant::now());
+        let s = Store::new();
+        let a = id("acme");
+        let mut g = Vec::new();
+        assert_eq!(join(&s, &a, "r", "u1", 1, c.at(0), 100.0), 100.0);
+        assert_eq!(join(&s, &a, "r", "u2", 2, c.at(1), 101.0), 101.0);
+        // Re-join keeps joined_at, replaces the payload, does not duplicate.
+        assert_eq!(join(&s, &a, "r", "u1", 3, c.at(2), 102.0), 100.0);
+        assert_eq!(s.count(&a, "r", T, c.at(2), &mut g), 2);
+        let mut payloads = Vec::new();
+        s.list(&a, "r", T, c.at(2), &mut g, |p| payloads.push(*p.meta));
+        assert_eq!(payloads, vec![2, 3]);
+        let left = s.leave(&a, "r", "u2", T, c.at(3), &mut g).unwrap();
+        assert_eq!((left.meta, left.conns.len()), (2, 1));
+        assert_eq!(s.leave(&a, "r", "u2", T, c.at(3), &mut g), None);
+        assert_eq!(users(&s, &a, "r", c.at(3)), vec!["u1"]);
+        assert!(s.leave(&a, "r", "u1", T, c.at(3), &mut g).is_some());
+        assert_eq!(s.stats(), Stats::default());
+    }
+
+    #[test]
+    fn leave_removes_every_connection_of_the_user() {
+        let c = Clock(Instant::now());
+        let s = Store::new();
+        let a = id("acme");
+        for (i, r) in ["a", "b", "c"].iter().enumerate() {
+            track(&s, "r", "u", r, i as u32, c.at(0));
+        }
+        track(&s, "r", "v", "a", 9, c.at(0));
+        let left = s.leave(&a, "r", "u", T, c.at(1), &mut Vec::new()).unwrap();
+        let refs: Vec<&str> = left.conns.iter().map(|(r, _, _)| &**r).collect();
+        assert_eq!(refs, ["a", "b", "c"]);
+        assert_eq!(s.stats().connections, 1);
+        assert_eq!(users(&s, &a, "r", c.at(1)), vec!["v"]);
+        // No connection of u survives in the expiry order.
+        assert_eq!(
+            s.heartbeat(&a, "r", "u", None, T, c.at(1), &mut Vec::new()),
+            0
+        );
+    }
+
+    #[test]
+    fn connections_expire_one_by_one() {
+        let c = Clock(Instant::now());
+        let s = Store::new();
+        let a = id("acme");
+        let mut g = Vec::new();
+        track(&s, "r", "w", "x", 3, c.at(0));
+        track(&s, "r", "u", "old", 1, c.at(0));
+        track(&s, "r", "u", "new", 2, c.at(30));
+        // At 61 s "old" and w's only connection have expired; u stays.
+        assert_eq!(s.count(&a, "r", T, c.at(61), &mut g), 1);
+        assert_eq!(
+            listing(&s, &a, "r", c.at(61)),
+            vec![("u".into(), vec![("new".into(), 2)])]
+        );
+        assert_eq!(s.stats().connections, 1);
+        // A heartbeat of one ref keeps that one only.
+        track(&s, "r", "u", "other", 4, c.at(61));
+        assert_eq!(
+            s.heartbeat(&a, "r", "u", Some("new"), T, c.at(80), &mut g),
+            1
+        );
+        assert_eq!(
+            s.heartbeat(&a, "r", "u", Some("gone"), T, c.at(80), &mut g),
+            0
+        );
+        assert_eq!(
+            listing(&s, &a, "r", c.at(125)),
+            vec![("u".into(), vec![("new".into(), 2)])]
+        );
+        // A heartbeat without a ref refreshes all of the user's connections.
+        track(&s, "r", "u", "other", 4, c.at(125));
+        assert_eq!(s.heartbeat(&a, "r", "u", None, T, c.at(139), &mut g), 2);
+        assert_eq!(s.count(&a, "r", T, c.at(199), &mut g), 1);
+        assert_eq!(s.count(&a, "r", T, c.at(200), &mut g), 0);
+        // An expired connection is not revived, nor untracked.
+        assert_eq!(s.heartbeat(&a, "r", "u", None, T, c.at(200), &mut g), 0);
+        assert_eq!(untrack(&s, "r", "u", "new", c.at(200)), None);
+        assert_eq!(s.stats(), Stats::default());
     }
 
     #[test]
     fn heartbeats_keep_users_and_silence_expires_them() {
         let c = Clock(Instant::now());
-        let s = MemoryPresence::new();
+        let s = Store::new();
         let a = id("acme");
         let mut g = Vec::new();
-        s.join(&a, "r", "quiet", 1, T, c.at(0), 0.0, &mut g);
-        s.join(&a, "r", "busy", 2, T, c.at(0), 0.0, &mut g);
-        assert!(s.heartbeat(&a, "r", "busy", T, c.at(50), &mut g));
+        join(&s, &a, "r", "quiet", 1, c.at(0), 0.0);
+        join(&s, &a, "r", "busy", 2, c.at(0), 0.0);
+        assert_eq!(s.heartbeat(&a, "r", "busy", None, T, c.at(50), &mut g), 1);
         assert_eq!(
             s.count(&a, "r", T, c.at(60), &mut g),
             2,
             "60 s is not expired yet"
         );
         assert_eq!(s.count(&a, "r", T, c.at(61), &mut g), 1);
-        assert_eq!(g, vec![1]);
         assert_eq!(users(&s, &a, "r", c.at(61)), vec!["busy"]);
-        // An expired user is not revived by a late heartbeat, nor returned by leave.
-        assert!(!s.heartbeat(&a, "r", "quiet", T, c.at(62), &mut g));
+        assert_eq!(s.heartbeat(&a, "r", "quiet", None, T, c.at(62), &mut g), 0);
         assert_eq!(s.leave(&a, "r", "quiet", T, c.at(62), &mut g), None);
-        assert!(!s.heartbeat(&a, "r", "nobody", T, c.at(62), &mut g));
         assert_eq!(s.count(&a, "r", T, c.at(111), &mut g), 0);
         assert_eq!(s.stats(), Stats::default());
     }
 
     #[test]
-    fn rejoin_after_expiry_is_a_new_presence() {
+    fn connections_per_user_are_capped() {
         let c = Clock(Instant::now());
-        let s = MemoryPresence::new();
+        let s = Store::new();
         let a = id("acme");
-        let mut g = Vec::new();
-        s.join(&a, "r", "u", 1, T, c.at(0), 10.0, &mut g);
-        assert_eq!(s.join(&a, "r", "u", 2, T, c.at(100), 20.0, &mut g), 20.0);
+        for i in 0..MAX_CONNECTIONS_PER_USER {
+            track(&s, "r", "u", &format!("tab{i}"), 0, c.at(0));
+        }
+        let refused = s.track(
+            &a,
+            "r",
+            "u",
+            "one-more",
+            7,
+            8,
+            T,
+            c.at(0),
+            0.0,
+            &mut Vec::new(),
+        );
+        assert_eq!(
+            refused,
+            Err(TooManyConnections {
+                meta: 7,
+                payload: 8
+            })
+        );
+        // Re-tracking a held ref and other users are fine.
+        assert!(matches!(
+            track(&s, "r", "u", "tab0", 1, c.at(0)),
+            Tracked::ConnUpdated { .. }
+        ));
+        track(&s, "r", "v", "tab0", 1, c.at(0));
+        untrack(&s, "r", "u", "tab3", c.at(0)).unwrap();
+        track(&s, "r", "u", "one-more", 1, c.at(0));
+        assert_eq!(s.stats().connections, MAX_CONNECTIONS_PER_USER + 1);
     }
 
     #[test]
-    fn cleanup_stale_counts_what_it_removed() {
+    fn cleanup_stale_counts_connections_it_removed() {
         let c = Clock(Instant::now());
-        let s = MemoryPresence::new();
+        let s = Store::new();
         let a = id("acme");
         let mut g = Vec::new();
         for (i, u) in ["a", "b", "c"].iter().enumerate() {
-            s.join(&a, "r", u, i as u32, T, c.at(i as u64), 0.0, &mut g);
+            join(&s, &a, "r", u, i as u32, c.at(i as u64), 0.0);
         }
+        track(&s, "r", "a", "tab", 0, c.at(2));
+        // a's first connection and b's only one expired: 2 connections, one user.
         assert_eq!(s.cleanup_stale(&a, "r", T, c.at(62), &mut g), 2);
         assert_eq!(s.cleanup_stale(&a, "r", T, c.at(62), &mut g), 0);
-        assert_eq!(users(&s, &a, "r", c.at(62)), vec!["c"]);
+        assert_eq!(users(&s, &a, "r", c.at(62)), vec!["c", "a"]);
     }
 
     #[test]
-    fn tenants_with_the_same_room_and_user_are_separate() {
+    fn tenants_with_the_same_room_user_and_ref_are_separate() {
         let c = Clock(Instant::now());
-        let s = MemoryPresence::new();
+        let s = Store::new();
         let (a, b) = (id("acme"), id("globex"));
         let mut g = Vec::new();
-        s.join(&a, "lobby", "u1", 1, T, c.at(0), 0.0, &mut g);
-        s.join(&b, "lobby", "u1", 2, T, c.at(0), 0.0, &mut g);
-        assert!(g.is_empty(), "the second join must not replace the first");
-        assert_eq!(s.leave(&a, "lobby", "u1", T, c.at(1), &mut g), Some(1));
+        s.track(&a, "lobby", "u1", "tab", 1, 1, T, c.at(0), 0.0, &mut g)
+            .unwrap();
+        assert_eq!(
+            s.track(&b, "lobby", "u1", "tab", 2, 2, T, c.at(0), 0.0, &mut g),
+            Ok(Tracked::UserJoined { joined_at: 0.0 })
+        );
+        assert!(g.is_empty(), "the second track must not replace the first");
+        let gone = s
+            .untrack(&a, "lobby", "u1", "tab", T, c.at(1), &mut g, |m| *m)
+            .unwrap();
+        assert_eq!(gone.payload, 1);
         assert_eq!(s.count(&b, "lobby", T, c.at(1), &mut g), 1);
         assert_eq!(s.clear_tenant(&b, &mut g), 1);
         assert_eq!(s.stats(), Stats::default());
@@ -618,38 +1136,26 @@ mod tests {
     #[test]
     fn abandoned_rooms_are_reclaimed_without_being_touched() {
         let c = Clock(Instant::now());
-        let s = MemoryPresence::new();
+        let s = Store::new();
         let mut g = Vec::new();
         let tenants: Vec<TenantId> = (0..200).map(|i| id(&format!("t{i}"))).collect();
         for t in &tenants {
             for r in 0..5 {
-                s.join(t, &format!("room{r}"), "u", 0, T, c.at(0), 0.0, &mut g);
+                join(&s, t, &format!("room{r}"), "u", 0, c.at(0), 0.0);
             }
         }
         assert_eq!(s.stats().rooms, 1000);
-        // Later traffic in one fresh room per shard-ish reclaims old rooms a
-        // few at a time, never by scanning.
         let live = id("live");
         let mut step = 0;
         while s.stats().rooms > 0 && step < 10_000 {
-            s.join(
-                &live,
-                &format!("r{}", step % 3),
-                "u",
-                0,
-                T,
-                c.at(120),
-                0.0,
-                &mut g,
-            );
-            s.leave(&live, &format!("r{}", step % 3), "u", T, c.at(120), &mut g);
+            let room = format!("r{}", step % 3);
+            join(&s, &live, &room, "u", 0, c.at(120), 0.0);
+            s.leave(&live, &room, "u", T, c.at(120), &mut g);
             step += 1;
         }
-        assert_eq!(s.stats().rooms, 0, "after {step} operations");
-        assert_eq!(s.stats().presences, 0);
-        // reclaim_expired does the same in one sweep.
+        assert_eq!(s.stats(), Stats::default(), "after {step} operations");
         for t in &tenants {
-            s.join(t, "again", "u", 0, T, c.at(200), 0.0, &mut g);
+            join(&s, t, "again", "u", 0, c.at(200), 0.0);
         }
         assert_eq!(s.reclaim_expired(c.at(300), &mut g), 200);
     }
@@ -657,22 +1163,44 @@ mod tests {
     #[test]
     fn clear_all_empties_the_store() {
         let c = Clock(Instant::now());
-        let s = MemoryPresence::new();
+        let s = Store::new();
         let mut g = Vec::new();
         for i in 0..100 {
-            s.join(
-                &id(&format!("t{}", i % 7)),
+            let t = id(&format!("t{}", i % 7));
+            s.track(
+                &t,
                 "r",
                 &format!("u{i}"),
+                "a",
+                i,
                 i,
                 T,
                 c.at(0),
                 0.0,
                 &mut g,
-            );
+            )
+            .unwrap();
+            s.track(
+                &t,
+                "r",
+                &format!("u{i}"),
+                "b",
+                i,
+                i,
+                T,
+                c.at(0),
+                0.0,
+                &mut g,
+            )
+            .unwrap();
         }
+        g.clear();
         assert_eq!(s.clear_all(&mut g), 100);
-        assert_eq!(g.len(), 100);
+        assert_eq!(
+            g.len(),
+            300,
+            "one user meta and two connection payloads each"
+        );
         assert_eq!(s.stats(), Stats::default());
     }
 
@@ -687,22 +1215,19 @@ mod tests {
                     for round in 0..300 {
                         let t = id(&format!("t{}", (worker * 300 + round) % 40));
                         let now = Instant::now();
-                        let user = format!("w{worker}");
-                        s.join(
-                            &t,
-                            "lobby",
-                            &user,
-                            t.as_str().to_owned(),
-                            T,
-                            now,
-                            0.0,
-                            &mut g,
-                        );
+                        let user = format!("w{}", worker % 3);
+                        let r = format!("tab{worker}");
+                        let v = t.as_str().to_owned();
+                        s.track(&t, "lobby", &user, &r, v.clone(), v, T, now, 0.0, &mut g)
+                            .unwrap();
                         s.list(&t, "lobby", T, now, &mut g, |p| {
-                            assert_eq!(p.payload, t.as_str(), "leak into {t}");
+                            assert_eq!(p.meta, t.as_str(), "leak into {t}");
+                            assert!(p.conns.iter().all(|c| c.payload() == t.as_str()));
                         });
                         if round % 3 == 0 {
-                            assert!(s.leave(&t, "lobby", &user, T, now, &mut g).is_some());
+                            let gone =
+                                s.untrack(&t, "lobby", &user, &r, T, now, &mut g, |m| m.clone());
+                            assert!(gone.is_some());
                         }
                     }
                 })

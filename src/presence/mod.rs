@@ -6,13 +6,19 @@
 //! * [`redis::RedisPresence`] — one Lua script (one round trip) per
 //!   operation on keys from [`crate::keys::format_key`].
 //!
-//! Semantics, identical for both: a presence is alive while its last
-//! heartbeat (or join) is at most `timeout` old. `join` of a present user
-//! replaces its payload and refreshes its heartbeat but keeps its first
-//! `joined_at`; a `heartbeat` never brings back a user that is gone; `leave`
-//! returns the record only when the user was present; `list` and `count`
-//! never include expired users. (`list` order: oldest heartbeat first in
-//! memory, unspecified in Redis.)
+//! Semantics, identical for both (docs/presence.md, "Connections and
+//! diffs"): a room holds users, a user holds connections, each named by a
+//! `ref` and carrying its own meta (one per browser tab, Phoenix.Presence's
+//! model). A connection is alive while its last heartbeat (or track) is at
+//! most `timeout` old; a user is present while any of its connections is.
+//! `track` of a known ref replaces that connection's meta and refreshes it
+//! but keeps its `online_at`; the user keeps its first `joined_at` while it
+//! stays present. `untrack` removes one connection, `leave` all of a user's.
+//! A heartbeat never brings back a connection that is gone; `list` and
+//! `count` never include expired connections or users without a live one.
+//! djust's user-keyed `join(user, meta)` is `track(user, DEFAULT_REF, meta)`.
+//! (`list` order: least recently active user first in memory, unspecified
+//! in Redis; a user's connections oldest first in both.)
 
 pub mod memory;
 pub mod redis;
@@ -26,6 +32,13 @@ use crate::redis_store::StoreError;
 
 /// Longest user id accepted, in bytes.
 pub const MAX_USER_ID_LEN: usize = 1024;
+/// Longest connection ref accepted, in bytes.
+pub const MAX_REF_LEN: usize = 256;
+/// Most connections one user may hold in one room at once: one user cannot
+/// grow a room without bound by opening connections.
+pub const MAX_CONNECTIONS_PER_USER: usize = 64;
+/// The ref of the connection djust's user-keyed `join(user, meta)` tracks.
+pub const DEFAULT_REF: &str = "";
 /// Longest presence timeout accepted, in seconds (one day, like
 /// `PRESENCE_TIMEOUT`).
 pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
@@ -36,6 +49,15 @@ pub enum PresenceError {
     Room(KeyError),
     UserIdTooLong {
         len: usize,
+    },
+    RefTooLong {
+        len: usize,
+    },
+    /// A new connection would take the user past
+    /// [`MAX_CONNECTIONS_PER_USER`] in the room.
+    TooManyConnections {
+        user: String,
+        room: String,
     },
     BadTimeout {
         value: f64,
@@ -50,6 +72,17 @@ impl fmt::Display for PresenceError {
             PresenceError::UserIdTooLong { len } => write!(
                 f,
                 "user id is {len} bytes long (at most {MAX_USER_ID_LEN} allowed)"
+            ),
+            PresenceError::RefTooLong { len } => write!(
+                f,
+                "connection ref is {len} bytes long (at most {MAX_REF_LEN} allowed)"
+            ),
+            PresenceError::TooManyConnections { user, room } => write!(
+                f,
+                "user {} already has {MAX_CONNECTIONS_PER_USER} connections in presence room {} \
+                 (the most one user may hold): untrack a connection first, or reuse its ref",
+                crate::tenant_id::preview(user),
+                crate::tenant_id::preview(room)
             ),
             PresenceError::BadTimeout { value } => write!(
                 f,
@@ -81,6 +114,16 @@ pub fn check_user(user: &str) -> Result<(), PresenceError> {
     Ok(())
 }
 
+/// Checks a connection ref.
+pub fn check_ref(conn_ref: &str) -> Result<(), PresenceError> {
+    if conn_ref.len() > MAX_REF_LEN {
+        return Err(PresenceError::RefTooLong {
+            len: conn_ref.len(),
+        });
+    }
+    Ok(())
+}
+
 /// A presence timeout in seconds (ints and floats from Python).
 pub fn timeout_from_secs(value: f64) -> Result<Duration, PresenceError> {
     if !(value > 0.0 && value <= MAX_TIMEOUT_SECS) {
@@ -108,5 +151,8 @@ mod tests {
         assert!(check_user(&"u".repeat(1025)).is_err());
         let msg = check_user(&"u".repeat(2000)).unwrap_err().to_string();
         assert!(msg.contains("2000"), "{msg}");
+        assert!(check_ref(&"c".repeat(256)).is_ok());
+        let msg = check_ref(&"c".repeat(257)).unwrap_err().to_string();
+        assert!(msg.contains("257") && msg.contains("ref"), "{msg}");
     }
 }

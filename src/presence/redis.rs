@@ -1,209 +1,355 @@
 //! Presence in Redis: every operation is one Lua script, so one round trip.
 //!
-//! Per room two keys, both from the one key formatter and so sharing the
-//! tenant's hash tag (one cluster slot):
-//! * `<prefix>:{tenant:<id>}:presence:<room>` — sorted set, member = user
-//!   id, score = last heartbeat (Redis server time, seconds);
-//! * `<prefix>:{tenant:<id>}:presence-meta:<room>` — hash, field = user id,
-//!   value = `"<joined_at> <user id length> <user id><meta JSON>"` (the
-//!   user id is repeated so `list` needs only the values).
+//! Per room four keys, all from the one key formatter and so sharing the
+//! tenant's hash tag (one cluster slot). A user is named in them by its
+//! *user field* `"<user id length>:<user id>"`, a connection by its
+//! *connection field* `"<user field>:<ref>"` (the length makes both
+//! unambiguous whatever bytes ids and refs hold, and puts all of one user's
+//! connections in one lexical range):
+//! * `presence-users:<room>` — sorted set, member = user field, score = the
+//!   newest heartbeat of any of the user's connections (so `count` is one
+//!   `ZCOUNT` from the liveness cutoff: O(log n), no scan);
+//! * `presence-conns:<room>` — sorted set, member = connection field,
+//!   score = the connection's last heartbeat (expiry pops from the front);
+//! * `presence-refs:<room>` — sorted set, the same members with score 0, so
+//!   a user's connections are one `ZRANGEBYLEX` range;
+//! * `presence-data:<room>` — hash: user field → `"<joined_at> <meta JSON>"`
+//!   (the user-level meta: the latest track's), connection field →
+//!   `"<online_at> <meta JSON>"`.
 //!
-//! `list` of a room of any size is one round trip: the script drops expired
-//! members and returns the hash's values (`HVALS`) when nothing expired is
-//! left, which is the cheapest way out of Lua; the client decodes every meta
-//! of the room with one JSON parse.
-//!
-//! Every write sets both keys' TTL to twice the presence timeout: once the
-//! last heartbeat of a room is older than the timeout every member is
-//! expired, so a room nobody touches any more vanishes on its own.
-//! Expired members are filtered by score in every read (`count` and `list`
-//! never include them) and removed in bounded batches by `join` and
-//! `list`, and all at once by `cleanup_stale`.
+//! Expired connections are removed in bounded batches by `track`, all at
+//! once (amortised: each expires once) by `list` and `cleanup_stale`, and
+//! filtered by score everywhere else; a user goes with its last connection.
+//! Every write sets the four keys' TTL to twice the presence timeout: once
+//! the last heartbeat of a room is older than the timeout every connection
+//! is expired, so a room nobody touches any more vanishes on its own.
 //!
 //! Time is Redis' own clock (`TIME`), so app servers with skewed clocks
 //! agree on who is present.
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::Value;
 
-use super::{check_room, check_user, PresenceError};
+use super::{check_ref, check_room, check_user, PresenceError, MAX_CONNECTIONS_PER_USER};
 use crate::keys::{format_key, KeyPrefix, Kind};
 use crate::redis_store::{Arg, RedisStore, Script};
 use crate::tenant_id::TenantId;
 
-/// Shared head of every script: `now` and the liveness cutoff (a member is
-/// alive when its score is at least `cutoff`). ARGV[1] is the timeout.
+/// Shared head of every script: `now`, its text `stamp`, the liveness
+/// cutoff (a connection is alive when its score is at least `cutoff`), and
+/// the helpers. ARGV[1] is the timeout, ARGV[2] the TTL in ms.
 macro_rules! prelude {
     () => {
         r#"
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local stamp = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 local cutoff = now - tonumber(ARGV[1])
 local cut = string.format('%.6f', cutoff)
+local USERS, CONNS, REFS, DATA = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+
+local function user_of(c)
+  local digits = string.match(c, '^(%d+):')
+  return string.sub(c, 1, #digits + 1 + tonumber(digits))
+end
+local function conns_of(u)
+  return redis.call('ZRANGEBYLEX', REFS, '[' .. u .. ':', '(' .. u .. ';')
+end
+local function drop(conns)
+  if #conns > 0 then
+    redis.call('ZREM', CONNS, unpack(conns))
+    redis.call('ZREM', REFS, unpack(conns))
+    redis.call('HDEL', DATA, unpack(conns))
+  end
+end
+local function live(score)
+  return score and tonumber(score) >= cutoff
+end
+-- Drops the user's expired connections; the newest live heartbeat, or
+-- false (then the user is removed too).
+local function settle(u)
+  local mine = conns_of(u)
+  local best = false
+  local dead = {}
+  if #mine > 0 then
+    local scores = redis.call('ZMSCORE', CONNS, unpack(mine))
+    for i, m in ipairs(mine) do
+      if live(scores[i]) then
+        local s = tonumber(scores[i])
+        if not best or s > best then best = s end
+      else
+        dead[#dead + 1] = m
+      end
+    end
+  end
+  drop(dead)
+  if best then
+    redis.call('ZADD', USERS, best, u)
+  else
+    redis.call('ZREM', USERS, u)
+    redis.call('HDEL', DATA, u)
+  end
+  return best
+end
+-- Removes up to `limit` expired connections (and users left without one).
+local function expire(limit)
+  local stale = redis.call('ZRANGEBYSCORE', CONNS, '-inf', '(' .. cut, 'LIMIT', 0, limit)
+  if #stale == 0 then return 0 end
+  drop(stale)
+  local seen = {}
+  for _, c in ipairs(stale) do
+    local u = user_of(c)
+    if not seen[u] then
+      seen[u] = true
+      if redis.call('ZLEXCOUNT', REFS, '[' .. u .. ':', '(' .. u .. ';') == 0 then
+        redis.call('ZREM', USERS, u)
+        redis.call('HDEL', DATA, u)
+      end
+    end
+  end
+  return #stale
+end
+local function touch()
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+end
 "#
     };
 }
 
-/// ARGV: timeout, ttl_ms, user, `"<user length> <user><meta JSON>"`.
-/// Returns joined_at (text).
-const JOIN: &str = concat!(
+/// ARGV: timeout, ttl_ms, user field, ref, meta JSON, most connections.
+/// Returns `{status, joined_at, online_at[, replaced meta JSON]}`; status 1
+/// user joined, 2 connection added, 3 connection updated; `{0}` when the
+/// user is at its connection limit.
+const TRACK: &str = concat!(
     prelude!(),
     r#"
-local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cut, 'LIMIT', 0, 16)
-if #stale > 0 then
-  redis.call('ZREM', KEYS[1], unpack(stale))
-  redis.call('HDEL', KEYS[2], unpack(stale))
+expire(16)
+local u = ARGV[3]
+local c = u .. ':' .. ARGV[4]
+local joined = stamp
+local online = stamp
+local old = false
+local status
+if live(redis.call('ZSCORE', USERS, u)) then
+  local row = redis.call('HGET', DATA, u)
+  joined = (row and string.match(row, '^([0-9.]+) ')) or stamp
+  local crow = live(redis.call('ZSCORE', CONNS, c)) and redis.call('HGET', DATA, c)
+  if crow then
+    online = string.match(crow, '^([0-9.]+) ') or stamp
+    old = string.match(crow, '^[0-9.]+ (.*)$') or 'null'
+    status = 3
+  else
+    settle(u)
+    if redis.call('ZLEXCOUNT', REFS, '[' .. u .. ':', '(' .. u .. ';') >= tonumber(ARGV[6]) then
+      return {0}
+    end
+    status = 2
+  end
+else
+  drop(conns_of(u))
+  status = 1
 end
-local joined = false
-local score = redis.call('ZSCORE', KEYS[1], ARGV[3])
-if score and tonumber(score) >= cutoff then
-  local old = redis.call('HGET', KEYS[2], ARGV[3])
-  if old then joined = string.match(old, '^([0-9.]+) ') or false end
-end
-if not joined then joined = t[1] .. '.' .. string.format('%06d', tonumber(t[2])) end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[3], joined .. ' ' .. ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return joined
+redis.call('ZADD', USERS, now, u)
+redis.call('ZADD', CONNS, now, c)
+redis.call('ZADD', REFS, 0, c)
+redis.call('HSET', DATA, u, joined .. ' ' .. ARGV[5], c, online .. ' ' .. ARGV[5])
+touch()
+if old then return {status, joined, online, old} end
+return {status, joined, online}
 "#
 );
 
-/// ARGV: timeout, user. Returns the stored value when the user was present.
+/// ARGV: timeout, ttl_ms, user field, ref. Returns `{1 (user left) or 2
+/// (user stays), user row, connection row}`, or nil when the connection was
+/// not live.
+const UNTRACK: &str = concat!(
+    prelude!(),
+    r#"
+local u = ARGV[3]
+local c = u .. ':' .. ARGV[4]
+local score = redis.call('ZSCORE', CONNS, c)
+if not score then return false end
+local crow = redis.call('HGET', DATA, c)
+local row = redis.call('HGET', DATA, u)
+drop({c})
+local stays = settle(u)
+if not (live(score) and crow and row) then return false end
+if stays then return {2, row, crow} end
+return {1, row, crow}
+"#
+);
+
+/// ARGV: timeout, ttl_ms, user field. Returns `{user row, connection field,
+/// connection row, ...}` of the live connections, or nil when the user was
+/// not present.
 const LEAVE: &str = concat!(
     prelude!(),
     r#"
-local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
-if not score then return false end
-local rec = redis.call('HGET', KEYS[2], ARGV[2])
-redis.call('ZREM', KEYS[1], ARGV[2])
-redis.call('HDEL', KEYS[2], ARGV[2])
-if rec and tonumber(score) >= cutoff then return rec end
-return false
+local u = ARGV[3]
+local row = redis.call('HGET', DATA, u)
+local out = false
+if row and live(redis.call('ZSCORE', USERS, u)) then out = {row} end
+local mine = conns_of(u)
+if #mine > 0 then
+  if out then
+    local scores = redis.call('ZMSCORE', CONNS, unpack(mine))
+    local rows = redis.call('HMGET', DATA, unpack(mine))
+    for i, m in ipairs(mine) do
+      if live(scores[i]) and rows[i] then
+        out[#out + 1] = m
+        out[#out + 1] = rows[i]
+      end
+    end
+  end
+  drop(mine)
+end
+redis.call('ZREM', USERS, u)
+redis.call('HDEL', DATA, u)
+if out and #out == 1 then return false end
+return out
 "#
 );
 
-/// ARGV: timeout, ttl_ms, user. Returns 1 when refreshed, 0 when not present.
+/// ARGV: timeout, ttl_ms, user field[, ref]. Refreshes that connection, or
+/// every live connection of the user; returns how many.
 const HEARTBEAT: &str = concat!(
     prelude!(),
     r#"
-local score = redis.call('ZSCORE', KEYS[1], ARGV[3])
-if not score or tonumber(score) < cutoff then return 0 end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return 1
+local u = ARGV[3]
+local targets
+if #ARGV >= 4 then targets = {u .. ':' .. ARGV[4]} else targets = conns_of(u) end
+if #targets == 0 then return 0 end
+local scores = redis.call('ZMSCORE', CONNS, unpack(targets))
+local args = {}
+for i, m in ipairs(targets) do
+  if live(scores[i]) then
+    args[#args + 1] = now
+    args[#args + 1] = m
+  end
+end
+if #args == 0 then return 0 end
+redis.call('ZADD', CONNS, unpack(args))
+redis.call('ZADD', USERS, now, u)
+touch()
+return #args / 2
 "#
 );
 
-/// ARGV: timeout. O(log n): no scan.
+/// ARGV: timeout. Users with a live connection; O(log n): no scan.
 const COUNT: &str = concat!(
     prelude!(),
     r#"
-return redis.call('ZCOUNT', KEYS[1], cut, '+inf')
+return redis.call('ZCOUNT', USERS, cut, '+inf')
 "#
 );
 
-/// ARGV: timeout. Returns the stored values of the present users. Expired
-/// members are removed first (up to 1000); when none is left the hash holds
-/// exactly the present users and `HVALS` returns them (no per-member work in
-/// Lua). Otherwise the present ones are fetched by score (HMGET in chunks:
-/// Lua's `unpack` has a stack limit of about 8000).
+/// ARGV: timeout. Removes every expired connection (amortised: each one
+/// expires once), then the hash holds exactly the present users and their
+/// connections: returns it (`HGETALL`).
 const LIST: &str = concat!(
     prelude!(),
     r#"
-local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cut, 'LIMIT', 0, 1000)
-if #stale > 0 then
-  redis.call('ZREM', KEYS[1], unpack(stale))
-  redis.call('HDEL', KEYS[2], unpack(stale))
-  if redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. cut) > 0 then
-    local ids = redis.call('ZRANGEBYSCORE', KEYS[1], cut, '+inf')
-    local out = {}
-    local m = 0
-    local n = #ids
-    local i = 1
-    while i <= n do
-      local j = math.min(i + 999, n)
-      local vals = redis.call('HMGET', KEYS[2], unpack(ids, i, j))
-      for k = 1, j - i + 1 do
-        if vals[k] then
-          m = m + 1
-          out[m] = vals[k]
-        end
-      end
-      i = j + 1
-    end
-    return out
-  end
-end
-return redis.call('HVALS', KEYS[2])
+while expire(1000) == 1000 do end
+return redis.call('HGETALL', DATA)
 "#
 );
 
-/// ARGV: timeout. Removes every expired member; returns how many.
+/// ARGV: timeout. Removes every expired connection; returns how many.
 const CLEANUP: &str = concat!(
     prelude!(),
     r#"
 local removed = 0
 while true do
-  local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cut, 'LIMIT', 0, 1000)
-  if #stale == 0 then break end
-  redis.call('ZREM', KEYS[1], unpack(stale))
-  redis.call('HDEL', KEYS[2], unpack(stale))
-  removed = removed + #stale
+  local n = expire(1000)
+  removed = removed + n
+  if n < 1000 then break end
 end
 return removed
 "#
 );
 
-/// One stored presence, as read back: the hash value
-/// `"<joined_at> <user length> <user><meta>"` kept whole (no copy).
+/// One live connection, as read back.
 #[derive(Clone, Debug, PartialEq)]
-pub struct StoredPresence {
-    pub joined_at: f64,
-    value: Vec<u8>,
-    user: std::ops::Range<usize>,
+pub struct StoredConn {
+    pub conn_ref: String,
+    pub online_at: f64,
+    pub meta_json: Vec<u8>,
 }
 
-impl StoredPresence {
-    /// The value `join` stores after `joined_at` for `user` and `meta_json`.
-    pub fn tail(user: &str, meta_json: &str) -> String {
-        format!("{} {user}{meta_json}", user.len())
-    }
+/// One present user, as read back: its user-level meta and its live
+/// connections, oldest first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredUser {
+    pub user: String,
+    pub joined_at: f64,
+    pub meta_json: Vec<u8>,
+    pub conns: Vec<StoredConn>,
+}
 
-    /// Splits a stored value; `None` when it is not in our format.
-    pub fn parse(value: Vec<u8>) -> Option<StoredPresence> {
-        let space = value.iter().position(|&b| b == b' ')?;
-        let joined_at = parse_f64(&value[..space])?;
-        let rest = &value[space + 1..];
-        let space2 = rest.iter().position(|&b| b == b' ')?;
-        let len: usize = std::str::from_utf8(&rest[..space2]).ok()?.parse().ok()?;
-        let start = space + 1 + space2 + 1;
-        let end = start.checked_add(len).filter(|&e| e <= value.len())?;
-        std::str::from_utf8(&value[start..end]).ok()?;
-        Some(StoredPresence {
-            joined_at,
-            user: start..end,
-            value,
-        })
-    }
+/// What a `track` did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedisTracked {
+    /// The user was not present before.
+    pub user_joined: bool,
+    pub joined_at: f64,
+    /// The connection's first track.
+    pub online_at: f64,
+    /// The connection was live: its previous meta JSON.
+    pub replaced: Option<Vec<u8>>,
+}
 
-    pub fn user(&self) -> &str {
-        // Checked to be UTF-8 in `parse`.
-        std::str::from_utf8(&self.value[self.user.clone()]).unwrap_or_default()
-    }
+/// What an `untrack` removed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedisUntracked {
+    pub joined_at: f64,
+    pub online_at: f64,
+    /// The user-level meta JSON.
+    pub meta_json: Vec<u8>,
+    /// The removed connection's meta JSON.
+    pub conn_meta_json: Vec<u8>,
+    pub user_left: bool,
+}
 
-    /// The meta JSON exactly as given to `join`.
-    pub fn meta_json(&self) -> &[u8] {
-        &self.value[self.user.end..]
+/// `"<len>:<user>"`.
+pub fn user_field(user: &str) -> String {
+    format!("{}:{user}", user.len())
+}
+
+/// `(user, ref)` of a connection field; `None` when it is not one.
+fn split_conn_field(field: &[u8]) -> Option<(&str, &str)> {
+    let colon = field.iter().position(|&b| b == b':')?;
+    let len: usize = std::str::from_utf8(&field[..colon]).ok()?.parse().ok()?;
+    let start = colon + 1;
+    let end = start.checked_add(len)?;
+    if field.get(end) != Some(&b':') {
+        return None;
     }
+    let user = std::str::from_utf8(&field[start..end]).ok()?;
+    let conn_ref = std::str::from_utf8(&field[end + 1..]).ok()?;
+    Some((user, conn_ref))
+}
+
+/// The user of a user field; `None` when it is not one.
+fn split_user_field(field: &[u8]) -> Option<&str> {
+    let colon = field.iter().position(|&b| b == b':')?;
+    let len: usize = std::str::from_utf8(&field[..colon]).ok()?.parse().ok()?;
+    let user = field.get(colon + 1..)?;
+    (user.len() == len).then(|| std::str::from_utf8(user).ok())?
+}
+
+/// `"<time> <meta JSON>"` → `(time, meta JSON)`.
+fn split_row(row: &[u8]) -> Option<(f64, &[u8])> {
+    let space = row.iter().position(|&b| b == b' ')?;
+    Some((parse_f64(&row[..space])?, &row[space + 1..]))
 }
 
 struct Scripts {
-    join: Script,
+    track: Script,
+    untrack: Script,
     leave: Script,
     heartbeat: Script,
     count: Script,
@@ -212,7 +358,8 @@ struct Scripts {
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    join: Script::new(JOIN),
+    track: Script::new(TRACK),
+    untrack: Script::new(UNTRACK),
     leave: Script::new(LEAVE),
     heartbeat: Script::new(HEARTBEAT),
     count: Script::new(COUNT),
@@ -227,6 +374,14 @@ pub struct RedisPresence {
     prefix: KeyPrefix,
     timeout_secs: f64,
     ttl_ms: i64,
+}
+
+fn bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
 }
 
 impl RedisPresence {
@@ -257,12 +412,15 @@ impl RedisPresence {
         self.ttl_ms
     }
 
-    /// The room's sorted-set key and hash key.
-    pub fn keys(&self, tenant: &TenantId, room: &str) -> [String; 2] {
+    /// The room's keys: users, connections, refs (sorted sets), data (hash).
+    pub fn keys(&self, tenant: &TenantId, room: &str) -> [String; 4] {
         [
-            format_key(&self.prefix, tenant, Kind::Presence, room),
-            format_key(&self.prefix, tenant, Kind::PresenceMeta, room),
+            Kind::PresenceUsers,
+            Kind::PresenceConns,
+            Kind::PresenceRefs,
+            Kind::PresenceData,
         ]
+        .map(|kind| format_key(&self.prefix, tenant, kind, room))
     }
 
     fn eval(
@@ -273,130 +431,239 @@ impl RedisPresence {
         args: &[Arg<'_>],
     ) -> Result<Value, PresenceError> {
         check_room(room)?;
-        let [zset, meta] = self.keys(tenant, room);
-        Ok(self.store.eval(script, &[&zset, &meta], args)?)
+        let [users, conns, refs, data] = self.keys(tenant, room);
+        Ok(self
+            .store
+            .eval(script, &[&users, &conns, &refs, &data], args)?)
     }
 
-    /// Returns `joined_at`: now for a new presence, the first join's time for
-    /// a user still present. `meta_json` must be one JSON value.
-    pub fn join(
+    fn head(&self) -> [Arg<'_>; 2] {
+        [Arg::Float(self.timeout_secs), Arg::Int(self.ttl_ms)]
+    }
+
+    /// Tracks connection `conn_ref` of `user` with `meta_json` (one JSON
+    /// value), which also becomes the user-level meta.
+    pub fn track(
         &self,
         tenant: &TenantId,
         room: &str,
         user: &str,
+        conn_ref: &str,
         meta_json: &str,
-    ) -> Result<f64, PresenceError> {
+    ) -> Result<RedisTracked, PresenceError> {
         check_user(user)?;
-        let tail = StoredPresence::tail(user, meta_json);
+        check_ref(conn_ref)?;
+        let field = user_field(user);
+        let [timeout, ttl] = self.head();
         let args = [
-            Arg::Float(self.timeout_secs),
-            Arg::Int(self.ttl_ms),
-            Arg::Str(user),
-            Arg::Str(&tail),
+            timeout,
+            ttl,
+            Arg::Str(&field),
+            Arg::Str(conn_ref),
+            Arg::Str(meta_json),
+            Arg::Int(MAX_CONNECTIONS_PER_USER as i64),
         ];
-        let reply = self.eval(&SCRIPTS.join, tenant, room, &args)?;
-        match &reply {
-            Value::BulkString(b) => parse_f64(b),
-            Value::SimpleString(s) => parse_f64(s.as_bytes()),
+        let reply = self.eval(&SCRIPTS.track, tenant, room, &args)?;
+        let parsed = match &reply {
+            Value::Array(items) => match items.as_slice() {
+                [Value::Int(0)] => {
+                    return Err(PresenceError::TooManyConnections {
+                        user: user.to_owned(),
+                        room: room.to_owned(),
+                    })
+                }
+                [Value::Int(status), joined, online, rest @ ..] if rest.len() <= 1 => (|| {
+                    Some(RedisTracked {
+                        user_joined: *status == 1,
+                        joined_at: parse_f64(bytes(joined)?)?,
+                        online_at: parse_f64(bytes(online)?)?,
+                        replaced: match rest.first() {
+                            Some(v) => Some(bytes(v)?.to_vec()),
+                            None => None,
+                        },
+                    })
+                })(
+                ),
+                _ => None,
+            },
             _ => None,
-        }
-        .ok_or_else(|| self.store.unexpected("join", &reply).into())
+        };
+        parsed.ok_or_else(|| self.store.unexpected("track", &reply).into())
     }
 
-    /// The record of the user that left, if it was present.
+    /// Removes connection `conn_ref` of `user`; `None` when it was not live.
+    pub fn untrack(
+        &self,
+        tenant: &TenantId,
+        room: &str,
+        user: &str,
+        conn_ref: &str,
+    ) -> Result<Option<RedisUntracked>, PresenceError> {
+        check_user(user)?;
+        check_ref(conn_ref)?;
+        let field = user_field(user);
+        let [timeout, ttl] = self.head();
+        let args = [timeout, ttl, Arg::Str(&field), Arg::Str(conn_ref)];
+        let reply = self.eval(&SCRIPTS.untrack, tenant, room, &args)?;
+        let items = match &reply {
+            Value::Nil => return Ok(None),
+            Value::Array(items) => items,
+            _ => return Err(self.store.unexpected("untrack", &reply).into()),
+        };
+        let parsed = match items.as_slice() {
+            [Value::Int(status), row, crow] => (|| {
+                let (joined_at, meta) = split_row(bytes(row)?)?;
+                let (online_at, conn_meta) = split_row(bytes(crow)?)?;
+                Some(RedisUntracked {
+                    joined_at,
+                    online_at,
+                    meta_json: meta.to_vec(),
+                    conn_meta_json: conn_meta.to_vec(),
+                    user_left: *status == 1,
+                })
+            })(),
+            _ => None,
+        };
+        parsed.map(Some).ok_or_else(|| self.malformed(tenant, room))
+    }
+
+    /// Removes the user with all its connections; what it held, if it was
+    /// present.
     pub fn leave(
         &self,
         tenant: &TenantId,
         room: &str,
         user: &str,
-    ) -> Result<Option<StoredPresence>, PresenceError> {
+    ) -> Result<Option<StoredUser>, PresenceError> {
         check_user(user)?;
-        let args = [Arg::Float(self.timeout_secs), Arg::Str(user)];
-        match self.eval(&SCRIPTS.leave, tenant, room, &args)? {
-            Value::Nil => Ok(None),
-            Value::BulkString(value) => StoredPresence::parse(value)
-                .map(Some)
-                .ok_or_else(|| self.malformed(tenant, room)),
-            other => Err(self.store.unexpected("leave", &other).into()),
+        let field = user_field(user);
+        let [timeout, ttl] = self.head();
+        let args = [timeout, ttl, Arg::Str(&field)];
+        let reply = self.eval(&SCRIPTS.leave, tenant, room, &args)?;
+        let items = match reply {
+            Value::Nil => return Ok(None),
+            Value::Array(items) => items,
+            other => return Err(self.store.unexpected("leave", &other).into()),
+        };
+        let (row, conns) = items
+            .split_first()
+            .ok_or_else(|| self.malformed(tenant, room))?;
+        let mut stored = HashMap::new();
+        self.collect(tenant, room, &field, row, &mut stored)?;
+        for pair in conns.chunks(2) {
+            match pair {
+                [f, v] => self.collect(
+                    tenant,
+                    room,
+                    bytes(f).ok_or_else(|| self.malformed(tenant, room))?,
+                    v,
+                    &mut stored,
+                )?,
+                _ => return Err(self.malformed(tenant, room)),
+            }
         }
+        Ok(finish(stored).into_iter().next())
     }
 
-    /// Refreshes the user's heartbeat; false when the user is not present.
+    /// Files one `(field, row)` of the data hash into `users`.
+    fn collect<F: AsRef<[u8]> + ?Sized>(
+        &self,
+        tenant: &TenantId,
+        room: &str,
+        field: &F,
+        row: &Value,
+        users: &mut HashMap<String, Partial>,
+    ) -> Result<(), PresenceError> {
+        let field = field.as_ref();
+        let bad = || self.malformed(tenant, room);
+        let (time, meta) = bytes(row).and_then(split_row).ok_or_else(bad)?;
+        if let Some(user) = split_user_field(field) {
+            let entry = users.entry(user.to_owned()).or_default();
+            entry.user = Some((time, meta.to_vec()));
+        } else {
+            let (user, conn_ref) = split_conn_field(field).ok_or_else(bad)?;
+            users
+                .entry(user.to_owned())
+                .or_default()
+                .conns
+                .push(StoredConn {
+                    conn_ref: conn_ref.to_owned(),
+                    online_at: time,
+                    meta_json: meta.to_vec(),
+                });
+        }
+        Ok(())
+    }
+
+    /// Refreshes connection `conn_ref` of `user`, or all of the user's
+    /// connections when `None`; how many were refreshed (gone stays gone).
     pub fn heartbeat(
         &self,
         tenant: &TenantId,
         room: &str,
         user: &str,
-    ) -> Result<bool, PresenceError> {
+        conn_ref: Option<&str>,
+    ) -> Result<u64, PresenceError> {
         check_user(user)?;
-        let args = [
-            Arg::Float(self.timeout_secs),
-            Arg::Int(self.ttl_ms),
-            Arg::Str(user),
-        ];
+        let field = user_field(user);
+        let [timeout, ttl] = self.head();
+        let mut args = vec![timeout, ttl, Arg::Str(&field)];
+        if let Some(r) = conn_ref {
+            check_ref(r)?;
+            args.push(Arg::Str(r));
+        }
         match self.eval(&SCRIPTS.heartbeat, tenant, room, &args)? {
-            Value::Int(n) => Ok(n == 1),
+            Value::Int(n) => Ok(n.max(0) as u64),
             other => Err(self.store.unexpected("heartbeat", &other).into()),
         }
     }
 
     pub fn count(&self, tenant: &TenantId, room: &str) -> Result<u64, PresenceError> {
-        match self.eval(
-            &SCRIPTS.count,
-            tenant,
-            room,
-            &[Arg::Float(self.timeout_secs)],
-        )? {
+        match self.eval(&SCRIPTS.count, tenant, room, &[self.head()[0]])? {
             Value::Int(n) => Ok(n.max(0) as u64),
             other => Err(self.store.unexpected("count", &other).into()),
         }
     }
 
-    /// Every present user (in no particular order).
-    pub fn list(
-        &self,
-        tenant: &TenantId,
-        room: &str,
-    ) -> Result<Vec<StoredPresence>, PresenceError> {
-        let reply = self.eval(
-            &SCRIPTS.list,
-            tenant,
-            room,
-            &[Arg::Float(self.timeout_secs)],
-        )?;
+    /// Every present user with its live connections (users by `joined_at`,
+    /// connections oldest first).
+    pub fn list(&self, tenant: &TenantId, room: &str) -> Result<Vec<StoredUser>, PresenceError> {
+        let reply = self.eval(&SCRIPTS.list, tenant, room, &[self.head()[0]])?;
         let items = match reply {
             Value::Array(items) => items,
+            Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
             other => return Err(self.store.unexpected("list", &other).into()),
         };
-        items
-            .into_iter()
-            .map(|item| match item {
-                Value::BulkString(value) => StoredPresence::parse(value),
-                _ => None,
-            })
-            .map(|p| p.ok_or_else(|| self.malformed(tenant, room)))
-            .collect()
+        let mut users = HashMap::new();
+        for pair in items.chunks(2) {
+            match pair {
+                [f, v] => self.collect(
+                    tenant,
+                    room,
+                    bytes(f).ok_or_else(|| self.malformed(tenant, room))?,
+                    v,
+                    &mut users,
+                )?,
+                _ => return Err(self.malformed(tenant, room)),
+            }
+        }
+        Ok(finish(users))
     }
 
     fn malformed(&self, tenant: &TenantId, room: &str) -> PresenceError {
-        let [_, meta] = self.keys(tenant, room);
+        let [.., data] = self.keys(tenant, room);
         PresenceError::Store(crate::redis_store::StoreError::Failed {
             url: self.store.url().to_owned(),
             detail: format!(
                 "{} holds a value that is not a tenantry presence record",
-                crate::tenant_id::preview(&meta)
+                crate::tenant_id::preview(&data)
             ),
         })
     }
 
-    /// Removes the room's expired users now; returns how many.
+    /// Removes the room's expired connections now; returns how many.
     pub fn cleanup_stale(&self, tenant: &TenantId, room: &str) -> Result<u64, PresenceError> {
-        match self.eval(
-            &SCRIPTS.cleanup,
-            tenant,
-            room,
-            &[Arg::Float(self.timeout_secs)],
-        )? {
+        match self.eval(&SCRIPTS.cleanup, tenant, room, &[self.head()[0]])? {
             Value::Int(n) => Ok(n.max(0) as u64),
             other => Err(self.store.unexpected("cleanup_stale", &other).into()),
         }
@@ -406,6 +673,44 @@ impl RedisPresence {
     pub fn ping(&self) -> Result<Duration, PresenceError> {
         Ok(self.store.ping()?)
     }
+}
+
+/// A user being assembled from the data hash's rows.
+#[derive(Default)]
+struct Partial {
+    user: Option<(f64, Vec<u8>)>,
+    conns: Vec<StoredConn>,
+}
+
+/// Users with their row and at least one connection, by `(joined_at, id)`;
+/// each user's connections by `(online_at, ref)`.
+fn finish(users: HashMap<String, Partial>) -> Vec<StoredUser> {
+    let mut out: Vec<StoredUser> = users
+        .into_iter()
+        .filter_map(|(user, mut p)| {
+            let (joined_at, meta_json) = p.user.take()?;
+            if p.conns.is_empty() {
+                return None;
+            }
+            p.conns.sort_by(|a, b| {
+                a.online_at
+                    .total_cmp(&b.online_at)
+                    .then_with(|| a.conn_ref.cmp(&b.conn_ref))
+            });
+            Some(StoredUser {
+                user,
+                joined_at,
+                meta_json,
+                conns: p.conns,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        a.joined_at
+            .total_cmp(&b.joined_at)
+            .then_with(|| a.user.cmp(&b.user))
+    });
+    out
 }
 
 fn parse_f64(bytes: &[u8]) -> Option<f64> {
@@ -420,18 +725,17 @@ mod tests {
     use std::time::Instant;
 
     #[test]
-    fn stored_values_split_into_their_parts() {
-        let tail = StoredPresence::tail("a b", "{\"a\": 1}");
-        let p = StoredPresence::parse(format!("1700000000.250000 {tail}").into_bytes()).unwrap();
-        assert_eq!(p.joined_at, 1_700_000_000.25);
-        assert_eq!(p.user(), "a b");
-        assert_eq!(p.meta_json(), b"{\"a\": 1}");
-        for bad in ["garbage", "x 1 a{}", "1.5 9 ab{}", "1.5 x ab", "1.5 1"] {
-            assert!(
-                StoredPresence::parse(bad.as_bytes().to_vec()).is_none(),
-                "{bad}"
-            );
+    fn fields_split_into_their_parts() {
+        assert_eq!(user_field("a:b"), "3:a:b");
+        assert_eq!(split_user_field(b"3:a:b"), Some("a:b"));
+        assert_eq!(split_conn_field(b"3:a:b:tab:1"), Some(("a:b", "tab:1")));
+        assert_eq!(split_conn_field(b"3:a:b:"), Some(("a:b", "")));
+        for bad in [&b"garbage"[..], b"x:ab", b"9:ab", b"3:a:b"] {
+            assert!(split_conn_field(bad).is_none(), "{bad:?}");
         }
+        assert!(split_user_field(b"3:a:b:x").is_none());
+        assert_eq!(split_row(b"1.5 {\"a\":1}"), Some((1.5, &b"{\"a\":1}"[..])));
+        assert!(split_row(b"x {}").is_none());
     }
 
     #[test]
@@ -442,8 +746,10 @@ mod tests {
         assert_eq!(
             p.keys(&t, "room:1"),
             [
-                "djust:{tenant:acme}:presence:room:1",
-                "djust:{tenant:acme}:presence-meta:room:1"
+                "djust:{tenant:acme}:presence-users:room:1",
+                "djust:{tenant:acme}:presence-conns:room:1",
+                "djust:{tenant:acme}:presence-refs:room:1",
+                "djust:{tenant:acme}:presence-data:room:1",
             ]
         );
         assert_eq!(p.ttl_ms(), 120_000);
@@ -457,58 +763,90 @@ mod tests {
         let p = RedisPresence::new(store, KeyPrefix::default(), Duration::from_millis(300));
         let (a, b) = (TenantId::parse("a").unwrap(), TenantId::parse("b").unwrap());
 
-        let first = p.join(&a, "r", "u1", "{\"n\":1}").unwrap();
-        assert!(first > 1.0e9);
-        assert_eq!(p.join(&a, "r", "u1", "{\"n\":2}").unwrap(), first);
-        p.join(&a, "r", "u2", "null").unwrap();
-        p.join(&b, "r", "u1", "{}").unwrap();
+        // Every transition of one user's connections.
+        let first = p.track(&a, "r", "u1", "tab1", "{\"n\":1}").unwrap();
+        assert!(first.user_joined && first.replaced.is_none());
+        assert!(first.joined_at > 1.0e9);
+        let second = p.track(&a, "r", "u1", "tab2", "{\"n\":2}").unwrap();
+        assert!(!second.user_joined && second.replaced.is_none());
+        assert_eq!(second.joined_at, first.joined_at);
+        let again = p.track(&a, "r", "u1", "tab1", "{\"n\":3}").unwrap();
+        assert_eq!(again.replaced.as_deref(), Some(&b"{\"n\":1}"[..]));
+        assert_eq!(again.online_at, first.online_at);
+        p.track(&a, "r", "u2", "", "null").unwrap();
+        p.track(&b, "r", "u1", "tab1", "{}").unwrap();
         assert_eq!(p.count(&a, "r").unwrap(), 2);
-        let mut listed = p.list(&a, "r").unwrap();
-        listed.sort_by(|x, y| x.user().cmp(y.user()));
+        let listed = p.list(&a, "r").unwrap();
         assert_eq!(listed.len(), 2);
-        assert_eq!((listed[0].user(), listed[0].joined_at), ("u1", first));
-        assert_eq!(listed[0].meta_json(), b"{\"n\":2}");
-        let left = p.leave(&a, "r", "u2").unwrap().unwrap();
-        assert_eq!((left.user(), left.meta_json()), ("u2", &b"null"[..]));
-        assert_eq!(p.leave(&a, "r", "u2").unwrap(), None);
-        assert!(p.heartbeat(&a, "r", "u1").unwrap());
-        assert!(!p.heartbeat(&a, "r", "nobody").unwrap());
-        assert_eq!(p.count(&b, "r").unwrap(), 1);
-
-        // Expired and present users mixed: list returns the present ones.
-        let slow_a = RedisPresence::new(
-            Arc::clone(p.store()),
-            KeyPrefix::default(),
-            Duration::from_secs(60),
+        assert_eq!(
+            (listed[0].user.as_str(), listed[0].joined_at),
+            ("u1", first.joined_at)
         );
-        // More expired members than one list call removes (1000): the
-        // present ones are then picked by score.
-        for i in 0..1001 {
-            slow_a.join(&a, "mixed", &format!("old{i}"), "1").unwrap();
+        assert_eq!(listed[0].meta_json, b"{\"n\":3}");
+        let refs: Vec<&str> = listed[0]
+            .conns
+            .iter()
+            .map(|c| c.conn_ref.as_str())
+            .collect();
+        assert_eq!(refs, ["tab1", "tab2"]);
+        let gone = p.untrack(&a, "r", "u1", "tab1").unwrap().unwrap();
+        assert!(!gone.user_left);
+        assert_eq!(gone.conn_meta_json, b"{\"n\":3}");
+        assert_eq!(p.untrack(&a, "r", "u1", "tab1").unwrap(), None);
+        assert_eq!(p.count(&a, "r").unwrap(), 2);
+        let gone = p.untrack(&a, "r", "u1", "tab2").unwrap().unwrap();
+        assert!(gone.user_left);
+        assert_eq!(p.count(&a, "r").unwrap(), 1);
+        let left = p.leave(&a, "r", "u2").unwrap().unwrap();
+        assert_eq!(
+            (left.user.as_str(), &left.meta_json[..]),
+            ("u2", &b"null"[..])
+        );
+        assert_eq!(left.conns.len(), 1);
+        assert_eq!(p.leave(&a, "r", "u2").unwrap(), None);
+        assert_eq!(p.count(&b, "r").unwrap(), 1);
+        assert_eq!(p.heartbeat(&b, "r", "u1", None).unwrap(), 1);
+        assert_eq!(p.heartbeat(&b, "r", "u1", Some("nope")).unwrap(), 0);
+
+        // The cap on connections per user.
+        for i in 0..MAX_CONNECTIONS_PER_USER {
+            p.track(&a, "cap", "u", &format!("t{i}"), "1").unwrap();
         }
-        // Joined with a long timeout (so the room's TTL outlives the sleep
-        // below), cleaned with the short one: b's "r" may already be gone
-        // by TTL when the joins above are slow.
-        slow_a.join(&b, "stale", "u1", "{}").unwrap();
-        std::thread::sleep(Duration::from_millis(400));
-        slow_a.join(&a, "mixed", "new", "2").unwrap();
-        let mixed = p.list(&a, "mixed").unwrap();
-        assert_eq!(mixed.len(), 1);
-        assert_eq!(mixed[0].user(), "new");
+        assert!(matches!(
+            p.track(&a, "cap", "u", "one-more", "1"),
+            Err(PresenceError::TooManyConnections { .. })
+        ));
+        p.track(&a, "cap", "u", "t0", "2").unwrap();
 
-        assert_eq!(p.count(&a, "r").unwrap(), 0);
-        assert!(p.list(&a, "r").unwrap().is_empty());
-        assert!(!p.heartbeat(&b, "r", "u1").unwrap(), "no revival");
-        assert_eq!(p.cleanup_stale(&b, "stale").unwrap(), 1);
-
-        // Large rooms come back in one call (past Lua's unpack limit).
+        // Expired and present connections mixed, more expired than one
+        // batch: list returns the present ones only.
         let slow = RedisPresence::new(
             Arc::clone(p.store()),
             KeyPrefix::default(),
             Duration::from_secs(60),
         );
+        for i in 0..1001 {
+            slow.track(&a, "mixed", &format!("old{i}"), "x", "1")
+                .unwrap();
+        }
+        slow.track(&a, "mixed", "keep", "old", "1").unwrap();
+        slow.track(&b, "stale", "u1", "x", "{}").unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        slow.track(&a, "mixed", "new", "x", "2").unwrap();
+        slow.track(&a, "mixed", "keep", "new", "1").unwrap();
+        assert_eq!(p.count(&a, "mixed").unwrap(), 2);
+        let mixed = p.list(&a, "mixed").unwrap();
+        let users: Vec<(&str, usize)> = mixed
+            .iter()
+            .map(|u| (u.user.as_str(), u.conns.len()))
+            .collect();
+        assert_eq!(users, [("keep", 1), ("new", 1)]);
+        assert_eq!(p.cleanup_stale(&b, "stale").unwrap(), 1);
+        assert_eq!(p.heartbeat(&b, "r", "u1", None).unwrap(), 0, "no revival");
+
+        // Large rooms come back in one call (past Lua's unpack limit).
         for i in 0..9000 {
-            slow.join(&a, "big", &format!("u{i}"), "1").unwrap();
+            slow.track(&a, "big", &format!("u{i}"), "x", "1").unwrap();
         }
         assert_eq!(slow.list(&a, "big").unwrap().len(), 9000);
         assert_eq!(slow.count(&a, "big").unwrap(), 9000);
