@@ -17,8 +17,8 @@ back from the store. Counts, not times: they are the same on every machine.
 from __future__ import annotations
 
 import asyncio
-import os
 import json
+import os
 from typing import Any
 
 from django.test import override_settings
@@ -38,7 +38,9 @@ TEMPLATE = (
     '<div dj-root dj-id="0"><p>{{ online_count }} online</p><ul>'
     '{% for p in presences|slice:":20" %}<li>{{ p.id }}</li>{% endfor %}</ul></div>'
 )
-LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 10_000}}}
+LAYERS = {
+    "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 10_000}}
+}
 
 
 class DjustRoom(tenantry.TenantMixin, PresenceMixin, LiveView):
@@ -232,7 +234,8 @@ def run() -> str:
         "presence records the views listed from the store (djust's re-list; tenantry's",
         "joiner lists the room once).",
         "",
-        "| n | variant | layer messages | message bytes | frames to the n views | frame bytes | records read |",
+        "| n | variant | layer messages | message bytes | frames to the n views | frame bytes "
+        "| records read |",
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
     results: dict[tuple[int, str], dict[str, int]] = {}

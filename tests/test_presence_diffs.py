@@ -8,7 +8,6 @@ one user are two WebSockets sending the same session cookie."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
@@ -19,7 +18,7 @@ from django.contrib.sessions.backends.signed_cookies import SessionStore
 
 from tenantry import get_tenant_presence_backend
 from tenantry.channels import presence_group
-from tenantry.live_presence import DIFF_HANDLER, apply_presence_diff
+from tenantry.live_presence import DIFF_HANDLER
 from tests.app import views
 from tests.live import LiveClient
 
@@ -108,40 +107,6 @@ async def held(tab: LiveClient, tenant: str) -> list[tuple[str, int]]:
 def stored(tenant: str) -> dict[str, int]:
     """The store's view: user id → live connections."""
     return {r["id"]: len(r["metas"]) for r in get_tenant_presence_backend(tenant).list(ROOM)}
-
-
-# --- the diff itself -------------------------------------------------------------
-
-
-def record(user: str, *refs: str, name: str = "n") -> dict:
-    metas = [{"name": name, "ref": ref} for ref in refs]
-    return {"id": user, "tenant_id": "acme", "joined_at": 1.0, "meta": {"name": name}, "metas": metas}
-
-
-def test_apply_presence_diff_merges_by_ref():
-    users: dict = {}
-    arrived, gone = apply_presence_diff(users, {"joins": {"u": record("u", "r1")}, "leaves": {}})
-    assert [r["id"] for r in arrived] == ["u"] and gone == []
-    # A second connection of the same user: a meta, not a user.
-    arrived, gone = apply_presence_diff(users, {"joins": {"u": record("u", "r2")}})
-    assert (arrived, gone) == ([], [])
-    assert [m["ref"] for m in users["u"]["metas"]] == ["r1", "r2"]
-    # The same diff twice changes nothing.
-    apply_presence_diff(users, {"joins": {"u": record("u", "r2")}})
-    assert [m["ref"] for m in users["u"]["metas"]] == ["r1", "r2"]
-    # One connection leaves: the user stays.
-    arrived, gone = apply_presence_diff(users, {"leaves": {"u": record("u", "r1")}})
-    assert (arrived, gone) == ([], []) and [m["ref"] for m in users["u"]["metas"]] == ["r2"]
-    # A leave of a user or ref not held is a no-op.
-    apply_presence_diff(users, {"leaves": {"x": record("x", "r9"), "u": record("u", "r9")}})
-    assert [m["ref"] for m in users["u"]["metas"]] == ["r2"]
-    # The last one leaves: the user goes.
-    arrived, gone = apply_presence_diff(users, {"leaves": {"u": record("u", "r2")}})
-    assert [r["id"] for r in gone] == ["u"] and users == {}
-    # A user-keyed leave (no metas) takes every connection.
-    apply_presence_diff(users, {"joins": {"v": record("v", "a", "b")}})
-    arrived, gone = apply_presence_diff(users, {"leaves": {"v": {"id": "v"}}})
-    assert [r["id"] for r in gone] == ["v"] and users == {}
 
 
 # --- live views ------------------------------------------------------------------

@@ -41,55 +41,14 @@ from djust.decorators import event_handler
 from djust.presence import PresenceMixin
 
 from .channels import presence_group
-from .presence import get_presence_router, get_tenant_presence_backend
+from .presence import apply_diff, by_user, get_presence_router, get_tenant_presence_backend
 
-__all__ = ["TenantPresenceMixin", "apply_presence_diff"]
+__all__ = ["TenantPresenceMixin"]
 
 logger = logging.getLogger(__name__)
 
 #: The view method a diff calls on every subscribed view (a ``server_push``).
 DIFF_HANDLER = "_on_presence_diff"
-
-
-def _copy(record: dict[str, Any]) -> dict[str, Any]:
-    return {**record, "metas": list(record.get("metas") or ())}
-
-
-def _refs(record: dict[str, Any]) -> set[Any]:
-    return {meta.get("ref") for meta in record.get("metas") or ()}
-
-
-def apply_presence_diff(
-    users: dict[str, dict[str, Any]], diff: dict[str, Any]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Apply a presence diff to ``users`` (user id → record, as ``list``
-    returns them), in place: joins add their metas (by ``ref``, so a diff
-    applied twice changes nothing), leaves remove theirs, and a user whose
-    last meta left is removed. Returns the records of the users who arrived
-    and of those who left altogether."""
-    arrived: list[dict[str, Any]] = []
-    gone: list[dict[str, Any]] = []
-    for user_id, record in (diff.get("joins") or {}).items():
-        current = users.get(user_id)
-        if current is None:
-            users[user_id] = _copy(record)
-            arrived.append(users[user_id])
-            continue
-        known = _refs(current)
-        current["metas"] += [m for m in record.get("metas") or () if m.get("ref") not in known]
-        if "meta" in record:
-            current["meta"] = record["meta"]
-    for user_id, record in (diff.get("leaves") or {}).items():
-        current = users.get(user_id)
-        if current is None:
-            continue
-        if "metas" in record:
-            leaving = _refs(record)
-            current["metas"] = [m for m in current["metas"] if m.get("ref") not in leaving]
-        if not record.get("metas") or not current["metas"]:
-            # A user-keyed leave (no metas named) takes every connection.
-            gone.append(users.pop(user_id))
-    return arrived, gone
 
 
 def _order(record: dict[str, Any]) -> tuple[float, str]:
@@ -141,7 +100,7 @@ class TenantPresenceMixin(PresenceMixin):
         HTML (there is no connection to follow it with). Does nothing when
         the view already follows the room."""
         target = self._presence_target()
-        tenant_id, room, group = target
+        group = target[2]
         consumer = self._consumer()
         if consumer is None:
             self._presence_users = self._presence_listed(target)
@@ -170,7 +129,7 @@ class TenantPresenceMixin(PresenceMixin):
     def _presence_listed(self, target: tuple[str, str, str]) -> dict[str, dict[str, Any]]:
         """The room as the store lists it now: user id → record."""
         tenant_id, room, _group = target
-        return {str(r["id"]): _copy(r) for r in self._presence_backend(tenant_id).list(room)}
+        return by_user(self._presence_backend(tenant_id).list(room))
 
     def _presence_changed(self) -> None:
         users = self._presence_users or {}
@@ -195,7 +154,7 @@ class TenantPresenceMixin(PresenceMixin):
         }
         try:
             async_to_sync(consumer.channel_layer.group_send)(group, message)
-        except Exception:  # noqa: BLE001 — like djust: delivery must not break track/untrack
+        except Exception:  # like djust: delivery must not break track/untrack
             logger.warning("presence diff to %s could not be sent", group, exc_info=True)
 
     # -- djust's PresenceMixin API ---------------------------------------------------
@@ -223,12 +182,10 @@ class TenantPresenceMixin(PresenceMixin):
         self._presence_ref = ref
         self._send_presence_diff(group, diff)
         self.subscribe_presence()
-        record = (self._presence_users or {}).get(user_id) or diff["joins"].get(user_id)
-        if record is not None:
-            try:
-                self.handle_presence_join(record)
-            except Exception:
-                logger.exception("Error in handle_presence_join")
+        # djust calls this for the view's own join too.
+        own = (self._presence_users or {}).get(user_id) or diff["joins"].get(user_id)
+        if own is not None:
+            self._presence_hooks([own], [])
 
     def untrack_presence(self) -> None:
         """Stop tracking this connection (djust calls it on disconnect): its
@@ -244,30 +201,31 @@ class TenantPresenceMixin(PresenceMixin):
         self._presence_ref = None
         diff = self._presence_backend(tenant_id).untrack(room, user_id, ref)
         self._send_presence_diff(group, diff)
-        if self._presence_users is not None:
-            _arrived, gone = apply_presence_diff(self._presence_users, diff)
-            self._presence_changed()
-            for record in gone:
-                try:
-                    self.handle_presence_leave(record)
-                except Exception:
-                    logger.exception("Error in handle_presence_leave")
+        self._presence_apply(diff)
 
     def update_presence_heartbeat(self) -> None:
-        """Refresh this connection (djust calls it on every client ping). Also
-        checks the view's copy against the room's user count (O(1)): a
-        mismatch (a dead process's connections expired, or a diff djust
-        dropped from a busy session's queue) re-lists once."""
+        """Refresh this connection (djust calls it on every client ping).
+
+        A connection the store no longer has (it expired while the process
+        stalled, or Redis lost its data) is tracked again, and the room
+        told. Then the view's copy is checked against the room's user count
+        (O(1)): a mismatch (a dead process's connections expired, or a diff
+        djust dropped from a busy session's queue) re-lists it once."""
         if not self._presence_tracked:
             return
-        tenant_id, room, _group = self._presence_target()
+        target = self._presence_target()
+        tenant_id, room, group = target
         backend = self._presence_backend(tenant_id)
-        backend.heartbeat(room, self._presence_user_id, self._presence_ref)
+        if not backend.heartbeat(room, self._presence_user_id, self._presence_ref):
+            diff = backend.track(
+                room, self._presence_user_id, self._presence_ref, self._presence_meta
+            )
+            self._send_presence_diff(group, diff)
         users = self._presence_users
         consumer = self._consumer()
         if users is None or consumer is None or backend.count(room) == len(users):
             return
-        # Re-list inside a render turn of this connection, so it shows.
+        # Re-listed inside a render turn of this connection, so it shows.
         message = {"type": "server_push", "state": None, "handler": "_on_presence_change"}
         async_to_sync(consumer.channel_layer.send)(consumer.channel_name, message)
 
@@ -280,7 +238,7 @@ class TenantPresenceMixin(PresenceMixin):
         self._presence_tracked = False
         try:
             self.track_presence(meta=meta)
-        except Exception as exc:  # noqa: BLE001 — restoration must never kill the WS
+        except Exception as exc:  # restoration must never kill the WS
             logger.warning("presence could not be restored: %s", exc)
 
     def _refresh_online_count(self) -> None:
@@ -289,37 +247,58 @@ class TenantPresenceMixin(PresenceMixin):
     def _broadcast_presence_change(self) -> None:
         """djust's "re-list everyone" push: not used (diffs replace it)."""
 
+    # -- applying changes ----------------------------------------------------------
+
+    def _presence_apply(self, diff: dict[str, Any]) -> None:
+        """Apply ``diff`` to the view's copy (if it follows the room), then
+        call the hooks."""
+        users = self._presence_users
+        if users is None:
+            return
+        before = set(users)
+        apply_diff(users, diff)
+        self._presence_changed()
+        arrived = [users[u] for u in diff.get("joins", {}) if u in users and u not in before]
+        gone = [r for u, r in diff.get("leaves", {}).items() if u in before and u not in users]
+        self.handle_presence_diff(diff)
+        self._presence_hooks(arrived, gone)
+
+    def _presence_hooks(self, arrived: list[dict[str, Any]], gone: list[dict[str, Any]]) -> None:
+        for hook, records in (
+            (self.handle_presence_join, arrived),
+            (self.handle_presence_leave, gone),
+        ):
+            for record in records:
+                try:
+                    hook(record)
+                except Exception:  # like djust: an app's hook must not break presence
+                    logger.exception("Error in %s", hook.__name__)
+
     @event_handler
     def _on_presence_diff(self, joins: Any = None, leaves: Any = None, **kwargs: Any) -> None:
         """A diff from the room (a ``server_push``; not callable by clients:
         djust refuses event names starting with ``_``)."""
-        users = self._presence_users
-        if users is None:
-            self._skip_render = True
-            return
-        diff = {"joins": joins or {}, "leaves": leaves or {}}
-        arrived, gone = apply_presence_diff(users, diff)
-        self._presence_changed()
-        self.handle_presence_diff(diff)
-        for record in arrived:
-            try:
-                self.handle_presence_join(record)
-            except Exception:
-                logger.exception("Error in handle_presence_join")
-        for record in gone:
-            try:
-                self.handle_presence_leave(record)
-            except Exception:
-                logger.exception("Error in handle_presence_leave")
-
-    @event_handler
-    def _on_presence_change(self, **kwargs: Any) -> None:
-        """djust's "presence changed, re-list" push: list the room again."""
         if self._presence_users is None:
             self._skip_render = True
             return
-        self._presence_users = self._presence_listed(self._presence_room or self._presence_target())
+        self._presence_apply({"joins": joins or {}, "leaves": leaves or {}})
+
+    @event_handler
+    def _on_presence_change(self, **kwargs: Any) -> None:
+        """djust's "presence changed, re-list" push (and the heartbeat's
+        resync): list the room again."""
+        old = self._presence_users
+        if old is None:
+            self._skip_render = True
+            return
+        users = self._presence_users = self._presence_listed(
+            self._presence_room or self._presence_target()
+        )
         self._presence_changed()
+        self._presence_hooks(
+            [users[u] for u in users.keys() - old.keys()],
+            [old[u] for u in old.keys() - users.keys()],
+        )
 
     def handle_presence_diff(self, diff: dict[str, Any]) -> None:
         """Called with every diff this view applies (after ``presences`` is
