@@ -8,19 +8,28 @@ one user are two WebSockets sending the same session cookie."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import pytest
+import redis
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings as django_settings
 from django.contrib.sessions.backends.signed_cookies import SessionStore
 
-from tenantry import get_tenant_presence_backend
+from tenantry import (
+    TenantAwareMemoryBackend,
+    TenantAwareRedisBackend,
+    get_tenant_presence_backend,
+)
 from tenantry.channels import presence_group
 from tenantry.live_presence import DIFF_HANDLER
 from tests.app import views
+from tests.demo_server import demo_server
 from tests.live import LiveClient
+from tests.soak import live_view
 
 ROOM_VIEW = "tests.app.views.LiveRoomView"
 ROOM = "room:lobby"
@@ -222,3 +231,72 @@ async def test_a_heartbeat_resyncs_a_view_that_missed_changes(store):
     assert "ghost" not in str([f for f in await frames(tab) if f.get("type") != "pong"])
     assert await held(tab, "acme") == [("alice", 1)]
     await tab.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_connections_the_store_lost_come_back_at_their_heartbeat(store, settings):
+    """The store forgets everything (Redis restarted without persistence;
+    here its keys are deleted, or the memory store cleared): each live
+    connection is tracked again at its next heartbeat, and the room's views
+    end up right."""
+    alice, bob = session_cookie("alice"), session_cookie("bob")
+    a, b = await open_tab("acme.example.com", alice), await open_tab("acme.example.com", bob)
+    await frames(a)
+    await frames(b)
+
+    def forget() -> None:
+        if store == "memory":
+            TenantAwareMemoryBackend.clear_tenant("acme")
+        else:
+            client = redis.Redis.from_url(settings.DJUST_CONFIG["PRESENCE_REDIS_URL"])
+            client.delete(*client.keys(f"{settings.DJUST_CONFIG['TENANT_KEY_PREFIX']}:*"))
+
+    await sync_to_async(forget)()
+    assert await sync_to_async(stored)("acme") == {}
+    for tab in (a, b):
+        await tab.socket.send_json_to({"type": "ping"})
+        await frames(tab)
+    assert await sync_to_async(stored)("acme") == {user_of(alice): 1, user_of(bob): 1}
+    for tab in (a, b):
+        await frames(tab)
+        assert await held(tab, "acme") == [("alice", 1), ("bob", 1)]
+    await a.close()
+    await b.close()
+
+
+# --- a server that dies ----------------------------------------------------------
+
+
+def test_a_killed_servers_connections_leave_within_the_timeout(tmp_path, redis_server):
+    """The demo under daphne, presence in Redis with a 2 s timeout: a live
+    board's connection is in the room; the server is killed (SIGKILL: no
+    disconnect, no untrack) and the connection is gone from the room once
+    the timeout has passed."""
+    timeout = 2.0
+    board = TenantAwareRedisBackend("acme", redis_url=redis_server.url, timeout=timeout)
+
+    def users() -> set[str]:
+        return {r["id"] for r in board.list("board")}
+
+    started: list = []
+    env = {"DEMO_REDIS_URL": redis_server.url, "DEMO_PRESENCE_TIMEOUT": str(timeout)}
+    with demo_server(tmp_path, env=env, started=started) as port:
+        before = users()
+
+        async def connect_then_kill() -> set[str]:
+            async with live_view(port, "acme") as (socket, frame):
+                assert frame["type"] == "mount", frame
+                await socket.send('{"type": "ping"}')  # the heartbeat: now fresh
+                while '"pong"' not in await asyncio.wait_for(socket.recv(), 30):
+                    pass
+                present = users() - before
+                started[0].kill()
+                started[0].wait()
+                return present
+
+        present = asyncio.run(connect_then_kill())
+        assert len(present) == 1
+        assert started[0].returncode == -9
+        time.sleep(timeout + 0.5)
+        assert users() & present == set()
