@@ -113,6 +113,16 @@ async def held(tab: LiveClient, tenant: str) -> list[tuple[str, int]]:
     return users
 
 
+def hooks(seen_by: str) -> list[tuple[str, str, list[str]]]:
+    """The presence hooks the views of ``seen_by`` ran (join/leave, tenant, who)."""
+    suffix = f" seen by {seen_by}"
+    return [
+        (phase.removesuffix(suffix), tenant, who)
+        for view, phase, tenant, who in views.observed
+        if view == "LiveRoomView" and phase.endswith(suffix)
+    ]
+
+
 def stored(tenant: str) -> dict[str, int]:
     """The store's view: user id → live connections."""
     return {r["id"]: len(r["metas"]) for r in get_tenant_presence_backend(tenant).list(ROOM)}
@@ -130,10 +140,15 @@ async def test_two_tabs_are_one_user_until_the_last_closes(store):
     globex = await open_tab("globex.example.com", alice)
     assert await frames(watcher) == []
 
+    views.observed.clear()
     first = await open_tab("acme.example.com", alice)
     assert "alice=1" in str(await frames(watcher))
     second = await open_tab("acme.example.com", alice)
     assert "alice=2" in str(await frames(watcher))
+    # The watcher's hook saw alice arrive once (a second tab is no join);
+    # each of alice's tabs saw its own join, as djust's does.
+    assert hooks("bob") == [("join", "acme", ["alice"])]
+    assert hooks("alice") == [("join", "acme", ["alice"])] * 2
     assert await held(watcher, "acme") == [("alice", 2), ("bob", 1)]
     assert await held(second, "acme") == [("alice", 2), ("bob", 1)]
     assert await sync_to_async(stored)("acme") == {user_of(alice): 2, user_of(bob): 1}
@@ -150,8 +165,10 @@ async def test_two_tabs_are_one_user_until_the_last_closes(store):
     assert await sync_to_async(stored)("acme") == {user_of(alice): 1, user_of(bob): 1}
 
     # The last one closes: alice leaves.
+    views.observed.clear()
     await second.close()
     assert "alice" not in str(await frames(watcher))
+    assert hooks("bob") == [("leave", "acme", ["alice"])]
     assert await held(watcher, "acme") == [("bob", 1)]
     assert await sync_to_async(stored)("acme") == {user_of(bob): 1}
 

@@ -176,6 +176,10 @@ class TenantPresenceMixin(PresenceMixin):
             meta.setdefault("user_id", user_id)
         ref = secrets.token_hex(8)
         diff = self._presence_backend(tenant_id).track(room, user_id, ref, meta)
+        # Where this connection is tracked: untrack and heartbeat use it,
+        # whatever the key or the bound tenant is by then (on disconnect
+        # djust has already unbound the tenant).
+        self._presence_room = (tenant_id, room, group)
         self._presence_tracked = True
         self._presence_user_id = user_id
         self._presence_meta = meta
@@ -193,7 +197,7 @@ class TenantPresenceMixin(PresenceMixin):
         connection; the room's other views get the diff."""
         if not self._presence_tracked:
             return
-        tenant_id, room, group = self._presence_target()
+        tenant_id, room, group = self._presence_room or self._presence_target()
         user_id, ref = self._presence_user_id, self._presence_ref
         self._presence_tracked = False
         self._presence_user_id = None
@@ -213,8 +217,7 @@ class TenantPresenceMixin(PresenceMixin):
         djust dropped from a busy session's queue) re-lists it once."""
         if not self._presence_tracked:
             return
-        target = self._presence_target()
-        tenant_id, room, group = target
+        tenant_id, room, group = self._presence_room or self._presence_target()
         backend = self._presence_backend(tenant_id)
         if not backend.heartbeat(room, self._presence_user_id, self._presence_ref):
             diff = backend.track(

@@ -129,6 +129,18 @@ class LiveRoomView(TenantMixin, TenantPresenceMixin, LiveView):
     def mount(self, request, **kwargs):
         self.track_presence(meta={"name": request.session.get("visitor", "nobody")})
 
+    def handle_presence_join(self, presence):
+        self._hook("join", presence)
+
+    def handle_presence_leave(self, presence):
+        self._hook("leave", presence)
+
+    def _hook(self, what, presence):
+        own = self.request.session.get("visitor", "nobody")
+        observed.append(
+            ("LiveRoomView", f"{what} seen by {own}", self.tenant.id, [presence["meta"]["name"]])
+        )
+
     @event_handler
     def peek_presence(self, **kwargs):
         """Records what the view holds now (its own copy of the room)."""
