@@ -219,6 +219,33 @@ async def test_a_join_costs_one_message_per_subscriber_and_no_relist(store, subs
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
+async def test_tabs_of_many_tenants_opening_and_closing_at_once_end_exact(store):
+    """8 tenants × 2 users × 2 tabs open concurrently, then one tab of each
+    user and every tab of one user per tenant close concurrently: every
+    tenant's store and every open view's copy hold exactly that tenant's
+    remaining users and tabs."""
+    tenants = [f"t{i}" for i in range(8)]
+    cookies = {(t, u): session_cookie(f"{t}-{u}") for t in tenants for u in ("ann", "ben")}
+    layout = [(t, u) for t in tenants for u in ("ann", "ben") for _tab in range(2)]
+    tabs = await asyncio.gather(*(open_tab(f"{t}.example.com", cookies[t, u]) for t, u in layout))
+    # Close: ann's first tab and both of ben's tabs in every tenant.
+    closing, staying = [], []
+    seen: set = set()
+    for (t, u), tab in zip(layout, tabs, strict=True):
+        first_of_ann = u == "ann" and (t, u) not in seen
+        seen.add((t, u))
+        (closing if u == "ben" or first_of_ann else staying).append((t, tab))
+    await asyncio.gather(*(tab.close() for _t, tab in closing))
+    await asyncio.gather(*(frames(tab) for _t, tab in staying))  # the diffs have landed
+    for t, tab in staying:
+        assert await held(tab, t) == [(f"{t}-ann", 1)], t
+    for t in tenants:
+        assert await sync_to_async(stored)(t) == {user_of(cookies[t, "ann"]): 1}, t
+    await asyncio.gather(*(tab.close() for _t, tab in staying))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
 async def test_a_client_cannot_send_a_diff(store):
     tab = await open_tab("acme.example.com", session_cookie("alice"))
     fake = {"joins": {"ghost": {"id": "ghost", "meta": {"name": "ghost"}, "metas": [{}]}}}
