@@ -243,14 +243,16 @@ impl Engine {
                     )
                 })
                 .map_err(|_| too_many(user_text, room))?;
+                // A replaced user-level meta is dropped here, after the lock.
                 let (joined_at, left) = match tracked {
-                    Tracked::UserJoined { joined_at } | Tracked::ConnAdded { joined_at } => {
+                    Tracked::UserJoined { joined_at } | Tracked::ConnAdded { joined_at, .. } => {
                         (joined_at, None)
                     }
                     Tracked::ConnUpdated {
                         joined_at,
                         online_at,
                         old,
+                        ..
                     } => {
                         if online_at != wall {
                             entry.set_item(intern!(py, "online_at"), online_at)?;

@@ -94,13 +94,15 @@ pub struct Presence<'a, M> {
     pub conns: &'a [Conn<M>],
 }
 
-/// What a [`MemoryPresence::track`] did.
+/// What a [`MemoryPresence::track`] did. Replaced payloads come back here
+/// (not through the graveyard) for the caller to drop after the lock.
 #[derive(Debug, PartialEq)]
 pub enum Tracked<M> {
     /// The user was not present: it joined with this connection.
     UserJoined { joined_at: f64 },
-    /// The user was present; this is a new connection of it.
-    ConnAdded { joined_at: f64 },
+    /// The user was present; this is a new connection of it. `old_meta`:
+    /// the user-level payload it replaced.
+    ConnAdded { joined_at: f64, old_meta: M },
     /// The connection was live: its payload was replaced (the old one is
     /// returned) and it was refreshed; `online_at` is the connection's first
     /// track.
@@ -108,6 +110,7 @@ pub enum Tracked<M> {
         joined_at: f64,
         online_at: f64,
         old: M,
+        old_meta: M,
     },
 }
 
@@ -362,14 +365,16 @@ impl<M> MemoryPresence<M> {
         self.hasher.hash_one(user)
     }
 
-    fn conn_hash(&self, user: &str, conn_ref: &str) -> u64 {
-        self.hasher.hash_one((user, conn_ref))
+    /// A connection's hash, from its user's (so the user id is hashed once).
+    fn conn_hash(&self, user_hash: u64, conn_ref: &str) -> u64 {
+        self.hasher.hash_one((user_hash, conn_ref))
     }
 
     fn hashes(&self, tenant: &TenantId, room: &str, user: &str, conn_ref: &str) -> Hashes {
+        let user = self.user_hash(user);
         Hashes {
             room: self.room_hash(tenant, room),
-            user: self.user_hash(user),
+            user,
             conn: self.conn_hash(user, conn_ref),
         }
     }
@@ -448,7 +453,12 @@ impl<M> MemoryPresence<M> {
                         user: user.into(),
                         joined_at: wall,
                         meta,
-                        conns: vec![conn(payload)],
+                        // Room for a second tab without a reallocation.
+                        conns: {
+                            let mut conns = Vec::with_capacity(2);
+                            conns.push(conn(payload));
+                            conns
+                        },
                     },
                 );
                 entry.conns.push_back(h.conn, now, key());
@@ -462,7 +472,7 @@ impl<M> MemoryPresence<M> {
             }
             entry.users.touch(at, now);
             let u = entry.users.get_mut(at);
-            graveyard.push(std::mem::replace(&mut u.meta, meta));
+            let old_meta = std::mem::replace(&mut u.meta, meta);
             let joined_at = u.joined_at;
             match found {
                 Some(i) => {
@@ -476,13 +486,17 @@ impl<M> MemoryPresence<M> {
                         joined_at,
                         online_at,
                         old,
+                        old_meta,
                     })
                 }
                 None => {
                     u.conns.push(conn(payload));
                     entry.conns.push_back(h.conn, now, key());
                     shard.conns += 1;
-                    Ok(Tracked::ConnAdded { joined_at })
+                    Ok(Tracked::ConnAdded {
+                        joined_at,
+                        old_meta,
+                    })
                 }
             }
         })
@@ -552,7 +566,7 @@ impl<M> MemoryPresence<M> {
             let gone = entry.users.remove(at);
             for c in &gone.conns {
                 if let Some(k) =
-                    entry.find_conn(self.conn_hash(user, &c.conn_ref), user, &c.conn_ref)
+                    entry.find_conn(self.conn_hash(user_hash, &c.conn_ref), user, &c.conn_ref)
                 {
                     entry.conns.remove(k);
                 }
@@ -598,26 +612,27 @@ impl<M> MemoryPresence<M> {
             let Some(at) = entry.find_user(user_hash, user) else {
                 return 0;
             };
-            let refs: Vec<Box<str>> = match conn_ref {
-                Some(r) => vec![r.into()],
-                None => entry
-                    .users
-                    .get(at)
-                    .conns
-                    .iter()
-                    .map(|c| c.conn_ref.clone())
-                    .collect(),
-            };
+            let Room {
+                users,
+                conns,
+                timeout: room_timeout,
+                ..
+            } = entry;
             let mut refreshed = 0;
-            for r in &refs {
-                if let Some(k) = entry.find_conn(self.conn_hash(user, r), user, r) {
-                    entry.conns.touch(k, now);
+            let mut touch = |r: &str| {
+                let hash = self.conn_hash(user_hash, r);
+                if let Some(k) = conns.find(hash, |c| &*c.user == user && &*c.conn_ref == r) {
+                    conns.touch(k, now);
                     refreshed += 1;
                 }
+            };
+            match conn_ref {
+                Some(r) => touch(r),
+                None => users.get(at).conns.iter().for_each(|c| touch(&c.conn_ref)),
             }
             if refreshed > 0 {
-                entry.users.touch(at, now);
-                entry.timeout = timeout;
+                users.touch(at, now);
+                *room_timeout = timeout;
                 shard.rooms.touch(pos, now);
             }
             refreshed
@@ -816,7 +831,8 @@ mod tests {
         wall: f64,
     ) -> f64 {
         match s.track(t, room, user, "", v, v, T, now, wall, &mut Vec::new()) {
-            Ok(Tracked::UserJoined { joined_at } | Tracked::ConnAdded { joined_at })
+            Ok(Tracked::UserJoined { joined_at })
+            | Ok(Tracked::ConnAdded { joined_at, .. })
             | Ok(Tracked::ConnUpdated { joined_at, .. }) => joined_at,
             Err(_) => panic!("too many connections"),
         }
@@ -904,21 +920,34 @@ mod tests {
                 101.0,
                 &mut Vec::new()
             ),
-            Ok(Tracked::ConnAdded { joined_at: 100.0 })
+            Ok(Tracked::ConnAdded {
+                joined_at: 100.0,
+                old_meta: 10
+            })
         );
         assert_eq!(s.count(&a, "r", T, c.at(1), &mut Vec::new()), 1, "one user");
         assert_eq!(s.stats().connections, 2);
         // Same ref again: the meta is replaced, online_at kept.
-        let mut g = Vec::new();
         assert_eq!(
-            s.track(&a, "r", "u", "tab1", 30, 3, T, c.at(2), 102.0, &mut g),
+            s.track(
+                &a,
+                "r",
+                "u",
+                "tab1",
+                30,
+                3,
+                T,
+                c.at(2),
+                102.0,
+                &mut Vec::new()
+            ),
             Ok(Tracked::ConnUpdated {
                 joined_at: 100.0,
                 online_at: 100.0,
-                old: 1
+                old: 1,
+                old_meta: 20,
             })
         );
-        assert_eq!(g, vec![20], "the replaced user-level payload");
         assert_eq!(
             listing(&s, &a, "r", c.at(2)),
             vec![("u".into(), vec![("tab1".into(), 3), ("tab2".into(), 2)])]

@@ -143,9 +143,12 @@ if live(redis.call('ZSCORE', USERS, u)) then
     old = string.match(crow, '^[0-9.]+ (.*)$') or 'null'
     status = 3
   else
-    settle(u)
-    if redis.call('ZLEXCOUNT', REFS, '[' .. u .. ':', '(' .. u .. ';') >= tonumber(ARGV[6]) then
-      return {0}
+    -- At the limit, the user's expired connections (not counted) go first.
+    local held = redis.call('ZLEXCOUNT', REFS, '[' .. u .. ':', '(' .. u .. ';')
+    if held >= tonumber(ARGV[6]) then
+      settle(u)
+      held = redis.call('ZLEXCOUNT', REFS, '[' .. u .. ':', '(' .. u .. ';')
+      if held >= tonumber(ARGV[6]) then return {0} end
     end
     status = 2
   end
