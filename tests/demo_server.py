@@ -48,11 +48,13 @@ def demo_server(
     extra_tenants: int = 0,
     env: dict[str, str] | None = None,
     postgres: Any = None,
+    started: list[subprocess.Popen] | None = None,
 ):
     """Yields the port. ``env`` adds environment variables (e.g. DJUST_CONFIG
     overrides the demo settings read from DEMO_* variables). ``postgres`` (a
     tests.postgres_server.PostgresServer): the demo's database is a new
-    database ``demo_<workdir name>`` there (see :func:`demo_database`)."""
+    database ``demo_<workdir name>`` there (see :func:`demo_database`).
+    ``started``: the server's process is appended to it (to kill it)."""
     environ = {**os.environ, "DEMO_DB": str(workdir / "db.sqlite3"), **(env or {})}
     if postgres is not None:
         database = postgres.create_database(demo_database(workdir))
@@ -89,6 +91,8 @@ def demo_server(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        if started is not None:
+            started.append(process)
         try:
             wait_for_port(port, process)
             yield port

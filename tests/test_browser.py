@@ -26,8 +26,8 @@ def demo_server(tmp_path_factory):
         yield port
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def chromium(profile: Path):
+    """Headless Chromium with its own profile (cookies: its own visitor)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -46,11 +46,17 @@ def browser(tmp_path_factory):
         # *.localhost is loopback in Chromium already; pin it to the address
         # the demo server listens on.
         "--host-resolver-rules=MAP *.localhost 127.0.0.1",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+        f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     driver.set_page_load_timeout(30)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    driver = chromium(tmp_path_factory.mktemp("chromium"))
     yield driver
     driver.quit()
 
@@ -62,9 +68,19 @@ def items(driver) -> list[str]:
 
 
 def online(driver) -> list[str]:
-    from selenium.webdriver.common.by import By
+    """The visitors the page shows online (one per browser session)."""
+    return list(tabs(driver))
 
-    return [span.text for span in driver.find_elements(By.CSS_SELECTOR, "#online .visitor")]
+
+def tabs(driver) -> dict[str, int]:
+    """Each visitor shown online, with how many tabs it has open (read in
+    one script: a live update may replace the elements between two reads)."""
+    return dict(
+        driver.execute_script(
+            "return Array.from(document.querySelectorAll('#online .visitor'), function (v) {"
+            " return [v.querySelector('.name').textContent, Number(v.dataset.tabs)]; });"
+        )
+    )
 
 
 def test_two_tenants_in_a_browser(demo_server, browser):
@@ -98,14 +114,15 @@ def test_two_tenants_in_a_browser(demo_server, browser):
     assert items(browser) == ["Anvil", "Rocket skates", "Giant magnet"]
     browser.save_screenshot(str(OUTPUT / "acme.png"))
 
-    # Who is online is per tenant: a second acme tab joins acme's list only.
+    # Who is online is per tenant: a second acme tab is a second tab of the
+    # same visitor (the browser's session), in acme's list only.
     acme_window = browser.current_window_handle
     browser.switch_to.new_window("tab")
     browser.get(acme_url)
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, CONNECTED)))
-    wait.until(lambda d: len(online(d)) == 2)
+    wait.until(lambda d: list(tabs(d).values()) == [2])
     browser.switch_to.window(acme_window)
-    wait.until(lambda d: len(online(d)) == 2)
+    wait.until(lambda d: list(tabs(d).values()) == [2])
     browser.save_screenshot(str(OUTPUT / "acme-online.png"))
 
     # The live globex tab never shows the item nor acme's visitors, nor does a fresh load.
@@ -215,14 +232,14 @@ def test_live_items_reach_the_same_tenants_viewers_only(demo_server, browser):
     def show(name: str) -> None:
         browser.switch_to.window(windows[name])
 
-    # Who is online: each tenant's two windows list the same visitors (at
-    # least these two), and no visitor of the other tenant. (Live views of
-    # the earlier test may still be open: Chromium can keep a page it left
-    # alive, WebSocket included.)
+    # Who is online: each tenant's two windows list the same visitors (this
+    # browser's, with at least these two tabs), and no visitor of the other
+    # tenant. (Live views of the earlier test may still be open: Chromium
+    # can keep a page it left alive, WebSocket included.)
     visitors = {}
     for name in windows:
         show(name)
-        wait.until(lambda d: len(online(d)) >= 2)
+        wait.until(lambda d: sum(tabs(d).values()) >= 2)
         visitors[name] = set(online(browser))
     for tenant in ("acme", "globex"):
         assert visitors[f"{tenant}-1"] == visitors[f"{tenant}-2"]
@@ -263,3 +280,80 @@ def test_live_items_reach_the_same_tenants_viewers_only(demo_server, browser):
         show(name)
         assert set(online(browser)) == visitors[name], name
     browser.save_screenshot(str(OUTPUT / "four-windows-globex-2.png"))
+
+
+def test_one_visitor_two_tabs_while_the_other_tenant_never_changes(demo_server, browser, tmp_path):
+    """A visitor (one browser session) opens the acme board in two tabs:
+    another visitor's acme board shows it once, with 2 tabs; one tab closes
+    (still there, 1 tab); the other closes (gone). A globex board open all
+    along never changes at all."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    acme_url = f"http://acme.localhost:{demo_server}/board/"
+    globex_url = f"http://globex.localhost:{demo_server}/board/"
+    # The visitor: this browser with its cookies cleared (a new session). A
+    # new blank window stays open (closing the last one would end the
+    # browser); every earlier window closes, live views of earlier tests
+    # with it (a page left for another may be kept alive; a closed one not).
+    browser.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    earlier = browser.window_handles
+    browser.switch_to.new_window("window")
+    keep = browser.current_window_handle
+    for handle in earlier:
+        browser.switch_to.window(handle)
+        browser.close()
+    browser.switch_to.window(keep)
+    # The watcher: another browser (another session), on both tenants.
+    watcher = chromium(tmp_path / "watcher")
+    try:
+        wait = WebDriverWait(watcher, 20)
+
+        def open_board(driver, url: str) -> str:
+            driver.switch_to.new_window("tab")
+            driver.get(url)
+            WebDriverWait(driver, 20).until(
+                ec.presence_of_element_located((By.CSS_SELECTOR, CONNECTED))
+            )
+            return driver.current_window_handle
+
+        watch_acme = open_board(watcher, acme_url)
+        watch_globex = open_board(watcher, globex_url)
+        time.sleep(1)  # the closed windows' departures have landed
+        globex_before = tabs(watcher)
+        # Count every change to globex's list from now on.
+        watcher.execute_script(
+            "window.onlineChanges = 0; new MutationObserver(function () {"
+            " window.onlineChanges++; }).observe(document.getElementById('online'),"
+            " {subtree: true, childList: true, characterData: true, attributes: true});"
+        )
+        watcher.switch_to.window(watch_acme)
+        acme_before = tabs(watcher)
+
+        first = open_board(browser, acme_url)
+        WebDriverWait(browser, 20).until(lambda d: set(tabs(d)) - set(acme_before))
+        [visitor] = set(tabs(browser)) - set(acme_before)
+        second = open_board(browser, acme_url)
+        wait.until(lambda d: tabs(d).get(visitor) == 2)
+        assert tabs(watcher) == {**acme_before, visitor: 2}
+        watcher.save_screenshot(str(OUTPUT / "acme-two-tabs.png"))
+
+        browser.switch_to.window(second)
+        browser.close()
+        wait.until(lambda d: tabs(d).get(visitor) == 1)
+        assert tabs(watcher) == {**acme_before, visitor: 1}
+
+        browser.switch_to.window(first)
+        browser.close()
+        browser.switch_to.window(keep)
+        wait.until(lambda d: visitor not in tabs(d))
+        assert tabs(watcher) == acme_before
+        watcher.save_screenshot(str(OUTPUT / "acme-visitor-left.png"))
+
+        watcher.switch_to.window(watch_globex)
+        assert tabs(watcher) == globex_before
+        assert watcher.execute_script("return window.onlineChanges") == 0
+    finally:
+        watcher.quit()

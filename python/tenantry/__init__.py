@@ -62,6 +62,7 @@ _LAZY: dict[str, str] = {
     "TenantPresenceRouter": ".presence",
     "get_tenant_presence_backend": ".presence",
     "install_djust_presence_backend": ".presence",
+    "TenantPresenceMixin": ".live_presence",
     "TenantStateMemoryBackend": ".state",
     "TenantStateRedisBackend": ".state",
     "TenantStateManager": ".state",

@@ -52,6 +52,7 @@ __all__ = [
     "group_send",
     "install_djust_broadcasts",
     "origin_refusal",
+    "presence_group",
     "tenant_group",
     "uninstall_djust_broadcasts",
 ]
@@ -246,6 +247,12 @@ def scoped_view_group_name(view_path: str) -> str:
 _PRESENCE_KEY = re.compile(r"tenant:([^:]+):(.+)", re.DOTALL)
 
 
+def presence_group(room: str, tenant: TenantInfo | str | int) -> str:
+    """The channels group of presence room ``room`` of ``tenant``: where
+    djust's presence events and tenantry's presence diffs of that room go."""
+    return tenant_group(f"presence:{room}", tenant)
+
+
 def scoped_presence_group_name(presence_key: str) -> str:
     """djust's ``presence_group_name``, in the key's tenant for a
     ``tenant:<id>:`` key (the tenant named by the key, which the view's
@@ -254,7 +261,7 @@ def scoped_presence_group_name(presence_key: str) -> str:
     match = _PRESENCE_KEY.fullmatch(presence_key)
     if match is None:
         return original
-    return tenant_group(f"presence:{match.group(2)}", match.group(1))
+    return presence_group(match.group(2), match.group(1))
 
 
 def broadcast_presence_change_in_view_tenant(view: Any) -> None:

@@ -6,7 +6,7 @@ from djust import LiveView
 from djust.decorators import event_handler
 from djust.presence import PresenceMixin
 
-from tenantry import TenantMixin, TenantScopedMixin, get_current_tenant
+from tenantry import TenantMixin, TenantPresenceMixin, TenantScopedMixin, get_current_tenant
 from tenantry.ratelimit import tenant_ratelimit
 
 from .models import Item
@@ -114,6 +114,38 @@ class RoomView(TenantMixin, PresenceMixin, LiveView):
         """djust pushes this to the room's views when someone joins or leaves."""
         super()._on_presence_change(**kwargs)
         _snapshot("RoomView", "presence_change")
+
+
+class LiveRoomView(TenantMixin, TenantPresenceMixin, LiveView):
+    """Presence per connection, by diffs: one line per user with its tabs.
+    The user is the browser session (djust's ``anon_<session key>``)."""
+
+    presence_key = "room:lobby"
+    template = (
+        '<div dj-root dj-id="0">{% for p in presences %}'
+        "<i>{{ p.meta.name }}={{ p.metas|length }}</i>{% endfor %}</div>"
+    )
+
+    def mount(self, request, **kwargs):
+        self.track_presence(meta={"name": request.session.get("visitor", "nobody")})
+
+    def handle_presence_join(self, presence):
+        self._hook("join", presence)
+
+    def handle_presence_leave(self, presence):
+        self._hook("leave", presence)
+
+    def _hook(self, what, presence):
+        own = self.request.session.get("visitor", "nobody")
+        observed.append(
+            ("LiveRoomView", f"{what} seen by {own}", self.tenant.id, [presence["meta"]["name"]])
+        )
+
+    @event_handler
+    def peek_presence(self, **kwargs):
+        """Records what the view holds now (its own copy of the room)."""
+        held = sorted((p["meta"]["name"], len(p["metas"])) for p in self.presences)
+        observed.append(("LiveRoomView", "peek", self.tenant.id, held))
 
 
 class NoticeView(TenantMixin, LiveView):

@@ -1,13 +1,13 @@
 import logging
 import os
+import secrets
 
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from djust import LiveView, push_to_view
 from djust.decorators import event_handler
-from djust.presence import PresenceMixin
 
-from tenantry import BackendUnavailable, TenantMixin
+from tenantry import BackendUnavailable, TenantMixin, TenantPresenceMixin
 from tenantry.storage import TenantFileSystemStorage
 
 from .models import Item
@@ -58,41 +58,43 @@ def logo_file(request):
     return FileResponse(logos.open(name), content_type=content_type)
 
 
-class BoardView(TenantMixin, PresenceMixin, LiveView):
+class BoardView(TenantMixin, TenantPresenceMixin, LiveView):
     """The tenant's board: its items, a form that adds one over the WebSocket
     (the tenant's other viewers see it appear), and who else is looking at
-    this tenant's board right now."""
+    this tenant's board right now, with how many tabs each has open."""
 
     template_name = "board/board.html"
     presence_key = "board"  # TenantMixin makes it tenant:<id>:board
-    presence_unique_per_connection = True  # every open tab counts
 
     def mount(self, request, **kwargs):
-        self.online = []
         self.presence_down = False
         self.has_logo = current_logo() is not None
         self._load()
-        # Presence exists on the WebSocket only (djust skips the HTTP render).
-        self.track_presence(meta={"name": f"Visitor {self._visitor_number()}"})
-        self._load_online()
+        # One visitor is one browser session (djust's anon_<session key>),
+        # whatever the number of tabs; each tab is one connection of it.
+        # Presence is tracked on the WebSocket only (not on the HTTP render);
+        # a live mount, which must track presence, fails with
+        # BackendUnavailable when the store (Redis) is down.
+        self.track_presence(meta={"name": self._visitor_name(request)})
+        # The page still renders without it: the first HTML lists who is
+        # online once; the live view then follows the board by diffs.
+        try:
+            self.subscribe_presence()
+        except BackendUnavailable:
+            self.presence_down = True
 
-    def _visitor_number(self) -> str:
-        session_id = str(getattr(self, "_websocket_session_id", "") or "")
-        return session_id[-4:] or "?"
+    def _visitor_name(self, request) -> str:
+        session = request.session
+        name = session.get("visitor")
+        if name is None and not hasattr(self, "_websocket_session_id"):
+            # The page load names the browser's visitor (the session cookie
+            # carries it to the live view's WebSocket).
+            name = session["visitor"] = f"Visitor {secrets.token_hex(2)}"
+        return name or f"Visitor {str(self._websocket_session_id)[-4:]}"
 
     def _load(self):
         # Item.objects is scoped to the bound tenant: no filter needed here.
         self.items = [item.name for item in Item.objects.all()]
-
-    def _load_online(self):
-        # The page still renders when presence's store (Redis) is down; a live
-        # mount, which must track presence, fails with BackendUnavailable.
-        try:
-            self.online = sorted(p["meta"].get("name", "?") for p in self.list_presences())
-            self.presence_down = False
-        except BackendUnavailable:
-            self.online = []
-            self.presence_down = True
 
     @event_handler
     def add_item(self, name: str = "", **kwargs):
@@ -109,8 +111,3 @@ class BoardView(TenantMixin, PresenceMixin, LiveView):
     def item_added(self, name: str = "", **kwargs):
         """Pushed by another viewer's ``add_item``: show it without a query."""
         self.items = [*self.items, name]
-
-    @event_handler
-    def _on_presence_change(self, **kwargs):
-        super()._on_presence_change(**kwargs)
-        self._load_online()

@@ -123,6 +123,9 @@ DJUST_CONFIG = {
 if os.environ.get("DEMO_STATE_TENANT_MAX_BYTES"):
     # One tenant's share of the memory state store (the soak's attacker fills it).
     DJUST_CONFIG["STATE_TENANT_MAX_BYTES"] = int(os.environ["DEMO_STATE_TENANT_MAX_BYTES"])
+if os.environ.get("DEMO_PRESENCE_TIMEOUT"):
+    # The process-death test lets a killed server's connections expire fast.
+    DJUST_CONFIG["PRESENCE_TIMEOUT"] = float(os.environ["DEMO_PRESENCE_TIMEOUT"])
 if os.environ.get("DEMO_REDIS_URL"):
     # The load tests run the demo on Redis-backed presence and view state.
     DJUST_CONFIG["PRESENCE_BACKEND"] = "tenant_redis"
