@@ -30,6 +30,7 @@ def test_all_keys_of_one_tenant_share_one_slot(redis_cluster):
             state.key_for("profile"),
             state.key_for("cart:{7}"),
             state.index_key,
+            state.index_key + "bytes",
             *presence.keys_for("room:1"),
             f"{prefix}:{{tenant:{tenant}}}:view-state:session_liveview_/",
         ]
@@ -38,7 +39,7 @@ def test_all_keys_of_one_tenant_share_one_slot(redis_cluster):
         # And the keys really are where that slot lives.
         owner = redis_cluster.owner(state.key_for("profile"))
         stored = owner.client().keys(f"{prefix}:{{tenant:{tenant}}}:*")
-        assert len(stored) == 7, stored  # 3 state keys, 4 presence keys
+        assert len(stored) == 8, stored  # 4 state keys (with the byte count), 4 presence keys
         state.delete_tenant()
         presence.leave("room:1", "u1")
 
@@ -53,7 +54,7 @@ def test_tenants_spread_across_the_nodes(redis_cluster):
         owners[redis_cluster.owner(backend.key_for("k")).port] += 1
     assert set(owners) == {node.port for node in redis_cluster.nodes}, owners
     per_node = [
-        len(node.client().keys(f"{prefix}:*")) // 2  # the key and the index
+        len(node.client().keys(f"{prefix}:*")) // 3  # the key, the index, its sizes
         for node in redis_cluster.nodes
     ]
     assert sum(per_node) == len(tenants) and all(n > 0 for n in per_node), per_node

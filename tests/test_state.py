@@ -362,8 +362,9 @@ def test_redis_key_layout_and_index(redis_state):
     prefix = redis_state.prefix
     assert acme.key_for("cart:1") == f"{prefix}:{{tenant:acme}}:state:cart:1"
     assert acme.index_key == f"{prefix}:{{tenant:acme}}:state-index:"
+    sizes = acme.index_key + "bytes"
     assert sorted(redis_state.server.keys(f"{prefix}:*")) == sorted(
-        [acme.key_for("cart:1"), acme.key_for("profile"), acme.index_key]
+        [acme.key_for("cart:1"), acme.key_for("profile"), acme.index_key, sizes]
     )
     client = redis_state.server.client()
     assert client.get(acme.key_for("cart:1")) == "j[1,2]"
@@ -373,10 +374,20 @@ def test_redis_key_layout_and_index(redis_state):
     assert set(members) == {"state:cart:1", "state:profile"}
     assert members["state:profile"] == math.inf
     assert client.ttl(acme.index_key) == -1, "a key without expiry keeps the index"
+    # The tenant's bytes: each member's value and name, summed under "*".
+    cart, profile = len("j[1,2]") + len("state:cart:1"), len("bp") + len("state:profile")
+    assert client.hgetall(sizes) == {
+        "state:cart:1": str(cart),
+        "state:profile": str(profile),
+        "*": str(cart + profile),
+    }
+    assert client.ttl(sizes) == -1
     acme.delete("profile")
-    # Now the index lives as long as its longest-lived key.
+    assert client.hgetall(sizes) == {"state:cart:1": str(cart), "*": str(cart)}
+    # Now the index (and the sizes) live as long as the longest-lived key.
     acme.set("other", 1, ttl=20)
     assert 0 < client.pttl(acme.index_key) <= 30_000
+    assert 0 < client.pttl(sizes) <= 30_000
 
 
 def test_redis_an_abandoned_tenant_leaves_nothing(redis_state):

@@ -118,3 +118,136 @@ def test_usage_command_prints_a_table_and_json(settings, client):
     (report,) = json.loads(out.getvalue())
     assert report["tenant"] == "globex" and report["total"]["http_requests"] == 1
     assert report["days"][0]["day"] == today
+
+
+# --- peaks recorded by tenantry itself: presences and state bytes -----------
+
+ROOM = "tests.app.views.RoomView"
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def stores(request, settings):
+    """Presence, state and usage in memory, on Redis, or on a Redis Cluster
+    (usage lives where state does)."""
+    config = {**BASE}
+    target = None
+    if request.param != "memory":
+        target = request.getfixturevalue(
+            "redis_server" if request.param == "redis" else "redis_cluster"
+        )
+        config.update(
+            PRESENCE_BACKEND="tenant_redis",
+            PRESENCE_REDIS_URL=target.url,
+            STATE_BACKEND="tenant_redis",
+            STATE_REDIS_URL=target.url,
+            TENANT_KEY_PREFIX=f"peak-{uuid.uuid4().hex[:8]}",
+        )
+    settings.DJUST_CONFIG = config
+    yield request.param, target, config
+    from tenantry import TenantAwareMemoryBackend, TenantStateMemoryBackend
+
+    TenantAwareMemoryBackend.clear_all()
+    TenantStateMemoryBackend.clear_all()
+
+
+def peak(tenant: str, metric: str) -> int:
+    return get_usage(tenant)["total"][metric]
+
+
+@pytest.mark.asyncio
+async def test_live_joins_record_the_peak_of_presences(stores):
+    """djust's PresenceMixin joins through tenantry's router: each join
+    raises the tenant's peak to the room's count, and leaving lowers no
+    peak. Another tenant's joins never move it."""
+    acme = [LiveClient("acme.example.com") for _ in range(3)]
+    for tab in acme:
+        assert (await tab.mount(ROOM, "/items/"))["type"] == "mount"
+    globex = LiveClient("globex.example.com")
+    assert (await globex.mount(ROOM, "/items/"))["type"] == "mount"
+    assert peak("acme", "peak_presences") == 3
+    assert peak("globex", "peak_presences") == 1
+    assert peak("initech", "peak_presences") == 0
+    for tab in acme:
+        await tab.close()
+    again = LiveClient("acme.example.com")
+    assert (await again.mount(ROOM, "/items/"))["type"] == "mount"
+    await again.close()
+    await globex.close()
+    # A peak, not a count: a later, smaller room leaves it where it was.
+    acme_usage = get_usage("acme")
+    assert acme_usage["total"]["peak_presences"] == 3
+    assert acme_usage["hours"][-1]["peak_presences"] == 3
+    assert peak("globex", "peak_presences") == 1
+
+
+def test_manager_joins_record_the_peak_of_presences(stores):
+    from tenantry import get_tenant_presence_backend
+
+    acme = get_tenant_presence_backend("acme")
+    for user in ("u1", "u2", "u1"):  # u1 twice: one presence
+        acme.join("doc:1", user, {})
+    acme.join("doc:2", "u3", {})
+    assert acme.count("doc:1") == 2
+    assert peak("acme", "peak_presences") == 2
+    assert peak("globex", "peak_presences") == 0
+    assert repr(acme).startswith("TenantAwareMemoryBackend(") or repr(acme).startswith(
+        "TenantAwareRedisBackend("
+    )
+
+
+def stored_bytes(kind: str, target, config: dict, tenant: str) -> int:
+    """The tenant's state bytes as the store itself counts them."""
+    from tenantry import TenantStateMemoryBackend
+
+    if kind == "memory":
+        return TenantStateMemoryBackend(tenant).used_bytes
+    # On Redis: every value's length plus its member name (the key after
+    # the tenant's tag), summed over the tenant's state keys.
+    tag = f"{config['TENANT_KEY_PREFIX']}:{{tenant:{tenant}}}:"
+    keys = [k for k in target.keys(f"{tag}*") if k[len(tag) :].startswith(("state:", "view-"))]
+    return sum(target.node_client(k).strlen(k) + len(k) - len(tag) for k in keys)
+
+
+def test_saved_views_and_state_writes_record_state_bytes(stores, client):
+    """djust saves a tenant view's state through tenantry's state backend:
+    the tenant's bytes, as its store counts them for its share, become its
+    state_bytes peak; explicit writes count too; B's figure is B's."""
+    from tenantry import get_tenant_state_backend
+
+    kind, target, config = stores
+    response = client.get("/saved/", HTTP_HOST="acme.example.com")
+    assert "saved state of acme" in response.content.decode()
+    saved = stored_bytes(kind, target, config, "acme")
+    assert saved > 0
+    assert peak("acme", "state_bytes") == saved
+    assert peak("globex", "state_bytes") == 0
+
+    acme = get_tenant_state_backend("acme")
+    acme.set("report", b"x" * 5000)
+    grown = stored_bytes(kind, target, config, "acme")
+    assert grown >= saved + 5000
+    assert peak("acme", "state_bytes") == grown
+    # Deleting lowers the store's figure, not the peak.
+    acme.delete("report")
+    assert stored_bytes(kind, target, config, "acme") == saved
+    assert peak("acme", "state_bytes") == grown
+
+    get_tenant_state_backend("globex").set("note", b"y" * 10)
+    assert peak("globex", "state_bytes") == stored_bytes(kind, target, config, "globex")
+    assert peak("globex", "state_bytes") < saved
+    assert peak("acme", "state_bytes") == grown
+
+
+def test_usage_command_shows_the_peaks(stores, client):
+    from tenantry import get_tenant_presence_backend
+
+    client.get("/saved/", HTTP_HOST="acme.example.com")
+    for user in ("u1", "u2"):
+        get_tenant_presence_backend("acme").join("doc:1", user, {})
+    flush()
+    out = StringIO()
+    call_command("tenantry", "usage", "--tenant", "acme", stdout=out)
+    header, row = out.getvalue().splitlines()[:2]
+    figures = dict(zip(header.split(), row.split(), strict=True))
+    assert figures["peak_presences"] == "2"
+    assert int(figures["state_bytes"]) == peak("acme", "state_bytes") > 0

@@ -30,6 +30,7 @@ use crate::state::memory::{default_tenant_limit, MemoryState};
 use crate::state::redis::RedisState;
 use crate::state::{self, check_name, decode, Decoded, Space, Ttl, Value};
 use crate::tenant_id::{preview, TenantId};
+use crate::usage::Metric;
 
 static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
@@ -209,11 +210,16 @@ impl Engine {
         ttl: Option<Duration>,
     ) -> PyResult<()> {
         checked_name(name)?;
-        match self {
-            Engine::Memory(()) => MEMORY.set(tenant, space, name, value, ttl, Instant::now()),
+        let bytes = match self {
+            Engine::Memory(()) => MEMORY
+                .set(tenant, space, name, value, ttl, Instant::now())
+                .map(|b| b as u64),
             Engine::Redis(r) => py.detach(|| r.set(tenant, space, name, value, ttl)),
         }
-        .map_err(state_error)
+        .map_err(state_error)?;
+        // The store returns the tenant's bytes with the write: its usage
+        // peak costs no lookup and no round trip (batched, see usage.rs).
+        super::usage::record(py, tenant, Metric::StateBytes, bytes)
     }
 
     fn delete(

@@ -23,62 +23,66 @@ use crate::tenant_id::TenantId;
 
 /// KEYS: one per limit. ARGV: now in µs ('' = Redis' TIME), cost, then per
 /// key a kind ('g' GCRA, 'w' window) and two numbers (GCRA: interval and
-/// tolerance; window: max and length), all µs. Returns
-/// `{now, allowed, then per key: remaining, retry_after, reset_after}`.
+/// tolerance; window: max and length), all µs. Returns one string,
+/// `"<allowed> then per key: <remaining> <retry_after> <reset_after>"`.
+///
+/// Written for the server's time (it runs once per request): three Redis
+/// commands for one limit (`TIME`, `GET`, `SET … PX`), no table is made —
+/// a passing key's new value and TTL go back into its ARGV slots until every
+/// limit has passed — and the reply is one string (Redis converts a Lua
+/// table reply field by field, which cost more than the whole arithmetic).
 const CHECK: &str = r#"
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
+local now = ARGV[1]
+if now == '' then
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now = t[1] * 1000000 + t[2]
+else
+  now = tonumber(now)
 end
 local cost = tonumber(ARGV[2])
-local BASE = 1000000001
-local out = {now, 1}
-local store, expires = {}, {}
+local floor, fmt = math.floor, string.format
+local ok, reply = 1, ''
 for i = 1, #KEYS do
-  local kind = ARGV[3 * i]
-  local a, b = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
+  local j = 3 * i
+  local a, b = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
   local stored = tonumber(redis.call('GET', KEYS[i]) or '')
   local remaining, retry, reset
-  if kind == 'g' then
+  if ARGV[j] == 'g' then
     local tat = now
     if stored and stored > now then tat = stored end
     local ahead = tat + a * cost - now
     if ahead <= b then
-      remaining, retry, reset = math.floor((b - ahead) / a), 0, ahead
-      store[i], expires[i] = tat + a * cost, tat + a * cost
+      remaining, retry, reset = floor((b - ahead) / a), 0, ahead
+      ARGV[j + 1], ARGV[j + 2] = tat + a * cost, ahead
     else
-      local used = tat - now
-      remaining, retry, reset = math.floor(math.max(b - used, 0) / a), ahead - b, used
-      out[2] = 0
+      reset = tat - now
+      remaining, retry = b > reset and floor((b - reset) / a) or 0, ahead - b
+      ok = 0
     end
   else
-    local index = math.floor(now / b)
-    local ends = (index + 1) * b
+    local index = floor(now / b)
+    local ends = (index + 1) * b - now
     local count = 0
-    if stored and math.floor(stored / BASE) == index then count = stored % BASE end
+    if stored and floor(stored / 1000000001) == index then count = stored % 1000000001 end
     if count + cost <= a then
-      remaining, retry, reset = a - count - cost, 0, ends - now
-      store[i], expires[i] = index * BASE + count + cost, ends
+      remaining, retry, reset = a - count - cost, 0, ends
+      ARGV[j + 1], ARGV[j + 2] = index * 1000000001 + count + cost, ends
     else
-      remaining, retry, reset = math.max(a - count, 0), ends - now, ends - now
-      out[2] = 0
+      remaining, retry, reset = a > count and a - count or 0, ends, ends
+      ok = 0
     end
   end
-  out[#out + 1] = remaining
-  out[#out + 1] = retry
-  out[#out + 1] = reset
+  reply = reply .. fmt(' %.0f %.0f %.0f', remaining, retry, reset)
 end
-if out[2] == 1 then
+if ok == 1 then
   for i = 1, #KEYS do
-    local ms = math.ceil((expires[i] - now) / 1000)
+    local j = 3 * i
+    local ms = math.ceil(ARGV[j + 2] / 1000)
     if ms < 1 then ms = 1 end
-    redis.call('SET', KEYS[i], string.format('%.0f', store[i]), 'PX', ms)
+    redis.call('SET', KEYS[i], fmt('%.0f', ARGV[j + 1]), 'PX', ms)
   end
 end
-return out
+return ok .. reply
 "#;
 
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CHECK));
@@ -138,23 +142,25 @@ impl RedisLimiter {
 
     fn decision(&self, checks: &[Check], reply: &Reply) -> Result<Decision, StoreError> {
         let bad = || self.store.unexpected("the rate-limit script", reply);
-        let Reply::Array(items) = reply else {
+        let Reply::BulkString(text) = reply else {
             return Err(bad());
         };
-        let ints: Vec<u64> = items
-            .iter()
-            .map(|v| match v {
-                Reply::Int(i) if *i >= 0 => Ok(*i as u64),
-                _ => Err(bad()),
+        let ints: Vec<u64> = text
+            .split(|b| *b == b' ')
+            .map(|word| {
+                std::str::from_utf8(word)
+                    .ok()
+                    .and_then(|w| w.parse().ok())
+                    .ok_or_else(bad)
             })
             .collect::<Result<_, _>>()?;
-        if ints.len() != 2 + 3 * checks.len() {
+        if ints.len() != 1 + 3 * checks.len() {
             return Err(bad());
         }
-        let allowed = ints[1] == 1;
+        let allowed = ints[0] == 1;
         let outcomes: Vec<Outcome> = checks
             .iter()
-            .zip(ints[2..].chunks_exact(3))
+            .zip(ints[1..].chunks_exact(3))
             .map(|(c, n)| Outcome {
                 allowed: allowed || n[1] == 0,
                 limit: c.limit_of(),

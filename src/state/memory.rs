@@ -673,7 +673,8 @@ impl MemoryState {
     }
 
     /// Stores `value`, replacing any previous one; `ttl` `None` never
-    /// expires.
+    /// expires. Returns the bytes the tenant's keys then count against its
+    /// share ([`MemoryState::tenant_bytes`], known here without a lookup).
     pub fn set(
         &self,
         tenant: &TenantId,
@@ -682,7 +683,7 @@ impl MemoryState {
         value: &Value<'_>,
         ttl: Option<Duration>,
         now: Instant,
-    ) -> Result<(), StateError> {
+    ) -> Result<usize, StateError> {
         value.check()?;
         let attempt = || {
             self.on_key(tenant, space, name, now, |shard, key, delta| {
@@ -707,7 +708,7 @@ impl MemoryState {
         value: &Value<'_>,
         expires: u64,
         delta: &mut Delta,
-    ) -> Result<(), StateError> {
+    ) -> Result<usize, StateError> {
         let new_cost = cost(
             record_len(key.space, key.name, value, expires),
             expires,
@@ -768,16 +769,18 @@ impl MemoryState {
         delta.entries += 1;
         delta.bytes += new_cost as isize;
         shard.with_ttl += usize::from(expires != 0);
+        let mut tenant_bytes = 0;
         if let Some(table) = shard.table(slot) {
             table.added(new_cost, key.space, expires);
             if key.space == VIEW {
                 table.used(key.hash, used);
             }
+            tenant_bytes = table.bytes;
         }
         if expires != 0 {
             shard.schedule(slot, key.hash, expires, key.hasher);
         }
-        Ok(())
+        Ok(tenant_bytes)
     }
 
     /// What writing `new_cost` bytes at `key` lacks (nothing when it shrinks
@@ -1233,7 +1236,7 @@ mod tests {
                 Some(Duration::from_millis(10)),
                 at(&s, 0),
             ) {
-                Ok(()) => stored += 1,
+                Ok(_) => stored += 1,
                 Err(StateError::Full { limit }) => {
                     assert_eq!(limit, 10_000);
                     break;
@@ -1286,9 +1289,12 @@ mod tests {
         // The expiry adds 8 bytes to the record.
         assert_eq!(s.stats().bytes, 18 + ENTRY_OVERHEAD + HEAP_OVERHEAD);
         assert_eq!(s.tenant_bytes(&a), s.stats().bytes);
-        // A saved view adds its last-use stamp and its queue record.
-        s.set(&a, Space::View, "abc", &Value::Bytes(b"1"), None, now)
+        // A saved view adds its last-use stamp and its queue record; the
+        // write returns the tenant's bytes (its usage figure).
+        let after = s
+            .set(&a, Space::View, "abc", &Value::Bytes(b"1"), None, now)
             .unwrap();
+        assert_eq!(after, s.tenant_bytes(&a));
         let view = 18 + ENTRY_OVERHEAD + LRU_OVERHEAD;
         assert_eq!(
             s.tenant_bytes(&a),
@@ -1403,7 +1409,7 @@ mod tests {
                 None,
                 now,
             ) {
-                Ok(()) => stored += 1,
+                Ok(_) => stored += 1,
                 Err(StateError::TenantFull { tenant, limit }) => {
                     assert_eq!((tenant.as_str(), limit), ("a", 10_000));
                     break;
@@ -1622,7 +1628,7 @@ mod tests {
                     None,
                     now,
                 ) {
-                    Ok(()) | Err(StateError::Full { .. }) => {}
+                    Ok(_) | Err(StateError::Full { .. }) => {}
                     Err(e) => panic!("{e}"),
                 }
                 assert!(s.stats().bytes <= 20 * per);

@@ -11,7 +11,12 @@
 //! * `<prefix>:{tenant:<id>}:state-index:` — the tenant's index: a sorted
 //!   set whose members are the keys above without the tenant part
 //!   (`state:<name>`, `view-state:<name>`) and whose scores are their expiry
-//!   (Redis time in milliseconds, `+inf` for none).
+//!   (Redis time in milliseconds, `+inf` for none);
+//! * `<prefix>:{tenant:<id>}:state-index:bytes` — a hash: each index
+//!   member's bytes (its stored value and its name), and under `*` their
+//!   sum, the tenant's state
+//!   bytes (what its usage reports as `state_bytes`), kept by the same
+//!   scripts and expiring with the index.
 //!
 //! The index is what lets `delete_tenant` remove one tenant's keys without
 //! `KEYS` and without walking other tenants' keys: it reads the index 1,000
@@ -38,9 +43,11 @@ use crate::tenant_id::TenantId;
 /// Keys deleted per `delete_tenant` round trip.
 pub const BATCH: usize = 1000;
 
-/// Shared by the write scripts: `now` in milliseconds (Redis' clock) and the
-/// index upkeep (add the member with its expiry, drop past members, let the
-/// index live as long as its longest-lived member).
+/// Shared by the write scripts: `now` in milliseconds (Redis' clock), the
+/// byte count (`resize`: a member's size in the sizes hash and their sum
+/// under `*`) and the index upkeep (add the member with its expiry, drop up
+/// to 1,000 past members and their sizes, let the index and the sizes live
+/// as long as the longest-lived member). Returns the tenant's bytes.
 macro_rules! prelude {
     () => {
         r#"
@@ -49,21 +56,39 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function upkeep(index, member, score, now)
+local function resize(sizes, member, len)
+  local got = redis.call('HMGET', sizes, '*', member)
+  local total = (tonumber(got[1]) or 0) - (tonumber(got[2]) or 0) + len
+  redis.call('HSET', sizes, member, len, '*', total)
+  return total
+end
+local function upkeep(index, sizes, member, score, len, now)
   redis.call('ZADD', index, score, member)
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. string.format('%.0f', now))
+  local total = resize(sizes, member, len)
+  local past = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. string.format('%.0f', now), 'LIMIT', 0, 1000)
+  if #past > 0 then
+    redis.call('ZREM', index, unpack(past))
+    local was = redis.call('HMGET', sizes, unpack(past))
+    for i = 1, #past do total = total - (tonumber(was[i]) or 0) end
+    redis.call('HDEL', sizes, unpack(past))
+    redis.call('HSET', sizes, '*', total)
+  end
   local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
   if last[2] == 'inf' then
     redis.call('PERSIST', index)
+    redis.call('PERSIST', sizes)
   elseif last[2] then
     redis.call('PEXPIREAT', index, last[2])
+    redis.call('PEXPIREAT', sizes, last[2])
   end
+  return total
 end
 "#
     };
 }
 
-/// KEYS: data, index. ARGV: stored value, TTL in ms ('0': none), member.
+/// KEYS: data, index, sizes. ARGV: stored value, TTL in ms ('0': none),
+/// member. Returns the tenant's bytes.
 const SET: &str = concat!(
     prelude!(),
     r#"
@@ -75,19 +100,43 @@ else
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   score = string.format('%.0f', now + tonumber(ARGV[2]))
 end
-upkeep(KEYS[2], ARGV[3], score, now)
-return 1
+return upkeep(KEYS[2], KEYS[3], ARGV[3], score, #ARGV[1] + #ARGV[3], now)
 "#
 );
 
-/// KEYS: data, index. ARGV: member. Returns 1 when the key existed.
-const DELETE: &str = r#"
-local n = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return n
-"#;
+/// Drops `members` from the index and the sizes (the sizes go with the
+/// tenant's last member). Shared by the delete scripts.
+macro_rules! forget {
+    () => {
+        r#"
+local function forget(index, sizes, members)
+  if #members == 0 then return end
+  redis.call('ZREM', index, unpack(members))
+  local was = redis.call('HMGET', sizes, unpack(members))
+  local gone = 0
+  for i = 1, #members do gone = gone + (tonumber(was[i]) or 0) end
+  if redis.call('ZCARD', index) == 0 then
+    redis.call('DEL', sizes)
+  elseif gone > 0 then
+    redis.call('HDEL', sizes, unpack(members))
+    redis.call('HINCRBY', sizes, '*', -gone)
+  end
+end
+"#
+    };
+}
 
-/// KEYS: data, index. ARGV: increment, member.
+/// KEYS: data, index, sizes. ARGV: member. Returns 1 when the key existed.
+const DELETE: &str = concat!(
+    forget!(),
+    r#"
+local n = redis.call('DEL', KEYS[1])
+forget(KEYS[2], KEYS[3], {ARGV[1]})
+return n
+"#
+);
+
+/// KEYS: data, index, sizes. ARGV: increment, member.
 /// Returns {0, value}, {1} (not an integer) or {2, error} (overflow).
 const INCR: &str = concat!(
     prelude!(),
@@ -96,19 +145,27 @@ local v = redis.call('GET', KEYS[1])
 if v and v ~= '0' and not string.match(v, '^%-?[1-9]%d*$') then return {1} end
 local r = redis.pcall('INCRBY', KEYS[1], ARGV[1])
 if type(r) == 'table' and r.err then return {2, r.err} end
-if not v then upkeep(KEYS[2], ARGV[2], 'inf', now_ms()) end
+local len = redis.call('STRLEN', KEYS[1]) + #ARGV[2]
+if not v then
+  upkeep(KEYS[2], KEYS[3], ARGV[2], 'inf', len, now_ms())
+elseif len ~= #v + #ARGV[2] then
+  resize(KEYS[3], ARGV[2], len)
+end
 return {0, r}
 "#
 );
 
-/// KEYS: index, then the data keys. ARGV: their members. Deletes the keys,
-/// removes the members; returns how many keys existed.
-const DELETE_BATCH: &str = r#"
+/// KEYS: index, sizes, then the data keys. ARGV: their members. Deletes
+/// the keys, removes the members; returns how many keys existed.
+const DELETE_BATCH: &str = concat!(
+    forget!(),
+    r#"
 local n = 0
-for i = 2, #KEYS do n = n + redis.call('DEL', KEYS[i]) end
-if #ARGV > 0 then redis.call('ZREM', KEYS[1], unpack(ARGV)) end
+for i = 3, #KEYS do n = n + redis.call('DEL', KEYS[i]) end
+forget(KEYS[1], KEYS[2], ARGV)
 return n
-"#;
+"#
+);
 
 struct Scripts {
     set: Script,
@@ -154,17 +211,26 @@ impl RedisState {
         format_key(&self.prefix, tenant, Kind::StateIndex, "")
     }
 
-    /// `(data key, index key, index member)`.
+    /// The tenant's sizes hash (each member's bytes, their sum under `*`).
+    pub fn sizes_key(&self, tenant: &TenantId) -> String {
+        format_key(&self.prefix, tenant, Kind::StateIndex, "bytes")
+    }
+
+    /// `[data key, index key, sizes key]` and where the index member starts
+    /// in the data key.
     fn keys(
         &self,
         tenant: &TenantId,
         space: Space,
         name: &str,
-    ) -> Result<(String, String, usize), StateError> {
+    ) -> Result<([String; 3], usize), StateError> {
         check_name(name)?;
         let key = self.key(tenant, space, name);
         let member_at = tenant_tag_prefix(&self.prefix, tenant).len();
-        Ok((key, self.index_key(tenant), member_at))
+        Ok((
+            [key, self.index_key(tenant), self.sizes_key(tenant)],
+            member_at,
+        ))
     }
 
     pub fn get(
@@ -173,7 +239,7 @@ impl RedisState {
         space: Space,
         name: &str,
     ) -> Result<Option<Vec<u8>>, StateError> {
-        let (key, _, _) = self.keys(tenant, space, name)?;
+        let ([key, ..], _) = self.keys(tenant, space, name)?;
         match self.store.query(redis::cmd("GET").arg(&key))? {
             Reply::Nil => Ok(None),
             Reply::BulkString(b) => Ok(Some(b)),
@@ -181,6 +247,8 @@ impl RedisState {
         }
     }
 
+    /// Stores `value` at `name`; returns the tenant's state bytes (the
+    /// stored values and their names, per the sizes hash).
     pub fn set(
         &self,
         tenant: &TenantId,
@@ -188,9 +256,9 @@ impl RedisState {
         name: &str,
         value: &Value<'_>,
         ttl: Option<Duration>,
-    ) -> Result<(), StateError> {
+    ) -> Result<u64, StateError> {
         value.check()?;
-        let (key, index, member_at) = self.keys(tenant, space, name)?;
+        let ([key, index, sizes], member_at) = self.keys(tenant, space, name)?;
         let stored = value.encode();
         let ttl_ms = ttl.map_or(0, super::ttl_millis);
         let ttl_ms = i64::try_from(ttl_ms).unwrap_or(i64::MAX);
@@ -199,22 +267,30 @@ impl RedisState {
             Arg::Int(ttl_ms),
             Arg::Str(&key[member_at..]),
         ];
-        self.store.eval(&SCRIPTS.set, &[&key, &index], &args)?;
-        Ok(())
+        match self
+            .store
+            .eval(&SCRIPTS.set, &[&key, &index, &sizes], &args)?
+        {
+            Reply::Int(bytes) => Ok(bytes.max(0) as u64),
+            other => Err(self.store.unexpected("set", &other).into()),
+        }
     }
 
     /// True when the key existed.
     pub fn delete(&self, tenant: &TenantId, space: Space, name: &str) -> Result<bool, StateError> {
-        let (key, index, member_at) = self.keys(tenant, space, name)?;
+        let ([key, index, sizes], member_at) = self.keys(tenant, space, name)?;
         let args = [Arg::Str(&key[member_at..])];
-        match self.store.eval(&SCRIPTS.delete, &[&key, &index], &args)? {
+        match self
+            .store
+            .eval(&SCRIPTS.delete, &[&key, &index, &sizes], &args)?
+        {
             Reply::Int(n) => Ok(n > 0),
             other => Err(self.store.unexpected("delete", &other).into()),
         }
     }
 
     pub fn exists(&self, tenant: &TenantId, space: Space, name: &str) -> Result<bool, StateError> {
-        let (key, _, _) = self.keys(tenant, space, name)?;
+        let ([key, ..], _) = self.keys(tenant, space, name)?;
         match self.store.query(redis::cmd("EXISTS").arg(&key))? {
             Reply::Int(n) => Ok(n > 0),
             other => Err(self.store.unexpected("EXISTS", &other).into()),
@@ -222,7 +298,7 @@ impl RedisState {
     }
 
     pub fn ttl(&self, tenant: &TenantId, space: Space, name: &str) -> Result<Ttl, StateError> {
-        let (key, _, _) = self.keys(tenant, space, name)?;
+        let ([key, ..], _) = self.keys(tenant, space, name)?;
         match self.store.query(redis::cmd("PTTL").arg(&key))? {
             Reply::Int(-2) => Ok(Ttl::Missing),
             Reply::Int(-1) => Ok(Ttl::Persistent),
@@ -240,11 +316,11 @@ impl RedisState {
         name: &str,
         by: i64,
     ) -> Result<i64, StateError> {
-        let (key, index, member_at) = self.keys(tenant, space, name)?;
+        let ([key, index, sizes], member_at) = self.keys(tenant, space, name)?;
         let args = [Arg::Int(by), Arg::Str(&key[member_at..])];
         let reply = self
             .store
-            .eval_once(&SCRIPTS.incr, &[&key, &index], &args)?;
+            .eval_once(&SCRIPTS.incr, &[&key, &index, &sizes], &args)?;
         if let Reply::Array(parts) = &reply {
             match parts.as_slice() {
                 [Reply::Int(0), Reply::Int(n)] => return Ok(*n),
@@ -268,7 +344,6 @@ impl RedisState {
     /// keys per round trip; returns how many keys existed.
     pub fn delete_tenant(&self, tenant: &TenantId) -> Result<usize, StateError> {
         let index = self.index_key(tenant);
-        let tag = tenant_tag_prefix(&self.prefix, tenant);
         let mut deleted = 0;
         loop {
             let reply = self.store.query(
@@ -291,18 +366,16 @@ impl RedisState {
                     _ => None,
                 })
                 .collect();
-            deleted += self.delete_batch(&index, &tag, &members)?;
+            deleted += self.delete_batch(tenant, &members)?;
         }
     }
 
-    /// Deletes the keys of `members` (index members of the tenant whose tag
-    /// prefix is `tag`) and the members themselves.
-    fn delete_batch(
-        &self,
-        index: &str,
-        tag: &str,
-        members: &[Vec<u8>],
-    ) -> Result<usize, StateError> {
+    /// Deletes the keys of `members` (index members of `tenant`) and the
+    /// members themselves.
+    fn delete_batch(&self, tenant: &TenantId, members: &[Vec<u8>]) -> Result<usize, StateError> {
+        let index = self.index_key(tenant);
+        let sizes = self.sizes_key(tenant);
+        let tag = tenant_tag_prefix(&self.prefix, tenant);
         // A member that is not UTF-8 was not written by us: its member goes,
         // there is no key of ours to delete.
         let keys: Vec<String> = members
@@ -310,8 +383,9 @@ impl RedisState {
             .filter_map(|m| std::str::from_utf8(m).ok())
             .map(|m| format!("{tag}{m}"))
             .collect();
-        let mut all: Vec<&str> = Vec::with_capacity(keys.len() + 1);
-        all.push(index);
+        let mut all: Vec<&str> = Vec::with_capacity(keys.len() + 2);
+        all.push(&index);
+        all.push(&sizes);
         all.extend(keys.iter().map(String::as_str));
         let args: Vec<Arg<'_>> = members.iter().map(|m| Arg::Bytes(m)).collect();
         match self.store.eval(&SCRIPTS.delete_batch, &all, &args)? {
@@ -333,7 +407,6 @@ impl RedisState {
         match tenant {
             Some(tenant) => {
                 let index = self.index_key(tenant);
-                let tag = tenant_tag_prefix(&self.prefix, tenant);
                 let mut deleted = 0;
                 let mut cursor = 0u64;
                 loop {
@@ -351,7 +424,7 @@ impl RedisState {
                     // ZSCAN returns member, score pairs.
                     let members: Vec<Vec<u8>> = items.into_iter().step_by(2).collect();
                     if !members.is_empty() {
-                        deleted += self.delete_batch(&index, &tag, &members)?;
+                        deleted += self.delete_batch(tenant, &members)?;
                     }
                     if next == 0 {
                         return Ok(deleted);
@@ -391,7 +464,7 @@ impl RedisState {
                 let (next, keys) =
                     scan_reply(&reply).ok_or_else(|| self.store.unexpected("SCAN", &reply))?;
                 // Group by tenant: one script per tenant (one slot each).
-                let mut groups: Vec<(String, String, Vec<Vec<u8>>)> = Vec::new();
+                let mut groups: Vec<(String, TenantId, Vec<Vec<u8>>)> = Vec::new();
                 for key in keys {
                     let Ok(text) = std::str::from_utf8(&key) else {
                         continue;
@@ -409,11 +482,11 @@ impl RedisState {
                     let member = text.as_bytes()[tag.len()..].to_vec();
                     match groups.iter_mut().find(|(t, _, _)| *t == tag) {
                         Some((_, _, members)) => members.push(member),
-                        None => groups.push((tag, self.index_key(&tenant), vec![member])),
+                        None => groups.push((tag, tenant, vec![member])),
                     }
                 }
-                for (tag, index, members) in &groups {
-                    deleted += self.delete_batch(index, tag, members)?;
+                for (_, tenant, members) in &groups {
+                    deleted += self.delete_batch(tenant, members)?;
                 }
                 if next == 0 {
                     break;
@@ -585,5 +658,78 @@ mod tests {
             matches!(err, StateError::Store(StoreError::Unavailable { .. })),
             "{err}"
         );
+    }
+
+    #[test]
+    fn state_bytes_follow_writes_deletes_and_expiry() {
+        let server = Server::require();
+        let store = RedisStore::shared(&server.url(), StoreOptions::default()).unwrap();
+        let s = RedisState::new(store, KeyPrefix::new("sz").unwrap());
+        let (a, b) = (t("a"), t("b"));
+        let sizes = |tenant: &TenantId| -> Option<String> {
+            let reply = s
+                .store()
+                .query(redis::cmd("HGET").arg(s.sizes_key(tenant)).arg("*"))
+                .unwrap();
+            match reply {
+                Reply::BulkString(v) => Some(String::from_utf8(v).unwrap()),
+                _ => None,
+            }
+        };
+        // A value counts its stored bytes ('b' + data) and its member name.
+        let one = (1 + 10) + "state:x".len() as u64;
+        assert_eq!(
+            s.set(&a, Space::Data, "x", &Value::Bytes(&[7; 10]), None)
+                .unwrap(),
+            one
+        );
+        // Overwritten: the new size replaces the old one.
+        let smaller = (1 + 4) + "state:x".len() as u64;
+        assert_eq!(
+            s.set(&a, Space::Data, "x", &Value::Bytes(&[7; 4]), None)
+                .unwrap(),
+            smaller
+        );
+        let view = (1 + 100) + "view-state:v".len() as u64;
+        assert_eq!(
+            s.set(&a, Space::View, "v", &Value::Bytes(&[1; 100]), None)
+                .unwrap(),
+            smaller + view
+        );
+        // Another tenant's writes never move a's figure.
+        s.set(&b, Space::Data, "x", &Value::Bytes(&[7; 999]), None)
+            .unwrap();
+        assert_eq!(sizes(&a).as_deref(), Some(&*(smaller + view).to_string()));
+        // incr: a new counter counts, a longer number grows it.
+        assert_eq!(s.incr(&a, Space::Data, "n", 9).unwrap(), 9);
+        let n1 = 1 + "state:n".len() as u64;
+        assert_eq!(sizes(&a), Some((smaller + view + n1).to_string()));
+        s.incr(&a, Space::Data, "n", 1).unwrap();
+        assert_eq!(sizes(&a), Some((smaller + view + n1 + 1).to_string()));
+        assert!(s.delete(&a, Space::Data, "n").unwrap());
+        assert!(s.delete(&a, Space::Data, "x").unwrap());
+        assert_eq!(sizes(&a), Some(view.to_string()));
+        // An expired key leaves the figure with the next write's upkeep.
+        s.set(
+            &a,
+            Space::Data,
+            "short",
+            &Value::Bytes(&[0; 50]),
+            Some(Duration::from_millis(30)),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        let y = (1 + 1) + "state:y".len() as u64;
+        assert_eq!(
+            s.set(&a, Space::Data, "y", &Value::Bytes(b"y"), None)
+                .unwrap(),
+            view + y
+        );
+        // Deleting the tenant leaves no sizes behind; b keeps its own.
+        assert_eq!(s.delete_tenant(&a).unwrap(), 2);
+        assert_eq!(sizes(&a), None);
+        assert_eq!(sizes(&b), Some(((1 + 999) + "state:x".len()).to_string()));
+        assert_eq!(s.delete_space(None, Space::Data).unwrap(), 1);
+        assert_eq!(sizes(&b), None);
     }
 }
