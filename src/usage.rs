@@ -177,6 +177,11 @@ impl MemoryUsage {
         ids
     }
 
+    /// Forgets every figure of `tenant`; whether it had any.
+    pub fn clear_tenant(&self, tenant: &TenantId) -> bool {
+        self.shard(tenant).lock().remove(tenant).is_some()
+    }
+
     pub fn clear(&self) {
         for s in self.shards.iter() {
             let old = std::mem::take(&mut *s.lock());
@@ -305,6 +310,26 @@ impl RedisUsage {
             }
         }
         Ok(usage)
+    }
+
+    /// Deletes every hour and day hash of `tenant` that may still exist
+    /// (one `DEL`, one slot: the keys share the tenant's hash tag); the
+    /// number of keys deleted.
+    pub fn delete_tenant(&self, tenant: &TenantId, now_hour: u64) -> Result<u64, StoreError> {
+        let hours = now_hour.saturating_sub(HOURS_KEPT)..=now_hour;
+        let days = (now_hour / 24).saturating_sub(DAYS_KEPT)..=now_hour / 24;
+        let keys: Vec<String> = hours
+            .map(|h| self.hour_key(tenant, h))
+            .chain(days.map(|d| self.day_key(tenant, d)))
+            .collect();
+        let mut cmd = redis::cmd("DEL");
+        for key in &keys {
+            cmd.arg(key);
+        }
+        match self.store.query(&cmd)? {
+            Reply::Int(n) => Ok(n.max(0) as u64),
+            other => Err(self.store.unexpected("DEL", &other)),
+        }
     }
 
     /// Tenants with daily figures (a `SCAN` of every node: for reports).
@@ -491,5 +516,30 @@ mod tests {
         assert_eq!(u.hours[&hour][Metric::HttpRequests.index()], 4);
         assert_eq!(u.days[&(hour / 24)][Metric::StateBytes.index()], 9);
         assert_eq!(r.tenants().unwrap(), vec![t("acme")]);
+
+        // A deleted tenant's figures go, another tenant's stay.
+        r.add(&t("globex"), hour - 30, &one(Metric::LiveEvents, 2))
+            .unwrap();
+        r.add(&t("acme"), hour - 30, &one(Metric::LiveEvents, 1))
+            .unwrap();
+        assert_eq!(r.delete_tenant(&t("acme"), hour).unwrap(), 4);
+        assert_eq!(
+            r.get(&t("acme"), hour - 47, hour).unwrap(),
+            Usage::default()
+        );
+        let g = r.get(&t("globex"), hour - 47, hour).unwrap();
+        assert_eq!(g.total()[Metric::LiveEvents.index()], 2);
+        assert_eq!(r.delete_tenant(&t("acme"), hour).unwrap(), 0);
+    }
+
+    #[test]
+    fn clear_tenant_forgets_one_tenant() {
+        let m = MemoryUsage::default();
+        m.add(&t("a"), 1, &one(Metric::HttpRequests, 3));
+        m.add(&t("b"), 1, &one(Metric::HttpRequests, 4));
+        assert!(m.clear_tenant(&t("a")));
+        assert!(!m.clear_tenant(&t("a")));
+        assert_eq!(m.get(&t("a")), Usage::default());
+        assert_eq!(m.get(&t("b")).total()[Metric::HttpRequests.index()], 4);
     }
 }

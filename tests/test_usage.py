@@ -12,9 +12,9 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from tenantry import _core
-from tenantry.ratelimit import TenantRateLimiter
-from tenantry.usage import flush, get_usage, record
+from tenantry import _core, tenant_context
+from tenantry.ratelimit import TenantRateLimiter, check, get_rate_limiter
+from tenantry.usage import METRICS, flush, get_usage, record
 from tests.live import LiveClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -251,3 +251,27 @@ def test_usage_command_shows_the_peaks(stores, client):
     figures = dict(zip(header.split(), row.split(), strict=True))
     assert figures["peak_presences"] == "2"
     assert int(figures["state_bytes"]) == peak("acme", "state_bytes") > 0
+
+
+def test_deleting_a_tenant_forgets_its_usage_and_spent_allowance(stores):
+    """``manage.py tenantry delete``: a tenant created later under the same
+    id sees no usage of the deleted one and starts with a full allowance;
+    another tenant keeps its figures."""
+    _kind, _target, config = stores
+    from django.conf import settings
+
+    settings.DJUST_CONFIG = {**config, "TENANT_RATE_LIMITS": {"api": "2/h"}}
+    get_rate_limiter().forget_plans()
+    for tenant in ("acme", "globex"):
+        record(tenant, "live_events", 5)
+        with tenant_context(tenant, must_exist=False):
+            assert [check("api").allowed for _ in range(3)] == [True, True, False]
+    out = StringIO()
+    call_command("tenantry", "delete", "acme", stdout=out)
+    assert "usage figures" in out.getvalue(), out.getvalue()
+    assert get_usage("acme")["total"] == dict.fromkeys(METRICS, 0)
+    assert get_usage("globex")["total"]["live_events"] == 5
+    with tenant_context("acme", must_exist=False):
+        assert check("api").allowed  # the memory limiter's counts went too
+    with tenant_context("globex", must_exist=False):
+        assert not check("api").allowed

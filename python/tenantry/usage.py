@@ -21,7 +21,7 @@ from typing import Any
 
 from . import _core
 
-__all__ = ["METRICS", "flush", "get_usage", "record", "tenants_with_usage"]
+__all__ = ["METRICS", "clear_tenant", "flush", "get_usage", "record", "tenants_with_usage"]
 
 #: The figures kept per hour and day.
 METRICS = ("http_requests", "live_events", "limited", "peak_presences", "state_bytes")
@@ -61,3 +61,11 @@ def tenants_with_usage() -> list[str]:
 def flush() -> None:
     """Send the process's pending figures now (Redis; a no-op in memory)."""
     _core.usage_flush()
+
+
+def clear_tenant(tenant: Any) -> int:
+    """Forget every figure of ``tenant`` (``manage.py tenantry delete`` calls
+    it, so a tenant created later under the same id starts from nothing).
+    Memory: this process's figures (1 if it had any); Redis: the number of
+    hour and day hashes deleted."""
+    return _core.usage_clear_tenant(tenant)

@@ -193,6 +193,25 @@ pub fn usage_flush(py: Python<'_>) -> PyResult<()> {
     flush_pending(py, &engine, None)
 }
 
+/// Forgets every figure of `tenant_id` (a deleted tenant: one created later
+/// under the same id must not see them): its pending batches, and its
+/// figures in memory or in Redis. Returns how many hours/days it had (memory:
+/// 1 when it had any; Redis: the hashes deleted).
+#[pyfunction]
+pub fn usage_clear_tenant(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<u64> {
+    let tenant = id_from_py(tenant_id)?;
+    drop(BATCH.take(Some(&tenant)));
+    let engine = engine(py)?;
+    match &*engine {
+        tenant_backend::Engine::Memory(()) => Ok(u64::from(MEMORY.clear_tenant(&tenant))),
+        tenant_backend::Engine::Redis(r) => {
+            let now_hour = now_secs() / HOUR;
+            py.detach(|| r.delete_tenant(&tenant, now_hour))
+                .map_err(store_error)
+        }
+    }
+}
+
 /// Forgets the memory store's usage and every pending batch.
 #[pyfunction]
 pub fn usage_clear() {
