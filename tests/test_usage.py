@@ -195,6 +195,63 @@ def test_manager_joins_record_the_peak_of_presences(stores):
     )
 
 
+def test_backends_made_directly_record_the_peak_too(stores):
+    """Metering is in the Rust backends themselves: a backend the app
+    constructs records its joins and tracks like the manager's, per tenant;
+    leaving records nothing."""
+    from tenantry import TenantAwareMemoryBackend, TenantAwareRedisBackend
+
+    kind, target, config = stores
+    if kind == "memory":
+        initech = TenantAwareMemoryBackend("initech")
+    else:
+        initech = TenantAwareRedisBackend(
+            "initech", redis_url=target.url, key_prefix=config["TENANT_KEY_PREFIX"]
+        )
+    initech.track("room", "u1", "tab-a", {})
+    initech.track("room", "u1", "tab-b", {})  # a second tab: still one presence
+    assert peak("initech", "peak_presences") == 1
+    initech.join("room", "u2", {})
+    initech.track("room", "u3", "tab-a", {})
+    assert peak("initech", "peak_presences") == 3
+    initech.leave("room", "u3")
+    initech.untrack("room", "u2", "")
+    assert peak("initech", "peak_presences") == 3
+    assert peak("acme", "peak_presences") == 0
+
+
+def test_redis_joins_stay_one_round_trip_while_recording_the_peak(settings, redis_target):
+    """SPEC §7/§17: the track script returns the room's count itself, so a
+    join or track through the manager's backend or djust's router is exactly
+    one command to Redis, and the peak still follows the room."""
+    from tenantry import get_tenant_presence_backend
+    from tenantry.presence import get_presence_router
+    from tests.test_presence_connections import top_level_commands
+
+    settings.DJUST_CONFIG = {
+        **BASE,
+        "PRESENCE_BACKEND": "tenant_redis",
+        "PRESENCE_REDIS_URL": redis_target.url,
+        "TENANT_KEY_PREFIX": f"one-{uuid.uuid4().hex[:8]}",
+    }
+    acme = get_tenant_presence_backend("acme")
+    router = get_presence_router()
+    client = redis_target.node_client(acme.keys_for("doc")[0])
+    acme.join("warm", "w", {})  # scripts loaded, connections open
+    router.join("tenant:acme:warm", "w", {})
+    calls = [
+        ("manager join", lambda: acme.join("doc", "u1", {})),
+        ("manager track", lambda: acme.track("doc", "u2", "tab", {})),
+        ("router join", lambda: router.join("tenant:acme:doc", "u3", {})),
+        ("router track", lambda: router.track("tenant:acme:doc", "u4", "tab", {})),
+    ]
+    for users, (name, call) in enumerate(calls, start=1):
+        assert top_level_commands(client, call) == ["evalsha"], name
+        assert peak("acme", "peak_presences") == users, name
+    assert acme.count("doc") == 4
+    assert peak("globex", "peak_presences") == 0
+
+
 def stored_bytes(kind: str, target, config: dict, tenant: str) -> int:
     """The tenant's state bytes as the store itself counts them."""
     from tenantry import TenantStateMemoryBackend

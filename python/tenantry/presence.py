@@ -57,6 +57,7 @@ __all__ = [
     "uninstall_djust_presence_backend",
 ]
 
+
 def _register_with_djust() -> None:
     """Make ``isinstance(backend, djust.backends.base.PresenceBackend)`` true
     (a virtual subclass: the Rust methods stay the ones that run)."""
@@ -66,7 +67,6 @@ def _register_with_djust() -> None:
         return
     for cls in (TenantAwareMemoryBackend, TenantAwareRedisBackend, TenantPresenceRouter):
         PresenceBackend.register(cls)
-    PresenceBackend.register(_MeteredRouter)
 
 
 class TenantAwareBackendMixin:
@@ -91,78 +91,12 @@ class TenantAwareBackendMixin:
         return f"tenant:{self._tenant_id}:{key}"
 
 
-# --- peak presences (SPEC §12 usage) ----------------------------------------
-# A join through tenantry (the manager's backends, djust's router) is followed
-# by one count of the room, which raises the tenant's ``peak_presences`` for
-# the hour and day: O(1) in memory, one round trip on Redis — per join (a
-# connection), never per request or event. The figure goes into the batched
-# usage counters (tenantry.usage), so it costs no further round trip.
-_JOINS = ("join", "track")
-
-
-def _peak_after(name: str, base: type) -> Any:
-    """``base.<name>`` followed by the room's count into the usage peak."""
-    joined = getattr(base, name)
-    record = _core.usage_record
-
-    def metered(self: Any, presence_key: str, *args: Any, **kwargs: Any) -> Any:
-        result = joined(self, presence_key, *args, **kwargs)
-        record(self.tenant_id, "peak_presences", self.count(presence_key))
-        return result
-
-    metered.__name__ = metered.__qualname__ = name
-    metered.__doc__ = joined.__doc__
-    return metered
-
-
-def _metered_class(base: type) -> type:
-    """``base`` with its joins metered (same name, so reprs stay as they were)."""
-    methods = {n: _peak_after(n, base) for n in _JOINS if hasattr(base, n)}
-    return type(base.__name__, (base,), {"__slots__": (), "__module__": base.__module__, **methods})
-
-
-_MeteredMemory = _metered_class(TenantAwareMemoryBackend)
-_MeteredRedis = _metered_class(TenantAwareRedisBackend)
-
-
-class _MeteredRouter:
-    """The presence router djust is given: every call goes to a
-    :class:`TenantPresenceRouter`; a join is followed by the room's count
-    into the usage peak of the tenant the router chose."""
-
-    __slots__ = ("_router",)
-
-    def __init__(self, current_tenant: Any) -> None:
-        self._router = TenantPresenceRouter(current_tenant)
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._router, name)
-        return self._metered(attr) if name in _JOINS else attr
-
-    def _metered(self, joined: Any) -> Any:
-        router = self._router
-
-        def metered(presence_key: str, *args: Any, **kwargs: Any) -> Any:
-            result = joined(presence_key, *args, **kwargs)
-            tenant, _room = router.resolve(presence_key)
-            _core.usage_record(tenant, "peak_presences", router.count(presence_key))
-            return result
-
-        return metered
-
-    def join(self, presence_key: str, user_id: Any, meta: Any = None) -> Any:
-        return self._metered(self._router.join)(presence_key, user_id, meta)
-
-    def __repr__(self) -> str:
-        return repr(self._router)
-
-
 def _make_backend(
     tenant_id: str, config: _core.CurrentConfig
 ) -> TenantAwareMemoryBackend | TenantAwareRedisBackend:
     kind, _install, redis_url = config.presence_backend
     if kind == "redis":
-        return _MeteredRedis(
+        return TenantAwareRedisBackend(
             tenant_id,
             redis_url=redis_url,
             key_prefix=config.key_prefix,
@@ -170,12 +104,12 @@ def _make_backend(
             connect_timeout=config.redis_connect_timeout,
             socket_timeout=config.redis_socket_timeout,
         )
-    return _MeteredMemory(tenant_id, timeout=config.presence_timeout)
+    return TenantAwareMemoryBackend(tenant_id, timeout=config.presence_timeout)
 
 
 _backends = TenantBackends(_make_backend)
 _backend_for = _backends.lookup
-_router = ProcessRouter(_MeteredRouter)
+_router = ProcessRouter(TenantPresenceRouter)
 _register_with_djust()
 
 
@@ -257,12 +191,13 @@ def _head(record: Mapping[str, Any]) -> dict[str, Any]:
 _installed: TenantPresenceRouter | None = None
 
 
-def get_presence_router() -> Any:
+def get_presence_router() -> TenantPresenceRouter:
     """The process's router: a presence backend for every tenant at once that
     takes each call's tenant from the key's ``tenant:<id>:`` prefix and/or
     the bound tenant (they must agree; neither → ``TenantNotSetError``).
-    A :class:`TenantPresenceRouter` behind a thin wrapper that records each
-    join's room count in the tenant's usage (``peak_presences``)."""
+    Like every tenantry presence backend, each ``join``/``track`` raises the
+    tenant's ``peak_presences`` usage to the room's count (in Rust, with no
+    extra Redis round trip)."""
     return _router.get()
 
 

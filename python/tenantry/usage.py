@@ -4,11 +4,12 @@ bytes — peaks — by UTC hour and day.
 
 Counted by tenantry itself: ``TenantMiddleware`` counts every request of a
 tenant, the live-view event gate every event, and every refused rate-limit
-check counts as limited; a join through tenantry's presence (djust's
-``track_presence()``, the manager's backends) raises ``peak_presences`` to
-the room's count, and a state write (djust saving a view, ``set``) raises
-``state_bytes`` to the tenant's bytes, as the store returns them with the
-write. Your code may add figures with :func:`record`.
+check counts as limited; a join or track through any tenantry presence
+backend (djust's ``track_presence()``, the manager's backends, the router,
+ones you construct) raises ``peak_presences`` to the room's count, and a
+state write (djust saving a view, ``set``) raises ``state_bytes`` to the
+tenant's bytes, as the stores return them with the join or write. Your
+code may add figures with :func:`record`.
 Kept where ``STATE_BACKEND`` keeps state (the process, or Redis at
 ``STATE_REDIS_URL``); on Redis a tenant's figures are sent in one round trip
 at most once a second. See docs/ratelimits.md#usage.

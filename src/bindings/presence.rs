@@ -32,6 +32,7 @@ use crate::presence::{
 };
 use crate::redis_store::RedisStore;
 use crate::tenant_id::TenantId;
+use crate::usage::Metric;
 
 /// The process-wide in-memory store, shared by every memory backend object
 /// (two objects for one tenant see the same presences, as in djust).
@@ -209,7 +210,12 @@ impl Engine {
         }
     }
 
-    /// Tracks connection `conn_ref` of `user`; what changed.
+    /// Tracks connection `conn_ref` of `user`; what changed. Every track
+    /// and join of every tenantry presence object comes through here, so
+    /// this is where the tenant's `peak_presences` usage is raised to the
+    /// room's count after the track: the memory store's count is O(1), the
+    /// Redis track script returns it (no second round trip), and the usage
+    /// figure goes into the batched counters (usage.rs).
     #[allow(clippy::too_many_arguments)]
     fn track_change<'py>(
         &self,
@@ -224,23 +230,29 @@ impl Engine {
         let user_text = user.to_str()?;
         let ref_text = conn_ref.to_str()?;
         let meta = meta_or_empty(py, meta);
-        match self {
+        let (change, users_after) = match self {
             Engine::Memory(timeout) => {
                 let wall = wall_clock();
                 let entry = meta_entry(py, &meta, conn_ref, wall)?;
-                let tracked = reclaiming(|graveyard| {
-                    MEMORY.track(
-                        tenant,
-                        room,
-                        user_text,
-                        ref_text,
-                        meta.clone().unbind(),
-                        entry.clone().into_any().unbind(),
-                        *timeout,
-                        Instant::now(),
-                        wall,
-                        graveyard,
-                    )
+                let (tracked, users_after) = reclaiming(|graveyard| {
+                    let now = Instant::now();
+                    MEMORY
+                        .track(
+                            tenant,
+                            room,
+                            user_text,
+                            ref_text,
+                            meta.clone().unbind(),
+                            entry.clone().into_any().unbind(),
+                            *timeout,
+                            now,
+                            wall,
+                            graveyard,
+                        )
+                        .map(|tracked| {
+                            let users = MEMORY.count(tenant, room, *timeout, now, graveyard);
+                            (tracked, users as u64)
+                        })
                 })
                 .map_err(|_| too_many(user_text, room))?;
                 // A replaced user-level meta is dropped here, after the lock.
@@ -260,13 +272,16 @@ impl Engine {
                         (joined_at, Some(old.into_bound(py)))
                     }
                 };
-                Ok(Change {
-                    user,
-                    joined_at,
-                    meta,
-                    joined: Some(entry.into_any()),
-                    left,
-                })
+                (
+                    Change {
+                        user,
+                        joined_at,
+                        meta,
+                        joined: Some(entry.into_any()),
+                        left,
+                    },
+                    users_after,
+                )
             }
             Engine::Redis(r) => {
                 let meta_json = json_encode(py, &meta)?;
@@ -281,15 +296,20 @@ impl Engine {
                         Some(meta_entry(py, &old, conn_ref, tracked.online_at)?.into_any())
                     }
                 };
-                Ok(Change {
-                    user,
-                    joined_at: tracked.joined_at,
-                    meta,
-                    joined: Some(entry.into_any()),
-                    left,
-                })
+                (
+                    Change {
+                        user,
+                        joined_at: tracked.joined_at,
+                        meta,
+                        joined: Some(entry.into_any()),
+                        left,
+                    },
+                    tracked.users_after,
+                )
             }
-        }
+        };
+        super::usage::record(py, tenant, Metric::PeakPresences, users_after)?;
+        Ok(change)
     }
 
     /// Removes connection `conn_ref` of `user`; `None` when it was not live.

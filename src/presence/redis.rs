@@ -121,9 +121,11 @@ end
 }
 
 /// ARGV: timeout, ttl_ms, user field, ref, meta JSON, most connections.
-/// Returns `{status, joined_at, online_at[, replaced meta JSON]}`; status 1
-/// user joined, 2 connection added, 3 connection updated; `{0}` when the
-/// user is at its connection limit.
+/// Returns `{status, joined_at, online_at, users[, replaced meta JSON]}`;
+/// status 1 user joined, 2 connection added, 3 connection updated; `users`
+/// the room's present users after the track (the `count` figure, taken in
+/// the same script for the usage peak: no second round trip); `{0}` when
+/// the user is at its connection limit.
 const TRACK: &str = concat!(
     prelude!(),
     r#"
@@ -161,8 +163,9 @@ redis.call('ZADD', CONNS, now, c)
 redis.call('ZADD', REFS, 0, c)
 redis.call('HSET', DATA, u, joined .. ' ' .. ARGV[5], c, online .. ' ' .. ARGV[5])
 touch()
-if old then return {status, joined, online, old} end
-return {status, joined, online}
+local users = redis.call('ZCOUNT', USERS, cut, '+inf')
+if old then return {status, joined, online, users, old} end
+return {status, joined, online, users}
 "#
 );
 
@@ -303,6 +306,9 @@ pub struct RedisTracked {
     pub online_at: f64,
     /// The connection was live: its previous meta JSON.
     pub replaced: Option<Vec<u8>>,
+    /// Present users in the room after the track (what `count` returns),
+    /// read in the same script.
+    pub users_after: u64,
 }
 
 /// What an `untrack` removed.
@@ -475,18 +481,22 @@ impl RedisPresence {
                         room: room.to_owned(),
                     })
                 }
-                [Value::Int(status), joined, online, rest @ ..] if rest.len() <= 1 => (|| {
-                    Some(RedisTracked {
-                        user_joined: *status == 1,
-                        joined_at: parse_f64(bytes(joined)?)?,
-                        online_at: parse_f64(bytes(online)?)?,
-                        replaced: match rest.first() {
-                            Some(v) => Some(bytes(v)?.to_vec()),
-                            None => None,
-                        },
-                    })
-                })(
-                ),
+                [Value::Int(status), joined, online, Value::Int(users), rest @ ..]
+                    if rest.len() <= 1 =>
+                {
+                    (|| {
+                        Some(RedisTracked {
+                            user_joined: *status == 1,
+                            joined_at: parse_f64(bytes(joined)?)?,
+                            online_at: parse_f64(bytes(online)?)?,
+                            replaced: match rest.first() {
+                                Some(v) => Some(bytes(v)?.to_vec()),
+                                None => None,
+                            },
+                            users_after: u64::try_from(*users).ok()?,
+                        })
+                    })()
+                }
                 _ => None,
             },
             _ => None,
@@ -769,6 +779,7 @@ mod tests {
         // Every transition of one user's connections.
         let first = p.track(&a, "r", "u1", "tab1", "{\"n\":1}").unwrap();
         assert!(first.user_joined && first.replaced.is_none());
+        assert_eq!(first.users_after, 1);
         assert!(first.joined_at > 1.0e9);
         let second = p.track(&a, "r", "u1", "tab2", "{\"n\":2}").unwrap();
         assert!(!second.user_joined && second.replaced.is_none());
@@ -776,8 +787,9 @@ mod tests {
         let again = p.track(&a, "r", "u1", "tab1", "{\"n\":3}").unwrap();
         assert_eq!(again.replaced.as_deref(), Some(&b"{\"n\":1}"[..]));
         assert_eq!(again.online_at, first.online_at);
-        p.track(&a, "r", "u2", "", "null").unwrap();
-        p.track(&b, "r", "u1", "tab1", "{}").unwrap();
+        assert_eq!((second.users_after, again.users_after), (1, 1));
+        assert_eq!(p.track(&a, "r", "u2", "", "null").unwrap().users_after, 2);
+        assert_eq!(p.track(&b, "r", "u1", "tab1", "{}").unwrap().users_after, 1);
         assert_eq!(p.count(&a, "r").unwrap(), 2);
         let listed = p.list(&a, "r").unwrap();
         assert_eq!(listed.len(), 2);
