@@ -187,7 +187,8 @@ async def test_two_tabs_are_one_user_until_the_last_closes(store):
 @pytest.mark.parametrize("subscribers", [1, 6])
 async def test_a_join_costs_one_message_per_subscriber_and_no_relist(store, subscribers):
     layer = get_channel_layer()
-    tabs = [await open_tab("acme.example.com", session_cookie(f"u{i}")) for i in range(subscribers)]
+    cookies = [session_cookie(f"u{i}") for i in range(subscribers)]
+    tabs = [await open_tab("acme.example.com", cookie) for cookie in cookies]
     other = await open_tab("globex.example.com", session_cookie("g"))
     for tab in (*tabs, other):
         await frames(tab)
@@ -196,7 +197,8 @@ async def test_a_join_costs_one_message_per_subscriber_and_no_relist(store, subs
     assert len(members) == subscribers
 
     with Deliveries(layer) as deliveries:
-        newcomer = await open_tab("acme.example.com", session_cookie("new"))
+        newcomer_cookie = session_cookie("new")
+        newcomer = await open_tab("acme.example.com", newcomer_cookie)
         received = [await frames(tab) for tab in tabs]
     # One diff message per view in the room (the newcomer's own copy is
     # dropped unread: it applied its join itself).
@@ -205,7 +207,9 @@ async def test_a_join_costs_one_message_per_subscriber_and_no_relist(store, subs
     assert len(room) == subscribers + 1
     assert sorted(channel for channel, _ in diffs) == sorted(room)
     [payload] = {str(m["payload"]) for _, m in diffs}
-    assert "new" in payload and "u0" not in payload  # the change, not the room
+    # The change, not the room: the newcomer's user id, none of the others'.
+    assert user_of(newcomer_cookie) in payload
+    assert not any(user_of(cookie) in payload for cookie in cookies)
     # One frame per subscriber, and nothing else reached any channel: no
     # "presence changed, re-list" push.
     assert [len(got) for got in received] == [1] * subscribers
