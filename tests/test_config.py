@@ -121,3 +121,71 @@ def test_legacy_djust_tenants_setting_warns(settings):
     settings.DJUST_TENANTS = {"REQUIRED": True}
     messages = [m for m in checks.run_checks(tags=["tenantry"]) if m.id == "tenantry.W002"]
     assert len(messages) == 1 and "TENANT_REQUIRED" in messages[0].msg
+
+
+def _w003():
+    return [m for m in checks.run_checks(tags=["tenantry"]) if m.id == "tenantry.W003"]
+
+
+def _assert_unconfigured_warning(client, state):
+    messages = _w003()
+    assert [(m.id, m.level) for m in messages] == [("tenantry.W003", checks.WARNING)]
+    assert state in messages[0].msg and "404" in messages[0].msg
+    assert "TENANT_RESOLVER" in messages[0].hint
+    # What it warns about: a host that names no tenant is refused.
+    assert client.get("/public/", HTTP_HOST="localhost").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "config, state",
+    [
+        (None, "is empty or missing"),
+        ({}, "is empty or missing"),
+        ({"rate_limit": {}}, "has no TENANT_* key"),  # djust's own keys only
+    ],
+)
+@pytest.mark.django_db
+def test_middleware_without_tenant_settings_warns(settings, client, config, state):
+    """djust.tenants' middleware passed requests through with no tenant
+    setting; tenantry's resolves with the defaults and refuses a host
+    without a tenant, which the warning says."""
+    assert "tenantry.middleware.TenantMiddleware" in settings.MIDDLEWARE
+    settings.DJUST_CONFIG = config
+    _assert_unconfigured_warning(client, state)
+
+
+@pytest.mark.django_db
+def test_middleware_without_djust_config_warns(client):
+    from django.conf import settings
+    from django.test import override_settings
+
+    try:
+        with override_settings():
+            del settings.DJUST_CONFIG  # sends no setting_changed: reload by hand
+            conf.reload()
+            _assert_unconfigured_warning(client, "is empty or missing")
+    finally:
+        conf.reload()
+    assert _w003() == []
+
+
+def test_no_unconfigured_warning_once_tenancy_is_configured(settings):
+    settings.DJUST_CONFIG = {"TENANT_REQUIRED": False}
+    assert _w003() == []
+    settings.DJUST_CONFIG = {"TENANT_RESOLVER": "subdomain"}
+    assert _w003() == []
+
+
+def test_no_unconfigured_warning_without_the_middleware(settings):
+    settings.DJUST_CONFIG = {}
+    settings.MIDDLEWARE = [
+        m for m in settings.MIDDLEWARE if m != "tenantry.middleware.TenantMiddleware"
+    ]
+    assert _w003() == []
+
+
+def test_legacy_settings_get_their_own_warning_not_the_unconfigured_one(settings):
+    settings.DJUST_CONFIG = {}
+    settings.DJUST_TENANTS = {"RESOLVER": "subdomain"}
+    ids = [m.id for m in checks.run_checks(tags=["tenantry"])]
+    assert "tenantry.W002" in ids and "tenantry.W003" not in ids

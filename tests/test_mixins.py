@@ -93,7 +93,9 @@ def test_context_name(rf, settings):
     settings.DJUST_CONFIG = {"TENANT_MAIN_DOMAIN": "example.com", "TENANT_CONTEXT_NAME": "company"}
     view2 = ItemsView()
     view2.request = rf.get("/", HTTP_HOST="acme.example.com")
-    assert view2._tenant_context_key() == "company"
+    context = view2.get_context_data()
+    assert context["company"] == "acme" and "tenant" not in context
+    assert view2._djust_render_only_context_keys() == {"company"}
 
 
 def test_djust_checks_do_not_flag_the_mixin():

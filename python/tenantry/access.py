@@ -98,6 +98,11 @@ def admit(
     return tenant
 
 
+#: ``request.tenant`` not set yet (``None`` is a resolved "no tenant").
+_UNRESOLVED = object()
+_NO_DICT: dict = {}
+
+
 def tenant_for_request(request: Any, resolve: Any = None) -> TenantInfo | None:
     """``request.tenant`` when already resolved, else resolve and admit it now.
     ``resolve`` is what the mixins pass (their patchable ``resolve_tenant``):
@@ -106,10 +111,10 @@ def tenant_for_request(request: Any, resolve: Any = None) -> TenantInfo | None:
     Raises ``Http404`` when admission refuses the tenant, and Django's
     ``DisallowedHost`` for a host outside ``ALLOWED_HOSTS``.
     """
-    try:
-        return request.__dict__["tenant"]
-    except (KeyError, AttributeError):
-        pass
+    # A dict lookup, not an exception: this runs first on every request.
+    tenant = getattr(request, "__dict__", _NO_DICT).get("tenant", _UNRESOLVED)
+    if tenant is not _UNRESOLVED:
+        return tenant
     if resolve is None or resolve is _core.resolve_tenant:
         tenant, source = _core.resolve_tenant_sourced(request)
         registered = True

@@ -4,7 +4,9 @@ reads, and the set-up around it.
 Ids: ``tenantry.E0NN`` is a bad value for the NN-th key of
 ``tenantry._core.CONFIG_KEYS`` (see docs/configuration.md for the table);
 ``tenantry.E100`` a ``DJUST_CONFIG`` that is not a dict; ``tenantry.W001`` an
-unknown ``TENANT_*`` key (usually a typo).
+unknown ``TENANT_*`` key (usually a typo); ``tenantry.W002``/``W003`` settings a
+project moving from djust.tenants should look at; ``tenantry.W010`` a
+WebSocket route without ``TenantOriginValidator``.
 """
 
 from __future__ import annotations
@@ -132,6 +134,44 @@ def check_legacy_settings(app_configs=None, **kwargs) -> list[checks.CheckMessag
             hint="Move these values into DJUST_CONFIG (see docs/migrating-from-djust.md).",
             id="tenantry.W002",
             obj="settings.DJUST_TENANTS",
+        )
+    ]
+
+
+@checks.register("tenantry")
+def check_unconfigured_middleware(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """djust.tenants' middleware passes every request through untouched when
+    no tenant setting is configured; tenantry's resolves with the defaults
+    (subdomains, tenant required) and answers 404 for a host that names no
+    tenant. A project that kept the middleware without configuring tenancy
+    would start refusing requests after the switch: say so."""
+    from django.conf import settings
+
+    if _MIDDLEWARE not in list(getattr(settings, "MIDDLEWARE", None) or []):
+        return []
+    if getattr(settings, "DJUST_TENANTS", None):
+        return []  # configured for djust.tenants: reported by check_legacy_settings
+    try:
+        source = conf.get_djust_config()
+    except ImproperlyConfigured:
+        return []  # reported by check_config
+    if any(isinstance(key, str) and key.startswith("TENANT_") for key in source):
+        return []
+    state = "has no TENANT_* key" if source else "is empty or missing"
+    return [
+        checks.Warning(
+            f"{_MIDDLEWARE} is installed but settings.DJUST_CONFIG {state}: every "
+            "request is resolved with the defaults (TENANT_RESOLVER 'subdomain', "
+            "TENANT_REQUIRED True), so a host that names no tenant answers 404. "
+            "djust.tenants' middleware did nothing with this configuration.",
+            hint=(
+                "Configure tenancy in DJUST_CONFIG (at least TENANT_RESOLVER, e.g. "
+                "'subdomain' with TENANT_MAIN_DOMAIN; TENANT_REQUIRED False to let "
+                "requests without a tenant through), or remove the middleware "
+                "(see docs/migrating-from-djust.md)."
+            ),
+            id="tenantry.W003",
+            obj="settings.DJUST_CONFIG",
         )
     ]
 

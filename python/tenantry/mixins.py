@@ -22,7 +22,7 @@ it as they patched ``djust.tenants.mixin.resolve_tenant``::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Model
 from django.http import Http404
@@ -30,7 +30,7 @@ from django.http import Http404
 from . import audit, conf
 from ._core import TenantInfo, TenantNotSetError, resolve_tenant
 from .access import NOT_FOUND, VIEW_SOURCE, admit, deny, tenant_for_request
-from .context import _current, keep_bound, tenant_context
+from .context import _current, keep_bound
 
 __all__ = [
     "TenantContextProcessor",
@@ -42,6 +42,8 @@ __all__ = [
 
 #: Marks a ``get_presence_key`` already wrapped by :func:`_tenant_scoped`.
 _SCOPED = "_tenantry_scoped"
+#: djust's marker for class attributes that are not template context.
+_DERIVED = "_djust_framework_derived"
 
 
 def _presence_key(view: Any, base: str) -> str:
@@ -64,6 +66,7 @@ def _tenant_scoped(method: Any) -> Any:
     get_presence_key.__doc__ = method.__doc__
     get_presence_key.__wrapped__ = method  # type: ignore[attr-defined]
     setattr(get_presence_key, _SCOPED, True)
+    setattr(get_presence_key, _DERIVED, True)  # see _not_context
     return get_presence_key
 
 
@@ -75,19 +78,96 @@ class _derived_property(property):
 
     _djust_framework_derived = True
 
-#: Where a view keeps its admitted tenant (``_tenant`` is the guarded name).
-_BOUND = "_tenantry_tenant"
+
+def _not_context(cls: type) -> type:
+    """Mark ``cls``'s own methods with djust's ``_djust_framework_derived``.
+
+    djust's ``get_context_data()`` walks every attribute of every class of a
+    view's MRO on each render to find public class-level state; a marked
+    attribute is dropped on the first test instead of being probed as a
+    descriptor and filtered later. Methods are never context, so nothing
+    else changes: this only makes the mixin's methods cost djust less than
+    an unmarked one (the tenant's share of an HTTP GET, docs/performance.md).
+    """
+    for value in vars(cls).values():
+        target = getattr(value, "__func__", value)  # classmethod / staticmethod
+        if callable(target) and not isinstance(target, type):
+            try:
+                setattr(target, _DERIVED, True)
+            except (AttributeError, TypeError):  # a builtin: nothing to mark
+                pass
+    return cls
 
 
+def _admit_view_tenant(view: Any, value: TenantInfo | str | int | None) -> TenantInfo | None:
+    tenant = admit(value, request=getattr(view, "request", None), source=VIEW_SOURCE)
+    view._tenantry_tenant = tenant
+    view._tenant_resolved = True
+    view._tenant_refused = False
+    return tenant
+
+
+def _context_key(view: Any) -> str:
+    """The template variable of ``view``'s tenant."""
+    return getattr(view, "tenant_context_name", None) or conf.current().context_name
+
+
+def _context_entry(view: Any) -> tuple[str, TenantInfo | None]:
+    """``(template variable, view.tenant)``, read once per call site of a
+    render (djust asks on every render, HTTP and WebSocket)."""
+    tenant = view._tenantry_tenant if view._tenant_resolved is True else view.tenant
+    return _context_key(view), tenant
+
+
+#: ``(view class, name)`` → what ``super().<name>`` is from ``TenantMixin``.
+_PARENT_HOOKS: dict[tuple[type, str], Any] = {}
+
+
+def _next_in_mro(cls: type, name: str) -> Any:
+    """The function ``super().<name>`` finds from ``TenantMixin`` in ``cls``
+    (``None`` when no later class has it), looked up once per class: djust
+    asks for these on every render, and a missing name costs ``super()`` a
+    walk of the whole MRO and an ``AttributeError``."""
+    try:
+        return _PARENT_HOOKS[cls, name]
+    except KeyError:
+        pass
+    mro = cls.__mro__
+    found = None
+    for klass in mro[mro.index(TenantMixin) + 1 :]:
+        if name in vars(klass):
+            found = vars(klass)[name]
+            break
+    _PARENT_HOOKS[cls, name] = found
+    return found
+
+
+def _run_bound(view: Any, handler: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+    view._ensure_tenant(request)
+    tenant = view._tenantry_tenant
+    if _current.get() is tenant:  # dispatch() bound it
+        return handler(request, *args, **kwargs)
+    token = _current.set(tenant)  # admitted in _ensure_tenant
+    try:
+        return keep_bound(handler(request, *args, **kwargs), tenant)
+    finally:
+        _current.reset(token)
+
+
+@_not_context
 class TenantMixin:
     # Set on your view, not here: djust copies every public class attribute
     # of a view's classes into its template context and saved state on every
-    # render, so the mixin itself keeps none.
-    #: ``True``/``False`` overrides ``DJUST_CONFIG["TENANT_REQUIRED"]`` for
-    #: this view; unset (or ``None``) follows it.
-    tenant_required: bool | None
-    #: Template variable for the tenant; unset uses ``TENANT_CONTEXT_NAME``.
-    tenant_context_name: str | None
+    # render, so the mixin itself keeps none. The helpers the mixin does not
+    # have to expose are module functions, and its methods carry djust's
+    # "not context" marker (``_not_context``): djust walks every class
+    # attribute of the view on each render, and these cost it least.
+    if TYPE_CHECKING:
+        #: ``True``/``False`` overrides ``DJUST_CONFIG["TENANT_REQUIRED"]``
+        #: for this view; unset (or ``None``) follows it.
+        tenant_required: bool | None
+        #: Template variable for the tenant; unset uses ``TENANT_CONTEXT_NAME``.
+        tenant_context_name: str | None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -98,7 +178,7 @@ class TenantMixin:
     def __init__(self, **kwargs: Any) -> None:
         # Set before djust's LiveView.__init__ snapshots its framework
         # attributes, so djust never saves these as user state.
-        self.__dict__[_BOUND] = None
+        self._tenantry_tenant = None
         self._tenant_resolved = False
         self._tenant_refused = False
         super().__init__(**kwargs)
@@ -110,33 +190,26 @@ class TenantMixin:
     # ``self._tenant``, ``self.tenant`` or calls ``set_tenant()`` with a
     # client-sent id gets a 404 for a tenant its user may not see, and the
     # view keeps its tenant.
-    @property
+    @_derived_property
     def _tenant(self) -> TenantInfo | None:
-        return self.__dict__.get(_BOUND)
+        return self._tenantry_tenant
 
     @_tenant.setter
     def _tenant(self, value: TenantInfo | str | int | None) -> None:
-        self._admit_view_tenant(value)
-
-    def _admit_view_tenant(self, value: TenantInfo | str | int | None) -> TenantInfo | None:
-        tenant = admit(value, request=self.__dict__.get("request"), source=VIEW_SOURCE)
-        self.__dict__[_BOUND] = tenant
-        self._tenant_resolved = True
-        self._tenant_refused = False
-        return tenant
+        _admit_view_tenant(self, value)
 
     @_derived_property
     def tenant(self) -> TenantInfo | None:
         """This view's tenant (resolved from ``self.request`` on first use)."""
         if not self._tenant_resolved:
-            request = self.__dict__.get("request")
+            request = getattr(self, "request", None)
             if request is not None:
                 self._ensure_tenant(request)
-        return self._tenant
+        return self._tenantry_tenant
 
     @tenant.setter
     def tenant(self, value: TenantInfo | str | int | None) -> None:
-        self._admit_view_tenant(value)
+        _admit_view_tenant(self, value)
 
     def set_tenant(self, tenant_id: TenantInfo | str | int) -> TenantInfo:
         """Switch this view to another tenant: validated (``InvalidTenantId``),
@@ -148,32 +221,24 @@ class TenantMixin:
         if tenant_id is None:
             raise TypeError("set_tenant() needs a tenant id or a TenantInfo, not None")
         previous = self._tenant
-        tenant = self._admit_view_tenant(tenant_id)
+        tenant = _admit_view_tenant(self, tenant_id)
+        request = getattr(self, "request", None)
         audit.emit(
             "tenant.switched",
             tenant=tenant,
-            request=self.__dict__.get("request"),
+            request=request,
             previous=None if previous is None else previous.id,
         )
-        self._mirror_tenant_to_session(tenant)
-        return tenant
-
-    def _mirror_tenant_to_session(self, tenant: TenantInfo) -> None:
-        request = self.__dict__.get("request")
+        # Mirror into the session for the session resolver.
         session = getattr(request, "session", None)
         config = conf.current()
         if session is not None and config.uses_session:
             session[config.session_key] = tenant.id
+        return tenant
 
     def resolve_tenant(self, request: Any) -> TenantInfo | None:
         """Override to resolve differently for this view."""
         return tenant_for_request(request, resolve_tenant)
-
-    def _is_tenant_required(self) -> bool:
-        required = getattr(self, "tenant_required", None)
-        if required is not None:
-            return bool(required)
-        return conf.current().required
 
     def _ensure_tenant(self, request: Any) -> None:
         """Resolve once per view instance; a refusal stays a refusal."""
@@ -189,11 +254,15 @@ class TenantMixin:
         except Http404:
             self._tenant_refused = True
             raise
-        self.__dict__[_BOUND] = tenant
+        self._tenantry_tenant = tenant
         self._tenant_resolved = True
-        if tenant is None and self._is_tenant_required():
-            self._tenant_refused = True
-            raise deny("tenant.missing", None, request, source=type(self).__name__)
+        if tenant is None:
+            required = getattr(self, "tenant_required", None)
+            if required is None:
+                required = conf.current().required
+            if required:
+                self._tenant_refused = True
+                raise deny("tenant.missing", None, request, source=type(self).__name__)
 
     # -- HTTP ---------------------------------------------------------------
 
@@ -201,35 +270,28 @@ class TenantMixin:
     # transports never call dispatch(); they call _ensure_tenant() directly.
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         self._ensure_tenant(request)
-        tenant = self._tenant
-        with tenant_context(tenant, must_exist=False):  # admitted above
+        tenant = self._tenantry_tenant
+        token = _current.set(tenant)  # admitted above
+        try:
             return keep_bound(super().dispatch(request, *args, **kwargs), tenant)
+        finally:
+            _current.reset(token)
 
     # djust's own tests, and code ported from djust.tenants, call get()/post()
     # without dispatch(): resolve and bind there too (a no-op after dispatch).
     def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._run_bound(super().get, request, *args, **kwargs)  # type: ignore[misc]
+        return _run_bound(self, super().get, request, *args, **kwargs)  # type: ignore[misc]
 
     def post(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._run_bound(super().post, request, *args, **kwargs)  # type: ignore[misc]
-
-    def _run_bound(self, handler: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        self._ensure_tenant(request)
-        tenant = self._tenant
-        if _current.get() is tenant:  # dispatch() bound it
-            return handler(request, *args, **kwargs)
-        with tenant_context(tenant, must_exist=False):  # admitted above
-            return keep_bound(handler(request, *args, **kwargs), tenant)
+        return _run_bound(self, super().post, request, *args, **kwargs)  # type: ignore[misc]
 
     # -- template context -----------------------------------------------------
-
-    def _tenant_context_key(self) -> str:
-        return getattr(self, "tenant_context_name", None) or conf.current().context_name
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         parent = getattr(super(), "get_context_data", None)
         context = parent(**kwargs) if parent is not None else dict(kwargs)
-        context[self._tenant_context_key()] = self.tenant
+        key, tenant = _context_entry(self)
+        context[key] = tenant
         return context
 
     def _apply_context_processors(self, context: dict[str, Any], request: Any) -> dict[str, Any]:
@@ -237,18 +299,22 @@ class TenantMixin:
         output, so djust renders it through its raw-object path instead of
         serializing it as view state (which logs a warning every render)."""
         context = super()._apply_context_processors(context, request)  # type: ignore[misc]
-        key = self._tenant_context_key()
-        context[key] = self.tenant
-        scoped = getattr(self, "_context_processor_keys", None) or set()
-        self._context_processor_keys = set(scoped) | {key}
+        key, tenant = _context_entry(self)
+        context[key] = tenant
+        scoped = getattr(self, "_context_processor_keys", None)
+        if isinstance(scoped, set):  # djust's fresh set of this call
+            scoped.add(key)
+        else:
+            self._context_processor_keys = {*(scoped or ()), key}
         return context
 
     def _djust_render_only_context_keys(self) -> frozenset:
         """The tenant renders but is never saved as view state."""
-        parent = getattr(super(), "_djust_render_only_context_keys", None)
-        keys = set(parent()) if callable(parent) else set()
-        keys.add(self._tenant_context_key())
-        return frozenset(keys)
+        parent = _next_in_mro(type(self), "_djust_render_only_context_keys")
+        key = _context_key(self)
+        if parent is None:
+            return frozenset((key,))
+        return frozenset((*parent(self), key))
 
     # -- djust hooks ----------------------------------------------------------
 
@@ -264,13 +330,15 @@ class TenantMixin:
     def get_state_key_prefix(self) -> str:
         """``tenant:<id>`` for djust's saved view state; ``""`` (save nothing)
         when there is no tenant, never the shared unprefixed key."""
-        if self._tenant is None:
+        tenant = self._tenantry_tenant
+        if tenant is None:
             return ""
         # djust.tenants percent-encodes the id; a validated id has nothing to
         # encode (A-Z a-z 0-9 . _ -), so it is used as is.
-        return f"tenant:{self._tenant.id}"
+        return f"tenant:{tenant.id}"
 
 
+@_not_context
 class TenantScopedMixin(TenantMixin):
     """``TenantMixin`` plus helpers that scope a model to ``self.tenant``."""
 
