@@ -15,7 +15,13 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from djust.presence import PresenceManager
 from djust.push import apush_to_view, push_to_view, view_group_name
 
-from tenantry import InvalidTenantId, TenantInfo, TenantNotSetError, tenant_context
+from tenantry import (
+    InvalidTenantId,
+    TenantInfo,
+    TenantNotSetError,
+    get_current_tenant,
+    tenant_context,
+)
 from tenantry.channels import agroup_send, group_send, tenant_group
 from tests.app import views
 from tests.app.models import Item
@@ -82,6 +88,23 @@ def test_group_name_refuses_no_tenant_bad_ids_and_bad_names():
     for name in ("", None, b"chat", 3):
         with pytest.raises(TypeError, match="group name"):
             tenant_group(name, "acme")
+
+
+def test_a_djust_tenants_tenant_bound_by_an_unswitched_view_is_read_as_ours():
+    """djust.tenants' mixin binds its own TenantInfo in the variable the two
+    libraries share; tenantry's group names (djust's view groups of a live
+    mount) read it by its id, validated like any id."""
+    from djust.tenants import TenantInfo as DjustTenantInfo
+    from djust.tenants.middleware import tenant_context as djust_tenant_context
+
+    with djust_tenant_context(DjustTenantInfo("acme", name="Acme")):
+        bound = get_current_tenant()
+        assert type(bound) is DjustTenantInfo
+        # As djust's view groups ask for a tenant view's live mount:
+        assert tenant_group("chat", bound) == tenant_group("chat") == tenant_group("chat", "acme")
+    for bad in ("acme:1", "a b"):
+        with djust_tenant_context(DjustTenantInfo(bad)), pytest.raises(InvalidTenantId):
+            tenant_group("chat")
 
 
 # --- group_send -----------------------------------------------------------------

@@ -145,7 +145,8 @@ def _hexdigest(*parts: str) -> str:
 
 
 def _group_tenant(tenant: TenantInfo | str | int | None, what: str) -> TenantInfo:
-    bound = as_tenant(tenant) if tenant is not None else get_current_tenant()
+    # The bound one too: djust.tenants' views bind djust's TenantInfo there.
+    bound = as_tenant(tenant if tenant is not None else get_current_tenant())
     if bound is None:
         raise TenantNotSetError(
             f"{what} needs a tenant: none is bound. Call it inside the tenant's request, "

@@ -44,9 +44,19 @@ T = TypeVar("T")
 
 def as_tenant(tenant: TenantInfo | str | int | None) -> TenantInfo | None:
     """``None``, a ``TenantInfo``, or a validated id turned into one
-    (``InvalidTenantId`` otherwise)."""
+    (``InvalidTenantId`` otherwise). djust.tenants' own ``TenantInfo`` (bound
+    in the shared variable by views not yet switched to tenantry) becomes
+    ours, its id validated like any other."""
     if tenant is None or isinstance(tenant, TenantInfo):
         return tenant
+    if type(tenant).__name__ == "TenantInfo" and type(tenant).__module__.startswith("djust."):
+        return TenantInfo(
+            tenant.id,
+            name=getattr(tenant, "name", None),
+            settings=getattr(tenant, "settings", None),
+            metadata=getattr(tenant, "metadata", None),
+            raw=getattr(tenant, "_raw", None),
+        )
     return TenantInfo(tenant)
 
 
