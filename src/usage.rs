@@ -122,6 +122,12 @@ impl Usage {
 }
 
 const SHARDS: usize = 32;
+/// Tenants whose figures the memory store keeps (all shards): a process that
+/// sees more (tenants come and go, or hosts name new ones) forgets the
+/// least recently active first, so memory stays bounded. Redis keeps every
+/// tenant's figures by their TTL.
+pub const MAX_MEMORY_TENANTS: usize = 16_384;
+const SHARD_TENANTS: usize = MAX_MEMORY_TENANTS / SHARDS;
 
 /// Usage kept by the process, in shards chosen by the tenant (one
 /// tenant's traffic never waits on another's shard lock, bar collisions).
@@ -148,6 +154,17 @@ impl MemoryUsage {
 
     pub fn add(&self, tenant: &TenantId, hour: u64, figures: &Figures) {
         let mut tenants = self.shard(tenant).lock();
+        if !tenants.contains_key(tenant) && tenants.len() >= SHARD_TENANTS {
+            // O(shard) once per new tenant at the bound: the least recently
+            // active tenant (its newest hour the oldest) goes.
+            let stalest = tenants
+                .iter()
+                .min_by_key(|(_, u)| u.hours.last_key_value().map_or(0, |(h, _)| *h))
+                .map(|(t, _)| t.clone());
+            if let Some(stalest) = stalest {
+                tenants.remove(&stalest);
+            }
+        }
         let usage = match tenants.get_mut(tenant) {
             Some(u) => u,
             None => tenants.entry(tenant.clone()).or_default(),
@@ -530,6 +547,23 @@ mod tests {
         let g = r.get(&t("globex"), hour - 47, hour).unwrap();
         assert_eq!(g.total()[Metric::LiveEvents.index()], 2);
         assert_eq!(r.delete_tenant(&t("acme"), hour).unwrap(), 0);
+    }
+
+    #[test]
+    fn memory_keeps_a_bounded_number_of_tenants_dropping_the_stalest() {
+        let m = MemoryUsage::default();
+        m.add(&t("busy"), 1_000, &one(Metric::HttpRequests, 1));
+        for i in 0..(MAX_MEMORY_TENANTS * 3) {
+            m.add(&t(&format!("t{i}")), 10, &one(Metric::HttpRequests, 1));
+            if i % 1000 == 0 {
+                m.add(&t("busy"), 1_000, &one(Metric::HttpRequests, 1));
+            }
+        }
+        assert!(m.tenants().len() <= MAX_MEMORY_TENANTS);
+        // The recently active tenant stayed; new tenants still get in.
+        assert!(m.get(&t("busy")).total()[Metric::HttpRequests.index()] > 1);
+        let last = format!("t{}", MAX_MEMORY_TENANTS * 3 - 1);
+        assert_eq!(m.get(&t(&last)).total()[Metric::HttpRequests.index()], 1);
     }
 
     #[test]

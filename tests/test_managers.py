@@ -3,6 +3,7 @@
 import logging
 
 import pytest
+from django.apps import apps as django_apps
 from django.db import models
 
 from tenantry import (
@@ -155,7 +156,13 @@ def test_as_manager_and_field_check():
         class Meta:
             app_label = "app"
 
-    assert isinstance(Thing.objects, TenantManager)
-    assert Thing.objects.tenant_field == "tenant"
-    errors = [e for e in Thing.check() if e.id == "tenantry.E200"]
-    assert len(errors) == 1 and "nope" in errors[0].msg
+    try:
+        assert isinstance(Thing.objects, TenantManager)
+        assert Thing.objects.tenant_field == "tenant"
+        errors = [e for e in Thing.check() if e.id == "tenantry.E200"]
+        assert len(errors) == 1 and "nope" in errors[0].msg
+    finally:
+        # A model without a table must not outlive the test: code that walks
+        # every model (manage.py tenantry delete) would query it.
+        del django_apps.all_models["app"]["thing"]
+        django_apps.clear_cache()
