@@ -39,6 +39,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+    # Tests that stop the session's server run last: connections that worker
+    # threads (channels, asgiref) hold die with it, and later tests would
+    # meet them closed.
+    items.sort(key=lambda item: item.get_closest_marker("stops_postgres") is not None)
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,11 @@ from tenantry import get_current_tenant, tenant_context
 from tenantry.db import rls_bypass
 from tests.app.models import RlsNote
 
-pytestmark = [pytest.mark.postgres, pytest.mark.urls("tests.test_postgres_outage")]
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.stops_postgres,  # run last (tests/postgres_fixtures.py)
+    pytest.mark.urls("tests.test_postgres_outage"),
+]
 
 ACME = ["acme-1", "acme-2"]
 GLOBEX = ["globex-secret-1"]
