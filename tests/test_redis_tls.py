@@ -28,12 +28,9 @@ def prefix() -> str:
     return f"tls-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.mark.parametrize("mode", ["ca", "no-verify"])
-def test_presence_and_state_over_tls_keep_tenants_apart(redis_tls_server, mode):
-    url = redis_tls_server.url
-    if mode == "no-verify":
-        url = f"{redis_tls_server.bare_url}?ssl_cert_reqs=none"
-    p = prefix()
+def presence_and_state_stay_apart(url: str, p: str) -> tuple:
+    """Presence and state of acme and globex over ``url``: each sees only
+    its own. Returns the two state backends for more checks."""
     acme = TenantAwareRedisBackend("acme", redis_url=url, key_prefix=p)
     globex = TenantAwareRedisBackend("globex", redis_url=url, key_prefix=p)
     acme.join("lobby", "u1", {"who": "acme"})
@@ -46,6 +43,16 @@ def test_presence_and_state_over_tls_keep_tenants_apart(redis_tls_server, mode):
     s_acme.set("k", {"n": 1})
     assert s_acme.get("k") == {"n": 1}
     assert s_globex.get("k") is None
+    return s_acme, s_globex
+
+
+@pytest.mark.parametrize("mode", ["ca", "no-verify"])
+def test_presence_and_state_over_tls_keep_tenants_apart(redis_tls_server, mode):
+    url = redis_tls_server.url
+    if mode == "no-verify":
+        url = f"{redis_tls_server.bare_url}?ssl_cert_reqs=none"
+    p = prefix()
+    s_acme, s_globex = presence_and_state_stay_apart(url, p)
     assert s_acme.incr("hits") == 1 and s_globex.incr("hits") == 1
     # The data really went through the TLS server.
     assert redis_tls_server.keys(f"{p}:*")
@@ -97,17 +104,7 @@ def test_presence_state_and_limits_over_a_tls_cluster(redis_tls_cluster, setting
     over TLS, verified against the cluster's CA; tenants stay apart."""
     url = redis_tls_cluster.url
     p = prefix()
-    acme = TenantAwareRedisBackend("acme", redis_url=url, key_prefix=p)
-    globex = TenantAwareRedisBackend("globex", redis_url=url, key_prefix=p)
-    acme.join("lobby", "u1", {"who": "acme"})
-    globex.join("lobby", "u1", {"who": "globex"})
-    assert [r["meta"]["who"] for r in acme.list("lobby")] == ["acme"]
-    assert [r["meta"]["who"] for r in globex.list("lobby")] == ["globex"]
-
-    s_acme = TenantStateRedisBackend("acme", redis_url=url, key_prefix=p)
-    s_globex = TenantStateRedisBackend("globex", redis_url=url, key_prefix=p)
-    s_acme.set("k", {"n": 1})
-    assert s_acme.get("k") == {"n": 1} and s_globex.get("k") is None
+    presence_and_state_stay_apart(url, p)
 
     settings.DJUST_CONFIG = {
         **settings.DJUST_CONFIG,
