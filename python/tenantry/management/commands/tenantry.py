@@ -286,10 +286,10 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"state keys ({where}) and presence would be cleared")
         self._clear_cache(tenant_id, dry_run)
-        out += self._clear_metering(tenant_id, dry_run)
+        out += self._clear_metering(tenant_id, dry_run, where)
         return out
 
-    def _clear_metering(self, tenant_id, dry_run):
+    def _clear_metering(self, tenant_id, dry_run, where):
         """Usage figures and rate-limit counts: a tenant created later under
         the same id must neither see the deleted one's usage nor inherit its
         spent allowance."""
@@ -299,7 +299,7 @@ class Command(BaseCommand):
         if dry_run:
             self.stdout.write("usage figures and rate-limit counts would be cleared")
             return []
-        where = "Redis" if conf.current().state_backend[0] == "redis" else "memory, this process"
+        # Usage lives where state does: ``where`` is the state backend's.
         return [
             (f"usage figures ({where})", usage.clear_tenant(tenant_id)),
             ("rate-limit counts (memory, this process)", TenantRateLimiter.clear_tenant(tenant_id)),
