@@ -33,6 +33,10 @@ use crate::tenant_id::TenantId;
 ///   (0 for a fresh key);
 /// - otherwise: a string, `"<now> <stored 1> … <stored n>"` (0 = nothing).
 ///
+/// A stored value that is not a number below 2^53 (a key written by
+/// something else, NaN, infinity) counts as a fresh key, never as a reply
+/// the client cannot read.
+///
 /// Written for the server's time (it runs once per request). Numbers are
 /// formatted with `%d`: Lua's own number-to-string (`%.14g`) would lose
 /// digits of a µs timestamp, and `%.0f` goes through glibc's multi-precision
@@ -52,7 +56,7 @@ local fmt, floor, ceil = string.format, math.floor, math.ceil
 if #KEYS == 1 and ARGV[3] == 'g' then
   local a, b = tonumber(ARGV[4]), tonumber(ARGV[5])
   local tat = tonumber(redis.call('GET', KEYS[1]))
-  if not tat or tat < now then tat = now end
+  if not (tat and tat > now and tat < 2 ^ 53) then tat = now end
   local ahead = tat + a * cost - now
   if ahead <= b then
     local ms = ceil(ahead / 1000)
@@ -66,6 +70,7 @@ for i = 1, #KEYS do
   local j = 3 * i
   local a, b = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
   local stored = tonumber(redis.call('GET', KEYS[i])) or 0
+  if not (stored >= 0 and stored < 2 ^ 53) then stored = 0 end
   reply = reply .. fmt(' %d', stored)
   if ARGV[j] == 'g' then
     local tat = now
@@ -244,5 +249,32 @@ mod tests {
         // the burst of 3, then 5/s over the 11.06 s the steps span.
         let one = [rate("5/s burst 3")];
         assert_eq!(decide_alike(&redis, "globex", &one), 3 + 55);
+    }
+
+    #[test]
+    fn a_corrupted_key_counts_as_fresh_on_both_paths() {
+        let server = Server::require();
+        let store = RedisStore::shared(&server.url(), StoreOptions::default()).unwrap();
+        let redis = RedisLimiter::new(store, KeyPrefix::default());
+        let mut raw = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let one = [rate("10/s")];
+        let both = [rate("10/s"), rate("100/m")];
+        for value in ["nan", "-nan", "inf", "-5", "1e300", "garbage", "", "0x10"] {
+            for checks in [&one[..], &both[..]] {
+                for c in checks {
+                    let _: () = redis::cmd("SET")
+                        .arg(redis.key(&t("acme"), &c.name))
+                        .arg(value)
+                        .query(&mut raw)
+                        .unwrap();
+                }
+                let d = redis.check(&t("acme"), checks, 1, None).unwrap();
+                assert!(d.allowed, "{value:?} with {} limits: {d:?}", checks.len());
+                assert_eq!(d.remaining, 9, "{value:?}");
+            }
+        }
     }
 }
