@@ -567,3 +567,27 @@ def test_the_memory_store_is_bounded(limits):
         assert limiter.check("api", tenant="kept").allowed
     finally:
         TenantRateLimiter.set_memory_limit(1 << 20)
+
+
+def test_a_tenant_flooding_new_keys_cannot_reset_a_neighbours_counts(limits):
+    """A full memory store forgets keys of the tenants holding the most, so
+    tenants making one key per client address (spoofed, say) push out their
+    own keys, never the count of a neighbour at its limit (which would hand
+    that neighbour's clients a fresh allowance)."""
+    limits({"api": "3/h"})
+    limiter = get_rate_limiter()
+    TenantRateLimiter.set_memory_limit(64 * 8)  # 8 keys per shard
+    try:
+        for _ in range(3):
+            assert limiter.check("api", tenant="kept").allowed
+        assert not limiter.check("api", tenant="kept").allowed
+        # 400 tenants (every shard has some) make 10 keys each.
+        for t in range(400):
+            for k in range(10):
+                assert limiter.check("api", key=f"addr-{k}", tenant=f"flood{t}").allowed
+        assert TenantRateLimiter.store_size() <= 64 * 8
+        refused = limiter.check("api", tenant="kept")
+        assert not refused.allowed, "the neighbour's count was forgotten"
+        assert refused.remaining == 0
+    finally:
+        TenantRateLimiter.set_memory_limit(1 << 20)

@@ -9,19 +9,26 @@
 //! keys of the shard's ring (oldest first) and drops them if dead, so
 //! expired keys go without a scan and without a background thread. The
 //! store is bounded: a shard at its share of `max_keys` drops dead keys
-//! first, then forgets its oldest key (a limit forgotten under memory
-//! pressure restarts from a full allowance; documented in
-//! docs/ratelimits.md).
+//! first, then forgets a live one (a limit forgotten under memory pressure
+//! restarts from a full allowance; documented in docs/ratelimits.md).
+//!
+//! Which live key goes is fair between the tenants of a shard: the oldest
+//! key of the tenant inserting, when it holds at least the shard's average,
+//! else the oldest key of the tenant holding the most. So a tenant that
+//! floods new keys (one per client address, say) only ever pushes out its
+//! own keys, never a smaller neighbour's counts: forgetting those would hand
+//! that neighbour's clients a fresh allowance.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::{Check, Decision, Outcome};
-use crate::keys::{format_key, parse_key, KeyPrefix, Kind};
+use crate::keys::{format_key, KeyPrefix, Kind};
 use crate::tenant_id::TenantId;
 
 pub const SHARDS: usize = 64;
@@ -41,6 +48,7 @@ thread_local! {
 struct Slot {
     value: u64,
     expires: u64,
+    tenant: Arc<str>,
 }
 
 #[derive(Default)]
@@ -49,6 +57,8 @@ struct Shard {
     /// Every key, oldest first (a key may appear twice after a clear; a
     /// record without its key is skipped).
     ring: VecDeque<Box<str>>,
+    /// How many keys each tenant holds here (for fair eviction).
+    held: HashMap<Arc<str>, usize>,
 }
 
 impl Shard {
@@ -59,6 +69,17 @@ impl Shard {
             .map(|s| s.value)
     }
 
+    fn remove(&mut self, key: &str) {
+        if let Some(slot) = self.map.remove(key) {
+            if let Some(n) = self.held.get_mut(&slot.tenant) {
+                *n -= 1;
+                if *n == 0 {
+                    self.held.remove(&slot.tenant);
+                }
+            }
+        }
+    }
+
     /// Looks at `n` keys from the front: dead ones go, live ones move back.
     fn sweep(&mut self, n: usize, now: u64) {
         for _ in 0..n.min(self.ring.len()) {
@@ -67,39 +88,80 @@ impl Shard {
             };
             match self.map.get(&key) {
                 Some(slot) if slot.expires > now => self.ring.push_back(key),
-                Some(_) => {
-                    self.map.remove(&key);
-                }
+                Some(_) => self.remove(&key),
                 None => {}
             }
         }
     }
 
-    /// Makes room for one key: dead keys first, then the oldest.
-    fn make_room(&mut self, cap: usize, now: u64) {
+    /// The tenant that gives up a live key so `tenant` can add one: itself
+    /// when it holds at least the average (no scan: a flooding tenant always
+    /// does), else the tenant holding the most.
+    fn victim(&self, tenant: &str) -> Option<Arc<str>> {
+        let mine = self.held.get_key_value(tenant);
+        if let Some((name, &n)) = mine {
+            if n * self.held.len() >= self.map.len() {
+                return Some(Arc::clone(name));
+            }
+        }
+        self.held
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(name, _)| Arc::clone(name))
+    }
+
+    /// Makes room for one key of `tenant`: dead keys first, then the oldest
+    /// key of [`Shard::victim`].
+    fn make_room(&mut self, cap: usize, now: u64, tenant: &str) {
         if self.map.len() < cap {
             return;
         }
         self.sweep(8, now);
         while self.map.len() >= cap.max(1) {
-            match self.ring.pop_front() {
-                Some(key) => {
-                    self.map.remove(&key);
-                }
+            let Some(victim) = self.victim(tenant) else {
+                break;
+            };
+            let oldest = self
+                .ring
+                .iter()
+                .position(|k| self.map.get(k).is_some_and(|s| s.tenant == victim));
+            match oldest.and_then(|i| self.ring.remove(i)) {
+                Some(key) => self.remove(&key),
                 None => break,
             }
         }
     }
 
-    fn put(&mut self, key: String, value: u64, expires: u64, cap: usize, now: u64) {
+    fn put(
+        &mut self,
+        tenant: &TenantId,
+        key: String,
+        value: u64,
+        expires: u64,
+        cap: usize,
+        now: u64,
+    ) {
         if let Some(slot) = self.map.get_mut(key.as_str()) {
-            *slot = Slot { value, expires };
+            slot.value = value;
+            slot.expires = expires;
             return;
         }
-        self.make_room(cap, now);
+        self.make_room(cap, now, tenant.as_str());
+        let name = match self.held.get_key_value(tenant.as_str()) {
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(tenant.as_str()),
+        };
+        *self.held.entry(Arc::clone(&name)).or_insert(0) += 1;
         let key: Box<str> = key.into();
         self.ring.push_back(key.clone());
-        self.map.insert(key, Slot { value, expires });
+        self.map.insert(
+            key,
+            Slot {
+                value,
+                expires,
+                tenant: name,
+            },
+        );
         if self.ring.len() > 2 * self.map.len() + 16 {
             // Records of cleared keys piled up: rebuild from the map.
             self.ring = self.map.keys().cloned().collect();
@@ -166,7 +228,7 @@ impl MemoryLimiter {
         let decision = Decision::combine(&outcomes);
         if decision.allowed {
             for (key, o) in keys.into_iter().zip(&outcomes) {
-                shard.put(key, o.store, o.expires, cap, now);
+                shard.put(tenant, key, o.store, o.expires, cap, now);
             }
         }
         drop(shard);
@@ -180,9 +242,8 @@ impl MemoryLimiter {
     pub fn clear_tenant(&self, tenant: &TenantId) -> usize {
         let mut shard = self.shards[shard_of(tenant)].lock();
         let before = shard.map.len();
-        shard
-            .map
-            .retain(|k, _| parse_key(k).is_none_or(|p| p.tenant != tenant.as_str()));
+        shard.map.retain(|_, slot| &*slot.tenant != tenant.as_str());
+        shard.held.remove(tenant.as_str());
         before - shard.map.len()
     }
 
@@ -265,6 +326,46 @@ mod tests {
         }
         assert!(m.len() <= 7 + SHARDS * 2, "{}", m.len());
         assert_eq!(m.clear_tenant(&t("late1")), 1);
+    }
+
+    fn keyed(name: &str, rate: &str) -> Vec<Check> {
+        vec![Check {
+            limit: Limit::Rate(Rate::parse(rate).unwrap()),
+            name: name.to_owned(),
+        }]
+    }
+
+    #[test]
+    fn a_tenant_flooding_new_keys_never_evicts_a_neighbours_counts() {
+        let m = MemoryLimiter::new();
+        m.set_max_keys(SHARDS * 8); // 8 keys per shard
+        let p = KeyPrefix::default();
+        let small = t("small");
+        let flood = (0..)
+            .map(|i| t(&format!("flood{i}")))
+            .find(|f| shard_of(f) == shard_of(&small))
+            .unwrap();
+        let now = MICROS;
+        // The neighbour spends its whole allowance on one key.
+        let own = keyed("http:3/h:ip=10.0.0.1", "3/h");
+        for _ in 0..3 {
+            assert!(m.check(&p, &small, &own, 1, now).allowed);
+        }
+        assert!(!m.check(&p, &small, &own, 1, now).allowed);
+        // A tenant in the same shard makes 1,000 new keys (one per address).
+        for i in 0..1_000 {
+            let c = keyed(&format!("http:3/h:ip=10.9.{}.{}", i / 250, i % 250), "3/h");
+            assert!(m.check(&p, &flood, &c, 1, now + i).allowed);
+        }
+        assert!(m.len() <= 8, "{}", m.len());
+        // The neighbour's count survived: still refused, not a fresh allowance.
+        assert!(!m.check(&p, &small, &own, 1, now + 2_000).allowed);
+        // A new key of the neighbour's takes the flooding tenant's place.
+        let other = keyed("http:3/h:ip=10.0.0.2", "3/h");
+        assert!(m.check(&p, &small, &other, 1, now + 3_000).allowed);
+        assert!(!m.check(&p, &small, &own, 1, now + 4_000).allowed);
+        assert!(m.len() <= 8, "{}", m.len());
+        assert_eq!(m.clear_tenant(&small), 2);
     }
 
     #[test]
