@@ -14,10 +14,12 @@
 //!
 //! Which live key goes is fair between the tenants of a shard: the oldest
 //! key of the tenant inserting, when it holds at least the shard's average,
-//! else the oldest key of the tenant holding the most. So a tenant that
-//! floods new keys (one per client address, say) only ever pushes out its
-//! own keys, never a smaller neighbour's counts: forgetting those would hand
-//! that neighbour's clients a fresh allowance.
+//! else the oldest key of the largest tenant among those of the shard's
+//! oldest few keys. So a tenant that floods new keys (one per client
+//! address, say) only ever pushes out its own keys, never a smaller
+//! neighbour's counts: forgetting those would hand that neighbour's clients
+//! a fresh allowance. Each tenant keeps its own oldest-first ring, so this
+//! stays O(1).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -51,14 +53,26 @@ struct Slot {
     tenant: Arc<str>,
 }
 
+/// One tenant's keys in a shard: how many, and its own oldest-first ring
+/// (records of keys already gone are skipped when met).
+#[derive(Default)]
+struct Held {
+    count: usize,
+    ring: VecDeque<Box<str>>,
+}
+
+/// Records looked at from the front of the shard's ring to pick the tenant
+/// that gives up a key when a small tenant adds one to a full shard.
+const VICTIM_SAMPLE: usize = 8;
+
 #[derive(Default)]
 struct Shard {
     map: HashMap<Box<str>, Slot>,
     /// Every key, oldest first (a key may appear twice after a clear; a
     /// record without its key is skipped).
     ring: VecDeque<Box<str>>,
-    /// How many keys each tenant holds here (for fair eviction).
-    held: HashMap<Arc<str>, usize>,
+    /// Each tenant's keys here (fair eviction in O(1)).
+    held: HashMap<Arc<str>, Held>,
 }
 
 impl Shard {
@@ -71,9 +85,9 @@ impl Shard {
 
     fn remove(&mut self, key: &str) {
         if let Some(slot) = self.map.remove(key) {
-            if let Some(n) = self.held.get_mut(&slot.tenant) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(held) = self.held.get_mut(&slot.tenant) {
+                held.count -= 1;
+                if held.count == 0 {
                     self.held.remove(&slot.tenant);
                 }
             }
@@ -95,19 +109,42 @@ impl Shard {
     }
 
     /// The tenant that gives up a live key so `tenant` can add one: itself
-    /// when it holds at least the average (no scan: a flooding tenant always
-    /// does), else the tenant holding the most.
+    /// when it holds at least the shard's average (a flooding tenant always
+    /// does), else, among the tenants of the oldest few keys, the one
+    /// holding the most. O(1) either way.
     fn victim(&self, tenant: &str) -> Option<Arc<str>> {
-        let mine = self.held.get_key_value(tenant);
-        if let Some((name, &n)) = mine {
-            if n * self.held.len() >= self.map.len() {
+        if let Some((name, held)) = self.held.get_key_value(tenant) {
+            if held.count * self.held.len() >= self.map.len() {
                 return Some(Arc::clone(name));
             }
         }
-        self.held
+        let sampled = self
+            .ring
             .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(name, _)| Arc::clone(name))
+            .take(VICTIM_SAMPLE)
+            .filter_map(|k| self.map.get(k))
+            .max_by_key(|slot| self.held.get(&slot.tenant).map_or(0, |h| h.count))
+            .map(|slot| Arc::clone(&slot.tenant));
+        // Every sampled record stale (keys cleared): the largest tenant.
+        sampled.or_else(|| {
+            self.held
+                .iter()
+                .max_by_key(|(_, h)| h.count)
+                .map(|(name, _)| Arc::clone(name))
+        })
+    }
+
+    /// Forgets `victim`'s oldest live key.
+    fn evict_oldest_of(&mut self, victim: &Arc<str>) -> bool {
+        loop {
+            let Some(key) = self.held.get_mut(victim).and_then(|h| h.ring.pop_front()) else {
+                return false;
+            };
+            if self.map.get(&key).is_some_and(|s| s.tenant == *victim) {
+                self.remove(&key);
+                return true;
+            }
+        }
     }
 
     /// Makes room for one key of `tenant`: dead keys first, then the oldest
@@ -118,16 +155,11 @@ impl Shard {
         }
         self.sweep(8, now);
         while self.map.len() >= cap.max(1) {
-            let Some(victim) = self.victim(tenant) else {
+            let evicted = self
+                .victim(tenant)
+                .is_some_and(|victim| self.evict_oldest_of(&victim));
+            if !evicted {
                 break;
-            };
-            let oldest = self
-                .ring
-                .iter()
-                .position(|k| self.map.get(k).is_some_and(|s| s.tenant == victim));
-            match oldest.and_then(|i| self.ring.remove(i)) {
-                Some(key) => self.remove(&key),
-                None => break,
             }
         }
     }
@@ -147,12 +179,20 @@ impl Shard {
             return;
         }
         self.make_room(cap, now, tenant.as_str());
+        let key: Box<str> = key.into();
         let name = match self.held.get_key_value(tenant.as_str()) {
             Some((name, _)) => Arc::clone(name),
             None => Arc::from(tenant.as_str()),
         };
-        *self.held.entry(Arc::clone(&name)).or_insert(0) += 1;
-        let key: Box<str> = key.into();
+        let held = self.held.entry(Arc::clone(&name)).or_default();
+        if held.ring.len() > 2 * held.count + 16 {
+            // Records of keys gone piled up: keep the live ones, in order.
+            let map = &self.map;
+            held.ring
+                .retain(|k| map.get(k).is_some_and(|s| s.tenant == name));
+        }
+        held.count += 1;
+        held.ring.push_back(key.clone());
         self.ring.push_back(key.clone());
         self.map.insert(
             key,
@@ -333,6 +373,35 @@ mod tests {
             limit: Limit::Rate(Rate::parse(rate).unwrap()),
             name: name.to_owned(),
         }]
+    }
+
+    #[test]
+    fn many_neighbours_at_their_limits_keep_their_counts_under_a_flood() {
+        let m = MemoryLimiter::new();
+        m.set_max_keys(SHARDS * 16); // 16 keys per shard
+        let p = KeyPrefix::default();
+        let shard = shard_of(&t("anchor"));
+        let mut names = (0..)
+            .map(|i| t(&format!("n{i}")))
+            .filter(|n| shard_of(n) == shard);
+        let neighbours: Vec<TenantId> = names.by_ref().take(6).collect();
+        let flood = names.next().unwrap();
+        let own = keyed("http:2/h:tenant", "2/h");
+        let now = MICROS;
+        for n in &neighbours {
+            assert!(m.check(&p, n, &own, 2, now).allowed);
+            assert!(!m.check(&p, n, &own, 1, now).allowed);
+        }
+        // The neighbours' keys are the oldest in the shard; a flood of
+        // 5,000 new keys goes past them 300 times over.
+        for i in 0..5_000u64 {
+            let c = keyed(&format!("http:2/h:ip=10.{}.{}", i / 200, i % 200), "2/h");
+            assert!(m.check(&p, &flood, &c, 1, now + i).allowed);
+        }
+        for n in &neighbours {
+            assert!(!m.check(&p, n, &own, 1, now + 9_000).allowed, "{n:?}");
+        }
+        assert!(m.len() <= 16, "{}", m.len());
     }
 
     #[test]
