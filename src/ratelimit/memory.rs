@@ -111,27 +111,24 @@ impl Shard {
     /// The tenant that gives up a live key so `tenant` can add one: itself
     /// when it holds at least the shard's average (a flooding tenant always
     /// does), else, among the tenants of the oldest few keys, the one
-    /// holding the most. O(1) either way.
-    fn victim(&self, tenant: &str) -> Option<Arc<str>> {
+    /// holding the most. O(1) amortized: records of keys already gone are
+    /// dropped from the front first (each once), so the sample starts at a
+    /// live key.
+    fn victim(&mut self, tenant: &str) -> Option<Arc<str>> {
         if let Some((name, held)) = self.held.get_key_value(tenant) {
             if held.count * self.held.len() >= self.map.len() {
                 return Some(Arc::clone(name));
             }
         }
-        let sampled = self
-            .ring
+        while self.ring.front().is_some_and(|k| !self.map.contains_key(k)) {
+            self.ring.pop_front();
+        }
+        self.ring
             .iter()
             .take(VICTIM_SAMPLE)
             .filter_map(|k| self.map.get(k))
             .max_by_key(|slot| self.held.get(&slot.tenant).map_or(0, |h| h.count))
-            .map(|slot| Arc::clone(&slot.tenant));
-        // Every sampled record stale (keys cleared): the largest tenant.
-        sampled.or_else(|| {
-            self.held
-                .iter()
-                .max_by_key(|(_, h)| h.count)
-                .map(|(name, _)| Arc::clone(name))
-        })
+            .map(|slot| Arc::clone(&slot.tenant))
     }
 
     /// Forgets `victim`'s oldest live key.
