@@ -466,11 +466,12 @@ def round_trip_table(server: RedisProcess) -> str:
     return "\n".join(lines) + "\n"
 
 
-def redis_benchmark_ns(server: RedisProcess, command: str, n: int = 20_000) -> float:
-    """ns per request of ``redis-benchmark -c 1`` for one command."""
+def redis_benchmark(server: RedisProcess, args: list[str], n: int) -> float:
+    """ns per request of ``redis-benchmark -c 1 -n n`` with ``args`` (a
+    ``-t`` test list, or one command of its own); the fastest line."""
     out = subprocess.run(
         ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-c", "1",
-         "-n", str(n), "-t", command, "--csv"],
+         "-n", str(n), "--csv", *args],
         check=True,
         capture_output=True,
         text=True,
@@ -483,9 +484,14 @@ def redis_benchmark_ns(server: RedisProcess, command: str, n: int = 20_000) -> f
             best = max(best, float(fields[1]))
         except (IndexError, ValueError):
             continue
-    if not best:
-        raise RuntimeError(f"no result from redis-benchmark: {out!r}")
+    if best == 0.0:
+        raise RuntimeError(f"no result from redis-benchmark {args}: {out!r}")
     return 1e9 / best
+
+
+def redis_benchmark_ns(server: RedisProcess, command: str, n: int = 20_000) -> float:
+    """ns per request of ``redis-benchmark -c 1`` for one command."""
+    return redis_benchmark(server, ["-t", command], n)
 
 
 def latency_table(server: RedisProcess) -> str:

@@ -157,23 +157,13 @@ FLOOR_SCRIPT = (
 )
 
 
-def redis_benchmark_script_ns(server, sha: str, n: int) -> float:
-    """ns per request of ``redis-benchmark -c 1`` running ``EVALSHA sha``."""
-    out = subprocess.run(
-        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-c", "1",
-         "-n", str(n), "--csv", "EVALSHA", sha, "1", "{floor}:k"],
-        check=True, capture_output=True, text=True, timeout=300,
-    ).stdout  # fmt: skip
-    fields = [f.strip('"') for f in out.splitlines()[-1].split(",")]
-    return 1e9 / float(fields[1])
-
-
 def paired_redis_ratios(server, redis_url: str) -> tuple[list[float], list[float]]:
     """Per round, over ``redis-benchmark -c 1`` SET timed just before:
     tenantry's Redis check, and ``redis-benchmark`` itself running
     :data:`FLOOR_SCRIPT`. Paired per round because this shared machine's
     loopback round trip moves by a third between runs, and a ratio of two
     bests taken apart reads that swing as a change."""
+    from benchmarks.bench_presence import redis_benchmark
     from benchmarks.bench_state import redis_benchmark_ns
 
     prefix = f"paired-{uuid.uuid4().hex[:6]}"
@@ -185,7 +175,8 @@ def paired_redis_ratios(server, redis_url: str) -> tuple[list[float], list[float
         for _ in range(PAIRED_ROUNDS):
             base = redis_benchmark_ns(server, "set", 4_000)
             ratios.append(ns_per_op(ours, number=1_000, repeat=1) / base)
-            floors.append(redis_benchmark_script_ns(server, floor_sha, 4_000) / base)
+            floor = redis_benchmark(server, ["EVALSHA", floor_sha, "1", "{floor}:k"], 4_000)
+            floors.append(floor / base)
     return sorted(ratios), sorted(floors)
 
 

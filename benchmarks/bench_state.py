@@ -137,18 +137,9 @@ def memory_table() -> str:
 def redis_benchmark_ns(server: RedisProcess, command: str, n: int = 20_000) -> float:
     """ns per request of ``redis-benchmark -c 1`` for one command, 16-byte
     values (``-d 16``), like the value tenantry stores below."""
-    out = subprocess.run(
-        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-c", "1",
-         "-n", str(n), "-d", "16", "-t", command, "--csv"],
-        check=True, capture_output=True, text=True, timeout=300,
-    ).stdout  # fmt: skip
-    for line in out.splitlines()[1:]:
-        fields = [f.strip('"') for f in line.split(",")]
-        try:
-            return 1e9 / float(fields[1])
-        except (IndexError, ValueError):
-            continue
-    raise RuntimeError(f"no result from redis-benchmark: {out!r}")
+    from benchmarks.bench_presence import redis_benchmark
+
+    return redis_benchmark(server, ["-d", "16", "-t", command], n)
 
 
 def redis_table(server: RedisProcess) -> str:
