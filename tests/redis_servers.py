@@ -27,6 +27,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
@@ -337,13 +338,22 @@ class TlsRedisCluster(RedisCluster):
         return {"ssl": True, "ssl_ca_certs": str(self.ca_file)}
 
 
+S = TypeVar("S", bound="RedisServer | RedisCluster")
+
+
+def _running(server: S) -> Iterator[S]:
+    """Starts ``server`` (a server or a cluster), yields it, stops it also
+    when the tests using it failed."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _running(RedisCluster(tmp_path_factory.mktemp("redis-cluster")))
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -375,29 +385,17 @@ def redis_cluster_factory(tmp_path: Path) -> Iterator:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(RedisServer(tmp_path_factory.mktemp("redis")))
 
 
 @pytest.fixture(scope="session")
 def redis_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedisServer]:
-    server = TlsRedisServer(tmp_path_factory.mktemp("redis-tls")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(TlsRedisServer(tmp_path_factory.mktemp("redis-tls")))
 
 
 @pytest.fixture(scope="session")
 def redis_tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedisCluster]:
-    cluster = TlsRedisCluster(tmp_path_factory.mktemp("redis-tls-cluster")).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _running(TlsRedisCluster(tmp_path_factory.mktemp("redis-tls-cluster")))
 
 
 @pytest.fixture
