@@ -131,3 +131,60 @@ def test_scoped_mixin_without_tenant(rf, settings):
         view.create_for_tenant(name="x")
     settings.DJUST_CONFIG = {"TENANT_MAIN_DOMAIN": "example.com", "TENANT_STRICT": "empty"}
     assert list(view.get_tenant_queryset()) == []
+
+
+def test_an_overridden_resolve_tenant_wins_over_the_middlewares_tenant(rf):
+    """The view keeps one attribute for its tenant and takes the middleware's
+    answer directly only when ``resolve_tenant`` is the default: an override
+    on the class or on the instance is asked, and what it picks admitted."""
+    request = rf.get("/", HTTP_HOST="acme.example.com")
+    request.tenant = TenantInfo("acme")
+
+    class Pinned(ItemsView):
+        def resolve_tenant(self, request):
+            return "globex"
+
+    assert Pinned().tenant is None  # no request yet: nothing resolved
+    view = Pinned()
+    view._ensure_tenant(request)
+    assert view.tenant == "globex"
+    patched = ItemsView()
+    patched.resolve_tenant = lambda request: "initech"
+    patched._ensure_tenant(request)
+    assert patched.tenant == "initech"
+    default = ItemsView()
+    default._ensure_tenant(request)
+    assert default.tenant is request.tenant
+
+
+def test_a_refusal_stays_a_refusal_on_every_hook(rf, settings):
+    from django.http import Http404
+
+    settings.DJUST_CONFIG = {"TENANT_MAIN_DOMAIN": "example.com", "TENANT_REQUIRED": True}
+    view = ItemsView()
+    request = rf.get("/", HTTP_HOST="example.com")
+    view.request = request
+    with pytest.raises(Http404):
+        view._ensure_tenant(request)
+    with pytest.raises(Http404):  # again, without resolving again
+        view._ensure_tenant(rf.get("/", HTTP_HOST="acme.example.com"))
+    assert view.tenant is None and view._tenant is None
+    assert view._tenant_resolved is False
+    assert view.get_state_key_prefix() == ""  # nothing saved under any key
+    view._tenant_resolved = False  # djust.tenants' flag cannot lift a refusal
+    with pytest.raises(Http404):
+        view._ensure_tenant(rf.get("/", HTTP_HOST="acme.example.com"))
+
+
+def test_the_resolved_flag_reads_and_resets_like_djust_tenants(rf):
+    view = ItemsView()
+    assert view._tenant_resolved is False
+    view._ensure_tenant(rf.get("/", HTTP_HOST="acme.example.com"))
+    assert view._tenant_resolved is True and view.tenant == "acme"
+    view._tenant_resolved = False  # resolve again on next use
+    view._ensure_tenant(rf.get("/", HTTP_HOST="globex.example.com"))
+    assert view.tenant == "globex"
+    # djust never saves the tenant as view state: its one attribute is set
+    # before djust's snapshot of the framework's own attributes.
+    assert "_tenantry_tenant" in view._framework_attrs
+    assert view._get_private_state() == {}

@@ -16,6 +16,8 @@ the stand-in goes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import django.conf as django_conf
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
@@ -30,6 +32,12 @@ _reset_hooks: list = []
 _current: _core.CurrentConfig | None = None
 #: The ``django.conf.settings`` object the current config was compiled from.
 _compiled_from: object = None
+#: ``(context_name, membership_check, audit_callback)`` of the current config,
+#: or None: what the per-request and per-render paths read, without a call
+#: (:func:`request_settings` fills it; dropped with the config). Those paths
+#: run after the request's resolution, which notices a replaced settings
+#: object (the Rust core asks :func:`current`'s question).
+request_config: tuple[str, Any, Any] | None = None
 
 
 def get_djust_config() -> dict:
@@ -81,8 +89,9 @@ def reload() -> None:
 
 
 def reset() -> None:
-    global _current
+    global _current, request_config
     _current = None
+    request_config = None
     _core.reset()
     for hook in list(_reset_hooks):
         hook()
@@ -95,6 +104,14 @@ def current() -> _core.CurrentConfig:
         config = _core.current_config()
         globals()["_current"] = config
     return config
+
+
+def request_settings() -> tuple[str, Any, Any]:
+    """:data:`request_config`, filled from :func:`current`."""
+    global request_config
+    config = current()
+    request_config = (config.context_name, config.membership_check, config.audit_callback)
+    return request_config
 
 
 def check() -> tuple[list[tuple[str, str]], list[str]]:

@@ -68,7 +68,9 @@ def get_current_tenant() -> TenantInfo | None:
 def set_current_tenant(tenant: TenantInfo | str | int | None) -> Token:
     """Bind ``tenant`` and return the token that restores the previous one
     (``reset_current_tenant(token)``). Prefer :func:`tenant_context`."""
-    return _current.set(as_tenant(tenant))
+    if tenant is not None and type(tenant) is not TenantInfo:
+        tenant = as_tenant(tenant)
+    return _current.set(tenant)
 
 
 def reset_current_tenant(token: Token) -> None:

@@ -35,6 +35,7 @@ from django.http import HttpRequest, HttpResponse
 from . import conf, ratelimit
 from .access import deny, tenant_for_request
 from .context import (
+    _current,
     get_current_tenant,
     keep_bound,
     reset_current_tenant,
@@ -88,9 +89,12 @@ class TenantMiddleware:
         tenant = tenant_for_request(request)
         token = set_current_tenant(tenant)
         try:
-            return keep_bound(ratelimit.http(request, self.get_response), tenant)
+            response = ratelimit.http(request, self.get_response)
         finally:
-            reset_current_tenant(token)
+            _current.reset(token)
+        if getattr(response, "streaming", False):  # keep_bound's test, without its call
+            return keep_bound(response, tenant)
+        return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         if conf.current().resolution_needs_sync:
@@ -107,7 +111,8 @@ class TenantMiddleware:
     def process_view(
         self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: Any
     ) -> None:
-        _require_tenant(request, view_func)
+        if request.tenant is None:
+            _require_tenant(request, view_func)
 
     async def _aprocess_view(
         self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: Any

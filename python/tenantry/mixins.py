@@ -22,7 +22,7 @@ it as they patched ``djust.tenants.mixin.resolve_tenant``::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db.models import Model
 from django.http import Http404
@@ -99,24 +99,84 @@ def _not_context(cls: type) -> type:
     return cls
 
 
+#: ``_tenantry_tenant`` of a view that has not resolved its tenant yet.
+_UNRESOLVED: Any = type("Unresolved", (), {"__repr__": lambda self: "<unresolved tenant>"})()
+#: ``_tenantry_tenant`` of a view that refused its tenant (404): a refusal
+#: stays a refusal for the view's life.
+_REFUSED: Any = type("Refused", (), {"__repr__": lambda self: "<refused tenant>"})()
+_NO_DICT: dict = {}
+
+
 def _admit_view_tenant(view: Any, value: TenantInfo | str | int | None) -> TenantInfo | None:
     tenant = admit(value, request=getattr(view, "request", None), source=VIEW_SOURCE)
     view._tenantry_tenant = tenant
-    view._tenant_resolved = True
-    view._tenant_refused = False
+    return tenant
+
+
+def _bound_tenant(view: Any) -> TenantInfo | None:
+    """The view's tenant if it has resolved one, else None (never resolves)."""
+    tenant = view._tenantry_tenant
+    return None if tenant is _REFUSED or tenant is _UNRESOLVED else tenant
+
+
+def _view_tenant(view: Any) -> TenantInfo | None:
+    """The view's tenant, resolved from ``view.request`` on first use (None
+    for a view that refused one)."""
+    tenant = view._tenantry_tenant
+    if tenant is _UNRESOLVED:
+        request = getattr(view, "request", None)
+        return None if request is None else _resolve(view, request)
+    return None if tenant is _REFUSED else tenant
+
+
+def _tenant_of(view: Any, request: Any) -> TenantInfo | None:
+    """The view's tenant, resolved from ``request`` once per view; a view that
+    refused answers 404 again."""
+    tenant = view._tenantry_tenant
+    if tenant is _UNRESOLVED:
+        return _resolve(view, request)
+    if tenant is _REFUSED:
+        raise Http404(NOT_FOUND)
+    return tenant
+
+
+def _resolve(view: Any, request: Any) -> TenantInfo | None:
+    resolved = getattr(request, "__dict__", _NO_DICT).get("tenant", _UNRESOLVED)
+    try:
+        if (
+            resolved is not _UNRESOLVED
+            and type(view).resolve_tenant is _RESOLVE_TENANT
+            and "resolve_tenant" not in getattr(view, "__dict__", _NO_DICT)
+        ):
+            # What TenantMiddleware resolved and admitted: the answer of the
+            # default resolve_tenant(), without its calls.
+            tenant = resolved
+        else:
+            tenant = view.resolve_tenant(request)
+            if tenant is not getattr(request, "__dict__", _NO_DICT).get("tenant"):
+                # An overridden resolve_tenant(): admit what it chose.
+                tenant = admit(tenant, request=request, source=VIEW_SOURCE)
+    except Http404:
+        view._tenantry_tenant = _REFUSED
+        raise
+    if tenant is None:
+        required = getattr(view, "tenant_required", None)
+        if required is None:
+            required = conf.current().required
+        if required:
+            view._tenantry_tenant = _REFUSED
+            raise deny("tenant.missing", None, request, source=type(view).__name__)
+    view._tenantry_tenant = tenant
     return tenant
 
 
 def _context_key(view: Any) -> str:
-    """The template variable of ``view``'s tenant."""
-    return getattr(view, "tenant_context_name", None) or conf.current().context_name
-
-
-def _context_entry(view: Any) -> tuple[str, TenantInfo | None]:
-    """``(template variable, view.tenant)``, read once per call site of a
-    render (djust asks on every render, HTTP and WebSocket)."""
-    tenant = view._tenantry_tenant if view._tenant_resolved is True else view.tenant
-    return _context_key(view), tenant
+    """The template variable of ``view``'s tenant (the context hooks inline
+    this expression: djust calls them several times per render)."""
+    return (
+        getattr(view, "tenant_context_name", None)
+        or (conf.request_config or conf.request_settings())[0]
+    )
 
 
 #: ``(view class, name)`` → what ``super().<name>`` is from ``TenantMixin``.
@@ -142,46 +202,43 @@ def _next_in_mro(cls: type, name: str) -> Any:
     return found
 
 
-def _run_bound(view: Any, handler: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-    view._ensure_tenant(request)
-    tenant = view._tenantry_tenant
-    if _current.get() is tenant:  # dispatch() bound it
-        return handler(request, *args, **kwargs)
-    token = _current.set(tenant)  # admitted in _ensure_tenant
+def _run_bound(
+    tenant: TenantInfo | None, handler: Any, request: Any, args: Any, kwargs: Any
+) -> Any:
+    token = _current.set(tenant)  # admitted when the view resolved it
     try:
-        return keep_bound(handler(request, *args, **kwargs), tenant)
+        response = handler(request, *args, **kwargs)
     finally:
         _current.reset(token)
+    return keep_bound(response, tenant)
 
 
 @_not_context
 class TenantMixin:
     # Set on your view, not here: djust copies every public class attribute
     # of a view's classes into its template context and saved state on every
-    # render, so the mixin itself keeps none. The helpers the mixin does not
-    # have to expose are module functions, and its methods carry djust's
-    # "not context" marker (``_not_context``): djust walks every class
-    # attribute of the view on each render, and these cost it least.
-    if TYPE_CHECKING:
-        #: ``True``/``False`` overrides ``DJUST_CONFIG["TENANT_REQUIRED"]``
-        #: for this view; unset (or ``None``) follows it.
-        tenant_required: bool | None
-        #: Template variable for the tenant; unset uses ``TENANT_CONTEXT_NAME``.
-        tenant_context_name: str | None
+    # render, so the mixin itself keeps none (``tenant_required``: True/False
+    # overrides ``TENANT_REQUIRED`` for the view; ``tenant_context_name``: the
+    # template variable, unset uses ``TENANT_CONTEXT_NAME``). The helpers are
+    # module functions, and the methods carry djust's "not context" marker
+    # (``_not_context``): djust walks every class attribute of the view on
+    # each render, and these cost it least.
+    #
+    # The view's tenant lives in one attribute, ``_tenantry_tenant``:
+    # ``_UNRESOLVED`` until the view resolves, then the tenant, None, or
+    # ``_REFUSED``. One, because djust walks, snapshots and saves a view's
+    # ``__dict__`` several times per request, and every attribute costs there.
+    def __init__(self, **kwargs: Any) -> None:
+        # Set before djust's LiveView.__init__ snapshots its framework
+        # attributes, so djust never saves it as user state.
+        self._tenantry_tenant = _UNRESOLVED
+        super().__init__(**kwargs)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         method = cls.get_presence_key
         if method is not TenantMixin.get_presence_key and not getattr(method, _SCOPED, False):
             cls.get_presence_key = _tenant_scoped(method)  # type: ignore[method-assign]
-
-    def __init__(self, **kwargs: Any) -> None:
-        # Set before djust's LiveView.__init__ snapshots its framework
-        # attributes, so djust never saves these as user state.
-        self._tenantry_tenant = None
-        self._tenant_resolved = False
-        self._tenant_refused = False
-        super().__init__(**kwargs)
 
     # -- the tenant ---------------------------------------------------------
 
@@ -192,20 +249,33 @@ class TenantMixin:
     # view keeps its tenant.
     @_derived_property
     def _tenant(self) -> TenantInfo | None:
-        return self._tenantry_tenant
+        return _bound_tenant(self)
 
     @_tenant.setter
     def _tenant(self, value: TenantInfo | str | int | None) -> None:
         _admit_view_tenant(self, value)
 
+    # djust.tenants' flag, for code and tests that read or set it: setting it
+    # False makes the view resolve again on next use.
+    @_derived_property
+    def _tenant_resolved(self) -> bool:
+        return self._tenantry_tenant is not _UNRESOLVED and self._tenantry_tenant is not _REFUSED
+
+    @_tenant_resolved.setter
+    def _tenant_resolved(self, value: bool) -> None:
+        tenant = self._tenantry_tenant
+        if value and tenant is _UNRESOLVED:
+            self._tenantry_tenant = None
+        elif not value and tenant is not _REFUSED:  # a refusal stays a refusal
+            self._tenantry_tenant = _UNRESOLVED
+
     @_derived_property
     def tenant(self) -> TenantInfo | None:
         """This view's tenant (resolved from ``self.request`` on first use)."""
-        if not self._tenant_resolved:
-            request = getattr(self, "request", None)
-            if request is not None:
-                self._ensure_tenant(request)
-        return self._tenantry_tenant
+        tenant = self._tenantry_tenant
+        if tenant is _UNRESOLVED or tenant is _REFUSED:
+            return _view_tenant(self)
+        return tenant
 
     @tenant.setter
     def tenant(self, value: TenantInfo | str | int | None) -> None:
@@ -220,7 +290,7 @@ class TenantMixin:
         mirrored into the session, which only an HTTP response can save."""
         if tenant_id is None:
             raise TypeError("set_tenant() needs a tenant id or a TenantInfo, not None")
-        previous = self._tenant
+        previous = _bound_tenant(self)
         tenant = _admit_view_tenant(self, tenant_id)
         request = getattr(self, "request", None)
         audit.emit(
@@ -242,56 +312,48 @@ class TenantMixin:
 
     def _ensure_tenant(self, request: Any) -> None:
         """Resolve once per view instance; a refusal stays a refusal."""
-        if self._tenant_refused:
-            raise Http404(NOT_FOUND)
-        if self._tenant_resolved:
-            return
-        try:
-            tenant = self.resolve_tenant(request)
-            if tenant is not getattr(request, "__dict__", {}).get("tenant"):
-                # An overridden resolve_tenant(): admit what it chose.
-                tenant = admit(tenant, request=request, source=VIEW_SOURCE)
-        except Http404:
-            self._tenant_refused = True
-            raise
-        self._tenantry_tenant = tenant
-        self._tenant_resolved = True
-        if tenant is None:
-            required = getattr(self, "tenant_required", None)
-            if required is None:
-                required = conf.current().required
-            if required:
-                self._tenant_refused = True
-                raise deny("tenant.missing", None, request, source=type(self).__name__)
+        _tenant_of(self, request)
 
     # -- HTTP ---------------------------------------------------------------
 
     # Thin on purpose: djust inspects dispatch/get/post overrides. Live
     # transports never call dispatch(); they call _ensure_tenant() directly.
+    # The hot paths below read the attribute inline before calling the helper
+    # that resolves: djust calls these hooks several times per request.
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        self._ensure_tenant(request)
-        tenant = self._tenantry_tenant
-        token = _current.set(tenant)  # admitted above
-        try:
-            return keep_bound(super().dispatch(request, *args, **kwargs), tenant)
-        finally:
-            _current.reset(token)
+        tenant = _tenant_of(self, request)
+        if _current.get() is tenant:  # TenantMiddleware bound it
+            return super().dispatch(request, *args, **kwargs)
+        return _run_bound(tenant, super().dispatch, request, args, kwargs)
 
     # djust's own tests, and code ported from djust.tenants, call get()/post()
     # without dispatch(): resolve and bind there too (a no-op after dispatch).
     def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return _run_bound(self, super().get, request, *args, **kwargs)  # type: ignore[misc]
+        tenant = self._tenantry_tenant
+        if tenant is _UNRESOLVED or tenant is _REFUSED:
+            tenant = _tenant_of(self, request)
+        if _current.get() is tenant:
+            return super().get(request, *args, **kwargs)  # type: ignore[misc]
+        return _run_bound(tenant, super().get, request, args, kwargs)  # type: ignore[misc]
 
     def post(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return _run_bound(self, super().post, request, *args, **kwargs)  # type: ignore[misc]
+        tenant = _tenant_of(self, request)
+        if _current.get() is tenant:
+            return super().post(request, *args, **kwargs)  # type: ignore[misc]
+        return _run_bound(tenant, super().post, request, args, kwargs)  # type: ignore[misc]
 
     # -- template context -----------------------------------------------------
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         parent = getattr(super(), "get_context_data", None)
         context = parent(**kwargs) if parent is not None else dict(kwargs)
-        key, tenant = _context_entry(self)
-        context[key] = tenant
+        tenant = self._tenantry_tenant
+        if tenant is _UNRESOLVED or tenant is _REFUSED:
+            tenant = _view_tenant(self)
+        context[
+            getattr(self, "tenant_context_name", None)
+            or (conf.request_config or conf.request_settings())[0]
+        ] = tenant
         return context
 
     def _apply_context_processors(self, context: dict[str, Any], request: Any) -> dict[str, Any]:
@@ -299,7 +361,13 @@ class TenantMixin:
         output, so djust renders it through its raw-object path instead of
         serializing it as view state (which logs a warning every render)."""
         context = super()._apply_context_processors(context, request)  # type: ignore[misc]
-        key, tenant = _context_entry(self)
+        tenant = self._tenantry_tenant
+        if tenant is _UNRESOLVED or tenant is _REFUSED:
+            tenant = _view_tenant(self)
+        key = (
+            getattr(self, "tenant_context_name", None)
+            or (conf.request_config or conf.request_settings())[0]
+        )
         context[key] = tenant
         scoped = getattr(self, "_context_processor_keys", None)
         if isinstance(scoped, set):  # djust's fresh set of this call
@@ -331,11 +399,15 @@ class TenantMixin:
         """``tenant:<id>`` for djust's saved view state; ``""`` (save nothing)
         when there is no tenant, never the shared unprefixed key."""
         tenant = self._tenantry_tenant
-        if tenant is None:
+        if tenant is None or tenant is _UNRESOLVED or tenant is _REFUSED:
             return ""
         # djust.tenants percent-encodes the id; a validated id has nothing to
         # encode (A-Z a-z 0-9 . _ -), so it is used as is.
         return f"tenant:{tenant.id}"
+
+
+#: The default ``resolve_tenant`` (see ``_resolve``).
+_RESOLVE_TENANT = TenantMixin.resolve_tenant
 
 
 @_not_context
