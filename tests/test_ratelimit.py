@@ -26,6 +26,7 @@ from tenantry import (
     tenant_context,
 )
 from tenantry.ratelimit import Decision, TenantRateLimiter, check, get_rate_limiter
+from tenantry.usage import get_usage
 from tests.app import views
 from tests.app.models import Tenant
 from tests.live import LiveClient
@@ -239,6 +240,51 @@ def test_plans_from_the_registry_change_without_a_restart(limits, client):
     response = client.get("/public/", HTTP_HOST="acme.example.com")
     assert response.status_code == 200 and response["RateLimit-Limit"] == "50"
     invalidate_tenant("acme")
+
+
+def test_a_plan_limits_http_and_events_where_the_config_sets_no_limit(limits, client):
+    """No ``TENANT_RATE_LIMITS`` at all: the middleware only counts usage,
+    except for a tenant whose plan sets limits (the plan is checked, not
+    skipped with the rest)."""
+    limits(None, TENANT_MODEL="app.Tenant")
+    Tenant.objects.create(slug="acme", name="Acme", settings={"rate_limits": {"http": "2/m"}})
+    Tenant.objects.create(slug="globex", name="Globex", settings={})
+    before = {t: get_usage(t)["total"] for t in ("acme", "globex")}
+    codes = [client.get("/public/", HTTP_HOST="acme.example.com").status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    free = [client.get("/public/", HTTP_HOST="globex.example.com") for _ in range(3)]
+    assert [r.status_code for r in free] == [200] * 3
+    assert all("RateLimit-Limit" not in r for r in free)
+    after = {t: get_usage(t)["total"] for t in ("acme", "globex")}
+    counted = {t: {k: after[t][k] - before[t][k] for k in after[t]} for t in after}
+    assert counted["acme"]["http_requests"] == 3 and counted["acme"]["limited"] == 1
+    assert counted["globex"]["http_requests"] == 3 and counted["globex"]["limited"] == 0
+    invalidate_tenant("acme")
+    invalidate_tenant("globex")
+
+
+@pytest.mark.asyncio
+async def test_a_plan_limits_events_where_the_config_sets_no_limit(limits):
+    limits(None, TENANT_VALIDATOR="tests.test_ratelimit.event_plans")
+    before = {t: get_usage(t)["total"]["live_events"] for t in ("acme", "globex")}
+    acme, globex = LiveClient("acme.example.com"), LiveClient("globex.example.com")
+    await acme.mount()
+    await globex.mount()
+    assert (await acme.event("peek"))["type"] != "error"
+    assert (await acme.event("peek"))["type"] == "error"  # acme's plan: 1/m
+    for _ in range(3):
+        assert (await globex.event("peek"))["type"] != "error"  # no plan, no limit
+    await acme.close()
+    await globex.close()
+    assert get_usage("acme")["total"]["live_events"] - before["acme"] == 2
+    assert get_usage("globex")["total"]["live_events"] - before["globex"] == 3
+
+
+def event_plans(tenant_id):
+    """A ``TENANT_VALIDATOR``: acme has an events plan, globex none."""
+    if tenant_id == "acme":
+        return TenantInfo("acme", settings={"rate_limits": {"events": "1/m"}})
+    return tenant_id == "globex"
 
 
 # --- HTTP: middleware and decorator ------------------------------------------------

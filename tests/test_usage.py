@@ -12,9 +12,9 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from tenantry import _core, tenant_context
+from tenantry import TenantInfo, _core, tenant_context, usage
 from tenantry.ratelimit import TenantRateLimiter, check, get_rate_limiter
-from tenantry.usage import METRICS, flush, get_usage, record
+from tenantry.usage import METRICS, flush, get_usage, record, tenants_with_usage
 from tests.live import LiveClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,6 +44,95 @@ def test_requests_and_refusals_are_counted_per_tenant(settings, client):
     globex = get_usage("globex")
     assert globex["total"]["http_requests"] == 1 and globex["total"]["limited"] == 0
     assert get_usage("initech")["total"]["http_requests"] == 0
+
+
+@pytest.fixture
+def held(monkeypatch):
+    """Counts stay held (no hand-over by time) for the test's length."""
+    monkeypatch.setattr(usage, "FLUSH_AFTER", 3600.0)
+    monkeypatch.setattr(usage, "_next_hand_over", float("inf"))
+
+
+def test_requests_no_limit_applies_to_are_counted_and_read_back_at_once(settings, client, held):
+    """No limits: the middleware holds its counts instead of calling the
+    store; every read (and clear) hands them over first."""
+    settings.DJUST_CONFIG = BASE
+    for _ in range(5):
+        client.get("/public/", HTTP_HOST="acme.example.com")
+    client.get("/public/", HTTP_HOST="globex.example.com")
+    assert len(usage._held) == 6  # held, not yet in the store
+    assert get_usage("acme")["total"]["http_requests"] == 5
+    assert not usage._held
+    assert get_usage("globex")["total"]["http_requests"] == 1
+    client.get("/public/", HTTP_HOST="globex.example.com")
+    assert set(tenants_with_usage()) == {"acme", "globex"}
+    assert get_usage("globex")["total"]["http_requests"] == 2
+    # Clearing the store drops held counts too: nothing comes back later.
+    for _ in range(3):
+        client.get("/public/", HTTP_HOST="acme.example.com")
+    _core.usage_clear()
+    client.get("/public/", HTTP_HOST="acme.example.com")
+    assert get_usage("acme")["total"]["http_requests"] == 1
+    # Deleting a tenant forgets its held counts with the rest.
+    client.get("/public/", HTTP_HOST="acme.example.com")
+    usage.clear_tenant("acme")
+    assert get_usage("acme")["total"]["http_requests"] == 0
+
+
+def test_held_counts_reach_the_store_within_flush_after(settings, client, monkeypatch):
+    settings.DJUST_CONFIG = BASE
+    monkeypatch.setattr(usage, "FLUSH_AFTER", 0.0)  # every count hands over
+    monkeypatch.setattr(usage, "_next_hand_over", 0.0)
+    for _ in range(3):
+        client.get("/public/", HTTP_HOST="acme.example.com")
+    assert not usage._held
+    assert _core.usage_get("acme")["total"]["http_requests"] == 3
+
+
+def test_held_counts_from_many_threads_are_exact_per_tenant(held, monkeypatch):
+    """Threads counting for interleaved tenants while others hand over:
+    no count lost, none given to another tenant."""
+    import threading
+
+    tenants = [TenantInfo(f"t{i}") for i in range(4)]
+    start = threading.Barrier(8)
+
+    def work(n):
+        start.wait()
+        for i in range(500):
+            usage.count(tenants[(n + i) % 4], "http_requests")
+            if i % 50 == 0:
+                usage._hand_over()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [get_usage(t)["total"]["http_requests"] for t in tenants] == [1000] * 4
+
+
+def test_a_held_count_of_an_invalid_tenant_is_dropped_not_raised(held, caplog):
+    class Foreign:  # djust's own TenantInfo, bound by djust.tenants code
+        id = "no spaces allowed"
+
+    usage.count(Foreign(), "http_requests")
+    usage.count(TenantInfo("acme"), "http_requests")
+    usage._hand_over()
+    assert get_usage("acme")["total"]["http_requests"] == 1
+    assert "invalid tenant dropped" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_live_events_no_limit_applies_to_are_counted(settings, held):
+    settings.DJUST_CONFIG = BASE
+    tab = LiveClient("acme.example.com")
+    await tab.mount()
+    for _ in range(3):
+        assert (await tab.event("peek"))["type"] != "error"
+    await tab.close()
+    total = get_usage("acme")["total"]
+    assert total["live_events"] == 3 and total["limited"] == 0
 
 
 @pytest.mark.asyncio

@@ -55,15 +55,16 @@ class ProcessRouter(Generic[B]):
     def __init__(self, make: Callable[[Any], B]) -> None:
         self._make = make
         self._lock = threading.Lock()
-        self._router: B | None = None
+        #: The router once made (None before): hot paths read this first.
+        self.made: B | None = None
 
     def get(self) -> B:
-        router = self._router
+        router = self.made
         if router is not None:
             return router
         with self._lock:
-            if self._router is None:
+            if self.made is None:
                 from .context import _current
 
-                self._router = self._make(_current)
-            return self._router
+                self.made = self._make(_current)
+            return self.made

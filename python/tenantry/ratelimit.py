@@ -38,8 +38,10 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse
 
+from . import conf, usage
 from ._core import BackendUnavailable, Decision, TenantRateLimiter
 from ._tenant_backend import ProcessRouter
+from .context import _current
 
 __all__ = [
     "Decision",
@@ -97,11 +99,31 @@ def _set_headers(response: Any, decision: Decision) -> None:
         response[name] = value
 
 
+#: scope → whether ``DJUST_CONFIG`` limits it; emptied when the config changes.
+_configured: dict[str, bool] = {}
+conf._reset_hooks.append(_configured.clear)
+
+
+def _unlimited(scope: str, tenant: Any) -> bool:
+    """Nothing can limit ``scope`` for ``tenant``: the config sets no rate or
+    quota for it, and the tenant has no plan (``rate_limits`` / ``quotas``
+    in its settings, which may add some). The middleware and the event gate
+    then only count usage, without a call into the store."""
+    configured = _configured.get(scope)
+    if configured is None:
+        configured = _configured[scope] = conf.current().limits_scope(scope)
+    if configured:
+        return False
+    plan = getattr(tenant, "settings", None)
+    return not plan or ("rate_limits" not in plan and "quotas" not in plan)
+
+
 def _http_decision(request: HttpRequest) -> Decision | HttpResponse | None:
     if getattr(request, "tenant", None) is None:
         return None
     try:
-        return _limiter.get().check("http", None, 1, request, required=False, usage="http_requests")
+        limiter = _limiter.made or _limiter.get()
+        return limiter.check("http", None, 1, request, required=False, usage="http_requests")
     except BackendUnavailable as exc:
         from .middleware import unavailable
 
@@ -111,32 +133,46 @@ def _http_decision(request: HttpRequest) -> Decision | HttpResponse | None:
 def http(request: HttpRequest, get_response: Callable[[HttpRequest], Any]) -> Any:
     """``TenantMiddleware``'s hook: the ``http`` limits of the request's
     tenant before the view (429 when refused), their headers after it."""
+    tenant = getattr(request, "tenant", None)
+    if tenant is None:
+        return get_response(request)
+    if _unlimited("http", tenant):
+        usage.count(tenant, "http_requests")
+        return get_response(request)
     decision = _http_decision(request)
-    if isinstance(decision, HttpResponse):
+    if decision is None:
+        return get_response(request)
+    if not isinstance(decision, Decision):  # the 503 of a store that is down
         return decision
-    if decision is not None and not decision.allowed:
+    if not decision.allowed:
         return too_many_requests(decision)
     response = get_response(request)
-    if decision is not None:
+    if decision.limit is not None:  # no headers when no limit applies
         _set_headers(response, decision)
     return response
 
 
-async def ahttp(
-    request: HttpRequest, get_response: Callable[[HttpRequest], Awaitable[Any]]
-) -> Any:
+async def ahttp(request: HttpRequest, get_response: Callable[[HttpRequest], Awaitable[Any]]) -> Any:
     """:func:`http` for async middleware stacks."""
-    if getattr(request, "tenant", None) is not None and _limiter.get().needs_user("http"):
+    tenant = getattr(request, "tenant", None)
+    if tenant is None:
+        return await get_response(request)
+    if _unlimited("http", tenant):
+        usage.count(tenant, "http_requests")
+        return await get_response(request)
+    if _limiter.get().needs_user("http"):
         # request.user loads from the database: not on the event loop.
         decision = await sync_to_async(_http_decision)(request)
     else:
         decision = _http_decision(request)
-    if isinstance(decision, HttpResponse):
+    if decision is None:
+        return await get_response(request)
+    if not isinstance(decision, Decision):  # the 503 of a store that is down
         return decision
-    if decision is not None and not decision.allowed:
+    if not decision.allowed:
         return too_many_requests(decision)
     response = await get_response(request)
-    if decision is not None:
+    if decision.limit is not None:  # no headers when no limit applies
         _set_headers(response, decision)
     return response
 
@@ -224,6 +260,12 @@ def _limited_validator(original: Callable[..., Any]) -> Callable[..., Any]:
         handler = await original(ws, event_name, owner, *args, **kwargs)
         if handler is None:
             return None
+        tenant = _current.get()
+        if tenant is None:  # nothing to count or limit (the store says the same)
+            return handler
+        if _unlimited("events", tenant):
+            usage.count(tenant, "live_events")
+            return handler
         if _limiter.get().needs_user("events"):
             # The view's user may still be a lazy object that loads from
             # the database: not on the event loop.

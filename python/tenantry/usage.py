@@ -12,11 +12,15 @@ tenant's bytes, as the stores return them with the join or write. Your
 code may add figures with :func:`record`.
 Kept where ``STATE_BACKEND`` keeps state (the process, or Redis at
 ``STATE_REDIS_URL``); on Redis a tenant's figures are sent in one round trip
-at most once a second. See docs/ratelimits.md#usage.
+at most once a second. A request or event that no limit applied to is
+counted without a call into the store: held in the process and handed over
+within a second, and before any read here. See docs/ratelimits.md#usage.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,8 +28,39 @@ from . import _core
 
 __all__ = ["METRICS", "clear_tenant", "flush", "get_usage", "record", "tenants_with_usage"]
 
+logger = logging.getLogger("tenantry.usage")
+
 #: The figures kept per hour and day.
 METRICS = ("http_requests", "live_events", "limited", "peak_presences", "state_bytes")
+
+#: Seconds the request and event paths may hold counts before handing them to
+#: the store (every read hands them over first).
+FLUSH_AFTER = 1.0
+
+#: ``(tenant, metric)`` of requests and events no limit applied to, held
+#: by the core until handed over. Appending (atomic under the GIL) costs a
+#: request far less than a call into the store, whose code is cold between
+#: requests; every read and clear in the core hands them over first.
+_held = _core.usage_held()
+_next_hand_over = 0.0
+
+
+def count(tenant: Any, metric: str) -> None:
+    """Count one ``metric`` (``http_requests``, ``live_events``) of
+    ``tenant``: held, and handed to the store within :data:`FLUSH_AFTER`
+    seconds or at the next read, whichever comes first."""
+    _held.append((tenant, metric))
+    if time.monotonic() >= _next_hand_over:
+        _hand_over()
+
+
+def _hand_over() -> None:
+    global _next_hand_over
+    _next_hand_over = time.monotonic() + FLUSH_AFTER
+    try:
+        _core.usage_hand_over()
+    except Exception:  # never fail the request that happens to hand over
+        logger.exception("held usage counts dropped")
 
 
 def _when(epoch: int) -> datetime:

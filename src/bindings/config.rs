@@ -699,6 +699,12 @@ impl CurrentConfig {
             || self.inner.registry.is_some()
             || self.inner.domains.is_some()
     }
+    /// True when `TENANT_RATE_LIMITS` or `TENANT_QUOTAS` limit `scope` (a
+    /// tenant's plan may limit others): the request and event paths skip the
+    /// store's check for a scope nothing limits.
+    fn limits_scope(&self, scope: &str) -> bool {
+        self.inner.settings.rate_limits.limits.mentions(scope)
+    }
     /// `(model label, id field)` of `TENANT_MODEL`, or None.
     #[getter]
     fn tenant_model(&self) -> Option<(String, String)> {

@@ -57,6 +57,8 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ratelimit::Decision>()?;
     m.add_class::<ratelimit::Limiter>()?;
     m.add_function(wrap_pyfunction!(usage::usage_record, m)?)?;
+    m.add_function(wrap_pyfunction!(usage::usage_held, m)?)?;
+    m.add_function(wrap_pyfunction!(usage::usage_hand_over, m)?)?;
     m.add_function(wrap_pyfunction!(usage::usage_get, m)?)?;
     m.add_function(wrap_pyfunction!(usage::usage_tenants, m)?)?;
     m.add_function(wrap_pyfunction!(usage::usage_flush, m)?)?;

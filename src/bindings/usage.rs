@@ -6,8 +6,9 @@
 
 use std::sync::{Arc, LazyLock};
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList};
 
 use super::errors::store_error;
@@ -24,6 +25,13 @@ static ENGINE: LazyLock<EngineSlot<Engine>> = LazyLock::new(EngineSlot::new);
 
 /// Seconds a tenant's deltas wait in the process before one flush.
 const FLUSH_EVERY: u64 = 1;
+
+/// Counts the request and event paths hold (`tenantry.usage.count`): a
+/// `collections.deque` of `(tenant, metric name)` that Python appends to
+/// without calling into the extension, whose code is cold between requests.
+/// Every read and clear below hands it over first, so no path sees the
+/// figures without it.
+static HELD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 impl RedisEngine for RedisUsage {
     fn store(&self) -> &RedisStore {
@@ -98,6 +106,60 @@ fn flush_pending(py: Python<'_>, engine: &Engine, tenant: Option<&TenantId>) -> 
     Ok(())
 }
 
+/// The deque of held counts (made on first use).
+#[pyfunction]
+pub fn usage_held(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    HELD.get_or_try_init(py, || {
+        Ok::<_, PyErr>(
+            py.import("collections")?
+                .getattr("deque")?
+                .call0()?
+                .unbind(),
+        )
+    })
+    .map(|d| d.clone_ref(py))
+}
+
+/// Records the held counts, summed per tenant and metric. A held tenant
+/// without a valid id (djust's own `TenantInfo` bound by djust.tenants code)
+/// is logged and dropped: this runs inside whichever request hands over.
+#[pyfunction]
+pub fn usage_hand_over(py: Python<'_>) -> PyResult<()> {
+    let Some(held) = HELD.get(py) else {
+        return Ok(());
+    };
+    let held = held.bind(py);
+    let mut sums: Vec<(TenantId, Metric, u64)> = Vec::new();
+    loop {
+        // popleft until empty, not a swap: appends made meanwhile are kept.
+        let item = match held.call_method0(pyo3::intern!(py, "popleft")) {
+            Ok(item) => item,
+            Err(e) if e.is_instance_of::<PyIndexError>(py) => break,
+            Err(e) => return Err(e),
+        };
+        let (tenant, name): (Bound<'_, PyAny>, String) = item.extract()?;
+        let m = metric(&name)?;
+        let id = match tenant_backend::tenant_id_of(&tenant) {
+            Ok(id) => id,
+            Err(e) => {
+                warn(
+                    py,
+                    format!("usage {name} of an invalid tenant dropped: {e}"),
+                )?;
+                continue;
+            }
+        };
+        match sums.iter_mut().find(|(t, k, _)| *t == id && *k == m) {
+            Some(entry) => entry.2 += 1,
+            None => sums.push((id, m, 1)),
+        }
+    }
+    for (id, m, n) in sums {
+        record(py, &id, m, n)?;
+    }
+    Ok(())
+}
+
 fn metric(name: &str) -> PyResult<Metric> {
     Metric::from_name(name).ok_or_else(|| {
         let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
@@ -149,6 +211,7 @@ pub fn usage_get<'py>(
         }
         None => now_hour.saturating_sub(23),
     };
+    usage_hand_over(py)?;
     let engine = engine(py)?;
     flush_pending(py, &engine, Some(&tenant))?;
     let usage: Usage = match &*engine {
@@ -177,6 +240,7 @@ pub fn usage_get<'py>(
 /// Tenants with recorded usage (memory: this process; Redis: a scan).
 #[pyfunction]
 pub fn usage_tenants(py: Python<'_>) -> PyResult<Vec<String>> {
+    usage_hand_over(py)?;
     let engine = engine(py)?;
     flush_pending(py, &engine, None)?;
     let ids = match &*engine {
@@ -189,6 +253,7 @@ pub fn usage_tenants(py: Python<'_>) -> PyResult<Vec<String>> {
 /// Sends every pending batch now (at shutdown, or before reading).
 #[pyfunction]
 pub fn usage_flush(py: Python<'_>) -> PyResult<()> {
+    usage_hand_over(py)?;
     let engine = engine(py)?;
     flush_pending(py, &engine, None)
 }
@@ -200,6 +265,7 @@ pub fn usage_flush(py: Python<'_>) -> PyResult<()> {
 #[pyfunction]
 pub fn usage_clear_tenant(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<u64> {
     let tenant = id_from_py(tenant_id)?;
+    usage_hand_over(py)?;
     drop(BATCH.take(Some(&tenant)));
     let engine = engine(py)?;
     match &*engine {
@@ -212,9 +278,13 @@ pub fn usage_clear_tenant(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyRes
     }
 }
 
-/// Forgets the memory store's usage and every pending batch.
+/// Forgets the memory store's usage, every pending batch and the held counts.
 #[pyfunction]
-pub fn usage_clear() {
+pub fn usage_clear(py: Python<'_>) -> PyResult<()> {
+    if let Some(held) = HELD.get(py) {
+        held.bind(py).call_method0(pyo3::intern!(py, "clear"))?;
+    }
     MEMORY.clear();
     drop(BATCH.take(None));
+    Ok(())
 }
