@@ -55,16 +55,15 @@ class ProcessRouter(Generic[B]):
     def __init__(self, make: Callable[[Any], B]) -> None:
         self._make = make
         self._lock = threading.Lock()
-        #: The router once made (None before): hot paths read this first.
-        self.made: B | None = None
+        self._router: B | None = None
 
     def get(self) -> B:
-        router = self.made
+        router = self._router
         if router is not None:
             return router
         with self._lock:
-            if self.made is None:
+            if self._router is None:
                 from .context import _current
 
-                self.made = self._make(_current)
-            return self.made
+                self._router = self._make(_current)
+            return self._router

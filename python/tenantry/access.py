@@ -123,10 +123,10 @@ def tenant_for_request(request: Any, resolve: Any = None) -> TenantInfo | None:
     if tenant is not None:
         # admit() and audit.emit() inlined to their cheap tests: this runs on
         # every request, and each call costs more than the test it makes.
-        _name, membership_check, audit_callback = conf.request_config or conf.request_settings()
-        if not registered or membership_check is not None:
+        config = conf.request_config or conf.request_settings()
+        if not registered or config.membership_check is not None:
             tenant = admit(tenant, request=request, source=source, registered=registered)
-        if audit_callback is not None or audit.logger.isEnabledFor(logging.DEBUG):
+        if config.audit_callback is not None or audit.logger.isEnabledFor(logging.DEBUG):
             audit.emit(
                 "tenant.resolved",
                 tenant=tenant,

@@ -16,7 +16,7 @@ the stand-in goes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import django.conf as django_conf
 from django.core.exceptions import ImproperlyConfigured
@@ -32,12 +32,24 @@ _reset_hooks: list = []
 _current: _core.CurrentConfig | None = None
 #: The ``django.conf.settings`` object the current config was compiled from.
 _compiled_from: object = None
-#: ``(context_name, membership_check, audit_callback)`` of the current config,
-#: or None: what the per-request and per-render paths read, without a call
+
+
+class RequestConfig(NamedTuple):
+    """What the per-request and per-render paths read of the current config."""
+
+    context_name: str
+    membership_check: Any
+    audit_callback: Any
+    #: Of ``http`` and ``events``, the scopes ``TENANT_RATE_LIMITS`` or
+    #: ``TENANT_QUOTAS`` limit.
+    limited_scopes: frozenset[str]
+
+
+#: The current config's :class:`RequestConfig`, or None: read without a call
 #: (:func:`request_settings` fills it; dropped with the config). Those paths
 #: run after the request's resolution, which notices a replaced settings
 #: object (the Rust core asks :func:`current`'s question).
-request_config: tuple[str, Any, Any] | None = None
+request_config: RequestConfig | None = None
 
 
 def get_djust_config() -> dict:
@@ -106,11 +118,16 @@ def current() -> _core.CurrentConfig:
     return config
 
 
-def request_settings() -> tuple[str, Any, Any]:
+def request_settings() -> RequestConfig:
     """:data:`request_config`, filled from :func:`current`."""
     global request_config
     config = current()
-    request_config = (config.context_name, config.membership_check, config.audit_callback)
+    request_config = RequestConfig(
+        config.context_name,
+        config.membership_check,
+        config.audit_callback,
+        frozenset(scope for scope in ("http", "events") if config.limits_scope(scope)),
+    )
     return request_config
 
 

@@ -92,9 +92,7 @@ class TenantMiddleware:
             response = ratelimit.http(request, self.get_response)
         finally:
             _current.reset(token)
-        if getattr(response, "streaming", False):  # keep_bound's test, without its call
-            return keep_bound(response, tenant)
-        return response
+        return keep_bound(response, tenant)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         if conf.current().resolution_needs_sync:

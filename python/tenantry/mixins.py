@@ -171,11 +171,10 @@ def _resolve(view: Any, request: Any) -> TenantInfo | None:
 
 
 def _context_key(view: Any) -> str:
-    """The template variable of ``view``'s tenant (the context hooks inline
-    this expression: djust calls them several times per render)."""
+    """The template variable of ``view``'s tenant."""
     return (
         getattr(view, "tenant_context_name", None)
-        or (conf.request_config or conf.request_settings())[0]
+        or (conf.request_config or conf.request_settings()).context_name
     )
 
 
@@ -205,6 +204,10 @@ def _next_in_mro(cls: type, name: str) -> Any:
 def _run_bound(
     tenant: TenantInfo | None, handler: Any, request: Any, args: Any, kwargs: Any
 ) -> Any:
+    """``handler(request, ...)`` with ``tenant`` bound (no-op when it is:
+    TenantMiddleware, or dispatch() before get()/post())."""
+    if _current.get() is tenant:
+        return handler(request, *args, **kwargs)
     token = _current.set(tenant)  # admitted when the view resolved it
     try:
         response = handler(request, *args, **kwargs)
@@ -272,10 +275,7 @@ class TenantMixin:
     @_derived_property
     def tenant(self) -> TenantInfo | None:
         """This view's tenant (resolved from ``self.request`` on first use)."""
-        tenant = self._tenantry_tenant
-        if tenant is _UNRESOLVED or tenant is _REFUSED:
-            return _view_tenant(self)
-        return tenant
+        return _view_tenant(self)
 
     @tenant.setter
     def tenant(self, value: TenantInfo | str | int | None) -> None:
@@ -318,42 +318,23 @@ class TenantMixin:
 
     # Thin on purpose: djust inspects dispatch/get/post overrides. Live
     # transports never call dispatch(); they call _ensure_tenant() directly.
-    # The hot paths below read the attribute inline before calling the helper
-    # that resolves: djust calls these hooks several times per request.
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        tenant = _tenant_of(self, request)
-        if _current.get() is tenant:  # TenantMiddleware bound it
-            return super().dispatch(request, *args, **kwargs)
-        return _run_bound(tenant, super().dispatch, request, args, kwargs)
+        return _run_bound(_tenant_of(self, request), super().dispatch, request, args, kwargs)
 
     # djust's own tests, and code ported from djust.tenants, call get()/post()
     # without dispatch(): resolve and bind there too (a no-op after dispatch).
     def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        tenant = self._tenantry_tenant
-        if tenant is _UNRESOLVED or tenant is _REFUSED:
-            tenant = _tenant_of(self, request)
-        if _current.get() is tenant:
-            return super().get(request, *args, **kwargs)  # type: ignore[misc]
-        return _run_bound(tenant, super().get, request, args, kwargs)  # type: ignore[misc]
+        return _run_bound(_tenant_of(self, request), super().get, request, args, kwargs)  # type: ignore[misc]
 
     def post(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        tenant = _tenant_of(self, request)
-        if _current.get() is tenant:
-            return super().post(request, *args, **kwargs)  # type: ignore[misc]
-        return _run_bound(tenant, super().post, request, args, kwargs)  # type: ignore[misc]
+        return _run_bound(_tenant_of(self, request), super().post, request, args, kwargs)  # type: ignore[misc]
 
     # -- template context -----------------------------------------------------
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         parent = getattr(super(), "get_context_data", None)
         context = parent(**kwargs) if parent is not None else dict(kwargs)
-        tenant = self._tenantry_tenant
-        if tenant is _UNRESOLVED or tenant is _REFUSED:
-            tenant = _view_tenant(self)
-        context[
-            getattr(self, "tenant_context_name", None)
-            or (conf.request_config or conf.request_settings())[0]
-        ] = tenant
+        context[_context_key(self)] = _view_tenant(self)
         return context
 
     def _apply_context_processors(self, context: dict[str, Any], request: Any) -> dict[str, Any]:
@@ -361,14 +342,8 @@ class TenantMixin:
         output, so djust renders it through its raw-object path instead of
         serializing it as view state (which logs a warning every render)."""
         context = super()._apply_context_processors(context, request)  # type: ignore[misc]
-        tenant = self._tenantry_tenant
-        if tenant is _UNRESOLVED or tenant is _REFUSED:
-            tenant = _view_tenant(self)
-        key = (
-            getattr(self, "tenant_context_name", None)
-            or (conf.request_config or conf.request_settings())[0]
-        )
-        context[key] = tenant
+        key = _context_key(self)
+        context[key] = _view_tenant(self)
         scoped = getattr(self, "_context_processor_keys", None)
         if isinstance(scoped, set):  # djust's fresh set of this call
             scoped.add(key)
@@ -398,8 +373,8 @@ class TenantMixin:
     def get_state_key_prefix(self) -> str:
         """``tenant:<id>`` for djust's saved view state; ``""`` (save nothing)
         when there is no tenant, never the shared unprefixed key."""
-        tenant = self._tenantry_tenant
-        if tenant is None or tenant is _UNRESOLVED or tenant is _REFUSED:
+        tenant = _bound_tenant(self)
+        if tenant is None:
             return ""
         # djust.tenants percent-encodes the id; a validated id has nothing to
         # encode (A-Z a-z 0-9 . _ -), so it is used as is.

@@ -99,20 +99,13 @@ def _set_headers(response: Any, decision: Decision) -> None:
         response[name] = value
 
 
-#: scope → whether ``DJUST_CONFIG`` limits it; emptied when the config changes.
-_configured: dict[str, bool] = {}
-conf._reset_hooks.append(_configured.clear)
-
-
 def _unlimited(scope: str, tenant: Any) -> bool:
-    """Nothing can limit ``scope`` for ``tenant``: the config sets no rate or
-    quota for it, and the tenant has no plan (``rate_limits`` / ``quotas``
-    in its settings, which may add some). The middleware and the event gate
-    then only count usage, without a call into the store."""
-    configured = _configured.get(scope)
-    if configured is None:
-        configured = _configured[scope] = conf.current().limits_scope(scope)
-    if configured:
+    """Nothing can limit ``scope`` (``http`` or ``events``) for ``tenant``:
+    the config sets no rate or quota for it, and the tenant has no plan
+    (``rate_limits`` / ``quotas`` in its settings, which may add some). The
+    middleware and the event gate then only count usage, without a call into
+    the store."""
+    if scope in (conf.request_config or conf.request_settings()).limited_scopes:
         return False
     plan = getattr(tenant, "settings", None)
     return not plan or ("rate_limits" not in plan and "quotas" not in plan)
@@ -122,8 +115,7 @@ def _http_decision(request: HttpRequest) -> Decision | HttpResponse | None:
     if getattr(request, "tenant", None) is None:
         return None
     try:
-        limiter = _limiter.made or _limiter.get()
-        return limiter.check("http", None, 1, request, required=False, usage="http_requests")
+        return _limiter.get().check("http", None, 1, request, required=False, usage="http_requests")
     except BackendUnavailable as exc:
         from .middleware import unavailable
 

@@ -4,6 +4,7 @@
 //! Redis at `STATE_REDIS_URL`), batched so a request costs at most one round
 //! trip (a tenant's batch is flushed once a second).
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
@@ -129,7 +130,7 @@ pub fn usage_hand_over(py: Python<'_>) -> PyResult<()> {
         return Ok(());
     };
     let held = held.bind(py);
-    let mut sums: Vec<(TenantId, Metric, u64)> = Vec::new();
+    let mut sums: HashMap<(TenantId, Metric), u64> = HashMap::new();
     loop {
         // popleft until empty, not a swap: appends made meanwhile are kept.
         let item = match held.call_method0(pyo3::intern!(py, "popleft")) {
@@ -149,12 +150,9 @@ pub fn usage_hand_over(py: Python<'_>) -> PyResult<()> {
                 continue;
             }
         };
-        match sums.iter_mut().find(|(t, k, _)| *t == id && *k == m) {
-            Some(entry) => entry.2 += 1,
-            None => sums.push((id, m, 1)),
-        }
+        *sums.entry((id, m)).or_insert(0) += 1;
     }
-    for (id, m, n) in sums {
+    for ((id, m), n) in sums {
         record(py, &id, m, n)?;
     }
     Ok(())
