@@ -29,7 +29,7 @@ from django.http import Http404
 
 from . import audit, conf
 from ._core import TenantInfo, TenantNotSetError, resolve_tenant
-from .access import NOT_FOUND, VIEW_SOURCE, admit, deny, tenant_for_request
+from .access import _NO_DICT, NOT_FOUND, VIEW_SOURCE, admit, deny, tenant_for_request
 from .context import _current, keep_bound
 
 __all__ = [
@@ -104,7 +104,6 @@ _UNRESOLVED: Any = type("Unresolved", (), {"__repr__": lambda self: "<unresolved
 #: ``_tenantry_tenant`` of a view that refused its tenant (404): a refusal
 #: stays a refusal for the view's life.
 _REFUSED: Any = type("Refused", (), {"__repr__": lambda self: "<refused tenant>"})()
-_NO_DICT: dict = {}
 
 
 def _admit_view_tenant(view: Any, value: TenantInfo | str | int | None) -> TenantInfo | None:
