@@ -72,6 +72,34 @@ def check_rls_database(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     ]
 
 
+@checks.register("tenantry", checks.Tags.database)
+def check_rls_definers(app_configs=None, databases=None, **kwargs) -> list[checks.CheckMessage]:
+    """With ``TENANT_RLS`` on: objects that run with their owner's rights
+    past the policies (views, materialized views, ``SECURITY DEFINER``
+    functions; see ``tenantry.db.rls.definer_problems``). A database check:
+    ``manage.py check --database default`` and ``migrate`` run it."""
+    from django.db import connections
+
+    from .db import rls
+
+    try:
+        if conf.current().rls == "off":
+            return []
+    except ImproperlyConfigured:
+        return []  # reported by check_config
+    return [
+        checks.Error(
+            f"DATABASES[{alias!r}]: {problem}.",
+            hint="Row-level security does not bound what runs with its owner's rights "
+            "(docs/postgresql.md#objects-that-run-with-their-owners-rights).",
+            id="tenantry.E400",
+        )
+        for alias in databases or ()
+        if connections[alias].vendor == "postgresql"
+        for problem in rls.definer_problems(connections[alias])
+    ]
+
+
 _MIDDLEWARE = "tenantry.middleware.TenantMiddleware"
 _SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
 _AUTH = "django.contrib.auth.middleware.AuthenticationMiddleware"

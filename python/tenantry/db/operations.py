@@ -21,6 +21,19 @@ A tenant column that is not text (an integer or uuid foreign key to the
 tenant table) is compared with the setting cast to the column's type. Going
 backwards drops the policy and disables row-level security. On other
 databases it does nothing, so the same migrations run on SQLite.
+
+A multi-table-inheritance child whose tenant field lives on an ancestor's
+table (``EnableTenantRLS("shop.DigitalOrder", field="tenant_id")`` where
+``DigitalOrder(Order)``) has no tenant column of its own: its policy joins
+the ancestor's row by the parent link (every table of an inheritance chain
+shares the primary key's value)::
+
+    USING and WITH CHECK (EXISTS (
+        SELECT 1 FROM <ancestor> t WHERE t.<pk> = <child>.<parent link>
+        AND (<the condition above on t's tenant column>)))
+
+so a child row is visible, and may be written, only when its parent row is
+the bound tenant's.
 """
 
 from __future__ import annotations
@@ -114,7 +127,12 @@ class EnableTenantRLS(Operation):
         quote = schema_editor.quote_name
         table, policy = quote(model._meta.db_table), quote(POLICY)
         if forwards:
-            condition = _condition(quote(field.column), field.db_type(schema_editor.connection))
+            db_type = field.db_type(schema_editor.connection)
+            owner = field.model._meta.concrete_model
+            if owner is model._meta.concrete_model:
+                condition = _condition(quote(field.column), db_type)
+            else:
+                condition = _through_parent(model, owner, field, db_type, quote)
             statements = (
                 f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
                 f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
@@ -129,6 +147,24 @@ class EnableTenantRLS(Operation):
             )
         for sql in statements:
             schema_editor.execute(sql)
+
+
+def _through_parent(model: Any, owner: Any, field: Any, db_type: str | None, quote: Any) -> str:
+    """The condition of a child table whose tenant column is on ``owner``'s
+    table (an ancestor): the ancestor's row, found by the parent link, must
+    satisfy it. The link's column holds the ancestor's primary key."""
+    if owner not in model._meta.get_parent_list():
+        raise ValueError(
+            f"EnableTenantRLS: {model._meta.label}'s tenant field lives on "
+            f"{owner._meta.label}, which is not one of its parents"
+        )
+    alias = quote("tenantry_owner")
+    condition = _condition(f"{alias}.{quote(field.column)}", db_type)
+    return (
+        f"EXISTS (SELECT 1 FROM {quote(owner._meta.db_table)} {alias} "
+        f"WHERE {alias}.{quote(owner._meta.pk.column)} = "
+        f"{quote(model._meta.db_table)}.{quote(model._meta.pk.column)} AND ({condition}))"
+    )
 
 
 def _condition(column: str, db_type: str | None) -> str:

@@ -15,6 +15,14 @@ round trip when its tenant changes and none per query otherwise, and every
 query (ORM, ``raw()``, ``cursor.execute()``, a third-party app's) runs with
 the right setting.
 
+The statements that do not pass through ``execute_wrappers`` are guarded
+one level down: tenantry gives each connection its own cursor classes (the
+driver's ``cursor_factory``, and the class of Django's named cursors), whose
+``callproc()``, psycopg's ``copy()`` and ``stream()``, ``execute()`` called on
+the driver's cursor itself, and the ``FETCH``/``MOVE`` of a server-side
+cursor bring the connection to the same scope first. So every DB-API method
+that sends SQL runs with the right setting, not only ``execute()``.
+
 What the wrapper remembers is dropped whenever the database could have
 dropped it: a new connection (also after a close, a reconnect or a pool
 checkout), and a transaction or savepoint rolled back after the setting was
@@ -34,8 +42,12 @@ naming the table.
 
 from __future__ import annotations
 
+import gc
+import inspect
 import logging
 import re
+import sys
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -92,23 +104,104 @@ def scoped_as(scope: Scope | None) -> Iterator[None]:
         _override.reset(token)
 
 
-@contextmanager
-def rls_bypass(reason: str = "") -> Iterator[None]:
+class rls_bypass:  # lower case: a context manager used like a function, as before
     """The block's queries ignore the tenant policies (``tenantry.bypass``).
 
     For work that must see or write every tenant's rows with RLS on, such as
     a data migration or a maintenance command. Audited as ``rls.bypass``
     with ``reason``. ``unscoped(reason=...)`` querysets already bypass for
     their own queries.
+
+    It covers exactly its own block. A generator (or async generator) that
+    opens it has its own queries bypass while it runs, never its consumer's
+    between two ``yield``: the bypass lives in a context variable, which a
+    generator shares with whoever iterates it, so the block remembers the
+    generator that opened it and counts only while that generator is
+    running.
     """
-    audit.emit(
-        "rls.bypass",
-        tenant=get_current_tenant(),
-        level=logging.WARNING,
-        reason=reason or "(no reason given)",
-    )
-    with scoped_as(BYPASS):
-        yield
+
+    __slots__ = ("_block", "_token", "reason")
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+
+    def __enter__(self) -> None:
+        audit.emit(
+            "rls.bypass",
+            tenant=get_current_tenant(),
+            level=logging.WARNING,
+            reason=self.reason or "(no reason given)",
+        )
+        self._block = _Block(_opening_generator(sys._getframe(1)), _blocks.get())
+        self._token = _blocks.set(self._block)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            _blocks.reset(self._token)
+        except ValueError:
+            # Closed in another context (a generator finalized elsewhere):
+            # the block at least stops counting.
+            self._block.ended = True
+
+
+class _Block:
+    """One open ``rls_bypass()`` block: ``generator`` is the generator
+    object whose frame opened it (None for ordinary code), ``outer`` the
+    block it is nested in."""
+
+    __slots__ = ("ended", "generator", "outer")
+
+    def __init__(self, generator: Any, outer: _Block | None) -> None:
+        self.generator, self.outer, self.ended = generator, outer, False
+
+    def covers(self) -> bool:
+        """Whether a query sent now is inside this block's own code."""
+        if self.ended:
+            return False
+        generator = self.generator
+        if generator is None:
+            return True
+        running = getattr(generator, "gi_running", None)
+        if running is None:
+            running = generator.ag_running
+        return bool(running)
+
+
+_GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
+
+
+def _opening_generator(frame: Any) -> Any:
+    """The generator or async generator object running ``frame``, or None
+    when ``frame`` belongs to an ordinary function or coroutine (whose
+    context variables nobody else sees while the block is open)."""
+    if not frame.f_code.co_flags & _GENERATOR_FLAGS:
+        return None
+    for referrer in gc.get_referrers(frame):
+        if getattr(referrer, "gi_frame", None) is frame or getattr(
+            referrer, "ag_frame", None
+        ) is frame:
+            return referrer
+    return _Unfound()
+
+
+class _Unfound:
+    """A generator frame whose generator could not be found: never covers
+    (fail closed: its queries run with the bound tenant)."""
+
+    gi_running = False
+
+
+#: The innermost open ``rls_bypass()`` block of this context.
+_blocks: ContextVar[_Block | None] = ContextVar("tenantry_rls_bypass", default=None)
+
+
+def _bypassing() -> bool:
+    block = _blocks.get()
+    while block is not None:
+        if block.covers():
+            return True
+        block = block.outer
+    return False
 
 
 # -- what each connection last got -------------------------------------------------
@@ -120,12 +213,15 @@ class _State:
     when its transaction or an enclosing savepoint rolls back, and ends a
     transaction-local one when its transaction ends."""
 
-    __slots__ = ("dirty", "mode", "scope")
+    __slots__ = ("dirty", "mode", "passing", "scope")
 
     def __init__(self) -> None:
         self.scope: Scope | None = None  # None: unknown, send before the next query
         self.dirty = False
         self.mode = ""
+        # True while tenantry itself drives the driver's cursor (the execute
+        # wrapper's call, a set_config): the cursor classes let it through.
+        self.passing = False
 
     def record(self, scope: Scope, connection: Any) -> None:
         self.scope = scope
@@ -164,8 +260,16 @@ def _follow_transactions(connection: Any) -> None:
 
 
 def _send(connection: Any, scope: Scope, *, local: bool) -> None:
-    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
-        cursor.execute(_SET_LOCAL if local else _SET_SESSION, scope)
+    state = connection.__dict__.get(_STATE)
+    passing = state is not None and state.passing
+    if state is not None:
+        state.passing = True
+    try:
+        with connection.wrap_database_errors, connection.connection.cursor() as cursor:
+            cursor.execute(_SET_LOCAL if local else _SET_SESSION, scope)
+    finally:
+        if state is not None:
+            state.passing = passing
 
 
 def _literal(value: str) -> str:
@@ -184,8 +288,11 @@ def _can_prepend(cursor: Any) -> bool:
 
 
 def _wanted() -> Scope:
+    """What the running code's next statement must be sent with."""
     scope = _override.get()
     if scope is None:
+        if _blocks.get() is not None and _bypassing():
+            return BYPASS
         tenant = get_current_tenant()
         scope = ("" if tenant is None else tenant.id, "")
     return scope
@@ -214,7 +321,10 @@ def sync(alias: str) -> None:
     under the settings of the moment it is fetched."""
     from django.db import connections
 
-    connection = connections[alias]
+    _sync_connection(connections[alias])
+
+
+def _sync_connection(connection: Any) -> None:
     if connection.vendor != "postgresql" or connection.connection is None:
         return
     mode = rls_mode()
@@ -227,9 +337,10 @@ def _wrapper(execute, sql, params, many, context):
     connection = context["connection"]
     mode = _mode_cache[0] if _mode_cache else rls_mode()
     state = _state(connection, mode)
-    if mode == "off":
+    if mode == "off" or state.passing:
         return execute(sql, params, many, context)
     scope = _wanted()
+    state.passing = True
     try:
         if mode == "session" or connection.in_atomic_block:
             _sync(connection, state, scope)
@@ -248,14 +359,23 @@ def _wrapper(execute, sql, params, many, context):
             _send(connection, scope, local=True)
             return execute(sql, params, many, context)
     except DatabaseError as exc:
-        refused = _refused_table(exc)
-        if refused is None:
-            raise
-        bound = repr(scope[0]) if scope[0] else "none is bound"
-        raise TenantMismatchError(
-            f"row-level security refused a row of table {refused!r}: its tenant is not the "
-            f"bound tenant ({bound}). PostgreSQL: {_message(exc)}"
-        ) from exc
+        _raise_refusal(exc, scope)
+        raise
+    finally:
+        state.passing = False
+
+
+def _raise_refusal(exc: BaseException, scope: Scope) -> None:
+    """Raise ``TenantMismatchError`` for a ``WITH CHECK`` violation; return
+    for any other error (the caller re-raises it)."""
+    refused = _refused_table(exc)
+    if refused is None:
+        return
+    bound = repr(scope[0]) if scope[0] else "none is bound"
+    raise TenantMismatchError(
+        f"row-level security refused a row of table {refused!r}: its tenant is not the "
+        f"bound tenant ({bound}). PostgreSQL: {_message(exc)}"
+    ) from exc
 
 
 _REFUSED = re.compile(r'violates row-level security policy.* for table "([^"]+)"')
@@ -266,13 +386,167 @@ def _message(exc: BaseException) -> str:
     return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
 
 
-def _refused_table(exc: DatabaseError) -> str | None:
-    """The table of a ``WITH CHECK`` violation (SQLSTATE 42501), else None."""
-    cause = exc.__cause__
+def _refused_table(exc: BaseException) -> str | None:
+    """The table of a ``WITH CHECK`` violation (SQLSTATE 42501), else None;
+    ``exc`` is Django's error or the driver's own."""
+    cause = exc.__cause__ or exc
     if getattr(cause, "sqlstate", getattr(cause, "pgcode", None)) != "42501":
         return None
     found = _REFUSED.search(_message(exc))
     return found.group(1) if found else None
+
+
+# -- the statements that do not pass through execute_wrappers --------------------
+
+
+@contextmanager
+def _statement_scope(connection: Any) -> Iterator[None]:
+    """The statements sent in this block (by a driver method that Django's
+    execute wrappers never see) run with the running code's scope: synced
+    first in session mode or inside a transaction; otherwise, in
+    transaction mode, inside a short transaction that carries it."""
+    mode = rls_mode()
+    state = _state(connection, mode)
+    if mode == "off" or state.passing:
+        yield
+        return
+    scope = _wanted()
+    try:
+        if mode == "session" or connection.in_atomic_block:
+            _sync(connection, state, scope)
+            yield
+        else:
+            with transaction.atomic(using=connection.alias):
+                _send(connection, scope, local=True)
+                yield
+    except Exception as exc:
+        _raise_refusal(exc, scope)
+        raise
+
+
+def _owner(cursor: Any) -> Any:
+    """The Django connection of a driver cursor made by tenantry's classes."""
+    ref = getattr(cursor.connection, "_tenantry_owner", None)
+    return None if ref is None else ref()
+
+
+class _GuardedCursor:
+    """Mixed first into the driver's cursor classes of PostgreSQL
+    connections: the methods that send SQL without Django's execute
+    wrappers (``callproc()`` runs ``execute()`` on the driver's cursor;
+    ``copy()``, ``stream()``; code that calls ``cursor.cursor.execute()``)
+    bring the connection to the scope of the running code first."""
+
+    __slots__ = ()
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        owner = _owner(self)
+        if owner is None:
+            return super().execute(query, params, **kwargs)
+        with _statement_scope(owner):
+            return super().execute(query, params, **kwargs)
+
+    def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> Any:
+        owner = _owner(self)
+        if owner is None:
+            return super().executemany(query, params_seq, **kwargs)
+        with _statement_scope(owner):
+            return super().executemany(query, params_seq, **kwargs)
+
+    @contextmanager
+    def copy(self, statement: Any, params: Any = None, **kwargs: Any) -> Iterator[Any]:
+        owner = _owner(self)
+        if owner is None:
+            with super().copy(statement, params, **kwargs) as copy:
+                yield copy
+            return
+        with _statement_scope(owner), super().copy(statement, params, **kwargs) as copy:
+            yield copy
+
+    def stream(self, query: Any, params: Any = None, **kwargs: Any) -> Iterator[Any]:
+        owner = _owner(self)
+        if owner is None:
+            yield from super().stream(query, params, **kwargs)
+            return
+        with _statement_scope(owner):
+            yield from super().stream(query, params, **kwargs)
+
+
+class _GuardedServerCursor(_GuardedCursor):
+    """Server-side (named) cursors: each ``FETCH`` computes its rows under
+    the settings of the moment inside a transaction, so every fetch brings
+    the connection to the scope of the code fetching."""
+
+    __slots__ = ()
+
+    def _sync_owner(self) -> None:
+        owner = _owner(self)
+        if owner is not None:
+            _sync_connection(owner)
+
+    def fetchone(self) -> Any:
+        self._sync_owner()
+        return super().fetchone()
+
+    def fetchmany(self, size: int = 0) -> Any:
+        self._sync_owner()
+        return super().fetchmany(size)
+
+    def fetchall(self) -> Any:
+        self._sync_owner()
+        return super().fetchall()
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            rows = self.fetchmany(self.itersize)
+            yield from rows
+            if len(rows) < self.itersize:
+                return
+
+
+_guarded_classes: dict[type, type] = {}
+
+
+def _guarded_class(base: type) -> type:
+    """``base`` with tenantry's guard mixed in (one class per base)."""
+    if issubclass(base, _GuardedCursor):
+        return base
+    guarded = _guarded_classes.get(base)
+    if guarded is None:
+        import psycopg
+
+        mixin = _GuardedServerCursor if issubclass(base, psycopg.ServerCursor) else _GuardedCursor
+        guarded = type(f"Tenantry{base.__name__}", (mixin, base), {"__slots__": ()})
+        _guarded_classes[base] = guarded
+    return guarded
+
+
+def _guard_cursors(connection: Any) -> None:
+    """Give this connection's driver (psycopg 3) tenantry's cursor classes:
+    its ``cursor_factory`` for ordinary cursors, and a swap of the class of
+    the named cursors Django makes itself. psycopg2 keeps its own classes
+    (docs/postgresql.md)."""
+    try:
+        import psycopg
+    except ImportError:
+        return
+    raw = connection.connection
+    if not isinstance(raw, psycopg.Connection):
+        return
+    raw._tenantry_owner = weakref.ref(connection)
+    raw.cursor_factory = _guarded_class(raw.cursor_factory)
+    if connection.__dict__.get("_tenantry_named_cursors"):
+        return
+    create_cursor = connection.create_cursor
+
+    def guarded_create_cursor(name: str | None = None) -> Any:
+        cursor = create_cursor(name)
+        if name and not isinstance(cursor, _GuardedCursor):
+            cursor.__class__ = _guarded_class(type(cursor))
+        return cursor
+
+    connection.create_cursor = guarded_create_cursor
+    connection.__dict__["_tenantry_named_cursors"] = True
 
 
 def _fresh_state(connection: Any) -> _State:
@@ -291,6 +565,7 @@ def install(connection: Any) -> None:
         return
     _fresh_state(connection)
     _follow_transactions(connection)
+    _guard_cursors(connection)
     if _wrapper not in connection.execute_wrappers:
         connection.execute_wrappers.insert(0, _wrapper)
 
@@ -359,4 +634,78 @@ def role_problems(connection: Any) -> list[str]:
         problems.append(f"the database role {user!r} is a superuser: it ignores row-level security")
     if bypass:
         problems.append(f"the database role {user!r} has BYPASSRLS: it ignores row-level security")
+    return problems
+
+
+#: Views (and views of views) over tables that carry tenantry's policy, with
+#: their owner's rights; materialized views store their rows at refresh.
+_DEFINER_RELATIONS = """
+WITH RECURSIVE walled AS (
+    SELECT polrelid AS oid FROM pg_policy WHERE polname = %s
+), over(oid) AS (
+    SELECT DISTINCT w.ev_class FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid
+     WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+       AND d.refobjid IN (SELECT oid FROM walled) AND w.ev_class <> d.refobjid
+    UNION
+    SELECT w.ev_class FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid
+      JOIN over o ON d.refobjid = o.oid
+     WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+       AND w.ev_class <> d.refobjid
+)
+SELECT c.oid::regclass::text, c.relkind, r.rolname, r.rolsuper OR r.rolbypassrls,
+       coalesce(
+           (SELECT lower(option_value) IN ('true', 'on', '1', 'yes')
+              FROM pg_options_to_table(c.reloptions) WHERE option_name = 'security_invoker'),
+           false)
+  FROM over o JOIN pg_class c ON c.oid = o.oid JOIN pg_roles r ON r.oid = c.relowner
+ ORDER BY 1
+"""
+
+#: SECURITY DEFINER functions of the application's schemas (not of an
+#: extension) owned by a role that ignores row-level security.
+_DEFINER_FUNCTIONS = """
+SELECT p.oid::regprocedure::text, r.rolname
+  FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+  JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE p.prosecdef AND (r.rolsuper OR r.rolbypassrls)
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                   AND d.objid = p.oid AND d.deptype = 'e')
+ ORDER BY 1
+"""
+
+
+def definer_problems(connection: Any) -> list[str]:
+    """Objects that run with their owner's rights and so may show every
+    tenant's rows past the policies: views over a table behind the wall
+    owned by a role that ignores row-level security (superuser or
+    ``BYPASSRLS``) and not ``security_invoker``, materialized views over such
+    a table (their rows are stored at refresh, for every reader), and
+    ``SECURITY DEFINER`` functions owned by such a role."""
+    from .operations import POLICY
+
+    problems = []
+    with connection.cursor() as cursor:
+        cursor.execute(_DEFINER_RELATIONS, [POLICY])
+        for name, kind, owner, bypasses, invoker in cursor.fetchall():
+            if kind == "m":
+                problems.append(
+                    f"materialized view {name} reads a table behind the wall: its rows are "
+                    "stored when it is refreshed and shown to every tenant (use a view, or "
+                    "give it a tenant column and a policy of its own through a table)"
+                )
+            elif bypasses and not invoker:
+                problems.append(
+                    f"view {name} reads a table behind the wall with the rights of its owner "
+                    f"{owner!r}, who ignores row-level security: it shows every tenant's rows "
+                    f"(ALTER VIEW {name} SET (security_invoker = true), or give it an owner "
+                    "bound by the policies)"
+                )
+        cursor.execute(_DEFINER_FUNCTIONS)
+        for name, owner in cursor.fetchall():
+            problems.append(
+                f"function {name} is SECURITY DEFINER and owned by {owner!r}, who ignores "
+                "row-level security: whatever it reads, it reads for every tenant (make it "
+                "SECURITY INVOKER, or give it an owner bound by the policies)"
+            )
     return problems

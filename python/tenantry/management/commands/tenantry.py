@@ -414,8 +414,12 @@ class Command(BaseCommand):
         out(f"TENANT_RLS: {mode}")
         problems = 0
         for model, field in rls.scoped_models():
-            column = model._meta.get_field(field).column
-            where = f"{model._meta.label} ({model._meta.db_table}.{column})"
+            tenant_field = model._meta.get_field(field)
+            table = model._meta.db_table
+            holder = tenant_field.model._meta.db_table
+            if holder != table:  # multi-table inheritance: the column is a parent's
+                table = f"{table} → {holder}"
+            where = f"{model._meta.label} ({table}.{tenant_field.column})"
             problem = rls.table_problems(connection, model)
             if problem is None:
                 out(f"  ok       {where}")
@@ -428,6 +432,9 @@ class Command(BaseCommand):
         for warning in rls.role_problems(connection):
             problems += 1
             self.stderr.write(f"WARNING: {warning}. Connect the application as a role without it.")
+        for warning in rls.definer_problems(connection):
+            problems += 1
+            self.stderr.write(f"WARNING: {warning}.")
         if mode == "off":
             self.stderr.write(
                 "WARNING: TENANT_RLS is off: connections carry no tenant, so tables with a "
