@@ -17,7 +17,7 @@ from django.db.models import Count
 from tenantry import conf, tenant_context
 from tenantry.checks import check_id
 from tenantry.db import EnableTenantRLS, rls_bypass, rls_mode
-from tenantry.db.rls import BYPASS, _override
+from tenantry.db.rls import BYPASS, _asked
 from tests.app.models import Item, RlsNote
 
 
@@ -150,7 +150,7 @@ def scopes():
     seen: list = []
 
     def spy(execute, sql, params, many, context):
-        seen.append(_override.get())
+        seen.append(_asked())
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(spy):
@@ -183,7 +183,7 @@ def test_unscoped_querysets_carry_the_bypass_for_their_own_queries_only(scopes):
         scopes.clear()
         steps = []
         for _ in RlsNote.objects.unscoped(reason="t").iterator():
-            steps.append(_override.get())  # the caller's code between steps: no bypass
+            steps.append(_asked())  # the caller's code between steps: no bypass
             RlsNote.objects.count()
         assert steps == [None] * len(steps) and len(steps) == 4
         assert scopes[0] == BYPASS and set(scopes[1:]) == {None}
@@ -192,7 +192,7 @@ def test_unscoped_querysets_carry_the_bypass_for_their_own_queries_only(scopes):
         list(RlsNote.objects.for_tenant("globex"))
         Item.objects.count()
         assert scopes == [None, ("globex", ""), None]
-    assert _override.get() is None
+    assert _asked() is None
 
 
 @pytest.mark.django_db

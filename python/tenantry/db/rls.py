@@ -47,6 +47,7 @@ import inspect
 import logging
 import re
 import sys
+import types
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,7 +133,7 @@ class rls_bypass:  # lower case: a context manager used like a function, as befo
             level=logging.WARNING,
             reason=self.reason or "(no reason given)",
         )
-        self._block = _Block(_opening_generator(sys._getframe(1)), _blocks.get())
+        self._block = _Block(_opener(sys._getframe(1)), _blocks.get())
         self._token = _blocks.set(self._block)
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -145,50 +146,57 @@ class rls_bypass:  # lower case: a context manager used like a function, as befo
 
 
 class _Block:
-    """One open ``rls_bypass()`` block: ``generator`` is the generator
-    object whose frame opened it (None for ordinary code), ``outer`` the
-    block it is nested in."""
+    """One open ``rls_bypass()`` block and the block it is nested in.
+    ``opener``: None for ordinary code (a function or coroutine, whose
+    context variables nobody else sees while the block is open); the frame
+    of a generator that opened it; or the async generator object that did."""
 
-    __slots__ = ("ended", "generator", "outer")
+    __slots__ = ("ended", "opener", "outer")
 
-    def __init__(self, generator: Any, outer: _Block | None) -> None:
-        self.generator, self.outer, self.ended = generator, outer, False
+    def __init__(self, opener: Any, outer: _Block | None) -> None:
+        self.opener, self.outer, self.ended = opener, outer, False
 
     def covers(self) -> bool:
         """Whether a query sent now is inside this block's own code."""
         if self.ended:
             return False
-        generator = self.generator
-        if generator is None:
+        opener = self.opener
+        if opener is None:
             return True
-        running = getattr(generator, "gi_running", None)
-        if running is None:
-            running = generator.ag_running
-        return bool(running)
+        if isinstance(opener, types.FrameType):
+            # A generator runs on the stack of whoever resumes it: its
+            # frame is on this thread's stack exactly while it runs.
+            frame = sys._getframe(1)
+            while frame is not None:
+                if frame is opener:
+                    return True
+                frame = frame.f_back
+            return False
+        return bool(opener.ag_running)
 
 
-_GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
-
-
-def _opening_generator(frame: Any) -> Any:
-    """The generator or async generator object running ``frame``, or None
-    when ``frame`` belongs to an ordinary function or coroutine (whose
-    context variables nobody else sees while the block is open)."""
-    if not frame.f_code.co_flags & _GENERATOR_FLAGS:
+def _opener(frame: Any) -> Any:
+    """What a block opened in ``frame`` counts on (see ``_Block``)."""
+    flags = frame.f_code.co_flags
+    if flags & inspect.CO_GENERATOR:
+        return frame
+    if not flags & inspect.CO_ASYNC_GENERATOR:
         return None
+    # Its queries run on worker threads (sync_to_async), away from its
+    # frame: only the async generator's own ag_running tells. Finding the
+    # object scans the heap once (milliseconds): open the block once around
+    # the generator's work, not once per row.
     for referrer in gc.get_referrers(frame):
-        if getattr(referrer, "gi_frame", None) is frame or getattr(
-            referrer, "ag_frame", None
-        ) is frame:
+        if getattr(referrer, "ag_frame", None) is frame:
             return referrer
-    return _Unfound()
+    return _NeverRunning()
 
 
-class _Unfound:
-    """A generator frame whose generator could not be found: never covers
-    (fail closed: its queries run with the bound tenant)."""
+class _NeverRunning:
+    """An async generator that could not be found: its block never covers
+    (fail closed: the queries run with the bound tenant)."""
 
-    gi_running = False
+    ag_running = False
 
 
 #: The innermost open ``rls_bypass()`` block of this context.
@@ -287,12 +295,19 @@ def _can_prepend(cursor: Any) -> bool:
     return isinstance(cursor, psycopg.ClientCursor) and not isinstance(cursor, psycopg.ServerCursor)
 
 
+def _asked() -> Scope | None:
+    """The scope the running code asked for (a queryset's own, or an
+    ``rls_bypass()`` block that covers it), or None: the bound tenant."""
+    scope = _override.get()
+    if scope is None and _blocks.get() is not None and _bypassing():
+        return BYPASS
+    return scope
+
+
 def _wanted() -> Scope:
     """What the running code's next statement must be sent with."""
-    scope = _override.get()
+    scope = _asked()
     if scope is None:
-        if _blocks.get() is not None and _bypassing():
-            return BYPASS
         tenant = get_current_tenant()
         scope = ("" if tenant is None else tenant.id, "")
     return scope
@@ -425,9 +440,16 @@ def _statement_scope(connection: Any) -> Iterator[None]:
 
 
 def _owner(cursor: Any) -> Any:
-    """The Django connection of a driver cursor made by tenantry's classes."""
+    """The Django connection of a driver cursor made by tenantry's classes,
+    when its statement needs the guard: None while tenantry itself drives
+    the cursor (the execute wrapper's own call, a ``set_config``), which is
+    every ordinary ``cursor.execute()``."""
     ref = getattr(cursor.connection, "_tenantry_owner", None)
-    return None if ref is None else ref()
+    owner = None if ref is None else ref()
+    if owner is None:
+        return None
+    state = owner.__dict__.get(_STATE)
+    return None if state is not None and state.passing else owner
 
 
 class _GuardedCursor:
