@@ -1,4 +1,11 @@
-"""The exceptions tenantry raises (defined in the Rust core)."""
+"""The exceptions tenantry raises (defined in the Rust core).
+
+Every one is a :class:`TenantError`; most keep a standard base as well
+(``InvalidTenantId`` is a ``ValueError``, ``BackendUnavailable`` a
+``ConnectionError``, ...). ``TenantMismatchError`` (an isolation refusal)
+has no other base: it is deliberately not an ``OSError``, so an
+``except OSError`` around file I/O never swallows it. See docs/api.md#exceptions.
+"""
 
 from ._core import (
     BackendError,
@@ -7,6 +14,7 @@ from ._core import (
     InvalidKey,
     InvalidTenantId,
     QuotaExceeded,
+    TenantError,
     TenantMismatchError,
     TenantNotFound,
     TenantNotSetError,
@@ -19,6 +27,7 @@ __all__ = [
     "InvalidKey",
     "InvalidTenantId",
     "QuotaExceeded",
+    "TenantError",
     "TenantMismatchError",
     "TenantNotFound",
     "TenantNotSetError",
