@@ -275,6 +275,17 @@ impl MemoryLimiter {
         decision
     }
 
+    /// How many keys `tenant` holds: what [`MemoryLimiter::clear_tenant`]
+    /// would remove.
+    pub fn tenant_keys(&self, tenant: &TenantId) -> usize {
+        let shard = self.shards[shard_of(tenant)].lock();
+        shard
+            .map
+            .values()
+            .filter(|slot| &*slot.tenant == tenant.as_str())
+            .count()
+    }
+
     /// Forgets every key of `tenant`; returns how many went.
     pub fn clear_tenant(&self, tenant: &TenantId) -> usize {
         let mut shard = self.shards[shard_of(tenant)].lock();
