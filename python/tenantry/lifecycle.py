@@ -308,7 +308,7 @@ def _delete_rows(certificate: Certificate, tenant: TenantInfo, *, include_regist
             except (ProtectedError, RestrictedError) as exc:
                 if not certificate.dry_run:
                     raise
-                _dry_run_refusal(certificate, exc, owned, seen, entry, rows)
+                _dry_run_refusal(certificate, exc, owned, seen, counts, entry, rows)
                 continue
             _refuse_other_tenants(collector, owned, tenant)
             if certificate.dry_run:
@@ -318,9 +318,11 @@ def _delete_rows(certificate: Certificate, tenant: TenantInfo, *, include_regist
                     counts[label] = counts.get(label, 0) + number
         if not certificate.dry_run:
             _verify_gone(entries, tenant)
-    for label, number in counts.items():
-        if number:
-            certificate.add("database", label, number)
+    # The owned models in deletion order, then what cascades reached.
+    rank = {e.label: i for i, e in enumerate(entries)}
+    for label in sorted(counts, key=lambda label: (rank.get(label, len(rank)), label)):
+        if counts[label]:
+            certificate.add("database", label, counts[label])
 
 
 def _for_delete(rows: Any) -> Any:
@@ -402,6 +404,7 @@ def _dry_run_refusal(
     exc: ProtectedError | RestrictedError,
     owned: dict[type, OwnedModel],
     seen: dict[str, set],
+    counts: dict[str, int],
     entry: OwnedModel,
     rows: Any,
 ) -> None:
@@ -419,7 +422,7 @@ def _dry_run_refusal(
     known = seen.setdefault(label, set())
     pks = set(rows.values_list("pk", flat=True)) - known
     known |= pks
-    certificate.add("database", label, len(pks))
+    counts[label] = counts.get(label, 0) + len(pks)
 
 
 def _verify_gone(entries: list[OwnedModel], tenant: TenantInfo) -> None:
