@@ -625,3 +625,30 @@ def test_an_excluded_model_outlives_a_deletion(stores, monkeypatch):
         ownership._cache.clear()
     with rls_bypass(reason="test"):
         assert Membership.objects.filter(tenant_id="acme").count() == 1
+
+
+def test_create_refuses_an_id_that_still_holds_data(stores):
+    """A registry row deleted by SQL (or a request of the deleted tenant
+    that kept writing): ``tenantry create`` will not hand its data to a new
+    customer."""
+    with tenant_context("acme", must_exist=False):
+        Membership.objects.create(tenant_id="acme", user=User.objects.create_user("old"))
+        storages["default"].save("old.txt", ContentFile(b"old"))
+    with pytest.raises(CommandError, match=r"1 lifecycle\.Membership.*--leftovers"):
+        run("create", "acme")
+    assert not Tenant.objects.filter(slug="acme").exists()
+    run("delete", "acme", "--leftovers")
+    run("create", "acme")
+    assert Tenant.objects.filter(slug="acme").exists()
+
+
+def test_a_new_registry_row_starts_with_a_fresh_cache(stores, django_capture_on_commit_callbacks):
+    """Entries written under an id while it had no registry row (a request
+    of the deleted tenant still running) are not the new tenant's."""
+    with tenant_context("acme", must_exist=False):
+        caches["default"].set("page", "written after the deletion")
+    with django_capture_on_commit_callbacks(execute=True):
+        with tenant_context("globex", must_exist=False):  # whoever creates it
+            Tenant.objects.create(slug="acme", name="A new customer")
+    with tenant_context("acme", must_exist=False):
+        assert caches["default"].get("page") is None

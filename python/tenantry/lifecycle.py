@@ -52,7 +52,7 @@ from django.core.exceptions import ValidationError
 from django.db import models, router, transaction
 from django.db.models import Q
 from django.db.models.deletion import Collector, ProtectedError, RestrictedError
-from django.db.models.signals import pre_delete, pre_save
+from django.db.models.signals import post_save, pre_delete, pre_save
 
 from . import _core, audit, conf
 from ._core import TenantInfo, TenantMismatchError, TenantNotFound, validate_tenant_id
@@ -67,6 +67,7 @@ __all__ = [
     "RegistryRowProtected",
     "delete_tenant",
     "incarnation",
+    "leftovers",
     "new_incarnation",
 ]
 
@@ -207,6 +208,15 @@ def delete_tenant(tenant_id: Any, *, dry_run: bool = False, leftovers: bool = Fa
             "again with leftovers=True / --leftovers once the store is back)",
             certificate,
         )
+    return certificate
+
+
+def leftovers(tenant_id: Any) -> Certificate:
+    """What still holds ``tenant_id`` although it has no registry row (a
+    dry run of a deletion with ``leftovers=True``): rows, files, Redis keys.
+    ``manage.py tenantry create`` refuses an id that has any."""
+    certificate = delete_tenant(tenant_id, dry_run=True, leftovers=True)
+    certificate.lines = [line for line in certificate.lines if line.count and line.store != "cache"]
     return certificate
 
 
@@ -529,6 +539,37 @@ def _after_orm_delete(certificate: Certificate, tenant: TenantInfo) -> None:
         _finished(certificate)
 
 
+def _on_registry_created(
+    sender: Any,
+    instance: Any,
+    created: bool = False,
+    raw: bool = False,
+    using: Any = None,
+    **kwargs: Any,
+) -> None:
+    """A new registry row starts with a fresh cache generation (when it
+    commits): entries written under its id while it had no row (a request
+    of a deleted tenant still running, a registry row removed by SQL) are
+    never read by the new tenant."""
+    if not created or raw:
+        return
+    found = _registry_of(sender)
+    if found is None:
+        return
+    transaction.on_commit(partial(_fresh_cache, str(getattr(instance, found[1]))), using=using)
+
+
+def _fresh_cache(tenant_id: str) -> None:
+    from . import cache
+
+    try:
+        cache.generation_cache()
+    except LookupError:
+        return
+    with tenant_context(None, must_exist=False):  # whatever the creating code had bound
+        cache.clear_tenant(tenant_id)
+
+
 def _guarded_fields(model: type[models.Model], id_field: str) -> set[str]:
     """Names (name, attname, ``pk``) of the fields a saved row may not change."""
     names = set()
@@ -614,5 +655,6 @@ def install() -> None:
     """Connect the registry guards (``AppConfig.ready``)."""
     pre_delete.connect(_on_registry_delete, dispatch_uid="tenantry.lifecycle.pre_delete")
     pre_save.connect(_on_registry_save, dispatch_uid="tenantry.lifecycle.pre_save")
+    post_save.connect(_on_registry_created, dispatch_uid="tenantry.lifecycle.post_save")
     if models.QuerySet.update is not _update:
         models.QuerySet.update = _update  # type: ignore[method-assign]

@@ -167,6 +167,14 @@ class Command(BaseCommand):
                 f"no configured resolver can ever produce the tenant id {tenant_id!r}: {why}. "
                 "Pick an id the resolvers can produce (e.g. lowercase letters, digits and '-')."
             )
+        left = lifecycle.leftovers(tenant_id) if is_valid_tenant_id(tenant_id) else None
+        if left is not None and left.lines:
+            raise CommandError(
+                f"the id {tenant_id!r} still holds data of a deleted tenant "
+                f"({'; '.join(f'{line.count} {line.what}' for line in left.lines)}): a new "
+                f"tenant must not inherit it. Run manage.py tenantry delete {tenant_id} "
+                "--leftovers first."
+            )
         values = {id_field: tenant_id}
         name_field = source.get("TENANT_MODEL_NAME_FIELD", "name")
         if name_field:
