@@ -15,12 +15,12 @@ nothing of the old one and that globex kept everything.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from contextlib import contextmanager
 from io import StringIO
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.core.cache import caches
 from django.core.files.base import ContentFile
@@ -247,16 +247,26 @@ def delete_by(route: str, tenant_id: str, django_capture_on_commit_callbacks) ->
             elif route == "queryset":
                 with transaction.atomic():
                     Tenant.objects.filter(slug=tenant_id).delete()
-            elif route == "admin":
+            elif route == "async":
+                row = Tenant.objects.get(slug=tenant_id)
+                # async_to_sync: the ORM call runs on this thread, in the test's transaction.
+                async_to_sync(row.adelete)()
+            elif route.startswith("admin"):
                 admin = User.objects.create_superuser("root", password="x")
                 client = Client(HTTP_HOST="admin.example.com")
                 client.force_login(admin)
                 pk = Tenant.objects.get(slug=tenant_id).pk
-                response = client.post(f"/admin/app/tenant/{pk}/delete/", {"post": "yes"})
+                if route == "admin":
+                    response = client.post(f"/admin/app/tenant/{pk}/delete/", {"post": "yes"})
+                else:  # the changelist's "delete selected" action, confirmed
+                    response = client.post(
+                        "/admin/app/tenant/",
+                        {"action": "delete_selected", "_selected_action": [pk], "post": "yes"},
+                    )
                 assert response.status_code == 302, response.content[:500]
 
 
-ROUTES = ["command", "function", "instance", "queryset", "admin"]
+ROUTES = ["command", "function", "instance", "queryset", "async", "admin", "admin action"]
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -264,7 +274,7 @@ def test_a_recreated_id_inherits_nothing(
     route, stores, settings, django_capture_on_commit_callbacks
 ):
     """docs/registry.md#deleting-a-tenant: every route, every store."""
-    if route == "admin":
+    if route.startswith("admin"):
         settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_EXEMPT_PATHS": ["/admin/"]}
     protected = route in ("command", "function")
     old = {t: plant(t, protected=protected) for t in TENANTS}
@@ -522,10 +532,17 @@ def test_renaming_a_saved_tenant_is_refused_by_every_write(stores):
         Tenant(pk=row.pk, slug="acme3", name="x").save()  # made in code with the pk
     with refused(r"update\(\) would change slug"):
         Tenant.objects.filter(pk=row.pk).update(slug="acme4")
+    with refused(r"bulk_create\(update_conflicts=True\) would change slug"):
+        Tenant.objects.bulk_create(  # an upsert is an update of the conflicting row
+            [Tenant(pk=row.pk, slug="acme6", name="x")],
+            update_conflicts=True,
+            unique_fields=["id"],
+            update_fields=["slug", "name"],
+        )
     with refused("slug"):
         Tenant.objects.bulk_update([other], ["slug"])
     with refused("slug"):
-        asyncio.run(Tenant.objects.filter(pk=row.pk).aupdate(slug="acme5"))
+        async_to_sync(Tenant.objects.filter(pk=row.pk).aupdate)(slug="acme5")
     with refused("incarnation"):
         Tenant.objects.filter(pk=row.pk).update(incarnation="20200101T000000000000Z-0")
     again = Tenant.objects.get(pk=row.pk)
@@ -561,6 +578,18 @@ def test_the_admin_refuses_a_rename_with_403(stores, settings):
 
 
 # -- incarnations ---------------------------------------------------------------------
+
+
+def test_a_new_row_gets_a_new_incarnation_whatever_the_code_passes(stores):
+    """Copying an old row (an import, the admin's "save as new") must not
+    continue the old incarnation."""
+    old = Tenant.objects.create(slug="acme", name="Acme")
+    copy = Tenant.objects.create(slug="acme2", name="Copy", incarnation=old.incarnation)
+    assert copy.incarnation != old.incarnation
+    old.pk, old.slug = None, "acme3"
+    old.save()
+    assert old.incarnation != copy.incarnation
+    assert len(set(Tenant.objects.values_list("incarnation", flat=True))) == 3
 
 
 def test_each_incarnation_is_new_and_reachable_from_the_bound_tenant(stores):

@@ -610,19 +610,26 @@ def _on_registry_save(
     update_fields: Any = None,
     **kwargs: Any,
 ) -> None:
+    """A saved registry row keeps its id and incarnation; a new one gets a
+    new incarnation, whatever the code passed (a copy of an old row, the
+    admin's "save as new")."""
     if raw:  # loaddata: fixtures are trusted
         return
     found = _registry_of(sender)
-    if found is None or instance.pk is None:
+    if found is None:
         return
     model, id_field = found
     guarded = _guarded_fields(model, id_field)
     if update_fields is not None and not guarded & set(update_fields):
         return
     names = [n for n in (id_field, INCARNATION_FIELD) if n in {f.name for f in model._meta.fields}]
-    stored = model._base_manager.using(using).filter(pk=instance.pk).values_list(*names).first()
-    if stored is None:
-        return  # no such row: this save creates one
+    stored = None
+    if instance.pk is not None:
+        stored = model._base_manager.using(using).filter(pk=instance.pk).values_list(*names).first()
+    if stored is None:  # this save creates the row
+        if INCARNATION_FIELD in names:
+            setattr(instance, INCARNATION_FIELD, new_incarnation())
+        return
     changed = [
         name
         for name, old in zip(names, stored, strict=True)
@@ -650,6 +657,35 @@ def _update(self: models.QuerySet, **kwargs: Any) -> int:
 _update.alters_data = True  # type: ignore[attr-defined]
 _update.__wrapped__ = _plain_update  # type: ignore[attr-defined]
 
+_plain_bulk_create = models.QuerySet.bulk_create
+
+
+def _bulk_create(
+    self: models.QuerySet,
+    objs: Any,
+    batch_size: Any = None,
+    ignore_conflicts: bool = False,
+    update_conflicts: bool = False,
+    update_fields: Any = None,
+    unique_fields: Any = None,
+) -> Any:
+    """``bulk_create(update_conflicts=True, update_fields=[...])`` is an
+    update of the conflicting rows: it may not change a registry row's id
+    or incarnation either."""
+    if update_conflicts and update_fields:
+        found = _registry_of(self.model)
+        if found is not None:
+            changed = _guarded_fields(*found) & set(update_fields)
+            if changed:
+                _refuse_rename(self.model, "bulk_create(update_conflicts=True)", changed)
+    return _plain_bulk_create(
+        self, objs, batch_size, ignore_conflicts, update_conflicts, update_fields, unique_fields
+    )
+
+
+_bulk_create.alters_data = True  # type: ignore[attr-defined]
+_bulk_create.__wrapped__ = _plain_bulk_create  # type: ignore[attr-defined]
+
 
 def install() -> None:
     """Connect the registry guards (``AppConfig.ready``)."""
@@ -658,3 +694,5 @@ def install() -> None:
     post_save.connect(_on_registry_created, dispatch_uid="tenantry.lifecycle.post_save")
     if models.QuerySet.update is not _update:
         models.QuerySet.update = _update  # type: ignore[method-assign]
+    if models.QuerySet.bulk_create is not _bulk_create:
+        models.QuerySet.bulk_create = _bulk_create  # type: ignore[method-assign]
