@@ -606,6 +606,21 @@ def test_each_incarnation_is_new_and_reachable_from_the_bound_tenant(stores):
         assert lifecycle.incarnation(bound) == second.incarnation
 
 
+def test_a_tenant_held_since_before_its_deletion_is_no_longer_current(stores):
+    """A socket or job that bound acme before acme was deleted and created
+    again asks ``is_current`` before acting: the new acme is not its tenant."""
+    Tenant.objects.create(slug="acme", name="Acme")
+    with tenant_context("acme") as held:
+        assert lifecycle.is_current(held)
+    lifecycle.delete_tenant("acme")
+    assert not lifecycle.is_current(held)
+    Tenant.objects.create(slug="acme", name="Another customer")
+    invalidate_tenant("acme")
+    assert not lifecycle.is_current(held)
+    with tenant_context("acme") as fresh:
+        assert lifecycle.is_current(fresh)
+
+
 def test_without_a_registry_model_the_incarnation_is_unknown(settings):
     from tenantry import TenantInfo
 

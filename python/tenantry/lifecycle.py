@@ -67,6 +67,7 @@ __all__ = [
     "RegistryRowProtected",
     "delete_tenant",
     "incarnation",
+    "is_current",
     "leftovers",
     "new_incarnation",
 ]
@@ -98,6 +99,17 @@ def incarnation(tenant: Any) -> str | None:
         if value:
             return str(value)
     return None
+
+
+def is_current(tenant: TenantInfo) -> bool:
+    """Whether ``tenant`` (bound when a request, socket or job started) is
+    still the registry's tenant of that id: not deleted, and not deleted and
+    created again since (another incarnation). Code that holds a tenant for
+    long — a WebSocket, a long job — asks before acting on it. Uses the
+    registry's cache (``TENANT_CACHE_TTL`` bounds what other processes
+    see); without a registry every tenant is current."""
+    found = _core.lookup_tenant(tenant.id)
+    return found is not None and incarnation(found) == incarnation(tenant)
 
 
 # -- the certificate ---------------------------------------------------------------
