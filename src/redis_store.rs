@@ -745,6 +745,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn scan_finds_one_tenants_keys_and_delete_removes_only_them() {
+        use crate::keys::{format_key, tenant_key_pattern, KeyPrefix, Kind};
+        use crate::tenant_id::TenantId;
+
+        let server = Server::require();
+        let store = RedisStore::shared(&server.url(), StoreOptions::default()).unwrap();
+        let prefix = KeyPrefix::new("scan*test").unwrap(); // a glob character in the prefix
+        let (acme, acme2) = (
+            TenantId::parse("acme").unwrap(),
+            TenantId::parse("acme2").unwrap(),
+        );
+        let mut set = redis::cmd("MSET");
+        for n in 0..1200 {
+            set.arg(format_key(&prefix, &acme, Kind::State, &format!("k{n}")))
+                .arg(1);
+        }
+        set.arg(format_key(&prefix, &acme2, Kind::State, "k0"))
+            .arg(1);
+        // Another prefix the glob would match unescaped.
+        set.arg("scanXtest:{tenant:acme}:state:k0").arg(1);
+        store.query(&set).unwrap();
+        let pattern = tenant_key_pattern(&prefix, &acme);
+        let found = store.scan(&pattern).unwrap();
+        assert_eq!(found.len(), 1200);
+        assert_eq!(store.delete(&found).unwrap(), 1200); // three DEL batches
+        assert!(store.scan(&pattern).unwrap().is_empty());
+        let rest = store.scan("*").unwrap();
+        assert_eq!(rest.len(), 2, "{rest:?}");
+    }
+
+    #[test]
     fn script_hashes_are_sha1() {
         let s = Script::new("return 1");
         assert_eq!(s.sha().len(), 40);

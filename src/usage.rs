@@ -543,7 +543,9 @@ mod tests {
         let m = MemoryUsage::default();
         m.add(&t("a"), 1, &one(Metric::HttpRequests, 3));
         m.add(&t("b"), 1, &one(Metric::HttpRequests, 4));
+        assert!(m.has_tenant(&t("a")));
         assert!(m.clear_tenant(&t("a")));
+        assert!(!m.has_tenant(&t("a")));
         assert!(!m.clear_tenant(&t("a")));
         assert_eq!(m.get(&t("a")), Usage::default());
         assert_eq!(m.get(&t("b")).total()[Metric::HttpRequests.index()], 4);

@@ -373,7 +373,9 @@ mod tests {
             m.check(&p, &t(&format!("late{}", i % 7)), &c, 1, 10 * MICROS + i);
         }
         assert!(m.len() <= 7 + SHARDS * 2, "{}", m.len());
+        assert_eq!(m.tenant_keys(&t("late1")), 1);
         assert_eq!(m.clear_tenant(&t("late1")), 1);
+        assert_eq!(m.tenant_keys(&t("late1")), 0);
     }
 
     fn keyed(name: &str, rate: &str) -> Vec<Check> {

@@ -1207,7 +1207,10 @@ mod tests {
         }
         s.set(&a, Space::View, "v", &Value::Bytes(b"x"), None, now)
             .unwrap();
+        assert_eq!(s.tenant_keys(&a, now), 3001); // what a dry run counts
         assert_eq!(s.delete_tenant(&a, now), 3001);
+        assert_eq!(s.tenant_keys(&a, now), 0);
+        assert_eq!(s.tenant_keys(&b, now), 3000);
         assert_eq!(s.count(Some(&a), Space::Data, now), 0);
         assert_eq!(s.count(Some(&b), Space::Data, now), 3000);
         assert_eq!(s.get(&b, Space::Data, "k7", now).unwrap(), b"7");
