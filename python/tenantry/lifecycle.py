@@ -77,6 +77,9 @@ logger = logging.getLogger("tenantry.lifecycle")
 #: The registry model's field that holds the incarnation.
 INCARNATION_FIELD = "incarnation"
 
+#: Where the per-tenant memory stores are, in a certificate.
+_THIS_PROCESS = "memory, this process"
+
 #: Ids whose deletion is running in this context: their registry rows may go.
 _erasing: ContextVar[frozenset[str]] = ContextVar("tenantry_erasing", default=frozenset())
 
@@ -225,10 +228,18 @@ def delete_tenant(tenant_id: Any, *, dry_run: bool = False, leftovers: bool = Fa
 
 def leftovers(tenant_id: Any) -> Certificate:
     """What still holds ``tenant_id`` although it has no registry row (a
-    dry run of a deletion with ``leftovers=True``): rows, files, Redis keys.
+    dry run of a deletion with ``leftovers=True``): rows, files, Redis keys
+    (a Redis ``SCAN``: an operator's check, not for request paths).
     ``manage.py tenantry create`` refuses an id that has any."""
     certificate = delete_tenant(tenant_id, dry_run=True, leftovers=True)
-    certificate.lines = [line for line in certificate.lines if line.count and line.store != "cache"]
+    # What lasts: rows, files, Redis keys. The cache generation line is always
+    # there, and this process's memory stores are transient (they expire, and
+    # every process has its own).
+    certificate.lines = [
+        line
+        for line in certificate.lines
+        if line.count and line.store != "cache" and line.what != _THIS_PROCESS
+    ]
     return certificate
 
 
