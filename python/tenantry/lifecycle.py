@@ -527,15 +527,29 @@ def _finished(certificate: Certificate) -> None:
 # -- the registry row deleted or renamed another way -----------------------------------
 
 
+#: ``(label_lower, id field)`` of ``TENANT_MODEL`` (or ``None``), read once
+#: per config: every save, update and delete of every model asks.
+_registry_key: list[tuple[str, str] | None] = []
+
+
 def _registry_of(sender: Any) -> tuple[type[models.Model], str] | None:
     """``(registry model, id field)`` when ``sender`` is ``TENANT_MODEL``."""
-    try:
-        found = conf.current().tenant_model
-    except Exception:  # a broken config is reported by the system checks
+    if not _registry_key:
+        try:
+            found = conf.current().tenant_model
+        except Exception:  # a broken config is reported by the system checks
+            return None
+        _registry_key.append(None if found is None else (found[0].lower(), found[1]))
+    key = _registry_key[0]
+    if key is None:
         return None
-    if found is None or sender._meta.concrete_model._meta.label_lower != found[0].lower():
+    concrete = sender._meta.concrete_model
+    if concrete._meta.label_lower != key[0]:
         return None
-    return sender._meta.concrete_model, found[1]
+    return concrete, key[1]
+
+
+conf._reset_hooks.append(_registry_key.clear)
 
 
 def _on_registry_delete(sender: Any, instance: Any, using: Any = None, **kwargs: Any) -> None:
