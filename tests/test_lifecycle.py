@@ -230,7 +230,7 @@ def run(*args: str) -> str:
     return out.getvalue()
 
 
-def delete_by(route: str, tenant_id: str, django_capture_on_commit_callbacks) -> None:
+def delete_by(route: str, tenant_id: str) -> None:
     """Delete the tenant through ``route``: the command, the function, the
     registry row's ``delete()``, a queryset's ``delete()``, the admin."""
     if route == "command":
@@ -239,47 +239,44 @@ def delete_by(route: str, tenant_id: str, django_capture_on_commit_callbacks) ->
         certificate = lifecycle.delete_tenant(tenant_id)
         assert certificate.count("database", "lifecycle.Membership") == 1
     else:
-        # The ORM routes delete the rows in the deleting transaction and the
-        # files, cache and keys when it commits.
-        with django_capture_on_commit_callbacks(execute=True):
-            if route == "instance":
-                Tenant.objects.get(slug=tenant_id).delete()
-            elif route == "queryset":
-                with transaction.atomic():
-                    Tenant.objects.filter(slug=tenant_id).delete()
-            elif route == "async":
-                row = Tenant.objects.get(slug=tenant_id)
-                # async_to_sync: the ORM call runs on this thread, in the test's transaction.
-                async_to_sync(row.adelete)()
-            elif route.startswith("admin"):
-                admin = User.objects.create_superuser("root", password="x")
-                client = Client(HTTP_HOST="admin.example.com")
-                client.force_login(admin)
-                pk = Tenant.objects.get(slug=tenant_id).pk
-                if route == "admin":
-                    response = client.post(f"/admin/app/tenant/{pk}/delete/", {"post": "yes"})
-                else:  # the changelist's "delete selected" action, confirmed
-                    response = client.post(
-                        "/admin/app/tenant/",
-                        {"action": "delete_selected", "_selected_action": [pk], "post": "yes"},
-                    )
-                assert response.status_code == 302, response.content[:500]
+        # The ORM routes. The test's transaction never commits: nothing may
+        # wait for a commit, the files, cache and keys go with the rows.
+        if route == "instance":
+            Tenant.objects.get(slug=tenant_id).delete()
+        elif route == "queryset":
+            with transaction.atomic():
+                Tenant.objects.filter(slug=tenant_id).delete()
+        elif route == "async":
+            row = Tenant.objects.get(slug=tenant_id)
+            # async_to_sync: the ORM call runs on this thread, in the test's transaction.
+            async_to_sync(row.adelete)()
+        elif route.startswith("admin"):
+            admin = User.objects.create_superuser("root", password="x")
+            client = Client(HTTP_HOST="admin.example.com")
+            client.force_login(admin)
+            pk = Tenant.objects.get(slug=tenant_id).pk
+            if route == "admin":
+                response = client.post(f"/admin/app/tenant/{pk}/delete/", {"post": "yes"})
+            else:  # the changelist's "delete selected" action, confirmed
+                response = client.post(
+                    "/admin/app/tenant/",
+                    {"action": "delete_selected", "_selected_action": [pk], "post": "yes"},
+                )
+            assert response.status_code == 302, response.content[:500]
 
 
 ROUTES = ["command", "function", "instance", "queryset", "async", "admin", "admin action"]
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_a_recreated_id_inherits_nothing(
-    route, stores, settings, django_capture_on_commit_callbacks
-):
+def test_a_recreated_id_inherits_nothing(route, stores, settings):
     """docs/registry.md#deleting-a-tenant: every route, every store."""
     if route.startswith("admin"):
         settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_EXEMPT_PATHS": ["/admin/"]}
     protected = route in ("command", "function")
     old = {t: plant(t, protected=protected) for t in TENANTS}
     assert traces("acme") == expected_full("acme", protected=protected)
-    delete_by(route, "acme", django_capture_on_commit_callbacks)
+    delete_by(route, "acme")
     assert not Tenant.objects.filter(slug="acme").exists()
     # A SET_NULL reference to the registry row is cleared, not the row deleted.
     assert Bookmark.objects.filter(tenant=None, url="https://example.com/").count() == 1
@@ -290,29 +287,25 @@ def test_a_recreated_id_inherits_nothing(
     assert traces("globex") == expected_full("globex", protected=protected)
 
 
-def test_the_orm_routes_respect_a_protecting_foreign_key(
-    stores, django_capture_on_commit_callbacks
-):
+def test_the_orm_routes_respect_a_protecting_foreign_key(stores):
     """An invoice whose foreign key PROTECTs the registry row: Django refuses
     the ORM deletion before anything happens; the command erases it."""
     from django.db.models import ProtectedError
 
     plant("acme")
-    with django_capture_on_commit_callbacks(execute=True):
-        with pytest.raises(ProtectedError):
-            Tenant.objects.get(slug="acme").delete()
-        with pytest.raises(ProtectedError):
-            Tenant.objects.filter(slug="acme").delete()
+    with pytest.raises(ProtectedError):
+        Tenant.objects.get(slug="acme").delete()
+    with pytest.raises(ProtectedError):
+        Tenant.objects.filter(slug="acme").delete()
     assert traces("acme") == expected_full("acme")
     run("delete", "acme")
     assert traces("acme") == NOTHING
 
 
-def test_a_queryset_delete_of_many_tenants_deletes_each(stores, django_capture_on_commit_callbacks):
+def test_a_queryset_delete_of_many_tenants_deletes_each(stores):
     for tenant in TENANTS:
         plant(tenant, protected=False)
-    with django_capture_on_commit_callbacks(execute=True):
-        Tenant.objects.all().delete()
+    Tenant.objects.all().delete()
     for tenant in TENANTS:
         Tenant.objects.create(slug=tenant, name="new")
         invalidate_tenant(tenant)
@@ -321,9 +314,7 @@ def test_a_queryset_delete_of_many_tenants_deletes_each(stores, django_capture_o
 
 @pytest.mark.parametrize("stores", ["redis", "cluster"], indirect=True)
 @pytest.mark.parametrize("route", ["command", "instance"])
-def test_redis_keys_of_every_kind_go_and_no_other_tenants(
-    route, stores, settings, django_capture_on_commit_callbacks
-):
+def test_redis_keys_of_every_kind_go_and_no_other_tenants(route, stores, settings):
     """Presence, state, rate limits and usage on Redis and on a Redis Cluster:
     one SCAN of the tenant's hash tag finds every key, whatever kind wrote it."""
     import redis as redis_py
@@ -356,7 +347,7 @@ def test_redis_keys_of_every_kind_go_and_no_other_tenants(
     text = run("delete", "acme", "--dry-run")
     assert f"would delete {len(acme_keys)}\tredis keys" in text, text
     assert keys("acme") == acme_keys
-    delete_by(route, "acme", django_capture_on_commit_callbacks)
+    delete_by(route, "acme")
     assert keys("acme") == []
     assert keys("globex") == globex_keys
     Tenant.objects.create(slug="acme", name="A new customer")
@@ -477,7 +468,7 @@ def test_a_cascade_into_another_tenants_row_is_refused_and_nothing_goes(stores):
     assert traces("globex")["app.Document"] == 1
 
 
-def test_a_tenant_bound_may_delete_only_itself(stores, django_capture_on_commit_callbacks):
+def test_a_tenant_bound_may_delete_only_itself(stores):
     for tenant in TENANTS:
         plant(tenant, protected=False)
     with tenant_context("globex"):
@@ -487,9 +478,8 @@ def test_a_tenant_bound_may_delete_only_itself(stores, django_capture_on_commit_
             lifecycle.delete_tenant("acme")
     assert traces("acme") == expected_full("acme", protected=False)
     # A tenant closing its own account (its request bound) is fine.
-    with django_capture_on_commit_callbacks(execute=True):
-        with tenant_context("acme"):
-            Tenant.objects.get(slug="acme").delete()
+    with tenant_context("acme"):
+        Tenant.objects.get(slug="acme").delete()
     assert traces("acme") == NOTHING
 
 
@@ -686,13 +676,12 @@ def test_create_refuses_an_id_that_still_holds_data(stores):
     assert Tenant.objects.filter(slug="acme").exists()
 
 
-def test_a_new_registry_row_starts_with_a_fresh_cache(stores, django_capture_on_commit_callbacks):
+def test_a_new_registry_row_starts_with_a_fresh_cache(stores):
     """Entries written under an id while it had no registry row (a request
     of the deleted tenant still running) are not the new tenant's."""
     with tenant_context("acme", must_exist=False):
         caches["default"].set("page", "written after the deletion")
-    with django_capture_on_commit_callbacks(execute=True):
-        with tenant_context("globex", must_exist=False):  # whoever creates it
-            Tenant.objects.create(slug="acme", name="A new customer")
+    with tenant_context("globex", must_exist=False):  # whoever creates it
+        Tenant.objects.create(slug="acme", name="A new customer")
     with tenant_context("acme", must_exist=False):
         assert caches["default"].get("page") is None
