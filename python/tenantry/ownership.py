@@ -22,7 +22,7 @@ graph and the config, and found again when ``DJUST_CONFIG`` changes:
      cleared by Django when the registry row goes: the row is not the
      tenant's, it only pointed at it);
    * a concrete field that is not a relation and whose column is
-     ``tenant_id`` (tenantry's default tenant field name).
+     ``tenant_id`` (tenantry's default tenant field name) or ``tenant``.
 
 5. **TENANT_MODEL** itself, by ``TENANT_MODEL_ID_FIELD`` (deleted last).
 
@@ -61,8 +61,9 @@ __all__ = [
     "owned_models",
 ]
 
-#: Column name that marks a tenant field by convention.
-TENANT_COLUMN = "tenant_id"
+#: Column names that mark a tenant field by convention (tenantry's default
+#: tenant field, and the plain name).
+TENANT_COLUMNS = ("tenant_id", "tenant")
 #: ``on_delete`` handlers of a foreign key to the registry whose rows are the
 #: tenant's own (the others clear or reset the reference).
 _OWNING = (models.CASCADE, models.PROTECT, models.RESTRICT, models.DO_NOTHING)
@@ -139,7 +140,7 @@ def _registry_model() -> tuple[type[models.Model] | None, str | None]:
 def detected_tenant_fields(model: type[models.Model]) -> tuple[Any, ...]:
     """The fields of ``model`` that tie a row to a tenant by tenantry's rule
     (see the module docs): foreign keys to ``TENANT_MODEL`` that own their
-    rows, and a non-relation ``tenant_id`` column. Managers, declarations
+    rows, and a non-relation ``tenant_id`` or ``tenant`` column. Managers, declarations
     and the config's domain model are not consulted here."""
     registry, _ = _registry_model()
     found = []
@@ -153,7 +154,7 @@ def detected_tenant_fields(model: type[models.Model]) -> tuple[Any, ...]:
                 and field.remote_field.on_delete in _OWNING
             ):
                 found.append(field)
-        elif field.column == TENANT_COLUMN:
+        elif field.column in TENANT_COLUMNS:
             found.append(field)
     return tuple(found)
 
