@@ -382,3 +382,25 @@ def test_a_cache_not_keyed_by_tenantry_keeps_djangos_clear(request, settings):
         caches["plain"].clear()  # not per tenant: the app's own business
     assert caches["plain"].get("k") is None
     assert "clear" not in caches["plain"].__dict__
+
+
+@pytest.mark.parametrize("kind", ["locmem", "redis"])
+def test_purge_tenant_removes_a_deleted_tenants_entries_from_the_store(request, settings, kind):
+    """docs/cache.md#clearing-one-tenant-o1: after a tenant's deletion its
+    entries leave local memory and Redis, not only become unreadable; another
+    tenant's entries stay, even one whose own key spells the first tenant's tag."""
+    two_aliases(request, settings, kind)
+    fill("default", "second")
+    with tenant_context("globex", must_exist=False):
+        cache.set("x:{tenant:acme}:y", "globex's, whatever its name says")
+    before = tenantry.cache.purge_tenant("acme", dry_run=True)
+    assert before == 3  # a page on each alias, and the generation (in "default")
+    assert page("acme") == "acme's page on default"  # a dry run removes nothing
+    assert tenantry.cache.purge_tenant("acme") == before
+    assert tenantry.cache.purge_tenant("acme", dry_run=True) == 0
+    assert page("acme") is None and page("acme", "second") is None
+    assert page("globex") == "globex's page on default"
+    with tenant_context("globex", must_exist=False):
+        assert cache.get("x:{tenant:acme}:y") == "globex's, whatever its name says"
+    with shared():
+        assert cache.get("rates") == "shared on default"

@@ -41,6 +41,7 @@ from tenantry import (
     tenant_context,
     usage,
 )
+import tenantry.cache
 from tenantry.db import rls_bypass
 from tenantry.ratelimit import check, get_rate_limiter
 from tenantry.registry import invalidate_tenant
@@ -374,7 +375,11 @@ def test_the_dry_run_prints_the_same_certificate_and_changes_nothing(stores):
     assert counts["app.Domain"] == 1 and counts["app.Tenant"] == 1
     assert counts["app.Document_tags"] == 1  # the m2m link goes by cascade
     assert "lifecycle.Bookmark" not in counts  # cleared, not deleted
-    assert real.count("files") == 1 and real.count("cache") == 1
+    assert real.count("files") == 1
+    assert real.count("cache", "generation (every entry of the tenant unreadable)") == 1
+    # Two entries (two aliases) and the generation, out of local memory too.
+    assert real.count("cache", "entries (local-memory and Redis caches)") == 3
+    assert tenantry.cache.purge_tenant("acme", dry_run=True) == 0
     assert real.count("presence") == 1 and real.count("state") == 1
     assert real.count("rate limits") == 1 and real.count("usage") == 1
     text = str(real)

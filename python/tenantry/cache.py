@@ -71,6 +71,7 @@ __all__ = [
     "generation_cache",
     "install",
     "make_key",
+    "purge_tenant",
     "shared",
 ]
 
@@ -224,6 +225,66 @@ def clear_tenant(tenant_id: Any) -> None:
         _generations[tenant_id] = (fresh, time.monotonic())
         _head = _NOTHING
     audit.emit("cache.cleared", tenant=tenant_id, level=logging.INFO)
+
+
+# -- removing a deleted tenant's entries -------------------------------------------
+
+
+def _tenant_entry(backend: Any, tenant_id: str) -> re.Pattern[str]:
+    """Full keys of ``tenant_id`` on ``backend``: ``<KEY_PREFIX>:<version>:
+    {tenant:<id>}:...`` (a tenant's own key part can hold that text too, so
+    the prefix and the version are matched exactly)."""
+    return re.compile(
+        rf"{re.escape(backend.key_prefix)}:[0-9]+:\{{tenant:{re.escape(tenant_id)}\}}:"
+    )
+
+
+def purge_tenant(tenant_id: Any, *, dry_run: bool = False) -> int:
+    """Remove (``dry_run``: count) every entry of ``tenant_id`` from the
+    caches keyed by ``make_key`` whose storage tenantry can list: Django's
+    local-memory cache (this process) and Django's Redis cache (a ``SCAN``).
+    After ``clear_tenant`` those entries are unreadable anyway; this takes
+    them out of memory and Redis (``manage.py tenantry delete``). Other
+    backends keep them until they expire."""
+    from django.core.cache.backends.locmem import LocMemCache
+    from django.core.cache.backends.redis import RedisCache
+
+    tenant_id = validate_tenant_id(tenant_id)
+    count = 0
+    seen: set[Any] = set()
+    for alias, options in settings.CACHES.items():
+        function = options.get("KEY_FUNCTION")
+        if function is not make_key and function != _KEY_FUNCTION:
+            continue
+        backend = caches[alias]
+        entry = _tenant_entry(backend, tenant_id)
+        if isinstance(backend, LocMemCache):
+            if id(backend._cache) in seen:
+                continue
+            seen.add(id(backend._cache))
+            with backend._lock:
+                keys = [k for k in backend._cache if isinstance(k, str) and entry.match(k)]
+                if not dry_run:
+                    for key in keys:
+                        backend._cache.pop(key, None)
+                        backend._expire_info.pop(key, None)
+            count += len(keys)
+        elif isinstance(backend, RedisCache):
+            client = backend._cache.get_client(write=True)
+            where = (tuple(backend._cache._servers), backend.key_prefix)
+            if where in seen:
+                continue
+            seen.add(where)
+            pattern = f"*{{tenant:{tenant_id}}}:*"  # ids hold no glob character
+            keys = [
+                k
+                for k in client.scan_iter(match=pattern, count=1000)
+                if entry.match(k.decode() if isinstance(k, bytes) else k)
+            ]
+            if keys and not dry_run:
+                client.delete(*keys)
+            count += len(keys)
+    return count
 
 
 # -- clear() clears the bound tenant ------------------------------------------------

@@ -503,6 +503,9 @@ def _clear_cache(certificate: Certificate, tenant: TenantInfo) -> None:
     if not certificate.dry_run:
         cache.clear_tenant(tenant.id)
     certificate.add("cache", "generation (every entry of the tenant unreadable)", 1)
+    # And out of the stores tenantry can list (local memory, Django's Redis cache).
+    removed = cache.purge_tenant(tenant.id, dry_run=certificate.dry_run)
+    certificate.add("cache", "entries (local-memory and Redis caches)", removed)
 
 
 def _clear_keys(certificate: Certificate, tenant: TenantInfo) -> None:
