@@ -30,6 +30,7 @@ from django.core.management.base import CommandError
 from django.db import transaction
 from django.test import Client
 
+import tenantry.cache
 from tenantry import (
     RegistryRowProtected,
     TenantMismatchError,
@@ -41,7 +42,6 @@ from tenantry import (
     tenant_context,
     usage,
 )
-import tenantry.cache
 from tenantry.db import rls_bypass
 from tenantry.ratelimit import check, get_rate_limiter
 from tenantry.registry import invalidate_tenant
