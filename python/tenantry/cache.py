@@ -334,7 +334,9 @@ def install() -> None:
     """Every cache Django builds (``caches[alias]``, ``django.core.cache.cache``)
     whose ``KEY_FUNCTION`` is ``make_key`` gets the per-tenant ``clear()``;
     so do the ones built before (``AppConfig.ready``)."""
+    global _plain_create_connection
     if CacheHandler.create_connection is not _create_connection:
+        _plain_create_connection = CacheHandler.create_connection
         CacheHandler.create_connection = _create_connection  # type: ignore[method-assign]
     for backend in caches.all(initialized_only=True):
         _guard_clear(backend)

@@ -696,7 +696,6 @@ def _update(self: models.QuerySet, **kwargs: Any) -> int:
 
 
 _update.alters_data = True  # type: ignore[attr-defined]
-_update.__wrapped__ = _plain_update  # type: ignore[attr-defined]
 
 _plain_bulk_create = models.QuerySet.bulk_create
 
@@ -725,7 +724,6 @@ def _bulk_create(
 
 
 _bulk_create.alters_data = True  # type: ignore[attr-defined]
-_bulk_create.__wrapped__ = _plain_bulk_create  # type: ignore[attr-defined]
 
 
 def install() -> None:
@@ -733,7 +731,12 @@ def install() -> None:
     pre_delete.connect(_on_registry_delete, dispatch_uid="tenantry.lifecycle.pre_delete")
     pre_save.connect(_on_registry_save, dispatch_uid="tenantry.lifecycle.pre_save")
     post_save.connect(_on_registry_created, dispatch_uid="tenantry.lifecycle.post_save")
+    # Wrap what is there now (another guard may have wrapped Django's first):
+    # the chain stays whole whatever the order of installation.
+    global _plain_update, _plain_bulk_create
     if models.QuerySet.update is not _update:
+        _plain_update = models.QuerySet.update
         models.QuerySet.update = _update  # type: ignore[method-assign]
     if models.QuerySet.bulk_create is not _bulk_create:
+        _plain_bulk_create = models.QuerySet.bulk_create
         models.QuerySet.bulk_create = _bulk_create  # type: ignore[method-assign]
