@@ -32,6 +32,7 @@ from django.test import Client
 
 import tenantry.cache
 from tenantry import (
+    DeletionIncomplete,
     RegistryRowProtected,
     TenantMismatchError,
     TenantNotFound,
@@ -690,3 +691,34 @@ def test_a_new_registry_row_starts_with_a_fresh_cache(stores):
         Tenant.objects.create(slug="acme", name="A new customer")
     with tenant_context("acme", must_exist=False):
         assert caches["default"].get("page") is None
+
+
+def test_a_store_that_is_down_makes_the_deletion_incomplete_not_silent(settings, stores):
+    """Redis unreachable while deleting: the rows go, the certificate names
+    the failed store, the command exits non-zero, and ``--leftovers`` once
+    Redis is back finishes the job (here: with Redis configured away)."""
+    from tests.redis_servers import free_port
+
+    plant("acme")
+    settings.DJUST_CONFIG = {
+        **settings.DJUST_CONFIG,
+        "STATE_BACKEND": "tenant_redis",
+        "STATE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens
+        "REDIS_CONNECT_TIMEOUT": 0.2,
+    }
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"redis: BackendUnavailable.*--leftovers"):
+        call_command("tenantry", "delete", "acme", stdout=out)
+    text = out.getvalue()
+    assert "FAILED: redis: BackendUnavailable" in text
+    assert "deleted 1\tlifecycle.Membership" in text  # the rows went
+    assert "deleted 1\tfiles" in text and "deleted 1\tpresence (memory" in text
+    with pytest.raises(DeletionIncomplete) as caught:
+        lifecycle.delete_tenant("acme", leftovers=True)
+    assert caught.value.certificate.failures == [
+        line for line in caught.value.certificate.failures if line.startswith("redis:")
+    ]
+    with rls_bypass(reason="test"):
+        assert not Membership.objects.filter(tenant_id="acme").exists()
+    settings.DJUST_CONFIG = {**BASE, **with_rls(settings)}  # Redis "back"
+    assert not lifecycle.delete_tenant("acme", leftovers=True).failures

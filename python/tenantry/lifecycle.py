@@ -475,7 +475,7 @@ def _clear_stores(certificate: Certificate, tenant: TenantInfo) -> None:
     """Files, cache and the per-tenant stores (after the rows). A
     store that fails does not stop the others: it is named in
     ``certificate.failures``."""
-    for step in (_clear_files, _clear_cache, _clear_keys):
+    for step in (_clear_files, _clear_cache, _clear_memory, _clear_redis):
         try:
             step(certificate, tenant)
         except Exception as exc:
@@ -508,8 +508,13 @@ def _clear_cache(certificate: Certificate, tenant: TenantInfo) -> None:
     certificate.add("cache", "entries (local-memory and Redis caches)", removed)
 
 
-def _clear_keys(certificate: Certificate, tenant: TenantInfo) -> None:
-    for store, where, count in _core.purge_tenant_stores(tenant.id, certificate.dry_run):
+def _clear_memory(certificate: Certificate, tenant: TenantInfo) -> None:
+    for store, where, count in _core.purge_tenant_memory(tenant.id, certificate.dry_run):
+        certificate.add(store, where, count)
+
+
+def _clear_redis(certificate: Certificate, tenant: TenantInfo) -> None:
+    for store, where, count in _core.purge_tenant_redis(tenant.id, certificate.dry_run):
         certificate.add(store, where, count)
 
 
