@@ -22,6 +22,7 @@ def main() -> int:
     from benchmarks import (
         bench_cache,
         bench_jobs,
+        bench_lifecycle,
         bench_liveview,
         bench_presence,
         bench_presence_frames,
@@ -49,6 +50,7 @@ def main() -> int:
         bench_presence_frames,
         bench_state,
         bench_writes,
+        bench_lifecycle,
         bench_cache,
         bench_liveview,
         bench_rls,

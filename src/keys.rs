@@ -176,6 +176,30 @@ pub fn tenant_tag_prefix(prefix: &KeyPrefix, tenant: &TenantId) -> String {
     key
 }
 
+/// The Redis `SCAN ... MATCH` pattern of every key of `tenant` under
+/// `prefix`: [`tenant_tag_prefix`] with the glob characters of the prefix
+/// escaped, then `*`. Tenant ids hold no glob character. The pattern names
+/// one hash tag, so every key it matches lives in one Redis Cluster slot.
+pub fn tenant_key_pattern(prefix: &KeyPrefix, tenant: &TenantId) -> String {
+    let mut pattern = glob_escaped(prefix);
+    pattern.push_str(":{tenant:");
+    pattern.push_str(tenant.as_str());
+    pattern.push_str("}:*");
+    pattern
+}
+
+/// `prefix` with Redis glob characters escaped, to start a `MATCH` pattern.
+pub fn glob_escaped(prefix: &KeyPrefix) -> String {
+    let mut pattern = String::with_capacity(prefix.as_str().len() * 2 + 32);
+    for c in prefix.as_str().chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
+}
+
 /// The parts of a key, as recovered by [`parse_key`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyParts<'a> {
@@ -257,6 +281,34 @@ mod tests {
         );
     }
 
+    /// Redis's glob for the patterns [`tenant_key_pattern`] makes: literal
+    /// characters, `\\x` escapes and a trailing `*`.
+    fn glob_matches(pattern: &str, key: &str) -> bool {
+        let mut literal = String::new();
+        let mut chars = pattern.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => literal.push(chars.next().unwrap()),
+                '*' => {
+                    assert!(chars.next().is_none(), "only a trailing *");
+                    return key.starts_with(&literal);
+                }
+                '?' | '[' | ']' => panic!("unescaped glob character in {pattern:?}"),
+                c => literal.push(c),
+            }
+        }
+        key == literal
+    }
+
+    #[test]
+    fn the_tenant_pattern_escapes_the_prefix() {
+        let p = KeyPrefix::new("a*b?[c]\\d^").unwrap();
+        assert_eq!(
+            tenant_key_pattern(&p, &id("acme")),
+            "a\\*b\\?\\[c\\]\\\\d\\^:{tenant:acme}:*"
+        );
+    }
+
     fn kind_strategy() -> impl Strategy<Value = Kind> {
         prop::sample::select(Kind::ALL.to_vec())
     }
@@ -296,6 +348,35 @@ mod tests {
                 } else {
                     prop_assert_eq!(a, b);
                 }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// The pattern matches every key of the tenant, and no key of any
+        /// other tenant or prefix (ids that extend it included).
+        #[test]
+        fn the_tenant_pattern_matches_that_tenant_only(
+            prefix in "[a-z:*?\\[\\]\\\\^._-]{1,10}",
+            other_prefix in "[a-z:*?._-]{1,10}",
+            tenant in "[A-Za-z0-9_][A-Za-z0-9._-]{0,12}",
+            other in "[A-Za-z0-9_][A-Za-z0-9._-]{0,12}",
+            kind in kind_strategy(),
+            name in "\\PC{0,20}",
+        ) {
+            let p = KeyPrefix::new(&prefix).unwrap();
+            let pattern = tenant_key_pattern(&p, &id(&tenant));
+            prop_assert!(glob_matches(&pattern, &format_key(&p, &id(&tenant), kind, &name)));
+            if other != tenant {
+                let key = format_key(&p, &id(&other), kind, &name);
+                prop_assert!(!glob_matches(&pattern, &key), "{} matched {}", pattern, key);
+            }
+            if other_prefix != prefix {
+                let q = KeyPrefix::new(&other_prefix).unwrap();
+                let key = format_key(&q, &id(&tenant), kind, &name);
+                prop_assert!(!glob_matches(&pattern, &key), "{} matched {}", pattern, key);
             }
         }
     }

@@ -35,6 +35,8 @@ use crate::redis_url::{self, Endpoint, Tls};
 pub const MAX_IDLE: usize = 16;
 /// Longest accepted connect or I/O timeout, in seconds.
 pub const MAX_TIMEOUT_SECS: f64 = 300.0;
+/// Keys per `DEL` of [`RedisStore::delete`].
+pub const DELETE_BATCH: usize = 500;
 /// Retries of a cluster call after a redirection (`MOVED`/`ASK`), a
 /// `TRYAGAIN`/`CLUSTERDOWN` reply or a dropped node connection. Small, so an
 /// unreachable node fails fast instead of backing off for seconds.
@@ -388,6 +390,70 @@ impl RedisStore {
         Ok(primaries)
     }
 
+    /// Every key matching the glob `pattern`: `SCAN ... MATCH` of the
+    /// server, or of every primary of a cluster (a pattern with a hash tag
+    /// matches keys of one slot, but the scan does not rely on knowing which
+    /// node holds it while a cluster reshards).
+    pub fn scan(&self, pattern: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let nodes = self.cluster_primaries()?;
+        let targets: Vec<Option<&(String, u16)>> = if nodes.is_empty() {
+            vec![None]
+        } else {
+            nodes.iter().map(Some).collect()
+        };
+        let mut found = Vec::new();
+        for node in targets {
+            let mut cursor = b"0".to_vec();
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(&cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let reply = self.query_node(node, &cmd)?;
+                let Value::Array(parts) = &reply else {
+                    return Err(self.unexpected("SCAN", &reply));
+                };
+                let (Some(Value::BulkString(next)), Some(Value::Array(keys))) =
+                    (parts.first(), parts.get(1))
+                else {
+                    return Err(self.unexpected("SCAN", &reply));
+                };
+                for key in keys {
+                    match key {
+                        Value::BulkString(k) => found.push(k.clone()),
+                        _ => return Err(self.unexpected("SCAN", &reply)),
+                    }
+                }
+                if next.as_slice() == b"0" {
+                    break;
+                }
+                cursor.clone_from(next);
+            }
+        }
+        found.sort_unstable();
+        found.dedup(); // SCAN may return a key twice
+        Ok(found)
+    }
+
+    /// `DEL` of `keys`, [`DELETE_BATCH`] at a time; the number deleted. On a
+    /// cluster the keys of one call must share a slot (one hash tag).
+    pub fn delete(&self, keys: &[Vec<u8>]) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for batch in keys.chunks(DELETE_BATCH) {
+            let mut cmd = redis::cmd("DEL");
+            for key in batch {
+                cmd.arg(key.as_slice());
+            }
+            match self.query(&cmd)? {
+                Value::Int(n) => deleted += n.max(0) as u64,
+                other => return Err(self.unexpected("DEL", &other)),
+            }
+        }
+        Ok(deleted)
+    }
+
     /// One command sent to one cluster node by address (`SCAN` of that
     /// node); on a single server, to the server.
     pub fn query_node(
@@ -676,6 +742,37 @@ pub(crate) mod tests {
         assert!(!err.to_string().contains("pw@"), "{err}");
         assert!(timeout_from_secs("x", 0.0).is_err());
         assert!(timeout_from_secs("x", 0.5).is_ok());
+    }
+
+    #[test]
+    fn scan_finds_one_tenants_keys_and_delete_removes_only_them() {
+        use crate::keys::{format_key, tenant_key_pattern, KeyPrefix, Kind};
+        use crate::tenant_id::TenantId;
+
+        let server = Server::require();
+        let store = RedisStore::shared(&server.url(), StoreOptions::default()).unwrap();
+        let prefix = KeyPrefix::new("scan*test").unwrap(); // a glob character in the prefix
+        let (acme, acme2) = (
+            TenantId::parse("acme").unwrap(),
+            TenantId::parse("acme2").unwrap(),
+        );
+        let mut set = redis::cmd("MSET");
+        for n in 0..1200 {
+            set.arg(format_key(&prefix, &acme, Kind::State, &format!("k{n}")))
+                .arg(1);
+        }
+        set.arg(format_key(&prefix, &acme2, Kind::State, "k0"))
+            .arg(1);
+        // Another prefix the glob would match unescaped.
+        set.arg("scanXtest:{tenant:acme}:state:k0").arg(1);
+        store.query(&set).unwrap();
+        let pattern = tenant_key_pattern(&prefix, &acme);
+        let found = store.scan(&pattern).unwrap();
+        assert_eq!(found.len(), 1200);
+        assert_eq!(store.delete(&found).unwrap(), 1200); // three DEL batches
+        assert!(store.scan(&pattern).unwrap().is_empty());
+        let rest = store.scan("*").unwrap();
+        assert_eq!(rest.len(), 2, "{rest:?}");
     }
 
     #[test]

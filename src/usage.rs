@@ -17,7 +17,7 @@ use std::sync::{Arc, LazyLock};
 use parking_lot::Mutex;
 use redis::Value as Reply;
 
-use crate::keys::{format_key, parse_key, KeyPrefix, Kind};
+use crate::keys::{format_key, glob_escaped, parse_key, KeyPrefix, Kind};
 use crate::redis_store::{Arg, RedisStore, Script, StoreError};
 use crate::tenant_id::TenantId;
 
@@ -194,6 +194,12 @@ impl MemoryUsage {
         ids
     }
 
+    /// Whether `tenant` has figures: what [`MemoryUsage::clear_tenant`]
+    /// would forget.
+    pub fn has_tenant(&self, tenant: &TenantId) -> bool {
+        self.shard(tenant).lock().contains_key(tenant)
+    }
+
     /// Forgets every figure of `tenant`; whether it had any.
     pub fn clear_tenant(&self, tenant: &TenantId) -> bool {
         self.shard(tenant).lock().remove(tenant).is_some()
@@ -351,46 +357,12 @@ impl RedisUsage {
 
     /// Tenants with daily figures (a `SCAN` of every node: for reports).
     pub fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
-        let pattern = format!("{}:{{tenant:*}}:usage:d:*", self.prefix.as_str());
-        let nodes = self.store.cluster_primaries()?;
-        let targets: Vec<Option<&(String, u16)>> = if nodes.is_empty() {
-            vec![None]
-        } else {
-            nodes.iter().map(Some).collect()
-        };
+        let pattern = format!("{}:{{tenant:*}}:usage:d:*", glob_escaped(&self.prefix));
         let mut found = std::collections::BTreeSet::new();
-        for node in targets {
-            let mut cursor = "0".to_owned();
-            loop {
-                let mut cmd = redis::cmd("SCAN");
-                cmd.arg(&cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000);
-                let reply = self.store.query_node(node, &cmd)?;
-                let Reply::Array(parts) = &reply else {
-                    return Err(self.store.unexpected("SCAN", &reply));
-                };
-                let (Some(next), Some(Reply::Array(keys))) = (parts.first(), parts.get(1)) else {
-                    return Err(self.store.unexpected("SCAN", &reply));
-                };
-                for key in keys {
-                    if let Reply::BulkString(k) = key {
-                        let k = String::from_utf8_lossy(k);
-                        if let Some(id) = parse_key(&k).and_then(|p| TenantId::parse(p.tenant).ok())
-                        {
-                            found.insert(id.as_str().to_owned());
-                        }
-                    }
-                }
-                cursor = match next {
-                    Reply::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                    _ => return Err(self.store.unexpected("SCAN", &reply)),
-                };
-                if cursor == "0" {
-                    break;
-                }
+        for key in self.store.scan(&pattern)? {
+            let key = String::from_utf8_lossy(&key);
+            if let Some(id) = parse_key(&key).and_then(|p| TenantId::parse(p.tenant).ok()) {
+                found.insert(id.as_str().to_owned());
             }
         }
         Ok(found
@@ -571,7 +543,9 @@ mod tests {
         let m = MemoryUsage::default();
         m.add(&t("a"), 1, &one(Metric::HttpRequests, 3));
         m.add(&t("b"), 1, &one(Metric::HttpRequests, 4));
+        assert!(m.has_tenant(&t("a")));
         assert!(m.clear_tenant(&t("a")));
+        assert!(!m.has_tenant(&t("a")));
         assert!(!m.clear_tenant(&t("a")));
         assert_eq!(m.get(&t("a")), Usage::default());
         assert_eq!(m.get(&t("b")).total()[Metric::HttpRequests.index()], 4);

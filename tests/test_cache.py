@@ -285,3 +285,122 @@ async def test_websocket_events_use_the_connections_tenant(settings):
     assert "recalled=a" in str(frames[0]) and "recalled=g" in str(frames[1]), frames
     with tenant_context("acme"):
         assert cache.get("remembered") == "a"
+
+
+# -- cache.clear() inside a tenant clears that tenant (docs/cache.md#clear) ------
+
+
+def two_aliases(request, settings, kind):
+    """``default`` and ``second``, both keyed by tenantry, on ``kind``."""
+    use_cache(request, settings, kind)
+    second = {**settings.CACHES["default"], "KEY_PREFIX": f"s{uuid.uuid4().hex[:8]}"}
+    if kind == "locmem":
+        second["LOCATION"] = f"second-{uuid.uuid4().hex[:8]}"
+    else:  # another database: a whole-cache clear of one is FLUSHDB
+        second["LOCATION"] = second["LOCATION"].rsplit("/", 1)[0] + "/3"
+    settings.CACHES = {**settings.CACHES, "second": second}
+    request.addfinalizer(lambda: caches["second"].close())
+
+
+def fill(*aliases):
+    for tenant in ("acme", "globex"):
+        with tenant_context(tenant, must_exist=False):
+            for alias in aliases:
+                caches[alias].set("page", f"{tenant}'s page on {alias}")
+    with shared():
+        for alias in aliases:
+            caches[alias].set("rates", f"shared on {alias}")
+
+
+def page(tenant, alias="default"):
+    with tenant_context(tenant, must_exist=False):
+        return caches[alias].get("page")
+
+
+@pytest.mark.parametrize("kind", ["locmem", "redis"])
+def test_clear_inside_a_tenant_clears_only_that_tenant_on_every_alias(request, settings, kind):
+    two_aliases(request, settings, kind)
+    fill("default", "second")
+    with tenant_context("acme", must_exist=False):
+        cache.clear()  # django.core.cache.cache: the proxy of "default"
+    assert page("acme") is None and page("acme", "second") is None  # one generation
+    assert page("globex") == "globex's page on default"
+    assert page("globex", "second") == "globex's page on second"
+    with shared():
+        assert cache.get("rates") == "shared on default"
+    with tenant_context("globex", must_exist=False):
+        caches["second"].clear()  # another alias, another tenant
+    assert page("globex", "second") is None and page("globex") is None
+    with shared():
+        assert caches["second"].get("rates") == "shared on second"
+
+
+@pytest.mark.parametrize("kind", ["locmem", "redis"])
+def test_clear_without_a_tenant_or_inside_shared_clears_the_whole_cache(request, settings, kind):
+    two_aliases(request, settings, kind)
+    fill("default", "second")
+    with tenant_context("acme", must_exist=False), shared():
+        caches["second"].clear()  # shared(): the whole cache, on purpose
+    assert page("globex", "second") is None
+    with shared():
+        assert caches["second"].get("rates") is None
+    assert page("globex") == "globex's page on default"
+    cache.clear()  # no tenant bound: the whole cache
+    assert page("globex") is None
+    with shared():
+        assert cache.get("rates") is None
+
+
+@pytest.mark.parametrize("kind", ["locmem", "redis"])
+def test_aclear_inside_a_tenant_clears_only_that_tenant(request, settings, kind):
+    two_aliases(request, settings, kind)
+    fill("default", "second")
+
+    async def clear_in(tenant, alias):
+        with tenant_context(tenant, must_exist=False):
+            await caches[alias].aclear()
+
+    asyncio.run(clear_in("acme", "second"))
+    assert page("acme") is None and page("globex") == "globex's page on default"
+    assert page("globex", "second") == "globex's page on second"
+
+    async def clear_all():
+        await cache.aclear()
+
+    asyncio.run(clear_all())
+    assert page("globex") is None
+
+
+def test_a_cache_not_keyed_by_tenantry_keeps_djangos_clear(request, settings):
+    use_cache(request, settings, "locmem")
+    settings.CACHES = {
+        **settings.CACHES,
+        "plain": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "p"},
+    }
+    caches["plain"].set("k", 1)
+    with tenant_context("acme", must_exist=False):
+        caches["plain"].clear()  # not per tenant: the app's own business
+    assert caches["plain"].get("k") is None
+    assert "clear" not in caches["plain"].__dict__
+
+
+@pytest.mark.parametrize("kind", ["locmem", "redis"])
+def test_purge_tenant_removes_a_deleted_tenants_entries_from_the_store(request, settings, kind):
+    """docs/cache.md#clearing-one-tenant-o1: after a tenant's deletion its
+    entries leave local memory and Redis, not only become unreadable; another
+    tenant's entries stay, even one whose own key spells the first tenant's tag."""
+    two_aliases(request, settings, kind)
+    fill("default", "second")
+    with tenant_context("globex", must_exist=False):
+        cache.set("x:{tenant:acme}:y", "globex's, whatever its name says")
+    before = tenantry.cache.purge_tenant("acme", dry_run=True)
+    assert before == 3  # a page on each alias, and the generation (in "default")
+    assert page("acme") == "acme's page on default"  # a dry run removes nothing
+    assert tenantry.cache.purge_tenant("acme") == before
+    assert tenantry.cache.purge_tenant("acme", dry_run=True) == 0
+    assert page("acme") is None and page("acme", "second") is None
+    assert page("globex") == "globex's page on default"
+    with tenant_context("globex", must_exist=False):
+        assert cache.get("x:{tenant:acme}:y") == "globex's, whatever its name says"
+    with shared():
+        assert cache.get("rates") == "shared on default"

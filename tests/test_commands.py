@@ -112,7 +112,7 @@ def test_delete_removes_rows_presence_state_and_registry_of_that_tenant_only(two
     assert "deleted 3\tapp.Item" in text and "deleted 1\tapp.Note" in text
     assert "deleted 1\tapp.Tenant" in text
     assert "deleted 1\tpresence (memory, this process)" in text
-    assert "deleted 2\tstate keys (memory, this process)" in text
+    assert "deleted 2\tstate (memory, this process)" in text
     assert not Item.all_tenants.filter(tenant_id="acme").exists()
     assert not Document.all_tenants.filter(tenant_id="acme").exists()
     assert not Note.all_tenants.filter(org__slug="acme").exists()
@@ -143,10 +143,10 @@ def test_delete_clears_the_tenants_cache_so_a_recycled_id_reads_nothing(two_tena
     for slug in ("acme", "globex"):
         with tenant_context(slug):
             cache.set("page", f"{slug}'s private page")
-    assert "cache entries would be cleared" in run("delete", "acme", "--dry-run")
+    assert "would delete 1\tcache (generation" in run("delete", "acme", "--dry-run")
     with tenant_context("acme"):
         assert cache.get("page") == "acme's private page"
-    assert "cache entries cleared" in run("delete", "acme")
+    assert "deleted 1\tcache (generation" in run("delete", "acme")
     Tenant.objects.create(slug="acme", name="A new customer")
     with tenant_context("acme"):
         assert cache.get("page") is None

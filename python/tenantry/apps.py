@@ -9,7 +9,7 @@ class TenantryConfig(AppConfig):
     def ready(self) -> None:
         from django.core.exceptions import ImproperlyConfigured
 
-        from . import checks, conf, isolation, registry  # noqa: F401  (checks, receivers)
+        from . import cache, checks, conf, isolation, lifecycle, registry  # noqa: F401
         from .channels import install_djust_broadcasts
         from .db import rls  # noqa: F401  (binds row-level security on new connections)
         from .presence import install_djust_presence_backend
@@ -17,6 +17,8 @@ class TenantryConfig(AppConfig):
         from .state import install_djust_state_backend
 
         isolation.install()
+        lifecycle.install()
+        cache.install()
 
         install_djust_event_limits()
         for install in (install_djust_presence_backend, install_djust_state_backend):

@@ -28,6 +28,11 @@ sees it; each process keeps the generations it read for
 that clears sees the new generation at once; other processes within
 ``STALENESS_BOUND`` seconds (``GENERATION_TTL`` plus one ``TICK``).
 
+``cache.clear()`` (and ``aclear()``) of a cache keyed by ``make_key``, on
+any alias, clears only the bound tenant (``clear_tenant(<id>)``); the whole
+cache is cleared only with no tenant bound, or inside ``shared()``. (Each
+cache ``caches[...]`` builds gets that ``clear``; see :func:`install`.)
+
 How ``make_key`` stays cheap: its fast path compares the bound ``TenantInfo``,
 the prefix and the version with the last ones it saw and concatenates a
 prepared head with the key (no clock read, no dict lookup). A daemon thread
@@ -49,8 +54,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import caches
+from django.core.cache import CacheHandler, caches
 from django.core.signals import setting_changed
 
 from . import audit
@@ -63,7 +69,9 @@ __all__ = [
     "TICK",
     "clear_tenant",
     "generation_cache",
+    "install",
     "make_key",
+    "purge_tenant",
     "shared",
 ]
 
@@ -217,6 +225,121 @@ def clear_tenant(tenant_id: Any) -> None:
         _generations[tenant_id] = (fresh, time.monotonic())
         _head = _NOTHING
     audit.emit("cache.cleared", tenant=tenant_id, level=logging.INFO)
+
+
+# -- removing a deleted tenant's entries -------------------------------------------
+
+
+def _tenant_entry(backend: Any, tenant_id: str) -> re.Pattern[str]:
+    """Full keys of ``tenant_id`` on ``backend``: ``<KEY_PREFIX>:<version>:
+    {tenant:<id>}:...`` (a tenant's own key part can hold that text too, so
+    the prefix and the version are matched exactly)."""
+    return re.compile(
+        rf"{re.escape(backend.key_prefix)}:[0-9]+:\{{tenant:{re.escape(tenant_id)}\}}:"
+    )
+
+
+def purge_tenant(tenant_id: Any, *, dry_run: bool = False) -> int:
+    """Remove (``dry_run``: count) every entry of ``tenant_id`` from the
+    caches keyed by ``make_key`` whose storage tenantry can list: Django's
+    local-memory cache (this process) and Django's Redis cache (a ``SCAN``).
+    After ``clear_tenant`` those entries are unreadable anyway; this takes
+    them out of memory and Redis (``manage.py tenantry delete``). Other
+    backends keep them until they expire."""
+    from django.core.cache.backends.locmem import LocMemCache
+    from django.core.cache.backends.redis import RedisCache
+
+    tenant_id = validate_tenant_id(tenant_id)
+    count = 0
+    seen: set[Any] = set()
+    for alias, options in settings.CACHES.items():
+        function = options.get("KEY_FUNCTION")
+        if function is not make_key and function != _KEY_FUNCTION:
+            continue
+        backend = caches[alias]
+        entry = _tenant_entry(backend, tenant_id)
+        if isinstance(backend, LocMemCache):
+            if id(backend._cache) in seen:
+                continue
+            seen.add(id(backend._cache))
+            with backend._lock:
+                keys = [k for k in backend._cache if isinstance(k, str) and entry.match(k)]
+                if not dry_run:
+                    for key in keys:
+                        backend._cache.pop(key, None)
+                        backend._expire_info.pop(key, None)
+            count += len(keys)
+        elif isinstance(backend, RedisCache):
+            client = backend._cache.get_client(write=True)
+            where = (tuple(backend._cache._servers), backend.key_prefix)
+            if where in seen:
+                continue
+            seen.add(where)
+            pattern = f"*{{tenant:{tenant_id}}}:*"  # ids hold no glob character
+            keys = [
+                k
+                for k in client.scan_iter(match=pattern, count=1000)
+                if entry.match(k.decode() if isinstance(k, bytes) else k)
+            ]
+            if keys and not dry_run:
+                client.delete(*keys)
+            count += len(keys)
+    return count
+
+
+# -- clear() clears the bound tenant ------------------------------------------------
+
+
+def _clears_whole_cache() -> bool:
+    """``clear()`` empties the whole cache with no tenant bound, or inside
+    ``shared()``; with a tenant bound it clears that tenant only."""
+    return _get_tenant() is None or _get_namespace() == "shared"
+
+
+def _guard_clear(backend: Any) -> Any:
+    """Give ``backend`` (a cache keyed by ``make_key``) a ``clear`` and an
+    ``aclear`` that clear only the bound tenant (instance attributes: the
+    backend's class, shared with other caches, is untouched)."""
+    if getattr(backend, "key_func", None) is not make_key:
+        return backend
+    if getattr(backend.__dict__.get("clear"), "_tenantry", False):
+        return backend
+    whole, whole_async = backend.clear, backend.aclear
+
+    def clear() -> None:
+        if _clears_whole_cache():
+            return whole()
+        clear_tenant(_get_tenant().id)
+        return None
+
+    async def aclear() -> None:
+        if _clears_whole_cache():
+            return await whole_async()
+        await sync_to_async(clear_tenant)(_get_tenant().id)
+        return None
+
+    clear._tenantry = aclear._tenantry = True  # type: ignore[attr-defined]
+    backend.clear, backend.aclear = clear, aclear
+    return backend
+
+
+_plain_create_connection = CacheHandler.create_connection
+
+
+def _create_connection(self: CacheHandler, alias: str) -> Any:
+    return _guard_clear(_plain_create_connection(self, alias))
+
+
+def install() -> None:
+    """Every cache Django builds (``caches[alias]``, ``django.core.cache.cache``)
+    whose ``KEY_FUNCTION`` is ``make_key`` gets the per-tenant ``clear()``;
+    so do the ones built before (``AppConfig.ready``)."""
+    global _plain_create_connection
+    if CacheHandler.create_connection is not _create_connection:
+        _plain_create_connection = CacheHandler.create_connection
+        CacheHandler.create_connection = _create_connection  # type: ignore[method-assign]
+    for backend in caches.all(initialized_only=True):
+        _guard_clear(backend)
 
 
 def _tick() -> None:

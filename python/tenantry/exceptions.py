@@ -1,4 +1,19 @@
-"""The exceptions tenantry raises (defined in the Rust core)."""
+"""The exceptions tenantry raises.
+
+Every one is a :class:`TenantError`; most keep a standard base as well
+(``InvalidTenantId`` is a ``ValueError``, ``BackendUnavailable`` a
+``ConnectionError``, ...). ``TenantMismatchError`` (an isolation refusal)
+has no other base: it is deliberately not an ``OSError``, so an
+``except OSError`` around file I/O never swallows it. See docs/api.md#exceptions.
+
+The core's exceptions are defined in Rust (``src/bindings/errors.rs``); the
+two below belong to the Django layer (one has a Django base) and are
+defined here.
+"""
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
 
 from ._core import (
     BackendError,
@@ -7,6 +22,7 @@ from ._core import (
     InvalidKey,
     InvalidTenantId,
     QuotaExceeded,
+    TenantError,
     TenantMismatchError,
     TenantNotFound,
     TenantNotSetError,
@@ -16,10 +32,33 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "ConfigError",
+    "DeletionIncomplete",
     "InvalidKey",
     "InvalidTenantId",
     "QuotaExceeded",
+    "RegistryRowProtected",
+    "TenantError",
     "TenantMismatchError",
     "TenantNotFound",
     "TenantNotSetError",
 ]
+
+
+class RegistryRowProtected(TenantError, PermissionDenied):
+    """A change to a saved registry row that would free a tenant's id with
+    its data still attached (a new id, a new incarnation) was refused. Also
+    Django's ``PermissionDenied``: the admin and views answer 403."""
+
+    __module__ = "tenantry"
+
+
+class DeletionIncomplete(TenantError):
+    """A tenant's rows were deleted but a store (files, cache, Redis) failed:
+    ``certificate`` says what went and what did not. Run the deletion again
+    with ``leftovers=True`` (``manage.py tenantry delete ID --leftovers``)."""
+
+    __module__ = "tenantry"
+
+    def __init__(self, message: str, certificate: Any = None) -> None:
+        super().__init__(message)
+        self.certificate = certificate

@@ -3,10 +3,19 @@ point ``TENANT_MODEL`` / ``TENANT_DOMAIN_MODEL`` at the subclasses."""
 
 from __future__ import annotations
 
+import secrets
+from datetime import UTC, datetime
+
 from django.core.exceptions import ValidationError
 from django.db import models
 
 from ._core import is_valid_tenant_id
+
+
+def new_incarnation() -> str:
+    """A new incarnation: the UTC creation time (incarnations sort by age)
+    and 48 random bits, e.g. ``20261130T101500123456Z-3f9a1c2b7d4e``."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(6)}"
 
 
 def validate_tenant_slug(value: str) -> None:
@@ -20,11 +29,16 @@ def validate_tenant_slug(value: str) -> None:
 
 
 class AbstractTenant(models.Model):
-    """``slug`` is the tenant id; ``settings`` becomes ``tenant.settings``."""
+    """``slug`` is the tenant id; ``settings`` becomes ``tenant.settings``;
+    ``incarnation`` is set once, when the row is created: a tenant deleted
+    and created again under the same id is a new incarnation
+    (docs/registry.md#incarnations). Neither ``slug`` nor ``incarnation`` of
+    a saved row may change (``tenantry.lifecycle``)."""
 
     slug = models.CharField(max_length=128, unique=True, validators=[validate_tenant_slug])
     name = models.CharField(max_length=200)
     settings = models.JSONField(default=dict, blank=True)
+    incarnation = models.CharField(max_length=40, default=new_incarnation, editable=False)
 
     class Meta:
         abstract = True

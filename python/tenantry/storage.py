@@ -23,14 +23,19 @@ so does any path whose real location, symlinks resolved, is outside the folder.
 
 ``TenantStorageMixin`` gives any storage class the same behaviour (mix it in
 first): ``class TenantS3Storage(TenantStorageMixin, S3Storage): ...``.
+
+Deleting a tenant (``tenantry.lifecycle``) removes its folder from every
+storage :func:`tenant_storages` finds: the ``STORAGES`` entries and the
+storages of every model ``FileField`` that mix this class in.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -40,7 +45,7 @@ from django.core.files.storage import FileSystemStorage
 from ._core import TenantInfo, TenantNotSetError
 from .context import get_current_tenant
 
-__all__ = ["TenantFileSystemStorage", "TenantStorageMixin"]
+__all__ = ["TenantFileSystemStorage", "TenantStorageMixin", "tenant_storages"]
 
 #: The storage instance whose public method is running: the calls it makes to
 #: its own methods (``save`` → ``get_available_name`` → ``exists``) already
@@ -170,11 +175,46 @@ class TenantStorageMixin:
     def get_modified_time(self, name: str) -> Any:
         return self._in_tenant("get_modified_time", name, (), {}, named=False)
 
+    # -- the whole folder (tenantry.lifecycle) ----------------------------------
+
+    def tenant_files(self) -> Iterator[str]:
+        """Every file of the bound tenant, as names relative to its folder."""
+        pending = [""]
+        while pending:
+            folder = pending.pop()
+            try:
+                dirs, files = self.listdir(folder)
+            except FileNotFoundError:
+                continue
+            prefix = f"{folder}/" if folder else ""
+            yield from (prefix + name for name in files)
+            pending.extend(prefix + name for name in dirs)
+
+    def delete_tenant_files(self, *, dry_run: bool = False) -> int:
+        """Delete every file of the bound tenant (count them with
+        ``dry_run``); returns how many."""
+        names = list(self.tenant_files())
+        if not dry_run:
+            for name in names:
+                self.delete(name)
+        return len(names)
+
 
 class TenantFileSystemStorage(TenantStorageMixin, FileSystemStorage):
     """``FileSystemStorage`` with one folder per tenant under ``<location>/tenants/``;
     a path whose real location (symlinks resolved) leaves the tenant's folder
     is refused."""
+
+    def delete_tenant_files(self, *, dry_run: bool = False) -> int:
+        """The folder goes whole (empty folders and files the storage API
+        would not list included); returns how many files it held."""
+        folder = self.path("")
+        if not os.path.isdir(folder) or os.path.islink(folder):
+            return 0
+        count = sum(len(files) for _, _, files in os.walk(folder))
+        if not dry_run:
+            shutil.rmtree(folder)
+        return count
 
     def path(self, name: str) -> str:
         # Every file system operation of FileSystemStorage goes through path().
@@ -187,3 +227,39 @@ class TenantFileSystemStorage(TenantStorageMixin, FileSystemStorage):
         if real != folder and not real.startswith(folder + os.sep):
             raise _refuse(name, tenant, "its real location (symlinks resolved) is outside")
         return full
+
+
+def _storage_key(storage: Any) -> Any:
+    location = getattr(storage, "location", None)
+    if isinstance(location, str):
+        return (type(storage), os.path.realpath(location))
+    return id(storage)
+
+
+def tenant_storages() -> list[TenantStorageMixin]:
+    """Every storage that keeps files per tenant: the ``STORAGES`` entries
+    and the ``storage`` of every ``FileField`` of an installed model whose
+    class mixes in :class:`TenantStorageMixin` (one per location)."""
+    from django.apps import apps
+    from django.core.files.storage import storages
+    from django.db.models import FileField
+    from django.utils.module_loading import import_string
+
+    found: dict[Any, TenantStorageMixin] = {}
+    for alias, options in storages.backends.items():
+        # Only the tenant storages are built: another may need settings this
+        # process lacks (staticfiles' STATIC_URL).
+        backend = options.get("BACKEND", "")
+        try:
+            cls = import_string(backend) if isinstance(backend, str) else backend
+        except ImportError:
+            continue  # Django reports it where the storage is used
+        if isinstance(cls, type) and issubclass(cls, TenantStorageMixin):
+            storage = storages[alias]
+            found.setdefault(_storage_key(storage), storage)
+    for model in apps.get_models():
+        for field in model._meta.get_fields():
+            storage = getattr(field, "storage", None) if isinstance(field, FileField) else None
+            if isinstance(storage, TenantStorageMixin):
+                found.setdefault(_storage_key(storage), storage)
+    return list(found.values())

@@ -3,12 +3,12 @@
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyConnectionError, PyLookupError, PyOverflowError, PyPermissionError, PyRuntimeError,
-    PyValueError,
+    PyConnectionError, PyException, PyLookupError, PyOverflowError, PyRuntimeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyType};
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
+use pyo3::PyErrArguments;
 
 use crate::config::ConfigError as CoreConfigError;
 use crate::presence::PresenceError;
@@ -19,89 +19,136 @@ use crate::tenant_id::{preview, InvalidTenantId as CoreInvalidTenantId};
 
 create_exception!(
     tenantry,
+    TenantError,
+    PyException,
+    "The base of every exception tenantry raises: `except tenantry.TenantError` catches them all."
+);
+
+/// A tenantry exception: a subclass of `TenantError` and of the standard
+/// bases it has always had (`ValueError`, `ConnectionError`, ...), so code
+/// written against djust.tenants or the standard library keeps catching it.
+/// PyO3's `create_exception!` takes one base, so each class is made once,
+/// on first use, with `type(name, (TenantError, *bases), namespace)`.
+macro_rules! tenant_exception {
+    ($name:ident, [$($base:expr),*], $doc:expr) => {
+        pub struct $name;
+
+        impl $name {
+            pub fn type_object(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+                static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+                let ty = TYPE.get_or_try_init(py, || -> PyResult<Py<PyType>> {
+                    let bases: Vec<Bound<'_, PyType>> = vec![$($base(py)?),*];
+                    make_type(py, stringify!($name), bases, $doc)
+                })?;
+                Ok(ty.bind(py))
+            }
+
+            #[allow(dead_code)] // some are raised only by the Python layer
+            pub fn new_err<A>(args: A) -> PyErr
+            where
+                A: PyErrArguments + Send + Sync + 'static,
+            {
+                Python::attach(|py| match Self::type_object(py) {
+                    Ok(ty) => PyErr::from_type(ty.clone(), args),
+                    Err(err) => err,
+                })
+            }
+        }
+    };
+}
+
+fn make_type(
+    py: Python<'_>,
+    name: &str,
+    bases: Vec<Bound<'_, PyType>>,
+    doc: &str,
+) -> PyResult<Py<PyType>> {
+    let namespace = PyDict::new(py);
+    namespace.set_item("__module__", "tenantry")?;
+    namespace.set_item("__doc__", doc)?;
+    let root = py.get_type::<TenantError>();
+    let mut all = Vec::with_capacity(bases.len() + 1);
+    // A base that is already a TenantError (QuotaExceeded's BackendError)
+    // brings it along; naming it again would break the MRO.
+    let mut has_root = false;
+    for base in &bases {
+        has_root |= base.is_subclass(&root)?;
+    }
+    if !has_root {
+        all.push(root);
+    }
+    all.extend(bases);
+    let bases = PyTuple::new(py, all)?;
+    Ok(py
+        .get_type::<PyType>()
+        .call1((name, bases, namespace))?
+        .cast_into::<PyType>()?
+        .unbind())
+}
+
+fn value_error(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    Ok(py.get_type::<PyValueError>())
+}
+
+fn runtime_error(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    Ok(py.get_type::<PyRuntimeError>())
+}
+
+fn connection_error(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    Ok(py.get_type::<PyConnectionError>())
+}
+
+fn lookup_error(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    Ok(py.get_type::<PyLookupError>())
+}
+
+fn backend_error(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    BackendError::type_object(py).cloned()
+}
+
+tenant_exception!(
     InvalidTenantId,
-    PyValueError,
+    [value_error],
     "A tenant id failed validation (1-128 of A-Z a-z 0-9 . _ -, not starting with . or -)."
 );
-create_exception!(
-    tenantry,
+tenant_exception!(
     ConfigError,
-    PyValueError,
+    [value_error],
     "DJUST_CONFIG is invalid; args are (message, [(key, message), ...]). The Django layer re-raises it as ImproperlyConfigured."
 );
-create_exception!(
-    tenantry,
+tenant_exception!(
     BackendUnavailable,
-    PyConnectionError,
-    "A storage backend (Redis) could not be reached in time."
+    [connection_error],
+    "A storage backend (Redis) could not be reached in time (also a ConnectionError: an I/O failure)."
 );
-create_exception!(
-    tenantry,
+tenant_exception!(
     BackendError,
-    PyRuntimeError,
+    [runtime_error],
     "A storage backend (Redis) answered with an error or an unexpected reply."
 );
-create_exception!(
-    tenantry,
+tenant_exception!(
     QuotaExceeded,
-    BackendError,
+    [backend_error],
     "A store cannot take a write: the in-memory state store's tenant share (STATE_TENANT_MAX_BYTES) or whole size (STATE_MEMORY_MAX_BYTES) is full, or a presence user already holds its most connections. TenantMiddleware answers 503."
 );
-create_exception!(
-    tenantry,
+tenant_exception!(
     TenantMismatchError,
-    PyPermissionError,
-    "An operation named one tenant while another tenant is bound."
+    [],
+    "An operation named one tenant while another tenant is bound, or reached another tenant's data: an isolation refusal. Deliberately not an OSError (nor a PermissionError): code that catches OSError around file I/O must never swallow it."
 );
-
-/// A tenant-scoped operation ran with no tenant bound. Both a `RuntimeError`
-/// and a `ValueError`: djust.tenants raised `ValueError` there, so existing
-/// `except ValueError` code keeps catching it. `create_exception!` takes one
-/// base, so the class is made once with `type(name, bases, namespace)`.
-pub struct TenantNotSetError;
-
-static TENANT_NOT_SET: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-
-impl TenantNotSetError {
-    pub fn type_object(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
-        let ty = TENANT_NOT_SET.get_or_try_init(py, || -> PyResult<Py<PyType>> {
-            let namespace = PyDict::new(py);
-            namespace.set_item("__module__", "tenantry")?;
-            namespace.set_item(
-                "__doc__",
-                "A tenant-scoped operation ran with no tenant bound (also a ValueError, \
-                 as djust.tenants raised).",
-            )?;
-            let bases = (
-                py.get_type::<PyRuntimeError>(),
-                py.get_type::<PyValueError>(),
-            );
-            Ok(py
-                .get_type::<PyType>()
-                .call1(("TenantNotSetError", bases, namespace))?
-                .cast_into::<PyType>()?
-                .unbind())
-        })?;
-        Ok(ty.bind(py))
-    }
-
-    pub fn new_err(message: String) -> PyErr {
-        Python::attach(|py| match Self::type_object(py) {
-            Ok(ty) => PyErr::from_type(ty.clone(), message),
-            Err(err) => err,
-        })
-    }
-}
-create_exception!(
-    tenantry,
+tenant_exception!(
+    TenantNotSetError,
+    [runtime_error, value_error],
+    "A tenant-scoped operation ran with no tenant bound (also a ValueError, as djust.tenants raised)."
+);
+tenant_exception!(
     TenantNotFound,
-    PyLookupError,
+    [lookup_error],
     "The registry (TENANT_MODEL / TENANT_VALIDATOR) does not know this tenant."
 );
-create_exception!(
-    tenantry,
+tenant_exception!(
     InvalidKey,
-    PyValueError,
+    [value_error],
     "A key name or key prefix was refused."
 );
 
@@ -194,14 +241,15 @@ pub fn store_error(err: StoreError) -> PyErr {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    m.add("InvalidTenantId", py.get_type::<InvalidTenantId>())?;
-    m.add("ConfigError", py.get_type::<ConfigError>())?;
-    m.add("BackendUnavailable", py.get_type::<BackendUnavailable>())?;
+    m.add("TenantError", py.get_type::<TenantError>())?;
+    m.add("InvalidTenantId", InvalidTenantId::type_object(py)?)?;
+    m.add("ConfigError", ConfigError::type_object(py)?)?;
+    m.add("BackendUnavailable", BackendUnavailable::type_object(py)?)?;
     m.add("TenantNotSetError", TenantNotSetError::type_object(py)?)?;
-    m.add("BackendError", py.get_type::<BackendError>())?;
-    m.add("QuotaExceeded", py.get_type::<QuotaExceeded>())?;
-    m.add("TenantMismatchError", py.get_type::<TenantMismatchError>())?;
-    m.add("InvalidKey", py.get_type::<InvalidKey>())?;
-    m.add("TenantNotFound", py.get_type::<TenantNotFound>())?;
+    m.add("BackendError", BackendError::type_object(py)?)?;
+    m.add("QuotaExceeded", QuotaExceeded::type_object(py)?)?;
+    m.add("TenantMismatchError", TenantMismatchError::type_object(py)?)?;
+    m.add("InvalidKey", InvalidKey::type_object(py)?)?;
+    m.add("TenantNotFound", TenantNotFound::type_object(py)?)?;
     Ok(())
 }

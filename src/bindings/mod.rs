@@ -4,6 +4,7 @@
 mod admission;
 mod config;
 mod errors;
+mod lifecycle;
 mod presence;
 mod ratelimit;
 mod registry;
@@ -64,6 +65,8 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(usage::usage_flush, m)?)?;
     m.add_function(wrap_pyfunction!(usage::usage_clear, m)?)?;
     m.add_function(wrap_pyfunction!(usage::usage_clear_tenant, m)?)?;
+    m.add_function(wrap_pyfunction!(lifecycle::purge_tenant_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(lifecycle::purge_tenant_redis, m)?)?;
 
     m.add_class::<config::CurrentConfig>()?;
     m.add_function(wrap_pyfunction!(config::configure, m)?)?;

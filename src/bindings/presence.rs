@@ -674,6 +674,16 @@ fn reclaiming<R>(op: impl FnOnce(&mut Vec<Py<PyAny>>) -> R) -> R {
     result
 }
 
+/// The presences of `tenant` in this process's memory store: counted, or
+/// removed (`tenantry.lifecycle`).
+pub(super) fn purge_memory(tenant: &TenantId, dry_run: bool) -> usize {
+    if dry_run {
+        MEMORY.tenant_presences(tenant)
+    } else {
+        reclaiming(|graveyard| MEMORY.clear_tenant(tenant, graveyard))
+    }
+}
+
 /// In-memory presence for one tenant (the store itself is shared by the
 /// process and sharded; see `docs/presence.md`).
 #[pyclass(

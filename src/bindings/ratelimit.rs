@@ -36,6 +36,16 @@ use crate::usage::Metric;
 /// The process's memory store, shared by every limiter object.
 static MEMORY: LazyLock<MemoryLimiter> = LazyLock::new(MemoryLimiter::new);
 
+/// The counts of `tenant` in this process's memory store: counted, or
+/// removed (`tenantry.lifecycle`).
+pub(super) fn purge_memory(tenant: &TenantId, dry_run: bool) -> usize {
+    if dry_run {
+        MEMORY.tenant_keys(tenant)
+    } else {
+        MEMORY.clear_tenant(tenant)
+    }
+}
+
 impl RedisEngine for RedisLimiter {
     fn store(&self) -> &RedisStore {
         RedisLimiter::store(self)

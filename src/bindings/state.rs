@@ -38,6 +38,16 @@ static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 /// and the router (two objects for one tenant see the same keys).
 static MEMORY: LazyLock<MemoryState> = LazyLock::new(MemoryState::new);
 
+/// The keys of `tenant` in this process's memory store (both spaces):
+/// counted, or removed (`tenantry.lifecycle`).
+pub(super) fn purge_memory(tenant: &TenantId, dry_run: bool) -> usize {
+    if dry_run {
+        MEMORY.tenant_keys(tenant, Instant::now())
+    } else {
+        MEMORY.delete_tenant(tenant, Instant::now())
+    }
+}
+
 /// A Python value ready to store.
 enum Incoming<'py> {
     Bytes(Bound<'py, PyBytes>),

@@ -276,6 +276,19 @@ pub fn usage_clear_tenant(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyRes
     }
 }
 
+/// The figures of `tenant` held by this process: the held counts are handed
+/// over first; then its figures in the memory store are counted (1 when it
+/// has any), or forgotten with its pending Redis batches
+/// (`tenantry.lifecycle`; Redis keys are removed by their scan).
+pub(super) fn purge_memory(py: Python<'_>, tenant: &TenantId, dry_run: bool) -> PyResult<usize> {
+    usage_hand_over(py)?;
+    if dry_run {
+        return Ok(usize::from(MEMORY.has_tenant(tenant)));
+    }
+    drop(BATCH.take(Some(tenant)));
+    Ok(usize::from(MEMORY.clear_tenant(tenant)))
+}
+
 /// Forgets the memory store's usage, every pending batch and the held counts.
 #[pyfunction]
 pub fn usage_clear(py: Python<'_>) -> PyResult<()> {

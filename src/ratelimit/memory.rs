@@ -275,6 +275,17 @@ impl MemoryLimiter {
         decision
     }
 
+    /// How many keys `tenant` holds: what [`MemoryLimiter::clear_tenant`]
+    /// would remove.
+    pub fn tenant_keys(&self, tenant: &TenantId) -> usize {
+        let shard = self.shards[shard_of(tenant)].lock();
+        shard
+            .map
+            .values()
+            .filter(|slot| &*slot.tenant == tenant.as_str())
+            .count()
+    }
+
     /// Forgets every key of `tenant`; returns how many went.
     pub fn clear_tenant(&self, tenant: &TenantId) -> usize {
         let mut shard = self.shards[shard_of(tenant)].lock();
@@ -362,7 +373,9 @@ mod tests {
             m.check(&p, &t(&format!("late{}", i % 7)), &c, 1, 10 * MICROS + i);
         }
         assert!(m.len() <= 7 + SHARDS * 2, "{}", m.len());
+        assert_eq!(m.tenant_keys(&t("late1")), 1);
         assert_eq!(m.clear_tenant(&t("late1")), 1);
+        assert_eq!(m.tenant_keys(&t("late1")), 0);
     }
 
     fn keyed(name: &str, rate: &str) -> Vec<Check> {

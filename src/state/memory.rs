@@ -902,6 +902,21 @@ impl MemoryState {
         })
     }
 
+    /// How many live keys `tenant` holds (both spaces): what
+    /// [`MemoryState::delete_tenant`] would remove.
+    pub fn tenant_keys(&self, tenant: &TenantId, now: Instant) -> usize {
+        let now = self.millis(now);
+        let tenant_hash = self.hasher.hash_one(tenant.as_str());
+        let shard = self.shard_of(tenant_hash).lock();
+        let Some(table) = shard
+            .find_slot(tenant_hash, tenant.as_str())
+            .and_then(|slot| shard.table_ref(slot))
+        else {
+            return 0;
+        };
+        table.records.iter().filter(|r| !r.expired(now)).count()
+    }
+
     /// Removes every key of `tenant` (both spaces): one table unlinked, its
     /// memory freed outside the lock. Returns how many live keys went.
     pub fn delete_tenant(&self, tenant: &TenantId, now: Instant) -> usize {
@@ -1192,7 +1207,10 @@ mod tests {
         }
         s.set(&a, Space::View, "v", &Value::Bytes(b"x"), None, now)
             .unwrap();
+        assert_eq!(s.tenant_keys(&a, now), 3001); // what a dry run counts
         assert_eq!(s.delete_tenant(&a, now), 3001);
+        assert_eq!(s.tenant_keys(&a, now), 0);
+        assert_eq!(s.tenant_keys(&b, now), 3000);
         assert_eq!(s.count(Some(&a), Space::Data, now), 0);
         assert_eq!(s.count(Some(&b), Space::Data, now), 3000);
         assert_eq!(s.get(&b, Space::Data, "k7", now).unwrap(), b"7");

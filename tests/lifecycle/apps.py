@@ -9,3 +9,9 @@ class LifecycleConfig(AppConfig):
     name = "tests.lifecycle"
     label = "lifecycle"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from tenantry import ownership
+
+        # docs/registry.md#which-models-hold-a-tenants-data: a column of another name.
+        ownership.declare("lifecycle.Seat", field="org_slug")

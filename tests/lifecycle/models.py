@@ -35,3 +35,94 @@ class Legacy(models.Model):
 
     class Meta:
         app_label = "lifecycle"
+
+
+# -- deleting a tenant (tests/test_lifecycle.py, docs/registry.md#deleting-a-tenant):
+# one model per way a row can belong to a tenant of the registry app.Tenant.
+
+
+class Membership(models.Model):
+    """A member of a tenant, keyed by a plain ``tenant_id`` column and no
+    TenantManager: found by the column's name (tenantry.ownership)."""
+
+    tenant_id = models.CharField(max_length=128, db_index=True)
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE)
+    role = models.CharField(max_length=20, default="member")
+
+    class Meta:
+        app_label = "lifecycle"
+
+
+class Seat(models.Model):
+    """Keyed by an id column of another name: declared in LifecycleConfig.ready
+    (``tenantry.ownership.declare``)."""
+
+    org_slug = models.CharField(max_length=128, db_index=True)
+    label = models.CharField(max_length=50)
+
+    class Meta:
+        app_label = "lifecycle"
+
+
+class Workspace(models.Model):
+    """A scoped parent of multi-table inheritance."""
+
+    tenant_id = models.CharField(max_length=128, db_index=True)
+    name = models.CharField(max_length=50)
+
+    objects = TenantManager(tenant_field="tenant_id")
+    all_tenants = models.Manager()
+
+    class Meta:
+        app_label = "lifecycle"
+
+
+class Board(Workspace):
+    """A multi-table-inheritance child: its table has no tenant column."""
+
+    columns = models.IntegerField(default=3)
+
+    class Meta:
+        app_label = "lifecycle"
+
+
+class Invoice(models.Model):
+    """A foreign key to the registry that protects the row: the tenant's own."""
+
+    tenant = models.ForeignKey("app.Tenant", on_delete=models.PROTECT)
+    total = models.IntegerField(default=0)
+
+    class Meta:
+        app_label = "lifecycle"
+
+
+class Bookmark(models.Model):
+    """A foreign key to the registry that is cleared (SET_NULL): not the
+    tenant's row, only a reference to it."""
+
+    tenant = models.ForeignKey("app.Tenant", null=True, on_delete=models.SET_NULL)
+    url = models.CharField(max_length=200)
+
+    class Meta:
+        app_label = "lifecycle"
+
+
+class HostName(models.Model):
+    """A TENANT_DOMAIN_MODEL keyed by a foreign key to the registry."""
+
+    host = models.CharField(max_length=253, unique=True)
+    tenant = models.ForeignKey("app.Tenant", on_delete=models.CASCADE)
+
+    class Meta:
+        app_label = "lifecycle"
+
+
+class Alias(models.Model):
+    """A TENANT_DOMAIN_MODEL keyed by a CharField named ``owner``: only the
+    config (TENANT_DOMAIN_TENANT_FIELD) says it holds tenant ids."""
+
+    domain = models.CharField(max_length=253, unique=True)
+    owner = models.CharField(max_length=128)
+
+    class Meta:
+        app_label = "lifecycle"

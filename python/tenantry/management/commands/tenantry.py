@@ -2,7 +2,7 @@
 
 manage.py tenantry list
 manage.py tenantry create acme --name "Acme Corp" --setting theme=dark
-manage.py tenantry delete acme [--dry-run]
+manage.py tenantry delete acme [--dry-run] [--leftovers]
 manage.py tenantry deactivate acme
 manage.py tenantry adopt shop.Order --tenant acme [--field tenant_id] [--batch 1000]
 manage.py tenantry domain shop.acme-corp.com acme
@@ -25,12 +25,12 @@ from django.db import transaction
 from django.db.models import Q
 from django.test import RequestFactory
 
-from ... import audit, conf, resolve_tenant
+from ... import audit, conf, lifecycle, resolve_tenant
 from ..._core import (
     ChainedResolver,
     InvalidTenantId,
-    TenantAwareMemoryBackend,
     TenantInfo,
+    TenantNotFound,
     _django_host,
     get_tenant_resolver,
     is_valid_tenant_id,
@@ -38,6 +38,7 @@ from ..._core import (
     validate_tenant_id,
 )
 from ...addressing import ANY, probe
+from ...exceptions import DeletionIncomplete
 from ...isolation import scope_of, tenant_field_value
 from ...registry import active_field, invalidate_tenant, validate_custom_domain
 
@@ -75,10 +76,17 @@ class Command(BaseCommand):
             help="a settings entry (VALUE is JSON when it parses)",
         )
         delete = sub.add_parser(
-            "delete", help="delete a tenant: its scoped rows, presence, state and registry row"
+            "delete",
+            help="delete every trace of a tenant (rows, domains, files, cache, presence, "
+            "state, rate limits, usage) and print a certificate",
         )
         delete.add_argument("tenant_id")
         delete.add_argument("--dry-run", action="store_true", help="count, change nothing")
+        delete.add_argument(
+            "--leftovers",
+            action="store_true",
+            help="the registry row is already gone: remove what still holds the id",
+        )
         deactivate = sub.add_parser(
             "deactivate", help="turn the registry row's active flag off (is_active/active)"
         )
@@ -159,6 +167,14 @@ class Command(BaseCommand):
                 f"no configured resolver can ever produce the tenant id {tenant_id!r}: {why}. "
                 "Pick an id the resolvers can produce (e.g. lowercase letters, digits and '-')."
             )
+        left = lifecycle.leftovers(tenant_id) if is_valid_tenant_id(tenant_id) else None
+        if left is not None and left.lines:
+            raise CommandError(
+                f"the id {tenant_id!r} still holds data of a deleted tenant "
+                f"({'; '.join(f'{line.count} {line.what}' for line in left.lines)}): a new "
+                f"tenant must not inherit it. Run manage.py tenantry delete {tenant_id} "
+                "--leftovers first."
+            )
         values = {id_field: tenant_id}
         name_field = source.get("TENANT_MODEL_NAME_FIELD", "name")
         if name_field:
@@ -207,119 +223,33 @@ class Command(BaseCommand):
 
     def handle_delete(self, options):
         tenant_id, dry_run = options["tenant_id"], options["dry_run"]
-        config = conf.current()
-        row = None
-        if config.tenant_model is not None:
+        if conf.current().tenant_model is not None and not options["leftovers"]:
             model, id_field = self._model()
-            row = self._row(model, id_field, tenant_id)
-            tenant = lookup_tenant(tenant_id) or TenantInfo(tenant_id, raw=row)
-        else:
-            tenant = TenantInfo(tenant_id)
-        counts: list[tuple[str, int]] = []
-        with transaction.atomic():
-            for model in apps.get_models():
-                scope = scope_of(model)
-                if scope is None or model._meta.proxy:
-                    continue
-                name, value = tenant_field_value(model, scope.field.name, tenant)
-                try:
-                    rows = model._base_manager.filter(**{name: value})
-                except (TypeError, ValueError):
-                    continue  # keyed to another registry's rows: none can be this tenant's
-                if dry_run:
-                    counts.append((model._meta.label, rows.count()))
-                else:
-                    counts += rows.delete()[1].items()
-            counts += self._delete_registry(tenant_id, row, dry_run)
-        counts += self._clear_stores(tenant_id, dry_run)
-        totals: dict[str, int] = {}
-        for label, number in counts:
-            totals[label] = totals.get(label, 0) + number
-        verb = "would delete" if dry_run else "deleted"
-        for label, number in totals.items():
-            self.stdout.write(f"{verb} {number}\t{label}")
-        if not dry_run:
-            invalidate_tenant(tenant_id)
-            audit.emit("tenant.deleted", tenant=tenant_id, counts=totals)
-        self.stdout.write(
-            f"{'dry run: nothing changed for' if dry_run else 'deleted'} tenant {tenant_id!r}"
-        )
-
-    def _delete_registry(self, tenant_id, row, dry_run):
-        source = conf.current().source
-        found = []
-        label = source.get("TENANT_DOMAIN_MODEL")
-        if label:
-            domains = apps.get_model(label)
-            field = domains._meta.get_field(source.get("TENANT_DOMAIN_TENANT_FIELD", "tenant_id"))
-            rows = domains._base_manager.filter(
-                **{field.name if field.is_relation else field.attname: row or tenant_id}
-            )
-            found += [(domains._meta.label, rows.count())] if dry_run else rows.delete()[1].items()
-        if row is not None:
-            rows = type(row)._base_manager.filter(pk=row.pk)
-            found += [(type(row)._meta.label, 1)] if dry_run else rows.delete()[1].items()
-        return found
-
-    def _clear_stores(self, tenant_id, dry_run):
-        """Presence and state. The memory backends live in each server process:
-        this clears the one of the process running the command."""
-        from ...state import get_tenant_state_backend
-
-        config = conf.current()
-        out = []
-        if config.presence_backend[0] == "redis":
-            self.stdout.write(
-                "presence (Redis): records expire on their own within PRESENCE_TIMEOUT"
-            )
-        elif not dry_run:
-            out.append(
-                (
-                    "presence (memory, this process)",
-                    TenantAwareMemoryBackend.clear_tenant(tenant_id),
-                )
-            )
-        state = get_tenant_state_backend(tenant_id)
-        where = "Redis" if config.state_backend[0] == "redis" else "memory, this process"
-        if not dry_run:
-            out.append((f"state keys ({where})", state.delete_tenant()))
-        else:
-            self.stdout.write(f"state keys ({where}) and presence would be cleared")
-        self._clear_cache(tenant_id, dry_run)
-        out += self._clear_metering(tenant_id, dry_run, where)
-        return out
-
-    def _clear_metering(self, tenant_id, dry_run, where):
-        """Usage figures and rate-limit counts: a tenant created later under
-        the same id must neither see the deleted one's usage nor inherit its
-        spent allowance."""
-        from ... import usage
-        from ...ratelimit import TenantRateLimiter
-
-        if dry_run:
-            self.stdout.write("usage figures and rate-limit counts would be cleared")
-            return []
-        # Usage lives where state does: ``where`` is the state backend's.
-        return [
-            (f"usage figures ({where})", usage.clear_tenant(tenant_id)),
-            ("rate-limit counts (memory, this process)", TenantRateLimiter.clear_tenant(tenant_id)),
-        ]
-
-    def _clear_cache(self, tenant_id, dry_run):
-        """The tenant's entries in Django's cache, when ``tenantry.cache``
-        keys it: a tenant created later under the same id must not read the
-        deleted one's cached pages."""
-        from ... import cache
-
+            self._row(model, id_field, tenant_id)  # a CommandError naming the model
         try:
-            cache.generation_cache()
-        except LookupError:
-            return  # no cache keyed per tenant: nothing of the tenant's is told apart
-        if dry_run:
-            self.stdout.write("cache entries would be cleared (tenantry.cache)")
-        else:
-            cache.clear_tenant(tenant_id)
-            self.stdout.write("cache entries cleared (tenantry.cache: a new generation)")
+            certificate = lifecycle.delete_tenant(
+                tenant_id, dry_run=dry_run, leftovers=options["leftovers"]
+            )
+        except DeletionIncomplete as exc:
+            self._certificate(exc.certificate)
+            raise CommandError(str(exc)) from exc
+        except (TenantNotFound, InvalidTenantId) as exc:
+            raise CommandError(str(exc)) from exc
+        self._certificate(certificate)
+
+    def _certificate(self, certificate):
+        """What the deletion removed, per store: the lines of the certificate."""
+        self.stdout.write(
+            f"{'dry run: certificate of what deleting' if certificate.dry_run else 'certificate:'}"
+            f" tenant {certificate.tenant_id!r} (incarnation {certificate.incarnation})"
+            f"{' would remove' if certificate.dry_run else ''}"
+        )
+        self.stdout.write(str(certificate))
+        self.stdout.write(
+            f"dry run: nothing changed for tenant {certificate.tenant_id!r}"
+            if certificate.dry_run
+            else f"deleted tenant {certificate.tenant_id!r}"
+        )
 
     def handle_adopt(self, options):
         try:
