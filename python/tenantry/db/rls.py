@@ -48,7 +48,7 @@ from .. import audit, conf
 from .._core import TenantMismatchError
 from ..context import get_current_tenant
 
-__all__ = ["BYPASS_SETTING", "TENANT_SETTING", "rls_bypass", "rls_mode"]
+__all__ = ["BYPASS_SETTING", "TENANT_SETTING", "bypassing", "rls_bypass", "rls_mode"]
 
 TENANT_SETTING = "tenantry.tenant_id"
 BYPASS_SETTING = "tenantry.bypass"
@@ -90,6 +90,13 @@ def scoped_as(scope: Scope | None) -> Iterator[None]:
         yield
     finally:
         _override.reset(token)
+
+
+def bypassing() -> bool:
+    """Whether the running code is inside :func:`rls_bypass` (or an
+    ``unscoped()`` queryset's own query): the ORM's first wall lifts its
+    write rules there too (docs/querysets.md#escape-hatches)."""
+    return _override.get() == BYPASS
 
 
 @contextmanager
