@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "tests.app",
     "tests.pieces",
     "tests.lifecycle",
+    "tests.graph",
 ]
 
 MIDDLEWARE = [

@@ -292,13 +292,14 @@ def build() -> list[Guard]:
 # -- what cannot be guarded (manage.py check) ---------------------------------------
 
 
-def problems() -> list[tuple[str, Any, str]]:
+def problems(of: Any = None) -> list[tuple[str, Any, str]]:
     """``(id, model, message)`` for every relation to a scoped model that
-    cannot be guarded, and every model whose managers escape its scoping."""
+    cannot be guarded, and every model whose managers escape its scoping
+    (every installed model, or those ``of``)."""
     from django.apps import apps
 
     found = []
-    for model in apps.get_models(include_auto_created=True):
+    for model in apps.get_models(include_auto_created=True) if of is None else of:
         opts = model._meta
         scope = scope_of(model)
         if scope is not None and not scoping_managers(model):
