@@ -51,6 +51,7 @@ from django.db.models import Case, F, Q, Value
 from django.db.models.functions import Cast
 from django.db.models.lookups import Exact, Lookup
 from django.db.models.signals import class_prepared, m2m_changed, post_save, pre_delete, pre_save
+from django.db.models.sql.where import AND
 
 from . import audit, conf, graph
 from ._core import TenantInfo, TenantMismatchError, TenantNotSetError
@@ -1091,7 +1092,15 @@ def _restrict(query: Any, guard: Guard, tenant: TenantInfo) -> None:
     """Add ``tenant``'s condition to an UPDATE's or DELETE's WHERE: the
     tenant column (scoped tables), or each scoped end (link tables)."""
     if guard.scope is not None:
-        name, value = tenant_field_value(query.model, guard.scope.field.name, tenant)
+        if has_bound_tenant(query):
+            return  # the base manager's condition: the same tenant, when it compiles
+        field = guard.scope.field
+        if field.model._meta.concrete_model is query.get_meta().concrete_model:
+            # The model's own column: no join, no filter() resolution.
+            alias = query.get_initial_alias()
+            query.where.add(Exact(field.get_col(alias), _column_value(field, tenant)), AND)
+            return
+        name, value = tenant_field_value(query.model, field.name, tenant)
         query.add_q(Q(**{name: value}))
         return
     for field, target in guard.ends:

@@ -38,6 +38,8 @@ from django.core import checks
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models.constants import LOOKUP_SEP
+from django.db.models.lookups import Exact
+from django.db.models.sql.where import AND
 from django.db.models.utils import resolve_callables
 
 from . import audit, conf, isolation
@@ -87,7 +89,18 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
 
     def _scope(self, tenant: TenantInfo) -> TenantQuerySet:
         name, value = tenant_field_value(self.model, self._tenant_field, tenant)
-        scoped = self.filter(**{name: value})
+        field = self.model._meta.get_field(name)
+        query = self.query
+        if not field.is_relation and field.model._meta.concrete_model is (
+            query.get_meta().concrete_model
+        ):
+            # A column of the model's own table: the condition without
+            # filter()'s resolution (every scoped queryset starts here).
+            scoped = self._chain()
+            alias = scoped.query.get_initial_alias()
+            scoped.query.where.add(Exact(field.get_col(alias), value), AND)
+        else:
+            scoped = self.filter(**{name: value})
         scoped._tenant = tenant
         return scoped
 
@@ -376,7 +389,15 @@ class TenantRowsMixin:
         scope = scope_of(self.model)  # type: ignore[attr-defined]
         if scope is None:
             return queryset
-        return queryset.filter(BoundTenant(scope.field.name))
+        query = queryset.query
+        if scope.field.model._meta.concrete_model is not query.get_meta().concrete_model:
+            return queryset.filter(BoundTenant(scope.field.name))  # a parent's column: a join
+        # The column is on the model's own table: add the condition without
+        # filter()'s clone and resolution (this runs for every save() and
+        # every related-object load).
+        alias = query.get_initial_alias()
+        query.where.add(BoundTenant(scope.field.get_col(alias)), AND)
+        return queryset
 
 
 _rows_classes: dict[type, type] = {}
