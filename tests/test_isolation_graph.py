@@ -723,6 +723,42 @@ def test_plain_and_link_writes_keep_to_the_tenants_rows(untouched):
         untouched["acme"]["team"].watchers.add(untouched["acme"]["person"])
 
 
+@pytest.mark.parametrize("manager", ["plain", "scoped"])
+def test_an_upsert_keyed_without_the_tenant_is_refused_through_any_manager(untouched, manager):
+    theirs = untouched["globex"]["place"]
+    objects = Place.all_tenants if manager == "plain" else Place.objects.unscoped(reason="t")
+    with tenant_context("acme"):
+        message = refused(
+            objects.bulk_create,
+            [Place(id=theirs.pk, tenant_id="acme", name="pwned")],
+            update_conflicts=True,
+            unique_fields=["id"],
+            update_fields=["name"],
+        )
+        assert "unique_fields" in message and "tenant_id" in message
+
+
+def test_an_unscoped_parent_row_of_another_tenants_child_is_not_written(untouched):
+    """Asset is unscoped, but globex's Vehicle and Machine rows share its
+    rows: writing them through Asset's own manager keeps to rows no other
+    tenant's child shares."""
+    g = untouched["globex"]
+    with rls_bypass("test: globex's parent row, read by trusted code"):
+        their_asset = Asset.objects.get(pk=g["vehicle"].pk)
+    with tenant_context("acme"):
+        assert Asset.objects.filter(pk=g["vehicle"].pk).update(label="pwned") == 0
+        assert Asset.objects.filter(pk=g["machine"].pk).update(label="pwned") == 0
+        their_asset.label = "pwned"
+        refused(their_asset.save)
+        refused(their_asset.delete)
+        refused(Asset(pk=g["machine"].pk, label="forged").save)
+        # Its own, and rows of no tenant, are written as before.
+        assert Asset.objects.filter(pk=untouched["acme"]["vehicle"].pk).update(label="mine") == 1
+        loose = Asset.objects.create(label="no tenant's")
+        assert Asset.objects.filter(pk=loose.pk).update(label="still no tenant's") == 1
+        loose.delete()
+
+
 def test_an_explicit_escape_for_trusted_maintenance(world, caplog):
     """rls_bypass(reason=...) lifts the write rules while a tenant is bound
     (audited); with no tenant bound, code is trusted."""
@@ -861,9 +897,13 @@ CARDS = "/admin/graph/card/"
 
 
 def test_admin_list_filters_list_only_the_tenants_rows(world, acme_admin):
+    """list_filter = ["label", "label__name"] on cards, ["cards"] (a reverse
+    relation) on labels: each lists the tenant's rows only."""
     page = acme_admin.get(CARDS).content.decode()
     assert "acme-label" in page and "acme-card" in page
     assert "globex" not in page
+    page = acme_admin.get("/admin/graph/label/").content.decode()
+    assert "acme-card" in page and "globex" not in page
 
 
 def test_admin_raw_id_post_of_another_tenants_row_shows_nothing_of_it(world, acme_admin):

@@ -40,7 +40,11 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from django.contrib.admin import FieldListFilter, RelatedFieldListFilter
+from django.contrib.admin import (
+    AllValuesFieldListFilter,
+    FieldListFilter,
+    RelatedFieldListFilter,
+)
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.contrib.admin.widgets import ForeignKeyRawIdWidget
@@ -414,7 +418,11 @@ class TenantRelatedFieldListFilter(RelatedFieldListFilter):
             return super().field_choices(field, request, model_admin)
         ordering = self.field_admin_ordering(field, request, model_admin)
         limit = models.Q(BoundTenant(scope.field.name))
-        own = field.get_limit_choices_to()
+        if hasattr(field, "get_limit_choices_to"):
+            own = field.get_limit_choices_to()
+        else:  # a reverse relation
+            own = getattr(field, "limit_choices_to", None)
+            own = own() if callable(own) else own
         if own:
             limit &= own if isinstance(own, models.Q) else models.Q(**own)
         return field.get_choices(include_blank=False, ordering=ordering, limit_choices_to=limit)
@@ -442,6 +450,17 @@ def _autocomplete_queryset(self: Any) -> Any:
     return tenant_rows(_django_autocomplete_queryset(self))
 
 
+_django_all_values_init = AllValuesFieldListFilter.__init__
+
+
+def _all_values_init(self: Any, field: Any, *args: Any, **kwargs: Any) -> None:
+    """``AllValuesFieldListFilter`` of a field reached through a relation
+    (``list_filter = ["label__name"]``) lists the values of the related
+    model's default manager: keep them to the bound tenant's rows."""
+    _django_all_values_init(self, field, *args, **kwargs)
+    self.lookup_choices = tenant_rows(self.lookup_choices)
+
+
 def install_guards() -> None:
     """Hold every admin's related list filters, raw-id labels and
     autocomplete answers to the bound tenant's rows of scoped models
@@ -452,6 +471,7 @@ def install_guards() -> None:
         take_priority=True,
     )
     ForeignKeyRawIdWidget.label_and_url_for_value = _raw_id_label
+    AllValuesFieldListFilter.__init__ = _all_values_init
     AutocompleteJsonView.get_queryset = _autocomplete_queryset
 
 

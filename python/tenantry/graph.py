@@ -61,7 +61,17 @@ class Scope:
 class Guard:
     """What the isolation rules look at when ``model`` is written."""
 
-    __slots__ = ("ends", "family", "generics", "keys", "model", "relations", "remembered", "scope")
+    __slots__ = (
+        "ends",
+        "family",
+        "generics",
+        "heirs",
+        "keys",
+        "model",
+        "relations",
+        "remembered",
+        "scope",
+    )
 
     def __init__(self, model: type[models.Model]) -> None:
         opts = model._meta
@@ -97,6 +107,10 @@ class Guard:
         #: Scoped models whose rows a key of this model names, one per
         #: table holding a tenant column (filled by ``_family``).
         self.family: tuple[Scope, ...] = ()
+        #: An unscoped multi-table parent: its scoped descendants, whose
+        #: rows share its rows. UPDATE and DELETE keep to rows no other
+        #: tenant's descendant shares (filled by ``_heirs``).
+        self.heirs: tuple[Scope, ...] = ()
         attnames = [field.attname for field, _ in self.relations]
         for _, ct, fk in self.generics:
             attnames += [ct.attname, fk.attname]
@@ -108,7 +122,7 @@ class Guard:
     @property
     def watched(self) -> bool:
         """Whether the rules have anything to look at for this model."""
-        return bool(self.scope or self.relations or self.generics or self.family)
+        return bool(self.scope or self.relations or self.generics or self.family or self.heirs)
 
     def __repr__(self) -> str:
         return f"<Guard {self.model._meta.label}>"
@@ -236,6 +250,8 @@ def guard_of(model: Any) -> Guard | None:
         return None
     guard = Guard(model)
     guard.family = _family(model)
+    if guard.scope is None and not model._meta.proxy:
+        guard.heirs = _heirs(model)
     found = guard if guard.watched or guard.ends else None
     _guards[model] = found
     return found
@@ -262,6 +278,26 @@ def _family(model: type[models.Model]) -> tuple[Scope, ...]:
         if scope is not None:
             by_table.setdefault(scope.table, scope)
     return tuple(by_table.values())
+
+
+def _heirs(model: type[models.Model]) -> tuple[Scope, ...]:
+    """The scoped multi-table descendants of the unscoped ``model``, the
+    nearest on each branch."""
+    found: list[Scope] = []
+    for child in _children(model):
+        scope = scope_of(child)
+        found += [scope] if scope is not None else list(_heirs(child))
+    return tuple(found)
+
+
+def _children(model: type[models.Model]) -> list[type]:
+    from django.apps import apps
+
+    return [
+        m
+        for m in apps.get_models()
+        if not m._meta.proxy and model in m._meta.parents and m._meta.parents[model] is not None
+    ]
 
 
 def _families_of() -> dict[type, tuple[type, ...]]:

@@ -48,6 +48,7 @@ from typing import Any
 from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import models
 from django.db.models import Case, F, Q, Value
+from django.db.models.constants import OnConflict
 from django.db.models.functions import Cast
 from django.db.models.lookups import Exact, Lookup
 from django.db.models.signals import class_prepared, m2m_changed, post_save, pre_delete, pre_save
@@ -787,11 +788,21 @@ def check_conflict_target(
     opts = model._meta
     given = list(unique_fields or ())
     names = [opts.pk.name if name == "pk" else name for name in given]
-    if scope.field not in {opts.get_field(name) for name in names}:
+    _check_conflict_fields(model, tenant, [opts.get_field(name) for name in names], action, given)
+
+
+def _check_conflict_fields(
+    model: Any, tenant: TenantInfo, fields: Iterable[Any], action: str, given: Any = None
+) -> None:
+    """An upsert's conflict target (fields) must include the tenant field:
+    else the conflict could rewrite another tenant's row."""
+    scope = scope_of(model)
+    fields = list(fields)
+    if scope is not None and scope.field not in fields:
         refuse(
             model,
             "unique_fields",
-            given,
+            given if given is not None else [f.name for f in fields],
             tenant,
             action,
             f"update_conflicts=True could rewrite another tenant's row: include "
@@ -1045,6 +1056,8 @@ def on_insert(query: Any, compiler: Any) -> None:
     if tenant is None or not query.objs:
         return
     action = _action.get() or "save()"
+    if guard.scope is not None and query.on_conflict == OnConflict.UPDATE:
+        _check_conflict_fields(query.model, tenant, query.unique_fields, action)
     fields = set(query.fields)
     objs = list(query.objs)
     if guard.scope is not None and guard.scope.field in fields:
@@ -1103,12 +1116,36 @@ def _restrict(query: Any, guard: Guard, tenant: TenantInfo) -> None:
         name, value = tenant_field_value(query.model, field.name, tenant)
         query.add_q(Q(**{name: value}))
         return
+    if guard.heirs:
+        _restrict_to_heirs(query, guard, tenant)
     for field, target in guard.ends:
         name, value = tenant_field_value(target.model, target.field.name, tenant)
         condition = Q(**{f"{field.name}__{name}": value})
         if field.null:
             condition |= Q(**{f"{field.name}__isnull": True})
         query.add_q(condition)
+
+
+def _restrict_to_heirs(query: Any, guard: Guard, tenant: TenantInfo) -> None:
+    """An UPDATE or DELETE of an unscoped multi-table parent leaves alone
+    the rows another tenant's scoped descendant shares. Found by one look-up
+    per such descendant that sees every row: row-level security would hide
+    another tenant's descendant from a condition in the statement itself."""
+    from django.db.models.sql.query import Query
+
+    matched = query.chain(klass=Query)
+    matched.select_related = False
+    matched.clear_ordering(force=True)
+    matched.extra = {}
+    matched.select = []
+    matched.add_fields([guard.model._meta.pk.attname])
+    excluded: set[Any] = set()
+    for heir in guard.heirs:
+        name, value = tenant_field_value(heir.model, heir.field.name, tenant)
+        theirs = _rows(heir.model).filter(pk__in=matched).exclude(**{name: value})
+        excluded.update(_fetch(theirs.values_list("pk", flat=True)))
+    if excluded:
+        query.add_q(~Q(pk__in=sorted(excluded)))
 
 
 # -- the instance guard (signals) ------------------------------------------------
@@ -1168,20 +1205,21 @@ def _on_save(
     if raw:  # loaddata: fixtures are trusted like any tenant-less code
         return
     guard = guard_of(sender)
-    if guard is None or guard.scope is None:
+    if guard is None or not (guard.scope or guard.heirs):
         return
     action = "save()"
     tenant = _signal_tenant(sender, action)
     if tenant is None:
         return
-    field = guard.scope.field
-    value = instance.__dict__.get(field.attname, _MISSING)
-    if value is not _MISSING:
-        if value in _EMPTY and instance._state.adding:
-            name, canonical = tenant_field_value(sender, field.name, tenant)
-            setattr(instance, name, canonical)
-        elif not _same(field, value, _expected(field, tenant)):
-            refuse(sender, field.attname, value, tenant, action, _TODO_FIELD)
+    if guard.scope is not None:
+        field = guard.scope.field
+        value = instance.__dict__.get(field.attname, _MISSING)
+        if value is not _MISSING:
+            if value in _EMPTY and instance._state.adding:
+                name, canonical = tenant_field_value(sender, field.name, tenant)
+                setattr(instance, name, canonical)
+            elif not _same(field, value, _expected(field, tenant)):
+                refuse(sender, field.attname, value, tenant, action, _TODO_FIELD)
     if _may_update_a_row(instance, guard):
         _check_keys(guard, tenant, instance, action)
 
@@ -1194,17 +1232,18 @@ def _on_saved(sender: Any, instance: models.Model, update_fields: Any = None, **
 
 def _on_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
     guard = guard_of(sender)
-    if guard is None or guard.scope is None:
+    if guard is None or not (guard.scope or guard.heirs):
         return
     action = "delete()"
     tenant = _signal_tenant(sender, action)
     if tenant is None:
         return
-    field = guard.scope.field
-    value = instance.__dict__.get(field.attname, _MISSING)
-    if value is not _MISSING and not _same(field, value, _expected(field, tenant)):
-        refuse(sender, field.attname, value, tenant, action, "delete only your tenant's rows")
-    if _loaded_key(guard.scope, instance) is None:
+    if guard.scope is not None:
+        field = guard.scope.field
+        value = instance.__dict__.get(field.attname, _MISSING)
+        if value is not _MISSING and not _same(field, value, _expected(field, tenant)):
+            refuse(sender, field.attname, value, tenant, action, "delete only your tenant's rows")
+    if guard.scope is None or _loaded_key(guard.scope, instance) is None:
         for member in guard.family:
             keys = {instance.__dict__.get(k) for k in guard.keys} - {None}
             expected = _expected(member.field, tenant)
@@ -1276,7 +1315,7 @@ def _connect(model: Any, *, known: bool = True) -> None:
     if not model._meta.auto_created:
         _remember_loads(model)
         post_save.connect(_on_saved, sender=model, dispatch_uid=uid)
-    if not known or guard.scope is not None:
+    if not known or guard.scope is not None or guard.heirs:
         pre_save.connect(_on_save, sender=model, dispatch_uid=uid)
         pre_delete.connect(_on_delete, sender=model, dispatch_uid=uid)
     if not known or (model in graph._through_models() and guard.relations):

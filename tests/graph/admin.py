@@ -8,6 +8,7 @@ from .models import Card, Label
 @admin.register(Label)
 class LabelAdmin(TenantAdminMixin, admin.ModelAdmin):
     search_fields = ["name"]
+    list_filter = ["cards"]  # a reverse relation
 
 
 @admin.register(Card)
@@ -15,6 +16,6 @@ class CardAdmin(TenantAdminMixin, admin.ModelAdmin):
     """A model whose related model's default manager is plain: raw-id,
     list filter and autocomplete still show only the tenant's labels."""
 
-    list_filter = ["label"]
+    list_filter = ["label", "label__name"]
     raw_id_fields = ["label"]
     autocomplete_fields = ["labels"]
