@@ -45,14 +45,14 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from django.core.exceptions import EmptyResultSet, FullResultSet
+from django.core.exceptions import EmptyResultSet, FullResultSet, ValidationError
 from django.db import models
 from django.db.models import Case, F, Q, Value
 from django.db.models.constants import OnConflict
 from django.db.models.functions import Cast
 from django.db.models.lookups import Exact, Lookup
 from django.db.models.signals import class_prepared, m2m_changed, post_save, pre_delete, pre_save
-from django.db.models.sql.where import AND
+from django.db.models.sql.where import AND, NothingNode
 
 from . import audit, conf, graph
 from ._core import TenantInfo, TenantMismatchError, TenantNotSetError
@@ -223,8 +223,17 @@ class BoundTenant(Lookup):
             tenant = enforced_tenant()
             if tenant is None:
                 raise FullResultSet
-        field = self.lhs.target
-        return compiler.compile(Exact(self.lhs, _column_value(field, tenant)))
+        return compiler.compile(tenant_condition(self.lhs, tenant))
+
+
+def tenant_condition(col: Any, tenant: TenantInfo) -> Any:
+    """``<col> = <tenant's value>`` for the tenant column ``col``; a
+    condition no row meets when the tenant's value cannot be a value of the
+    column (a foreign key to the registry without the registry's row)."""
+    try:
+        return Exact(col, _column_value(col.target, tenant))
+    except (TypeError, ValueError, ValidationError):
+        return NothingNode()
 
 
 def has_bound_tenant(query: Any) -> bool:
@@ -1111,7 +1120,7 @@ def _restrict(query: Any, guard: Guard, tenant: TenantInfo) -> None:
         if field.model._meta.concrete_model is query.get_meta().concrete_model:
             # The model's own column: no join, no filter() resolution.
             alias = query.get_initial_alias()
-            query.where.add(Exact(field.get_col(alias), _column_value(field, tenant)), AND)
+            query.where.add(tenant_condition(field.get_col(alias), tenant), AND)
             return
         name, value = tenant_field_value(query.model, field.name, tenant)
         query.add_q(Q(**{name: value}))
