@@ -565,6 +565,26 @@ def test_a_reference_must_name_an_existing_row_of_the_tenant(world, attack, targ
         assert not Ticket.objects.filter(place__name="later").exists()
 
 
+@pytest.mark.parametrize("manager", ["objects", "all_tenants"])
+def test_a_reference_unchanged_on_one_row_does_not_vouch_for_another(world, manager):
+    """bulk_update of two rows: one still holds a reference written by
+    trusted code into globex (unchanged since read: not a new reference),
+    the other is pointed at that same globex row: refused."""
+    theirs = world["globex"]["place"]
+    with rls_bypass("test set-up: a planted cross-tenant reference"):
+        planted = Ticket.all_tenants.create(tenant_id="acme", title="planted", place=theirs)
+    before = snapshot()
+    with tenant_context("acme"):
+        rows = list(
+            getattr(Ticket, manager).filter(pk__in=[planted.pk, world["acme"]["ticket"].pk])
+        )
+        rows.sort(key=lambda row: row.pk != planted.pk)  # the unchanged row first
+        for row in rows:
+            row.place_id = theirs.pk
+        refused(getattr(Ticket, manager).bulk_update, rows, ["place"])
+    assert snapshot() == before
+
+
 def test_reads_through_the_base_manager_keep_to_the_tenant(world):
     """refresh_from_db(), related descriptors and prefetches of references
     planted by trusted code read nothing of another tenant."""

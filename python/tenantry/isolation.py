@@ -655,28 +655,31 @@ def check_references(
         expected = _expected(target.field, tenant)
         before = approved_before.get(field, ())
         pending: set[str] = set()
-        keys = approved.setdefault(field, set())
+        verified: set[str] = set()  # rows of the tenant
+        unchanged: set[str] = set()  # what one row already held: says nothing for another
         for obj in objs:
             try:
                 key, known, ask = _reference(field, obj, target)
             except _Unverifiable as exc:
                 _refuse_expression(model, field, exc.value, tenant, action)
-            if key is None or key in keys or key in before:
+            if key is None or key in verified or key in before:
                 continue
             if ask:
                 pending.add(key)
-                continue
-            if known not in ("", expected):
+            elif known == "":
+                unchanged.add(key)
+            elif known != expected:
                 cached = field.get_cached_value(obj)
                 _refuse_reference(model, field, cached, target, tenant, action)
-            keys.add(key)
+            else:
+                verified.add(key)
         _check_targets(model, field, target, tenant, pending, action)
-        keys |= pending
+        approved[field] = verified | pending | unchanged
     for gfk, ct_field, fk_field in guard.generics:
         if fields is not None and ct_field not in fields and fk_field not in fields:
             continue
         before = approved_before.get(gfk, ())
-        pairs = approved.setdefault(gfk, set())
+        same_pairs: set[tuple[Any, str]] = set()  # unchanged since read, per row
         pending_pairs: set[tuple[Any, str]] = set()
         for obj in objs:
             values = obj.__dict__
@@ -684,7 +687,7 @@ def check_references(
             if ct_id is None or oid is None:
                 continue
             pair = (ct_id, str(oid))
-            if pair in pairs or pair in before:
+            if pair in before:
                 continue
             origin = _origin(obj)
             if (
@@ -692,11 +695,11 @@ def check_references(
                 and origin.get(ct_field.attname, _MISSING) == ct_id
                 and origin.get(fk_field.attname, _MISSING) == oid
             ):
-                pairs.add(pair)  # unchanged since read
+                same_pairs.add(pair)
                 continue
             pending_pairs.add(pair)
         _check_generic(model, gfk, tenant, pending_pairs, action)
-        pairs |= pending_pairs
+        approved[gfk] = pending_pairs | same_pairs
     return approved
 
 
