@@ -223,7 +223,15 @@ class BoundTenant(Lookup):
             tenant = enforced_tenant()
             if tenant is None:
                 raise FullResultSet
-        return compiler.compile(tenant_condition(self.lhs, tenant))
+        lhs_sql, lhs_params = compiler.compile(self.lhs)
+        field = self.lhs.target
+        try:
+            value = field.get_db_prep_value(
+                field.get_prep_value(_column_value(field, tenant)), connection, prepared=True
+            )
+        except (TypeError, ValueError, ValidationError):
+            raise EmptyResultSet from None  # the tenant's value cannot be in this column
+        return f"{lhs_sql} = %s", [*lhs_params, value]
 
 
 def tenant_condition(col: Any, tenant: TenantInfo) -> Any:

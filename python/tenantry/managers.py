@@ -394,10 +394,19 @@ class TenantRowsMixin:
             return queryset.filter(BoundTenant(scope.field.name))  # a parent's column: a join
         # The column is on the model's own table: add the condition without
         # filter()'s clone and resolution (this runs for every save() and
-        # every related-object load).
+        # every related-object load), made once per model and table alias.
         alias = query.get_initial_alias()
-        query.where.add(BoundTenant(scope.field.get_col(alias)), AND)
+        key = (self.model, alias)  # type: ignore[attr-defined]
+        condition = _row_conditions.get(key)
+        if condition is None:
+            condition = _row_conditions[key] = BoundTenant(scope.field.get_col(alias))
+        query.where.add(condition, AND)
         return queryset
+
+
+#: (model, alias) → the base manager's condition (lookups are not mutated
+#: once built: Django shares them between query clones too).
+_row_conditions: dict[tuple[type, str], BoundTenant] = {}
 
 
 _rows_classes: dict[type, type] = {}
