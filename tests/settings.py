@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "tests.pieces",
     "tests.lifecycle",
     "tests.dbapi",
+    "tests.graph",
 ]
 
 MIDDLEWARE = [

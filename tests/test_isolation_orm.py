@@ -13,7 +13,7 @@ import logging
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.views.generic import TemplateView
@@ -542,13 +542,21 @@ def test_a_queryset_of_another_tenant_cannot_write_while_one_is_bound(untouched)
         refused(Item.objects.for_tenant("globex").create, name="planted")
 
 
-def test_deleting_a_scoped_queryset_checks_cascades(world):
-    """A cascade that reaches another tenant's row (legacy data) is refused."""
+def test_deleting_a_scoped_queryset_never_cascades_into_another_tenant(world):
+    """A cascade that would reach another tenant's row (legacy data written
+    with no tenant bound): the collector reads through the tenant's rows
+    only, so globex's document is neither collected nor deleted, and the
+    database refuses the folder's delete (its foreign key still points at
+    it) when the transaction checks its constraints
+    (docs/querysets.md#how-the-wall-is-built)."""
     Document.all_tenants.filter(pk=world["globex"]["doc"].pk).update(folder=world["acme"]["folder"])
     before = snapshot()
     with tenant_context("acme"):
-        refused(Folder.objects.all().delete)
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Folder.objects.all().delete()
+            connection.check_constraints()
     assert snapshot() == before
+    assert Folder.all_tenants.filter(pk=world["acme"]["folder"].pk).exists()
 
 
 def test_the_tenants_own_writes_still_work(world):
@@ -588,4 +596,4 @@ def test_refusals_are_audited(untouched, caplog):
     assert record["event"] == "isolation.refused"
     assert record["model"] == "app.Document" and record["field"] == "folder"
     assert "<app.Folder pk=" in record["value"]
-    assert record["tenant_id"] == "acme" and record["action"] == "save()"
+    assert record["tenant_id"] == "acme" and record["action"] == "objects.create()"

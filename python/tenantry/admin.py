@@ -14,7 +14,8 @@ With a tenant bound (the admin served on the tenant's host):
   only (the model's ``TenantManager``);
 * the choices of every ForeignKey, OneToOne and ManyToMany form field whose
   model is tenant-scoped are the tenant's rows, so a POST naming another
-  tenant's row is a validation error and nothing is saved;
+  tenant's row is a validation error and nothing is saved (this holds for
+  every form, see ``tenantry.wall``);
 * the tenant field is not in any form (nor in ``fields``/``fieldsets``):
   ``save_model`` and ``save_formset`` fill it with the bound tenant. A POST
   that names another tenant in the tenant field (``tenant_id=globex``, also in
@@ -27,6 +28,10 @@ delete; each request is audited (``admin.cross_tenant``). Everyone else is
 refused (403), and the model does not appear on the admin index.
 
 The mixin works on ``InlineModelAdmin`` classes too.
+
+Every admin, with the mixin or not (:func:`install_guards`, at start-up):
+related list filters, raw-id labels and autocomplete answers show only the
+bound tenant's rows of a scoped model, whatever its default manager.
 """
 
 from __future__ import annotations
@@ -35,18 +40,32 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from django.contrib.admin import (
+    AllValuesFieldListFilter,
+    FieldListFilter,
+    RelatedFieldListFilter,
+)
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.autocomplete import AutocompleteJsonView
+from django.contrib.admin.widgets import ForeignKeyRawIdWidget
 from django.core import checks
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, PermissionDenied
+from django.core.exceptions import (
+    FieldDoesNotExist,
+    ImproperlyConfigured,
+    PermissionDenied,
+    ValidationError,
+)
 from django.db import models
 from django.db.models.fields import AutoFieldMixin
 
 from . import audit
 from ._core import TenantInfo, TenantMismatchError, TenantNotSetError
 from .context import get_current_tenant, reset_current_tenant, set_current_tenant
+from .graph import scope_of
+from .isolation import BoundTenant, tenant_rows
 from .managers import TenantManager, tenant_field_value
 
-__all__ = ["TenantAdminMixin", "model_tenant_field"]
+__all__ = ["TenantAdminMixin", "install_guards", "model_tenant_field"]
 
 
 def tenant_manager(model: type[models.Model]) -> TenantManager | None:
@@ -58,10 +77,11 @@ def tenant_manager(model: type[models.Model]) -> TenantManager | None:
 
 
 def model_tenant_field(model: type[models.Model]) -> str | None:
-    """The tenant field of ``model``'s ``TenantManager``, or ``None`` when
-    the model is not tenant-scoped."""
-    manager = tenant_manager(model)
-    return None if manager is None else manager.tenant_field
+    """The tenant field of ``model`` (its TenantManager's, or, for a proxy or
+    a multi-table child, its scoped parent's), or ``None`` when the model is
+    not tenant-scoped."""
+    scope = scope_of(model)
+    return None if scope is None else scope.field.name
 
 
 def _key_value(model: type[models.Model], field_name: str, tenant: TenantInfo) -> str:
@@ -244,16 +264,6 @@ class TenantAdminMixin:
             for title, options in fieldsets
         ]
 
-    # -- choices of related fields -------------------------------------------
-
-    def formfield_for_foreignkey(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
-        formfield = super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
-        return _scope_choices(formfield, db_field.related_model)
-
-    def formfield_for_manytomany(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
-        formfield = super().formfield_for_manytomany(db_field, request, **kwargs)  # type: ignore[misc]
-        return _scope_choices(formfield, db_field.related_model)
-
     # -- writes -------------------------------------------------------------
 
     def changeform_view(
@@ -368,19 +378,6 @@ def fill_tenant(obj: models.Model) -> None:
     setattr(obj, lookup, value)
 
 
-def _scope_choices(formfield: Any, related_model: Any) -> Any:
-    """Limit a related field's choices to the bound tenant's rows when the
-    related model is tenant-scoped."""
-    tenant = get_current_tenant()
-    if formfield is None or tenant is None or not hasattr(formfield, "queryset"):
-        return formfield
-    name = model_tenant_field(related_model)
-    if name is not None:
-        lookup, value = tenant_field_value(related_model, name, tenant)
-        formfield.queryset = formfield.queryset.filter(**{lookup: value})
-    return formfield
-
-
 def _check_autocomplete(model_admin: Any, label: str) -> list[checks.CheckMessage]:
     """Autocomplete answers from the *target* model's admin: a tenant-scoped
     target must be registered with TenantAdminMixin too."""
@@ -406,3 +403,99 @@ def _check_autocomplete(model_admin: Any, label: str) -> list[checks.CheckMessag
             )
     return errors
 
+
+
+# -- every admin: choices, labels and answers of scoped models -------------------------
+
+
+class TenantRelatedFieldListFilter(RelatedFieldListFilter):
+    """Django's related list filter, listing only the bound tenant's rows of
+    a scoped model (registered first for every relation to one)."""
+
+    def field_choices(self, field: Any, request: Any, model_admin: Any) -> Any:
+        scope = scope_of(field.related_model)
+        if scope is None:
+            return super().field_choices(field, request, model_admin)
+        ordering = self.field_admin_ordering(field, request, model_admin)
+        limit = models.Q(BoundTenant(scope.field.name))
+        if hasattr(field, "get_limit_choices_to"):
+            own = field.get_limit_choices_to()
+        else:  # a reverse relation
+            own = getattr(field, "limit_choices_to", None)
+            own = own() if callable(own) else own
+        if own:
+            limit &= own if isinstance(own, models.Q) else models.Q(**own)
+        return field.get_choices(include_blank=False, ordering=ordering, limit_choices_to=limit)
+
+
+def _raw_id_label(self: Any, value: Any) -> tuple[str, str]:
+    """``ForeignKeyRawIdWidget.label_and_url_for_value`` reading through the
+    bound tenant's rows: another tenant's id shows no label (not its name)."""
+    if scope_of(self.rel.model) is None:
+        return _django_raw_id_label(self, value)
+    key = self.rel.get_related_field().name
+    rows = tenant_rows(self.rel.model._default_manager.using(self.db))
+    try:
+        rows.get(**{key: value})
+    except (ValueError, self.rel.model.DoesNotExist, ValidationError):
+        return "", ""
+    return _django_raw_id_label(self, value)
+
+
+_django_raw_id_label = ForeignKeyRawIdWidget.label_and_url_for_value
+_django_autocomplete_queryset = AutocompleteJsonView.get_queryset
+
+
+def _autocomplete_queryset(self: Any) -> Any:
+    return tenant_rows(_django_autocomplete_queryset(self))
+
+
+_django_all_values_init = AllValuesFieldListFilter.__init__
+
+
+def _all_values_init(self: Any, field: Any, *args: Any, **kwargs: Any) -> None:
+    """``AllValuesFieldListFilter`` of a field reached through a relation
+    (``list_filter = ["label__name"]``) lists the values of the related
+    model's default manager: keep them to the bound tenant's rows."""
+    _django_all_values_init(self, field, *args, **kwargs)
+    self.lookup_choices = tenant_rows(self.lookup_choices)
+
+
+def install_guards() -> None:
+    """Hold every admin's related list filters, raw-id labels and
+    autocomplete answers to the bound tenant's rows of scoped models
+    (``tenantry.wall.install``, once)."""
+    FieldListFilter.register(
+        lambda f: bool(f.remote_field) and scope_of(f.related_model) is not None,
+        TenantRelatedFieldListFilter,
+        take_priority=True,
+    )
+    ForeignKeyRawIdWidget.label_and_url_for_value = _raw_id_label
+    AllValuesFieldListFilter.__init__ = _all_values_init
+    AutocompleteJsonView.get_queryset = _autocomplete_queryset
+
+
+@checks.register(checks.Tags.admin)
+def check_admins_of_scoped_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """A plain ModelAdmin of a scoped model whose default manager is not a
+    TenantManager would list every tenant's rows (``tenantry.E303``)."""
+    from django.contrib.admin.sites import all_sites
+
+    errors = []
+    for site in all_sites:
+        for model, model_admin in site._registry.items():
+            if isinstance(model_admin, TenantAdminMixin) or scope_of(model) is None:
+                continue
+            if isinstance(model._default_manager, TenantManager):
+                continue
+            errors.append(
+                checks.Error(
+                    f"{type(model_admin).__name__} ({model._meta.label}) shows a tenant-scoped "
+                    f"model whose default manager ({model._default_manager.name!r}) is not a "
+                    "TenantManager: its change list would list every tenant's rows.",
+                    hint="Put TenantAdminMixin first in its bases (tenantry.admin).",
+                    obj=type(model_admin),
+                    id="tenantry.E303",
+                )
+            )
+    return errors

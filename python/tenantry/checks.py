@@ -14,7 +14,7 @@ from __future__ import annotations
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from . import _core, conf
+from . import _core, conf, graph
 
 
 def check_id(key: str) -> str:
@@ -330,4 +330,17 @@ def check_origin_validator(app_configs=None, **kwargs) -> list[checks.CheckMessa
             id="tenantry.W010",
             obj=path,
         )
+    ]
+
+
+# Tagged "models" only: the model graph is the project's, not tenantry's
+# settings, and `manage.py check` runs every tag.
+@checks.register(checks.Tags.models)
+def check_model_graph(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Every relation to a tenant-scoped model can be guarded, and no proxy
+    or multi-table child escapes the scoping of its rows
+    (docs/querysets.md#system-checks)."""
+    return [
+        checks.Error(message, obj=model, id=check)
+        for check, model, message in graph.problems()
     ]

@@ -1,38 +1,40 @@
-"""The ORM isolation rules (SPEC §9), in one place.
+"""The ORM isolation rules (docs/querysets.md#isolation-rules-writes-and-relations), in one place.
 
-A *scoped model* is a model with a :class:`~tenantry.managers.TenantManager`
-(any of its managers; the default one wins when several scope). For those:
+What a model holds and refers to comes from the model graph
+(:mod:`tenantry.graph`): scoped models (a ``TenantManager``, a proxy of one,
+a multi-table child of one), and every model's references to them
+(ForeignKey, OneToOne, the ends of many-to-many link tables,
+GenericForeignKey). While a tenant is *enforced* (bound, or a scoped
+queryset's own tenant while its write runs; not inside ``rls_bypass()``):
 
-* **Tenant-field arguments** (``create``, ``get_or_create``,
-  ``update_or_create`` lookups, ``defaults`` and ``create_defaults``,
-  ``update``, ``TenantScopedMixin.create_for_tenant``) go through
-  :func:`tenant_kwargs`: the field may arrive by name (``org``), attname
-  (``org_id``) or as an instance (``org=<row>``); every form is compared to
-  the writing tenant, and one canonical entry replaces them all.
-* **Instances** (``save()``, ``delete()``, ``bulk_create``, ``bulk_update``,
-  m2m ``add()``/``set()``/``remove()``/``clear()`` on either side, reverse
-  foreign-key ``add()``) must belong to the writing tenant: their tenant field
-  in memory *and* the row their primary key points at. What each instance
-  was loaded with is remembered (``from_db``), so this costs no query for
-  rows read from the database; an instance whose primary key or tenant
-  column was changed in memory, or that was made in code with a primary key,
-  is checked with one query per write call.
-* **Relations**: a ForeignKey, OneToOne or ManyToMany from a scoped model to
-  another scoped model must point at a row of the same tenant: at most one
-  query per relation field per write call (batched for bulk writes), none
-  when the related instance was loaded and is cached on the row. Reads get
-  no query and no check.
+* **Rows**: a write or delete never reaches another tenant's row. Every
+  UPDATE and DELETE of a scoped table (and of a link table) is held to the
+  tenant's rows in its own WHERE clause (:func:`on_update`,
+  :func:`on_delete`, called by the SQL compilers); ``save()``/``delete()`` of
+  an instance whose keys name another tenant's row (its primary key, or any
+  parent's key under multi-table inheritance) is refused first, with a
+  message (:func:`_on_save`, :func:`_on_delete`).
+* **The tenant column**: every INSERT and UPDATE writes the enforced
+  tenant's value (filled on INSERT when empty); another value is refused.
+  Tenant-field arguments (``create``, ``get_or_create``, ``update_or_create``,
+  ``update``, ``create_for_tenant``) go through :func:`tenant_kwargs`, which
+  takes the field by name, attname or instance.
+* **References**: a value written to a reference to a scoped model must name
+  an *existing* row of the tenant (:func:`check_references`; one query per
+  relation field and per content type for a whole write, none for a
+  reference that is unchanged since the row was read, or whose related
+  instance was read and is cached on the row).
 * ``bulk_create(update_conflicts=True)`` needs the tenant field among
-  ``unique_fields``, else the conflict could rewrite another tenant's row.
-* ``raw()`` cannot be scoped: refused through a scoped manager.
+  ``unique_fields``; ``raw()`` is refused through a scoped manager.
 
-The *writing tenant* is the tenant a scoped queryset was made for (the bound
-one, or ``for_tenant(...)``), and for everything else (``save()`` and
-``delete()`` of instances, plain managers, ``unscoped()``) the bound tenant.
-With no tenant bound and an unscoped queryset there is nothing to compare
-to: code that runs without a tenant (migrations, fixtures, management
-commands) is trusted. Every refusal raises :class:`TenantMismatchError` and is
-audited as ``isolation.refused``.
+Reads: the base manager of a scoped model keeps to the tenant enforced when
+its query runs (:class:`BoundTenant`), so ``refresh_from_db()``, related
+descriptors, generic foreign keys and prefetches never read another
+tenant's row.
+
+With no tenant bound, or inside ``rls_bypass(reason=...)`` (audited), code
+is trusted: nothing is compared. Every refusal raises
+:class:`TenantMismatchError` and is audited as ``isolation.refused``.
 """
 
 from __future__ import annotations
@@ -43,23 +45,38 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from django.core.exceptions import FieldDoesNotExist
+from django.core.exceptions import EmptyResultSet, FullResultSet, ValidationError
 from django.db import models
-from django.db.models.signals import class_prepared, m2m_changed, pre_delete, pre_save
+from django.db.models import Case, F, Q, Value
+from django.db.models.constants import OnConflict
+from django.db.models.functions import Cast
+from django.db.models.lookups import Exact, Lookup
+from django.db.models.signals import class_prepared, m2m_changed, post_save, pre_delete, pre_save
+from django.db.models.sql.where import AND, NothingNode
 
-from . import audit
-from ._core import TenantInfo, TenantMismatchError
+from . import audit, conf, graph
+from ._core import TenantInfo, TenantMismatchError, TenantNotSetError
 from .context import get_current_tenant
+from .db.rls import BYPASS, bypassing, scoped_as
+from .graph import Guard, Scope, guard_of, scope_of
 
 __all__ = [
+    "BoundTenant",
     "check_conflict_target",
     "check_instances",
+    "check_references",
     "check_reverse_add",
     "check_update",
+    "checked_write",
+    "enforced_tenant",
     "install",
+    "on_delete",
+    "on_insert",
+    "on_update",
     "refuse",
     "refuse_raw",
     "remember",
+    "saving",
     "scope_of",
     "tenant_field_value",
     "tenant_kwargs",
@@ -67,90 +84,35 @@ __all__ = [
     "writing",
 ]
 
-#: Where an instance remembers ``(pk, tenant column, relation columns)`` as
-#: loaded or last saved.
+#: Where an instance remembers its guarded columns (keys, tenant,
+#: references) as loaded or last saved.
 ORIGIN = "_tenantry_origin"
 _MISSING = object()
 _EMPTY = (None, "")
 
-#: The tenant a scoped queryset is writing for, while its write runs (the
-#: instance signals fired by that write compare against it).
+#: The tenant a scoped queryset is writing for, while its write runs.
 _writing: ContextVar[TenantInfo | None] = ContextVar("tenantry_writing", default=None)
+#: What the running write call is called in refusals ("objects.update()").
+_action: ContextVar[str | None] = ContextVar("tenantry_action", default=None)
+#: References a write call checked before its SQL runs: (tenant id,
+#: {field: keys}); its statements do not look them up again.
+_approved: ContextVar[tuple[str, dict[Any, set[Any]]] | None] = ContextVar(
+    "tenantry_approved", default=None
+)
+#: The instance whose ``save()`` is writing its table now (Model._save_table).
+_saving: ContextVar[models.Model | None] = ContextVar("tenantry_saving", default=None)
 
 
-# -- scoped models --------------------------------------------------------------
+# -- the tenant the rules hold writes to ----------------------------------------------
 
 
-class Scope:
-    """What the rules need to know about one scoped model (built once)."""
-
-    __slots__ = ("_attnames", "_relations", "attname", "field", "model", "pk_attname")
-
-    def __init__(self, model: type[models.Model], field: Any) -> None:
-        self.model = model
-        self.field = field
-        self.attname = field.attname
-        self.pk_attname = model._meta.pk.attname
-        self._relations: tuple[tuple[Any, Scope], ...] | None = None
-        self._attnames: tuple[str, ...] | None = None
-
-    @property
-    def relation_attnames(self) -> tuple[str, ...]:
-        if self._attnames is None:
-            self._attnames = tuple(field.attname for field, _ in self.relations)
-        return self._attnames
-
-    @property
-    def label(self) -> str:
-        return self.model._meta.label
-
-    @property
-    def relations(self) -> tuple[tuple[Any, Scope], ...]:
-        """Concrete FK/OneToOne fields to another scoped model, with its scope."""
-        if self._relations is None:
-            found = []
-            for field in self.model._meta.concrete_fields:
-                if field.many_to_one or field.one_to_one:
-                    if field is self.field or not field.is_relation:
-                        continue
-                    target = scope_of(field.related_model)
-                    if target is not None:
-                        found.append((field, target))
-            self._relations = tuple(found)
-        return self._relations
-
-
-_scopes: dict[type, Scope | None] = {}
-
-
-def _tenant_field_name(model: type[models.Model]) -> str | None:
-    from .managers import TenantManager
-
-    scoping = [m for m in model._meta.managers if isinstance(m, TenantManager)]
-    if not scoping:
+def enforced_tenant() -> TenantInfo | None:
+    """The tenant writes and base-manager reads are held to now: a scoped
+    queryset's own tenant while its write runs, else the bound one; None
+    with no tenant bound or inside ``rls_bypass()`` (trusted code)."""
+    if bypassing():
         return None
-    default = model._meta.default_manager
-    manager = default if default in scoping else scoping[0]
-    return manager.tenant_field
-
-
-def scope_of(model: Any) -> Scope | None:
-    """The model's :class:`Scope`, or None when no manager of it is a
-    ``TenantManager`` (cached per model class)."""
-    try:
-        return _scopes[model]
-    except KeyError:
-        pass
-    scope = None
-    if isinstance(model, type) and issubclass(model, models.Model):
-        name = _tenant_field_name(model)
-        if name is not None:
-            try:
-                scope = Scope(model, model._meta.get_field(name))
-            except FieldDoesNotExist:  # reported by the manager's check (tenantry.E200)
-                scope = None
-    _scopes[model] = scope
-    return scope
+    return _writing.get() or get_current_tenant()
 
 
 # -- values and keys ------------------------------------------------------------
@@ -176,6 +138,15 @@ def _expected(field: Any, tenant: TenantInfo) -> str:
         raw = tenant.raw
         if raw is not None and isinstance(raw, field.related_model):
             return str(getattr(raw, field.target_field.attname))
+    return tenant.id
+
+
+def _column_value(field: Any, tenant: TenantInfo) -> Any:
+    """The value to compare ``field``'s column with for ``tenant``'s rows."""
+    if field.many_to_one or field.one_to_one:
+        raw = tenant.raw
+        if raw is not None and isinstance(raw, field.related_model):
+            return getattr(raw, field.target_field.attname)
     return tenant.id
 
 
@@ -215,7 +186,89 @@ def _same(field: Any, value: Any, expected: str) -> bool:
         return False
 
 
+# -- the deferred tenant condition ------------------------------------------------------
+
+
+class BoundTenant(Lookup):
+    """``WHERE <tenant column> = <tenant>``, the tenant being read when the
+    query runs, not when it is built.
+
+    ``BoundTenant("tenant_id", "enforced")``: the enforced tenant (base
+    managers, forms); no condition at all with none (trusted code).
+    ``BoundTenant("tenant_id", "bound")``: the bound tenant (a TenantManager
+    queryset made while none was bound); with none, ``TenantNotSetError``
+    or, with ``TENANT_STRICT = "empty"``, no rows and no query.
+    """
+
+    lookup_name = "tenantry_bound"
+    prepare_rhs = False
+
+    def __init__(self, field_name: Any, mode: str = "enforced") -> None:
+        lhs = F(field_name) if isinstance(field_name, str) else field_name
+        super().__init__(lhs, mode)
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        if self.rhs == "bound":
+            tenant = get_current_tenant()
+            if tenant is None:
+                if conf.current().strict == "empty":
+                    raise EmptyResultSet
+                label = self.lhs.target.model._meta.label
+                raise TenantNotSetError(
+                    f"{label} rows are tenant-scoped and no tenant is bound: use "
+                    "TenantMiddleware, a TenantMixin view, tenant_context(...), or "
+                    ".unscoped(reason=...)"
+                )
+        else:
+            tenant = enforced_tenant()
+            if tenant is None:
+                raise FullResultSet
+        lhs_sql, lhs_params = compiler.compile(self.lhs)
+        field = self.lhs.target
+        try:
+            value = field.get_db_prep_value(
+                field.get_prep_value(_column_value(field, tenant)), connection, prepared=True
+            )
+        except (TypeError, ValueError, ValidationError):
+            raise EmptyResultSet from None  # the tenant's value cannot be in this column
+        return f"{lhs_sql} = %s", [*lhs_params, value]
+
+
+def tenant_condition(col: Any, tenant: TenantInfo) -> Any:
+    """``<col> = <tenant's value>`` for the tenant column ``col``; a
+    condition no row meets when the tenant's value cannot be a value of the
+    column (a foreign key to the registry without the registry's row)."""
+    try:
+        return Exact(col, _column_value(col.target, tenant))
+    except (TypeError, ValueError, ValidationError):
+        return NothingNode()
+
+
+def has_bound_tenant(query: Any) -> bool:
+    """Whether ``query``'s WHERE already holds a :class:`BoundTenant`."""
+    return any(isinstance(child, BoundTenant) for child in query.where.children)
+
+
+def tenant_rows(queryset: Any) -> Any:
+    """``queryset`` held to the tenant enforced when it runs, when its model
+    is scoped (forms, the admin's choices and labels)."""
+    scope = scope_of(queryset.model)
+    if scope is None or has_bound_tenant(queryset.query):
+        return queryset
+    return queryset.filter(BoundTenant(scope.field.name))
+
+
 # -- refusing -------------------------------------------------------------------
+
+
+def _describe(model: Any) -> str:
+    """A model's label; an auto-created m2m table as ``app.Document.tags``."""
+    opts = model._meta
+    if opts.auto_created:
+        for field in opts.auto_created._meta.local_many_to_many:
+            if field.remote_field.through is model:
+                return f"{opts.auto_created._meta.label}.{field.name}"
+    return opts.label
 
 
 def refuse(
@@ -230,11 +283,13 @@ def refuse(
 ) -> None:
     """Audit (``isolation.refused``) and raise ``TenantMismatchError`` naming
     the model, the field, the value, the tenant and what to do."""
-    label = model._meta.label
+    label = _describe(model)
     if isinstance(value, models.Model):
         shown = f"<{value._meta.label} pk={value.pk!r}>"
     else:
         shown = repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
     where = "" if row is _MISSING else f" (row pk={row!r})"
     bound = None if tenant is None else tenant.id
     audit.emit(
@@ -265,6 +320,35 @@ def refuse_raw(model: Any, tenant: Any) -> None:
     )
 
 
+def _refuse_expression(model: Any, field: Any, value: Any, tenant: Any, action: str) -> None:
+    refuse(
+        model,
+        field.name,
+        value,
+        tenant,
+        action,
+        "an expression cannot be checked against the tenant before it runs; pass a value",
+    )
+
+
+_TODO_FIELD = "leave the tenant field empty (tenantry fills it) or bind that tenant"
+
+
+def _refuse_reference(
+    model: Any, field: Any, value: Any, target: Any, tenant: TenantInfo, action: str
+) -> None:
+    label = target.label if isinstance(target, Scope) else target
+    refuse(
+        model,
+        field.name,
+        value,
+        tenant,
+        action,
+        f"it names no {label} row of tenant {tenant.id!r} (the row is another tenant's, "
+        f"or does not exist); point {field.name} at an existing {label} of the same tenant",
+    )
+
+
 # -- the writing tenant ---------------------------------------------------------
 
 
@@ -290,8 +374,7 @@ def write_tenant(model: Any, scoped: TenantInfo | None, action: str) -> TenantIn
 
 @contextmanager
 def writing(tenant: TenantInfo | None) -> Iterator[None]:
-    """Mark ``tenant`` as the writing tenant while a queryset's write runs,
-    so the instance signals it fires compare against it."""
+    """Mark ``tenant`` as the writing tenant while a queryset's write runs."""
     if tenant is None:
         yield
         return
@@ -302,7 +385,48 @@ def writing(tenant: TenantInfo | None) -> Iterator[None]:
         _writing.reset(token)
 
 
+@contextmanager
+def checked_write(
+    tenant: TenantInfo | None, action: str, approved: dict[Any, set[Any]] | None = None
+) -> Iterator[None]:
+    """Run a write call of ``tenant``: its statements are checked against
+    it, refusals name ``action``, and ``approved`` references (checked by
+    the call already) are not looked up again."""
+    if tenant is None:
+        yield
+        return
+    outer = _approvals_for(tenant)
+    if outer and approved is not None:  # a write call inside another (bulk_update's update)
+        approved = {key: set(outer.get(key, ())) | keys for key, keys in approved.items()}
+        approved.update({key: keys for key, keys in outer.items() if key not in approved})
+    elif outer:
+        approved = outer
+    tokens = (
+        _writing.set(tenant),
+        _action.set(_action.get() or action),
+        _approved.set(None if approved is None else (tenant.id, approved)),
+    )
+    try:
+        yield
+    finally:
+        _approved.reset(tokens[2])
+        _action.reset(tokens[1])
+        _writing.reset(tokens[0])
+
+
+@contextmanager
+def saving(instance: models.Model) -> Iterator[None]:
+    """``instance.save()`` is writing one of its tables (``Model._save_table``)."""
+    token = _saving.set(instance)
+    try:
+        yield
+    finally:
+        _saving.reset(token)
+
+
 def _signal_tenant(model: Any, action: str) -> TenantInfo | None:
+    if bypassing():
+        return None
     writing_for = _writing.get()
     bound = get_current_tenant()
     if writing_for is not None and bound is not None and writing_for != bound:
@@ -348,21 +472,49 @@ def tenant_kwargs(
     return out
 
 
-# -- rows and relations -----------------------------------------------------------
+# -- rows -------------------------------------------------------------------------
+
+
+def _origin(obj: models.Model) -> dict[str, Any] | None:
+    """What ``obj`` was loaded (or last saved) with, when none of its keys
+    changed since; else None."""
+    origin = obj.__dict__.get(ORIGIN)
+    if origin is None or obj._state.adding:
+        return None
+    guard = guard_of(type(obj))
+    if guard is None:
+        return None
+    values = obj.__dict__
+    for key in guard.keys:
+        if values.get(key, _MISSING) != origin.get(key, _MISSING):
+            return None
+    return origin
 
 
 def _loaded_key(scope: Scope, obj: models.Model) -> str | None:
     """The tenant column of ``obj``'s row as read from the database, when
-    ``obj`` was loaded (or saved) and its pk and tenant column are unchanged
-    since; else None (a query must tell)."""
-    origin = obj.__dict__.get(ORIGIN)
-    if origin is None or obj._state.adding:
+    ``obj`` was loaded (or saved) and its keys and tenant column are
+    unchanged since; else None (a query must tell)."""
+    origin = _origin(obj)
+    if origin is None:
         return None
-    pk, loaded, _ = origin
-    attname = scope.field.attname
-    if loaded is _MISSING or pk != obj.pk or obj.__dict__.get(attname, _MISSING) != loaded:
+    loaded = origin.get(scope.attname, _MISSING)
+    if loaded is _MISSING or obj.__dict__.get(scope.attname, _MISSING) != loaded:
         return None
     return _key(scope.field, loaded)
+
+
+def _rows(model: Any) -> models.QuerySet:
+    """Every row of ``model``, whatever its managers (the rules' own look-ups)."""
+    return models.QuerySet(model=model)
+
+
+def _fetch(queryset: Any) -> list[Any]:
+    """Run one of the rules' own look-ups. It sees every row, whatever
+    row-level security would show the tenant, so another tenant's row is
+    told from no row; what it reads is compared, never returned."""
+    with scoped_as(BYPASS):
+        return list(queryset)
 
 
 def _check_rows(
@@ -380,8 +532,8 @@ def _check_rows(
             _refuse_row(scope, obj.pk, key, tenant, action)
     if not pending:
         return
-    found = scope.model._base_manager.filter(pk__in=pending).values_list("pk", scope.field.attname)
-    for pk, value in found:
+    found = _rows(scope.model).filter(pk__in=pending).values_list("pk", scope.attname)
+    for pk, value in _fetch(found):
         if _key(scope.field, value) != expected:
             _refuse_row(scope, pk, value, tenant, action)
 
@@ -398,98 +550,217 @@ def _refuse_row(scope: Scope, pk: Any, value: Any, tenant: TenantInfo, action: s
     )
 
 
+def _check_keys(guard: Guard, tenant: TenantInfo, obj: models.Model, action: str) -> None:
+    """Every row a key of ``obj`` names (its primary key and, under
+    multi-table inheritance, each parent's key, in any table sharing them)
+    is ``tenant``'s or does not exist: one query per table holding a tenant
+    column, none for a row loaded and unchanged since."""
+    values = obj.__dict__
+    keys = {values.get(k) for k in guard.keys} - {None}
+    if not keys:
+        return
+    scope = guard.scope
+    if scope is not None:
+        known = _loaded_key(scope, obj)
+        if known is not None:
+            if known != _expected(scope.field, tenant):
+                _refuse_row(scope, obj.pk, known, tenant, action)
+            return
+    for member in guard.family:
+        expected = _expected(member.field, tenant)
+        found = _rows(member.model).filter(pk__in=list(keys)).values_list("pk", member.attname)
+        for pk, value in _fetch(found):
+            if _key(member.field, value) != expected:
+                _refuse_row(member, pk, value, tenant, action)
+
+
+def _may_update_a_row(instance: models.Model, guard: Guard) -> bool:
+    """Whether ``save()`` may write over an existing row: a loaded instance,
+    or a new one with a key Django tries to UPDATE first."""
+    if not instance._state.adding:
+        return True
+    concrete = guard.model._meta.concrete_model
+    parents = concrete._meta.get_parent_list()
+    pk = (parents[-1] if parents else concrete)._meta.pk
+    return not (pk.has_default() or pk.has_db_default())
+
+
+# -- references -----------------------------------------------------------------------
+
+
+def _approvals_for(tenant: TenantInfo) -> dict[Any, set[Any]]:
+    approved = _approved.get()
+    if approved is None or approved[0] != tenant.id:
+        return {}
+    return approved[1]
+
+
+def _reference(
+    field: Any, obj: models.Model, target: Scope
+) -> tuple[str | None, str | None, bool]:
+    """``(column key, tenant key, ask)`` of ``obj``'s reference ``field``:
+    no column key for no value; a tenant key when it is known without a
+    query (unchanged since the row was read: the row's own value, which is
+    not a new reference; or a related instance read and cached on the row);
+    ``ask`` when only a query can tell."""
+    value = obj.__dict__.get(field.attname)
+    if value is None:
+        return None, None, False
+    if hasattr(value, "resolve_expression"):
+        raise _Unverifiable(value)
+    key = str(value)
+    origin = _origin(obj)
+    if origin is not None and origin.get(field.attname, _MISSING) == value:
+        return key, "", False  # unchanged: nothing new is referenced
+    if field.is_cached(obj):
+        cached = field.get_cached_value(obj, None)
+        if cached is not None and getattr(cached, field.target_field.attname, _MISSING) == value:
+            known = _loaded_key(target, cached)
+            if known is not None:
+                return key, known, False
+    return key, None, True
+
+
 def _check_targets(
-    scope: Scope,
+    model: Any,
     field: Any,
     target: Scope,
     tenant: TenantInfo,
-    values: set[Any],
+    keys: set[str],
     action: str,
 ) -> None:
-    """``values`` of relation ``field`` name rows of ``target`` that belong to
-    ``tenant`` (one query)."""
-    if not values:
+    """``keys`` of reference ``field`` name existing rows of ``target`` that
+    belong to ``tenant`` (one query)."""
+    if not keys:
         return
     expected = _expected(target.field, tenant)
     to = field.target_field.attname
-    rows = target.model._base_manager.filter(**{f"{to}__in": list(values)}).values_list(
-        to, target.field.attname
-    )
-    for value, owner in rows:
-        if _key(target.field, owner) != expected:
-            refuse(
-                scope.model,
-                field.name,
-                _Row(target.label, value),
-                tenant,
-                action,
-                f"that {target.label} row belongs to another tenant; point "
-                f"{field.name} at a {target.label} of the same tenant",
-            )
+    rows = _rows(target.model).filter(**{f"{to}__in": list(keys)}).values_list(to, target.attname)
+    good = {str(value) for value, owner in _fetch(rows) if _key(target.field, owner) == expected}
+    for key in sorted(keys - good):
+        _refuse_reference(model, field, _Row(target.label, key), target, tenant, action)
 
 
-def _relation_value(field: Any, index: int, obj: models.Model, target: Scope) -> tuple[Any, bool]:
-    """``(column value, known)``: None when there is nothing to check (no
-    value, or the value the row was loaded with: no new reference); known when
-    the related instance cached on ``obj`` was loaded and tells its tenant
-    without a query."""
-    value = obj.__dict__.get(field.attname)
-    if value is None:
-        return None, True
-    origin = obj.__dict__.get(ORIGIN)
-    if origin is not None and not obj._state.adding and origin[0] == obj.pk:
-        if origin[2][index] == value:
-            return None, True
-    cached = field.get_cached_value(obj, None) if field.is_cached(obj) else None
-    if cached is not None and getattr(cached, field.target_field.attname, _MISSING) == value:
-        key = _loaded_key(target, cached)
-        if key is not None:
-            return key, True
-    return value, False
-
-
-def _check_relations(
-    scope: Scope,
+def check_references(
+    guard: Guard,
     tenant: TenantInfo,
     objs: list[models.Model],
     fields: set[Any] | None,
     action: str,
-) -> None:
-    for index, (field, target) in enumerate(scope.relations):
+    *,
+    model: Any = None,
+) -> dict[Any, set[Any]]:
+    """The references of ``objs`` (those among ``fields``, or all) name
+    existing rows of ``tenant``: one query per relation field, and per
+    content type of a generic foreign key, for all ``objs``. Returns what was
+    approved (``{field: keys}``), for the statements of the same write."""
+    model = model or guard.model
+    approved_before = _approvals_for(tenant)
+    approved: dict[Any, set[Any]] = {}
+    for field, target in guard.relations:
         if fields is not None and field not in fields:
             continue
         expected = _expected(target.field, tenant)
-        pending: set[Any] = set()
+        before = approved_before.get(field, ())
+        pending: set[str] = set()
+        verified: set[str] = set()  # rows of the tenant
+        unchanged: set[str] = set()  # what one row already held: says nothing for another
         for obj in objs:
-            value, known = _relation_value(field, index, obj, target)
-            if value is None:
+            try:
+                key, known, ask = _reference(field, obj, target)
+            except _Unverifiable as exc:
+                _refuse_expression(model, field, exc.value, tenant, action)
+            if key is None or key in verified or key in before:
                 continue
-            if hasattr(value, "resolve_expression"):
-                _refuse_expression(scope, field, value, tenant, action)
-            if not known:
-                pending.add(value)
-            elif value != expected:
+            if ask:
+                pending.add(key)
+            elif known == "":
+                unchanged.add(key)
+            elif known != expected:
+                cached = field.get_cached_value(obj)
+                _refuse_reference(model, field, cached, target, tenant, action)
+            else:
+                verified.add(key)
+        _check_targets(model, field, target, tenant, pending, action)
+        approved[field] = verified | pending | unchanged
+    for gfk, ct_field, fk_field in guard.generics:
+        if fields is not None and ct_field not in fields and fk_field not in fields:
+            continue
+        before = approved_before.get(gfk, ())
+        same_pairs: set[tuple[Any, str]] = set()  # unchanged since read, per row
+        pending_pairs: set[tuple[Any, str]] = set()
+        for obj in objs:
+            values = obj.__dict__
+            ct_id, oid = values.get(ct_field.attname), values.get(fk_field.attname)
+            if ct_id is None or oid is None:
+                continue
+            pair = (ct_id, str(oid))
+            if pair in before:
+                continue
+            origin = _origin(obj)
+            if (
+                origin is not None
+                and origin.get(ct_field.attname, _MISSING) == ct_id
+                and origin.get(fk_field.attname, _MISSING) == oid
+            ):
+                same_pairs.add(pair)
+                continue
+            pending_pairs.add(pair)
+        _check_generic(model, gfk, tenant, pending_pairs, action)
+        approved[gfk] = pending_pairs | same_pairs
+    return approved
+
+
+def _check_generic(
+    model: Any, gfk: Any, tenant: TenantInfo, pairs: set[tuple[Any, str]], action: str
+) -> None:
+    """``(content type id, object id)`` pairs name existing rows of
+    ``tenant`` where the content type is a scoped model (one query per such
+    content type)."""
+    if not pairs:
+        return
+    from django.contrib.contenttypes.models import ContentType
+
+    by_type: dict[Any, set[str]] = {}
+    for ct_id, oid in pairs:
+        by_type.setdefault(ct_id, set()).add(oid)
+    for ct_id, oids in by_type.items():
+        try:
+            target_model = ContentType.objects.get_for_id(ct_id).model_class()
+        except ContentType.DoesNotExist:
+            target_model = None
+        target = scope_of(target_model)
+        if target is None:
+            continue  # a row of no tenant (or a stale content type)
+        pk = target.model._meta.pk
+        expected = _expected(target.field, tenant)
+        wanted = {}
+        for oid in oids:
+            try:
+                wanted[str(pk.to_python(oid))] = oid
+            except Exception:  # a value no row can have: refused below
+                wanted[f"\0{oid}"] = oid
+        rows = _rows(target.model).filter(pk__in=[k for k in wanted if k[:1] != "\0"])
+        good = {
+            str(value)
+            for value, owner in _fetch(rows.values_list("pk", target.attname))
+            if _key(target.field, owner) == expected
+        }
+        for key, oid in sorted(wanted.items()):
+            if key not in good:
                 refuse(
-                    scope.model,
-                    field.name,
-                    field.get_cached_value(obj),
+                    model,
+                    gfk.name,
+                    _Row(target.label, oid),
                     tenant,
                     action,
-                    f"that {target.label} row belongs to another tenant; point "
-                    f"{field.name} at a {target.label} of the same tenant",
+                    f"it names no {target.label} row of tenant {tenant.id!r} (the row is "
+                    f"another tenant's, or does not exist); point {gfk.name} at an existing row "
+                    "of the same tenant",
                 )
-        _check_targets(scope, field, target, tenant, pending, action)
 
 
-def _refuse_expression(scope: Scope, field: Any, value: Any, tenant: Any, action: str) -> None:
-    refuse(
-        scope.model,
-        field.name,
-        value,
-        tenant,
-        action,
-        "an expression cannot be checked against the tenant before it runs; pass a value",
-    )
+# -- the method-level checks (scoped querysets) ---------------------------------------
 
 
 def check_instances(
@@ -500,18 +771,19 @@ def check_instances(
     *,
     fields: Iterable[str] | None = None,
     new: bool,
-) -> None:
+) -> dict[Any, set[Any]]:
     """``bulk_create`` (``new``: empty tenant fields are filled) and
     ``bulk_update`` (``fields``; the rows must be the tenant's): each
-    object's tenant field, and its relations to scoped models (one query
-    per relation field for the whole batch)."""
-    scope = scope_of(model)
-    if scope is None or not objs:
-        return
+    object's tenant field, and its references (one query per relation field
+    for the whole batch). Returns the approved references."""
+    guard = guard_of(model)
+    if guard is None or not objs:
+        return {}
     opts = model._meta
     chosen = None if fields is None else {opts.get_field(name) for name in fields}
-    field = scope.field
-    if chosen is None or field in chosen:
+    scope = guard.scope
+    if scope is not None and (chosen is None or scope.field in chosen):
+        field = scope.field
         expected = _expected(field, tenant)
         name, canonical = tenant_field_value(model, field.name, tenant)
         for obj in objs:
@@ -520,12 +792,9 @@ def check_instances(
                 setattr(obj, name, canonical)
             elif not _same(field, value, expected):
                 refuse(model, field.attname, value, tenant, action, _TODO_FIELD)
-    if not new:
+    if not new and scope is not None:
         _check_rows(scope, tenant, objs, action)
-    _check_relations(scope, tenant, objs, chosen, action)
-
-
-_TODO_FIELD = "leave the tenant field empty (tenantry fills it) or bind that tenant"
+    return check_references(guard, tenant, objs, chosen, action, model=model)
 
 
 def check_conflict_target(
@@ -539,11 +808,21 @@ def check_conflict_target(
     opts = model._meta
     given = list(unique_fields or ())
     names = [opts.pk.name if name == "pk" else name for name in given]
-    if scope.field not in {opts.get_field(name) for name in names}:
+    _check_conflict_fields(model, tenant, [opts.get_field(name) for name in names], action, given)
+
+
+def _check_conflict_fields(
+    model: Any, tenant: TenantInfo, fields: Iterable[Any], action: str, given: Any = None
+) -> None:
+    """An upsert's conflict target (fields) must include the tenant field:
+    else the conflict could rewrite another tenant's row."""
+    scope = scope_of(model)
+    fields = list(fields)
+    if scope is not None and scope.field not in fields:
         refuse(
             model,
             "unique_fields",
-            given,
+            given if given is not None else [f.name for f in fields],
             tenant,
             action,
             f"update_conflicts=True could rewrite another tenant's row: include "
@@ -553,66 +832,376 @@ def check_conflict_target(
 
 
 def check_update(
-    model: Any, tenant: TenantInfo, values: dict[str, Any], action: str, *, checked: bool
-) -> dict[str, Any]:
+    model: Any, tenant: TenantInfo, values: dict[str, Any], action: str
+) -> tuple[dict[str, Any], dict[Any, set[Any]]]:
     """``QuerySet.update(**values)``: the tenant field (any form) must stay
-    the tenant's, and relations to scoped models must point at its rows.
-    ``checked``: the values come from ``bulk_update``, which checked them."""
+    the tenant's, and references must name rows of it. Returns the values
+    (one canonical tenant entry) and the approved references."""
     scope = scope_of(model)
-    if scope is None or checked:
-        return values
-    values = tenant_kwargs(model, scope.field.name, tenant, values, action, fill=False)
-    for field, target in scope.relations:
-        for form in dict.fromkeys((field.name, field.attname)):
-            if form not in values or values[form] is None:
+    if scope is not None:
+        values = tenant_kwargs(model, scope.field.name, tenant, values, action, fill=False)
+    guard = guard_of(model)
+    if guard is None:
+        return values, {}
+    opts = model._meta
+    given = {}
+    for name, value in values.items():
+        try:
+            given[opts.get_field(name)] = value
+        except Exception:  # Django reports an unknown field
+            continue
+    return values, _check_values(guard, tenant, given, action, model=model)
+
+
+def _plain(value: Any) -> list[Any] | None:
+    """The values an UPDATE writes for ``value``: ``Value(x)`` and the
+    branches of ``bulk_update``'s ``Case``; None for an expression that is
+    only known when it runs."""
+    value = _uncast(value)
+    if isinstance(value, Value):
+        return [value.value]
+    if isinstance(value, Case):
+        found: list[Any] = []
+        branches = [w.result for w in value.cases]
+        default = value.default
+        if not (isinstance(default, Value) and default.value is None):
+            branches.append(default)  # bulk_update's ELSE NULL is for rows it does not touch
+        for branch in branches:
+            inner = _plain(branch)
+            if inner is None:
+                return None
+            found += inner
+        return found
+    if hasattr(value, "resolve_expression"):
+        return None
+    return [value]
+
+
+def _uncast(value: Any) -> Any:
+    """``bulk_update``'s ``Case`` without the ``Cast`` PostgreSQL wraps it in."""
+    if isinstance(value, Cast):
+        return value.get_source_expressions()[0]
+    return value
+
+
+def _by_pk(value: Any) -> dict[str, Any] | None:
+    """``bulk_update``'s ``Case(When(pk=...), ...)`` as ``{pk: value}``."""
+    value = _uncast(value)
+    if not isinstance(value, Case):
+        return None
+    out = {}
+    for when in value.cases:
+        condition = when.condition
+        children = getattr(condition, "children", None)
+        if isinstance(condition, Q):
+            children = [condition.children[0]] if len(condition.children) == 1 else None
+            if children and isinstance(children[0], tuple) and children[0][0] == "pk":
+                plain = _plain(when.result)
+                if plain is None:
+                    return None
+                out[str(children[0][1])] = plain[0]
                 continue
-            value = values[form]
-            if hasattr(value, "resolve_expression"):
-                _refuse_expression(scope, field, value, tenant, action)
+            return None
+        if not children or len(children) != 1 or not isinstance(children[0], Exact):
+            return None
+        lookup = children[0]
+        if not getattr(getattr(lookup.lhs, "target", None), "primary_key", False):
+            return None
+        plain = _plain(when.result)
+        if plain is None:
+            return None
+        out[str(lookup.rhs)] = plain[0]
+    return out
+
+
+def _check_values(
+    guard: Guard,
+    tenant: TenantInfo,
+    values: dict[Any, Any],
+    action: str,
+    *,
+    model: Any,
+    query: Any = None,
+    using: str = "default",
+) -> dict[Any, set[Any]]:
+    """An UPDATE's ``{field: value}``: the tenant column keeps the tenant's
+    value and references name its rows (one query per field)."""
+    scope = guard.scope
+    if scope is not None and scope.field in values:
+        field = scope.field
+        expected = _expected(field, tenant)
+        plain = _plain(values[field])
+        if plain is None:
+            _refuse_expression(model, field, values[field], tenant, action)
+        for value in plain:
+            if not _same(field, value, expected):
+                refuse(model, field.attname, value, tenant, action, _TODO_FIELD)
+    approved_before = _approvals_for(tenant)
+    approved: dict[Any, set[Any]] = {}
+    for field, target in guard.relations:
+        if field not in values:
+            continue
+        plain = _plain(values[field])
+        if plain is None:
+            _refuse_expression(model, field, values[field], tenant, action)
+        before = approved_before.get(field, ())
+        expected = _expected(target.field, tenant)
+        pending = set()
+        keys = approved.setdefault(field, set())
+        for value in plain:
             if isinstance(value, models.Model):
-                key = _loaded_key(target, value)
-                if key is not None:
-                    if key != _expected(target.field, tenant):
-                        refuse(model, form, value, tenant, action, "point it at your tenant's row")
+                known = _loaded_key(target, value)
+                key = _key(field, value)
+                if key is None or key in before:
                     continue
-                value = getattr(value, field.target_field.attname)
-            _check_targets(scope, field, target, tenant, {value}, action)
-    return values
+                if known is not None:
+                    if known != expected:
+                        _refuse_reference(model, field, value, target, tenant, action)
+                    keys.add(key)
+                    continue
+            else:
+                key = _key(field, value)
+                if key is None or key in before:
+                    continue
+            pending.add(key)
+        _check_targets(model, field, target, tenant, pending, action)
+        keys |= pending
+    for gfk, ct_field, fk_field in guard.generics:
+        if ct_field not in values and fk_field not in values:
+            continue
+        pairs = _update_pairs(
+            guard, gfk, ct_field, fk_field, values, tenant, action, model, query, using
+        )
+        before = approved_before.get(gfk, ())
+        _check_generic(model, gfk, tenant, pairs - set(before), action)
+        approved[gfk] = pairs
+    return approved
+
+
+def _update_pairs(
+    guard: Guard,
+    gfk: Any,
+    ct_field: Any,
+    fk_field: Any,
+    values: dict[Any, Any],
+    tenant: TenantInfo,
+    action: str,
+    model: Any,
+    query: Any,
+    using: str,
+) -> set[tuple[Any, str]]:
+    """The ``(content type id, object id)`` pairs an UPDATE leaves in the
+    rows it touches: from its values when they give both, else from the
+    rows (one query)."""
+    def column(field: Any) -> tuple[Any, dict[str, Any] | None, bool]:
+        if field not in values:
+            return None, None, False
+        value = values[field]
+        if isinstance(value, models.Model):
+            value = value.pk
+        by_pk = _by_pk(value)
+        if by_pk is not None:
+            return None, by_pk, True
+        plain = _plain(value)
+        if plain is None or len(plain) != 1:
+            _refuse_expression(model, field, value, tenant, action)
+        found = plain[0]
+        return (found.pk if isinstance(found, models.Model) else found), None, True
+
+    ct_value, ct_by_pk, ct_set = column(ct_field)
+    fk_value, fk_by_pk, fk_set = column(fk_field)
+    if ct_set and fk_set and ct_by_pk is None and fk_by_pk is None:
+        if ct_value is None or fk_value is None:
+            return set()
+        return {(ct_value, str(fk_value))}
+    if query is None:
+        return set()  # checked again, row by row, by the UPDATE itself
+    rows = _preselect(
+        query, using, [model._meta.pk.attname, ct_field.attname, fk_field.attname]
+    )
+    pairs = set()
+    for pk, ct_id, oid in rows:
+        key = str(pk)
+        if ct_set:
+            ct_id = ct_by_pk.get(key, ct_id) if ct_by_pk is not None else ct_value
+        if fk_set:
+            oid = fk_by_pk.get(key, oid) if fk_by_pk is not None else fk_value
+        if ct_id is not None and oid is not None:
+            pairs.add((ct_id, str(oid)))
+    return pairs
+
+
+def _preselect(query: Any, using: str, attnames: list[str]) -> list[tuple[Any, ...]]:
+    """The rows an UPDATE is about to touch (as Django's own pre-select)."""
+    from django.db.models.sql.constants import MULTI
+    from django.db.models.sql.query import Query
+
+    select = query.chain(klass=Query)
+    select.select_related = False
+    select.clear_ordering(force=True)
+    select.extra = {}
+    select.select = []
+    select.add_fields(attnames)
+    rows: list[tuple[Any, ...]] = []
+    for chunk in select.get_compiler(using).execute_sql(MULTI):
+        rows.extend(chunk)
+    return rows
+
+
+# -- the SQL compilers' hooks (every INSERT, UPDATE and DELETE) -----------------------
+
+
+def _fill_or_refuse(
+    guard: Guard, tenant: TenantInfo, objs: Iterable[models.Model], model: Any, action: str
+) -> None:
+    scope = guard.scope
+    field = scope.field
+    expected = _expected(field, tenant)
+    name, canonical = tenant_field_value(model, field.name, tenant)
+    for obj in objs:
+        value = obj.__dict__.get(field.attname)
+        if value in _EMPTY:
+            setattr(obj, name, canonical)
+        elif not _same(field, value, expected):
+            refuse(model, field.attname, value, tenant, action, _TODO_FIELD)
+
+
+def on_insert(query: Any, compiler: Any) -> None:
+    """Before an INSERT runs: the tenant column is the enforced tenant's
+    (filled when empty) and references name its rows."""
+    guard = guard_of(query.model)
+    if guard is None:
+        return
+    tenant = enforced_tenant()
+    if tenant is None or not query.objs:
+        return
+    action = _action.get() or "save()"
+    if guard.scope is not None and query.on_conflict == OnConflict.UPDATE:
+        _check_conflict_fields(query.model, tenant, query.unique_fields, action)
+    fields = set(query.fields)
+    objs = list(query.objs)
+    if guard.scope is not None and guard.scope.field in fields:
+        _fill_or_refuse(guard, tenant, objs, query.model, action)
+    check_references(guard, tenant, objs, fields, action, model=query.model)
+
+
+def on_update(query: Any, compiler: Any) -> None:
+    """Before an UPDATE runs: it is held to the enforced tenant's rows, and
+    the values it writes keep the tenant column and name the tenant's rows."""
+    guard = guard_of(query.model)
+    if guard is None:
+        return
+    tenant = enforced_tenant()
+    if tenant is None:
+        return
+    _restrict(query, guard, tenant)
+    if not query.values:
+        return
+    values = {field: value for field, _model, value in query.values}
+    instance = _saving.get()
+    if instance is not None and isinstance(instance, query.model):
+        action = "save()"
+        if guard.scope is not None and guard.scope.field in values:
+            _fill_or_refuse(guard, tenant, [instance], query.model, action)
+        check_references(guard, tenant, [instance], set(values), action, model=query.model)
+        return
+    action = _action.get() or "update()"
+    _check_values(
+        guard, tenant, values, action, model=query.model, query=query, using=compiler.using
+    )
+
+
+def on_delete(query: Any, compiler: Any) -> None:
+    """Before a DELETE runs: it is held to the enforced tenant's rows."""
+    guard = guard_of(query.model)
+    if guard is None:
+        return
+    tenant = enforced_tenant()
+    if tenant is not None:
+        _restrict(query, guard, tenant)
+
+
+def _restrict(query: Any, guard: Guard, tenant: TenantInfo) -> None:
+    """Add ``tenant``'s condition to an UPDATE's or DELETE's WHERE: the
+    tenant column (scoped tables), or each scoped end (link tables)."""
+    if guard.scope is not None:
+        if has_bound_tenant(query):
+            return  # the base manager's condition: the same tenant, when it compiles
+        field = guard.scope.field
+        if field.model._meta.concrete_model is query.get_meta().concrete_model:
+            # The model's own column: no join, no filter() resolution.
+            alias = query.get_initial_alias()
+            query.where.add(tenant_condition(field.get_col(alias), tenant), AND)
+            return
+        name, value = tenant_field_value(query.model, field.name, tenant)
+        query.add_q(Q(**{name: value}))
+        return
+    if guard.heirs:
+        _restrict_to_heirs(query, guard, tenant)
+    for field, target in guard.ends:
+        name, value = tenant_field_value(target.model, target.field.name, tenant)
+        condition = Q(**{f"{field.name}__{name}": value})
+        if field.null:
+            condition |= Q(**{f"{field.name}__isnull": True})
+        query.add_q(condition)
+
+
+def _restrict_to_heirs(query: Any, guard: Guard, tenant: TenantInfo) -> None:
+    """An UPDATE or DELETE of an unscoped multi-table parent leaves alone
+    the rows another tenant's scoped descendant shares. Found by one look-up
+    per such descendant that sees every row: row-level security would hide
+    another tenant's descendant from a condition in the statement itself."""
+    from django.db.models.sql.query import Query
+
+    matched = query.chain(klass=Query)
+    matched.select_related = False
+    matched.clear_ordering(force=True)
+    matched.extra = {}
+    matched.select = []
+    matched.add_fields([guard.model._meta.pk.attname])
+    excluded: set[Any] = set()
+    for heir in guard.heirs:
+        name, value = tenant_field_value(heir.model, heir.field.name, tenant)
+        theirs = _rows(heir.model).filter(pk__in=matched).exclude(**{name: value})
+        excluded.update(_fetch(theirs.values_list("pk", flat=True)))
+    if excluded:
+        query.add_q(~Q(pk__in=sorted(excluded)))
 
 
 # -- the instance guard (signals) ------------------------------------------------
 
 
-def _remember(scope: Scope, instance: models.Model, fields: set[Any] | None = None) -> None:
-    """Record what the row now holds: everything after a load or a full save;
-    only ``fields`` after a partial one (the rest of the row is unchanged)."""
+def _remember(guard: Guard, instance: models.Model, fields: Iterable[str] | None = None) -> None:
+    """Record what the row now holds: everything after a load or a full
+    save; only ``fields`` (and the keys) after a partial one."""
     values = instance.__dict__
     old = values.get(ORIGIN)
     if fields is None or old is None:
-        relations = tuple([values.get(name, _MISSING) for name in scope.relation_attnames])
-    else:
-        relations = tuple(
-            values.get(field.attname, _MISSING) if field in fields else old[2][index]
-            for index, (field, _) in enumerate(scope.relations)
-        )
-    values[ORIGIN] = (values.get(scope.pk_attname), values.get(scope.attname, _MISSING), relations)
+        values[ORIGIN] = {name: values.get(name, _MISSING) for name in guard.remembered}
+        return
+    opts = type(instance)._meta
+    changed = {opts.get_field(name).attname for name in fields} | set(guard.keys)
+    new = dict(old)
+    for name in guard.remembered:
+        if name in changed:
+            new[name] = values.get(name, _MISSING)
+    values[ORIGIN] = new
 
 
 def remember(model: Any, objs: Iterable[models.Model], fields: Iterable[str] | None) -> None:
     """After ``bulk_create``/``bulk_update``: the rows now hold these values."""
-    scope = scope_of(model)
-    if scope is None:
+    guard = guard_of(model)
+    if guard is None:
         return
-    chosen = None if fields is None else {model._meta.get_field(name) for name in fields}
     for obj in objs:
-        _remember(scope, obj, chosen)
+        _remember(guard, obj, fields)
 
 
 def _remember_loads(model: Any) -> None:
     """Wrap ``model.from_db`` so each row read from the database remembers
     what it was loaded with (no query; a dict write per row). Instances made
     in code have no such record until they are saved."""
-    if getattr(model.from_db, "_tenantry", False):  # inherited from a scoped parent
+    if getattr(model.from_db, "_tenantry", False):  # inherited from a guarded parent
         return
     own = model.__dict__.get("from_db")
 
@@ -621,9 +1210,9 @@ def _remember_loads(model: Any) -> None:
             instance = own.__func__(cls, db, field_names, values)
         else:
             instance = super(model, cls).from_db(db, field_names, values)
-        scope = scope_of(cls)
-        if scope is not None:
-            _remember(scope, instance)
+        guard = guard_of(cls)
+        if guard is not None:
+            _remember(guard, instance)
         return instance
 
     from_db._tenantry = True  # type: ignore[attr-defined]
@@ -635,63 +1224,65 @@ def _on_save(
 ) -> None:
     if raw:  # loaddata: fixtures are trusted like any tenant-less code
         return
-    scope = scope_of(sender)
-    if scope is None:
+    guard = guard_of(sender)
+    if guard is None or not (guard.scope or guard.heirs):
         return
     action = "save()"
     tenant = _signal_tenant(sender, action)
     if tenant is None:
         return
-    field = scope.field
-    opts = sender._meta
-    fields = None if update_fields is None else {opts.get_field(n) for n in update_fields}
-    value = instance.__dict__.get(field.attname, _MISSING)
-    if value is not _MISSING:
-        if value in _EMPTY and instance._state.adding:
-            name, canonical = tenant_field_value(sender, field.name, tenant)
-            setattr(instance, name, canonical)
-        elif not _same(field, value, _expected(field, tenant)):
-            refuse(sender, field.attname, value, tenant, action, _TODO_FIELD)
-    if _may_update_a_row(instance, opts):
-        _check_rows(scope, tenant, [instance], action)
-    _check_relations(scope, tenant, [instance], fields, action)
-    _remember(scope, instance, fields)
+    if guard.scope is not None:
+        field = guard.scope.field
+        value = instance.__dict__.get(field.attname, _MISSING)
+        if value is not _MISSING:
+            if value in _EMPTY and instance._state.adding:
+                name, canonical = tenant_field_value(sender, field.name, tenant)
+                setattr(instance, name, canonical)
+            elif not _same(field, value, _expected(field, tenant)):
+                refuse(sender, field.attname, value, tenant, action, _TODO_FIELD)
+    if _may_update_a_row(instance, guard):
+        _check_keys(guard, tenant, instance, action)
 
 
-def _may_update_a_row(instance: models.Model, opts: Any) -> bool:
-    """Whether ``save()`` may write over an existing row: a loaded instance,
-    or a new one with a primary key Django tries to UPDATE first."""
-    if not instance._state.adding:
-        return True
-    if instance.pk is None:
-        return False
-    pk = opts.pk
-    return not (pk.has_default() or pk.has_db_default())
+def _on_saved(sender: Any, instance: models.Model, update_fields: Any = None, **kw: Any) -> None:
+    guard = guard_of(sender)
+    if guard is not None:
+        _remember(guard, instance, update_fields)
 
 
 def _on_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
-    scope = scope_of(sender)
-    if scope is None:
+    guard = guard_of(sender)
+    if guard is None or not (guard.scope or guard.heirs):
         return
     action = "delete()"
     tenant = _signal_tenant(sender, action)
     if tenant is None:
         return
-    field = scope.field
-    value = instance.__dict__.get(field.attname, _MISSING)
-    if value is not _MISSING and not _same(field, value, _expected(field, tenant)):
-        refuse(sender, field.attname, value, tenant, action, "delete only your tenant's rows")
-    _check_rows(scope, tenant, [instance], action)
+    if guard.scope is not None:
+        field = guard.scope.field
+        value = instance.__dict__.get(field.attname, _MISSING)
+        if value is not _MISSING and not _same(field, value, _expected(field, tenant)):
+            refuse(sender, field.attname, value, tenant, action, "delete only your tenant's rows")
+    if guard.scope is None or _loaded_key(guard.scope, instance) is None:
+        for member in guard.family:
+            keys = {instance.__dict__.get(k) for k in guard.keys} - {None}
+            expected = _expected(member.field, tenant)
+            rows = _rows(member.model).filter(pk__in=list(keys)).values_list("pk", member.attname)
+            for pk, owner in _fetch(rows):
+                if _key(member.field, owner) != expected:
+                    _refuse_row(member, pk, owner, tenant, action)
 
 
 def _on_m2m(
     sender: Any, instance: Any, action: str, model: Any, pk_set: Any, **kwargs: Any
 ) -> None:
+    """``remove()``/``clear()``/``add()`` through an instance: the instance's
+    row must be the tenant's (the links written are checked by the INSERT
+    and held to the tenant's rows by the DELETE)."""
     if not action.startswith("pre_"):
         return
     source = scope_of(type(instance))
-    target = scope_of(model)
-    if source is None or target is None:
+    if source is None:
         return
     name = _m2m_name(type(instance), sender)
     what = f"{name}.{action[4:]}()"
@@ -699,22 +1290,6 @@ def _on_m2m(
     if tenant is None:
         return
     _check_rows(source, tenant, [instance], what)
-    if action == "pre_add" and pk_set:
-        expected = _expected(target.field, tenant)
-        rows = target.model._base_manager.filter(pk__in=list(pk_set)).values_list(
-            "pk", target.field.attname
-        )
-        for pk, owner in rows:
-            if _key(target.field, owner) != expected:
-                refuse(
-                    source.model,
-                    name,
-                    _Row(target.label, pk),
-                    tenant,
-                    what,
-                    f"that {target.label} row belongs to another tenant; link rows of "
-                    "the same tenant only",
-                )
 
 
 def _m2m_name(model: Any, through: Any) -> str:
@@ -729,7 +1304,8 @@ def _m2m_name(model: Any, through: Any) -> str:
 
 def check_reverse_add(manager: Any, objs: Iterable[Any]) -> None:
     """``folder.document_set.add(*docs)``: Django updates the rows with one
-    ``UPDATE`` that sends no signal, so both ends are checked here."""
+    ``UPDATE`` that sends no signal, so both ends are checked here (the
+    UPDATE itself is held to the tenant's rows either way)."""
     scope = scope_of(manager.model)
     owner = scope_of(type(manager.instance))
     if scope is None:
@@ -748,38 +1324,40 @@ def check_reverse_add(manager: Any, objs: Iterable[Any]) -> None:
 # -- wiring ----------------------------------------------------------------------
 
 
-def _connect(model: Any) -> None:
-    if _tenant_field_name(model) is None:
+def _connect(model: Any, *, known: bool = True) -> None:
+    """Connect the instance guard to ``model``: by its guard when the graph
+    is known (start-up), else every receiver (a model made later: they look
+    its guard up when they run)."""
+    guard = guard_of(model) if known else None
+    if known and guard is None:
         return
     uid = f"tenantry.isolation:{model._meta.label}:{id(model)}"
-    _remember_loads(model)
-    pre_save.connect(_on_save, sender=model, dispatch_uid=uid)
-    pre_delete.connect(_on_delete, sender=model, dispatch_uid=uid)
-
-
-def _connect_m2m(model: Any) -> None:
-    if scope_of(model) is None:
-        return
-    for field in model._meta.local_many_to_many:
-        through = field.remote_field.through
-        if isinstance(through, type) and scope_of(field.related_model) is not None:
-            m2m_changed.connect(
-                _on_m2m, sender=through, dispatch_uid=f"tenantry.isolation:m2m:{id(through)}"
-            )
+    if not model._meta.auto_created:
+        _remember_loads(model)
+        post_save.connect(_on_saved, sender=model, dispatch_uid=uid)
+    if not known or guard.scope is not None or guard.heirs:
+        pre_save.connect(_on_save, sender=model, dispatch_uid=uid)
+        pre_delete.connect(_on_delete, sender=model, dispatch_uid=uid)
+    if not known or (model in graph._through_models() and guard.relations):
+        m2m_changed.connect(
+            _on_m2m, sender=model, dispatch_uid=f"tenantry.isolation:m2m:{id(model)}"
+        )
 
 
 def _on_class_prepared(sender: Any, **kwargs: Any) -> None:
-    _connect(sender)
+    from django.apps import apps
+
+    if apps.models_ready:  # a model made after start-up (tests): derive again
+        graph.clear()
+        _connect(sender, known=False)
 
 
 def install() -> None:
-    """Connect the guards to every scoped model (``AppConfig.ready``); models
-    defined later are connected as they are prepared."""
-    from django.apps import apps
-
-    for model in apps.get_models(include_auto_created=False):
-        _connect(model)
-        _connect_m2m(model)
+    """Derive the guards from the model graph and connect them
+    (``AppConfig.ready``); models defined later are connected as they are
+    prepared."""
+    for guard in graph.build():
+        _connect(guard.model)
 
 
 class_prepared.connect(_on_class_prepared, dispatch_uid="tenantry.isolation")

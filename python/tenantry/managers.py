@@ -14,14 +14,23 @@ field and follow the isolation rules of :mod:`tenantry.isolation` (another
 tenant's value, row or related row raises ``TenantMismatchError``); ``raw()``
 is refused. ``unscoped(reason=...)`` is the audited escape hatch.
 
+A queryset made while no tenant is bound (a ``ModelForm`` or a view's
+``queryset`` attribute at import time) is bound when it runs: it reads the
+tenant bound then, and raises (or, with ``"empty"``, returns nothing without
+a query) if there is still none.
+
 ``tenant_field`` may be a plain column holding the id (``tenant_id``) or a
 ``ForeignKey`` to your tenant model: the row is matched by ``TenantInfo.raw``
 when it is an instance of that model, else by the key column (the FK's
 ``to_field``, e.g. ``to_field="slug"``).
+
+:func:`tenant_base_manager` makes the base manager of every scoped model
+(Django's ``_base_manager``) keep to the tenant enforced when its query runs.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -29,19 +38,31 @@ from django.core import checks
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models.constants import LOOKUP_SEP
+from django.db.models.lookups import Exact
+from django.db.models.sql.where import AND
 from django.db.models.utils import resolve_callables
 
 from . import audit, conf, isolation
 from ._core import TenantInfo, TenantNotSetError
 from .context import get_current_tenant
 from .db.querysets import RLSScopeMixin
-from .db.rls import BYPASS
-from .isolation import tenant_field_value
+from .db.rls import BYPASS, bypassing
+from .graph import scope_of
+from .isolation import BoundTenant, tenant_field_value
 
-__all__ = ["TenantManager", "TenantQuerySet", "scoped_queryset", "tenant_field_value"]
+__all__ = [
+    "TenantManager",
+    "TenantQuerySet",
+    "scoped_queryset",
+    "tenant_base_manager",
+    "tenant_field_value",
+]
 
-#: Marks a queryset made while no tenant was bound (it may not create rows).
+#: Marks a queryset of no tenant (``for_tenant(None)``): no rows, no writes.
 _NO_TENANT = object()
+#: Marks a queryset made while no tenant was bound: it reads (and writes
+#: for) the tenant bound when it runs.
+_LATE = object()
 
 
 def _fields_only(lookups: dict[str, Any]) -> dict[str, Any]:
@@ -56,8 +77,8 @@ def _resolved(defaults: Any) -> dict[str, Any] | None:
 
 class TenantQuerySet(RLSScopeMixin, models.QuerySet):
     _tenant_field = "tenant"
-    _tenant: Any = None  # None: unscoped; a TenantInfo; or _NO_TENANT
-    _values_checked = False  # bulk_update's inner update(): values already checked
+    _tenant: Any = None  # None: unscoped; a TenantInfo; _NO_TENANT; or _LATE
+    _values_checked = False  # bulk_update's inner update(): its values were checked
 
     def _clone(self) -> TenantQuerySet:
         clone = super()._clone()
@@ -68,17 +89,46 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
 
     def _scope(self, tenant: TenantInfo) -> TenantQuerySet:
         name, value = tenant_field_value(self.model, self._tenant_field, tenant)
-        scoped = self.filter(**{name: value})
+        field = self.model._meta.get_field(name)
+        query = self.query
+        if not field.is_relation and field.model._meta.concrete_model is (
+            query.get_meta().concrete_model
+        ):
+            # A column of the model's own table: the condition without
+            # filter()'s resolution (every scoped queryset starts here).
+            scoped = self._chain()
+            alias = scoped.query.get_initial_alias()
+            scoped.query.where.add(Exact(field.get_col(alias), value), AND)
+        else:
+            scoped = self.filter(**{name: value})
         scoped._tenant = tenant
         return scoped
 
     def _writing_tenant(self, action: str) -> TenantInfo | None:
         """The tenant this write is checked against (see ``isolation``)."""
+        if self._tenant is _LATE:
+            tenant = get_current_tenant()
+            if tenant is None:
+                raise TenantNotSetError(
+                    f"{self.model.__name__}.objects.{action}() needs a tenant: none is bound"
+                )
+            return tenant
         if self._tenant is _NO_TENANT:
             raise TenantNotSetError(
                 f"{self.model.__name__}.objects.{action}() needs a tenant: none is bound"
             )
         return isolation.write_tenant(self.model, self._tenant, f"objects.{action}()")
+
+    def _writer(self, tenant: TenantInfo | None) -> TenantQuerySet:
+        """The queryset that runs a write for ``tenant``: an ``unscoped()``
+        queryset's writes are not exempt from row-level security while a
+        tenant is bound ("unscoped" lifts the read filter, never the write
+        rules); inside ``rls_bypass()`` they are."""
+        if tenant is None or self._rls_scope != BYPASS or bypassing():
+            return self
+        clone = self._clone()
+        clone._rls_scope = None
+        return clone
 
     def _tenant_kwargs(
         self, tenant: TenantInfo, values: dict[str, Any] | None, action: str, fill: bool = False
@@ -94,8 +144,8 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
         if tenant is None:
             return super().create(**kwargs)
         kwargs = self._tenant_kwargs(tenant, kwargs, "create", fill=True)
-        with isolation.writing(tenant):
-            return super().create(**kwargs)
+        with isolation.checked_write(tenant, "objects.create()"):
+            return super(TenantQuerySet, self._writer(tenant)).create(**kwargs)
 
     def get_or_create(self, defaults: Any = None, **kwargs: Any) -> Any:
         tenant = self._writing_tenant("get_or_create")
@@ -103,8 +153,8 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
             return super().get_or_create(defaults, **kwargs)
         self._tenant_kwargs(tenant, _fields_only(kwargs), "get_or_create")
         defaults = self._tenant_kwargs(tenant, _resolved(defaults), "get_or_create")
-        with isolation.writing(tenant):
-            return super().get_or_create(defaults, **kwargs)
+        with isolation.checked_write(tenant, "objects.get_or_create()"):
+            return super(TenantQuerySet, self._writer(tenant)).get_or_create(defaults, **kwargs)
 
     def update_or_create(
         self, defaults: Any = None, create_defaults: Any = None, **kwargs: Any
@@ -117,8 +167,10 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
         create_defaults = self._tenant_kwargs(
             tenant, _resolved(create_defaults), "update_or_create"
         )
-        with isolation.writing(tenant):
-            return super().update_or_create(defaults, create_defaults, **kwargs)
+        with isolation.checked_write(tenant, "objects.update_or_create()"):
+            return super(TenantQuerySet, self._writer(tenant)).update_or_create(
+                defaults, create_defaults, **kwargs
+            )
 
     def bulk_create(
         self,
@@ -131,20 +183,21 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
     ) -> Any:
         tenant = self._writing_tenant("bulk_create")
         objs = list(objs)
+        approved = None
         if tenant is not None:
+            action = "objects.bulk_create()"
             if update_conflicts:
-                isolation.check_conflict_target(
-                    self.model, tenant, unique_fields, "objects.bulk_create()"
-                )
-            isolation.check_instances(self.model, tenant, objs, "objects.bulk_create()", new=True)
-        made = super().bulk_create(
-            objs,
-            batch_size=batch_size,
-            ignore_conflicts=ignore_conflicts,
-            update_conflicts=update_conflicts,
-            update_fields=update_fields,
-            unique_fields=unique_fields,
-        )
+                isolation.check_conflict_target(self.model, tenant, unique_fields, action)
+            approved = isolation.check_instances(self.model, tenant, objs, action, new=True)
+        with isolation.checked_write(tenant, "objects.bulk_create()", approved):
+            made = super(TenantQuerySet, self._writer(tenant)).bulk_create(
+                objs,
+                batch_size=batch_size,
+                ignore_conflicts=ignore_conflicts,
+                update_conflicts=update_conflicts,
+                update_fields=update_fields,
+                unique_fields=unique_fields,
+            )
         if not (ignore_conflicts or update_conflicts):  # else a row may hold other values
             isolation.remember(self.model, made, None)
         return made
@@ -152,33 +205,39 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
     def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
         tenant = self._writing_tenant("bulk_update")
         objs = tuple(objs)
-        qs = self
+        approved = None
         if tenant is not None:
-            isolation.check_instances(
+            approved = isolation.check_instances(
                 self.model, tenant, list(objs), "objects.bulk_update()", fields=fields, new=False
             )
-            qs = self._clone()
-            qs._values_checked = True  # its update() gets Case() expressions of checked values
-        updated = super(TenantQuerySet, qs).bulk_update(objs, fields, batch_size=batch_size)
+        writer = self._writer(tenant)._clone()
+        writer._values_checked = True  # its update() gets Case() expressions of checked values
+        with isolation.checked_write(tenant, "objects.bulk_update()", approved):
+            updated = super(TenantQuerySet, writer).bulk_update(objs, fields, batch_size=batch_size)
         isolation.remember(self.model, objs, fields)
         return updated
 
     def update(self, **kwargs: Any) -> int:
-        # With no tenant (TENANT_STRICT="empty") this queryset is .none(): a no-op.
-        if self._tenant is not _NO_TENANT:
-            tenant = self._writing_tenant("update")
-            if tenant is not None:
-                kwargs = isolation.check_update(
-                    self.model, tenant, kwargs, "objects.update()", checked=self._values_checked
-                )
-        return super().update(**kwargs)
+        if self._tenant is _LATE and get_current_tenant() is None:
+            if conf.current().strict == "empty":
+                return super().update(**kwargs)  # no rows: nothing is sent
+        tenant = self._writing_tenant("update")
+        approved = None
+        if tenant is not None and not self._values_checked:
+            kwargs, approved = isolation.check_update(
+                self.model, tenant, kwargs, "objects.update()"
+            )
+        with isolation.checked_write(tenant, "objects.update()", approved):
+            return super(TenantQuerySet, self._writer(tenant)).update(**kwargs)
 
     update.alters_data = True
 
     def delete(self) -> Any:
-        tenant = None if self._tenant is _NO_TENANT else self._writing_tenant("delete")
-        with isolation.writing(tenant):
-            return super().delete()
+        if self._tenant in (_NO_TENANT, _LATE) and get_current_tenant() is None:
+            return super().delete()  # no rows, or TenantNotSetError when it runs
+        tenant = self._writing_tenant("delete")
+        with isolation.checked_write(tenant, "objects.delete()"):
+            return super(TenantQuerySet, self._writer(tenant)).delete()
 
     delete.alters_data = True
     delete.queryset_only = True
@@ -201,6 +260,9 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
 
 class TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: ignore[misc]
     """Scopes every query to the current tenant (see the module docs)."""
+
+    #: How the model graph (``tenantry.graph``) recognises a scoping manager.
+    scopes_by_tenant = True
 
     def __init__(self, *args: Any, tenant_field: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -241,7 +303,9 @@ class TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: igno
         tenant = get_current_tenant()
         if tenant is not None:
             return self._base()._scope(tenant)
-        return self._no_tenant(f"{self.model.__name__}.objects")
+        late = self._base().filter(BoundTenant(self.tenant_field, "bound"))
+        late._tenant = _LATE
+        return late
 
     def _no_tenant(self, what: str) -> TenantQuerySet:
         if conf.current().strict == "empty":
@@ -314,3 +378,54 @@ def scoped_queryset(
         return base.none()
     name, value = tenant_field_value(model, tenant_field, tenant)
     return base.filter(**{name: value})
+
+
+class TenantRowsMixin:
+    """A base manager that keeps to the tenant enforced when its queries
+    run, and to nothing with none (see :func:`tenant_base_manager`)."""
+
+    def get_queryset(self) -> Any:
+        queryset = super().get_queryset()  # type: ignore[misc]
+        scope = scope_of(self.model)  # type: ignore[attr-defined]
+        if scope is None:
+            return queryset
+        query = queryset.query
+        if scope.field.model._meta.concrete_model is not query.get_meta().concrete_model:
+            return queryset.filter(BoundTenant(scope.field.name))  # a parent's column: a join
+        # The column is on the model's own table: add the condition without
+        # filter()'s clone and resolution (this runs for every save() and
+        # every related-object load), made once per model and table alias.
+        alias = query.get_initial_alias()
+        key = (self.model, alias)  # type: ignore[attr-defined]
+        condition = _row_conditions.get(key)
+        if condition is None:
+            condition = _row_conditions[key] = BoundTenant(scope.field.get_col(alias))
+        query.where.add(condition, AND)
+        return queryset
+
+
+#: (model, alias) → the base manager's condition (lookups are not mutated
+#: once built: Django shares them between query clones too).
+_row_conditions: dict[tuple[type, str], BoundTenant] = {}
+
+
+_rows_classes: dict[type, type] = {}
+
+
+def tenant_base_manager(manager: Any) -> Any:
+    """``manager`` (a model's ``_base_manager``, as Django picks it) held to
+    the enforced tenant's rows when its model is scoped: Django reads
+    through it for ``refresh_from_db()``, related descriptors, generic
+    foreign keys, prefetches, ``save()``'s UPDATE and the delete collector.
+    A TenantManager is kept as it is."""
+    model = getattr(manager, "model", None)
+    if model is None or isinstance(manager, TenantManager) or scope_of(model) is None:
+        return manager
+    cls = type(manager)
+    rows_class = _rows_classes.get(cls)
+    if rows_class is None:
+        rows_class = type(f"TenantRows{cls.__name__}", (TenantRowsMixin, cls), {})
+        _rows_classes[cls] = rows_class
+    rows = copy.copy(manager)
+    rows.__class__ = rows_class
+    return rows

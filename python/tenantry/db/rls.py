@@ -61,7 +61,7 @@ from .. import audit, conf
 from .._core import TenantMismatchError
 from ..context import get_current_tenant
 
-__all__ = ["BYPASS_SETTING", "TENANT_SETTING", "rls_bypass", "rls_mode"]
+__all__ = ["BYPASS_SETTING", "TENANT_SETTING", "bypassing", "rls_bypass", "rls_mode"]
 
 TENANT_SETTING = "tenantry.tenant_id"
 BYPASS_SETTING = "tenantry.bypass"
@@ -302,6 +302,13 @@ def _asked() -> Scope | None:
     if scope is None and _blocks.get() is not None and _bypassing():
         return BYPASS
     return scope
+
+
+def bypassing() -> bool:
+    """Whether the running code is inside :class:`rls_bypass` (a block that
+    covers it) or an ``unscoped()`` queryset's own query: the ORM's first
+    wall lifts its write rules there too (docs/querysets.md#escape-hatches)."""
+    return _asked() == BYPASS
 
 
 def _wanted() -> Scope:

@@ -1,0 +1,124 @@
+"""Where the ORM's first wall hooks into Django (docs/querysets.md#how-the-wall-is-built).
+
+Installed once by ``TenantryConfig.ready``:
+
+* **the SQL compilers** of INSERT, UPDATE and DELETE: every ORM write of
+  every manager and queryset, sync or async, ``save()``, bulk writes,
+  related managers, many-to-many links, the delete collector, runs through
+  one of them. Before the SQL is built, :mod:`tenantry.isolation` holds an
+  UPDATE or DELETE to the enforced tenant's rows and checks what an INSERT
+  or UPDATE writes (:func:`~tenantry.isolation.on_insert` and siblings);
+* ``Model._save_table``, to tell those hooks which instance a ``save()`` is
+  writing (so a reference unchanged since the row was read is not looked up);
+* ``Options.base_manager``: the base manager of a scoped model keeps to the
+  tenant enforced when its query runs (``refresh_from_db()``, related
+  descriptors, generic foreign keys, prefetches, the delete collector,
+  ``save()``'s own UPDATE);
+* the forms (``ModelChoiceField`` querysets, model formsets) and, when
+  ``django.contrib.admin`` is installed, the admin's raw-id labels, related
+  list filters and autocomplete (:func:`tenantry.admin.install_guards`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Model
+from django.db.models.options import Options
+from django.db.models.sql.compiler import (
+    SQLCompiler,
+    SQLDeleteCompiler,
+    SQLInsertCompiler,
+    SQLUpdateCompiler,
+)
+from django.forms.models import BaseModelFormSet, ModelChoiceField
+from django.utils.functional import cached_property
+
+from . import isolation
+from .managers import tenant_base_manager
+
+__all__ = ["install"]
+
+_INSTALLED: list[bool] = []
+
+
+def _install_compilers() -> None:
+    insert = SQLInsertCompiler.execute_sql
+    update = SQLUpdateCompiler.execute_sql
+
+    def insert_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
+        isolation.on_insert(self.query, self)
+        return insert(self, *args, **kwargs)
+
+    def update_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
+        isolation.on_update(self.query, self)
+        return update(self, *args, **kwargs)
+
+    def delete_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
+        isolation.on_delete(self.query, self)
+        return SQLCompiler.execute_sql(self, *args, **kwargs)
+
+    SQLInsertCompiler.execute_sql = insert_execute_sql
+    SQLUpdateCompiler.execute_sql = update_execute_sql
+    SQLDeleteCompiler.execute_sql = delete_execute_sql
+
+
+def _install_save_table() -> None:
+    save_table = Model._save_table
+
+    def _save_table(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with isolation.saving(self):
+            return save_table(self, *args, **kwargs)
+
+    Model._save_table = _save_table
+
+
+def _install_base_manager() -> None:
+    django_base_manager = Options.base_manager.func
+
+    def base_manager(self: Options) -> Any:
+        return tenant_base_manager(django_base_manager(self))
+
+    prop = cached_property(base_manager)
+    prop.__set_name__(Options, "base_manager")
+    Options.base_manager = prop
+
+
+def _install_forms() -> None:
+    field_queryset = ModelChoiceField.queryset
+
+    def set_queryset(self: Any, queryset: Any) -> None:
+        if queryset is not None:
+            queryset = isolation.tenant_rows(queryset)
+        field_queryset.fset(self, queryset)
+
+    ModelChoiceField.queryset = property(field_queryset.fget, set_queryset)
+
+    formset_queryset = BaseModelFormSet.get_queryset
+
+    def get_queryset(self: Any) -> Any:
+        if not hasattr(self, "_queryset"):
+            self._queryset = isolation.tenant_rows(formset_queryset(self))
+        return self._queryset
+
+    BaseModelFormSet.get_queryset = get_queryset
+
+
+def install() -> None:
+    """Hook the first wall into Django, once, and derive the guards from
+    the model graph (``AppConfig.ready``)."""
+    from django.apps import apps
+
+    if not _INSTALLED:
+        _install_compilers()
+        _install_save_table()
+        _install_base_manager()
+        _install_forms()
+        if apps.is_installed("django.contrib.admin"):
+            from .admin import install_guards
+
+            install_guards()
+        _INSTALLED.append(True)
+    isolation.install()
+    for model in apps.get_models(include_auto_created=True):
+        model._meta.__dict__.pop("base_manager", None)  # computed before the graph was
