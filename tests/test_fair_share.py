@@ -109,8 +109,9 @@ def test_an_explicit_write_past_the_share_raises_quota_exceeded():
 def test_application_state_evicts_the_tenants_own_saved_views_first():
     router = get_state_router()
     for i in range(20):
-        router.set(f"tenant:acme:S{i:02}_liveview_/x/", b"v" * 200)
-        router.set(f"tenant:globex:S{i:02}_liveview_/x/", b"v" * 200)
+        for tenant in ("acme", "globex"):
+            with tenant_context(tenant):
+                router.set(f"tenant:{tenant}:S{i:02}_liveview_/x/", b"v" * 200)
     acme = get_tenant_state_backend("acme")
     acme.set("report", b"r" * 4000)
     with tenant_context("acme"):

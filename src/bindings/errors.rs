@@ -11,6 +11,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyType};
 
 use crate::config::ConfigError as CoreConfigError;
+use crate::keys::CallerKeyError;
 use crate::presence::PresenceError;
 use crate::ratelimit::RateError;
 use crate::redis_store::StoreError;
@@ -107,6 +108,20 @@ create_exception!(
 
 pub fn invalid_tenant_id(value: &str, err: &CoreInvalidTenantId) -> PyErr {
     InvalidTenantId::new_err(format!("invalid tenant id {}: {err}", preview(value)))
+}
+
+/// A caller-named key a router refused (see `crate::keys::route_caller_key`):
+/// a scope with no tenant bound or without its `:` → `InvalidKey`, a bad id
+/// in it → `InvalidTenantId`, another tenant's scope → `TenantMismatchError`.
+pub fn caller_key_error(err: &CallerKeyError, what: &str) -> PyErr {
+    let message = err.message(what);
+    match err {
+        CallerKeyError::Unbound { .. } | CallerKeyError::Malformed { .. } => {
+            InvalidKey::new_err(message)
+        }
+        CallerKeyError::BadTenant { .. } => InvalidTenantId::new_err(message),
+        CallerKeyError::Mismatch { .. } => TenantMismatchError::new_err(message),
+    }
 }
 
 pub fn invalid_tenant_type(type_name: String) -> PyErr {

@@ -24,7 +24,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString, PyType};
 use super::errors::{self, presence_error};
 use super::tenant_backend::{self, redis_target, RedisEngine, Scope, TenantRouter};
 use super::tenant_info::{id_from_py, type_name};
-use crate::keys::KeyPrefix;
+use crate::keys::{KeyPrefix, Unscoped};
 use crate::presence::memory::{wall_clock, MemoryPresence, Tracked};
 use crate::presence::redis::{RedisPresence, StoredUser};
 use crate::presence::{
@@ -938,9 +938,7 @@ pub struct Router(TenantRouter<Engine>);
 
 const ROUTED: tenant_backend::Routed = tenant_backend::Routed {
     what: "presence key",
-    data: "presence",
-    hook: "its get_presence_key() adds the prefix",
-    unprefixed_shared: false,
+    unscoped: Unscoped::Bound,
 };
 
 impl Router {

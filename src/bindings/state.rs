@@ -24,7 +24,7 @@ use super::errors::{self, state_error};
 use super::presence::json_encode;
 use super::tenant_backend::{self, redis_target, RedisEngine, Scope, TenantRouter};
 use super::tenant_info::type_name;
-use crate::keys::KeyPrefix;
+use crate::keys::{KeyPrefix, Unscoped};
 use crate::redis_store::RedisStore;
 use crate::state::memory::{default_tenant_limit, MemoryState};
 use crate::state::redis::RedisState;
@@ -580,9 +580,7 @@ pub struct Router(TenantRouter<Engine>);
 
 const ROUTED: tenant_backend::Routed = tenant_backend::Routed {
     what: "saved view key",
-    data: "saved view state",
-    hook: "its get_state_key_prefix() scopes djust's key",
-    unprefixed_shared: true,
+    unscoped: Unscoped::Shared,
 };
 
 impl Router {
