@@ -385,10 +385,17 @@ mod tests {
         let shared = TenantId::shared();
         for unscoped in [Unscoped::Bound, Unscoped::Shared] {
             // No tenant bound: a scope never reaches a tenant.
-            for key in ["tenant:globex:board", "tenant:globex", "tenant::x", "tenant:a b:x"] {
+            for key in [
+                "tenant:globex:board",
+                "tenant:globex",
+                "tenant::x",
+                "tenant:a b:x",
+            ] {
                 assert_eq!(
                     route_caller_key(key, None, unscoped),
-                    Err(CallerKeyError::Unbound { key: key.to_owned() }),
+                    Err(CallerKeyError::Unbound {
+                        key: key.to_owned()
+                    }),
                     "{key}"
                 );
             }

@@ -97,6 +97,13 @@ def _make_backend(
     tenant_id: str, config: _core.CurrentConfig
 ) -> TenantAwareMemoryBackend | TenantAwareRedisBackend:
     kind, _install, redis_url = config.presence_backend
+    rooms, users, connections, meta_bytes = config.presence_limits
+    TenantAwareMemoryBackend.set_limits(
+        max_rooms=rooms,
+        max_users=users,
+        max_connections=connections,
+        max_meta_bytes=meta_bytes,
+    )
     if kind == "redis":
         return TenantAwareRedisBackend(
             tenant_id,

@@ -46,7 +46,7 @@ create_exception!(
     tenantry,
     QuotaExceeded,
     BackendError,
-    "A store cannot take a write: the in-memory state store's tenant share (STATE_TENANT_MAX_BYTES) or whole size (STATE_MEMORY_MAX_BYTES) is full, or a presence user already holds its most connections. TenantMiddleware answers 503."
+    "A store cannot take a write: the in-memory state store's tenant share (STATE_TENANT_MAX_BYTES) or whole size (STATE_MEMORY_MAX_BYTES) is full, a presence user already holds its most connections, a tenant is at a presence cap (PRESENCE_TENANT_MAX_ROOMS/_USERS/_CONNECTIONS), or a presence meta is larger than PRESENCE_MAX_META_BYTES. TenantMiddleware answers 503."
 );
 create_exception!(
     tenantry,
@@ -164,7 +164,9 @@ pub fn presence_error(err: PresenceError) -> PyErr {
         PresenceError::Room(_)
         | PresenceError::UserIdTooLong { .. }
         | PresenceError::RefTooLong { .. } => InvalidKey::new_err(err.to_string()),
-        PresenceError::TooManyConnections { .. } => QuotaExceeded::new_err(err.to_string()),
+        PresenceError::TooManyConnections { .. }
+        | PresenceError::TenantCap { .. }
+        | PresenceError::MetaTooLarge { .. } => QuotaExceeded::new_err(err.to_string()),
         PresenceError::BadTimeout { .. } => PyValueError::new_err(err.to_string()),
         PresenceError::Store(e) => store_error(e),
     }

@@ -471,9 +471,11 @@ state_backend_methods!(MemoryBackend, {
         MEMORY.set_limits(max_bytes, tenant);
     }
 
-    /// `{"keys", "bytes", "max_bytes", "tenant_max_bytes"}` of the whole
-    /// process store (keys expired but not yet dropped included; bytes as
-    /// counted against the bound).
+    /// `{"keys", "bytes", "max_bytes", "tenant_max_bytes", "tenants",
+    /// "effective_share"}` of the whole process store (keys expired but not
+    /// yet dropped included; bytes as counted against the bound; tenants
+    /// holding keys; one tenant's effective share now,
+    /// `min(tenant_max_bytes, max_bytes / tenants)`).
     #[classmethod]
     fn store_stats<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
         let stats = MEMORY.stats();
@@ -482,6 +484,8 @@ state_backend_methods!(MemoryBackend, {
         d.set_item("bytes", stats.bytes)?;
         d.set_item("max_bytes", stats.limit)?;
         d.set_item("tenant_max_bytes", stats.tenant_limit)?;
+        d.set_item("tenants", stats.tenants)?;
+        d.set_item("effective_share", stats.effective_share)?;
         Ok(d)
     }
 

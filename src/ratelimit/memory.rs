@@ -649,10 +649,18 @@ mod tests {
         spend(1, 3); // a quarter used or more
         spend(2, 1); // less
         spend(3, 1);
-        assert_eq!(held(&m, &a), ["k0", "k1", "k3"], "the least used, oldest went");
+        assert_eq!(
+            held(&m, &a),
+            ["k0", "k1", "k3"],
+            "the least used, oldest went"
+        );
         spend(3, 2);
         spend(4, 1);
-        assert_eq!(held(&m, &a), ["k0", "k3", "k4"], "then the oldest of the next grade");
+        assert_eq!(
+            held(&m, &a),
+            ["k0", "k3", "k4"],
+            "then the oldest of the next grade"
+        );
         spend(4, 4);
         spend(3, 2);
         assert_eq!(grade(8, 8 - 5), LIMITED);
