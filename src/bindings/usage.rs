@@ -5,6 +5,7 @@
 //! trip (a tenant's batch is flushed once a second).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
@@ -130,11 +131,27 @@ pub fn record(py: Python<'_>, tenant: &TenantId, metric: Metric, value: u64) -> 
     Ok(())
 }
 
+/// When usage was last counted as `-other` with a warning (epoch seconds).
+static WARNED_OTHER: AtomicU64 = AtomicU64::new(0);
+/// Seconds between two such warnings: a flood of new tenants makes one
+/// line a minute, not one per request.
+const WARN_OTHER_EVERY: u64 = 60;
+
 fn warn_other(py: Python<'_>, tenant: &TenantId, why: &str) -> PyResult<()> {
+    let now = now_secs();
+    let last = WARNED_OTHER.load(Ordering::Relaxed);
+    if now < last + WARN_OTHER_EVERY
+        || WARNED_OTHER
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return Ok(());
+    }
     warn(
         py,
         format!(
-            "usage of tenant {:?} counted as {:?} ({why}); no tenant's figures were dropped",
+            "usage of tenant {:?} counted as {:?} ({why}); no tenant's figures were \
+             dropped (logged at most once a minute)",
             tenant.as_str(),
             TenantId::other().as_str()
         ),
