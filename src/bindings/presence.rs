@@ -177,49 +177,96 @@ fn apply_limits(caps: Caps, max_meta_bytes: usize) {
 /// (the memory store keeps any object) count their `str()`.
 fn meta_size(meta: &Bound<'_, PyAny>, limit: usize) -> PyResult<usize> {
     let mut size = 0usize;
-    let mut stack = vec![meta.clone()];
-    while let Some(v) = stack.pop() {
+    // Nested containers only: a flat dict (the usual meta) allocates nothing.
+    let mut nested: Vec<Bound<'_, PyAny>> = Vec::new();
+    if !add_container(meta, limit, &mut size, &mut nested)? {
+        add_scalar(meta, limit, &mut size, &mut nested)?;
+    }
+    while let Some(v) = nested.pop() {
         if size > limit {
             break;
         }
-        if let Ok(text) = v.cast::<PyString>() {
-            let chars = text.len()?;
-            size += 2 + if size + 4 * chars > limit {
-                text.to_cow()?.len()
-            } else {
-                chars
-            };
-        } else if v.is_none() || v.is_instance_of::<PyBool>() {
-            size += 5;
-        } else if v.is_instance_of::<PyInt>() {
-            size += match v.extract::<i64>() {
-                Ok(n) => {
-                    n.unsigned_abs()
-                        .checked_ilog10()
-                        .map_or(1, |d| d as usize + 1)
-                        + 1
-                }
-                Err(_) => v.str()?.len()?,
-            };
-        } else if v.is_instance_of::<PyFloat>() {
-            size += 24;
-        } else if let Ok(d) = v.cast::<PyDict>() {
-            size += 2 + 2 * d.len();
-            for (k, item) in d.iter() {
-                stack.push(k);
-                stack.push(item);
-            }
-        } else if let Ok(l) = v.cast::<PyList>() {
-            size += 2 + l.len();
-            stack.extend(l.iter());
-        } else if let Ok(t) = v.cast::<PyTuple>() {
-            size += 2 + t.len();
-            stack.extend(t.iter());
-        } else {
-            size += v.str()?.len()?;
-        }
+        add_container(&v, limit, &mut size, &mut nested)?;
     }
     Ok(size)
+}
+
+/// [`meta_size`] of a dict, list or tuple's own items (containers in it
+/// are queued); false for anything else.
+fn add_container<'py>(
+    v: &Bound<'py, PyAny>,
+    limit: usize,
+    size: &mut usize,
+    nested: &mut Vec<Bound<'py, PyAny>>,
+) -> PyResult<bool> {
+    if let Ok(d) = v.cast::<PyDict>() {
+        *size += 2 + 2 * d.len();
+        for (k, item) in d.iter() {
+            add_scalar(&k, limit, size, nested)?;
+            add_scalar(&item, limit, size, nested)?;
+            if *size > limit {
+                break;
+            }
+        }
+    } else if let Ok(l) = v.cast::<PyList>() {
+        *size += 2 + l.len();
+        for item in l.iter() {
+            add_scalar(&item, limit, size, nested)?;
+            if *size > limit {
+                break;
+            }
+        }
+    } else if let Ok(t) = v.cast::<PyTuple>() {
+        *size += 2 + t.len();
+        for item in t.iter() {
+            add_scalar(&item, limit, size, nested)?;
+            if *size > limit {
+                break;
+            }
+        }
+    } else {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// [`meta_size`] of one value: counted, or (a container) queued.
+fn add_scalar<'py>(
+    v: &Bound<'py, PyAny>,
+    limit: usize,
+    size: &mut usize,
+    nested: &mut Vec<Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    if let Ok(text) = v.cast::<PyString>() {
+        let chars = text.len()?;
+        *size += 2 + if *size + 4 * chars > limit {
+            text.to_cow()?.len()
+        } else {
+            chars
+        };
+    } else if v.is_none() || v.is_instance_of::<PyBool>() {
+        *size += 5;
+    } else if v.is_instance_of::<PyInt>() {
+        *size += match v.extract::<i64>() {
+            Ok(n) => {
+                n.unsigned_abs()
+                    .checked_ilog10()
+                    .map_or(1, |d| d as usize + 1)
+                    + 1
+            }
+            Err(_) => v.str()?.len()?,
+        };
+    } else if v.is_instance_of::<PyFloat>() {
+        *size += 24;
+    } else if v.is_instance_of::<PyDict>()
+        || v.is_instance_of::<PyList>()
+        || v.is_instance_of::<PyTuple>()
+    {
+        nested.push(v.clone());
+    } else {
+        *size += v.str()?.len()?;
+    }
+    Ok(())
 }
 
 fn too_many(user: &str, room: &str) -> PyErr {

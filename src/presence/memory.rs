@@ -660,10 +660,12 @@ impl<M> MemoryPresence<M> {
                     });
                 }
             }
-            let held = match live {
-                Some(pos) => Arc::clone(&shard.rooms.get(pos).held),
+            // A new room is counted first (its `Held` found or made); an
+            // existing room's `Held` is borrowed, not cloned.
+            let made = match live {
+                Some(_) => None,
                 None => match cx.tenants.new_room(cx.hasher, tenant.as_str(), caps.rooms) {
-                    Some(held) => held,
+                    Some(held) => Some(held),
                     None => {
                         return Err(TooManyConnections {
                             meta,
@@ -673,31 +675,42 @@ impl<M> MemoryPresence<M> {
                     }
                 },
             };
-            let refuse = |cap: Cap, meta: M, payload: M, users: bool| {
-                if users {
-                    release(&held.users, 1);
+            let refused = {
+                let held: &Held = match (&made, live) {
+                    (Some(held), _) => held,
+                    (None, Some(pos)) => &shard.rooms.get(pos).held,
+                    (None, None) => unreachable!("a room is live or was just counted"),
+                };
+                let new_user = user_at.is_none();
+                if new_user && !reserve(&held.users, caps.users) {
+                    Some(Cap::Users)
+                } else if conn_found.is_none() && !reserve(&held.conns, caps.connections) {
+                    if new_user {
+                        release(&held.users, 1);
+                    }
+                    Some(Cap::Connections)
+                } else {
+                    None
                 }
-                if live.is_none() {
-                    cx.tenants.room_gone(cx.hasher, tenant.as_str(), &held);
+            };
+            if let Some(cap) = refused {
+                if let Some(held) = &made {
+                    cx.tenants.room_gone(cx.hasher, tenant.as_str(), held);
                 }
-                Err(TooManyConnections {
+                return Err(TooManyConnections {
                     meta,
                     payload,
                     cap: Some(cap),
-                })
-            };
-            let new_user = user_at.is_none();
-            if new_user && !reserve(&held.users, caps.users) {
-                return refuse(Cap::Users, meta, payload, false);
+                });
             }
-            if conn_found.is_none() && !reserve(&held.conns, caps.connections) {
-                return refuse(Cap::Connections, meta, payload, new_user);
-            }
-            let pos = match live {
-                Some(pos) => pos,
-                None => shard
-                    .rooms
-                    .push_back(h.room, now, Room::new(tenant, room, timeout, held)),
+            let pos = match (live, made) {
+                (Some(pos), _) => pos,
+                (None, Some(held)) => {
+                    shard
+                        .rooms
+                        .push_back(h.room, now, Room::new(tenant, room, timeout, held))
+                }
+                (None, None) => unreachable!("a room is live or was just counted"),
             };
             shard.rooms.touch(pos, now);
             let entry = shard.rooms.get_mut(pos);
