@@ -208,6 +208,10 @@ pub struct Settings {
     pub presence: BackendSettings,
     /// Seconds without a heartbeat after which a presence is gone.
     pub presence_timeout: f64,
+    /// Each tenant's caps in the memory presence store.
+    pub presence_caps: crate::presence::memory::Caps,
+    /// Largest presence meta, as JSON (memory and Redis).
+    pub presence_max_meta_bytes: usize,
     pub state: BackendSettings,
     /// Byte bound of the process's in-memory state store.
     pub state_memory_max_bytes: usize,
@@ -271,6 +275,11 @@ pub const KNOWN_KEYS: &[&str] = &[
     "RATE_LIMIT_REDIS_URL",
     "TENANT_RATE_LIMIT_FAILURE",
     "TENANT_QUOTAS",
+    // Per-tenant presence caps (SPEC §19).
+    "PRESENCE_TENANT_MAX_ROOMS",
+    "PRESENCE_TENANT_MAX_USERS",
+    "PRESENCE_TENANT_MAX_CONNECTIONS",
+    "PRESENCE_MAX_META_BYTES",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -281,6 +290,8 @@ const MAX_CACHE_SIZE: i128 = 10_000_000;
 const MIN_STATE_MEMORY: i128 = 64 * 1024;
 const MAX_STATE_MEMORY: i128 = 1 << 48;
 const MIN_TENANT_STATE: i128 = 4 * 1024;
+const MAX_PRESENCE_CAP: i128 = 1 << 32;
+const MAX_PRESENCE_META: i128 = 16 * 1024 * 1024;
 
 /// Collects errors so one `manage.py check` shows all of them.
 struct Parser<'a> {
@@ -781,6 +792,23 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
 
     let presence = p.backend("PRESENCE_BACKEND", "PRESENCE_REDIS_URL");
     let presence_timeout = p.seconds("PRESENCE_TIMEOUT", 60.0, MAX_PRESENCE_TIMEOUT, false);
+    let caps = crate::presence::memory::DEFAULT_CAPS;
+    let presence_caps = crate::presence::memory::Caps {
+        rooms: p.int_at_least("PRESENCE_TENANT_MAX_ROOMS", caps.rooms, 1, MAX_PRESENCE_CAP),
+        users: p.int_at_least("PRESENCE_TENANT_MAX_USERS", caps.users, 1, MAX_PRESENCE_CAP),
+        connections: p.int_at_least(
+            "PRESENCE_TENANT_MAX_CONNECTIONS",
+            caps.connections,
+            1,
+            MAX_PRESENCE_CAP,
+        ),
+    };
+    let presence_max_meta_bytes = p.int_at_least(
+        "PRESENCE_MAX_META_BYTES",
+        crate::presence::DEFAULT_MAX_META_BYTES,
+        64,
+        MAX_PRESENCE_META,
+    );
     let state = p.backend("STATE_BACKEND", "STATE_REDIS_URL");
     let state_memory_max_bytes = p.int_at_least(
         "STATE_MEMORY_MAX_BYTES",
@@ -849,6 +877,8 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         key_prefix,
         presence,
         presence_timeout,
+        presence_caps,
+        presence_max_meta_bytes,
         state,
         state_memory_max_bytes,
         state_tenant_max_bytes,

@@ -200,6 +200,128 @@ pub fn glob_escaped(prefix: &KeyPrefix) -> String {
     pattern
 }
 
+/// The scope djust's `TenantMixin` puts in front of a key it owns
+/// (`get_presence_key()`, `get_state_key_prefix()`): `tenant:<id>:<rest>`.
+pub const TENANT_SCOPE: &str = "tenant:";
+
+/// Where a caller's key without the [`TENANT_SCOPE`] goes when a tenant is
+/// bound (with none bound it always goes to [`TenantId::shared`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unscoped {
+    /// To the bound tenant (presence: the bound request's or event's room).
+    Bound,
+    /// To the unbound callers' own space, whatever is bound (djust's saved
+    /// state of views without `TenantMixin`, which may be saved on a tenant
+    /// host and restored over a socket with no tenant).
+    Shared,
+}
+
+/// Why a caller-named key was refused by [`route_caller_key`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallerKeyError {
+    /// A `tenant:`-scoped key and no tenant bound: a key from a caller never
+    /// addresses a tenant by itself.
+    Unbound { key: String },
+    /// `tenant:` with no `:` after the id.
+    Malformed { key: String },
+    /// The id in the scope is not a valid tenant id.
+    BadTenant {
+        key: String,
+        id: String,
+        reason: crate::tenant_id::InvalidTenantId,
+    },
+    /// The scope names another tenant than the bound one.
+    Mismatch {
+        key: String,
+        named: String,
+        bound: String,
+    },
+}
+
+impl CallerKeyError {
+    /// `what` names the key in messages ("presence key", "saved view key").
+    pub fn message(&self, what: &str) -> String {
+        use crate::tenant_id::preview;
+        match self {
+            CallerKeyError::Unbound { key } => format!(
+                "{what} {} names a tenant ('tenant:<id>:') but no tenant is bound: a key \
+                 from a caller never addresses a tenant by itself. Bind the tenant \
+                 (TenantMixin resolves it for its view; tenantry.tenant_context(...) in \
+                 code), or use a key without the 'tenant:' scope (kept in the space of \
+                 callers without a tenant, which no tenant can read)",
+                preview(key)
+            ),
+            CallerKeyError::Malformed { key } => format!(
+                "{what} {} starts with 'tenant:' but has no ':' after the tenant id \
+                 (the form is 'tenant:<id>:<name>')",
+                preview(key)
+            ),
+            CallerKeyError::BadTenant { key, id, reason } => format!(
+                "{what} {} names invalid tenant id {}: {reason}",
+                preview(key),
+                preview(id)
+            ),
+            CallerKeyError::Mismatch { key, named, bound } => format!(
+                "{what} {} belongs to tenant {named:?} but tenant {bound:?} is bound; \
+                 refusing to touch another tenant's data",
+                preview(key)
+            ),
+        }
+    }
+}
+
+/// The one rule for a key a caller names (a presence room, a saved view's
+/// key, anything that reaches a store through a router): `(owner, name)`.
+///
+/// * `tenant:<id>:<rest>` with a tenant bound: `(<id>, rest)` when `<id>` is
+///   the bound tenant, otherwise [`CallerKeyError::Mismatch`].
+/// * `tenant:<id>:<rest>` with no tenant bound: [`CallerKeyError::Unbound`].
+///   Nothing a caller spells can reach a tenant it is not bound to.
+/// * any other key: the bound tenant's (or, for [`Unscoped::Shared`], the
+///   shared space's) with no tenant bound, the shared space
+///   ([`TenantId::shared`]), which no tenant id can name, so it is isolated
+///   both ways.
+///
+/// Only the exact lowercase `tenant:` at offset 0 is a scope: `TENANT:x:`,
+/// ` tenant:x:`, `tenant%3Ax` are ordinary names in the caller's own space.
+pub fn route_caller_key<'k>(
+    key: &'k str,
+    bound: Option<&TenantId>,
+    unscoped: Unscoped,
+) -> Result<(TenantId, &'k str), CallerKeyError> {
+    let Some(scoped) = key.strip_prefix(TENANT_SCOPE) else {
+        return Ok(match (bound, unscoped) {
+            (Some(tenant), Unscoped::Bound) => (tenant.clone(), key),
+            _ => (TenantId::shared(), key),
+        });
+    };
+    let Some(bound) = bound else {
+        return Err(CallerKeyError::Unbound {
+            key: key.to_owned(),
+        });
+    };
+    let Some((id, rest)) = scoped.split_once(':') else {
+        return Err(CallerKeyError::Malformed {
+            key: key.to_owned(),
+        });
+    };
+    if id != bound.as_str() {
+        return Err(match TenantId::parse(id) {
+            Err(reason) => CallerKeyError::BadTenant {
+                key: key.to_owned(),
+                id: id.to_owned(),
+                reason,
+            },
+            Ok(_) => CallerKeyError::Mismatch {
+                key: key.to_owned(),
+                named: id.to_owned(),
+                bound: bound.as_str().to_owned(),
+            },
+        });
+    }
+    Ok((bound.clone(), rest))
+}
+
 /// The parts of a key, as recovered by [`parse_key`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyParts<'a> {
@@ -309,6 +431,86 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_scoped_key_needs_its_own_tenant_bound() {
+        let acme = id("acme");
+        let shared = TenantId::shared();
+        for unscoped in [Unscoped::Bound, Unscoped::Shared] {
+            // No tenant bound: a scope never reaches a tenant.
+            for key in [
+                "tenant:globex:board",
+                "tenant:globex",
+                "tenant::x",
+                "tenant:a b:x",
+            ] {
+                assert_eq!(
+                    route_caller_key(key, None, unscoped),
+                    Err(CallerKeyError::Unbound {
+                        key: key.to_owned()
+                    }),
+                    "{key}"
+                );
+            }
+            // Bound: the scope must be the bound tenant.
+            assert_eq!(
+                route_caller_key("tenant:acme:board", Some(&acme), unscoped),
+                Ok((acme.clone(), "board"))
+            );
+            assert!(matches!(
+                route_caller_key("tenant:globex:board", Some(&acme), unscoped),
+                Err(CallerKeyError::Mismatch { .. })
+            ));
+            assert!(matches!(
+                route_caller_key("tenant:ACME:board", Some(&acme), unscoped),
+                Err(CallerKeyError::Mismatch { .. })
+            ));
+            assert!(matches!(
+                route_caller_key("tenant:a b:board", Some(&acme), unscoped),
+                Err(CallerKeyError::BadTenant { .. })
+            ));
+            assert!(matches!(
+                route_caller_key("tenant:acme", Some(&acme), unscoped),
+                Err(CallerKeyError::Malformed { .. })
+            ));
+        }
+        // Unscoped keys: the bound tenant's, or the shared space.
+        assert_eq!(
+            route_caller_key("board", Some(&acme), Unscoped::Bound),
+            Ok((acme.clone(), "board"))
+        );
+        assert_eq!(
+            route_caller_key("board", Some(&acme), Unscoped::Shared),
+            Ok((shared.clone(), "board"))
+        );
+        assert_eq!(
+            route_caller_key("board", None, Unscoped::Bound),
+            Ok((shared.clone(), "board"))
+        );
+        // Look-alikes are names, never scopes.
+        for key in [
+            "TENANT:globex:board",
+            " tenant:globex:board",
+            "tenant%3Aglobex%3Aboard",
+            "Tenant:globex:board",
+            "tenant_globex:board",
+            "\u{0}tenant:globex:board",
+        ] {
+            assert_eq!(
+                route_caller_key(key, None, Unscoped::Bound),
+                Ok((shared.clone(), key))
+            );
+            assert_eq!(
+                route_caller_key(key, Some(&acme), Unscoped::Bound),
+                Ok((acme.clone(), key))
+            );
+        }
+        let msg = CallerKeyError::Unbound {
+            key: "tenant:globex:board".into(),
+        }
+        .message("presence key");
+        assert!(msg.contains("tenant:globex:board") && msg.contains("no tenant is bound"));
+    }
+
     fn kind_strategy() -> impl Strategy<Value = Kind> {
         prop::sample::select(Kind::ALL.to_vec())
     }
@@ -329,6 +531,22 @@ mod tests {
             let key = format_key(&p, &t, kind, &name);
             let parts = parse_key(&key).expect("formatted keys parse");
             prop_assert_eq!(parts, KeyParts { prefix: &prefix, tenant: &tenant, kind, name: &name });
+        }
+
+        /// Whatever a caller spells, with no tenant bound its key lands in
+        /// the shared space or is refused; with a tenant bound, in that
+        /// tenant or the shared space.
+        #[test]
+        fn a_caller_key_never_reaches_a_tenant_that_is_not_bound(
+            key in "(tenant:|TENANT:| tenant:)?[a-c:]{0,3}(:[a-z]{0,3})?",
+            bound in prop::option::of("[a-c]{1,2}"),
+            shared in any::<bool>(),
+        ) {
+            let bound = bound.map(|b| id(&b));
+            let unscoped = if shared { Unscoped::Shared } else { Unscoped::Bound };
+            if let Ok((owner, _)) = route_caller_key(&key, bound.as_ref(), unscoped) {
+                prop_assert!(owner == TenantId::shared() || Some(&owner) == bound.as_ref());
+            }
         }
 
         /// Distinct triples never share a key, even when the name is crafted to

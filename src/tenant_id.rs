@@ -67,10 +67,18 @@ impl TenantId {
     pub fn shared() -> Self {
         TenantId(SHARED.into())
     }
+
+    /// Where usage figures go that no tenant's own slot could take (see
+    /// `crate::usage`). Like [`TenantId::shared`], no tenant's id can name it.
+    pub fn other() -> Self {
+        TenantId(OTHER.into())
+    }
 }
 
 /// See [`TenantId::shared`].
 pub const SHARED: &str = "-shared";
+/// See [`TenantId::other`].
+pub const OTHER: &str = "-other";
 
 /// True when `candidate` would be accepted by [`TenantId::parse`].
 pub fn is_valid(candidate: &str) -> bool {

@@ -122,29 +122,48 @@ impl Usage {
 }
 
 const SHARDS: usize = 32;
-/// Tenants whose figures the memory store keeps (all shards): a process that
-/// sees more (tenants come and go, or hosts name new ones) forgets the
-/// least recently active first, so memory stays bounded. Redis keeps every
-/// tenant's figures by their TTL.
+/// Tenants whose figures the memory store keeps (all shards), so memory
+/// stays bounded when a process sees many (tenants come and go, or hosts
+/// name new ones). A tenant's figures are what it is billed on, so they are
+/// never dropped while they are kept ([`DAYS_KEPT`]): a tenant goes only
+/// once all its figures are past that, and a new tenant that finds no room
+/// is counted as [`TenantId::other`]. Redis keeps every tenant's figures by
+/// their TTL.
 pub const MAX_MEMORY_TENANTS: usize = 16_384;
 const SHARD_TENANTS: usize = MAX_MEMORY_TENANTS / SHARDS;
+
+/// One shard of [`MemoryUsage`].
+#[derive(Default)]
+struct UsageShard {
+    tenants: HashMap<TenantId, Usage>,
+    /// Full, and no tenant's figures expire before this day: a new tenant
+    /// needs no scan to be counted as `other` until then.
+    no_room_before_day: u64,
+}
 
 /// Usage kept by the process, in shards chosen by the tenant (one
 /// tenant's traffic never waits on another's shard lock, bar collisions).
 pub struct MemoryUsage {
-    shards: Box<[Mutex<HashMap<TenantId, Usage>>]>,
+    shards: Box<[Mutex<UsageShard>]>,
 }
 
 impl Default for MemoryUsage {
     fn default() -> Self {
         MemoryUsage {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(UsageShard::default()))
+                .collect(),
         }
     }
 }
 
+/// The newest day of `usage`, 0 when it has none.
+fn newest_day(usage: &Usage) -> u64 {
+    usage.days.last_key_value().map_or(0, |(d, _)| *d)
+}
+
 impl MemoryUsage {
-    fn shard(&self, tenant: &TenantId) -> &Mutex<HashMap<TenantId, Usage>> {
+    fn shard(&self, tenant: &TenantId) -> &Mutex<UsageShard> {
         use std::hash::Hasher;
         // A fixed hasher: the shard of a tenant must not change.
         let mut fixed = std::collections::hash_map::DefaultHasher::new();
@@ -152,19 +171,57 @@ impl MemoryUsage {
         &self.shards[(fixed.finish() as usize) % SHARDS]
     }
 
-    pub fn add(&self, tenant: &TenantId, hour: u64, figures: &Figures) {
-        let mut tenants = self.shard(tenant).lock();
-        if !tenants.contains_key(tenant) && tenants.len() >= SHARD_TENANTS {
-            // O(shard) once per new tenant at the bound: the least recently
-            // active tenant (its newest hour the oldest) goes.
-            let stalest = tenants
-                .iter()
-                .min_by_key(|(_, u)| u.hours.last_key_value().map_or(0, |(h, _)| *h))
-                .map(|(t, _)| t.clone());
-            if let Some(stalest) = stalest {
-                tenants.remove(&stalest);
+    /// Adds `figures` to `tenant`'s `hour`. Returns the owner they were
+    /// counted under: `tenant`, or [`TenantId::other`] when the store is at
+    /// its bound and no kept tenant's figures have all expired.
+    pub fn add(&self, tenant: &TenantId, hour: u64, figures: &Figures) -> TenantId {
+        let other = TenantId::other();
+        let mut shard = self.shard(tenant).lock();
+        let mut owner = tenant;
+        let day = hour / 24;
+        if !shard.tenants.contains_key(tenant)
+            && shard.tenants.len() >= SHARD_TENANTS
+            && *tenant != other
+        {
+            let first_kept = day.saturating_sub(DAYS_KEPT - 1);
+            let forgettable = if first_kept < shard.no_room_before_day {
+                None
+            } else {
+                // O(shard), at most once a day per full shard: the least
+                // recently active tenant, if all its figures expired.
+                let stalest = shard
+                    .tenants
+                    .iter()
+                    .filter(|(t, _)| **t != other)
+                    .min_by_key(|(_, u)| newest_day(u))
+                    .map(|(t, u)| (t.clone(), newest_day(u)));
+                match stalest {
+                    Some((t, newest)) if newest < first_kept => Some(t),
+                    Some((_, newest)) => {
+                        shard.no_room_before_day = newest + DAYS_KEPT;
+                        None
+                    }
+                    None => None,
+                }
+            };
+            match forgettable {
+                Some(t) => {
+                    shard.tenants.remove(&t);
+                }
+                None => owner = &other,
             }
         }
+        if owner == &other && !std::ptr::eq(self.shard(&other), self.shard(tenant)) {
+            drop(shard);
+            self.put(&mut self.shard(&other).lock(), &other, hour, figures);
+        } else {
+            self.put(&mut shard, owner, hour, figures);
+        }
+        owner.clone()
+    }
+
+    fn put(&self, shard: &mut UsageShard, tenant: &TenantId, hour: u64, figures: &Figures) {
+        let tenants = &mut shard.tenants;
         let usage = match tenants.get_mut(tenant) {
             Some(u) => u,
             None => tenants.entry(tenant.clone()).or_default(),
@@ -179,6 +236,7 @@ impl MemoryUsage {
     pub fn get(&self, tenant: &TenantId) -> Usage {
         self.shard(tenant)
             .lock()
+            .tenants
             .get(tenant)
             .cloned()
             .unwrap_or_default()
@@ -188,7 +246,7 @@ impl MemoryUsage {
         let mut ids: Vec<TenantId> = self
             .shards
             .iter()
-            .flat_map(|s| s.lock().keys().cloned().collect::<Vec<_>>())
+            .flat_map(|s| s.lock().tenants.keys().cloned().collect::<Vec<_>>())
             .collect();
         ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         ids
@@ -197,12 +255,14 @@ impl MemoryUsage {
     /// Whether `tenant` has figures: what [`MemoryUsage::clear_tenant`]
     /// would forget.
     pub fn has_tenant(&self, tenant: &TenantId) -> bool {
-        self.shard(tenant).lock().contains_key(tenant)
+        self.shard(tenant).lock().tenants.contains_key(tenant)
     }
 
     /// Forgets every figure of `tenant`; whether it had any.
     pub fn clear_tenant(&self, tenant: &TenantId) -> bool {
-        self.shard(tenant).lock().remove(tenant).is_some()
+        let mut shard = self.shard(tenant).lock();
+        shard.no_room_before_day = 0;
+        shard.tenants.remove(tenant).is_some()
     }
 
     pub fn clear(&self) {
@@ -389,16 +449,42 @@ fn figures_of(reply: &Reply) -> Option<Figures> {
     Some(figures)
 }
 
-/// Deltas gathered in the process before they are flushed.
+/// Batches held at most (all tenants): past this, the oldest batch is
+/// flushed before a new one is made ([`Recorded::Full`]).
+pub const MAX_PENDING: usize = MAX_MEMORY_TENANTS;
+
+/// What [`Batch::record`] did.
+#[derive(Debug, PartialEq)]
+pub enum Recorded {
+    /// Added to a pending batch.
+    Kept,
+    /// The tenant's batch of that hour is due: flush it.
+    Due(u64, Figures),
+    /// No room for a new batch: the oldest one is handed out to flush
+    /// first (then record again); if the flush fails, put it back
+    /// ([`Batch::put_back`]) and count the figure as [`TenantId::other`].
+    /// Nothing was recorded.
+    Full(TenantId, u64, Figures),
+}
+
+#[derive(Default)]
+struct Pending {
+    batches: HashMap<(TenantId, u64), (Figures, u64)>,
+    /// Batches oldest first (records of batches taken since are skipped).
+    order: std::collections::VecDeque<(TenantId, u64)>,
+}
+
+/// Deltas gathered in the process before they are flushed; bounded, and a
+/// batch leaves it only to be flushed (or, when the flush fails, is put
+/// back), so no figure a tenant is billed on is forgotten to make room.
 #[derive(Default)]
 pub struct Batch {
-    pending: Mutex<HashMap<(TenantId, u64), (Figures, u64)>>,
+    pending: Mutex<Pending>,
 }
 
 impl Batch {
     /// Adds `value` to `metric` (or raises a peak) for `tenant` at `now`
-    /// (seconds). Returns the figures to flush now, when this tenant's
-    /// batch of this hour is `interval` seconds old (or the hour changed).
+    /// (seconds). See [`Recorded`].
     pub fn record(
         &self,
         tenant: &TenantId,
@@ -406,34 +492,79 @@ impl Batch {
         value: u64,
         now: u64,
         interval: u64,
-    ) -> Option<(u64, Figures)> {
+    ) -> Recorded {
         let hour = now / HOUR;
         let mut pending = self.pending.lock();
+        let key = (tenant.clone(), hour);
+        if !pending.batches.contains_key(&key)
+            && pending.batches.len() >= MAX_PENDING
+            && *tenant != TenantId::other()
+        {
+            while let Some(oldest) = pending.order.pop_front() {
+                if let Some((figures, _)) = pending.batches.remove(&oldest) {
+                    return Recorded::Full(oldest.0, oldest.1, figures);
+                }
+            }
+        }
+        let fresh = !pending.batches.contains_key(&key);
         let (figures, since) = pending
-            .entry((tenant.clone(), hour))
+            .batches
+            .entry(key.clone())
             .or_insert((Figures::default(), now));
         let mut one = Figures::default();
         one[metric.index()] = value;
         merge(figures, &one);
         if now.saturating_sub(*since) >= interval {
             let out = *figures;
-            pending.remove(&(tenant.clone(), hour));
-            return Some((hour, out));
+            pending.batches.remove(&key);
+            return Recorded::Due(hour, out);
         }
-        None
+        if fresh {
+            pending.order.push_back(key);
+            if pending.order.len() > 2 * pending.batches.len() + 64 {
+                let Pending { batches, order } = &mut *pending;
+                order.retain(|k| batches.contains_key(k));
+            }
+        }
+        Recorded::Kept
+    }
+
+    /// Puts a batch that could not be flushed back (merged with what came
+    /// since), oldest again.
+    pub fn put_back(&self, tenant: TenantId, hour: u64, figures: &Figures, now: u64) {
+        let mut pending = self.pending.lock();
+        let key = (tenant, hour);
+        let fresh = !pending.batches.contains_key(&key);
+        let (held, _) = pending
+            .batches
+            .entry(key.clone())
+            .or_insert((Figures::default(), now));
+        merge(held, figures);
+        if fresh {
+            pending.order.push_front(key);
+        }
     }
 
     /// Every pending batch (of one tenant, or all), taken out.
     pub fn take(&self, tenant: Option<&TenantId>) -> Vec<(TenantId, u64, Figures)> {
         let mut pending = self.pending.lock();
         let keys: Vec<(TenantId, u64)> = pending
+            .batches
             .keys()
             .filter(|(t, _)| tenant.is_none_or(|want| want == t))
             .cloned()
             .collect();
         keys.into_iter()
-            .filter_map(|k| pending.remove(&k).map(|(f, _)| (k.0, k.1, f)))
+            .filter_map(|k| pending.batches.remove(&k).map(|(f, _)| (k.0, k.1, f)))
             .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.lock().batches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -476,9 +607,17 @@ mod tests {
     fn batches_flush_once_per_interval() {
         let b = Batch::default();
         let now = 1_000 * HOUR + 10;
-        assert_eq!(b.record(&t("a"), Metric::LiveEvents, 1, now, 1), None);
-        assert_eq!(b.record(&t("a"), Metric::LiveEvents, 1, now, 1), None);
-        let (hour, f) = b.record(&t("a"), Metric::Limited, 1, now + 1, 1).unwrap();
+        assert_eq!(
+            b.record(&t("a"), Metric::LiveEvents, 1, now, 1),
+            Recorded::Kept
+        );
+        assert_eq!(
+            b.record(&t("a"), Metric::LiveEvents, 1, now, 1),
+            Recorded::Kept
+        );
+        let Recorded::Due(hour, f) = b.record(&t("a"), Metric::Limited, 1, now + 1, 1) else {
+            panic!("not due")
+        };
         assert_eq!(hour, 1000);
         assert_eq!(
             (f[Metric::LiveEvents.index()], f[Metric::Limited.index()]),
@@ -522,7 +661,7 @@ mod tests {
     }
 
     #[test]
-    fn memory_keeps_a_bounded_number_of_tenants_dropping_the_stalest() {
+    fn memory_keeps_a_bounded_number_of_tenants() {
         let m = MemoryUsage::default();
         m.add(&t("busy"), 1_000, &one(Metric::HttpRequests, 1));
         for i in 0..(MAX_MEMORY_TENANTS * 3) {
@@ -532,10 +671,12 @@ mod tests {
             }
         }
         assert!(m.tenants().len() <= MAX_MEMORY_TENANTS);
-        // The recently active tenant stayed; new tenants still get in.
+        // The busy tenant stayed; new tenants past the bound, whose figures
+        // no kept tenant's expiry made room for, are counted as `-other`.
         assert!(m.get(&t("busy")).total()[Metric::HttpRequests.index()] > 1);
         let last = format!("t{}", MAX_MEMORY_TENANTS * 3 - 1);
-        assert_eq!(m.get(&t(&last)).total()[Metric::HttpRequests.index()], 1);
+        assert_eq!(m.get(&t(&last)), Usage::default());
+        assert!(m.get(&TenantId::other()).total()[Metric::HttpRequests.index()] > 0);
     }
 
     #[test]
@@ -549,5 +690,71 @@ mod tests {
         assert!(!m.clear_tenant(&t("a")));
         assert_eq!(m.get(&t("a")), Usage::default());
         assert_eq!(m.get(&t("b")).total()[Metric::HttpRequests.index()], 4);
+    }
+
+    #[test]
+    fn a_flood_of_new_tenants_never_drops_a_quiet_tenants_figures() {
+        let m = MemoryUsage::default();
+        let hour = 480_000; // day 20,000
+        m.add(&t("quiet"), hour - 24 * 30, &one(Metric::HttpRequests, 7));
+        // Old figures, all past DAYS_KEPT: this tenant may go.
+        m.add(
+            &t("gone"),
+            hour - 24 * (DAYS_KEPT + 1),
+            &one(Metric::HttpRequests, 1),
+        );
+        let mut others = 0;
+        for i in 0..(MAX_MEMORY_TENANTS * 2) {
+            let owner = m.add(&t(&format!("f{i}")), hour, &one(Metric::HttpRequests, 1));
+            others += usize::from(owner == TenantId::other());
+        }
+        assert!(
+            m.tenants().len() <= MAX_MEMORY_TENANTS + 1,
+            "{}",
+            m.tenants().len()
+        );
+        // The quiet tenant's figures stayed; the expired tenant made room.
+        assert_eq!(m.get(&t("quiet")).total()[Metric::HttpRequests.index()], 7);
+        assert_eq!(m.get(&t("gone")), Usage::default());
+        // What found no room is counted, as `-other`.
+        assert!(others > 0);
+        let other = m.get(&TenantId::other()).total()[Metric::HttpRequests.index()];
+        assert_eq!(other as usize, others);
+        // A known tenant still counts under its own name.
+        assert_eq!(
+            m.add(&t("quiet"), hour, &one(Metric::Limited, 1)),
+            t("quiet")
+        );
+    }
+
+    #[test]
+    fn a_full_batch_hands_out_its_oldest_to_flush_first() {
+        let b = Batch::default();
+        let now = 1_000 * HOUR;
+        b.record(&t("quiet"), Metric::LiveEvents, 5, now, 1000);
+        for i in 1..MAX_PENDING {
+            assert_eq!(
+                b.record(&t(&format!("f{i}")), Metric::LiveEvents, 1, now, 1000),
+                Recorded::Kept
+            );
+        }
+        // Full: the oldest batch (quiet's) comes out to be flushed; nothing
+        // of the newcomer was recorded.
+        let Recorded::Full(oldest, hour, figures) =
+            b.record(&t("new"), Metric::LiveEvents, 1, now, 1000)
+        else {
+            panic!("not full")
+        };
+        assert_eq!((oldest.as_str(), hour), ("quiet", 1000));
+        assert_eq!(figures[Metric::LiveEvents.index()], 5);
+        // The flush failed: it goes back, and the newcomer counts as other.
+        b.put_back(oldest, hour, &figures, now);
+        assert_eq!(
+            b.record(&TenantId::other(), Metric::LiveEvents, 1, now, 1000),
+            Recorded::Kept
+        );
+        let pending = b.take(Some(&t("quiet")));
+        assert_eq!(pending[0].2[Metric::LiveEvents.index()], 5);
+        assert_eq!(b.len(), MAX_PENDING); // f1.. and other
     }
 }

@@ -16,6 +16,7 @@ from djust.presence import PresenceManager
 from djust.push import apush_to_view, push_to_view, view_group_name
 
 from tenantry import (
+    InvalidKey,
     InvalidTenantId,
     TenantInfo,
     TenantNotSetError,
@@ -207,9 +208,15 @@ async def test_live_views_join_tenant_groups_only(live):
         assert view_group_name(ITEMS) in joined
     with tenant_context("globex", must_exist=False):
         assert view_group_name("tests.app.views.RoomView") in joined
-    room = PresenceManager.presence_group_name("tenant:globex:room:lobby")
+    with tenant_context("globex", must_exist=False):
+        room = PresenceManager.presence_group_name("tenant:globex:room:lobby")
     assert room == tenant_group("presence:room:lobby", "globex") and room in joined
-    assert PresenceManager.presence_group_name("tenant:acme:room:lobby") != room
+    with tenant_context("acme", must_exist=False):
+        assert PresenceManager.presence_group_name("tenant:acme:room:lobby") != room
+    # With no tenant bound a tenant's key names no group at all
+    # (docs/presence.md#keys-and-the-tenant).
+    with pytest.raises(InvalidKey):
+        PresenceManager.presence_group_name("tenant:globex:room:lobby")
     await close_all(acme, globex)
 
 

@@ -109,8 +109,9 @@ def test_an_explicit_write_past_the_share_raises_quota_exceeded():
 def test_application_state_evicts_the_tenants_own_saved_views_first():
     router = get_state_router()
     for i in range(20):
-        router.set(f"tenant:acme:S{i:02}_liveview_/x/", b"v" * 200)
-        router.set(f"tenant:globex:S{i:02}_liveview_/x/", b"v" * 200)
+        for tenant in ("acme", "globex"):
+            with tenant_context(tenant):
+                router.set(f"tenant:{tenant}:S{i:02}_liveview_/x/", b"v" * 200)
     acme = get_tenant_state_backend("acme")
     acme.set("report", b"r" * 4000)
     with tenant_context("acme"):
@@ -304,3 +305,68 @@ async def test_a_page_whose_state_cannot_be_saved_answers_503_async(async_client
     assert response.status_code == 503 and b"full" in response.content
     response = await async_client.get("/saved/", headers={"x-tenant-id": "globex"})
     assert response.status_code == 200 and b"saved state of globex" in response.content
+
+
+# --- nine tenants within their shares fill the store ---------------------------------
+
+
+def fill_with_views(tenant: str, count: int) -> None:
+    """``count`` saved views of ~1 KB for ``tenant``, as djust saves them."""
+    router = get_state_router()
+    with tenant_context(tenant, must_exist=False):
+        for i in range(count):
+            router.set(f"tenant:{tenant}:S{i:03}_liveview_/saved/", b"v" * 1000)
+
+
+def nine_fill_the_store() -> list[str]:
+    """Nine tenants save views, each within its share, until the store has
+    no room for even a small one."""
+    nine = [f"busy{i}" for i in range(9)]
+    for tenant in nine:
+        fill_with_views(tenant, 6)
+    router = get_state_router()
+    for i in range(1000):
+        stats = TenantStateMemoryBackend.store_stats()
+        if stats["bytes"] + 100 > stats["max_bytes"]:
+            break
+        tenant = nine[i % 9]
+        with tenant_context(tenant, must_exist=False):
+            router.set(f"tenant:{tenant}:T{i:03}_liveview_/saved/", b"v" * 40)
+    assert all(TenantStateMemoryBackend(t).used_bytes <= SHARE for t in nine)
+    return nine
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nine_tenants_within_their_shares_never_refuse_a_quiet_tenants_first_page(client):
+    """Nine tenants, each within STATE_TENANT_MAX_BYTES (an eighth), fill the
+    store between them; a quiet tenant's first page still saves its view: it
+    is within its effective share (the store over the tenants holding keys),
+    so the tenant furthest over its own gives up its least recently used
+    views (docs/state.md#fair-share-one-tenant-cannot-fill-the-store). Under
+    the rule before, the page answered 503."""
+    nine = nine_fill_the_store()
+    before = {t: saved_views(t) for t in nine}
+
+    response = client.get("/saved/", HTTP_HOST="quiet.example.com")
+    assert response.status_code == 200, response.status_code
+    assert "saved state of quiet" in response.content.decode()
+    assert saved_views("quiet") == 1
+    stats = TenantStateMemoryBackend.store_stats()
+    assert stats["bytes"] <= stats["max_bytes"] and stats["tenants"] == 10
+    # The views that went were the heaviest tenants', never the quiet one's.
+    after = {t: saved_views(t) for t in nine}
+    assert sum(after.values()) < sum(before.values())
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_nine_tenants_within_their_shares_never_refuse_a_quiet_tenants_first_mount():
+    await sync_to_async(nine_fill_the_store)()
+    session = await sync_to_async(new_session_key)()
+    frame = await mount("quiet.example.com", session)
+    assert frame["type"] == "mount" and "saved state of quiet" in frame["html"], frame
+    assert await sync_to_async(saved_views)("quiet") == 1
+    # And it is restored on the next mount: it was saved, not dropped.
+    frame = await mount("quiet.example.com", session)
+    assert frame["type"] == "mount"
+    assert TenantStateMemoryBackend.store_stats()["bytes"] <= STORE

@@ -20,6 +20,7 @@ from tenantry import (
     QuotaExceeded,
     TenantAwareMemoryBackend,
     TenantAwareRedisBackend,
+    tenant_context,
 )
 from tenantry.presence import (
     PRESENCE_DEFAULT_REF,
@@ -358,12 +359,15 @@ def test_200_connections_of_40_tenants_from_threads_end_exact(make_backend):
 def test_router_tracks_in_the_keys_tenant(settings):
     router = get_presence_router()
     TenantAwareMemoryBackend.clear_all()
-    diff = router.track("tenant:acme:doc:1", "u1", "tab", {"n": 1})
-    assert diff["joins"]["u1"]["tenant_id"] == "acme"
-    assert router.heartbeat("tenant:acme:doc:1", "u1", "tab") == 1
+    with tenant_context("acme"):
+        diff = router.track("tenant:acme:doc:1", "u1", "tab", {"n": 1})
+        assert diff["joins"]["u1"]["tenant_id"] == "acme"
+        assert router.heartbeat("tenant:acme:doc:1", "u1", "tab") == 1
     assert TenantAwareMemoryBackend("acme").count("doc:1") == 1
     assert TenantAwareMemoryBackend("globex").count("doc:1") == 0
-    assert router.untrack("tenant:acme:doc:1", "u1", "tab")["leaves"]["u1"]["metas"][0]["n"] == 1
+    with tenant_context("acme"):
+        untracked = router.untrack("tenant:acme:doc:1", "u1", "tab")
+    assert untracked["leaves"]["u1"]["metas"][0]["n"] == 1
     TenantAwareMemoryBackend.clear_all()
 
 

@@ -4,7 +4,10 @@ Exercised through djust's own machinery: ``djust.presence.PresenceMixin``
 (``track_presence`` / ``list_presences`` / ``untrack_presence``) and
 ``PresenceManager``, which call whatever ``djust.backends.registry`` holds.
 The view below builds its key the way ``TenantMixin.get_presence_key()``
-does (``tenant:<id>:`` once, in front of djust's key).
+does (``tenant:<id>:`` once, in front of djust's key) and holds its tenant
+in ``_tenant`` as a tenant view does: tenantry runs djust's presence calls
+with the view's tenant bound (docs/presence.md#with-djust), because the
+router refuses a ``tenant:<id>:`` key with no tenant bound.
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ from djust.backends.registry import get_presence_backend
 from djust.presence import PresenceManager, PresenceMixin
 
 from tenantry import (
+    InvalidKey,
     InvalidTenantId,
     TenantAwareMemoryBackend,
     TenantAwareRedisBackend,
     TenantInfo,
     TenantMismatchError,
-    TenantNotSetError,
     TenantPresenceManager,
     conf,
     get_tenant_presence_backend,
@@ -53,6 +56,7 @@ class DocView(PresenceMixin):
     def __init__(self, tenant_id: str | None, doc_id: int, user_id: int = 7) -> None:
         super().__init__()
         self.view_tenant = tenant_id
+        self._tenant = TenantInfo(tenant_id) if tenant_id else None
         self.doc_id = doc_id
         self.request = SimpleNamespace(
             user=SimpleNamespace(is_authenticated=True, id=user_id, username=f"user{user_id}"),
@@ -103,12 +107,35 @@ def test_track_presence_lands_in_the_views_tenant():
     assert globex.presence_count() == 1
 
 
-def test_no_tenant_fails_closed():
+def test_no_tenant_keeps_a_view_in_the_space_of_its_own():
+    """A view without a tenant (djust's plain ``PresenceMixin``) works with
+    tenantry installed, in the space of callers without a tenant: no tenant
+    sees it, and it sees no tenant (docs/presence.md#keys-and-the-tenant)."""
     view = DocView(None, 1)
-    with pytest.raises(TenantNotSetError, match="tenant"):
-        view.track_presence()
-    with pytest.raises(TenantNotSetError):
-        PresenceManager.presence_count("doc:1")
+    view.track_presence(meta={"who": "anonymous"})
+    assert [p["id"] for p in view.list_presences()] == ["7"]
+    assert view.presence_count() == 1
+    assert PresenceManager.presence_count("doc:1") == 1
+    for tenant in ("acme", "globex"):
+        assert TenantAwareMemoryBackend(tenant).count("doc:1") == 0
+        with tenant_context(tenant):
+            assert PresenceManager.presence_count("doc:1") == 0
+    view.untrack_presence()
+    assert view.list_presences() == []
+
+
+def test_a_tenant_scoped_key_with_no_tenant_bound_is_refused():
+    DocView("acme", 1).track_presence(meta={"secret": "acme-only"})
+    for call in (
+        lambda: PresenceManager.list_presences("tenant:acme:doc:1"),
+        lambda: PresenceManager.presence_count("tenant:acme:doc:1"),
+        lambda: PresenceManager.join_presence("tenant:acme:doc:1", "intruder", {}),
+        lambda: PresenceManager.leave_presence("tenant:acme:doc:1", "7"),
+        lambda: PresenceManager.update_heartbeat("tenant:acme:doc:1", "7"),
+    ):
+        with pytest.raises(InvalidKey, match="no tenant is bound"):
+            call()
+    assert [r["id"] for r in TenantAwareMemoryBackend("acme").list("doc:1")] == ["7"]
 
 
 def test_the_bound_tenant_scopes_unprefixed_keys():
@@ -133,7 +160,9 @@ def test_a_prefix_for_another_tenant_than_the_bound_one_is_refused():
 
 
 def test_bad_ids_in_the_prefix_are_refused():
-    with pytest.raises(InvalidTenantId):
+    with pytest.raises(InvalidKey):  # no tenant bound: no scope is read at all
+        PresenceManager.presence_count("tenant:a b:doc:1")
+    with tenant_context("acme"), pytest.raises(InvalidTenantId):
         PresenceManager.presence_count("tenant:a b:doc:1")
 
 

@@ -151,7 +151,8 @@ async def test_one_session_key_two_tenants_two_saved_views(state_config, spy):
     # Make globex's saved view recognisable: what djust restores for a tenant
     # is exactly what was saved under that tenant.
     marked = RustLiveView(f'<div dj-root dj-id="0">{TEMPLATE_MARK} {{{{ owner }}}}</div>', [])
-    router.set(globex_key, marked.serialize_msgpack())
+    with tenant_context("globex"):
+        router.set(globex_key, marked.serialize_msgpack())
 
     again = await mount("globex.example.com", session)
     assert f"{TEMPLATE_MARK} globex" in again["html"]
@@ -205,7 +206,8 @@ def test_unprefixed_keys_are_the_shared_space_of_plain_views(state_config):
     adapter.set("S_liveview_/y/", RustLiveView('<div dj-root dj-id="0">y</div>', []))
     assert router.get("S_liveview_/x/") == b"plain view"
     assert router.resolve("S_liveview_/x/") == ("-shared", "S_liveview_/x/")
-    router.set("tenant:acme:S_liveview_/x/", b"acme's view")
+    with tenant_context("acme"):
+        router.set("tenant:acme:S_liveview_/x/", b"acme's view")
     for bound in ("acme", "globex"):
         with tenant_context(bound):
             # The shared entry, not the bound tenant's, and never mixed up.
@@ -214,7 +216,11 @@ def test_unprefixed_keys_are_the_shared_space_of_plain_views(state_config):
     with tenant_context("globex"):
         assert router.get("tenant:globex:S_liveview_/x/") is None
         assert router.get("tenant:globex:S_liveview_/y/") is None
-    assert router.get("tenant:acme:S_liveview_/x/") == b"acme's view"
+    with tenant_context("acme"):
+        assert router.get("tenant:acme:S_liveview_/x/") == b"acme's view"
+    # No tenant bound: a tenant's scope is refused, not served.
+    with pytest.raises(InvalidKey, match="no tenant is bound"):
+        router.get("tenant:acme:S_liveview_/x/")
     # Removing a tenant's data never touches the shared space, nor the reverse.
     get_tenant_state_backend("acme").delete_tenant()
     assert router.get("S_liveview_/x/") == b"plain view"
@@ -224,7 +230,9 @@ def test_unprefixed_keys_are_the_shared_space_of_plain_views(state_config):
         prefix = config["TENANT_KEY_PREFIX"]
         assert target.client().exists(f"{prefix}:{{tenant:-shared}}:view-state:S_liveview_/y/")
     # No tenant id can name the shared space.
-    with pytest.raises(InvalidTenantId):
+    with pytest.raises(InvalidKey):
+        router.get("tenant:-shared:S_liveview_/y/")
+    with tenant_context("acme"), pytest.raises(InvalidTenantId):
         router.get("tenant:-shared:S_liveview_/y/")
     assert adapter.delete_all() >= 1  # no tenant bound: every space, the shared one too
     assert adapter.get("S_liveview_/y/") is None
@@ -232,8 +240,9 @@ def test_unprefixed_keys_are_the_shared_space_of_plain_views(state_config):
 
 def test_a_key_of_one_tenant_never_loads_anothers():
     router = get_state_router()
-    router.set("tenant:acme:S_liveview_/x/", b"acme's view")
-    assert router.get("tenant:acme:S_liveview_/x/") == b"acme's view"
+    with tenant_context("acme"):
+        router.set("tenant:acme:S_liveview_/x/", b"acme's view")
+        assert router.get("tenant:acme:S_liveview_/x/") == b"acme's view"
     with tenant_context("globex"):
         # The same session key string, as globex: nothing there.
         assert router.get("tenant:globex:S_liveview_/x/") is None
@@ -248,22 +257,39 @@ def test_a_key_of_one_tenant_never_loads_anothers():
     with tenant_context("acme"):
         # An unscoped key is the shared space's, never the bound tenant's.
         assert router.get("S_liveview_/x/") is None
-    assert router.resolve("tenant:acme:S") == ("acme", "S")
+        assert router.resolve("tenant:acme:S") == ("acme", "S")
+    # With no tenant bound no scope is served, whichever the call.
+    for call in (
+        lambda: router.get("tenant:acme:S_liveview_/x/"),
+        lambda: router.set("tenant:acme:S_liveview_/x/", b"overwrite"),
+        lambda: router.delete("tenant:acme:S_liveview_/x/"),
+        lambda: router.resolve("tenant:acme:S"),
+    ):
+        with pytest.raises(InvalidKey):
+            call()
 
 
 def test_bad_keys_are_refused():
     router = get_state_router()
-    with pytest.raises(InvalidTenantId):
+    with tenant_context("acme"):
+        with pytest.raises(InvalidTenantId):
+            router.get("tenant:a b:S")
+        with pytest.raises(InvalidTenantId):
+            router.set("tenant:{x}:S", b"d")
+        with pytest.raises(InvalidKey):
+            router.get("tenant:acme:")
+        with pytest.raises(InvalidKey):
+            router.get("tenant:acme:" + "p" * 1025)
+    with pytest.raises(InvalidKey):
         router.get("tenant:a b:S")
-    with pytest.raises(InvalidTenantId):
-        router.set("tenant:{x}:S", b"d")
-    with pytest.raises(InvalidKey):
-        router.get("tenant:acme:")
-    with pytest.raises(InvalidKey):
-        router.get("tenant:acme:" + "p" * 1025)
 
 
 def test_adapter_round_trip_and_ttl(state_config):
+    with tenant_context("acme"):
+        _adapter_round_trip()
+
+
+def _adapter_round_trip():
     adapter = get_djust_state_backend()
     view = RustLiveView('<div dj-root dj-id="0">hello {{ who }}</div>', [])
     view.update_state({"who": "acme"})
@@ -283,25 +309,27 @@ def test_session_ttl_applies(state_config, settings):
     _kind, target, config = state_config
     settings.DJUST_CONFIG = {**config, "SESSION_TTL": 1}
     adapter = get_djust_state_backend()
-    adapter.set("tenant:acme:S_ttl", RustLiveView("<div></div>", []))
-    adapter.set("tenant:acme:S_forever", RustLiveView("<div></div>", []), ttl=0)
-    if target is not None:
-        prefix = config["TENANT_KEY_PREFIX"]
-        client = target.client()
-        assert 0 < client.pttl(f"{prefix}:{{tenant:acme}}:view-state:S_ttl") <= 1000
-        assert client.pttl(f"{prefix}:{{tenant:acme}}:view-state:S_forever") == -1
-    deadline = time.monotonic() + 10
-    while adapter.get("tenant:acme:S_ttl") is not None:
-        assert time.monotonic() < deadline, "never expired"
-        time.sleep(0.05)
-    assert adapter.get("tenant:acme:S_forever") is not None
+    with tenant_context("acme"):
+        adapter.set("tenant:acme:S_ttl", RustLiveView("<div></div>", []))
+        adapter.set("tenant:acme:S_forever", RustLiveView("<div></div>", []), ttl=0)
+        if target is not None:
+            prefix = config["TENANT_KEY_PREFIX"]
+            client = target.client()
+            assert 0 < client.pttl(f"{prefix}:{{tenant:acme}}:view-state:S_ttl") <= 1000
+            assert client.pttl(f"{prefix}:{{tenant:acme}}:view-state:S_forever") == -1
+        deadline = time.monotonic() + 10
+        while adapter.get("tenant:acme:S_ttl") is not None:
+            assert time.monotonic() < deadline, "never expired"
+            time.sleep(0.05)
+        assert adapter.get("tenant:acme:S_forever") is not None
 
 
 def test_unreadable_saved_state_is_a_miss_and_goes(state_config):
     router = get_state_router()
-    router.set("tenant:acme:S_bad", b"\xc1 not msgpack")
-    assert get_djust_state_backend().get("tenant:acme:S_bad") is None
-    assert router.get("tenant:acme:S_bad") is None
+    with tenant_context("acme"):
+        router.set("tenant:acme:S_bad", b"\xc1 not msgpack")
+        assert get_djust_state_backend().get("tenant:acme:S_bad") is None
+        assert router.get("tenant:acme:S_bad") is None
 
 
 def test_delete_all_stats_and_health(state_config):
@@ -309,8 +337,9 @@ def test_delete_all_stats_and_health(state_config):
     router = get_state_router()
     adapter = get_djust_state_backend()
     for tenant in ("acme", "globex"):
-        router.set(f"tenant:{tenant}:S_liveview_/a/", view_bytes())
-        router.set(f"tenant:{tenant}:S_liveview_/b/", view_bytes())
+        with tenant_context(tenant):
+            router.set(f"tenant:{tenant}:S_liveview_/a/", view_bytes())
+            router.set(f"tenant:{tenant}:S_liveview_/b/", view_bytes())
         get_tenant_state_backend(tenant).set("app-data", 1)
     with tenant_context("acme"):
         assert adapter.delete_all() == 2

@@ -99,6 +99,7 @@ class CurrentConfig:
     audit_callback: Callable[[dict[str, Any]], Any] | None
     presence_backend: tuple[str, bool, str]
     presence_timeout: float
+    presence_limits: tuple[int, int, int, int]
     redis_connect_timeout: float
     redis_socket_timeout: float
     state_backend: tuple[str, bool, str]
@@ -162,6 +163,19 @@ class TenantAwareMemoryBackend:
     def store_stats(cls) -> tuple[int, int]: ...
     @classmethod
     def store_connections(cls) -> int: ...
+    @classmethod
+    def set_limits(
+        cls,
+        *,
+        max_rooms: int | None = None,
+        max_users: int | None = None,
+        max_connections: int | None = None,
+        max_meta_bytes: int | None = None,
+    ) -> None: ...
+    @classmethod
+    def limits(cls) -> dict[str, int]: ...
+    @classmethod
+    def tenant_stats(cls, tenant_id: str | int | TenantInfo) -> dict[str, int]: ...
 
 class TenantAwareRedisBackend:
     def __init__(

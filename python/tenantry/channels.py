@@ -45,6 +45,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from . import _core, audit, conf
 from ._core import TenantInfo, TenantNotSetError
 from .context import as_tenant, get_current_tenant, tenant_context
+from .presence import get_presence_router
 
 __all__ = [
     "TenantOriginValidator",
@@ -256,13 +257,16 @@ def presence_group(room: str, tenant: TenantInfo | str | int) -> str:
 
 def scoped_presence_group_name(presence_key: str) -> str:
     """djust's ``presence_group_name``, in the key's tenant for a
-    ``tenant:<id>:`` key (the tenant named by the key, which the view's
-    tenant made)."""
+    ``tenant:<id>:`` key. The key is routed by the presence router's rule
+    for caller-named keys: its tenant must be the bound one, and with no
+    tenant bound a ``tenant:`` key raises ``InvalidKey`` (djust's mount
+    then joins no presence group), so a socket without a tenant never
+    follows a tenant's room."""
     original = _djust_originals["presence_group_name"](presence_key)
-    match = _PRESENCE_KEY.fullmatch(presence_key)
-    if match is None:
+    if _PRESENCE_KEY.fullmatch(presence_key) is None:
         return original
-    return presence_group(match.group(2), match.group(1))
+    tenant_id, room = get_presence_router().resolve(presence_key)
+    return presence_group(room, tenant_id)
 
 
 def broadcast_presence_change_in_view_tenant(view: Any) -> None:

@@ -3,12 +3,13 @@ LiveView state (``djust.state_backends.StateBackend``).
 
 djust keys a ``TenantMixin`` view's saved state ``tenant:<id>:<session>_…``
 (``get_state_key_prefix()``). This adapter hands every key to
-:class:`tenantry.TenantStateRouter`, which takes the tenant from that scope
-and/or the tenant bound to the running request or event (they must agree),
-and keeps the rest of the key in that tenant's ``view-state`` space. The same
-session key under two tenants is two entries; a key with no tenant scope and
-no bound tenant raises ``TenantNotSetError`` instead of landing in a space
-tenants share.
+:class:`tenantry.TenantStateRouter`, which routes it by the one rule for
+caller-named keys: the scope must name the tenant bound to the running
+request or event (another → ``TenantMismatchError``; none bound →
+``InvalidKey``), and the rest of the key is kept in that tenant's
+``view-state`` space. The same session key under two tenants is two
+entries. A key without the scope (a view that is not a tenant view) goes to
+the shared space, which no tenant can read or be read from.
 
 What is stored: djust's serialized view (``RustLiveView.serialize_msgpack()``
 bytes, with the timestamp djust embeds), uncompressed, with djust's TTL

@@ -25,6 +25,7 @@ lands in that view's tenant. See docs/presence.md.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
@@ -39,6 +40,7 @@ from ._core import (
 )
 from ._tenant_backend import CACHE_SIZE as CACHE_SIZE
 from ._tenant_backend import ProcessRouter, TenantBackends
+from .context import get_current_tenant, tenant_context
 
 __all__ = [
     "PRESENCE_DEFAULT_REF",
@@ -95,6 +97,13 @@ def _make_backend(
     tenant_id: str, config: _core.CurrentConfig
 ) -> TenantAwareMemoryBackend | TenantAwareRedisBackend:
     kind, _install, redis_url = config.presence_backend
+    rooms, users, connections, meta_bytes = config.presence_limits
+    TenantAwareMemoryBackend.set_limits(
+        max_rooms=rooms,
+        max_users=users,
+        max_connections=connections,
+        max_meta_bytes=meta_bytes,
+    )
     if kind == "redis":
         return TenantAwareRedisBackend(
             tenant_id,
@@ -189,12 +198,71 @@ def _head(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _installed: TenantPresenceRouter | None = None
+#: djust's ``PresenceMixin`` methods that reach the presence backend; while
+#: tenantry is djust's backend each runs in the view's own tenant.
+_DJUST_PRESENCE_CALLS = (
+    "track_presence",
+    "untrack_presence",
+    "list_presences",
+    "presence_count",
+    "update_presence_heartbeat",
+    "_restore_presence",
+    "_refresh_online_count",
+)
+#: name → djust's own method, while ours wrap them.
+_djust_presence_calls: dict[str, Any] = {}
+
+
+def _in_view_tenant(method: Any) -> Any:
+    """``method`` of djust's ``PresenceMixin``, run with the view's own
+    tenant bound when nothing is bound. djust binds a tenant view's tenant
+    around mount and events, but calls ``untrack_presence`` on disconnect
+    after it unbound it (and code may call these outside any event), while
+    the router refuses a ``tenant:<id>:`` key with no tenant bound: a key
+    never addresses a tenant by itself. The view's tenant was resolved and
+    admitted by the view; a view without one runs as is."""
+
+    @functools.wraps(method)
+    def run_in_view_tenant(view: Any, *args: Any, **kwargs: Any) -> Any:
+        tenant = getattr(view, "_tenant", None)
+        if tenant is None or get_current_tenant() is not None:
+            return method(view, *args, **kwargs)
+        with tenant_context(tenant, must_exist=False):  # admitted by the view
+            return method(view, *args, **kwargs)
+
+    return run_in_view_tenant
+
+
+def _wrap_djust_presence() -> None:
+    from djust.presence import PresenceMixin
+
+    if _djust_presence_calls:
+        return
+    for name in _DJUST_PRESENCE_CALLS:
+        method = getattr(PresenceMixin, name, None)
+        if method is None:
+            continue
+        _djust_presence_calls[name] = method
+        setattr(PresenceMixin, name, _in_view_tenant(method))
+
+
+def _unwrap_djust_presence() -> None:
+    if not _djust_presence_calls:
+        return
+    from djust.presence import PresenceMixin
+
+    for name, method in _djust_presence_calls.items():
+        setattr(PresenceMixin, name, method)
+    _djust_presence_calls.clear()
 
 
 def get_presence_router() -> TenantPresenceRouter:
     """The process's router: a presence backend for every tenant at once that
-    takes each call's tenant from the key's ``tenant:<id>:`` prefix and/or
-    the bound tenant (they must agree; neither → ``TenantNotSetError``).
+    takes each call's tenant from the bound tenant. A key's ``tenant:<id>:``
+    scope must name the bound tenant (another → ``TenantMismatchError``;
+    none bound → ``InvalidKey``: a key never addresses a tenant by itself); a
+    key without it is the bound tenant's, or, with no tenant bound, lives in
+    the space of callers without a tenant, which no tenant can read.
     Like every tenantry presence backend, each ``join``/``track`` raises the
     tenant's ``peak_presences`` usage to the room's count (in Rust, with no
     extra Redis round trip)."""
@@ -219,6 +287,7 @@ def install_djust_presence_backend(*, force: bool = False) -> bool:
         return False
     router = get_presence_router()
     registry.set_presence_backend(router)
+    _wrap_djust_presence()
     _installed = router
     return True
 
@@ -238,4 +307,5 @@ def uninstall_djust_presence_backend() -> None:
     current = getattr(getattr(registry, "_registry", None), "_backend", _installed)
     if current is _installed:
         registry.reset_presence_backend()
+    _unwrap_djust_presence()
     _installed = None

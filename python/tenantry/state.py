@@ -14,9 +14,9 @@ The backends are Rust classes (``tenantry._core``)::
 With djust installed and ``STATE_BACKEND`` set to ``"tenant_memory"`` (the
 default) or ``"tenant_redis"``, :func:`install_djust_state_backend` (run by
 the app's ``ready()``) makes tenantry djust's state backend: every view state
-djust saves or restores lands in the tenant of the view (the key's
-``tenant:<id>:`` scope) or of the bound context, and fails closed without
-one. See docs/state.md.
+djust saves or restores for a tenant view lands in that view's tenant (the
+key's ``tenant:<id>:`` scope, which must be the bound tenant), and a view
+without a tenant in a shared space no tenant can read. See docs/state.md.
 """
 
 from __future__ import annotations
@@ -98,9 +98,11 @@ _installed: Any = None
 
 
 def get_state_router() -> TenantStateRouter:
-    """The process's router: state for every tenant at once, taking each
-    call's tenant from djust's key (``tenant:<id>:…``) and/or the bound
-    tenant (they must agree; neither → ``TenantNotSetError``)."""
+    """The process's router: saved view state for every tenant at once. A
+    key's ``tenant:<id>:`` scope must name the bound tenant (another →
+    ``TenantMismatchError``; none bound → ``InvalidKey``: a key never
+    addresses a tenant by itself); a key without it (a view that is not a
+    tenant view) lives in the shared space, which no tenant can read."""
     return _router.get()
 
 

@@ -26,9 +26,23 @@ from typing import Any
 
 from . import _core
 
-__all__ = ["METRICS", "clear_tenant", "flush", "get_usage", "record", "tenants_with_usage"]
+__all__ = [
+    "METRICS",
+    "OTHER",
+    "clear_tenant",
+    "flush",
+    "get_usage",
+    "record",
+    "tenants_with_usage",
+]
 
 logger = logging.getLogger("tenantry.usage")
+
+#: The owner of figures no tenant's own slot could take: the memory store
+#: (16,384 tenants) when it is full of tenants whose figures have not
+#: expired, or the process's pending batches (Redis) when the oldest cannot
+#: be sent. No tenant id can be it; ``get_usage(OTHER)`` reads it.
+OTHER = "-other"
 
 #: The figures kept per hour and day.
 METRICS = ("http_requests", "live_events", "limited", "peak_presences", "state_bytes")

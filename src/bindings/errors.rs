@@ -11,6 +11,7 @@ use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 use pyo3::PyErrArguments;
 
 use crate::config::ConfigError as CoreConfigError;
+use crate::keys::CallerKeyError;
 use crate::presence::PresenceError;
 use crate::ratelimit::RateError;
 use crate::redis_store::StoreError;
@@ -129,7 +130,7 @@ tenant_exception!(
 tenant_exception!(
     QuotaExceeded,
     [backend_error],
-    "A store cannot take a write: the in-memory state store's tenant share (STATE_TENANT_MAX_BYTES) or whole size (STATE_MEMORY_MAX_BYTES) is full, or a presence user already holds its most connections. TenantMiddleware answers 503."
+    "A store cannot take a write: the in-memory state store's tenant share (STATE_TENANT_MAX_BYTES) or whole size (STATE_MEMORY_MAX_BYTES) is full, a presence user already holds its most connections, a tenant is at a presence cap (PRESENCE_TENANT_MAX_ROOMS/_USERS/_CONNECTIONS), or a presence meta is larger than PRESENCE_MAX_META_BYTES. TenantMiddleware answers 503."
 );
 tenant_exception!(
     TenantMismatchError,
@@ -154,6 +155,20 @@ tenant_exception!(
 
 pub fn invalid_tenant_id(value: &str, err: &CoreInvalidTenantId) -> PyErr {
     InvalidTenantId::new_err(format!("invalid tenant id {}: {err}", preview(value)))
+}
+
+/// A caller-named key a router refused (see `crate::keys::route_caller_key`):
+/// a scope with no tenant bound or without its `:` → `InvalidKey`, a bad id
+/// in it → `InvalidTenantId`, another tenant's scope → `TenantMismatchError`.
+pub fn caller_key_error(err: &CallerKeyError, what: &str) -> PyErr {
+    let message = err.message(what);
+    match err {
+        CallerKeyError::Unbound { .. } | CallerKeyError::Malformed { .. } => {
+            InvalidKey::new_err(message)
+        }
+        CallerKeyError::BadTenant { .. } => InvalidTenantId::new_err(message),
+        CallerKeyError::Mismatch { .. } => TenantMismatchError::new_err(message),
+    }
 }
 
 pub fn invalid_tenant_type(type_name: String) -> PyErr {
@@ -196,7 +211,9 @@ pub fn presence_error(err: PresenceError) -> PyErr {
         PresenceError::Room(_)
         | PresenceError::UserIdTooLong { .. }
         | PresenceError::RefTooLong { .. } => InvalidKey::new_err(err.to_string()),
-        PresenceError::TooManyConnections { .. } => QuotaExceeded::new_err(err.to_string()),
+        PresenceError::TooManyConnections { .. }
+        | PresenceError::TenantCap { .. }
+        | PresenceError::MetaTooLarge { .. } => QuotaExceeded::new_err(err.to_string()),
         PresenceError::BadTimeout { .. } => PyValueError::new_err(err.to_string()),
         PresenceError::Store(e) => store_error(e),
     }

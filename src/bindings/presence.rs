@@ -12,6 +12,7 @@
 //! Redis stores metas as JSON and `list` decodes every meta of a room with
 //! one `json.loads` call. The GIL is released around every Redis round trip.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -19,16 +20,17 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString, PyType};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
 use super::errors::{self, presence_error};
 use super::tenant_backend::{self, redis_target, RedisEngine, Scope, TenantRouter};
 use super::tenant_info::{id_from_py, type_name};
-use crate::keys::KeyPrefix;
-use crate::presence::memory::{wall_clock, MemoryPresence, Tracked};
+use crate::keys::{KeyPrefix, Unscoped};
+use crate::presence::memory::{wall_clock, Cap, Caps, MemoryPresence, Tracked};
 use crate::presence::redis::{RedisPresence, StoredUser};
 use crate::presence::{
-    check_ref, check_room, check_user, timeout_from_secs, PresenceError, DEFAULT_REF,
+    check_ref, check_room, check_user, timeout_from_secs, PresenceError, DEFAULT_MAX_META_BYTES,
+    DEFAULT_REF,
 };
 use crate::redis_store::RedisStore;
 use crate::tenant_id::TenantId;
@@ -159,6 +161,114 @@ fn empty_diff(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(diff)
 }
 
+/// `PRESENCE_MAX_META_BYTES`, for every presence backend of the process.
+static META_LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_META_BYTES);
+
+/// Applies the presence limits of the config to the process's stores.
+fn apply_limits(caps: Caps, max_meta_bytes: usize) {
+    MEMORY.set_caps(caps);
+    META_LIMIT.store(max_meta_bytes, Ordering::Relaxed);
+}
+
+/// The size of `meta` as compact JSON, from below (a string counts its
+/// characters, its UTF-8 bytes only when that could matter; an int its
+/// digits; a float 24): no encoding, and the walk stops once past `limit`,
+/// so a huge or cyclic meta costs O(limit). Objects JSON cannot encode
+/// (the memory store keeps any object) count their `str()`.
+fn meta_size(meta: &Bound<'_, PyAny>, limit: usize) -> PyResult<usize> {
+    let mut size = 0usize;
+    // Nested containers only: a flat dict (the usual meta) allocates nothing.
+    let mut nested: Vec<Bound<'_, PyAny>> = Vec::new();
+    if !add_container(meta, limit, &mut size, &mut nested)? {
+        add_scalar(meta, limit, &mut size, &mut nested)?;
+    }
+    while let Some(v) = nested.pop() {
+        if size > limit {
+            break;
+        }
+        add_container(&v, limit, &mut size, &mut nested)?;
+    }
+    Ok(size)
+}
+
+/// [`meta_size`] of a dict, list or tuple's own items (containers in it
+/// are queued); false for anything else.
+fn add_container<'py>(
+    v: &Bound<'py, PyAny>,
+    limit: usize,
+    size: &mut usize,
+    nested: &mut Vec<Bound<'py, PyAny>>,
+) -> PyResult<bool> {
+    if let Ok(d) = v.cast::<PyDict>() {
+        *size += 2 + 2 * d.len();
+        for (k, item) in d.iter() {
+            add_scalar(&k, limit, size, nested)?;
+            add_scalar(&item, limit, size, nested)?;
+            if *size > limit {
+                break;
+            }
+        }
+    } else if let Ok(l) = v.cast::<PyList>() {
+        *size += 2 + l.len();
+        for item in l.iter() {
+            add_scalar(&item, limit, size, nested)?;
+            if *size > limit {
+                break;
+            }
+        }
+    } else if let Ok(t) = v.cast::<PyTuple>() {
+        *size += 2 + t.len();
+        for item in t.iter() {
+            add_scalar(&item, limit, size, nested)?;
+            if *size > limit {
+                break;
+            }
+        }
+    } else {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// [`meta_size`] of one value: counted, or (a container) queued.
+fn add_scalar<'py>(
+    v: &Bound<'py, PyAny>,
+    limit: usize,
+    size: &mut usize,
+    nested: &mut Vec<Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    if let Ok(text) = v.cast::<PyString>() {
+        let chars = text.len()?;
+        *size += 2 + if *size + 4 * chars > limit {
+            text.to_cow()?.len()
+        } else {
+            chars
+        };
+    } else if v.is_none() || v.is_instance_of::<PyBool>() {
+        *size += 5;
+    } else if v.is_instance_of::<PyInt>() {
+        *size += match v.extract::<i64>() {
+            Ok(n) => {
+                n.unsigned_abs()
+                    .checked_ilog10()
+                    .map_or(1, |d| d as usize + 1)
+                    + 1
+            }
+            Err(_) => v.str()?.len()?,
+        };
+    } else if v.is_instance_of::<PyFloat>() {
+        *size += 24;
+    } else if v.is_instance_of::<PyDict>()
+        || v.is_instance_of::<PyList>()
+        || v.is_instance_of::<PyTuple>()
+    {
+        nested.push(v.clone());
+    } else {
+        *size += v.str()?.len()?;
+    }
+    Ok(())
+}
+
 fn too_many(user: &str, room: &str) -> PyErr {
     presence_error(PresenceError::TooManyConnections {
         user: user.to_owned(),
@@ -230,8 +340,16 @@ impl Engine {
         let user_text = user.to_str()?;
         let ref_text = conn_ref.to_str()?;
         let meta = meta_or_empty(py, meta);
+        let meta_limit = META_LIMIT.load(Ordering::Relaxed);
         let (change, users_after) = match self {
             Engine::Memory(timeout) => {
+                let size = meta_size(&meta, meta_limit)?;
+                if size > meta_limit {
+                    return Err(presence_error(PresenceError::MetaTooLarge {
+                        len: size,
+                        limit: meta_limit,
+                    }));
+                }
                 let wall = wall_clock();
                 let entry = meta_entry(py, &meta, conn_ref, wall)?;
                 let (tracked, users_after) = reclaiming(|graveyard| {
@@ -254,7 +372,18 @@ impl Engine {
                             (tracked, users as u64)
                         })
                 })
-                .map_err(|_| too_many(user_text, room))?;
+                .map_err(|refused| match refused.cap {
+                    None => too_many(user_text, room),
+                    Some(cap) => presence_error(PresenceError::TenantCap {
+                        tenant: tenant.as_str().to_owned(),
+                        cap,
+                        limit: match cap {
+                            Cap::Rooms => MEMORY.caps().rooms,
+                            Cap::Users => MEMORY.caps().users,
+                            Cap::Connections => MEMORY.caps().connections,
+                        },
+                    }),
+                })?;
                 // A replaced user-level meta is dropped here, after the lock.
                 let (joined_at, left) = match tracked {
                     Tracked::UserJoined { joined_at } | Tracked::ConnAdded { joined_at, .. } => {
@@ -285,6 +414,12 @@ impl Engine {
             }
             Engine::Redis(r) => {
                 let meta_json = json_encode(py, &meta)?;
+                if meta_json.len() > meta_limit {
+                    return Err(presence_error(PresenceError::MetaTooLarge {
+                        len: meta_json.len(),
+                        limit: meta_limit,
+                    }));
+                }
                 let tracked = py
                     .detach(|| r.track(tenant, room, user_text, ref_text, &meta_json))
                     .map_err(presence_error)?;
@@ -877,6 +1012,58 @@ tenant_backend_methods!(MemoryBackend, {
     fn store_connections(_cls: &Bound<'_, PyType>) -> usize {
         MEMORY.stats().connections
     }
+
+    /// Sets every tenant's caps in the memory store
+    /// (`PRESENCE_TENANT_MAX_ROOMS`, `_USERS`, `_CONNECTIONS`) and the
+    /// largest meta of any presence backend (`PRESENCE_MAX_META_BYTES`);
+    /// `None` keeps a value. What tenants hold already stays.
+    #[classmethod]
+    #[pyo3(signature = (*, max_rooms=None, max_users=None, max_connections=None, max_meta_bytes=None))]
+    fn set_limits(
+        _cls: &Bound<'_, PyType>,
+        max_rooms: Option<usize>,
+        max_users: Option<usize>,
+        max_connections: Option<usize>,
+        max_meta_bytes: Option<usize>,
+    ) {
+        let caps = MEMORY.caps();
+        apply_limits(
+            Caps {
+                rooms: max_rooms.unwrap_or(caps.rooms),
+                users: max_users.unwrap_or(caps.users),
+                connections: max_connections.unwrap_or(caps.connections),
+            },
+            max_meta_bytes.unwrap_or_else(|| META_LIMIT.load(Ordering::Relaxed)),
+        );
+    }
+
+    /// `{"max_rooms", "max_users", "max_connections", "max_meta_bytes"}` in
+    /// force.
+    #[classmethod]
+    fn limits<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
+        let caps = MEMORY.caps();
+        let d = PyDict::new(cls.py());
+        d.set_item("max_rooms", caps.rooms)?;
+        d.set_item("max_users", caps.users)?;
+        d.set_item("max_connections", caps.connections)?;
+        d.set_item("max_meta_bytes", META_LIMIT.load(Ordering::Relaxed))?;
+        Ok(d)
+    }
+
+    /// `{"rooms", "users", "connections"}` `tenant_id` holds in the memory
+    /// store, as its caps count them (O(1)).
+    #[classmethod]
+    fn tenant_stats<'py>(
+        cls: &Bound<'py, PyType>,
+        tenant_id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let held = MEMORY.held(&id_from_py(tenant_id)?);
+        let d = PyDict::new(cls.py());
+        d.set_item("rooms", held.rooms)?;
+        d.set_item("users", held.users)?;
+        d.set_item("connections", held.connections)?;
+        Ok(d)
+    }
 });
 
 tenant_backend_methods!(RedisBackend, {
@@ -948,9 +1135,7 @@ pub struct Router(TenantRouter<Engine>);
 
 const ROUTED: tenant_backend::Routed = tenant_backend::Routed {
     what: "presence key",
-    data: "presence",
-    hook: "its get_presence_key() adds the prefix",
-    unprefixed_shared: false,
+    unscoped: Unscoped::Bound,
 };
 
 impl Router {
@@ -958,6 +1143,7 @@ impl Router {
         self.0.engine(py, |compiled| {
             let settings = &compiled.settings;
             let timeout = checked_timeout(settings.presence_timeout)?;
+            apply_limits(settings.presence_caps, settings.presence_max_meta_bytes);
             Engine::from_settings(
                 &settings.presence,
                 settings.redis_options,

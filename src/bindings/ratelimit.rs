@@ -22,7 +22,7 @@ use super::errors::{self, rate_error, store_error};
 use super::tenant_backend::{self, RedisEngine, TenantRouter};
 use super::tenant_info::{id_from_py, TenantInfo};
 use crate::config::{quota_table, rate_limit_table, FailureMode};
-use crate::keys::KeyPrefix;
+use crate::keys::{KeyPrefix, Unscoped};
 use crate::ratelimit::memory::MemoryLimiter;
 use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::{
@@ -178,9 +178,7 @@ pub struct Limiter {
 
 const ROUTED: tenant_backend::Routed = tenant_backend::Routed {
     what: "rate-limit key",
-    data: "rate limits",
-    hook: "TenantMiddleware binds the tenant of a request",
-    unprefixed_shared: false,
+    unscoped: Unscoped::Bound,
 };
 
 /// What a check needs from the request, read only when a key counts it.
@@ -434,9 +432,12 @@ impl Limiter {
         let checks = checks_for(scope, &limits, key.as_ref(), &who).map_err(rate_error)?;
         check_cost(&checks, cost).map_err(rate_error)?;
         let decided = match &*engine {
-            tenant_backend::Engine::Memory(prefix) => {
-                Ok(MEMORY.check(prefix, &tenant, &checks, cost, now_micros()))
-            }
+            tenant_backend::Engine::Memory(prefix) => MEMORY
+                .check(prefix, &tenant, &checks, cost, now_micros())
+                .map_err(|refused| StoreError::Unavailable {
+                    url: "memory".to_owned(),
+                    detail: refused.to_string(),
+                }),
             tenant_backend::Engine::Redis(r) => py.detach(|| r.check(&tenant, &checks, cost, None)),
         };
         match decided {

@@ -24,7 +24,7 @@ use super::errors::{self, state_error};
 use super::presence::json_encode;
 use super::tenant_backend::{self, redis_target, RedisEngine, Scope, TenantRouter};
 use super::tenant_info::type_name;
-use crate::keys::KeyPrefix;
+use crate::keys::{KeyPrefix, Unscoped};
 use crate::redis_store::RedisStore;
 use crate::state::memory::{default_tenant_limit, MemoryState};
 use crate::state::redis::RedisState;
@@ -481,9 +481,11 @@ state_backend_methods!(MemoryBackend, {
         MEMORY.set_limits(max_bytes, tenant);
     }
 
-    /// `{"keys", "bytes", "max_bytes", "tenant_max_bytes"}` of the whole
-    /// process store (keys expired but not yet dropped included; bytes as
-    /// counted against the bound).
+    /// `{"keys", "bytes", "max_bytes", "tenant_max_bytes", "tenants",
+    /// "effective_share"}` of the whole process store (keys expired but not
+    /// yet dropped included; bytes as counted against the bound; tenants
+    /// holding keys; one tenant's effective share now,
+    /// `min(tenant_max_bytes, max_bytes / tenants)`).
     #[classmethod]
     fn store_stats<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
         let stats = MEMORY.stats();
@@ -492,6 +494,8 @@ state_backend_methods!(MemoryBackend, {
         d.set_item("bytes", stats.bytes)?;
         d.set_item("max_bytes", stats.limit)?;
         d.set_item("tenant_max_bytes", stats.tenant_limit)?;
+        d.set_item("tenants", stats.tenants)?;
+        d.set_item("effective_share", stats.effective_share)?;
         Ok(d)
     }
 
@@ -590,9 +594,7 @@ pub struct Router(TenantRouter<Engine>);
 
 const ROUTED: tenant_backend::Routed = tenant_backend::Routed {
     what: "saved view key",
-    data: "saved view state",
-    hook: "its get_state_key_prefix() scopes djust's key",
-    unprefixed_shared: true,
+    unscoped: Unscoped::Shared,
 };
 
 impl Router {

@@ -7,12 +7,13 @@
 //! * [`Scope`]: one tenant's identity, held by per-tenant backend objects;
 //! * [`TenantRouter`]: a process-wide object that follows the current
 //!   config ([`EngineSlot`]) and finds the tenant of every call — from the
-//!   `tenant:<id>:` prefix `TenantMixin` puts on djust's key and/or the
-//!   tenant bound in the current context. Both present: they must agree
-//!   (`TenantMismatchError`). A key without the prefix is the bound tenant's
-//!   (no tenant bound: `TenantNotSetError`) or, where the kind says so
-//!   (saved view state of views that are not tenant views), the shared
-//!   space no tenant's id can name ([`TenantId::shared`]);
+//!   `tenant:<id>:` prefix `TenantMixin` puts on djust's key and the tenant
+//!   bound in the current context, by the one rule for caller-named keys
+//!   (`crate::keys::route_caller_key`): a scoped key needs its own tenant
+//!   bound (none: `InvalidKey`; another: `TenantMismatchError`), and a key
+//!   without the scope is the bound tenant's, or, with no tenant bound (and
+//!   for saved views of views that are not tenant views, always), the
+//!   shared space no tenant's id can name ([`TenantId::shared`]);
 //! * [`redis_health`]: the Redis half of every `health_check()`.
 
 use std::sync::Arc;
@@ -27,16 +28,9 @@ use super::config::{self as bconfig, Compiled};
 use super::errors::{self, store_error};
 use super::tenant_info::id_from_py;
 use crate::config::{BackendKind, BackendSettings};
-use crate::keys::KeyPrefix;
+use crate::keys::{route_caller_key, KeyPrefix, Unscoped};
 use crate::redis_store::{self, RedisStore, StoreOptions};
-use crate::tenant_id::{preview, TenantId};
-
-const KEY_PREFIX: &str = "tenant:";
-
-/// `tenant:<id>:<rest>` → `(id, rest)`; anything else is an unprefixed key.
-pub fn split_tenant_prefix(key: &str) -> Option<(&str, &str)> {
-    key.strip_prefix(KEY_PREFIX)?.split_once(':')
-}
+use crate::tenant_id::TenantId;
 
 /// The bound tenant's id, if any. Accepts tenantry's `TenantInfo`, any
 /// object with an `id` (djust's own `TenantInfo`), or a plain id.
@@ -62,56 +56,21 @@ pub fn tenant_id_of(tenant: &Bound<'_, PyAny>) -> PyResult<TenantId> {
 pub struct Routed {
     /// "presence key", "saved view key"
     pub what: &'static str,
-    /// "presence", "saved view state"
-    pub data: &'static str,
-    /// How to scope the key: the `TenantMixin` hook that adds the prefix.
-    pub hook: &'static str,
-    /// Unprefixed keys go to the shared space, whatever tenant is bound.
-    pub unprefixed_shared: bool,
+    /// Where a key without the `tenant:` scope goes when a tenant is bound.
+    pub unscoped: Unscoped,
 }
 
-/// `(tenant, rest of the key)` for a djust key.
+/// `(tenant, rest of the key)` for a key a caller named: the one rule of
+/// `crate::keys::route_caller_key`, with the bound tenant of this context.
 pub fn route<'k>(
     py: Python<'_>,
     current_tenant: &Py<PyAny>,
     key: &'k str,
     routed: &Routed,
 ) -> PyResult<(TenantId, &'k str)> {
-    let prefixed = split_tenant_prefix(key);
-    if prefixed.is_none() && routed.unprefixed_shared {
-        return Ok((TenantId::shared(), key));
-    }
     let bound = bound_tenant(py, current_tenant)?;
-    match prefixed {
-        Some((id, rest)) => {
-            let tenant = TenantId::parse(id).map_err(|e| errors::invalid_tenant_id(id, &e))?;
-            if let Some(bound) = bound {
-                if bound != tenant {
-                    return Err(errors::TenantMismatchError::new_err(format!(
-                        "{} {} belongs to tenant {:?} but tenant {:?} is bound; \
-                         refusing to touch another tenant's {}",
-                        routed.what,
-                        preview(key),
-                        tenant.as_str(),
-                        bound.as_str(),
-                        routed.data
-                    )));
-                }
-            }
-            Ok((tenant, rest))
-        }
-        None => match bound {
-            Some(tenant) => Ok((tenant, key)),
-            None => Err(errors::TenantNotSetError::new_err(format!(
-                "{} {} has no 'tenant:<id>:' prefix and no tenant is bound: \
-                 use TenantMixin on the view ({}) or bind one with \
-                 tenantry.tenant_context(...)",
-                routed.what,
-                preview(key),
-                routed.hook
-            ))),
-        },
-    }
+    route_caller_key(key, bound.as_ref(), routed.unscoped)
+        .map_err(|e| errors::caller_key_error(&e, routed.what))
 }
 
 /// A router's engine, built from the config current at its first use and

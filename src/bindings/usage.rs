@@ -5,6 +5,7 @@
 //! trip (a tenant's batch is flushed once a second).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
@@ -18,7 +19,7 @@ use super::tenant_info::id_from_py;
 use crate::keys::KeyPrefix;
 use crate::redis_store::RedisStore;
 use crate::tenant_id::TenantId;
-use crate::usage::{Batch, Figures, MemoryUsage, Metric, RedisUsage, Usage, DAY, HOUR};
+use crate::usage::{Batch, Figures, MemoryUsage, Metric, Recorded, RedisUsage, Usage, DAY, HOUR};
 
 static MEMORY: LazyLock<MemoryUsage> = LazyLock::new(MemoryUsage::default);
 static BATCH: LazyLock<Batch> = LazyLock::new(Batch::default);
@@ -71,7 +72,11 @@ fn warn(py: Python<'_>, message: String) -> PyResult<()> {
 }
 
 /// Records one figure. Never fails for an unreachable Redis (usage is not
-/// worth refusing a request over): the batch is dropped and logged.
+/// worth refusing a request over), and never drops what a tenant is billed
+/// on to make room: a batch that cannot reach Redis is put back (logged),
+/// and when the process holds as many batches as it may, the oldest is
+/// flushed first; if that fails too, this figure is counted as the `-other`
+/// owner (logged). The memory store does the same with its own bound.
 pub fn record(py: Python<'_>, tenant: &TenantId, metric: Metric, value: u64) -> PyResult<()> {
     let engine = engine(py)?;
     let now = now_secs();
@@ -79,20 +84,78 @@ pub fn record(py: Python<'_>, tenant: &TenantId, metric: Metric, value: u64) -> 
         tenant_backend::Engine::Memory(()) => {
             let mut f = Figures::default();
             f[metric as usize] = value;
-            MEMORY.add(tenant, now / HOUR, &f);
+            let owner = MEMORY.add(tenant, now / HOUR, &f);
+            if owner != *tenant {
+                warn_other(
+                    py,
+                    tenant,
+                    "the memory usage store holds as many tenants as it may",
+                )?;
+            }
         }
         tenant_backend::Engine::Redis(r) => {
-            if let Some((hour, figures)) = BATCH.record(tenant, metric, value, now, FLUSH_EVERY) {
-                if let Err(e) = py.detach(|| r.add(tenant, hour, &figures)) {
-                    warn(
-                        py,
-                        format!("usage of tenant {:?} dropped: {e}", tenant.as_str()),
-                    )?;
+            let mut owner = tenant.clone();
+            // A full batch flushes its oldest, then records; after two
+            // tries (others took the room), the figure goes to `-other`,
+            // which always has room.
+            for attempt in 0..3 {
+                if attempt == 2 {
+                    owner = TenantId::other();
+                }
+                match BATCH.record(&owner, metric, value, now, FLUSH_EVERY) {
+                    Recorded::Kept => return Ok(()),
+                    Recorded::Due(hour, figures) => {
+                        if let Err(e) = py.detach(|| r.add(&owner, hour, &figures)) {
+                            BATCH.put_back(owner.clone(), hour, &figures, now);
+                            warn(
+                                py,
+                                format!(
+                                    "usage of tenant {:?} kept in the process, not sent: {e}",
+                                    owner.as_str()
+                                ),
+                            )?;
+                        }
+                        return Ok(());
+                    }
+                    Recorded::Full(oldest, hour, figures) => {
+                        if let Err(e) = py.detach(|| r.add(&oldest, hour, &figures)) {
+                            BATCH.put_back(oldest, hour, &figures, now);
+                            warn_other(py, &owner, &format!("usage cannot be sent: {e}"))?;
+                            owner = TenantId::other();
+                        }
+                    }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// When usage was last counted as `-other` with a warning (epoch seconds).
+static WARNED_OTHER: AtomicU64 = AtomicU64::new(0);
+/// Seconds between two such warnings: a flood of new tenants makes one
+/// line a minute, not one per request.
+const WARN_OTHER_EVERY: u64 = 60;
+
+fn warn_other(py: Python<'_>, tenant: &TenantId, why: &str) -> PyResult<()> {
+    let now = now_secs();
+    let last = WARNED_OTHER.load(Ordering::Relaxed);
+    if now < last + WARN_OTHER_EVERY
+        || WARNED_OTHER
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return Ok(());
+    }
+    warn(
+        py,
+        format!(
+            "usage of tenant {:?} counted as {:?} ({why}); no tenant's figures were \
+             dropped (logged at most once a minute)",
+            tenant.as_str(),
+            TenantId::other().as_str()
+        ),
+    )
 }
 
 /// Sends every pending batch (of one tenant, or all) now.
@@ -180,6 +243,17 @@ pub fn usage_record(
     record(py, &id_from_py(tenant_id)?, metric(name)?, value)
 }
 
+/// A tenant id, or `"-other"` (the figures no tenant's slot could take).
+fn owner_from_py(tenant_id: &Bound<'_, PyAny>) -> PyResult<TenantId> {
+    if tenant_id
+        .extract::<&str>()
+        .is_ok_and(|s| s == crate::tenant_id::OTHER)
+    {
+        return Ok(TenantId::other());
+    }
+    id_from_py(tenant_id)
+}
+
 fn figures_dict<'py>(py: Python<'py>, f: &Figures) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     for m in Metric::ALL {
@@ -198,7 +272,7 @@ pub fn usage_get<'py>(
     tenant_id: &Bound<'py, PyAny>,
     since: Option<f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let tenant = id_from_py(tenant_id)?;
+    let tenant = owner_from_py(tenant_id)?;
     let now_hour = now_secs() / HOUR;
     let since_hour = match since {
         Some(s) if s.is_finite() && s >= 0.0 => (s as u64) / HOUR,
@@ -262,7 +336,7 @@ pub fn usage_flush(py: Python<'_>) -> PyResult<()> {
 /// 1 when it had any; Redis: the hashes deleted).
 #[pyfunction]
 pub fn usage_clear_tenant(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<u64> {
-    let tenant = id_from_py(tenant_id)?;
+    let tenant = owner_from_py(tenant_id)?;
     usage_hand_over(py)?;
     drop(BATCH.take(Some(&tenant)));
     let engine = engine(py)?;

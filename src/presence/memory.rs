@@ -36,7 +36,10 @@
 //! because dropping a Python object can run arbitrary code (which might
 //! call back into the store).
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -138,12 +141,155 @@ pub struct Left<M> {
 }
 
 /// A track refused: the user already holds
-/// [`MAX_CONNECTIONS_PER_USER`](super::MAX_CONNECTIONS_PER_USER) connections.
-/// The payloads come back unused.
+/// [`MAX_CONNECTIONS_PER_USER`](super::MAX_CONNECTIONS_PER_USER) connections
+/// (`cap` `None`), or the tenant is at one of its caps. The payloads come
+/// back unused.
 #[derive(Debug, PartialEq)]
 pub struct TooManyConnections<M> {
     pub meta: M,
     pub payload: M,
+    pub cap: Option<Cap>,
+}
+
+/// One of a tenant's caps in the memory store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cap {
+    /// `PRESENCE_TENANT_MAX_ROOMS`: rooms holding at least one user.
+    Rooms,
+    /// `PRESENCE_TENANT_MAX_USERS`: users present, one per user and room.
+    Users,
+    /// `PRESENCE_TENANT_MAX_CONNECTIONS`: connections, all rooms.
+    Connections,
+}
+
+impl Cap {
+    /// The `DJUST_CONFIG` key of the cap.
+    pub fn key(self) -> &'static str {
+        match self {
+            Cap::Rooms => "PRESENCE_TENANT_MAX_ROOMS",
+            Cap::Users => "PRESENCE_TENANT_MAX_USERS",
+            Cap::Connections => "PRESENCE_TENANT_MAX_CONNECTIONS",
+        }
+    }
+
+    /// What the cap counts, for messages.
+    pub fn what(self) -> &'static str {
+        match self {
+            Cap::Rooms => "presence rooms",
+            Cap::Users => "present users",
+            Cap::Connections => "presence connections",
+        }
+    }
+}
+
+/// A tenant's caps (`PRESENCE_TENANT_MAX_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    pub rooms: usize,
+    pub users: usize,
+    pub connections: usize,
+}
+
+/// Defaults of [`Caps`]: generous for one process (a process rarely holds
+/// more than a few thousand sockets), bounded for a tenant that tracks
+/// without sockets.
+pub const DEFAULT_CAPS: Caps = Caps {
+    rooms: 10_000,
+    users: 50_000,
+    connections: 50_000,
+};
+
+/// What one tenant holds in the store, kept exactly: changed only under the
+/// lock of the shard of the room that changed, with atomic operations (a
+/// tenant's rooms span shards), checked before anything is added.
+#[derive(Default, Debug)]
+struct Held {
+    rooms: AtomicUsize,
+    users: AtomicUsize,
+    conns: AtomicUsize,
+}
+
+/// Adds one to `counter` unless it is at `cap` (exact under concurrency).
+fn reserve(counter: &AtomicUsize, cap: usize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < cap).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+fn release(counter: &AtomicUsize, n: usize) {
+    if n > 0 {
+        counter.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Each tenant's [`Held`], found by rooms when they are made (rooms keep an
+/// `Arc` of it, so nothing else looks it up). Sharded by tenant; a shard's
+/// lock is only ever taken under a room shard's lock, never the reverse.
+struct Tenants {
+    shards: Box<[Mutex<TenantMap>]>,
+}
+
+type TenantMap = HashMap<Box<str>, Arc<Held>>;
+
+impl Tenants {
+    fn new() -> Self {
+        Tenants {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, hasher: &RandomState, tenant: &str) -> &Mutex<TenantMap> {
+        &self.shards[(hasher.hash_one(tenant) >> 32) as usize & (SHARDS - 1)]
+    }
+
+    /// Counts a new room of `tenant` unless the tenant is at `cap`; its
+    /// [`Held`]. The count is made under this lock, so a room freed at the
+    /// same time never drops a `Held` a new room took.
+    fn new_room(&self, hasher: &RandomState, tenant: &str, cap: usize) -> Option<Arc<Held>> {
+        let mut map = self.shard(hasher, tenant).lock();
+        let held = match map.get(tenant) {
+            Some(held) => Arc::clone(held),
+            None => {
+                if cap == 0 {
+                    return None;
+                }
+                let held = Arc::new(Held::default());
+                map.insert(tenant.into(), Arc::clone(&held));
+                held
+            }
+        };
+        if !reserve(&held.rooms, cap) {
+            return None;
+        }
+        Some(held)
+    }
+
+    /// Uncounts a room of `tenant`; forgets the tenant with its last room.
+    fn room_gone(&self, hasher: &RandomState, tenant: &str, held: &Arc<Held>) {
+        if held.rooms.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let mut map = self.shard(hasher, tenant).lock();
+        if held.rooms.load(Ordering::Acquire) == 0
+            && map.get(tenant).is_some_and(|h| Arc::ptr_eq(h, held))
+        {
+            map.remove(tenant);
+        }
+    }
+
+    fn get(&self, hasher: &RandomState, tenant: &str) -> Option<Arc<Held>> {
+        self.shard(hasher, tenant).lock().get(tenant).cloned()
+    }
+}
+
+/// A tenant's holdings in the memory store (see [`MemoryPresence::held`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TenantStats {
+    pub rooms: usize,
+    pub users: usize,
+    pub connections: usize,
 }
 
 /// Where the room's connection order points at one of a user's connections.
@@ -169,6 +315,8 @@ impl<M> User<M> {
 struct Room<M> {
     tenant: Box<str>,
     name: Box<str>,
+    /// What the room's tenant holds in the whole store.
+    held: Arc<Held>,
     /// The timeout of the last write; the room as a whole is expired once its
     /// last write is older than this.
     timeout: Duration,
@@ -177,10 +325,11 @@ struct Room<M> {
 }
 
 impl<M> Room<M> {
-    fn new(tenant: &TenantId, name: &str, timeout: Duration) -> Self {
+    fn new(tenant: &TenantId, name: &str, timeout: Duration, held: Arc<Held>) -> Self {
         Room {
             tenant: tenant.as_str().into(),
             name: name.into(),
+            held,
             timeout,
             users: LruTable::default(),
             conns: LruTable::default(),
@@ -212,6 +361,10 @@ pub struct MemoryPresence<M> {
     /// Keyed (random per process) so user-chosen room names, user ids and
     /// refs cannot be crafted to collide (HashDoS).
     hasher: RandomState,
+    tenants: Tenants,
+    max_rooms: AtomicUsize,
+    max_users: AtomicUsize,
+    max_conns: AtomicUsize,
 }
 
 /// Totals over the whole store.
@@ -227,9 +380,15 @@ fn expired(stamp: Instant, timeout: Duration, now: Instant) -> bool {
     now.saturating_duration_since(stamp) > timeout
 }
 
+/// What a shard operation needs besides the shard: the tenants' holdings.
+struct Ctx<'a> {
+    tenants: &'a Tenants,
+    hasher: &'a RandomState,
+}
+
 impl<M> Shard<M> {
     /// Drops up to `limit` rooms whose last write is older than their timeout.
-    fn reclaim(&mut self, now: Instant, limit: usize, graveyard: &mut Vec<M>) {
+    fn reclaim(&mut self, cx: &Ctx<'_>, now: Instant, limit: usize, graveyard: &mut Vec<M>) {
         for _ in 0..limit {
             let Some(pos) = self.rooms.front() else {
                 return;
@@ -239,13 +398,18 @@ impl<M> Shard<M> {
                 return;
             }
             let room = self.rooms.remove(pos);
-            self.bury_room(room, graveyard);
+            self.bury_room(cx, room, graveyard);
         }
     }
 
-    fn bury_room(&mut self, mut room: Room<M>, graveyard: &mut Vec<M>) {
+    /// Uncounts a room that left the shard (every path that removes a room
+    /// comes here: the tenant's counts stay exact).
+    fn bury_room(&mut self, cx: &Ctx<'_>, mut room: Room<M>, graveyard: &mut Vec<M>) {
         self.users -= room.users.len();
         self.conns -= room.conns.len();
+        release(&room.held.users, room.users.len());
+        release(&room.held.conns, room.conns.len());
+        cx.tenants.room_gone(cx.hasher, &room.tenant, &room.held);
         room.conns.drain_all().for_each(drop);
         for user in room.users.drain_all() {
             graveyard.push(user.meta);
@@ -263,6 +427,7 @@ impl<M> Shard<M> {
     /// (`None` when it is gone) and how many connections expired.
     fn expire(
         &mut self,
+        cx: &Ctx<'_>,
         pos: usize,
         timeout: Duration,
         now: Instant,
@@ -289,11 +454,13 @@ impl<M> Shard<M> {
             }
         }
         let now_empty = room.users.is_empty();
+        release(&room.held.conns, conns);
+        release(&room.held.users, users);
         self.conns -= conns;
         self.users -= users;
         if now_empty {
             let room = self.rooms.remove(pos);
-            self.bury_room(room, graveyard);
+            self.bury_room(cx, room, graveyard);
             (None, conns)
         } else {
             (Some(pos), conns)
@@ -301,8 +468,10 @@ impl<M> Shard<M> {
     }
 
     /// The live room at `(tenant, name)`, expired connections dropped.
+    #[allow(clippy::too_many_arguments)]
     fn live_room(
         &mut self,
+        cx: &Ctx<'_>,
         hash: u64,
         tenant: &TenantId,
         name: &str,
@@ -311,13 +480,14 @@ impl<M> Shard<M> {
         graveyard: &mut Vec<M>,
     ) -> Option<usize> {
         let pos = self.find_room(hash, tenant.as_str(), name)?;
-        self.expire(pos, timeout, now, graveyard).0
+        self.expire(cx, pos, timeout, now, graveyard).0
     }
 
     /// Removes a room that has no user left.
-    fn drop_if_empty(&mut self, pos: usize) {
+    fn drop_if_empty(&mut self, cx: &Ctx<'_>, pos: usize, graveyard: &mut Vec<M>) {
         if self.rooms.get(pos).users.is_empty() {
-            self.rooms.remove(pos);
+            let room = self.rooms.remove(pos);
+            self.bury_room(cx, room, graveyard);
         }
     }
 }
@@ -342,6 +512,45 @@ impl<M> MemoryPresence<M> {
                 .map(|_| Padded(Mutex::new(Shard::default_shard())))
                 .collect(),
             hasher: RandomState::new(),
+            tenants: Tenants::new(),
+            max_rooms: AtomicUsize::new(DEFAULT_CAPS.rooms),
+            max_users: AtomicUsize::new(DEFAULT_CAPS.users),
+            max_conns: AtomicUsize::new(DEFAULT_CAPS.connections),
+        }
+    }
+
+    /// Sets every tenant's caps (what tenants hold already stays; new
+    /// rooms, users and connections past a cap are refused).
+    pub fn set_caps(&self, caps: Caps) {
+        self.max_rooms.store(caps.rooms, Ordering::Relaxed);
+        self.max_users.store(caps.users, Ordering::Relaxed);
+        self.max_conns.store(caps.connections, Ordering::Relaxed);
+    }
+
+    pub fn caps(&self) -> Caps {
+        Caps {
+            rooms: self.max_rooms.load(Ordering::Relaxed),
+            users: self.max_users.load(Ordering::Relaxed),
+            connections: self.max_conns.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What `tenant` holds in the store now (expired but not yet dropped
+    /// included), as its caps count it. O(1).
+    pub fn held(&self, tenant: &TenantId) -> TenantStats {
+        self.tenants
+            .get(&self.hasher, tenant.as_str())
+            .map_or_else(TenantStats::default, |h| TenantStats {
+                rooms: h.rooms.load(Ordering::Acquire),
+                users: h.users.load(Ordering::Acquire),
+                connections: h.conns.load(Ordering::Acquire),
+            })
+    }
+
+    fn cx(&self) -> Ctx<'_> {
+        Ctx {
+            tenants: &self.tenants,
+            hasher: &self.hasher,
         }
     }
 
@@ -352,7 +561,7 @@ impl<M> MemoryPresence<M> {
         let shard = sweep::next_shard(&SWEEP, SWEEP_EVERY, SHARDS);
         if let Some(index) = shard {
             if let Some(mut shard) = self.shards[index].0.try_lock() {
-                shard.reclaim(now, RECLAIM_PER_SWEEP, graveyard);
+                shard.reclaim(&self.cx(), now, RECLAIM_PER_SWEEP, graveyard);
             }
         }
     }
@@ -394,12 +603,13 @@ impl<M> MemoryPresence<M> {
         room_hash: u64,
         now: Instant,
         graveyard: &mut Vec<M>,
-        op: impl FnOnce(&mut Shard<M>, &mut Vec<M>) -> R,
+        op: impl FnOnce(&mut Shard<M>, &Ctx<'_>, &mut Vec<M>) -> R,
     ) -> R {
+        let cx = self.cx();
         let result = {
             let mut shard = self.shard(room_hash).lock();
-            let result = op(&mut shard, graveyard);
-            shard.reclaim(now, RECLAIM_PER_OP, graveyard);
+            let result = op(&mut shard, &cx, graveyard);
+            shard.reclaim(&cx, now, RECLAIM_PER_OP, graveyard);
             result
         };
         self.sweep_step(now, graveyard);
@@ -425,12 +635,82 @@ impl<M> MemoryPresence<M> {
         graveyard: &mut Vec<M>,
     ) -> Result<Tracked<M>, TooManyConnections<M>> {
         let h = self.hashes(tenant, room, user, conn_ref);
-        self.on_shard(h.room, now, graveyard, |shard, graveyard| {
-            let pos = match shard.live_room(h.room, tenant, room, timeout, now, graveyard) {
-                Some(pos) => pos,
-                None => shard
-                    .rooms
-                    .push_back(h.room, now, Room::new(tenant, room, timeout)),
+        let caps = self.caps();
+        self.on_shard(h.room, now, graveyard, |shard, cx, graveyard| {
+            let live = shard.live_room(cx, h.room, tenant, room, timeout, now, graveyard);
+            // What this track adds, checked against the tenant's caps before
+            // anything changes (a refused track leaves no trace).
+            let (user_at, conn_found) = match live {
+                Some(pos) => {
+                    let entry = shard.rooms.get(pos);
+                    let at = entry.find_user(h.user, user);
+                    let found = at.and_then(|at| entry.users.get(at).position(conn_ref));
+                    (at, found)
+                }
+                None => (None, None),
+            };
+            if let (Some(pos), Some(at)) = (live, user_at) {
+                if conn_found.is_none()
+                    && shard.rooms.get(pos).users.get(at).conns.len() >= MAX_CONNECTIONS_PER_USER
+                {
+                    return Err(TooManyConnections {
+                        meta,
+                        payload,
+                        cap: None,
+                    });
+                }
+            }
+            // A new room is counted first (its `Held` found or made); an
+            // existing room's `Held` is borrowed, not cloned.
+            let made = match live {
+                Some(_) => None,
+                None => match cx.tenants.new_room(cx.hasher, tenant.as_str(), caps.rooms) {
+                    Some(held) => Some(held),
+                    None => {
+                        return Err(TooManyConnections {
+                            meta,
+                            payload,
+                            cap: Some(Cap::Rooms),
+                        })
+                    }
+                },
+            };
+            let refused = {
+                let held: &Held = match (&made, live) {
+                    (Some(held), _) => held,
+                    (None, Some(pos)) => &shard.rooms.get(pos).held,
+                    (None, None) => unreachable!("a room is live or was just counted"),
+                };
+                let new_user = user_at.is_none();
+                if new_user && !reserve(&held.users, caps.users) {
+                    Some(Cap::Users)
+                } else if conn_found.is_none() && !reserve(&held.conns, caps.connections) {
+                    if new_user {
+                        release(&held.users, 1);
+                    }
+                    Some(Cap::Connections)
+                } else {
+                    None
+                }
+            };
+            if let Some(cap) = refused {
+                if let Some(held) = &made {
+                    cx.tenants.room_gone(cx.hasher, tenant.as_str(), held);
+                }
+                return Err(TooManyConnections {
+                    meta,
+                    payload,
+                    cap: Some(cap),
+                });
+            }
+            let pos = match (live, made) {
+                (Some(pos), _) => pos,
+                (None, Some(held)) => {
+                    shard
+                        .rooms
+                        .push_back(h.room, now, Room::new(tenant, room, timeout, held))
+                }
+                (None, None) => unreachable!("a room is live or was just counted"),
             };
             shard.rooms.touch(pos, now);
             let entry = shard.rooms.get_mut(pos);
@@ -445,7 +725,7 @@ impl<M> MemoryPresence<M> {
                 online_at: wall,
                 payload,
             };
-            let Some(at) = entry.find_user(h.user, user) else {
+            let Some(at) = user_at else {
                 entry.users.push_back(
                     h.user,
                     now,
@@ -466,15 +746,11 @@ impl<M> MemoryPresence<M> {
                 shard.conns += 1;
                 return Ok(Tracked::UserJoined { joined_at: wall });
             };
-            let found = entry.users.get(at).position(conn_ref);
-            if found.is_none() && entry.users.get(at).conns.len() >= MAX_CONNECTIONS_PER_USER {
-                return Err(TooManyConnections { meta, payload });
-            }
             entry.users.touch(at, now);
             let u = entry.users.get_mut(at);
             let old_meta = std::mem::replace(&mut u.meta, meta);
             let joined_at = u.joined_at;
-            match found {
+            match conn_found {
                 Some(i) => {
                     let c = &mut u.conns[i];
                     let old = std::mem::replace(&mut c.payload, payload);
@@ -518,12 +794,13 @@ impl<M> MemoryPresence<M> {
         share: impl FnOnce(&M) -> M,
     ) -> Option<Untracked<M>> {
         let h = self.hashes(tenant, room, user, conn_ref);
-        self.on_shard(h.room, now, graveyard, |shard, graveyard| {
-            let pos = shard.live_room(h.room, tenant, room, timeout, now, graveyard)?;
+        self.on_shard(h.room, now, graveyard, |shard, cx, graveyard| {
+            let pos = shard.live_room(cx, h.room, tenant, room, timeout, now, graveyard)?;
             let entry = shard.rooms.get_mut(pos);
             let k = entry.find_conn(h.conn, user, conn_ref)?;
             entry.conns.remove(k);
             shard.conns -= 1;
+            release(&entry.held.conns, 1);
             let at = entry.find_user(h.user, user)?;
             let u = entry.users.get_mut(at);
             let i = u.position(conn_ref)?;
@@ -531,11 +808,12 @@ impl<M> MemoryPresence<M> {
             let (joined_at, user_left) = (u.joined_at, u.conns.is_empty());
             let meta = if user_left {
                 shard.users -= 1;
+                release(&entry.held.users, 1);
                 entry.users.remove(at).meta
             } else {
                 share(&u.meta)
             };
-            shard.drop_if_empty(pos);
+            shard.drop_if_empty(cx, pos, graveyard);
             Some(Untracked {
                 joined_at,
                 online_at: conn.online_at,
@@ -559,21 +837,25 @@ impl<M> MemoryPresence<M> {
     ) -> Option<Left<M>> {
         let room_hash = self.room_hash(tenant, room);
         let user_hash = self.user_hash(user);
-        self.on_shard(room_hash, now, graveyard, |shard, graveyard| {
-            let pos = shard.live_room(room_hash, tenant, room, timeout, now, graveyard)?;
+        self.on_shard(room_hash, now, graveyard, |shard, cx, graveyard| {
+            let pos = shard.live_room(cx, room_hash, tenant, room, timeout, now, graveyard)?;
             let entry = shard.rooms.get_mut(pos);
             let at = entry.find_user(user_hash, user)?;
             let gone = entry.users.remove(at);
+            let mut conns = 0;
             for c in &gone.conns {
                 if let Some(k) =
                     entry.find_conn(self.conn_hash(user_hash, &c.conn_ref), user, &c.conn_ref)
                 {
                     entry.conns.remove(k);
+                    conns += 1;
                 }
             }
+            release(&entry.held.users, 1);
+            release(&entry.held.conns, conns);
             shard.users -= 1;
-            shard.conns -= gone.conns.len();
-            shard.drop_if_empty(pos);
+            shard.conns -= conns;
+            shard.drop_if_empty(cx, pos, graveyard);
             Some(Left {
                 joined_at: gone.joined_at,
                 meta: gone.meta,
@@ -603,8 +885,8 @@ impl<M> MemoryPresence<M> {
     ) -> usize {
         let room_hash = self.room_hash(tenant, room);
         let user_hash = self.user_hash(user);
-        self.on_shard(room_hash, now, graveyard, |shard, graveyard| {
-            let Some(pos) = shard.live_room(room_hash, tenant, room, timeout, now, graveyard)
+        self.on_shard(room_hash, now, graveyard, |shard, cx, graveyard| {
+            let Some(pos) = shard.live_room(cx, room_hash, tenant, room, timeout, now, graveyard)
             else {
                 return 0;
             };
@@ -649,9 +931,9 @@ impl<M> MemoryPresence<M> {
         graveyard: &mut Vec<M>,
     ) -> usize {
         let room_hash = self.room_hash(tenant, room);
-        self.on_shard(room_hash, now, graveyard, |shard, graveyard| {
+        self.on_shard(room_hash, now, graveyard, |shard, cx, graveyard| {
             shard
-                .live_room(room_hash, tenant, room, timeout, now, graveyard)
+                .live_room(cx, room_hash, tenant, room, timeout, now, graveyard)
                 .map_or(0, |pos| shard.rooms.get(pos).users.len())
         })
     }
@@ -669,8 +951,8 @@ impl<M> MemoryPresence<M> {
         mut each: impl FnMut(Presence<'_, M>),
     ) -> usize {
         let room_hash = self.room_hash(tenant, room);
-        self.on_shard(room_hash, now, graveyard, |shard, graveyard| {
-            let Some(pos) = shard.live_room(room_hash, tenant, room, timeout, now, graveyard)
+        self.on_shard(room_hash, now, graveyard, |shard, cx, graveyard| {
+            let Some(pos) = shard.live_room(cx, room_hash, tenant, room, timeout, now, graveyard)
             else {
                 return 0;
             };
@@ -697,12 +979,15 @@ impl<M> MemoryPresence<M> {
         graveyard: &mut Vec<M>,
     ) -> usize {
         let room_hash = self.room_hash(tenant, room);
-        self.on_shard(room_hash, now, graveyard, |shard, graveyard| {
-            match shard.find_room(room_hash, tenant.as_str(), room) {
-                Some(pos) => shard.expire(pos, timeout, now, graveyard).1,
+        self.on_shard(
+            room_hash,
+            now,
+            graveyard,
+            |shard, cx, graveyard| match shard.find_room(room_hash, tenant.as_str(), room) {
+                Some(pos) => shard.expire(cx, pos, timeout, now, graveyard).1,
                 None => 0,
-            }
-        })
+            },
+        )
     }
 
     /// Reclaims every expired room in every shard (the per-operation
@@ -713,7 +998,7 @@ impl<M> MemoryPresence<M> {
         for shard in self.shards.iter() {
             let mut shard = shard.0.lock();
             let before = shard.rooms.len();
-            shard.reclaim(now, usize::MAX, graveyard);
+            shard.reclaim(&self.cx(), now, usize::MAX, graveyard);
             gone += before - shard.rooms.len();
         }
         gone
@@ -731,7 +1016,7 @@ impl<M> MemoryPresence<M> {
                 if &*shard.rooms.get(pos).tenant == tenant.as_str() {
                     let room = shard.rooms.remove(pos);
                     gone += room.users.len();
-                    shard.bury_room(room, graveyard);
+                    shard.bury_room(&self.cx(), room, graveyard);
                 }
             }
         }
@@ -746,7 +1031,7 @@ impl<M> MemoryPresence<M> {
             let rooms: Vec<Room<M>> = shard.rooms.drain_all().collect();
             for room in rooms {
                 gone += room.users.len();
-                shard.bury_room(room, graveyard);
+                shard.bury_room(&self.cx(), room, graveyard);
             }
         }
         gone
@@ -1110,7 +1395,8 @@ mod tests {
             refused,
             Err(TooManyConnections {
                 meta: 7,
-                payload: 8
+                payload: 8,
+                cap: None,
             })
         );
         // Re-tracking a held ref and other users are fine.
@@ -1265,5 +1551,154 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
+    }
+
+    fn held(s: &Store, t: &str) -> (usize, usize, usize) {
+        let h = s.held(&id(t));
+        (h.rooms, h.users, h.connections)
+    }
+
+    fn try_track(s: &Store, t: &str, room: &str, user: &str, r: &str, now: Instant) -> Option<Cap> {
+        match s.track(&id(t), room, user, r, 0, 0, T, now, 0.0, &mut Vec::new()) {
+            Ok(_) => None,
+            Err(e) => Some(e.cap.expect("a cap, not the per-user limit")),
+        }
+    }
+
+    #[test]
+    fn each_cap_refuses_past_it_and_only_that_tenant() {
+        let s = Store::new();
+        s.set_caps(Caps {
+            rooms: 3,
+            users: 5,
+            connections: 7,
+        });
+        let c = Clock(Instant::now());
+        for room in ["r0", "r1", "r2"] {
+            assert_eq!(try_track(&s, "acme", room, "u0", "a", c.at(0)), None);
+        }
+        assert_eq!(
+            try_track(&s, "acme", "r3", "u0", "a", c.at(0)),
+            Some(Cap::Rooms)
+        );
+        assert_eq!(held(&s, "acme"), (3, 3, 3));
+        assert_eq!(try_track(&s, "acme", "r0", "u1", "a", c.at(0)), None);
+        assert_eq!(try_track(&s, "acme", "r0", "u2", "a", c.at(0)), None);
+        assert_eq!(
+            try_track(&s, "acme", "r0", "u3", "a", c.at(0)),
+            Some(Cap::Users)
+        );
+        assert_eq!(held(&s, "acme"), (3, 5, 5));
+        assert_eq!(try_track(&s, "acme", "r0", "u0", "b", c.at(0)), None);
+        assert_eq!(try_track(&s, "acme", "r0", "u0", "c", c.at(0)), None);
+        assert_eq!(
+            try_track(&s, "acme", "r0", "u0", "d", c.at(0)),
+            Some(Cap::Connections)
+        );
+        // Re-tracking a held connection adds nothing: allowed at the cap.
+        assert_eq!(try_track(&s, "acme", "r0", "u0", "a", c.at(0)), None);
+        assert_eq!(held(&s, "acme"), (3, 5, 7));
+        // Another tenant has its own caps, whatever acme holds.
+        for room in ["r0", "r1", "r2"] {
+            assert_eq!(try_track(&s, "globex", room, "u0", "a", c.at(0)), None);
+        }
+        // A refused track left nothing behind (no empty room, no count).
+        assert_eq!(s.stats().rooms, 6);
+        assert_eq!(held(&s, "acme"), (3, 5, 7));
+    }
+
+    #[test]
+    fn counts_go_back_to_zero_on_every_way_out() {
+        let s = Store::new();
+        let c = Clock(Instant::now());
+        let a = id("acme");
+        let fill = |at: Instant| {
+            for room in ["r0", "r1"] {
+                for user in ["u0", "u1"] {
+                    for r in ["a", "b"] {
+                        assert_eq!(try_track(&s, "acme", room, user, r, at), None);
+                    }
+                }
+            }
+        };
+        fill(c.at(0));
+        assert_eq!(held(&s, "acme"), (2, 4, 8));
+        // untrack and leave
+        untrack(&s, "r0", "u0", "a", c.at(0)).unwrap();
+        untrack(&s, "r0", "u0", "b", c.at(0)).unwrap();
+        assert_eq!(held(&s, "acme"), (2, 3, 6));
+        s.leave(&a, "r0", "u1", T, c.at(0), &mut Vec::new())
+            .unwrap();
+        assert_eq!(held(&s, "acme"), (1, 2, 4));
+        s.leave(&a, "r1", "u0", T, c.at(0), &mut Vec::new())
+            .unwrap();
+        s.leave(&a, "r1", "u1", T, c.at(0), &mut Vec::new())
+            .unwrap();
+        assert_eq!(held(&s, "acme"), (0, 0, 0));
+        // expiry: a touched room drops its expired connections...
+        fill(c.at(0));
+        assert_eq!(try_track(&s, "acme", "r0", "u0", "a", c.at(50)), None);
+        assert_eq!(s.count(&a, "r0", T, c.at(100), &mut Vec::new()), 1);
+        assert_eq!(held(&s, "acme"), (2, 3, 5));
+        assert_eq!(s.cleanup_stale(&a, "r1", T, c.at(100), &mut Vec::new()), 4);
+        assert_eq!(held(&s, "acme"), (1, 1, 1));
+        // ...and whole expired rooms are reclaimed.
+        assert_eq!(s.reclaim_expired(c.at(1000), &mut Vec::new()), 1);
+        assert_eq!(held(&s, "acme"), (0, 0, 0));
+        // clear_tenant and clear_all
+        fill(c.at(1000));
+        assert_eq!(s.clear_tenant(&a, &mut Vec::new()), 4);
+        assert_eq!(held(&s, "acme"), (0, 0, 0));
+        fill(c.at(1000));
+        s.clear_all(&mut Vec::new());
+        assert_eq!(held(&s, "acme"), (0, 0, 0));
+    }
+
+    #[test]
+    fn caps_are_exact_under_threads() {
+        let s = Arc::new(Store::new());
+        s.set_caps(Caps {
+            rooms: 50,
+            users: 200,
+            connections: 300,
+        });
+        let c = Instant::now();
+        let handles: Vec<_> = (0..8)
+            .map(|n| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || {
+                    for i in 0..400 {
+                        let room = format!("r{}", (i * 7 + n) % 80);
+                        let user = format!("u{n}-{i}");
+                        try_track(&s, "acme", &room, &user, "a", c);
+                        if i % 3 == 0 {
+                            s.leave(&id("acme"), &room, &user, T, c, &mut Vec::new());
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let (rooms, users, conns) = held(&s, "acme");
+        assert!(
+            rooms <= 50 && users <= 200 && conns <= 300,
+            "{rooms} {users} {conns}"
+        );
+        // The counts are the store's own: list every room to check.
+        let mut listed_users = 0;
+        let mut listed_rooms = 0;
+        for r in 0..80 {
+            let n = s.count(&id("acme"), &format!("r{r}"), T, c, &mut Vec::new());
+            listed_users += n;
+            listed_rooms += usize::from(n > 0);
+        }
+        assert_eq!(
+            (rooms, users, conns),
+            (listed_rooms, listed_users, listed_users)
+        );
+        s.clear_all(&mut Vec::new());
+        assert_eq!(held(&s, "acme"), (0, 0, 0));
     }
 }

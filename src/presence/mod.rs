@@ -62,8 +62,23 @@ pub enum PresenceError {
     BadTimeout {
         value: f64,
     },
+    /// A track would take the tenant past one of its caps in the memory
+    /// store (`PRESENCE_TENANT_MAX_*`).
+    TenantCap {
+        tenant: String,
+        cap: memory::Cap,
+        limit: usize,
+    },
+    /// A meta larger than `PRESENCE_MAX_META_BYTES`.
+    MetaTooLarge {
+        len: usize,
+        limit: usize,
+    },
     Store(StoreError),
 }
+
+/// Default of `PRESENCE_MAX_META_BYTES`: one connection's meta (as JSON).
+pub const DEFAULT_MAX_META_BYTES: usize = 8192;
 
 impl fmt::Display for PresenceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -88,6 +103,21 @@ impl fmt::Display for PresenceError {
                 f,
                 "presence timeout must be a number of seconds greater than 0 and at most \
                  {MAX_TIMEOUT_SECS}, got {value}"
+            ),
+            PresenceError::TenantCap { tenant, cap, limit } => write!(
+                f,
+                "tenant {} already holds {limit} {} in this process's presence store, its \
+                 cap (DJUST_CONFIG[\"{}\"]): leave or untrack first, let idle ones expire, \
+                 or raise the cap",
+                crate::tenant_id::preview(tenant),
+                cap.what(),
+                cap.key()
+            ),
+            PresenceError::MetaTooLarge { len, limit } => write!(
+                f,
+                "presence meta is {len} bytes as JSON, more than \
+                 DJUST_CONFIG[\"PRESENCE_MAX_META_BYTES\"] ({limit}): keep metas small \
+                 (a name, a colour, a cursor) and load the rest from the database"
             ),
             PresenceError::Store(e) => e.fmt(f),
         }

@@ -9,17 +9,17 @@
 //! keys of the shard's ring (oldest first) and drops them if dead, so
 //! expired keys go without a scan and without a background thread. The
 //! store is bounded: a shard at its share of `max_keys` drops dead keys
-//! first, then forgets a live one (a limit forgotten under memory pressure
-//! restarts from a full allowance; documented in docs/ratelimits.md).
-//!
-//! Which live key goes is fair between the tenants of a shard: the oldest
-//! key of the tenant inserting, when it holds at least the shard's average,
-//! else the oldest key of the largest tenant among those of the shard's
-//! oldest few keys. So a tenant that floods new keys (one per client
-//! address, say) only ever pushes out its own keys, never a smaller
-//! neighbour's counts: forgetting those would hand that neighbour's clients
-//! a fresh allowance. Each tenant keeps its own oldest-first ring, so this
-//! stays O(1).
+//! first, then makes room from the tenant adding keys, and only from it:
+//! never from another tenant, whatever their sizes, because forgetting a
+//! live count hands that count's client a fresh allowance. Within the
+//! adding tenant its least used keys go first (each key is graded by the
+//! share of its limit it had used at its last check: under a quarter, under
+//! half), oldest first; a key that had used half of its limit or more (at
+//! or near its limit) is never forgotten while it lives. When the tenant
+//! has nothing it may give up, the key is refused ([`Refused`]) and the
+//! check is treated like an unreachable store (`TENANT_RATE_LIMIT_FAILURE`).
+//! Each tenant keeps one oldest-first ring per grade, so this stays O(1)
+//! amortized.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -42,36 +42,90 @@ const SWEEP: usize = 2;
 /// shards without traffic lose their dead keys too.
 const TURN_EVERY: u32 = 16;
 const TURN_SWEEP: usize = 8;
+/// Keys looked at from the front of the shard's ring for dead ones before
+/// a full shard makes room from a tenant's live keys.
+const ROOM_SWEEP: usize = 8;
+/// Keys looked at for dead ones before a new key is refused.
+const REFUSE_SWEEP: usize = 64;
 
 thread_local! {
     static TURN: crate::sweep::Turn = const { std::cell::Cell::new((0, 0)) };
 }
 
+/// How much of its limit a key had used at its last check: 0 under a
+/// quarter, 1 under half, [`LIMITED`] half or more (at or near its limit).
+/// Lower grades are forgotten first.
+pub type Grade = u8;
+/// The grade of a key at or near its limit.
+pub const LIMITED: Grade = 2;
+const GRADES: usize = LIMITED as usize + 1;
+
+/// The grade of a key that has `remaining` of `limit` left.
+pub fn grade(limit: u64, remaining: u64) -> Grade {
+    let used = limit.saturating_sub(remaining);
+    if limit == 0 || used.saturating_mul(2) >= limit {
+        LIMITED
+    } else if used.saturating_mul(4) >= limit {
+        1
+    } else {
+        0
+    }
+}
+
+/// A check that would have needed to forget a live count of another tenant
+/// (or a key of its own at or near its limit) to store a new key: nothing
+/// was consumed or forgotten.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub tenant: String,
+    pub keys: usize,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the memory rate-limit store's shard of tenant {:?} is full ({} keys) and holds \
+             nothing this tenant may give up (other tenants' counts and its own keys at or \
+             near their limits are kept): raise the store's size or use Redis",
+            self.tenant, self.keys
+        )
+    }
+}
+
+impl std::error::Error for Refused {}
+
 struct Slot {
     value: u64,
     expires: u64,
     tenant: Arc<str>,
+    grade: Grade,
+    /// Bumped each time the key is queued in a grade ring: a ring record
+    /// with another `seq` is stale.
+    seq: u32,
 }
 
-/// One tenant's keys in a shard: how many, and its own oldest-first ring
-/// (records of keys already gone are skipped when met).
+/// One tenant's keys in a shard: how many, and per grade its own
+/// oldest-first ring (records of keys gone or regraded are skipped).
 #[derive(Default)]
 struct Held {
     count: usize,
-    ring: VecDeque<Box<str>>,
+    rings: [VecDeque<(Arc<str>, u32)>; GRADES],
 }
 
-/// Records looked at from the front of the shard's ring to pick the tenant
-/// that gives up a key when a small tenant adds one to a full shard.
-const VICTIM_SAMPLE: usize = 8;
+impl Held {
+    fn records(&self) -> usize {
+        self.rings.iter().map(VecDeque::len).sum()
+    }
+}
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Box<str>, Slot>,
+    map: HashMap<Arc<str>, Slot>,
     /// Every key, oldest first (a key may appear twice after a clear; a
     /// record without its key is skipped).
-    ring: VecDeque<Box<str>>,
-    /// Each tenant's keys here (fair eviction in O(1)).
+    ring: VecDeque<Arc<str>>,
+    /// Each tenant's keys here (its rings make room in O(1)).
     held: HashMap<Arc<str>, Held>,
 }
 
@@ -108,95 +162,148 @@ impl Shard {
         }
     }
 
-    /// The tenant that gives up a live key so `tenant` can add one: itself
-    /// when it holds at least the shard's average (a flooding tenant always
-    /// does), else, among the tenants of the oldest few keys, the one
-    /// holding the most. O(1) amortized: records of keys already gone are
-    /// dropped from the front first (each once), so the sample starts at a
-    /// live key.
-    fn victim(&mut self, tenant: &str) -> Option<Arc<str>> {
-        if let Some((name, held)) = self.held.get_key_value(tenant) {
-            if held.count * self.held.len() >= self.map.len() {
-                return Some(Arc::clone(name));
+    /// Forgets `tenant`'s least used, oldest key that is not one of `keep`
+    /// (the keys of the check being made): below [`LIMITED`] first, then,
+    /// with `limited`, a [`LIMITED`] one (without, only a dead one). False
+    /// when it has none.
+    fn evict_own(&mut self, tenant: &str, keep: &[String], limited: bool, now: u64) -> bool {
+        let Some(held) = self.held.get_mut(tenant) else {
+            return false;
+        };
+        let mut kept = Vec::new();
+        let mut victim = None;
+        'grades: for (grade, ring) in held.rings.iter_mut().enumerate() {
+            while let Some((key, seq)) = ring.pop_front() {
+                let Some(slot) = self.map.get(&key) else {
+                    continue; // gone since
+                };
+                if slot.seq != seq || &*slot.tenant != tenant {
+                    continue; // regraded since: queued again elsewhere
+                }
+                let dead = slot.expires <= now;
+                if !dead && keep.iter().any(|k| k.as_str() == &*key) {
+                    kept.push((key, seq));
+                    continue;
+                }
+                if !dead && !limited && grade == LIMITED as usize {
+                    ring.push_front((key, seq)); // at or near its limit: kept
+                    break 'grades;
+                }
+                victim = Some(key);
+                break 'grades;
             }
         }
-        while self.ring.front().is_some_and(|k| !self.map.contains_key(k)) {
-            self.ring.pop_front();
+        for (key, seq) in kept.into_iter().rev() {
+            if let Some(slot) = self.map.get(&key) {
+                let grade = slot.grade as usize;
+                if let Some(held) = self.held.get_mut(tenant) {
+                    held.rings[grade].push_front((key, seq));
+                }
+            }
         }
-        self.ring
-            .iter()
-            .take(VICTIM_SAMPLE)
-            .filter_map(|k| self.map.get(k))
-            .max_by_key(|slot| self.held.get(&slot.tenant).map_or(0, |h| h.count))
-            .map(|slot| Arc::clone(&slot.tenant))
-    }
-
-    /// Forgets `victim`'s oldest live key.
-    fn evict_oldest_of(&mut self, victim: &Arc<str>) -> bool {
-        loop {
-            let Some(key) = self.held.get_mut(victim).and_then(|h| h.ring.pop_front()) else {
-                return false;
-            };
-            if self.map.get(&key).is_some_and(|s| s.tenant == *victim) {
+        match victim {
+            Some(key) => {
                 self.remove(&key);
-                return true;
+                true
             }
+            None => false,
         }
     }
 
-    /// Makes room for one key of `tenant`: dead keys first, then the oldest
-    /// key of [`Shard::victim`].
-    fn make_room(&mut self, cap: usize, now: u64, tenant: &str) {
-        if self.map.len() < cap {
-            return;
-        }
-        self.sweep(8, now);
-        while self.map.len() >= cap.max(1) {
-            let evicted = self
-                .victim(tenant)
-                .is_some_and(|victim| self.evict_oldest_of(&victim));
-            if !evicted {
-                break;
-            }
-        }
-    }
-
-    fn put(
+    /// Makes room for `new` more keys of `tenant`: dead keys first, then
+    /// `tenant`'s own least used ones ([`Shard::evict_own`]); its keys at
+    /// or near their limits only when it holds at least the shard's
+    /// average (a tenant flooding its own keys), never for a tenant that
+    /// others crowd out (so their crowding cannot reset its counts).
+    /// Another tenant's live key never goes. Errs having forgotten only
+    /// dead keys and the tenant's own below [`LIMITED`].
+    fn make_room(
         &mut self,
-        tenant: &TenantId,
-        key: String,
-        value: u64,
-        expires: u64,
         cap: usize,
+        new: usize,
         now: u64,
-    ) {
-        if let Some(slot) = self.map.get_mut(key.as_str()) {
-            slot.value = value;
-            slot.expires = expires;
+        tenant: &str,
+        keep: &[String],
+    ) -> Result<(), Refused> {
+        if self.map.len() + new <= cap {
+            return Ok(());
+        }
+        self.sweep(ROOM_SWEEP, now);
+        let mut swept = false;
+        while self.map.len() + new > cap.max(new) {
+            let big = self
+                .held
+                .get(tenant)
+                .is_some_and(|h| h.count * self.held.len() >= self.map.len());
+            if self.evict_own(tenant, keep, big, now) {
+                continue;
+            }
+            if !swept {
+                // Dead keys further down the ring, once, before refusing.
+                swept = true;
+                self.sweep(REFUSE_SWEEP, now);
+                continue;
+            }
+            return Err(Refused {
+                tenant: tenant.to_owned(),
+                keys: self.map.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues `key` in its tenant's ring of `grade`.
+    fn queue(&mut self, tenant: &Arc<str>, key: Arc<str>, grade: Grade, seq: u32) {
+        let held = self.held.entry(Arc::clone(tenant)).or_default();
+        if held.records() > 2 * held.count + 16 {
+            // Records of keys gone or regraded piled up: keep the live ones,
+            // in order.
+            let map = &self.map;
+            for (g, ring) in held.rings.iter_mut().enumerate() {
+                ring.retain(|(k, s)| {
+                    map.get(k).is_some_and(|slot| {
+                        slot.tenant == *tenant && slot.seq == *s && slot.grade as usize == g
+                    })
+                });
+            }
+        }
+        held.rings[grade as usize].push_back((key, seq));
+    }
+
+    /// Stores a value the check decided (the key's room was made before).
+    fn put(&mut self, tenant: &TenantId, key: &str, outcome: &Outcome) {
+        let grade = grade(outcome.limit, outcome.remaining);
+        if let Some(slot) = self.map.get_mut(key) {
+            slot.value = outcome.store;
+            slot.expires = outcome.expires;
+            if slot.grade != grade {
+                slot.grade = grade;
+                slot.seq = slot.seq.wrapping_add(1);
+                let (tenant, seq) = (Arc::clone(&slot.tenant), slot.seq);
+                if let Some(name) = self.map.get_key_value(key).map(|(k, _)| Arc::clone(k)) {
+                    self.queue(&tenant, name, grade, seq);
+                }
+            }
             return;
         }
-        self.make_room(cap, now, tenant.as_str());
-        let key: Box<str> = key.into();
-        let name = match self.held.get_key_value(tenant.as_str()) {
+        let name: Arc<str> = match self.held.get_key_value(tenant.as_str()) {
             Some((name, _)) => Arc::clone(name),
             None => Arc::from(tenant.as_str()),
         };
-        let held = self.held.entry(Arc::clone(&name)).or_default();
-        if held.ring.len() > 2 * held.count + 16 {
-            // Records of keys gone piled up: keep the live ones, in order.
-            let map = &self.map;
-            held.ring
-                .retain(|k| map.get(k).is_some_and(|s| s.tenant == name));
+        let key: Arc<str> = Arc::from(key);
+        self.queue(&name, Arc::clone(&key), grade, 0);
+        if let Some(held) = self.held.get_mut(&name) {
+            held.count += 1;
         }
-        held.count += 1;
-        held.ring.push_back(key.clone());
-        self.ring.push_back(key.clone());
+        self.ring.push_back(Arc::clone(&key));
         self.map.insert(
             key,
             Slot {
-                value,
-                expires,
+                value: outcome.store,
+                expires: outcome.expires,
                 tenant: name,
+                grade,
+                seq: 0,
             },
         );
         if self.ring.len() > 2 * self.map.len() + 16 {
@@ -242,6 +349,8 @@ impl MemoryLimiter {
 
     /// Decides `checks` for `tenant` at `now` (µs) and, when every one
     /// passes, consumes `cost` from each — atomically (one shard lock).
+    /// Errs, consuming nothing, when a new key of the check finds no room
+    /// (see [`Refused`]).
     pub fn check(
         &self,
         prefix: &KeyPrefix,
@@ -249,7 +358,7 @@ impl MemoryLimiter {
         checks: &[Check],
         cost: u64,
         now: u64,
-    ) -> Decision {
+    ) -> Result<Decision, Refused> {
         let keys: Vec<String> = checks
             .iter()
             .map(|c| format_key(prefix, tenant, Kind::RateLimit, &c.name))
@@ -264,15 +373,22 @@ impl MemoryLimiter {
             .collect();
         let decision = Decision::combine(&outcomes);
         if decision.allowed {
-            for (key, o) in keys.into_iter().zip(&outcomes) {
-                shard.put(tenant, key, o.store, o.expires, cap, now);
+            let new = keys
+                .iter()
+                .filter(|k| !shard.map.contains_key(k.as_str()))
+                .count();
+            if new > 0 {
+                shard.make_room(cap, new, now, tenant.as_str(), &keys)?;
+            }
+            for (key, o) in keys.iter().zip(&outcomes) {
+                shard.put(tenant, key, o);
             }
         }
         drop(shard);
         if let Some(other) = crate::sweep::next_shard(&TURN, TURN_EVERY, SHARDS) {
             self.shards[other].lock().sweep(TURN_SWEEP, now);
         }
-        decision
+        Ok(decision)
     }
 
     /// How many keys `tenant` holds: what [`MemoryLimiter::clear_tenant`]
@@ -327,6 +443,30 @@ mod tests {
         TenantId::parse(id).unwrap()
     }
 
+    impl MemoryLimiter {
+        /// `check` of a key that must find room.
+        fn check_ok(
+            &self,
+            p: &KeyPrefix,
+            tenant: &TenantId,
+            checks: &[Check],
+            cost: u64,
+            now: u64,
+        ) -> Decision {
+            self.check(p, tenant, checks, cost, now)
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    }
+
+    /// `n` tenant ids that share the shard of `anchor`.
+    fn shard_mates(anchor: &TenantId, prefix: &str, n: usize) -> Vec<TenantId> {
+        (0..)
+            .map(|i| t(&format!("{prefix}{i}")))
+            .filter(|x| shard_of(x) == shard_of(anchor))
+            .take(n)
+            .collect()
+    }
+
     fn checks(rates: &[&str]) -> Vec<Check> {
         rates
             .iter()
@@ -343,19 +483,19 @@ mod tests {
         let p = KeyPrefix::default();
         let c = checks(&["2/s", "3/h"]);
         let now = 1_000 * MICROS;
-        assert!(m.check(&p, &t("a"), &c, 1, now).allowed);
-        assert!(m.check(&p, &t("a"), &c, 1, now).allowed);
-        let d = m.check(&p, &t("a"), &c, 1, now);
+        assert!(m.check_ok(&p, &t("a"), &c, 1, now).allowed);
+        assert!(m.check_ok(&p, &t("a"), &c, 1, now).allowed);
+        let d = m.check_ok(&p, &t("a"), &c, 1, now);
         assert!(!d.allowed);
         assert_eq!((d.limit, d.retry_after), (2, MICROS / 2));
         // Half a second later the per-second limit lets one through, and
         // the hourly one still had one left: the refusal took nothing.
-        let d = m.check(&p, &t("a"), &c, 1, now + MICROS / 2);
+        let d = m.check_ok(&p, &t("a"), &c, 1, now + MICROS / 2);
         assert!(d.allowed);
         assert_eq!((d.limit, d.remaining), (3, 0));
-        assert!(!m.check(&p, &t("a"), &c, 1, now + 10 * MICROS).allowed);
+        assert!(!m.check_ok(&p, &t("a"), &c, 1, now + 10 * MICROS).allowed);
         // Another tenant is untouched.
-        assert!(m.check(&p, &t("b"), &c, 1, now).allowed);
+        assert!(m.check_ok(&p, &t("b"), &c, 1, now).allowed);
     }
 
     #[test]
@@ -365,12 +505,14 @@ mod tests {
         let p = KeyPrefix::default();
         let c = checks(&["1/s"]);
         for i in 0..1000 {
-            m.check(&p, &t(&format!("t{i}")), &c, 1, 0);
+            // A shard full of other tenants' live counts has no room for a
+            // new tenant: refused, nobody's count forgotten.
+            let _ = m.check(&p, &t(&format!("t{i}")), &c, 1, 0);
         }
         assert!(m.len() <= SHARDS * 4, "{}", m.len());
         // Once dead, every key is swept away by later traffic.
         for i in 0..2000 {
-            m.check(&p, &t(&format!("late{}", i % 7)), &c, 1, 10 * MICROS + i);
+            m.check_ok(&p, &t(&format!("late{}", i % 7)), &c, 1, 10 * MICROS + i);
         }
         assert!(m.len() <= 7 + SHARDS * 2, "{}", m.len());
         assert_eq!(m.tenant_keys(&t("late1")), 1);
@@ -399,17 +541,17 @@ mod tests {
         let own = keyed("http:2/h:tenant", "2/h");
         let now = MICROS;
         for n in &neighbours {
-            assert!(m.check(&p, n, &own, 2, now).allowed);
-            assert!(!m.check(&p, n, &own, 1, now).allowed);
+            assert!(m.check_ok(&p, n, &own, 2, now).allowed);
+            assert!(!m.check_ok(&p, n, &own, 1, now).allowed);
         }
         // The neighbours' keys are the oldest in the shard; a flood of
         // 5,000 new keys goes past them 300 times over.
         for i in 0..5_000u64 {
             let c = keyed(&format!("http:2/h:ip=10.{}.{}", i / 200, i % 200), "2/h");
-            assert!(m.check(&p, &flood, &c, 1, now + i).allowed);
+            assert!(m.check_ok(&p, &flood, &c, 1, now + i).allowed);
         }
         for n in &neighbours {
-            assert!(!m.check(&p, n, &own, 1, now + 9_000).allowed, "{n:?}");
+            assert!(!m.check_ok(&p, n, &own, 1, now + 9_000).allowed, "{n:?}");
         }
         assert!(m.len() <= 16, "{}", m.len());
     }
@@ -428,23 +570,123 @@ mod tests {
         // The neighbour spends its whole allowance on one key.
         let own = keyed("http:3/h:ip=10.0.0.1", "3/h");
         for _ in 0..3 {
-            assert!(m.check(&p, &small, &own, 1, now).allowed);
+            assert!(m.check_ok(&p, &small, &own, 1, now).allowed);
         }
-        assert!(!m.check(&p, &small, &own, 1, now).allowed);
+        assert!(!m.check_ok(&p, &small, &own, 1, now).allowed);
         // A tenant in the same shard makes 1,000 new keys (one per address).
         for i in 0..1_000 {
             let c = keyed(&format!("http:3/h:ip=10.9.{}.{}", i / 250, i % 250), "3/h");
-            assert!(m.check(&p, &flood, &c, 1, now + i).allowed);
+            assert!(m.check_ok(&p, &flood, &c, 1, now + i).allowed);
         }
         assert!(m.len() <= 8, "{}", m.len());
         // The neighbour's count survived: still refused, not a fresh allowance.
-        assert!(!m.check(&p, &small, &own, 1, now + 2_000).allowed);
-        // A new key of the neighbour's takes the flooding tenant's place.
+        assert!(!m.check_ok(&p, &small, &own, 1, now + 2_000).allowed);
+        // A new key of the neighbour's finds no room: the flood's live keys
+        // are not the neighbour's to take, and its own only key is at its
+        // limit. Refused (nothing consumed), the count still there.
         let other = keyed("http:3/h:ip=10.0.0.2", "3/h");
-        assert!(m.check(&p, &small, &other, 1, now + 3_000).allowed);
-        assert!(!m.check(&p, &small, &own, 1, now + 4_000).allowed);
+        let refused = m.check(&p, &small, &other, 1, now + 3_000).unwrap_err();
+        assert!(refused.to_string().contains("\"small\""), "{refused}");
+        assert!(!m.check_ok(&p, &small, &own, 1, now + 4_000).allowed);
         assert!(m.len() <= 8, "{}", m.len());
+        // Once the flood's keys die (3/h: an hour at most), there is room.
+        let later = now + 3_600 * MICROS;
+        assert!(m.check_ok(&p, &small, &other, 1, later).allowed);
         assert_eq!(m.clear_tenant(&small), 2);
+    }
+
+    /// The reported attack: a busy tenant's client at its limit, then a few
+    /// new small tenants of the same shard each add a key. Under the old
+    /// rule (the busy tenant, holding the most, gave up its oldest key) the
+    /// client got a fresh allowance.
+    #[test]
+    fn small_neighbours_never_reset_a_busy_tenants_limited_key() {
+        let m = MemoryLimiter::new();
+        m.set_max_keys(SHARDS * 16);
+        let p = KeyPrefix::default();
+        let busy = t("busy");
+        let now = MICROS;
+        let attacker = keyed("http:5/m:ip=10.6.6.6", "5/m");
+        for _ in 0..5 {
+            assert!(m.check_ok(&p, &busy, &attacker, 1, now).allowed);
+        }
+        assert!(!m.check_ok(&p, &busy, &attacker, 1, now).allowed);
+        // The rest of the shard: the busy tenant's other clients.
+        for i in 0..15 {
+            let c = keyed(&format!("http:5/m:ip=10.1.0.{i}"), "5/m");
+            assert!(m.check_ok(&p, &busy, &c, 1, now + 1 + i).allowed);
+        }
+        for (n, small) in shard_mates(&busy, "small", 40).iter().enumerate() {
+            let c = keyed("http:5/m:tenant", "5/m");
+            // No room the small tenant may take: refused, nothing forgotten.
+            assert!(m.check(&p, small, &c, 1, now + 100 + n as u64).is_err());
+        }
+        assert!(!m.check_ok(&p, &busy, &attacker, 1, now + 1_000).allowed);
+        // Its own new clients still get in: the busy tenant gives up its own
+        // least used keys, never the limited one.
+        for i in 0..50 {
+            let c = keyed(&format!("http:5/m:ip=10.2.0.{i}"), "5/m");
+            assert!(m.check_ok(&p, &busy, &c, 1, now + 2_000 + i).allowed);
+        }
+        assert!(!m.check_ok(&p, &busy, &attacker, 1, now + 3_000).allowed);
+        assert!(m.len() <= 16, "{}", m.len());
+    }
+
+    /// The names (under the tenant) of `tenant`'s keys held now.
+    fn held(m: &MemoryLimiter, tenant: &TenantId) -> Vec<String> {
+        let head = format_key(&KeyPrefix::default(), tenant, Kind::RateLimit, "");
+        let mut names: Vec<String> = m.shards[shard_of(tenant)]
+            .lock()
+            .map
+            .keys()
+            .filter_map(|k| k.strip_prefix(head.as_str()).map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_tenant_makes_room_from_its_least_used_keys_first() {
+        let m = MemoryLimiter::new();
+        m.set_max_keys(SHARDS * 3);
+        let p = KeyPrefix::default();
+        let a = t("a");
+        let now = MICROS;
+        let key = |n: u32| keyed(&format!("k{n}"), "8/h");
+        let spend = |n: u32, uses: u32| {
+            for _ in 0..uses {
+                assert!(m.check_ok(&p, &a, &key(n), 1, now).allowed);
+            }
+        };
+        spend(0, 8); // at its limit
+        spend(1, 3); // a quarter used or more
+        spend(2, 1); // less
+        spend(3, 1);
+        assert_eq!(
+            held(&m, &a),
+            ["k0", "k1", "k3"],
+            "the least used, oldest went"
+        );
+        spend(3, 2);
+        spend(4, 1);
+        assert_eq!(
+            held(&m, &a),
+            ["k0", "k3", "k4"],
+            "then the oldest of the next grade"
+        );
+        spend(4, 4);
+        spend(3, 2);
+        assert_eq!(grade(8, 8 - 5), LIMITED);
+        spend(5, 1);
+        assert_eq!(
+            held(&m, &a),
+            ["k3", "k4", "k5"],
+            "keys at their limits go last, oldest first, for a tenant holding the shard"
+        );
+        assert_eq!(grade(8, 7), 0);
+        assert_eq!(grade(8, 5), 1);
+        assert_eq!(grade(8, 4), LIMITED);
+        assert_eq!(grade(0, 0), LIMITED);
     }
 
     #[test]
@@ -458,7 +700,7 @@ mod tests {
                 std::thread::spawn(move || {
                     (0..200)
                         .filter(|_| {
-                            m.check(&KeyPrefix::default(), &t("hot"), &c, 1, now)
+                            m.check_ok(&KeyPrefix::default(), &t("hot"), &c, 1, now)
                                 .allowed
                         })
                         .count()

@@ -213,7 +213,9 @@ mod tests {
         for step in 0..300u64 {
             let now = start + step * 37_000;
             for cost in [1, 2] {
-                let m = memory.check(&KeyPrefix::default(), &t(tenant), checks, cost, now);
+                let m = memory
+                    .check(&KeyPrefix::default(), &t(tenant), checks, cost, now)
+                    .unwrap();
                 let r = redis.check(&t(tenant), checks, cost, Some(now)).unwrap();
                 assert_eq!(m, r, "step {step} cost {cost}");
                 admitted += u64::from(m.allowed) * cost;

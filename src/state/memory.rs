@@ -196,6 +196,8 @@ struct Shortfall {
     tenant: usize,
     store: usize,
     evictable: usize,
+    /// The tenant's bytes after the write.
+    after: usize,
 }
 
 impl Shortfall {
@@ -203,6 +205,98 @@ impl Shortfall {
         self.tenant == 0 && self.store == 0
     }
 }
+
+/// The heaviest table of a shard by what it can give up — its bytes when it
+/// holds saved views, else nothing — kept in a max segment tree over the
+/// shard's slots: O(log slots) per change, O(1) to read the heaviest.
+#[derive(Default)]
+struct Heaviest {
+    /// Leaves at `cap..2 * cap` (`cap` a power of two, or no nodes at all);
+    /// every inner node holds the larger of its two children.
+    nodes: Vec<usize>,
+}
+
+impl Heaviest {
+    fn cap(&self) -> usize {
+        self.nodes.len() / 2
+    }
+
+    fn set(&mut self, slot: usize, weight: usize) {
+        if slot >= self.cap() {
+            if weight == 0 {
+                return;
+            }
+            self.grow(slot + 1);
+        }
+        let mut i = self.cap() + slot;
+        if self.nodes[i] == weight {
+            return;
+        }
+        self.nodes[i] = weight;
+        while i > 1 {
+            i /= 2;
+            let larger = self.nodes[2 * i].max(self.nodes[2 * i + 1]);
+            if self.nodes[i] == larger {
+                break;
+            }
+            self.nodes[i] = larger;
+        }
+    }
+
+    fn grow(&mut self, slots: usize) {
+        let cap = slots.next_power_of_two().max(8);
+        let mut nodes = vec![0; 2 * cap];
+        let old = self.cap();
+        nodes[cap..cap + old].copy_from_slice(&self.nodes[old..]);
+        for i in (1..cap).rev() {
+            nodes[i] = nodes[2 * i].max(nodes[2 * i + 1]);
+        }
+        self.nodes = nodes;
+    }
+
+    fn max(&self) -> usize {
+        self.nodes.get(1).copied().unwrap_or(0)
+    }
+
+    /// The slot of the heaviest table (none when every weight is 0).
+    fn heaviest(&self) -> Option<u32> {
+        let top = self.max();
+        if top == 0 {
+            return None;
+        }
+        let mut i = 1;
+        while i < self.cap() {
+            i = if self.nodes[2 * i] == top {
+                2 * i
+            } else {
+                2 * i + 1
+            };
+        }
+        u32::try_from(i - self.cap()).ok()
+    }
+}
+
+/// A write a tenant under its effective share could not make because the
+/// store is full: the caller makes room from the tenant furthest over its
+/// share ([`MemoryState::evict_over_share`]), outside the writer's lock.
+enum Refusal {
+    /// Bytes the store lacks, and the effective share of that moment.
+    Store {
+        short: usize,
+        share: usize,
+    },
+    Failed(StateError),
+}
+
+impl From<StateError> for Refusal {
+    fn from(e: StateError) -> Self {
+        Refusal::Failed(e)
+    }
+}
+
+/// How many times a write of a tenant under its share makes room from
+/// others and tries again (other writers may take the room meanwhile).
+const FAIR_TRIES: usize = 8;
 
 struct Slot {
     generation: u32,
@@ -226,6 +320,7 @@ struct Shard {
     heap: BinaryHeap<Reverse<Due>>,
     /// Live keys with a TTL (what the heap should hold).
     with_ttl: usize,
+    heaviest: Heaviest,
 }
 
 /// Cache-line aligned so neighbouring shards' locks do not false-share.
@@ -237,6 +332,8 @@ struct Padded<T>(T);
 struct Delta {
     bytes: isize,
     entries: isize,
+    /// Tenant tables made and freed.
+    tenants: isize,
 }
 
 impl Delta {
@@ -256,6 +353,11 @@ pub struct MemoryState {
     tenant_limit: AtomicUsize,
     used: AtomicUsize,
     entries: AtomicUsize,
+    /// Tenants with a table (what the effective share divides the store by).
+    tenants: AtomicUsize,
+    /// Per shard, what its heaviest table can give up (see [`Heaviest`]),
+    /// published after every change under the shard's lock.
+    heaviest: Box<[AtomicUsize]>,
 }
 
 impl Default for MemoryState {
@@ -273,6 +375,10 @@ pub struct Stats {
     pub bytes: usize,
     pub limit: usize,
     pub tenant_limit: usize,
+    /// Tenants holding keys.
+    pub tenants: usize,
+    /// One tenant's effective share now: `min(tenant_limit, limit / tenants)`.
+    pub effective_share: usize,
 }
 
 impl Shard {
@@ -288,10 +394,11 @@ impl Shard {
             .copied()
     }
 
-    fn slot_or_create(&mut self, tenant_hash: u64, tenant: &str) -> u32 {
+    fn slot_or_create(&mut self, tenant_hash: u64, tenant: &str, delta: &mut Delta) -> u32 {
         if let Some(slot) = self.find_slot(tenant_hash, tenant) {
             return slot;
         }
+        delta.tenants += 1;
         let table = Table::new(tenant, tenant_hash);
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -325,9 +432,11 @@ impl Shard {
     }
 
     /// Unlinks the table of `slot` (its heap records become stale).
-    fn take_table(&mut self, slot: u32) -> Option<Table> {
+    fn take_table(&mut self, slot: u32, delta: &mut Delta) -> Option<Table> {
         let entry = self.slots.get_mut(slot as usize)?;
         let table = entry.table.take()?;
+        delta.tenants -= 1;
+        self.heaviest.set(slot as usize, 0);
         entry.generation = entry.generation.wrapping_add(1);
         if let Ok(found) = self.tenants.find_entry(table.tenant_hash, |&i| i == slot) {
             found.remove();
@@ -338,9 +447,9 @@ impl Shard {
     }
 
     /// Frees the table of `slot` if it holds nothing.
-    fn drop_if_empty(&mut self, slot: u32) {
+    fn drop_if_empty(&mut self, slot: u32, delta: &mut Delta) {
         if self.table_ref(slot).is_some_and(|t| t.records.is_empty()) {
-            self.take_table(slot);
+            self.take_table(slot, delta);
         }
     }
 
@@ -349,8 +458,58 @@ impl Shard {
         if let Some(table) = self.table(slot) {
             table.gone(removed);
         }
+        self.reweigh(slot);
         self.with_ttl -= usize::from(removed.expires != 0);
         delta.gone(removed);
+    }
+
+    /// Records what `slot`'s table can give up in [`Shard::heaviest`].
+    fn reweigh(&mut self, slot: u32) {
+        let weight = self
+            .table_ref(slot)
+            .map_or(0, |t| if t.views > 0 { t.bytes } else { 0 });
+        self.heaviest.set(slot as usize, weight);
+    }
+
+    /// Evicts least recently used saved views of the shard's heaviest
+    /// tables while the heaviest is over `share` and at least `floor` (the
+    /// heaviest of the other shards: the tenant furthest over its share
+    /// goes first), until `need` bytes are freed. Returns the bytes freed.
+    fn evict_heaviest(
+        &mut self,
+        share: usize,
+        floor: usize,
+        need: usize,
+        hasher: &RandomState,
+        delta: &mut Delta,
+    ) -> usize {
+        let no_key = Key {
+            tenant: "",
+            tenant_hash: 0,
+            hash: 0,
+            space: Space::Data.byte(),
+            name: &[],
+            now: 0,
+            hasher,
+        };
+        let before = delta.bytes;
+        while ((before - delta.bytes) as usize) < need {
+            let weight = self.heaviest.max();
+            if weight <= share || weight < floor {
+                break;
+            }
+            let Some(slot) = self.heaviest.heaviest() else {
+                break;
+            };
+            if !self.evict_view(slot, &no_key, delta) {
+                // Views counted but none queued: never expected; stop
+                // counting this table as able to give any up.
+                self.heaviest.set(slot as usize, 0);
+                continue;
+            }
+            self.drop_if_empty(slot, delta);
+        }
+        (before - delta.bytes).max(0) as usize
     }
 
     /// Removes the key of `slot`'s table for which `pred` holds; frees the
@@ -367,7 +526,7 @@ impl Shard {
             .records
             .remove_if(key.hash, key.space, key.name, pred, key.hasher)?;
         self.gone(slot, &removed, delta);
-        self.drop_if_empty(slot);
+        self.drop_if_empty(slot, delta);
         Some(removed)
     }
 
@@ -509,6 +668,8 @@ impl MemoryState {
             tenant_limit: AtomicUsize::new(tenant_limit),
             used: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
+            tenants: AtomicUsize::new(0),
+            heaviest: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
         }
     }
 
@@ -525,7 +686,19 @@ impl MemoryState {
             bytes: self.used.load(Ordering::Relaxed),
             limit: self.limit.load(Ordering::Relaxed),
             tenant_limit: self.tenant_limit.load(Ordering::Relaxed),
+            tenants: self.tenants.load(Ordering::Relaxed),
+            effective_share: self.effective_share(0),
         }
+    }
+
+    /// One tenant's effective share with `new` more tenants than hold keys
+    /// now: `min(STATE_TENANT_MAX_BYTES, STATE_MEMORY_MAX_BYTES / tenants)`.
+    fn effective_share(&self, new: usize) -> usize {
+        let tenants = (self.tenants.load(Ordering::Relaxed) + new).max(1);
+        let limit = self.limit.load(Ordering::Relaxed);
+        self.tenant_limit
+            .load(Ordering::Relaxed)
+            .min(limit / tenants)
     }
 
     /// Bytes `tenant`'s keys count against its share (expired ones not yet
@@ -581,12 +754,32 @@ impl MemoryState {
             self.entries
                 .fetch_sub(delta.entries.unsigned_abs(), Ordering::Relaxed);
         }
+        if delta.tenants > 0 {
+            self.tenants
+                .fetch_add(delta.tenants as usize, Ordering::Relaxed);
+        } else if delta.tenants < 0 {
+            self.tenants
+                .fetch_sub(delta.tenants.unsigned_abs(), Ordering::Relaxed);
+        }
     }
 
-    /// The shard of a tenant. Uses middle bits: the tenant index uses the
-    /// low bits (bucket) and the top 7 bits (tag).
+    /// Publishes what shard `index`'s heaviest table can give up (called
+    /// under that shard's lock, after a change).
+    fn publish(&self, index: usize, shard: &Shard) {
+        let weight = shard.heaviest.max();
+        if self.heaviest[index].load(Ordering::Relaxed) != weight {
+            self.heaviest[index].store(weight, Ordering::Relaxed);
+        }
+    }
+
+    /// The shard index of a tenant. Uses middle bits: the tenant index uses
+    /// the low bits (bucket) and the top 7 bits (tag).
+    fn shard_index(tenant_hash: u64) -> usize {
+        ((tenant_hash >> 32) as usize) & (SHARDS - 1)
+    }
+
     fn shard_of(&self, tenant_hash: u64) -> &Mutex<Shard> {
-        &self.shards[((tenant_hash >> 32) as usize) & (SHARDS - 1)].0
+        &self.shards[Self::shard_index(tenant_hash)].0
     }
 
     /// Every [`SWEEP_EVERY`] operations of a thread: expire due keys of the
@@ -597,6 +790,7 @@ impl MemoryState {
             let mut delta = Delta::default();
             if let Some(mut shard) = self.shards[index].0.try_lock() {
                 shard.expire(now, EXPIRE_PER_SWEEP, &self.hasher, &mut delta);
+                self.publish(index, &shard);
             }
             self.apply(&delta);
         }
@@ -624,10 +818,13 @@ impl MemoryState {
             hasher: &self.hasher,
         };
         let mut delta = Delta::default();
+        let index = Self::shard_index(tenant_hash);
         let result = {
-            let mut shard = self.shard_of(tenant_hash).lock();
+            let mut shard = self.shards[index].0.lock();
             shard.expire(now, EXPIRE_PER_OP, &self.hasher, &mut delta);
-            op(&mut shard, key, &mut delta)
+            let result = op(&mut shard, key, &mut delta);
+            self.publish(index, &shard);
+            result
         };
         self.apply(&delta);
         self.sweep_step(now);
@@ -685,30 +882,114 @@ impl MemoryState {
         now: Instant,
     ) -> Result<usize, StateError> {
         value.check()?;
-        let attempt = || {
+        self.fairly(now, |own_views| {
             self.on_key(tenant, space, name, now, |shard, key, delta| {
                 let expires = ttl.map_or(0, |t| key.now.saturating_add(super::ttl_millis(t)));
-                self.put(shard, &key, value, expires, delta)
+                self.put(shard, &key, value, expires, own_views, delta)
             })
-        };
-        match attempt() {
+        })
+    }
+
+    /// Runs a write `attempt`. A tenant under its effective share that finds
+    /// the store full ([`Refusal::Store`]) first takes room from the tenant
+    /// furthest over its share ([`MemoryState::evict_over_share`], outside
+    /// its own shard's lock) and tries again; when no tenant is over its
+    /// share, it may evict its own views (`attempt(true)`, the rule for a
+    /// tenant over its share). Last, due keys of every shard are dropped and
+    /// the write is tried once more.
+    fn fairly<R>(
+        &self,
+        now: Instant,
+        attempt: impl Fn(bool) -> Result<R, Refusal>,
+    ) -> Result<R, StateError> {
+        let mut result = attempt(false);
+        for _ in 0..FAIR_TRIES {
+            let Err(Refusal::Store { short, share }) = result else {
+                break;
+            };
+            if !self.evict_over_share(short, share) {
+                break;
+            }
+            result = attempt(false);
+        }
+        if let Err(Refusal::Store { .. }) = result {
+            result = attempt(true);
+        }
+        match result {
+            Ok(r) => Ok(r),
             // Due keys of other shards may free enough: drop them (one shard
             // lock at a time) and try once more.
-            Err(StateError::Full { .. }) if self.purge_expired(now) > 0 => attempt(),
-            other => other,
+            Err(Refusal::Failed(StateError::Full { .. })) if self.purge_expired(now) > 0 => {
+                attempt(true).map_err(|e| self.refused(e))
+            }
+            Err(e) => Err(self.refused(e)),
         }
+    }
+
+    fn refused(&self, refusal: Refusal) -> StateError {
+        match refusal {
+            Refusal::Failed(e) => e,
+            // Only `put(own_views: false)` answers this, and `fairly` ends
+            // with `own_views: true`: the store is full.
+            Refusal::Store { .. } => self.full(),
+        }
+    }
+
+    /// Evicts least recently used saved views of the tenants furthest over
+    /// `share` (each time the heaviest of all: one read of each shard's
+    /// published weight, then that shard's own tree) until `need` bytes
+    /// are free. False when no tenant is over its share any more.
+    fn evict_over_share(&self, need: usize, share: usize) -> bool {
+        let mut freed = 0;
+        for _ in 0..=SHARDS {
+            let mut weights = self
+                .heaviest
+                .iter()
+                .map(|w| w.load(Ordering::Relaxed))
+                .enumerate();
+            let Some((index, weight)) = weights.by_ref().max_by_key(|&(_, w)| w) else {
+                return false;
+            };
+            if weight <= share {
+                return false;
+            }
+            let floor = self
+                .heaviest
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != index)
+                .map(|(_, w)| w.load(Ordering::Relaxed))
+                .max()
+                .unwrap_or(0);
+            let mut delta = Delta::default();
+            {
+                let mut shard = self.shards[index].0.lock();
+                freed += shard.evict_heaviest(share, floor, need - freed, &self.hasher, &mut delta);
+                self.publish(index, &shard);
+            }
+            self.apply(&delta);
+            if freed >= need {
+                return true;
+            }
+        }
+        freed > 0
     }
 
     /// Inserts or replaces the key's value within the store's bound and the
     /// tenant's share, making room first if it must (see the module doc).
+    /// A tenant within its effective share that finds the store full gets
+    /// [`Refusal::Store`] (the caller makes room from others) unless
+    /// `own_views`, which lets it evict its own views as a tenant over its
+    /// share does.
     fn put(
         &self,
         shard: &mut Shard,
         key: &Key<'_>,
         value: &Value<'_>,
         expires: u64,
+        own_views: bool,
         delta: &mut Delta,
-    ) -> Result<usize, StateError> {
+    ) -> Result<usize, Refusal> {
         let new_cost = cost(
             record_len(key.space, key.name, value, expires),
             expires,
@@ -719,6 +1000,19 @@ impl MemoryState {
             // What is due anyway in this shard goes first.
             shard.expire(key.now, usize::MAX, key.hasher, delta);
             short = self.shortfall(shard, key, new_cost, delta);
+            if !own_views && short.tenant == 0 && short.store > 0 {
+                // The store is full, not the tenant's share: a tenant within
+                // its effective share takes the room from the tenant
+                // furthest over its own.
+                let new = usize::from(shard.find_slot(key.tenant_hash, key.tenant).is_none());
+                let share = self.effective_share(new);
+                if short.after <= share {
+                    return Err(Refusal::Store {
+                        short: short.store,
+                        share,
+                    });
+                }
+            }
             // Then the tenant's own saved views, only if they can free
             // enough: a write that fails evicts nothing.
             if short.tenant.max(short.store) <= short.evictable {
@@ -732,24 +1026,24 @@ impl MemoryState {
             }
             if !short.fits() {
                 if let Some(slot) = shard.find_slot(key.tenant_hash, key.tenant) {
-                    shard.drop_if_empty(slot);
+                    shard.drop_if_empty(slot, delta);
                 }
                 let tenant_limit = self.tenant_limit.load(Ordering::Relaxed);
                 // A share as big as the store is no share: name the store.
                 let own = short.tenant > 0 && tenant_limit < self.limit.load(Ordering::Relaxed);
-                return Err(if own {
+                return Err(Refusal::Failed(if own {
                     StateError::TenantFull {
                         tenant: key.tenant.to_owned(),
                         limit: tenant_limit,
                     }
                 } else {
                     self.full()
-                });
+                }));
             }
         }
-        let slot = shard.slot_or_create(key.tenant_hash, key.tenant);
+        let slot = shard.slot_or_create(key.tenant_hash, key.tenant, delta);
         let Some(table) = shard.table(slot) else {
-            return Err(self.full()); // unreachable: the slot was just made
+            return Err(self.full().into()); // unreachable: the slot was just made
         };
         let used = if key.space == VIEW { table.tick() } else { 0 };
         let at = Stamps { expires, used };
@@ -759,8 +1053,8 @@ impl MemoryState {
         let replaced = match upserted {
             Ok(replaced) => replaced,
             Err(_) => {
-                shard.drop_if_empty(slot);
-                return Err(self.full());
+                shard.drop_if_empty(slot, delta);
+                return Err(self.full().into());
             }
         };
         if let Some(old) = &replaced {
@@ -777,6 +1071,7 @@ impl MemoryState {
             }
             tenant_bytes = table.bytes;
         }
+        shard.reweigh(slot);
         if expires != 0 {
             shard.schedule(slot, key.hash, expires, key.hasher);
         }
@@ -790,7 +1085,9 @@ impl MemoryState {
             .find_slot(key.tenant_hash, key.tenant)
             .and_then(|slot| shard.table_ref(slot));
         let Some(table) = table else {
-            return self.shortfall_of(0, new_cost, 0, delta);
+            let mut short = self.shortfall_of(0, new_cost, 0, delta);
+            short.after = new_cost;
+            return short;
         };
         let old = table
             .records
@@ -802,6 +1099,7 @@ impl MemoryState {
         }
         let mut short = self.shortfall_of(table.bytes, grow, 0, delta);
         short.evictable = table.view_bytes - if key.space == VIEW { old } else { 0 };
+        short.after = table.bytes + grow;
         short
     }
 
@@ -817,6 +1115,7 @@ impl MemoryState {
             tenant: (tenant_bytes + grow).saturating_sub(self.tenant_limit.load(Ordering::Relaxed)),
             store: (used + grow).saturating_sub(self.limit.load(Ordering::Relaxed)),
             evictable,
+            after: 0,
         }
     }
 
@@ -874,31 +1173,35 @@ impl MemoryState {
         by: i64,
         now: Instant,
     ) -> Result<i64, StateError> {
-        self.on_key(tenant, space, name, now, |shard, key, delta| {
-            let current = shard
-                .find_slot(key.tenant_hash, key.tenant)
-                .and_then(|slot| shard.table_ref(slot))
-                .and_then(|t| t.records.find(key.hash, key.space, key.name))
-                .filter(|r| !r.expired(key.now))
-                .map(|r| (parse_int(r.value()), r.expires()));
-            let (value, expires) = match current {
-                None => (by, 0),
-                Some((None, _)) => {
-                    return Err(StateError::NotAnInteger {
-                        name: name.to_owned(),
-                    })
-                }
-                Some((Some(n), expires)) => match n.checked_add(by) {
-                    Some(sum) => (sum, expires),
-                    None => {
-                        return Err(StateError::Overflow {
+        self.fairly(now, |own_views| {
+            self.on_key(tenant, space, name, now, |shard, key, delta| {
+                let current = shard
+                    .find_slot(key.tenant_hash, key.tenant)
+                    .and_then(|slot| shard.table_ref(slot))
+                    .and_then(|t| t.records.find(key.hash, key.space, key.name))
+                    .filter(|r| !r.expired(key.now))
+                    .map(|r| (parse_int(r.value()), r.expires()));
+                let (value, expires) = match current {
+                    None => (by, 0),
+                    Some((None, _)) => {
+                        return Err(StateError::NotAnInteger {
                             name: name.to_owned(),
-                        })
+                        }
+                        .into())
                     }
-                },
-            };
-            self.put(shard, &key, &Value::Int(value), expires, delta)?;
-            Ok(value)
+                    Some((Some(n), expires)) => match n.checked_add(by) {
+                        Some(sum) => (sum, expires),
+                        None => {
+                            return Err(StateError::Overflow {
+                                name: name.to_owned(),
+                            }
+                            .into())
+                        }
+                    },
+                };
+                self.put(shard, &key, &Value::Int(value), expires, own_views, delta)?;
+                Ok(value)
+            })
         })
     }
 
@@ -922,13 +1225,16 @@ impl MemoryState {
     pub fn delete_tenant(&self, tenant: &TenantId, now: Instant) -> usize {
         let now = self.millis(now);
         let tenant_hash = self.hasher.hash_one(tenant.as_str());
+        let mut delta = Delta::default();
+        let index = Self::shard_index(tenant_hash);
         let table = {
-            let mut shard = self.shard_of(tenant_hash).lock();
+            let mut shard = self.shards[index].0.lock();
             let slot = shard.find_slot(tenant_hash, tenant.as_str());
-            slot.and_then(|slot| shard.take_table(slot))
+            let table = slot.and_then(|slot| shard.take_table(slot, &mut delta));
+            self.publish(index, &shard);
+            table
         };
         let Some(table) = table else { return 0 };
-        let mut delta = Delta::default();
         let mut live = 0;
         for r in table.records.iter() {
             delta.bytes -= record_cost(&r) as isize;
@@ -946,7 +1252,7 @@ impl MemoryState {
         let now = self.millis(now);
         let wanted = space.byte();
         let mut live = 0;
-        for shard in self.shards.iter() {
+        for (index, shard) in self.shards.iter().enumerate() {
             let mut delta = Delta::default();
             {
                 let mut shard = shard.0.lock();
@@ -968,8 +1274,9 @@ impl MemoryState {
                         shard.gone(slot, r, &mut delta);
                         live += usize::from(r.expires == 0 || r.expires > now);
                     }
-                    shard.drop_if_empty(slot);
+                    shard.drop_if_empty(slot, &mut delta);
                 }
+                self.publish(index, &shard);
             }
             self.apply(&delta);
         }
@@ -980,12 +1287,13 @@ impl MemoryState {
     pub fn purge_expired(&self, now: Instant) -> usize {
         let now = self.millis(now);
         let mut removed = 0;
-        for shard in self.shards.iter() {
+        for (index, shard) in self.shards.iter().enumerate() {
             let mut delta = Delta::default();
-            removed += shard
-                .0
-                .lock()
-                .expire(now, usize::MAX, &self.hasher, &mut delta);
+            {
+                let mut shard = shard.0.lock();
+                removed += shard.expire(now, usize::MAX, &self.hasher, &mut delta);
+                self.publish(index, &shard);
+            }
             self.apply(&delta);
         }
         removed
@@ -1017,10 +1325,16 @@ impl MemoryState {
     /// Removes everything; returns how many keys went.
     pub fn clear_all(&self) -> usize {
         let mut n = 0;
-        for shard in self.shards.iter() {
-            let old = std::mem::take(&mut *shard.0.lock());
+        for (index, shard) in self.shards.iter().enumerate() {
+            let old = {
+                let mut shard = shard.0.lock();
+                let old = std::mem::take(&mut *shard);
+                self.publish(index, &shard);
+                old
+            };
             let mut delta = Delta::default();
             for table in old.slots.iter().filter_map(|s| s.table.as_ref()) {
+                delta.tenants -= 1;
                 for r in table.records.iter() {
                     delta.bytes -= record_cost(&r) as isize;
                     delta.entries -= 1;
@@ -1282,6 +1596,8 @@ mod tests {
                 bytes: 0,
                 limit: 10_000,
                 tenant_limit: 10_000,
+                tenants: 0,
+                effective_share: 10_000,
             }
         );
     }
@@ -1328,6 +1644,8 @@ mod tests {
                 bytes: 0,
                 limit: DEFAULT_LIMIT,
                 tenant_limit: default_tenant_limit(DEFAULT_LIMIT),
+                tenants: 0,
+                effective_share: default_tenant_limit(DEFAULT_LIMIT),
             }
         );
     }
@@ -1658,20 +1976,169 @@ mod tests {
             assert!(s.exists(tenant, Space::View, "v049", now));
             assert!(!s.exists(tenant, Space::View, "v000", now));
         }
-        // A tenant with no views gets a clear error, and nobody's views go.
-        let before = s.stats();
-        assert!(matches!(
-            s.set(
-                &t("late"),
-                Space::Data,
-                "x",
-                &Value::Bytes(&[1; 2000]),
-                None,
-                now
-            ),
-            Err(StateError::Full { .. })
-        ));
-        assert_eq!(s.stats(), before);
+        // A quiet tenant's first write fits: it is within its effective
+        // share (a quarter of the store now), so the tenant furthest over
+        // its own gives up its least recently used views.
+        let before: Vec<usize> = tenants.iter().map(|t| s.tenant_bytes(t)).collect();
+        s.set(
+            &t("late"),
+            Space::Data,
+            "x",
+            &Value::Bytes(&[1; 2000]),
+            None,
+            now,
+        )
+        .unwrap();
+        assert!(s.stats().bytes <= 20 * per);
+        // Only the heaviest gave up views (the lightest kept all its own),
+        // and each of them its least recently used: the newest stay.
+        let lightest = before.iter().copied().min().unwrap();
+        for (tenant, before) in tenants.iter().zip(&before) {
+            let after = s.tenant_bytes(tenant);
+            assert!(
+                after <= *before && after >= lightest.min(*before),
+                "{tenant}"
+            );
+            if *before == lightest {
+                assert_eq!(after, *before, "{tenant}");
+            }
+            assert!(s.exists(tenant, Space::View, "v049", now));
+        }
+        assert!(
+            s.tenant_bytes(&tenants[0]) + s.tenant_bytes(&tenants[1]) + s.tenant_bytes(&tenants[2])
+                < before.iter().sum()
+        );
+    }
+
+    /// Nine tenants, each within `STATE_TENANT_MAX_BYTES`, fill the store;
+    /// a tenth, quiet one still saves its first view and its first
+    /// application key, and each time the views that go are the least
+    /// recently used of the tenant furthest over its effective share.
+    #[test]
+    fn a_quiet_tenant_is_never_refused_because_others_are_full() {
+        let per = view_cost(1000);
+        let s = MemoryState::with_limits(72 * per, 9 * per); // an eighth
+        let now = Instant::now();
+        let nine: Vec<TenantId> = (0..9).map(|i| t(&format!("n{i}"))).collect();
+        // n0 saves 9 views (its whole share), n1..n7 8 each, n8 7: 72.
+        let views = |i: usize| match i {
+            0 => 9,
+            8 => 7,
+            _ => 8,
+        };
+        for (i, tenant) in nine.iter().enumerate() {
+            for v in 0..views(i) {
+                let name = format!("v{v}");
+                let value = Value::Bytes(&[1; 1000]);
+                s.set(tenant, Space::View, &name, &value, None, now)
+                    .unwrap();
+            }
+        }
+        // Room for one small key, not a view: the store is full.
+        assert!(s.stats().bytes + per > 72 * per);
+        assert_eq!(s.stats().effective_share, 8 * per);
+        assert_eq!(s.stats().tenants, 9);
+        let quiet = t("quiet");
+        s.set(
+            &quiet,
+            Space::View,
+            "first",
+            &Value::Bytes(&[1; 1000]),
+            None,
+            now,
+        )
+        .unwrap();
+        assert!(s.stats().bytes <= 72 * per);
+        assert_eq!(s.stats().tenants, 10);
+        // n0 (9 views, furthest over the share of 72/10 views) lost its
+        // least recently used one; nobody else lost anything.
+        assert!(!s.exists(&nine[0], Space::View, "v0", now));
+        assert!(s.exists(&nine[0], Space::View, "v1", now));
+        for (i, tenant) in nine.iter().enumerate().skip(1) {
+            assert_eq!(
+                s.count(Some(tenant), Space::View, now),
+                views(i),
+                "{tenant}"
+            );
+        }
+        // Application state too, even a larger key.
+        s.set(
+            &quiet,
+            Space::Data,
+            "app",
+            &Value::Bytes(&[2; 2500]),
+            None,
+            now,
+        )
+        .unwrap();
+        assert!(s.stats().bytes <= 72 * per);
+        assert_eq!(
+            s.get(&quiet, Space::Data, "app", now).unwrap()[1..],
+            [2; 2500]
+        );
+        // A tenant over its effective share that finds the store full evicts
+        // its own views, not a neighbour's.
+        let counts: Vec<usize> = nine[1..]
+            .iter()
+            .map(|t| s.count(Some(t), Space::View, now))
+            .collect();
+        s.set(
+            &nine[0],
+            Space::View,
+            "v9",
+            &Value::Bytes(&[1; 1000]),
+            None,
+            now,
+        )
+        .unwrap();
+        let after: Vec<usize> = nine[1..]
+            .iter()
+            .map(|t| s.count(Some(t), Space::View, now))
+            .collect();
+        assert_eq!(counts, after);
+        assert!(s.stats().bytes <= 72 * per);
+    }
+
+    /// Threads of quiet tenants write while threads of heavy tenants keep
+    /// the store full: every quiet write succeeds and the bound holds.
+    #[test]
+    fn quiet_tenants_write_while_others_flood_from_threads() {
+        let per = view_cost(1000);
+        let s = std::sync::Arc::new(MemoryState::with_limits(40 * per, 10 * per));
+        let now = Instant::now();
+        let floods: Vec<_> = (0..3)
+            .map(|n| {
+                let s = std::sync::Arc::clone(&s);
+                std::thread::spawn(move || {
+                    let tenant = t(&format!("heavy{n}"));
+                    for v in 0..3000 {
+                        let value = Value::Bytes(&[1; 1000]);
+                        match s.set(&tenant, Space::View, &format!("v{v}"), &value, None, now) {
+                            Ok(_) | Err(StateError::Full { .. }) => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let quiet: Vec<_> = (0..2)
+            .map(|n| {
+                let s = std::sync::Arc::clone(&s);
+                std::thread::spawn(move || {
+                    for q in 0..200 {
+                        let tenant = t(&format!("quiet{n}-{q}"));
+                        let value = Value::Bytes(&[1; 1000]);
+                        s.set(&tenant, Space::View, "first", &value, None, now)
+                            .unwrap_or_else(|e| panic!("{tenant}: {e}"));
+                        assert!(s.delete(&tenant, Space::View, "first", now));
+                    }
+                })
+            })
+            .collect();
+        for h in floods.into_iter().chain(quiet) {
+            h.join().unwrap();
+        }
+        assert!(s.stats().bytes <= 40 * per);
     }
 
     #[test]

@@ -13,6 +13,8 @@ urlpatterns = [
     path("saved/", views.SavedStateView.as_view()),
     path("visits/", views.visits_view),
     path("plain-live/", views.PlainLiveView.as_view()),
+    path("url-room/", views.UrlRoomView.as_view()),
+    path("plain-room/", views.PlainRoomView.as_view()),
     path("switch/", views.SwitchView.as_view()),
     path("stream/", views.stream_view),
     path("astream/", views.astream_view),

@@ -253,3 +253,43 @@ class StreamingTenantView(TenantMixin, View):
 @tenant_ratelimit("2/m", key="tenant+user", scope="report")
 def report_view(request):
     return HttpResponse(f"report for {request.tenant.id}")
+
+
+def _room_from_url(view) -> str:
+    """The presence room a visitor names in the URL (``?room=``)."""
+    request = getattr(view, "request", None)
+    return getattr(request, "GET", {}).get("room", "lobby")
+
+
+class UrlRoomView(TenantMixin, PresenceMixin, LiveView):
+    """A tenant view that also serves the main domain (``tenant_required =
+    False``) and takes its presence room from the URL: the caller names the
+    key (docs/presence.md#with-djust)."""
+
+    tenant_required = False
+    template = '<div dj-root dj-id="0">{% for p in online %}<i>{{ p }}</i>{% endfor %}</div>'
+
+    def get_presence_key(self) -> str:
+        return _room_from_url(self)
+
+    def mount(self, request, **kwargs):
+        self.track_presence(meta={"who": request.GET.get("who", "visitor")})
+        self.online = sorted(str(p["meta"].get("who")) for p in self.list_presences())
+
+
+class PlainRoomView(PresenceMixin, LiveView):
+    """djust's own PresenceMixin on a view without tenancy, room from the URL."""
+
+    tenant_required = False  # read by TenantMiddleware
+    template = '<div dj-root dj-id="0">{% for p in online %}<i>{{ p }}</i>{% endfor %}</div>'
+
+    def get_presence_key(self) -> str:
+        return _room_from_url(self)
+
+    def mount(self, request, **kwargs):
+        self.track_presence(meta={"who": request.GET.get("who", "visitor")})
+        self.online = sorted(str(p["meta"].get("who")) for p in self.list_presences())
+
+    @event_handler
+    def peek_presence(self, **kwargs):
+        self.online = sorted(str(p["meta"].get("who")) for p in self.list_presences())
