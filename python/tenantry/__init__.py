@@ -55,6 +55,7 @@ _LAZY: dict[str, str] = {
     "TenantManager": ".managers",
     "TenantQuerySet": ".managers",
     "invalidate_tenant": ".registry",
+    "expire_live_admissions": ".access",
     "TenantAwareBackendMixin": ".presence",
     "TenantAwareMemoryBackend": ".presence",
     "TenantAwareRedisBackend": ".presence",

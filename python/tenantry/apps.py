@@ -9,16 +9,15 @@ class TenantryConfig(AppConfig):
     def ready(self) -> None:
         from django.core.exceptions import ImproperlyConfigured
 
-        from . import checks, conf, isolation, registry  # noqa: F401  (checks, receivers)
+        from . import checks, conf, isolation, live, registry  # noqa: F401  (checks, receivers)
         from .channels import install_djust_broadcasts
         from .db import rls  # noqa: F401  (binds row-level security on new connections)
         from .presence import install_djust_presence_backend
-        from .ratelimit import install_djust_event_limits
         from .state import install_djust_state_backend
 
         isolation.install()
 
-        install_djust_event_limits()
+        live.install()
         for install in (install_djust_presence_backend, install_djust_state_backend):
             try:
                 install()
