@@ -470,6 +470,22 @@ async def test_server_originated_turns_are_admitted_again(settings, alice):
 
 
 @pytest.mark.asyncio
+async def test_presence_heartbeats_are_admitted_again(settings, alice):
+    """The client's ping refreshes a tracked user's presence (djust): a
+    revoked member is not kept listed in the tenant's room by it."""
+    membership(settings)
+    tab = LiveClient("acme.example.com", cookie=alice)
+    assert (await tab.mount("tests.app.views.LiveRoomView", "/items/"))["type"] == "mount"
+    await tab.socket.send_json_to({"type": "ping"})
+    assert (await tab.until("pong"))["type"] == "pong"
+    MEMBERS.discard(("acme-alice", "acme"))
+    await sync_to_async(expire_live_admissions)("acme")
+    await tab.socket.send_json_to({"type": "ping"})
+    assert await tab.until("error") == REFUSED
+    assert await closed_with(tab) == 4403
+
+
+@pytest.mark.asyncio
 async def test_url_changes_are_admitted_again(settings, alice):
     membership(settings)
     tab = LiveClient("acme.example.com", cookie=alice)
@@ -645,6 +661,18 @@ async def test_custom_domains_at_the_mount(settings):
     assert (await own.mount())["type"] == "mount"
     await own.close()
     assert mounts_of() == ["acme"]
+
+
+@pytest.mark.asyncio
+async def test_a_live_redirect_checks_the_origin_too():
+    """``live_redirect_mount`` mounts through the same checks."""
+    tab = Tab("globex.example.com", [(b"origin", b"http://acme.example.com")], BARE)
+    assert (await tab.socket.connect())[0]
+    await tab.socket.receive_json_from(timeout=5)
+    await tab.socket.send_json_to({"type": "live_redirect_mount", "view": ITEMS, "url": "/items/"})
+    frame = await tab.until("mount", "error", "navigate")
+    assert frame == {"type": "error", "error": "Permission denied"}
+    assert views.observed == []
 
 
 @pytest.mark.asyncio

@@ -14,7 +14,8 @@ Installed by the app's ``ready()`` (:func:`install`, idempotent):
   SSE) at djust's per-event gate (``_validate_event_security``), **URL
   changes** (``handle_params``), and **server-originated turns** (tick,
   ``push_to_view``, ``db_notify``, presence, async results: djust's
-  ``_reauth_legacy_server_turn``, run at the top of each): an open view
+  ``_reauth_legacy_server_turn``, run at the top of each), and **presence
+  heartbeats** (djust's ``ping`` of a tracked view): an open view
   whose tenant was admitted more than ``TENANT_READMIT_INTERVAL`` seconds
   ago is admitted again (``tenantry.access.readmit_live``: the registry
   through its cache, the membership check). A refusal sends an error frame
@@ -173,6 +174,19 @@ def _gated_server_turn(original: Callable[..., Any]) -> Callable[..., Any]:
     return reauth
 
 
+def _gated_heartbeat(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A presence heartbeat (djust's ``ping`` of a tracked view) keeps the
+    user listed in the room: it is a turn of the view like an event."""
+
+    @functools.wraps(original)
+    async def handle_presence_heartbeat(self: Any, data: Any) -> Any:
+        if not await still_admitted(self, self.view_instance):
+            return None
+        return await original(self, data)
+
+    return handle_presence_heartbeat
+
+
 def _wrap(owner: Any, name: str, gate: Callable[..., Any]) -> None:
     current = getattr(owner, name, None)
     if current is None or getattr(current, _WRAPPED, False):
@@ -195,4 +209,5 @@ def install() -> bool:
     _wrap(runtime.ViewRuntime, "_check_auth", _gated_mount_check)
     _wrap(runtime.ViewRuntime, "dispatch_url_change", _gated_url_change)
     _wrap(websocket.LiveViewConsumer, "_reauth_legacy_server_turn", _gated_server_turn)
+    _wrap(websocket.LiveViewConsumer, "handle_presence_heartbeat", _gated_heartbeat)
     return True
