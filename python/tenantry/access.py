@@ -248,6 +248,8 @@ _admitted: weakref.WeakKeyDictionary[Any, _Admitted] = weakref.WeakKeyDictionary
 _generation = 0
 #: Tenant id (or None: every tenant) → the generation that expired it.
 _expired: dict[str | None, int] = {}
+#: Tenants remembered in :data:`_expired` before it folds into "every tenant".
+_EXPIRED_KEPT = 10_000
 _expire_lock = threading.Lock()
 
 
@@ -256,19 +258,36 @@ def admitted_live(view: Any, tenant: TenantInfo, request: Any) -> None:
     for ``request``'s user (a live mount)."""
     member = _is_member_user(_user(request))
     by_address = not member and conf.current().membership_check is not None
-    _admitted[view] = _Admitted(
-        tenant.id,
-        time.monotonic() + conf.current().readmit_interval,
-        _generation,
-        member,
-        by_address,
+    _keep(
+        view,
+        _Admitted(
+            tenant.id,
+            time.monotonic() + conf.current().readmit_interval,
+            _generation,
+            member,
+            by_address,
+        ),
     )
+
+
+def _record(view: Any) -> _Admitted | None:
+    try:
+        return _admitted.get(view)
+    except TypeError:  # a view class that made itself unhashable: no record
+        return None
+
+
+def _keep(view: Any, record: _Admitted) -> None:
+    try:
+        _admitted[view] = record
+    except TypeError:  # unhashable: admitted again at every turn
+        pass
 
 
 def readmission_due(view: Any, tenant: TenantInfo) -> bool:
     """Whether ``view`` must be admitted again before its next turn (no
     query, no lock: this runs on every event)."""
-    record = _admitted.get(view)
+    record = _record(view)
     if record is None or record.refusal is not None or record.tenant_id != tenant.id:
         return True
     if record.generation != _generation:
@@ -284,7 +303,7 @@ def readmit_live(view: Any, tenant: TenantInfo) -> Http404 | None:
     its cache, the membership check, any rule :func:`admit` holds); the
     refusal, or None. Synchronous (it may query): call it when
     :func:`readmission_due` says so. A refused view stays refused."""
-    record = _admitted.get(view)
+    record = _record(view)
     if record is not None and record.refusal is not None:
         return record.refusal
     request = getattr(view, "request", None)
@@ -304,14 +323,17 @@ def readmit_live(view: Any, tenant: TenantInfo) -> Http404 | None:
     except Http404 as refusal:
         refused = _Admitted(tenant.id, 0.0, generation, member, by_address)
         refused.refusal = refusal
-        _admitted[view] = refused
+        _keep(view, refused)
         return refusal
-    _admitted[view] = _Admitted(
-        tenant.id,
-        time.monotonic() + conf.current().readmit_interval,
-        generation,
-        member,
-        by_address,
+    _keep(
+        view,
+        _Admitted(
+            tenant.id,
+            time.monotonic() + conf.current().readmit_interval,
+            generation,
+            member,
+            by_address,
+        ),
     )
     return None
 
@@ -325,4 +347,7 @@ def expire_live_admissions(tenant: TenantInfo | str | None = None) -> None:
     key = None if tenant is None else str(getattr(tenant, "id", tenant))
     with _expire_lock:
         _generation += 1
+        if len(_expired) >= _EXPIRED_KEPT:  # bounded: expire everyone instead
+            _expired.clear()
+            key = None
         _expired[key] = _generation

@@ -67,35 +67,39 @@ def _live_tenant(view: Any) -> TenantInfo | None:
     return tenant if isinstance(tenant, TenantInfo) else None
 
 
-async def still_admitted(transport: Any, *views: Any) -> bool:
-    """Whether the turn of ``views`` (the view a frame addresses and the
-    page view) may run: each tenant view whose admission is due is admitted
-    again. When one is refused, its socket gets the error frame and is
-    closed; when re-admission cannot be decided (the database is down) the
-    turn is dropped with an error frame and the next turn tries again."""
-    for view in dict.fromkeys(v for v in views if v is not None):
-        tenant = _live_tenant(view)
-        if tenant is None or not readmission_due(view, tenant):
-            continue
-        try:
-            refusal = await sync_to_async(readmit_live)(view, tenant)
-        except Exception as exc:  # fail closed for this turn only
-            logger.error(
-                "re-admission of %s for %s failed: %s", tenant.id, type(view).__name__, exc
+async def still_admitted(transport: Any, view: Any, page: Any = None) -> bool:
+    """Whether the turn of ``view`` (and of ``page``, the page view when
+    ``view`` is a component or an embedded view) may run: a tenant view
+    whose admission is due is admitted again. When one is refused, its
+    socket gets the error frame and is closed; when re-admission cannot be
+    decided (the database is down) the turn is dropped with an error frame
+    and the next turn tries again."""
+    if not await _admitted(transport, view):
+        return False
+    return page is None or page is view or await _admitted(transport, page)
+
+
+async def _admitted(transport: Any, view: Any) -> bool:
+    tenant = _live_tenant(view)
+    if tenant is None or not readmission_due(view, tenant):
+        return True
+    try:
+        refusal = await sync_to_async(readmit_live)(view, tenant)
+    except Exception as exc:  # fail closed for this turn only
+        logger.error("re-admission of %s for %s failed: %s", tenant.id, type(view).__name__, exc)
+        with contextlib.suppress(Exception):
+            await transport.send_error(
+                "Service temporarily unavailable, event dropped",
+                retry_after=float(UNAVAILABLE_RETRY_AFTER),
             )
-            with contextlib.suppress(Exception):
-                await transport.send_error(
-                    "Service temporarily unavailable, event dropped",
-                    retry_after=float(UNAVAILABLE_RETRY_AFTER),
-                )
-            return False
-        if refusal is not None:
-            with contextlib.suppress(Exception):  # the peer may be gone already
-                await transport.send_error(str(refusal), refused="admission")
-            with contextlib.suppress(Exception):
-                await transport.close(code=READMIT_CLOSE_CODE)
-            return False
-    return True
+        return False
+    if refusal is None:
+        return True
+    with contextlib.suppress(Exception):  # the peer may be gone already
+        await transport.send_error(str(refusal), refused="admission")
+    with contextlib.suppress(Exception):
+        await transport.close(code=READMIT_CLOSE_CODE)
+    return False
 
 
 # -- djust's seams ------------------------------------------------------------------
