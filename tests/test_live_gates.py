@@ -10,10 +10,12 @@ async client); refusals are audited and counted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 
 import pytest
+import pytest_asyncio
 from asgiref.sync import sync_to_async
 from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
@@ -31,7 +33,7 @@ from tenantry.ratelimit import TenantRateLimiter
 from tests.app import views
 from tests.app.models import Domain, Item
 from tests.lifecycle.models import Account
-from tests.live import LiveClient
+from tests.live import LiveClient as _LiveClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -74,6 +76,27 @@ def clean(settings):
     FAIL_CHECKS.clear()
     yield
     TenantRateLimiter.clear_all()
+
+
+#: Every tab a test opened: disconnected after it, so a socket the server
+#: closed leaves nothing behind (its channel groups, its presence), as a
+#: real server's disconnect would.
+OPENED: list[_LiveClient] = []
+
+
+class LiveClient(_LiveClient):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        OPENED.append(self)
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def disconnect_every_tab():
+    yield
+    while OPENED:
+        tab = OPENED.pop()
+        with contextlib.suppress(Exception):
+            await tab.socket.disconnect()
 
 
 def configure(settings, **more):
