@@ -224,6 +224,9 @@ pub struct Settings {
     pub unknown_keys: Vec<String>,
     /// Rate limits, quotas and their store (SPEC §12).
     pub rate_limits: RateLimitSettings,
+    /// Seconds an open live view's admission holds before its next event
+    /// or server turn admits its tenant again (0: every turn).
+    pub readmit_interval: f64,
 }
 
 /// Every key this parser reads. Append only: the system check ids
@@ -280,6 +283,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "PRESENCE_TENANT_MAX_USERS",
     "PRESENCE_TENANT_MAX_CONNECTIONS",
     "PRESENCE_MAX_META_BYTES",
+    "TENANT_READMIT_INTERVAL",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -292,6 +296,8 @@ const MAX_STATE_MEMORY: i128 = 1 << 48;
 const MIN_TENANT_STATE: i128 = 4 * 1024;
 const MAX_PRESENCE_CAP: i128 = 1 << 32;
 const MAX_PRESENCE_META: i128 = 16 * 1024 * 1024;
+/// An admission older than this is not "bounded" any more.
+const MAX_READMIT_INTERVAL: f64 = 3_600.0;
 
 /// Collects errors so one `manage.py check` shows all of them.
 struct Parser<'a> {
@@ -839,6 +845,7 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
     };
 
     let rate_limits = p.rate_limits();
+    let readmit_interval = p.seconds("TENANT_READMIT_INTERVAL", 5.0, MAX_READMIT_INTERVAL, true);
 
     let unknown_keys = unknown_keys(map);
 
@@ -886,6 +893,7 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         redis_options,
         unknown_keys,
         rate_limits,
+        readmit_interval,
     })
 }
 
@@ -1412,6 +1420,30 @@ mod tests {
             "{}",
             e[0]
         );
+    }
+
+    #[test]
+    fn readmit_interval_is_bounded_seconds() {
+        assert_eq!(Settings::defaults().readmit_interval, 5.0);
+        for (value, want) in [
+            (Value::Int(0), 0.0),
+            (Value::Float(0.5), 0.5),
+            (Value::Int(3600), 3600.0),
+        ] {
+            let parsed = parse(&map(&[("TENANT_READMIT_INTERVAL", value)])).unwrap();
+            assert_eq!(parsed.readmit_interval, want);
+        }
+        for bad in [
+            Value::Int(-1),
+            Value::Int(3601),
+            Value::Float(f64::NAN),
+            s("5"),
+            Value::None,
+        ] {
+            let e = errors(&[("TENANT_READMIT_INTERVAL", bad.clone())]);
+            assert_eq!(e[0].key, "TENANT_READMIT_INTERVAL", "{bad:?}");
+            assert!(e[0].to_string().contains("seconds"), "{}", e[0]);
+        }
     }
 
     #[test]

@@ -245,25 +245,147 @@ def test_for_each_tenant_fans_out_to_active_tenants(worker, tasks):
 
 
 def test_eager_runs_bind_and_restore(tasks):
+    assert tasks.whoami.apply(headers={HEADER: "inner"}).get() == "inner"
+    assert get_current_tenant() is None
     with tenant_context("outer", must_exist=False):
-        assert tasks.whoami.apply(headers={HEADER: "inner"}).get() == "inner"
-        assert get_current_tenant() == "outer"
-        failed = tasks.boom.apply(args=("x",), headers={HEADER: "inner"})
-        assert failed.failed() and "tenant inner" in str(failed.result)
+        failed = tasks.boom.apply(args=("x",))
+        assert failed.failed() and "tenant outer" in str(failed.result)
         assert get_current_tenant() == "outer"
         # An eager retry runs again at once, with the request's headers.
-        retried = tasks.flaky.apply(args=(2, False), headers={HEADER: "inner"})
-        assert retried.get() == {"bound": "inner", "retries": 2}
+        retried = tasks.flaky.apply(args=(2, False), headers={HEADER: "outer"})
+        assert retried.get() == {"bound": "outer", "retries": 2}
         assert get_current_tenant() == "outer"
         refused = tasks.whoami.apply(headers={HEADER: "bad:id"})
-        assert isinstance(refused.result, InvalidTenantId)
+        assert isinstance(refused.result, TenantMismatchError)
         assert get_current_tenant() == "outer"
         # Run eagerly without the header (task_always_eager): the caller's tenant.
         assert tasks.whoami.apply().get() == "outer"
         assert tasks.tenant_only.apply().get() == "outer"
     assert get_current_tenant() is None
+    assert isinstance(tasks.whoami.apply(headers={HEADER: "bad:id"}).result, InvalidTenantId)
     assert isinstance(tasks.tenant_only.apply().result, TenantNotSetError)
     assert tasks.whoami.apply().get() is None
+
+
+# --- eager and published runs: one rule (docs/jobs.md#eager-runs) ------------------
+
+
+@pytest.fixture
+def always_eager(tasks):
+    tasks.app.conf.task_always_eager = True
+    try:
+        yield tasks
+    finally:
+        tasks.app.conf.task_always_eager = False
+
+
+def _result_of(outcome):
+    """A run's value or its exception (EagerResult, chain, group or chord)."""
+    try:
+        return outcome.get(propagate=True, disable_sync_subtasks=False)
+    except Exception as exc:  # the refusal
+        return exc
+
+
+#: Every way to send ``whoami`` with ``headers``: run eagerly under
+#: ``task_always_eager`` (the fixture), published otherwise.
+SENDS = {
+    "apply": lambda t, h: t.whoami.apply(headers=h),
+    "s().apply": lambda t, h: t.whoami.s().apply(headers=h),
+    "apply_async": lambda t, h: t.whoami.apply_async(headers=h),
+    "apply_async(**options)": lambda t, h: t.whoami.apply_async(**{"headers": h}),
+    "s().set().delay": lambda t, h: t.whoami.s().set(headers=h).delay(),
+    "signature(headers=)": lambda t, h: t.whoami.signature((), headers=h).apply_async(),
+    "signature(options=)": lambda t, h: t.whoami.signature((), options={"headers": h}).delay(),
+    "chain": lambda t, h: chain(t.whoami.si(), t.whoami.si().set(headers=h)).apply_async(),
+    "group": lambda t, h: group(t.whoami.si().set(headers=h)).apply_async(),
+    # The callback (step) returns the parts' results, then its own tenant.
+    "chord": lambda t, h: chord([t.whoami.si().set(headers=h)], t.step.s()).apply_async(),
+}
+PUBLISHED = ["apply_async", "apply_async(**options)", "s().set().delay", "signature(headers=)",
+             "signature(options=)", "chain", "group"]  # fmt: skip
+
+
+def _value(form, tasks, headers):
+    """What sending ``whoami`` the way ``form`` does returned (or raised:
+    an eager chord raises its part's exception)."""
+    try:
+        value = _result_of(SENDS[form](tasks, headers))
+    except Exception as exc:
+        return exc
+    if form == "chord" and isinstance(value, list):
+        return value[0]  # the part that carried the header
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+@pytest.mark.parametrize("form", SENDS)
+def test_eager_runs_refuse_another_tenants_header(always_eager, form):
+    """Bound to t01, a header naming t02 is refused, as published (below)."""
+    headers = {HEADER: "t02", "x-trace": ["a"]}
+    sent = {HEADER: "t02", "x-trace": ["a"]}
+    with tenant_context("t01", must_exist=False):
+        value = _value(form, always_eager, headers)
+        assert get_current_tenant() == "t01"
+    assert isinstance(value, TenantMismatchError), value
+    assert "'t01'" in str(value) and "'t02'" in str(value) and "did not run" in str(value)
+    assert headers == sent  # the caller's dict is not changed
+
+
+@pytest.mark.parametrize("form", SENDS)
+def test_eager_runs_take_the_tenant_a_publish_would(always_eager, form):
+    tasks = always_eager
+    with tenant_context("t01", must_exist=False):
+        assert _value(form, tasks, {HEADER: "t01"}) == "t01"  # the same tenant
+        assert _value(form, tasks, {}) == "t01"  # no header: the bound one
+        assert _value(form, tasks, {"Tenantry_Tenant": "t02"}) == "t01"  # not our header
+    # Nothing bound: the header names the tenant, like a beat entry's.
+    assert _value(form, tasks, {HEADER: "t02"}) == "t02"
+    assert _value(form, tasks, {}) is None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("form", ["apply", "apply_async", "chain"])
+async def test_async_callers_run_eagerly_under_the_same_rule(always_eager, form):
+    from asgiref.sync import sync_to_async
+
+    with tenant_context("t01", must_exist=False):
+        refused = await sync_to_async(_value)(form, always_eager, {HEADER: "t02"})
+        same = await sync_to_async(_value)(form, always_eager, {HEADER: "t01"})
+    assert isinstance(refused, TenantMismatchError)
+    assert same == "t01"
+
+
+def known_tenants(tenant_id):
+    """A ``TENANT_VALIDATOR`` knowing t00..t49."""
+    return tenant_id in TENANTS
+
+
+def test_eager_runs_go_through_the_registry(tasks, settings):
+    settings.DJUST_CONFIG = {
+        "TENANT_RESOLVER": "subdomain",
+        "TENANT_MAIN_DOMAIN": "example.com",
+        "TENANT_VALIDATOR": "tests.test_celery.known_tenants",
+    }
+    assert tasks.whoami.apply(headers={HEADER: "t03"}).get() == "t03"
+    assert isinstance(tasks.whoami.apply(headers={HEADER: "ghost"}).result, TenantNotFound)
+    # Bound to a tenant the registry does not know (deleted meanwhile): as the
+    # worker, the run refuses it.
+    with tenant_context("ghost", must_exist=False):
+        assert isinstance(tasks.whoami.apply().result, TenantNotFound)
+
+
+@pytest.mark.parametrize("form", PUBLISHED)
+def test_published_runs_refuse_another_tenants_header(worker, tasks, form):
+    headers = {HEADER: "t02"}
+    with tenant_context("t01", must_exist=False):
+        outcome = SENDS[form](tasks, headers)
+    value = outcome.get(timeout=WAIT, propagate=False)
+    if isinstance(value, list):
+        [value] = value
+    if form == "chain":  # the step the header was on
+        value = outcome.result
+    assert isinstance(value, TenantMismatchError), value
+    assert headers == {HEADER: "t02"}
 
 
 def test_for_each_tenant_refuses_bad_arguments(tasks, settings):

@@ -59,6 +59,7 @@ _LAZY: dict[str, str] = {
     "TenantQuerySet": ".managers",
     "invalidate_tenant": ".registry",
     "delete_tenant": ".lifecycle",
+    "expire_live_admissions": ".access",
     "TenantAwareBackendMixin": ".presence",
     "TenantAwareMemoryBackend": ".presence",
     "TenantAwareRedisBackend": ".presence",

@@ -111,6 +111,7 @@ class CurrentConfig:
     tenant_model: tuple[str, str] | None
     registry_models: list[str]
     registry_cache_sizes: tuple[int, int]
+    readmit_interval: float
     def is_exempt(self, path: str) -> bool: ...
     def limits_scope(self, scope: str) -> bool: ...
 

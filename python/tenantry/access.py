@@ -20,11 +20,24 @@ The rules, in order:
 A refusal is audited and answered like a missing tenant (404, one message
 for "no such tenant" and "not yours"). The resolved tenant is kept on
 ``request.tenant`` so nothing resolves twice.
+
+A live view admitted at its mount is admitted again while its socket stays
+open (:func:`readmit_live`): at most once per ``TENANT_READMIT_INTERVAL``
+seconds per view, at its next event or server-originated turn, so a revoked
+membership or a deleted, deactivated (or, through a check added to
+:func:`admit`, suspended) tenant stops the socket without a query per event.
+
+Every refusal tenantry makes (here, the WebSocket origin rule, the rate
+limits, jobs) is audited and counted by :func:`refuse` under one of
+:data:`REFUSAL_REASONS`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+import weakref
 from typing import Any
 
 from django.http import Http404
@@ -32,7 +45,18 @@ from django.http import Http404
 from . import _core, audit, conf
 from ._core import TenantInfo
 
-__all__ = ["HOST_SOURCES", "NOT_FOUND", "admit", "deny", "tenant_for_request"]
+__all__ = [
+    "HOST_SOURCES",
+    "NOT_FOUND",
+    "REFUSAL_REASONS",
+    "admit",
+    "deny",
+    "expire_live_admissions",
+    "readmit_live",
+    "refusal_counts",
+    "refuse",
+    "tenant_for_request",
+]
 
 #: One message for "no such tenant" and "not yours", so a 404 never tells an
 #: outsider which tenants exist.
@@ -46,8 +70,44 @@ HOST_SOURCES = frozenset({"subdomain", "domain", "path", "default"})
 VIEW_SOURCE = "view"
 
 
+#: Why tenantry refuses something, as counted by :func:`refuse` (and as a
+#: metrics exporter labels its refusal counter): ``admission`` (the registry,
+#: the membership check, a required tenant missing, a job's tenant),
+#: ``origin`` (a WebSocket from another tenant's page), ``rate_limit``.
+REFUSAL_REASONS = ("admission", "origin", "rate_limit")
+_refusals = dict.fromkeys(REFUSAL_REASONS, 0)
+_refusals_lock = threading.Lock()
+
+
+def refuse(
+    why: str,
+    event: str,
+    tenant: Any = None,
+    request: Any = None,
+    /,
+    *,
+    level: int = logging.WARNING,
+    **fields: Any,
+) -> None:
+    """Count one refusal under ``why`` (one of :data:`REFUSAL_REASONS`) and
+    audit it as ``event``, its record carrying ``refusal=why`` (and
+    ``fields``: ``reason`` says what was wrong)."""
+    if why not in _refusals:
+        raise ValueError(f"unknown refusal reason {why!r}; one of {REFUSAL_REASONS}")
+    with _refusals_lock:
+        _refusals[why] += 1
+    audit.emit(event, tenant=tenant, request=request, level=level, refusal=why, **fields)
+
+
+def refusal_counts() -> dict[str, int]:
+    """Refusals of this process so far, by reason."""
+    with _refusals_lock:
+        return dict(_refusals)
+
+
 def deny(event: str, tenant: Any, request: Any, **fields: Any) -> Http404:
-    audit.emit(event, tenant=tenant, request=request, level=logging.WARNING, **fields)
+    """An admission refusal: counted, audited, and the 404 to raise."""
+    refuse("admission", event, tenant, request, **fields)
     return Http404(NOT_FOUND)
 
 
@@ -55,13 +115,19 @@ def _user(request: Any) -> Any:
     return getattr(request, "user", None) if request is not None else None
 
 
-def _check_membership(request: Any, tenant: TenantInfo, source: str) -> None:
+def _is_member_user(user: Any) -> bool:
+    return user is not None and bool(getattr(user, "is_authenticated", False))
+
+
+def _check_membership(
+    request: Any, tenant: TenantInfo, source: str, by_address: bool | None
+) -> None:
     check = conf.current().membership_check
     if check is None:
         return
     user = _user(request)
-    if user is None or not getattr(user, "is_authenticated", False):
-        if source in HOST_SOURCES:
+    if not _is_member_user(user):
+        if source in HOST_SOURCES if by_address is None else by_address:
             return
         raise deny(
             "tenant.denied",
@@ -80,12 +146,21 @@ def admit(
     request: Any = None,
     source: str,
     registered: bool = False,
+    by_address: bool | None = None,
 ) -> TenantInfo | None:
     """``tenant`` as it may be bound for ``request``'s user, or ``Http404``.
 
     ``source`` names where the tenant came from (a resolver's name,
     ``"default"``, or ``"view"``); ``registered=True`` when the registry
-    already admitted it (resolution does that in the core).
+    already admitted it (resolution does that in the core). ``by_address``
+    says whether the address named the tenant (which admits anonymous
+    users) when ``source`` cannot (a re-admission); None decides by
+    ``source``.
+
+    A later rule (a suspended tenant, say) belongs here: it then holds for
+    requests, mounts, view switches and the re-admission of open sockets
+    alike. It refuses by raising an ``Http404``, whose message an open
+    socket's error frame carries.
     """
     if tenant is None:
         return None
@@ -94,7 +169,7 @@ def admit(
         if known is None:
             raise deny("tenant.unknown", tenant, request, source=source)
         tenant = known
-    _check_membership(request, tenant, source)
+    _check_membership(request, tenant, source, by_address)
     return tenant
 
 
@@ -139,3 +214,140 @@ def tenant_for_request(request: Any, resolve: Any = None) -> TenantInfo | None:
     except AttributeError:  # an object that refuses attributes
         pass
     return tenant
+
+
+# -- open live views: re-admission ------------------------------------------------
+
+#: The source audited for a re-admission.
+READMIT_SOURCE = "readmission"
+
+
+class _Admitted:
+    """When one live view's tenant was last admitted (see :func:`readmit_live`)."""
+
+    __slots__ = ("by_address", "due", "generation", "member", "refusal", "tenant_id")
+
+    def __init__(self, tenant_id: str, due: float, generation: int, member: bool, by_address: bool):
+        self.tenant_id = tenant_id
+        self.due = due
+        self.generation = generation
+        #: Whether the user was signed in when first admitted: signing out
+        #: on an open socket does not keep a member's tenant.
+        self.member = member
+        #: Whether the address named the tenant (what admitted an anonymous
+        #: user when a membership check is configured).
+        self.by_address = by_address
+        #: The refusal once re-admission failed: every later turn gets it.
+        self.refusal: Http404 | None = None
+
+
+#: Live view → its admission; a view leaves with its last reference.
+_admitted: weakref.WeakKeyDictionary[Any, _Admitted] = weakref.WeakKeyDictionary()
+#: Bumped by :func:`expire_live_admissions`; an admission of an older
+#: generation is checked against :data:`_expired`.
+_generation = 0
+#: Tenant id (or None: every tenant) → the generation that expired it.
+_expired: dict[str | None, int] = {}
+#: Tenants remembered in :data:`_expired` before it folds into "every tenant".
+_EXPIRED_KEPT = 10_000
+_expire_lock = threading.Lock()
+
+
+def admitted_live(view: Any, tenant: TenantInfo, request: Any) -> None:
+    """Start ``view``'s re-admission clock: its tenant was just admitted
+    for ``request``'s user (a live mount)."""
+    member = _is_member_user(_user(request))
+    by_address = not member and conf.current().membership_check is not None
+    _keep(
+        view,
+        _Admitted(
+            tenant.id,
+            time.monotonic() + conf.current().readmit_interval,
+            _generation,
+            member,
+            by_address,
+        ),
+    )
+
+
+def _record(view: Any) -> _Admitted | None:
+    try:
+        return _admitted.get(view)
+    except TypeError:  # a view class that made itself unhashable: no record
+        return None
+
+
+def _keep(view: Any, record: _Admitted) -> None:
+    try:
+        _admitted[view] = record
+    except TypeError:  # unhashable: admitted again at every turn
+        pass
+
+
+def readmission_due(view: Any, tenant: TenantInfo) -> bool:
+    """Whether ``view`` must be admitted again before its next turn (no
+    query, no lock: this runs on every event)."""
+    record = _record(view)
+    if record is None or record.refusal is not None or record.tenant_id != tenant.id:
+        return True
+    if record.generation != _generation:
+        expired = max(_expired.get(None, 0), _expired.get(tenant.id, 0))
+        if expired > record.generation:
+            return True
+        record.generation = _generation
+    return time.monotonic() >= record.due
+
+
+def readmit_live(view: Any, tenant: TenantInfo) -> Http404 | None:
+    """Admit ``view``'s ``tenant`` again for its user (the registry through
+    its cache, the membership check, any rule :func:`admit` holds); the
+    refusal, or None. Synchronous (it may query): call it when
+    :func:`readmission_due` says so. A refused view stays refused."""
+    record = _record(view)
+    if record is not None and record.refusal is not None:
+        return record.refusal
+    request = getattr(view, "request", None)
+    if record is None:
+        # A view this process did not see mounted: judged as a view whose
+        # tenant its user chose (an anonymous user is refused when a
+        # membership check is configured).
+        member, by_address = _is_member_user(_user(request)), False
+    else:
+        # The same user as at the mount (a tenant the view switched to was
+        # admitted for it then); a member who signed out since is anonymous
+        # now and was not admitted by the address: refused.
+        member, by_address = record.member, record.by_address
+    generation = _generation
+    try:
+        admit(tenant.id, request=request, source=READMIT_SOURCE, by_address=by_address)
+    except Http404 as refusal:
+        refused = _Admitted(tenant.id, 0.0, generation, member, by_address)
+        refused.refusal = refusal
+        _keep(view, refused)
+        return refusal
+    _keep(
+        view,
+        _Admitted(
+            tenant.id,
+            time.monotonic() + conf.current().readmit_interval,
+            generation,
+            member,
+            by_address,
+        ),
+    )
+    return None
+
+
+def expire_live_admissions(tenant: TenantInfo | str | None = None) -> None:
+    """Make every open live view of ``tenant`` (every tenant when None) in
+    this process re-admit its tenant at its next turn, without waiting for
+    ``TENANT_READMIT_INTERVAL``: for code that just revoked something (a
+    membership, a suspension). Other processes see it within the interval."""
+    global _generation
+    key = None if tenant is None else str(getattr(tenant, "id", tenant))
+    with _expire_lock:
+        _generation += 1
+        if len(_expired) >= _EXPIRED_KEPT:  # bounded: expire everyone instead
+            _expired.clear()
+            key = None
+        _expired[key] = _generation

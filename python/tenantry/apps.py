@@ -9,18 +9,17 @@ class TenantryConfig(AppConfig):
     def ready(self) -> None:
         from django.core.exceptions import ImproperlyConfigured
 
-        from . import cache, checks, conf, lifecycle, registry, wall  # noqa: F401  (checks, receivers)
+        from . import cache, checks, conf, lifecycle, live, registry, wall  # noqa: F401
         from .channels import install_djust_broadcasts
         from .db import rls  # noqa: F401  (binds row-level security on new connections)
         from .presence import install_djust_presence_backend
-        from .ratelimit import install_djust_event_limits
         from .state import install_djust_state_backend
 
         wall.install()  # the ORM's first wall, derived from the model graph
         lifecycle.install()
         cache.install()
 
-        install_djust_event_limits()
+        live.install()
         for install in (install_djust_presence_backend, install_djust_state_backend):
             try:
                 install()

@@ -10,7 +10,11 @@ Events (``record["event"]``):
 ``tenant.unknown``    the registry does not know a tenant a view or
                       ``tenant_context()`` tried to bind (404 / ``TenantNotFound``)
 ``domain.ignored``    a custom-domain row claiming a platform host was ignored
-``websocket.refused`` ``TenantOriginValidator`` refused a handshake
+``websocket.refused`` a WebSocket from another tenant's page was refused: by
+                      ``TenantOriginValidator`` (``stage="handshake"``) or
+                      at a live mount (``stage="mount"``)
+``ratelimit.refused`` tenantry refused a request, live event or live mount on
+                      a rate limit (INFO, with ``scope``)
 ``tenant.switched``   ``TenantMixin.set_tenant()`` changed a view's tenant
 ``queryset.unscoped`` ``unscoped(reason=...)`` bypassed tenant scoping
 ``isolation.refused`` an ORM write or ``raw()`` was refused by the isolation
@@ -25,6 +29,8 @@ Events (``record["event"]``):
 
 Each record is a dict with ``event``, ``tenant_id`` and, where known, ``path``,
 ``user_id``, ``source``, ``reason``, ``model``, ``field``, ``value``, ``action``.
+A refusal's record also has ``refusal``: ``admission``, ``origin`` or
+``rate_limit`` (``tenantry.access.refuse``, which counts them).
 Log handlers receive it as ``record.tenantry`` (``extra={"tenantry": ...}``).
 """
 

@@ -19,8 +19,17 @@ imports it too: Celery's Django fix-up runs ``django.setup()``).
   then raise ``TenantNotSetError``), unless the task is declared a tenant
   task (:func:`tenant_task`, ``base=TenantTask``, or the task option
   ``tenant_required=True``): then it fails with ``TenantNotSetError``.
-- A task executed eagerly (``apply()``, ``task_always_eager``) without the
-  header keeps the caller's binding: it runs in the caller's context.
+- A task executed eagerly (``apply()``, ``delay()`` / ``apply_async()``
+  under ``task_always_eager``, eager chains, groups and chords) goes through
+  the same rule as a published one, applied where it runs, in the caller's
+  context: the caller's bound tenant is what a publish would stamp, an
+  explicit header naming another tenant is the same conflict (refused with
+  ``TenantMismatchError``), and the tenant it runs in is looked up in the
+  registry the same way. Without a tenant bound and without the header it
+  runs with none, as the caller does.
+- tenantry never changes the ``headers`` dict a caller passes: a publish
+  stamps Celery's own copy (the message's headers), and an eager run reads
+  the caller's.
 
 Refusals are raised from ``Task.before_start`` (Celery's signal handlers
 cannot fail a task, and its worker replaces the base ``Task.__call__``):
@@ -52,6 +61,7 @@ from ._core import (
     TenantNotFound,
     TenantNotSetError,
 )
+from .access import refuse
 from .context import (
     _registered,
     get_current_tenant,
@@ -81,28 +91,45 @@ _BINDING = "tenantry_binding"
 # -- publishing ------------------------------------------------------------------
 
 
+def _stamped(bound: TenantInfo | None, explicit: Any) -> tuple[Any, str | None]:
+    """``(header, conflict)`` of a task sent while ``bound`` is bound with
+    ``explicit`` as its ``tenantry_tenant`` header: the one rule for
+    published and eager runs. ``conflict`` is the other tenant an explicit
+    header named, which the run refuses."""
+    if bound is None:
+        return explicit, None  # an explicit header (if any) is checked where it runs
+    if explicit is None or str(explicit) == bound.id:
+        return bound.id, None
+    return bound.id, str(explicit)
+
+
+def _audit_conflict(task: Any, bound: TenantInfo, conflict: str) -> None:
+    refuse(
+        "admission",
+        "task.conflict",
+        bound,
+        level=logging.ERROR,
+        task=task,
+        header=conflict,
+        reason="sent with another tenant's header while a tenant was bound",
+    )
+
+
 def _on_before_publish(sender: Any = None, headers: dict | None = None, **kwargs: Any) -> None:
+    # ``headers`` is the message's own dict (Celery copies the caller's
+    # ``headers=`` into it), so stamping it changes nothing of the caller's.
     if headers is None:
         return
     bound = get_current_tenant()
     if bound is None:
-        return  # an explicit header (if any) is validated by the worker
-    explicit = headers.get(HEADER)
-    if explicit is None or str(explicit) == bound.id:
-        headers[HEADER] = bound.id
         return
-    # Celery swallows a publish handler's exception, so the message goes out
-    # marked, and the worker refuses it (fail closed, with both ids).
-    headers[CONFLICT_HEADER] = str(explicit)
-    headers[HEADER] = bound.id
-    audit.emit(
-        "task.conflict",
-        tenant=bound,
-        level=logging.ERROR,
-        task=sender,
-        header=str(explicit),
-        reason="published with another tenant's header while a tenant was bound",
-    )
+    value, conflict = _stamped(bound, headers.get(HEADER))
+    headers[HEADER] = value
+    if conflict is not None:
+        # Celery swallows a publish handler's exception, so the message goes
+        # out marked, and the worker refuses it (fail closed, with both ids).
+        headers[CONFLICT_HEADER] = conflict
+        _audit_conflict(sender, bound, conflict)
 
 
 # -- running ---------------------------------------------------------------------
@@ -153,23 +180,29 @@ def _on_prerun(sender: Any = None, task: Any = None, **kwargs: Any) -> None:
     binding = _Binding()
     setattr(request, _BINDING, binding)
     value = _header(request, HEADER)
+    conflict = _header(request, CONFLICT_HEADER)
+    if request.is_eager and conflict is None:
+        # Run where it was sent: what publishing it now would have stamped.
+        bound = get_current_tenant()
+        value, conflict = _stamped(bound, value)
+        if conflict is not None:
+            _audit_conflict(task.name, bound, conflict)
     try:
-        conflict = _header(request, CONFLICT_HEADER)
         if conflict is not None:
             raise TenantMismatchError(
-                f"{_task_label(task)} was published while tenant {value!r} was bound, with a "
-                f"{HEADER} header naming tenant {conflict!r}; publish it inside "
+                f"{_task_label(task)} was sent while tenant {value!r} was bound, with a "
+                f"{HEADER} header naming tenant {conflict!r}; send it inside "
                 f"tenant_context({conflict!r}) instead. The task did not run"
             )
         if value is None and request.is_eager:
-            return  # runs in the caller's context, with the caller's tenant
+            return  # no tenant, like the caller
         tenant = None if value is None else _tenant_of(task, value)
     except (InvalidTenantId, TenantNotFound, TenantMismatchError) as exc:
-        audit.emit(
+        refuse(
+            "admission",
             "task.refused",
             # A forged value is only in the reason, as its repr (no log injection).
-            tenant=value if isinstance(value, str) and _core.is_valid_tenant_id(value) else None,
-            level=logging.WARNING,
+            value if isinstance(value, str) and _core.is_valid_tenant_id(value) else None,
             task=task.name,
             task_id=request.id,
             reason=str(exc),
@@ -281,9 +314,7 @@ def for_each_tenant(task: Any, *args: Any, jitter: float = 0, **kwargs: Any) -> 
     if isinstance(task, str):
         task = current_app.signature(task)
     if not callable(getattr(task, "apply_async", None)):
-        raise TypeError(
-            f"for_each_tenant() needs a task, a signature or a task name, got {task!r}"
-        )
+        raise TypeError(f"for_each_tenant() needs a task, a signature or a task name, got {task!r}")
     results = []
     for tenant_id in active_tenant_ids():
         if not _core.is_valid_tenant_id(tenant_id):

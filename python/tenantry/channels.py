@@ -21,7 +21,14 @@ same tenant (a tenant's custom domain and its subdomain). With resolvers that
 do not read the host (header, session), only the same host passes.
 
 A handshake without ``Origin`` (non-browser clients) is refused unless
-``allow_missing_origin=True``. Refusals are audited (``websocket.refused``).
+``allow_missing_origin=True``. Refusals are audited (``websocket.refused``)
+and counted as ``origin`` refusals.
+
+The validator is the early gate. The same rule holds at every live mount
+without it (an asgi.py with channels' ``AllowedHostsOriginValidator``, as
+djust's docs show): ``TenantMixin`` checks the handshake's ``Origin`` against
+the tenant the mount resolved (:func:`check_live_origin`), before ``mount()``
+runs.
 
 Broadcasts (docs/broadcasts.md): :func:`tenant_group` names a channels group
 of one tenant, :func:`group_send` / :func:`agroup_send` send to the bound
@@ -33,7 +40,6 @@ the same way, so a push from one tenant never reaches another's sessions.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import threading
 from functools import lru_cache
@@ -41,15 +47,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from asgiref.sync import async_to_sync, sync_to_async
+from django.core.exceptions import PermissionDenied
 
-from . import _core, audit, conf
+from . import _core, conf
 from ._core import TenantInfo, TenantNotSetError
+from .access import refuse
 from .context import as_tenant, get_current_tenant, tenant_context
 from .presence import get_presence_router
 
 __all__ = [
     "TenantOriginValidator",
     "agroup_send",
+    "check_live_origin",
     "group_send",
     "install_djust_broadcasts",
     "origin_refusal",
@@ -59,15 +68,40 @@ __all__ = [
 ]
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
+#: ``_header``'s answer for a header sent more than once with different values.
+SEVERAL = object()
+
+
+def _header(scope: dict[str, Any], name: bytes) -> Any:
+    """The value of header ``name`` (any case), None when absent, or
+    :data:`SEVERAL` when it was sent with different values (servers and
+    djust do not agree on which one counts)."""
+    found = None
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
-            return value.decode("latin-1")
-    return None
+            text = value.decode("latin-1")
+            if found is not None and text != found:
+                return SEVERAL
+            found = text
+    return found
 
 
-def origin_refusal(origin: str | None, host: str | None, *, allow_missing: bool) -> str | None:
-    """Why a handshake from ``origin`` to ``host`` is refused, or ``None``."""
+def origin_refusal(
+    origin: str | None,
+    host: str | None,
+    *,
+    allow_missing: bool,
+    tenant: TenantInfo | None = None,
+) -> str | None:
+    """Why a WebSocket from ``origin`` to ``host`` is refused, or ``None``.
+
+    The origin must be the same host as ``host``, or a host the configured
+    host resolvers (subdomain, custom domain) map to the same tenant. With
+    ``tenant`` (what a live mount resolved), an origin those resolvers map to
+    a tenant must also map to that one.
+    """
+    if origin is SEVERAL or host is SEVERAL:
+        return "several different Origin or Host headers"
     if origin is None:
         return None if allow_missing else "no Origin header"
     parts = urlsplit(origin)
@@ -80,6 +114,11 @@ def origin_refusal(origin: str | None, host: str | None, *, allow_missing: bool)
     if host_side is None:
         return f"Host {host!r} is not in ALLOWED_HOSTS"
     (origin_domain, origin_tenant), (host_domain, host_tenant) = origin_side, host_side
+    if tenant is not None and origin_tenant is not None and origin_tenant != tenant.id:
+        return (
+            f"Origin {origin_domain!r} (tenant {origin_tenant}) is not the tenant this live "
+            f"view resolved ({tenant.id})"
+        )
     if origin_domain == host_domain:
         return None
     if origin_tenant is not None and origin_tenant == host_tenant:
@@ -88,6 +127,42 @@ def origin_refusal(origin: str | None, host: str | None, *, allow_missing: bool)
         f"Origin {origin_domain!r} (tenant {origin_tenant}) is not the tenant of "
         f"Host {host_domain!r} (tenant {host_tenant})"
     )
+
+
+def check_live_origin(
+    tenant: TenantInfo, *, scope: dict[str, Any] | None = None, request: Any = None
+) -> None:
+    """Refuse (``PermissionDenied``, audited and counted as ``origin``) a
+    live mount of ``tenant`` whose page is not the tenant's: :func:`origin_refusal`
+    on the WebSocket handshake's ``scope`` (or, over SSE, ``request``'s own
+    headers) with ``tenant``. A mount without ``Origin`` passes (a browser
+    always sends one on a WebSocket, so no visitor's cookies ride on it);
+    :class:`TenantOriginValidator` can refuse those at the handshake."""
+    if isinstance(scope, dict):
+        origin, host = _header(scope, b"origin"), _header(scope, b"host")
+    else:
+        meta = getattr(request, "META", None)
+        origin = meta.get("HTTP_ORIGIN") if isinstance(meta, dict) else None
+        if not isinstance(origin, str):
+            return  # no Origin (or not a request: a test's stand-in)
+        try:
+            host = request.get_host()  # as the request's tenant was resolved
+        except Exception:  # DisallowedHost: refused below like any unknown host
+            host = meta.get("HTTP_HOST")
+    reason = origin_refusal(origin, host, allow_missing=True, tenant=tenant)
+    if reason is None:
+        return
+    refuse(
+        "origin",
+        "websocket.refused",
+        tenant,
+        request,
+        stage="mount",
+        origin=None if origin is SEVERAL else origin,
+        host=None if host is SEVERAL else host,
+        reason=reason,
+    )
+    raise PermissionDenied(f"live view refused: {reason}")
 
 
 class TenantOriginValidator:
@@ -111,12 +186,13 @@ class TenantOriginValidator:
             reason = origin_refusal(origin, host, allow_missing=self.allow_missing_origin)
         if reason is None:
             return await self.application(scope, receive, send)
-        audit.emit(
+        refuse(
+            "origin",
             "websocket.refused",
-            level=logging.WARNING,
+            stage="handshake",
             path=scope.get("path"),
-            origin=origin,
-            host=host,
+            origin=None if origin is SEVERAL else origin,
+            host=None if host is SEVERAL else host,
             reason=reason,
         )
         from channels.security.websocket import WebsocketDenier
@@ -294,9 +370,7 @@ def install_djust_broadcasts() -> bool:
             return True
         _djust_originals["view_group_name"] = push.view_group_name
         _djust_originals["presence_group_name"] = PresenceManager.presence_group_name
-        _djust_originals["_broadcast_presence_change"] = (
-            PresenceMixin._broadcast_presence_change
-        )
+        _djust_originals["_broadcast_presence_change"] = PresenceMixin._broadcast_presence_change
         push.view_group_name = scoped_view_group_name
         PresenceManager.presence_group_name = staticmethod(scoped_presence_group_name)
         PresenceMixin._broadcast_presence_change = broadcast_presence_change_in_view_tenant

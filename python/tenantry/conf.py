@@ -40,8 +40,8 @@ class RequestConfig(NamedTuple):
     context_name: str
     membership_check: Any
     audit_callback: Any
-    #: Of ``http`` and ``events``, the scopes ``TENANT_RATE_LIMITS`` or
-    #: ``TENANT_QUOTAS`` limit.
+    #: Of ``http``, ``events`` and ``mounts``, the scopes
+    #: ``TENANT_RATE_LIMITS`` or ``TENANT_QUOTAS`` limit.
     limited_scopes: frozenset[str]
 
 
@@ -126,7 +126,7 @@ def request_settings() -> RequestConfig:
         config.context_name,
         config.membership_check,
         config.audit_callback,
-        frozenset(scope for scope in ("http", "events") if config.limits_scope(scope)),
+        frozenset(scope for scope in ("http", "events", "mounts") if config.limits_scope(scope)),
     )
     return request_config
 

@@ -168,7 +168,10 @@ class TenantPresenceMixin(PresenceMixin):
             return
         tenant_id, room, group = self._presence_target()
         user_id = str(self.get_presence_user_id())
-        meta = {} if meta is None else meta
+        # A copy: the caller's dict (one module-level dict shared by every
+        # view, say) is never changed, so one user's name cannot reach
+        # another user's meta, nor a later change of it this connection's.
+        meta = {} if meta is None else dict(meta) if isinstance(meta, dict) else meta
         request = getattr(self, "request", None)
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and isinstance(meta, dict):

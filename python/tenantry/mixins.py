@@ -29,7 +29,16 @@ from django.http import Http404
 
 from . import audit, conf
 from ._core import TenantInfo, TenantNotSetError, resolve_tenant
-from .access import _NO_DICT, NOT_FOUND, VIEW_SOURCE, admit, deny, tenant_for_request
+from .access import (
+    _NO_DICT,
+    NOT_FOUND,
+    VIEW_SOURCE,
+    admit,
+    admitted_live,
+    deny,
+    tenant_for_request,
+)
+from .channels import check_live_origin
 from .context import _current, keep_bound
 
 __all__ = [
@@ -310,8 +319,24 @@ class TenantMixin:
         return tenant_for_request(request, resolve_tenant)
 
     def _ensure_tenant(self, request: Any) -> None:
-        """Resolve once per view instance; a refusal stays a refusal."""
-        _tenant_of(self, request)
+        """djust's hook on every live mount (WebSocket, SSE), before
+        ``mount()``: resolve and admit once per view instance (a refusal
+        stays a refusal: 404); refuse a page of another tenant (the
+        handshake's ``Origin``, ``tenantry.channels.check_live_origin``:
+        ``PermissionDenied``, which djust answers "Permission denied" and
+        closes 4403); start the view's re-admission clock
+        (``TENANT_READMIT_INTERVAL``, tenantry.live)."""
+        tenant = _tenant_of(self, request)
+        if tenant is None:
+            return
+        consumer = getattr(self, "_ws_consumer", None)
+        scope = getattr(consumer, "scope", None)
+        try:
+            check_live_origin(tenant, scope=scope, request=request)
+        except Exception:
+            self._tenantry_tenant = _REFUSED
+            raise
+        admitted_live(self, tenant, request)
 
     # -- HTTP ---------------------------------------------------------------
 

@@ -7,6 +7,7 @@ Limits come from ``DJUST_CONFIG["TENANT_RATE_LIMITS"]`` (and
     DJUST_CONFIG = {
         "TENANT_RATE_LIMITS": {
             "http": "100/s",                                   # TenantMiddleware
+            "mounts": "30/m",                                  # live mounts (default: http's)
             "events": [                                         # live-view events
                 "20/s burst 40",
                 {"rate": "600/m", "key": "tenant+user"},
@@ -25,6 +26,12 @@ Limits come from ``DJUST_CONFIG["TENANT_RATE_LIMITS"]`` (and
 The work is done by the Rust core (``tenantry._core.TenantRateLimiter``):
 GCRA in a sharded memory store, or one ``EVALSHA`` on Redis
 (``RATE_LIMIT_BACKEND = "tenant_redis"``). See docs/ratelimits.md.
+
+The refusals tenantry makes itself (the middleware's 429, the decorator's,
+a live event's and a live mount's error frames) are audited
+(``ratelimit.refused``) and counted as ``rate_limit`` refusals
+(``tenantry.access.refuse``). The djust side (where mounts and events are
+checked) is ``tenantry.live``.
 """
 
 from __future__ import annotations
@@ -39,8 +46,9 @@ from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse
 
 from . import conf, usage
-from ._core import BackendUnavailable, Decision, TenantRateLimiter
+from ._core import BackendUnavailable, Decision, TenantInfo, TenantRateLimiter
 from ._tenant_backend import ProcessRouter
+from .access import refuse
 from .context import _current
 
 __all__ = [
@@ -50,7 +58,6 @@ __all__ = [
     "check",
     "get_rate_limiter",
     "http",
-    "install_djust_event_limits",
     "tenant_ratelimit",
     "too_many_requests",
 ]
@@ -62,6 +69,10 @@ _limiter: ProcessRouter[TenantRateLimiter] = ProcessRouter(TenantRateLimiter)
 #: Seconds a client is told to wait when the rate-limit store is down
 #: (``TENANT_RATE_LIMIT_FAILURE = "closed"``).
 UNAVAILABLE_RETRY_AFTER = 5
+
+#: The scope of live mounts; a tenant with no ``mounts`` limit (in the
+#: config or its plan) has its mounts counted against ``http``.
+MOUNTS = "mounts"
 
 
 def get_rate_limiter() -> TenantRateLimiter:
@@ -79,6 +90,20 @@ def check(scope: str, key: str | None = None, cost: int = 1, request: Any = None
     ``TenantNotSetError``. Redis down: ``BackendUnavailable`` (or an allowed
     decision with ``TENANT_RATE_LIMIT_FAILURE = "open"``)."""
     return _limiter.get().check(scope, key, cost, request)
+
+
+def _refused(decision: Decision, scope: str, request: Any, tenant: Any = None) -> None:
+    """Audit and count a refusal tenantry makes itself."""
+    refuse(
+        "rate_limit",
+        "ratelimit.refused",
+        tenant if tenant is not None else _current.get(),
+        request,
+        level=logging.INFO,
+        scope=scope,
+        limit=decision.limit,
+        retry_after=decision.retry_after,
+    )
 
 
 def too_many_requests(decision: Decision) -> HttpResponse:
@@ -100,7 +125,7 @@ def _set_headers(response: Any, decision: Decision) -> None:
 
 
 def _unlimited(scope: str, tenant: Any) -> bool:
-    """Nothing can limit ``scope`` (``http`` or ``events``) for ``tenant``:
+    """Nothing can limit ``scope`` (``http``, ``events``, ``mounts``) for ``tenant``:
     the config sets no rate or quota for it, and the tenant has no plan
     (``rate_limits`` / ``quotas`` in its settings, which may add some). The
     middleware and the event gate then only count usage, without a call into
@@ -137,6 +162,7 @@ def http(request: HttpRequest, get_response: Callable[[HttpRequest], Any]) -> An
     if not isinstance(decision, Decision):  # the 503 of a store that is down
         return decision
     if not decision.allowed:
+        _refused(decision, "http", request, tenant)
         return too_many_requests(decision)
     response = get_response(request)
     if decision.limit is not None:  # no headers when no limit applies
@@ -162,6 +188,7 @@ async def ahttp(request: HttpRequest, get_response: Callable[[HttpRequest], Awai
     if not isinstance(decision, Decision):  # the 503 of a store that is down
         return decision
     if not decision.allowed:
+        _refused(decision, "http", request, tenant)
         return too_many_requests(decision)
     response = await get_response(request)
     if decision.limit is not None:  # no headers when no limit applies
@@ -190,6 +217,7 @@ def tenant_ratelimit(
             async def async_wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
                 decision = decide(request)
                 if not decision.allowed:
+                    _refused(decision, name, request)
                     return too_many_requests(decision)
                 response = await view(request, *args, **kwargs)
                 _set_headers(response, decision)
@@ -201,6 +229,7 @@ def tenant_ratelimit(
         def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
             decision = decide(request)
             if not decision.allowed:
+                _refused(decision, name, request)
                 return too_many_requests(decision)
             response = view(request, *args, **kwargs)
             _set_headers(response, decision)
@@ -211,7 +240,28 @@ def tenant_ratelimit(
     return decorate
 
 
-# -- live-view events --------------------------------------------------------
+# -- live views: events and mounts ------------------------------------------------
+
+
+def _refusal_frame(decision: Decision, what: str) -> dict:
+    """The error frame's fields of a refused live event or mount."""
+    wait = decision.retry_after
+    return {
+        "error": f"Rate limit exceeded, {what} dropped: retry in {wait:.3g} s",
+        "rate_limited": True,
+        "retry_after": wait,
+        "reset_after": decision.reset_after,
+        "limit": decision.limit,
+        "remaining": decision.remaining,
+    }
+
+
+def _unavailable_frame(what: str, endpoint: str, exc: Exception) -> dict:
+    logger.error("%s %s refused, rate limits unavailable: %s", what, endpoint, exc)
+    return {
+        "error": f"Service temporarily unavailable, {what} dropped",
+        "retry_after": float(UNAVAILABLE_RETRY_AFTER),
+    }
 
 
 def event_refusal(owner: Any, event_name: str, root_view: Any = None) -> dict | None:
@@ -225,67 +275,37 @@ def event_refusal(owner: Any, event_name: str, root_view: Any = None) -> dict | 
             "events", None, 1, request, endpoint=endpoint, required=False, usage="live_events"
         )
     except BackendUnavailable as exc:
-        logger.error("event %s refused, rate limits unavailable: %s", endpoint, exc)
-        return {
-            "error": "Service temporarily unavailable, event dropped",
-            "retry_after": float(UNAVAILABLE_RETRY_AFTER),
-        }
+        return _unavailable_frame("event", endpoint, exc)
     if decision is None or decision.allowed:
         return None
-    wait = decision.retry_after
-    return {
-        "error": f"Rate limit exceeded, event dropped: retry in {wait:.3g} s",
-        "rate_limited": True,
-        "retry_after": wait,
-        "reset_after": decision.reset_after,
-        "limit": decision.limit,
-        "remaining": decision.remaining,
-    }
+    _refused(decision, "events", request)
+    return _refusal_frame(decision, "event")
 
 
-def _limited_validator(original: Callable[..., Any]) -> Callable[..., Any]:
-    if getattr(original, "_tenantry_event_limits", False):
-        return original
-
-    @functools.wraps(original)
-    async def validate(ws: Any, event_name: str, owner: Any, *args: Any, **kwargs: Any) -> Any:
-        handler = await original(ws, event_name, owner, *args, **kwargs)
-        if handler is None:
-            return None
-        tenant = _current.get()
-        if tenant is None:  # nothing to count or limit (the store says the same)
-            return handler
-        if _unlimited("events", tenant):
-            usage.count(tenant, "live_events")
-            return handler
-        if _limiter.get().needs_user("events"):
-            # The view's user may still be a lazy object that loads from
-            # the database: not on the event loop.
-            refusal = await sync_to_async(event_refusal)(owner, event_name, kwargs.get("root_view"))
-        else:
-            refusal = event_refusal(owner, event_name, kwargs.get("root_view"))
-        if refusal is None:
-            return handler
-        await ws.send_error(refusal.pop("error"), **refusal)
-        return None
-
-    validate._tenantry_event_limits = True  # type: ignore[attr-defined]
-    return validate
+def mount_unlimited(tenant: TenantInfo) -> bool:
+    """Nothing can limit a live mount of ``tenant`` (no ``mounts`` and no
+    ``http`` limit in the config or its plan): the mount gate then makes no
+    call into the store."""
+    return _unlimited(MOUNTS, tenant) and _unlimited("http", tenant)
 
 
-def install_djust_event_limits() -> bool:
-    """Check the ``events`` limits before every live-view event handler
-    runs: wraps djust's per-event security gate
-    (``websocket_utils._validate_event_security``, the one chokepoint of the
-    WebSocket, SSE, component and deferred-activity paths), after its own
-    checks pass. A refused event gets an error frame with the wait and its
-    handler never runs. Idempotent; called by the app's ``ready()``."""
+def mount_refusal(view: Any, tenant: TenantInfo) -> dict | None:
+    """The error frame's fields when ``tenant``'s ``mounts`` limits (its
+    ``http`` limits when neither the config nor its plan sets ``mounts``)
+    refuse a live mount of ``view``, else None. Synchronous: a ``user`` key
+    may load the user from the database."""
+    request = getattr(view, "request", None)
+    endpoint = type(view).__name__
+    token = _current.set(tenant)  # the plan and the key are the mounted tenant's
     try:
-        from djust import runtime, websocket, websocket_utils
-    except Exception:  # djust not installed
-        return False
-    for module in (websocket_utils, runtime, websocket):
-        current = getattr(module, "_validate_event_security", None)
-        if current is not None:
-            module._validate_event_security = _limited_validator(current)
-    return True
+        limiter = _limiter.get()
+        scope = MOUNTS if limiter.has_limits(MOUNTS) else "http"
+        decision = limiter.check(scope, None, 1, request, endpoint=endpoint, tenant=tenant)
+    except BackendUnavailable as exc:
+        return _unavailable_frame("mount", endpoint, exc)
+    finally:
+        _current.reset(token)
+    if decision is None or decision.allowed:
+        return None
+    _refused(decision, scope, request, tenant)
+    return _refusal_frame(decision, "mount")

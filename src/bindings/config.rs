@@ -705,18 +705,26 @@ impl CurrentConfig {
         self.inner.settings.state_tenant_max_bytes
     }
     /// True when resolving may touch the session, the user, user code or
-    /// the database, so async callers must run it in a thread.
+    /// the database (admission's membership check loads the user), so
+    /// async callers must run it in a thread.
     #[getter]
     fn resolution_needs_sync(&self) -> bool {
         self.inner.resolver.needs_sync()
             || self.inner.registry.is_some()
             || self.inner.domains.is_some()
+            || self.inner.membership_check.is_some()
     }
     /// True when `TENANT_RATE_LIMITS` or `TENANT_QUOTAS` limit `scope` (a
     /// tenant's plan may limit others): the request and event paths skip the
     /// store's check for a scope nothing limits.
     fn limits_scope(&self, scope: &str) -> bool {
         self.inner.settings.rate_limits.limits.mentions(scope)
+    }
+    /// `TENANT_READMIT_INTERVAL`: seconds between re-admissions of an open
+    /// live view's tenant.
+    #[getter]
+    fn readmit_interval(&self) -> f64 {
+        self.inner.settings.readmit_interval
     }
     /// `(model label, id field)` of `TENANT_MODEL`, or None.
     #[getter]

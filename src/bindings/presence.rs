@@ -291,10 +291,19 @@ fn record<'py>(
     Ok(d)
 }
 
-fn meta_or_empty<'py>(py: Python<'py>, meta: Option<&Bound<'py, PyAny>>) -> Bound<'py, PyAny> {
+/// The meta to keep: a shallow copy of a dict (the caller's own dict is
+/// never stored, so no later change of it, or of a listed record, reaches
+/// the other), any other value as is, `{}` for none.
+fn meta_or_empty<'py>(
+    py: Python<'py>,
+    meta: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
     match meta {
-        Some(m) if !m.is_none() => m.clone(),
-        _ => PyDict::new(py).into_any(),
+        Some(m) if !m.is_none() => match m.cast::<PyDict>() {
+            Ok(d) => Ok(d.copy()?.into_any()),
+            Err(_) => Ok(m.clone()),
+        },
+        _ => Ok(PyDict::new(py).into_any()),
     }
 }
 
@@ -339,7 +348,7 @@ impl Engine {
         let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
         let ref_text = conn_ref.to_str()?;
-        let meta = meta_or_empty(py, meta);
+        let meta = meta_or_empty(py, meta)?;
         let meta_limit = META_LIMIT.load(Ordering::Relaxed);
         let (change, users_after) = match self {
             Engine::Memory(timeout) => {
