@@ -18,6 +18,7 @@ owner's rights are reported (docs/postgresql.md#objects-that-run-with-their-owne
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import pytest
@@ -29,7 +30,7 @@ from tenantry import TenantMismatchError, tenant_context
 from tenantry.checks import check_rls_definers
 from tenantry.db import rls_bypass
 from tests.dbapi.models import Kiosk, Shop
-from tests.test_rls import ACME, EVERYONE, make_rows
+from tests.test_rls import ACME, EVERYONE, GLOBEX, make_rows
 
 pytestmark = pytest.mark.postgres
 
@@ -425,3 +426,109 @@ def test_a_view_owned_by_the_bound_app_role_is_not_reported(settings):
         assert sorted(r[0] for r in raw("SELECT title FROM tenantry_app_notes")) == ACME
     assert check_rls_definers(databases=["default"]) == []
 
+
+
+# -- transaction control around Django's API ------------------------------------------------
+
+
+class Boom(Exception):
+    pass
+
+
+def seen_by(tenant: str) -> list[str]:
+    with tenant_context(tenant, must_exist=False):
+        return by_execute()
+
+
+def in_scope(before: str):
+    """Run code in the scope the connection was primed with, so that what
+    it sends does not change the connection's setting."""
+    if before == "globex":
+        return tenant_context("globex", must_exist=False)
+    return rls_bypass(reason="test: the scope the connection carries")
+
+
+def acme_reads_inside_a_transaction_rolled_back(how: str, before: str) -> None:
+    """A transaction opened around Django's API, in which acme's read sends
+    acme's setting, then rolled back: PostgreSQL undoes that set_config and
+    the connection carries ``before``'s scope again."""
+    import psycopg
+
+    raw = connection.connection
+    if how in ("exception", "psycopg.Rollback"):  # the driver's transaction() block
+        with contextlib.suppress(Boom), raw.transaction():
+            with tenant_context("acme", must_exist=False):
+                by_execute()
+            if how == "exception":
+                raise Boom
+            raise psycopg.Rollback()  # rolled back; the block exits normally
+        return
+    with in_scope(before):
+        if how == "rollback()":
+            raw.execute("BEGIN")
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute("BEGIN")
+    with tenant_context("acme", must_exist=False):
+        by_execute()
+    if how == "rollback()":
+        raw.rollback()
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("ROLLBACK")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("mode", [True, "transaction"], ids=["session", "transaction"])
+@pytest.mark.parametrize("how", ["exception", "psycopg.Rollback", "rollback()", "SQL"])
+@pytest.mark.parametrize("before", ["globex", "bypass"])
+def test_a_transaction_rolled_back_around_django_leaves_no_stale_scope(settings, mode, how, before):
+    """The setting a rolled-back transaction took with it is sent again:
+    before, the connection believed it still carried acme's and acme's next
+    statement ran with what was there before (globex's rows, or every
+    tenant's after an unscoped() read)."""
+    settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_RLS": mode}
+    make_rows()
+    prime_with(before)
+    acme_reads_inside_a_transaction_rolled_back(how, before)
+    with tenant_context("acme", must_exist=False):
+        assert by_execute() == ACME
+        assert by_stream() == ACME
+    assert by_execute() == []
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("mode", [True, "transaction"], ids=["session", "transaction"])
+@pytest.mark.parametrize("how", ["driver", "SQL"])
+def test_a_savepoint_rolled_back_around_django_leaves_no_stale_scope(settings, mode, how):
+    settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_RLS": mode}
+    make_rows()
+    with transaction.atomic():
+        assert seen_by("globex") == GLOBEX
+        if how == "driver":
+            with contextlib.suppress(Boom), connection.connection.transaction():
+                assert seen_by("acme") == ACME  # acme's setting, inside the savepoint
+                raise Boom
+        else:
+            with tenant_context("globex", must_exist=False), connection.cursor() as cursor:
+                cursor.execute("SAVEPOINT tenantry_test")  # sends nothing: globex already
+            assert seen_by("acme") == ACME
+            with connection.cursor() as cursor:
+                cursor.execute("ROLLBACK TO SAVEPOINT tenantry_test")
+        assert seen_by("acme") == ACME  # sent again: the savepoint took it
+        assert seen_by("globex") == GLOBEX
+
+
+@pytest.mark.django_db(transaction=True)
+def test_django_savepoints_and_committed_driver_blocks_keep_working(settings):
+    settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_RLS": True}
+    make_rows()
+    with transaction.atomic():
+        assert seen_by("globex") == GLOBEX
+        sid = transaction.savepoint()
+        assert seen_by("acme") == ACME
+        transaction.savepoint_rollback(sid)
+        assert seen_by("acme") == ACME
+    with tenant_context("acme", must_exist=False), connection.connection.transaction():
+        assert by_execute() == ACME
+    assert seen_by("acme") == ACME and seen_by("globex") == GLOBEX

@@ -82,6 +82,8 @@ _SET_LOCAL = _SET.format(local="true")
 _override: ContextVar[Scope | None] = ContextVar("tenantry_rls_scope", default=None)
 
 _STATE = "_tenantry_rls"
+#: psycopg 3's "no transaction open" (``pq.TransactionStatus.IDLE``).
+_IDLE = 0
 _mode_cache: list[str] = []
 
 
@@ -233,13 +235,75 @@ class _State:
 
     def record(self, scope: Scope, connection: Any) -> None:
         self.scope = scope
-        self.dirty = connection.in_atomic_block or not connection.get_autocommit()
+        self.dirty = _in_transaction(connection)
 
     def transaction_ended(self, committed: bool, whole: bool = True) -> None:
         if self.dirty and (not committed or self.mode == "transaction"):
             self.scope = None
         if whole:
             self.dirty = False
+
+
+def _in_transaction(connection: Any) -> bool:
+    """Whether the server has a transaction open on this connection: the
+    driver's own status (psycopg 3), which also knows transactions Django
+    does not (the driver's ``transaction()``, a manual ``BEGIN``); Django's
+    flags otherwise."""
+    info = getattr(connection.connection, "info", None)
+    if info is not None:
+        return info.transaction_status != _IDLE
+    return connection.in_atomic_block or not connection.get_autocommit()
+
+
+def _transaction_ended(connection: Any, committed: bool, whole: bool) -> None:
+    state = connection.__dict__.get(_STATE)
+    if state is not None:
+        state.transaction_ended(committed, whole)
+
+
+#: Statements that end a transaction or roll back to a savepoint, sent as
+#: SQL (``cursor.execute("ROLLBACK")``): what they undo is followed too.
+_ENDS_TRANSACTION = re.compile(r"\s*(?:ROLLBACK|ABORT|COMMIT|END)\b(?P<to>\s+TO\b)?", re.I)
+
+
+def _follow_statement(connection: Any, sql: Any) -> None:
+    """After ``sql`` ran: if it ended a transaction (or rolled back to a
+    savepoint), what was sent inside may be gone. Whether it committed is
+    not known here: count it as rolled back (at worst one more set_config)."""
+    if isinstance(sql, str) and (ended := _ENDS_TRANSACTION.match(sql)) is not None:
+        _transaction_ended(connection, committed=False, whole=ended["to"] is None)
+
+
+def _follow_driver(connection: Any, raw: Any) -> None:
+    """The driver's own transaction control (psycopg 3), used by code that
+    goes around Django's: ``commit()``, ``rollback()`` and ``transaction()``
+    blocks (a top-level ``BEGIN``, or a savepoint inside one). PostgreSQL
+    undoes a ``set_config`` with the transaction or savepoint it was sent in,
+    so each tells the connection's state, as Django's commit and rollback do.
+    A ``transaction()`` block may end in a rollback without an exception
+    (``psycopg.Rollback``): every block counts as rolled back."""
+    driver = type(raw)
+    for method, committed in ((driver.commit, True), (driver.rollback, False)):
+
+        def ended(_method: Any = method, _committed: bool = committed) -> None:
+            try:
+                _method(raw)
+            finally:
+                _transaction_ended(connection, _committed, whole=True)
+
+        setattr(raw, method.__name__, ended)
+    begin = driver.transaction
+
+    @contextmanager
+    def transaction_block(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        whole = raw.info.transaction_status == _IDLE  # else a savepoint
+        try:
+            with begin(raw, *args, **kwargs) as block:
+                yield block
+        finally:
+            _transaction_ended(connection, committed=False, whole=whole)
+
+    raw.transaction = transaction_block
 
 
 def _follow_transactions(connection: Any) -> None:
@@ -364,6 +428,11 @@ def _wrapper(execute, sql, params, many, context):
     scope = _wanted()
     state.passing = True
     try:
+        if isinstance(sql, str) and _ENDS_TRANSACTION.match(sql) is not None:
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                _follow_statement(connection, sql)
         if mode == "session" or connection.in_atomic_block:
             _sync(connection, state, scope)
             return execute(sql, params, many, context)
@@ -472,8 +541,11 @@ class _GuardedCursor:
         owner = _owner(self)
         if owner is None:
             return super().execute(query, params, **kwargs)
-        with _statement_scope(owner):
-            return super().execute(query, params, **kwargs)
+        try:
+            with _statement_scope(owner):
+                return super().execute(query, params, **kwargs)
+        finally:
+            _follow_statement(owner, query)
 
     def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> Any:
         owner = _owner(self)
@@ -564,6 +636,7 @@ def _guard_cursors(connection: Any) -> None:
         return
     raw._tenantry_owner = weakref.ref(connection)
     raw.cursor_factory = _guarded_class(raw.cursor_factory)
+    _follow_driver(connection, raw)
     if connection.__dict__.get("_tenantry_named_cursors"):
         return
     create_cursor = connection.create_cursor
