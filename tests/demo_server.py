@@ -46,12 +46,14 @@ def demo_server(
     workdir: Path,
     *,
     extra_tenants: int = 0,
+    tenants: list[str] = (),
     env: dict[str, str] | None = None,
     postgres: Any = None,
     started: list[subprocess.Popen] | None = None,
 ):
     """Yields the port. ``env`` adds environment variables (e.g. DJUST_CONFIG
-    overrides the demo settings read from DEMO_* variables). ``postgres`` (a
+    overrides the demo settings read from DEMO_* variables). ``tenants``:
+    more load-test tenants by id, besides ``extra_tenants``'s t000... ``postgres`` (a
     tests.postgres_server.PostgresServer): the demo's database is a new
     database ``demo_<workdir name>`` there (see :func:`demo_database`).
     ``started``: the server's process is appended to it (to kill it)."""
@@ -61,7 +63,8 @@ def demo_server(
         environ.update(postgres.env(database), DEMO_DATABASE="postgres")
     environ.pop("DJANGO_SETTINGS_MODULE", None)
     python = sys.executable
-    for command in (["migrate", "-v0"], ["seed_demo", f"--extra={extra_tenants}"]):
+    seed = ["seed_demo", f"--extra={extra_tenants}", *(f"--tenant={t}" for t in tenants)]
+    for command in (["migrate", "-v0"], seed):
         subprocess.run(
             [python, "manage.py", *command],
             cwd=DEMO,
@@ -84,6 +87,9 @@ def demo_server(
                 # 5 s handshake limit would drop clients, not test tenancy.
                 "--websocket_connect_timeout",
                 "120",
+                # Clients stand behind a proxy: X-Forwarded-For names the
+                # client's address (the soak's clients at many addresses).
+                "--proxy-headers",
                 "demo.asgi:application",
             ],
             cwd=DEMO,

@@ -14,7 +14,7 @@ import sqlite3
 import pytest
 
 from tests.demo_server import ROOT, demo_database, demo_server
-from tests.soak import MARK, attacker, soak
+from tests.soak import MARK, Crowding, attacker, rate_limit_shard_mates, soak
 
 TENANTS = [f"t{n:03d}" for n in range(40)]
 CLIENTS = 200
@@ -22,41 +22,73 @@ CLIENTS = 200
 
 #: The attacker tenant (seeded like the others, never one of TENANTS' clients).
 ATTACKER = "t040"
+#: The tenants the attacker goes after (the clients of the load's first ten).
+VICTIMS = TENANTS[:10]
 #: Live mounts the attacker opens at once to fill the state store.
 FLOOD = 150
+#: The demo's API allows this many requests per client address an hour.
+API_ALLOWANCE = 3
+#: Keys of each of the 64 shards of the memory rate-limit store.
+SHARD_KEYS = 8
 
 
-async def _load_with_attacker(port: int, rounds: int):
+async def _load_with_attacker(port: int, rounds: int, crowding: Crowding):
     return await asyncio.gather(
         soak(port, TENANTS, CLIENTS, rounds=rounds, events=3),
-        attacker(port, ATTACKER, TENANTS[:10], FLOOD),
+        attacker(port, ATTACKER, VICTIMS, FLOOD, crowding),
     )
 
 
 @pytest.mark.soak
 @pytest.mark.parametrize(
-    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+    ("database", "validator"),
+    [("sqlite", "tenantry"), pytest.param("postgres", "channels", marks=pytest.mark.postgres)],
 )
-def test_no_leak_under_concurrency(tmp_path, request, database):
-    """200 clients of 40 tenants, while a 41st tenant attacks: cross-origin and
-    origin-less handshakes to the victims' hosts, events naming a victim, and a
-    flood of live mounts filling the state store with its own saved views.
-    On SQLite, and on PostgreSQL with row-level security on (the second wall
-    under daphne's thread pool and djust's WebSocket events; one round there,
-    to keep the suite short)."""
+def test_no_leak_under_concurrency(tmp_path, request, database, validator):
+    """200 clients of 40 tenants, while a 41st tenant attacks: WebSockets to
+    the victims' hosts from its own pages, the main domain's and with no
+    Origin; events naming a victim; lobbies naming a victim's presence room
+    from the main domain and its own host; import jobs sent with a victim's
+    tenant header; memory rate limits crowded by its own and fresh small
+    tenants' keys to reset a victim's limited client
+    (docs/security.md#the-live-plane-caller-named-keys-and-shared-capacity);
+    and a flood of live mounts filling the state store with its own saved
+    views.
+
+    On SQLite with tenantry's origin validator in asgi.py, and on PostgreSQL
+    with row-level security on (the second wall under daphne's thread pool
+    and djust's WebSocket events; one round there, to keep the suite short)
+    with channels' ``AllowedHostsOriginValidator`` instead, as djust's docs
+    show it: there the cross-origin handshakes pass and every mount must be
+    refused (docs/security.md#the-live-plane-sockets-events-and-jobs)."""
     postgres = request.getfixturevalue("postgres_server") if database == "postgres" else None
     rounds = 2 if postgres is None else 1
+    # Tenants whose rate-limit counts share the attacker's shard: the victim
+    # of the crowding (a dedicated client of a tenant of its own, so the
+    # load's clients never meet its limit) and fresh small neighbours.
+    later = [f"t{n:03d}" for n in range(len(TENANTS) + 1, 1000)]
+    mates = rate_limit_shard_mates(ATTACKER, later, 5)
+    assert len(mates) == 5, f"too few tenants share {ATTACKER}'s rate-limit shard: {mates}"
+    crowd_victim, *neighbours = mates
+    crowding = Crowding(crowd_victim, neighbours, API_ALLOWANCE, SHARD_KEYS)
     env = {
         "ASGI_THREADS": "8",
         "DEMO_WS_PER_IP": "1000",
         # Small enough that the attacker's flood passes its own share.
         "DEMO_STATE_TENANT_MAX_BYTES": str(256 * 1024),
+        "DEMO_API_RATE": f"{API_ALLOWANCE}/h",
+        "DEMO_RATE_LIMIT_MAX_KEYS": str(64 * SHARD_KEYS),
+        "DEMO_ORIGIN_VALIDATOR": validator,
     }
     with demo_server(
-        tmp_path, extra_tenants=len(TENANTS) + 1, env=env, postgres=postgres
+        tmp_path,
+        extra_tenants=len(TENANTS) + 1,
+        tenants=[crowd_victim, *neighbours],
+        env=env,
+        postgres=postgres,
     ) as port:
-        stats, attack = asyncio.run(_load_with_attacker(port, rounds))
-    summary = {**stats.summary(), "attacker": attack.summary()}
+        stats, attack = asyncio.run(_load_with_attacker(port, rounds, crowding))
+    summary = {**stats.summary(), "origin_validator": validator, "attacker": attack.summary()}
     out = ROOT / "test-output"
     out.mkdir(exist_ok=True)
     name = "soak.json" if postgres is None else "soak-postgres.json"
@@ -66,8 +98,33 @@ def test_no_leak_under_concurrency(tmp_path, request, database):
     assert stats.leaks == [], stats.leaks[:10]
     assert stats.errors == [], stats.errors[:10]
     assert attack.accepted == [] and attack.leaks == [] and attack.errors == [], attack
-    assert attack.cross_origin_refused == attack.no_origin_refused == 10
-    assert attack.forbidden_events_refused == 10 and attack.events_kept_home == 10
+    victims = len(VICTIMS)
+    # Class 8, origin at mount: two origins per victim, refused at the
+    # handshake by tenantry's validator; past channels' own, at the mount.
+    refused_at = (attack.origin_handshakes_refused, attack.origin_mounts_refused)
+    assert refused_at == ((2 * victims, 0) if validator == "tenantry" else (0, 2 * victims))
+    assert attack.no_origin_refused == victims
+    assert attack.forbidden_events_refused == victims and attack.events_kept_home == victims
+    # Class 1, caller-named presence keys: the victim's room named from the
+    # main domain's lobbies (a tenant view and a view without tenancy) and
+    # from a view without tenancy on the attacker's host is refused; the
+    # attacker's own tenant view keeps it in its own space, alone; the
+    # victims' boards never list it (the leak checks above).
+    assert attack.presence_mounts_refused == 3 * victims
+    assert attack.presence_kept_home == attack.presence_pages_refused == victims
+    assert attack.presence_witnesses == 2 * victims
+    # Class 3, eager jobs: every header naming a victim is refused; options
+    # that are no header run the job at home.
+    assert attack.jobs_refused == 4 * victims and attack.jobs_kept_home == 2 * victims
+    # Class 4, memory rate limits: the crowding (the attacker makes room from
+    # its own keys; the neighbours have none to give up) never resets the
+    # victim's limited client, and the victim's other clients are served.
+    assert attack.limited_client_allowed == API_ALLOWANCE
+    assert attack.limited_client_refused == 2, attack.limited_retry_after
+    assert attack.crowd_served == crowding.flood and attack.crowd_unavailable == 0
+    assert attack.neighbours_served == 0
+    assert attack.neighbours_unavailable == len(neighbours) * crowding.per_neighbour
+    assert attack.victim_clients_served == 2 * crowding.victim_clients
     assert attack.flood_mounts + attack.flood_refused == FLOOD
     assert summary["requests"] == CLIENTS * rounds
     assert summary["websocket_mounts"] == CLIENTS * rounds
@@ -91,6 +148,9 @@ def test_no_leak_under_concurrency(tmp_path, request, database):
     misplaced = [(t, n) for t, n in rows if (m := MARK.match(n)) and m.group(1) != t]
     assert misplaced == []
     assert sum(1 for t, n in rows if n.startswith(f"item-{ATTACKER}-x") and t == ATTACKER) == 10
+    # The import jobs that ran, ran at home; the refused ones wrote nothing.
+    jobs = [t for t, n in rows if n.startswith(f"item-{ATTACKER}-j")]
+    assert jobs == [ATTACKER] * attack.jobs_kept_home
     written = [n for _, n in rows if re.match(r"item-t\d{3}-c", n)]
     assert len(written) == CLIENTS * rounds * 3
 
@@ -103,7 +163,9 @@ def test_the_leak_detector_sees_a_leak():
     assert stats.leaks == []
     stats.check("t001", "<li>item-t002-c3-1</li>", "items")
     stats.check("t001", '<code id=\\"tenant-id\\">t002</code>', "frame")
-    assert [leak[1] for leak in stats.leaks] == ["t002", "t002"]
+    stats.check("t001", '<span class=\\"name\\">presence-t002-t001</span>', "presence")
+    stats.check("t001", "presence-t001-lobby", "own presence")
+    assert [leak[1] for leak in stats.leaks] == ["t002", "t002", "t002"]
 
 
 @pytest.mark.soak

@@ -2,15 +2,23 @@ import logging
 import os
 import secrets
 
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import redirect, render
 from djust import LiveView, push_to_view
 from djust.decorators import event_handler
+from djust.presence import PresenceMixin
 
-from tenantry import BackendUnavailable, TenantMixin, TenantPresenceMixin
+from tenantry import BackendUnavailable, InvalidKey, TenantMixin, TenantPresenceMixin
+from tenantry.ratelimit import tenant_ratelimit
 from tenantry.storage import TenantFileSystemStorage
 
+from .imports import add_items
 from .models import Item
+
+try:  # Celery is optional: imports run as jobs when it is installed
+    from .tasks import import_items_job
+except ImportError:
+    import_items_job = None
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,15 @@ def logo_file(request):
         raise Http404("no logo yet")
     content_type = LOGO_TYPES[os.path.splitext(name)[1]]
     return FileResponse(logos.open(name), content_type=content_type)
+
+
+@tenant_ratelimit("60/m", key="tenant+ip", scope="api")
+def items_api(request):
+    """The tenant's items as JSON, for integrations: limited per client
+    address (``DJUST_CONFIG["TENANT_RATE_LIMITS"]["api"]`` replaces the rate;
+    docs/ratelimits.md). Over the limit: 429 with ``Retry-After``."""
+    items = [item.name for item in Item.objects.all()]
+    return JsonResponse({"tenant": request.tenant.id, "items": items})
 
 
 class BoardView(TenantMixin, TenantPresenceMixin, LiveView):
@@ -108,6 +125,82 @@ class BoardView(TenantMixin, TenantPresenceMixin, LiveView):
         self._load()
 
     @event_handler
+    def import_items(self, names: str = "", now: bool = False, **options):
+        """Adds comma-separated ``names`` through a job (an import from a
+        file, in a real app): run here and now (``apply``) or queued
+        (``delay``; Celery's ``task_always_eager`` runs it in place in the
+        demo). Careless on purpose: the client's other parameters go to
+        Celery as task options, headers included. tenantry runs the job in
+        this view's tenant whatever they say: a header naming another tenant
+        is refused (``TenantMismatchError``, docs/jobs.md#eager-runs)."""
+        names = [n.strip()[:80] for n in names.split(",") if n.strip()]
+        if import_items_job is None:  # no Celery: the same work, in this request
+            self.items = add_items(names)
+            return
+        if now:
+            job = import_items_job.apply(args=(names,), **options)
+        else:
+            job = import_items_job.s(names).set(**options).delay()
+        # The job answers with the board as it left it: no second query.
+        self.items = job.get()
+
+    @event_handler
     def item_added(self, name: str = "", **kwargs):
         """Pushed by another viewer's ``add_item``: show it without a query."""
         self.items = [*self.items, name]
+
+
+def _room_from_url(view) -> str:
+    """The presence room the link names (``?room=``)."""
+    request = getattr(view, "request", None)
+    return getattr(request, "GET", {}).get("room", "lobby")[:100]
+
+
+class SiteLobbyView(PresenceMixin, LiveView):
+    """Who is in a room right now, the room named by the link
+    (``/site-lobby/?room=support&name=Ann``), on a view without tenancy
+    (djust's own ``PresenceMixin``): e.g. the marketing site's "who is
+    here". With tenantry installed, its rooms live in the presence space of
+    views without a tenant, which no tenant can read or join.
+
+    The room comes from the URL as is, so a visitor can name any key,
+    ``tenant:globex:board`` (globex's board) included: tenantry never lets a
+    caller-named key address a tenant that is not the one bound. With none
+    bound it is refused (``InvalidKey``: the mount gets an error frame;
+    docs/presence.md). The soak's attacker tries exactly this."""
+
+    tenant_required = False  # read by TenantMiddleware
+    login_required = False  # public: anyone may see who is in a lobby
+    template_name = "board/site_lobby.html"
+
+    def get_presence_key(self) -> str:
+        return _room_from_url(self)
+
+    def mount(self, request, **kwargs):
+        self.room = _room_from_url(self)
+        try:
+            self.track_presence(meta={"name": request.GET.get("name", "Guest")[:40]})
+            self._list()
+        except InvalidKey:
+            # A room naming a tenant ("tenant:<id>:...") with no tenant bound.
+            raise Http404("No such room here") from None
+
+    def _list(self):
+        self.names = [str(p["meta"].get("name")) for p in self.list_presences()]
+
+    @event_handler
+    def _on_presence_change(self, **kwargs):
+        """djust pushes this when someone joins or leaves: list again."""
+        super()._on_presence_change(**kwargs)
+        self._list()
+
+
+class LobbyView(TenantMixin, SiteLobbyView):
+    """The same lobby on a tenant view that also serves the main domain
+    (``tenant_required = False``): on a tenant's host the room is
+    ``tenant:<id>:<room>`` (a ``tenant:globex:board`` from the link stays
+    inside the host's tenant), and on the main domain, where no tenant is
+    bound, it behaves as :class:`SiteLobbyView`."""
+
+    tenant_required = False
+    template_name = "board/lobby.html"

@@ -119,7 +119,19 @@ DJUST_CONFIG = {
     "TENANT_EXEMPT_PATHS": ["/static/", "/admin/"],
     "PRESENCE_BACKEND": "tenant_memory",
     "STATE_BACKEND": "tenant_memory",
+    # Rate-limit counts in process memory (board.views.items_api limits
+    # each client address; docs/ratelimits.md#memory-and-redis).
+    "RATE_LIMIT_BACKEND": "tenant_memory",
 }
+if os.environ.get("DEMO_API_RATE"):
+    # The soak makes the API's limit small enough to reach.
+    DJUST_CONFIG["TENANT_RATE_LIMITS"] = {
+        "api": {"rate": os.environ["DEMO_API_RATE"], "key": "tenant+ip"}
+    }
+#: Keys of the memory rate-limit store (all tenants; board/apps.py applies
+#: it). The soak makes it small, so a shard fills and neighbours try to push
+#: out a limited client's count.
+DEMO_RATE_LIMIT_MAX_KEYS = int(os.environ.get("DEMO_RATE_LIMIT_MAX_KEYS", "0")) or None
 if os.environ.get("DEMO_STATE_TENANT_MAX_BYTES"):
     # One tenant's share of the memory state store (the soak's attacker fills it).
     DJUST_CONFIG["STATE_TENANT_MAX_BYTES"] = int(os.environ["DEMO_STATE_TENANT_MAX_BYTES"])
@@ -149,6 +161,11 @@ if os.environ.get("DEMO_DATABASE") == "postgres":
         }
     }
     DJUST_CONFIG["TENANT_RLS"] = True
+
+# Celery, when installed (demo/celery.py): no broker or worker in the demo,
+# every job runs in place, in the process that sends it.
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_BROKER_URL = "memory://"
 
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import path
 
-from board.views import BoardView, logo_file, logo_page
+from board.views import BoardView, LobbyView, SiteLobbyView, items_api, logo_file, logo_page
 
 
 def index(request):
@@ -20,5 +20,9 @@ urlpatterns = [
     path("board/", BoardView.as_view(), name="board"),
     path("logo/", logo_page, name="logo"),
     path("logo/file/", logo_file, name="logo-file"),
+    path("api/items/", items_api, name="items-api"),
+    # Rooms named by the link: on a tenant's host and on the main domain.
+    path("lobby/", LobbyView.as_view(), name="lobby"),
+    path("site-lobby/", SiteLobbyView.as_view(), name="site-lobby"),
     path("admin/", admin.site.urls),
 ]

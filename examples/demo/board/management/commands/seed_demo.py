@@ -31,13 +31,21 @@ class Command(BaseCommand):
             default=0,
             help="also create tenants t000..t<N-1>, each with one item named item-tNNN-0",
         )
+        parser.add_argument(
+            "--tenant",
+            action="append",
+            default=[],
+            metavar="ID",
+            help="also create this load-test tenant (like --extra's; repeat for more)",
+        )
 
     def handle(self, *args, **options):
         tenants = dict(TENANTS)
         seed = dict(SEED)
-        for n in range(options["extra"]):
-            slug = f"t{n:03d}"
-            tenants[slug] = (f"Tenant {n}", {"theme": THEMES[n % len(THEMES)], "tagline": slug})
+        slugs = [f"t{n:03d}" for n in range(options["extra"])] + options["tenant"]
+        for n, slug in enumerate(slugs):
+            theme = THEMES[n % len(THEMES)]
+            tenants[slug] = (f"Tenant {slug[1:]}", {"theme": theme, "tagline": slug})
             seed[slug] = [f"item-{slug}-0"]
         for slug, (name, settings) in tenants.items():
             Tenant.objects.update_or_create(
