@@ -455,8 +455,8 @@ def _compute_owner(model: type[models.Model]) -> Scope | None:
         return None if concrete is None else Scope(model, opts.get_field(concrete.field.name))
     try:
         fields = tenant_fields(model)
-    except ImproperlyConfigured:  # reported where the registry is listed
-        return None
+    except (ImproperlyConfigured, LookupError, ValueError):
+        return None  # a bad declaration or TENANT_MODEL: reported where the registry is listed
     if not fields or fields[0][1] == "registry":
         # A registry row is a tenant, not a tenant's data: making one while
         # another tenant is bound is an ordinary sign-up; its id never
