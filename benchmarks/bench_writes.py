@@ -23,7 +23,7 @@ N = 1_000
 def _clear() -> None:
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM benchapp_doc")
-        cursor.execute("DELETE FROM benchapp_plaindoc")
+        cursor.execute("DELETE FROM benchapp_baredoc")
 
 
 def _queries(prepare, op) -> int:
@@ -47,20 +47,20 @@ def _pair(prepare, before, after, rounds: int = 5) -> tuple[float, float, int, i
 
 
 def run() -> str:
-    from benchmarks.benchapp.models import Doc, Folder, PlainDoc, PlainFolder
+    from benchmarks.benchapp.models import BareDoc, BareFolder, Doc, Folder
 
     call_command("migrate", run_syncdb=True, verbosity=0)
     _clear()
     folder, other = (Folder.objects.for_tenant("acme").create(name=n) for n in ("a", "b"))
-    plain, plain_other = (PlainFolder.objects.create(tenant_id="acme", name=n) for n in "ab")
+    plain, plain_other = (BareFolder.objects.create(owner_key="acme", name=n) for n in "ab")
     with tenant_context("acme"):
         folder, other = Folder.objects.get(pk=folder.pk), Folder.objects.get(pk=other.pk)
     titles = [f"doc{i}" for i in range(N)]
 
     def fill() -> None:
         _clear()
-        PlainDoc.objects.bulk_create(
-            PlainDoc(tenant_id="acme", title=t, folder=plain) for t in titles
+        BareDoc.objects.bulk_create(
+            BareDoc(owner_key="acme", title=t, folder=plain) for t in titles
         )
         Doc.objects.for_tenant("acme").bulk_create(Doc(title=t, folder=folder) for t in titles)
 
@@ -68,7 +68,7 @@ def run() -> str:
 
     def load() -> None:
         fill()
-        loaded["plain"] = list(PlainDoc.objects.filter(tenant_id="acme"))
+        loaded["plain"] = list(BareDoc.objects.filter(owner_key="acme"))
         loaded["scoped"] = list(Doc.objects.all())
         for a, b in zip(loaded["plain"], loaded["scoped"], strict=True):
             a.title = b.title = "changed"
@@ -76,7 +76,7 @@ def run() -> str:
 
     def load_fresh() -> None:
         fill()
-        loaded["plain"] = list(PlainDoc.objects.filter(tenant_id="acme"))
+        loaded["plain"] = list(BareDoc.objects.filter(owner_key="acme"))
         loaded["scoped"] = list(Doc.objects.all())
 
     cases = [
@@ -84,7 +84,7 @@ def run() -> str:
             "`create()` × 1,000, FK as a loaded instance",
             _clear,
             lambda: [
-                PlainDoc.objects.create(tenant_id="acme", title=t, folder=plain) for t in titles
+                BareDoc.objects.create(owner_key="acme", title=t, folder=plain) for t in titles
             ],
             lambda: [Doc.objects.create(title=t, folder=folder) for t in titles],
         ),
@@ -92,7 +92,7 @@ def run() -> str:
             "`create()` × 1,000, FK as a bare id (`folder_id=`)",
             _clear,
             lambda: [
-                PlainDoc.objects.create(tenant_id="acme", title=t, folder_id=plain.pk)
+                BareDoc.objects.create(owner_key="acme", title=t, folder_id=plain.pk)
                 for t in titles
             ],
             lambda: [Doc.objects.create(title=t, folder_id=folder.pk) for t in titles],
@@ -106,33 +106,33 @@ def run() -> str:
         (
             "`update(title=...)` of 1,000 rows",
             fill,
-            lambda: PlainDoc.objects.filter(tenant_id="acme").update(title="x"),
+            lambda: BareDoc.objects.filter(owner_key="acme").update(title="x"),
             lambda: Doc.objects.update(title="x"),
         ),
         (
             "`update(folder=...)` of 1,000 rows",
             fill,
-            lambda: PlainDoc.objects.filter(tenant_id="acme").update(folder=plain_other),
+            lambda: BareDoc.objects.filter(owner_key="acme").update(folder=plain_other),
             lambda: Doc.objects.update(folder=other),
         ),
         (
             "`bulk_create()` of 1,000 rows, FK as a bare id",
             _clear,
-            lambda: PlainDoc.objects.bulk_create(
-                [PlainDoc(tenant_id="acme", title=t, folder_id=plain.pk) for t in titles]
+            lambda: BareDoc.objects.bulk_create(
+                [BareDoc(owner_key="acme", title=t, folder_id=plain.pk) for t in titles]
             ),
             lambda: Doc.objects.bulk_create([Doc(title=t, folder_id=folder.pk) for t in titles]),
         ),
         (
             "`bulk_update()` of 1,000 loaded rows, `[title, folder]`",
             load,
-            lambda: PlainDoc.objects.bulk_update(loaded["plain"], ["title", "folder"]),
+            lambda: BareDoc.objects.bulk_update(loaded["plain"], ["title", "folder"]),
             lambda: Doc.objects.bulk_update(loaded["scoped"], ["title", "folder"]),
         ),
         (
             "read: `list()` of 1,000 rows",
             fill,
-            lambda: list(PlainDoc.objects.filter(tenant_id="acme")),
+            lambda: list(BareDoc.objects.filter(owner_key="acme")),
             lambda: list(Doc.objects.all()),
         ),
         (
@@ -150,14 +150,48 @@ def run() -> str:
         (
             "read: `select_related('folder')` of 1,000 rows",
             fill,
-            lambda: list(PlainDoc.objects.filter(tenant_id="acme").select_related("folder")),
+            lambda: list(BareDoc.objects.filter(owner_key="acme").select_related("folder")),
             lambda: list(Doc.objects.select_related("folder")),
+        ),
+        (
+            "read: 1,000 × `get(pk=...)` (a queryset made and compiled per row)",
+            load_fresh,
+            lambda: [
+                BareDoc.objects.filter(owner_key="acme").get(pk=d.pk) for d in loaded["plain"]
+            ],
+            lambda: [Doc.objects.get(pk=d.pk) for d in loaded["scoped"]],
+        ),
+        (
+            "read: `values_list('title', 'folder__name')` of 1,000 rows (a join)",
+            fill,
+            lambda: list(
+                BareDoc.objects.filter(owner_key="acme").values_list("title", "folder__name")
+            ),
+            lambda: list(Doc.objects.values_list("title", "folder__name")),
+        ),
+        (
+            "read: 100 × `Folder.objects.filter(doc__title=...)` (a reverse join)",
+            fill,
+            lambda: [
+                list(BareFolder.objects.filter(owner_key="acme", baredoc__title=t))
+                for t in titles[:100]
+            ],
+            lambda: [list(Folder.objects.filter(doc__title=t)) for t in titles[:100]],
+        ),
+        (
+            "read: 100 × `exclude(doc__title=...)` (a subquery Django builds)",
+            fill,
+            lambda: [
+                list(BareFolder.objects.filter(owner_key="acme").exclude(baredoc__title=t))
+                for t in titles[:100]
+            ],
+            lambda: [list(Folder.objects.exclude(doc__title=t)) for t in titles[:100]],
         ),
     ]
     lines = [
         "### ORM isolation guards: scoped writes and reads of 1,000 rows",
         "",
-        "Django's plain manager on an unscoped twin of the tables (no guard) against "
+        "Django's plain manager on a twin of the tables that is no tenant's (no guard) against "
         "`TenantManager` with a tenant bound and every isolation guard on; in-memory SQLite.",
         "",
         "| case | plain Django | tenantry scoped | ratio | queries (plain → scoped) |",

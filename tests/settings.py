@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "tests.lifecycle",
     "tests.dbapi",
     "tests.graph",
+    "tests.reach",
 ]
 
 MIDDLEWARE = [

@@ -51,6 +51,28 @@ class PlainDoc(models.Model):
         app_label = "benchapp"
 
 
+# bench_writes' baseline: the same tables with a column name tenantry does not
+# take for a tenant field (a ``tenant_id`` column makes a model tenant-owned,
+# docs/registry.md#which-models-hold-a-tenants-data, and guarded).
+
+
+class BareFolder(models.Model):
+    owner_key = models.CharField(max_length=128, db_index=True)
+    name = models.CharField(max_length=100)
+
+    class Meta:
+        app_label = "benchapp"
+
+
+class BareDoc(models.Model):
+    owner_key = models.CharField(max_length=128, db_index=True)
+    title = models.CharField(max_length=100)
+    folder = models.ForeignKey(BareFolder, on_delete=models.CASCADE)
+
+    class Meta:
+        app_label = "benchapp"
+
+
 class Record(models.Model):
     """A tenant's row (benchmarks/bench_rls.py)."""
 

@@ -58,7 +58,7 @@ from . import audit, conf, graph
 from ._core import TenantInfo, TenantMismatchError, TenantNotSetError
 from .context import get_current_tenant
 from .db.rls import BYPASS, bypassing, scoped_as
-from .graph import Guard, Scope, guard_of, scope_of
+from .graph import Guard, Scope, guard_of, owner_of, scope_of
 
 __all__ = [
     "BoundTenant",
@@ -68,11 +68,14 @@ __all__ = [
     "check_reverse_add",
     "check_update",
     "checked_write",
+    "column_value",
     "enforced_tenant",
     "install",
     "on_delete",
     "on_insert",
     "on_update",
+    "owner_of",
+    "reading_tenant",
     "refuse",
     "refuse_raw",
     "remember",
@@ -141,7 +144,7 @@ def _expected(field: Any, tenant: TenantInfo) -> str:
     return tenant.id
 
 
-def _column_value(field: Any, tenant: TenantInfo) -> Any:
+def column_value(field: Any, tenant: TenantInfo) -> Any:
     """The value to compare ``field``'s column with for ``tenant``'s rows."""
     if field.many_to_one or field.one_to_one:
         raw = tenant.raw
@@ -189,15 +192,30 @@ def _same(field: Any, value: Any, expected: str) -> bool:
 # -- the deferred tenant condition ------------------------------------------------------
 
 
+#: What a query's reads keep to (``tenantry.joins``): where a query keeps
+#: it, and its values (a ``TenantInfo`` is a fourth: that tenant).
+READS = "tenantry_reads"
+BOUND = "bound"
+ENFORCED = "enforced"
+UNSCOPED = "unscoped"
+
+
+def mark_reads(query: Any, mode: Any) -> None:
+    """Mark whose rows ``query``'s joins may reach (see ``tenantry.joins``);
+    ``Query.clone()`` copies it."""
+    query.__dict__[READS] = mode
+
+
 class BoundTenant(Lookup):
     """``WHERE <tenant column> = <tenant>``, the tenant being read when the
     query runs, not when it is built.
 
     ``BoundTenant("tenant_id", "enforced")``: the enforced tenant (base
     managers, forms); no condition at all with none (trusted code).
-    ``BoundTenant("tenant_id", "bound")``: the bound tenant (a TenantManager
-    queryset made while none was bound); with none, ``TenantNotSetError``
-    or, with ``TENANT_STRICT = "empty"``, no rows and no query.
+    ``BoundTenant("tenant_id", "bound")``: the bound tenant (every
+    TenantManager queryset, whenever it was made); with none,
+    ``TenantNotSetError`` or, with ``TENANT_STRICT = "empty"``, no rows and
+    no query. (See :func:`reading_tenant`.)
     """
 
     lookup_name = "tenantry_bound"
@@ -208,30 +226,41 @@ class BoundTenant(Lookup):
         super().__init__(lhs, mode)
 
     def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
-        if self.rhs == "bound":
-            tenant = get_current_tenant()
-            if tenant is None:
-                if conf.current().strict == "empty":
-                    raise EmptyResultSet
-                label = self.lhs.target.model._meta.label
-                raise TenantNotSetError(
-                    f"{label} rows are tenant-scoped and no tenant is bound: use "
-                    "TenantMiddleware, a TenantMixin view, tenant_context(...), or "
-                    ".unscoped(reason=...)"
-                )
-        else:
-            tenant = enforced_tenant()
-            if tenant is None:
-                raise FullResultSet
+        tenant = reading_tenant(self.rhs, self.lhs.target.model._meta.label)
         lhs_sql, lhs_params = compiler.compile(self.lhs)
         field = self.lhs.target
         try:
             value = field.get_db_prep_value(
-                field.get_prep_value(_column_value(field, tenant)), connection, prepared=True
+                field.get_prep_value(column_value(field, tenant)), connection, prepared=True
             )
         except (TypeError, ValueError, ValidationError):
             raise EmptyResultSet from None  # the tenant's value cannot be in this column
         return f"{lhs_sql} = %s", [*lhs_params, value]
+
+
+def reading_tenant(mode: Any, label: str) -> TenantInfo:
+    """The tenant a read of ``mode`` keeps to, when its SQL is written:
+    ``"bound"``: the bound tenant (none: ``TenantNotSetError``, or with
+    ``TENANT_STRICT = "empty"`` no rows: ``EmptyResultSet``); ``"enforced"``:
+    the enforced tenant (none: no condition, ``FullResultSet``); a
+    ``TenantInfo``: that tenant."""
+    if mode == "bound":
+        tenant = get_current_tenant()
+        if tenant is None:
+            if conf.current().strict == "empty":
+                raise EmptyResultSet
+            raise TenantNotSetError(
+                f"{label} rows are tenant-scoped and no tenant is bound: use "
+                "TenantMiddleware, a TenantMixin view, tenant_context(...), or "
+                ".unscoped(reason=...)"
+            )
+        return tenant
+    if mode == "enforced":
+        tenant = enforced_tenant()
+        if tenant is None:
+            raise FullResultSet
+        return tenant
+    return mode
 
 
 def tenant_condition(col: Any, tenant: TenantInfo) -> Any:
@@ -239,7 +268,7 @@ def tenant_condition(col: Any, tenant: TenantInfo) -> Any:
     condition no row meets when the tenant's value cannot be a value of the
     column (a foreign key to the registry without the registry's row)."""
     try:
-        return Exact(col, _column_value(col.target, tenant))
+        return Exact(col, column_value(col.target, tenant))
     except (TypeError, ValueError, ValidationError):
         return NothingNode()
 
@@ -255,7 +284,10 @@ def tenant_rows(queryset: Any) -> Any:
     scope = scope_of(queryset.model)
     if scope is None or has_bound_tenant(queryset.query):
         return queryset
-    return queryset.filter(BoundTenant(scope.field.name))
+    held = queryset.filter(BoundTenant(scope.field.name))
+    if held.query.__dict__.get(READS) in (None, UNSCOPED):
+        mark_reads(held.query, ENFORCED)
+    return held
 
 
 # -- refusing -------------------------------------------------------------------
@@ -559,7 +591,7 @@ def _check_keys(guard: Guard, tenant: TenantInfo, obj: models.Model, action: str
     keys = {values.get(k) for k in guard.keys} - {None}
     if not keys:
         return
-    scope = guard.scope
+    scope = guard.owner
     if scope is not None:
         known = _loaded_key(scope, obj)
         if known is not None:
@@ -614,11 +646,24 @@ def _reference(
         return key, "", False  # unchanged: nothing new is referenced
     if field.is_cached(obj):
         cached = field.get_cached_value(obj, None)
-        if cached is not None and getattr(cached, field.target_field.attname, _MISSING) == value:
+        if cached is not None and _vouches(cached, field.target_field.attname, value):
             known = _loaded_key(target, cached)
             if known is not None:
                 return key, known, False
     return key, None, True
+
+
+def _vouches(instance: models.Model, attname: str, value: Any) -> bool:
+    """Whether a loaded ``instance`` vouches for ``value`` in its column
+    ``attname``: it holds that value and was loaded (or saved) with it. A
+    row whose key (``to_field`` included) was changed in memory vouches for
+    nothing: the value written is looked up."""
+    origin = _origin(instance)
+    return (
+        origin is not None
+        and instance.__dict__.get(attname, _MISSING) == value
+        and origin.get(attname, _MISSING) == value
+    )
 
 
 def _check_targets(
@@ -639,6 +684,38 @@ def _check_targets(
     good = {str(value) for value, owner in _fetch(rows) if _key(target.field, owner) == expected}
     for key in sorted(keys - good):
         _refuse_reference(model, field, _Row(target.label, key), target, tenant, action)
+
+
+def _check_shared(
+    model: Any,
+    name: str,
+    to: str,
+    heirs: tuple[Scope, ...],
+    tenant: TenantInfo,
+    keys: set[str],
+    action: str,
+) -> None:
+    """``keys`` (values of column ``to``) of a reference to an unowned
+    multi-table parent name no row that an owned child of another tenant
+    shares (one query per such child model): such a row is that tenant's."""
+    if not keys:
+        return
+    for heir in heirs:
+        expected = _expected(heir.field, tenant)
+        rows = _rows(heir.model).filter(**{f"{to}__in": list(keys)}).values_list(to, heir.attname)
+        for value, owner in _fetch(rows):
+            if _key(heir.field, owner) != expected:
+                parent = heir.model._meta.get_parent_list()
+                label = parent[-1]._meta.label if parent else heir.label
+                refuse(
+                    model,
+                    name,
+                    _Row(label, value),
+                    tenant,
+                    action,
+                    f"that {label} row is another tenant's (a {heir.label} of another tenant "
+                    f"shares it); point {name} at a {label} row of your own",
+                )
 
 
 def check_references(
@@ -683,6 +760,28 @@ def check_references(
                 verified.add(key)
         _check_targets(model, field, target, tenant, pending, action)
         approved[field] = verified | pending | unchanged
+    for field, heirs in guard.shared_parents:
+        if fields is not None and field not in fields:
+            continue
+        before = approved_before.get(field, ())
+        pending = set()
+        unchanged = set()
+        for obj in objs:
+            value = obj.__dict__.get(field.attname)
+            if value is None:
+                continue
+            if hasattr(value, "resolve_expression"):
+                _refuse_expression(model, field, value, tenant, action)
+            key = str(value)
+            if key in before:
+                continue
+            origin = _origin(obj)
+            if origin is not None and origin.get(field.attname, _MISSING) == value:
+                unchanged.add(key)
+            else:
+                pending.add(key)
+        _check_shared(model, field.name, field.target_field.attname, heirs, tenant, pending, action)
+        approved[field] = pending | unchanged
     for gfk, ct_field, fk_field in guard.generics:
         if fields is not None and ct_field not in fields and fk_field not in fields:
             continue
@@ -729,9 +828,19 @@ def _check_generic(
             target_model = ContentType.objects.get_for_id(ct_id).model_class()
         except ContentType.DoesNotExist:
             target_model = None
-        target = scope_of(target_model)
+        target = owner_of(target_model)
         if target is None:
-            continue  # a row of no tenant (or a stale content type)
+            heirs = graph.heirs_of(target_model)
+            if heirs:  # an unowned multi-table parent: its rows may be a child's
+                pk = target_model._meta.pk
+                keys = set()
+                for oid in oids:
+                    try:
+                        keys.add(str(pk.to_python(oid)))
+                    except Exception:  # a value no row can have
+                        continue
+                _check_shared(model, gfk.name, pk.attname, heirs, tenant, keys, action)
+            continue  # else a row of no tenant (or a stale content type)
         pk = target.model._meta.pk
         expected = _expected(target.field, tenant)
         wanted = {}
@@ -781,7 +890,7 @@ def check_instances(
         return {}
     opts = model._meta
     chosen = None if fields is None else {opts.get_field(name) for name in fields}
-    scope = guard.scope
+    scope = guard.owner
     if scope is not None and (chosen is None or scope.field in chosen):
         field = scope.field
         expected = _expected(field, tenant)
@@ -802,7 +911,7 @@ def check_conflict_target(
 ) -> None:
     """``bulk_create(update_conflicts=True)``: the conflict target must
     include the tenant field (by name, attname or ``pk``)."""
-    scope = scope_of(model)
+    scope = owner_of(model)
     if scope is None:
         return
     opts = model._meta
@@ -816,7 +925,7 @@ def _check_conflict_fields(
 ) -> None:
     """An upsert's conflict target (fields) must include the tenant field:
     else the conflict could rewrite another tenant's row."""
-    scope = scope_of(model)
+    scope = owner_of(model)
     fields = list(fields)
     if scope is not None and scope.field not in fields:
         refuse(
@@ -837,7 +946,7 @@ def check_update(
     """``QuerySet.update(**values)``: the tenant field (any form) must stay
     the tenant's, and references must name rows of it. Returns the values
     (one canonical tenant entry) and the approved references."""
-    scope = scope_of(model)
+    scope = owner_of(model)
     if scope is not None:
         values = tenant_kwargs(model, scope.field.name, tenant, values, action, fill=False)
     guard = guard_of(model)
@@ -926,7 +1035,7 @@ def _check_values(
 ) -> dict[Any, set[Any]]:
     """An UPDATE's ``{field: value}``: the tenant column keeps the tenant's
     value and references name its rows (one query per field)."""
-    scope = guard.scope
+    scope = guard.owner
     if scope is not None and scope.field in values:
         field = scope.field
         expected = _expected(field, tenant)
@@ -950,7 +1059,9 @@ def _check_values(
         keys = approved.setdefault(field, set())
         for value in plain:
             if isinstance(value, models.Model):
-                known = _loaded_key(target, value)
+                attname = field.target_field.attname
+                vouched = _vouches(value, attname, getattr(value, attname, None))
+                known = _loaded_key(target, value) if vouched else None
                 key = _key(field, value)
                 if key is None or key in before:
                     continue
@@ -966,6 +1077,16 @@ def _check_values(
             pending.add(key)
         _check_targets(model, field, target, tenant, pending, action)
         keys |= pending
+    for field, heirs in guard.shared_parents:
+        if field not in values:
+            continue
+        plain = _plain(values[field])
+        if plain is None:
+            _refuse_expression(model, field, values[field], tenant, action)
+        before = approved_before.get(field, ())
+        keys = {k for value in plain if (k := _key(field, value)) is not None} - set(before)
+        _check_shared(model, field.name, field.target_field.attname, heirs, tenant, keys, action)
+        approved[field] = keys
     for gfk, ct_field, fk_field in guard.generics:
         if ct_field not in values and fk_field not in values:
             continue
@@ -1054,7 +1175,7 @@ def _preselect(query: Any, using: str, attnames: list[str]) -> list[tuple[Any, .
 def _fill_or_refuse(
     guard: Guard, tenant: TenantInfo, objs: Iterable[models.Model], model: Any, action: str
 ) -> None:
-    scope = guard.scope
+    scope = guard.owner
     field = scope.field
     expected = _expected(field, tenant)
     name, canonical = tenant_field_value(model, field.name, tenant)
@@ -1076,11 +1197,11 @@ def on_insert(query: Any, compiler: Any) -> None:
     if tenant is None or not query.objs:
         return
     action = _action.get() or "save()"
-    if guard.scope is not None and query.on_conflict == OnConflict.UPDATE:
+    if guard.owner is not None and query.on_conflict == OnConflict.UPDATE:
         _check_conflict_fields(query.model, tenant, query.unique_fields, action)
     fields = set(query.fields)
     objs = list(query.objs)
-    if guard.scope is not None and guard.scope.field in fields:
+    if guard.owner is not None and guard.owner.field in fields:
         _fill_or_refuse(guard, tenant, objs, query.model, action)
     check_references(guard, tenant, objs, fields, action, model=query.model)
 
@@ -1101,7 +1222,7 @@ def on_update(query: Any, compiler: Any) -> None:
     instance = _saving.get()
     if instance is not None and isinstance(instance, query.model):
         action = "save()"
-        if guard.scope is not None and guard.scope.field in values:
+        if guard.owner is not None and guard.owner.field in values:
             _fill_or_refuse(guard, tenant, [instance], query.model, action)
         check_references(guard, tenant, [instance], set(values), action, model=query.model)
         return
@@ -1124,10 +1245,10 @@ def on_delete(query: Any, compiler: Any) -> None:
 def _restrict(query: Any, guard: Guard, tenant: TenantInfo) -> None:
     """Add ``tenant``'s condition to an UPDATE's or DELETE's WHERE: the
     tenant column (scoped tables), or each scoped end (link tables)."""
-    if guard.scope is not None:
+    if guard.owner is not None:
         if has_bound_tenant(query):
             return  # the base manager's condition: the same tenant, when it compiles
-        field = guard.scope.field
+        field = guard.owner.field
         if field.model._meta.concrete_model is query.get_meta().concrete_model:
             # The model's own column: no join, no filter() resolution.
             alias = query.get_initial_alias()
@@ -1225,14 +1346,14 @@ def _on_save(
     if raw:  # loaddata: fixtures are trusted like any tenant-less code
         return
     guard = guard_of(sender)
-    if guard is None or not (guard.scope or guard.heirs):
+    if guard is None or not (guard.owner or guard.heirs):
         return
     action = "save()"
     tenant = _signal_tenant(sender, action)
     if tenant is None:
         return
-    if guard.scope is not None:
-        field = guard.scope.field
+    if guard.owner is not None:
+        field = guard.owner.field
         value = instance.__dict__.get(field.attname, _MISSING)
         if value is not _MISSING:
             if value in _EMPTY and instance._state.adding:
@@ -1252,18 +1373,18 @@ def _on_saved(sender: Any, instance: models.Model, update_fields: Any = None, **
 
 def _on_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
     guard = guard_of(sender)
-    if guard is None or not (guard.scope or guard.heirs):
+    if guard is None or not (guard.owner or guard.heirs):
         return
     action = "delete()"
     tenant = _signal_tenant(sender, action)
     if tenant is None:
         return
-    if guard.scope is not None:
-        field = guard.scope.field
+    if guard.owner is not None:
+        field = guard.owner.field
         value = instance.__dict__.get(field.attname, _MISSING)
         if value is not _MISSING and not _same(field, value, _expected(field, tenant)):
             refuse(sender, field.attname, value, tenant, action, "delete only your tenant's rows")
-    if guard.scope is None or _loaded_key(guard.scope, instance) is None:
+    if guard.owner is None or _loaded_key(guard.owner, instance) is None:
         for member in guard.family:
             keys = {instance.__dict__.get(k) for k in guard.keys} - {None}
             expected = _expected(member.field, tenant)
@@ -1281,7 +1402,7 @@ def _on_m2m(
     and held to the tenant's rows by the DELETE)."""
     if not action.startswith("pre_"):
         return
-    source = scope_of(type(instance))
+    source = owner_of(type(instance))
     if source is None:
         return
     name = _m2m_name(type(instance), sender)
@@ -1306,8 +1427,8 @@ def check_reverse_add(manager: Any, objs: Iterable[Any]) -> None:
     """``folder.document_set.add(*docs)``: Django updates the rows with one
     ``UPDATE`` that sends no signal, so both ends are checked here (the
     UPDATE itself is held to the tenant's rows either way)."""
-    scope = scope_of(manager.model)
-    owner = scope_of(type(manager.instance))
+    scope = owner_of(manager.model)
+    owner = owner_of(type(manager.instance))
     if scope is None:
         return
     action = f"{manager.field.remote_field.get_accessor_name()}.add()"
@@ -1324,21 +1445,23 @@ def check_reverse_add(manager: Any, objs: Iterable[Any]) -> None:
 # -- wiring ----------------------------------------------------------------------
 
 
-def _connect(model: Any, *, known: bool = True) -> None:
-    """Connect the instance guard to ``model``: by its guard when the graph
-    is known (start-up), else every receiver (a model made later: they look
-    its guard up when they run)."""
-    guard = guard_of(model) if known else None
-    if known and guard is None:
+def _guarded(model: Any) -> None:
+    """A guard was made for ``model`` (``graph.guard_hooks``, at start-up or,
+    for a model owned after a declaration or a config change, on first
+    use): its rows remember what they are loaded with, and its delete and
+    many-to-many receivers are connected (per model: a receiver turns off
+    Django's fast deletes and fast m2m adds). ``pre_save`` and ``post_save``
+    are connected once for every model and look the guard up when they run,
+    so a model's first save is checked however late its guard is made."""
+    guard = guard_of(model)
+    if guard is None:
         return
-    uid = f"tenantry.isolation:{model._meta.label}:{id(model)}"
     if not model._meta.auto_created:
         _remember_loads(model)
-        post_save.connect(_on_saved, sender=model, dispatch_uid=uid)
-    if not known or guard.scope is not None or guard.heirs:
-        pre_save.connect(_on_save, sender=model, dispatch_uid=uid)
+    uid = f"tenantry.isolation:{model._meta.label}:{id(model)}"
+    if guard.owner is not None or guard.heirs:
         pre_delete.connect(_on_delete, sender=model, dispatch_uid=uid)
-    if not known or (model in graph._through_models() and guard.relations):
+    if model in graph._through_models() and guard.relations:
         m2m_changed.connect(
             _on_m2m, sender=model, dispatch_uid=f"tenantry.isolation:m2m:{id(model)}"
         )
@@ -1349,15 +1472,22 @@ def _on_class_prepared(sender: Any, **kwargs: Any) -> None:
 
     if apps.models_ready:  # a model made after start-up (tests): derive again
         graph.clear()
-        _connect(sender, known=False)
+
+
+def _on_config_changed() -> None:
+    """``DJUST_CONFIG`` changed (``TENANT_MODEL``, ``TENANT_DOMAIN_MODEL``
+    decide whose rows some models hold): derive the guards again on next use."""
+    graph.clear()
 
 
 def install() -> None:
-    """Derive the guards from the model graph and connect them
-    (``AppConfig.ready``); models defined later are connected as they are
-    prepared."""
-    for guard in graph.build():
-        _connect(guard.model)
+    """Derive the guards from the model graph (``AppConfig.ready``); models
+    defined later get theirs on first use."""
+    graph.build()
 
 
+graph.guard_hooks.append(_guarded)
+conf._reset_hooks.append(_on_config_changed)
 class_prepared.connect(_on_class_prepared, dispatch_uid="tenantry.isolation")
+pre_save.connect(_on_save, dispatch_uid="tenantry.isolation")
+post_save.connect(_on_saved, dispatch_uid="tenantry.isolation")

@@ -14,10 +14,15 @@ field and follow the isolation rules of :mod:`tenantry.isolation` (another
 tenant's value, row or related row raises ``TenantMismatchError``); ``raw()``
 is refused. ``unscoped(reason=...)`` is the audited escape hatch.
 
-A queryset made while no tenant is bound (a ``ModelForm`` or a view's
-``queryset`` attribute at import time) is bound when it runs: it reads the
-tenant bound then, and raises (or, with ``"empty"``, returns nothing without
-a query) if there is still none.
+A queryset is bound when it runs, whenever it was made (a view's
+``queryset`` attribute, a form field's, a module-level queryset, made while
+no tenant or another tenant was bound): it reads the tenant bound then, and
+raises (or, with ``"empty"``, returns nothing without a query) if there is
+none. Its joins reach only that tenant's rows (:mod:`tenantry.joins`). Rows it
+fetched for one tenant are fetched again for another (its result cache
+belongs to the tenant it was filled for); an ``iterator()`` started for one
+tenant refuses to go on while another is bound. ``for_tenant(t)`` is the
+explicit exception: ``t``'s rows whatever is bound.
 
 ``tenant_field`` may be a plain column holding the id (``tenant_id``) or a
 ``ForeignKey`` to your tenant model: the row is matched by ``TenantInfo.raw``
@@ -32,7 +37,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core import checks
 from django.core.exceptions import FieldDoesNotExist
@@ -42,7 +47,7 @@ from django.db.models.lookups import Exact
 from django.db.models.sql.where import AND
 from django.db.models.utils import resolve_callables
 
-from . import audit, conf, isolation
+from . import audit, conf, isolation, joins
 from ._core import TenantInfo, TenantNotSetError
 from .context import get_current_tenant
 from .db.querysets import RLSScopeMixin
@@ -58,11 +63,93 @@ __all__ = [
     "tenant_field_value",
 ]
 
+class _Marker:
+    """A queryset's kind of tenant; pickled by name, so an unpickled queryset
+    keeps its kind."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __reduce__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
 #: Marks a queryset of no tenant (``for_tenant(None)``): no rows, no writes.
-_NO_TENANT = object()
-#: Marks a queryset made while no tenant was bound: it reads (and writes
-#: for) the tenant bound when it runs.
-_LATE = object()
+_NO_TENANT = _Marker("_NO_TENANT")
+#: Marks a ``TenantManager`` queryset: it reads (and writes for) the tenant
+#: bound when it runs.
+_LATE = _Marker("_LATE")
+
+
+class _Rows(NamedTuple):
+    """A late queryset's result cache, with the tenant it was fetched for."""
+
+    tenant: str | None
+    rows: list[Any]
+
+
+def _bound_id() -> str | None:
+    tenant = get_current_tenant()
+    return None if tenant is None else tenant.id
+
+
+class _SameTenant:
+    """An ``iterator()`` of a late queryset: it reads the rows of the tenant
+    bound when it starts, and refuses to go on while another is bound (with
+    none bound it goes on: a streaming response's body, trusted code)."""
+
+    __slots__ = ("inner", "model", "started")
+
+    def __init__(self, inner: Any, model: Any) -> None:
+        self.inner, self.model, self.started = inner, model, _UNSTARTED
+
+    def _check(self) -> None:
+        bound = get_current_tenant()
+        if self.started is _UNSTARTED:
+            self.started = bound
+        elif bound is not None and bound != self.started:
+            isolation.refuse(
+                self.model,
+                "iterator",
+                None if self.started is None else self.started.id,
+                bound,
+                "iterator()",
+                f"an iterator started for tenant "
+                f"{None if self.started is None else self.started.id!r} cannot go on while "
+                f"{bound.id!r} is bound; start a new one",
+            )
+
+    def __iter__(self) -> _SameTenant:
+        return self
+
+    def __next__(self) -> Any:
+        self._check()
+        return next(self.inner)
+
+    def __aiter__(self) -> _SameTenant:
+        return self
+
+    async def __anext__(self) -> Any:
+        self._check()
+        return await self.inner.__anext__()
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+    async def aclose(self) -> None:
+        close = getattr(self.inner, "aclose", None)
+        if close is not None:
+            await close()
+
+
+_UNSTARTED = _Marker("_UNSTARTED")
 
 
 def _fields_only(lookups: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +166,37 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
     _tenant_field = "tenant"
     _tenant: Any = None  # None: unscoped; a TenantInfo; _NO_TENANT; or _LATE
     _values_checked = False  # bulk_update's inner update(): its values were checked
+
+    # A late queryset's result cache belongs to the tenant it was filled for:
+    # read while another tenant is bound, it is empty (Django then runs the
+    # query again, or clones for a slice, count() or exists()).
+    @property
+    def _result_cache(self) -> Any:
+        held = self.__dict__.get("_result_cache")
+        if type(held) is _Rows:
+            return held.rows if held.tenant == _bound_id() else None
+        return held
+
+    @_result_cache.setter
+    def _result_cache(self, rows: Any) -> None:
+        if rows is not None and self.__dict__.get("_tenant") is _LATE:
+            rows = _Rows(_bound_id(), rows)
+        self.__dict__["_result_cache"] = rows
+
+    def _fetch_all(self) -> None:
+        held = self.__dict__.get("_result_cache")
+        if type(held) is _Rows and held.tenant != _bound_id():
+            self.__dict__["_result_cache"] = None
+            self._prefetch_done = False  # the new rows need their prefetches
+        super()._fetch_all()
+
+    def iterator(self, chunk_size: int | None = None) -> Any:
+        rows = super().iterator(chunk_size)
+        return _SameTenant(rows, self.model) if self._tenant is _LATE else rows
+
+    def aiterator(self, chunk_size: int = 2000) -> Any:
+        rows = super().aiterator(chunk_size)
+        return _SameTenant(rows, self.model) if self._tenant is _LATE else rows
 
     def _clone(self) -> TenantQuerySet:
         clone = super()._clone()
@@ -102,7 +220,29 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
         else:
             scoped = self.filter(**{name: value})
         scoped._tenant = tenant
+        joins.mark(scoped.query, tenant)
         return scoped
+
+    def _late(self) -> TenantQuerySet:
+        """This queryset held to the tenant bound when it runs."""
+        field = self.model._meta.get_field(self._tenant_field)
+        query = self.query
+        if field.model._meta.concrete_model is query.get_meta().concrete_model:
+            # A column of the model's own table: the condition made once per
+            # model and alias, without filter()'s resolution (every
+            # TenantManager queryset starts here).
+            late = self._chain()
+            alias = late.query.get_initial_alias()
+            key = (self.model, field, alias)
+            condition = _late_conditions.get(key)
+            if condition is None:
+                condition = _late_conditions[key] = BoundTenant(field.get_col(alias), "bound")
+            late.query.where.add(condition, AND)
+        else:
+            late = self.filter(BoundTenant(field.name, "bound"))  # a parent's column: a join
+        late._tenant = _LATE
+        joins.mark(late.query, joins.BOUND)
+        return late
 
     def _writing_tenant(self, action: str) -> TenantInfo | None:
         """The tenant this write is checked against (see ``isolation``)."""
@@ -300,12 +440,10 @@ class TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: igno
         return qs
 
     def get_queryset(self) -> TenantQuerySet:
-        tenant = get_current_tenant()
-        if tenant is not None:
-            return self._base()._scope(tenant)
-        late = self._base().filter(BoundTenant(self.tenant_field, "bound"))
-        late._tenant = _LATE
-        return late
+        # Bound when it runs, whatever is bound now: a queryset made while
+        # one tenant's request imported the URLconf (a view's queryset
+        # attribute, a form field's) must not keep that tenant for good.
+        return self._base()._late()
 
     def _no_tenant(self, what: str) -> TenantQuerySet:
         if conf.current().strict == "empty":
@@ -338,6 +476,7 @@ class TenantManager(models.Manager.from_queryset(TenantQuerySet)):  # type: igno
         )
         everything = self._base()
         everything._rls_scope = BYPASS  # its queries pass row-level security too
+        joins.mark(everything.query, joins.UNSCOPED)  # and what they join is not held
         return everything
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -391,7 +530,9 @@ class TenantRowsMixin:
             return queryset
         query = queryset.query
         if scope.field.model._meta.concrete_model is not query.get_meta().concrete_model:
-            return queryset.filter(BoundTenant(scope.field.name))  # a parent's column: a join
+            held = queryset.filter(BoundTenant(scope.field.name))  # a parent's column: a join
+            joins.mark(held.query, joins.ENFORCED)
+            return held
         # The column is on the model's own table: add the condition without
         # filter()'s clone and resolution (this runs for every save() and
         # every related-object load), made once per model and table alias.
@@ -401,12 +542,15 @@ class TenantRowsMixin:
         if condition is None:
             condition = _row_conditions[key] = BoundTenant(scope.field.get_col(alias))
         query.where.add(condition, AND)
+        joins.mark(query, joins.ENFORCED)
         return queryset
 
 
 #: (model, alias) → the base manager's condition (lookups are not mutated
 #: once built: Django shares them between query clones too).
 _row_conditions: dict[tuple[type, str], BoundTenant] = {}
+#: (model, tenant field, alias) → a TenantManager queryset's condition.
+_late_conditions: dict[tuple[type, Any, str], BoundTenant] = {}
 
 
 _rows_classes: dict[type, type] = {}

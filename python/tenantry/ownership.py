@@ -3,18 +3,22 @@
 A model is *tenant-owned* when each of its rows belongs to a tenant through
 a field that holds the tenant's id, or points at its registry row. Deleting
 a tenant (``tenantry.lifecycle``) removes the rows of every tenant-owned
-model; exporting one walks the same list. It is found once, from the model
-graph and the config, and found again when ``DJUST_CONFIG`` changes:
+model; exporting one walks the same list; the ORM's write rules
+(``tenantry.isolation``) hold every owned model's rows to the bound tenant.
+Whose row a row is has one rule, ``tenantry.graph.owner_of`` (this module
+lists what it finds); it is found once, from the model graph and the config,
+and found again when ``DJUST_CONFIG`` changes:
 
 1. **Declared**: ``tenantry.ownership.declare("crm.Membership",
    field="org_slug")`` (call it in an ``AppConfig.ready``), for a model whose
    tenant field tenantry cannot guess: another name, or a model of a
    package you do not edit.
-2. **A TenantManager**: its tenant field (``tenantry.isolation.scope_of``).
+2. **A TenantManager**: its tenant field (``tenantry.graph.scope_of``).
 3. **TENANT_DOMAIN_MODEL**: ``TENANT_DOMAIN_TENANT_FIELD``, whatever its type
    (a column of ids, or a foreign key to ``TENANT_MODEL``).
-4. **The detection rule** (:func:`detected_tenant_fields`, one function, so
-   a check can warn about a tenant field without a ``TenantManager``):
+4. **The detection rule** (:func:`detected_tenant_fields`, one function in
+   ``tenantry.graph``, so a check can warn about a tenant field without a
+   ``TenantManager``):
 
    * a ``ForeignKey``/``OneToOneField`` to ``TENANT_MODEL`` whose
      ``on_delete`` is ``CASCADE``, ``PROTECT``, ``RESTRICT`` or
@@ -32,8 +36,9 @@ auto-created many-to-many tables are not listed: their rows are the concrete
 model's, or go with them by cascade. An unmanaged model (``managed =
 False``, often a database view) is listed only when declared.
 
-``tenantry.ownership.exclude("audit.Entry", reason=...)`` keeps a model out:
-its rows outlive a deletion. Key such rows by the tenant's incarnation too
+``tenantry.ownership.exclude("audit.Entry", reason=...)`` keeps a model out
+of deletion: its rows outlive it (they are still their tenant's rows for the
+write rules). Key such rows by the tenant's incarnation too
 (``tenantry.lifecycle.incarnation``), so that a new tenant that takes the
 id never sees them as its own.
 """
@@ -46,13 +51,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.apps import apps
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
-from . import conf
-from .isolation import scope_of
+from . import conf, graph
+from .graph import TENANT_COLUMNS, detected_tenant_fields
 
 __all__ = [
+    "TENANT_COLUMNS",
     "OwnedModel",
     "declare",
     "detected_tenant_fields",
@@ -60,13 +66,6 @@ __all__ = [
     "owned_model",
     "owned_models",
 ]
-
-#: Column names that mark a tenant field by convention (tenantry's default
-#: tenant field, and the plain name).
-TENANT_COLUMNS = ("tenant_id", "tenant")
-#: ``on_delete`` handlers of a foreign key to the registry whose rows are the
-#: tenant's own (the others clear or reset the reference).
-_OWNING = (models.CASCADE, models.PROTECT, models.RESTRICT, models.DO_NOTHING)
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,6 @@ class OwnedModel:
         return self.source == "registry"
 
 
-_declared: dict[str, str] = {}  # label_lower → field name
 _excluded: dict[str, str] = {}  # label_lower → reason
 _lock = threading.Lock()
 _cache: list[tuple[OwnedModel, ...]] = []
@@ -107,7 +105,7 @@ def declare(model: type[models.Model] | str, field: str) -> None:
     if not isinstance(field, str) or not field:
         raise ValueError(f"ownership.declare({model!r}, field=...) takes a field name")
     with _lock:
-        _declared[_label(model)] = field
+        graph.declare(_label(model), field)
         _excluded.pop(_label(model), None)
         _cache.clear()
 
@@ -120,7 +118,7 @@ def exclude(model: type[models.Model] | str, reason: str) -> None:
         raise ValueError(f"ownership.exclude({model!r}, reason=...) needs a reason")
     with _lock:
         _excluded[_label(model)] = reason
-        _declared.pop(_label(model), None)
+        graph.undeclare(_label(model))
         _cache.clear()
 
 
@@ -129,72 +127,24 @@ def excluded() -> dict[str, str]:
     return dict(_excluded)
 
 
-def _registry_model() -> tuple[type[models.Model] | None, str | None]:
-    found = conf.current().tenant_model
-    if found is None:
-        return None, None
-    label, id_field = found
-    return apps.get_model(label), id_field
-
-
-def detected_tenant_fields(model: type[models.Model]) -> tuple[Any, ...]:
-    """The fields of ``model`` that tie a row to a tenant by tenantry's rule
-    (see the module docs): foreign keys to ``TENANT_MODEL`` that own their
-    rows, and a non-relation ``tenant_id`` or ``tenant`` column. Managers, declarations
-    and the config's domain model are not consulted here."""
-    registry, _ = _registry_model()
-    found = []
-    for field in model._meta.concrete_fields:
-        if field.is_relation:
-            if (
-                registry is not None
-                and (field.many_to_one or field.one_to_one)
-                and not getattr(field.remote_field, "parent_link", False)
-                and field.related_model is registry
-                and field.remote_field.on_delete in _OWNING
-            ):
-                found.append(field)
-        elif field.column in TENANT_COLUMNS:
-            found.append(field)
-    return tuple(found)
-
-
-def _field(model: type[models.Model], name: str, why: str) -> Any:
-    try:
-        return model._meta.get_field(name)
-    except FieldDoesNotExist:
-        raise ImproperlyConfigured(f"{model._meta.label} has no field {name!r} ({why})") from None
-
-
-def _find(model: type[models.Model], registry: Any, id_field: str | None) -> OwnedModel | None:
+def _find(model: type[models.Model], registry: Any) -> OwnedModel | None:
     opts = model._meta
-    label = opts.label_lower
-    if label in _excluded or opts.proxy or opts.swapped or opts.auto_created:
+    if opts.label_lower in _excluded or opts.proxy or opts.swapped or opts.auto_created:
         return None
-    if registry is not None and model is registry:
-        return OwnedModel(model, (_field(model, id_field, "TENANT_MODEL_ID_FIELD"),), "registry")
-    declared = _declared.get(label)
-    if declared is not None:
-        return OwnedModel(model, (_field(model, declared, "ownership.declare"),), "declared")
-    if not opts.managed:
+    found = graph.tenant_fields(model)
+    if not found:
         return None
-    fields: list[Any] = []
-    source = "detected"
-    source_config = conf.current().source
-    domain_label = source_config.get("TENANT_DOMAIN_MODEL")
-    if domain_label and label == str(domain_label).lower():
-        name = source_config.get("TENANT_DOMAIN_TENANT_FIELD", "tenant_id")
-        fields.append(_field(model, name, "TENANT_DOMAIN_TENANT_FIELD"))
+    fields = tuple(field for field, _how in found)
+    how = found[0][1]
+    if model is registry:
+        source = "registry"
+    elif any(h == "domain" for _, h in found):
         source = "domain"
-    scope = scope_of(model)
-    if scope is not None:
-        fields.append(scope.field)
-        source = "manager" if source == "detected" else source
-    fields += detected_tenant_fields(model)
-    unique = tuple(dict.fromkeys(fields))
-    if not unique:
-        return None
-    return OwnedModel(model, unique, source)
+    elif how in ("manager", "declared"):
+        source = how
+    else:
+        source = "detected"
+    return OwnedModel(model, fields, source)
 
 
 def _dependencies(owned: Iterable[OwnedModel]) -> list[OwnedModel]:
@@ -230,14 +180,14 @@ def owned_models() -> tuple[OwnedModel, ...]:
     """Every tenant-owned model, in deletion order (found once per config)."""
     if _cache:
         return _cache[0]
-    registry, id_field = _registry_model()
+    registry, _ = graph.registry_model()
     found = []
     for model in apps.get_models():
-        entry = _find(model, registry, id_field)
+        entry = _find(model, registry)
         if entry is not None:
             found.append(entry)
     known = {entry.model._meta.label_lower for entry in found}
-    missing = [label for label in _declared if label not in known]
+    missing = [label for label in graph.declared() if label not in known]
     if missing:
         raise ImproperlyConfigured(
             f"tenantry.ownership.declare() names {', '.join(sorted(missing))}: not installed, "

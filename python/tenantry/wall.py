@@ -14,6 +14,11 @@ Installed once by ``TenantryConfig.ready``:
   tenant enforced when its query runs (``refresh_from_db()``, related
   descriptors, generic foreign keys, prefetches, the delete collector,
   ``save()``'s own UPDATE);
+* **the SQL compiler's FROM clause** and ``Join.as_sql``: every join of a
+  read that reaches a tenant-held table carries the tenant's condition in
+  its ``ON`` clause, and ``Query.split_exclude`` (the subquery of an
+  ``exclude()`` across a multi-valued relation) keeps its own table to the
+  tenant (:mod:`tenantry.joins`);
 * the forms (``ModelChoiceField`` querysets, model formsets) and, when
   ``django.contrib.admin`` is installed, the admin's raw-id labels, related
   list filters and autocomplete (:func:`tenantry.admin.install_guards`).
@@ -31,10 +36,12 @@ from django.db.models.sql.compiler import (
     SQLInsertCompiler,
     SQLUpdateCompiler,
 )
+from django.db.models.sql.datastructures import Join
+from django.db.models.sql.query import Query
 from django.forms.models import BaseModelFormSet, ModelChoiceField
 from django.utils.functional import cached_property
 
-from . import isolation
+from . import isolation, joins
 from .managers import tenant_base_manager
 
 __all__ = ["install"]
@@ -61,6 +68,29 @@ def _install_compilers() -> None:
     SQLInsertCompiler.execute_sql = insert_execute_sql
     SQLUpdateCompiler.execute_sql = update_execute_sql
     SQLDeleteCompiler.execute_sql = delete_execute_sql
+
+
+def _install_joins() -> None:
+    get_from_clause = SQLCompiler.get_from_clause
+    join_as_sql = Join.as_sql
+    split_exclude = Query.split_exclude
+
+    def compiler_get_from_clause(self: Any) -> Any:
+        joins.compiling(self)
+        return get_from_clause(self)
+
+    def as_sql(self: Any, compiler: Any, connection: Any) -> Any:
+        sql, params = join_as_sql(self, compiler, connection)
+        return joins.on_join(self, compiler, sql, params)
+
+    def query_split_exclude(self: Any, *args: Any, **kwargs: Any) -> Any:
+        condition, needed_inner = split_exclude(self, *args, **kwargs)
+        joins.on_split_exclude(self, condition)
+        return condition, needed_inner
+
+    SQLCompiler.get_from_clause = compiler_get_from_clause
+    Join.as_sql = as_sql
+    Query.split_exclude = query_split_exclude
 
 
 def _install_save_table() -> None:
@@ -111,6 +141,7 @@ def install() -> None:
 
     if not _INSTALLED:
         _install_compilers()
+        _install_joins()
         _install_save_table()
         _install_base_manager()
         _install_forms()
