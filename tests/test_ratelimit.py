@@ -724,7 +724,8 @@ def test_a_flood_of_the_tenants_own_keys_never_resets_its_key_at_its_limit(small
         # One request per address (a third: below half, may go), or two
         # (at half or more: kept).
         for _ in range(1 + i % 2):
-            refused += _outcome(limiter, "login", f"10.0.{i // 250}.{i % 250}", "globex") == "refused"
+            address = f"10.0.{i // 250}.{i % 250}"
+            refused += _outcome(limiter, "login", address, "globex") == "refused"
         again = _outcome(limiter, "login", "6.6.6.6", "globex")
         assert again != "refused" and not again.allowed, f"reset after {i} spoofed addresses"
     assert refused > 0
