@@ -985,9 +985,15 @@ tenant_backend_methods!(MemoryBackend, {
     }
 
     /// Removes every presence of `tenant_id`; returns how many went.
+    /// With another tenant bound: `TenantMismatchError`.
     #[classmethod]
-    fn clear_tenant(_cls: &Bound<'_, PyType>, tenant_id: &Bound<'_, PyAny>) -> PyResult<usize> {
+    fn clear_tenant(cls: &Bound<'_, PyType>, tenant_id: &Bound<'_, PyAny>) -> PyResult<usize> {
         let tenant = id_from_py(tenant_id)?;
+        tenant_backend::refuse_naming_another(
+            cls.py(),
+            &tenant,
+            "TenantAwareMemoryBackend.clear_tenant",
+        )?;
         Ok(reclaiming(|graveyard| {
             MEMORY.clear_tenant(&tenant, graveyard)
         }))
@@ -1066,7 +1072,13 @@ tenant_backend_methods!(MemoryBackend, {
         cls: &Bound<'py, PyType>,
         tenant_id: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let held = MEMORY.held(&id_from_py(tenant_id)?);
+        let tenant = id_from_py(tenant_id)?;
+        tenant_backend::refuse_naming_another(
+            cls.py(),
+            &tenant,
+            "TenantAwareMemoryBackend.tenant_stats",
+        )?;
+        let held = MEMORY.held(&tenant);
         let d = PyDict::new(cls.py());
         d.set_item("rooms", held.rooms)?;
         d.set_item("users", held.users)?;
