@@ -37,7 +37,7 @@ def stores(request, settings):
     config = {
         "TENANT_RESOLVER": "subdomain",
         "TENANT_MAIN_DOMAIN": "example.com",
-        "TENANT_RATE_LIMITS": {"export": "100000/h"},
+        "TENANT_QUOTAS": {"export_per_day": 10**9},  # exact counts: no refill
     }
     if request.param == "redis":
         url = request.getfixturevalue("redis_server").url
@@ -97,6 +97,7 @@ CALLS = {
     "presence tenant_stats": lambda: TenantAwareMemoryBackend.tenant_stats("globex"),
     "_core.purge_tenant_memory": lambda: _core.purge_tenant_memory("globex"),
     "_core.purge_tenant_redis": lambda: _core.purge_tenant_redis("globex"),
+    "cache.purge_tenant": lambda: __import__("tenantry.cache").cache.purge_tenant("globex"),
 }
 
 

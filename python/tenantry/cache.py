@@ -60,7 +60,7 @@ from django.core.cache import CacheHandler, caches
 from django.core.signals import setting_changed
 
 from . import audit
-from ._core import TenantNotSetError, refuse_other_tenant, validate_tenant_id
+from ._core import TenantNotSetError, refuse_other_tenant
 from .context import _current
 
 __all__ = [
@@ -239,11 +239,12 @@ def purge_tenant(tenant_id: Any, *, dry_run: bool = False) -> int:
     local-memory cache (this process) and Django's Redis cache (a ``SCAN``).
     After ``clear_tenant`` those entries are unreadable anyway; this takes
     them out of memory and Redis (``manage.py tenantry delete``). Other
-    backends keep them until they expire."""
+    backends keep them until they expire. With another tenant bound:
+    ``TenantMismatchError``, as ``clear_tenant``."""
     from django.core.cache.backends.locmem import LocMemCache
     from django.core.cache.backends.redis import RedisCache
 
-    tenant_id = validate_tenant_id(tenant_id)
+    tenant_id = refuse_other_tenant(tenant_id, "tenantry.cache.purge_tenant")
     count = 0
     seen: set[Any] = set()
     for alias, options in settings.CACHES.items():
