@@ -163,6 +163,52 @@ pub fn preview(value: &str) -> String {
     format!("{:?}", out)
 }
 
+/// A call that names a tenant to change or read its data from the outside
+/// (clearing its counts, figures, presence or saved state, recording usage
+/// for it) while another tenant is bound: the one rule for every such call
+/// (`tenantry.cache.clear_tenant`, usage, rate limits, state, presence, the
+/// lifecycle purges). Allowed with no tenant bound (a management command, a
+/// job) or for the bound tenant itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtherTenantBound {
+    /// What was called, for the message (`"usage.record"`).
+    pub what: String,
+    pub named: String,
+    pub bound: String,
+}
+
+impl fmt::Display for OtherTenantBound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}({}) while tenant {} is bound: a tenant may name only itself here (clear, \
+             delete or change only its own; run it with no tenant bound: a management \
+             command or a job)",
+            self.what,
+            preview(&self.named),
+            preview(&self.bound)
+        )
+    }
+}
+
+impl std::error::Error for OtherTenantBound {}
+
+/// Checks [`OtherTenantBound`]'s rule for a call of `what` naming `named`.
+pub fn check_named(
+    bound: Option<&TenantId>,
+    named: &TenantId,
+    what: &str,
+) -> Result<(), OtherTenantBound> {
+    match bound {
+        Some(bound) if bound != named => Err(OtherTenantBound {
+            what: what.to_owned(),
+            named: named.as_str().to_owned(),
+            bound: bound.as_str().to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +292,21 @@ mod tests {
         fn every_generated_valid_id_is_accepted(s in "[A-Za-z0-9_][A-Za-z0-9._-]{0,127}") {
             prop_assert!(TenantId::parse(&s).is_ok());
         }
+    }
+
+    #[test]
+    fn naming_another_tenant_is_refused_only_while_one_is_bound() {
+        let (acme, globex) = (
+            TenantId::parse("acme").unwrap(),
+            TenantId::parse("globex").unwrap(),
+        );
+        assert!(check_named(None, &globex, "x").is_ok());
+        assert!(check_named(Some(&globex), &globex, "x").is_ok());
+        let err = check_named(Some(&acme), &globex, "usage.record").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("usage.record(\"globex\")") && msg.contains("\"acme\""),
+            "{msg}"
+        );
     }
 }

@@ -2,9 +2,11 @@
 can never fill the store other tenants need.
 
 ``STATE_TENANT_MAX_BYTES`` bounds one tenant's keys. A tenant over it evicts
-its own least recently used saved views (djust's ``view-state`` space);
-application state is never evicted, and an explicit write that does not fit
-raises ``QuotaExceeded``. A store that cannot take a write answers 503 on a
+its own least recently used saved views (djust's ``view-state`` space), never
+its own application state, and an explicit write that does not fit raises
+``QuotaExceeded``. A tenant within its effective share that finds the store
+full takes room from the tenants furthest over theirs: their views, then
+their application state. A store that cannot take a write answers 503 on a
 page (sync and async stacks) and an error frame on a live view, never 500.
 
 Driven through the real parts: tenantry's state API, and djust's own
@@ -266,13 +268,18 @@ async def test_a_live_view_whose_state_cannot_be_saved_gets_an_error_frame(setti
     frame = await mount("globex.example.com")
     assert frame["type"] == "mount" and "saved state of globex" in frame["html"]
 
-    # The whole store full (one tenant may take it all here): also an error
-    # frame, for a tenant with nothing of its own to evict.
+    # The whole store full of one tenant's application state (the share
+    # turned off): a tenant within its effective share (half the store, with
+    # two tenants) still mounts; the hog gives up its oldest keys.
     settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "STATE_TENANT_MAX_BYTES": STORE}
+    await sync_to_async(TenantStateMemoryBackend.clear_all)()
     await sync_to_async(get_tenant_state_backend)("hog")
     await sync_to_async(fill_to_the_brim)("hog")
     frame = await mount("initech.example.com")
-    assert frame["type"] == "error", frame
+    assert frame["type"] == "mount" and "saved state of initech" in frame["html"], frame
+    hog = get_tenant_state_backend("hog")
+    assert await sync_to_async(hog.get)("brim0") is None
+    assert await sync_to_async(hog.exists)("brim1")
 
 
 # --- pages: 503, never 500 ------------------------------------------------------
@@ -287,11 +294,14 @@ def test_a_page_whose_state_cannot_be_saved_answers_503(client, settings):
     response = client.get("/saved/", HTTP_HOST="globex.example.com")
     assert response.status_code == 200 and b"saved state of globex" in response.content
 
-    # The whole store full: 503 for everyone who needs to save.
+    # The whole store full of one tenant (the share turned off): a tenant
+    # within its effective share still saves; the hog gives up its oldest.
     settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "STATE_TENANT_MAX_BYTES": STORE}
+    TenantStateMemoryBackend.clear_all()
     get_tenant_state_backend("hog")
     fill_to_the_brim("hog")
-    assert client.get("/saved/", HTTP_HOST="initech.example.com").status_code == 503
+    assert client.get("/saved/", HTTP_HOST="initech.example.com").status_code == 200
+    assert get_tenant_state_backend("hog").get("brim0") is None
 
 
 @pytest.mark.django_db(transaction=True)
@@ -370,3 +380,109 @@ async def test_nine_tenants_within_their_shares_never_refuse_a_quiet_tenants_fir
     frame = await mount("quiet.example.com", session)
     assert frame["type"] == "mount"
     assert TenantStateMemoryBackend.store_stats()["bytes"] <= STORE
+
+
+# --- ...whatever the others hold: application state too ---------------------------
+
+
+def nine_fill_with_application_state(how: str = "set") -> list[str]:
+    """Nine tenants write application state (no saved view to evict), each
+    within ``STATE_TENANT_MAX_BYTES``, until the store refuses them; ``how``
+    is the write: ``set`` (JSON), ``bytes``, ``ttl`` (an hour) or ``incr``."""
+    nine = [f"evil{i}" for i in range(9)]
+    for tenant in nine:
+        backend = get_tenant_state_backend(tenant)
+        for n in range(10_000):
+            try:
+                if how == "incr":
+                    backend.incr(f"counter:{n:04}:" + "c" * 180)
+                elif how == "bytes":
+                    backend.set(f"draft:{n}", b"x" * 200)
+                elif how == "ttl":
+                    backend.set(f"draft:{n}", "x" * 200, ttl=3600)
+                else:
+                    backend.set(f"draft:{n}", "x" * 200)
+            except QuotaExceeded:
+                assert n > 0
+                break
+    stats = TenantStateMemoryBackend.store_stats()
+    assert stats["bytes"] + 600 > stats["max_bytes"], stats
+    assert all(TenantStateMemoryBackend(t).used_bytes <= SHARE for t in nine)
+    return nine
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["set", "bytes", "ttl", "incr"])
+def test_nine_tenants_full_of_application_state_never_refuse_a_quiet_tenant(client, how):
+    """The red team's attack: nine tenants fill the store with application
+    state, explicit writes that were never evictable; the quiet tenant's
+    first page answered 503 and its own ``set`` raised ``QuotaExceeded``.
+    Now the tenants furthest over their effective share give up their
+    oldest application state (docs/state.md#fair-share-one-tenant-cannot-fill-the-store)."""
+    get_tenant_state_backend("modest").set("kept", "m" * 1000)  # within every share
+    nine = nine_fill_with_application_state(how)
+    assert TenantStateMemoryBackend("globex").used_bytes == 0
+
+    response = client.get("/saved/", HTTP_HOST="globex.example.com")
+    assert response.status_code == 200, response.status_code
+    assert "saved state of globex" in response.content.decode()
+    globex = get_tenant_state_backend("globex")
+    globex.set("settings", "y" * 500)
+    assert globex.incr("logins") == 1
+    globex.set("token", b"t" * 300, ttl=60)
+    assert globex.get("settings") == "y" * 500
+    stats = TenantStateMemoryBackend.store_stats()
+    assert stats["bytes"] <= stats["max_bytes"] and stats["tenants"] == 11
+    # Up to its effective share, it is never refused.
+    share = stats["effective_share"]
+    i = 0
+    while TenantStateMemoryBackend("globex").used_bytes + 600 <= share:
+        globex.set(f"more{i}", b"z" * 500)
+        i += 1
+    # A tenant within its share lost nothing; the nine were over theirs.
+    assert get_tenant_state_backend("modest").get("kept") == "m" * 1000
+    assert any(TenantStateMemoryBackend(t).used_bytes < SHARE - 600 for t in nine)
+    assert all(
+        TenantStateMemoryBackend(t).used_bytes + 300 > share for t in nine
+    ), "a tenant was taken below its effective share"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_nine_tenants_full_of_application_state_never_refuse_a_quiet_tenants_mount():
+    await sync_to_async(nine_fill_with_application_state)()
+    session = await sync_to_async(new_session_key)()
+    frame = await mount("globex.example.com", session)
+    assert frame["type"] == "mount" and "saved state of globex" in frame["html"], frame
+    assert await sync_to_async(saved_views)("globex") == 1
+    frame = await mount("globex.example.com", session)
+    assert frame["type"] == "mount"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_quiet_tenant_takes_views_over_the_share_before_anyones_application_state(client):
+    """Four tenants hold saved views and five application state, all over
+    the effective share of the quiet tenants that come: views go first; the
+    application state only once no tenant over its share holds a view."""
+    views_holders = [f"views{i}" for i in range(4)]
+    data_holders = [f"data{i}" for i in range(5)]
+    for tenant in views_holders:
+        fill_with_views(tenant, 7)
+    for tenant in data_holders:
+        backend = get_tenant_state_backend(tenant)
+        for i in range(7):
+            backend.set(f"d{i}", b"d" * 1000)
+    before = {t: TenantStateMemoryBackend(t).used_bytes for t in data_holders}
+    assert client.get("/saved/", HTTP_HOST="quiet.example.com").status_code == 200
+    assert {t: TenantStateMemoryBackend(t).used_bytes for t in data_holders} == before
+    assert sum(saved_views(t) for t in views_holders) < 28
+    # Many quiet tenants later, the views holders are within their shares
+    # and the data holders give up their oldest keys.
+    backend = None
+    for q in range(12):
+        backend = get_tenant_state_backend(f"quiet{q}")
+        backend.set("first", b"q" * 2500)
+    assert any(
+        get_tenant_state_backend(t).get("d0") is None for t in data_holders
+    ), "no application state went"
+    assert all(get_tenant_state_backend(t).get("d6") == b"d" * 1000 for t in data_holders)

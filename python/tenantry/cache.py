@@ -60,8 +60,8 @@ from django.core.cache import CacheHandler, caches
 from django.core.signals import setting_changed
 
 from . import audit
-from ._core import TenantMismatchError, TenantNotSetError, validate_tenant_id
-from .context import _current, get_current_tenant
+from ._core import TenantNotSetError, refuse_other_tenant
+from .context import _current
 
 __all__ = [
     "GENERATION_TTL",
@@ -211,13 +211,7 @@ def clear_tenant(tenant_id: Any) -> None:
     ``TenantMismatchError``); clear other tenants where none is bound (a
     management command, a job)."""
     global _head
-    tenant_id = validate_tenant_id(tenant_id)
-    bound = get_current_tenant()
-    if bound is not None and bound.id != tenant_id:
-        raise TenantMismatchError(
-            f"tenantry.cache.clear_tenant({tenant_id!r}) while tenant {bound.id!r} is bound: "
-            "a tenant may clear only its own cache"
-        )
+    tenant_id = refuse_other_tenant(tenant_id, "tenantry.cache.clear_tenant")
     fresh = _new_generation()
     with _generation_key(tenant_id) as key:
         generation_cache().set(key, fresh, timeout=None)
@@ -245,11 +239,12 @@ def purge_tenant(tenant_id: Any, *, dry_run: bool = False) -> int:
     local-memory cache (this process) and Django's Redis cache (a ``SCAN``).
     After ``clear_tenant`` those entries are unreadable anyway; this takes
     them out of memory and Redis (``manage.py tenantry delete``). Other
-    backends keep them until they expire."""
+    backends keep them until they expire. With another tenant bound:
+    ``TenantMismatchError``, as ``clear_tenant``."""
     from django.core.cache.backends.locmem import LocMemCache
     from django.core.cache.backends.redis import RedisCache
 
-    tenant_id = validate_tenant_id(tenant_id)
+    tenant_id = refuse_other_tenant(tenant_id, "tenantry.cache.purge_tenant")
     count = 0
     seen: set[Any] = set()
     for alias, options in settings.CACHES.items():

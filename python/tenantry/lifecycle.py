@@ -245,21 +245,19 @@ def leftovers(tenant_id: Any) -> Certificate:
 
 
 def _refuse_another_tenant(tenant_id: str) -> None:
-    bound = get_current_tenant()
-    if bound is not None and bound.id != tenant_id:
+    try:
+        _core.refuse_other_tenant(tenant_id, "tenantry.lifecycle.delete_tenant")
+    except TenantMismatchError:
         audit.emit(
             "isolation.refused",
-            tenant=bound,
+            tenant=get_current_tenant(),
             level=logging.WARNING,
             model="tenant",
             field="id",
             value=tenant_id,
             action="delete",
         )
-        raise TenantMismatchError(
-            f"deleting tenant {tenant_id!r} while tenant {bound.id!r} is bound: a tenant "
-            "may delete only itself (run it with no tenant bound: manage.py tenantry delete)"
-        )
+        raise
 
 
 @contextmanager

@@ -171,6 +171,12 @@ pub fn caller_key_error(err: &CallerKeyError, what: &str) -> PyErr {
     }
 }
 
+/// A call naming another tenant than the bound one (see
+/// `crate::tenant_id::check_named`).
+pub fn other_tenant_bound(err: &crate::tenant_id::OtherTenantBound) -> PyErr {
+    TenantMismatchError::new_err(err.to_string())
+}
+
 pub fn invalid_tenant_type(type_name: String) -> PyErr {
     let err = CoreInvalidTenantId::WrongType { type_name };
     InvalidTenantId::new_err(format!("invalid tenant id: {err}"))

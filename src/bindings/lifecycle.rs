@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use super::config;
 use super::errors::store_error;
 use super::tenant_info::id_from_py;
-use super::{presence, ratelimit, state, usage};
+use super::{presence, ratelimit, state, tenant_backend, usage};
 use crate::config::{BackendKind, BackendSettings};
 use crate::keys::tenant_key_pattern;
 use crate::redis_store::RedisStore;
@@ -41,6 +41,7 @@ pub fn purge_tenant_memory(
     dry_run: bool,
 ) -> PyResult<Vec<(String, String, u64)>> {
     let tenant = id_from_py(tenant_id)?;
+    tenant_backend::refuse_naming_another(py, &tenant, "purge_tenant_memory")?;
     let compiled = config::current(py)?;
     let memory = [
         presence::purge_memory(&tenant, dry_run),
@@ -70,6 +71,7 @@ pub fn purge_tenant_redis(
     dry_run: bool,
 ) -> PyResult<Vec<(String, String, u64)>> {
     let tenant = id_from_py(tenant_id)?;
+    tenant_backend::refuse_naming_another(py, &tenant, "purge_tenant_redis")?;
     let compiled = config::current(py)?;
     let settings = &compiled.settings;
     // One scan per distinct Redis URL, naming what is kept there.

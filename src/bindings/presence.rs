@@ -7,13 +7,18 @@
 //! djust's record plus one meta entry per connection (`{**meta, "ref",
 //! "online_at"}`). `track`/`untrack` return diffs `{"joins": {user:
 //! record}, "leaves": {user: record}}` whose records carry the connections
-//! that changed. The memory store keeps the meta objects and entry dicts
-//! themselves (no JSON; `list` only takes new references under the lock).
-//! Redis stores metas as JSON and `list` decodes every meta of a room with
-//! one `json.loads` call. The GIL is released around every Redis round trip.
+//! that changed. The memory store keeps each meta as a [`Frozen`] value —
+//! its dicts and lists rebuilt in Rust, its leaves the immutable `str`,
+//! `int`, `float`, `bool` and `None` objects — so nothing a caller holds
+//! (the dict it passed, a nested dict shared by two tenants' views, a
+//! listed record it decorates) is ever stored state: every record and
+//! every diff is built of fresh dicts and lists (under the lock `list`
+//! only clones `Arc`s). Redis stores metas as JSON and `list` decodes every
+//! meta of a room with one `json.loads` call. The GIL is released around
+//! every Redis round trip.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyTypeError;
@@ -38,8 +43,264 @@ use crate::usage::Metric;
 
 /// The process-wide in-memory store, shared by every memory backend object
 /// (two objects for one tenant see the same presences, as in djust).
-/// Per user it keeps the user-level meta, per connection its entry dict.
-static MEMORY: LazyLock<MemoryPresence<Py<PyAny>>> = LazyLock::new(MemoryPresence::new);
+/// Per user it keeps the user-level meta, per connection its meta (the
+/// entry dict is built on each read, from the connection's ref and time).
+static MEMORY: LazyLock<MemoryPresence<Stored>> = LazyLock::new(MemoryPresence::new);
+
+/// A meta as the memory store keeps it.
+type Stored = Arc<StoredMeta>;
+
+/// A [`Frozen`] meta, and for a user-level meta the template of its user's
+/// record (`id`, `tenant_id`, `joined_at`: fixed while the user stays),
+/// made by the first `list` that needs it, so later lists copy one dict
+/// instead of building it.
+pub(super) struct StoredMeta {
+    frozen: Frozen,
+    record: OnceLock<Py<PyDict>>,
+}
+
+impl StoredMeta {
+    fn new(frozen: Frozen) -> Stored {
+        Arc::new(StoredMeta {
+            frozen,
+            record: OnceLock::new(),
+        })
+    }
+}
+
+impl std::ops::Deref for StoredMeta {
+    type Target = Frozen;
+
+    fn deref(&self) -> &Frozen {
+        &self.frozen
+    }
+}
+
+/// A presence meta owned by the memory store, rebuilt from what the caller
+/// passed: every dict and list of it is the store's own *template* (a
+/// Python dict or list never handed out), its leaves the immutable exact
+/// `str`, `int`, `float`, `bool` and `None` objects (subclasses are
+/// converted: an instance of one may carry mutable state). Tuples become
+/// lists and dict keys strings (ints, floats, bools and `None` turned into
+/// their JSON text), so the memory store keeps what Redis would (JSON-able
+/// values; anything else is a `TypeError`). A read copies the templates
+/// (`dict.copy()`, `list[:]`: one C call each) and fills in the nested
+/// containers, also copied: no caller ever holds a stored object.
+pub(super) enum Frozen {
+    Leaf(Py<PyAny>),
+    Dict {
+        /// The dict with its leaves, and `None` where a container goes.
+        template: Py<PyDict>,
+        nested: Box<[(Py<PyString>, Frozen)]>,
+    },
+    List {
+        template: Py<PyList>,
+        nested: Box<[(usize, Frozen)]>,
+    },
+}
+
+/// Deepest nesting of containers a meta may have (JSON encoders stop
+/// around a thousand; metas are small).
+const MAX_META_DEPTH: usize = 100;
+
+impl Frozen {
+    /// The store's own copy of `value`.
+    fn of(value: &Bound<'_, PyAny>) -> PyResult<Frozen> {
+        Self::nested(value, 0)
+    }
+
+    fn nested(value: &Bound<'_, PyAny>, depth: usize) -> PyResult<Frozen> {
+        let py = value.py();
+        if depth > MAX_META_DEPTH {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "a presence meta may nest at most {MAX_META_DEPTH} dicts and lists"
+            )));
+        }
+        if let Ok(d) = value.cast::<PyDict>() {
+            let template = PyDict::new(py);
+            let mut nested = Vec::new();
+            for (k, v) in d.iter() {
+                let key = json_key(&k)?;
+                if is_container(&v) {
+                    template.set_item(&key, py.None())?;
+                    nested.push((key.unbind(), Self::nested(&v, depth + 1)?));
+                } else {
+                    template.set_item(&key, immutable_leaf(py, &v)?)?;
+                }
+            }
+            return Ok(Frozen::Dict {
+                template: template.unbind(),
+                nested: nested.into_boxed_slice(),
+            });
+        }
+        let items = if let Ok(l) = value.cast::<PyList>() {
+            l.iter().collect::<Vec<_>>()
+        } else if let Ok(t) = value.cast::<PyTuple>() {
+            t.iter().collect::<Vec<_>>()
+        } else {
+            return Ok(Frozen::Leaf(immutable_leaf(py, value)?.unbind()));
+        };
+        let template = PyList::empty(py);
+        let mut nested = Vec::new();
+        for (i, v) in items.iter().enumerate() {
+            if is_container(v) {
+                template.append(py.None())?;
+                nested.push((i, Self::nested(v, depth + 1)?));
+            } else {
+                template.append(immutable_leaf(py, v)?)?;
+            }
+        }
+        Ok(Frozen::List {
+            template: template.unbind(),
+            nested: nested.into_boxed_slice(),
+        })
+    }
+
+    /// Another handle on the same (never changed) templates and leaves.
+    fn share(&self, py: Python<'_>) -> Frozen {
+        match self {
+            Frozen::Leaf(v) => Frozen::Leaf(v.clone_ref(py)),
+            Frozen::Dict { template, nested } => Frozen::Dict {
+                template: template.clone_ref(py),
+                nested: nested
+                    .iter()
+                    .map(|(k, f)| (k.clone_ref(py), f.share(py)))
+                    .collect(),
+            },
+            Frozen::List { template, nested } => Frozen::List {
+                template: template.clone_ref(py),
+                nested: nested.iter().map(|(i, f)| (*i, f.share(py))).collect(),
+            },
+        }
+    }
+
+    /// A fresh Python value: new dicts and lists, the same immutable leaves.
+    fn thaw<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Frozen::Leaf(v) => Ok(v.bind(py).clone()),
+            Frozen::Dict { template, nested } => {
+                let d = template.bind(py).copy()?;
+                for (k, f) in nested.iter() {
+                    d.set_item(k.bind(py), f.thaw(py)?)?;
+                }
+                Ok(d.into_any())
+            }
+            Frozen::List { template, nested } => {
+                let l = template.bind(py).get_slice(0, usize::MAX);
+                for (i, f) in nested.iter() {
+                    l.set_item(*i, f.thaw(py)?)?;
+                }
+                Ok(l.into_any())
+            }
+        }
+    }
+
+    /// The template of a connection's entry in a record's `metas`: the meta
+    /// (a dict; any other meta under `"value"`) with the connection's `ref`
+    /// and `online_at`.
+    fn entry_of(
+        &self,
+        py: Python<'_>,
+        conn_ref: &Bound<'_, PyString>,
+        online_at: f64,
+    ) -> PyResult<Frozen> {
+        let (template, nested) = match self {
+            Frozen::Dict { template, nested } => (
+                template.bind(py).copy()?,
+                nested
+                    .iter()
+                    .map(|(k, f)| (k.clone_ref(py), f.share(py)))
+                    .collect(),
+            ),
+            Frozen::Leaf(v) => {
+                let d = PyDict::new(py);
+                d.set_item(intern!(py, "value"), v.bind(py))?;
+                (d, Vec::new())
+            }
+            list => {
+                let d = PyDict::new(py);
+                d.set_item(intern!(py, "value"), py.None())?;
+                let key = intern!(py, "value").clone().unbind();
+                (d, vec![(key, list.share(py))])
+            }
+        };
+        template.set_item(intern!(py, "ref"), conn_ref)?;
+        template.set_item(intern!(py, "online_at"), online_at)?;
+        Ok(Frozen::Dict {
+            template: template.unbind(),
+            nested: nested.into_boxed_slice(),
+        })
+    }
+
+    /// A fresh entry from an [`Frozen::entry_of`] template.
+    fn entry<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        Ok(self.thaw(py)?.cast_into::<PyDict>()?)
+    }
+}
+
+fn is_container(v: &Bound<'_, PyAny>) -> bool {
+    v.is_instance_of::<PyDict>() || v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>()
+}
+
+/// A dict key as JSON writes it: a str (an exact one), or an int, float,
+/// bool or `None` turned into its JSON text.
+fn json_key<'py>(key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
+    let py = key.py();
+    if key.is_exact_instance_of::<PyString>() {
+        return Ok(key.cast::<PyString>()?.clone());
+    }
+    let text = if let Ok(s) = key.cast::<PyString>() {
+        s.to_str()?.to_owned()
+    } else if key.is_none() {
+        "null".to_owned()
+    } else if key.is_instance_of::<PyBool>() {
+        if key.is_truthy()? { "true" } else { "false" }.to_owned()
+    } else if key.is_instance_of::<PyInt>() {
+        py.get_type::<PyInt>()
+            .call1((key,))?
+            .str()?
+            .to_str()?
+            .to_owned()
+    } else if key.is_instance_of::<PyFloat>() {
+        PyFloat::new(py, key.extract::<f64>()?)
+            .repr()?
+            .to_str()?
+            .to_owned()
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "presence meta keys must be str, int, float, bool or None, not {}",
+            type_name(key)
+        )));
+    };
+    Ok(PyString::new(py, &text))
+}
+
+/// `value` as an exact immutable JSON leaf (subclasses of `str`, `int` and
+/// `float` are converted: an instance of one may carry mutable state).
+fn immutable_leaf<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if value.is_none()
+        || value.is_exact_instance_of::<PyString>()
+        || value.is_exact_instance_of::<PyInt>()
+        || value.is_exact_instance_of::<PyFloat>()
+        || value.is_instance_of::<PyBool>()
+    {
+        return Ok(value.clone());
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        return Ok(PyString::new(py, s.to_str()?).into_any());
+    }
+    if value.is_instance_of::<PyInt>() {
+        return py.get_type::<PyInt>().call1((value,));
+    }
+    if value.is_instance_of::<PyFloat>() {
+        return Ok(PyFloat::new(py, value.extract::<f64>()?).into_any());
+    }
+    Err(PyTypeError::new_err(format!(
+        "presence meta values must be JSON-able (str, int, float, bool, None, and lists, \
+         tuples and dicts of them), not {}",
+        type_name(value)
+    )))
+}
 
 static JSON_ENCODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -174,7 +435,7 @@ fn apply_limits(caps: Caps, max_meta_bytes: usize) {
 /// characters, its UTF-8 bytes only when that could matter; an int its
 /// digits; a float 24): no encoding, and the walk stops once past `limit`,
 /// so a huge or cyclic meta costs O(limit). Objects JSON cannot encode
-/// (the memory store keeps any object) count their `str()`.
+/// (refused afterwards by both stores) count their `str()`.
 fn meta_size(meta: &Bound<'_, PyAny>, limit: usize) -> PyResult<usize> {
     let mut size = 0usize;
     // Nested containers only: a flat dict (the usual meta) allocates nothing.
@@ -360,7 +621,10 @@ impl Engine {
                     }));
                 }
                 let wall = wall_clock();
-                let entry = meta_entry(py, &meta, conn_ref, wall)?;
+                let frozen: Stored = StoredMeta::new(Frozen::of(&meta)?);
+                let stored_entry: Stored = StoredMeta::new(frozen.entry_of(py, conn_ref, wall)?);
+                let entry = stored_entry.entry(py)?;
+                let meta = frozen.thaw(py)?;
                 let (tracked, users_after) = reclaiming(|graveyard| {
                     let now = Instant::now();
                     MEMORY
@@ -369,8 +633,8 @@ impl Engine {
                             room,
                             user_text,
                             ref_text,
-                            meta.clone().unbind(),
-                            entry.clone().into_any().unbind(),
+                            Arc::clone(&frozen),
+                            stored_entry,
                             *timeout,
                             now,
                             wall,
@@ -405,9 +669,30 @@ impl Engine {
                         ..
                     } => {
                         if online_at != wall {
+                            // The connection keeps its first time: store the
+                            // entry with it (a second track of the same live
+                            // connection only replaces its entry).
                             entry.set_item(intern!(py, "online_at"), online_at)?;
+                            let fixed: Stored =
+                                StoredMeta::new(frozen.entry_of(py, conn_ref, online_at)?);
+                            // What it replaces is dropped after the lock.
+                            let replaced = reclaiming(|graveyard| {
+                                MEMORY.track(
+                                    tenant,
+                                    room,
+                                    user_text,
+                                    ref_text,
+                                    Arc::clone(&frozen),
+                                    fixed,
+                                    *timeout,
+                                    Instant::now(),
+                                    wall,
+                                    graveyard,
+                                )
+                            });
+                            drop(replaced);
                         }
-                        (joined_at, Some(old.into_bound(py)))
+                        (joined_at, Some(old.entry(py)?.into_any()))
                     }
                 };
                 (
@@ -479,16 +764,19 @@ impl Engine {
                         *timeout,
                         Instant::now(),
                         graveyard,
-                        |meta| meta.clone_ref(py),
+                        Arc::clone,
                     )
                 });
-                Ok(gone.map(|g| Change {
-                    user,
-                    joined_at: g.joined_at,
-                    meta: g.meta.into_bound(py),
-                    joined: None,
-                    left: Some(g.payload.into_bound(py)),
-                }))
+                gone.map(|g| {
+                    Ok(Change {
+                        user,
+                        joined_at: g.joined_at,
+                        meta: g.meta.thaw(py)?,
+                        joined: None,
+                        left: Some(g.payload.entry(py)?.into_any()),
+                    })
+                })
+                .transpose()
             }
             Engine::Redis(r) => {
                 let gone = py
@@ -584,8 +872,12 @@ impl Engine {
                 let Some(gone) = gone else {
                     return Ok(None);
                 };
-                let metas = gone.conns.into_iter().map(|(_, _, entry)| entry);
-                let rec = record(py, &user, tenant_py, gone.joined_at, gone.meta.bind(py))?;
+                let metas = gone
+                    .conns
+                    .iter()
+                    .map(|(_, _, entry)| entry.entry(py))
+                    .collect::<PyResult<Vec<_>>>()?;
+                let rec = record(py, &user, tenant_py, gone.joined_at, &gone.meta.thaw(py)?)?;
                 rec.set_item(intern!(py, "metas"), PyList::new(py, metas)?)?;
                 Ok(Some(rec))
             }
@@ -615,29 +907,41 @@ impl Engine {
         check_room(room).map_err(presence_error)?;
         match self {
             Engine::Memory(timeout) => {
-                // Under the shard lock: only increfs and Rust copies, no
-                // Python code; the records are built after.
+                // Under the shard lock: only `Arc` clones and Rust copies,
+                // no Python code; the records are built after, every dict
+                // and list of them new.
                 let mut users: Vec<Listed> = Vec::new();
                 reclaiming(|graveyard| {
                     MEMORY.list(tenant, room, *timeout, Instant::now(), graveyard, |p| {
+                        // The user id is copied only for a record not made yet.
+                        let user = p.meta.record.get().is_none().then(|| p.user.to_owned());
                         users.push((
-                            p.user.to_owned(),
+                            user,
                             p.joined_at,
-                            p.meta.clone_ref(py),
-                            p.conns.iter().map(|c| c.payload().clone_ref(py)).collect(),
+                            Arc::clone(p.meta),
+                            p.conns.iter().map(|c| Arc::clone(c.payload())).collect(),
                         ))
                     })
                 });
                 let records = users
                     .into_iter()
-                    .map(|(user, joined_at, meta, entries)| {
-                        let rec = record(
-                            py,
-                            &PyString::new(py, &user),
-                            tenant_py,
-                            joined_at,
-                            meta.bind(py),
-                        )?;
+                    .map(|(user, joined_at, meta, conns)| {
+                        let template = match (meta.record.get(), user) {
+                            (Some(template), _) => template.bind(py).clone(),
+                            (None, user) => {
+                                let user = PyString::new(py, user.as_deref().unwrap_or_default());
+                                let template =
+                                    record(py, &user, tenant_py, joined_at, py.None().bind(py))?;
+                                let _ = meta.record.set(template.clone().unbind());
+                                template
+                            }
+                        };
+                        let rec = template.copy()?;
+                        rec.set_item(intern!(py, "meta"), meta.thaw(py)?)?;
+                        let entries = conns
+                            .iter()
+                            .map(|entry| entry.entry(py))
+                            .collect::<PyResult<Vec<_>>>()?;
                         rec.set_item(intern!(py, "metas"), PyList::new(py, entries)?)?;
                         Ok(rec)
                     })
@@ -735,7 +1039,7 @@ impl Engine {
 
 /// One user of a memory room, taken out under the shard lock: id,
 /// `joined_at`, user-level meta, connection entries.
-type Listed = (String, f64, Py<PyAny>, Vec<Py<PyAny>>);
+type Listed = (Option<String>, f64, Stored, Vec<Stored>);
 
 /// Records from Redis. The metas of every user and connection of the room
 /// are decoded by ONE `json.loads` of a JSON array assembled here; ids,
@@ -811,7 +1115,7 @@ fn checked_timeout(timeout: f64) -> PyResult<Duration> {
 /// Runs one memory-store operation. The presences it unlinks (Python
 /// dicts) come back in the graveyard and are dropped here, after the shard
 /// lock is released, so no Python destructor ever runs under it.
-fn reclaiming<R>(op: impl FnOnce(&mut Vec<Py<PyAny>>) -> R) -> R {
+fn reclaiming<R>(op: impl FnOnce(&mut Vec<Stored>) -> R) -> R {
     let mut graveyard = Vec::new();
     let result = op(&mut graveyard);
     drop(graveyard);
@@ -985,9 +1289,15 @@ tenant_backend_methods!(MemoryBackend, {
     }
 
     /// Removes every presence of `tenant_id`; returns how many went.
+    /// With another tenant bound: `TenantMismatchError`.
     #[classmethod]
-    fn clear_tenant(_cls: &Bound<'_, PyType>, tenant_id: &Bound<'_, PyAny>) -> PyResult<usize> {
+    fn clear_tenant(cls: &Bound<'_, PyType>, tenant_id: &Bound<'_, PyAny>) -> PyResult<usize> {
         let tenant = id_from_py(tenant_id)?;
+        tenant_backend::refuse_naming_another(
+            cls.py(),
+            &tenant,
+            "TenantAwareMemoryBackend.clear_tenant",
+        )?;
         Ok(reclaiming(|graveyard| {
             MEMORY.clear_tenant(&tenant, graveyard)
         }))
@@ -1066,7 +1376,13 @@ tenant_backend_methods!(MemoryBackend, {
         cls: &Bound<'py, PyType>,
         tenant_id: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let held = MEMORY.held(&id_from_py(tenant_id)?);
+        let tenant = id_from_py(tenant_id)?;
+        tenant_backend::refuse_naming_another(
+            cls.py(),
+            &tenant,
+            "TenantAwareMemoryBackend.tenant_stats",
+        )?;
+        let held = MEMORY.held(&tenant);
         let d = PyDict::new(cls.py());
         d.set_item("rooms", held.rooms)?;
         d.set_item("users", held.users)?;

@@ -247,15 +247,18 @@ impl Limiter {
         py: Python<'py>,
         tenant: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Option<(Bound<'py, PyAny>, TenantId)>> {
-        let obj = match tenant.filter(|t| !t.is_none()) {
-            Some(t) => t.clone(),
-            None => match self.router.bound_object(py)? {
-                Some(t) => t,
-                None => return Ok(None),
-            },
+        let Some(named) = tenant.filter(|t| !t.is_none()) else {
+            let Some(obj) = self.router.bound_object(py)? else {
+                return Ok(None);
+            };
+            let id = tenant_backend::tenant_id_of(&obj)?;
+            return Ok(Some((obj, id)));
         };
-        let id = tenant_backend::tenant_id_of(&obj)?;
-        Ok(Some((obj, id)))
+        // A tenant named by the caller: not another one than the bound
+        // one (its allowance is not the caller's to spend).
+        let id = tenant_backend::tenant_id_of(named)?;
+        tenant_backend::refuse_naming_another(py, &id, "TenantRateLimiter.check")?;
+        Ok(Some((named.clone(), id)))
     }
 
     /// The tenant's plan (its `rate_limits` / `quotas` settings), parsed
@@ -506,8 +509,10 @@ impl Limiter {
     /// Forgets the counts of one tenant (memory store); returns how many
     /// keys went.
     #[classmethod]
-    fn clear_tenant(_cls: &Bound<'_, PyType>, tenant_id: &Bound<'_, PyAny>) -> PyResult<usize> {
-        Ok(MEMORY.clear_tenant(&id_from_py(tenant_id)?))
+    fn clear_tenant(cls: &Bound<'_, PyType>, tenant_id: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let tenant = id_from_py(tenant_id)?;
+        tenant_backend::refuse_naming_another(cls.py(), &tenant, "TenantRateLimiter.clear_tenant")?;
+        Ok(MEMORY.clear_tenant(&tenant))
     }
 
     /// Forgets every count of the memory store.

@@ -439,6 +439,11 @@ macro_rules! state_backend_methods {
             /// djust's saved views), in batches; other tenants are not
             /// touched. Returns how many keys went.
             fn delete_tenant(&self, py: Python<'_>) -> PyResult<usize> {
+                tenant_backend::refuse_naming_another(
+                    py,
+                    &self.scope.tenant,
+                    "delete_tenant",
+                )?;
                 self.engine.delete_tenant(py, &self.scope.tenant)
             }
 

@@ -22,6 +22,7 @@ use std::time::Instant;
 use parking_lot::RwLock;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 
 use super::config::{self as bconfig, Compiled};
@@ -30,7 +31,7 @@ use super::tenant_info::id_from_py;
 use crate::config::{BackendKind, BackendSettings};
 use crate::keys::{route_caller_key, KeyPrefix, Unscoped};
 use crate::redis_store::{self, RedisStore, StoreOptions};
-use crate::tenant_id::TenantId;
+use crate::tenant_id::{check_named, TenantId};
 
 /// The bound tenant's id, if any. Accepts tenantry's `TenantInfo`, any
 /// object with an `id` (djust's own `TenantInfo`), or a plain id.
@@ -50,6 +51,41 @@ pub fn tenant_id_of(tenant: &Bound<'_, PyAny>) -> PyResult<TenantId> {
     }
     let id = tenant.getattr(intern!(tenant.py(), "id"))?;
     id_from_py(&id)
+}
+
+/// `tenantry.context._current`, the bound tenant's `ContextVar`, found once
+/// (for the calls that are not made through a router holding it).
+static CURRENT_TENANT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn current_tenant_variable(py: Python<'_>) -> PyResult<&Py<PyAny>> {
+    CURRENT_TENANT.get_or_try_init(py, || {
+        Ok(py.import("tenantry.context")?.getattr("_current")?.unbind())
+    })
+}
+
+/// Refuses `what` naming `named` while another tenant is bound
+/// (`crate::tenant_id::check_named`: `TenantMismatchError`); every
+/// tenant-naming maintenance call of the bindings, and of the Python
+/// package through [`refuse_other_tenant`], goes through here.
+pub fn refuse_naming_another(py: Python<'_>, named: &TenantId, what: &str) -> PyResult<()> {
+    let bound = bound_tenant(py, current_tenant_variable(py)?)?;
+    check_named(bound.as_ref(), named, what).map_err(|e| errors::other_tenant_bound(&e))
+}
+
+/// `refuse_other_tenant(tenant_id, what) -> str`: the validated id of
+/// `tenant_id`, or `TenantMismatchError` when another tenant is bound
+/// ([`refuse_naming_another`]); for the Python package's own
+/// tenant-naming calls (`tenantry.cache.clear_tenant`, `tenantry.usage`,
+/// `tenantry.lifecycle`).
+#[pyfunction]
+pub fn refuse_other_tenant(
+    py: Python<'_>,
+    tenant_id: &Bound<'_, PyAny>,
+    what: &str,
+) -> PyResult<String> {
+    let named = id_from_py(tenant_id)?;
+    refuse_naming_another(py, &named, what)?;
+    Ok(named.as_str().to_owned())
 }
 
 /// What a router routes, for its error messages.

@@ -240,7 +240,9 @@ pub fn usage_record(
     name: &str,
     value: u64,
 ) -> PyResult<()> {
-    record(py, &id_from_py(tenant_id)?, metric(name)?, value)
+    let tenant = id_from_py(tenant_id)?;
+    tenant_backend::refuse_naming_another(py, &tenant, "usage.record")?;
+    record(py, &tenant, metric(name)?, value)
 }
 
 /// A tenant id, or `"-other"` (the figures no tenant's slot could take).
@@ -273,6 +275,7 @@ pub fn usage_get<'py>(
     since: Option<f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let tenant = owner_from_py(tenant_id)?;
+    tenant_backend::refuse_naming_another(py, &tenant, "usage.get_usage")?;
     let now_hour = now_secs() / HOUR;
     let since_hour = match since {
         Some(s) if s.is_finite() && s >= 0.0 => (s as u64) / HOUR,
@@ -337,6 +340,7 @@ pub fn usage_flush(py: Python<'_>) -> PyResult<()> {
 #[pyfunction]
 pub fn usage_clear_tenant(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<u64> {
     let tenant = owner_from_py(tenant_id)?;
+    tenant_backend::refuse_naming_another(py, &tenant, "usage.clear_tenant")?;
     usage_hand_over(py)?;
     drop(BATCH.take(Some(&tenant)));
     let engine = engine(py)?;

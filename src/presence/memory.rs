@@ -30,8 +30,8 @@
 //!
 //! The store is generic over the payloads it keeps (`M`): per user the
 //! user-level meta, per connection its meta entry. The Python bindings keep
-//! Python objects themselves, so tracking stores no JSON and listing only
-//! takes new references. Payloads that leave the store are handed back
+//! their own copies of the metas (no JSON; no object a caller holds), and
+//! listing only clones `Arc`s under the lock: the records are built after. Payloads that leave the store are handed back
 //! through a `graveyard` vector instead of being dropped under a shard lock,
 //! because dropping a Python object can run arbitrary code (which might
 //! call back into the store).

@@ -7,22 +7,36 @@
 //!
 //! O(1) per check: a hash lookup per limit, plus a sweep that looks at two
 //! keys of the shard's ring (oldest first) and drops them if dead, so
-//! expired keys go without a scan and without a background thread. The
-//! store is bounded: a shard at its share of `max_keys` drops dead keys
-//! first, then makes room from the tenant adding keys, and only from it:
-//! never from another tenant, whatever their sizes, because forgetting a
-//! live count hands that count's client a fresh allowance. Within the
-//! adding tenant its least used keys go first (each key is graded by the
-//! share of its limit it had used at its last check: under a quarter, under
-//! half), oldest first; a key that had used half of its limit or more (at
-//! or near its limit) is never forgotten while it lives. When the tenant
-//! has nothing it may give up, the key is refused ([`Refused`]) and the
-//! check is treated like an unreachable store (`TENANT_RATE_LIMIT_FAILURE`).
-//! Each tenant keeps one oldest-first ring per grade, so this stays O(1)
-//! amortized.
+//! expired keys go without a scan and without a background thread.
+//!
+//! The store is bounded: each shard holds at most its share of `max_keys`
+//! (`cap`). Forgetting a live count hands that count's client a fresh
+//! allowance, so a full shard makes room by these rules, in order:
+//!
+//! 1. dead keys (any tenant's: their allowance is full again anyway);
+//! 2. a tenant holding less than its *fair part* of the shard (`cap` over
+//!    the tenants holding keys there, itself included) takes room from the
+//!    tenant holding the most keys there, if that one holds more than its
+//!    fair part: neighbours crowding a shard cannot starve a small tenant's
+//!    new keys;
+//! 3. otherwise the adding tenant gives up one of its own keys;
+//! 4. otherwise the new key is refused ([`Refused`]) and the check is
+//!    treated like an unreachable store (`TENANT_RATE_LIMIT_FAILURE`).
+//!
+//! In 2 and 3 a tenant's least used keys go first (each key is graded by
+//! the share of its limit it had used at its last check: under a quarter,
+//! under half), oldest first, and a key that had used half of its limit or
+//! more ([`LIMITED`]: at or near its limit) is **never** forgotten while it
+//! lives — not for a neighbour, not for its own tenant's new keys — so no
+//! arrival, of anyone, can reset a client at 429. A tenant holding no
+//! more than its fair part never loses a key to another tenant.
+//!
+//! Each tenant keeps one oldest-first ring per grade, and each shard its
+//! tenants that hold keys below [`LIMITED`] ordered by how many keys they
+//! hold, so making room is O(log tenants of the shard) plus O(1) amortized.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -72,9 +86,9 @@ pub fn grade(limit: u64, remaining: u64) -> Grade {
     }
 }
 
-/// A check that would have needed to forget a live count of another tenant
-/// (or a key of its own at or near its limit) to store a new key: nothing
-/// was consumed or forgotten.
+/// A check whose new key found no room it may take (every key it could
+/// have made room from is at or near its limit, or belongs to a tenant
+/// within its fair part): nothing was consumed or forgotten.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refused {
     pub tenant: String,
@@ -86,8 +100,9 @@ impl std::fmt::Display for Refused {
         write!(
             f,
             "the memory rate-limit store's shard of tenant {:?} is full ({} keys) and holds \
-             nothing this tenant may give up (other tenants' counts and its own keys at or \
-             near their limits are kept): raise the store's size or use Redis",
+             nothing this tenant may give up (keys at or near their limits are never \
+             forgotten, and tenants within their fair part of the shard keep theirs): raise \
+             the store's size or use Redis",
             self.tenant, self.keys
         )
     }
@@ -105,17 +120,25 @@ struct Slot {
     seq: u32,
 }
 
-/// One tenant's keys in a shard: how many, and per grade its own
-/// oldest-first ring (records of keys gone or regraded are skipped).
+/// One tenant's keys in a shard: how many (in all, and per grade), and per
+/// grade its own oldest-first ring (records of keys gone or regraded are
+/// skipped).
 #[derive(Default)]
 struct Held {
     count: usize,
+    by_grade: [usize; GRADES],
     rings: [VecDeque<(Arc<str>, u32)>; GRADES],
 }
 
 impl Held {
     fn records(&self) -> usize {
         self.rings.iter().map(VecDeque::len).sum()
+    }
+
+    /// Keys it may give up to make room (below [`LIMITED`]; dead ones go
+    /// by the sweep whatever their grade).
+    fn below_limited(&self) -> usize {
+        self.by_grade[..LIMITED as usize].iter().sum()
     }
 }
 
@@ -127,6 +150,10 @@ struct Shard {
     ring: VecDeque<Arc<str>>,
     /// Each tenant's keys here (its rings make room in O(1)).
     held: HashMap<Arc<str>, Held>,
+    /// `(keys held, tenant)` of every tenant holding keys below
+    /// [`LIMITED`]: the last one is the tenant with the most keys that can
+    /// give one up (rule 2 of the module doc).
+    givers: BTreeSet<(usize, Arc<str>)>,
 }
 
 impl Shard {
@@ -137,14 +164,33 @@ impl Shard {
             .map(|s| s.value)
     }
 
+    /// Runs `change` on `tenant`'s [`Held`] (made if missing, dropped when
+    /// it ends up holding nothing), keeping [`Shard::givers`] in step.
+    fn change_held(&mut self, tenant: &Arc<str>, change: impl FnOnce(&mut Held)) {
+        let held = self.held.entry(Arc::clone(tenant)).or_default();
+        let before = (held.count, held.below_limited() > 0);
+        change(held);
+        let after = (held.count, held.below_limited() > 0);
+        if held.count == 0 {
+            self.held.remove(tenant);
+        }
+        if before != after {
+            if before.1 {
+                self.givers.remove(&(before.0, Arc::clone(tenant)));
+            }
+            if after.1 && after.0 > 0 {
+                self.givers.insert((after.0, Arc::clone(tenant)));
+            }
+        }
+    }
+
     fn remove(&mut self, key: &str) {
         if let Some(slot) = self.map.remove(key) {
-            if let Some(held) = self.held.get_mut(&slot.tenant) {
+            let grade = slot.grade as usize;
+            self.change_held(&slot.tenant, |held| {
                 held.count -= 1;
-                if held.count == 0 {
-                    self.held.remove(&slot.tenant);
-                }
-            }
+                held.by_grade[grade] -= 1;
+            });
         }
     }
 
@@ -163,10 +209,9 @@ impl Shard {
     }
 
     /// Forgets `tenant`'s least used, oldest key that is not one of `keep`
-    /// (the keys of the check being made): below [`LIMITED`] first, then,
-    /// with `limited`, a [`LIMITED`] one (without, only a dead one). False
-    /// when it has none.
-    fn evict_own(&mut self, tenant: &str, keep: &[String], limited: bool, now: u64) -> bool {
+    /// (the keys of the check being made) and not live at [`LIMITED`] (a
+    /// dead one of any grade may go). False when it has none.
+    fn evict_from(&mut self, tenant: &str, keep: &[String], now: u64) -> bool {
         let Some(held) = self.held.get_mut(tenant) else {
             return false;
         };
@@ -177,15 +222,18 @@ impl Shard {
                 let Some(slot) = self.map.get(&key) else {
                     continue; // gone since
                 };
-                if slot.seq != seq || &*slot.tenant != tenant {
-                    continue; // regraded since: queued again elsewhere
+                if slot.seq != seq || slot.grade as usize != grade || &*slot.tenant != tenant {
+                    // Regraded since (queued again elsewhere), or a record
+                    // of an earlier life of the key: a key dropped and made
+                    // again restarts at seq 0, so the grade must match too.
+                    continue;
                 }
                 let dead = slot.expires <= now;
                 if !dead && keep.iter().any(|k| k.as_str() == &*key) {
                     kept.push((key, seq));
                     continue;
                 }
-                if !dead && !limited && grade == LIMITED as usize {
+                if !dead && grade == LIMITED as usize {
                     ring.push_front((key, seq)); // at or near its limit: kept
                     break 'grades;
                 }
@@ -210,13 +258,25 @@ impl Shard {
         }
     }
 
-    /// Makes room for `new` more keys of `tenant`: dead keys first, then
-    /// `tenant`'s own least used ones ([`Shard::evict_own`]); its keys at
-    /// or near their limits only when it holds at least the shard's
-    /// average (a tenant flooding its own keys), never for a tenant that
-    /// others crowd out (so their crowding cannot reset its counts).
-    /// Another tenant's live key never goes. Errs having forgotten only
-    /// dead keys and the tenant's own below [`LIMITED`].
+    /// Rule 2 of the module doc: `tenant` (holding fewer keys than its fair
+    /// part) takes a key from the tenant holding the most keys that can
+    /// give one up, if that one holds more than its fair part.
+    fn evict_from_heaviest(&mut self, tenant: &str, fair: usize, now: u64) -> bool {
+        let heaviest = self
+            .givers
+            .iter()
+            .rev()
+            .find(|(_, t)| &**t != tenant)
+            .map(|(count, t)| (*count, Arc::clone(t)));
+        match heaviest {
+            Some((count, giver)) if count > fair => self.evict_from(&giver, &[], now),
+            _ => false,
+        }
+    }
+
+    /// Makes room for `new` more keys of `tenant` by the rules of the
+    /// module doc. Errs having forgotten only dead keys and keys below
+    /// [`LIMITED`] of tenants over their fair part or of `tenant` itself.
     fn make_room(
         &mut self,
         cap: usize,
@@ -231,11 +291,13 @@ impl Shard {
         self.sweep(ROOM_SWEEP, now);
         let mut swept = false;
         while self.map.len() + new > cap.max(new) {
-            let big = self
-                .held
-                .get(tenant)
-                .is_some_and(|h| h.count * self.held.len() >= self.map.len());
-            if self.evict_own(tenant, keep, big, now) {
+            let own = self.held.get(tenant).map_or(0, |h| h.count);
+            let tenants = self.held.len() + usize::from(own == 0);
+            let fair = (cap / tenants).max(1);
+            if own < fair && self.evict_from_heaviest(tenant, fair, now) {
+                continue;
+            }
+            if self.evict_from(tenant, keep, now) {
                 continue;
             }
             if !swept {
@@ -277,9 +339,14 @@ impl Shard {
             slot.value = outcome.store;
             slot.expires = outcome.expires;
             if slot.grade != grade {
+                let old = slot.grade as usize;
                 slot.grade = grade;
                 slot.seq = slot.seq.wrapping_add(1);
                 let (tenant, seq) = (Arc::clone(&slot.tenant), slot.seq);
+                self.change_held(&tenant, |held| {
+                    held.by_grade[old] -= 1;
+                    held.by_grade[grade as usize] += 1;
+                });
                 if let Some(name) = self.map.get_key_value(key).map(|(k, _)| Arc::clone(k)) {
                     self.queue(&tenant, name, grade, seq);
                 }
@@ -292,9 +359,10 @@ impl Shard {
         };
         let key: Arc<str> = Arc::from(key);
         self.queue(&name, Arc::clone(&key), grade, 0);
-        if let Some(held) = self.held.get_mut(&name) {
+        self.change_held(&name, |held| {
             held.count += 1;
-        }
+            held.by_grade[grade as usize] += 1;
+        });
         self.ring.push_back(Arc::clone(&key));
         self.map.insert(
             key,
@@ -407,7 +475,9 @@ impl MemoryLimiter {
         let mut shard = self.shards[shard_of(tenant)].lock();
         let before = shard.map.len();
         shard.map.retain(|_, slot| &*slot.tenant != tenant.as_str());
-        shard.held.remove(tenant.as_str());
+        if let Some((name, held)) = shard.held.remove_entry(tenant.as_str()) {
+            shard.givers.remove(&(held.count, name));
+        }
         before - shard.map.len()
     }
 
@@ -545,14 +615,29 @@ mod tests {
             assert!(!m.check_ok(&p, n, &own, 1, now).allowed);
         }
         // The neighbours' keys are the oldest in the shard; a flood of
-        // 5,000 new keys goes past them 300 times over.
+        // 5,000 new keys goes past them 300 times over. Each flood key is at
+        // half its limit after one request (never forgotten while it
+        // lives), so once the shard is full the flood's new keys are
+        // refused: nobody's count is forgotten, the flood's own included.
+        let mut admitted = 0;
         for i in 0..5_000u64 {
             let c = keyed(&format!("http:2/h:ip=10.{}.{}", i / 200, i % 200), "2/h");
-            assert!(m.check_ok(&p, &flood, &c, 1, now + i).allowed);
+            match m.check(&p, &flood, &c, 1, now + i) {
+                Ok(d) => {
+                    assert!(d.allowed);
+                    admitted += 1;
+                }
+                Err(e) => assert!(e.to_string().contains("is full"), "{e}"),
+            }
         }
+        assert_eq!(admitted, 16 - 6);
         for n in &neighbours {
             assert!(!m.check_ok(&p, n, &own, 1, now + 9_000).allowed, "{n:?}");
         }
+        // The flood's first clients are still counted too.
+        let first = keyed("http:2/h:ip=10.0.0", "2/h");
+        assert!(m.check_ok(&p, &flood, &first, 1, now + 9_000).allowed);
+        assert!(!m.check_ok(&p, &flood, &first, 1, now + 9_000).allowed);
         assert!(m.len() <= 16, "{}", m.len());
     }
 
@@ -573,7 +658,8 @@ mod tests {
             assert!(m.check_ok(&p, &small, &own, 1, now).allowed);
         }
         assert!(!m.check_ok(&p, &small, &own, 1, now).allowed);
-        // A tenant in the same shard makes 1,000 new keys (one per address).
+        // A tenant in the same shard makes 1,000 new keys (one per address),
+        // one request each (a third of "3/h": below half, so it may go).
         for i in 0..1_000 {
             let c = keyed(&format!("http:3/h:ip=10.9.{}.{}", i / 250, i % 250), "3/h");
             assert!(m.check_ok(&p, &flood, &c, 1, now + i).allowed);
@@ -581,18 +667,24 @@ mod tests {
         assert!(m.len() <= 8, "{}", m.len());
         // The neighbour's count survived: still refused, not a fresh allowance.
         assert!(!m.check_ok(&p, &small, &own, 1, now + 2_000).allowed);
-        // A new key of the neighbour's finds no room: the flood's live keys
-        // are not the neighbour's to take, and its own only key is at its
-        // limit. Refused (nothing consumed), the count still there.
-        let other = keyed("http:3/h:ip=10.0.0.2", "3/h");
-        let refused = m.check(&p, &small, &other, 1, now + 3_000).unwrap_err();
-        assert!(refused.to_string().contains("\"small\""), "{refused}");
+        // A new key of the neighbour's finds room: it holds less than its
+        // fair part of the shard (half of it, with two tenants), and the
+        // flood holds more, so the flood gives up its least used key. The
+        // flood cannot starve the neighbour's new clients.
+        for k in 2..=4 {
+            let other = keyed(&format!("http:3/h:ip=10.0.0.{k}"), "3/h");
+            assert!(m.check_ok(&p, &small, &other, 1, now + 3_000).allowed);
+        }
+        assert_eq!(m.tenant_keys(&small), 4);
+        assert_eq!(m.tenant_keys(&flood), 4);
+        // At its fair part, the neighbour's next key comes from its own
+        // keys below half their limits, never from the flood's.
+        let fifth = keyed("http:3/h:ip=10.0.0.5", "3/h");
+        assert!(m.check_ok(&p, &small, &fifth, 1, now + 3_500).allowed);
+        assert_eq!(m.tenant_keys(&flood), 4);
         assert!(!m.check_ok(&p, &small, &own, 1, now + 4_000).allowed);
         assert!(m.len() <= 8, "{}", m.len());
-        // Once the flood's keys die (3/h: an hour at most), there is room.
-        let later = now + 3_600 * MICROS;
-        assert!(m.check_ok(&p, &small, &other, 1, later).allowed);
-        assert_eq!(m.clear_tenant(&small), 2);
+        assert_eq!(m.clear_tenant(&small), 4);
     }
 
     /// The reported attack: a busy tenant's client at its limit, then a few
@@ -616,20 +708,220 @@ mod tests {
             let c = keyed(&format!("http:5/m:ip=10.1.0.{i}"), "5/m");
             assert!(m.check_ok(&p, &busy, &c, 1, now + 1 + i).allowed);
         }
+        let mut refused = 0;
         for (n, small) in shard_mates(&busy, "small", 40).iter().enumerate() {
             let c = keyed("http:5/m:tenant", "5/m");
-            // No room the small tenant may take: refused, nothing forgotten.
-            assert!(m.check(&p, small, &c, 1, now + 100 + n as u64).is_err());
+            // While the busy tenant holds more than its fair part, a small
+            // tenant's key takes the room of one of its least used keys;
+            // then there is nothing a small tenant may take: refused.
+            match m.check(&p, small, &c, 1, now + 100 + n as u64) {
+                Ok(d) => assert!(d.allowed),
+                Err(_) => refused += 1,
+            }
+            assert!(!m.check_ok(&p, &busy, &attacker, 1, now + 100).allowed);
         }
+        assert!(refused > 0);
         assert!(!m.check_ok(&p, &busy, &attacker, 1, now + 1_000).allowed);
-        // Its own new clients still get in: the busy tenant gives up its own
-        // least used keys, never the limited one.
+        // Its own new clients: room from its own least used keys while it
+        // has any, never the limited one.
         for i in 0..50 {
             let c = keyed(&format!("http:5/m:ip=10.2.0.{i}"), "5/m");
-            assert!(m.check_ok(&p, &busy, &c, 1, now + 2_000 + i).allowed);
+            let _ = m.check(&p, &busy, &c, 1, now + 2_000 + i);
+            assert!(!m.check_ok(&p, &busy, &attacker, 1, now + 2_000).allowed);
         }
-        assert!(!m.check_ok(&p, &busy, &attacker, 1, now + 3_000).allowed);
         assert!(m.len() <= 16, "{}", m.len());
+    }
+
+    /// The red team's shape: seven small neighbours with one key each fill
+    /// the shard around a tenant whose only key is a client at 429; the
+    /// tenant's next new client must not push that count out (it did, when
+    /// a tenant holding "the shard's average" could give up its own
+    /// limited keys).
+    #[test]
+    fn neighbours_cannot_make_a_tenant_evict_its_own_limited_key() {
+        let m = MemoryLimiter::new();
+        m.set_max_keys(SHARDS * 8);
+        let p = KeyPrefix::default();
+        let globex = t("globex");
+        let now = MICROS;
+        let login = keyed("login:3/h:ip=6.6.6.6", "3/h");
+        for _ in 0..3 {
+            assert!(m.check_ok(&p, &globex, &login, 1, now).allowed);
+        }
+        assert!(!m.check_ok(&p, &globex, &login, 1, now).allowed);
+        for n in shard_mates(&globex, "n", 7) {
+            let c = keyed("export:5/h:tenant", "5/h");
+            assert!(m.check_ok(&p, &n, &c, 1, now + 1).allowed);
+        }
+        // Every way a new key of globex's can arrive: one at a time, or two
+        // in one check.
+        let new = keyed("login:3/h:ip=7.7.7.7", "3/h");
+        assert!(m.check(&p, &globex, &new, 1, now + 2).is_err());
+        let mut two = keyed("login:3/h:ip=7.7.7.8", "3/h");
+        two.extend(keyed("export:5/h:tenant", "5/h"));
+        assert!(m.check(&p, &globex, &two, 1, now + 3).is_err());
+        let d = m.check_ok(&p, &globex, &login, 1, now + 4);
+        assert!(!d.allowed, "the client at 429 got a fresh allowance");
+        assert_eq!(m.len(), 8);
+    }
+
+    /// An attacker controlling any number of keys of the victim's own
+    /// tenant (one per spoofed address) cannot push out that tenant's key
+    /// at its limit either: its new keys are refused once only limited
+    /// keys are left.
+    #[test]
+    fn a_tenants_own_flood_never_resets_its_limited_keys() {
+        let m = MemoryLimiter::new();
+        m.set_max_keys(SHARDS * 8);
+        let p = KeyPrefix::default();
+        let victim = t("victim");
+        let now = MICROS;
+        let user = keyed("login:4/h:user=alice", "4/h");
+        for _ in 0..4 {
+            assert!(m.check_ok(&p, &victim, &user, 1, now).allowed);
+        }
+        for cost in [1, 2] {
+            // One request per address (a quarter: may go), then two (half:
+            // kept).
+            for i in 0..100u64 {
+                let c = keyed(&format!("login:4/h:ip=10.{cost}.0.{i}"), "4/h");
+                let _ = m.check(&p, &victim, &c, cost, now + i);
+                assert!(!m.check_ok(&p, &victim, &user, 1, now + i).allowed);
+            }
+        }
+        assert!(m.len() <= 8);
+    }
+
+    /// A tenant holding no more than its fair part of the shard never loses
+    /// a key to another tenant, even keys far below their limits.
+    #[test]
+    fn a_tenant_within_its_fair_part_keeps_every_key() {
+        let m = MemoryLimiter::new();
+        m.set_max_keys(SHARDS * 8);
+        let p = KeyPrefix::default();
+        let quiet = t("quiet");
+        let now = MICROS;
+        for i in 0..4 {
+            let c = keyed(&format!("api:100/h:ip=10.0.0.{i}"), "100/h");
+            assert!(m.check_ok(&p, &quiet, &c, 1, now).allowed);
+        }
+        let mates = shard_mates(&quiet, "mate", 30);
+        for (n, mate) in mates.iter().enumerate() {
+            for k in 0..8 {
+                let c = keyed(&format!("api:100/h:ip=10.1.{n}.{k}"), "100/h");
+                let _ = m.check(&p, mate, &c, 1, now + 10);
+            }
+            // Fair part: 8 over the tenants holding keys. While `quiet`
+            // holds no more than that, nothing of its goes.
+            let tenants = m.shards[shard_of(&quiet)].lock().held.len();
+            let fair = (8 / tenants).max(1);
+            let kept = m.tenant_keys(&quiet);
+            assert!(kept == 4 || kept >= fair, "{kept} < fair part {fair}");
+        }
+        assert!(m.len() <= 8);
+    }
+
+    /// Neighbours and the tenant's own flood, from threads, never take a
+    /// key at its limit; the shard's bookkeeping stays exact.
+    #[test]
+    fn threads_of_neighbours_and_floods_never_reset_a_limited_key() {
+        let m = Arc::new(MemoryLimiter::new());
+        m.set_max_keys(SHARDS * 16);
+        let p = KeyPrefix::default();
+        let victim = t("victim");
+        let now = MICROS;
+        let limited = keyed("login:3/h:user=alice", "3/h");
+        for _ in 0..3 {
+            assert!(m.check_ok(&p, &victim, &limited, 1, now).allowed);
+        }
+        let mates = shard_mates(&victim, "th", 64);
+        let handles: Vec<_> = (0..4)
+            .map(|n| {
+                let (m, mates) = (Arc::clone(&m), mates.clone());
+                std::thread::spawn(move || {
+                    let p = KeyPrefix::default();
+                    let victim = t("victim");
+                    for i in 0..2_000u64 {
+                        let (tenant, cost) = if (i + n) % 3 == 0 {
+                            (victim.clone(), 1 + i % 2)
+                        } else {
+                            (mates[((i * 7 + n) % 64) as usize].clone(), 1 + (i / 3) % 2)
+                        };
+                        let c = keyed(&format!("login:3/h:ip={n}.{i}"), "3/h");
+                        let _ = m.check(&p, &tenant, &c, cost, now + i);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert!(!m.check_ok(&p, &victim, &limited, 1, now + 5_000).allowed);
+        let shard = m.shards[shard_of(&victim)].lock();
+        assert!(shard.map.len() <= 16);
+        let held: usize = shard.held.values().map(|h| h.count).sum();
+        assert_eq!(held, shard.map.len());
+        for h in shard.held.values() {
+            assert_eq!(h.by_grade.iter().sum::<usize>(), h.count);
+        }
+        let givers = shard
+            .held
+            .values()
+            .filter(|h| h.below_limited() > 0)
+            .count();
+        assert_eq!(shard.givers.len(), givers);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any sequence of checks by any tenants (a few shard mates, each
+        /// with a few keys of a few costs, the clock moving on): a key left
+        /// at or near its limit stays counted until it dies, the shard
+        /// never holds more than its share, and a refused check consumed
+        /// nothing.
+        #[test]
+        fn no_sequence_of_checks_forgets_a_limited_key(
+            ops in proptest::collection::vec((0usize..6, 0u64..12, 1u64..4, 0u64..3), 1..300)
+        ) {
+            let m = MemoryLimiter::new();
+            m.set_max_keys(SHARDS * 6);
+            let p = KeyPrefix::default();
+            let tenants = shard_mates(&t("anchor"), "pt", 6);
+            let mut now = MICROS;
+            // (tenant, key) -> when its count dies, for keys left limited.
+            let mut limited: HashMap<(usize, u64), u64> = HashMap::new();
+            for (who, key, cost, tick) in ops {
+                now += tick * 100_000_000; // up to 200 s
+                let c = keyed(&format!("k:4/h:ip={key}"), "4/h");
+                let tenant = &tenants[who];
+                let before: Vec<u64> = limited
+                    .iter()
+                    .filter(|(_, &dies)| dies > now)
+                    .map(|(&(w, k), _)| w as u64 * 100 + k)
+                    .collect();
+                match m.check(&p, tenant, &c, cost.min(4), now) {
+                    Ok(d) if d.allowed => {
+                        let g = grade(d.limit, d.remaining);
+                        if g == LIMITED {
+                            limited.insert((who, key), now + d.reset_after);
+                        } else {
+                            limited.remove(&(who, key));
+                        }
+                    }
+                    _ => {}
+                }
+                let shard = m.shards[shard_of(tenant)].lock();
+                proptest::prop_assert!(shard.map.len() <= 6);
+                for wk in before {
+                    let (w, k) = ((wk / 100) as usize, wk % 100);
+                    let name = format_key(&p, &tenants[w], Kind::RateLimit, &format!("k:4/h:ip={k}"));
+                    proptest::prop_assert!(
+                        shard.map.contains_key(name.as_str()),
+                        "a limited key was forgotten: {}", name
+                    );
+                }
+            }
+        }
     }
 
     /// The names (under the tenant) of `tenant`'s keys held now.
@@ -677,12 +969,11 @@ mod tests {
         spend(4, 4);
         spend(3, 2);
         assert_eq!(grade(8, 8 - 5), LIMITED);
-        spend(5, 1);
-        assert_eq!(
-            held(&m, &a),
-            ["k3", "k4", "k5"],
-            "keys at their limits go last, oldest first, for a tenant holding the shard"
-        );
+        // Every key at or near its limit now: a new one is refused, and
+        // none of them is forgotten (not even for the tenant's own keys).
+        assert!(m.check(&p, &a, &key(5), 1, now).is_err());
+        assert_eq!(held(&m, &a), ["k0", "k3", "k4"]);
+        assert!(!m.check_ok(&p, &a, &key(0), 1, now).allowed);
         assert_eq!(grade(8, 7), 0);
         assert_eq!(grade(8, 5), 1);
         assert_eq!(grade(8, 4), LIMITED);

@@ -31,13 +31,28 @@
 //! (`STATE_TENANT_MAX_BYTES`, by default [`default_tenant_limit`]). The count
 //! is per tenant table, exact, and changed only under the tenant's shard
 //! lock. A write that would pass either bound first expires everything due
-//! in its shard; then, if the tenant's own saved views (djust's `view-state`
-//! space, a cache djust refills by mounting afresh) can free enough, evicts
-//! them least recently used first; otherwise — and always for application
-//! state, which is never evicted — it fails ([`StateError::TenantFull`] or
-//! [`StateError::Full`]) having evicted nothing. So a tenant flooding the
-//! store with live mounts only ever evicts its own views, and other tenants
-//! keep their share.
+//! in its shard. Then:
+//!
+//! * a tenant within its *effective share* (`min(tenant_limit, limit /
+//!   tenants holding keys)`, the writer counted) that finds the store full
+//!   takes the room from the tenants furthest over their effective share
+//!   ([`MemoryState::evict_over_share`], outside the writer's lock): first
+//!   the least recently used saved views of the heaviest tenant holding
+//!   views, and only when no tenant over its share holds a view, the
+//!   application state of the heaviest tenant, in the order its table
+//!   stores it ([`RecordTable::evict_data`]). Keys are taken from a tenant
+//!   only while it holds more than its effective share, so a tenant within
+//!   it never loses a key to another tenant, and whatever the others hold, a quiet tenant is never refused
+//!   because they are full: the tenants over their share hold at least
+//!   what it needs (the shares of all tenants add up to at most the store);
+//! * a tenant over its share (or past `tenant_limit`) evicts its own saved
+//!   views (djust's `view-state` space, a cache djust refills by mounting
+//!   afresh), least recently used first, if they can free enough; its own
+//!   writes never evict its own application state and never take room from
+//!   another tenant; otherwise the write fails ([`StateError::TenantFull`]
+//!   or [`StateError::Full`]) having evicted nothing.
+//!
+//! [`RecordTable::evict_data`]: super::table::RecordTable::evict_data
 //!
 //! Least recently used, cheaply: every saved view record carries a last-use
 //! stamp from its table's clock, rewritten in place when the view is read
@@ -294,6 +309,16 @@ impl From<StateError> for Refusal {
     }
 }
 
+/// What a tenant over its effective share gives up to a tenant within its
+/// own, in this order: saved views (any tenant's over its share, heaviest
+/// first), then — only when no tenant over its share holds views — its
+/// application state too.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Give {
+    Views = 0,
+    Anything = 1,
+}
+
 /// How many times a write of a tenant under its share makes room from
 /// others and tries again (other writers may take the room meanwhile).
 const FAIR_TRIES: usize = 8;
@@ -320,7 +345,9 @@ struct Shard {
     heap: BinaryHeap<Reverse<Due>>,
     /// Live keys with a TTL (what the heap should hold).
     with_ttl: usize,
-    heaviest: Heaviest,
+    /// What each table can give up: its bytes when it holds saved views
+    /// (taken first), and its bytes whatever it holds.
+    heaviest: [Heaviest; 2],
 }
 
 /// Cache-line aligned so neighbouring shards' locks do not false-share.
@@ -355,9 +382,9 @@ pub struct MemoryState {
     entries: AtomicUsize,
     /// Tenants with a table (what the effective share divides the store by).
     tenants: AtomicUsize,
-    /// Per shard, what its heaviest table can give up (see [`Heaviest`]),
-    /// published after every change under the shard's lock.
-    heaviest: Box<[AtomicUsize]>,
+    /// Per [`Give`] and shard, what its heaviest table can give up (see
+    /// [`Heaviest`]), published after every change under the shard's lock.
+    heaviest: [Box<[AtomicUsize]>; 2],
 }
 
 impl Default for MemoryState {
@@ -436,7 +463,9 @@ impl Shard {
         let entry = self.slots.get_mut(slot as usize)?;
         let table = entry.table.take()?;
         delta.tenants -= 1;
-        self.heaviest.set(slot as usize, 0);
+        for tree in &mut self.heaviest {
+            tree.set(slot as usize, 0);
+        }
         entry.generation = entry.generation.wrapping_add(1);
         if let Ok(found) = self.tenants.find_entry(table.tenant_hash, |&i| i == slot) {
             found.remove();
@@ -465,18 +494,20 @@ impl Shard {
 
     /// Records what `slot`'s table can give up in [`Shard::heaviest`].
     fn reweigh(&mut self, slot: u32) {
-        let weight = self
-            .table_ref(slot)
-            .map_or(0, |t| if t.views > 0 { t.bytes } else { 0 });
-        self.heaviest.set(slot as usize, weight);
+        let (views, bytes) = self.table_ref(slot).map_or((0, 0), |t| (t.views, t.bytes));
+        self.heaviest[Give::Views as usize].set(slot as usize, if views > 0 { bytes } else { 0 });
+        self.heaviest[Give::Anything as usize].set(slot as usize, bytes);
     }
 
-    /// Evicts least recently used saved views of the shard's heaviest
-    /// tables while the heaviest is over `share` and at least `floor` (the
-    /// heaviest of the other shards: the tenant furthest over its share
-    /// goes first), until `need` bytes are freed. Returns the bytes freed.
+    /// Takes keys of the shard's heaviest tables (by `give`) while the
+    /// heaviest is over `share` and at least `floor` (the heaviest of the
+    /// other shards: the tenant furthest over its share goes first), until
+    /// `need` bytes are freed: its least recently used saved views, then
+    /// (with [`Give::Anything`]) its application state in stored order.
+    /// Returns the bytes freed.
     fn evict_heaviest(
         &mut self,
+        give: Give,
         share: usize,
         floor: usize,
         need: usize,
@@ -493,18 +524,21 @@ impl Shard {
             hasher,
         };
         let before = delta.bytes;
+        let tree = give as usize;
         while ((before - delta.bytes) as usize) < need {
-            let weight = self.heaviest.max();
+            let weight = self.heaviest[tree].max();
             if weight <= share || weight < floor {
                 break;
             }
-            let Some(slot) = self.heaviest.heaviest() else {
+            let Some(slot) = self.heaviest[tree].heaviest() else {
                 break;
             };
-            if !self.evict_view(slot, &no_key, delta) {
-                // Views counted but none queued: never expected; stop
+            let gave = self.evict_view(slot, &no_key, delta)
+                || (give == Give::Anything && self.evict_data(slot, hasher, delta));
+            if !gave {
+                // Counted but nothing to give: never expected; stop
                 // counting this table as able to give any up.
-                self.heaviest.set(slot as usize, 0);
+                self.heaviest[tree].set(slot as usize, 0);
                 continue;
             }
             self.drop_if_empty(slot, delta);
@@ -557,6 +591,21 @@ impl Shard {
             }
         }
         false
+    }
+
+    /// Evicts the next application-state key of `slot`'s table (see
+    /// [`RecordTable::evict_data`]). False when it has none.
+    fn evict_data(&mut self, slot: u32, hasher: &RandomState, delta: &mut Delta) -> bool {
+        let Some(table) = self.table(slot) else {
+            return false;
+        };
+        match table.records.evict_data(hasher) {
+            Some(removed) => {
+                self.gone(slot, &removed, delta);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Pops up to `budget` due heap records and drops their keys when still
@@ -669,7 +718,7 @@ impl MemoryState {
             used: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
             tenants: AtomicUsize::new(0),
-            heaviest: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
+            heaviest: [0, 1].map(|_| (0..SHARDS).map(|_| AtomicUsize::new(0)).collect()),
         }
     }
 
@@ -766,9 +815,11 @@ impl MemoryState {
     /// Publishes what shard `index`'s heaviest table can give up (called
     /// under that shard's lock, after a change).
     fn publish(&self, index: usize, shard: &Shard) {
-        let weight = shard.heaviest.max();
-        if self.heaviest[index].load(Ordering::Relaxed) != weight {
-            self.heaviest[index].store(weight, Ordering::Relaxed);
+        for (published, tree) in self.heaviest.iter().zip(&shard.heaviest) {
+            let weight = tree.max();
+            if published[index].load(Ordering::Relaxed) != weight {
+                published[index].store(weight, Ordering::Relaxed);
+            }
         }
     }
 
@@ -907,7 +958,11 @@ impl MemoryState {
             let Err(Refusal::Store { short, share }) = result else {
                 break;
             };
-            if !self.evict_over_share(short, share) {
+            // Views first (any tenant's over its share), application
+            // state only when no tenant over its share holds a view.
+            if !self.evict_over_share(Give::Views, short, share)
+                && !self.evict_over_share(Give::Anything, short, share)
+            {
                 break;
             }
             result = attempt(false);
@@ -935,15 +990,16 @@ impl MemoryState {
         }
     }
 
-    /// Evicts least recently used saved views of the tenants furthest over
-    /// `share` (each time the heaviest of all: one read of each shard's
-    /// published weight, then that shard's own tree) until `need` bytes
-    /// are free. False when no tenant is over its share any more.
-    fn evict_over_share(&self, need: usize, share: usize) -> bool {
+    /// Takes keys (by `give`, see [`Shard::evict_heaviest`]) of the tenants
+    /// furthest over `share` (each time the heaviest of all: one read of
+    /// each shard's published weight, then that shard's own tree) until
+    /// `need` bytes are free. False when no tenant that can give is over
+    /// its share any more.
+    fn evict_over_share(&self, give: Give, need: usize, share: usize) -> bool {
+        let published = &self.heaviest[give as usize];
         let mut freed = 0;
         for _ in 0..=SHARDS {
-            let mut weights = self
-                .heaviest
+            let mut weights = published
                 .iter()
                 .map(|w| w.load(Ordering::Relaxed))
                 .enumerate();
@@ -953,8 +1009,7 @@ impl MemoryState {
             if weight <= share {
                 return false;
             }
-            let floor = self
-                .heaviest
+            let floor = published
                 .iter()
                 .enumerate()
                 .filter(|&(i, _)| i != index)
@@ -964,7 +1019,14 @@ impl MemoryState {
             let mut delta = Delta::default();
             {
                 let mut shard = self.shards[index].0.lock();
-                freed += shard.evict_heaviest(share, floor, need - freed, &self.hasher, &mut delta);
+                freed += shard.evict_heaviest(
+                    give,
+                    share,
+                    floor,
+                    need - freed,
+                    &self.hasher,
+                    &mut delta,
+                );
                 self.publish(index, &shard);
             }
             self.apply(&delta);
@@ -2186,5 +2248,310 @@ mod tests {
             total += counted(&s, &tenant);
         }
         assert_eq!(s.stats().bytes, total);
+    }
+
+    /// The red team's shape: nine tenants, each within the share, fill the
+    /// store with application state (no saved view to evict). A quiet
+    /// tenant's first view and its application state still go in: the
+    /// tenants furthest over their effective share give up application
+    /// state, in stored order; the others keep every key.
+    #[test]
+    fn a_quiet_tenant_is_never_refused_when_others_hold_application_state() {
+        let s = MemoryState::with_limits(65_536, 8_192);
+        let now = Instant::now();
+        let nine: Vec<TenantId> = (0..9).map(|i| t(&format!("evil{i}"))).collect();
+        let mut held = Vec::new();
+        for tenant in &nine {
+            let mut n = 0;
+            while s
+                .set(
+                    tenant,
+                    Space::Data,
+                    &format!("draft:{n}"),
+                    &Value::Json(&[b'x'; 200]),
+                    None,
+                    now,
+                )
+                .is_ok()
+            {
+                n += 1;
+            }
+            held.push(n);
+        }
+        assert!(held.iter().all(|&n| n > 0), "{held:?}");
+        // A tenant that stayed within the effective share of ten tenants.
+        let modest = t("modest");
+        s.set(
+            &modest,
+            Space::Data,
+            "m",
+            &Value::Bytes(&[3; 1000]),
+            None,
+            now,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let quiet = t("globex");
+        assert_eq!(s.tenant_bytes(&quiet), 0);
+        s.set(
+            &quiet,
+            Space::View,
+            "first",
+            &Value::Bytes(&[1; 1500]),
+            None,
+            now,
+        )
+        .unwrap_or_else(|e| panic!("first page: {e}"));
+        s.set(
+            &quiet,
+            Space::Data,
+            "settings",
+            &Value::Json(&[b'y'; 500]),
+            None,
+            now,
+        )
+        .unwrap_or_else(|e| panic!("settings: {e}"));
+        // Up to its whole effective share, in small and big keys.
+        let share = s.stats().effective_share;
+        let mut i = 0;
+        while s.tenant_bytes(&quiet) + 2_000 <= share {
+            s.set(
+                &quiet,
+                Space::Data,
+                &format!("k{i}"),
+                &Value::Bytes(&[5; 1900]),
+                None,
+                now,
+            )
+            .unwrap_or_else(|e| panic!("key {i} at {} of {share}: {e}", s.tenant_bytes(&quiet)));
+            i += 1;
+        }
+        assert!(s.stats().bytes <= 65_536);
+        // Nobody within the effective share lost anything.
+        assert!(s.exists(&modest, Space::Data, "m", now));
+        assert!(s.tenant_bytes(&modest) <= share);
+        // The ones that gave were over it, and are not pushed below it.
+        for tenant in &nine {
+            assert!(
+                s.tenant_bytes(tenant) + 300 > share,
+                "{tenant} pushed to {}",
+                s.tenant_bytes(tenant)
+            );
+        }
+        // The oldest drafts went first.
+        let lost: Vec<bool> = nine
+            .iter()
+            .map(|t| !s.exists(t, Space::Data, "draft:0", now))
+            .collect();
+        assert!(lost.iter().any(|&l| l));
+        for (tenant, &n) in nine.iter().zip(&held) {
+            assert!(s.exists(tenant, Space::Data, &format!("draft:{}", n - 1), now));
+        }
+    }
+
+    /// Views of tenants over their share go before anyone's application
+    /// state: application state is taken only when no tenant over its
+    /// share holds a saved view.
+    #[test]
+    fn views_over_the_share_go_before_application_state() {
+        let per = view_cost(1000);
+        let s = MemoryState::with_limits(40 * per, 20 * per);
+        let now = Instant::now();
+        let (apps, views, quiet) = (t("apps"), t("views"), t("quiet"));
+        for i in 0..20 {
+            s.set(
+                &apps,
+                Space::Data,
+                &format!("a{i:02}"),
+                &Value::Bytes(&[1; 1000]),
+                None,
+                now,
+            )
+            .unwrap();
+            view(&s, &views, &format!("v{i:03}"), 1000, now);
+        }
+        for i in 0..6 {
+            s.set(
+                &quiet,
+                Space::Data,
+                &format!("q{i}"),
+                &Value::Bytes(&[1; 1000]),
+                None,
+                now,
+            )
+            .unwrap_or_else(|e| panic!("{i}: {e}"));
+        }
+        // Both over the share of three (40/3 keys): only views went.
+        assert_eq!(s.count(Some(&apps), Space::Data, now), 20);
+        assert_eq!(s.count(Some(&views), Space::View, now), 20 - 6);
+        // Once the view holder is down to its share, application state of
+        // the tenant over its share goes too, the oldest first.
+        for i in 6..12 {
+            s.set(
+                &quiet,
+                Space::Data,
+                &format!("q{i}"),
+                &Value::Bytes(&[1; 1000]),
+                None,
+                now,
+            )
+            .unwrap_or_else(|e| panic!("{i}: {e}"));
+        }
+        assert!(s.count(Some(&apps), Space::Data, now) < 20);
+        assert!(!s.exists(&apps, Space::Data, "a00", now));
+        assert!(s.exists(&apps, Space::Data, "a19", now));
+        assert!(s.count(Some(&views), Space::View, now) >= 40 / 3);
+    }
+
+    /// A tenant over its effective share never takes room from others, and
+    /// never has its own application state evicted by its own writes.
+    #[test]
+    fn a_tenant_over_its_share_still_only_evicts_its_own_views() {
+        let s = MemoryState::with_limits(65_536, 65_536);
+        let now = Instant::now();
+        let (big, small) = (t("big"), t("small"));
+        s.set(
+            &small,
+            Space::Data,
+            "s",
+            &Value::Bytes(&[1; 2000]),
+            None,
+            now,
+        )
+        .unwrap();
+        let mut n = 0;
+        while s
+            .set(
+                &big,
+                Space::Data,
+                &format!("b{n}"),
+                &Value::Bytes(&[1; 1000]),
+                None,
+                now,
+            )
+            .is_ok()
+        {
+            n += 1;
+        }
+        assert!(matches!(
+            s.set(
+                &big,
+                Space::Data,
+                "more",
+                &Value::Bytes(&[1; 1000]),
+                None,
+                now
+            ),
+            Err(StateError::Full { .. })
+        ));
+        assert!(s.exists(&small, Space::Data, "s", now));
+        assert_eq!(s.count(Some(&big), Space::Data, now), n);
+        // The small tenant (share: half the store) writes again: the big
+        // one gives up its oldest keys.
+        s.set(
+            &small,
+            Space::Data,
+            "t",
+            &Value::Bytes(&[1; 4000]),
+            None,
+            now,
+        )
+        .unwrap();
+        assert!(!s.exists(&big, Space::Data, "b0", now));
+        assert!(s.exists(&big, Space::Data, &format!("b{}", n - 1), now));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Any sequence of writes and deletes of six tenants, application
+        /// state and views, small and big: a write that leaves its tenant
+        /// within its effective share never fails, a tenant holding no
+        /// more than its effective share never loses a key to another's
+        /// write, and the store stays within its bound.
+        #[test]
+        fn a_tenant_within_its_effective_share_is_never_refused_nor_robbed(
+            ops in proptest::collection::vec(
+                (0usize..6, 0u8..3, 0usize..24, 1usize..3000), 1..250)
+        ) {
+            let limit = 65_536;
+            let s = MemoryState::with_limits(limit, 16_384);
+            let now = Instant::now();
+            let tenants: Vec<TenantId> = (0..6).map(|i| t(&format!("p{i}"))).collect();
+            for (who, op, key, len) in ops {
+                let tenant = &tenants[who];
+                let name = format!("k{key}");
+                let space = if key % 3 == 0 { Space::View } else { Space::Data };
+                let before: Vec<(usize, usize)> = tenants
+                    .iter()
+                    .map(|t| (s.tenant_bytes(t), s.tenant_keys(t, now)))
+                    .collect();
+                let new = usize::from(before[who].1 == 0);
+                let share = {
+                    let st = s.stats();
+                    st.tenant_limit.min(limit / (st.tenants + new).max(1))
+                };
+                if op == 0 {
+                    s.delete(tenant, space, &name, now);
+                    continue;
+                }
+                let value = vec![7u8; len];
+                let value = Value::Bytes(&value);
+                let old = s.get(tenant, space, &name, now).map_or(0, |v| {
+                    cost(record_len(space.byte(), name.as_bytes(), &Value::Bytes(&v[1..]), 0), 0, space.byte())
+                });
+                let new_cost = cost(record_len(space.byte(), name.as_bytes(), &value, 0), 0, space.byte());
+                let after = before[who].0 - old + new_cost;
+                let result = s.set(tenant, space, &name, &value, None, now);
+                if after <= share {
+                    proptest::prop_assert!(result.is_ok(), "{} at {} of {}: {:?}", tenant, after, share, result);
+                }
+                proptest::prop_assert!(s.stats().bytes <= limit);
+                for (i, other) in tenants.iter().enumerate() {
+                    if i == who || before[i].0 > share {
+                        continue;
+                    }
+                    proptest::prop_assert_eq!(s.tenant_keys(other, now), before[i].1, "{} lost a key", other);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quiet_tenants_write_while_others_flood_application_state_from_threads() {
+        let s = std::sync::Arc::new(MemoryState::with_limits(64 * 1024, 8 * 1024));
+        let now = Instant::now();
+        let floods: Vec<_> = (0..4)
+            .map(|n| {
+                let s = std::sync::Arc::clone(&s);
+                std::thread::spawn(move || {
+                    for k in 0..3000 {
+                        let tenant = t(&format!("heavy{}", (n * 3000 + k) % 10));
+                        let value = Value::Bytes(&[1; 500]);
+                        match s.set(&tenant, Space::Data, &format!("k{k}"), &value, None, now) {
+                            Ok(_)
+                            | Err(StateError::Full { .. } | StateError::TenantFull { .. }) => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let quiet: Vec<_> = (0..2)
+            .map(|n| {
+                let s = std::sync::Arc::clone(&s);
+                std::thread::spawn(move || {
+                    for q in 0..200 {
+                        let tenant = t(&format!("quiet{n}-{q}"));
+                        let value = Value::Bytes(&[1; 400]);
+                        s.set(&tenant, Space::Data, "first", &value, None, now)
+                            .unwrap_or_else(|e| panic!("{tenant}: {e}"));
+                        assert!(s.delete(&tenant, Space::Data, "first", now));
+                    }
+                })
+            })
+            .collect();
+        for h in floods.into_iter().chain(quiet) {
+            h.join().unwrap();
+        }
+        assert!(s.stats().bytes <= 64 * 1024);
     }
 }

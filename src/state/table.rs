@@ -23,6 +23,14 @@
 //! and the chunk is freed. So dead bytes never exceed the live ones in any
 //! finished chunk, and evacuation costs at most a chunk's copy, paid for by
 //! the writes that killed half of it (amortized O(1) per write).
+//!
+//! Application state has no use stamp (it would cost every key 8 bytes
+//! and every read a queue push). When the memory store must take room from
+//! a tenant's application state ([`RecordTable::evict_data`]), it walks the
+//! table's storage with a cursor — chunks in index order, each from its
+//! start, then the big records — and removes the next live application
+//! record: roughly the oldest written first, each record passed at most
+//! once per walk of the table, no key scanned twice for one eviction.
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 
@@ -173,6 +181,20 @@ fn write_record(
 struct Chunk {
     data: Vec<u8>,
     dead: usize,
+    /// Which life of this chunk slot (slots are reused): the eviction
+    /// cursor trusts its offset only within the life it was taken in.
+    life: u64,
+}
+
+/// Where [`RecordTable::evict_data`] looks next.
+#[derive(Clone, Copy, Default)]
+struct Cursor {
+    chunk: u32,
+    /// Offset of a record boundary in that chunk, valid for `life`.
+    pos: u32,
+    life: u64,
+    /// Past the chunks: the next big-record slot.
+    big: Option<u32>,
 }
 
 fn record_at<'a>(chunks: &'a [Chunk], big: &'a [Option<Box<[u8]>>], loc: u32) -> Record<'a> {
@@ -202,6 +224,9 @@ pub struct RecordTable {
     /// Finished chunks at least half dead, evacuated at the end of the
     /// current operation.
     pending: Vec<u32>,
+    /// Chunk lives handed out (see [`Chunk::life`]).
+    lives: u64,
+    cursor: Cursor,
 }
 
 /// The times of a record: its expiry (0 = never) and, for a saved view,
@@ -375,6 +400,76 @@ impl RecordTable {
         removed
     }
 
+    /// Removes the next live application-state record (not a saved view)
+    /// after the eviction cursor (see the module doc), walking round to
+    /// the table's start at most once; None when there is none.
+    pub fn evict_data(&mut self, hasher: &RandomState) -> Option<Removed> {
+        let mut wrapped = false;
+        loop {
+            let at = self.cursor;
+            if let Some(b) = at.big {
+                let Some(slot) = self.big.get(b as usize) else {
+                    if wrapped {
+                        return None;
+                    }
+                    wrapped = true;
+                    self.cursor = Cursor::default();
+                    continue;
+                };
+                self.cursor.big = Some(b + 1);
+                if slot.as_ref().is_some_and(|r| r[0] & (F_VIEW | F_DEAD) == 0) {
+                    return Some(self.remove_at(BIG_FLAG | b, hasher));
+                }
+                continue;
+            }
+            let Some(chunk) = self.chunks.get(at.chunk as usize) else {
+                self.cursor.big = Some(0);
+                continue;
+            };
+            let pos = if chunk.life == at.life {
+                at.pos as usize
+            } else {
+                0
+            };
+            let data = &chunk.data;
+            if pos + HEADER > data.len() {
+                self.cursor = Cursor {
+                    chunk: at.chunk + 1,
+                    ..Cursor::default()
+                };
+                continue;
+            }
+            let len = usize::from(u16::from_le_bytes([data[pos + 1], data[pos + 2]]));
+            if len == 0 {
+                // Cannot happen for chunk records; never loop forever.
+                self.cursor.pos = data.len() as u32;
+                continue;
+            }
+            let flags = data[pos];
+            self.cursor = Cursor {
+                chunk: at.chunk,
+                pos: (pos + len) as u32,
+                life: chunk.life,
+                big: None,
+            };
+            if flags & (F_VIEW | F_DEAD) == 0 {
+                return Some(self.remove_at((at.chunk << POS_BITS) | pos as u32, hasher));
+            }
+        }
+    }
+
+    /// Removes the live record at `loc` (unindexes it, marks it dead).
+    fn remove_at(&mut self, loc: u32, hasher: &RandomState) -> Removed {
+        let record = self.record(loc);
+        let hash = key_hash(hasher, record.space(), record.name());
+        if let Ok(found) = self.index.find_entry(hash, |&l| l == loc) {
+            found.remove();
+        }
+        let removed = self.kill(loc);
+        self.settle(hasher);
+        removed
+    }
+
     /// Gives memory back once the table has emptied a lot.
     pub fn shrink(&mut self, hasher: &RandomState) {
         if self.index.capacity() > 64 && self.index.len() * 4 < self.index.capacity() {
@@ -445,9 +540,11 @@ impl RecordTable {
             .next_power_of_two()
             .clamp(CHUNK_MIN, CHUNK_MAX)
             .max(len);
+        self.lives += 1;
         let chunk = Chunk {
             data: Vec::with_capacity(capacity),
             dead: 0,
+            life: self.lives,
         };
         let id = match self.free_chunks.pop() {
             Some(id) => {
@@ -609,6 +706,68 @@ mod tests {
         assert_eq!((gone.space, gone.len), (1, v_len));
         assert!(t.find(vh("v"), 1, b"v").is_none());
         assert_eq!(t.find(h(&hasher, "v"), 0, b"v").unwrap().value(), b"1");
+    }
+
+    #[test]
+    fn evict_data_takes_application_records_oldest_stored_first_never_views() {
+        let hasher = RandomState::new();
+        let mut t = RecordTable::default();
+        let vh = |name: &str| key_hash(&hasher, 1, name.as_bytes());
+        let big = vec![4u8; BIG * 2];
+        let put = |t: &mut RecordTable, name: &str, value: &Value<'_>| {
+            t.upsert(h(&hasher, name), 0, name.as_bytes(), value, ttl(0), &hasher)
+                .unwrap();
+        };
+        for i in 0..300 {
+            put(&mut t, &format!("d{i:03}"), &Value::Bytes(b"data"));
+            let name = format!("v{i:03}");
+            t.upsert(
+                vh(&name),
+                1,
+                name.as_bytes(),
+                &Value::Bytes(b"view"),
+                ttl(0),
+                &hasher,
+            )
+            .unwrap();
+        }
+        put(&mut t, "big", &Value::Bytes(&big));
+        // The first ones stored go first.
+        for i in 0..10 {
+            let gone = t.evict_data(&hasher).unwrap();
+            assert_eq!(gone.space, 0);
+            assert!(t
+                .find(
+                    h(&hasher, &format!("d{i:03}")),
+                    0,
+                    format!("d{i:03}").as_bytes()
+                )
+                .is_none());
+        }
+        // Churn in between (overwrites, deletes, evacuations) keeps it sound.
+        for i in 0..2000 {
+            let name = format!("d{:03}", 100 + i % 150);
+            put(&mut t, &name, &Value::Int(i));
+            if i % 7 == 0 {
+                t.remove_if(h(&hasher, &name), 0, name.as_bytes(), |_| true, &hasher);
+            }
+        }
+        let views = t.iter().filter(|r| r.space() == 1).count();
+        let mut evicted = 0;
+        while let Some(gone) = t.evict_data(&hasher) {
+            assert_eq!(gone.space, 0);
+            evicted += 1;
+            assert!(evicted < 1000, "never ends");
+        }
+        assert!(evicted > 100);
+        assert!(t.iter().all(|r| r.space() == 1), "every data record went");
+        assert_eq!(t.iter().count(), views, "every view stayed");
+        assert!(t.find(vh("v000"), 1, b"v000").is_some());
+        assert_eq!(t.evict_data(&hasher), None);
+        // New data after a full walk is found again.
+        put(&mut t, "late", &Value::Int(1));
+        assert_eq!(t.evict_data(&hasher).map(|r| r.space), Some(0));
+        assert!(t.find(h(&hasher, "late"), 0, b"late").is_none());
     }
 
     #[test]
