@@ -168,6 +168,22 @@ def test_a_body_a_decorated_function_returns_keeps_its_tenant():
 
 
 @tenant_context("acme")
+def acme_download(request):
+    """A view: its streamed body runs after it returned."""
+    from django.http import StreamingHttpResponse
+
+    return StreamingHttpResponse(f"{bound()}:{name};" for name in names())
+
+
+def test_a_decorated_view_streams_its_body_as_its_tenant():
+    with tenant_context("globex"):
+        response = acme_download(None)
+        body = b"".join(response.streaming_content)
+        assert bound() == "globex"
+    assert body == b"acme:acme-row;"
+
+
+@tenant_context("acme")
 def acme_count():
     return bound(), names()
 

@@ -138,7 +138,8 @@ def tenant_context(
     it runs: a plain function's call, every resumption of a generator or an
     async generator (each ``next``/``send``/``throw``/``close``, restoring
     the consumer's tenant in between), the whole of a coroutine, and the
-    body of a coroutine or generator a plain function returns. A generator
+    body of a coroutine, generator or streaming response a plain function
+    returns. A generator
     made inside a ``with`` block and consumed after it runs with whatever is
     bound where it is consumed: decorate the generator function instead.
 
@@ -220,14 +221,17 @@ def bind_body(func: Callable[..., Any], resolve: Callable[[], TenantInfo | None]
 
 def _bind_result(result: Any, tenant: TenantInfo | None, func: Any) -> Any:
     """A body ``func`` returned to run later (a coroutine, a generator, an
-    async generator), wrapped to run with ``tenant`` bound; anything else
-    as is. Another awaitable cannot be bound around: refused."""
+    async generator, a streaming response's content), wrapped to run with
+    ``tenant`` bound; anything else as is. Another awaitable cannot be bound
+    around: refused."""
     if inspect.iscoroutine(result):
         return _bound_coroutine(result, tenant)
     if inspect.isgenerator(result):
         return _bound_generator(lambda: result, lambda: tenant)
     if inspect.isasyncgen(result):
         return _bound_async_generator(lambda: result, lambda: tenant)
+    if getattr(result, "streaming", False) is True and hasattr(result, "streaming_content"):
+        return keep_bound(result, tenant)  # a streaming response's body
     if inspect.isawaitable(result) and not isinstance(result, asyncio.Future):
         # An asyncio Task (a Future) already carries the context it was
         # created in, the tenant included; another awaitable runs its body
