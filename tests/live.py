@@ -50,3 +50,66 @@ class LiveClient:
 
     async def close(self) -> None:
         await self.socket.disconnect()
+
+
+class Tab(LiveClient):
+    """A :class:`LiveClient` that reads every frame, the server's close
+    included, without cancelling the app when none comes (asgiref's
+    ``receive_output`` does), so a test can wait for what must not arrive."""
+
+    def __init__(self, host: str, **kwargs) -> None:
+        super().__init__(host, **kwargs)
+        self.frames: list[dict] = []
+
+    async def recv(self, timeout: float = 5) -> dict:
+        import asyncio
+        import json
+
+        message = await asyncio.wait_for(self.socket.output_queue.get(), timeout)
+        if message["type"] == "websocket.close":
+            frame = {"type": "__closed__", "code": message.get("code")}
+        elif message.get("text") is not None:
+            frame = json.loads(message["text"])
+        else:
+            frame = {"type": "__bytes__", "bytes": message.get("bytes")}
+        self.frames.append(frame)
+        return frame
+
+    async def until(self, *types: str) -> dict:
+        for _ in range(30):
+            frame = await self.recv()
+            if frame.get("type") in types or frame["type"] == "__closed__":
+                return frame
+        raise AssertionError(f"no {types} frame")
+
+    async def mount(self, view: str = "tests.app.views.ItemsView", url: str = "/items/") -> dict:
+        assert await self.connect()
+        await self.recv()  # the connect frame
+        await self.socket.send_json_to({"type": "mount", "view": view, "url": url})
+        return await self.until("mount", "error", "navigate")
+
+    async def send(self, frame: dict) -> None:
+        await self.socket.send_json_to(frame)
+
+    async def drain(self, timeout: float = 0.3) -> list[dict]:
+        """Every frame that arrives until none has for ``timeout`` seconds."""
+        import asyncio
+
+        got = []
+        while True:
+            try:
+                got.append(await self.recv(timeout))
+            except asyncio.TimeoutError:
+                return got
+
+    async def closed(self) -> int | None:
+        """The close code, reading past other frames (None: not closed)."""
+        import asyncio
+
+        while True:
+            try:
+                frame = await self.recv(3)
+            except asyncio.TimeoutError:
+                return None
+            if frame["type"] == "__closed__":
+                return frame["code"]

@@ -6,7 +6,8 @@ Ids: ``tenantry.E0NN`` is a bad value for the NN-th key of
 ``tenantry.E100`` a ``DJUST_CONFIG`` that is not a dict; ``tenantry.W001`` an
 unknown ``TENANT_*`` key (usually a typo); ``tenantry.W002``/``W003`` settings a
 project moving from djust.tenants should look at; ``tenantry.W010`` a
-WebSocket route without ``TenantOriginValidator``.
+WebSocket route without ``TenantOriginValidator``; ``tenantry.E110`` /
+``E111`` a live gate or a djust group the installed djust escapes.
 """
 
 from __future__ import annotations
@@ -330,6 +331,28 @@ def check_origin_validator(app_configs=None, **kwargs) -> list[checks.CheckMessa
             id="tenantry.W010",
             obj=path,
         )
+    ]
+
+
+@checks.register("tenantry")
+def check_live_plane(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """What tenantry's live gates and group scoping cannot cover in the
+    installed djust, read from djust itself: a consumer whose channel-layer
+    handlers reach clients without re-admission, a client frame type
+    tenantry does not classify, a djust seam that moved
+    (``tenantry.live.problems``; ``tenantry.E110``), and a channels group
+    djust joins or sends to that tenantry does not scope by tenant
+    (``tenantry.channels.djust_group_problems``; ``tenantry.E111``)."""
+    from . import live
+    from .channels import djust_group_problems
+
+    hint = "Upgrade tenantry for this djust, or pin the djust version tenantry supports."
+    return [
+        checks.Error(problem, hint=hint, id="tenantry.E110", obj="djust")
+        for problem in live.problems()
+    ] + [
+        checks.Error(problem, hint=hint, id="tenantry.E111", obj="djust")
+        for problem in djust_group_problems()
     ]
 
 

@@ -34,13 +34,19 @@ _current: _core.CurrentConfig | None = None
 _compiled_from: object = None
 
 
+#: The rate-limit scopes tenantry's own gates check: the middleware
+#: (``http``), live events and the client frames that cause work (``events``),
+#: live mounts (``mounts``), upload chunks (``uploads``).
+GATED_SCOPES = ("http", "events", "mounts", "uploads")
+
+
 class RequestConfig(NamedTuple):
     """What the per-request and per-render paths read of the current config."""
 
     context_name: str
     membership_check: Any
     audit_callback: Any
-    #: Of ``http``, ``events`` and ``mounts``, the scopes
+    #: Of the scopes tenantry's own gates check (:data:`GATED_SCOPES`), those
     #: ``TENANT_RATE_LIMITS`` or ``TENANT_QUOTAS`` limit.
     limited_scopes: frozenset[str]
 
@@ -126,7 +132,7 @@ def request_settings() -> RequestConfig:
         config.context_name,
         config.membership_check,
         config.audit_callback,
-        frozenset(scope for scope in ("http", "events", "mounts") if config.limits_scope(scope)),
+        frozenset(scope for scope in GATED_SCOPES if config.limits_scope(scope)),
     )
     return request_config
 

@@ -22,6 +22,7 @@ it as they patched ``djust.tenants.mixin.resolve_tenant``::
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from django.db.models import Model
@@ -38,7 +39,7 @@ from .access import (
     deny,
     tenant_for_request,
 )
-from .channels import check_live_origin
+from .channels import check_live_origin, move_live_view
 from .context import _current, keep_bound
 
 __all__ = [
@@ -116,8 +117,20 @@ _REFUSED: Any = type("Refused", (), {"__repr__": lambda self: "<refused tenant>"
 
 
 def _admit_view_tenant(view: Any, value: TenantInfo | str | int | None) -> TenantInfo | None:
+    """Admit ``value`` for the view's user and make it the view's tenant.
+    A live view that changes tenant moves with it (``move_live_view``: the
+    socket leaves everything keyed on the old tenant, joins the new one's
+    groups, and the new tenant is bound for the rest of the turn)."""
     tenant = admit(value, request=getattr(view, "request", None), source=VIEW_SOURCE)
-    view._tenantry_tenant = tenant
+    previous = view.__dict__.get("_tenantry_tenant", _UNRESOLVED)
+    if previous is _UNRESOLVED or previous is _REFUSED or previous == tenant:
+        view._tenantry_tenant = tenant
+        return tenant
+
+    def assign() -> None:
+        view._tenantry_tenant = tenant
+
+    move_live_view(view, previous, tenant, assign)
     return tenant
 
 
@@ -148,6 +161,31 @@ def _tenant_of(view: Any, request: Any) -> TenantInfo | None:
     return tenant
 
 
+#: Live views told to resolve again (``_tenant_resolved = False``) → the
+#: tenant they had: a different answer (or a refusal) moves their socket
+#: (``move_live_view``), as a switch does.
+_RESOLVED_BEFORE: weakref.WeakKeyDictionary[Any, TenantInfo | None] = weakref.WeakKeyDictionary()
+
+
+def _settle(view: Any, value: Any) -> None:
+    """Set the view's ``_tenantry_tenant`` to what resolution decided."""
+    previous = _UNRESOLVED
+    if _RESOLVED_BEFORE:  # a dict test: this runs on every request
+        try:
+            previous = _RESOLVED_BEFORE.pop(view, _UNRESOLVED)
+        except TypeError:  # an unhashable view: never recorded
+            pass
+    new = None if value is _REFUSED else value
+    if previous is _UNRESOLVED or previous == new:
+        view._tenantry_tenant = value
+        return
+
+    def assign() -> None:
+        view._tenantry_tenant = value
+
+    move_live_view(view, previous, new, assign, join=value is not _REFUSED)
+
+
 def _resolve(view: Any, request: Any) -> TenantInfo | None:
     resolved = getattr(request, "__dict__", _NO_DICT).get("tenant", _UNRESOLVED)
     try:
@@ -165,16 +203,16 @@ def _resolve(view: Any, request: Any) -> TenantInfo | None:
                 # An overridden resolve_tenant(): admit what it chose.
                 tenant = admit(tenant, request=request, source=VIEW_SOURCE)
     except Http404:
-        view._tenantry_tenant = _REFUSED
+        _settle(view, _REFUSED)
         raise
     if tenant is None:
         required = getattr(view, "tenant_required", None)
         if required is None:
             required = conf.current().required
         if required:
-            view._tenantry_tenant = _REFUSED
+            _settle(view, _REFUSED)
             raise deny("tenant.missing", None, request, source=type(view).__name__)
-    view._tenantry_tenant = tenant
+    _settle(view, tenant)
     return tenant
 
 
@@ -278,6 +316,11 @@ class TenantMixin:
         if value and tenant is _UNRESOLVED:
             self._tenantry_tenant = None
         elif not value and tenant is not _REFUSED:  # a refusal stays a refusal
+            if tenant is not _UNRESOLVED and getattr(self, "_ws_consumer", None) is not None:
+                try:
+                    _RESOLVED_BEFORE[self] = tenant  # its socket's groups are this tenant's
+                except TypeError:  # an unhashable view
+                    pass
             self._tenantry_tenant = _UNRESOLVED
 
     @_derived_property

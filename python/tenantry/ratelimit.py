@@ -125,7 +125,7 @@ def _set_headers(response: Any, decision: Decision) -> None:
 
 
 def _unlimited(scope: str, tenant: Any) -> bool:
-    """Nothing can limit ``scope`` (``http``, ``events``, ``mounts``) for ``tenant``:
+    """Nothing can limit ``scope`` (one of ``conf.GATED_SCOPES``) for ``tenant``:
     the config sets no rate or quota for it, and the tenant has no plan
     (``rate_limits`` / ``quotas`` in its settings, which may add some). The
     middleware and the event gate then only count usage, without a call into
@@ -280,6 +280,35 @@ def event_refusal(owner: Any, event_name: str, root_view: Any = None) -> dict | 
         return None
     _refused(decision, "events", request)
     return _refusal_frame(decision, "event")
+
+
+def frame_refusal(view: Any, tenant: TenantInfo, frame: str, scope: str) -> dict | None:
+    """The error frame's fields when ``tenant``'s ``scope`` limits refuse a
+    client frame of type ``frame`` (``cursor_move``, ``request_html``, an
+    upload chunk, a URL change, ...) on ``view``, else None. Counted as a
+    live event when ``scope`` is ``events``."""
+    request = getattr(view, "request", None)
+    endpoint = f"{type(view).__name__}.{frame}"
+    token = _current.set(tenant)  # the plan and the key are the view's tenant's
+    try:
+        decision = _limiter.get().check(
+            scope,
+            None,
+            1,
+            request,
+            endpoint=endpoint,
+            tenant=tenant,
+            required=False,
+            usage="live_events" if scope == "events" else None,
+        )
+    except BackendUnavailable as exc:
+        return _unavailable_frame(frame, endpoint, exc)
+    finally:
+        _current.reset(token)
+    if decision is None or decision.allowed:
+        return None
+    _refused(decision, scope, request, tenant)
+    return _refusal_frame(decision, frame)
 
 
 def mount_unlimited(tenant: TenantInfo) -> bool:
