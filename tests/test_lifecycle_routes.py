@@ -50,7 +50,14 @@ from tenantry.db import rls_bypass
 from tenantry.storage import TenantFileSystemStorage
 from tests import test_lifecycle
 from tests.app.models import Item, Tenant
-from tests.lifecycle.models import ATTACHMENTS, Attachment, Membership
+from tests.lifecycle.models import (
+    ATTACHMENTS,
+    Attachment,
+    Customer,
+    Membership,
+    Receipt,
+    Voucher,
+)
 from tests.redis_servers import free_port
 from tests.test_lifecycle import NOTHING, expected_full, plant, run, traces
 
@@ -101,6 +108,16 @@ def create_by(route: str, tenant_id: str, **extra) -> None:
         manager._insert(
             [Tenant(slug=tenant_id, **name)], fields=_fields("slug", "name", "settings")
         )
+    elif route == "_insert(raw=True)":  # values taken as they are, no pre_save
+        manager._insert(
+            [Tenant(slug=tenant_id, **name)],
+            fields=_fields("slug", "name", "settings", "incarnation"),
+            raw=True,
+        )
+    elif route == "proxy create":  # an app's own proxy of the registry model
+        Customer.objects.create(slug=tenant_id, **name)
+    elif route == "proxy bulk_create":
+        Customer.objects.bulk_create([Customer(slug=tenant_id, **name)])
     elif route.startswith("a"):  # the async forms, awaited
         async_to_sync(_create_async)(route, tenant_id, name)
     else:
@@ -133,6 +150,9 @@ CREATE_ROUTES = [
     "bulk_create(ignore_conflicts)",
     "bulk_create(update_conflicts)",
     "_insert",
+    "_insert(raw=True)",
+    "proxy create",
+    "proxy bulk_create",
     "asave",
     "acreate",
     "aget_or_create",
@@ -220,6 +240,29 @@ def test_a_stragglers_files_and_redis_keys_never_reach_the_next_customer(route, 
     assert traces("acme") == expected_full("acme", protected=False)
 
 
+@pytest.mark.parametrize("key", ["chosen by the database", "the old one", "another id's"])
+def test_references_to_the_registry_a_straggler_left_never_reach_the_next_row(key, stores):
+    """Foreign keys to the registry without a database constraint outlive
+    their row: by the id (``to_field="slug"``) they name the next tenant with
+    the id; by primary key, the next row given that key (any id)."""
+    old = Tenant.objects.create(slug="globex", name="Globex")
+    held = held_then_deleted("globex")
+    with straggler(held):  # held.raw is the deleted row
+        Receipt.objects.create(tenant=held.raw, total=5)
+        Voucher.objects.create(tenant=held.raw, code="OLD-CUSTOMER")
+    if key == "chosen by the database":
+        new = Tenant.objects.create(slug="globex", name="New customer")
+    elif key == "the old one":
+        new = Tenant(pk=old.pk, slug="globex", name="New customer")
+        new.save()
+    else:
+        new = Tenant(pk=old.pk, slug="initech", name="Another customer")
+        new.save()
+    with rls_bypass(reason="test"):
+        assert not Voucher.objects.filter(tenant_id=new.pk).exists()
+        assert not Receipt.objects.filter(tenant_id=new.slug).exists()
+
+
 def test_the_admin_add_and_the_command_remove_what_the_id_held(stores, settings):
     settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_EXEMPT_PATHS": ["/admin/"]}
     for tenant_id in ("globex", "initech"):
@@ -275,6 +318,8 @@ def test_an_id_the_database_would_compute_is_refused(stores):
         Tenant.objects.create(slug=Lower(Value("GLOBEX")), name="x")
     with refused(RegistryRowProtected, match="expression"):
         Tenant.objects.bulk_create([Tenant(slug=Lower(Value("GLOBEX")), name="x")])
+    with refused(RegistryRowProtected, match="without slug"):
+        Tenant.objects._insert([Tenant(name="x")], fields=_fields("name", "settings"))
     assert not Tenant.objects.exists()
 
 

@@ -247,9 +247,10 @@ def leftovers(tenant_id: Any) -> Certificate:
     return _leftovers(validate_tenant_id(tenant_id), dry_run=True)
 
 
-def _leftovers(tenant_id: str, *, dry_run: bool) -> Certificate:
+def _leftovers(tenant_id: str, *, dry_run: bool, row: Any = None) -> Certificate:
+    """``row``: the new registry row, when its primary key is known."""
     certificate = Certificate(tenant_id, None, dry_run, "create")
-    tenant = TenantInfo(tenant_id)
+    tenant = TenantInfo(tenant_id, raw=row)
     # The cache gets a new generation and this process's memory stores are
     # emptied when the id is created again (they are transient: they expire,
     # and every process has its own): only what lasts is here. The store
@@ -304,12 +305,14 @@ def _conditions(entry: OwnedModel, tenant: TenantInfo) -> Q | None:
             target = owned.related_model
             row = tenant.raw
             if row is not None and isinstance(row, target):
+                # The row's key (an explicit primary key of a new registry row:
+                # rows a straggler left pointing at it, db_constraint=False).
                 condition = Q(**{owned.attname: getattr(row, owned.target_field.attname)})
-            elif target is registry:
+            elif target is registry and owned.target_field.name != id_field:
                 # No registry row (leftovers): the rows can only point at a row
                 # that carries the id (or at none, with db_constraint=False).
                 condition = Q(**{f"{owned.name}__{id_field}": tenant.id})
-            else:  # a foreign key to another table keyed by tenant ids
+            else:  # the column holds tenant ids (to_field=<the id field>, or another table's)
                 condition = _column(owned.target_field, owned.attname, tenant.id)
         else:
             condition = _column(owned, owned.attname, tenant.id)
@@ -703,18 +706,19 @@ def _new_tenant_id(obj: Any, field: Any) -> str | None:
     return value if _core.is_valid_tenant_id(value) else None
 
 
-def remove_leftovers(tenant_id: str) -> Certificate | None:
+def remove_leftovers(tenant_id: str, row: Any = None) -> Certificate | None:
     """Before a new registry row under ``tenant_id``: remove what the id
     still holds — rows, files, Redis keys a request of a deleted tenant
-    wrote after the deletion, or a deletion that failed half-way left — so
+    wrote after the deletion, or a deletion that failed half-way left, and
+    rows pointing at the new ``row``'s primary key when the code chose it — so
     the new tenant inherits none of it. Returns the certificate (also
     audited as ``tenant.leftovers_removed``), or None when the id held
     nothing (the usual case: one dry run). A store that cannot be checked or
     cleared raises its error (``BackendUnavailable``: 503 in a view) and the
     row is not created."""
-    if not leftovers(tenant_id).lines:
+    if not _leftovers(tenant_id, dry_run=True, row=row).lines:
         return None
-    removed = _leftovers(tenant_id, dry_run=False)
+    removed = _leftovers(tenant_id, dry_run=False, row=row)
     audit.emit(
         "tenant.leftovers_removed",
         tenant=tenant_id,
@@ -730,10 +734,10 @@ def on_insert(query: Any, compiler: Any) -> Callable[[], None] | None:
     Django's SQL insert compiler, so ``save()``, ``create()``,
     ``get_or_create()``, ``update_or_create()``, ``bulk_create()`` with or
     without conflicts, their async forms, the admin and a bare ``_insert()``
-    all come here): what each new id still holds is removed first
-    (:func:`remove_leftovers`), and each new row gets a new incarnation,
-    whatever the code passed. Returns what runs once the INSERT went
-    through: a fresh start for each new id (:func:`_fresh_start`)."""
+    all come here): what each new id still holds is removed and the id starts
+    afresh (:func:`remove_leftovers`, :func:`_fresh_start`), and each new row
+    gets a new incarnation, whatever the code passed. Returns what runs once
+    the INSERT went through (the registry forgets its answer for the ids)."""
     found = _registry_of(query.model)
     if found is None or not query.objs or _loading_fixture.get():
         return None
@@ -741,6 +745,12 @@ def on_insert(query: Any, compiler: Any) -> Callable[[], None] | None:
     if model._meta.apps is not apps:
         return None  # a migration's historical model: the operator's own data step
     field = model._meta.get_field(id_field)
+    if field not in query.fields:
+        raise RegistryRowProtected(
+            f"an INSERT into {model._meta.label} without {field.name}: the database would "
+            "choose the id of a new tenant; give it, so it can be checked for data a deleted "
+            "tenant left under it"
+        )
     wanted = [(obj, _new_tenant_id(obj, field)) for obj in query.objs]
     # An id that has a row is not created by this INSERT: it fails on the
     # unique id, or is the conflict an upsert updates or ignores.
@@ -755,7 +765,8 @@ def on_insert(query: Any, compiler: Any) -> Callable[[], None] | None:
         }
     new = sorted(named - taken)
     for tenant_id in new:
-        remove_leftovers(tenant_id)
+        remove_leftovers(tenant_id, _explicit_key(model, wanted, tenant_id))
+        _fresh_start(tenant_id)
     try:
         stamp = model._meta.get_field(INCARNATION_FIELD)
     except FieldDoesNotExist:
@@ -769,22 +780,33 @@ def on_insert(query: Any, compiler: Any) -> Callable[[], None] | None:
     if not new:
         return None
 
-    def started() -> None:
-        for tenant_id in new:
-            _fresh_start(tenant_id)
+    def created() -> None:
+        from .registry import invalidate_tenant
 
-    return started
+        for tenant_id in new:
+            invalidate_tenant(tenant_id)
+
+    return created
+
+
+def _explicit_key(model: Any, wanted: list[tuple[Any, str | None]], tenant_id: str) -> Any:
+    """The new row of ``tenant_id`` when the code gave its primary key: rows
+    that point at that key (left by a straggler, ``db_constraint=False``)
+    are leftovers too. None when the database chooses the key (a fresh one)."""
+    for obj, wanted_id in wanted:
+        if wanted_id == tenant_id and obj.__dict__.get(model._meta.pk.attname) is not None:
+            return obj
+    return None
 
 
 def _fresh_start(tenant_id: str) -> None:
     """A new registry row starts with nothing written under its id while it
     had none (a request of a deleted tenant still running): a new cache
     generation, this process's memory stores emptied (other processes' empty
-    on their own: see docs/registry.md), no cached registry lookup."""
+    on their own: see docs/registry.md). Before the INSERT: a cache that
+    cannot take the new generation refuses the creation."""
     from . import cache
-    from .registry import invalidate_tenant
 
-    invalidate_tenant(tenant_id)
     with tenant_context(None, must_exist=False):  # whatever the creating code had bound
         try:
             cache.generation_cache()

@@ -5,6 +5,7 @@ from django.utils.functional import cached_property
 from tenantry import TenantManager
 from tenantry.models import AbstractTenant
 from tenantry.storage import TenantFileSystemStorage
+from tests.app.models import Tenant
 
 
 class Account(AbstractTenant):
@@ -157,6 +158,38 @@ class Attachment(models.Model):
     file = models.FileField(upload_to="attachments/", storage=attachment_storage)
 
     objects = TenantManager(tenant_field="tenant_id")
+
+    class Meta:
+        app_label = "lifecycle"
+
+
+class Customer(Tenant):
+    """A proxy of the registry model (an app's own admin or sign-up code):
+    its INSERT is the registry's (tests/test_lifecycle_routes.py)."""
+
+    class Meta:
+        proxy = True
+        app_label = "lifecycle"
+
+
+class Receipt(models.Model):
+    """A foreign key to the registry's id field, without a constraint: the
+    column holds the id itself (a row can outlive its registry row)."""
+
+    tenant = models.ForeignKey(
+        "app.Tenant", to_field="slug", db_constraint=False, on_delete=models.DO_NOTHING
+    )
+    total = models.IntegerField(default=0)
+
+    class Meta:
+        app_label = "lifecycle"
+
+
+class Voucher(models.Model):
+    """A foreign key to the registry's primary key, without a constraint."""
+
+    tenant = models.ForeignKey("app.Tenant", db_constraint=False, on_delete=models.DO_NOTHING)
+    code = models.CharField(max_length=20)
 
     class Meta:
         app_label = "lifecycle"
