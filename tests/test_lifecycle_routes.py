@@ -28,7 +28,7 @@ from django.core.cache import caches
 from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Value
 from django.db.models.functions import Lower
 from django.test import Client
@@ -261,6 +261,33 @@ def test_references_to_the_registry_a_straggler_left_never_reach_the_next_row(ke
     with rls_bypass(reason="test"):
         assert not Voucher.objects.filter(tenant_id=new.pk).exists()
         assert not Receipt.objects.filter(tenant_id=new.slug).exists()
+
+
+@pytest.mark.parametrize("how", ["save(force_insert)", "create", "bulk_create upsert"])
+def test_a_new_row_given_a_live_tenants_key_never_clears_that_tenants_rows(how, stores):
+    """A key that belongs to a live tenant's row is not a new row's: the
+    rows pointing at it are that tenant's, and stay."""
+    acme = plant("acme", protected=False)
+    Voucher.objects.create(tenant=acme, code="ACME'S")
+    try:
+        with transaction.atomic():
+            if how == "save(force_insert)":
+                Tenant(pk=acme.pk, slug="evil", name="x").save(force_insert=True)
+            elif how == "create":
+                Tenant.objects.create(pk=acme.pk, slug="evil", name="x")
+            else:  # the conflict on the key updates acme's name only
+                Tenant.objects.bulk_create(
+                    [Tenant(pk=acme.pk, slug="evil", name="Acme, renamed")],
+                    update_conflicts=True,
+                    unique_fields=["id"],
+                    update_fields=["name"],
+                )
+    except (IntegrityError, RegistryRowProtected):  # save()'s check sees a rename
+        assert how != "bulk_create upsert"
+    with rls_bypass(reason="test"):
+        assert Voucher.objects.filter(tenant_id=acme.pk).count() == 1
+    assert traces("acme") == expected_full("acme", protected=False)
+    assert Tenant.objects.get(pk=acme.pk).slug == "acme"
 
 
 def test_the_admin_add_and_the_command_remove_what_the_id_held(stores, settings):

@@ -765,7 +765,7 @@ def on_insert(query: Any, compiler: Any) -> Callable[[], None] | None:
         }
     new = sorted(named - taken)
     for tenant_id in new:
-        remove_leftovers(tenant_id, _explicit_key(model, wanted, tenant_id))
+        remove_leftovers(tenant_id, _explicit_key(model, wanted, tenant_id, compiler.using))
         _fresh_start(tenant_id)
     try:
         stamp = model._meta.get_field(INCARNATION_FIELD)
@@ -789,12 +789,20 @@ def on_insert(query: Any, compiler: Any) -> Callable[[], None] | None:
     return created
 
 
-def _explicit_key(model: Any, wanted: list[tuple[Any, str | None]], tenant_id: str) -> Any:
-    """The new row of ``tenant_id`` when the code gave its primary key: rows
-    that point at that key (left by a straggler, ``db_constraint=False``)
-    are leftovers too. None when the database chooses the key (a fresh one)."""
+def _explicit_key(
+    model: Any, wanted: list[tuple[Any, str | None]], tenant_id: str, using: str
+) -> Any:
+    """The new row of ``tenant_id`` when the code gave its primary key and no
+    row has it: rows that point at that key (left by a straggler,
+    ``db_constraint=False``) are leftovers too. None when the database
+    chooses the key (a fresh one), or when a live tenant's row has it (the
+    INSERT fails on it, or an upsert updates that row: its rows are its own)."""
+    pk_name = model._meta.pk.attname
     for obj, wanted_id in wanted:
-        if wanted_id == tenant_id and obj.__dict__.get(model._meta.pk.attname) is not None:
+        key = obj.__dict__.get(pk_name)
+        if wanted_id == tenant_id and key is not None:
+            if model._base_manager.using(using).filter(pk=key).exists():
+                return None
             return obj
     return None
 
