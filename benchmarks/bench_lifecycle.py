@@ -1,8 +1,10 @@
 """What the lifecycle guards cost every write (tenantry.lifecycle): the
-registry's pre_save/post_save/pre_delete receivers and the QuerySet.update /
-bulk_create wrappers run for every model, so a save(), update() and delete()
-of an ordinary row is timed with them and without them in the same run; and
-what deleting a tenant of 1,000 rows costs (SQLite, memory stores)."""
+registry's pre_save/pre_delete receivers, the INSERT hook, the
+Collector.delete wrapper and the QuerySet.update / bulk_create wrappers run
+for every model, so a save(), create(), update() and delete() of an ordinary
+row is timed with them and without them in the same run; what creating a
+tenant costs (the look for what its id still holds); and what deleting a
+tenant of 1,000 rows costs (SQLite, memory stores)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import time
 
 from django.core.management import call_command
 from django.db.models import QuerySet
-from django.db.models.signals import post_save, pre_delete, pre_save
+from django.db.models.deletion import Collector
+from django.db.models.signals import pre_delete, pre_save
 from django.test import override_settings
 
 from benchmarks.timing import fmt_ns, ns_per_op
@@ -22,17 +25,25 @@ CONFIG = {
 }
 
 
+_on_insert = None
+
+
 def _guards(on: bool) -> None:
+    global _on_insert
     from tenantry import lifecycle
 
+    if _on_insert is None:
+        _on_insert = lifecycle.on_insert
     if on:
         lifecycle.install()
+        lifecycle.on_insert = _on_insert  # what tenantry.wall's INSERT hook calls
         return
     pre_save.disconnect(dispatch_uid="tenantry.lifecycle.pre_save")
-    post_save.disconnect(dispatch_uid="tenantry.lifecycle.post_save")
     pre_delete.disconnect(dispatch_uid="tenantry.lifecycle.pre_delete")
     QuerySet.update = lifecycle._plain_update  # type: ignore[method-assign]
     QuerySet.bulk_create = lifecycle._plain_bulk_create  # type: ignore[method-assign]
+    Collector.delete = lifecycle._plain_collector_delete  # type: ignore[method-assign]
+    lifecycle.on_insert = lambda query, compiler: None
 
 
 def run() -> str:
@@ -44,9 +55,13 @@ def run() -> str:
         folder = PlainFolder.objects.create(tenant_id="acme", name="f")
         doc = PlainDoc.objects.create(tenant_id="acme", title="t", folder=folder)
         rows = PlainDoc.objects.filter(pk=doc.pk)
+        insert = PlainDoc.objects.filter(pk=doc.pk).query  # stands in for an InsertQuery's model
         nobody = PlainDoc.objects.filter(pk=-1)
         cases = {
             "`save()` of a loaded row": lambda: doc.save(),
+            "`create()` of a row": lambda: PlainDoc.objects.create(
+                tenant_id="acme", title="n", folder=folder
+            ),
             "`update(title=...)` of one row": lambda: rows.update(title="x"),
             "`delete()` of a queryset (no row)": lambda: nobody.delete(),
         }
@@ -60,13 +75,25 @@ def run() -> str:
         # The guards alone, per call, on an ordinary model (what each write adds).
         receivers = {
             "`pre_save` receiver": lambda: lifecycle._on_registry_save(PlainDoc, doc),
-            "`post_save` receiver": lambda: lifecycle._on_registry_created(
-                PlainDoc, doc, created=True
-            ),
+            "INSERT hook (`lifecycle.on_insert`)": lambda: lifecycle.on_insert(insert, None),
             "`pre_delete` receiver": lambda: lifecycle._on_registry_delete(PlainDoc, doc),
             "`update()`/`bulk_create()` check": lambda: lifecycle._registry_of(PlainDoc),
         }
         alone = {label: ns_per_op(fn, number=100_000) for label, fn in receivers.items()}
+
+        # Creating a tenant: one dry run of the deletion for what its id
+        # still holds (rows of every owned model, files, Redis), then the
+        # INSERT and a fresh start (cache generation, memory stores).
+        names = iter(range(10**6))
+
+        def new_tenant() -> None:
+            Tenant.objects.create(slug=f"bench-new-{next(names)}", name="x")
+
+        created = ns_per_op(new_tenant, number=50)
+        _guards(False)
+        created_plain = ns_per_op(new_tenant, number=50)
+        _guards(True)
+        Tenant.objects.filter(slug__startswith="bench-new-").delete()
 
         Tenant.objects.filter(slug="bench-delete").delete()
         Tenant.objects.create(slug="bench-delete", name="x")
@@ -95,6 +122,10 @@ def run() -> str:
         *(f"| {label} | {fmt_ns(ns)} |" for label, ns in alone.items()),
     ]
     lines += [
+        "",
+        f"Creating a tenant (`Tenant.objects.create`): {fmt_ns(created)} with the look for "
+        f"what its id still holds, {fmt_ns(created_plain)} without "
+        f"({created / created_plain:.1f}×; memory stores, no Redis `SCAN`).",
         "",
         f"Deleting a tenant of 1,002 rows (1,000 docs, a folder, its registry row), "
         f"files, cache and memory stores, with its certificate: {fmt_ns(took)}.",

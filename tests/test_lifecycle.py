@@ -667,19 +667,21 @@ def test_an_excluded_model_outlives_a_deletion(stores, monkeypatch):
         assert Membership.objects.filter(tenant_id="acme").count() == 1
 
 
-def test_create_refuses_an_id_that_still_holds_data(stores):
+def test_create_removes_what_an_id_still_holds_and_says_so(stores):
     """A registry row deleted by SQL (or a request of the deleted tenant
-    that kept writing): ``tenantry create`` will not hand its data to a new
-    customer."""
+    that kept writing): ``tenantry create`` removes it before the new row,
+    and prints what it removed (docs/registry.md#creating-a-tenant-again)."""
     with tenant_context("acme", must_exist=False):
         Membership.objects.create(tenant_id="acme", user=User.objects.create_user("old"))
         storages["default"].save("old.txt", ContentFile(b"old"))
-    with pytest.raises(CommandError, match=r"1 lifecycle\.Membership.*--leftovers"):
-        run("create", "acme")
-    assert not Tenant.objects.filter(slug="acme").exists()
-    run("delete", "acme", "--leftovers")
-    run("create", "acme")
+    assert lifecycle.leftovers("acme").count("database", "lifecycle.Membership") == 1
+    text = run("create", "acme")
+    assert "removed what the id 'acme' still held" in text
+    assert "deleted 1\tlifecycle.Membership" in text and "deleted 1\tfiles (tenants/acme/" in text
     assert Tenant.objects.filter(slug="acme").exists()
+    assert traces("acme") == NOTHING
+    assert lifecycle.leftovers("acme").lines == []
+    assert "removed" not in run("create", "globex")  # an id never used: nothing to say
 
 
 def test_a_new_registry_row_starts_with_a_fresh_cache(stores):

@@ -31,7 +31,10 @@ The mixin works on ``InlineModelAdmin`` classes too.
 
 Every admin, with the mixin or not (:func:`install_guards`, at start-up):
 related list filters, raw-id labels and autocomplete answers show only the
-bound tenant's rows of a scoped model, whatever its default manager.
+bound tenant's rows of a scoped model, whatever its default manager; and a
+tenant's deletion that left a store behind (``DeletionIncomplete``: Redis
+down) is shown as an error message, in the delete view and the "delete
+selected" action (docs/registry.md#deleting-a-tenant).
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.admin import (
     AllValuesFieldListFilter,
     FieldListFilter,
+    ModelAdmin,
     RelatedFieldListFilter,
 )
 from django.contrib.admin.utils import unquote
@@ -61,6 +66,7 @@ from django.db.models.fields import AutoFieldMixin
 from . import audit
 from ._core import TenantInfo, TenantMismatchError, TenantNotSetError
 from .context import get_current_tenant, reset_current_tenant, set_current_tenant
+from .exceptions import DeletionIncomplete
 from .graph import scope_of
 from .isolation import BoundTenant, tenant_rows
 from .managers import TenantManager, tenant_field_value
@@ -404,7 +410,6 @@ def _check_autocomplete(model_admin: Any, label: str) -> list[checks.CheckMessag
     return errors
 
 
-
 # -- every admin: choices, labels and answers of scoped models -------------------------
 
 
@@ -461,10 +466,43 @@ def _all_values_init(self: Any, field: Any, *args: Any, **kwargs: Any) -> None:
     self.lookup_choices = tenant_rows(self.lookup_choices)
 
 
+_django_delete_model = ModelAdmin.delete_model
+_django_delete_queryset = ModelAdmin.delete_queryset
+
+
+def _report_incomplete(model_admin: Any, request: Any, exc: DeletionIncomplete) -> None:
+    model_admin.message_user(
+        request,
+        f"The deletion is incomplete: {exc}",
+        messages.ERROR,
+    )
+
+
+def _delete_model(self: Any, request: Any, obj: Any) -> None:
+    """A registry row whose deletion left a store behind (Redis down): the
+    page says so (an error message beside Django's), never a silent
+    success."""
+    try:
+        _django_delete_model(self, request, obj)
+    except DeletionIncomplete as exc:
+        _report_incomplete(self, request, exc)
+
+
+def _delete_queryset(self: Any, request: Any, queryset: Any) -> None:
+    """ "Delete selected": as :func:`_delete_model`."""
+    try:
+        _django_delete_queryset(self, request, queryset)
+    except DeletionIncomplete as exc:
+        _report_incomplete(self, request, exc)
+
+
 def install_guards() -> None:
     """Hold every admin's related list filters, raw-id labels and
-    autocomplete answers to the bound tenant's rows of scoped models
+    autocomplete answers to the bound tenant's rows of scoped models, and
+    show a tenant's incomplete deletion as an error message
     (``tenantry.wall.install``, once)."""
+    ModelAdmin.delete_model = _delete_model
+    ModelAdmin.delete_queryset = _delete_queryset
     FieldListFilter.register(
         lambda f: bool(f.remote_field) and scope_of(f.related_model) is not None,
         TenantRelatedFieldListFilter,

@@ -11,6 +11,7 @@ two below belong to the Django layer (one has a Django base) and are
 defined here.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -54,11 +55,16 @@ class RegistryRowProtected(TenantError, PermissionDenied):
 
 class DeletionIncomplete(TenantError):
     """A tenant's rows were deleted but a store (files, cache, Redis) failed:
-    ``certificate`` says what went and what did not. Run the deletion again
-    with ``leftovers=True`` (``manage.py tenantry delete ID --leftovers``)."""
+    ``certificate`` says what went and what did not (``certificates``: one
+    per tenant, when one ``QuerySet.delete()`` deleted several). Run the
+    deletion again with ``leftovers=True`` (``manage.py tenantry delete ID
+    --leftovers``)."""
 
     __module__ = "tenantry"
 
-    def __init__(self, message: str, certificate: Any = None) -> None:
+    def __init__(
+        self, message: str, certificate: Any = None, certificates: Sequence[Any] = ()
+    ) -> None:
         super().__init__(message)
         self.certificate = certificate
+        self.certificates = list(certificates) or ([certificate] if certificate else [])

@@ -23,12 +23,22 @@ and returns a :class:`Certificate`: what went from each store, with counts.
 **The registry row deleted another way** (the admin, ``instance.delete()``,
 ``queryset.delete()``, a cascade) runs the same deletion: the rows in the
 deleting transaction, then at once the files, cache and stores, audited as
-``tenant.deleted`` with the certificate. A tenant bound to a request may
-delete only itself. **Changing a saved row's id** (or its incarnation) is
-refused with :class:`RegistryRowProtected`, by ``save()`` and by
+``tenant.deleted`` with the certificate; a store that failed is raised as
+``DeletionIncomplete`` once Django's ``Collector.delete()`` is over (the
+admin shows it). A tenant bound to a request may delete only itself.
+
+**A registry row created by any route** (``save()``, ``create()``,
+``get_or_create()``, ``update_or_create()``, ``bulk_create()`` with or
+without conflicts, ``_insert()``, async forms, forms, the admin, the
+command) is seen at Django's SQL insert compiler (:func:`on_insert`, called
+by ``tenantry.wall``): what its id still holds is removed first
+(:func:`remove_leftovers`), the row gets a new incarnation, and the id
+starts afresh (cache generation, memory stores, registry cache).
+
+**Changing a saved row's id** (or its incarnation) is refused with
+:class:`RegistryRowProtected`, by ``save()`` and by
 ``QuerySet.update()``/``bulk_update()``/``bulk_create(update_conflicts=True)``:
-a renamed tenant would free its old
-id with data still attached to it.
+a renamed tenant would free its old id with data still attached to it.
 
 **Incarnations.** Each registry row gets an incarnation when it is created
 (``AbstractTenant.incarnation``, a time-ordered random string): a tenant that
@@ -41,18 +51,18 @@ that id. :func:`incarnation` reads it from a bound ``TenantInfo``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models, router, transaction
 from django.db.models import Q
 from django.db.models.deletion import Collector, ProtectedError, RestrictedError
-from django.db.models.signals import post_save, pre_delete, pre_save
+from django.db.models.signals import pre_delete, pre_save
 
 from . import _core, audit, conf
 from ._core import TenantInfo, TenantMismatchError, TenantNotFound, validate_tenant_id
@@ -229,18 +239,31 @@ def delete_tenant(tenant_id: Any, *, dry_run: bool = False, leftovers: bool = Fa
 
 def leftovers(tenant_id: Any) -> Certificate:
     """What still holds ``tenant_id`` although it has no registry row (a
-    dry run of a deletion with ``leftovers=True``): rows, files, Redis keys
-    (a Redis ``SCAN``: an operator's check, not for request paths).
-    ``manage.py tenantry create`` refuses an id that has any."""
-    certificate = delete_tenant(tenant_id, dry_run=True, leftovers=True)
-    # What lasts: rows, files, Redis keys. The cache generation line is always
-    # there, and this process's memory stores are transient (they expire, and
-    # every process has its own).
-    certificate.lines = [
-        line
-        for line in certificate.lines
-        if line.count and line.store != "cache" and line.what != _THIS_PROCESS
-    ]
+    dry run of a deletion with ``leftovers=True``, of the stores that last):
+    rows, files, Redis keys (a Redis ``SCAN``: an operator's check, not for
+    request paths). A new registry row removes them first
+    (:func:`on_insert`). A store that cannot be read raises its own error
+    (``BackendUnavailable``)."""
+    return _leftovers(validate_tenant_id(tenant_id), dry_run=True)
+
+
+def _leftovers(tenant_id: str, *, dry_run: bool, row: Any = None) -> Certificate:
+    """``row``: the new registry row, when its primary key is known."""
+    certificate = Certificate(tenant_id, None, dry_run, "create")
+    tenant = TenantInfo(tenant_id, raw=row)
+    # The cache gets a new generation and this process's memory stores are
+    # emptied when the id is created again (they are transient: they expire,
+    # and every process has its own): only what lasts is here. The store
+    # most likely to fail goes first; a failure is raised, not noted.
+    with tenant_context(None, must_exist=False):  # whatever the creating code had bound
+        _clear_stores(certificate, tenant, (_clear_redis, _clear_files), strict=True)
+        _delete_rows(
+            certificate,
+            tenant,
+            include_registry=False,
+            purpose="counting" if dry_run else "removing the leftovers of",
+        )
+    certificate.lines = [line for line in certificate.lines if line.count]
     return certificate
 
 
@@ -280,12 +303,14 @@ def _conditions(entry: OwnedModel, tenant: TenantInfo) -> Q | None:
             target = owned.related_model
             row = tenant.raw
             if row is not None and isinstance(row, target):
+                # The row's key (an explicit primary key of a new registry row:
+                # rows a straggler left pointing at it, db_constraint=False).
                 condition = Q(**{owned.attname: getattr(row, owned.target_field.attname)})
-            elif target is registry:
+            elif target is registry and owned.target_field.name != id_field:
                 # No registry row (leftovers): the rows can only point at a row
                 # that carries the id (or at none, with db_constraint=False).
                 condition = Q(**{f"{owned.name}__{id_field}": tenant.id})
-            else:  # a foreign key to another table keyed by tenant ids
+            else:  # the column holds tenant ids (to_field=<the id field>, or another table's)
                 condition = _column(owned.target_field, owned.attname, tenant.id)
         else:
             condition = _column(owned, owned.attname, tenant.id)
@@ -313,7 +338,13 @@ def _owned_rows(entry: OwnedModel, tenant: TenantInfo) -> Any:
     return entry.model._base_manager.db_manager(alias).filter(condition)
 
 
-def _delete_rows(certificate: Certificate, tenant: TenantInfo, *, include_registry: bool) -> None:
+def _delete_rows(
+    certificate: Certificate,
+    tenant: TenantInfo,
+    *,
+    include_registry: bool,
+    purpose: str = "deleting",
+) -> None:
     """Every owned row of ``tenant``: deleted (or counted) with the tenant
     bound and an audited bypass; one transaction per database."""
     from .db import rls_bypass
@@ -326,7 +357,7 @@ def _delete_rows(certificate: Certificate, tenant: TenantInfo, *, include_regist
     with ExitStack() as stack:
         stack.enter_context(tenant_context(tenant, must_exist=False))
         stack.enter_context(
-            rls_bypass(reason=f"tenantry.lifecycle: deleting every row of tenant {tenant.id!r}")
+            rls_bypass(reason=f"tenantry.lifecycle: {purpose} every row of tenant {tenant.id!r}")
         )
         for alias in aliases:
             stack.enter_context(transaction.atomic(using=alias))
@@ -469,11 +500,16 @@ def _verify_gone(entries: list[OwnedModel], tenant: TenantInfo) -> None:
             )
 
 
-def _clear_stores(certificate: Certificate, tenant: TenantInfo) -> None:
+def _clear_stores(
+    certificate: Certificate, tenant: TenantInfo, steps: Any = None, *, strict: bool = False
+) -> None:
     """Files, cache and the per-tenant stores (after the rows). A
     store that fails does not stop the others: it is named in
-    ``certificate.failures``."""
-    for step in (_clear_files, _clear_cache, _clear_memory, _clear_redis):
+    ``certificate.failures`` (``strict``: its error is raised)."""
+    for step in steps or (_clear_files, _clear_cache, _clear_memory, _clear_redis):
+        if strict:
+            step(certificate, tenant)
+            continue
         try:
             step(certificate, tenant)
         except Exception as exc:
@@ -485,10 +521,14 @@ def _clear_files(certificate: Certificate, tenant: TenantInfo) -> None:
     from .storage import tenant_storages
 
     with tenant_context(tenant, must_exist=False):
-        for storage in tenant_storages():
+        storages = tenant_storages()
+        for storage in storages:
             where = getattr(storage, "location", None) or type(storage).__name__
             count = storage.delete_tenant_files(dry_run=certificate.dry_run)
-            certificate.add("files", f"tenants/{tenant.id}/ in {where}", count)
+            if count:
+                certificate.add("files", f"tenants/{tenant.id}/ in {where}", count)
+        if not certificate.count("files"):
+            certificate.add("files", f"tenants/{tenant.id}/ in {len(storages)} tenant storages", 0)
 
 
 def _clear_cache(certificate: Certificate, tenant: TenantInfo) -> None:
@@ -561,7 +601,9 @@ conf._reset_hooks.append(_registry_key.clear)
 
 def _on_registry_delete(sender: Any, instance: Any, using: Any = None, **kwargs: Any) -> None:
     """The registry row deleted by the admin, the ORM or a cascade: delete
-    the tenant's rows (same transaction), then its files, cache and keys."""
+    the tenant's rows (same transaction), then its files, cache and keys. A
+    store that failed is reported by the ``Collector.delete()`` that sent
+    this signal, once the rows are deleted (:func:`_collector_delete`)."""
     found = _registry_of(sender)
     if found is None:
         return
@@ -581,37 +623,204 @@ def _on_registry_delete(sender: Any, instance: Any, using: Any = None, **kwargs:
         _clear_stores(certificate, tenant)
     finally:
         _finished(certificate)
+    if certificate.failures:
+        unfinished = _unfinished.get()
+        if unfinished is None:  # the signal sent by other code than a Collector
+            raise _incomplete([certificate])
+        unfinished.append(certificate)
 
 
-def _on_registry_created(
-    sender: Any,
-    instance: Any,
-    created: bool = False,
-    raw: bool = False,
-    using: Any = None,
-    **kwargs: Any,
-) -> None:
-    """A new registry row starts with a fresh cache generation: entries
-    written under its id while it had no row (a request of a deleted tenant
-    still running, a registry row removed by SQL) are never read by the new
-    tenant."""
-    if not created or raw:
-        return
-    found = _registry_of(sender)
-    if found is None:
-        return
-    _fresh_cache(str(getattr(instance, found[1])))
+#: Certificates with failures of the registry rows the running
+#: ``Collector.delete()`` deleted (``None`` outside one).
+_unfinished: ContextVar[list[Certificate] | None] = ContextVar("tenantry_unfinished", default=None)
 
 
-def _fresh_cache(tenant_id: str) -> None:
+def _incomplete(certificates: list[Certificate]) -> DeletionIncomplete:
+    failed = "; ".join(f"tenant {c.tenant_id!r}: " + "; ".join(c.failures) for c in certificates)
+    ids = " ".join(c.tenant_id for c in certificates)
+    return DeletionIncomplete(
+        f"{failed} (the rows were deleted; once the store is back run manage.py tenantry "
+        f"delete --leftovers {ids}, one id at a time)"
+        if len(certificates) > 1
+        else f"{failed} (the rows were deleted; once the store is back run manage.py "
+        f"tenantry delete {ids} --leftovers)",
+        certificates[0],
+        certificates,
+    )
+
+
+_plain_collector_delete = Collector.delete
+
+
+def _collector_delete(self: Collector) -> Any:
+    """``Collector.delete()`` — every ORM deletion: ``Model.delete()``,
+    ``QuerySet.delete()``, their async forms, cascades, the admin — raises
+    ``DeletionIncomplete`` once its transaction is over when a store failed
+    while a registry row was deleted: never a silent success."""
+    token = _unfinished.set([])
+    try:
+        result = _plain_collector_delete(self)
+        unfinished = _unfinished.get()
+    finally:
+        _unfinished.reset(token)
+    if unfinished:
+        raise _incomplete(unfinished)
+    return result
+
+
+# -- a registry row created by any route -------------------------------------------------
+
+
+#: Inside ``Model.save_base(raw=True)`` (``loaddata``): fixtures are trusted.
+_loading_fixture: ContextVar[bool] = ContextVar("tenantry_loading_fixture", default=False)
+
+
+@contextmanager
+def loading_fixture() -> Iterator[None]:
+    """A ``save_base(raw=True)`` (``loaddata``) is running (``tenantry.wall``):
+    a registry row it inserts keeps the fixture's incarnation, and its id is
+    not checked for leftovers (a restore loads the tenant's rows too)."""
+    token = _loading_fixture.set(True)
+    try:
+        yield
+    finally:
+        _loading_fixture.reset(token)
+
+
+def _new_tenant_id(obj: Any, field: Any) -> str | None:
+    """The id a new registry row is inserted with (``None`` when it is not a
+    valid tenant id: nothing can hold data under it). An expression (the
+    database would compute the id) is refused: the id must be known."""
+    value = obj.__dict__.get(field.attname)
+    if hasattr(value, "resolve_expression"):
+        raise RegistryRowProtected(
+            f"{type(obj)._meta.label}.{field.name} of a new tenant is an expression "
+            f"({value!r}): give the id as a plain value, so it can be checked for data "
+            "a deleted tenant left under it"
+        )
+    if value is None:
+        return None
+    value = str(value)
+    return value if _core.is_valid_tenant_id(value) else None
+
+
+def remove_leftovers(tenant_id: str, row: Any = None) -> Certificate | None:
+    """Before a new registry row under ``tenant_id``: remove what the id
+    still holds — rows, files, Redis keys a request of a deleted tenant
+    wrote after the deletion, or a deletion that failed half-way left, and
+    rows pointing at the new ``row``'s primary key when the code chose it — so
+    the new tenant inherits none of it. Returns the certificate (also
+    audited as ``tenant.leftovers_removed``), or None when the id held
+    nothing (the usual case: one dry run). A store that cannot be checked or
+    cleared raises its error (``BackendUnavailable``: 503 in a view) and the
+    row is not created."""
+    if not _leftovers(tenant_id, dry_run=True, row=row).lines:
+        return None
+    removed = _leftovers(tenant_id, dry_run=False, row=row)
+    audit.emit(
+        "tenant.leftovers_removed",
+        tenant=tenant_id,
+        level=logging.WARNING,
+        route="create",
+        certificate=removed.as_dict()["removed"],
+    )
+    return removed
+
+
+def on_insert(query: Any, compiler: Any) -> Callable[[], None] | None:
+    """Before any INSERT into the registry table (``tenantry.wall`` hooks
+    Django's SQL insert compiler, so ``save()``, ``create()``,
+    ``get_or_create()``, ``update_or_create()``, ``bulk_create()`` with or
+    without conflicts, their async forms, the admin and a bare ``_insert()``
+    all come here): what each new id still holds is removed and the id starts
+    afresh (:func:`remove_leftovers`, :func:`_fresh_start`), and each new row
+    gets a new incarnation, whatever the code passed. Returns what runs once
+    the INSERT went through (the registry forgets its answer for the ids)."""
+    found = _registry_of(query.model)
+    if found is None or not query.objs or _loading_fixture.get():
+        return None
+    model, id_field = found
+    if model._meta.apps is not apps:
+        return None  # a migration's historical model: the operator's own data step
+    field = model._meta.get_field(id_field)
+    if field not in query.fields:
+        raise RegistryRowProtected(
+            f"an INSERT into {model._meta.label} without {field.name}: the database would "
+            "choose the id of a new tenant; give it, so it can be checked for data a deleted "
+            "tenant left under it"
+        )
+    wanted = [(obj, _new_tenant_id(obj, field)) for obj in query.objs]
+    # An id that has a row is not created by this INSERT: it fails on the
+    # unique id, or is the conflict an upsert updates or ignores.
+    named = {tenant_id for _, tenant_id in wanted if tenant_id is not None}
+    taken = set()
+    if named:
+        taken = {
+            str(value)
+            for value in model._base_manager.using(compiler.using)
+            .filter(**{f"{field.name}__in": sorted(named)})
+            .values_list(field.name, flat=True)
+        }
+    new = sorted(named - taken)
+    for tenant_id in new:
+        remove_leftovers(tenant_id, _explicit_key(model, wanted, tenant_id, compiler.using))
+        _fresh_start(tenant_id)
+    try:
+        stamp = model._meta.get_field(INCARNATION_FIELD)
+    except FieldDoesNotExist:
+        stamp = None
+    if stamp is not None:
+        if stamp not in query.fields:  # ``_insert(fields=[...])`` without it
+            query.fields = [*query.fields, stamp]
+        for obj, tenant_id in wanted:
+            if tenant_id not in taken:
+                setattr(obj, stamp.attname, new_incarnation())
+    if not new:
+        return None
+
+    def created() -> None:
+        from .registry import invalidate_tenant
+
+        for tenant_id in new:
+            invalidate_tenant(tenant_id)
+
+    return created
+
+
+def _explicit_key(
+    model: Any, wanted: list[tuple[Any, str | None]], tenant_id: str, using: str
+) -> Any:
+    """The new row of ``tenant_id`` when the code gave its primary key and no
+    row has it: rows that point at that key (left by a straggler,
+    ``db_constraint=False``) are leftovers too. None when the database
+    chooses the key (a fresh one), or when a live tenant's row has it (the
+    INSERT fails on it, or an upsert updates that row: its rows are its own)."""
+    pk_name = model._meta.pk.attname
+    for obj, wanted_id in wanted:
+        key = obj.__dict__.get(pk_name)
+        if wanted_id == tenant_id and key is not None:
+            if model._base_manager.using(using).filter(pk=key).exists():
+                return None
+            return obj
+    return None
+
+
+def _fresh_start(tenant_id: str) -> None:
+    """A new registry row starts with nothing written under its id while it
+    had none (a request of a deleted tenant still running): a new cache
+    generation, this process's memory stores emptied (other processes' empty
+    on their own: see docs/registry.md). Before the INSERT: a cache that
+    cannot take the new generation refuses the creation."""
     from . import cache
 
-    try:
-        cache.generation_cache()
-    except LookupError:
-        return
     with tenant_context(None, must_exist=False):  # whatever the creating code had bound
-        cache.clear_tenant(tenant_id)
+        try:
+            cache.generation_cache()
+        except LookupError:
+            pass  # no cache keeps entries per tenant
+        else:
+            cache.clear_tenant(tenant_id)
+    _core.purge_tenant_memory(tenant_id, False)
 
 
 def _guarded_fields(model: type[models.Model], id_field: str) -> set[str]:
@@ -654,9 +863,8 @@ def _on_registry_save(
     update_fields: Any = None,
     **kwargs: Any,
 ) -> None:
-    """A saved registry row keeps its id and incarnation; a new one gets a
-    new incarnation, whatever the code passed (a copy of an old row, the
-    admin's "save as new")."""
+    """A saved registry row keeps its id and incarnation. (A new one gets a
+    new incarnation from :func:`on_insert`, whatever the code passed.)"""
     if raw:  # loaddata: fixtures are trusted
         return
     found = _registry_of(sender)
@@ -666,13 +874,11 @@ def _on_registry_save(
     guarded = _guarded_fields(model, id_field)
     if update_fields is not None and not guarded & set(update_fields):
         return
+    if instance.pk is None:
+        return  # this save creates the row
     names = [n for n in (id_field, INCARNATION_FIELD) if n in {f.name for f in model._meta.fields}]
-    stored = None
-    if instance.pk is not None:
-        stored = model._base_manager.using(using).filter(pk=instance.pk).values_list(*names).first()
+    stored = model._base_manager.using(using).filter(pk=instance.pk).values_list(*names).first()
     if stored is None:  # this save creates the row
-        if INCARNATION_FIELD in names:
-            setattr(instance, INCARNATION_FIELD, new_incarnation())
         return
     changed = [
         name
@@ -730,16 +936,19 @@ _bulk_create.alters_data = True  # type: ignore[attr-defined]
 
 
 def install() -> None:
-    """Connect the registry guards (``AppConfig.ready``)."""
+    """Connect the registry guards (``AppConfig.ready``; the insert hook is
+    called by ``tenantry.wall``'s SQL insert compiler)."""
     pre_delete.connect(_on_registry_delete, dispatch_uid="tenantry.lifecycle.pre_delete")
     pre_save.connect(_on_registry_save, dispatch_uid="tenantry.lifecycle.pre_save")
-    post_save.connect(_on_registry_created, dispatch_uid="tenantry.lifecycle.post_save")
     # Wrap what is there now (another guard may have wrapped Django's first):
     # the chain stays whole whatever the order of installation.
-    global _plain_update, _plain_bulk_create
+    global _plain_update, _plain_bulk_create, _plain_collector_delete
     if models.QuerySet.update is not _update:
         _plain_update = models.QuerySet.update
         models.QuerySet.update = _update  # type: ignore[method-assign]
     if models.QuerySet.bulk_create is not _bulk_create:
         _plain_bulk_create = models.QuerySet.bulk_create
         models.QuerySet.bulk_create = _bulk_create  # type: ignore[method-assign]
+    if Collector.delete is not _collector_delete:
+        _plain_collector_delete = Collector.delete
+        Collector.delete = _collector_delete  # type: ignore[method-assign]

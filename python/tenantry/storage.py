@@ -25,8 +25,11 @@ so does any path whose real location, symlinks resolved, is outside the folder.
 first): ``class TenantS3Storage(TenantStorageMixin, S3Storage): ...``.
 
 Deleting a tenant (``tenantry.lifecycle``) removes its folder from every
-storage :func:`tenant_storages` finds: the ``STORAGES`` entries and the
-storages of every model ``FileField`` that mix this class in.
+storage :func:`tenant_storages` finds: every instance of a class that mixes
+this one in that the process built — ``STORAGES`` entries, ``FileField``
+storages, and storages built in code (``logos = TenantFileSystemStorage()``)
+— after loading the URLconf, so storages built when views are imported
+exist in a command or a worker too.
 """
 
 from __future__ import annotations
@@ -34,18 +37,20 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 import unicodedata
+import weakref
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
 from django.core.exceptions import SuspiciousFileOperation
-from django.core.files.storage import FileSystemStorage
+from django.core.files.storage import FileSystemStorage, InMemoryStorage
 
 from ._core import TenantInfo, TenantNotSetError
 from .context import get_current_tenant
 
-__all__ = ["TenantFileSystemStorage", "TenantStorageMixin", "tenant_storages"]
+__all__ = ["TenantFileSystemStorage", "TenantStorageMixin", "forget_storages", "tenant_storages"]
 
 #: The storage instance whose public method is running: the calls it makes to
 #: its own methods (``save`` → ``get_available_name`` → ``exists``) already
@@ -99,6 +104,16 @@ class TenantStorageMixin:
             super().__init__(*args, **kwargs)
         finally:
             _inside.reset(token)
+        _built(self, args, kwargs)
+
+    def tenant_files_key(self) -> Any:
+        """Where this storage keeps its files: two storages with the same
+        key hold the same files, and a tenant's deletion visits one of them.
+        By default the class and the arguments it was built with; the file
+        system's is its real location; an in-memory storage's is itself."""
+        if isinstance(self, InMemoryStorage):
+            return id(self)
+        return (type(self), self._tenantry_arguments)
 
     def bound_tenant(self) -> TenantInfo:
         """The bound tenant; ``TenantNotSetError`` when none."""
@@ -205,6 +220,9 @@ class TenantFileSystemStorage(TenantStorageMixin, FileSystemStorage):
     a path whose real location (symlinks resolved) leaves the tenant's folder
     is refused."""
 
+    def tenant_files_key(self) -> Any:
+        return ("file system", os.path.realpath(self.location))
+
     def delete_tenant_files(self, *, dry_run: bool = False) -> int:
         """The folder goes whole (empty folders and files the storage API
         would not list included); returns how many files it held."""
@@ -229,23 +247,64 @@ class TenantFileSystemStorage(TenantStorageMixin, FileSystemStorage):
         return full
 
 
-def _storage_key(storage: Any) -> Any:
-    location = getattr(storage, "location", None)
-    if isinstance(location, str):
-        return (type(storage), os.path.realpath(location))
-    return id(storage)
+# -- every tenant storage of the process (tenantry.lifecycle) ---------------------
+
+_lock = threading.Lock()
+#: Every tenant storage instance alive, and one instance per class and
+#: arguments ever built, kept: a storage a view builds per request and drops
+#: still names a folder on disk (bounded by the distinct arguments).
+_alive: weakref.WeakSet[Any] = weakref.WeakSet()
+_kept: dict[Any, Any] = {}
+
+
+def _built(storage: Any, args: Any, kwargs: Any) -> None:
+    try:
+        arguments: Any = (repr(args), repr(sorted(kwargs.items())))
+    except Exception:  # arguments without a repr: the instance stands for itself
+        arguments = id(storage)
+    storage._tenantry_arguments = arguments
+    with _lock:
+        try:
+            _alive.add(storage)
+        except TypeError:  # unhashable (an __eq__ without __hash__): kept instead
+            _kept[type(storage), id(storage)] = storage
+        if not isinstance(arguments, int) and not isinstance(storage, InMemoryStorage):
+            _kept.setdefault((type(storage), arguments), storage)
+
+
+def forget_storages() -> None:
+    """Forget the tenant storages this process built and dropped (the test
+    kit, between tests: a test's storages point at its own folders). Those
+    still referenced, the ``STORAGES`` entries and ``FileField`` storages
+    stay known."""
+    with _lock:
+        _kept.clear()
+
+
+def _import_views() -> None:
+    """Load the URLconf (and so the views' modules): a storage a views
+    module builds when imported exists in this process too (a management
+    command, a Celery worker), before the storages are listed."""
+    from django.conf import settings
+    from django.urls import get_resolver
+
+    if getattr(settings, "ROOT_URLCONF", None):
+        get_resolver().url_patterns  # noqa: B018 (imports the URLconf)
 
 
 def tenant_storages() -> list[TenantStorageMixin]:
-    """Every storage that keeps files per tenant: the ``STORAGES`` entries
+    """Every storage that keeps files per tenant, one per place
+    (:meth:`TenantStorageMixin.tenant_files_key`): the ``STORAGES`` entries
     and the ``storage`` of every ``FileField`` of an installed model whose
-    class mixes in :class:`TenantStorageMixin` (one per location)."""
+    class mixes in :class:`TenantStorageMixin`, and every other instance of
+    such a class this process built (after loading the URLconf)."""
     from django.apps import apps
     from django.core.files.storage import storages
     from django.db.models import FileField
     from django.utils.module_loading import import_string
 
-    found: dict[Any, TenantStorageMixin] = {}
+    _import_views()
+    candidates: list[Any] = []
     for alias, options in storages.backends.items():
         # Only the tenant storages are built: another may need settings this
         # process lacks (staticfiles' STATIC_URL).
@@ -255,11 +314,15 @@ def tenant_storages() -> list[TenantStorageMixin]:
         except ImportError:
             continue  # Django reports it where the storage is used
         if isinstance(cls, type) and issubclass(cls, TenantStorageMixin):
-            storage = storages[alias]
-            found.setdefault(_storage_key(storage), storage)
+            candidates.append(storages[alias])
     for model in apps.get_models():
         for field in model._meta.get_fields():
             storage = getattr(field, "storage", None) if isinstance(field, FileField) else None
             if isinstance(storage, TenantStorageMixin):
-                found.setdefault(_storage_key(storage), storage)
+                candidates.append(storage)
+    with _lock:
+        candidates += list(_alive) + list(_kept.values())
+    found: dict[Any, TenantStorageMixin] = {}
+    for storage in candidates:
+        found.setdefault(storage.tenant_files_key(), storage)
     return list(found.values())

@@ -40,6 +40,7 @@ from . import _core, conf
 from ._core import TenantInfo
 from .addressing import ANY, probe
 from .context import tenant_context
+from .storage import forget_storages
 
 __all__ = [
     "LiveView",
@@ -54,12 +55,14 @@ DEFAULT_TENANT = "acme"
 
 def reset_tenantry() -> None:
     """Forget what tenantry keeps in this process: the registry cache, memory
-    presence, memory state, and the tenant cache (its generations, and the
-    entries of local-memory caches keyed by ``tenantry.cache.make_key``)."""
+    presence, memory state, the tenant cache (its generations, and the
+    entries of local-memory caches keyed by ``tenantry.cache.make_key``), and
+    the tenant storages a test built and dropped (``tenantry.storage``)."""
     _core.invalidate_tenant(None)
     _core.TenantAwareMemoryBackend.clear_all()
     _core.TenantStateMemoryBackend.clear_all()
     _reset_tenant_cache()
+    forget_storages()
 
 
 #: ``<prefix>:<version>:shared:<key>``, what ``tenantry.cache.shared()`` writes.

@@ -7,9 +7,12 @@ Installed once by ``TenantryConfig.ready``:
   related managers, many-to-many links, the delete collector, runs through
   one of them. Before the SQL is built, :mod:`tenantry.isolation` holds an
   UPDATE or DELETE to the enforced tenant's rows and checks what an INSERT
-  or UPDATE writes (:func:`~tenantry.isolation.on_insert` and siblings);
+  or UPDATE writes (:func:`~tenantry.isolation.on_insert` and siblings), and
+  :func:`tenantry.lifecycle.on_insert` sees every new registry row (an id
+  that still holds data cleared first, a new incarnation, then a fresh start);
 * ``Model._save_table``, to tell those hooks which instance a ``save()`` is
-  writing (so a reference unchanged since the row was read is not looked up);
+  writing (so a reference unchanged since the row was read is not looked up),
+  and when it is ``loaddata``'s (``raw``: fixtures are trusted);
 * ``Options.base_manager``: the base manager of a scoped model keeps to the
   tenant enforced when its query runs (``refresh_from_db()``, related
   descriptors, generic foreign keys, prefetches, the delete collector,
@@ -41,7 +44,7 @@ from django.db.models.sql.query import Query
 from django.forms.models import BaseModelFormSet, ModelChoiceField
 from django.utils.functional import cached_property
 
-from . import isolation, joins
+from . import isolation, joins, lifecycle
 from .managers import tenant_base_manager
 
 __all__ = ["install"]
@@ -55,7 +58,11 @@ def _install_compilers() -> None:
 
     def insert_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         isolation.on_insert(self.query, self)
-        return insert(self, *args, **kwargs)
+        started = lifecycle.on_insert(self.query, self)
+        result = insert(self, *args, **kwargs)
+        if started is not None:
+            started()
+        return result
 
     def update_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         isolation.on_update(self.query, self)
@@ -97,7 +104,11 @@ def _install_save_table() -> None:
     save_table = Model._save_table
 
     def _save_table(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raw = args[0] if args else kwargs.get("raw", False)
         with isolation.saving(self):
+            if raw:
+                with lifecycle.loading_fixture():
+                    return save_table(self, *args, **kwargs)
             return save_table(self, *args, **kwargs)
 
     Model._save_table = _save_table

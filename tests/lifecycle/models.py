@@ -1,7 +1,11 @@
+from django.conf import settings
 from django.db import models
+from django.utils.functional import cached_property
 
 from tenantry import TenantManager
 from tenantry.models import AbstractTenant
+from tenantry.storage import TenantFileSystemStorage
+from tests.app.models import Tenant
 
 
 class Account(AbstractTenant):
@@ -123,6 +127,69 @@ class Alias(models.Model):
 
     domain = models.CharField(max_length=253, unique=True)
     owner = models.CharField(max_length=128)
+
+    class Meta:
+        app_label = "lifecycle"
+
+
+# -- files of a tenant in a storage of its own (tests/test_lifecycle_routes.py) --
+
+
+class AttachmentStorage(TenantFileSystemStorage):
+    """A tenant storage outside ``MEDIA_ROOT``'s folder: ``<MEDIA_ROOT>-attachments``
+    (read when used, so a test's ``MEDIA_ROOT`` decides)."""
+
+    @cached_property
+    def base_location(self) -> str:
+        return self._value_or_setting(self._location, f"{settings.MEDIA_ROOT}-attachments")
+
+
+def attachment_storage() -> AttachmentStorage:
+    return ATTACHMENTS
+
+
+ATTACHMENTS = AttachmentStorage()
+
+
+class Attachment(models.Model):
+    """A ``FileField`` whose storage is in no ``STORAGES`` entry."""
+
+    tenant_id = models.CharField(max_length=128, db_index=True)
+    file = models.FileField(upload_to="attachments/", storage=attachment_storage)
+
+    objects = TenantManager(tenant_field="tenant_id")
+
+    class Meta:
+        app_label = "lifecycle"
+
+
+class Customer(Tenant):
+    """A proxy of the registry model (an app's own admin or sign-up code):
+    its INSERT is the registry's (tests/test_lifecycle_routes.py)."""
+
+    class Meta:
+        proxy = True
+        app_label = "lifecycle"
+
+
+class Receipt(models.Model):
+    """A foreign key to the registry's id field, without a constraint: the
+    column holds the id itself (a row can outlive its registry row)."""
+
+    tenant = models.ForeignKey(
+        "app.Tenant", to_field="slug", db_constraint=False, on_delete=models.DO_NOTHING
+    )
+    total = models.IntegerField(default=0)
+
+    class Meta:
+        app_label = "lifecycle"
+
+
+class Voucher(models.Model):
+    """A foreign key to the registry's primary key, without a constraint."""
+
+    tenant = models.ForeignKey("app.Tenant", db_constraint=False, on_delete=models.DO_NOTHING)
+    code = models.CharField(max_length=20)
 
     class Meta:
         app_label = "lifecycle"

@@ -27,6 +27,7 @@ from django.test import RequestFactory
 
 from ... import audit, conf, lifecycle, resolve_tenant
 from ..._core import (
+    BackendUnavailable,
     ChainedResolver,
     InvalidTenantId,
     TenantInfo,
@@ -167,14 +168,6 @@ class Command(BaseCommand):
                 f"no configured resolver can ever produce the tenant id {tenant_id!r}: {why}. "
                 "Pick an id the resolvers can produce (e.g. lowercase letters, digits and '-')."
             )
-        left = lifecycle.leftovers(tenant_id) if is_valid_tenant_id(tenant_id) else None
-        if left is not None and left.lines:
-            raise CommandError(
-                f"the id {tenant_id!r} still holds data of a deleted tenant "
-                f"({'; '.join(f'{line.count} {line.what}' for line in left.lines)}): a new "
-                f"tenant must not inherit it. Run manage.py tenantry delete {tenant_id} "
-                "--leftovers first."
-            )
         values = {id_field: tenant_id}
         name_field = source.get("TENANT_MODEL_NAME_FIELD", "name")
         if name_field:
@@ -194,7 +187,20 @@ class Command(BaseCommand):
             raise CommandError(
                 "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
             ) from exc
-        row.save()
+        try:
+            left = lifecycle.leftovers(tenant_id) if is_valid_tenant_id(tenant_id) else None
+            row.save()  # removes them first (tenantry.lifecycle.on_insert)
+        except BackendUnavailable as exc:
+            raise CommandError(
+                f"tenant {tenant_id!r} was not created: what its id may still hold cannot "
+                f"be checked ({exc}); try again once the store is back"
+            ) from exc
+        if left is not None and left.lines:
+            self.stdout.write(
+                f"removed what the id {tenant_id!r} still held (a deleted tenant's data, "
+                "never the new tenant's):"
+            )
+            self.stdout.write(str(left).replace("would delete", "deleted"))
         self.stdout.write(f"created tenant {options['tenant_id']!r}")
 
     def _row(self, model, id_field, tenant_id):

@@ -1,0 +1,7 @@
+"""The URLconf of tests/lifecycle/views.py (tests/test_lifecycle_routes.py)."""
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [path("logo/", views.logo_file)]
