@@ -348,3 +348,21 @@ def test_a_killed_servers_connections_leave_within_the_timeout(tmp_path, redis_s
         assert started[0].returncode == -9
         time.sleep(timeout + 0.5)
         assert users() & present == set()
+
+
+def test_a_view_with_no_tenant_refuses_to_track_and_leaves_no_trace(store):
+    """docs/presence.md: the mixin keeps rooms per tenant only. With no
+    tenant bound (an optional-tenant page on the main domain) it refuses
+    loudly, naming the view, instead of tracking in the space of callers
+    without a tenant or failing on an internal id."""
+    from tenantry import TenantNotSetError
+    from tenantry.presence import get_presence_router
+
+    view = views.LiveRoomView()
+    view._websocket_session_id = "tab-1"  # as djust's consumer sets it on mount
+    with pytest.raises(TenantNotSetError, match="LiveRoomView.*room:lobby"):
+        view.track_presence(meta={"name": "nobody"})
+    with pytest.raises(TenantNotSetError, match="LiveRoomView"):
+        view.subscribe_presence()
+    assert view._presence_ref is None and view.presences == []
+    assert get_presence_router().list(ROOM) == []

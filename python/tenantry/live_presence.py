@@ -40,7 +40,9 @@ from asgiref.sync import async_to_sync
 from djust.decorators import event_handler
 from djust.presence import PresenceMixin
 
+from ._core import TenantNotSetError
 from .channels import presence_group
+from .context import get_current_tenant
 from .presence import apply_diff, by_user, get_presence_router, get_tenant_presence_backend
 
 __all__ = ["TenantPresenceMixin"]
@@ -80,7 +82,18 @@ class TenantPresenceMixin(PresenceMixin):
     def _presence_target(self) -> tuple[str, str, str]:
         """(tenant id, room, group) of this view's presence key: the key's
         tenant as the router decides it (``tenant:<id>:`` prefix and/or the
-        bound tenant; ``TenantNotSetError`` / ``TenantMismatchError``)."""
+        bound tenant; ``TenantNotSetError`` / ``TenantMismatchError``).
+
+        With no tenant bound the router would put a plain key in the space
+        of callers without a tenant (docs/presence.md); this mixin keeps
+        rooms per tenant only, so it refuses instead, naming the view."""
+        if get_current_tenant() is None:
+            raise TenantNotSetError(
+                f"{type(self).__name__} tracks presence per tenant and has no tenant bound "
+                f"(presence key {self.get_presence_key()!r}): mount it where a tenant resolves "
+                "(TenantMixin with tenant_required=True), or use djust's PresenceMixin for a "
+                "room of visitors without a tenant"
+            )
         tenant_id, room = get_presence_router().resolve(self.get_presence_key())
         return tenant_id, room, presence_group(room, tenant_id)
 
