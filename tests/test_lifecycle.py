@@ -724,3 +724,48 @@ def test_a_store_that_is_down_makes_the_deletion_incomplete_not_silent(settings,
         assert not Membership.objects.filter(tenant_id="acme").exists()
     settings.DJUST_CONFIG = {**BASE, **with_rls(settings)}  # Redis "back"
     assert not lifecycle.delete_tenant("acme", leftovers=True).failures
+
+
+def test_a_tenant_bound_may_change_only_its_own_registry_row(stores):
+    """docs/registry.md: the sibling of deleting another tenant's row. Every
+    write route reaches the UPDATE compiler, so each is refused with
+    another tenant's row in reach, and the rows are unchanged."""
+
+    def routes():
+        globex = Tenant.objects.get(slug="globex")
+        yield "filter().update()", lambda: Tenant.objects.filter(slug="globex").update(
+            name="taken"
+        )
+        yield "update() of all", lambda: Tenant.objects.update(name="taken")
+        yield "save()", lambda: Tenant(**{**_fields(globex), "name": "taken"}).save()
+        yield "save(update_fields)", lambda: _renamed(globex).save(update_fields=["name"])
+        yield "bulk_update()", lambda: Tenant.objects.bulk_update([_renamed(globex)], ["name"])
+        yield "update_or_create()", lambda: Tenant.objects.update_or_create(
+            slug="globex", defaults={"name": "taken"}
+        )
+        yield "aupdate()", lambda: async_to_sync(
+            Tenant.objects.filter(slug="globex").aupdate
+        )(name="taken")
+
+    for tenant in TENANTS:
+        plant(tenant, protected=False)
+    names_before = dict(Tenant.objects.values_list("slug", "name"))
+    with tenant_context("acme"):
+        for route, write in routes():
+            with pytest.raises(TenantMismatchError), transaction.atomic():
+                write()
+            assert dict(Tenant.objects.values_list("slug", "name")) == names_before, route
+        # Its own row is its own: a settings page renaming the account.
+        Tenant.objects.filter(slug="acme").update(name="Acme 2")
+    assert Tenant.objects.get(slug="acme").name == "Acme 2"
+    assert Tenant.objects.get(slug="globex").name == names_before["globex"]
+
+
+def _fields(tenant):
+    return {f.attname: getattr(tenant, f.attname) for f in Tenant._meta.concrete_fields}
+
+
+def _renamed(tenant):
+    copy = Tenant(**_fields(tenant))
+    copy.name = "taken"
+    return copy

@@ -63,6 +63,7 @@ from django.db import models, router, transaction
 from django.db.models import Q
 from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 from django.db.models.signals import pre_delete, pre_save
+from django.db.models.sql.query import Query
 
 from . import _core, audit, conf
 from ._core import TenantInfo, TenantMismatchError, TenantNotFound, validate_tenant_id
@@ -267,9 +268,11 @@ def _leftovers(tenant_id: str, *, dry_run: bool, row: Any = None) -> Certificate
     return certificate
 
 
-def _refuse_another_tenant(tenant_id: str) -> None:
+def _refuse_another_tenant(
+    tenant_id: str, action: str = "delete", what: str = "tenantry.lifecycle.delete_tenant"
+) -> None:
     try:
-        _core.refuse_other_tenant(tenant_id, "tenantry.lifecycle.delete_tenant")
+        _core.refuse_other_tenant(tenant_id, what)
     except TenantMismatchError:
         audit.emit(
             "isolation.refused",
@@ -278,9 +281,30 @@ def _refuse_another_tenant(tenant_id: str) -> None:
             model="tenant",
             field="id",
             value=tenant_id,
-            action="delete",
+            action=action,
         )
         raise
+
+
+def on_update(query: Any, compiler: Any) -> None:
+    """Before any UPDATE of the registry table (``tenantry.wall`` hooks
+    Django's SQL update compiler: ``save()``, ``update()``,
+    ``bulk_update()``, ``update_or_create()``, upserts, the admin, their
+    async forms): with a tenant bound, only that tenant's own row may change,
+    as only it may be deleted. The rows the UPDATE would reach are read
+    first (one query; registry writes are rare), and one of another tenant
+    refuses the whole statement, loudly (``TenantMismatchError``)."""
+    found = _registry_of(query.model)
+    if found is None or get_current_tenant() is None:
+        return
+    model, id_field = found
+    if model._meta.apps is not apps:
+        return  # a migration's historical model
+    reached = models.QuerySet(model, query=query.chain(klass=Query)).using(compiler.using)
+    for tenant_id in reached.values_list(id_field, flat=True).distinct()[:2]:
+        _refuse_another_tenant(
+            str(tenant_id), action="update", what=f"an update of {model._meta.label}"
+        )
 
 
 @contextmanager
@@ -820,7 +844,8 @@ def _fresh_start(tenant_id: str) -> None:
             pass  # no cache keeps entries per tenant
         else:
             cache.clear_tenant(tenant_id)
-    _core.purge_tenant_memory(tenant_id, False)
+        # Unbound too: the core refuses a bound tenant naming another.
+        _core.purge_tenant_memory(tenant_id, False)
 
 
 def _guarded_fields(model: type[models.Model], id_field: str) -> set[str]:

@@ -9,7 +9,9 @@ Installed once by ``TenantryConfig.ready``:
   UPDATE or DELETE to the enforced tenant's rows and checks what an INSERT
   or UPDATE writes (:func:`~tenantry.isolation.on_insert` and siblings), and
   :func:`tenantry.lifecycle.on_insert` sees every new registry row (an id
-  that still holds data cleared first, a new incarnation, then a fresh start);
+  that still holds data cleared first, a new incarnation, then a fresh start)
+  and :func:`tenantry.lifecycle.on_update` every changed one (with a tenant
+  bound, its own row only);
 * ``Model._save_table``, to tell those hooks which instance a ``save()`` is
   writing (so a reference unchanged since the row was read is not looked up),
   and when it is ``loaddata``'s (``raw``: fixtures are trusted);
@@ -66,6 +68,7 @@ def _install_compilers() -> None:
 
     def update_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         isolation.on_update(self.query, self)
+        lifecycle.on_update(self.query, self)
         return update(self, *args, **kwargs)
 
     def delete_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
