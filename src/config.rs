@@ -227,7 +227,13 @@ pub struct Settings {
     /// Seconds an open live view's admission holds before its next event
     /// or server turn admits its tenant again (0: every turn).
     pub readmit_interval: f64,
+    /// djust's `SESSION_TTL`: seconds a saved view is kept (0 or less: no
+    /// expiry). Tenantry's djust state backend applies it to its entries.
+    pub session_ttl: i64,
 }
+
+/// djust's default `SESSION_TTL`.
+pub const DEFAULT_SESSION_TTL: i64 = 3600;
 
 /// Every key this parser reads. Append only: the system check ids
 /// (`tenantry.E001`…) are positions in this list.
@@ -284,6 +290,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "PRESENCE_TENANT_MAX_CONNECTIONS",
     "PRESENCE_MAX_META_BYTES",
     "TENANT_READMIT_INTERVAL",
+    // djust's own key, read here so Python reads no key itself.
+    "SESSION_TTL",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -551,6 +559,26 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// djust's `SESSION_TTL`: whole seconds (a float is truncated, as djust
+    /// does); 0 or less keeps saved views without expiry.
+    fn session_ttl(&mut self) -> i64 {
+        const KEY: &str = "SESSION_TTL";
+        const BOUND: f64 = 1e15;
+        match self.get(KEY) {
+            None | Some(Value::None) => DEFAULT_SESSION_TTL,
+            Some(Value::Int(i)) if i.unsigned_abs() <= BOUND as u128 => *i as i64,
+            Some(Value::Float(x)) if x.is_finite() && x.abs() <= BOUND => x.trunc() as i64,
+            Some(v) => {
+                self.fail_value(
+                    KEY,
+                    "a number of seconds (0 or less: saved views never expire)",
+                    v,
+                );
+                DEFAULT_SESSION_TTL
+            }
+        }
+    }
+
     fn backend(&mut self, key: &str, url_key: &str) -> BackendSettings {
         let name = self.string(key, "tenant_memory");
         let (kind, install_into_djust) = match name.as_str() {
@@ -656,6 +684,19 @@ pub fn unknown_keys(map: &BTreeMap<String, Value>) -> Vec<String> {
 /// own keys live in the same dict), except unknown `TENANT_*` keys, which are
 /// listed in [`Settings::unknown_keys`].
 pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>> {
+    let (settings, errors) = parse_lenient(map);
+    if errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(errors)
+    }
+}
+
+/// [`parse`], but every bad value is replaced by its default and the
+/// settings come back with the errors: the system checks look at the keys
+/// that are fine even when another key is not (a bad value elsewhere must
+/// not hide a typo'd model field).
+pub fn parse_lenient(map: &BTreeMap<String, Value>) -> (Settings, Vec<ConfigError>) {
     let mut p = Parser {
         map,
         errors: Vec::new(),
@@ -847,12 +888,11 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
     let rate_limits = p.rate_limits();
     let readmit_interval = p.seconds("TENANT_READMIT_INTERVAL", 5.0, MAX_READMIT_INTERVAL, true);
 
+    let session_ttl = p.session_ttl();
+
     let unknown_keys = unknown_keys(map);
 
-    if !p.errors.is_empty() {
-        return Err(p.errors);
-    }
-    Ok(Settings {
+    let settings = Settings {
         resolver,
         subdomain: SubdomainRules {
             main_domain,
@@ -894,7 +934,9 @@ pub fn parse(map: &BTreeMap<String, Value>) -> Result<Settings, Vec<ConfigError>
         unknown_keys,
         rate_limits,
         readmit_interval,
-    })
+        session_ttl,
+    };
+    (settings, p.errors)
 }
 
 impl Settings {
@@ -1461,5 +1503,46 @@ mod tests {
             Value::List(vec![s("health")])
         )]))
         .is_err());
+    }
+
+    #[test]
+    fn session_ttl_is_djusts_number_of_seconds() {
+        assert_eq!(Settings::defaults().session_ttl, DEFAULT_SESSION_TTL);
+        let ttl = |v: Value| parse(&map(&[("SESSION_TTL", v)])).map(|s| s.session_ttl);
+        assert_eq!(ttl(Value::Int(60)), Ok(60));
+        assert_eq!(ttl(Value::Int(0)), Ok(0));
+        assert_eq!(ttl(Value::Int(-1)), Ok(-1));
+        assert_eq!(ttl(Value::Float(90.9)), Ok(90));
+        assert_eq!(ttl(Value::None), Ok(DEFAULT_SESSION_TTL));
+        for bad in [s("3600"), Value::Bool(true), Value::Float(f64::NAN)] {
+            let errors = errors(&[("SESSION_TTL", bad)]);
+            assert_eq!(errors[0].key, "SESSION_TTL");
+            assert!(
+                errors[0].to_string().contains("number of seconds"),
+                "{errors:?}"
+            );
+        }
+        assert!(KNOWN_KEYS.contains(&"SESSION_TTL"));
+        assert!(unknown_keys(&map(&[("SESSION_TTL", Value::Int(1))])).is_empty());
+    }
+
+    #[test]
+    fn lenient_parse_keeps_good_keys_beside_bad_ones() {
+        let (settings, errors) = parse_lenient(&map(&[
+            ("TENANT_STRICT", s("nope")),
+            ("TENANT_MODEL", s("tenants.Tenant")),
+            ("TENANT_MODEL_NAME_FIELD", Value::Int(3)),
+            ("TENANT_MODEL_SETTINGS_FIELD", Value::None),
+        ]));
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["TENANT_STRICT", "TENANT_MODEL_NAME_FIELD"]);
+        assert_eq!(settings.registry.model.as_deref(), Some("tenants.Tenant"));
+        assert_eq!(settings.registry.name_field.as_deref(), Some("name"));
+        assert_eq!(settings.registry.settings_field, None);
+        assert_eq!(settings.strict, Strictness::Raise);
+        assert_eq!(
+            parse(&BTreeMap::new()),
+            Ok(parse_lenient(&BTreeMap::new()).0)
+        );
     }
 }

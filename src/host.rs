@@ -16,6 +16,14 @@
 
 use std::borrow::Cow;
 
+/// A custom domain as tenantry stores and compares it (domain rows, the
+/// management command, the platform-domain conflict check): surrounding
+/// whitespace removed, lowercased, trailing dots removed — the host as
+/// Django's `get_host()` hands it to the resolvers (no port, no final dot).
+pub fn normalize_custom_domain(raw: &str) -> String {
+    raw.trim().to_lowercase().trim_end_matches('.').to_owned()
+}
+
 /// A compiled `ALLOWED_HOSTS` list.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AllowedHosts {
@@ -260,5 +268,17 @@ mod tests {
         );
         // "." loses its trailing dot and is then empty: invalid, as in Django.
         assert_eq!(validated_domain(".", &allowed), Err(HostError::Invalid));
+    }
+
+    #[test]
+    fn custom_domains_are_normalized_once() {
+        assert_eq!(
+            normalize_custom_domain("  Shop.ACME-Corp.com.. "),
+            "shop.acme-corp.com"
+        );
+        assert_eq!(normalize_custom_domain("shop.acme.com"), "shop.acme.com");
+        // Only the outside is trimmed: an inner space stays (and fails validation).
+        assert_eq!(normalize_custom_domain("shop .com."), "shop .com");
+        assert_eq!(normalize_custom_domain("."), "");
     }
 }

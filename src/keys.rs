@@ -166,13 +166,39 @@ pub fn format_key(prefix: &KeyPrefix, tenant: &TenantId, kind: Kind, name: &str)
     key
 }
 
+/// Opens the Redis Cluster hash tag of a tenant's keys: `{tenant:<id>}`.
+pub const TENANT_HASH_TAG_OPEN: &str = "{tenant:";
+/// Closes it. Tenant ids cannot hold `}`, so the tag ends at the first one.
+pub const TENANT_HASH_TAG_CLOSE: &str = "}";
+
+/// `{tenant:<id>}`: the hash tag every store key of one tenant carries
+/// (presence, state, rate limits, and Django cache keys made by
+/// `tenantry.cache.make_key`), so one tenant's keys share a cluster slot
+/// and a tenant's keys can be found by the tag.
+pub fn tenant_hash_tag(tenant: &str) -> String {
+    let mut tag = String::with_capacity(tenant.len() + 9);
+    tag.push_str(TENANT_HASH_TAG_OPEN);
+    tag.push_str(tenant);
+    tag.push_str(TENANT_HASH_TAG_CLOSE);
+    tag
+}
+
+/// True when `key` carries a tenant hash tag as one of its `:`-separated
+/// parts (`...:{tenant:<id>}...`): a key made for one tenant.
+pub fn has_tenant_hash_tag(key: &str) -> bool {
+    key.match_indices(TENANT_HASH_TAG_OPEN)
+        .any(|(at, _)| key[..at].ends_with(':'))
+}
+
 /// `<prefix>:{tenant:<id>}:` — every key of one tenant starts with this.
 pub fn tenant_tag_prefix(prefix: &KeyPrefix, tenant: &TenantId) -> String {
     let mut key = String::with_capacity(prefix.as_str().len() + tenant.as_str().len() + 12);
     key.push_str(prefix.as_str());
-    key.push_str(":{tenant:");
+    key.push(':');
+    key.push_str(TENANT_HASH_TAG_OPEN);
     key.push_str(tenant.as_str());
-    key.push_str("}:");
+    key.push_str(TENANT_HASH_TAG_CLOSE);
+    key.push(':');
     key
 }
 
@@ -182,9 +208,9 @@ pub fn tenant_tag_prefix(prefix: &KeyPrefix, tenant: &TenantId) -> String {
 /// one hash tag, so every key it matches lives in one Redis Cluster slot.
 pub fn tenant_key_pattern(prefix: &KeyPrefix, tenant: &TenantId) -> String {
     let mut pattern = glob_escaped(prefix);
-    pattern.push_str(":{tenant:");
-    pattern.push_str(tenant.as_str());
-    pattern.push_str("}:*");
+    pattern.push(':');
+    pattern.push_str(&tenant_hash_tag(tenant.as_str()));
+    pattern.push_str(":*");
     pattern
 }
 
@@ -203,6 +229,22 @@ pub fn glob_escaped(prefix: &KeyPrefix) -> String {
 /// The scope djust's `TenantMixin` puts in front of a key it owns
 /// (`get_presence_key()`, `get_state_key_prefix()`): `tenant:<id>:<rest>`.
 pub const TENANT_SCOPE: &str = "tenant:";
+
+/// `tenant:<id>:`: the scope in front of a key djust's `TenantMixin` owns.
+pub fn tenant_scope(tenant: &str) -> String {
+    let mut scope = String::with_capacity(TENANT_SCOPE.len() + tenant.len() + 1);
+    scope.push_str(TENANT_SCOPE);
+    scope.push_str(tenant);
+    scope.push(':');
+    scope
+}
+
+/// `(id, rest)` of a `tenant:<id>:<rest>` key (`id` holds no `:`; either may
+/// be empty), or `None` for a key without the scope or with no `:` after
+/// the id. Only the exact lowercase `tenant:` at offset 0 is a scope.
+pub fn split_tenant_scope(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix(TENANT_SCOPE)?.split_once(':')
+}
 
 /// Where a caller's key without the [`TENANT_SCOPE`] goes when a tenant is
 /// bound (with none bound it always goes to [`TenantId::shared`]).
@@ -289,7 +331,7 @@ pub fn route_caller_key<'k>(
     bound: Option<&TenantId>,
     unscoped: Unscoped,
 ) -> Result<(TenantId, &'k str), CallerKeyError> {
-    let Some(scoped) = key.strip_prefix(TENANT_SCOPE) else {
+    if !key.starts_with(TENANT_SCOPE) {
         return Ok(match (bound, unscoped) {
             (Some(tenant), Unscoped::Bound) => (tenant.clone(), key),
             _ => (TenantId::shared(), key),
@@ -300,7 +342,7 @@ pub fn route_caller_key<'k>(
             key: key.to_owned(),
         });
     };
-    let Some((id, rest)) = scoped.split_once(':') else {
+    let Some((id, rest)) = split_tenant_scope(key) else {
         return Err(CallerKeyError::Malformed {
             key: key.to_owned(),
         });
@@ -335,10 +377,12 @@ pub struct KeyParts<'a> {
 pub fn parse_key(key: &str) -> Option<KeyParts<'_>> {
     let brace = key.find('{')?;
     let prefix = key.get(..brace)?.strip_suffix(':')?;
-    let rest = key.get(brace..)?.strip_prefix("{tenant:")?;
-    let close = rest.find('}')?;
+    let rest = key.get(brace..)?.strip_prefix(TENANT_HASH_TAG_OPEN)?;
+    let close = rest.find(TENANT_HASH_TAG_CLOSE)?;
     let tenant = &rest[..close];
-    let rest = rest[close..].strip_prefix("}:")?;
+    let rest = rest[close..]
+        .strip_prefix(TENANT_HASH_TAG_CLOSE)?
+        .strip_prefix(':')?;
     let colon = rest.find(':')?;
     let kind = Kind::from_str(&rest[..colon])?;
     let name = &rest[colon + 1..];
@@ -597,5 +641,37 @@ mod tests {
                 prop_assert!(!glob_matches(&pattern, &key), "{} matched {}", pattern, key);
             }
         }
+    }
+
+    #[test]
+    fn tenant_scope_is_built_and_split_by_one_rule() {
+        assert_eq!(tenant_scope("acme"), "tenant:acme:");
+        let key = format!("{}board:1", tenant_scope("acme"));
+        assert_eq!(split_tenant_scope(&key), Some(("acme", "board:1")));
+        assert_eq!(split_tenant_scope("tenant:acme"), None);
+        assert_eq!(split_tenant_scope("TENANT:acme:x"), None);
+        assert_eq!(split_tenant_scope(" tenant:acme:x"), None);
+        assert_eq!(split_tenant_scope("tenant::x"), Some(("", "x")));
+        // The router uses the same split.
+        let bound = id("acme");
+        assert_eq!(
+            route_caller_key(&key, Some(&bound), Unscoped::Bound).unwrap(),
+            (bound.clone(), "board:1")
+        );
+    }
+
+    #[test]
+    fn tenant_hash_tag_is_built_and_found_by_one_rule() {
+        assert_eq!(tenant_hash_tag("acme"), "{tenant:acme}");
+        let prefix = KeyPrefix::new("djust").unwrap();
+        let head = tenant_tag_prefix(&prefix, &id("acme"));
+        assert_eq!(head, format!("djust:{}:", tenant_hash_tag("acme")));
+        assert!(has_tenant_hash_tag(&head));
+        assert!(has_tenant_hash_tag("cache:1:{tenant:acme}:42:k"));
+        assert!(!has_tenant_hash_tag("{tenant:acme}:k"));
+        assert!(!has_tenant_hash_tag("cache:1:shared:k"));
+        let key = format_key(&prefix, &id("acme"), Kind::State, "x");
+        let parts = parse_key(&key).unwrap();
+        assert_eq!(parts.tenant, "acme");
     }
 }

@@ -107,11 +107,29 @@ class CurrentConfig:
     state_tenant_max_bytes: int
     resolution_needs_sync: bool
     uses_session: bool
-    source: dict[str, Any]
     tenant_model: tuple[str, str] | None
     registry_models: list[str]
     registry_cache_sizes: tuple[int, int]
     readmit_interval: float
+    main_domain: str | None
+    subdomain_depth: int
+    subdomain_exclude: list[str]
+    path_position: int
+    path_exclude: list[str]
+    header: str
+    header_meta_key: str
+    jwt_claim: str
+    user_attribute: str | None
+    tenant_model_label: str | None
+    tenant_id_field: str
+    tenant_name_field: str | None
+    tenant_settings_field: str | None
+    domain_model: str | None
+    domain_field: str
+    domain_tenant_field: str
+    cache_ttl: float
+    cache_size: int
+    session_ttl: int
     def is_exempt(self, path: str) -> bool: ...
     def limits_scope(self, scope: str) -> bool: ...
 
@@ -122,6 +140,21 @@ def check_config(
 ) -> tuple[list[tuple[str, str]], list[str]]: ...
 def current_config() -> CurrentConfig: ...
 def invalidate_tenant(tenant_id: str | None = None) -> None: ...
+def registry_fields(
+    djust_config: dict[str, Any],
+) -> list[tuple[str, str, list[tuple[str, str | None]]]]: ...
+def tenant_keys(djust_config: dict[str, Any]) -> list[str]: ...
+
+# Rules written once in the core (docs/architecture.md#configuration-and-rules).
+TENANT_SCOPE: Final[str]
+PLAN_KEYS: Final[tuple[str, str]]
+
+def tenant_scope(tenant_id: str) -> str: ...
+def split_tenant_scope(key: str) -> tuple[str, str] | None: ...
+def tenant_hash_tag(tenant_id: str) -> str: ...
+def has_tenant_hash_tag(key: str) -> bool: ...
+def normalize_domain(domain: str) -> str: ...
+def header_meta_key(name: str) -> str: ...
 
 PresenceRecord = dict[str, Any]
 """``{"id": str, "tenant_id": str, "joined_at": float, "meta": Any,

@@ -15,7 +15,7 @@ from typing import Any
 from django.core.exceptions import DisallowedHost
 from django.test import RequestFactory
 
-from . import conf
+from . import _core, conf
 from ._core import ChainedResolver, get_tenant_resolver
 
 __all__ = ["ANY", "Probe", "probe"]
@@ -42,10 +42,10 @@ def probe(tenant_id: str, path: str = "/") -> Iterator[Probe]:
     ``tenant_id`` (aimed at ``path``) and what the step made of it."""
     resolver = get_tenant_resolver()
     steps = resolver.resolvers if isinstance(resolver, ChainedResolver) else [resolver]
-    source = conf.current().source
+    config = conf.current()
     for step in steps:
         name = type(step).__name__
-        carried = _carrying(name, tenant_id, path, source)
+        carried = _carrying(name, tenant_id, path, config)
         if carried is None:
             yield Probe(name, f"the {name}", found=ANY)
             continue
@@ -59,21 +59,20 @@ def probe(tenant_id: str, path: str = "/") -> Iterator[Probe]:
 
 
 def _carrying(
-    step: str, tenant_id: str, path: str, source: dict
+    step: str, tenant_id: str, path: str, config: _core.CurrentConfig
 ) -> tuple[str, str, dict[str, str]] | None:
     if step == "SubdomainResolver":
-        host = f"{tenant_id}.{source.get('TENANT_MAIN_DOMAIN') or 'example.com'}"
+        host = f"{tenant_id}.{config.main_domain or 'example.com'}"
         return f"the host {host!r}", path, {"HTTP_HOST": host}
     if step == "PathResolver":
         segments = [s for s in path.split("/") if s]
-        position = int(source.get("TENANT_PATH_POSITION", 1))
+        position = config.path_position
         while len(segments) < position - 1:
             segments.append("x")
         segments.insert(position - 1, tenant_id)
         carried = "/" + "/".join(segments) + "/"
         return f"the path {carried!r}", carried, {}
     if step == "HeaderResolver":
-        header = str(source.get("TENANT_HEADER", "X-Tenant-ID"))
-        meta = header if header.startswith("HTTP_") else "HTTP_" + header.upper().replace("-", "_")
-        return f"the header {header}: {tenant_id}", path, {meta: tenant_id}
+        header = config.header
+        return f"the header {header}: {tenant_id}", path, {config.header_meta_key: tenant_id}
     return None

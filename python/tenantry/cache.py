@@ -60,7 +60,12 @@ from django.core.cache import CacheHandler, caches
 from django.core.signals import setting_changed
 
 from . import audit
-from ._core import TenantNotSetError, refuse_other_tenant
+from ._core import (
+    TenantNotSetError,
+    has_tenant_hash_tag,
+    refuse_other_tenant,
+    tenant_hash_tag,
+)
 from .context import _current
 
 __all__ = [
@@ -130,9 +135,21 @@ def _make_key(key: Any, key_prefix: str, version: Any) -> str:
             "a TenantMixin view or tenant_context(...), or tenantry.cache.shared() for an "
             "entry every tenant shares"
         )
-    head = f"{key_prefix}:{version}:{{tenant:{tenant.id}}}:{_generation(tenant.id)}:"
+    head = f"{key_prefix}:{version}:{tenant_hash_tag(tenant.id)}:{_generation(tenant.id)}:"
     _head = (tenant, key_prefix, version, head)
     return f"{head}{key}"
+
+
+#: The namespace of keys every tenant shares (inside :func:`shared`).
+_SHARED = "shared"
+#: ``<prefix>:<version>:shared:<key>``, what :func:`shared` makes.
+_SHARED_ENTRY = re.compile(rf":[0-9]+:{_SHARED}:")
+
+
+def made_by_make_key(key: str) -> bool:
+    """True for a full cache key :func:`make_key` made: a tenant's (it
+    carries the tenant hash tag, ``{tenant:<id>}``) or a shared one."""
+    return has_tenant_hash_tag(key) or _SHARED_ENTRY.search(key) is not None
 
 
 @contextmanager
@@ -141,7 +158,7 @@ def shared() -> Iterator[None]:
     no tenant bound): ``with shared(): cache.get("exchange-rates")``.
 
     Never cache a tenant's data inside it."""
-    token = _namespace.set("shared")
+    token = _namespace.set(_SHARED)
     try:
         yield
     finally:
@@ -163,7 +180,7 @@ def generation_cache() -> Any:
 
 @contextmanager
 def _generation_key(tenant_id: str) -> Iterator[str]:
-    token = _namespace.set(f"{{tenant:{tenant_id}}}")
+    token = _namespace.set(tenant_hash_tag(tenant_id))
     try:
         yield "generation"
     finally:
@@ -229,7 +246,7 @@ def _tenant_entry(backend: Any, tenant_id: str) -> re.Pattern[str]:
     {tenant:<id>}:...`` (a tenant's own key part can hold that text too, so
     the prefix and the version are matched exactly)."""
     return re.compile(
-        rf"{re.escape(backend.key_prefix)}:[0-9]+:\{{tenant:{re.escape(tenant_id)}\}}:"
+        rf"{re.escape(backend.key_prefix)}:[0-9]+:{re.escape(tenant_hash_tag(tenant_id))}:"
     )
 
 
@@ -270,7 +287,7 @@ def purge_tenant(tenant_id: Any, *, dry_run: bool = False) -> int:
             if where in seen:
                 continue
             seen.add(where)
-            pattern = f"*{{tenant:{tenant_id}}}:*"  # ids hold no glob character
+            pattern = f"*{tenant_hash_tag(tenant_id)}:*"  # ids hold no glob character
             keys = [
                 k
                 for k in client.scan_iter(match=pattern, count=1000)
@@ -288,7 +305,7 @@ def purge_tenant(tenant_id: Any, *, dry_run: bool = False) -> int:
 def _clears_whole_cache() -> bool:
     """``clear()`` empties the whole cache with no tenant bound, or inside
     ``shared()``; with a tenant bound it clears that tenant only."""
-    return _get_tenant() is None or _get_namespace() == "shared"
+    return _get_tenant() is None or _get_namespace() == _SHARED
 
 
 def _guard_clear(backend: Any) -> Any:

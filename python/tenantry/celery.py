@@ -283,15 +283,15 @@ def active_tenant_ids() -> Iterator[str]:
 
     from .registry import active_field
 
-    source = conf.current().source
-    label = source.get("TENANT_MODEL")
+    config = conf.current()
+    label = config.tenant_model_label
     if not label:
         raise ImproperlyConfigured(
             "for_each_tenant() needs DJUST_CONFIG['TENANT_MODEL'] (the tenant rows to fan "
             "out to); a TENANT_VALIDATOR cannot list tenants"
         )
     model = apps.get_model(label)
-    id_field = source.get("TENANT_MODEL_ID_FIELD", "slug")
+    id_field = config.tenant_id_field
     rows = model._base_manager.all()
     flag = active_field(model)
     if flag is not None:

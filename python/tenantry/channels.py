@@ -349,10 +349,6 @@ def scoped_view_group_name(view_path: str) -> str:
     return tenant_group(original, tenant)
 
 
-#: djust's presence keys of a tenant view: ``tenant:<id>:<key>``.
-_PRESENCE_KEY = re.compile(r"tenant:([^:]+):(.+)", re.DOTALL)
-
-
 def presence_group(room: str, tenant: TenantInfo | str | int) -> str:
     """The channels group of presence room ``room`` of ``tenant``: where
     djust's presence events and tenantry's presence diffs of that room go."""
@@ -367,7 +363,9 @@ def scoped_presence_group_name(presence_key: str) -> str:
     then joins no presence group), so a socket without a tenant never
     follows a tenant's room."""
     original = _djust_originals["presence_group_name"](presence_key)
-    if _PRESENCE_KEY.fullmatch(presence_key) is None:
+    # djust's presence keys of a tenant view: ``tenant:<id>:<key>``, both parts set.
+    scoped = _core.split_tenant_scope(presence_key)
+    if scoped is None or not all(scoped):
         return original
     tenant_id, room = get_presence_router().resolve(presence_key)
     return presence_group(room, tenant_id)

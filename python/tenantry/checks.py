@@ -181,12 +181,12 @@ def check_unconfigured_middleware(app_configs=None, **kwargs) -> list[checks.Che
     if getattr(settings, "DJUST_TENANTS", None):
         return []  # configured for djust.tenants: reported by check_legacy_settings
     try:
-        source = conf.get_djust_config()
+        if conf.tenant_keys():
+            return []
+        configured = conf.is_set()
     except ImproperlyConfigured:
         return []  # reported by check_config
-    if any(isinstance(key, str) and key.startswith("TENANT_") for key in source):
-        return []
-    state = "has no TENANT_* key" if source else "is empty or missing"
+    state = "has no TENANT_* key" if configured else "is empty or missing"
     return [
         checks.Warning(
             f"{_MIDDLEWARE} is installed but settings.DJUST_CONFIG {state}: every "
@@ -211,48 +211,16 @@ def check_registry_models(app_configs=None, **kwargs) -> list[checks.CheckMessag
     configured fields."""
     from django.apps import apps
 
-    # Read the raw dict, not the compiled config: a bad value elsewhere (reported
+    # A lenient parse, not the compiled config: a bad value elsewhere (reported
     # by check_config) must not hide a typo here.
     try:
-        source = conf.get_djust_config()
+        wanted = conf.registry_fields()
         reported = {key for key, _message in conf.check()[0]}  # by check_config
     except ImproperlyConfigured:
         return []  # reported by check_config
-    wanted = []
-    model = source.get("TENANT_MODEL")
-    if model:
-        wanted.append(
-            (
-                "TENANT_MODEL",
-                model,
-                [
-                    ("TENANT_MODEL_ID_FIELD", source.get("TENANT_MODEL_ID_FIELD", "slug")),
-                    ("TENANT_MODEL_NAME_FIELD", source.get("TENANT_MODEL_NAME_FIELD", "name")),
-                    (
-                        "TENANT_MODEL_SETTINGS_FIELD",
-                        source.get("TENANT_MODEL_SETTINGS_FIELD", "settings"),
-                    ),
-                ],
-            )
-        )
-    domain_model = source.get("TENANT_DOMAIN_MODEL")
-    if domain_model:
-        wanted.append(
-            (
-                "TENANT_DOMAIN_MODEL",
-                domain_model,
-                [
-                    ("TENANT_DOMAIN_FIELD", source.get("TENANT_DOMAIN_FIELD", "domain")),
-                    (
-                        "TENANT_DOMAIN_TENANT_FIELD",
-                        source.get("TENANT_DOMAIN_TENANT_FIELD", "tenant_id"),
-                    ),
-                ],
-            )
-        )
     messages = []
     for key, label, fields in wanted:
-        if key in reported or not isinstance(label, str):
+        if key in reported:
             continue
         try:
             model_class = apps.get_model(label)

@@ -24,7 +24,16 @@ from django.core.signals import setting_changed
 
 from . import _core
 
-__all__ = ["check", "current", "get_djust_config", "load", "reload"]
+__all__ = [
+    "check",
+    "current",
+    "get_djust_config",
+    "is_set",
+    "load",
+    "registry_fields",
+    "reload",
+    "tenant_keys",
+]
 
 #: Callbacks run after the config is dropped (backend caches register here).
 _reset_hooks: list = []
@@ -59,7 +68,9 @@ request_config: RequestConfig | None = None
 
 
 def get_djust_config() -> dict:
-    """``settings.DJUST_CONFIG`` (an empty dict when unset)."""
+    """``settings.DJUST_CONFIG`` (an empty dict when unset), to hand to the
+    Rust core: the one place Python touches the dict. Every other module
+    reads the parsed fields of :func:`current` (docs/architecture.md)."""
     raw = getattr(django_conf.settings, "DJUST_CONFIG", None)
     if raw is None:
         return {}
@@ -142,6 +153,23 @@ def check() -> tuple[list[tuple[str, str]], list[str]]:
     from .resolvers import RESOLVER_REGISTRY
 
     return _core.check_config(get_djust_config(), RESOLVER_REGISTRY)
+
+
+def registry_fields() -> list[tuple[str, str, list[tuple[str, str | None]]]]:
+    """``TENANT_MODEL`` / ``TENANT_DOMAIN_MODEL`` and their field settings,
+    parsed leniently (a bad value elsewhere does not hide them; see
+    ``tenantry._core.registry_fields``), for the model system checks."""
+    return _core.registry_fields(get_djust_config())
+
+
+def is_set() -> bool:
+    """True when ``DJUST_CONFIG`` holds any key at all (tenantry's or djust's)."""
+    return bool(get_djust_config())
+
+
+def tenant_keys() -> list[str]:
+    """The ``TENANT_*`` keys set in ``DJUST_CONFIG`` (known or not)."""
+    return _core.tenant_keys(get_djust_config())
 
 
 def _on_setting_changed(*, setting: str, **kwargs: object) -> None:

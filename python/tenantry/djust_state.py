@@ -33,17 +33,10 @@ __all__ = ["TenantDjustStateBackend"]
 
 logger = logging.getLogger("tenantry.state")
 
-#: djust's default ``SESSION_TTL``.
-DEFAULT_SESSION_TTL = 3600
-
 
 def _session_ttl() -> int:
-    value = conf.get_djust_config().get("SESSION_TTL", DEFAULT_SESSION_TTL)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        logger.warning("SESSION_TTL %r is not a number; using %s s", value, DEFAULT_SESSION_TTL)
-        return DEFAULT_SESSION_TTL
+    """djust's ``SESSION_TTL``, parsed (and defaulted) with the rest of the config."""
+    return conf.current().session_ttl
 
 
 class TenantDjustStateBackend(StateBackend):

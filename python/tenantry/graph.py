@@ -401,11 +401,10 @@ def tenant_fields(model: type[models.Model]) -> tuple[tuple[Any, str], ...]:
     scope = scope_of(model)
     if scope is not None:
         found.append((scope.field, "manager"))
-    source = conf.current().source
-    domain_label = source.get("TENANT_DOMAIN_MODEL")
-    if domain_label and label == str(domain_label).lower():
-        name = source.get("TENANT_DOMAIN_TENANT_FIELD", "tenant_id")
-        found.append((field(name, "TENANT_DOMAIN_TENANT_FIELD"), "domain"))
+    config = conf.current()
+    domain_label = config.domain_model
+    if domain_label and label == domain_label.lower():
+        found.append((field(config.domain_tenant_field, "TENANT_DOMAIN_TENANT_FIELD"), "domain"))
     if not found:
         inherited = _inherited_owner(model)
         if inherited is not None:

@@ -29,7 +29,7 @@ from django.db.models import Model
 from django.http import Http404
 
 from . import audit, conf
-from ._core import TenantInfo, TenantNotSetError, resolve_tenant
+from ._core import TenantInfo, TenantNotSetError, resolve_tenant, tenant_scope
 from .access import (
     _NO_DICT,
     NOT_FOUND,
@@ -61,7 +61,7 @@ def _presence_key(view: Any, base: str) -> str:
     tenant = getattr(view, "_tenant", None)
     if tenant is None:
         return base
-    prefix = f"tenant:{tenant.id}:"
+    prefix = tenant_scope(tenant.id)
     return base if base.startswith(prefix) else prefix + base
 
 
@@ -444,8 +444,9 @@ class TenantMixin:
         if tenant is None:
             return ""
         # djust.tenants percent-encodes the id; a validated id has nothing to
-        # encode (A-Z a-z 0-9 . _ -), so it is used as is.
-        return f"tenant:{tenant.id}"
+        # encode (A-Z a-z 0-9 . _ -), so it is used as is. djust adds the
+        # final ':' itself.
+        return tenant_scope(tenant.id)[:-1]
 
 
 #: The default ``resolve_tenant`` (see ``_resolve``).

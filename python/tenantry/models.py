@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from ._core import is_valid_tenant_id
+from ._core import is_valid_tenant_id, normalize_domain
 
 
 def new_incarnation() -> str:
@@ -60,13 +60,13 @@ class AbstractTenantDomain(models.Model):
         super().clean()
         from .registry import validate_custom_domain
 
-        self.domain = self.domain.strip().lower().rstrip(".")
+        self.domain = normalize_domain(self.domain)
         validate_custom_domain(self.domain, self.tenant_id)
 
     def save(self, *args, **kwargs):
         # Lookups use the host as Django validates it: lowercase, no port,
         # no trailing dot. (tenantry.registry refuses platform hosts on save.)
-        self.domain = self.domain.strip().lower().rstrip(".")
+        self.domain = normalize_domain(self.domain)
         super().save(*args, **kwargs)
 
     def __str__(self) -> str:

@@ -90,7 +90,7 @@ class TenantAwareBackendMixin:
         return self._tenant_id
 
     def _tenant_key(self, key: str) -> str:
-        return f"tenant:{self._tenant_id}:{key}"
+        return _core.tenant_scope(self._tenant_id) + key
 
 
 def _make_backend(

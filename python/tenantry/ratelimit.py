@@ -46,7 +46,7 @@ from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse
 
 from . import conf, usage
-from ._core import BackendUnavailable, Decision, TenantInfo, TenantRateLimiter
+from ._core import PLAN_KEYS, BackendUnavailable, Decision, TenantInfo, TenantRateLimiter
 from ._tenant_backend import ProcessRouter
 from .access import refuse
 from .context import _current
@@ -73,6 +73,9 @@ UNAVAILABLE_RETRY_AFTER = 5
 #: The scope of live mounts; a tenant with no ``mounts`` limit (in the
 #: config or its plan) has its mounts counted against ``http``.
 MOUNTS = "mounts"
+
+#: The keys of a tenant's settings that make its plan (the Rust core's).
+_PLAN_RATE_LIMITS, _PLAN_QUOTAS = PLAN_KEYS
 
 
 def get_rate_limiter() -> TenantRateLimiter:
@@ -133,7 +136,7 @@ def _unlimited(scope: str, tenant: Any) -> bool:
     if scope in (conf.request_config or conf.request_settings()).limited_scopes:
         return False
     plan = getattr(tenant, "settings", None)
-    return not plan or ("rate_limits" not in plan and "quotas" not in plan)
+    return not plan or (_PLAN_RATE_LIMITS not in plan and _PLAN_QUOTAS not in plan)
 
 
 def _http_decision(request: HttpRequest) -> Decision | HttpResponse | None:

@@ -150,17 +150,17 @@ def validate_custom_domain(domain: str, tenant_id: Any) -> None:
 
 def _domain_row_values(instance: Any) -> tuple[str, Any] | None:
     """``(domain, tenant id)`` of a row of ``TENANT_DOMAIN_MODEL``, else None."""
-    source = conf.current().source
-    label = source.get("TENANT_DOMAIN_MODEL")
-    if not label or instance._meta.label_lower != str(label).lower():
+    config = conf.current()
+    label = config.domain_model
+    if not label or instance._meta.label_lower != label.lower():
         return None
-    domain = getattr(instance, source.get("TENANT_DOMAIN_FIELD", "domain"))
-    field = instance._meta.get_field(source.get("TENANT_DOMAIN_TENANT_FIELD", "tenant_id"))
+    domain = getattr(instance, config.domain_field)
+    field = instance._meta.get_field(config.domain_tenant_field)
     value = getattr(instance, field.attname)
     if field.is_relation and value is not None:
         target = getattr(instance, field.name)
-        value = getattr(target, source.get("TENANT_MODEL_ID_FIELD", "slug"), value)
-    return str(domain).strip().lower().rstrip("."), value
+        value = getattr(target, config.tenant_id_field, value)
+    return _core.normalize_domain(str(domain)), value
 
 
 def _on_domain_save(sender: Any, instance: Any, **kwargs: Any) -> None:

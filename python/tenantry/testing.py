@@ -30,7 +30,6 @@ memory presence and memory state.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
@@ -65,10 +64,6 @@ def reset_tenantry() -> None:
     forget_storages()
 
 
-#: ``<prefix>:<version>:shared:<key>``, what ``tenantry.cache.shared()`` writes.
-_SHARED_KEY = re.compile(r":[0-9]+:shared:")
-
-
 def _reset_tenant_cache() -> None:
     """Local-memory caches keep their entries in a process-wide store that
     outlives a test (and its ``settings.CACHES``): drop the entries tenantry's
@@ -84,7 +79,7 @@ def _reset_tenant_cache() -> None:
         if lock is None:
             continue
         with lock:
-            for key in [k for k in store if ":{tenant:" in k or _SHARED_KEY.search(k)]:
+            for key in [k for k in store if tenant_cache.made_by_make_key(k)]:
                 store.pop(key, None)
                 locmem._expire_info.get(name, {}).pop(key, None)
 
@@ -101,12 +96,11 @@ def create_tenant(
     from django.apps import apps
 
     label, id_field = config.tenant_model
-    source = config.source
     values = dict(fields)
-    name_field = source.get("TENANT_MODEL_NAME_FIELD", "name")
+    name_field = config.tenant_name_field
     if name_field:
         values[name_field] = tenant_id if name is None else name
-    settings_field = source.get("TENANT_MODEL_SETTINGS_FIELD", "settings")
+    settings_field = config.tenant_settings_field
     if settings_field and settings is not None:
         values[settings_field] = settings
     apps.get_model(label)._base_manager.update_or_create(**{id_field: tenant_id}, defaults=values)

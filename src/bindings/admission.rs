@@ -76,6 +76,6 @@ pub fn custom_domain_conflict(
     tenant_id: &str,
 ) -> PyResult<Option<String>> {
     let c = current(py)?;
-    let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let domain = crate::host::normalize_custom_domain(domain);
     Ok(core_conflict(&domain, tenant_id, &c.settings.subdomain).map(|e| e.to_string()))
 }

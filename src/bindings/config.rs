@@ -755,11 +755,163 @@ impl CurrentConfig {
     fn uses_session(&self) -> bool {
         self.inner.resolver.uses_session()
     }
+    /// `TENANT_MAIN_DOMAIN`, normalised (lowercase, no outer dots), or None.
     #[getter]
-    fn source(&self, py: Python<'_>) -> Py<PyDict> {
-        self.inner.source.clone_ref(py)
+    fn main_domain(&self) -> Option<&str> {
+        self.inner.settings.subdomain.main_domain.as_deref()
+    }
+    /// `TENANT_SUBDOMAIN_DEPTH`.
+    #[getter]
+    fn subdomain_depth(&self) -> usize {
+        self.inner.settings.subdomain.depth
+    }
+    /// `TENANT_SUBDOMAIN_EXCLUDE`, lowercased.
+    #[getter]
+    fn subdomain_exclude(&self) -> Vec<String> {
+        self.inner.settings.subdomain.exclude.clone()
+    }
+    /// `TENANT_PATH_POSITION` (1-based).
+    #[getter]
+    fn path_position(&self) -> usize {
+        self.inner.settings.path.position
+    }
+    /// `TENANT_PATH_EXCLUDE`, lowercased.
+    #[getter]
+    fn path_exclude(&self) -> Vec<String> {
+        self.inner.settings.path.exclude.clone()
+    }
+    /// `TENANT_HEADER`, as configured.
+    #[getter]
+    fn header(&self) -> &str {
+        &self.inner.settings.header.name
+    }
+    /// The `request.META` key `TENANT_HEADER` arrives under.
+    #[getter]
+    fn header_meta_key(&self) -> &str {
+        &self.inner.settings.header.meta_key
+    }
+    /// `TENANT_JWT_CLAIM`.
+    #[getter]
+    fn jwt_claim(&self) -> &str {
+        &self.inner.settings.session.jwt_claim
+    }
+    /// `TENANT_USER_ATTRIBUTE` (a dotted path), or None when disabled.
+    #[getter]
+    fn user_attribute(&self) -> Option<String> {
+        self.inner
+            .settings
+            .session
+            .user_attribute
+            .as_ref()
+            .map(|parts| parts.join("."))
+    }
+    /// `TENANT_MODEL` label, or None.
+    #[getter]
+    fn tenant_model_label(&self) -> Option<&str> {
+        self.inner.settings.registry.model.as_deref()
+    }
+    /// `TENANT_MODEL_ID_FIELD`.
+    #[getter]
+    fn tenant_id_field(&self) -> &str {
+        &self.inner.settings.registry.id_field
+    }
+    /// `TENANT_MODEL_NAME_FIELD`, or None (the model has no name).
+    #[getter]
+    fn tenant_name_field(&self) -> Option<&str> {
+        self.inner.settings.registry.name_field.as_deref()
+    }
+    /// `TENANT_MODEL_SETTINGS_FIELD`, or None (the model has no settings).
+    #[getter]
+    fn tenant_settings_field(&self) -> Option<&str> {
+        self.inner.settings.registry.settings_field.as_deref()
+    }
+    /// `TENANT_DOMAIN_MODEL` label, or None.
+    #[getter]
+    fn domain_model(&self) -> Option<&str> {
+        self.inner.settings.registry.domain_model.as_deref()
+    }
+    /// `TENANT_DOMAIN_FIELD`.
+    #[getter]
+    fn domain_field(&self) -> &str {
+        &self.inner.settings.registry.domain_field
+    }
+    /// `TENANT_DOMAIN_TENANT_FIELD`.
+    #[getter]
+    fn domain_tenant_field(&self) -> &str {
+        &self.inner.settings.registry.domain_tenant_field
+    }
+    /// `TENANT_CACHE_TTL`, seconds.
+    #[getter]
+    fn cache_ttl(&self) -> f64 {
+        self.inner.settings.registry.cache_ttl
+    }
+    /// `TENANT_CACHE_SIZE`.
+    #[getter]
+    fn cache_size(&self) -> usize {
+        self.inner.settings.registry.cache_size
+    }
+    /// djust's `SESSION_TTL`, seconds (0 or less: no expiry).
+    #[getter]
+    fn session_ttl(&self) -> i64 {
+        self.inner.settings.session_ttl
     }
 }
+
+/// Registry model fields `(key, model label, [(field key, field name or
+/// None)])` of `TENANT_MODEL` and `TENANT_DOMAIN_MODEL`, from a lenient
+/// parse of `djust_config`: a bad value elsewhere (reported by
+/// `check_config`) does not hide these from the model checks; a bad value
+/// here falls back to its default.
+#[pyfunction]
+pub fn registry_fields(djust_config: &Bound<'_, PyDict>) -> PyResult<Vec<RegistryFields>> {
+    let (map, _objects) = read_map(djust_config)?;
+    let r = config::parse_lenient(&map).0.registry;
+    let mut wanted = Vec::new();
+    if let Some(model) = r.model {
+        wanted.push((
+            "TENANT_MODEL".to_owned(),
+            model,
+            vec![
+                ("TENANT_MODEL_ID_FIELD".to_owned(), Some(r.id_field.clone())),
+                ("TENANT_MODEL_NAME_FIELD".to_owned(), r.name_field),
+                ("TENANT_MODEL_SETTINGS_FIELD".to_owned(), r.settings_field),
+            ],
+        ));
+    }
+    if let Some(model) = r.domain_model {
+        wanted.push((
+            "TENANT_DOMAIN_MODEL".to_owned(),
+            model,
+            vec![
+                ("TENANT_DOMAIN_FIELD".to_owned(), Some(r.domain_field)),
+                (
+                    "TENANT_DOMAIN_TENANT_FIELD".to_owned(),
+                    Some(r.domain_tenant_field),
+                ),
+            ],
+        ));
+    }
+    Ok(wanted)
+}
+
+/// The `TENANT_*` keys of `djust_config` (known or not): whether tenancy is
+/// configured at all.
+#[pyfunction]
+pub fn tenant_keys(djust_config: &Bound<'_, PyDict>) -> Vec<String> {
+    djust_config
+        .keys()
+        .iter()
+        .filter_map(|k| {
+            k.cast::<PyString>()
+                .ok()
+                .map(|k| k.to_string_lossy().into_owned())
+        })
+        .filter(|k| k.starts_with("TENANT_"))
+        .collect()
+}
+
+/// One entry of [`registry_fields`].
+type RegistryFields = (String, String, Vec<(String, Option<String>)>);
 
 fn backend_tuple(b: &config::BackendSettings) -> (&'static str, bool, &str) {
     let kind = match b.kind {

@@ -9,6 +9,7 @@ mod presence;
 mod ratelimit;
 mod registry;
 mod resolvers;
+mod rules;
 mod state;
 mod tenant_backend;
 mod tenant_info;
@@ -76,6 +77,9 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config::current_config, m)?)?;
     m.add_function(wrap_pyfunction!(config::invalidate_tenant, m)?)?;
     m.add("CONFIG_KEYS", crate::config::KNOWN_KEYS.to_vec())?;
+    m.add_function(wrap_pyfunction!(config::registry_fields, m)?)?;
+    m.add_function(wrap_pyfunction!(config::tenant_keys, m)?)?;
+    rules::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

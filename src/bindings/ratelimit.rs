@@ -29,6 +29,7 @@ use crate::ratelimit::{
     check_cost, checks_for, now_micros, Decision as CoreDecision, Identity, KeyPart, KeySpec,
     Limit, LimitSpec, Limits, Rate, MICROS,
 };
+use crate::ratelimit::{PLAN_QUOTAS_KEY, PLAN_RATE_LIMITS_KEY};
 use crate::redis_store::{RedisStore, StoreError};
 use crate::tenant_id::TenantId;
 use crate::usage::Metric;
@@ -276,14 +277,14 @@ impl Limiter {
             Ok(info) => {
                 let info = info.borrow();
                 (
-                    info.setting(py, "rate_limits")?,
-                    info.setting(py, "quotas")?,
+                    info.setting(py, PLAN_RATE_LIMITS_KEY)?,
+                    info.setting(py, PLAN_QUOTAS_KEY)?,
                 )
             }
             Err(_) => match tenant.getattr("settings").ok().filter(|s| !s.is_none()) {
                 Some(s) => (
-                    s.call_method1("get", ("rate_limits",)).ok(),
-                    s.call_method1("get", ("quotas",)).ok(),
+                    s.call_method1("get", (PLAN_RATE_LIMITS_KEY,)).ok(),
+                    s.call_method1("get", (PLAN_QUOTAS_KEY,)).ok(),
                 ),
                 None => (None, None),
             },
@@ -307,12 +308,12 @@ impl Limiter {
         };
         let mut objects = Vec::new();
         if let Some(r) = &rates {
-            limits.rates =
-                rate_limit_table(&to_value(r, &mut objects)?).map_err(|e| bad("rate_limits", e))?;
+            limits.rates = rate_limit_table(&to_value(r, &mut objects)?)
+                .map_err(|e| bad(PLAN_RATE_LIMITS_KEY, e))?;
         }
         if let Some(q) = &quotas {
             limits.quotas =
-                quota_table(&to_value(q, &mut objects)?).map_err(|e| bad("quotas", e))?;
+                quota_table(&to_value(q, &mut objects)?).map_err(|e| bad(PLAN_QUOTAS_KEY, e))?;
         }
         let limits = Arc::new(limits);
         let old = {

@@ -26,6 +26,14 @@ pub use spec::{KeyPart, KeySpec, Limit, LimitSpec, Limits, Quota, QuotaWindow};
 
 use crate::keys::{check_name, KeyError};
 
+/// A tenant's plan: the keys of its registry settings (`TenantInfo.settings`)
+/// that override the config's limits: `rate_limits` (like
+/// `TENANT_RATE_LIMITS`) and `quotas` (like `TENANT_QUOTAS`).
+pub const PLAN_RATE_LIMITS_KEY: &str = "rate_limits";
+pub const PLAN_QUOTAS_KEY: &str = "quotas";
+/// Both plan keys, in that order.
+pub const PLAN_KEYS: [&str; 2] = [PLAN_RATE_LIMITS_KEY, PLAN_QUOTAS_KEY];
+
 pub const MICROS: u64 = 1_000_000;
 /// Largest count of a rate or quota: keeps every product below 2^53 µs,
 /// so the Lua side (doubles) computes exactly what Rust does.
