@@ -17,7 +17,7 @@ from django.db.models import Count
 from tenantry import conf, tenant_context
 from tenantry.checks import check_id
 from tenantry.db import EnableTenantRLS, rls_bypass, rls_mode
-from tenantry.db.rls import BYPASS, _asked
+from tenantry.db.scope import BYPASS, _asked
 from tests.app.models import Item, RlsNote
 
 

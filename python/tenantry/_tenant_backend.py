@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 from . import _core, conf
+from .context import _current
 
 __all__ = ["CACHE_SIZE", "ProcessRouter", "TenantBackends"]
 
@@ -63,7 +64,5 @@ class ProcessRouter(Generic[B]):
             return router
         with self._lock:
             if self._router is None:
-                from .context import _current
-
                 self._router = self._make(_current)
             return self._router

@@ -50,6 +50,7 @@ from django.contrib.admin import (
     ModelAdmin,
     RelatedFieldListFilter,
 )
+from django.contrib.admin.sites import all_sites
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.contrib.admin.widgets import ForeignKeyRawIdWidget
@@ -517,8 +518,6 @@ def install_guards() -> None:
 def check_admins_of_scoped_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """A plain ModelAdmin of a scoped model whose default manager is not a
     TenantManager would list every tenant's rows (``tenantry.E303``)."""
-    from django.contrib.admin.sites import all_sites
-
     errors = []
     for site in all_sites:
         for model, model_admin in site._registry.items():

@@ -57,6 +57,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import CacheHandler, caches
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.redis import RedisCache
 from django.core.signals import setting_changed
 
 from . import audit
@@ -258,9 +260,6 @@ def purge_tenant(tenant_id: Any, *, dry_run: bool = False) -> int:
     them out of memory and Redis (``manage.py tenantry delete``). Other
     backends keep them until they expire. With another tenant bound:
     ``TenantMismatchError``, as ``clear_tenant``."""
-    from django.core.cache.backends.locmem import LocMemCache
-    from django.core.cache.backends.redis import RedisCache
-
     tenant_id = refuse_other_tenant(tenant_id, "tenantry.cache.purge_tenant")
     count = 0
     seen: set[Any] = set()

@@ -44,8 +44,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import FieldDoesNotExist
+from django.apps import apps
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
+from django.db.models import ForeignObjectRel
+
+from . import conf
 
 __all__ = [
     "Guard",
@@ -193,8 +197,6 @@ class Guard:
 def _unguardable(field: Any) -> bool:
     """A forward relation to a scoped model of a kind the rules cannot check
     (a multi-column ForeignObject, a custom virtual relation)."""
-    from django.db.models import ForeignObjectRel
-
     if not field.is_relation or isinstance(field, ForeignObjectRel) or field.many_to_many:
         return False
     if isinstance(field, models.ForeignKey):
@@ -258,8 +260,6 @@ def clear() -> None:
 
 def _through_models() -> frozenset[type]:
     if not _through:
-        from django.apps import apps
-
         found = set()
         for model in apps.get_models(include_auto_created=True):
             for field in model._meta.local_many_to_many:
@@ -337,10 +337,6 @@ def declared() -> dict[str, str]:
 
 def registry_model() -> tuple[type[models.Model] | None, str | None]:
     """``TENANT_MODEL`` and its id field, or ``(None, None)``."""
-    from django.apps import apps
-
-    from . import conf
-
     found = conf.current().tenant_model
     if found is None:
         return None, None
@@ -377,10 +373,6 @@ def tenant_fields(model: type[models.Model]) -> tuple[tuple[Any, str], ...]:
     ``"declared"``, ``"registry"``, ``"domain"``, ``"detected"``), the
     tenant field first. ``ImproperlyConfigured`` for a declared or
     configured field the model does not have."""
-    from django.core.exceptions import ImproperlyConfigured
-
-    from . import conf
-
     opts = model._meta
 
     def field(name: str, why: str) -> Any:
@@ -441,8 +433,6 @@ def owner_of(model: Any) -> Scope | None:
 
 
 def _compute_owner(model: type[models.Model]) -> Scope | None:
-    from django.core.exceptions import ImproperlyConfigured
-
     opts = model._meta
     scope = scope_of(model)
     if scope is not None:
@@ -470,8 +460,6 @@ def guard_of(model: Any) -> Guard | None:
         return _guards[model]
     except (KeyError, TypeError):
         pass
-    from django.apps import apps
-
     if not apps.models_ready or not isinstance(model, type):
         return None
     guard = Guard(model)
@@ -490,8 +478,6 @@ def _referenced_attnames(model: type[models.Model]) -> tuple[str, ...]:
     """Attnames of ``model``'s columns that a foreign key somewhere refers
     to by ``to_field`` (other than the primary key)."""
     if not _referenced:
-        from django.apps import apps
-
         found: dict[type, set[str]] = {}
         for other in apps.get_models(include_auto_created=True):
             for field in other._meta.concrete_fields:
@@ -554,8 +540,6 @@ def heirs_of(model: Any) -> tuple[Scope, ...]:
 
 
 def _children(model: type[models.Model]) -> list[type]:
-    from django.apps import apps
-
     return [
         m
         for m in apps.get_models()
@@ -566,8 +550,6 @@ def _children(model: type[models.Model]) -> list[type]:
 def _families_of() -> dict[type, tuple[type, ...]]:
     """Root model → its multi-table-inheritance descendants (concrete)."""
     if not _families:
-        from django.apps import apps
-
         found: dict[type, list[type]] = {}
         for model in apps.get_models():
             if model._meta.proxy or not model._meta.parents:
@@ -582,8 +564,6 @@ def _families_of() -> dict[type, tuple[type, ...]]:
 def build() -> list[Guard]:
     """Walk every model once (``AppConfig.ready``); the guards of the models
     that need one."""
-    from django.apps import apps
-
     clear()
     return [g for m in apps.get_models(include_auto_created=True) if (g := guard_of(m))]
 
@@ -634,8 +614,6 @@ def held_table(table: str) -> Held | None:
 
 
 def _build_held() -> None:
-    from django.apps import apps
-
     found: dict[str, Held | None] = {}
 
     def of(model: type[models.Model]) -> Held | None:
@@ -688,8 +666,6 @@ def problems(of: Any = None) -> list[tuple[str, Any, str]]:
     """``(id, model, message)`` for every relation to a scoped model that
     cannot be guarded, and every model whose managers escape its scoping
     (every installed model, or those ``of``)."""
-    from django.apps import apps
-
     found = []
     for model in apps.get_models(include_auto_created=True) if of is None else of:
         opts = model._meta

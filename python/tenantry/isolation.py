@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from django.apps import apps
 from django.core.exceptions import EmptyResultSet, FullResultSet, ValidationError
 from django.db import models
 from django.db.models import Case, F, Q, Value
@@ -52,12 +53,14 @@ from django.db.models.constants import OnConflict
 from django.db.models.functions import Cast
 from django.db.models.lookups import Exact, Lookup
 from django.db.models.signals import class_prepared, m2m_changed, post_save, pre_delete, pre_save
+from django.db.models.sql.constants import MULTI
+from django.db.models.sql.query import Query
 from django.db.models.sql.where import AND, NothingNode
 
 from . import audit, conf, graph
 from ._core import TenantInfo, TenantMismatchError, TenantNotSetError
 from .context import get_current_tenant
-from .db.rls import BYPASS, bypassing, scoped_as
+from .db.scope import BYPASS, bypassing, scoped_as
 from .graph import Guard, Scope, guard_of, owner_of, scope_of
 
 __all__ = [
@@ -1154,9 +1157,6 @@ def _update_pairs(
 
 def _preselect(query: Any, using: str, attnames: list[str]) -> list[tuple[Any, ...]]:
     """The rows an UPDATE is about to touch (as Django's own pre-select)."""
-    from django.db.models.sql.constants import MULTI
-    from django.db.models.sql.query import Query
-
     select = query.chain(klass=Query)
     select.select_related = False
     select.clear_ordering(force=True)
@@ -1272,8 +1272,6 @@ def _restrict_to_heirs(query: Any, guard: Guard, tenant: TenantInfo) -> None:
     the rows another tenant's scoped descendant shares. Found by one look-up
     per such descendant that sees every row: row-level security would hide
     another tenant's descendant from a condition in the statement itself."""
-    from django.db.models.sql.query import Query
-
     matched = query.chain(klass=Query)
     matched.select_related = False
     matched.clear_ordering(force=True)
@@ -1468,8 +1466,6 @@ def _guarded(model: Any) -> None:
 
 
 def _on_class_prepared(sender: Any, **kwargs: Any) -> None:
-    from django.apps import apps
-
     if apps.models_ready:  # a model made after start-up (tests): derive again
         graph.clear()
 

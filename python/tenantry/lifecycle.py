@@ -65,12 +65,15 @@ from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 from django.db.models.signals import pre_delete, pre_save
 from django.db.models.sql.query import Query
 
-from . import _core, audit, conf
+from . import _core, audit, cache, conf
 from ._core import TenantInfo, TenantMismatchError, TenantNotFound, validate_tenant_id
 from .context import get_current_tenant, tenant_context
+from .db.scope import rls_bypass
 from .exceptions import DeletionIncomplete, RegistryRowProtected
 from .models import new_incarnation
 from .ownership import OwnedModel, owned_models
+from .registry import invalidate_tenant
+from .storage import tenant_storages
 
 __all__ = [
     "INCARNATION_FIELD",
@@ -371,8 +374,6 @@ def _delete_rows(
 ) -> None:
     """Every owned row of ``tenant``: deleted (or counted) with the tenant
     bound and an audited bypass; one transaction per database."""
-    from .db import rls_bypass
-
     entries = [e for e in owned_models() if include_registry or not e.is_registry]
     aliases = sorted({router.db_for_write(e.model) for e in entries})
     owned = {e.model: e for e in owned_models()}
@@ -542,8 +543,6 @@ def _clear_stores(
 
 
 def _clear_files(certificate: Certificate, tenant: TenantInfo) -> None:
-    from .storage import tenant_storages
-
     with tenant_context(tenant, must_exist=False):
         storages = tenant_storages()
         for storage in storages:
@@ -556,8 +555,6 @@ def _clear_files(certificate: Certificate, tenant: TenantInfo) -> None:
 
 
 def _clear_cache(certificate: Certificate, tenant: TenantInfo) -> None:
-    from . import cache
-
     try:
         cache.generation_cache()
     except LookupError:
@@ -581,8 +578,6 @@ def _clear_redis(certificate: Certificate, tenant: TenantInfo) -> None:
 
 
 def _finished(certificate: Certificate) -> None:
-    from .registry import invalidate_tenant
-
     invalidate_tenant(certificate.tenant_id)
     audit.emit(
         "tenant.deleted",
@@ -803,8 +798,6 @@ def on_insert(query: Any, compiler: Any) -> Callable[[], None] | None:
         return None
 
     def created() -> None:
-        from .registry import invalidate_tenant
-
         for tenant_id in new:
             invalidate_tenant(tenant_id)
 
@@ -835,8 +828,6 @@ def _fresh_start(tenant_id: str) -> None:
     generation, this process's memory stores emptied (other processes' empty
     on their own: see docs/registry.md). Before the INSERT: a cache that
     cannot take the new generation refuses the creation."""
-    from . import cache
-
     with tenant_context(None, must_exist=False):  # whatever the creating code had bound
         try:
             cache.generation_cache()

@@ -51,7 +51,7 @@ from . import audit, conf, isolation, joins
 from ._core import TenantInfo, TenantNotSetError
 from .context import get_current_tenant
 from .db.querysets import RLSScopeMixin
-from .db.rls import BYPASS, bypassing
+from .db.scope import BYPASS, bypassing
 from .graph import scope_of
 from .isolation import BoundTenant, tenant_field_value
 

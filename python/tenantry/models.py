@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from ._core import is_valid_tenant_id, normalize_domain
+from .registry import validate_custom_domain
 
 
 def new_incarnation() -> str:
@@ -58,8 +59,6 @@ class AbstractTenantDomain(models.Model):
 
     def clean(self) -> None:
         super().clean()
-        from .registry import validate_custom_domain
-
         self.domain = normalize_domain(self.domain)
         validate_custom_domain(self.domain, self.tenant_id)
 

@@ -24,6 +24,7 @@ from typing import Any
 from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import BooleanField
 from django.db.models.signals import post_delete, post_save, pre_save
 
 from . import _core, audit, conf
@@ -53,8 +54,6 @@ ACTIVE_FIELDS = ("is_active", "active")
 def active_field(model: Any) -> str | None:
     """The model's active flag (a BooleanField named ``is_active`` or
     ``active``), or None. A row whose flag is False is not a tenant."""
-    from django.db.models import BooleanField
-
     for name in ACTIVE_FIELDS:
         field = next((f for f in model._meta.concrete_fields if f.name == name), None)
         if isinstance(field, BooleanField):

@@ -44,8 +44,13 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
+from django.apps import apps
+from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
-from django.core.files.storage import FileSystemStorage, InMemoryStorage
+from django.core.files.storage import FileSystemStorage, InMemoryStorage, storages
+from django.db.models import FileField
+from django.urls import get_resolver
+from django.utils.module_loading import import_string
 
 from ._core import TenantInfo, TenantNotSetError
 from .context import get_current_tenant
@@ -285,9 +290,6 @@ def _import_views() -> None:
     """Load the URLconf (and so the views' modules): a storage a views
     module builds when imported exists in this process too (a management
     command, a Celery worker), before the storages are listed."""
-    from django.conf import settings
-    from django.urls import get_resolver
-
     if getattr(settings, "ROOT_URLCONF", None):
         get_resolver().url_patterns  # noqa: B018 (imports the URLconf)
 
@@ -298,11 +300,6 @@ def tenant_storages() -> list[TenantStorageMixin]:
     and the ``storage`` of every ``FileField`` of an installed model whose
     class mixes in :class:`TenantStorageMixin`, and every other instance of
     such a class this process built (after loading the URLconf)."""
-    from django.apps import apps
-    from django.core.files.storage import storages
-    from django.db.models import FileField
-    from django.utils.module_loading import import_string
-
     _import_views()
     candidates: list[Any] = []
     for alias, options in storages.backends.items():

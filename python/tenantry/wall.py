@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.db.models import Model
 from django.db.models.options import Options
 from django.db.models.sql.compiler import (
@@ -151,8 +152,6 @@ def _install_forms() -> None:
 def install() -> None:
     """Hook the first wall into Django, once, and derive the guards from
     the model graph (``AppConfig.ready``)."""
-    from django.apps import apps
-
     if not _INSTALLED:
         _install_compilers()
         _install_joins()

@@ -5,8 +5,9 @@
 ``rls_mode``         ``"off"``, ``"session"`` or ``"transaction"`` (``TENANT_RLS``).
 """
 
-from .operations import POLICY, EnableTenantRLS
-from .rls import BYPASS_SETTING, TENANT_SETTING, rls_bypass, rls_mode
+from .operations import EnableTenantRLS
+from .rls import rls_mode
+from .scope import BYPASS_SETTING, POLICY, TENANT_SETTING, rls_bypass
 
 __all__ = [
     "BYPASS_SETTING",

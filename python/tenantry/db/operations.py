@@ -43,11 +43,10 @@ from typing import Any
 from django.core.exceptions import FieldDoesNotExist
 from django.db.migrations.operations.base import Operation
 
-from .rls import BYPASS_SETTING, TENANT_SETTING
+from .scope import BYPASS_SETTING, POLICY, TENANT_SETTING
 
 __all__ = ["POLICY", "EnableTenantRLS"]
 
-POLICY = "tenantry_isolation"
 _TEXT_TYPES = ("varchar", "character varying", "text", "char", "character", "citext")
 
 

@@ -16,7 +16,8 @@ from typing import Any
 from django.db import models
 from django.db.models.query import RawQuerySet
 
-from .rls import Scope, scoped_as, sync
+from .rls import sync
+from .scope import Scope, scoped_as
 
 __all__ = ["RLSScopeMixin"]
 

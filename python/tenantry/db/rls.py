@@ -42,33 +42,27 @@ naming the table.
 
 from __future__ import annotations
 
-import gc
-import inspect
-import logging
 import re
-import sys
-import types
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.apps import apps
+from django.db import DatabaseError, connections, transaction
 from django.db.backends.signals import connection_created
 
-from .. import audit, conf
+from .. import conf
 from .._core import TenantMismatchError
 from ..context import get_current_tenant
+from ..graph import scope_of
+
+# The scope names and the bypass live one level down (tenantry.db.scope), so
+# the migration operation and the ORM rules read them without this module;
+# they stay importable from here.
+from .scope import BYPASS_SETTING, POLICY, TENANT_SETTING, Scope, _asked, bypassing, rls_bypass
 
 __all__ = ["BYPASS_SETTING", "TENANT_SETTING", "bypassing", "rls_bypass", "rls_mode"]
-
-TENANT_SETTING = "tenantry.tenant_id"
-BYPASS_SETTING = "tenantry.bypass"
-
-#: What the database sees: (tenant id or "", "on" or "").
-Scope = tuple[str, str]
-BYPASS: Scope = ("", "on")
 
 _SET = (
     f"SELECT set_config('{TENANT_SETTING}', %s, {{local}}), "
@@ -76,10 +70,6 @@ _SET = (
 )
 _SET_SESSION = _SET.format(local="false")
 _SET_LOCAL = _SET.format(local="true")
-
-#: The scope a queryset asked for while it runs its queries (unscoped():
-#: BYPASS; for_tenant(t): t), else None: the bound tenant.
-_override: ContextVar[Scope | None] = ContextVar("tenantry_rls_scope", default=None)
 
 _STATE = "_tenantry_rls"
 #: psycopg 3's "no transaction open" (``pq.TransactionStatus.IDLE``).
@@ -95,123 +85,6 @@ def rls_mode() -> str:
 
 
 conf._reset_hooks.append(_mode_cache.clear)
-
-
-@contextmanager
-def scoped_as(scope: Scope | None) -> Iterator[None]:
-    """Run the block's queries with ``scope`` (None: the bound tenant)."""
-    token = _override.set(scope)
-    try:
-        yield
-    finally:
-        _override.reset(token)
-
-
-class rls_bypass:  # lower case: a context manager used like a function, as before
-    """The block's queries ignore the tenant policies (``tenantry.bypass``).
-
-    For work that must see or write every tenant's rows with RLS on, such as
-    a data migration or a maintenance command. Audited as ``rls.bypass``
-    with ``reason``. ``unscoped(reason=...)`` querysets already bypass for
-    their own queries.
-
-    It covers exactly its own block. A generator (or async generator) that
-    opens it has its own queries bypass while it runs, never its consumer's
-    between two ``yield``: the bypass lives in a context variable, which a
-    generator shares with whoever iterates it, so the block remembers the
-    generator that opened it and counts only while that generator is
-    running.
-    """
-
-    __slots__ = ("_block", "_token", "reason")
-
-    def __init__(self, reason: str = "") -> None:
-        self.reason = reason
-
-    def __enter__(self) -> None:
-        audit.emit(
-            "rls.bypass",
-            tenant=get_current_tenant(),
-            level=logging.WARNING,
-            reason=self.reason or "(no reason given)",
-        )
-        self._block = _Block(_opener(sys._getframe(1)), _blocks.get())
-        self._token = _blocks.set(self._block)
-
-    def __exit__(self, *exc_info: Any) -> None:
-        try:
-            _blocks.reset(self._token)
-        except ValueError:
-            # Closed in another context (a generator finalized elsewhere):
-            # the block at least stops counting.
-            self._block.ended = True
-
-
-class _Block:
-    """One open ``rls_bypass()`` block and the block it is nested in.
-    ``opener``: None for ordinary code (a function or coroutine, whose
-    context variables nobody else sees while the block is open); the frame
-    of a generator that opened it; or the async generator object that did."""
-
-    __slots__ = ("ended", "opener", "outer")
-
-    def __init__(self, opener: Any, outer: _Block | None) -> None:
-        self.opener, self.outer, self.ended = opener, outer, False
-
-    def covers(self) -> bool:
-        """Whether a query sent now is inside this block's own code."""
-        if self.ended:
-            return False
-        opener = self.opener
-        if opener is None:
-            return True
-        if isinstance(opener, types.FrameType):
-            # A generator runs on the stack of whoever resumes it: its
-            # frame is on this thread's stack exactly while it runs.
-            frame = sys._getframe(1)
-            while frame is not None:
-                if frame is opener:
-                    return True
-                frame = frame.f_back
-            return False
-        return bool(opener.ag_running)
-
-
-def _opener(frame: Any) -> Any:
-    """What a block opened in ``frame`` counts on (see ``_Block``)."""
-    flags = frame.f_code.co_flags
-    if flags & inspect.CO_GENERATOR:
-        return frame
-    if not flags & inspect.CO_ASYNC_GENERATOR:
-        return None
-    # Its queries run on worker threads (sync_to_async), away from its
-    # frame: only the async generator's own ag_running tells. Finding the
-    # object scans the heap once (milliseconds): open the block once around
-    # the generator's work, not once per row.
-    for referrer in gc.get_referrers(frame):
-        if getattr(referrer, "ag_frame", None) is frame:
-            return referrer
-    return _NeverRunning()
-
-
-class _NeverRunning:
-    """An async generator that could not be found: its block never covers
-    (fail closed: the queries run with the bound tenant)."""
-
-    ag_running = False
-
-
-#: The innermost open ``rls_bypass()`` block of this context.
-_blocks: ContextVar[_Block | None] = ContextVar("tenantry_rls_bypass", default=None)
-
-
-def _bypassing() -> bool:
-    block = _blocks.get()
-    while block is not None:
-        if block.covers():
-            return True
-        block = block.outer
-    return False
 
 
 # -- what each connection last got -------------------------------------------------
@@ -359,22 +232,6 @@ def _can_prepend(cursor: Any) -> bool:
     return isinstance(cursor, psycopg.ClientCursor) and not isinstance(cursor, psycopg.ServerCursor)
 
 
-def _asked() -> Scope | None:
-    """The scope the running code asked for (a queryset's own, or an
-    ``rls_bypass()`` block that covers it), or None: the bound tenant."""
-    scope = _override.get()
-    if scope is None and _blocks.get() is not None and _bypassing():
-        return BYPASS
-    return scope
-
-
-def bypassing() -> bool:
-    """Whether the running code is inside :class:`rls_bypass` (a block that
-    covers it) or an ``unscoped()`` queryset's own query: the ORM's first
-    wall lifts its write rules there too (docs/querysets.md#escape-hatches)."""
-    return _asked() == BYPASS
-
-
 def _wanted() -> Scope:
     """What the running code's next statement must be sent with."""
     scope = _asked()
@@ -405,8 +262,6 @@ def sync(alias: str) -> None:
     For reads that reach the server outside ``execute()``: the next chunk of
     a server-side cursor (``.iterator()`` inside a transaction) is computed
     under the settings of the moment it is fetched."""
-    from django.db import connections
-
     _sync_connection(connections[alias])
 
 
@@ -684,11 +539,7 @@ connection_created.connect(_on_connection_created, dispatch_uid="tenantry.db.rls
 
 def scoped_models() -> list[tuple[Any, str]]:
     """``(model, tenant field)`` of every concrete scoped model (the one rule
-    of ``tenantry.isolation.scope_of``), one per table."""
-    from django.apps import apps
-
-    from ..isolation import scope_of
-
+    of ``tenantry.graph.scope_of``), one per table."""
     found: dict[str, tuple[Any, str]] = {}
     for model in apps.get_models():
         scope = None if model._meta.proxy else scope_of(model)
@@ -699,8 +550,6 @@ def scoped_models() -> list[tuple[Any, str]]:
 
 def table_problems(connection: Any, model: Any) -> str | None:
     """Why ``model``'s table is not behind the wall, or None when it is."""
-    from .operations import POLICY
-
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.relrowsecurity, c.relforcerowsecurity, EXISTS ("
@@ -784,8 +633,6 @@ def definer_problems(connection: Any) -> list[str]:
     ``BYPASSRLS``) and not ``security_invoker``, materialized views over such
     a table (their rows are stored at refresh, for every reader), and
     ``SECURITY DEFINER`` functions owned by such a role."""
-    from .operations import POLICY
-
     problems = []
     with connection.cursor() as cursor:
         cursor.execute(_DEFINER_RELATIONS, [POLICY])
