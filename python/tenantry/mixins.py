@@ -39,8 +39,17 @@ from .access import (
     deny,
     tenant_for_request,
 )
-from .channels import check_live_origin, move_live_view
+from .channels import check_live_origin
 from .context import _current, keep_bound
+from .djust.broadcasts import move_live_view
+from .djust.view_hooks import (
+    SCOPED,
+    derived_property,
+    not_context,
+    presence_key,
+    state_key_prefix,
+    tenant_scoped_presence_key,
+)
 
 __all__ = [
     "TenantContextProcessor",
@@ -49,65 +58,6 @@ __all__ = [
     "context_processor",
     "resolve_tenant",
 ]
-
-#: Marks a ``get_presence_key`` already wrapped by :func:`_tenant_scoped`.
-_SCOPED = "_tenantry_scoped"
-#: djust's marker for class attributes that are not template context.
-_DERIVED = "_djust_framework_derived"
-
-
-def _presence_key(view: Any, base: str) -> str:
-    """``base`` prefixed ``tenant:<id>:`` exactly once (as is without a tenant)."""
-    tenant = getattr(view, "_tenant", None)
-    if tenant is None:
-        return base
-    prefix = f"tenant:{tenant.id}:"
-    return base if base.startswith(prefix) else prefix + base
-
-
-def _tenant_scoped(method: Any) -> Any:
-    """``get_presence_key`` of a class that wins the MRO over TenantMixin's
-    (``PresenceMixin`` listed first, or the view's own override), still
-    prefixed with the tenant: a presence group is never shared by tenants."""
-
-    def get_presence_key(self: Any) -> str:
-        return _presence_key(self, method(self))
-
-    get_presence_key.__doc__ = method.__doc__
-    get_presence_key.__wrapped__ = method  # type: ignore[attr-defined]
-    setattr(get_presence_key, _SCOPED, True)
-    setattr(get_presence_key, _DERIVED, True)  # see _not_context
-    return get_presence_key
-
-
-class _derived_property(property):
-    """A property djust leaves out of a view's template context and saved
-    state (djust's ``_djust_framework_derived`` marker): ``tenant`` reaches
-    templates through ``get_context_data()``, and djust would otherwise probe
-    it on every render (a failing ``json.dumps``)."""
-
-    _djust_framework_derived = True
-
-
-def _not_context(cls: type) -> type:
-    """Mark ``cls``'s own methods with djust's ``_djust_framework_derived``.
-
-    djust's ``get_context_data()`` walks every attribute of every class of a
-    view's MRO on each render to find public class-level state; a marked
-    attribute is dropped on the first test instead of being probed as a
-    descriptor and filtered later. Methods are never context, so nothing
-    else changes: this only makes the mixin's methods cost djust less than
-    an unmarked one (the tenant's share of an HTTP GET, docs/performance.md).
-    """
-    for value in vars(cls).values():
-        target = getattr(value, "__func__", value)  # classmethod / staticmethod
-        if callable(target) and not isinstance(target, type):
-            try:
-                setattr(target, _DERIVED, True)
-            except (AttributeError, TypeError):  # a builtin: nothing to mark
-                pass
-    return cls
-
 
 #: ``_tenantry_tenant`` of a view that has not resolved its tenant yet.
 _UNRESOLVED: Any = type("Unresolved", (), {"__repr__": lambda self: "<unresolved tenant>"})()
@@ -262,7 +212,7 @@ def _run_bound(
     return keep_bound(response, tenant)
 
 
-@_not_context
+@not_context
 class TenantMixin:
     # Set on your view, not here: djust copies every public class attribute
     # of a view's classes into its template context and saved state on every
@@ -270,7 +220,7 @@ class TenantMixin:
     # overrides ``TENANT_REQUIRED`` for the view; ``tenant_context_name``: the
     # template variable, unset uses ``TENANT_CONTEXT_NAME``). The helpers are
     # module functions, and the methods carry djust's "not context" marker
-    # (``_not_context``): djust walks every class attribute of the view on
+    # (``not_context``): djust walks every class attribute of the view on
     # each render, and these cost it least.
     #
     # The view's tenant lives in one attribute, ``_tenantry_tenant``:
@@ -286,8 +236,8 @@ class TenantMixin:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         method = cls.get_presence_key
-        if method is not TenantMixin.get_presence_key and not getattr(method, _SCOPED, False):
-            cls.get_presence_key = _tenant_scoped(method)  # type: ignore[method-assign]
+        if method is not TenantMixin.get_presence_key and not getattr(method, SCOPED, False):
+            cls.get_presence_key = tenant_scoped_presence_key(method)  # type: ignore[method-assign]
 
     # -- the tenant ---------------------------------------------------------
 
@@ -296,7 +246,7 @@ class TenantMixin:
     # ``self._tenant``, ``self.tenant`` or calls ``set_tenant()`` with a
     # client-sent id gets a 404 for a tenant its user may not see, and the
     # view keeps its tenant.
-    @_derived_property
+    @derived_property
     def _tenant(self) -> TenantInfo | None:
         return _bound_tenant(self)
 
@@ -306,7 +256,7 @@ class TenantMixin:
 
     # djust.tenants' flag, for code and tests that read or set it: setting it
     # False makes the view resolve again on next use.
-    @_derived_property
+    @derived_property
     def _tenant_resolved(self) -> bool:
         return self._tenantry_tenant is not _UNRESOLVED and self._tenantry_tenant is not _REFUSED
 
@@ -323,7 +273,7 @@ class TenantMixin:
                     pass
             self._tenantry_tenant = _UNRESOLVED
 
-    @_derived_property
+    @derived_property
     def tenant(self) -> TenantInfo | None:
         """This view's tenant (resolved from ``self.request`` on first use)."""
         return _view_tenant(self)
@@ -435,24 +385,19 @@ class TenantMixin:
         ``PresenceMixin``, whose base is ``module.Class``)."""
         parent = getattr(super(), "get_presence_key", None)
         base = parent() if parent is not None else type(self).__name__
-        return _presence_key(self, base)
+        return presence_key(self, base)
 
     def get_state_key_prefix(self) -> str:
         """``tenant:<id>`` for djust's saved view state; ``""`` (save nothing)
         when there is no tenant, never the shared unprefixed key."""
-        tenant = _bound_tenant(self)
-        if tenant is None:
-            return ""
-        # djust.tenants percent-encodes the id; a validated id has nothing to
-        # encode (A-Z a-z 0-9 . _ -), so it is used as is.
-        return f"tenant:{tenant.id}"
+        return state_key_prefix(_bound_tenant(self))
 
 
 #: The default ``resolve_tenant`` (see ``_resolve``).
 _RESOLVE_TENANT = TenantMixin.resolve_tenant
 
 
-@_not_context
+@not_context
 class TenantScopedMixin(TenantMixin):
     """``TenantMixin`` plus helpers that scope a model to ``self.tenant``."""
 
@@ -530,24 +475,3 @@ def context_processor(request: Any) -> dict[str, Any]:
     from .context_processors import tenant_of
 
     return tenant_of(request, resolve_tenant)
-
-
-def _declare_to_djust() -> None:
-    """Tell djust's checks that these mixins' ``dispatch()`` holds no access
-    control that live transports skip: djust replays it through
-    ``_ensure_tenant()`` on every live mount. djust keeps that list for
-    tenant mixins built outside djust (``djust.auth.core._NON_ACCESS_MIXINS``);
-    without the entry, djust.V013 would warn about every tenant view."""
-    try:
-        from djust.auth import core
-    except Exception:  # djust not installed
-        return
-    known = getattr(core, "_NON_ACCESS_MIXINS", None)
-    if isinstance(known, frozenset):
-        core._NON_ACCESS_MIXINS = known | {
-            (__name__, "TenantMixin"),
-            (__name__, "TenantScopedMixin"),
-        }
-
-
-_declare_to_djust()
