@@ -12,6 +12,11 @@ and on djust's live mounts, where djust calls ``_ensure_tenant(request)`` and
 then binds ``view._tenant`` around every event. djust reads the hooks below
 by name, with djust's meaning.
 
+The class holds the tenant's resolution and admission; the hooks djust calls
+by name (template context, render-only keys, presence key, saved-state
+prefix) are its base ``tenantry.djust.view_hooks.DjustViewHooks``, and a live
+view's move to another tenant is ``tenantry.djust.broadcasts.move_live_view``.
+
 ``resolve_tenant`` here is the function the mixins and
 :func:`context_processor` resolve with, looked up at call time: tests patch
 it as they patched ``djust.tenants.mixin.resolve_tenant``::
@@ -41,15 +46,17 @@ from .access import (
 )
 from .channels import check_live_origin
 from .context import _current, keep_bound
+from .context_processors import tenant_of
 from .djust.broadcasts import move_live_view
 from .djust.view_hooks import (
-    SCOPED,
+    DjustViewHooks,
+    context_key,
     derived_property,
+    live_consumer,
     not_context,
-    presence_key,
-    state_key_prefix,
-    tenant_scoped_presence_key,
 )
+from .isolation import tenant_kwargs
+from .managers import scoped_queryset
 
 __all__ = [
     "TenantContextProcessor",
@@ -166,37 +173,6 @@ def _resolve(view: Any, request: Any) -> TenantInfo | None:
     return tenant
 
 
-def _context_key(view: Any) -> str:
-    """The template variable of ``view``'s tenant."""
-    return (
-        getattr(view, "tenant_context_name", None)
-        or (conf.request_config or conf.request_settings()).context_name
-    )
-
-
-#: ``(view class, name)`` → what ``super().<name>`` is from ``TenantMixin``.
-_PARENT_HOOKS: dict[tuple[type, str], Any] = {}
-
-
-def _next_in_mro(cls: type, name: str) -> Any:
-    """The function ``super().<name>`` finds from ``TenantMixin`` in ``cls``
-    (``None`` when no later class has it), looked up once per class: djust
-    asks for these on every render, and a missing name costs ``super()`` a
-    walk of the whole MRO and an ``AttributeError``."""
-    try:
-        return _PARENT_HOOKS[cls, name]
-    except KeyError:
-        pass
-    mro = cls.__mro__
-    found = None
-    for klass in mro[mro.index(TenantMixin) + 1 :]:
-        if name in vars(klass):
-            found = vars(klass)[name]
-            break
-    _PARENT_HOOKS[cls, name] = found
-    return found
-
-
 def _run_bound(
     tenant: TenantInfo | None, handler: Any, request: Any, args: Any, kwargs: Any
 ) -> Any:
@@ -213,7 +189,7 @@ def _run_bound(
 
 
 @not_context
-class TenantMixin:
+class TenantMixin(DjustViewHooks):
     # Set on your view, not here: djust copies every public class attribute
     # of a view's classes into its template context and saved state on every
     # render, so the mixin itself keeps none (``tenant_required``: True/False
@@ -232,12 +208,6 @@ class TenantMixin:
         # attributes, so djust never saves it as user state.
         self._tenantry_tenant = _UNRESOLVED
         super().__init__(**kwargs)
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        method = cls.get_presence_key
-        if method is not TenantMixin.get_presence_key and not getattr(method, SCOPED, False):
-            cls.get_presence_key = tenant_scoped_presence_key(method)  # type: ignore[method-assign]
 
     # -- the tenant ---------------------------------------------------------
 
@@ -266,7 +236,7 @@ class TenantMixin:
         if value and tenant is _UNRESOLVED:
             self._tenantry_tenant = None
         elif not value and tenant is not _REFUSED:  # a refusal stays a refusal
-            if tenant is not _UNRESOLVED and getattr(self, "_ws_consumer", None) is not None:
+            if tenant is not _UNRESOLVED and live_consumer(self) is not None:
                 try:
                     _RESOLVED_BEFORE[self] = tenant  # its socket's groups are this tenant's
                 except TypeError:  # an unhashable view
@@ -322,7 +292,7 @@ class TenantMixin:
         tenant = _tenant_of(self, request)
         if tenant is None:
             return
-        consumer = getattr(self, "_ws_consumer", None)
+        consumer = live_consumer(self)
         scope = getattr(consumer, "scope", None)
         try:
             check_live_origin(tenant, scope=scope, request=request)
@@ -351,46 +321,8 @@ class TenantMixin:
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         parent = getattr(super(), "get_context_data", None)
         context = parent(**kwargs) if parent is not None else dict(kwargs)
-        context[_context_key(self)] = _view_tenant(self)
+        context[context_key(self)] = _view_tenant(self)
         return context
-
-    def _apply_context_processors(self, context: dict[str, Any], request: Any) -> dict[str, Any]:
-        """djust: mark the tenant as request-scoped, like a context processor's
-        output, so djust renders it through its raw-object path instead of
-        serializing it as view state (which logs a warning every render)."""
-        context = super()._apply_context_processors(context, request)  # type: ignore[misc]
-        key = _context_key(self)
-        context[key] = _view_tenant(self)
-        scoped = getattr(self, "_context_processor_keys", None)
-        if isinstance(scoped, set):  # djust's fresh set of this call
-            scoped.add(key)
-        else:
-            self._context_processor_keys = {*(scoped or ()), key}
-        return context
-
-    def _djust_render_only_context_keys(self) -> frozenset:
-        """The tenant renders but is never saved as view state."""
-        parent = _next_in_mro(type(self), "_djust_render_only_context_keys")
-        key = _context_key(self)
-        if parent is None:
-            return frozenset((key,))
-        return frozenset((*parent(self), key))
-
-    # -- djust hooks ----------------------------------------------------------
-
-    def get_presence_key(self) -> str:
-        """The presence group, prefixed ``tenant:<id>:`` exactly once. Without
-        djust's ``PresenceMixin`` the base is the class name, as in
-        djust.tenants (djust's presence code only calls this through
-        ``PresenceMixin``, whose base is ``module.Class``)."""
-        parent = getattr(super(), "get_presence_key", None)
-        base = parent() if parent is not None else type(self).__name__
-        return presence_key(self, base)
-
-    def get_state_key_prefix(self) -> str:
-        """``tenant:<id>`` for djust's saved view state; ``""`` (save nothing)
-        when there is no tenant, never the shared unprefixed key."""
-        return state_key_prefix(_bound_tenant(self))
 
 
 #: The default ``resolve_tenant`` (see ``_resolve``).
@@ -423,8 +355,6 @@ class TenantScopedMixin(TenantMixin):
         NULL-tenant query), as djust.tenants: a custom ``objects`` (say, one
         that hides inactive rows) applies. A ``TenantManager`` is filtered to
         the view's tenant whatever tenant is bound."""
-        from .managers import scoped_queryset
-
         model = self._scoped_model(model)
         tenant = self._require_view_tenant("get_tenant_queryset")
         try:
@@ -444,8 +374,6 @@ class TenantScopedMixin(TenantMixin):
         """Create a row of this view's tenant. A tenant field among ``kwargs``
         (name, attname or instance) naming another tenant raises
         ``TenantMismatchError``."""
-        from .isolation import tenant_kwargs
-
         model = self._scoped_model(model)
         tenant = self.tenant
         if tenant is None:
@@ -472,6 +400,4 @@ class TenantContextProcessor:
 def context_processor(request: Any) -> dict[str, Any]:
     """djust.tenants' name for ``tenantry.context_processors.tenant``,
     resolving with this module's ``resolve_tenant``."""
-    from .context_processors import tenant_of
-
     return tenant_of(request, resolve_tenant)

@@ -145,6 +145,7 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     *_names(
         "tenantry.djust.broadcasts", "source", "djust.mixins.notifications", "_listen_channels"
     ),
+    *_names("tenantry.djust.broadcasts", "source", "djust.presence", "_presence_tracked"),
     # Presence: tenantry as djust's backend (tenantry.djust.presence).
     *_names("tenantry.djust.presence", "class", "djust.backends.base", "PresenceBackend"),
     *_names("tenantry.djust.presence", "object", "djust.backends.registry", "_registry._backend"),
@@ -155,7 +156,6 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
         "PresenceMixin._restore_presence",
         "PresenceMixin._refresh_online_count",
     ),
-    *_names("tenantry.djust.presence", "source", "djust.presence", "_presence_tracked"),
     # Saved view state: tenantry as djust's backend (tenantry.djust.state).
     *_names("tenantry.djust.state", "class", "djust._rust", "RustLiveView"),
     *_names("tenantry.djust.state", "class", "djust.state_backends.base", "StateBackend"),
@@ -169,7 +169,10 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     # The view hooks djust calls on TenantMixin (tenantry.djust.view_hooks,
     # tenantry.mixins), and what djust's checks are told (tenantry.djust.auth).
     *_names("tenantry.djust.auth", "frozenset", "djust.auth.core", "_NON_ACCESS_MIXINS"),
-    *_names("tenantry.djust.view_hooks", "source", "djust.runtime", "_ensure_tenant"),
+    *_names("tenantry.djust.view_hooks", "source", "djust.runtime", "_tenant"),
+    # djust's mount hook: the tenant's resolution and admission, in the mixin.
+    *_names("tenantry.mixins", "source", "djust.runtime", "_ensure_tenant"),
+    *_names("tenantry.djust.view_hooks", "source", "djust.presence", "get_presence_key"),
     *_names(
         "tenantry.djust.view_hooks",
         "source",
