@@ -1,7 +1,7 @@
 """The one djust seam (docs/architecture.md#the-djust-seam): no module outside
 ``tenantry/djust/`` imports djust, the djust private names tenantry relies on
 are listed once and checked against the installed djust at start-up
-(``tenantry.W112``, docs/configuration.md#system-checks) and by the upgrade
+(``tenantry.W112``, docs/configuration.md) and by the upgrade
 guard (``scripts/djust_compat.py --names``), and no import circle runs
 through the seam or the responses."""
 

@@ -7,7 +7,7 @@ state backend). Every private name of djust that ``tenantry.djust`` reads,
 replaces, wraps or implements is listed here, once, with what tenantry
 expects of it. :func:`problems` compares the list with the installed djust:
 ``manage.py check`` reports each missing or changed name
-(``tenantry.W112``, docs/configuration.md#system-checks), and
+(``tenantry.W112``, docs/configuration.md), and
 ``scripts/djust_compat.py --names`` is the upgrade guard (run it against a
 new djust before raising the pin).
 
