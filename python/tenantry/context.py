@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction
 
+from . import audit
 from ._core import TenantInfo, TenantNotFound, lookup_tenant
 from .djust.context import is_djust_tenant_info, shared_tenant_variable
 
@@ -330,8 +331,6 @@ def _registered(tenant: TenantInfo | str | int | None) -> TenantInfo | None:
         return None
     known = lookup_tenant(tenant)  # InvalidTenantId for a bad id
     if known is None:
-        from . import audit
-
         audit.emit("tenant.unknown", tenant=tenant, level=logging.WARNING, source="tenant_context")
         raise TenantNotFound(
             f"tenant_context({str(tenant)!r}): the registry (TENANT_MODEL / TENANT_VALIDATOR) "

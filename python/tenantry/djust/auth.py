@@ -12,7 +12,7 @@ from __future__ import annotations
 
 try:
     from djust.auth import core
-except Exception:  # djust not installed
+except ImportError:  # djust not installed (names.problems() reports a missing module)
     core = None
 
 __all__ = ["declare_non_access_mixins"]

@@ -46,7 +46,7 @@ try:
     from djust.db import decorators as notify_decorators
     from djust.db.notifications import PostgresNotifyListener
     from djust.presence import PresenceManager, PresenceMixin
-except Exception:  # djust not installed
+except ImportError:  # djust not installed (names.problems() reports a missing module)
     djust_db = push = runtime = websocket = notify_decorators = None
     PostgresNotifyListener = PresenceManager = PresenceMixin = None
 

@@ -13,7 +13,7 @@ from typing import Any
 
 try:
     from djust.tenants.middleware import _current_tenant
-except Exception:  # djust missing, or a version without the variable
+except ImportError:  # djust missing, or a version without the variable
     _current_tenant = None
 
 __all__ = ["is_djust_tenant_info", "shared_tenant_variable"]

@@ -82,7 +82,7 @@ from ..ratelimit import (
 
 try:
     from djust import runtime, websocket, websocket_utils
-except Exception:  # djust not installed
+except ImportError:  # djust not installed (names.problems() reports a missing module)
     runtime = websocket = websocket_utils = None
 
 __all__ = [

@@ -17,7 +17,7 @@ try:
     from djust.backends import registry
     from djust.backends.base import PresenceBackend
     from djust.presence import PresenceMixin
-except Exception:  # djust missing, or without these modules
+except ImportError:  # djust missing, or without these modules (see names.problems())
     registry = PresenceBackend = PresenceMixin = None
 
 __all__ = [

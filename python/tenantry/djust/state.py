@@ -32,7 +32,7 @@ try:
     from djust._rust import RustLiveView
     from djust.state_backends import registry
     from djust.state_backends.base import StateBackend
-except Exception:  # djust not installed: nothing to adapt to
+except ImportError:  # djust not installed (names.problems() reports a missing module)
     RustLiveView = registry = None
     StateBackend = object
 
