@@ -146,6 +146,9 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
         "tenantry.djust.broadcasts", "source", "djust.mixins.notifications", "_listen_channels"
     ),
     *_names("tenantry.djust.broadcasts", "source", "djust.presence", "_presence_tracked"),
+    # djust's db_notify group names (djust_db_notify_<channel>): kept for views
+    # without a tenant, prefixed for a tenant's (tenantry.groups.db_notify_group).
+    *_names("tenantry.groups", "source", "djust.db.notifications", "djust_db_notify_"),
     # Presence: tenantry as djust's backend (tenantry.djust.presence).
     *_names("tenantry.djust.presence", "class", "djust.backends.base", "PresenceBackend"),
     *_names("tenantry.djust.presence", "object", "djust.backends.registry", "_registry._backend"),
