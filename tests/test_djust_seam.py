@@ -246,8 +246,8 @@ def test_the_list_names_what_the_seam_uses():
     move together."""
     seam = PACKAGE / "djust"
     for name in PRIVATE_NAMES:
-        # The seam; or the mixin whose _ensure_tenant() djust calls on mounts,
-        # and the group names that keep djust's db_notify prefix (a string).
+        # The seam; or the mixin whose hook methods djust calls by name, and
+        # the group names that keep djust's db_notify prefix (a string).
         assert name.used_by.startswith("tenantry.djust.") or name.used_by in {
             "tenantry.mixins",
             "tenantry.groups",

@@ -12,9 +12,11 @@ and on djust's live mounts, where djust calls ``_ensure_tenant(request)`` and
 then binds ``view._tenant`` around every event. djust reads the hooks below
 by name, with djust's meaning.
 
-The class holds the tenant's resolution and admission; the hooks djust calls
-by name (template context, render-only keys, presence key, saved-state
-prefix) are its base ``tenantry.djust.view_hooks.DjustViewHooks``, and a live
+This module holds the tenant's resolution and admission for a view. The
+rules behind the hooks djust calls by name (its "not context" marker, the
+template variable, the presence key, the saved-state prefix) are in
+``tenantry.djust.view_hooks``; the hooks stay methods here (a base class of
+their own would add a class to the MRO djust walks on every render). A live
 view's move to another tenant is ``tenantry.djust.broadcasts.move_live_view``.
 
 ``resolve_tenant`` here is the function the mixins and
@@ -49,11 +51,14 @@ from .context import _current, keep_bound
 from .context_processors import tenant_of
 from .djust.broadcasts import move_live_view
 from .djust.view_hooks import (
-    DjustViewHooks,
+    SCOPED,
     context_key,
     derived_property,
     live_consumer,
     not_context,
+    presence_key,
+    state_key_prefix,
+    tenant_scoped_presence_key,
 )
 from .isolation import tenant_kwargs
 from .managers import scoped_queryset
@@ -173,6 +178,29 @@ def _resolve(view: Any, request: Any) -> TenantInfo | None:
     return tenant
 
 
+#: ``(view class, name)`` → what ``super().<name>`` is from ``TenantMixin``.
+_PARENT_HOOKS: dict[tuple[type, str], Any] = {}
+
+
+def _next_in_mro(cls: type, name: str) -> Any:
+    """The function ``super().<name>`` finds from ``TenantMixin`` in ``cls``
+    (``None`` when no later class has it), looked up once per class: djust
+    asks for these on every render, and a missing name costs ``super()`` a
+    walk of the whole MRO and an ``AttributeError``."""
+    try:
+        return _PARENT_HOOKS[cls, name]
+    except KeyError:
+        pass
+    mro = cls.__mro__
+    found = None
+    for klass in mro[mro.index(TenantMixin) + 1 :]:
+        if name in vars(klass):
+            found = vars(klass)[name]
+            break
+    _PARENT_HOOKS[cls, name] = found
+    return found
+
+
 def _run_bound(
     tenant: TenantInfo | None, handler: Any, request: Any, args: Any, kwargs: Any
 ) -> Any:
@@ -189,7 +217,7 @@ def _run_bound(
 
 
 @not_context
-class TenantMixin(DjustViewHooks):
+class TenantMixin:
     # Set on your view, not here: djust copies every public class attribute
     # of a view's classes into its template context and saved state on every
     # render, so the mixin itself keeps none (``tenant_required``: True/False
@@ -208,6 +236,12 @@ class TenantMixin(DjustViewHooks):
         # attributes, so djust never saves it as user state.
         self._tenantry_tenant = _UNRESOLVED
         super().__init__(**kwargs)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        method = cls.get_presence_key
+        if method is not TenantMixin.get_presence_key and not getattr(method, SCOPED, False):
+            cls.get_presence_key = tenant_scoped_presence_key(method)  # type: ignore[method-assign]
 
     # -- the tenant ---------------------------------------------------------
 
@@ -323,6 +357,44 @@ class TenantMixin(DjustViewHooks):
         context = parent(**kwargs) if parent is not None else dict(kwargs)
         context[context_key(self)] = _view_tenant(self)
         return context
+
+    def _apply_context_processors(self, context: dict[str, Any], request: Any) -> dict[str, Any]:
+        """djust: mark the tenant as request-scoped, like a context processor's
+        output, so djust renders it through its raw-object path instead of
+        serializing it as view state (which logs a warning every render)."""
+        context = super()._apply_context_processors(context, request)  # type: ignore[misc]
+        key = context_key(self)
+        context[key] = _view_tenant(self)
+        scoped = getattr(self, "_context_processor_keys", None)
+        if isinstance(scoped, set):  # djust's fresh set of this call
+            scoped.add(key)
+        else:
+            self._context_processor_keys = {*(scoped or ()), key}
+        return context
+
+    def _djust_render_only_context_keys(self) -> frozenset:
+        """The tenant renders but is never saved as view state."""
+        parent = _next_in_mro(type(self), "_djust_render_only_context_keys")
+        key = context_key(self)
+        if parent is None:
+            return frozenset((key,))
+        return frozenset((*parent(self), key))
+
+    # -- djust hooks ----------------------------------------------------------
+
+    def get_presence_key(self) -> str:
+        """The presence group, prefixed ``tenant:<id>:`` exactly once. Without
+        djust's ``PresenceMixin`` the base is the class name, as in
+        djust.tenants (djust's presence code only calls this through
+        ``PresenceMixin``, whose base is ``module.Class``)."""
+        parent = getattr(super(), "get_presence_key", None)
+        base = parent() if parent is not None else type(self).__name__
+        return presence_key(self, base)
+
+    def get_state_key_prefix(self) -> str:
+        """``tenant:<id>`` for djust's saved view state; ``""`` (save nothing)
+        when there is no tenant, never the shared unprefixed key."""
+        return state_key_prefix(_bound_tenant(self))
 
 
 #: The default ``resolve_tenant`` (see ``_resolve``).

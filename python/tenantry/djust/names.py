@@ -169,23 +169,26 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
         "_registry._backend",
     ),
     *_names("tenantry.djust.state", "function", "djust.state_backends.registry", "_registry.reset"),
-    # The view hooks djust calls on TenantMixin (tenantry.djust.view_hooks,
-    # tenantry.mixins), and what djust's checks are told (tenantry.djust.auth).
+    # The view hooks djust calls on TenantMixin: their rules and djust's marker
+    # (tenantry.djust.view_hooks), the hook methods on the mixin itself
+    # (tenantry.mixins: they stay there, off djust's per-render MRO walk);
+    # and what djust's checks are told (tenantry.djust.auth).
     *_names("tenantry.djust.auth", "frozenset", "djust.auth.core", "_NON_ACCESS_MIXINS"),
     *_names("tenantry.djust.view_hooks", "source", "djust.runtime", "_tenant"),
-    # djust's mount hook: the tenant's resolution and admission, in the mixin.
-    *_names("tenantry.mixins", "source", "djust.runtime", "_ensure_tenant"),
     *_names("tenantry.djust.view_hooks", "source", "djust.presence", "get_presence_key"),
     *_names(
-        "tenantry.djust.view_hooks",
+        "tenantry.djust.view_hooks", "source", "djust.mixins.context", "_djust_framework_derived"
+    ),
+    *_names("tenantry.mixins", "source", "djust.runtime", "_ensure_tenant"),
+    *_names(
+        "tenantry.mixins",
         "source",
         "djust.mixins.context",
-        "_djust_framework_derived",
         "_context_processor_keys",
         "_apply_context_processors",
     ),
     *_names(
-        "tenantry.djust.view_hooks",
+        "tenantry.mixins",
         "source",
         "djust._tenant_state",
         "_djust_render_only_context_keys",

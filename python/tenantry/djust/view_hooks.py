@@ -8,9 +8,11 @@ template context and state to save; an attribute carrying djust's
 (:func:`not_context`, :class:`derived_property`). djust's presence groups
 are named from ``get_presence_key()``: a tenant view's is prefixed
 ``tenant:<id>:`` exactly once, whichever class of the view wins the MRO
-(:func:`tenant_scoped_presence_key`). The hooks are the methods of
-:class:`DjustViewHooks`, a base of ``tenantry.mixins.TenantMixin`` (djust
-calls them on the view); the names are in ``tenantry.djust.names``.
+(:func:`tenant_scoped_presence_key`). The hooks themselves stay methods of
+``tenantry.mixins.TenantMixin`` (djust calls them on the view on every
+render, and a base class of their own would add a class to the MRO djust
+walks each time); the rules they follow are here. The names are in
+``tenantry.djust.names``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from .. import conf
 __all__ = [
     "DERIVED",
     "SCOPED",
-    "DjustViewHooks",
     "context_key",
     "derived_property",
     "live_consumer",
@@ -111,77 +112,3 @@ def live_consumer(view: Any) -> Any:
     """The WebSocket consumer djust attached to ``view`` (``_ws_consumer``),
     else None (HTTP, SSE, not mounted yet)."""
     return getattr(view, "_ws_consumer", None)
-
-
-#: ``(view class, name)`` → what ``super().<name>`` is from ``DjustViewHooks``.
-_PARENT_HOOKS: dict[tuple[type, str], Any] = {}
-
-
-def _next_in_mro(cls: type, name: str) -> Any:
-    """The function ``super().<name>`` finds from :class:`DjustViewHooks` in
-    ``cls`` (``None`` when no later class has it), looked up once per class:
-    djust asks for these on every render, and a missing name costs
-    ``super()`` a walk of the whole MRO and an ``AttributeError``."""
-    try:
-        return _PARENT_HOOKS[cls, name]
-    except KeyError:
-        pass
-    mro = cls.__mro__
-    found = None
-    for klass in mro[mro.index(DjustViewHooks) + 1 :]:
-        if name in vars(klass):
-            found = vars(klass)[name]
-            break
-    _PARENT_HOOKS[cls, name] = found
-    return found
-
-
-@not_context
-class DjustViewHooks:
-    """The hooks djust calls on a tenant view by name, with djust's meaning.
-    A base of ``TenantMixin``, which provides ``tenant`` (the view's tenant,
-    resolved on first use) and ``_tenant`` (its tenant once resolved, never
-    resolving); like it, this class keeps no class attributes (djust copies
-    every public one into the template context on each render)."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        method = cls.get_presence_key
-        if method is not DjustViewHooks.get_presence_key and not getattr(method, SCOPED, False):
-            cls.get_presence_key = tenant_scoped_presence_key(method)  # type: ignore[method-assign]
-
-    def _apply_context_processors(self, context: dict[str, Any], request: Any) -> dict[str, Any]:
-        """djust: mark the tenant as request-scoped, like a context processor's
-        output, so djust renders it through its raw-object path instead of
-        serializing it as view state (which logs a warning every render)."""
-        context = super()._apply_context_processors(context, request)  # type: ignore[misc]
-        key = context_key(self)
-        context[key] = self.tenant  # type: ignore[attr-defined]
-        scoped = getattr(self, "_context_processor_keys", None)
-        if isinstance(scoped, set):  # djust's fresh set of this call
-            scoped.add(key)
-        else:
-            self._context_processor_keys = {*(scoped or ()), key}
-        return context
-
-    def _djust_render_only_context_keys(self) -> frozenset:
-        """The tenant renders but is never saved as view state."""
-        parent = _next_in_mro(type(self), "_djust_render_only_context_keys")
-        key = context_key(self)
-        if parent is None:
-            return frozenset((key,))
-        return frozenset((*parent(self), key))
-
-    def get_presence_key(self) -> str:
-        """The presence group, prefixed ``tenant:<id>:`` exactly once. Without
-        djust's ``PresenceMixin`` the base is the class name, as in
-        djust.tenants (djust's presence code only calls this through
-        ``PresenceMixin``, whose base is ``module.Class``)."""
-        parent = getattr(super(), "get_presence_key", None)
-        base = parent() if parent is not None else type(self).__name__
-        return presence_key(self, base)
-
-    def get_state_key_prefix(self) -> str:
-        """``tenant:<id>`` for djust's saved view state; ``""`` (save nothing)
-        when there is no tenant, never the shared unprefixed key."""
-        return state_key_prefix(self._tenant)  # type: ignore[attr-defined]
