@@ -31,7 +31,8 @@ The refusals tenantry makes itself (the middleware's 429, the decorator's,
 a live event's and a live mount's error frames) are audited
 (``ratelimit.refused``) and counted as ``rate_limit`` refusals
 (``tenantry.access.refuse``). The djust side (where mounts and events are
-checked) is ``tenantry.live``.
+checked) is ``tenantry.djust.live``; the 429 and 503 answers are
+``tenantry.responses``.
 """
 
 from __future__ import annotations

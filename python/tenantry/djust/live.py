@@ -2,7 +2,8 @@
 a channel-layer message and a server-originated turn of a tenant view pass
 before view code runs or anything reaches the client.
 
-Installed by the app's ``ready()`` (:func:`install`, idempotent):
+Installed by ``tenantry.djust.install()`` from the app's ``ready()``
+(:func:`install`, idempotent; ``tenantry.live`` re-exports the public names):
 
 * **Mounts** (WebSocket, SSE, ``mount_batch``, ``live_redirect``): djust's
   pre-mount sequence (``ViewRuntime._check_auth``) runs its auth checks and
