@@ -19,9 +19,17 @@ the wheel does not ship) are added with ``--tests PATH``.
     python scripts/djust_compat.py                     # both libraries, a table
     python scripts/djust_compat.py --library tenantry --json
     python scripts/djust_compat.py --tests ~/djust/tests/unit/test_tenants.py
+    python scripts/djust_compat.py --names             # the upgrade guard, below
 
 Exit status: 0 when every tenantry failure is a known, documented difference,
 1 otherwise (and 2 when a run could not start).
+
+``--names`` is the upgrade guard for a new djust: it checks, in the installed
+djust, every djust private name tenantry relies on
+(``tenantry.djust.names.PRIVATE_NAMES``, the list ``manage.py check`` reports
+as ``tenantry.W112``) and prints one row per name; exit status 1 when one is
+missing or changed. Run it (and the tests above) against a new djust before
+raising tenantry's djust pin (docs/architecture.md#the-djust-seam).
 """
 
 from __future__ import annotations
@@ -290,6 +298,60 @@ def _parse(report: Path) -> dict:
     }
 
 
+def _setup_django() -> None:
+    """Django settings for importing djust's modules: the caller's
+    ``DJANGO_SETTINGS_MODULE``, else the fewest djust imports with."""
+    import django
+    from django.conf import settings
+
+    if not os.environ.get("DJANGO_SETTINGS_MODULE") and not settings.configured:
+        settings.configure(
+            INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth"],
+            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        )
+    django.setup()
+
+
+def check_names(*, as_json: bool = False) -> int:
+    """The upgrade guard: every djust private name tenantry relies on, in the
+    installed djust (see the module docstring). Returns the exit status."""
+    _setup_django()
+    from importlib.metadata import version
+
+    from tenantry.djust.names import PRIVATE_NAMES, _problem
+
+    rows = [(name, _problem(name)) for name in PRIVATE_NAMES]
+    missing = [problem for _name, problem in rows if problem is not None]
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "djust": version("djust"),
+                    "names": [
+                        {
+                            "module": name.module,
+                            "attribute": name.attribute,
+                            "kind": name.kind,
+                            "used_by": name.used_by,
+                            "problem": problem,
+                        }
+                        for name, problem in rows
+                    ],
+                    "problems": missing,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(f"djust {version('djust')}: the private names tenantry relies on\n")
+        print("| name | kind | used by | in this djust |")
+        print("|---|---|---|---|")
+        for name, problem in rows:
+            print(f"| {name.path} | {name.kind} | {name.used_by} | {problem or 'yes'} |")
+        print(f"\n{len(rows) - len(missing)}/{len(rows)} names as tenantry expects them.")
+    return 1 if missing else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--library", choices=("both", "tenantry", "djust"), default="both")
@@ -313,7 +375,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rewrite", type=Path, help="print one file rewritten for tenantry and exit"
     )
+    parser.add_argument(
+        "--names",
+        action="store_true",
+        help="check the djust private names tenantry relies on, in the installed djust, and exit",
+    )
     args = parser.parse_args(argv)
+    if args.names:
+        return check_names(as_json=args.json)
     if args.rewrite:
         sys.stdout.write(rewrite(args.rewrite.read_text()))
         return 0

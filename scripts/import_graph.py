@@ -52,7 +52,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # The parsed DJUST_CONFIG, the audit log, addressing and usage counters.
     ("config", ("tenantry.conf", "tenantry.audit", "tenantry.addressing", "tenantry.usage")),
     # The bound tenant (a ContextVar) and what reads only it.
-    ("context", ("tenantry.context", "tenantry.logging")),
+    # djust's side of it is the seam's one low module (tenantry.djust.context:
+    # the variable djust.tenants binds) and the seam package's lazy __init__.
+    ("context", ("tenantry.context", "tenantry.logging", "tenantry.djust")),
     # Per-tenant services that need the bound tenant but no model graph:
     # admission, the registry and its abstract models, cache, files, the
     # per-tenant backend cache of presence/state/rate limits.
@@ -65,6 +67,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tenantry.cache",
             "tenantry.storage",
             "tenantry._tenant_backend",
+            "tenantry.groups",
+            "tenantry.responses",
         ),
     ),
     # What each model holds and refers to (derived from Django's models only).
@@ -94,7 +98,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tenantry.presence",
             "tenantry.state",
             "tenantry.djust_state",
-            "tenantry.djust",
+            # The rest of the seam (a new module under tenantry.djust falls in
+            # the context layer until it is listed here: its imports say so).
+            "tenantry.djust.live",
+            "tenantry.djust.broadcasts",
+            "tenantry.djust.presence",
+            "tenantry.djust.state",
+            "tenantry.djust.live_presence",
+            "tenantry.djust.view_hooks",
+            "tenantry.djust.auth",
+            "tenantry.djust.names",
+            "tenantry.djust.installation",
             "tenantry.celery",
         ),
     ),

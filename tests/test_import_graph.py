@@ -43,34 +43,14 @@ ALLOWED: dict[tuple[str, str], str] = {
         "which only a project that installs the app should get"
     ),
     ("tenantry.testing", "channels"): "optional dependency: LiveView test client needs channels",
-    ("tenantry.celery", "tenantry.registry"): (
-        "a lower layer, so it could be at module level; left in place so as not to collide "
-        "with reshape-config's edit of active_tenant_ids() (the lead hoists it after the merge)"
+    ("tenantry.channels", "channels"): (
+        "optional dependency: Django Channels, needed only when a WebSocket is refused"
     ),
-    # -- reshape-djust's modules (djust is optional; its touchpoints move into
-    # tenantry/djust/, the lead shortens this after the merge) -----------------
-    ("tenantry.ratelimit", "tenantry.middleware"): (
-        "PENDING reshape-djust: the refusal responses move to their own module "
-        "(this import hides the middleware <-> ratelimit circle)"
-    ),
-    ("tenantry.mixins", "tenantry"): "PENDING reshape-djust (mixins.py is theirs)",
-    ("tenantry.state", "tenantry.djust_state"): "PENDING reshape-djust: djust is optional",
-    ("tenantry.channels", "channels"): "optional dependency: Django Channels",
-    ("tenantry.channels", "djust"): "PENDING reshape-djust: djust is optional",
-    ("tenantry.context", "djust"): "PENDING reshape-djust: djust is optional",
-    ("tenantry.live", "djust"): "PENDING reshape-djust: djust is optional",
-    ("tenantry.mixins", "djust"): "PENDING reshape-djust: djust is optional",
-    ("tenantry.presence", "djust"): "PENDING reshape-djust: djust is optional",
-    ("tenantry.state", "djust"): "PENDING reshape-djust: djust is optional",
-    ("tenantry.djust", "djust"): "optional dependency: djust, imported only when installed",
-    ("tenantry.djust", "channels"): "optional dependency: Django Channels",
-    # -- reshape-config's modules ------------------------------------------------
-    ("tenantry.checks", "tenantry"): "PENDING reshape-config (checks.py is theirs)",
-    ("tenantry.conf", "tenantry.resolvers"): "PENDING reshape-config (conf.py is theirs)",
+    ("tenantry.groups", "channels"): "optional dependency: Django Channels' layers",
 }
 
 #: Function-local imports that still close a circle, until their owner lands.
-PENDING_CIRCLES = {("tenantry.ratelimit", "tenantry.middleware")}
+PENDING_CIRCLES: set[tuple[str, str]] = set()
 
 
 def _report(package: Path = PACKAGE) -> tuple[int, dict]:

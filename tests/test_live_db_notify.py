@@ -23,6 +23,7 @@ from djust.db.notifications import PostgresNotifyListener
 from tenantry import channels as tenant_channels
 from tenantry import tenant_context
 from tenantry.channels import NOTIFY_TENANT_KEY, db_notify_group, tag_notify_payload
+from tenantry.djust import broadcasts as djust_broadcasts
 from tests.app import views
 from tests.app.models import Item
 from tests.live import Tab as _Tab
@@ -242,7 +243,7 @@ UNSCOPED = {
 @pytest.mark.parametrize("source, named", list(UNSCOPED.values()), ids=list(UNSCOPED))
 def test_the_check_names_a_group_tenantry_does_not_scope(source, named):
     """What djust may grow: each is reported with its place in djust."""
-    [problem] = tenant_channels._module_group_problems(
+    [problem] = djust_broadcasts._module_group_problems(
         ast.parse(source), "djust.fake", "djust/fake.py"
     )
     assert problem.startswith("djust djust/fake.py:") and named in problem
@@ -259,7 +260,7 @@ def test_the_check_names_a_group_tenantry_does_not_scope(source, named):
     ids=["view group", "presence group", "process-wide"],
 )
 def test_the_check_accepts_the_groups_tenantry_scopes(source):
-    assert tenant_channels._module_group_problems(ast.parse(source), "djust.fake", "x.py") == []
+    assert djust_broadcasts._module_group_problems(ast.parse(source), "djust.fake", "x.py") == []
 
 
 def test_the_check_names_a_replacement_that_is_not_installed():

@@ -27,8 +27,8 @@ from djust.sse import sse_urlpatterns
 from djust.websocket import LiveViewConsumer
 
 from tenantry import expire_live_admissions, tenant_context
-from tenantry import live as live_gates
 from tenantry.access import refusal_counts
+from tenantry.djust import live as live_gates
 from tenantry.ratelimit import TenantRateLimiter
 from tests.app import live_plane_views, views
 from tests.lifecycle.models import Account

@@ -33,11 +33,11 @@ from tenantry import (
     TenantPresenceManager,
     conf,
     get_tenant_presence_backend,
-    install_djust_presence_backend,
     tenant_context,
 )
 from tenantry import checks as tenantry_checks
 from tenantry import presence as presence_module
+from tenantry.djust import install_djust_presence_backend
 from tenantry.presence import get_presence_router
 
 

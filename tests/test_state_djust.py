@@ -24,9 +24,9 @@ from tenantry import (
     TenantMismatchError,
     TenantStateMemoryBackend,
     get_tenant_state_backend,
-    install_djust_state_backend,
     tenant_context,
 )
+from tenantry.djust import install_djust_state_backend
 from tenantry.djust_state import TenantDjustStateBackend
 from tenantry.state import get_djust_state_backend, get_state_router
 

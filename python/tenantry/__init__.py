@@ -66,14 +66,12 @@ _LAZY: dict[str, str] = {
     "TenantPresenceManager": ".presence",
     "TenantPresenceRouter": ".presence",
     "get_tenant_presence_backend": ".presence",
-    "install_djust_presence_backend": ".presence",
     "TenantPresenceMixin": ".live_presence",
     "TenantStateMemoryBackend": ".state",
     "TenantStateRedisBackend": ".state",
     "TenantStateManager": ".state",
     "TenantStateRouter": ".state",
     "get_tenant_state_backend": ".state",
-    "install_djust_state_backend": ".state",
 }
 
 __all__ = [

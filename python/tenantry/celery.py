@@ -51,6 +51,7 @@ from typing import Any
 from celery import Task, current_app, shared_task
 from celery import signals as celery_signals
 from celery.app import task as celery_task_module
+from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 
 from . import _core, audit, conf
@@ -69,6 +70,7 @@ from .context import (
     set_current_tenant,
     tenant_context,
 )
+from .registry import active_field
 
 __all__ = [
     "HEADER",
@@ -279,10 +281,6 @@ def active_tenant_ids() -> Iterator[str]:
     """The ids of ``TENANT_MODEL``'s rows, active ones only when the model
     has an active flag (``tenantry.registry.active_field``: the registry
     does not know an inactive row either), in id order."""
-    from django.apps import apps
-
-    from .registry import active_field
-
     config = conf.current()
     label = config.tenant_model_label
     if not label:

@@ -7,15 +7,23 @@ Ids: ``tenantry.E0NN`` is a bad value for the NN-th key of
 unknown ``TENANT_*`` key (usually a typo); ``tenantry.W002``/``W003`` settings a
 project moving from djust.tenants should look at; ``tenantry.W010`` a
 WebSocket route without ``TenantOriginValidator``; ``tenantry.E110`` /
-``E111`` a live gate or a djust group the installed djust escapes.
+``E111`` a live gate or a djust group the installed djust escapes;
+``tenantry.W112`` a djust private name tenantry relies on that the installed
+djust no longer has as expected.
 """
 
 from __future__ import annotations
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 
 from . import _core, conf, graph
+from .channels import TenantOriginValidator
+from .db import rls
+from .djust import live
+from .djust import names as djust_names
+from .djust.broadcasts import djust_group_problems
 
 
 def check_id(key: str) -> str:
@@ -79,10 +87,6 @@ def check_rls_definers(app_configs=None, databases=None, **kwargs) -> list[check
     past the policies (views, materialized views, ``SECURITY DEFINER``
     functions; see ``tenantry.db.rls.definer_problems``). A database check:
     ``manage.py check --database default`` and ``migrate`` run it."""
-    from django.db import connections
-
-    from .db import rls
-
     try:
         if conf.current().rls == "off":
             return []
@@ -282,8 +286,6 @@ def check_origin_validator(app_configs=None, **kwargs) -> list[checks.CheckMessa
         application = import_string(path)
     except Exception:  # Django and channels report an unimportable app
         return []
-    from .channels import TenantOriginValidator
-
     chain = list(_websocket_chain(application))
     if not chain or any(isinstance(app, TenantOriginValidator) for app in chain):
         return []
@@ -308,11 +310,9 @@ def check_live_plane(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     installed djust, read from djust itself: a consumer whose channel-layer
     handlers reach clients without re-admission, a client frame type
     tenantry does not classify, a djust seam that moved
-    (``tenantry.live.problems``; ``tenantry.E110``), and a channels group
-    djust joins or sends to that tenantry does not scope by tenant
-    (``tenantry.channels.djust_group_problems``; ``tenantry.E111``)."""
-    from . import live
-    from .channels import djust_group_problems
+    (``tenantry.djust.live.problems``; ``tenantry.E110``), and a channels
+    group djust joins or sends to that tenantry does not scope by tenant
+    (``tenantry.djust.broadcasts.djust_group_problems``; ``tenantry.E111``)."""
 
     hint = "Upgrade tenantry for this djust, or pin the djust version tenantry supports."
     return [
@@ -321,6 +321,22 @@ def check_live_plane(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     ] + [
         checks.Error(problem, hint=hint, id="tenantry.E111", obj="djust")
         for problem in djust_group_problems()
+    ]
+
+
+@checks.register("tenantry")
+def check_djust_private_names(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Every djust private name tenantry relies on is in the installed djust
+    as tenantry expects it (``tenantry.djust.names.PRIVATE_NAMES``): one
+    ``tenantry.W112`` per name missing or changed."""
+    hint = (
+        "This djust is not the one tenantry was checked against: run "
+        "scripts/djust_compat.py --names, and upgrade tenantry or pin djust "
+        "(docs/architecture.md#the-djust-seam)."
+    )
+    return [
+        checks.Warning(problem, hint=hint, id="tenantry.W112", obj="djust")
+        for problem in djust_names.problems()
     ]
 
 

@@ -23,6 +23,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 from . import _core
+from .resolvers import RESOLVER_REGISTRY
 
 __all__ = [
     "check",
@@ -84,8 +85,6 @@ def get_djust_config() -> dict:
 def load() -> None:
     """Compile the current settings; ``ImproperlyConfigured`` names the bad key."""
     global _current, _compiled_from
-    from .resolvers import RESOLVER_REGISTRY
-
     _current = None
     source = django_conf.settings
     try:
@@ -150,8 +149,6 @@ def request_settings() -> RequestConfig:
 
 def check() -> tuple[list[tuple[str, str]], list[str]]:
     """Every config problem as ``(key, message)`` and unknown TENANT_* keys."""
-    from .resolvers import RESOLVER_REGISTRY
-
     return _core.check_config(get_djust_config(), RESOLVER_REGISTRY)
 
 

@@ -5,9 +5,10 @@ connection's sync code on one shared executor thread, and ``sync_to_async``
 copies the caller's context into it, so each connection keeps its own value.
 
 When djust is installed, tenantry uses djust's own variable
-(``djust.tenants.middleware._current_tenant``) instead of a second one: djust
-binds it around every WebSocket event, and djust's managers and ours then
-always agree on the tenant.
+(``djust.tenants.middleware._current_tenant``, handed over by
+``tenantry.djust.context``) instead of a second one: djust binds it around
+every WebSocket event, and djust's managers and ours then always agree on
+the tenant.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from asgiref.sync import iscoroutinefunction
 
 from . import audit
 from ._core import TenantInfo, TenantNotFound, lookup_tenant
+from .djust.context import is_djust_tenant_info, shared_tenant_variable
 
 __all__ = [
     "TenantContext",
@@ -44,15 +46,7 @@ __all__ = [
 ]
 
 
-def _shared_variable() -> ContextVar[TenantInfo | None]:
-    try:
-        from djust.tenants.middleware import _current_tenant
-    except Exception:  # djust missing, or a version without the variable
-        return ContextVar("tenantry_current_tenant", default=None)
-    return _current_tenant
-
-
-_current: ContextVar[TenantInfo | None] = _shared_variable()
+_current: ContextVar[TenantInfo | None] = shared_tenant_variable()
 T = TypeVar("T")
 
 
@@ -63,7 +57,7 @@ def as_tenant(tenant: TenantInfo | str | int | None) -> TenantInfo | None:
     ours, its id validated like any other."""
     if tenant is None or isinstance(tenant, TenantInfo):
         return tenant
-    if type(tenant).__name__ == "TenantInfo" and type(tenant).__module__.startswith("djust."):
+    if is_djust_tenant_info(tenant):
         return TenantInfo(
             tenant.id,
             name=getattr(tenant, "name", None),

@@ -25,7 +25,6 @@ before the view runs: 429 with ``Retry-After`` and ``RateLimit-*`` headers
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -43,19 +42,17 @@ from .context import (
     tenant_context,
 )
 from .exceptions import BackendUnavailable, QuotaExceeded
+from .responses import RETRY_AFTER as RETRY_AFTER  # the public name it had here
+from .responses import unavailable
 
 __all__ = [
     "TenantMiddleware",
     "get_current_tenant",
     "set_current_tenant",
     "tenant_context",
+    "unavailable",
     "view_requires_tenant",
 ]
-
-logger = logging.getLogger("tenantry.middleware")
-
-#: Seconds a client is asked to wait after a 503 for an unreachable backend.
-RETRY_AFTER = 5
 
 
 def view_requires_tenant(view_func: Callable[..., Any]) -> bool:
@@ -121,25 +118,6 @@ class TenantMiddleware:
         if not isinstance(exception, (BackendUnavailable, QuotaExceeded)):
             return None
         return unavailable(request, exception)
-
-
-def unavailable(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """503 with ``Retry-After`` for an unreachable backend, logged."""
-    logger.error(
-        "%s %s (tenant %s): %s",
-        request.method,
-        request.path,
-        getattr(request, "tenant", None),
-        exception,
-        exc_info=exception,
-    )
-    response = HttpResponse(
-        "Service temporarily unavailable: a backend this page needs is unreachable or full.\n",
-        status=503,
-        content_type="text/plain; charset=utf-8",
-    )
-    response["Retry-After"] = str(RETRY_AFTER)
-    return response
 
 
 def _require_tenant(request: HttpRequest, view_func: Callable[..., Any]) -> None:

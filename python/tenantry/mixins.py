@@ -12,6 +12,13 @@ and on djust's live mounts, where djust calls ``_ensure_tenant(request)`` and
 then binds ``view._tenant`` around every event. djust reads the hooks below
 by name, with djust's meaning.
 
+This module holds the tenant's resolution and admission for a view. The
+rules behind the hooks djust calls by name (its "not context" marker, the
+template variable, the presence key, the saved-state prefix) are in
+``tenantry.djust.view_hooks``; the hooks stay methods here (a base class of
+their own would add a class to the MRO djust walks on every render). A live
+view's move to another tenant is ``tenantry.djust.broadcasts.move_live_view``.
+
 ``resolve_tenant`` here is the function the mixins and
 :func:`context_processor` resolve with, looked up at call time: tests patch
 it as they patched ``djust.tenants.mixin.resolve_tenant``::
@@ -29,7 +36,7 @@ from django.db.models import Model
 from django.http import Http404
 
 from . import audit, conf
-from ._core import TenantInfo, TenantNotSetError, resolve_tenant, tenant_scope
+from ._core import TenantInfo, TenantNotSetError, resolve_tenant
 from .access import (
     _NO_DICT,
     NOT_FOUND,
@@ -39,8 +46,22 @@ from .access import (
     deny,
     tenant_for_request,
 )
-from .channels import check_live_origin, move_live_view
+from .channels import check_live_origin
 from .context import _current, keep_bound
+from .context_processors import tenant_of
+from .djust.broadcasts import move_live_view
+from .djust.view_hooks import (
+    SCOPED,
+    context_key,
+    derived_property,
+    live_consumer,
+    not_context,
+    presence_key,
+    state_key_prefix,
+    tenant_scoped_presence_key,
+)
+from .isolation import tenant_kwargs
+from .managers import scoped_queryset
 
 __all__ = [
     "TenantContextProcessor",
@@ -49,65 +70,6 @@ __all__ = [
     "context_processor",
     "resolve_tenant",
 ]
-
-#: Marks a ``get_presence_key`` already wrapped by :func:`_tenant_scoped`.
-_SCOPED = "_tenantry_scoped"
-#: djust's marker for class attributes that are not template context.
-_DERIVED = "_djust_framework_derived"
-
-
-def _presence_key(view: Any, base: str) -> str:
-    """``base`` prefixed ``tenant:<id>:`` exactly once (as is without a tenant)."""
-    tenant = getattr(view, "_tenant", None)
-    if tenant is None:
-        return base
-    prefix = tenant_scope(tenant.id)
-    return base if base.startswith(prefix) else prefix + base
-
-
-def _tenant_scoped(method: Any) -> Any:
-    """``get_presence_key`` of a class that wins the MRO over TenantMixin's
-    (``PresenceMixin`` listed first, or the view's own override), still
-    prefixed with the tenant: a presence group is never shared by tenants."""
-
-    def get_presence_key(self: Any) -> str:
-        return _presence_key(self, method(self))
-
-    get_presence_key.__doc__ = method.__doc__
-    get_presence_key.__wrapped__ = method  # type: ignore[attr-defined]
-    setattr(get_presence_key, _SCOPED, True)
-    setattr(get_presence_key, _DERIVED, True)  # see _not_context
-    return get_presence_key
-
-
-class _derived_property(property):
-    """A property djust leaves out of a view's template context and saved
-    state (djust's ``_djust_framework_derived`` marker): ``tenant`` reaches
-    templates through ``get_context_data()``, and djust would otherwise probe
-    it on every render (a failing ``json.dumps``)."""
-
-    _djust_framework_derived = True
-
-
-def _not_context(cls: type) -> type:
-    """Mark ``cls``'s own methods with djust's ``_djust_framework_derived``.
-
-    djust's ``get_context_data()`` walks every attribute of every class of a
-    view's MRO on each render to find public class-level state; a marked
-    attribute is dropped on the first test instead of being probed as a
-    descriptor and filtered later. Methods are never context, so nothing
-    else changes: this only makes the mixin's methods cost djust less than
-    an unmarked one (the tenant's share of an HTTP GET, docs/performance.md).
-    """
-    for value in vars(cls).values():
-        target = getattr(value, "__func__", value)  # classmethod / staticmethod
-        if callable(target) and not isinstance(target, type):
-            try:
-                setattr(target, _DERIVED, True)
-            except (AttributeError, TypeError):  # a builtin: nothing to mark
-                pass
-    return cls
-
 
 #: ``_tenantry_tenant`` of a view that has not resolved its tenant yet.
 _UNRESOLVED: Any = type("Unresolved", (), {"__repr__": lambda self: "<unresolved tenant>"})()
@@ -216,14 +178,6 @@ def _resolve(view: Any, request: Any) -> TenantInfo | None:
     return tenant
 
 
-def _context_key(view: Any) -> str:
-    """The template variable of ``view``'s tenant."""
-    return (
-        getattr(view, "tenant_context_name", None)
-        or (conf.request_config or conf.request_settings()).context_name
-    )
-
-
 #: ``(view class, name)`` → what ``super().<name>`` is from ``TenantMixin``.
 _PARENT_HOOKS: dict[tuple[type, str], Any] = {}
 
@@ -262,7 +216,7 @@ def _run_bound(
     return keep_bound(response, tenant)
 
 
-@_not_context
+@not_context
 class TenantMixin:
     # Set on your view, not here: djust copies every public class attribute
     # of a view's classes into its template context and saved state on every
@@ -270,7 +224,7 @@ class TenantMixin:
     # overrides ``TENANT_REQUIRED`` for the view; ``tenant_context_name``: the
     # template variable, unset uses ``TENANT_CONTEXT_NAME``). The helpers are
     # module functions, and the methods carry djust's "not context" marker
-    # (``_not_context``): djust walks every class attribute of the view on
+    # (``not_context``): djust walks every class attribute of the view on
     # each render, and these cost it least.
     #
     # The view's tenant lives in one attribute, ``_tenantry_tenant``:
@@ -286,8 +240,8 @@ class TenantMixin:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         method = cls.get_presence_key
-        if method is not TenantMixin.get_presence_key and not getattr(method, _SCOPED, False):
-            cls.get_presence_key = _tenant_scoped(method)  # type: ignore[method-assign]
+        if method is not TenantMixin.get_presence_key and not getattr(method, SCOPED, False):
+            cls.get_presence_key = tenant_scoped_presence_key(method)  # type: ignore[method-assign]
 
     # -- the tenant ---------------------------------------------------------
 
@@ -296,7 +250,7 @@ class TenantMixin:
     # ``self._tenant``, ``self.tenant`` or calls ``set_tenant()`` with a
     # client-sent id gets a 404 for a tenant its user may not see, and the
     # view keeps its tenant.
-    @_derived_property
+    @derived_property
     def _tenant(self) -> TenantInfo | None:
         return _bound_tenant(self)
 
@@ -306,7 +260,7 @@ class TenantMixin:
 
     # djust.tenants' flag, for code and tests that read or set it: setting it
     # False makes the view resolve again on next use.
-    @_derived_property
+    @derived_property
     def _tenant_resolved(self) -> bool:
         return self._tenantry_tenant is not _UNRESOLVED and self._tenantry_tenant is not _REFUSED
 
@@ -316,14 +270,14 @@ class TenantMixin:
         if value and tenant is _UNRESOLVED:
             self._tenantry_tenant = None
         elif not value and tenant is not _REFUSED:  # a refusal stays a refusal
-            if tenant is not _UNRESOLVED and getattr(self, "_ws_consumer", None) is not None:
+            if tenant is not _UNRESOLVED and live_consumer(self) is not None:
                 try:
                     _RESOLVED_BEFORE[self] = tenant  # its socket's groups are this tenant's
                 except TypeError:  # an unhashable view
                     pass
             self._tenantry_tenant = _UNRESOLVED
 
-    @_derived_property
+    @derived_property
     def tenant(self) -> TenantInfo | None:
         """This view's tenant (resolved from ``self.request`` on first use)."""
         return _view_tenant(self)
@@ -372,7 +326,7 @@ class TenantMixin:
         tenant = _tenant_of(self, request)
         if tenant is None:
             return
-        consumer = getattr(self, "_ws_consumer", None)
+        consumer = live_consumer(self)
         scope = getattr(consumer, "scope", None)
         try:
             check_live_origin(tenant, scope=scope, request=request)
@@ -401,7 +355,7 @@ class TenantMixin:
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         parent = getattr(super(), "get_context_data", None)
         context = parent(**kwargs) if parent is not None else dict(kwargs)
-        context[_context_key(self)] = _view_tenant(self)
+        context[context_key(self)] = _view_tenant(self)
         return context
 
     def _apply_context_processors(self, context: dict[str, Any], request: Any) -> dict[str, Any]:
@@ -409,7 +363,7 @@ class TenantMixin:
         output, so djust renders it through its raw-object path instead of
         serializing it as view state (which logs a warning every render)."""
         context = super()._apply_context_processors(context, request)  # type: ignore[misc]
-        key = _context_key(self)
+        key = context_key(self)
         context[key] = _view_tenant(self)
         scoped = getattr(self, "_context_processor_keys", None)
         if isinstance(scoped, set):  # djust's fresh set of this call
@@ -421,7 +375,7 @@ class TenantMixin:
     def _djust_render_only_context_keys(self) -> frozenset:
         """The tenant renders but is never saved as view state."""
         parent = _next_in_mro(type(self), "_djust_render_only_context_keys")
-        key = _context_key(self)
+        key = context_key(self)
         if parent is None:
             return frozenset((key,))
         return frozenset((*parent(self), key))
@@ -435,25 +389,19 @@ class TenantMixin:
         ``PresenceMixin``, whose base is ``module.Class``)."""
         parent = getattr(super(), "get_presence_key", None)
         base = parent() if parent is not None else type(self).__name__
-        return _presence_key(self, base)
+        return presence_key(self, base)
 
     def get_state_key_prefix(self) -> str:
         """``tenant:<id>`` for djust's saved view state; ``""`` (save nothing)
         when there is no tenant, never the shared unprefixed key."""
-        tenant = _bound_tenant(self)
-        if tenant is None:
-            return ""
-        # djust.tenants percent-encodes the id; a validated id has nothing to
-        # encode (A-Z a-z 0-9 . _ -), so it is used as is. djust adds the
-        # final ':' itself.
-        return tenant_scope(tenant.id)[:-1]
+        return state_key_prefix(_bound_tenant(self))
 
 
 #: The default ``resolve_tenant`` (see ``_resolve``).
 _RESOLVE_TENANT = TenantMixin.resolve_tenant
 
 
-@_not_context
+@not_context
 class TenantScopedMixin(TenantMixin):
     """``TenantMixin`` plus helpers that scope a model to ``self.tenant``."""
 
@@ -479,8 +427,6 @@ class TenantScopedMixin(TenantMixin):
         NULL-tenant query), as djust.tenants: a custom ``objects`` (say, one
         that hides inactive rows) applies. A ``TenantManager`` is filtered to
         the view's tenant whatever tenant is bound."""
-        from .managers import scoped_queryset
-
         model = self._scoped_model(model)
         tenant = self._require_view_tenant("get_tenant_queryset")
         try:
@@ -500,8 +446,6 @@ class TenantScopedMixin(TenantMixin):
         """Create a row of this view's tenant. A tenant field among ``kwargs``
         (name, attname or instance) naming another tenant raises
         ``TenantMismatchError``."""
-        from .isolation import tenant_kwargs
-
         model = self._scoped_model(model)
         tenant = self.tenant
         if tenant is None:
@@ -528,27 +472,4 @@ class TenantContextProcessor:
 def context_processor(request: Any) -> dict[str, Any]:
     """djust.tenants' name for ``tenantry.context_processors.tenant``,
     resolving with this module's ``resolve_tenant``."""
-    from .context_processors import tenant_of
-
     return tenant_of(request, resolve_tenant)
-
-
-def _declare_to_djust() -> None:
-    """Tell djust's checks that these mixins' ``dispatch()`` holds no access
-    control that live transports skip: djust replays it through
-    ``_ensure_tenant()`` on every live mount. djust keeps that list for
-    tenant mixins built outside djust (``djust.auth.core._NON_ACCESS_MIXINS``);
-    without the entry, djust.V013 would warn about every tenant view."""
-    try:
-        from djust.auth import core
-    except Exception:  # djust not installed
-        return
-    known = getattr(core, "_NON_ACCESS_MIXINS", None)
-    if isinstance(known, frozenset):
-        core._NON_ACCESS_MIXINS = known | {
-            (__name__, "TenantMixin"),
-            (__name__, "TenantScopedMixin"),
-        }
-
-
-_declare_to_djust()

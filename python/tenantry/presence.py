@@ -25,7 +25,6 @@ lands in that view's tenant. See docs/presence.md.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
@@ -40,7 +39,7 @@ from ._core import (
 )
 from ._tenant_backend import CACHE_SIZE as CACHE_SIZE
 from ._tenant_backend import ProcessRouter, TenantBackends
-from .context import get_current_tenant, tenant_context
+from .djust import presence as djust_presence
 
 __all__ = [
     "PRESENCE_DEFAULT_REF",
@@ -58,17 +57,6 @@ __all__ = [
     "install_djust_presence_backend",
     "uninstall_djust_presence_backend",
 ]
-
-
-def _register_with_djust() -> None:
-    """Make ``isinstance(backend, djust.backends.base.PresenceBackend)`` true
-    (a virtual subclass: the Rust methods stay the ones that run)."""
-    try:
-        from djust.backends.base import PresenceBackend
-    except Exception:  # djust missing or without that module
-        return
-    for cls in (TenantAwareMemoryBackend, TenantAwareRedisBackend, TenantPresenceRouter):
-        PresenceBackend.register(cls)
 
 
 class TenantAwareBackendMixin:
@@ -119,7 +107,9 @@ def _make_backend(
 _backends = TenantBackends(_make_backend)
 _backend_for = _backends.lookup
 _router = ProcessRouter(TenantPresenceRouter)
-_register_with_djust()
+djust_presence.register_backends(
+    TenantAwareMemoryBackend, TenantAwareRedisBackend, TenantPresenceRouter
+)
 
 
 class TenantPresenceManager:
@@ -198,62 +188,6 @@ def _head(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _installed: TenantPresenceRouter | None = None
-#: djust's ``PresenceMixin`` methods that reach the presence backend; while
-#: tenantry is djust's backend each runs in the view's own tenant.
-_DJUST_PRESENCE_CALLS = (
-    "track_presence",
-    "untrack_presence",
-    "list_presences",
-    "presence_count",
-    "update_presence_heartbeat",
-    "_restore_presence",
-    "_refresh_online_count",
-)
-#: name → djust's own method, while ours wrap them.
-_djust_presence_calls: dict[str, Any] = {}
-
-
-def _in_view_tenant(method: Any) -> Any:
-    """``method`` of djust's ``PresenceMixin``, run with the view's own
-    tenant bound when nothing is bound. djust binds a tenant view's tenant
-    around mount and events, but calls ``untrack_presence`` on disconnect
-    after it unbound it (and code may call these outside any event), while
-    the router refuses a ``tenant:<id>:`` key with no tenant bound: a key
-    never addresses a tenant by itself. The view's tenant was resolved and
-    admitted by the view; a view without one runs as is."""
-
-    @functools.wraps(method)
-    def run_in_view_tenant(view: Any, *args: Any, **kwargs: Any) -> Any:
-        tenant = getattr(view, "_tenant", None)
-        if tenant is None or get_current_tenant() is not None:
-            return method(view, *args, **kwargs)
-        with tenant_context(tenant, must_exist=False):  # admitted by the view
-            return method(view, *args, **kwargs)
-
-    return run_in_view_tenant
-
-
-def _wrap_djust_presence() -> None:
-    from djust.presence import PresenceMixin
-
-    if _djust_presence_calls:
-        return
-    for name in _DJUST_PRESENCE_CALLS:
-        method = getattr(PresenceMixin, name, None)
-        if method is None:
-            continue
-        _djust_presence_calls[name] = method
-        setattr(PresenceMixin, name, _in_view_tenant(method))
-
-
-def _unwrap_djust_presence() -> None:
-    if not _djust_presence_calls:
-        return
-    from djust.presence import PresenceMixin
-
-    for name, method in _djust_presence_calls.items():
-        setattr(PresenceMixin, name, method)
-    _djust_presence_calls.clear()
 
 
 def get_presence_router() -> TenantPresenceRouter:
@@ -277,17 +211,15 @@ def install_djust_presence_backend(*, force: bool = False) -> bool:
     (after changing settings, it installs or removes itself to match).
     """
     global _installed
-    try:
-        from djust.backends import registry
-    except Exception:  # djust not installed
+    if not djust_presence.available():  # djust not installed
         return False
     _kind, wanted, _url = conf.current().presence_backend
     if not (wanted or force):
         uninstall_djust_presence_backend()
         return False
     router = get_presence_router()
-    registry.set_presence_backend(router)
-    _wrap_djust_presence()
+    djust_presence.set_backend(router)
+    djust_presence.wrap_presence_calls()
     _installed = router
     return True
 
@@ -298,14 +230,6 @@ def uninstall_djust_presence_backend() -> None:
     global _installed
     if _installed is None:
         return
-    try:
-        from djust.backends import registry
-    except Exception:
-        return
-    # Only reset djust's slot if it still holds ours (someone may have set
-    # another backend since; djust has no public getter without side effects).
-    current = getattr(getattr(registry, "_registry", None), "_backend", _installed)
-    if current is _installed:
-        registry.reset_presence_backend()
-    _unwrap_djust_presence()
+    djust_presence.reset_backend_if(_installed)  # only if djust's slot still holds ours
+    djust_presence.unwrap_presence_calls()
     _installed = None

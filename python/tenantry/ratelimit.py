@@ -31,14 +31,14 @@ The refusals tenantry makes itself (the middleware's 429, the decorator's,
 a live event's and a live mount's error frames) are audited
 (``ratelimit.refused``) and counted as ``rate_limit`` refusals
 (``tenantry.access.refuse``). The djust side (where mounts and events are
-checked) is ``tenantry.live``.
+checked) is ``tenantry.djust.live``; the 429 and 503 answers are
+``tenantry.responses``.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -50,6 +50,7 @@ from ._core import PLAN_KEYS, BackendUnavailable, Decision, TenantInfo, TenantRa
 from ._tenant_backend import ProcessRouter
 from .access import refuse
 from .context import _current
+from .responses import set_rate_limit_headers, too_many_requests, unavailable
 
 __all__ = [
     "Decision",
@@ -109,24 +110,6 @@ def _refused(decision: Decision, scope: str, request: Any, tenant: Any = None) -
     )
 
 
-def too_many_requests(decision: Decision) -> HttpResponse:
-    """The 429 answer to a refused ``decision``, with ``Retry-After`` and the
-    ``RateLimit-*`` headers."""
-    wait = math.ceil(decision.retry_after)
-    response = HttpResponse(
-        f"Too many requests: retry in {wait} second{'s' if wait != 1 else ''}.\n",
-        status=429,
-        content_type="text/plain; charset=utf-8",
-    )
-    _set_headers(response, decision)
-    return response
-
-
-def _set_headers(response: Any, decision: Decision) -> None:
-    for name, value in decision.headers().items():
-        response[name] = value
-
-
 def _unlimited(scope: str, tenant: Any) -> bool:
     """Nothing can limit ``scope`` (one of ``conf.GATED_SCOPES``) for ``tenant``:
     the config sets no rate or quota for it, and the tenant has no plan
@@ -145,8 +128,6 @@ def _http_decision(request: HttpRequest) -> Decision | HttpResponse | None:
     try:
         return _limiter.get().check("http", None, 1, request, required=False, usage="http_requests")
     except BackendUnavailable as exc:
-        from .middleware import unavailable
-
         return unavailable(request, exc)
 
 
@@ -169,7 +150,7 @@ def http(request: HttpRequest, get_response: Callable[[HttpRequest], Any]) -> An
         return too_many_requests(decision)
     response = get_response(request)
     if decision.limit is not None:  # no headers when no limit applies
-        _set_headers(response, decision)
+        set_rate_limit_headers(response, decision)
     return response
 
 
@@ -195,7 +176,7 @@ async def ahttp(request: HttpRequest, get_response: Callable[[HttpRequest], Awai
         return too_many_requests(decision)
     response = await get_response(request)
     if decision.limit is not None:  # no headers when no limit applies
-        _set_headers(response, decision)
+        set_rate_limit_headers(response, decision)
     return response
 
 
@@ -223,7 +204,7 @@ def tenant_ratelimit(
                     _refused(decision, name, request)
                     return too_many_requests(decision)
                 response = await view(request, *args, **kwargs)
-                _set_headers(response, decision)
+                set_rate_limit_headers(response, decision)
                 return response
 
             return async_wrapper
@@ -235,7 +216,7 @@ def tenant_ratelimit(
                 _refused(decision, name, request)
                 return too_many_requests(decision)
             response = view(request, *args, **kwargs)
-            _set_headers(response, decision)
+            set_rate_limit_headers(response, decision)
             return response
 
         return wrapper

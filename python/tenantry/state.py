@@ -28,6 +28,7 @@ from . import _core, conf
 from ._core import TenantStateMemoryBackend, TenantStateRedisBackend, TenantStateRouter
 from ._tenant_backend import CACHE_SIZE as CACHE_SIZE
 from ._tenant_backend import ProcessRouter, TenantBackends
+from .djust import state as djust_state
 
 __all__ = [
     "TenantStateManager",
@@ -40,6 +41,7 @@ __all__ = [
     "install_djust_state_backend",
     "uninstall_djust_state_backend",
 ]
+
 
 def _make_backend(
     tenant_id: str, config: _core.CurrentConfig
@@ -112,9 +114,7 @@ def get_djust_state_backend() -> Any:
     router = get_state_router()
     with _lock:
         if _adapter is None:
-            from .djust_state import TenantDjustStateBackend
-
-            _adapter = TenantDjustStateBackend(router)
+            _adapter = djust_state.make_adapter(router)
         return _adapter
 
 
@@ -126,16 +126,14 @@ def install_djust_state_backend(*, force: bool = False) -> bool:
     (after changing settings, it installs or removes itself to match).
     """
     global _installed
-    try:
-        from djust.state_backends import registry
-    except Exception:  # djust not installed
+    if not djust_state.available():  # djust not installed
         return False
     _kind, wanted, _url = conf.current().state_backend
     if not (wanted or force):
         uninstall_djust_state_backend()
         return False
     adapter = get_djust_state_backend()
-    registry.set_backend(adapter)
+    djust_state.set_backend(adapter)
     _installed = adapter
     return True
 
@@ -146,12 +144,5 @@ def uninstall_djust_state_backend() -> None:
     global _installed
     if _installed is None:
         return
-    try:
-        from djust.state_backends import registry
-    except Exception:
-        return
-    slot = getattr(registry, "_registry", None)
-    # Only empty djust's slot if it still holds ours.
-    if slot is not None and getattr(slot, "_backend", None) is _installed:
-        slot.reset()
+    djust_state.reset_backend_if(_installed)  # only if djust's slot still holds ours
     _installed = None

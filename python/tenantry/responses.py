@@ -1,0 +1,60 @@
+"""The answers tenantry gives instead of a view's: 503 for a backend that is
+down or full, 429 for a refused rate limit. Both ``TenantMiddleware`` and
+``tenantry.ratelimit`` answer with them, so they live here, below both.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+
+from ._core import Decision
+
+__all__ = ["RETRY_AFTER", "set_rate_limit_headers", "too_many_requests", "unavailable"]
+
+# The middleware's logger, as before this module existed (deployments filter on it).
+logger = logging.getLogger("tenantry.middleware")
+
+#: Seconds a client is asked to wait after a 503 for an unreachable backend.
+RETRY_AFTER = 5
+
+
+def unavailable(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """503 with ``Retry-After`` for an unreachable backend, logged."""
+    logger.error(
+        "%s %s (tenant %s): %s",
+        request.method,
+        request.path,
+        getattr(request, "tenant", None),
+        exception,
+        exc_info=exception,
+    )
+    response = HttpResponse(
+        "Service temporarily unavailable: a backend this page needs is unreachable or full.\n",
+        status=503,
+        content_type="text/plain; charset=utf-8",
+    )
+    response["Retry-After"] = str(RETRY_AFTER)
+    return response
+
+
+def too_many_requests(decision: Decision) -> HttpResponse:
+    """The 429 answer to a refused ``decision``, with ``Retry-After`` and the
+    ``RateLimit-*`` headers."""
+    wait = math.ceil(decision.retry_after)
+    response = HttpResponse(
+        f"Too many requests: retry in {wait} second{'s' if wait != 1 else ''}.\n",
+        status=429,
+        content_type="text/plain; charset=utf-8",
+    )
+    set_rate_limit_headers(response, decision)
+    return response
+
+
+def set_rate_limit_headers(response: Any, decision: Decision) -> None:
+    """``decision``'s ``RateLimit-*`` (and ``Retry-After``) headers on ``response``."""
+    for name, value in decision.headers().items():
+        response[name] = value
