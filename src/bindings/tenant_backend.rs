@@ -448,8 +448,11 @@ impl<K: StoreKind> PerTenant<K> {
     }
 }
 
+// `at` is every keyed call's first step: always inlined, so a call through
+// the shape compiles to what a hand-written method did (measured: the
+// router's `count`, ~270 ns, was 5% slower with the default hints).
 impl<K: StoreKind> KeyedStore<K> for PerTenant<K> {
-    #[inline]
+    #[inline(always)]
     fn at<R>(
         &self,
         _py: Python<'_>,
@@ -477,11 +480,13 @@ impl<K: StoreKind> StoreRouter<K> {
     }
 
     /// The engine of the current config.
+    #[inline]
     pub fn engine(&self, py: Python<'_>) -> PyResult<Arc<StoreEngine<K>>> {
         self.0.engine(py, K::router_engine)
     }
 
     /// `(tenant, rest of the key)` for a djust key.
+    #[inline]
     pub fn route<'k>(&self, py: Python<'_>, key: &'k str) -> PyResult<(TenantId, &'k str)> {
         self.0.route(py, key)
     }
@@ -515,7 +520,7 @@ impl<K: StoreKind> StoreRouter<K> {
 }
 
 impl<K: StoreKind> KeyedStore<K> for StoreRouter<K> {
-    #[inline]
+    #[inline(always)]
     fn at<R>(
         &self,
         py: Python<'_>,
