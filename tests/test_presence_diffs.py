@@ -360,7 +360,7 @@ def test_a_view_with_no_tenant_refuses_to_track_and_leaves_no_trace(store):
 
     view = views.LiveRoomView()
     view._websocket_session_id = "tab-1"  # as djust's consumer sets it on mount
-    with pytest.raises(TenantNotSetError, match="LiveRoomView.*room:lobby"):
+    with pytest.raises(TenantNotSetError, match=r"LiveRoomView.*room:lobby"):
         view.track_presence(meta={"name": "nobody"})
     with pytest.raises(TenantNotSetError, match="LiveRoomView"):
         view.subscribe_presence()
