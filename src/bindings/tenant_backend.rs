@@ -15,6 +15,12 @@
 //!   for saved views of views that are not tenant views, always), the
 //!   shared space no tenant's id can name ([`TenantId::shared`]);
 //! * [`redis_health`]: the Redis half of every `health_check()`.
+//!
+//! Presence and saved state are built from one generic shape on top of
+//! these: a kind implements [`StoreKind`]; its per-tenant classes wrap a
+//! [`PerTenant`], its router a [`StoreRouter`], both [`KeyedStore`]s; and
+//! `tenant_store_classes!` assembles the kind's three Python classes, each
+//! method written once (docs/architecture.md).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -437,7 +443,7 @@ impl<K: StoreKind> PerTenant<K> {
         })
     }
 
-    /// The backend's `repr`: `Class(tenant_id='acme'...)`.
+    /// The backend's `repr`: `Class(tenant_id="acme"...)`.
     pub fn repr(&self, class: &Bound<'_, PyType>) -> PyResult<String> {
         Ok(format!(
             "{}(tenant_id={:?}{})",
