@@ -38,7 +38,7 @@ from ._core import (
     TenantPresenceRouter,
 )
 from ._tenant_backend import CACHE_SIZE as CACHE_SIZE
-from ._tenant_backend import ProcessRouter, TenantBackends
+from ._tenant_backend import TenantBackendManager, TenantStore
 from .djust import presence as djust_presence
 
 __all__ = [
@@ -81,9 +81,10 @@ class TenantAwareBackendMixin:
         return _core.tenant_scope(self._tenant_id) + key
 
 
-def _make_backend(
-    tenant_id: str, config: _core.CurrentConfig
-) -> TenantAwareMemoryBackend | TenantAwareRedisBackend:
+_Backend = TenantAwareMemoryBackend | TenantAwareRedisBackend
+
+
+def _make_backend(tenant_id: str, config: _core.CurrentConfig) -> _Backend:
     kind, _install, redis_url = config.presence_backend
     rooms, users, connections, meta_bytes = config.presence_limits
     TenantAwareMemoryBackend.set_limits(
@@ -104,15 +105,16 @@ def _make_backend(
     return TenantAwareMemoryBackend(tenant_id, timeout=config.presence_timeout)
 
 
-_backends = TenantBackends(_make_backend)
-_backend_for = _backends.lookup
-_router = ProcessRouter(TenantPresenceRouter)
+_store: TenantStore[_Backend, TenantPresenceRouter] = TenantStore(
+    _make_backend, TenantPresenceRouter
+)
+_backend_for = _store.backends.lookup
 djust_presence.register_backends(
     TenantAwareMemoryBackend, TenantAwareRedisBackend, TenantPresenceRouter
 )
 
 
-class TenantPresenceManager:
+class TenantPresenceManager(TenantBackendManager[_Backend]):
     """One presence backend per tenant, configured from ``DJUST_CONFIG``
     (``PRESENCE_BACKEND``, ``PRESENCE_REDIS_URL``, ``PRESENCE_TIMEOUT``,
     ``TENANT_KEY_PREFIX``, ``REDIS_CONNECT_TIMEOUT``, ``REDIS_SOCKET_TIMEOUT``).
@@ -121,22 +123,12 @@ class TenantPresenceManager:
     ``DJUST_CONFIG`` changes.
     """
 
-    @classmethod
-    def for_tenant(cls, tenant_id: Any) -> TenantAwareMemoryBackend | TenantAwareRedisBackend:
-        """The backend of ``tenant_id`` (a str, an int or a ``TenantInfo``;
-        ``InvalidTenantId`` otherwise)."""
-        return _backends.for_tenant(tenant_id)
-
-    @classmethod
-    def clear_cache(cls) -> None:
-        _backends.clear()
+    _store = _store
 
 
-def get_tenant_presence_backend(
-    tenant_id: Any,
-) -> TenantAwareMemoryBackend | TenantAwareRedisBackend:
+def get_tenant_presence_backend(tenant_id: Any) -> _Backend:
     """Shorthand for ``TenantPresenceManager.for_tenant(tenant_id)``."""
-    return _backends.for_tenant(tenant_id)
+    return _store.for_tenant(tenant_id)
 
 
 def by_user(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -200,7 +192,7 @@ def get_presence_router() -> TenantPresenceRouter:
     Like every tenantry presence backend, each ``join``/``track`` raises the
     tenant's ``peak_presences`` usage to the room's count (in Rust, with no
     extra Redis round trip)."""
-    return _router.get()
+    return _store.get_router()
 
 
 def install_djust_presence_backend(*, force: bool = False) -> bool:

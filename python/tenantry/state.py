@@ -27,7 +27,7 @@ from typing import Any
 from . import _core, conf
 from ._core import TenantStateMemoryBackend, TenantStateRedisBackend, TenantStateRouter
 from ._tenant_backend import CACHE_SIZE as CACHE_SIZE
-from ._tenant_backend import ProcessRouter, TenantBackends
+from ._tenant_backend import TenantBackendManager, TenantStore
 from .djust import state as djust_state
 
 __all__ = [
@@ -42,10 +42,10 @@ __all__ = [
     "uninstall_djust_state_backend",
 ]
 
+_Backend = TenantStateMemoryBackend | TenantStateRedisBackend
 
-def _make_backend(
-    tenant_id: str, config: _core.CurrentConfig
-) -> TenantStateMemoryBackend | TenantStateRedisBackend:
+
+def _make_backend(tenant_id: str, config: _core.CurrentConfig) -> _Backend:
     kind, _install, redis_url = config.state_backend
     if kind == "redis":
         return TenantStateRedisBackend(
@@ -61,12 +61,11 @@ def _make_backend(
     return TenantStateMemoryBackend(tenant_id)
 
 
-_backends = TenantBackends(_make_backend)
-_backend_for = _backends.lookup
-_router = ProcessRouter(TenantStateRouter)
+_store: TenantStore[_Backend, TenantStateRouter] = TenantStore(_make_backend, TenantStateRouter)
+_backend_for = _store.backends.lookup
 
 
-class TenantStateManager:
+class TenantStateManager(TenantBackendManager[_Backend]):
     """One state backend per tenant, configured from ``DJUST_CONFIG``
     (``STATE_BACKEND``, ``STATE_REDIS_URL``, ``TENANT_KEY_PREFIX``,
     ``STATE_MEMORY_MAX_BYTES``, ``STATE_TENANT_MAX_BYTES``,
@@ -76,22 +75,12 @@ class TenantStateManager:
     ``DJUST_CONFIG`` changes.
     """
 
-    @classmethod
-    def for_tenant(cls, tenant_id: Any) -> TenantStateMemoryBackend | TenantStateRedisBackend:
-        """The backend of ``tenant_id`` (a str, an int or a ``TenantInfo``;
-        ``InvalidTenantId`` otherwise)."""
-        return _backends.for_tenant(tenant_id)
-
-    @classmethod
-    def clear_cache(cls) -> None:
-        _backends.clear()
+    _store = _store
 
 
-def get_tenant_state_backend(
-    tenant_id: Any,
-) -> TenantStateMemoryBackend | TenantStateRedisBackend:
+def get_tenant_state_backend(tenant_id: Any) -> _Backend:
     """Shorthand for ``TenantStateManager.for_tenant(tenant_id)``."""
-    return _backends.for_tenant(tenant_id)
+    return _store.for_tenant(tenant_id)
 
 
 _lock = threading.Lock()
@@ -105,7 +94,7 @@ def get_state_router() -> TenantStateRouter:
     ``TenantMismatchError``; none bound → ``InvalidKey``: a key never
     addresses a tenant by itself); a key without it (a view that is not a
     tenant view) lives in the shared space, which no tenant can read."""
-    return _router.get()
+    return _store.get_router()
 
 
 def get_djust_state_backend() -> Any:

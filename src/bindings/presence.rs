@@ -27,8 +27,12 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
+use super::config::Compiled;
 use super::errors::{self, presence_error};
-use super::tenant_backend::{self, redis_target, RedisEngine, Scope, TenantRouter};
+use super::tenant_backend::{
+    self, redis_target, tenant_store_classes, KeyedStore, PerTenant, RedisEngine, Routed, Scope,
+    StoreEngine, StoreKind, StoreRouter,
+};
 use super::tenant_info::{id_from_py, type_name};
 use crate::keys::{KeyPrefix, Unscoped};
 use crate::presence::memory::{wall_clock, Cap, Caps, MemoryPresence, Tracked};
@@ -578,9 +582,60 @@ impl RedisEngine for RedisPresence {
     }
 }
 
-/// How one tenant's (or the router's) presence calls are carried out: the
-/// memory store (with the presence timeout) or Redis.
-type Engine = tenant_backend::Engine<Duration, RedisPresence>;
+/// Presence, as a kind of per-tenant store: its engine is the memory store
+/// (with the presence timeout) or Redis.
+pub struct Presence;
+
+type Engine = StoreEngine<Presence>;
+
+impl StoreKind for Presence {
+    type Memory = Duration;
+    type Redis = RedisPresence;
+    /// A key without the `tenant:` scope is the bound tenant's, or, with no
+    /// tenant bound, lives in the space no tenant's id can name.
+    const ROUTED: &'static Routed = &Routed {
+        what: "presence key",
+        unscoped: Unscoped::Bound,
+    };
+    const ROUTER_NAME: &'static str = "TenantPresenceRouter";
+
+    fn router_engine(compiled: &Compiled) -> PyResult<Engine> {
+        let settings = &compiled.settings;
+        let timeout = checked_timeout(settings.presence_timeout)?;
+        apply_limits(settings.presence_caps, settings.presence_max_meta_bytes);
+        Engine::from_settings(
+            &settings.presence,
+            settings.redis_options,
+            &settings.key_prefix,
+            || timeout,
+            |store, prefix| RedisPresence::new(store, prefix, timeout),
+        )
+    }
+
+    fn memory_health(d: &Bound<'_, PyDict>, tenant: Option<&Bound<'_, PyString>>) -> PyResult<()> {
+        let stats = MEMORY.stats();
+        d.set_item("total_rooms", stats.rooms)?;
+        d.set_item("total_presences", stats.presences)?;
+        d.set_item("total_connections", stats.connections)?;
+        if let Some(t) = tenant {
+            // djust.tenants' key: this tenant's presences, all rooms.
+            let id = TenantId::parse(&t.to_string_lossy())
+                .map_err(|e| errors::invalid_tenant_id(&t.to_string_lossy(), &e))?;
+            d.set_item("presence_count", MEMORY.tenant_presences(&id))?;
+        }
+        Ok(())
+    }
+
+    /// The room as routed: `tenantry.channels` and the live presence mixin
+    /// name groups from it; the calls themselves check it.
+    fn check_resolved(_room: &str) -> PyResult<()> {
+        Ok(())
+    }
+
+    fn repr_fields(engine: &Engine) -> String {
+        format!(", timeout={}", engine.timeout_secs())
+    }
+}
 
 impl Engine {
     fn timeout_secs(&self) -> f64 {
@@ -1014,27 +1069,6 @@ impl Engine {
                 .map_err(presence_error),
         }
     }
-
-    /// Never raises for an unreachable Redis: reports it.
-    fn health_check<'py>(
-        &self,
-        py: Python<'py>,
-        tenant: Option<&Bound<'py, PyString>>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        self.report_health(py, tenant, |d| {
-            let stats = MEMORY.stats();
-            d.set_item("total_rooms", stats.rooms)?;
-            d.set_item("total_presences", stats.presences)?;
-            d.set_item("total_connections", stats.connections)?;
-            if let Some(t) = tenant {
-                // djust.tenants' key: this tenant's presences, all rooms.
-                let id = TenantId::parse(&t.to_string_lossy())
-                    .map_err(|e| errors::invalid_tenant_id(&t.to_string_lossy(), &e))?;
-                d.set_item("presence_count", MEMORY.tenant_presences(&id))?;
-            }
-            Ok(())
-        })
-    }
 }
 
 /// One user of a memory room, taken out under the shard lock: id,
@@ -1140,10 +1174,7 @@ pub(super) fn purge_memory(tenant: &TenantId, dry_run: bool) -> usize {
     frozen,
     subclass
 )]
-pub struct MemoryBackend {
-    scope: Scope,
-    engine: Engine,
-}
+pub struct MemoryBackend(PerTenant<Presence>);
 
 /// Redis presence for one tenant; all tenants on one URL share one pool.
 #[pyclass(
@@ -1152,299 +1183,7 @@ pub struct MemoryBackend {
     frozen,
     subclass
 )]
-pub struct RedisBackend {
-    scope: Scope,
-    engine: Engine,
-}
-
-/// The djust-facing methods, identical for both per-tenant classes.
-/// (PyO3 allows one `#[pymethods]` block per class: the class's own methods
-/// are passed in.)
-macro_rules! tenant_backend_methods {
-    ($class:ty, { $($own:tt)* }) => {
-        #[pymethods]
-        impl $class {
-            $($own)*
-
-            #[getter]
-            fn tenant_id(&self, py: Python<'_>) -> Py<PyString> {
-                self.scope.tenant_py.clone_ref(py)
-            }
-
-            /// Seconds without a heartbeat after which a presence is gone.
-            #[getter]
-            fn timeout(&self) -> f64 {
-                self.engine.timeout_secs()
-            }
-
-            #[pyo3(signature = (presence_key, user_id, meta=None))]
-            fn join<'py>(
-                &self,
-                py: Python<'py>,
-                presence_key: &str,
-                user_id: &Bound<'py, PyAny>,
-                meta: Option<&Bound<'py, PyAny>>,
-            ) -> PyResult<Bound<'py, PyDict>> {
-                let tenant_py = self.scope.tenant_py.bind(py);
-                self.engine.join(py, &self.scope.tenant, tenant_py, presence_key, user_id, meta)
-            }
-
-            fn leave<'py>(
-                &self,
-                py: Python<'py>,
-                presence_key: &str,
-                user_id: &Bound<'py, PyAny>,
-            ) -> PyResult<Option<Bound<'py, PyDict>>> {
-                let tenant_py = self.scope.tenant_py.bind(py);
-                self.engine.leave(py, &self.scope.tenant, tenant_py, presence_key, user_id)
-            }
-
-            /// Tracks one connection (`ref`) of the user; the diff it caused.
-            #[pyo3(signature = (presence_key, user_id, r#ref, meta=None))]
-            fn track<'py>(
-                &self,
-                py: Python<'py>,
-                presence_key: &str,
-                user_id: &Bound<'py, PyAny>,
-                r#ref: &Bound<'py, PyAny>,
-                meta: Option<&Bound<'py, PyAny>>,
-            ) -> PyResult<Bound<'py, PyDict>> {
-                let tenant_py = self.scope.tenant_py.bind(py);
-                self.engine.track(
-                    py, &self.scope.tenant, tenant_py, presence_key, user_id, r#ref, meta,
-                )
-            }
-
-            /// Removes one connection (`ref`) of the user; the diff it caused.
-            #[pyo3(signature = (presence_key, user_id, r#ref))]
-            fn untrack<'py>(
-                &self,
-                py: Python<'py>,
-                presence_key: &str,
-                user_id: &Bound<'py, PyAny>,
-                r#ref: &Bound<'py, PyAny>,
-            ) -> PyResult<Bound<'py, PyDict>> {
-                let tenant_py = self.scope.tenant_py.bind(py);
-                self.engine
-                    .untrack(py, &self.scope.tenant, tenant_py, presence_key, user_id, r#ref)
-            }
-
-            fn list<'py>(
-                &self,
-                py: Python<'py>,
-                presence_key: &str,
-            ) -> PyResult<Bound<'py, PyList>> {
-                let tenant_py = self.scope.tenant_py.bind(py);
-                self.engine.list(py, &self.scope.tenant, tenant_py, presence_key)
-            }
-
-            fn count(&self, py: Python<'_>, presence_key: &str) -> PyResult<u64> {
-                self.engine.count(py, &self.scope.tenant, presence_key)
-            }
-
-            /// Refreshes one connection of the user, or all of them without
-            /// `ref` (what is gone stays gone); how many were refreshed.
-            #[pyo3(signature = (presence_key, user_id, r#ref=None))]
-            fn heartbeat(
-                &self,
-                py: Python<'_>,
-                presence_key: &str,
-                user_id: &Bound<'_, PyAny>,
-                r#ref: Option<&Bound<'_, PyAny>>,
-            ) -> PyResult<u64> {
-                self.engine
-                    .heartbeat(py, &self.scope.tenant, presence_key, user_id, r#ref)
-            }
-
-            fn cleanup_stale(&self, py: Python<'_>, presence_key: &str) -> PyResult<u64> {
-                self.engine.cleanup_stale(py, &self.scope.tenant, presence_key)
-            }
-
-            fn health_check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-                self.engine
-                    .health_check(py, Some(self.scope.tenant_py.bind(py)))
-            }
-
-            fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-                let this = slf.get();
-                Ok(format!(
-                    "{}(tenant_id={:?}, timeout={})",
-                    slf.get_type().qualname()?.to_cow()?,
-                    this.scope.tenant.as_str(),
-                    this.engine.timeout_secs()
-                ))
-            }
-        }
-    };
-}
-
-tenant_backend_methods!(MemoryBackend, {
-    #[new]
-    #[pyo3(signature = (tenant_id, timeout=60.0))]
-    fn new(py: Python<'_>, tenant_id: &Bound<'_, PyAny>, timeout: f64) -> PyResult<Self> {
-        Ok(MemoryBackend {
-            scope: Scope::new(py, tenant_id)?,
-            engine: Engine::Memory(checked_timeout(timeout)?),
-        })
-    }
-
-    /// Removes every presence of `tenant_id`; returns how many went.
-    /// With another tenant bound: `TenantMismatchError`.
-    #[classmethod]
-    fn clear_tenant(cls: &Bound<'_, PyType>, tenant_id: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let tenant = id_from_py(tenant_id)?;
-        tenant_backend::refuse_naming_another(
-            cls.py(),
-            &tenant,
-            "TenantAwareMemoryBackend.clear_tenant",
-        )?;
-        Ok(reclaiming(|graveyard| {
-            MEMORY.clear_tenant(&tenant, graveyard)
-        }))
-    }
-
-    /// Removes every presence of every tenant; returns how many went.
-    #[classmethod]
-    fn clear_all(_cls: &Bound<'_, PyType>) -> usize {
-        reclaiming(|graveyard| MEMORY.clear_all(graveyard))
-    }
-
-    /// Frees every room whose presences have all expired, now (this also
-    /// happens a few rooms at a time on every operation). Returns how many
-    /// rooms went.
-    #[classmethod]
-    fn reclaim_expired(_cls: &Bound<'_, PyType>) -> usize {
-        reclaiming(|graveyard| MEMORY.reclaim_expired(Instant::now(), graveyard))
-    }
-
-    /// `(rooms, presences)` held by the whole process store (a presence is
-    /// a user in a room), expired but not yet reclaimed ones included.
-    #[classmethod]
-    fn store_stats(_cls: &Bound<'_, PyType>) -> (usize, usize) {
-        let stats = MEMORY.stats();
-        (stats.rooms, stats.presences)
-    }
-
-    /// Connections held by the whole process store (expired but not yet
-    /// reclaimed ones included).
-    #[classmethod]
-    fn store_connections(_cls: &Bound<'_, PyType>) -> usize {
-        MEMORY.stats().connections
-    }
-
-    /// Sets every tenant's caps in the memory store
-    /// (`PRESENCE_TENANT_MAX_ROOMS`, `_USERS`, `_CONNECTIONS`) and the
-    /// largest meta of any presence backend (`PRESENCE_MAX_META_BYTES`);
-    /// `None` keeps a value. What tenants hold already stays.
-    #[classmethod]
-    #[pyo3(signature = (*, max_rooms=None, max_users=None, max_connections=None, max_meta_bytes=None))]
-    fn set_limits(
-        _cls: &Bound<'_, PyType>,
-        max_rooms: Option<usize>,
-        max_users: Option<usize>,
-        max_connections: Option<usize>,
-        max_meta_bytes: Option<usize>,
-    ) {
-        let caps = MEMORY.caps();
-        apply_limits(
-            Caps {
-                rooms: max_rooms.unwrap_or(caps.rooms),
-                users: max_users.unwrap_or(caps.users),
-                connections: max_connections.unwrap_or(caps.connections),
-            },
-            max_meta_bytes.unwrap_or_else(|| META_LIMIT.load(Ordering::Relaxed)),
-        );
-    }
-
-    /// `{"max_rooms", "max_users", "max_connections", "max_meta_bytes"}` in
-    /// force.
-    #[classmethod]
-    fn limits<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
-        let caps = MEMORY.caps();
-        let d = PyDict::new(cls.py());
-        d.set_item("max_rooms", caps.rooms)?;
-        d.set_item("max_users", caps.users)?;
-        d.set_item("max_connections", caps.connections)?;
-        d.set_item("max_meta_bytes", META_LIMIT.load(Ordering::Relaxed))?;
-        Ok(d)
-    }
-
-    /// `{"rooms", "users", "connections"}` `tenant_id` holds in the memory
-    /// store, as its caps count them (O(1)).
-    #[classmethod]
-    fn tenant_stats<'py>(
-        cls: &Bound<'py, PyType>,
-        tenant_id: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let tenant = id_from_py(tenant_id)?;
-        tenant_backend::refuse_naming_another(
-            cls.py(),
-            &tenant,
-            "TenantAwareMemoryBackend.tenant_stats",
-        )?;
-        let held = MEMORY.held(&tenant);
-        let d = PyDict::new(cls.py());
-        d.set_item("rooms", held.rooms)?;
-        d.set_item("users", held.users)?;
-        d.set_item("connections", held.connections)?;
-        Ok(d)
-    }
-});
-
-tenant_backend_methods!(RedisBackend, {
-    /// Does not connect: Redis may be down when the backend is made.
-    #[new]
-    #[pyo3(signature = (
-        tenant_id,
-        redis_url=crate::config::DEFAULT_REDIS_URL,
-        key_prefix="djust",
-        timeout=60.0,
-        *,
-        connect_timeout=1.0,
-        socket_timeout=1.0,
-    ))]
-    fn new(
-        py: Python<'_>,
-        tenant_id: &Bound<'_, PyAny>,
-        redis_url: &str,
-        key_prefix: &str,
-        timeout: f64,
-        connect_timeout: f64,
-        socket_timeout: f64,
-    ) -> PyResult<Self> {
-        let scope = Scope::new(py, tenant_id)?;
-        let timeout = checked_timeout(timeout)?;
-        let (store, prefix) = redis_target(redis_url, key_prefix, connect_timeout, socket_timeout)?;
-        Ok(RedisBackend {
-            scope,
-            engine: Engine::Redis(RedisPresence::new(store, prefix, timeout)),
-        })
-    }
-
-    /// The Redis URL, password hidden.
-    #[getter]
-    fn redis_url(&self) -> &str {
-        self.engine.redis_url()
-    }
-
-    #[getter]
-    fn key_prefix(&self) -> &str {
-        self.engine.key_prefix()
-    }
-
-    /// The room's four Redis keys: `(users, connections, refs, data)`
-    /// (three sorted sets and a hash).
-    fn keys_for(&self, presence_key: &str) -> PyResult<(String, String, String, String)> {
-        check_room(presence_key).map_err(presence_error)?;
-        match &self.engine {
-            Engine::Redis(r) => {
-                let [users, conns, refs, data] = r.keys(&self.scope.tenant, presence_key);
-                Ok((users, conns, refs, data))
-            }
-            Engine::Memory(_) => Ok(Default::default()),
-        }
-    }
-});
+pub struct RedisBackend(PerTenant<Presence>);
 
 /// djust's global presence backend when tenantry is installed into djust:
 /// every call finds its tenant from the `tenant:<id>:` prefix that
@@ -1456,149 +1195,263 @@ tenant_backend_methods!(RedisBackend, {
 /// `PRESENCE_TIMEOUT`, `TENANT_KEY_PREFIX`, Redis timeouts): when Django's
 /// settings change, the next call uses the new ones.
 #[pyclass(module = "tenantry", name = "TenantPresenceRouter", frozen)]
-pub struct Router(TenantRouter<Engine>);
+pub struct Router(StoreRouter<Presence>);
 
-const ROUTED: tenant_backend::Routed = tenant_backend::Routed {
-    what: "presence key",
-    unscoped: Unscoped::Bound,
-};
+tenant_store_classes! {
+    kind: Presence,
+    router_key: presence_key,
 
-impl Router {
-    fn engine(&self, py: Python<'_>) -> PyResult<Arc<Engine>> {
-        self.0.engine(py, |compiled| {
-            let settings = &compiled.settings;
-            let timeout = checked_timeout(settings.presence_timeout)?;
-            apply_limits(settings.presence_caps, settings.presence_max_meta_bytes);
-            Engine::from_settings(
-                &settings.presence,
-                settings.redis_options,
-                &settings.key_prefix,
-                || timeout,
-                |store, prefix| RedisPresence::new(store, prefix, timeout),
-            )
-        })
-    }
+    // djust's `PresenceBackend` interface: the same on the per-tenant
+    // backends (the key is the room) and on the router (the key names the
+    // tenant and the room).
+    keyed {
+        #[pyo3(signature = (presence_key, user_id, meta=None))]
+        fn join<'py>(
+            &self,
+            py: Python<'py>,
+            presence_key: &str,
+            user_id: &Bound<'py, PyAny>,
+            meta: Option<&Bound<'py, PyAny>>,
+        ) -> PyResult<Bound<'py, PyDict>> {
+            self.0.at(py, presence_key, |engine, at| {
+                engine.join(py, at.tenant, &at.tenant_py(py), at.name, user_id, meta)
+            })
+        }
 
-    /// `(tenant, room)` for a djust presence key.
-    fn route<'k>(&self, py: Python<'_>, presence_key: &'k str) -> PyResult<(TenantId, &'k str)> {
-        self.0.route(py, presence_key)
-    }
-}
+        fn leave<'py>(
+            &self,
+            py: Python<'py>,
+            presence_key: &str,
+            user_id: &Bound<'py, PyAny>,
+        ) -> PyResult<Option<Bound<'py, PyDict>>> {
+            self.0.at(py, presence_key, |engine, at| {
+                engine.leave(py, at.tenant, &at.tenant_py(py), at.name, user_id)
+            })
+        }
 
-#[pymethods]
-impl Router {
-    #[new]
-    fn new(current_tenant: Py<PyAny>) -> Self {
-        Router(TenantRouter::new(current_tenant, &ROUTED))
-    }
+        /// Tracks one connection (`ref`) of the user; the diff it caused.
+        #[pyo3(signature = (presence_key, user_id, r#ref, meta=None))]
+        fn track<'py>(
+            &self,
+            py: Python<'py>,
+            presence_key: &str,
+            user_id: &Bound<'py, PyAny>,
+            r#ref: &Bound<'py, PyAny>,
+            meta: Option<&Bound<'py, PyAny>>,
+        ) -> PyResult<Bound<'py, PyDict>> {
+            self.0.at(py, presence_key, |engine, at| {
+                engine.track(py, at.tenant, &at.tenant_py(py), at.name, user_id, r#ref, meta)
+            })
+        }
 
-    /// `(tenant_id, room)` the call for `presence_key` would use (raises as
-    /// the operations do).
-    fn resolve(&self, py: Python<'_>, presence_key: &str) -> PyResult<(String, String)> {
-        let (tenant, room) = self.route(py, presence_key)?;
-        Ok((tenant.as_str().to_owned(), room.to_owned()))
-    }
+        /// Removes one connection (`ref`) of the user; the diff it caused.
+        #[pyo3(signature = (presence_key, user_id, r#ref))]
+        fn untrack<'py>(
+            &self,
+            py: Python<'py>,
+            presence_key: &str,
+            user_id: &Bound<'py, PyAny>,
+            r#ref: &Bound<'py, PyAny>,
+        ) -> PyResult<Bound<'py, PyDict>> {
+            self.0.at(py, presence_key, |engine, at| {
+                engine.untrack(py, at.tenant, &at.tenant_py(py), at.name, user_id, r#ref)
+            })
+        }
 
-    #[pyo3(signature = (presence_key, user_id, meta=None))]
-    fn join<'py>(
-        &self,
-        py: Python<'py>,
-        presence_key: &str,
-        user_id: &Bound<'py, PyAny>,
-        meta: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let (tenant, room) = self.route(py, presence_key)?;
-        let tenant_py = PyString::new(py, tenant.as_str());
-        self.engine(py)?
-            .join(py, &tenant, &tenant_py, room, user_id, meta)
-    }
+        fn list<'py>(&self, py: Python<'py>, presence_key: &str) -> PyResult<Bound<'py, PyList>> {
+            self.0.at(py, presence_key, |engine, at| {
+                engine.list(py, at.tenant, &at.tenant_py(py), at.name)
+            })
+        }
 
-    fn leave<'py>(
-        &self,
-        py: Python<'py>,
-        presence_key: &str,
-        user_id: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let (tenant, room) = self.route(py, presence_key)?;
-        let tenant_py = PyString::new(py, tenant.as_str());
-        self.engine(py)?
-            .leave(py, &tenant, &tenant_py, room, user_id)
-    }
+        fn count(&self, py: Python<'_>, presence_key: &str) -> PyResult<u64> {
+            self.0.at(py, presence_key, |engine, at| engine.count(py, at.tenant, at.name))
+        }
 
-    #[pyo3(signature = (presence_key, user_id, r#ref, meta=None))]
-    fn track<'py>(
-        &self,
-        py: Python<'py>,
-        presence_key: &str,
-        user_id: &Bound<'py, PyAny>,
-        r#ref: &Bound<'py, PyAny>,
-        meta: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let (tenant, room) = self.route(py, presence_key)?;
-        let tenant_py = PyString::new(py, tenant.as_str());
-        self.engine(py)?
-            .track(py, &tenant, &tenant_py, room, user_id, r#ref, meta)
-    }
+        /// Refreshes one connection of the user, or all of them without
+        /// `ref` (what is gone stays gone); how many were refreshed.
+        #[pyo3(signature = (presence_key, user_id, r#ref=None))]
+        fn heartbeat(
+            &self,
+            py: Python<'_>,
+            presence_key: &str,
+            user_id: &Bound<'_, PyAny>,
+            r#ref: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<u64> {
+            self.0.at(py, presence_key, |engine, at| {
+                engine.heartbeat(py, at.tenant, at.name, user_id, r#ref)
+            })
+        }
 
-    #[pyo3(signature = (presence_key, user_id, r#ref))]
-    fn untrack<'py>(
-        &self,
-        py: Python<'py>,
-        presence_key: &str,
-        user_id: &Bound<'py, PyAny>,
-        r#ref: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let (tenant, room) = self.route(py, presence_key)?;
-        let tenant_py = PyString::new(py, tenant.as_str());
-        self.engine(py)?
-            .untrack(py, &tenant, &tenant_py, room, user_id, r#ref)
-    }
-
-    fn list<'py>(&self, py: Python<'py>, presence_key: &str) -> PyResult<Bound<'py, PyList>> {
-        let (tenant, room) = self.route(py, presence_key)?;
-        let tenant_py = PyString::new(py, tenant.as_str());
-        self.engine(py)?.list(py, &tenant, &tenant_py, room)
-    }
-
-    fn count(&self, py: Python<'_>, presence_key: &str) -> PyResult<u64> {
-        let (tenant, room) = self.route(py, presence_key)?;
-        self.engine(py)?.count(py, &tenant, room)
-    }
-
-    #[pyo3(signature = (presence_key, user_id, r#ref=None))]
-    fn heartbeat(
-        &self,
-        py: Python<'_>,
-        presence_key: &str,
-        user_id: &Bound<'_, PyAny>,
-        r#ref: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<u64> {
-        let (tenant, room) = self.route(py, presence_key)?;
-        self.engine(py)?
-            .heartbeat(py, &tenant, room, user_id, r#ref)
-    }
-
-    fn cleanup_stale(&self, py: Python<'_>, presence_key: &str) -> PyResult<u64> {
-        let (tenant, room) = self.route(py, presence_key)?;
-        self.engine(py)?.cleanup_stale(py, &tenant, room)
-    }
-
-    fn health_check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = self.engine(py)?.health_check(py, None)?;
-        d.set_item("routing", "per-tenant")?;
-        Ok(d)
-    }
-
-    /// `"tenant_memory"` or `"tenant_redis"`, per the current config.
-    #[getter]
-    fn backend(&self, py: Python<'_>) -> PyResult<&'static str> {
-        Ok(self.engine(py)?.name())
-    }
-
-    fn __repr__(&self, py: Python<'_>) -> String {
-        match self.engine(py) {
-            Ok(e) => format!("TenantPresenceRouter(backend={:?})", e.name()),
-            Err(_) => "TenantPresenceRouter(unconfigured)".to_owned(),
+        fn cleanup_stale(&self, py: Python<'_>, presence_key: &str) -> PyResult<u64> {
+            self.0.at(py, presence_key, |engine, at| {
+                engine.cleanup_stale(py, at.tenant, at.name)
+            })
         }
     }
+
+    per_tenant {
+        /// Seconds without a heartbeat after which a presence is gone.
+        #[getter]
+        fn timeout(&self) -> f64 {
+            self.0.engine.timeout_secs()
+        }
+    }
+
+    memory MemoryBackend {
+        #[new]
+        #[pyo3(signature = (tenant_id, timeout=60.0))]
+        fn new(py: Python<'_>, tenant_id: &Bound<'_, PyAny>, timeout: f64) -> PyResult<Self> {
+            let engine = Engine::Memory(checked_timeout(timeout)?);
+            Ok(MemoryBackend(PerTenant::new(py, tenant_id, engine)?))
+        }
+
+        /// Removes every presence of `tenant_id`; returns how many went.
+        /// With another tenant bound: `TenantMismatchError`.
+        #[classmethod]
+        fn clear_tenant(cls: &Bound<'_, PyType>, tenant_id: &Bound<'_, PyAny>) -> PyResult<usize> {
+            let tenant = id_from_py(tenant_id)?;
+            tenant_backend::refuse_naming_another(
+                cls.py(),
+                &tenant,
+                "TenantAwareMemoryBackend.clear_tenant",
+            )?;
+            Ok(reclaiming(|graveyard| {
+                MEMORY.clear_tenant(&tenant, graveyard)
+            }))
+        }
+
+        /// Removes every presence of every tenant; returns how many went.
+        #[classmethod]
+        fn clear_all(_cls: &Bound<'_, PyType>) -> usize {
+            reclaiming(|graveyard| MEMORY.clear_all(graveyard))
+        }
+
+        /// Frees every room whose presences have all expired, now (this also
+        /// happens a few rooms at a time on every operation). Returns how many
+        /// rooms went.
+        #[classmethod]
+        fn reclaim_expired(_cls: &Bound<'_, PyType>) -> usize {
+            reclaiming(|graveyard| MEMORY.reclaim_expired(Instant::now(), graveyard))
+        }
+
+        /// `(rooms, presences)` held by the whole process store (a presence is
+        /// a user in a room), expired but not yet reclaimed ones included.
+        #[classmethod]
+        fn store_stats(_cls: &Bound<'_, PyType>) -> (usize, usize) {
+            let stats = MEMORY.stats();
+            (stats.rooms, stats.presences)
+        }
+
+        /// Connections held by the whole process store (expired but not yet
+        /// reclaimed ones included).
+        #[classmethod]
+        fn store_connections(_cls: &Bound<'_, PyType>) -> usize {
+            MEMORY.stats().connections
+        }
+
+        /// Sets every tenant's caps in the memory store
+        /// (`PRESENCE_TENANT_MAX_ROOMS`, `_USERS`, `_CONNECTIONS`) and the
+        /// largest meta of any presence backend (`PRESENCE_MAX_META_BYTES`);
+        /// `None` keeps a value. What tenants hold already stays.
+        #[classmethod]
+        #[pyo3(signature = (*, max_rooms=None, max_users=None, max_connections=None, max_meta_bytes=None))]
+        fn set_limits(
+            _cls: &Bound<'_, PyType>,
+            max_rooms: Option<usize>,
+            max_users: Option<usize>,
+            max_connections: Option<usize>,
+            max_meta_bytes: Option<usize>,
+        ) {
+            let caps = MEMORY.caps();
+            apply_limits(
+                Caps {
+                    rooms: max_rooms.unwrap_or(caps.rooms),
+                    users: max_users.unwrap_or(caps.users),
+                    connections: max_connections.unwrap_or(caps.connections),
+                },
+                max_meta_bytes.unwrap_or_else(|| META_LIMIT.load(Ordering::Relaxed)),
+            );
+        }
+
+        /// `{"max_rooms", "max_users", "max_connections", "max_meta_bytes"}` in
+        /// force.
+        #[classmethod]
+        fn limits<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
+            let caps = MEMORY.caps();
+            let d = PyDict::new(cls.py());
+            d.set_item("max_rooms", caps.rooms)?;
+            d.set_item("max_users", caps.users)?;
+            d.set_item("max_connections", caps.connections)?;
+            d.set_item("max_meta_bytes", META_LIMIT.load(Ordering::Relaxed))?;
+            Ok(d)
+        }
+
+        /// `{"rooms", "users", "connections"}` `tenant_id` holds in the memory
+        /// store, as its caps count them (O(1)).
+        #[classmethod]
+        fn tenant_stats<'py>(
+            cls: &Bound<'py, PyType>,
+            tenant_id: &Bound<'py, PyAny>,
+        ) -> PyResult<Bound<'py, PyDict>> {
+            let tenant = id_from_py(tenant_id)?;
+            tenant_backend::refuse_naming_another(
+                cls.py(),
+                &tenant,
+                "TenantAwareMemoryBackend.tenant_stats",
+            )?;
+            let held = MEMORY.held(&tenant);
+            let d = PyDict::new(cls.py());
+            d.set_item("rooms", held.rooms)?;
+            d.set_item("users", held.users)?;
+            d.set_item("connections", held.connections)?;
+            Ok(d)
+        }
+    }
+
+    redis RedisBackend {
+        /// Does not connect: Redis may be down when the backend is made.
+        #[new]
+        #[pyo3(signature = (
+            tenant_id,
+            redis_url=crate::config::DEFAULT_REDIS_URL,
+            key_prefix="djust",
+            timeout=60.0,
+            *,
+            connect_timeout=1.0,
+            socket_timeout=1.0,
+        ))]
+        fn new(
+            py: Python<'_>,
+            tenant_id: &Bound<'_, PyAny>,
+            redis_url: &str,
+            key_prefix: &str,
+            timeout: f64,
+            connect_timeout: f64,
+            socket_timeout: f64,
+        ) -> PyResult<Self> {
+            let scope = Scope::new(py, tenant_id)?;
+            let timeout = checked_timeout(timeout)?;
+            let (store, prefix) = redis_target(redis_url, key_prefix, connect_timeout, socket_timeout)?;
+            Ok(RedisBackend(PerTenant {
+                scope,
+                engine: Engine::Redis(RedisPresence::new(store, prefix, timeout)),
+            }))
+        }
+
+        /// The room's four Redis keys: `(users, connections, refs, data)`
+        /// (three sorted sets and a hash).
+        fn keys_for(&self, presence_key: &str) -> PyResult<(String, String, String, String)> {
+            check_room(presence_key).map_err(presence_error)?;
+            match &self.0.engine {
+                Engine::Redis(r) => {
+                    let [users, conns, refs, data] = r.keys(&self.0.scope.tenant, presence_key);
+                    Ok((users, conns, refs, data))
+                }
+                Engine::Memory(_) => Ok(Default::default()),
+            }
+        }
+    }
+
+    router Router {}
 }

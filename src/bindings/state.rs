@@ -12,7 +12,7 @@
 //! back decoded, so a value must be JSON-able (`TypeError` otherwise).
 //! The GIL is released around every Redis round trip.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyTypeError;
@@ -20,9 +20,13 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyString, PyType};
 
+use super::config::Compiled;
 use super::errors::{self, state_error};
 use super::presence::json_encode;
-use super::tenant_backend::{self, redis_target, RedisEngine, Scope, TenantRouter};
+use super::tenant_backend::{
+    self, redis_target, tenant_store_classes, KeyedStore, PerTenant, RedisEngine, Routed, Scope,
+    StoreEngine, StoreKind, StoreRouter,
+};
 use super::tenant_info::type_name;
 use crate::keys::{KeyPrefix, Unscoped};
 use crate::redis_store::RedisStore;
@@ -173,8 +177,50 @@ impl RedisEngine for RedisState {
     }
 }
 
-/// How state calls are carried out: the process's memory store or Redis.
-type Engine = tenant_backend::Engine<(), RedisState>;
+/// Saved state, as a kind of per-tenant store: its engine is the process's
+/// memory store or Redis.
+pub struct State;
+
+type Engine = StoreEngine<State>;
+
+impl StoreKind for State {
+    type Memory = ();
+    type Redis = RedisState;
+    /// A key without the `tenant:` scope is a view that is not a tenant view
+    /// (djust saves nothing for a tenant view without a tenant): it goes to
+    /// the shared space, which no tenant's space can read or be read from.
+    const ROUTED: &'static Routed = &Routed {
+        what: "saved view key",
+        unscoped: Unscoped::Shared,
+    };
+    const ROUTER_NAME: &'static str = "TenantStateRouter";
+
+    fn router_engine(compiled: &Compiled) -> PyResult<Engine> {
+        let settings = &compiled.settings;
+        MEMORY.set_limits(
+            settings.state_memory_max_bytes,
+            settings.state_tenant_max_bytes,
+        );
+        Engine::from_settings(
+            &settings.state,
+            settings.redis_options,
+            &settings.key_prefix,
+            || (),
+            RedisState::new,
+        )
+    }
+
+    fn memory_health(d: &Bound<'_, PyDict>, _tenant: Option<&Bound<'_, PyString>>) -> PyResult<()> {
+        let stats = MEMORY.stats();
+        d.set_item("total_keys", stats.entries)?;
+        d.set_item("used_bytes", stats.bytes)?;
+        d.set_item("max_bytes", stats.limit)
+    }
+
+    fn check_resolved(name: &str) -> PyResult<()> {
+        checked_name(name)
+    }
+}
 
 impl Engine {
     fn get_out(
@@ -323,20 +369,6 @@ impl Engine {
                 .map_err(state_error),
         }
     }
-
-    /// Never raises for an unreachable Redis: reports it.
-    fn health_check<'py>(
-        &self,
-        py: Python<'py>,
-        tenant: Option<&Bound<'py, PyString>>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        self.report_health(py, tenant, |d| {
-            let stats = MEMORY.stats();
-            d.set_item("total_keys", stats.entries)?;
-            d.set_item("used_bytes", stats.bytes)?;
-            d.set_item("max_bytes", stats.limit)
-        })
-    }
 }
 
 /// In-memory state of one tenant (the store itself is shared by the process:
@@ -347,10 +379,7 @@ impl Engine {
     frozen,
     subclass
 )]
-pub struct MemoryBackend {
-    scope: Scope,
-    engine: Engine,
-}
+pub struct MemoryBackend(PerTenant<State>);
 
 /// Redis state of one tenant; all tenants on one URL share one pool.
 #[pyclass(
@@ -359,227 +388,7 @@ pub struct MemoryBackend {
     frozen,
     subclass
 )]
-pub struct RedisBackend {
-    scope: Scope,
-    engine: Engine,
-}
-
-/// The methods both per-tenant classes share (PyO3 allows one
-/// `#[pymethods]` block per class: the class's own methods are passed in).
-macro_rules! state_backend_methods {
-    ($class:ty, { $($own:tt)* }) => {
-        #[pymethods]
-        impl $class {
-            $($own)*
-
-            #[getter]
-            fn tenant_id(&self, py: Python<'_>) -> Py<PyString> {
-                self.scope.tenant_py.clone_ref(py)
-            }
-
-            /// `"tenant_memory"` or `"tenant_redis"`.
-            #[getter]
-            fn backend(&self) -> &'static str {
-                self.engine.name()
-            }
-
-            /// The value at `key`, or `default` when it is missing or expired.
-            #[pyo3(signature = (key, default=None))]
-            fn get<'py>(
-                &self,
-                py: Python<'py>,
-                key: &str,
-                default: Option<Bound<'py, PyAny>>,
-            ) -> PyResult<Bound<'py, PyAny>> {
-                match self.engine.get(py, &self.scope.tenant, Space::Data, key)? {
-                    Some(value) => Ok(value),
-                    None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
-                }
-            }
-
-            /// Stores `value` (bytes, int, or anything JSON-able) at `key`;
-            /// `ttl` in seconds (int or float), `None` for no expiry.
-            #[pyo3(signature = (key, value, ttl=None))]
-            fn set(
-                &self,
-                py: Python<'_>,
-                key: &str,
-                value: &Bound<'_, PyAny>,
-                ttl: Option<f64>,
-            ) -> PyResult<()> {
-                let ttl = checked_ttl(ttl)?;
-                let value = incoming(py, value)?;
-                self.engine.set(py, &self.scope.tenant, Space::Data, key, &value.value(), ttl)
-            }
-
-            /// Removes `key`; True when it existed.
-            fn delete(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
-                self.engine.delete(py, &self.scope.tenant, Space::Data, key)
-            }
-
-            fn exists(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
-                self.engine.exists(py, &self.scope.tenant, Space::Data, key)
-            }
-
-            /// Seconds until `key` expires; `None` when it never expires,
-            /// `0` when it does not exist (django-redis' convention).
-            fn ttl(&self, py: Python<'_>, key: &str) -> PyResult<Option<f64>> {
-                self.engine.ttl(py, &self.scope.tenant, Space::Data, key)
-            }
-
-            /// Adds `amount` to the integer at `key` atomically and returns
-            /// the result. A missing key counts as 0 (and is created without
-            /// expiry); an existing key keeps its TTL.
-            #[pyo3(signature = (key, amount=1))]
-            fn incr(&self, py: Python<'_>, key: &str, amount: i64) -> PyResult<i64> {
-                self.engine.incr(py, &self.scope.tenant, Space::Data, key, amount)
-            }
-
-            /// Removes every state key of this tenant (application state and
-            /// djust's saved views), in batches; other tenants are not
-            /// touched. Returns how many keys went.
-            fn delete_tenant(&self, py: Python<'_>) -> PyResult<usize> {
-                tenant_backend::refuse_naming_another(
-                    py,
-                    &self.scope.tenant,
-                    "delete_tenant",
-                )?;
-                self.engine.delete_tenant(py, &self.scope.tenant)
-            }
-
-            fn health_check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-                self.engine.health_check(py, Some(self.scope.tenant_py.bind(py)))
-            }
-
-            fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-                Ok(format!(
-                    "{}(tenant_id={:?})",
-                    slf.get_type().qualname()?.to_cow()?,
-                    slf.get().scope.tenant.as_str(),
-                ))
-            }
-        }
-    };
-}
-
-state_backend_methods!(MemoryBackend, {
-    #[new]
-    fn new(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Ok(MemoryBackend {
-            scope: Scope::new(py, tenant_id)?,
-            engine: Engine::Memory(()),
-        })
-    }
-
-    /// Sets the byte bound of the process's memory store
-    /// (`STATE_MEMORY_MAX_BYTES`) and one tenant's share of it
-    /// (`STATE_TENANT_MAX_BYTES`; None: an eighth of `max_bytes`). Existing
-    /// keys stay; writes past a bound make room or raise `QuotaExceeded`.
-    #[classmethod]
-    #[pyo3(signature = (max_bytes, tenant_max_bytes=None))]
-    fn set_memory_limit(
-        _cls: &Bound<'_, PyType>,
-        max_bytes: usize,
-        tenant_max_bytes: Option<usize>,
-    ) {
-        let tenant = tenant_max_bytes.unwrap_or_else(|| default_tenant_limit(max_bytes));
-        MEMORY.set_limits(max_bytes, tenant);
-    }
-
-    /// `{"keys", "bytes", "max_bytes", "tenant_max_bytes", "tenants",
-    /// "effective_share"}` of the whole process store (keys expired but not
-    /// yet dropped included; bytes as counted against the bound; tenants
-    /// holding keys; one tenant's effective share now,
-    /// `min(tenant_max_bytes, max_bytes / tenants)`).
-    #[classmethod]
-    fn store_stats<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = MEMORY.stats();
-        let d = PyDict::new(cls.py());
-        d.set_item("keys", stats.entries)?;
-        d.set_item("bytes", stats.bytes)?;
-        d.set_item("max_bytes", stats.limit)?;
-        d.set_item("tenant_max_bytes", stats.tenant_limit)?;
-        d.set_item("tenants", stats.tenants)?;
-        d.set_item("effective_share", stats.effective_share)?;
-        Ok(d)
-    }
-
-    /// Bytes this tenant's keys count against its share of the store.
-    #[getter]
-    fn used_bytes(&self) -> usize {
-        MEMORY.tenant_bytes(&self.scope.tenant)
-    }
-
-    /// Drops every expired key now (this also happens a few keys at a time
-    /// on every operation). Returns how many went.
-    #[classmethod]
-    fn purge_expired(_cls: &Bound<'_, PyType>) -> usize {
-        MEMORY.purge_expired(Instant::now())
-    }
-
-    /// Removes every key of every tenant; returns how many went.
-    #[classmethod]
-    fn clear_all(_cls: &Bound<'_, PyType>) -> usize {
-        MEMORY.clear_all()
-    }
-});
-
-state_backend_methods!(RedisBackend, {
-    /// Does not connect: Redis may be down when the backend is made.
-    #[new]
-    #[pyo3(signature = (
-        tenant_id,
-        redis_url=crate::config::DEFAULT_REDIS_URL,
-        key_prefix="djust",
-        *,
-        connect_timeout=1.0,
-        socket_timeout=1.0,
-    ))]
-    fn new(
-        py: Python<'_>,
-        tenant_id: &Bound<'_, PyAny>,
-        redis_url: &str,
-        key_prefix: &str,
-        connect_timeout: f64,
-        socket_timeout: f64,
-    ) -> PyResult<Self> {
-        let scope = Scope::new(py, tenant_id)?;
-        let (store, prefix) = redis_target(redis_url, key_prefix, connect_timeout, socket_timeout)?;
-        Ok(RedisBackend {
-            scope,
-            engine: Engine::Redis(RedisState::new(store, prefix)),
-        })
-    }
-
-    /// The Redis URL, password hidden.
-    #[getter]
-    fn redis_url(&self) -> &str {
-        self.engine.redis_url()
-    }
-
-    #[getter]
-    fn key_prefix(&self) -> &str {
-        self.engine.key_prefix()
-    }
-
-    /// The Redis key holding `key` of this tenant.
-    fn key_for(&self, key: &str) -> PyResult<String> {
-        checked_name(key)?;
-        match &self.engine {
-            Engine::Redis(r) => Ok(r.key(&self.scope.tenant, Space::Data, key)),
-            Engine::Memory(()) => Ok(String::new()),
-        }
-    }
-
-    /// The Redis key of this tenant's index (a sorted set of its keys).
-    #[getter]
-    fn index_key(&self) -> String {
-        match &self.engine {
-            Engine::Redis(r) => r.index_key(&self.scope.tenant),
-            Engine::Memory(()) => String::new(),
-        }
-    }
-});
+pub struct RedisBackend(PerTenant<State>);
 
 /// The store behind tenantry's djust state adapter: a call whose key has the
 /// `tenant:<id>:` prefix djust puts on the key of a `TenantMixin` view
@@ -595,141 +404,267 @@ state_backend_methods!(RedisBackend, {
 /// `TENANT_KEY_PREFIX`, Redis timeouts, `STATE_MEMORY_MAX_BYTES`,
 /// `STATE_TENANT_MAX_BYTES`).
 #[pyclass(module = "tenantry", name = "TenantStateRouter", frozen)]
-pub struct Router(TenantRouter<Engine>);
+pub struct Router(StoreRouter<State>);
 
-const ROUTED: tenant_backend::Routed = tenant_backend::Routed {
-    what: "saved view key",
-    unscoped: Unscoped::Shared,
-};
+tenant_store_classes! {
+    kind: State,
+    router_key: key,
 
-impl Router {
-    fn engine(&self, py: Python<'_>) -> PyResult<Arc<Engine>> {
-        self.0.engine(py, |compiled| {
-            let settings = &compiled.settings;
-            MEMORY.set_limits(
-                settings.state_memory_max_bytes,
-                settings.state_tenant_max_bytes,
-            );
-            Engine::from_settings(
-                &settings.state,
-                settings.redis_options,
-                &settings.key_prefix,
-                || (),
-                RedisState::new,
-            )
-        })
-    }
+    // The router's calls are djust's saved views (below), not these.
+    keyed {}
 
-    fn route<'k>(&self, py: Python<'_>, key: &'k str) -> PyResult<(TenantId, &'k str)> {
-        self.0.route(py, key)
-    }
-}
+    per_tenant {
+        /// The value at `key`, or `default` when it is missing or expired.
+        #[pyo3(signature = (key, default=None))]
+        fn get<'py>(
+            &self,
+            py: Python<'py>,
+            key: &str,
+            default: Option<Bound<'py, PyAny>>,
+        ) -> PyResult<Bound<'py, PyAny>> {
+            let found = self.0.at(py, key, |engine, at| {
+                engine.get(py, at.tenant, Space::Data, at.name)
+            })?;
+            Ok(found.unwrap_or_else(|| default.unwrap_or_else(|| py.None().into_bound(py))))
+        }
 
-#[pymethods]
-impl Router {
-    #[new]
-    fn new(current_tenant: Py<PyAny>) -> Self {
-        Router(TenantRouter::new(current_tenant, &ROUTED))
-    }
+        /// Stores `value` (bytes, int, or anything JSON-able) at `key`;
+        /// `ttl` in seconds (int or float), `None` for no expiry.
+        #[pyo3(signature = (key, value, ttl=None))]
+        fn set(
+            &self,
+            py: Python<'_>,
+            key: &str,
+            value: &Bound<'_, PyAny>,
+            ttl: Option<f64>,
+        ) -> PyResult<()> {
+            let ttl = checked_ttl(ttl)?;
+            let value = incoming(py, value)?;
+            self.0.at(py, key, |engine, at| {
+                engine.set(py, at.tenant, Space::Data, at.name, &value.value(), ttl)
+            })
+        }
 
-    /// `(tenant_id, name)` a call for djust's `key` would use (raises as the
-    /// operations do).
-    fn resolve(&self, py: Python<'_>, key: &str) -> PyResult<(String, String)> {
-        let (tenant, name) = self.route(py, key)?;
-        checked_name(name)?;
-        Ok((tenant.as_str().to_owned(), name.to_owned()))
-    }
+        /// Removes `key`; True when it existed.
+        fn delete(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
+            self.0.at(py, key, |engine, at| {
+                engine.delete(py, at.tenant, Space::Data, at.name)
+            })
+        }
 
-    /// The saved bytes for djust's `key`, or None.
-    fn get<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let (tenant, name) = self.route(py, key)?;
-        let engine = self.engine(py)?;
-        match engine.get_out(py, &tenant, Space::View, name)? {
-            None => Ok(None),
-            Some(Outgoing::Bytes(b)) => Ok(Some(b.into_bound(py))),
-            Some(_) => Err(foreign(&engine, name)),
+        fn exists(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
+            self.0.at(py, key, |engine, at| {
+                engine.exists(py, at.tenant, Space::Data, at.name)
+            })
+        }
+
+        /// Seconds until `key` expires; `None` when it never expires,
+        /// `0` when it does not exist (django-redis' convention).
+        fn ttl(&self, py: Python<'_>, key: &str) -> PyResult<Option<f64>> {
+            self.0.at(py, key, |engine, at| {
+                engine.ttl(py, at.tenant, Space::Data, at.name)
+            })
+        }
+
+        /// Adds `amount` to the integer at `key` atomically and returns
+        /// the result. A missing key counts as 0 (and is created without
+        /// expiry); an existing key keeps its TTL.
+        #[pyo3(signature = (key, amount=1))]
+        fn incr(&self, py: Python<'_>, key: &str, amount: i64) -> PyResult<i64> {
+            self.0.at(py, key, |engine, at| {
+                engine.incr(py, at.tenant, Space::Data, at.name, amount)
+            })
+        }
+
+        /// Removes every state key of this tenant (application state and
+        /// djust's saved views), in batches; other tenants are not
+        /// touched. Returns how many keys went.
+        fn delete_tenant(&self, py: Python<'_>) -> PyResult<usize> {
+            tenant_backend::refuse_naming_another(py, &self.0.scope.tenant, "delete_tenant")?;
+            self.0.engine.delete_tenant(py, &self.0.scope.tenant)
         }
     }
 
-    /// Saves `data` for djust's `key`; `ttl` in seconds, None for no expiry.
-    #[pyo3(signature = (key, data, ttl=None))]
-    fn set(
-        &self,
-        py: Python<'_>,
-        key: &str,
-        data: &Bound<'_, PyBytes>,
-        ttl: Option<f64>,
-    ) -> PyResult<()> {
-        let ttl = checked_ttl(ttl)?;
-        let (tenant, name) = self.route(py, key)?;
-        self.engine(py)?.set(
-            py,
-            &tenant,
-            Space::View,
-            name,
-            &Value::Bytes(data.as_bytes()),
-            ttl,
-        )
-    }
-
-    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
-        let (tenant, name) = self.route(py, key)?;
-        self.engine(py)?.delete(py, &tenant, Space::View, name)
-    }
-
-    /// Removes saved views: the bound tenant's, or every tenant's and the
-    /// shared space's when none is bound (djust's `clear --all`). Returns
-    /// how many went.
-    fn delete_all(&self, py: Python<'_>) -> PyResult<usize> {
-        let tenant = self.0.bound(py)?;
-        let engine = self.engine(py)?;
-        let mut deleted = engine.delete_space(py, tenant.as_ref(), Space::View)?;
-        if tenant.is_none() {
-            // A purge of every tenant only finds keys of real tenant ids.
-            deleted += engine.delete_space(py, Some(&TenantId::shared()), Space::View)?;
+    memory MemoryBackend {
+        #[new]
+        fn new(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<Self> {
+            Ok(MemoryBackend(PerTenant::new(py, tenant_id, Engine::Memory(()))?))
         }
-        Ok(deleted)
-    }
 
-    /// Saved views held (the bound tenant's, or all), for statistics; None
-    /// on Redis, where counting would mean scanning.
-    fn count(&self, py: Python<'_>) -> PyResult<Option<usize>> {
-        let tenant = self.0.bound(py)?;
-        match *self.engine(py)? {
-            Engine::Memory(()) => Ok(Some(MEMORY.count(
-                tenant.as_ref(),
-                Space::View,
-                Instant::now(),
-            ))),
-            Engine::Redis(_) => Ok(None),
+        /// Sets the byte bound of the process's memory store
+        /// (`STATE_MEMORY_MAX_BYTES`) and one tenant's share of it
+        /// (`STATE_TENANT_MAX_BYTES`; None: an eighth of `max_bytes`). Existing
+        /// keys stay; writes past a bound make room or raise `QuotaExceeded`.
+        #[classmethod]
+        #[pyo3(signature = (max_bytes, tenant_max_bytes=None))]
+        fn set_memory_limit(
+            _cls: &Bound<'_, PyType>,
+            max_bytes: usize,
+            tenant_max_bytes: Option<usize>,
+        ) {
+            let tenant = tenant_max_bytes.unwrap_or_else(|| default_tenant_limit(max_bytes));
+            MEMORY.set_limits(max_bytes, tenant);
         }
-    }
 
-    /// Drops expired entries of the memory store now; 0 on Redis (which
-    /// expires keys itself).
-    fn purge_expired(&self, py: Python<'_>) -> PyResult<usize> {
-        match *self.engine(py)? {
-            Engine::Memory(()) => Ok(MEMORY.purge_expired(Instant::now())),
-            Engine::Redis(_) => Ok(0),
+        /// `{"keys", "bytes", "max_bytes", "tenant_max_bytes", "tenants",
+        /// "effective_share"}` of the whole process store (keys expired but not
+        /// yet dropped included; bytes as counted against the bound; tenants
+        /// holding keys; one tenant's effective share now,
+        /// `min(tenant_max_bytes, max_bytes / tenants)`).
+        #[classmethod]
+        fn store_stats<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
+            let stats = MEMORY.stats();
+            let d = PyDict::new(cls.py());
+            d.set_item("keys", stats.entries)?;
+            d.set_item("bytes", stats.bytes)?;
+            d.set_item("max_bytes", stats.limit)?;
+            d.set_item("tenant_max_bytes", stats.tenant_limit)?;
+            d.set_item("tenants", stats.tenants)?;
+            d.set_item("effective_share", stats.effective_share)?;
+            Ok(d)
+        }
+
+        /// Bytes this tenant's keys count against its share of the store.
+        #[getter]
+        fn used_bytes(&self) -> usize {
+            MEMORY.tenant_bytes(&self.0.scope.tenant)
+        }
+
+        /// Drops every expired key now (this also happens a few keys at a time
+        /// on every operation). Returns how many went.
+        #[classmethod]
+        fn purge_expired(_cls: &Bound<'_, PyType>) -> usize {
+            MEMORY.purge_expired(Instant::now())
+        }
+
+        /// Removes every key of every tenant; returns how many went.
+        #[classmethod]
+        fn clear_all(_cls: &Bound<'_, PyType>) -> usize {
+            MEMORY.clear_all()
         }
     }
 
-    fn health_check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = self.engine(py)?.health_check(py, None)?;
-        d.set_item("routing", "per-tenant")?;
-        Ok(d)
+    redis RedisBackend {
+        /// Does not connect: Redis may be down when the backend is made.
+        #[new]
+        #[pyo3(signature = (
+            tenant_id,
+            redis_url=crate::config::DEFAULT_REDIS_URL,
+            key_prefix="djust",
+            *,
+            connect_timeout=1.0,
+            socket_timeout=1.0,
+        ))]
+        fn new(
+            py: Python<'_>,
+            tenant_id: &Bound<'_, PyAny>,
+            redis_url: &str,
+            key_prefix: &str,
+            connect_timeout: f64,
+            socket_timeout: f64,
+        ) -> PyResult<Self> {
+            let scope = Scope::new(py, tenant_id)?;
+            let (store, prefix) = redis_target(redis_url, key_prefix, connect_timeout, socket_timeout)?;
+            Ok(RedisBackend(PerTenant {
+                scope,
+                engine: Engine::Redis(RedisState::new(store, prefix)),
+            }))
+        }
+
+        /// The Redis key holding `key` of this tenant.
+        fn key_for(&self, key: &str) -> PyResult<String> {
+            checked_name(key)?;
+            match &self.0.engine {
+                Engine::Redis(r) => Ok(r.key(&self.0.scope.tenant, Space::Data, key)),
+                Engine::Memory(()) => Ok(String::new()),
+            }
+        }
+
+        /// The Redis key of this tenant's index (a sorted set of its keys).
+        #[getter]
+        fn index_key(&self) -> String {
+            match &self.0.engine {
+                Engine::Redis(r) => r.index_key(&self.0.scope.tenant),
+                Engine::Memory(()) => String::new(),
+            }
+        }
     }
 
-    /// `"tenant_memory"` or `"tenant_redis"`, per the current config.
-    #[getter]
-    fn backend(&self, py: Python<'_>) -> PyResult<&'static str> {
-        Ok(self.engine(py)?.name())
-    }
+    router Router {
+        /// The saved bytes for djust's `key`, or None.
+        fn get<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
+            self.0.at(py, key, |engine, at| {
+                match engine.get_out(py, at.tenant, Space::View, at.name)? {
+                    None => Ok(None),
+                    Some(Outgoing::Bytes(b)) => Ok(Some(b.into_bound(py))),
+                    Some(_) => Err(foreign(engine, at.name)),
+                }
+            })
+        }
 
-    fn __repr__(&self, py: Python<'_>) -> String {
-        match self.engine(py) {
-            Ok(e) => format!("TenantStateRouter(backend={:?})", e.name()),
-            Err(_) => "TenantStateRouter(unconfigured)".to_owned(),
+        /// Saves `data` for djust's `key`; `ttl` in seconds, None for no expiry.
+        #[pyo3(signature = (key, data, ttl=None))]
+        fn set(
+            &self,
+            py: Python<'_>,
+            key: &str,
+            data: &Bound<'_, PyBytes>,
+            ttl: Option<f64>,
+        ) -> PyResult<()> {
+            let ttl = checked_ttl(ttl)?;
+            self.0.at(py, key, |engine, at| {
+                engine.set(
+                    py,
+                    at.tenant,
+                    Space::View,
+                    at.name,
+                    &Value::Bytes(data.as_bytes()),
+                    ttl,
+                )
+            })
+        }
+
+        fn delete(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
+            self.0.at(py, key, |engine, at| {
+                engine.delete(py, at.tenant, Space::View, at.name)
+            })
+        }
+
+        /// Removes saved views: the bound tenant's, or every tenant's and the
+        /// shared space's when none is bound (djust's `clear --all`). Returns
+        /// how many went.
+        fn delete_all(&self, py: Python<'_>) -> PyResult<usize> {
+            let tenant = self.0.bound(py)?;
+            let engine = self.0.engine(py)?;
+            let mut deleted = engine.delete_space(py, tenant.as_ref(), Space::View)?;
+            if tenant.is_none() {
+                // A purge of every tenant only finds keys of real tenant ids.
+                deleted += engine.delete_space(py, Some(&TenantId::shared()), Space::View)?;
+            }
+            Ok(deleted)
+        }
+
+        /// Saved views held (the bound tenant's, or all), for statistics; None
+        /// on Redis, where counting would mean scanning.
+        fn count(&self, py: Python<'_>) -> PyResult<Option<usize>> {
+            let tenant = self.0.bound(py)?;
+            match *self.0.engine(py)? {
+                Engine::Memory(()) => Ok(Some(MEMORY.count(
+                    tenant.as_ref(),
+                    Space::View,
+                    Instant::now(),
+                ))),
+                Engine::Redis(_) => Ok(None),
+            }
+        }
+
+        /// Drops expired entries of the memory store now; 0 on Redis (which
+        /// expires keys itself).
+        fn purge_expired(&self, py: Python<'_>) -> PyResult<usize> {
+            match *self.0.engine(py)? {
+                Engine::Memory(()) => Ok(MEMORY.purge_expired(Instant::now())),
+                Engine::Redis(_) => Ok(0),
+            }
         }
     }
 }
