@@ -13,7 +13,7 @@ Reads the source with ``ast`` (imports nothing of tenantry, needs no Django):
 - the *function-local* imports: an import inside a function or method,
   recorded separately (module, line, function, what it imports). Such an
   import runs late, so it can hide a circle; the test
-  (tests/test_import_graph.py) keeps the remaining ones to a commented
+  (tests/ops/test_import_graph.py) keeps the remaining ones to a commented
   allow-list. One that closes a circle (its target imports, at module
   level, a path back to the importer) is a *hidden circle*.
 - the *layers* (``LAYERS`` below, docs/architecture.md#layers-of-the-python-package):

@@ -25,7 +25,7 @@ cargo test --quiet
 build_extension
 
 # pytest exits 5 when the arguments select no test of that run (e.g.
-# scripts/test.sh tests/test_state.py has no PostgreSQL test): only both
+# scripts/test.sh tests/stores/test_state.py has no PostgreSQL test): only both
 # runs selecting nothing is a failure.
 run_pytest() {
     local status=0

@@ -38,7 +38,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "tenantry.middleware.TenantMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",  # the admin (tests/test_admin.py)
+    # the admin (tests/isolation/test_admin.py)
+    "django.contrib.messages.middleware.MessageMiddleware",
 ]
 
 ROOT_URLCONF = "tests.app.urls"

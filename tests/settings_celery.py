@@ -1,4 +1,4 @@
-"""Settings of the Celery worker the tests start (tests/test_celery.py): the
+"""Settings of the Celery worker the tests start (tests/django/test_celery.py): the
 test settings plus the jobs app, a SQLite file the worker processes share
 (``TENANTRY_CELERY_DB``), jobs.Tenant as the registry, and the broker and
 result backend on the suite's Redis (``TENANTRY_CELERY_REDIS``)."""

@@ -1,6 +1,6 @@
-"""Live views of the live-plane tests (tests/test_live_gates.py,
-tests/test_input_mutation.py, tests/test_live_delivery.py,
-tests/test_live_switch.py, tests/test_live_db_notify.py): one presence meta
+"""Live views of the live-plane tests (tests/live/test_live_gates.py,
+tests/isolation/test_input_mutation.py, tests/live/test_live_delivery.py,
+tests/live/test_live_switch.py, tests/live/test_live_db_notify.py): one presence meta
 dict shared by every view, a view that follows URL changes, a collaborative
 board, an org switcher and order boards fed by PostgreSQL NOTIFY."""
 
@@ -58,8 +58,8 @@ class PagedView(TenantMixin, LiveView):
         _snapshot("PagedView", "peek")
 
 
-# -- every turn and frame of an open socket (tests/test_live_delivery.py,
-#    tests/test_live_switch.py, tests/test_live_db_notify.py) -----------------------
+# -- every turn and frame of an open socket (tests/live/test_live_delivery.py,
+#    tests/live/test_live_switch.py, tests/live/test_live_db_notify.py) -----------------------
 
 #: Released by a test to let :class:`CursorBoard`'s background work finish.
 WORK_GATE = threading.Event()

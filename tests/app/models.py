@@ -54,7 +54,7 @@ class Domain(AbstractTenantDomain):
         app_label = "app"
 
 
-# -- isolation rules (tests/test_isolation_orm.py): scoped models that refer
+# -- isolation rules (tests/isolation/test_isolation_orm.py): scoped models that refer
 # to each other by ForeignKey, OneToOne and ManyToMany, and one scoped by a
 # foreign key to the registry model.
 
@@ -129,11 +129,11 @@ class Note(models.Model):
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["org", "text"], name="app_note_org_text")]
 
-# -- row-level security (tests/test_rls.py)
+# -- row-level security (tests/isolation/test_rls.py)
 
 
 class RlsFolder(models.Model):
-    """Row-level security suite (tests/test_rls.py): policy by tenant_id."""
+    """Row-level security suite (tests/isolation/test_rls.py): policy by tenant_id."""
 
     tenant_id = models.CharField(max_length=128, db_index=True)
     name = models.CharField(max_length=100)

@@ -173,7 +173,7 @@ def visits_view(request):
 
 
 class PlainLiveView(LiveView):
-    """A LiveView without TenantMixin next to the tenant views (SPEC §15): it
+    """A LiveView without TenantMixin next to the tenant views (docs/migrating-from-djust.md): it
     works on any host and its saved state lives in the shared space."""
 
     tenant_required = False  # read by TenantMiddleware: no tenant needed here

@@ -1,4 +1,5 @@
-"""Every relation kind that reaches a tenant-scoped model (tests/test_isolation_graph.py)."""
+"""Every relation kind that reaches a tenant-scoped model
+(tests/isolation/test_isolation_graph.py)."""
 
 from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
 from django.contrib.contenttypes.models import ContentType

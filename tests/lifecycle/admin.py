@@ -6,6 +6,6 @@ from tests.app.models import Tenant
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
     """The registry in a plain admin: deleting a row there deletes the
-    tenant (tests/test_lifecycle.py)."""
+    tenant (tests/isolation/test_lifecycle.py)."""
 
     list_display = ["slug", "name"]

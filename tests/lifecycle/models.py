@@ -41,7 +41,7 @@ class Legacy(models.Model):
         app_label = "lifecycle"
 
 
-# -- deleting a tenant (tests/test_lifecycle.py, docs/registry.md#deleting-a-tenant):
+# -- deleting a tenant (tests/isolation/test_lifecycle.py, docs/registry.md#deleting-a-tenant):
 # one model per way a row can belong to a tenant of the registry app.Tenant.
 
 
@@ -132,7 +132,7 @@ class Alias(models.Model):
         app_label = "lifecycle"
 
 
-# -- files of a tenant in a storage of its own (tests/test_lifecycle_routes.py) --
+# -- files of a tenant in a storage of its own (tests/isolation/test_lifecycle_routes.py) --
 
 
 class AttachmentStorage(TenantFileSystemStorage):
@@ -165,7 +165,7 @@ class Attachment(models.Model):
 
 class Customer(Tenant):
     """A proxy of the registry model (an app's own admin or sign-up code):
-    its INSERT is the registry's (tests/test_lifecycle_routes.py)."""
+    its INSERT is the registry's (tests/isolation/test_lifecycle_routes.py)."""
 
     class Meta:
         proxy = True

@@ -1,4 +1,4 @@
-"""The URLconf of tests/lifecycle/views.py (tests/test_lifecycle_routes.py)."""
+"""The URLconf of tests/lifecycle/views.py (tests/isolation/test_lifecycle_routes.py)."""
 
 from django.urls import path
 

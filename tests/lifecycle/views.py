@@ -1,7 +1,7 @@
 """A views module that builds its own tenant storage when imported, as
 docs/storage.md#serving-the-files does (``logos = TenantFileSystemStorage()``):
 deleting a tenant in a process that never served a request (a command, a
-worker) must still find it (tests/test_lifecycle_routes.py)."""
+worker) must still find it (tests/isolation/test_lifecycle_routes.py)."""
 
 from django.conf import settings
 from django.http import FileResponse

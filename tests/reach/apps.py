@@ -3,7 +3,7 @@ from django.apps import AppConfig
 
 class ReachConfig(AppConfig):
     """Models for what a tenant may reach through the ORM beyond its own
-    table (tests/test_isolation_reach.py): joins through shared models and
+    table (tests/isolation/test_isolation_reach.py): joins through shared models and
     multi-table parents, references by ``to_field``, querysets built while
     another tenant was bound, and tenant-owned models without a
     TenantManager."""

@@ -1,4 +1,4 @@
-"""A URLconf Django imports on the first request (tests/test_isolation_reach.py)."""
+"""A URLconf Django imports on the first request (tests/isolation/test_isolation_reach.py)."""
 
 from django.urls import path
 

@@ -1,7 +1,7 @@
 """Ordinary views whose querysets are made when this module is imported:
 Django imports the URLconf (tests/reach/lazy_urls.py, and so this module) on
 the first request, inside the middleware, with that request's tenant bound
-(tests/test_isolation_reach.py)."""
+(tests/isolation/test_isolation_reach.py)."""
 
 from django import forms
 from django.contrib.sitemaps import GenericSitemap

@@ -1,5 +1,5 @@
 """What a tenant may reach through the ORM beyond its own table
-(tests/test_isolation_reach.py)."""
+(tests/isolation/test_isolation_reach.py)."""
 
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType

@@ -1,4 +1,4 @@
-# The row-level security suite's models (tests/test_rls.py), behind the second wall on
+# The row-level security suite's models (tests/isolation/test_rls.py), behind the second wall on
 # PostgreSQL (EnableTenantRLS does nothing on SQLite).
 
 import django.db.models.deletion

@@ -1,4 +1,4 @@
-# The DB-API suite's inheritance chain (tests/test_rls_dbapi.py), every table behind
+# The DB-API suite's inheritance chain (tests/isolation/test_rls_dbapi.py), every table behind
 # the second wall on PostgreSQL (EnableTenantRLS does nothing on SQLite).
 
 import django.db.models.deletion
