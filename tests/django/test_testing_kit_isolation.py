@@ -156,3 +156,50 @@ async def test_a_live_view_of_globex_resolves_globex_while_acme_is_bound(tenant)
     finally:
         await live.close()
     assert get_current_tenant().id == "acme"
+
+
+RUN = '''
+import os
+
+from django.test import Client
+
+
+def test_two_requests_then_a_refusal(settings):
+    settings.DJUST_CONFIG = {
+        "TENANT_RESOLVER": "subdomain",
+        "TENANT_MAIN_DOMAIN": "example.com",
+        "TENANT_RATE_LIMITS": {"http": "2/h"},
+        "RATE_LIMIT_BACKEND": "tenant_redis",
+        "RATE_LIMIT_REDIS_URL": os.environ["KIT_REDIS_URL"],
+        "TENANT_KEY_PREFIX": "kit-runs",
+    }
+    client = Client()
+    codes = [client.get("/public/", HTTP_HOST="acme.example.com").status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+'''
+
+
+def test_two_runs_on_one_redis_each_count_from_nothing(tmp_path, redis_server):
+    """Two whole pytest runs of an app's suite, one after the other, on one
+    Redis and one TENANT_KEY_PREFIX: the second run's test gets its two
+    requests too (its counts are not the first run's: an hourly limit would
+    otherwise refuse it for an hour)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "test_app.py").write_text(RUN)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{root / 'python'}:{root}",
+        "KIT_REDIS_URL": redis_server.url,
+        "TENANTRY_TEST_DB": "sqlite",
+    }
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    command += ["--ds=tests.settings", "-p", "tenantry.testing", "test_app.py"]
+    for run in ("first", "second"):
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{run} run:\n{done.stdout}\n{done.stderr}"
+    assert redis_server.client().keys("kit-runs:t*:{tenant:acme}:ratelimit:*")
