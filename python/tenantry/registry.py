@@ -287,7 +287,9 @@ def check_domain_row(instance: Any, using: str | None = None) -> None:
         return
     domain, tenant_id = values
     validate_custom_domain(domain, tenant_id)
-    if tenant_id is not None:
+    # Empty: a scoped manager fills it at the INSERT (tenantry.isolation),
+    # whose hook comes here again with the value.
+    if tenant_id not in (None, ""):
         problem = domain_tenant_id_problem(tenant_id, using=using)
         if problem:
             raise ValidationError(
