@@ -95,6 +95,7 @@ class CurrentConfig:
     default_tenant: str | None
     session_key: str
     key_prefix: str
+    counts_key_prefix: str
     membership_check: Callable[[Any, TenantInfo], bool] | None
     audit_callback: Callable[[dict[str, Any]], Any] | None
     presence_backend: tuple[str, bool, str]
@@ -135,6 +136,7 @@ class CurrentConfig:
 
 def configure(djust_config: dict[str, Any], registry: dict[str, type[TenantResolver]]) -> None: ...
 def reset() -> None: ...
+def set_counts_namespace(namespace: str | None) -> None: ...
 def check_config(
     djust_config: dict[str, Any], registry: dict[str, type[TenantResolver]]
 ) -> tuple[list[tuple[str, str]], list[str]]: ...

@@ -1,7 +1,8 @@
 """How a request carries a tenant id to each configured resolver.
 
-Used by ``manage.py tenantry create`` (refuse an id no resolver can ever
-produce) and by ``tenantry.testing`` (aim a test client at a tenant). Each
+Used by the registry's rule for new tenant ids
+(``tenantry.registry.new_tenant_id_problems``: refuse an id no resolver can
+ever produce) and by ``tenantry.testing`` (aim a test client at a tenant). Each
 step is asked with a request carrying the id the way that step reads it, so
 the answer is the resolver's own, never a copy of its rules.
 """
@@ -18,7 +19,7 @@ from django.test import RequestFactory
 from . import _core, conf
 from ._core import ChainedResolver, get_tenant_resolver
 
-__all__ = ["ANY", "Probe", "probe"]
+__all__ = ["ANY", "Probe", "probe", "unreachable"]
 
 #: ``Probe.found`` of a step that can carry any id (session, JWT, user
 #: attribute, custom resolver, custom domain rows).
@@ -76,3 +77,33 @@ def _carrying(
         header = config.header
         return f"the header {header}: {tenant_id}", path, {config.header_meta_key: tenant_id}
     return None
+
+
+def unreachable(tenant_id: str) -> str | None:
+    """Why none of the configured resolvers can produce ``tenant_id``, or
+    None when one can (each step asked by :func:`probe`)."""
+    reasons = []
+    for step in probe(tenant_id):
+        if step.found is ANY or step.found == tenant_id:
+            return None
+        if isinstance(step.found, DisallowedHost):
+            reasons.append(
+                f"{step.where} is not a valid host (DNS labels: a-z 0-9 '-') or not allowed"
+            )
+        elif step.found is not None:
+            reasons.append(f"{step.where} resolves to {step.found!r} (hosts are lowercase)")
+        else:
+            reasons.append(f"{step.where} resolves to no tenant{_excluded(step.step)}")
+    return "; ".join(reasons)
+
+
+def _excluded(step: str) -> str:
+    config = conf.current()
+    if step == "SubdomainResolver":
+        return (
+            f" (TENANT_SUBDOMAIN_EXCLUDE {config.subdomain_exclude}, "
+            f"TENANT_SUBDOMAIN_DEPTH {config.subdomain_depth})"
+        )
+    if step == "PathResolver":
+        return f" (TENANT_PATH_EXCLUDE {config.path_exclude})"
+    return ""

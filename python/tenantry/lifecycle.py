@@ -72,7 +72,7 @@ from .db.scope import rls_bypass
 from .exceptions import DeletionIncomplete, RegistryRowProtected
 from .models import new_incarnation
 from .ownership import OwnedModel, owned_models
-from .registry import invalidate_tenant
+from .registry import check_domain_row, invalidate_tenant, new_tenant_id_problems
 from .storage import tenant_storages
 
 __all__ = [
@@ -617,6 +617,22 @@ def _registry_of(sender: Any) -> tuple[type[models.Model], str] | None:
 
 conf._reset_hooks.append(_registry_key.clear)
 
+#: ``[TENANT_DOMAIN_MODEL's label, lowercased, or None]`` once read.
+_domain_key: list[str | None] = []
+
+
+def _domain_model_label() -> str | None:
+    if not _domain_key:
+        try:
+            label = conf.current().domain_model
+        except Exception:  # a broken config is reported by the system checks
+            return None
+        _domain_key.append(label.lower() if label else None)
+    return _domain_key[0]
+
+
+conf._reset_hooks.append(_domain_key.clear)
+
 
 def _on_registry_delete(sender: Any, instance: Any, using: Any = None, **kwargs: Any) -> None:
     """The registry row deleted by the admin, the ORM or a cascade: delete
@@ -756,11 +772,14 @@ def on_insert(query: Any, compiler: Any) -> Callable[[], None] | None:
     gets a new incarnation, whatever the code passed. Returns what runs once
     the INSERT went through (the registry forgets its answer for the ids)."""
     found = _registry_of(query.model)
-    if found is None or not query.objs or _loading_fixture.get():
+    if not query.objs or _loading_fixture.get() or query.model._meta.apps is not apps:
+        return None  # (a migration's historical model: the operator's own data step)
+    if found is None:
+        if _domain_model_label() == query.model._meta.label_lower:
+            for obj in query.objs:  # bulk_create does not send pre_save
+                check_domain_row(obj, compiler.using)
         return None
     model, id_field = found
-    if model._meta.apps is not apps:
-        return None  # a migration's historical model: the operator's own data step
     field = model._meta.get_field(id_field)
     if field not in query.fields:
         raise RegistryRowProtected(
@@ -780,6 +799,7 @@ def on_insert(query: Any, compiler: Any) -> Callable[[], None] | None:
             .filter(**{f"{field.name}__in": sorted(named)})
             .values_list(field.name, flat=True)
         }
+    _refuse_unusable_ids(model, field, query.objs, compiler.using, taken)
     new = sorted(named - taken)
     for tenant_id in new:
         remove_leftovers(tenant_id, _explicit_key(model, wanted, tenant_id, compiler.using))
@@ -802,6 +822,37 @@ def on_insert(query: Any, compiler: Any) -> Callable[[], None] | None:
             invalidate_tenant(tenant_id)
 
     return created
+
+
+def _refuse_unusable_ids(
+    model: Any, field: Any, objs: Any, using: str | None, taken: set[str] | None = None
+) -> None:
+    """Every new id written to the registry is held to the rule of
+    ``manage.py tenantry create`` (``registry.new_tenant_id_problems``): a
+    valid tenant id, no case twin, one a configured resolver can produce.
+    ``InvalidTenantId`` names each refused id and why; nothing is written.
+    ``taken``: the ids of ``objs`` that have a row (not new), when known.
+    Called before ``save()``'s and ``bulk_create()``'s own transaction (so a
+    refusal leaves the caller's transaction usable), and again by the
+    INSERT hook, which every other route reaches."""
+    values = [
+        str(value)
+        for obj in objs
+        if (value := obj.__dict__.get(field.attname)) is not None
+        and not hasattr(value, "resolve_expression")
+    ]
+    if taken is None:
+        taken = {
+            str(v)
+            for v in model._base_manager.using(using)
+            .filter(**{f"{field.name}__in": sorted(set(values))})
+            .values_list(field.name, flat=True)
+        }
+    problems = new_tenant_id_problems([v for v in values if v not in taken], using=using)
+    if problems:
+        raise _core.InvalidTenantId(
+            f"{model._meta.label}: " + " ".join(problems[t] for t in sorted(problems))
+        )
 
 
 def _explicit_key(
@@ -890,6 +941,8 @@ def _on_registry_save(
     guarded = _guarded_fields(model, id_field)
     if update_fields is not None and not guarded & set(update_fields):
         return
+    if instance._state.adding and model._meta.apps is apps:
+        _refuse_unusable_ids(model, model._meta.get_field(id_field), [instance], using)
     if instance.pk is None:
         return  # this save creates the row
     names = [n for n in (id_field, INCARNATION_FIELD) if n in {f.name for f in model._meta.fields}]
@@ -925,6 +978,10 @@ _update.alters_data = True  # type: ignore[attr-defined]
 _plain_bulk_create = models.QuerySet.bulk_create
 
 
+def _write_db(queryset: models.QuerySet) -> str:
+    return queryset._db or router.db_for_write(queryset.model)
+
+
 def _bulk_create(
     self: models.QuerySet,
     objs: Any,
@@ -937,12 +994,21 @@ def _bulk_create(
     """``bulk_create(update_conflicts=True, update_fields=[...])`` is an
     update of the conflicting rows: it may not change a registry row's id
     or incarnation either."""
-    if update_conflicts and update_fields:
-        found = _registry_of(self.model)
-        if found is not None:
+    found = _registry_of(self.model)
+    if found is not None:
+        if update_conflicts and update_fields:
             changed = _guarded_fields(*found) & set(update_fields)
             if changed:
                 _refuse_rename(self.model, "bulk_create(update_conflicts=True)", changed)
+        if found[0]._meta.apps is apps:
+            objs = list(objs)
+            _refuse_unusable_ids(
+                found[0], found[0]._meta.get_field(found[1]), objs, _write_db(self)
+            )
+    elif _domain_model_label() == self.model._meta.label_lower:
+        objs = list(objs)
+        for obj in objs:  # before bulk_create's transaction, as save()'s pre_save
+            check_domain_row(obj, _write_db(self))
     return _plain_bulk_create(
         self, objs, batch_size, ignore_conflicts, update_conflicts, update_fields, unique_fields
     )

@@ -9,8 +9,14 @@ from datetime import UTC, datetime
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from . import conf
 from ._core import is_valid_tenant_id, normalize_domain
-from .registry import validate_custom_domain
+from .registry import (
+    domain_tenant_id_problem,
+    invalid_tenant_id_message,
+    new_tenant_id_problem,
+    validate_custom_domain,
+)
 
 
 def new_incarnation() -> str:
@@ -21,12 +27,15 @@ def new_incarnation() -> str:
 
 def validate_tenant_slug(value: str) -> None:
     if not is_valid_tenant_id(value):
-        raise ValidationError(
-            "%(value)r is not a valid tenant id: use 1-128 of A-Z a-z 0-9 . _ - "
-            "(not starting with . or -).",
-            params={"value": value},
-            code="invalid_tenant_id",
-        )
+        raise ValidationError(invalid_tenant_id_message(value), code="invalid_tenant_id")
+
+
+def _is_registry(model: type[models.Model]) -> str | None:
+    """The id field of ``model`` when it is ``TENANT_MODEL``, else None."""
+    found = conf.current().tenant_model
+    if found is None or model._meta.label_lower != found[0].lower():
+        return None
+    return found[1]
 
 
 class AbstractTenant(models.Model):
@@ -43,6 +52,22 @@ class AbstractTenant(models.Model):
 
     class Meta:
         abstract = True
+
+    def clean(self) -> None:
+        """A new tenant's id must be one a request can carry
+        (``tenantry.registry.new_tenant_id_problem``, the rule of ``manage.py
+        tenantry create``); every INSERT is held to it too
+        (``tenantry.lifecycle.on_insert``). A saved row's id never changes."""
+        super().clean()
+        id_field = _is_registry(type(self))
+        if id_field is None or not self._state.adding:
+            return
+        value = getattr(self, id_field)
+        if value in (None, "") or not is_valid_tenant_id(str(value)):
+            return  # the field's own validators say it
+        problem = new_tenant_id_problem(value, using=self._state.db, exclude_pk=self.pk)
+        if problem:
+            raise ValidationError({id_field: problem}, code="unusable_tenant_id")
 
     def __str__(self) -> str:
         return self.name or self.slug
@@ -61,6 +86,10 @@ class AbstractTenantDomain(models.Model):
         super().clean()
         self.domain = normalize_domain(self.domain)
         validate_custom_domain(self.domain, self.tenant_id)
+        if self.tenant_id and is_valid_tenant_id(str(self.tenant_id)):
+            problem = domain_tenant_id_problem(self.tenant_id, using=self._state.db)
+            if problem:
+                raise ValidationError({"tenant_id": problem}, code="tenant_id_case_twin")
 
     def save(self, *args, **kwargs):
         # Lookups use the host as Django validates it: lowercase, no port,

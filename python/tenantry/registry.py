@@ -25,16 +25,24 @@ from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import BooleanField
+from django.db.models.functions import Lower
 from django.db.models.signals import post_delete, post_save, pre_save
 
 from . import _core, audit, conf
 from ._core import TenantInfo
+from .addressing import unreachable
 
 __all__ = [
     "active_field",
+    "case_twins",
+    "check_domain_row",
+    "domain_tenant_id_problem",
+    "invalid_tenant_id_message",
     "invalidate_tenant",
     "make_domain_loader",
     "make_tenant_loader",
+    "new_tenant_id_problem",
+    "new_tenant_id_problems",
     "validate_custom_domain",
 ]
 
@@ -134,6 +142,109 @@ def make_domain_loader(
     return load
 
 
+def case_twins(
+    tenant_ids: list[str], *, using: str | None = None, exclude_pk: Any = None
+) -> dict[str, str]:
+    """``{id: the registry's id differing from it only in case}`` for each
+    of ``tenant_ids`` that has such a twin in ``TENANT_MODEL`` (one query; a
+    row with exactly the id is no twin). Empty without ``TENANT_MODEL``."""
+    found = conf.current().tenant_model
+    if found is None or not tenant_ids:
+        return {}
+    label, id_field = found
+    rows = apps.get_model(label)._base_manager.using(using)
+    if exclude_pk is not None:
+        rows = rows.exclude(pk=exclude_pk)
+    lowered = {str(t).lower() for t in tenant_ids}
+    stored = {
+        str(value)
+        for value in rows.annotate(_tenantry_lower_id=Lower(id_field))
+        .filter(_tenantry_lower_id__in=sorted(lowered))
+        .values_list(id_field, flat=True)
+    }
+    twins = {}
+    for tenant_id in tenant_ids:
+        if tenant_id in stored:
+            continue
+        twin = next((s for s in sorted(stored) if s.lower() == tenant_id.lower()), None)
+        if twin is not None:
+            twins[tenant_id] = twin
+    return twins
+
+
+def invalid_tenant_id_message(tenant_id: Any) -> str:
+    """What is said of a value that is not a tenant id at all."""
+    return (
+        f"{str(tenant_id)!r} is not a valid tenant id: use 1-128 of A-Z a-z 0-9 . _ - "
+        "(not starting with . or -)."
+    )
+
+
+def new_tenant_id_problems(
+    tenant_ids: list[Any], *, using: str | None = None, exclude_pk: Any = None
+) -> dict[str, str]:
+    """``{id: why it cannot be a new tenant's id}`` for each of ``tenant_ids``
+    that cannot: the one rule of ``manage.py tenantry create``,
+    ``full_clean()`` and every INSERT into ``TENANT_MODEL``
+    (docs/registry.md#tenant-ids). Refused: a value that is not a tenant id
+    at all; one differing only in case from an existing tenant's id, or from
+    another of ``tenant_ids`` (hosts are case-insensitive); one no configured
+    resolver can ever produce (``tenantry.addressing.unreachable``)."""
+    ids = [str(t) for t in tenant_ids]
+    problems = {t: invalid_tenant_id_message(t) for t in ids if not _core.is_valid_tenant_id(t)}
+    valid = [t for t in dict.fromkeys(ids) if t not in problems]
+    twins = case_twins(valid, using=using, exclude_pk=exclude_pk)
+    first_of: dict[str, str] = {}
+    for tenant_id in valid:
+        twin = twins.get(tenant_id)
+        if twin is not None:
+            problems[tenant_id] = (
+                f"tenant {twin!r} already exists; {tenant_id!r} differs only in case, and "
+                "hosts are case-insensitive: pick another id."
+            )
+            continue
+        earlier = first_of.setdefault(tenant_id.lower(), tenant_id)
+        if earlier != tenant_id:
+            problems[tenant_id] = (
+                f"{tenant_id!r} and {earlier!r} differ only in case, and hosts are "
+                "case-insensitive: they cannot both be tenants; pick another id."
+            )
+            continue
+        why = unreachable(tenant_id)
+        if why:
+            problems[tenant_id] = (
+                f"no configured resolver can ever produce the tenant id {tenant_id!r}: {why}. "
+                "Pick an id the resolvers can produce (e.g. lowercase letters, digits and '-')."
+            )
+    return problems
+
+
+def new_tenant_id_problem(
+    tenant_id: Any, *, using: str | None = None, exclude_pk: Any = None
+) -> str | None:
+    """Why ``tenant_id`` cannot be a new tenant's id (:func:`new_tenant_id_problems`),
+    or None when it can."""
+    return new_tenant_id_problems([tenant_id], using=using, exclude_pk=exclude_pk).get(
+        str(tenant_id)
+    )
+
+
+def domain_tenant_id_problem(tenant_id: Any, *, using: str | None = None) -> str | None:
+    """Why a custom domain cannot point at ``tenant_id``, or None: not a
+    tenant id, or a case twin of an existing tenant's id (a domain would
+    resolve to a tenant that does not exist while the intended one does)."""
+    tenant_id = str(tenant_id)
+    if not _core.is_valid_tenant_id(tenant_id):
+        return invalid_tenant_id_message(tenant_id)
+    twin = case_twins([tenant_id], using=using).get(tenant_id)
+    if twin is not None:
+        return (
+            f"there is no tenant {tenant_id!r} but there is {twin!r}: tenant ids are "
+            f"case-sensitive and differ only in case here; did you mean {twin!r}?"
+        )
+    return None
+
+
 def validate_custom_domain(domain: str, tenant_id: Any) -> None:
     """Refuse (``ValidationError``) a custom-domain row that would claim the
     main domain or a ``<label>.<main domain>`` host the subdomain rule does
@@ -162,13 +273,33 @@ def _domain_row_values(instance: Any) -> tuple[str, Any] | None:
     return _core.normalize_domain(str(domain)), value
 
 
-def _on_domain_save(sender: Any, instance: Any, **kwargs: Any) -> None:
+def check_domain_row(instance: Any, using: str | None = None) -> None:
+    """Refuse (``ValidationError``) a row of ``TENANT_DOMAIN_MODEL`` that
+    claims a platform host (:func:`validate_custom_domain`) or points at a
+    case twin of a tenant's id (:func:`domain_tenant_id_problem`). Every
+    save (``pre_save``) and every INSERT (``bulk_create`` included:
+    ``tenantry.lifecycle.on_insert``) comes here; rows of other models pass."""
     try:
         values = _domain_row_values(instance)
     except Exception:  # a broken config is reported by the system checks
         return
-    if values is not None:
-        validate_custom_domain(*values)
+    if values is None:
+        return
+    domain, tenant_id = values
+    validate_custom_domain(domain, tenant_id)
+    # Empty: a scoped manager fills it at the INSERT (tenantry.isolation),
+    # whose hook comes here again with the value.
+    if tenant_id not in (None, ""):
+        problem = domain_tenant_id_problem(tenant_id, using=using)
+        if problem:
+            raise ValidationError(
+                f"{domain} cannot point at tenant {str(tenant_id)!r}: {problem}",
+                code="tenant_id_case_twin",
+            )
+
+
+def _on_domain_save(sender: Any, instance: Any, using: Any = None, **kwargs: Any) -> None:
+    check_domain_row(instance, using)
 
 
 def _on_row_change(sender: Any, **kwargs: Any) -> None:

@@ -23,22 +23,37 @@ Fixtures (pytest-django provides the database and ``client``):
     .send_event(name, **params)``. Needs pytest-asyncio and a transactional
     database (``@pytest.mark.django_db(transaction=True)``).
 
-Between tests (autouse) everything tenantry keeps in process memory is
-reset: the registry cache (which would otherwise outlive a test's rollback),
-memory presence and memory state.
+Between tests (autouse) everything a tenant leaves is reset: the registry
+cache (which would otherwise outlive a test's rollback), memory presence and
+memory state, the tenant cache's generations and local-memory entries, rate
+-limit counts and usage figures. Each test also gets its own key space for
+counts and figures (:func:`new_key_space`): ``<TENANT_KEY_PREFIX>:<random>``,
+in memory and on Redis, so nothing a test (or an earlier test run) counted
+on a shared Redis is seen by the next.
+
+Each test-client request resolves its own tenant: while a test runs, Django's
+test clients (sync and async) and :class:`LiveView` run their requests with
+no tenant bound, so the ``tenant`` fixture's binding never leaks into them.
+See docs/testing.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.test import Client, TestCase
+from django.test.client import AsyncClientHandler, ClientHandler
 
 from . import _core, conf
-from ._core import TenantInfo
+from ._core import TenantInfo, TenantRateLimiter
 from .addressing import ANY, probe
-from .context import tenant_context
+from .context import _current, tenant_context
 from .storage import forget_storages
 
 __all__ = [
@@ -46,6 +61,7 @@ __all__ = [
     "TenantClient",
     "TenantTestCase",
     "create_tenant",
+    "new_key_space",
     "reset_tenantry",
 ]
 
@@ -54,14 +70,82 @@ DEFAULT_TENANT = "acme"
 
 def reset_tenantry() -> None:
     """Forget what tenantry keeps in this process: the registry cache, memory
-    presence, memory state, the tenant cache (its generations, and the
-    entries of local-memory caches keyed by ``tenantry.cache.make_key``), and
-    the tenant storages a test built and dropped (``tenantry.storage``)."""
+    presence, memory state, memory rate-limit counts, usage figures (the
+    memory store's, and the counts held or batched for Redis), the tenant
+    cache (its generations, and the entries of local-memory caches keyed by
+    ``tenantry.cache.make_key``), and the tenant storages a test built and
+    dropped (``tenantry.storage``). What a test left on Redis is out of
+    reach of the next one through :func:`new_key_space`."""
     _core.invalidate_tenant(None)
     _core.TenantAwareMemoryBackend.clear_all()
     _core.TenantStateMemoryBackend.clear_all()
+    TenantRateLimiter.clear_all()
+    _core.usage_clear()
     _reset_tenant_cache()
     forget_storages()
+
+
+def new_key_space(namespace: str | None = None) -> str | None:
+    """Keep rate-limit counts and usage figures (memory and Redis) under
+    ``<TENANT_KEY_PREFIX>:<namespace>`` from now on (``conf.current().
+    counts_key_prefix``): a fresh random namespace by default, none with
+    ``""``. The plugin and :class:`TenantTestCase` give each test its own, so
+    two identical tests (or two runs against the same Redis) never see each
+    other's counts. Returns the namespace."""
+    if namespace is None:
+        namespace = f"t{uuid.uuid4().hex[:12]}"
+    _core.set_counts_namespace(namespace or None)
+    conf.reset()
+    return namespace or None
+
+
+def _without_tenant(call):
+    """``call`` (a test client handler's ``__call__``) run with no tenant
+    bound, as a server runs a request: the request resolves its own."""
+    if getattr(call, "_tenantry_unbound", False):
+        return call
+    if inspect.iscoroutinefunction(call):
+
+        @functools.wraps(call)
+        async def unbound_async(*args: Any, **kwargs: Any) -> Any:
+            token = _current.set(None)
+            try:
+                return await call(*args, **kwargs)
+            finally:
+                _current.reset(token)
+
+        unbound_async._tenantry_unbound = True  # type: ignore[attr-defined]
+        return unbound_async
+
+    @functools.wraps(call)
+    def unbound(*args: Any, **kwargs: Any) -> Any:
+        token = _current.set(None)
+        try:
+            return call(*args, **kwargs)
+        finally:
+            _current.reset(token)
+
+    unbound._tenantry_unbound = True  # type: ignore[attr-defined]
+    return unbound
+
+
+def requests_resolve_their_own_tenant() -> None:
+    """Run every Django test-client request (``Client``, ``AsyncClient`` and
+    their subclasses) with no tenant bound, so a test's binding (the
+    ``tenant`` fixture, ``tenant_context``) never answers for a request: each
+    request resolves its own tenant, as in production. Idempotent; the plugin
+    and :class:`TenantTestCase` call it."""
+    for handler in (ClientHandler, AsyncClientHandler):
+        handler.__call__ = _without_tenant(handler.__call__)
+
+
+@contextlib.contextmanager
+def _unbound() -> Iterator[None]:
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def _reset_tenant_cache() -> None:
@@ -179,9 +263,12 @@ class LiveView:
         self.html = ""
         self.frames: list[dict] = []
         self._ref = 0
-        self.socket = WebsocketCommunicator(
-            import_string(settings.ASGI_APPLICATION), "/ws/live/", headers=headers
-        )
+        # The communicator's task copies the current context when it is
+        # made: made unbound, the socket resolves its own tenant.
+        with _unbound():
+            self.socket = WebsocketCommunicator(
+                import_string(settings.ASGI_APPLICATION), "/ws/live/", headers=headers
+            )
 
     async def mount(self, **params: Any) -> LiveView:
         connected, _ = await self.socket.connect()
@@ -228,9 +315,14 @@ class LiveView:
 # -- pytest plugin ----------------------------------------------------------------
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    requests_resolve_their_own_tenant()
+
+
 @pytest.fixture(autouse=True)
 def _tenantry_reset():
     reset_tenantry()
+    new_key_space()
     yield
     reset_tenantry()
 
@@ -318,9 +410,15 @@ class TenantTestCase(TestCase):
     tenant_name: Any = None
     tenant_settings: dict | None = None
 
+    @classmethod
+    def setUpClass(cls) -> None:
+        requests_resolve_their_own_tenant()
+        super().setUpClass()
+
     def setUp(self) -> None:
         super().setUp()
         reset_tenantry()
+        new_key_space()
         self.addCleanup(reset_tenantry)
         self.tenant = create_tenant(
             self.tenant_id, name=self.tenant_name, settings=self.tenant_settings

@@ -20,6 +20,52 @@ use super::errors::{config_error, config_errors};
 use super::registry::{DomainMap, Registry};
 use super::resolvers::{self, Resolver};
 use crate::config::{self, CallableSpec, ConfigError, ResolverSpec, Settings, Value};
+use crate::keys::KeyPrefix;
+
+/// The counts namespace ([`set_counts_namespace`]), folded into
+/// [`Compiled::counts_prefix`] by every compile.
+static COUNTS_NAMESPACE: RwLock<Option<Box<str>>> = RwLock::new(None);
+
+/// Longest counts namespace.
+const MAX_NAMESPACE_LEN: usize = 32;
+
+/// `<prefix>:<namespace>`, or `prefix` without a namespace.
+fn counts_prefix(prefix: &KeyPrefix) -> Result<KeyPrefix, ConfigError> {
+    let Some(namespace) = COUNTS_NAMESPACE.read().clone() else {
+        return Ok(prefix.clone());
+    };
+    KeyPrefix::new(&format!("{}:{namespace}", prefix.as_str())).map_err(|e| ConfigError {
+        key: "TENANT_KEY_PREFIX".to_owned(),
+        message: format!("with the counts namespace {namespace:?} appended: {e}"),
+    })
+}
+
+/// `set_counts_namespace(namespace)`: rate-limit counts and usage figures
+/// (memory and Redis) go to `<TENANT_KEY_PREFIX>:<namespace>` from the next
+/// use of the config on (`None`: back to `TENANT_KEY_PREFIX`). The test kit
+/// gives each test its own (`tenantry.testing`, docs/testing.md), so counts
+/// carry neither across tests nor across test runs. `namespace`: 1 to 32
+/// ASCII letters, digits, `-` or `_`. Drops the current config.
+#[pyfunction]
+#[pyo3(signature = (namespace))]
+pub fn set_counts_namespace(namespace: Option<&str>) -> PyResult<()> {
+    if let Some(ns) = namespace {
+        if ns.is_empty()
+            || ns.len() > MAX_NAMESPACE_LEN
+            || !ns
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "counts namespace {ns:?} must be 1 to {MAX_NAMESPACE_LEN} ASCII letters, \
+                 digits, '-' or '_'"
+            )));
+        }
+    }
+    *COUNTS_NAMESPACE.write() = namespace.map(Into::into);
+    reset();
+    Ok(())
+}
 
 /// Python strings the hot paths look up, made once per config.
 pub struct Names {
@@ -62,6 +108,10 @@ pub struct Compiled {
     pub registry: Option<Registry>,
     /// `TENANT_DOMAIN_MODEL`: custom domains → tenant ids.
     pub domains: Option<DomainMap>,
+    /// The prefix of rate-limit counts and usage figures: `TENANT_KEY_PREFIX`,
+    /// or `<TENANT_KEY_PREFIX>:<namespace>` while a counts namespace is set
+    /// ([`set_counts_namespace`], the test kit's per-test key space).
+    pub counts_prefix: KeyPrefix,
     /// The `DJUST_CONFIG` dict this was compiled from, for `get_config()`.
     pub source: Py<PyDict>,
     /// The `django.conf.settings` object `source` was read from. When a test
@@ -479,11 +529,16 @@ fn compile(
         errors.push(e);
         None
     });
+    let counts_prefix = counts_prefix(&settings.key_prefix).unwrap_or_else(|e| {
+        errors.push(e);
+        settings.key_prefix.clone()
+    });
     if !errors.is_empty() {
         return Ok(Err(errors));
     }
     let names = Names::new(py, &settings);
     Ok(Ok(Compiled {
+        counts_prefix,
         settings,
         resolver,
         resolver_object: resolver_object.unbind(),
@@ -643,6 +698,12 @@ impl CurrentConfig {
     #[getter]
     fn key_prefix(&self) -> &str {
         self.inner.settings.key_prefix.as_str()
+    }
+    /// Where rate-limit counts and usage figures are kept:
+    /// `key_prefix`, plus `.<namespace>` under the test kit.
+    #[getter]
+    fn counts_key_prefix(&self) -> &str {
+        self.inner.counts_prefix.as_str()
     }
     #[getter]
     fn membership_check(&self, py: Python<'_>) -> Option<Py<PyAny>> {

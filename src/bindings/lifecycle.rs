@@ -85,13 +85,21 @@ pub fn purge_tenant_redis(
             None => urls.push((&backend.redis_url, vec![what])),
         }
     }
-    let pattern = tenant_key_pattern(&settings.key_prefix, &tenant);
+    // Counts and figures live under their own prefix while the test kit
+    // gives each test a key space (`Compiled::counts_prefix`).
+    let mut patterns = vec![tenant_key_pattern(&settings.key_prefix, &tenant)];
+    if compiled.counts_prefix != settings.key_prefix {
+        patterns.push(tenant_key_pattern(&compiled.counts_prefix, &tenant));
+    }
     let mut out = Vec::new();
     for (url, whats) in urls {
         let store = RedisStore::shared(url, settings.redis_options).map_err(store_error)?;
         let count = py
             .detach(|| {
-                let keys = store.scan(&pattern)?;
+                let mut keys = Vec::new();
+                for pattern in &patterns {
+                    keys.extend(store.scan(pattern)?);
+                }
                 if dry_run {
                     Ok(keys.len() as u64)
                 } else {

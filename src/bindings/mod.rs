@@ -73,6 +73,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::CurrentConfig>()?;
     m.add_function(wrap_pyfunction!(config::configure, m)?)?;
     m.add_function(wrap_pyfunction!(config::reset, m)?)?;
+    m.add_function(wrap_pyfunction!(config::set_counts_namespace, m)?)?;
     m.add_function(wrap_pyfunction!(config::check_config, m)?)?;
     m.add_function(wrap_pyfunction!(config::current_config, m)?)?;
     m.add_function(wrap_pyfunction!(config::invalidate_tenant, m)?)?;

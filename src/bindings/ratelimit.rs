@@ -234,8 +234,8 @@ impl Limiter {
             Engine::from_settings(
                 &settings.rate_limits.backend,
                 settings.redis_options,
-                &settings.key_prefix,
-                || settings.key_prefix.clone(),
+                &compiled.counts_prefix,
+                || compiled.counts_prefix.clone(),
                 RedisLimiter::new,
             )
         })?;

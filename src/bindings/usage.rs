@@ -53,7 +53,7 @@ fn engine(py: Python<'_>) -> PyResult<Arc<Engine>> {
         Engine::from_settings(
             &s.state,
             s.redis_options,
-            &s.key_prefix,
+            &compiled.counts_prefix,
             || (),
             RedisUsage::new,
         )

@@ -326,20 +326,25 @@ def test_redis_keys_of_every_kind_go_and_no_other_tenants(route, stores, setting
     for tenant in TENANTS:
         plant(tenant, protected=route == "command")
     config = conf.current()
-    prefix = config.key_prefix
+    # Counts and usage live in the test's own key space under the test kit
+    # (docs/testing.md#between-tests); the deletion scans both prefixes.
+    prefixes = sorted({config.key_prefix, config.counts_key_prefix})
+    assert len(prefixes) == 2
 
     def keys(tenant):
         url = config.presence_backend[2]
-        if url.startswith("redis+cluster://"):
-            nodes = url[len("redis+cluster://") :].split("/")[0].split(",")
-            host, port = nodes[0].rsplit(":", 1)
-            client = redis_py.RedisCluster(host=host, port=int(port))
-            found = client.keys(f"{prefix}:{{tenant:{tenant}}}:*", target_nodes="all")
-            client.close()
-        else:
-            client = redis_py.Redis.from_url(url)
-            found = client.keys(f"{prefix}:{{tenant:{tenant}}}:*")
-            client.close()
+        found = []
+        for prefix in prefixes:
+            if url.startswith("redis+cluster://"):
+                nodes = url[len("redis+cluster://") :].split("/")[0].split(",")
+                host, port = nodes[0].rsplit(":", 1)
+                client = redis_py.RedisCluster(host=host, port=int(port))
+                found += client.keys(f"{prefix}:{{tenant:{tenant}}}:*", target_nodes="all")
+                client.close()
+            else:
+                client = redis_py.Redis.from_url(url)
+                found += client.keys(f"{prefix}:{{tenant:{tenant}}}:*")
+                client.close()
         return sorted(k.decode() for k in found)
 
     acme_keys = keys("acme")

@@ -34,6 +34,7 @@ from tenantry import (
     TenantInfo,
     TenantMismatchError,
     TenantStateMemoryBackend,
+    conf,
     get_tenant_presence_backend,
     get_tenant_state_backend,
     tenant_context,
@@ -221,9 +222,7 @@ def test_threads_without_a_tenant_never_see_a_tenants_room():
         with tenant_context("acme", must_exist=False):
             for i in range(200):
                 router.join("board", f"a{n}-{i % 5}", {})
-                seen.extend(
-                    r["id"] for r in router.list("board") if r["tenant_id"] != "acme"
-                )
+                seen.extend(r["id"] for r in router.list("board") if r["tenant_id"] != "acme")
 
     threads = [threading.Thread(target=f, args=(n,)) for n in range(4) for f in (unbound, bound)]
     for t in threads:
@@ -511,6 +510,8 @@ def test_a_flood_on_redis_sends_the_quiet_tenants_batch_before_it_goes(settings,
     }
     usage.flush()
     usage.record("quiet", "live_events", 3)
+    # Figures live under the test's own key space (docs/testing.md#between-tests).
+    prefix = conf.current().counts_key_prefix
     client = redis_server.client()
     assert not client.keys(f"{prefix}:{{tenant:quiet}}:usage:*")  # pending in the process
     for i in range(16_500):

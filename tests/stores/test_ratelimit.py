@@ -449,7 +449,9 @@ def test_redis_checks_every_limit_in_one_hash_tagged_script(limits, redis_target
     assert [d.allowed for d in decisions] == [True, True, True, False]
     assert decisions[0].limit == 3 and decisions[0].remaining == 2
     assert 0 < decisions[3].retry_after <= 20
-    prefix = config["TENANT_KEY_PREFIX"]
+    # Counts live under the test's own key space (docs/testing.md#between-tests).
+    prefix = conf.current().counts_key_prefix
+    assert prefix.startswith(config["TENANT_KEY_PREFIX"] + ":t")
     keys = sorted(redis_target.keys(f"{prefix}:*"))
     assert keys == sorted(
         [

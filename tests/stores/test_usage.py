@@ -13,7 +13,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from tenantry import TenantInfo, _core, tenant_context, usage
+from tenantry import TenantInfo, _core, conf, tenant_context, usage
 from tenantry.ratelimit import TenantRateLimiter, check, get_rate_limiter
 from tenantry.usage import METRICS, flush, get_usage, record, tenants_with_usage
 from tests.live_client import LiveClient
@@ -180,7 +180,10 @@ def test_usage_in_redis_is_batched_and_read_back(settings, client, redis_target)
     assert get_usage("acme")["total"]["http_requests"] == 4
     flush()
     keys = redis_target.keys(f"{prefix}:*")
-    assert keys and all(k.startswith(f"{prefix}:{{tenant:") for k in keys)
+    # Under the test's own key space (docs/testing.md#between-tests).
+    counts = conf.current().counts_key_prefix
+    assert counts.startswith(f"{prefix}:t")
+    assert keys and all(k.startswith(f"{counts}:{{tenant:") for k in keys)
     assert {k.split("}:")[1].split(":")[0] for k in keys} == {"usage"}
     acme_keys = [k for k in keys if "{tenant:acme}" in k]
     assert len(acme_keys) == 2  # this hour's hash and today's

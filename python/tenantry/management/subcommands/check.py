@@ -12,7 +12,14 @@ from django.core.management.base import CommandError
 from django.test import RequestFactory
 
 from ... import conf, resolve_tenant
-from ..._core import ChainedResolver, _django_host, get_tenant_resolver, header_meta_key
+from ..._core import (
+    ChainedResolver,
+    _django_host,
+    get_tenant_resolver,
+    header_meta_key,
+    is_valid_tenant_id,
+)
+from ...registry import case_twins
 from ._common import json_or_text, pairs
 
 NAME = "check"
@@ -74,6 +81,7 @@ def handle(command, options) -> None:
     if tenant is None:
         required = "a 404 on views that require a tenant" if config.required else "no tenant"
         out(f"result: no tenant ({required})")
+        _case_twins(command, parts, headers, request.session)
     else:
         out(f"result: {tenant.id!r} name={tenant.name!r} settings={json.dumps(tenant.settings)}")
 
@@ -103,3 +111,20 @@ def _hint(step, request) -> str:
         key = config.session_key
         return f"  (session[{key!r}] = {request.session.get(key)!r})"
     return ""
+
+
+def _case_twins(command, parts, headers: dict, session: dict) -> None:
+    """No tenant: name the registry ids that differ only in case from a part
+    of the request (a host label, a path segment, a header or session value),
+    the usual reason a tenant that exists is not found (hosts are lowercase;
+    ids are case-sensitive)."""
+    read = [label for label in parts.hostname.split(".")] if parts.hostname else []
+    read += [segment for segment in parts.path.split("/") if segment]
+    read += [str(v) for v in (*headers.values(), *session.values())]
+    read = [r for r in dict.fromkeys(read) if is_valid_tenant_id(r)]
+    for value, twin in sorted(case_twins(read).items()):
+        command.stdout.write(
+            f"case twin: the registry has {twin!r}, not {value!r} (they differ only in case); "
+            f"tenant ids are case-sensitive and hosts are lowercase, so {twin!r} is never "
+            "resolved from a host: create tenants with lowercase ids"
+        )

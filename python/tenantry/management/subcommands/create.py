@@ -3,12 +3,12 @@ of ``TENANT_MODEL``, refused for an id no configured resolver can produce."""
 
 from __future__ import annotations
 
-from django.core.exceptions import DisallowedHost, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
 from ... import conf, lifecycle
 from ..._core import BackendUnavailable, is_valid_tenant_id
-from ...addressing import ANY, probe
+from ...registry import new_tenant_id_problem
 from ._common import json_or_text, pairs, tenant_model
 
 NAME = "create"
@@ -30,22 +30,11 @@ def handle(command, options) -> None:
     model, id_field = tenant_model()
     config = conf.current()
     tenant_id = options["tenant_id"]
-    taken = (
-        model._base_manager.filter(**{f"{id_field}__iexact": tenant_id})
-        .values_list(id_field, flat=True)
-        .first()
-    )
-    if taken is not None:
-        raise CommandError(
-            f"tenant {taken!r} already exists; {tenant_id!r} differs only in case, and "
-            "hosts are case-insensitive: pick another id."
-        )
-    why = unreachable(tenant_id) if is_valid_tenant_id(tenant_id) else None  # else full_clean
-    if why:
-        raise CommandError(
-            f"no configured resolver can ever produce the tenant id {tenant_id!r}: {why}. "
-            "Pick an id the resolvers can produce (e.g. lowercase letters, digits and '-')."
-        )
+    # The registry's rule for new ids (the model and every INSERT use it too);
+    # a value that is no tenant id at all is left to full_clean's message.
+    problem = new_tenant_id_problem(tenant_id) if is_valid_tenant_id(tenant_id) else None
+    if problem:
+        raise CommandError(problem)
     values = {id_field: tenant_id}
     name_field = config.tenant_name_field
     if name_field:
@@ -78,36 +67,3 @@ def handle(command, options) -> None:
         )
         command.stdout.write(str(left).replace("would delete", "deleted"))
     command.stdout.write(f"created tenant {options['tenant_id']!r}")
-
-
-# -- which ids can a request carry? -------------------------------------------
-
-
-def unreachable(tenant_id: str) -> str | None:
-    """Why none of the configured resolvers can produce ``tenant_id``, or
-    None when one can (see tenantry.addressing)."""
-    reasons = []
-    for step in probe(tenant_id):
-        if step.found is ANY or step.found == tenant_id:
-            return None
-        if isinstance(step.found, DisallowedHost):
-            reasons.append(
-                f"{step.where} is not a valid host (DNS labels: a-z 0-9 '-') or not allowed"
-            )
-        elif step.found is not None:
-            reasons.append(f"{step.where} resolves to {step.found!r} (hosts are lowercase)")
-        else:
-            reasons.append(f"{step.where} resolves to no tenant{_excluded(step.step)}")
-    return "; ".join(reasons)
-
-
-def _excluded(step: str) -> str:
-    config = conf.current()
-    if step == "SubdomainResolver":
-        return (
-            f" (TENANT_SUBDOMAIN_EXCLUDE {config.subdomain_exclude}, "
-            f"TENANT_SUBDOMAIN_DEPTH {config.subdomain_depth})"
-        )
-    if step == "PathResolver":
-        return f" (TENANT_PATH_EXCLUDE {config.path_exclude})"
-    return ""
