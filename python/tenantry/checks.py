@@ -23,6 +23,7 @@ from __future__ import annotations
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
+from django.utils.module_loading import import_string
 
 from . import _core, conf, graph
 from .channels import TenantOriginValidator
@@ -123,8 +124,6 @@ _LIVE_SCOPES = frozenset({"events", "mounts", "uploads"})
 def _position(middleware: list[str], wanted: str) -> int | None:
     """Where ``wanted`` (a dotted class path) or a subclass of it is in
     ``middleware``, or None."""
-    from django.utils.module_loading import import_string
-
     try:
         wanted_class = import_string(wanted)
     except ImportError:
@@ -225,7 +224,7 @@ def check_middleware_order(app_configs=None, **kwargs) -> list[checks.CheckMessa
             hint = f"Put {name} above {_MIDDLEWARE} in MIDDLEWARE (docs/middleware.md)."
         elif not before and at is None:
             problem = f"{name} is not in MIDDLEWARE: {why}."
-            hint = f"Add {name} to MIDDLEWARE (docs/ratelimits.md#keys)."
+            hint = f"Add {name} to MIDDLEWARE (docs/ratelimits.md#keys-what-is-counted)."
         else:
             continue
         if (name, why) not in reported:
@@ -367,7 +366,6 @@ def check_origin_validator(app_configs=None, **kwargs) -> list[checks.CheckMessa
     it one tenant's page can open another tenant's live views with a
     visitor's cookies."""
     from django.conf import settings
-    from django.utils.module_loading import import_string
 
     path = getattr(settings, "ASGI_APPLICATION", None)
     if not path:
