@@ -12,7 +12,8 @@ DEMO_DATABASE="${DEMO_DATABASE:-sqlite}"
 export DEMO_DATABASE
 
 ensure_venv "$ROOT/requirements/demo.txt"
-build_extension
+# The demo profile (Cargo.toml): a fresh clone's first page waits on this build.
+build_extension demo
 
 if [ "$DEMO_DATABASE" = postgres ]; then
     ensure_postgres

@@ -63,7 +63,21 @@ ensure_chromium() {
 }
 
 build_extension() {
-    log "building the Rust extension (maturin develop --release)"
+    # $1: the Cargo profile, "release" unless given (scripts/demo.sh: "demo",
+    # which builds in a fraction of the time). A build whose sources, profile
+    # and venv have not changed since the last one is skipped.
+    local profile="${1:-release}"
+    local stamp="$VENV/.extension-build"
+    local sources
+    sources="$profile $(cd "$ROOT" && cat Cargo.toml Cargo.lock pyproject.toml \
+        $(find src -type f -name '*.rs' | sort) | sha256sum)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sources" ] \
+        && "$PY" -c 'import tenantry._core' 2>/dev/null; then
+        log "the Rust extension is up to date ($profile)"
+        return
+    fi
+    log "building the Rust extension (maturin develop --profile $profile)"
     (cd "$ROOT" && VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" \
-        "$VENV/bin/maturin" develop --release --quiet)
+        "$VENV/bin/maturin" develop --profile "$profile" --quiet)
+    echo "$sources" > "$stamp"
 }

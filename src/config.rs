@@ -672,12 +672,88 @@ fn normalize_main_domain(raw: &str) -> Result<String, String> {
     }
 }
 
-/// The `TENANT_*` keys of `map` that tenantry does not read (usually typos).
+/// The keys of `map` tenantry does not read but that look meant for it
+/// (usually typos): every unknown `TENANT_*` key (any case), and any other
+/// key within [`closest`]'s reach of a key tenantry reads
+/// (`PRESENCE_BAKEND`, `tenant_main_domain`). djust's own keys (lowercase
+/// names such as `rate_limit`) are far from all of them and stay silent.
 pub fn unknown_keys(map: &BTreeMap<String, Value>) -> Vec<String> {
     map.keys()
-        .filter(|k| k.starts_with("TENANT_") && !KNOWN_KEYS.contains(&k.as_str()))
+        .filter(|k| {
+            !KNOWN_KEYS.contains(&k.as_str())
+                && (k.to_ascii_uppercase().starts_with("TENANT_")
+                    || closest(k, KNOWN_KEYS.iter().copied()).is_some())
+        })
         .cloned()
         .collect()
+}
+
+/// The W001 message for an unknown key `key` (see [`unknown_keys`]), with
+/// "did you mean" when a key tenantry reads is close.
+pub fn unknown_key_message(key: &str) -> String {
+    let quoted = python_str(key);
+    match closest(key, KNOWN_KEYS.iter().copied()) {
+        Some(known) => format!(
+            "DJUST_CONFIG[{quoted}] is not a tenantry setting and is ignored; did you mean {}?",
+            python_str(known)
+        ),
+        None => format!("DJUST_CONFIG[{quoted}] is not a tenantry setting and is ignored."),
+    }
+}
+
+/// `s` as Python's `repr()` shows a plain string (single quotes unless it
+/// holds one), so messages read like the settings file.
+fn python_str(s: &str) -> String {
+    if s.contains('\'') {
+        format!("{s:?}")
+    } else {
+        format!("'{s}'")
+    }
+}
+
+/// The one "did you mean" rule (misspelt keys, resolver names): the
+/// candidate nearest to `word`, compared without case, if it is at most a
+/// couple of edits away (one per six characters, at least one, at most three;
+/// a swap of two neighbours is one edit). Ties go to the first candidate.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word: Vec<char> = word.to_lowercase().chars().collect();
+    let reach = (word.len() / 6).clamp(1, 3);
+    let mut best: Option<(usize, &'a str)> = None;
+    for candidate in candidates {
+        let lowered: Vec<char> = candidate.to_lowercase().chars().collect();
+        if lowered.len().abs_diff(word.len()) > reach {
+            continue;
+        }
+        let d = edit_distance(&word, &lowered);
+        if d <= reach && best.is_none_or(|(b, _)| d < b) {
+            best = Some((d, candidate));
+        }
+    }
+    best.map(|(_, candidate)| candidate)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions
+/// and swaps of two neighbours each count one.
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let width = b.len() + 1;
+    let mut rows = vec![0usize; (a.len() + 1) * width];
+    for (j, cell) in rows.iter_mut().take(width).enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        rows[i * width] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (rows[(i - 1) * width + j] + 1)
+                .min(rows[i * width + j - 1] + 1)
+                .min(rows[(i - 1) * width + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(rows[(i - 2) * width + j - 2] + 1);
+            }
+            rows[i * width + j] = d;
+        }
+    }
+    rows[a.len() * width + b.len()]
 }
 
 /// Parses `DJUST_CONFIG`. Keys tenantry does not read are ignored (djust's
@@ -1308,6 +1384,47 @@ mod tests {
     fn unknown_tenant_keys_are_listed() {
         let parsed = parse(&map(&[("TENANT_RESOLVERS", s("x")), ("OTHER", s("y"))])).unwrap();
         assert_eq!(parsed.unknown_keys, ["TENANT_RESOLVERS"]);
+    }
+
+    #[test]
+    fn misspelt_keys_get_did_you_mean() {
+        assert_eq!(
+            unknown_key_message("TENANT_MAIN_DOMIAN"),
+            "DJUST_CONFIG['TENANT_MAIN_DOMIAN'] is not a tenantry setting and is ignored; \
+             did you mean 'TENANT_MAIN_DOMAIN'?"
+        );
+        assert_eq!(
+            unknown_key_message("TENANT_RLS_TYPO"),
+            "DJUST_CONFIG['TENANT_RLS_TYPO'] is not a tenantry setting and is ignored."
+        );
+        assert_eq!(
+            closest("tenant_strict", KNOWN_KEYS.iter().copied()),
+            Some("TENANT_STRICT")
+        );
+        assert_eq!(
+            closest("PRESENCE_BAKEND", KNOWN_KEYS.iter().copied()),
+            Some("PRESENCE_BACKEND")
+        );
+        assert_eq!(
+            closest("subdomian", ["subdomain", "path"]),
+            Some("subdomain")
+        );
+        assert_eq!(closest("xyz", ["subdomain", "path"]), None);
+        // Keys near a tenantry key are reported even without the TENANT_
+        // prefix; djust's own keys are not.
+        let parsed = parse(&map(&[
+            ("PRESENCE_BAKEND", s("x")),
+            ("tenant_main_domain", s("x")),
+            ("rate_limit", s("y")),
+            ("extensions", s("y")),
+            ("use_websocket", s("y")),
+            ("PWA_THEME_COLOR", s("y")),
+        ]))
+        .unwrap();
+        assert_eq!(
+            parsed.unknown_keys,
+            ["PRESENCE_BAKEND", "tenant_main_domain"]
+        );
     }
 
     #[test]

@@ -40,9 +40,10 @@ import time
 import weakref
 from typing import Any
 
+from django.conf import settings
 from django.http import Http404
 
-from . import _core, audit, conf
+from . import _core, addressing, audit, conf
 from ._core import TenantInfo
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "admit",
     "deny",
     "expire_live_admissions",
+    "missing",
     "readmit_live",
     "refusal_counts",
     "refuse",
@@ -109,6 +111,21 @@ def deny(event: str, tenant: Any, request: Any, **fields: Any) -> Http404:
     """An admission refusal: counted, audited, and the 404 to raise."""
     refuse("admission", event, tenant, request, **fields)
     return Http404(NOT_FOUND)
+
+
+def missing(request: Any, source: str) -> Http404:
+    """A required tenant that did not resolve: counted, audited, and the 404
+    to raise. With ``DEBUG = True`` its message (shown on Django's debug
+    page) says which resolver ran, what it read, the main domain, and the
+    command that explains further; without DEBUG it is :data:`NOT_FOUND`
+    alone, as every refusal."""
+    refusal = deny("tenant.missing", None, request, source=source)
+    if settings.DEBUG and request is not None:
+        try:
+            return Http404(f"{NOT_FOUND}: {addressing.explain_no_tenant(request)}")
+        except Exception:  # the explanation must never replace the 404
+            logging.getLogger("tenantry").exception("explaining a missing tenant failed")
+    return refusal
 
 
 def _user(request: Any) -> Any:

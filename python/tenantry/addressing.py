@@ -5,6 +5,11 @@ Used by the registry's rule for new tenant ids
 ever produce) and by ``tenantry.testing`` (aim a test client at a tenant). Each
 step is asked with a request carrying the id the way that step reads it, so
 the answer is the resolver's own, never a copy of its rules.
+
+The other way round, :func:`what_step_read` says what a step read from a
+request (``manage.py tenantry check URL`` prints it per step), and
+:func:`explain_no_tenant` puts it into the DEBUG page of a request that
+resolved no tenant (docs/middleware.md#tenant-not-found-while-debugging).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from django.test import RequestFactory
 from . import _core, conf
 from ._core import ChainedResolver, get_tenant_resolver
 
-__all__ = ["ANY", "Probe", "probe", "unreachable"]
+__all__ = ["ANY", "Probe", "explain_no_tenant", "probe", "steps", "unreachable", "what_step_read"]
 
 #: ``Probe.found`` of a step that can carry any id (session, JWT, user
 #: attribute, custom resolver, custom domain rows).
@@ -38,13 +43,17 @@ class Probe:
     found: Any = None
 
 
+def steps() -> list[Any]:
+    """The configured resolver's steps, in chain order."""
+    resolver = get_tenant_resolver()
+    return list(resolver.resolvers) if isinstance(resolver, ChainedResolver) else [resolver]
+
+
 def probe(tenant_id: str, path: str = "/") -> Iterator[Probe]:
     """For each configured resolver step, in chain order: a request carrying
     ``tenant_id`` (aimed at ``path``) and what the step made of it."""
-    resolver = get_tenant_resolver()
-    steps = resolver.resolvers if isinstance(resolver, ChainedResolver) else [resolver]
     config = conf.current()
-    for step in steps:
+    for step in steps():
         name = type(step).__name__
         carried = _carrying(name, tenant_id, path, config)
         if carried is None:
@@ -107,3 +116,52 @@ def _excluded(step: str) -> str:
     if step == "PathResolver":
         return f" (TENANT_PATH_EXCLUDE {config.path_exclude})"
     return ""
+
+
+def _host(request: Any) -> str:
+    try:
+        return request.get_host()
+    except DisallowedHost:
+        return request.META.get("HTTP_HOST", "")
+
+
+def what_step_read(step: Any, request: Any) -> str:
+    """What resolver ``step`` reads from ``request``, from the parsed config
+    (empty for a resolver of the project's own)."""
+    config = conf.current()
+    name = type(step).__name__
+    if name == "SubdomainResolver":
+        return (
+            f"the host {_host(request)!r} (main domain {config.main_domain!r}, "
+            f"excluded {config.subdomain_exclude})"
+        )
+    if name == "HeaderResolver":
+        header = config.header
+        return f"the header {header}: {request.headers.get(header)!r}"
+    if name == "PathResolver":
+        return f"the path {request.path_info!r}, segment {config.path_position}"
+    if name == "SessionResolver":
+        key = config.session_key
+        session = getattr(request, "session", None)
+        value = session.get(key) if session is not None else None
+        read = f"session[{key!r}] = {value!r}"
+        return read if session is not None else f"{read} (the request has no session)"
+    if name == "DomainResolver":
+        return f"the host {_host(request)!r} against {config.domain_model}"
+    return ""
+
+
+def explain_no_tenant(request: Any) -> str:
+    """Why ``request`` resolved no tenant, for the DEBUG 404 only (it names
+    the configuration): each step and what it read, the main domain, and
+    the command that explains further."""
+    lines = []
+    for step in steps():
+        read = what_step_read(step, request)
+        lines.append(f"{type(step).__name__} read {read}" if read else type(step).__name__)
+    url = request.build_absolute_uri()
+    return (
+        f"no tenant resolved. Resolver: {'; then '.join(lines)}: no match. "
+        f"TENANT_MAIN_DOMAIN is {conf.current().main_domain!r}. "
+        f"Run `python manage.py tenantry check {url}` to see each step."
+    )

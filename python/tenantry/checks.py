@@ -9,7 +9,13 @@ project moving from djust.tenants should look at; ``tenantry.W010`` a
 WebSocket route without ``TenantOriginValidator``; ``tenantry.E110`` /
 ``E111`` a live gate or a djust group the installed djust escapes;
 ``tenantry.W112`` a djust private name tenantry relies on that the installed
-djust no longer has as expected.
+djust no longer has as expected; ``tenantry.W004`` no ``TenantMiddleware``;
+``tenantry.E101`` a feature reading the session or the user without its
+middleware (before ``TenantMiddleware`` where it runs there);
+``tenantry.W203`` a model with a tenant field and no ``TenantManager``.
+``tenantry.E102`` (tenantry used but not in ``INSTALLED_APPS``) is
+registered by ``tenantry.conf``, since without the app this module never
+loads.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
+from django.utils.module_loading import import_string
 
 from . import _core, conf, graph
 from .channels import TenantOriginValidator
@@ -24,6 +31,7 @@ from .db import rls
 from .djust import live
 from .djust import names as djust_names
 from .djust.broadcasts import djust_group_problems
+from .models import AbstractTenantDomain
 
 
 def check_id(key: str) -> str:
@@ -46,12 +54,12 @@ def check_config(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     ]
     messages += [
         checks.Warning(
-            f"DJUST_CONFIG[{key!r}] is not a tenantry setting and is ignored.",
+            message,
             hint="Check the spelling against docs/configuration.md.",
             id="tenantry.W001",
             obj="settings.DJUST_CONFIG",
         )
-        for key in unknown
+        for _key, message in unknown
     ]
     return messages
 
@@ -108,40 +116,121 @@ def check_rls_definers(app_configs=None, databases=None, **kwargs) -> list[check
 _MIDDLEWARE = "tenantry.middleware.TenantMiddleware"
 _SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
 _AUTH = "django.contrib.auth.middleware.AuthenticationMiddleware"
+#: Rate-limit scopes checked over the WebSocket, where the user comes from
+#: the ASGI stack (channels' AuthMiddlewareStack), not from MIDDLEWARE.
+_LIVE_SCOPES = frozenset({"events", "mounts", "uploads"})
+
+
+def _position(middleware: list[str], wanted: str) -> int | None:
+    """Where ``wanted`` (a dotted class path) or a subclass of it is in
+    ``middleware``, or None."""
+    try:
+        wanted_class = import_string(wanted)
+    except ImportError:
+        wanted_class = None
+    for index, path in enumerate(middleware):
+        if path == wanted:
+            return index
+        try:
+            entry = import_string(path)
+        except Exception:  # Django reports an unimportable middleware itself
+            continue
+        if isinstance(entry, type) and wanted_class is not None and issubclass(entry, wanted_class):
+            return index
+    return None
+
+
+def _middleware() -> list[str]:
+    from django.conf import settings
+
+    return list(getattr(settings, "MIDDLEWARE", None) or [])
+
+
+@checks.register("tenantry")
+def check_middleware_installed(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """No TenantMiddleware: no request gets a tenant (``request.tenant`` unset,
+    no ``http`` rate limits, scoped querysets in plain views raise) except in
+    TenantMixin views, which resolve their own."""
+    if _position(_middleware(), _MIDDLEWARE) is not None:
+        return []
+    return [
+        checks.Warning(
+            f"{_MIDDLEWARE} is not in MIDDLEWARE: no request resolves a tenant "
+            "(request.tenant is never set, TENANT_RATE_LIMITS['http'] and "
+            "TENANT_REQUIRED never apply, scoped querysets in plain views raise "
+            "TenantNotSetError); only TenantMixin views resolve their own.",
+            hint=(
+                f"Add {_MIDDLEWARE!r} to MIDDLEWARE, after {_SESSION!r} and {_AUTH!r} "
+                "(docs/middleware.md). Silence tenantry.W004 if only TenantMixin views "
+                "need a tenant."
+            ),
+            id="tenantry.W004",
+            obj="settings.MIDDLEWARE",
+        )
+    ]
+
+
+def _user_needs(config) -> list[tuple[str, str, bool]]:
+    """``(middleware, why, must precede TenantMiddleware)`` for every
+    configured feature that reads the session or the user."""
+    needed = []
+    if config.uses_session:
+        needed += [
+            (_SESSION, "the session resolver reads request.session", True),
+            (_AUTH, "the session resolver falls back to request.user", True),
+        ]
+    if config.membership_check is not None:
+        needed.append((_AUTH, "TENANT_MEMBERSHIP_CHECK reads request.user", True))
+    for scope in config.scopes_counting_users:
+        if scope == "http":
+            why = (
+                "TENANT_RATE_LIMITS['http'] counts per user (a 'user' key); before it "
+                "every user would be counted as anonymous, by address"
+            )
+            needed.append((_AUTH, why, True))
+        elif scope not in _LIVE_SCOPES:
+            why = (
+                f"TENANT_RATE_LIMITS[{scope!r}] counts per user (a 'user' key); without "
+                "it every user would be counted as anonymous, by address"
+            )
+            needed.append((_AUTH, why, False))
+    return needed
 
 
 @checks.register("tenantry")
 def check_middleware_order(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    """The session resolver reads request.session/request.user and the
-    membership check reads request.user: their middleware must run first."""
-    from django.conf import settings
-
-    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
-    if _MIDDLEWARE not in middleware:
-        return []
+    """Every feature that reads the session or the user (the session
+    resolver, the membership check, a rate limit counted per user) needs
+    its middleware, and before TenantMiddleware when it runs there: never
+    silently anonymous."""
+    middleware = _middleware()
+    position = _position(middleware, _MIDDLEWARE)
     try:
         config = conf.current()
     except ImproperlyConfigured:
         return []  # reported by check_config
-    position = middleware.index(_MIDDLEWARE)
-    needed = []
-    if config.uses_session:
-        needed += [
-            (_SESSION, "the session resolver reads request.session"),
-            (_AUTH, "the session resolver falls back to request.user"),
-        ]
-    if config.membership_check is not None:
-        needed.append((_AUTH, "TENANT_MEMBERSHIP_CHECK reads request.user"))
     messages = []
-    for name, why in dict(needed).items():
-        if name not in middleware[:position]:
+    reported = set()
+    for name, why, before in _user_needs(config):
+        at = _position(middleware, name)
+        if before and position is not None:
+            if at is not None and at < position:
+                continue
+            problem = (
+                f"{_MIDDLEWARE} must come after {name}: {why}."
+                if at is not None
+                else f"{name} is not in MIDDLEWARE, and {_MIDDLEWARE} needs it before it: {why}."
+            )
+            hint = f"Put {name} above {_MIDDLEWARE} in MIDDLEWARE (docs/middleware.md)."
+        elif not before and at is None:
+            problem = f"{name} is not in MIDDLEWARE: {why}."
+            hint = f"Add {name} to MIDDLEWARE (docs/ratelimits.md#keys-what-is-counted)."
+        else:
+            continue
+        if (name, why) not in reported:
+            reported.add((name, why))
             messages.append(
-                checks.Error(
-                    f"{_MIDDLEWARE} must come after {name}: {why}.",
-                    hint=f"Move {name} above {_MIDDLEWARE} in MIDDLEWARE.",
-                    id="tenantry.E101",
-                    obj="settings.MIDDLEWARE",
-                )
+                checks.Error(problem, hint=hint, id="tenantry.E101", obj="settings.MIDDLEWARE")
             )
     return messages
 
@@ -277,7 +366,6 @@ def check_origin_validator(app_configs=None, **kwargs) -> list[checks.CheckMessa
     it one tenant's page can open another tenant's live views with a
     visitor's cookies."""
     from django.conf import settings
-    from django.utils.module_loading import import_string
 
     path = getattr(settings, "ASGI_APPLICATION", None)
     if not path:
@@ -337,6 +425,38 @@ def check_djust_private_names(app_configs=None, **kwargs) -> list[checks.CheckMe
     return [
         checks.Warning(problem, hint=hint, id="tenantry.W112", obj="djust")
         for problem in djust_names.problems()
+    ]
+
+
+# Tagged "models" only, like check_model_graph below.
+@checks.register(checks.Tags.models)
+def check_unscoped_models(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """A model whose rows belong to a tenant (a tenant field) with no
+    TenantManager: its managers read every tenant's rows
+    (docs/querysets.md#system-checks). A warning: some models are read
+    across tenants on purpose (silence tenantry.W203 for them). Custom-domain
+    models (``AbstractTenantDomain``) are: the domain resolver looks hosts up
+    across tenants."""
+    models = None if app_configs is None else [m for a in app_configs for m in a.get_models()]
+    try:
+        found = graph.unscoped_owned(models)
+    except ImproperlyConfigured:
+        return []  # a bad TENANT_MODEL: reported by check_registry_models
+    found = [(m, f) for m, f in found if not issubclass(m, AbstractTenantDomain)]
+    return [
+        checks.Warning(
+            f"{model._meta.label} has a tenant field ({field.name!r}) but no TenantManager: "
+            f"its managers ({', '.join(m.name for m in model._meta.managers) or 'objects'}) "
+            "read every tenant's rows (writes are still checked).",
+            hint=(
+                f"Add objects = TenantManager(tenant_field={field.name!r}) "
+                "(docs/querysets.md); silence tenantry.W203 for a model read across "
+                "tenants on purpose."
+            ),
+            id="tenantry.W203",
+            obj=model,
+        )
+        for model, field in found
     ]
 
 

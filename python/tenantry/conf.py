@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import django.conf as django_conf
+from django.apps import apps
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
@@ -33,6 +35,7 @@ __all__ = [
     "load",
     "registry_fields",
     "reload",
+    "require_installed",
     "tenant_keys",
 ]
 
@@ -147,8 +150,10 @@ def request_settings() -> RequestConfig:
     return request_config
 
 
-def check() -> tuple[list[tuple[str, str]], list[str]]:
-    """Every config problem as ``(key, message)`` and unknown TENANT_* keys."""
+def check() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Every config problem as ``(key, message)``, and every key that looks
+    meant for tenantry but is not one of its keys as ``(key, message)`` (the
+    message says "did you mean" when a known key is close)."""
     return _core.check_config(get_djust_config(), RESOLVER_REGISTRY)
 
 
@@ -175,3 +180,36 @@ def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
 
 
 setting_changed.connect(_on_setting_changed, dispatch_uid="tenantry.conf")
+
+
+def _not_installed(user: str) -> str | None:
+    """The message when tenantry is used (by ``user``) without being in
+    ``INSTALLED_APPS``, else None (also while the app registry is loading)."""
+    if not apps.ready or apps.is_installed("tenantry"):
+        return None
+    return (
+        f"{user} is used but 'tenantry' is not in INSTALLED_APPS: tenantry's "
+        "system checks, ORM wall, djust integration (live gates, event rate "
+        "limits, presence and state backends) would silently not run. Add "
+        "'tenantry' to INSTALLED_APPS (docs/quickstart.md)."
+    )
+
+
+def require_installed(user: str) -> None:
+    """Raise ``ImproperlyConfigured`` when tenantry is used (``user`` names
+    how: the middleware, a TenantMixin view) without being installed.
+    Called once, when Django builds the middleware or a view's ``as_view()``."""
+    message = _not_installed(user)
+    if message is not None:
+        raise ImproperlyConfigured(message)
+
+
+# Registered on import, not in TenantryConfig.ready(): without the app its
+# other checks never run, and this one must (any project model or view that
+# imports tenantry imports this module before the checks run).
+@checks.register("tenantry")
+def check_installed(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    message = _not_installed("tenantry")
+    if message is None:
+        return []
+    return [checks.Error(message, id="tenantry.E102", obj="settings.INSTALLED_APPS")]

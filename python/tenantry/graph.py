@@ -64,6 +64,7 @@ __all__ = [
     "problems",
     "scope_of",
     "scoping_managers",
+    "unscoped_owned",
 ]
 
 #: Column names that mark a tenant field by convention (tenantry's default
@@ -660,6 +661,24 @@ def _build_held() -> None:
 
 
 # -- what cannot be guarded (manage.py check) ---------------------------------------
+
+
+def unscoped_owned(of: Any = None) -> list[tuple[Any, Any]]:
+    """``(model, tenant field)`` for every model (of every installed one, or
+    of ``of``) whose rows belong to a tenant but that no TenantManager scopes:
+    its managers read every tenant's rows (its writes are guarded all the
+    same). The custom-domain model is left out: the domain resolver reads it
+    across tenants on purpose."""
+    domain = (conf.current().domain_model or "").lower()
+    found = []
+    for model in apps.get_models() if of is None else of:
+        opts = model._meta
+        if opts.label_lower == domain or scope_of(model) is not None:
+            continue
+        owner = owner_of(model)
+        if owner is not None:
+            found.append((model, owner.field))
+    return found
 
 
 def problems(of: Any = None) -> list[tuple[str, Any, str]]:

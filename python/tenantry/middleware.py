@@ -32,7 +32,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.http import HttpRequest, HttpResponse
 
 from . import conf, ratelimit
-from .access import deny, tenant_for_request
+from .access import missing, tenant_for_request
 from .context import (
     _current,
     get_current_tenant,
@@ -77,6 +77,9 @@ class TenantMiddleware:
             # Django adapts process_view by its own kind; an async one avoids
             # a thread hop per request in async stacks.
             self.process_view = self._aprocess_view
+        # Without the app its checks, the ORM wall and the djust gates never
+        # installed: fail at start-up, not silently.
+        conf.require_installed(f"{type(self).__module__}.{type(self).__qualname__}")
         # Compile the config now: a bad DJUST_CONFIG fails at start-up.
         conf.current()
 
@@ -123,4 +126,4 @@ class TenantMiddleware:
 def _require_tenant(request: HttpRequest, view_func: Callable[..., Any]) -> None:
     if request.tenant is None and view_requires_tenant(view_func):
         if not conf.current().is_exempt(request.path_info):
-            raise deny("tenant.missing", None, request, source="middleware")
+            raise missing(request, source="middleware")

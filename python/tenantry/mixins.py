@@ -32,8 +32,10 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Model
 from django.http import Http404
+from django.views import View
 
 from . import audit, conf
 from ._core import TenantInfo, TenantNotSetError, resolve_tenant
@@ -43,7 +45,7 @@ from .access import (
     VIEW_SOURCE,
     admit,
     admitted_live,
-    deny,
+    missing,
     tenant_for_request,
 )
 from .channels import check_live_origin
@@ -173,7 +175,7 @@ def _resolve(view: Any, request: Any) -> TenantInfo | None:
             required = conf.current().required
         if required:
             _settle(view, _REFUSED)
-            raise deny("tenant.missing", None, request, source=type(view).__name__)
+            raise missing(request, source=type(view).__name__)
     _settle(view, tenant)
     return tenant
 
@@ -216,6 +218,29 @@ def _run_bound(
     return keep_bound(response, tenant)
 
 
+def _require_mixin_first(cls: type) -> None:
+    """``ImproperlyConfigured`` when a view base comes before TenantMixin in
+    ``cls``'s MRO (``class V(LiveView, TenantMixin)``; djust's ``LiveView`` is
+    a Django ``View``, and any ``View`` subclass counts): its ``__init__`` and
+    ``dispatch`` would run without the mixin's, and the view would fail at
+    its first request. Runs at class creation only."""
+    mro = cls.__mro__
+    ahead = [
+        klass
+        for klass in mro[: mro.index(TenantMixin)]
+        if not issubclass(klass, TenantMixin) and issubclass(klass, View)
+    ]
+    if not ahead:
+        return
+    mixins = [b.__name__ for b in cls.__bases__ if issubclass(b, TenantMixin)]
+    others = [b.__name__ for b in cls.__bases__ if not issubclass(b, TenantMixin)]
+    raise ImproperlyConfigured(
+        f"{cls.__module__}.{cls.__qualname__}: TenantMixin must come before "
+        f"{', '.join(k.__name__ for k in ahead)} in the bases, e.g. "
+        f"class {cls.__name__}({', '.join(mixins + others)}) (docs/mixins.md)."
+    )
+
+
 @not_context
 class TenantMixin:
     # Set on your view, not here: djust copies every public class attribute
@@ -239,9 +264,17 @@ class TenantMixin:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _require_mixin_first(cls)
         method = cls.get_presence_key
         if method is not TenantMixin.get_presence_key and not getattr(method, SCOPED, False):
             cls.get_presence_key = tenant_scoped_presence_key(method)  # type: ignore[method-assign]
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        # Once per route, when the URLconf loads: a view of an app without
+        # tenantry installed fails here, not silently unguarded.
+        conf.require_installed(f"TenantMixin ({cls.__module__}.{cls.__qualname__})")
+        return super().as_view(**initkwargs)  # type: ignore[misc]
 
     # -- the tenant ---------------------------------------------------------
 

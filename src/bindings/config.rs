@@ -229,8 +229,8 @@ pub(super) fn to_value(obj: &Bound<'_, PyAny>, objects: &mut Vec<Py<PyAny>>) -> 
 
 /// The converted dict and the Python objects its `Value::Object`s point at.
 type ReadMap = (BTreeMap<String, Value>, Vec<Py<PyAny>>);
-/// `(errors as (key, message), unknown TENANT_* keys)`.
-type CheckResult = (Vec<(String, String)>, Vec<String>);
+/// `(errors as (key, message), unknown keys as (key, warning message))`.
+type CheckResult = (Vec<(String, String)>, Vec<(String, String)>);
 
 fn read_map(djust_config: &Bound<'_, PyDict>) -> PyResult<ReadMap> {
     let mut map = BTreeMap::new();
@@ -323,10 +323,13 @@ impl<'py> Materializer<'_, 'py> {
                         .iter()
                         .map(|k| k.to_string())
                         .collect();
+                    let hint = config::closest(name, known.iter().map(String::as_str))
+                        .map(|near| format!("; did you mean {near:?}?"))
+                        .unwrap_or_default();
                     config_error(
                         KEY,
                         format!(
-                            "names an unknown resolver {name:?} (known: {}; add others to RESOLVER_REGISTRY)",
+                            "names an unknown resolver {name:?}{hint} (known: {}; add others to RESOLVER_REGISTRY)",
                             known.join(", ")
                         ),
                     )
@@ -466,10 +469,10 @@ fn compile(
     registry: &Bound<'_, PyDict>,
 ) -> PyResult<Result<Compiled, Vec<ConfigError>>> {
     let (map, objects) = read_map(djust_config)?;
-    let settings = match config::parse(&map) {
-        Ok(s) => s,
-        Err(errors) => return Ok(Err(errors)),
-    };
+    // Leniently, so the parts below are set up (and report their own
+    // problems, e.g. a misspelt resolver name) even when a plain value is
+    // bad: `manage.py check` lists every problem in one run.
+    let (settings, parse_errors) = config::parse_lenient(&map);
     let mut errors = Vec::new();
     let custom_resolver = callable(
         py,
@@ -533,8 +536,11 @@ fn compile(
         errors.push(e);
         settings.key_prefix.clone()
     });
-    if !errors.is_empty() {
-        return Ok(Err(errors));
+    if !parse_errors.is_empty() || !errors.is_empty() {
+        // A key the parser refused was replaced by its default above: what
+        // setting that default up says about the key is not news.
+        errors.retain(|e| parse_errors.iter().all(|p| p.key != e.key));
+        return Ok(Err(parse_errors.into_iter().chain(errors).collect()));
     }
     let names = Names::new(py, &settings);
     Ok(Ok(Compiled {
@@ -631,15 +637,20 @@ pub fn check_config(
     djust_config: &Bound<'_, PyDict>,
     registry: &Bound<'_, PyDict>,
 ) -> PyResult<CheckResult> {
+    let unknown = |keys: &[String]| -> Vec<(String, String)> {
+        keys.iter()
+            .map(|k| (k.clone(), config::unknown_key_message(k)))
+            .collect()
+    };
     match compile(py, djust_config, registry)? {
-        Ok(compiled) => Ok((Vec::new(), compiled.settings.unknown_keys.clone())),
+        Ok(compiled) => Ok((Vec::new(), unknown(&compiled.settings.unknown_keys))),
         // A bad value must not hide a typo'd key: list both.
         Err(errors) => Ok((
             errors
                 .iter()
                 .map(|e| (e.key.clone(), e.to_string()))
                 .collect(),
-            config::unknown_keys(&read_map(djust_config)?.0),
+            unknown(&config::unknown_keys(&read_map(djust_config)?.0)),
         )),
     }
 }
@@ -780,6 +791,19 @@ impl CurrentConfig {
     /// store's check for a scope nothing limits.
     fn limits_scope(&self, scope: &str) -> bool {
         self.inner.settings.rate_limits.limits.mentions(scope)
+    }
+    /// The scopes of `TENANT_RATE_LIMITS` with a rate counted per user (a
+    /// tenant's plan may add others): the middleware-order check reads it.
+    #[getter]
+    fn scopes_counting_users(&self) -> Vec<String> {
+        self.inner
+            .settings
+            .rate_limits
+            .limits
+            .scopes_counting_users()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
     }
     /// `TENANT_READMIT_INTERVAL`: seconds between re-admissions of an open
     /// live view's tenant.

@@ -122,6 +122,21 @@ impl Limits {
         self.rates.contains_key(scope) || self.quotas.keys().any(|(s, _)| s == scope)
     }
 
+    /// The scopes with a rate counted per user (`"tenant+user"`, `"user+view"`,
+    /// ...): what needs `request.user` set before it is checked.
+    pub fn scopes_counting_users(&self) -> Vec<&str> {
+        self.rates
+            .iter()
+            .filter(|(_, specs)| {
+                specs
+                    .iter()
+                    .flatten()
+                    .any(|spec| spec.key.needs(KeyPart::User))
+            })
+            .map(|(scope, _)| scope.as_str())
+            .collect()
+    }
+
     /// What applies to `scope`: the plan's entries where it has them, these
     /// defaults otherwise (rates per scope, quotas per scope and window).
     pub fn effective(&self, plan: Option<&Limits>, scope: &str) -> Vec<LimitSpec> {

@@ -11,14 +11,8 @@ from django.core.exceptions import DisallowedHost
 from django.core.management.base import CommandError
 from django.test import RequestFactory
 
-from ... import conf, resolve_tenant
-from ..._core import (
-    ChainedResolver,
-    _django_host,
-    get_tenant_resolver,
-    header_meta_key,
-    is_valid_tenant_id,
-)
+from ... import addressing, conf, resolve_tenant
+from ..._core import _django_host, header_meta_key, is_valid_tenant_id
 from ...registry import case_twins
 from ._common import json_or_text, pairs
 
@@ -54,8 +48,7 @@ def handle(command, options) -> None:
     out = command.stdout.write
     out(f"request: GET {url}")
     _explain_host(command, parts.netloc)
-    resolver = get_tenant_resolver()
-    steps = resolver.resolvers if isinstance(resolver, ChainedResolver) else [resolver]
+    steps = addressing.steps()
     out(f"resolver: {' → '.join(type(r).__name__ for r in steps)}")
     for number, step in enumerate(steps, 1):
         try:
@@ -64,7 +57,8 @@ def handle(command, options) -> None:
             out(f"  {number}. {type(step).__name__}: DisallowedHost ({exc})")
             continue
         verdict = f"→ {found.id!r}" if found is not None else "no match"
-        out(f"  {number}. {type(step).__name__}: {verdict}{_hint(step, request)}")
+        read = addressing.what_step_read(step, request)
+        out(f"  {number}. {type(step).__name__}: {verdict}{f'  ({read})' if read else ''}")
     config = conf.current()
     if config.tenant_model or config.registry_models:
         out(
@@ -94,23 +88,6 @@ def _explain_host(command, netloc: str) -> None:
         )
     else:
         command.stdout.write(f"host: {netloc!r} → domain {domain!r}")
-
-
-def _hint(step, request) -> str:
-    """What the step read, from the parsed config."""
-    config = conf.current()
-    name = type(step).__name__
-    if name == "SubdomainResolver":
-        return f"  (main domain {config.main_domain!r}, excluded {config.subdomain_exclude})"
-    if name == "HeaderResolver":
-        header = config.header
-        return f"  ({header}: {request.headers.get(header)!r})"
-    if name == "PathResolver":
-        return f"  (path {request.path_info!r}, segment {config.path_position})"
-    if name == "SessionResolver":
-        key = config.session_key
-        return f"  (session[{key!r}] = {request.session.get(key)!r})"
-    return ""
 
 
 def _case_twins(command, parts, headers: dict, session: dict) -> None:
