@@ -79,7 +79,10 @@ RENAMED = {
 }
 
 _NO_TENANT = "Querysets: no tenant bound raises TenantNotSetError (never every tenant's rows)"
-_STATE = "Saved view state: djust's state backend is tenantry's router, not InMemoryStateBackend"
+_STATE = (
+    "Saved view state: a tenantry tenant's saved views live in its own space "
+    "(tenantry's router), not in djust's InMemoryStateBackend dict"
+)
 _SHORT_CIRCUIT = "Middleware and views: no short-circuit when DJUST_CONFIG is empty"
 
 #: djust's tenant tests that fail against tenantry on purpose: test id → the
@@ -95,17 +98,8 @@ KNOWN_DIFFERENCES: dict[str, str] = {
     "test_tenant_session_state_backport.py::TestScopeHelpers::test_tenant_id_is_percent_encoded": (
         "Ids: a tenant id with ':' is refused (InvalidTenantId)"
     ),
-    "test_tenant_state_keys_backport.py::TestStateKeyHelper::test_http_path_uses_the_same_key": (
-        _STATE
-    ),
     "test_tenant_state_keys_backport.py::TestTenantKeyedState::"
     "test_two_tenants_one_session_one_url_keep_separate_state": _STATE,
-    "test_tenant_state_keys_backport.py::TestTenantKeyedState::"
-    "test_unresolved_tenant_cannot_read_a_plain_views_entry": _STATE,
-    "test_tenant_state_keys_backport.py::TestTenantKeyedState::"
-    "test_unresolved_tenant_saves_and_loads_nothing": _STATE,
-    "test_tenant_state_keys_backport.py::TestTenantKeyedState::"
-    "test_view_without_the_tenant_hook_keeps_the_unprefixed_key": _STATE,
     "test_tenants_middleware.py::TestTenantMiddleware::test_middleware_raises_404_when_required": (
         "Middleware and views: the 404 is raised in process_view"
     ),
@@ -129,7 +123,7 @@ KNOWN_DIFFERENCES: dict[str, str] = {
 
 #: The least number of the wheel-shipped tests that must pass against
 #: tenantry (117 in djust 1.2.6; every other one is in KNOWN_DIFFERENCES).
-FLOOR = 103
+FLOOR = 107
 
 SETTINGS = '''\
 """Django settings for running djust's tenant tests (written by djust_compat.py)."""

@@ -85,6 +85,9 @@ def run(library: str, work: Path, targets: list[str], keyword: str | None) -> di
         command += ["-k", keyword]
     env = {
         **os.environ,
+        # The suite's own settings, even when started from another Django
+        # project's process (pytest-django prefers the variable to the ini).
+        "DJANGO_SETTINGS_MODULE": "djust_suite_settings",
         "DJUST_SUITE_LIBRARY": library,
         "PYTHONPATH": os.pathsep.join([str(work), os.environ.get("PYTHONPATH", "")]),
     }

@@ -25,6 +25,7 @@ lands in that view's tenant. See docs/presence.md.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
@@ -179,7 +180,9 @@ def _head(record: Mapping[str, Any]) -> dict[str, Any]:
     return {"joined_at": record["joined_at"], "meta": record["meta"]}
 
 
-_installed: TenantPresenceRouter | None = None
+_installed: Any = None
+_adapter: Any = None
+_adapter_lock = threading.Lock()
 
 
 def get_presence_router() -> TenantPresenceRouter:
@@ -193,6 +196,18 @@ def get_presence_router() -> TenantPresenceRouter:
     tenant's ``peak_presences`` usage to the room's count (in Rust, with no
     extra Redis round trip)."""
     return _store.get_router()
+
+
+def get_djust_presence_backend() -> Any:
+    """The process's djust presence backend (needs djust): djust's own
+    in-memory backend for apps that do not use tenantry, the router for
+    tenantry's tenants (``tenantry.djust.presence.TenantDjustPresenceBackend``)."""
+    global _adapter
+    router = get_presence_router()
+    with _adapter_lock:
+        if _adapter is None:
+            _adapter = djust_presence.TenantDjustPresenceBackend(router)
+        return _adapter
 
 
 def install_djust_presence_backend(*, force: bool = False) -> bool:
@@ -209,10 +224,10 @@ def install_djust_presence_backend(*, force: bool = False) -> bool:
     if not (wanted or force):
         uninstall_djust_presence_backend()
         return False
-    router = get_presence_router()
-    djust_presence.set_backend(router)
+    adapter = get_djust_presence_backend()
+    djust_presence.set_backend(adapter)
     djust_presence.wrap_presence_calls()
-    _installed = router
+    _installed = adapter
     return True
 
 

@@ -16,6 +16,7 @@ from django.db import models
 from django.http import Http404
 from djust import LiveView
 from djust.presence import PresenceMixin
+from djust.state_backends.memory import InMemoryStateBackend
 
 from tenantry import (
     ChainedResolver,
@@ -36,7 +37,7 @@ from tenantry import (
 )
 from tenantry.djust_state import TenantDjustStateBackend
 from tenantry.mixins import context_processor
-from tenantry.state import get_state_router
+from tenantry.state import get_djust_state_backend, get_state_router
 from tests.app import views
 from tests.app.models import Item
 
@@ -371,17 +372,22 @@ def saved_keys(monkeypatch, settings):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("host", ["example.com", "acme.example.com"])
-def test_plain_liveview_over_http_keeps_state_in_the_shared_space(client, saved_keys, host):
+def test_plain_liveview_over_http_keeps_state_in_djusts_own_store(client, saved_keys, host):
+    """docs/state.md#djusts-saved-view-state: a view that is not a tenant
+    view is djust's own in-memory backend's, exactly as without tenantry,
+    whatever tenant the host resolves; no tenant's space holds it."""
     response = client.get("/plain-live/", HTTP_HOST=host)
     assert response.status_code == 200, response.content[:500]
     assert "plain count=0" in response.content.decode()
     assert saved_keys and not any(k.startswith("tenant:") for k in saved_keys)
     router = get_state_router()
+    adapter = get_djust_state_backend()
     for key in saved_keys:
-        assert router.resolve(key)[0] == "-shared"
-        assert router.get(key) is not None
-        with tenant_context("acme"):  # a tenant sees its own space only
+        assert InMemoryStateBackend.get(adapter, key) is not None  # djust's own store
+        assert router.get(key) is None  # not the router's space of callers without a tenant
+        with tenant_context("acme"):  # nor a tenant's
             assert router.get(f"tenant:acme:{key}") is None
+            assert adapter.get(key) is not None  # the plain view's, on a tenant's host too
 
 
 @pytest.mark.django_db(transaction=True)

@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 
 import pytest
 from djust._rust import RustLiveView
+from djust.backends.memory import InMemoryPresenceBackend
 from djust.presence import PresenceMixin
 
 from tenantry import (
@@ -40,7 +41,7 @@ from tenantry import (
     tenant_context,
     usage,
 )
-from tenantry.presence import get_presence_router
+from tenantry.presence import get_djust_presence_backend, get_presence_router
 from tenantry.ratelimit import TenantRateLimiter, get_rate_limiter
 from tenantry.state import get_djust_state_backend, get_state_router
 from tests.live_client import LiveClient
@@ -167,18 +168,29 @@ def test_no_state_entry_point_reaches_a_tenant_by_its_scope(backend):
     with tenant_context("globex", must_exist=False):
         router.set("tenant:globex:S_liveview_/x/", saved)
         adapter.set("tenant:globex:S_liveview_/y/", view)
-    calls = {
+    router_calls = {
         "get": lambda: router.get("tenant:globex:S_liveview_/x/"),
         "set": lambda: router.set("tenant:globex:S_liveview_/x/", b"forged"),
         "delete": lambda: router.delete("tenant:globex:S_liveview_/x/"),
         "resolve": lambda: router.resolve("tenant:globex:S_liveview_/x/"),
+    }
+    adapter_calls = {
         "adapter get": lambda: adapter.get("tenant:globex:S_liveview_/y/"),
-        "adapter set": lambda: adapter.set("tenant:globex:S_liveview_/y/", view),
+        "adapter set": lambda: adapter.set("tenant:globex:S_liveview_/y/", forged),
         "adapter delete": lambda: adapter.delete("tenant:globex:S_liveview_/y/"),
     }
-    for call in calls.values():
+    forged = RustLiveView('<div dj-root dj-id="0">forged</div>', [])
+    for call in router_calls.values():
         with pytest.raises(InvalidKey, match="no tenant is bound"):
             call()
+    # djust's slot, with no tenant bound: the key is kept in a space of its
+    # own, djust's own store (where djust.tenants views keep theirs), which
+    # holds no tenantry tenant's views (docs/state.md#djusts-saved-view-state).
+    assert adapter.get("tenant:globex:S_liveview_/y/") is None
+    adapter.set("tenant:globex:S_liveview_/y/", forged)
+    assert "forged" in adapter.get("tenant:globex:S_liveview_/y/")[0].render()
+    assert adapter.delete("tenant:globex:S_liveview_/y/") is True
+    for call in [*router_calls.values(), *adapter_calls.values()]:
         with tenant_context("acme", must_exist=False), pytest.raises(TenantMismatchError):
             call()
     for key in LOOKALIKES:
@@ -187,7 +199,8 @@ def test_no_state_entry_point_reaches_a_tenant_by_its_scope(backend):
         assert router.resolve(key) == ("-shared", key)
     with tenant_context("globex", must_exist=False):
         assert router.get("tenant:globex:S_liveview_/x/") == saved
-        assert adapter.get("tenant:globex:S_liveview_/y/") is not None
+        restored = adapter.get("tenant:globex:S_liveview_/y/")
+        assert restored is not None and "globex" in restored[0].render()
 
 
 def test_per_tenant_state_reads_no_scope_in_a_name(backend):
@@ -288,28 +301,30 @@ async def test_a_live_view_cannot_join_or_list_a_tenants_room_by_name(live_confi
 @pytest.mark.asyncio
 async def test_a_plain_presence_view_works_with_tenantry_installed(live_config):
     """What djust's own presence tests do on a view without tenancy: track,
-    list and mount, with tenantry as djust's presence backend."""
+    list and mount, with tenantry as djust's presence backend. Its room is
+    djust's own in-memory backend's, as without tenantry
+    (docs/presence.md#with-djust), and no tenant sees it."""
     view = "tests.app.views.PlainRoomView"
+    djusts = get_djust_presence_backend()
     first, frame = await mount("example.com", view, "/plain-room/?who=ann")
     assert frame["type"] == "mount" and "ann" in frame["html"], frame
     second, frame = await mount("example.com", view, "/plain-room/?who=bob")
     assert frame["type"] == "mount" and "ann" in frame["html"] and "bob" in frame["html"]
-    listed = get_presence_router().list("lobby")
+    listed = InMemoryPresenceBackend.list(djusts, "lobby")
     assert sorted(r["meta"]["who"] for r in listed) == ["ann", "bob"]
-    assert {r["tenant_id"] for r in listed} == {"-shared"}
-    # In the space of views without a tenant: no tenant sees it.
+    assert get_presence_router().count("lobby") == 0  # not the router's
     for tenant in ("acme", "globex"):
         assert TenantAwareMemoryBackend(tenant).count("lobby") == 0
         with tenant_context(tenant, must_exist=False):
-            assert get_presence_router().count("lobby") == 0
-    assert get_presence_router().count("lobby") == 2
+            assert djusts.count("lobby") == 0
+    assert djusts.count("lobby") == 2
     await first.close()
     await second.close()
     for _ in range(100):  # djust untracks on disconnect, in its own task
-        if get_presence_router().count("lobby") == 0:
+        if djusts.count("lobby") == 0:
             break
         await asyncio.sleep(0.05)
-    assert get_presence_router().count("lobby") == 0
+    assert djusts.count("lobby") == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -328,7 +343,7 @@ async def test_a_tenant_views_presence_leaves_on_disconnect(live_config):
     assert globex_room() == []
 
 
-def test_a_plain_presence_mixin_outside_any_request_uses_its_own_space():
+def test_a_plain_presence_mixin_outside_any_request_uses_djusts_own_backend():
     """djust's tests drive ``PresenceMixin`` directly: track, list, count,
     heartbeat, untrack with no tenant bound."""
 
@@ -344,9 +359,12 @@ def test_a_plain_presence_mixin_outside_any_request_uses_its_own_space():
     view._websocket_session_id = "ws"
     view.track_presence(meta={"color": "red"})
     [record] = view.list_presences()
-    assert record["meta"]["color"] == "red" and record["tenant_id"] == "-shared"
+    assert record["meta"]["color"] == "red"
+    assert "tenant_id" not in record  # djust's own in-memory backend's record
     assert view.presence_count() == 1
     view.update_presence_heartbeat()
+    assert ("document:1", record["id"]) in get_djust_presence_backend()._heartbeats
+    assert get_presence_router().count("document:1") == 0
     assert TenantAwareMemoryBackend("acme").count("document:1") == 0
     with tenant_context("acme", must_exist=False):
         assert view.presence_count() == 0  # a tenant bound: its own room, empty

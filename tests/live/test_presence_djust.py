@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from djust.backends.base import PresenceBackend
+from djust.backends.memory import InMemoryPresenceBackend
 from djust.backends.registry import get_presence_backend
 from djust.presence import PresenceManager, PresenceMixin
 
@@ -38,7 +39,7 @@ from tenantry import (
 from tenantry import checks as tenantry_checks
 from tenantry import presence as presence_module
 from tenantry.djust import install_djust_presence_backend
-from tenantry.presence import get_presence_router
+from tenantry.presence import get_djust_presence_backend, get_presence_router
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +76,8 @@ class DocView(PresenceMixin):
 
 def test_tenantry_is_djusts_presence_backend_by_default():
     backend = get_presence_backend()
-    assert backend is get_presence_router()
+    assert backend is get_djust_presence_backend()
+    assert backend.router is get_presence_router()
     assert isinstance(backend, PresenceBackend)
     assert backend.backend == "tenant_memory"
     assert isinstance(TenantAwareMemoryBackend("a"), PresenceBackend)
@@ -192,15 +194,15 @@ def test_install_follows_presence_backend(settings):
     settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "PRESENCE_BACKEND": "memory"}
     try:
         assert install_djust_presence_backend() is False
-        assert get_presence_backend() is not get_presence_router()
+        assert type(get_presence_backend()) is InMemoryPresenceBackend  # djust's own
         assert install_djust_presence_backend(force=True) is True
-        assert get_presence_backend() is get_presence_router()
+        assert get_presence_backend() is get_djust_presence_backend()
     finally:
         settings.DJUST_CONFIG = {
             k: v for k, v in settings.DJUST_CONFIG.items() if k != "PRESENCE_BACKEND"
         }
         assert install_djust_presence_backend() is True
-    assert get_presence_backend() is get_presence_router()
+    assert get_presence_backend() is get_djust_presence_backend()
 
 
 def test_asyncio_tasks_interleaving_tenants_see_only_their_own():

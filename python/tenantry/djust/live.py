@@ -543,8 +543,25 @@ def _wrap(owner: Any, name: str, gate: Callable[..., Any], *, own: bool = False)
     if getattr(current, _WRAPPED, False):
         return
     wrapped = gate(current)
+    _take_code_name(wrapped, current)
     setattr(wrapped, _WRAPPED, True)
     setattr(owner, name, wrapped)
+
+
+def _take_code_name(wrapper: Any, original: Any) -> None:
+    """Give ``wrapper``'s code object the wrapped method's name.
+    ``functools.wraps`` copies ``__name__``, but a coroutine's
+    ``cr_code.co_name`` (what asyncio, tracebacks and code that recognises
+    djust's own coroutines read) comes from the code object: without this, a
+    coroutine djust spawns through a gated method would be named after the
+    gate, and an app that tells djust's tasks apart by name would behave
+    differently with tenantry installed."""
+    code = getattr(wrapper, "__code__", None)
+    name = getattr(original, "__name__", None)
+    if code is None or not isinstance(name, str):
+        return
+    qualname = getattr(original, "__qualname__", name)
+    wrapper.__code__ = code.replace(co_name=name, co_qualname=qualname)
 
 
 def _gate_consumer(consumer_class: type, *, base: bool = False) -> None:

@@ -151,6 +151,10 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     *_names("tenantry.groups", "source", "djust.db.notifications", "djust_db_notify_"),
     # Presence: tenantry as djust's backend (tenantry.djust.presence).
     *_names("tenantry.djust.presence", "class", "djust.backends.base", "PresenceBackend"),
+    # djust's own in-memory backends: the adapters are them, for every call
+    # that is not a tenantry tenant's (apps without tenantry's features).
+    *_names("tenantry.djust.presence", "class", "djust.backends.memory", "InMemoryPresenceBackend"),
+    *_names("tenantry.djust.state", "class", "djust.state_backends.memory", "InMemoryStateBackend"),
     *_names("tenantry.djust.presence", "object", "djust.backends.registry", "_registry._backend"),
     *_names(
         "tenantry.djust.presence",
@@ -161,7 +165,6 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     ),
     # Saved view state: tenantry as djust's backend (tenantry.djust.state).
     *_names("tenantry.djust.state", "class", "djust._rust", "RustLiveView"),
-    *_names("tenantry.djust.state", "class", "djust.state_backends.base", "StateBackend"),
     *_names(
         "tenantry.djust.state",
         "object",

@@ -2,6 +2,13 @@
 registry and ``PresenceMixin`` (``tenantry.presence.install_djust_presence_backend``
 uses them).
 
+What takes djust's slot is :class:`TenantDjustPresenceBackend`: djust's own
+``InMemoryPresenceBackend`` for the calls of apps that do not use tenantry
+(nothing bound and a key without a ``tenant:`` scope, on the memory store;
+or djust.tenants' own ``TenantInfo`` bound), and tenantry's router for the
+rest (a tenantry tenant bound, or a ``tenant:`` scope with no tenant bound,
+which the router refuses: ``InvalidKey``).
+
 While tenantry is djust's backend, djust's ``PresenceMixin`` methods that
 reach the backend run in the view's own tenant (:func:`wrap_presence_calls`).
 """
@@ -11,17 +18,23 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..context import get_current_tenant, tenant_context
+from .._core import TenantPresenceRouter
+from ..context import _current, get_current_tenant, tenant_context
+from .context import is_djust_tenant_info
+from .slots import MEMORY, TENANT_SCOPE, tenantry_tenant_bound
 
 try:
     from djust.backends import registry
     from djust.backends.base import PresenceBackend
+    from djust.backends.memory import InMemoryPresenceBackend
     from djust.presence import PresenceMixin
 except ImportError:  # djust missing, or without these modules (see names.problems())
     registry = PresenceBackend = PresenceMixin = None
+    InMemoryPresenceBackend = object
 
 __all__ = [
     "PRESENCE_CALLS",
+    "TenantDjustPresenceBackend",
     "available",
     "register_backends",
     "reset_backend_if",
@@ -43,6 +56,75 @@ PRESENCE_CALLS = (
 )
 #: name → djust's own method, while ours wrap them.
 _originals: dict[str, Any] = {}
+
+
+def _routes_to_tenantry(router: TenantPresenceRouter, presence_key: str) -> bool:
+    """Whether a call on ``presence_key``, now, is tenantry's router's: a
+    tenantry tenant is bound, or nothing is and the key names a tenant (the
+    router refuses it: a key never addresses a tenant by itself), or nothing
+    is and the store is Redis (the router's space of callers without a
+    tenant is shared by every process, as djust's Redis backend would be).
+    Else it is djust's own in-memory backend's: a plain view with nothing
+    bound, or a djust.tenants view (djust binds its own ``TenantInfo``)."""
+    if _current.get() is None:
+        return presence_key.startswith(TENANT_SCOPE) or router.backend != MEMORY
+    return tenantry_tenant_bound()
+
+
+class TenantDjustPresenceBackend(InMemoryPresenceBackend):
+    """djust's in-memory presence backend, with tenantry's tenants (and every
+    ``tenant:`` key named with no tenant bound) routed to tenantry's router.
+    Anything else the router offers (``track``, ``untrack``, ``resolve``,
+    ``backend``) is the router's."""
+
+    def __init__(self, router: TenantPresenceRouter) -> None:
+        super().__init__()
+        self._router = router
+
+    @property
+    def router(self) -> TenantPresenceRouter:
+        return self._router
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._router, name)
+
+    def join(self, presence_key: str, user_id: str, meta: dict[str, Any]) -> dict[str, Any]:
+        if _routes_to_tenantry(self._router, presence_key):
+            return self._router.join(presence_key, user_id, meta)
+        return super().join(presence_key, user_id, meta)
+
+    def leave(self, presence_key: str, user_id: str) -> dict[str, Any] | None:
+        if _routes_to_tenantry(self._router, presence_key):
+            return self._router.leave(presence_key, user_id)
+        return super().leave(presence_key, user_id)
+
+    def list(self, presence_key: str) -> list[dict[str, Any]]:
+        if _routes_to_tenantry(self._router, presence_key):
+            return self._router.list(presence_key)
+        return super().list(presence_key)
+
+    def count(self, presence_key: str) -> int:
+        if _routes_to_tenantry(self._router, presence_key):
+            return self._router.count(presence_key)
+        return super().count(presence_key)
+
+    def heartbeat(self, presence_key: str, user_id: str) -> Any:
+        if _routes_to_tenantry(self._router, presence_key):
+            return self._router.heartbeat(presence_key, user_id)
+        return super().heartbeat(presence_key, user_id)
+
+    def cleanup_stale(self, presence_key: str) -> int:
+        if _routes_to_tenantry(self._router, presence_key):
+            return self._router.cleanup_stale(presence_key)
+        return super().cleanup_stale(presence_key)
+
+    def health_check(self) -> dict[str, Any]:
+        return self._router.health_check()
+
+    def __repr__(self) -> str:
+        return f"TenantDjustPresenceBackend({self._router!r})"
 
 
 def available() -> bool:
@@ -90,6 +172,14 @@ def _in_view_tenant(method: Any) -> Any:
         tenant = getattr(view, "_tenant", None)
         if tenant is None or get_current_tenant() is not None:
             return method(view, *args, **kwargs)
+        if is_djust_tenant_info(tenant):
+            # A djust.tenants view: bound as djust binds it, so its calls
+            # stay djust's own backend's, as without tenantry.
+            token = _current.set(tenant)
+            try:
+                return method(view, *args, **kwargs)
+            finally:
+                _current.reset(token)
         with tenant_context(tenant, must_exist=False):  # admitted by the view
             return method(view, *args, **kwargs)
 
