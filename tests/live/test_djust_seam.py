@@ -92,97 +92,27 @@ def test_no_module_outside_the_seam_imports_djust():
     )
 
 
-def _graph() -> dict[str, set[str]]:
-    """tenantry's modules → the tenantry modules they import (every import,
-    function-local ones too: one that hides a circle still closes it)."""
-    modules = {_module_name(path): path for path in _sources()}
-    graph: dict[str, set[str]] = {name: set() for name in modules}
-    for name, path in modules.items():
-        for target, imported in _imports(path):
-            if target in modules:
-                graph[name].add(target)
-            for item in imported:  # ``from . import live``: a module
-                if f"{target}.{item}" in modules:
-                    graph[name].add(f"{target}.{item}")
-        graph[name].discard(name)
-    return graph
-
-
-def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
-    """The strongly connected components of more than one module (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[set[str]] = []
-
-    def visit(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for succ in graph[node]:
-            if succ not in index:
-                visit(succ)
-                low[node] = min(low[node], low[succ])
-            elif succ in on_stack:
-                low[node] = min(low[node], index[succ])
-        if low[node] == index[node]:
-            component = set()
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.add(member)
-                if member == node:
-                    break
-            if len(component) > 1:
-                found.append(component)
-
-    for node in sorted(graph):
-        if node not in index:
-            visit(node)
-    return found
-
-
-#: The modules of the djust seam and of the live plane around it.
-SEAM_AREA = {
-    "tenantry.apps",
-    "tenantry.channels",
-    "tenantry.checks",
-    "tenantry.context",
-    "tenantry.djust_state",
-    "tenantry.groups",
-    "tenantry.live",
-    "tenantry.live_presence",
-    "tenantry.middleware",
-    "tenantry.mixins",
-    "tenantry.presence",
-    "tenantry.ratelimit",
-    "tenantry.responses",
-    "tenantry.state",
-}
-
-
 def test_no_import_circle_runs_through_the_seam_or_the_responses():
     """No circle (counting function-local imports) reaches the djust seam,
     the live plane's modules, or middleware <-> ratelimit (their shared
-    answers are tenantry.responses)."""
-    graph = _graph()
-    assert "tenantry.middleware" not in graph["tenantry.ratelimit"]
-    assert "tenantry.responses" in graph["tenantry.ratelimit"]
-    assert "tenantry.responses" in graph["tenantry.middleware"]
-    touching = [
-        sorted(cycle)
-        for cycle in _cycles(graph)
-        if cycle & SEAM_AREA or any(m.startswith("tenantry.djust") for m in cycle)
-    ]
-    assert touching == []
-
-
-def test_the_cycle_finder_sees_a_circle():
-    """The helper above finds a circle when there is one (so an empty answer
-    means something)."""
-    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
-    assert _cycles(graph) == [{"a", "b", "c"}]
+    answers are tenantry.responses). The circles are found by the one
+    checker, scripts/import_graph.py (docs/architecture.md#layers-of-the-python-package)."""
+    imported_by = {
+        name: {module for module, _ in _imports(PACKAGE / f"{name}.py")}
+        for name in ("ratelimit", "middleware")
+    }
+    assert "tenantry.middleware" not in imported_by["ratelimit"]
+    assert "tenantry.responses" in imported_by["ratelimit"]
+    assert "tenantry.responses" in imported_by["middleware"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "import_graph.py"), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    report = json.loads(done.stdout)
+    circles = [*report["cycles"], *report["hidden_circles"]]
+    assert circles == [], circles
 
 
 # -- the private names -----------------------------------------------------------------
