@@ -5,6 +5,7 @@ fresh database of a PostgreSQL server (row-level security on)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +40,23 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60) -> 
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"demo server did not listen on {port}")
+
+
+#: daphne's command line, with every thread's stack written to its log on
+#: SIGUSR1: a test that waited too long for the server asks for them
+#: (:func:`dump_stacks`), so a stall says where it was.
+DAPHNE_WITH_STACK_DUMPS = (
+    "import faulthandler, signal, sys; "
+    "faulthandler.register(signal.SIGUSR1, all_threads=True); "
+    "from daphne.cli import CommandLineInterface; "
+    "sys.argv[0] = 'daphne'; CommandLineInterface.entrypoint()"
+)
+
+
+def dump_stacks(process: subprocess.Popen) -> None:
+    """Every thread's stack of a running demo server, into its daphne.log."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGUSR1)
 
 
 @contextmanager
@@ -77,8 +95,8 @@ def demo_server(
         process = subprocess.Popen(
             [
                 python,
-                "-m",
-                "daphne",
+                "-c",
+                DAPHNE_WITH_STACK_DUMPS,
                 "-b",
                 "127.0.0.1",
                 "-p",

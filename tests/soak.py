@@ -23,6 +23,9 @@ MARK = re.compile(r"item-(t\d{3})-")
 PRESENCE_MARK = re.compile(r"presence-(t\d{3})-")
 TENANT_ID = re.compile(r'id=\\?"tenant-id\\?">(t\d{3})<')
 TIMEOUT = 60
+#: Called when a client waited :data:`TIMEOUT` for a frame (the soak test
+#: asks the server for its threads' stacks: tests.demo_server.dump_stacks).
+STALL_HOOKS: list = []
 #: Frames that answer an event.
 ANSWERS = ("patch", "html_update", "noop", "error")
 
@@ -89,8 +92,18 @@ async def receive_until(socket, *types: str, check=None) -> dict:
     frame read on the way goes through ``check`` (leak detection), including
     those other sessions pushed (presence refreshes, ``"source": "broadcast"``),
     which are never taken as the answer."""
+    skipped: list[str] = []
     while True:
-        frame = json.loads(await asyncio.wait_for(socket.recv(), TIMEOUT))
+        try:
+            frame = json.loads(await asyncio.wait_for(socket.recv(), TIMEOUT))
+        except TimeoutError:
+            for hook in STALL_HOOKS:
+                hook()
+            raise TimeoutError(
+                f"no {'/'.join(types)} frame within {TIMEOUT} s; skipped meanwhile: "
+                f"{[s[:200] for s in skipped[-5:]]} (the server's stacks are in its log)"
+            ) from None
+        skipped.append(json.dumps(frame))
         if check is not None:
             check(json.dumps(frame))
         if frame.get("source") == "broadcast":
@@ -556,7 +569,10 @@ async def _jobs(seen: Attack, port: int, tenant: str, victims: list[str], check)
                 await socket.send(
                     json.dumps({"type": "event", "event": "import_items", "params": params})
                 )
-                frame = await receive_until(socket, *ANSWERS, check=check)
+                try:
+                    frame = await receive_until(socket, *ANSWERS, check=check)
+                except TimeoutError as exc:
+                    raise TimeoutError(f"import job {params}: {exc}") from None
                 text = json.dumps(frame)
                 if not home and frame["type"] == "error" and "TenantMismatchError" in text:
                     seen.jobs_refused += 1

@@ -13,8 +13,15 @@ import sqlite3
 
 import pytest
 
-from tests.demo_server import ROOT, demo_database, demo_server
-from tests.soak import MARK, Crowding, attacker, rate_limit_shard_mates, soak
+from tests.demo_server import ROOT, demo_database, demo_server, dump_stacks
+from tests.soak import (
+    MARK,
+    STALL_HOOKS,
+    Crowding,
+    attacker,
+    rate_limit_shard_mates,
+    soak,
+)
 
 TENANTS = [f"t{n:03d}" for n in range(40)]
 CLIENTS = 200
@@ -37,6 +44,18 @@ async def _load_with_attacker(port: int, rounds: int, crowding: Crowding):
         soak(port, TENANTS, CLIENTS, rounds=rounds, events=3),
         attacker(port, ATTACKER, VICTIMS, FLOOD, crowding),
     )
+
+
+def stall_report(log) -> str:
+    """What the server's log says around a stall: each stack dump (from
+    SIGUSR1) and the last lines before it."""
+    lines = log.read_text(errors="replace").splitlines()
+    dumps = [i for i, line in enumerate(lines) if line.startswith("Current thread") or
+             line.startswith("Thread 0x")]  # fmt: skip
+    if not dumps:
+        return "daphne.log (no stack dump), last lines:\n" + "\n".join(lines[-40:])
+    start = max(0, dumps[0] - 40)
+    return "daphne.log around the stall:\n" + "\n".join(lines[start : dumps[-1] + 400])
 
 
 @pytest.mark.soak
@@ -80,14 +99,24 @@ def test_no_leak_under_concurrency(tmp_path, request, database, validator):
         "DEMO_RATE_LIMIT_MAX_KEYS": str(64 * SHARD_KEYS),
         "DEMO_ORIGIN_VALIDATOR": validator,
     }
+    started = []
     with demo_server(
         tmp_path,
         extra_tenants=len(TENANTS) + 1,
         tenants=[crowd_victim, *neighbours],
         env=env,
         postgres=postgres,
+        started=started,
     ) as port:
-        stats, attack = asyncio.run(_load_with_attacker(port, rounds, crowding))
+        # A client that waits too long has the server write its threads'
+        # stacks to daphne.log, printed below when the test fails.
+        STALL_HOOKS[:] = [lambda: dump_stacks(started[0])]
+        try:
+            stats, attack = asyncio.run(_load_with_attacker(port, rounds, crowding))
+        finally:
+            STALL_HOOKS.clear()
+    if attack.errors or stats.errors:
+        print(stall_report(tmp_path / "daphne.log"))
     summary = {**stats.summary(), "origin_validator": validator, "attacker": attack.summary()}
     out = ROOT / "test-output"
     out.mkdir(exist_ok=True)
