@@ -42,15 +42,27 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60) -> 
     raise TimeoutError(f"demo server did not listen on {port}")
 
 
-#: daphne's command line, with every thread's stack written to its log on
+#: daphne's command line, with every thread's stack and every asyncio task's
+#: (a coroutine waiting on a lock shows only there) written to its log on
 #: SIGUSR1: a test that waited too long for the server asks for them
 #: (:func:`dump_stacks`), so a stall says where it was.
-DAPHNE_WITH_STACK_DUMPS = (
-    "import faulthandler, signal, sys; "
-    "faulthandler.register(signal.SIGUSR1, all_threads=True); "
-    "from daphne.cli import CommandLineInterface; "
-    "sys.argv[0] = 'daphne'; CommandLineInterface.entrypoint()"
-)
+DAPHNE_WITH_STACK_DUMPS = """
+import asyncio, faulthandler, signal, sys
+
+def dump(signum, frame):
+    faulthandler.dump_traceback(all_threads=True)
+    loop = asyncio._get_running_loop()
+    tasks = asyncio.all_tasks(loop) if loop is not None else ()
+    print(f"--- {len(tasks)} asyncio tasks ---", file=sys.stderr)
+    for task in tasks:
+        task.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()
+
+signal.signal(signal.SIGUSR1, dump)
+from daphne.cli import CommandLineInterface
+sys.argv[0] = "daphne"
+CommandLineInterface.entrypoint()
+"""
 
 
 def dump_stacks(process: subprocess.Popen) -> None:
