@@ -81,7 +81,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # TenantManager / TenantQuerySet.
     ("managers", ("tenantry.managers",)),
     # Operating tenants: deletion and fresh starts, the admin.
-    ("operations", ("tenantry.lifecycle", "tenantry.admin")),
+    (
+        "operations",
+        ("tenantry.lifecycle", "tenantry.admin", "tenantry.audit_trail", "tenantry.transfer"),
+    ),
     # Hooking the first wall into Django (compilers, base managers, forms).
     ("wall", ("tenantry.wall",)),
     # The request path and the live plane: middleware, views, djust, jobs.
@@ -113,7 +116,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     # What Django, pytest and manage.py call into.
-    ("entry", ("tenantry.apps", "tenantry.checks", "tenantry.testing", "tenantry.management")),
+    (
+        "entry",
+        (
+            "tenantry.apps",
+            "tenantry.checks",
+            "tenantry.testing",
+            "tenantry.management",
+            "tenantry.migrations",
+        ),
+    ),
 ]
 
 

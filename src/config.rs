@@ -230,7 +230,24 @@ pub struct Settings {
     /// djust's `SESSION_TTL`: seconds a saved view is kept (0 or less: no
     /// expiry). Tenantry's djust state backend applies it to its entries.
     pub session_ttl: i64,
+    /// `TENANT_AUDIT_STORE`: where audit events are kept besides the log.
+    pub audit_store: AuditStore,
+    /// `TENANT_AUDIT_RETENTION_DAYS`: days a stored audit event is kept
+    /// (None: for ever).
+    pub audit_retention_days: Option<u32>,
 }
+
+/// `TENANT_AUDIT_STORE`: audit events go to the `tenantry.audit` logger and
+/// the callback only (`None`, the default), or are also stored as rows of
+/// `tenantry.AuditEvent`, chained per tenant incarnation (`"database"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditStore {
+    LogOnly,
+    Database,
+}
+
+/// At most a century of retention.
+const MAX_AUDIT_RETENTION_DAYS: i128 = 36_500;
 
 /// djust's default `SESSION_TTL`.
 pub const DEFAULT_SESSION_TTL: i64 = 3600;
@@ -292,6 +309,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "TENANT_READMIT_INTERVAL",
     // djust's own key, read here so Python reads no key itself.
     "SESSION_TTL",
+    // The stored audit trail (SPEC §22).
+    "TENANT_AUDIT_STORE",
+    "TENANT_AUDIT_RETENTION_DAYS",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -556,6 +576,46 @@ impl<'a> Parser<'a> {
             domain_tenant_field: self
                 .field_name("TENANT_DOMAIN_TENANT_FIELD", "tenant_id", false)
                 .unwrap_or_else(|| "tenant_id".into()),
+        }
+    }
+
+    /// `TENANT_AUDIT_STORE`: None or "database".
+    fn audit_store(&mut self) -> AuditStore {
+        const KEY: &str = "TENANT_AUDIT_STORE";
+        match self.get(KEY) {
+            None | Some(Value::None) => AuditStore::LogOnly,
+            Some(Value::Str(s)) if s == "database" => AuditStore::Database,
+            Some(v) => {
+                self.fail_value(
+                    KEY,
+                    "None (events go to the tenantry.audit log only) or 'database' \
+                     (also stored as tenantry.AuditEvent rows)",
+                    v,
+                );
+                AuditStore::LogOnly
+            }
+        }
+    }
+
+    /// `TENANT_AUDIT_RETENTION_DAYS`: None (keep every event) or whole days.
+    fn audit_retention_days(&mut self) -> Option<u32> {
+        const KEY: &str = "TENANT_AUDIT_RETENTION_DAYS";
+        match self.get(KEY) {
+            None | Some(Value::None) => None,
+            Some(Value::Int(i)) if (1..=MAX_AUDIT_RETENTION_DAYS).contains(i) => {
+                u32::try_from(*i).ok()
+            }
+            Some(v) => {
+                self.fail_value(
+                    KEY,
+                    &format!(
+                        "None (keep every event) or a whole number of days from 1 to \
+                         {MAX_AUDIT_RETENTION_DAYS}"
+                    ),
+                    v,
+                );
+                None
+            }
         }
     }
 
@@ -965,6 +1025,8 @@ pub fn parse_lenient(map: &BTreeMap<String, Value>) -> (Settings, Vec<ConfigErro
     let readmit_interval = p.seconds("TENANT_READMIT_INTERVAL", 5.0, MAX_READMIT_INTERVAL, true);
 
     let session_ttl = p.session_ttl();
+    let audit_store = p.audit_store();
+    let audit_retention_days = p.audit_retention_days();
 
     let unknown_keys = unknown_keys(map);
 
@@ -1011,6 +1073,8 @@ pub fn parse_lenient(map: &BTreeMap<String, Value>) -> (Settings, Vec<ConfigErro
         rate_limits,
         readmit_interval,
         session_ttl,
+        audit_store,
+        audit_retention_days,
     };
     (settings, p.errors)
 }
@@ -1641,6 +1705,45 @@ mod tests {
         }
         assert!(KNOWN_KEYS.contains(&"SESSION_TTL"));
         assert!(unknown_keys(&map(&[("SESSION_TTL", Value::Int(1))])).is_empty());
+    }
+
+    #[test]
+    fn audit_store_and_retention() {
+        let defaults = Settings::defaults();
+        assert_eq!(defaults.audit_store, AuditStore::LogOnly);
+        assert_eq!(defaults.audit_retention_days, None);
+        let parsed = parse(&map(&[
+            ("TENANT_AUDIT_STORE", s("database")),
+            ("TENANT_AUDIT_RETENTION_DAYS", Value::Int(90)),
+        ]))
+        .unwrap();
+        assert_eq!(parsed.audit_store, AuditStore::Database);
+        assert_eq!(parsed.audit_retention_days, Some(90));
+        let none = parse(&map(&[
+            ("TENANT_AUDIT_STORE", Value::None),
+            ("TENANT_AUDIT_RETENTION_DAYS", Value::None),
+        ]))
+        .unwrap();
+        assert_eq!(none.audit_store, AuditStore::LogOnly);
+        assert_eq!(none.audit_retention_days, None);
+        for bad in [s("db"), s("Database"), Value::Bool(true), Value::Int(1)] {
+            let e = errors(&[("TENANT_AUDIT_STORE", bad.clone())]);
+            assert_eq!(e[0].key, "TENANT_AUDIT_STORE", "{bad:?}");
+            assert!(e[0].to_string().contains("'database'"), "{}", e[0]);
+        }
+        for bad in [
+            Value::Int(0),
+            Value::Int(-3),
+            Value::Int(36_501),
+            Value::Float(1.5),
+            s("30"),
+            Value::Bool(true),
+        ] {
+            let e = errors(&[("TENANT_AUDIT_RETENTION_DAYS", bad.clone())]);
+            assert_eq!(e[0].key, "TENANT_AUDIT_RETENTION_DAYS", "{bad:?}");
+            assert!(e[0].to_string().contains("days"), "{}", e[0]);
+        }
+        assert!(unknown_keys(&map(&[("TENANT_AUDIT_STORE", s("database"))])).is_empty());
     }
 
     #[test]

@@ -132,6 +132,8 @@ class CurrentConfig:
     cache_size: int
     scopes_counting_users: list[str]
     session_ttl: int
+    audit_store: str | None
+    audit_retention_days: int | None
     def is_exempt(self, path: str) -> bool: ...
     def limits_scope(self, scope: str) -> bool: ...
 

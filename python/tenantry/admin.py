@@ -43,6 +43,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from django.apps import apps as django_apps
 from django.contrib import messages
 from django.contrib.admin import (
     AllValuesFieldListFilter,
@@ -50,6 +51,7 @@ from django.contrib.admin import (
     ModelAdmin,
     RelatedFieldListFilter,
 )
+from django.contrib.admin import site as default_admin_site
 from django.contrib.admin.sites import all_sites
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
@@ -63,16 +65,18 @@ from django.core.exceptions import (
 )
 from django.db import models
 from django.db.models.fields import AutoFieldMixin
+from django.http import Http404
 
-from . import audit
+from . import access, audit, audit_trail
 from ._core import TenantInfo, TenantMismatchError, TenantNotSetError
 from .context import get_current_tenant, reset_current_tenant, set_current_tenant
 from .exceptions import DeletionIncomplete
 from .graph import scope_of
 from .isolation import BoundTenant, tenant_rows
 from .managers import TenantManager, tenant_field_value
+from .models import AuditEvent
 
-__all__ = ["TenantAdminMixin", "install_guards", "model_tenant_field"]
+__all__ = ["AuditEventAdmin", "TenantAdminMixin", "install_guards", "model_tenant_field"]
 
 
 def tenant_manager(model: type[models.Model]) -> TenantManager | None:
@@ -536,3 +540,82 @@ def check_admins_of_scoped_models(app_configs: Any = None, **kwargs: Any) -> lis
                 )
             )
     return errors
+
+
+# -- the stored audit trail: read-only, the bound tenant's own chain -------------------------
+
+
+class AuditEventAdmin(ModelAdmin):
+    """``tenantry.AuditEvent`` in the admin (docs/operations.md#audit-trail):
+    read-only, for active staff with ``tenantry.view_auditevent`` who pass
+    admission for the bound tenant (``TENANT_MEMBERSHIP_CHECK``), showing
+    that tenant's current incarnation only. With no tenant bound nobody
+    sees rows (an operator uses ``manage.py tenantry audit export``)."""
+
+    list_display = ["seq", "event", "created_at", "hash"]
+    list_filter = ["event"]
+    ordering = ["-seq"]
+    readonly_fields = [
+        "tenant_id",
+        "incarnation",
+        "seq",
+        "event",
+        "created_at",
+        "data",
+        "prev",
+        "hash",
+    ]
+    actions = None
+
+    def get_queryset(self, request: Any) -> Any:
+        tenant = get_current_tenant()
+        if tenant is None or not self._may_view(request):
+            return AuditEvent.objects.none()
+        return AuditEvent.objects.filter(chain=audit_trail.current_chain(tenant).key)
+
+    @staticmethod
+    def _may_view(request: Any) -> bool:
+        tenant = get_current_tenant()
+        user = getattr(request, "user", None)
+        if tenant is None or user is None or not (user.is_active and user.is_staff):
+            return False
+        if not user.has_perm("tenantry.view_auditevent"):
+            return False
+        try:
+            access.admit(tenant, request=request, source="admin", registered=True, by_address=False)
+        except Http404:
+            return False
+        return True
+
+    def has_module_permission(self, request: Any) -> bool:
+        return self._may_view(request)
+
+    def has_view_permission(self, request: Any, obj: Any = None) -> bool:
+        if not self._may_view(request):
+            return False
+        if obj is None:
+            return True
+        return obj.chain == audit_trail.current_chain(get_current_tenant()).key
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+
+def register_audit_admin(site: Any = None) -> None:
+    """Show the trail on ``site`` (Django's default site, when the admin is
+    installed: this module is what ``admin.autodiscover()`` imports)."""
+    if site is None:
+        if not django_apps.is_installed("django.contrib.admin"):
+            return
+        site = default_admin_site
+    if not site.is_registered(AuditEvent):
+        site.register(AuditEvent, AuditEventAdmin)
+
+
+register_audit_admin()

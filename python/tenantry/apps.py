@@ -7,12 +7,13 @@ class TenantryConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import cache, checks, conf, lifecycle, registry, wall  # noqa: F401
+        from . import audit_trail, cache, checks, conf, lifecycle, registry, wall  # noqa: F401
         from .db import rls  # noqa: F401  (binds row-level security on new connections)
         from .djust.installation import install as install_djust
 
         wall.install()  # the ORM's first wall, derived from the model graph
         lifecycle.install()
+        audit_trail.install()  # TENANT_AUDIT_STORE: the stored, chained trail
         cache.install()
         install_djust()  # every djust touchpoint (tenantry.djust)
         try:

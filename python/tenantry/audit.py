@@ -32,6 +32,14 @@ Each record is a dict with ``event``, ``tenant_id`` and, where known, ``path``,
 A refusal's record also has ``refusal``: ``admission``, ``origin`` or
 ``rate_limit`` (``tenantry.access.refuse``, which counts them).
 Log handlers receive it as ``record.tenantry`` (``extra={"tenantry": ...}``).
+
+With ``DJUST_CONFIG["TENANT_AUDIT_STORE"] = "database"`` every event at INFO
+or above (all but the per-request ``tenant.resolved`` trace) is also stored
+as a ``tenantry.AuditEvent`` row, chained per tenant incarnation
+(``tenantry.audit_trail``, docs/operations.md#audit-trail): written in the
+running transaction, so durable when it commits; an event emitted where the
+database cannot be used (a coroutine's thread, a failing database) waits in
+this process until :func:`flush`.
 """
 
 from __future__ import annotations
@@ -44,7 +52,31 @@ from . import conf
 
 logger = logging.getLogger("tenantry.audit")
 
-__all__ = ["emit", "logger"]
+__all__ = ["emit", "flush", "logger"]
+
+#: The stored trail's writer (``tenantry.audit_trail.store``, installed by
+#: ``AppConfig.ready``): this module sits below the ORM, so the writer comes
+#: to it. None until then.
+_store: Any = None
+
+
+def set_store(store: Any) -> None:
+    """Install the writer of stored events (``tenantry.audit_trail``)."""
+    global _store
+    _store = store
+
+
+def _storing(level: int) -> bool:
+    return _store is not None and level >= logging.INFO and _store.enabled()
+
+
+def flush() -> int:
+    """Write the stored events that wait in this process (emitted in a
+    coroutine's thread, or while the database failed): they are durable once
+    this returns. Call it from synchronous code (``sync_to_async(flush)`` in
+    a coroutine); returns how many were written. A no-op without
+    ``TENANT_AUDIT_STORE``."""
+    return 0 if _store is None else _store.flush()
 
 
 def _user_id(request: Any) -> str | None:
@@ -59,7 +91,8 @@ def emit(
 ) -> None:
     """Record one audit event (cheap when nobody listens)."""
     callback = conf.current().audit_callback
-    if callback is None and not logger.isEnabledFor(level):
+    storing = _storing(level)
+    if callback is None and not storing and not logger.isEnabledFor(level):
         return
     record: dict[str, Any] = {
         "event": event,
@@ -78,6 +111,8 @@ def emit(
         " ".join(f"{k}={v}" for k, v in fields.items()),
         extra={"tenantry": record},
     )
+    if storing:
+        _store.append(record, tenant)
     if callback is not None:
         try:
             callback(record)

@@ -30,6 +30,8 @@ from ._core import (
 )
 
 __all__ = [
+    "ArchiveRefused",
+    "AuditTrailProtected",
     "BackendError",
     "BackendUnavailable",
     "ConfigError",
@@ -68,3 +70,20 @@ class DeletionIncomplete(TenantError):
         super().__init__(message)
         self.certificate = certificate
         self.certificates = list(certificates) or ([certificate] if certificate else [])
+
+
+class AuditTrailProtected(TenantError, PermissionDenied):
+    """A stored audit event (``tenantry.AuditEvent``) would have been changed
+    or removed: the trail is append-only; only the retention pruning removes
+    rows, from the oldest end (docs/operations.md#audit-trail)."""
+
+    __module__ = "tenantry"
+
+
+class ArchiveRefused(TenantError, ValueError):
+    """``manage.py tenantry import`` refused an archive: a file whose hash or
+    count is not the manifest's (the message names the file and the
+    mismatch), a target tenant that is not empty, or an archive that is not
+    one (docs/operations.md#export-and-import). Nothing was written."""
+
+    __module__ = "tenantry"

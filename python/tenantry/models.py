@@ -4,13 +4,16 @@ point ``TENANT_MODEL`` / ``TENANT_DOMAIN_MODEL`` at the subclasses."""
 from __future__ import annotations
 
 import secrets
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
 
 from . import conf
 from ._core import is_valid_tenant_id, normalize_domain
+from .exceptions import AuditTrailProtected
 from .registry import (
     domain_tenant_id_problem,
     invalid_tenant_id_message,
@@ -99,3 +102,123 @@ class AbstractTenantDomain(models.Model):
 
     def __str__(self) -> str:
         return f"{self.domain} → {self.tenant_id}"
+
+
+# -- the stored audit trail (tenantry.audit_trail) ---------------------------------------
+
+#: Rows may be removed only while this is set: the retention pruning
+#: (``tenantry.audit_trail.prune``), from the oldest end of a chain.
+_pruning: ContextVar[bool] = ContextVar("tenantry_audit_pruning", default=False)
+
+
+class AppendOnly(models.QuerySet):
+    """Audit rows are appended, never changed; only the retention pruning
+    removes them (docs/operations.md#audit-trail). Every ORM route that
+    changes or removes rows ends here or in :class:`AuditEvent`'s own
+    ``save()``/``delete()``; a change by another route (raw SQL) is what
+    ``manage.py tenantry audit verify`` finds."""
+
+    def _refuse(self, what: str) -> None:
+        raise AuditTrailProtected(
+            f"tenantry.AuditEvent is append-only: {what} is refused (rows are removed only by "
+            "the retention pruning, manage.py tenantry audit prune)"
+        )
+
+    def update(self, **kwargs: Any) -> int:
+        self._refuse("update()")
+        return 0
+
+    def bulk_update(self, objs: Any, fields: Any, batch_size: Any = None) -> int:
+        self._refuse("bulk_update()")
+        return 0
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("update_conflicts") or kwargs.get("ignore_conflicts"):
+            self._refuse("bulk_create() with conflicts")
+        return super().bulk_create(objs, *args, **kwargs)
+
+    def delete(self) -> Any:
+        if not _pruning.get():
+            self._refuse("delete()")
+        return super().delete()
+
+    async def aupdate(self, **kwargs: Any) -> int:
+        self._refuse("aupdate()")
+        return 0
+
+    async def abulk_update(self, objs: Any, fields: Any, batch_size: Any = None) -> int:
+        self._refuse("abulk_update()")
+        return 0
+
+    async def adelete(self) -> Any:
+        if not _pruning.get():
+            self._refuse("adelete()")
+        return await super().adelete()
+
+    update.alters_data = True  # type: ignore[attr-defined]
+    delete.alters_data = True  # type: ignore[attr-defined]
+
+
+class AuditEvent(models.Model):
+    """One stored ``tenantry.audit`` event (``TENANT_AUDIT_STORE =
+    "database"``): a link of the chain of one tenant incarnation (``chain``;
+    events that name no known tenant form the platform chain, whose
+    ``tenant_id`` is NULL). ``hash`` covers the row and ``prev``, the hash of
+    the row before it in the chain (docs/operations.md#audit-trail)."""
+
+    chain = models.CharField(max_length=200, editable=False)
+    tenant_id = models.CharField(max_length=128, null=True, editable=False)
+    incarnation = models.CharField(max_length=40, blank=True, default="", editable=False)
+    seq = models.PositiveBigIntegerField(editable=False)
+    event = models.CharField(max_length=100, editable=False)
+    created_at = models.DateTimeField(editable=False)
+    data = models.JSONField(default=dict, editable=False)
+    prev = models.CharField(max_length=64, editable=False)
+    hash = models.CharField(max_length=64, editable=False)
+
+    objects = AppendOnly.as_manager()
+
+    class Meta:
+        app_label = "tenantry"
+        base_manager_name = "objects"
+        default_permissions = ("view",)
+        ordering = ["chain", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["chain", "seq"], name="tenantry_audit_chain_seq")
+        ]
+        indexes = [models.Index(fields=["tenant_id", "incarnation", "seq"])]
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            AppendOnly._refuse(None, "save() of a stored row")  # type: ignore[arg-type]
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        if not _pruning.get():
+            AppendOnly._refuse(None, "delete()")  # type: ignore[arg-type]
+        return super().delete(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.seq} ({self.tenant_id or 'platform'})"
+
+
+class AuditHead(models.Model):
+    """The head of one chain: its last ``seq`` and ``hash``, and the anchor
+    the retention pruning left (the ``seq`` and ``hash`` of the last pruned
+    row). Every append locks it first (an UPDATE), so the database orders
+    the chain across threads and processes."""
+
+    chain = models.CharField(max_length=200, unique=True, editable=False)
+    tenant_id = models.CharField(max_length=128, null=True, editable=False)
+    incarnation = models.CharField(max_length=40, blank=True, default="", editable=False)
+    seq = models.PositiveBigIntegerField(default=0, editable=False)
+    hash = models.CharField(max_length=64, blank=True, default="", editable=False)
+    anchor_seq = models.PositiveBigIntegerField(default=0, editable=False)
+    anchor_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
+
+    class Meta:
+        app_label = "tenantry"
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"{self.chain} @ {self.seq}"

@@ -940,6 +940,20 @@ impl CurrentConfig {
     fn session_ttl(&self) -> i64 {
         self.inner.settings.session_ttl
     }
+    /// `TENANT_AUDIT_STORE`: "database", or None (the log only).
+    #[getter]
+    fn audit_store(&self) -> Option<&'static str> {
+        match self.inner.settings.audit_store {
+            config::AuditStore::LogOnly => None,
+            config::AuditStore::Database => Some("database"),
+        }
+    }
+    /// `TENANT_AUDIT_RETENTION_DAYS`: days stored audit events are kept, or
+    /// None (for ever).
+    #[getter]
+    fn audit_retention_days(&self) -> Option<u32> {
+        self.inner.settings.audit_retention_days
+    }
 }
 
 /// Registry model fields `(key, model label, [(field key, field name or

@@ -9,10 +9,10 @@ dispatches; what several subcommands share is in :mod:`._common`.
 
 from __future__ import annotations
 
-from . import adopt, check, create, deactivate, delete, domain, rls, usage
+from . import adopt, audit, check, create, deactivate, delete, domain, rls, usage
 from . import list as list_
 
 #: In the order ``manage.py tenantry --help`` lists them.
-SUBCOMMANDS = (list_, create, delete, deactivate, adopt, domain, check, rls, usage)
+SUBCOMMANDS = (list_, create, delete, deactivate, adopt, domain, check, rls, usage, audit)
 
 __all__ = ["SUBCOMMANDS"]
