@@ -84,6 +84,7 @@ __all__ = [
     "is_current",
     "leftovers",
     "new_incarnation",
+    "owned_rows",
 ]
 
 logger = logging.getLogger("tenantry.lifecycle")
@@ -355,6 +356,14 @@ def _column(field: Any, attname: str, tenant_id: str) -> Q | None:
     except (TypeError, ValueError, ValidationError):
         return None
     return Q(**{attname: tenant_id})
+
+
+def owned_rows(entry: OwnedModel, tenant: TenantInfo) -> Any:
+    """The rows of ``entry`` that are ``tenant``'s (any of its tenant fields
+    naming it) through the plain base manager, or None when no field can
+    hold the id: what a deletion removes and an export writes
+    (``tenantry.transfer``). Read them with the tenant bound."""
+    return _owned_rows(entry, tenant)
 
 
 def _owned_rows(entry: OwnedModel, tenant: TenantInfo) -> Any:

@@ -10,6 +10,9 @@ manage.py tenantry check http://acme.example.com/dashboard/ [-H "X-Tenant-ID: ac
                           [--session tenant_id=acme]
 manage.py tenantry rls [--check] [--database default]
 manage.py tenantry usage [--tenant ID] [--since HOURS] [--json]
+manage.py tenantry audit verify|export ID [--incarnation INC] [-o PATH] / audit prune
+manage.py tenantry export ID PATH
+manage.py tenantry import PATH [--as ID]
 
 Each subcommand lives in its own module of ``tenantry.management.subcommands``;
 this command only builds the parsers and dispatches.

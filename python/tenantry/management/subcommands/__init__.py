@@ -11,8 +11,23 @@ from __future__ import annotations
 
 from . import adopt, audit, check, create, deactivate, delete, domain, rls, usage
 from . import list as list_
+from .transfer import Export as export
+from .transfer import Import as import_
 
 #: In the order ``manage.py tenantry --help`` lists them.
-SUBCOMMANDS = (list_, create, delete, deactivate, adopt, domain, check, rls, usage, audit)
+SUBCOMMANDS = (
+    list_,
+    create,
+    delete,
+    deactivate,
+    adopt,
+    domain,
+    check,
+    rls,
+    usage,
+    audit,
+    export,
+    import_,
+)
 
 __all__ = ["SUBCOMMANDS"]
