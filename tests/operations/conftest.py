@@ -22,4 +22,6 @@ def stored(settings):
     config = dict(BASE)
     config.update({k: v for k, v in settings.DJUST_CONFIG.items() if k == "TENANT_RLS"})
     settings.DJUST_CONFIG = config
-    return {slug: Tenant.objects.create(slug=slug, name=slug.title()) for slug in ("acme", "globex")}
+    return {
+        slug: Tenant.objects.create(slug=slug, name=slug.title()) for slug in ("acme", "globex")
+    }

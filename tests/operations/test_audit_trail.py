@@ -143,7 +143,9 @@ def test_events_emitted_in_a_coroutine_wait_for_flush(stored):
     assert audit.flush() == 0
 
 
-@pytest.mark.parametrize("route", ["save", "update", "bulk_update", "delete", "qs_delete", "upsert"])
+@pytest.mark.parametrize(
+    "route", ["save", "update", "bulk_update", "delete", "qs_delete", "upsert"]
+)
 def test_rows_are_append_only(stored, route):
     with tenant_context("acme"):
         audit.emit("test.kept", tenant="acme", value=1)
@@ -162,7 +164,12 @@ def test_rows_are_append_only(stored, route):
         elif route == "qs_delete":
             AuditEvent.objects.filter(pk=row.pk).delete()
         else:
-            AuditEvent.objects.bulk_create([row], update_conflicts=True, update_fields=["event"], unique_fields=["chain", "seq"])
+            AuditEvent.objects.bulk_create(
+                [row],
+                update_conflicts=True,
+                update_fields=["event"],
+                unique_fields=["chain", "seq"],
+            )
     assert rows(chain_of("acme"))[0].event == "test.kept"
 
 
@@ -184,8 +191,14 @@ def test_verify_names_a_changed_row(stored):
 def test_verify_names_a_changed_row_whose_hash_was_recomputed(stored):
     first, second, _ = _three()
     forged = audit_trail.row_hash(
-        second.chain, second.tenant_id, second.incarnation, 2, "test.forged",
-        second.created_at, second.data, second.prev,
+        second.chain,
+        second.tenant_id,
+        second.incarnation,
+        2,
+        "test.forged",
+        second.created_at,
+        second.data,
+        second.prev,
     )
     raw_sql(
         "UPDATE tenantry_auditevent SET event = %s, hash = %s WHERE id = %s",
@@ -223,10 +236,25 @@ def test_prune_removes_from_the_oldest_end_and_verify_starts_at_the_anchor(store
     with audit_trail._scope(chain_of("acme")):
         prev = ""
         for row in audit_trail.events(chain_of("acme")):
-            digest = audit_trail._stored_hash(AuditEvent(**{**{f.attname: getattr(row, f.attname) for f in AuditEvent._meta.concrete_fields}, "prev": prev}))
-            raw_sql("UPDATE tenantry_auditevent SET prev = %s, hash = %s WHERE id = %s", [prev, digest, row.pk])
+            digest = audit_trail._stored_hash(
+                AuditEvent(
+                    **{
+                        **{
+                            f.attname: getattr(row, f.attname)
+                            for f in AuditEvent._meta.concrete_fields
+                        },
+                        "prev": prev,
+                    }
+                )
+            )
+            raw_sql(
+                "UPDATE tenantry_auditevent SET prev = %s, hash = %s WHERE id = %s",
+                [prev, digest, row.pk],
+            )
             prev = digest
-        raw_sql("UPDATE tenantry_audithead SET hash = %s WHERE chain = %s", [prev, chain_of("acme").key])
+        raw_sql(
+            "UPDATE tenantry_audithead SET hash = %s WHERE chain = %s", [prev, chain_of("acme").key]
+        )
     assert verify_out("acme")[2]
     settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_AUDIT_RETENTION_DAYS": 30}
     out = StringIO()
@@ -253,7 +281,10 @@ def test_export_writes_json_lines_to_stdout_or_a_file(stored, tmp_path):
     call_command("tenantry", "audit", "export", "acme", stdout=out)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["seq"] for line in lines] == [1, 2, 3]
-    assert lines[1]["prev"] == lines[0]["hash"] and lines[2]["data"] == {"n": 2, "tenant_id": "acme"}
+    assert lines[1]["prev"] == lines[0]["hash"] and lines[2]["data"] == {
+        "n": 2,
+        "tenant_id": "acme",
+    }
     path = tmp_path / "acme.jsonl"
     call_command("tenantry", "audit", "export", "acme", "-o", str(path), stdout=StringIO())
     assert [json.loads(line) for line in path.read_text().splitlines()] == lines
@@ -327,7 +358,11 @@ def test_admin_shows_the_bound_tenants_own_chain_read_only(stored):
     acme_row = rows(chain_of("acme"))[0]
     globex_row = rows(chain_of("globex"))[0]
     assert client.get(f"/admin/tenantry/auditevent/{acme_row.pk}/change/").status_code == 200
-    assert client.get(f"/admin/tenantry/auditevent/{globex_row.pk}/change/").status_code in (302, 403, 404)
+    assert client.get(f"/admin/tenantry/auditevent/{globex_row.pk}/change/").status_code in (
+        302,
+        403,
+        404,
+    )
     assert client.post(f"/admin/tenantry/auditevent/{acme_row.pk}/delete/").status_code == 403
     assert client.get("/admin/tenantry/auditevent/add/").status_code == 403
     assert rows(chain_of("acme"))[0].event == "test.acme_event"
@@ -346,9 +381,10 @@ def test_admin_refuses_staff_the_membership_check_refuses(stored, settings):
     client = Client(HTTP_HOST="acme.example.com")
     client.force_login(staff)
     with tenant_context("acme"):
-        from tenantry.admin import AuditEventAdmin
         from django.contrib.admin import site
         from django.test import RequestFactory
+
+        from tenantry.admin import AuditEventAdmin
 
         request = RequestFactory().get("/admin/tenantry/auditevent/")
         request.user = staff
