@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._core import __version__
 from .exceptions import (
+    ArchiveRefused,
+    AuditTrailProtected,
     BackendError,
     BackendUnavailable,
     ConfigError,
@@ -76,6 +78,8 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "__version__",
+    "ArchiveRefused",
+    "AuditTrailProtected",
     "BackendError",
     "BackendUnavailable",
     "ConfigError",

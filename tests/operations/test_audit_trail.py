@@ -183,13 +183,13 @@ def _three(slug="acme"):
 def test_verify_names_a_changed_row(stored):
     second = _three()[1]
     raw_sql("UPDATE tenantry_auditevent SET event = %s WHERE id = %s", ["test.forged", second.pk])
-    out, err, ok = verify_out("acme")
+    _, err, ok = verify_out("acme")
     assert not ok
     assert f"row seq 2 (id {second.pk}, test.forged) was changed" in err
 
 
 def test_verify_names_a_changed_row_whose_hash_was_recomputed(stored):
-    first, second, _ = _three()
+    _, second, _ = _three()
     forged = audit_trail.row_hash(
         second.chain,
         second.tenant_id,
@@ -209,7 +209,7 @@ def test_verify_names_a_changed_row_whose_hash_was_recomputed(stored):
 
 
 def test_verify_names_a_removed_row_in_the_middle_and_at_the_end(stored):
-    first, second, third = _three()
+    _, second, third = _three()
     raw_sql("DELETE FROM tenantry_auditevent WHERE id = %s", [second.pk])
     _, err, ok = verify_out("acme")
     assert not ok and "seq 2 removed" in err
@@ -226,7 +226,7 @@ def test_verify_names_rows_removed_from_the_oldest_end(stored):
 
 
 def test_prune_removes_from_the_oldest_end_and_verify_starts_at_the_anchor(stored, settings):
-    first, second, third = _three()
+    first, _, third = _three()
     old = first.created_at - timedelta(days=40)
     raw_sql(
         "UPDATE tenantry_auditevent SET created_at = %s WHERE id IN (%s, %s)",

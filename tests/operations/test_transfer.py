@@ -153,7 +153,7 @@ def test_import_into_a_tenant_that_holds_anything_is_refused(media, tmp_path):
         call_command("tenantry", "import", str(archive), stdout=StringIO())
     with tenant_context("globex"):
         Item.objects.create(name="globex's own")
-    with pytest.raises(ArchiveRefused, match="tenant 'globex' is not empty .*app.Item"):
+    with pytest.raises(ArchiveRefused, match=r"tenant 'globex' is not empty .*app.Item"):
         transfer.import_tenant(archive, as_id="globex")
     with tenant_context("globex"):
         assert list(Item.objects.values_list("name", flat=True)) == ["globex's own"]
