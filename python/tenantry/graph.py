@@ -668,12 +668,17 @@ def unscoped_owned(of: Any = None) -> list[tuple[Any, Any]]:
     of ``of``) whose rows belong to a tenant but that no TenantManager scopes:
     its managers read every tenant's rows (its writes are guarded all the
     same). The custom-domain model is left out: the domain resolver reads it
-    across tenants on purpose."""
+    across tenants on purpose; so are tenantry's own models (the stored
+    audit trail: every read names its chain, docs/operations.md#audit-trail)."""
     domain = (conf.current().domain_model or "").lower()
     found = []
     for model in apps.get_models() if of is None else of:
         opts = model._meta
-        if opts.label_lower == domain or scope_of(model) is not None:
+        if (
+            opts.label_lower == domain
+            or opts.app_label == "tenantry"
+            or scope_of(model) is not None
+        ):
             continue
         owner = owner_of(model)
         if owner is not None:

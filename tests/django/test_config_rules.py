@@ -258,6 +258,9 @@ def test_the_command_dispatches_to_one_module_per_subcommand():
         "check",
         "rls",
         "usage",
+        "audit",
+        "export",
+        "import",
     ]
     for module in subcommands.SUBCOMMANDS:
         assert module.__name__ == f"tenantry.management.subcommands.{module.NAME}"

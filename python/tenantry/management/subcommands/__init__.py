@@ -9,10 +9,13 @@ dispatches; what several subcommands share is in :mod:`._common`.
 
 from __future__ import annotations
 
-from . import adopt, audit, check, create, deactivate, delete, domain, rls, usage
+import importlib
+
+from . import adopt, audit, check, create, deactivate, delete, domain, export, rls, usage
 from . import list as list_
-from .transfer import Export as export
-from .transfer import Import as import_
+
+#: ``import`` is a keyword: its module is loaded by name.
+import_ = importlib.import_module(".import", __name__)
 
 #: In the order ``manage.py tenantry --help`` lists them.
 SUBCOMMANDS = (
