@@ -467,6 +467,7 @@ def verify(chain: Chain) -> Report:
             )
         expected, prev = (head.anchor_seq + 1, head.anchor_hash) if head else (1, "")
         last: AuditEvent | None = None
+        pruned: AuditEvent | None = None
         for row in events(chain).iterator(chunk_size=2000):
             report.rows += 1
             where = f"row seq {row.seq} (id {row.pk}, {row.event})"
@@ -500,7 +501,28 @@ def verify(chain: Chain) -> Report:
                         row.seq, row.pk, f"{where} was changed: its content does not match its hash"
                     )
                 )
+            if row.event == "audit.pruned" and isinstance(row.data, dict):
+                pruned = row
             prev, expected, last = row.hash, row.seq + 1, row
+        if (
+            head is not None
+            and head.anchor_seq
+            and not (
+                pruned is not None
+                and pruned.data.get("through_seq") == head.anchor_seq
+                and pruned.data.get("anchor") == head.anchor_hash
+            )
+        ):
+            # The pruning records its anchor in the chain too: an anchor moved
+            # by hand (rows removed from the start, the head edited) has none.
+            report.problems.append(
+                Problem(
+                    head.anchor_seq,
+                    None,
+                    f"the head's anchor (seq {head.anchor_seq}) was not set by the pruning: "
+                    "no audit.pruned event records it (rows removed from the start?)",
+                )
+            )
         if head is None:
             if report.rows:
                 report.problems.append(Problem(None, None, "the chain's head row was removed"))

@@ -270,6 +270,19 @@ def test_prune_removes_from_the_oldest_end_and_verify_starts_at_the_anchor(store
     assert "anchored at seq 1" in out_
 
 
+def test_verify_names_an_anchor_moved_by_hand(stored):
+    """Removing the oldest rows and moving the head's anchor over them (as
+    the pruning would) is found: no audit.pruned event records that anchor."""
+    first, second, _ = _three()
+    raw_sql("DELETE FROM tenantry_auditevent WHERE id = %s", [first.pk])
+    raw_sql(
+        "UPDATE tenantry_audithead SET anchor_seq = 1, anchor_hash = %s WHERE chain = %s",
+        [second.prev, chain_of("acme").key],
+    )
+    _, err, ok = verify_out("acme")
+    assert not ok and "the head's anchor (seq 1) was not set by the pruning" in err
+
+
 def test_prune_without_a_retention_is_refused(stored):
     with pytest.raises(CommandError, match="TENANT_AUDIT_RETENTION_DAYS"):
         call_command("tenantry", "audit", "prune", stdout=StringIO())

@@ -135,14 +135,17 @@ def test_export_then_import_as_another_id(media, tmp_path):
         )
 
 
-def test_import_under_the_same_id_after_deletion(media, tmp_path):
+def test_import_under_the_same_id_after_deletion(media, tmp_path, monkeypatch):
     plant("acme")
     before = snapshot("acme")
     archive = tmp_path / "a"
     transfer.export_tenant("acme", archive)
     call_command("tenantry", "delete", "acme", stdout=StringIO())
+    imported = []  # where tenantry.signals.tenant_imported is sent
+    monkeypatch.setattr(transfer, "_imported", imported.append)
     transfer.import_tenant(archive)
     assert snapshot("acme") == before
+    assert imported == ["acme"]
 
 
 def test_import_into_a_tenant_that_holds_anything_is_refused(media, tmp_path):
