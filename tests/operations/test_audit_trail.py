@@ -24,6 +24,7 @@ from tenantry import audit, audit_trail, get_current_tenant, tenant_context
 from tenantry.exceptions import AuditTrailProtected
 from tenantry.models import AuditEvent, AuditHead
 from tests.app.models import Item, Tenant
+from tests.doc_blocks import block_defining
 
 pytestmark = pytest.mark.django_db
 
@@ -58,9 +59,11 @@ def test_config_keys_are_parsed_in_rust_and_named_when_wrong(settings):
 
     from tenantry import conf
 
-    settings.DJUST_CONFIG = {"TENANT_AUDIT_STORE": "database", "TENANT_AUDIT_RETENTION_DAYS": 30}
+    namespace: dict = {}
+    exec(block_defining("operations.md", "DJUST_CONFIG"), namespace)  # the guide's example
+    settings.DJUST_CONFIG = namespace["DJUST_CONFIG"]
     assert conf.current().audit_store == "database"
-    assert conf.current().audit_retention_days == 30
+    assert conf.current().audit_retention_days == 365
     for key, bad in (("TENANT_AUDIT_STORE", "db"), ("TENANT_AUDIT_RETENTION_DAYS", 0)):
         settings.DJUST_CONFIG = {key: bad}
         with pytest.raises(ImproperlyConfigured, match=key):
