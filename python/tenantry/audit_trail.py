@@ -301,12 +301,22 @@ class Store:
         self._pending: deque[_Entry] = deque()
         self._lock = threading.Lock()
         self.dropped = 0
+        self._enabled: bool | None = None
 
     def enabled(self) -> bool:
-        try:
-            return conf.current().audit_store == "database"
-        except Exception:  # a broken config is reported by the system checks
-            return False
+        """``TENANT_AUDIT_STORE == "database"``, read once per config (every
+        event asks, also when nobody listens)."""
+        known = self._enabled
+        if known is None:
+            try:
+                known = conf.current().audit_store == "database"
+            except Exception:  # a broken config is reported by the system checks
+                return False
+            self._enabled = known
+        return known
+
+    def forget_config(self) -> None:
+        self._enabled = None
 
     def append(self, record: dict[str, Any], tenant: Any) -> None:
         try:
@@ -397,6 +407,7 @@ class Store:
 
 
 store = Store()
+conf._reset_hooks.append(store.forget_config)
 
 
 def _flush_after_request(**kwargs: Any) -> None:
