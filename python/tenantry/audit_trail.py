@@ -45,6 +45,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -88,6 +89,10 @@ PLATFORM = "platform"
 HASH_FORMAT = "tenantry-audit-1"
 #: Events waiting in one process at most (the oldest go first, logged).
 MAX_PENDING = 10_000
+#: Failed writes of one event before it is dropped (logged).
+MAX_ATTEMPTS = 4
+#: A longer string in ``data`` is cut (hostile values are unbounded).
+MAX_STRING_CHARS = 2048
 #: A larger ``data`` is cut to a preview (hostile values are unbounded).
 MAX_DATA_CHARS = 16_384
 _EXCLUDED_REASON = "the audit trail outlives its tenant, under the old incarnation"
@@ -119,6 +124,10 @@ class _Entry:
     event: str
     created_at: datetime
     data: dict[str, Any]
+    #: Times it was deferred (a failed write, a coroutine's thread): one the
+    #: database keeps refusing is dropped
+    #: (logged) after :data:`MAX_ATTEMPTS`, not retried for ever ahead of the rest.
+    attempts: int = 0
 
 
 # -- what a row is ---------------------------------------------------------------------
@@ -168,11 +177,15 @@ def _clean(value: Any) -> Any:
     """JSON that every database stores as given: strings without NUL or
     unpaired surrogates (PostgreSQL refuses them), keys as strings."""
     if isinstance(value, str):
+        if len(value) > MAX_STRING_CHARS:
+            value = f"{value[:MAX_STRING_CHARS]}…[{len(value) - MAX_STRING_CHARS} more characters]"
         return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
     if isinstance(value, dict):
         return {_clean(str(k)): _clean(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # NaN and infinities are not JSON (PostgreSQL refuses them)
     return value
 
 
@@ -350,6 +363,20 @@ class Store:
             self._defer([entry])
 
     def _defer(self, entries: list[_Entry], *, front: bool = False) -> None:
+        kept = []
+        for entry in entries:
+            entry.attempts += 1
+            if entry.attempts > MAX_ATTEMPTS:
+                self.dropped += 1
+                logger.error(
+                    "tenantry.audit: event %r dropped after %d failed writes: %r",
+                    entry.event,
+                    MAX_ATTEMPTS,
+                    entry.data,
+                )
+            else:
+                kept.append(entry)
+        entries = kept
         with self._lock:
             if front:
                 self._pending.extendleft(reversed(entries))

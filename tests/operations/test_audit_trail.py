@@ -97,6 +97,26 @@ def test_events_of_no_or_an_unknown_tenant_go_to_the_platform_chain(stored):
     assert verify_out(None)[2]
 
 
+def test_hostile_values_are_stored_as_json_every_database_takes(stored):
+    """NUL characters, unpaired surrogates, NaN, bytes and objects: stored
+    (PostgreSQL's jsonb refuses the first three as given), chain intact."""
+    with tenant_context("acme"):
+        audit.emit(
+            "test.hostile",
+            tenant="acme",
+            value="a\x00b\ud800c",
+            ratio=float("nan"),
+            raw=b"\xff",
+            obj=object(),
+            big="x" * 100_000,
+        )
+    (row,) = rows(chain_of("acme"))
+    assert row.data["value"] == "a\ufffdb?c" and row.data["ratio"] == "nan"
+    assert row.data["big"].startswith("x" * 2048 + "…[97952 more")
+    assert verify_out("acme")[2]
+    assert audit_trail.store.pending() == 0
+
+
 def test_refusals_are_stored_in_the_refusing_tenants_chain(stored):
     """An isolation refusal made while acme is bound: stored in acme's chain
     (written with acme bound, past the wall and RLS), never in globex's."""
