@@ -79,6 +79,12 @@ def flush() -> int:
     return 0 if _store is None else _store.flush()
 
 
+def discard_waiting() -> int:
+    """Forget the stored events that wait for :func:`flush` (the test kit,
+    between tests); returns how many."""
+    return 0 if _store is None else _store.discard()
+
+
 def _user_id(request: Any) -> str | None:
     user = getattr(request, "__dict__", {}).get("user")  # never force a lazy user load
     if user is None or not getattr(user, "is_authenticated", False):

@@ -432,6 +432,11 @@ class Store:
     def pending(self) -> int:
         return len(self._pending)
 
+    def discard(self) -> int:
+        """Forget what waits (the test kit, between tests: a test's events
+        must not land in the next test's database); returns how many."""
+        return len(self._take())
+
 
 store = Store()
 conf._reset_hooks.append(store.forget_config)

@@ -50,7 +50,7 @@ import pytest
 from django.test import Client, TestCase
 from django.test.client import AsyncClientHandler, ClientHandler
 
-from . import _core, conf
+from . import _core, audit, conf
 from ._core import TenantInfo, TenantRateLimiter
 from .addressing import ANY, probe
 from .context import _current, tenant_context
@@ -74,7 +74,8 @@ def reset_tenantry() -> None:
     memory store's, and the counts held or batched for Redis), the tenant
     cache (its generations, and the entries of local-memory caches keyed by
     ``tenantry.cache.make_key``), and the tenant storages a test built and
-    dropped (``tenantry.storage``). What a test left on Redis is out of
+    dropped (``tenantry.storage``), and the audit events waiting for
+    ``tenantry.audit.flush()``. What a test left on Redis is out of
     reach of the next one through :func:`new_key_space`."""
     _core.invalidate_tenant(None)
     _core.TenantAwareMemoryBackend.clear_all()
@@ -83,6 +84,7 @@ def reset_tenantry() -> None:
     _core.usage_clear()
     _reset_tenant_cache()
     forget_storages()
+    audit.discard_waiting()
 
 
 def new_key_space(namespace: str | None = None) -> str | None:
