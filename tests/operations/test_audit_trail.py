@@ -166,6 +166,20 @@ def test_events_emitted_in_a_coroutine_wait_for_flush(stored):
     assert audit.flush() == 0
 
 
+def test_the_test_kit_forgets_waiting_events_between_tests(stored):
+    """An event waiting for flush() must not land in the next test's database."""
+    from tenantry.testing import reset_tenantry
+
+    async def live_handler():
+        audit.emit("test.from_loop", tenant="acme")
+
+    with tenant_context("acme"):
+        async_to_sync(live_handler)()
+    assert audit_trail.store.pending() == 1
+    reset_tenantry()
+    assert audit_trail.store.pending() == 0 and audit.flush() == 0
+
+
 @pytest.mark.parametrize(
     "route", ["save", "update", "bulk_update", "delete", "qs_delete", "upsert"]
 )
