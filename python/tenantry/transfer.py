@@ -265,7 +265,7 @@ class _Keys:
         concrete = target._meta.concrete_model
         mapped = self.rows.get(concrete)
         if mapped is None:
-            return old  # not the tenant's rows: kept as it is
+            return old  # a model no tenant owns (a user): kept as it is
         to_field = field.target_field
         if to_field.primary_key:
             row = mapped.get(_key(concrete, old))
@@ -332,6 +332,9 @@ def import_tenant(path: str | os.PathLike[str], *, as_id: Any = None) -> Summary
             for entry in entries:
                 items = _lines(root, f"rows/{entry.label}.jsonl")
                 keys.exported[entry.model] = items
+                # A reference to a tenant-owned model must name a row of the
+                # archive (never one of another tenant's rows, kept as it was).
+                keys.rows.setdefault(entry.model, {})
             for entry in entries:
                 items = keys.exported[entry.model]
                 if items:
@@ -462,10 +465,17 @@ def _set_many_to_many(entry: OwnedModel, keys: _Keys) -> None:
             if not old:
                 continue
             mapped = keys.rows.get(target)
-            new = [
-                (mapped.get(_key(target, pk)).pk if mapped and mapped.get(_key(target, pk)) else pk)
-                for pk in old
-            ]
+            if mapped is None:  # a model no tenant owns: the keys are kept
+                new = list(old)
+            else:
+                missing = [pk for pk in old if _key(target, pk) not in mapped]
+                if missing:
+                    raise ArchiveRefused(
+                        f"rows/{model._meta.label}.jsonl: row {item['pk']} links {m2m.name} to "
+                        f"{target._meta.label} {', '.join(map(repr, missing[:5]))}, which the "
+                        "archive lacks"
+                    )
+                new = [mapped[_key(target, pk)].pk for pk in old]
             getattr(keys.rows[model][_key(model, item["pk"])], m2m.name).set(new)
 
 

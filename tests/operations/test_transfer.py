@@ -207,3 +207,41 @@ def test_export_refuses_a_folder_with_files_and_an_unknown_tenant(media, tmp_pat
         call_command("tenantry", "export", "acme", str(tmp_path / "full"), stdout=StringIO())
     with pytest.raises(CommandError, match="no tenant 'nobody'"):
         call_command("tenantry", "export", "nobody", str(tmp_path / "n"), stdout=StringIO())
+
+
+def test_an_archive_pointing_at_another_tenants_row_is_refused(media, tmp_path):
+    """A forged archive (hashes recomputed) whose document names globex's
+    folder: the reference must be one of the archive's rows, so nothing is
+    written, and globex's folder gains no document."""
+    plant("acme")
+    with tenant_context("globex"):
+        theirs = Folder.objects.create(name="globex folder")
+        their_tag = Tag.objects.create(name="globex tag")
+    archive = tmp_path / "a"
+    transfer.export_tenant("acme", archive)
+    docs = archive / "rows" / "app.Document.jsonl"
+    item = json.loads(docs.read_text())
+    item["fields"]["folder"] = theirs.pk
+    docs.write_text(json.dumps(item) + "\n")
+    manifest_file = archive / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["files"]["rows/app.Document.jsonl"].update(
+        sha256=transfer._sha256(docs), bytes=docs.stat().st_size
+    )
+    manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(ArchiveRefused, match=rf"refers to app.Folder {theirs.pk}"):
+        transfer.import_tenant(archive, as_id="forged")
+    # The same through the many-to-many link.
+    item["fields"]["folder"] = None
+    item["fields"]["tags"] = [their_tag.pk]
+    docs.write_text(json.dumps(item) + "\n")
+    manifest["files"]["rows/app.Document.jsonl"].update(
+        sha256=transfer._sha256(docs), bytes=docs.stat().st_size
+    )
+    manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(ArchiveRefused, match=rf"links tags to app.Tag {their_tag.pk}"):
+        transfer.import_tenant(archive, as_id="forged")
+    assert not Tenant.objects.filter(slug="forged").exists()
+    with tenant_context("globex"):
+        assert not Document.objects.filter(folder=theirs).exists()
+        assert not their_tag.document_set.exists()
