@@ -468,5 +468,6 @@ def check_model_graph(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     or multi-table child escapes the scoping of its rows
     (docs/querysets.md#system-checks)."""
     return [
-        checks.Error(message, obj=model, id=check) for check, model, message in graph.problems()
+        checks.Error(message, obj=model, id=check)
+        for check, model, message in graph.problems()
     ]
