@@ -59,7 +59,7 @@ def test_a_requests_span_gets_its_tenant(client, spans):
 
 
 def test_no_recording_span_no_attribute_and_no_error(client, spans):
-    tracer, exporter = spans
+    _tracer, exporter = spans
     assert client.get("/public/", HTTP_HOST="acme.example.com").status_code == 200
     assert exporter.get_finished_spans() == ()
 
