@@ -32,10 +32,13 @@ through its own registry: :func:`serve` in the worker process.
 
 from __future__ import annotations
 
+import atexit
 import hmac
 import logging
 import os
 import threading
+import time
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +64,7 @@ __all__ = [
     "OTHER",
     "collect_usage",
     "enabled",
+    "flush",
     "label_of",
     "metrics_view",
     "request_seconds_by_label",
@@ -74,6 +78,20 @@ logger = logging.getLogger("tenantry.metrics")
 OTHER = "other"
 #: The label of what no known tenant did.
 NO_TENANT = ""
+
+class _CountFirst:
+    """Registered before the counters: a scrape of the default registry
+    (by :func:`metrics_view` or any exporter) counts what is waiting first."""
+
+    def describe(self) -> Any:
+        return iter(())  # no names of its own (and no collect() at register)
+
+    def collect(self) -> Any:
+        flush()
+        return iter(())
+
+
+REGISTRY.register(_CountFirst())
 
 REQUESTS = Counter(
     "tenantry_requests_total", "Requests answered through TenantMiddleware.", ["tenant"]
@@ -132,25 +150,97 @@ def label_of(tenant: Any) -> str:
 _request_children: dict[str, tuple[Any, Any]] = {}
 _event_children: dict[str, Any] = {}
 
+#: Requests ``(tenant, seconds)`` and events ``(tenant,)`` seen and not yet
+#: counted. The request and event paths only append (no call into the Rust
+#: core: a tenant's id is read when they are counted), and count them at most
+#: every :data:`COUNT_AFTER` seconds; every scrape counts them first.
+_requests: deque[tuple[Any, float]] = deque()
+_events: deque[Any] = deque()
+#: Seconds requests and events may wait to be counted.
+COUNT_AFTER = 1.0
+_next_count = 0.0
+
+
+def flush() -> None:
+    """Count the requests and events seen so far (the scrapes, the
+    dashboard and tests call it; the paths themselves at most every
+    :data:`COUNT_AFTER` seconds)."""
+    global _next_count
+    _next_count = time.monotonic() + COUNT_AFTER
+    while _requests:
+        try:
+            tenant, seconds = _requests.popleft()
+        except IndexError:  # another thread took the last one
+            break
+        label = label_of(tenant)
+        children = _request_children.get(label)
+        if children is None:
+            children = _request_children[label] = (
+                REQUESTS.labels(label),
+                REQUEST_SECONDS.labels(label),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+    while _events:
+        try:
+            tenant = _events.popleft()
+        except IndexError:
+            break
+        label = label_of(tenant)
+        child = _event_children.get(label)
+        if child is None:
+            child = _event_children[label] = EVENTS.labels(label)
+        child.inc()
+
+
+def _count_while_idle() -> None:
+    """A daemon thread's loop: what waits is counted within
+    :data:`COUNT_AFTER` seconds even when no request comes to count it (a
+    process that went quiet still exports its last second)."""
+    while True:
+        time.sleep(COUNT_AFTER)
+        if _requests or _events:
+            try:
+                flush()
+            except Exception:  # never let the thread die
+                logger.exception("counting requests and events failed")
+
+
+_counter_thread: threading.Thread | None = None
+
+
+def _start_counter_thread() -> None:
+    global _counter_thread
+    if _counter_thread is None or not _counter_thread.is_alive():
+        _counter_thread = threading.Thread(
+            target=_count_while_idle, name="tenantry-metrics", daemon=True
+        )
+        _counter_thread.start()
+
+
+def _after_fork() -> None:
+    global _counter_thread
+    _counter_thread = None  # the parent's thread is not in the child
+    _requests.clear()  # the parent's to count
+    _events.clear()
+    if _on_request in observe.watchers("request"):
+        _start_counter_thread()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+atexit.register(flush)  # a process that stops counts its last second
+
 
 def _on_request(tenant: Any, seconds: float) -> None:
-    label = label_of(tenant)
-    children = _request_children.get(label)
-    if children is None:
-        children = _request_children[label] = (
-            REQUESTS.labels(label),
-            REQUEST_SECONDS.labels(label),
-        )
-    children[0].inc()
-    children[1].observe(seconds)
+    _requests.append((tenant, seconds))
+    if time.monotonic() >= _next_count:
+        flush()
 
 
 def _on_event(tenant: Any) -> None:
-    label = label_of(tenant)
-    child = _event_children.get(label)
-    if child is None:
-        child = _event_children[label] = EVENTS.labels(label)
-    child.inc()
+    _events.append(tenant)
+    if time.monotonic() >= _next_count:
+        flush()
 
 
 def _on_job(tenant: Any) -> None:
@@ -187,6 +277,8 @@ def sync() -> bool:
             observe.watch(hook, function)
         else:
             observe.unwatch(hook, function)
+    if config.metrics_enabled:
+        _start_counter_thread()
     return config.metrics_enabled
 
 
@@ -229,6 +321,7 @@ def enabled() -> bool:
 def request_seconds_by_label() -> dict[str, tuple[float, float]]:
     """``{label: (requests, seconds)}`` of ``tenantry_request_seconds``:
     this process's, or every process's in multiprocess mode."""
+    flush()
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     families = (
         multiprocess.MultiProcessCollector(None, path=path).collect()
@@ -260,6 +353,11 @@ class _UsageCollector:
     """``tenantry_presences`` and ``tenantry_state_bytes``: this hour's peaks
     of each tenant's usage (``tenantry.usage``), labelled as the counters
     are (the tenants past the top summed as ``other``)."""
+
+    def describe(self) -> Any:
+        # Named here so registering reads no usage (and no config) yet.
+        yield GaugeMetricFamily("tenantry_presences", "", labels=["tenant"])
+        yield GaugeMetricFamily("tenantry_state_bytes", "", labels=["tenant"])
 
     def collect(self) -> Any:
         presences = GaugeMetricFamily(
@@ -352,6 +450,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         )
         response["WWW-Authenticate"] = 'Bearer realm="tenantry metrics"'
         return response
+    flush()
     return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -50,7 +50,8 @@ def metrics_on(settings, monkeypatch):
     settings.DJUST_CONFIG = dict(BASE)
     settings.ROOT_URLCONF = "tests.observability.urls"
     # A fresh label table per test, as a fresh process has (labels are kept
-    # for a process's life).
+    # for a process's life), once earlier tests' requests are counted.
+    metrics.flush()
     monkeypatch.setattr(metrics, "_labels", metrics._Labels(100))
     monkeypatch.setattr(metrics, "_request_children", {})
     monkeypatch.setattr(metrics, "_event_children", {})
@@ -60,6 +61,7 @@ def metrics_on(settings, monkeypatch):
 
 
 def value(name: str, **labels: str) -> float:
+    metrics.flush()
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
