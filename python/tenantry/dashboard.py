@@ -188,7 +188,8 @@ NOISY_TEMPLATE = """{% extends "admin/base_site.html" %}
 <th>Events</th><th>Share</th><th>Refusals</th><th>Share</th>
 <th>Mean request ms</th><th>Share of request time</th></tr></thead><tbody>
 {% for row in rows %}<tr class="tenant-row" data-tenant="{{ row.tenant }}">
-<td><a href="{{ row.url }}">{{ row.tenant }}</a></td>
+<td>{% if row.url %}<a href="{{ row.url }}">{{ row.tenant }}</a>
+{% else %}{{ row.tenant }}{% endif %}</td>
 <td>{{ row.requests }}</td><td>{{ row.requests_bar }}</td>
 <td>{{ row.events }}</td><td>{{ row.events_bar }}</td>
 <td>{{ row.refusals }}</td><td>{{ row.refusals_bar }}</td>
@@ -210,7 +211,6 @@ TENANT_TEMPLATE = """{% extends "admin/base_site.html" %}
 
 def _page(request: HttpRequest, source: str, context: dict[str, Any]) -> HttpResponse:
     return HttpResponse(engines["django"].from_string(source).render(context, request))
-
 
 
 def _allowed(request: HttpRequest) -> None:
@@ -235,7 +235,12 @@ def noisy_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
     _allowed(request)
     rows = noisy_neighbours()
     for row in rows:
-        row["url"] = reverse(f"{site.name}:tenantry_usage_tenant", args=[row["tenant"]])
+        # usage.OTHER (figures no tenant's own slot could take) has no page.
+        row["url"] = (
+            None
+            if row["tenant"] == usage.OTHER
+            else reverse(f"{site.name}:tenantry_usage_tenant", args=[row["tenant"]])
+        )
         for key in ("requests", "events", "refusals", "seconds"):
             row[f"{key}_bar"] = _share_bar(row[f"{key}_share"])
     chart = bar_chart(

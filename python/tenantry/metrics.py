@@ -79,6 +79,7 @@ OTHER = "other"
 #: The label of what no known tenant did.
 NO_TENANT = ""
 
+
 class _CountFirst:
     """Registered before the counters: a scrape of the default registry
     (by :func:`metrics_view` or any exporter) counts what is waiting first."""
@@ -463,5 +464,3 @@ def serve(port: int, addr: str = "127.0.0.1") -> Any:
     no token check, so bind it where only the scraper reaches. Returns
     prometheus_client's server and thread."""
     return start_http_server(port, addr=addr, registry=_registry())
-
-

@@ -108,3 +108,14 @@ def test_a_tenants_host_never_shows_the_figures(client, superuser, host, path):
 
 def test_an_invalid_tenant_id_is_a_404(client, superuser):
     assert client.get(f"{PAGE}a:b/", HTTP_HOST=MAIN).status_code == 404
+
+
+def test_with_metrics_on_the_ranking_knows_request_time(settings, client, superuser):
+    settings.DJUST_CONFIG = {**BASE, "TENANT_METRICS": True}
+    busy(client, acme=3, globex=1)
+    rows = {row["tenant"]: row for row in dashboard.noisy_neighbours()}
+    assert rows["acme"]["mean_ms"] > 0 and rows["acme"]["seconds"] > 0
+    assert 0 < rows["globex"]["seconds_share"] < 1
+    html = client.get(PAGE, HTTP_HOST=MAIN).content.decode()
+    assert "request time needs" not in html
+

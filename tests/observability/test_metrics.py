@@ -35,7 +35,8 @@ TOKEN = "s3cret-metrics-token-for-tests"
 BASE = {
     "TENANT_RESOLVER": "subdomain",
     "TENANT_MAIN_DOMAIN": "example.com",
-    "TENANT_EXEMPT_PATHS": ["/public/", "/metrics/"],
+    # /metrics/ is not exempt: the view says tenant_required = False itself.
+    "TENANT_EXEMPT_PATHS": ["/public/"],
     "TENANT_METRICS": True,
     "TENANT_METRICS_TOKEN": TOKEN,
 }
@@ -211,9 +212,10 @@ def test_the_first_top_tenants_keep_their_labels_the_rest_are_other(settings, cl
     for _ in range(5):
         client.get("/public/", HTTP_HOST="t4.example.com")
     client.get("/public/", HTTP_HOST="t2.example.com")
-    assert value("tenantry_requests_total", tenant="t2") == after[
-        ("tenantry_requests_total", (("tenant", "t2"),))
-    ] + 1
+    assert (
+        value("tenantry_requests_total", tenant="t2")
+        == after[("tenantry_requests_total", (("tenant", "t2"),))] + 1
+    )
 
 
 def test_the_label_table_is_bounded_whatever_the_number_of_tenants():
@@ -417,3 +419,38 @@ def test_multiprocess_mode_sums_every_process(tmp_path, client, monkeypatch):
     assert samples[("tenantry_requests_total", (("tenant", "acme"),))] == 5
     assert samples[("tenantry_request_seconds_count", (("tenant", "acme"),))] == 5
 
+
+MISSING_CLIENT = textwrap.dedent(
+    """
+    import os, sys
+    sys.modules["prometheus_client"] = None  # as if it were not installed
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    from django.conf import settings
+    settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_METRICS": sys.argv[1] == "on"}
+    import django
+    from django.core.exceptions import ImproperlyConfigured
+    try:
+        django.setup()
+    except ImproperlyConfigured as exc:
+        print("REFUSED", exc)
+    else:
+        print("STARTED")
+    """
+)
+
+
+@pytest.mark.parametrize(("switch", "outcome"), [("on", "REFUSED"), ("off", "STARTED")])
+def test_metrics_on_without_prometheus_client_fails_at_start_up(switch, outcome):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("TENANTRY_TEST_DB", None)
+    done = subprocess.run(
+        [sys.executable, "-c", MISSING_CLIENT, switch],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.startswith(outcome), done.stdout + done.stderr
+    if outcome == "REFUSED":
+        assert "TENANT_METRICS" in done.stdout and "tenantry[metrics]" in done.stdout
