@@ -118,4 +118,3 @@ def test_with_metrics_on_the_ranking_knows_request_time(settings, client, superu
     assert 0 < rows["globex"]["seconds_share"] < 1
     html = client.get(PAGE, HTTP_HOST=MAIN).content.decode()
     assert "request time needs" not in html
-
