@@ -50,7 +50,19 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # package's __init__ loads everything else by name on first use).
     ("core", ("tenantry", "tenantry._core", "tenantry.exceptions", "tenantry.resolvers")),
     # The parsed DJUST_CONFIG, the audit log, addressing and usage counters.
-    ("config", ("tenantry.conf", "tenantry.audit", "tenantry.addressing", "tenantry.usage")),
+    # Where metrics and traces hook into the request, event, job and refusal
+    # paths (observe), and the OpenTelemetry watcher (tracing).
+    (
+        "config",
+        (
+            "tenantry.conf",
+            "tenantry.audit",
+            "tenantry.addressing",
+            "tenantry.usage",
+            "tenantry.observe",
+            "tenantry.tracing",
+        ),
+    ),
     # The bound tenant (a ContextVar) and what reads only it.
     # djust's side of it is the seam's one low module (tenantry.djust.context:
     # the variable djust.tenants binds) and the seam package's lazy __init__.
@@ -113,6 +125,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tenantry.djust.names",
             "tenantry.djust.installation",
             "tenantry.celery",
+            # The Prometheus exporter (a view) and the usage dashboard.
+            "tenantry.metrics",
+            "tenantry.dashboard",
         ),
     ),
     # What Django, pytest and manage.py call into.

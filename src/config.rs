@@ -235,6 +235,21 @@ pub struct Settings {
     /// `TENANT_AUDIT_RETENTION_DAYS`: days a stored audit event is kept
     /// (None: for ever).
     pub audit_retention_days: Option<u32>,
+    /// Per-tenant Prometheus metrics (SPEC §23).
+    pub metrics: MetricsSettings,
+}
+
+/// `TENANT_METRICS`, `TENANT_METRICS_TOP`, `TENANT_METRICS_TOKEN`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsSettings {
+    /// Whether the request, event, job and refusal paths feed the
+    /// `tenantry_*` metrics (off: they pay nothing for them).
+    pub enabled: bool,
+    /// Tenants labelled by name; later ones share the label `other`.
+    pub top: usize,
+    /// A bearer token that opens the metrics view to a scraper with no
+    /// staff session.
+    pub token: Option<String>,
 }
 
 /// `TENANT_AUDIT_STORE`: audit events go to the `tenantry.audit` logger and
@@ -312,6 +327,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     // The stored audit trail (SPEC §22).
     "TENANT_AUDIT_STORE",
     "TENANT_AUDIT_RETENTION_DAYS",
+    // Per-tenant metrics (SPEC §23).
+    "TENANT_METRICS",
+    "TENANT_METRICS_TOP",
+    "TENANT_METRICS_TOKEN",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -326,6 +345,10 @@ const MAX_PRESENCE_CAP: i128 = 1 << 32;
 const MAX_PRESENCE_META: i128 = 16 * 1024 * 1024;
 /// An admission older than this is not "bounded" any more.
 const MAX_READMIT_INTERVAL: f64 = 3_600.0;
+/// Labels per metric beyond which a time-series database suffers.
+const MAX_METRICS_TOP: i128 = 10_000;
+/// A token shorter than this is guessable by a scraper of the internet.
+const MIN_METRICS_TOKEN: usize = 16;
 
 /// Collects errors so one `manage.py check` shows all of them.
 struct Parser<'a> {
@@ -621,6 +644,43 @@ impl<'a> Parser<'a> {
 
     /// djust's `SESSION_TTL`: whole seconds (a float is truncated, as djust
     /// does); 0 or less keeps saved views without expiry.
+    fn metrics(&mut self) -> MetricsSettings {
+        let enabled = self.bool("TENANT_METRICS", false);
+        let top = self.int_at_least("TENANT_METRICS_TOP", 100, 1, MAX_METRICS_TOP);
+        let token = match self.get("TENANT_METRICS_TOKEN") {
+            None | Some(Value::None) => None,
+            Some(Value::Str(t))
+                if t.len() >= MIN_METRICS_TOKEN && t.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                Some(t.clone())
+            }
+            Some(Value::Str(t)) if t.len() < MIN_METRICS_TOKEN => {
+                self.fail(
+                    "TENANT_METRICS_TOKEN",
+                    format!(
+                        "must be at least {MIN_METRICS_TOKEN} characters (a guessable token \
+                         opens every tenant's figures), got {}",
+                        t.len()
+                    ),
+                );
+                None
+            }
+            Some(v) => {
+                self.fail_value(
+                    "TENANT_METRICS_TOKEN",
+                    "a string of printable ASCII without spaces, or None",
+                    v,
+                );
+                None
+            }
+        };
+        MetricsSettings {
+            enabled,
+            top,
+            token,
+        }
+    }
+
     fn session_ttl(&mut self) -> i64 {
         const KEY: &str = "SESSION_TTL";
         const BOUND: f64 = 1e15;
@@ -1027,6 +1087,7 @@ pub fn parse_lenient(map: &BTreeMap<String, Value>) -> (Settings, Vec<ConfigErro
     let session_ttl = p.session_ttl();
     let audit_store = p.audit_store();
     let audit_retention_days = p.audit_retention_days();
+    let metrics = p.metrics();
 
     let unknown_keys = unknown_keys(map);
 
@@ -1075,6 +1136,7 @@ pub fn parse_lenient(map: &BTreeMap<String, Value>) -> (Settings, Vec<ConfigErro
         session_ttl,
         audit_store,
         audit_retention_days,
+        metrics,
     };
     (settings, p.errors)
 }
@@ -1643,6 +1705,38 @@ mod tests {
             "{}",
             e[0]
         );
+    }
+
+    #[test]
+    fn metrics_keys() {
+        let d = Settings::defaults().metrics;
+        assert!(!d.enabled);
+        assert_eq!(d.top, 100);
+        assert_eq!(d.token, None);
+        let token = "t0ken-with-enough-chars";
+        let parsed = parse(&map(&[
+            ("TENANT_METRICS", Value::Bool(true)),
+            ("TENANT_METRICS_TOP", Value::Int(3)),
+            ("TENANT_METRICS_TOKEN", s(token)),
+        ]))
+        .unwrap();
+        assert!(parsed.metrics.enabled);
+        assert_eq!(parsed.metrics.top, 3);
+        assert_eq!(parsed.metrics.token.as_deref(), Some(token));
+        for (key, bad) in [
+            ("TENANT_METRICS", s("yes")),
+            ("TENANT_METRICS_TOP", Value::Int(0)),
+            ("TENANT_METRICS_TOP", Value::Int(10_001)),
+            ("TENANT_METRICS_TOP", s("100")),
+            ("TENANT_METRICS_TOKEN", s("short")),
+            ("TENANT_METRICS_TOKEN", s("has a space in it, long enough")),
+            ("TENANT_METRICS_TOKEN", Value::Int(12345678901234567)),
+        ] {
+            let e = errors(&[(key, bad.clone())]);
+            assert_eq!(e.len(), 1, "{key} {bad:?}");
+            assert_eq!(e[0].key, key, "{bad:?}");
+            assert!(e[0].to_string().contains(key), "{bad:?}");
+        }
     }
 
     #[test]

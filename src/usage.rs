@@ -35,15 +35,19 @@ pub enum Metric {
     Limited,
     PeakPresences,
     StateBytes,
+    /// Every refusal tenantry made of a known tenant's request, event,
+    /// mount or job (rate limit, admission, origin, isolation).
+    Refused,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 5] = [
+    pub const ALL: [Metric; 6] = [
         Metric::HttpRequests,
         Metric::LiveEvents,
         Metric::Limited,
         Metric::PeakPresences,
         Metric::StateBytes,
+        Metric::Refused,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Metric {
             Metric::Limited => "limited",
             Metric::PeakPresences => "peak_presences",
             Metric::StateBytes => "state_bytes",
+            Metric::Refused => "refused",
         }
     }
 
@@ -71,7 +76,7 @@ impl Metric {
 }
 
 /// One bucket's figures, by [`Metric`] order.
-pub type Figures = [u64; 5];
+pub type Figures = [u64; 6];
 
 fn merge(into: &mut Figures, from: &Figures) {
     for m in Metric::ALL {

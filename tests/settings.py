@@ -97,4 +97,7 @@ elif TEST_DB != "sqlite":
     raise ValueError(f"TENANTRY_TEST_DB must be 'sqlite' or 'postgres', got {TEST_DB!r}")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# pytest-django's live_server (tests/observability/test_dashboard_browser.py)
+# serves STATIC_URL itself and fails every request without one.
+STATIC_URL = "/static/"
 LOGGING_CONFIG = None

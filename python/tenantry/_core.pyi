@@ -112,6 +112,9 @@ class CurrentConfig:
     registry_models: list[str]
     registry_cache_sizes: tuple[int, int]
     readmit_interval: float
+    metrics_enabled: bool
+    metrics_top: int
+    metrics_token: str | None
     main_domain: str | None
     subdomain_depth: int
     subdomain_exclude: list[str]

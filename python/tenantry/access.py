@@ -43,7 +43,7 @@ from typing import Any
 from django.conf import settings
 from django.http import Http404
 
-from . import _core, addressing, audit, conf
+from . import _core, addressing, audit, conf, observe, usage
 from ._core import TenantInfo
 
 __all__ = [
@@ -75,8 +75,9 @@ VIEW_SOURCE = "view"
 #: Why tenantry refuses something, as counted by :func:`refuse` (and as a
 #: metrics exporter labels its refusal counter): ``admission`` (the registry,
 #: the membership check, a required tenant missing, a job's tenant),
-#: ``origin`` (a WebSocket from another tenant's page), ``rate_limit``.
-REFUSAL_REASONS = ("admission", "origin", "rate_limit")
+#: ``origin`` (a WebSocket from another tenant's page), ``rate_limit``,
+#: ``isolation`` (an ORM write or ``raw()`` the isolation rules refused).
+REFUSAL_REASONS = ("admission", "origin", "rate_limit", "isolation")
 _refusals = dict.fromkeys(REFUSAL_REASONS, 0)
 _refusals_lock = threading.Lock()
 
@@ -93,11 +94,20 @@ def refuse(
 ) -> None:
     """Count one refusal under ``why`` (one of :data:`REFUSAL_REASONS`) and
     audit it as ``event``, its record carrying ``refusal=why`` (and
-    ``fields``: ``reason`` says what was wrong)."""
+    ``fields``: ``reason`` says what was wrong). A known tenant's refusal is
+    also counted in its usage (``refused``) and reported to the refusal
+    watchers (``tenantry.observe``: the metrics' ``tenantry_refusals_total``)."""
     if why not in _refusals:
         raise ValueError(f"unknown refusal reason {why!r}; one of {REFUSAL_REASONS}")
     with _refusals_lock:
         _refusals[why] += 1
+    if isinstance(tenant, TenantInfo):
+        # A known tenant's figure; an id nobody registered (a probing
+        # client's) is not worth a usage row of its own.
+        usage.count(tenant, "refused")
+    watching = observe.refusal
+    if watching is not None:
+        watching(why, tenant)
     audit.emit(event, tenant=tenant, request=request, level=level, refusal=why, **fields)
 
 

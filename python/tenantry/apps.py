@@ -1,4 +1,5 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
+from django.core.exceptions import ImproperlyConfigured
 
 
 class TenantryConfig(AppConfig):
@@ -16,8 +17,34 @@ class TenantryConfig(AppConfig):
         audit_trail.install()  # TENANT_AUDIT_STORE: the stored, chained trail
         cache.install()
         install_djust()  # every djust touchpoint (tenantry.djust)
+        _install_observers()
+        if apps.is_installed("django.contrib.admin"):
+            from . import dashboard
+
+            dashboard.install()  # the usage pages of every AdminSite
         try:
             import celery  # noqa: F401
         except ImportError:
             return
         from . import celery as tenantry_celery  # noqa: F401  (publish and run signals)
+
+
+def _install_observers() -> None:
+    """OpenTelemetry's ``tenant.id`` when its API is installed; the
+    ``tenantry_*`` metrics when ``TENANT_METRICS`` is on (which needs
+    prometheus_client)."""
+    from . import conf, tracing
+
+    tracing.install()
+    try:
+        from . import metrics
+    except ImportError as exc:
+        if exc.name != "prometheus_client":
+            raise
+        if conf.current().metrics_enabled:
+            raise ImproperlyConfigured(
+                'DJUST_CONFIG["TENANT_METRICS"] is True but prometheus_client is not '
+                "installed: pip install 'tenantry[metrics]' (docs/observability.md)."
+            ) from exc
+        return
+    metrics.sync()

@@ -29,8 +29,9 @@ Events (``record["event"]``):
 
 Each record is a dict with ``event``, ``tenant_id`` and, where known, ``path``,
 ``user_id``, ``source``, ``reason``, ``model``, ``field``, ``value``, ``action``.
-A refusal's record also has ``refusal``: ``admission``, ``origin`` or
-``rate_limit`` (``tenantry.access.refuse``, which counts them).
+A refusal's record also has ``refusal``: ``admission``, ``origin``,
+``rate_limit`` or ``isolation`` (``tenantry.access.refuse``, which counts
+them, in the tenant's usage and the metrics too).
 Log handlers receive it as ``record.tenantry`` (``extra={"tenantry": ...}``).
 
 With ``DJUST_CONFIG["TENANT_AUDIT_STORE"] = "database"`` every event at INFO

@@ -54,7 +54,7 @@ from celery.app import task as celery_task_module
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 
-from . import _core, audit, conf
+from . import _core, audit, conf, observe
 from ._core import (
     InvalidTenantId,
     TenantInfo,
@@ -212,6 +212,8 @@ def _on_prerun(sender: Any = None, task: Any = None, **kwargs: Any) -> None:
         binding.refusal = exc
         tenant = None  # the errbacks of a refused task run with no tenant
     binding.token = set_current_tenant(tenant)
+    if tenant is not None and observe.job is not None:
+        observe.job(tenant)
 
 
 def _on_postrun(sender: Any = None, task: Any = None, **kwargs: Any) -> None:

@@ -57,7 +57,7 @@ from django.db.models.sql.constants import MULTI
 from django.db.models.sql.query import Query
 from django.db.models.sql.where import AND, NothingNode
 
-from . import audit, conf, graph
+from . import access, conf, graph
 from ._core import TenantInfo, TenantMismatchError, TenantNotSetError
 from .context import get_current_tenant
 from .db.scope import BYPASS, bypassing, scoped_as
@@ -327,9 +327,10 @@ def refuse(
             shown = shown[:117] + "..."
     where = "" if row is _MISSING else f" (row pk={row!r})"
     bound = None if tenant is None else tenant.id
-    audit.emit(
+    access.refuse(
+        "isolation",
         "isolation.refused",
-        tenant=tenant,
+        tenant,
         level=logging.WARNING,
         model=label,
         field=field,

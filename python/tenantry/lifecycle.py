@@ -65,7 +65,7 @@ from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 from django.db.models.signals import pre_delete, pre_save
 from django.db.models.sql.query import Query
 
-from . import _core, audit, cache, conf
+from . import _core, access, audit, cache, conf
 from ._core import TenantInfo, TenantMismatchError, TenantNotFound, validate_tenant_id
 from .context import get_current_tenant, tenant_context
 from .db.scope import rls_bypass
@@ -278,9 +278,10 @@ def _refuse_another_tenant(
     try:
         _core.refuse_other_tenant(tenant_id, what)
     except TenantMismatchError:
-        audit.emit(
+        access.refuse(
+            "isolation",
             "isolation.refused",
-            tenant=get_current_tenant(),
+            get_current_tenant(),
             level=logging.WARNING,
             model="tenant",
             field="id",
@@ -464,9 +465,10 @@ def _refuse_other_tenants(
 
 
 def _refuse_cascade(model: Any, pks: list[Any], tenant: TenantInfo) -> None:
-    audit.emit(
+    access.refuse(
+        "isolation",
         "isolation.refused",
-        tenant=tenant,
+        tenant,
         level=logging.WARNING,
         model=model._meta.label,
         field="pk",
@@ -915,9 +917,10 @@ def _guarded_fields(model: type[models.Model], id_field: str) -> set[str]:
 
 def _refuse_rename(model: Any, what: str, changed: Iterable[str]) -> None:
     fields = ", ".join(sorted(set(changed)))
-    audit.emit(
+    access.refuse(
+        "isolation",
         "isolation.refused",
-        tenant=get_current_tenant(),
+        get_current_tenant(),
         level=logging.WARNING,
         model=model._meta.label,
         field=fields,

@@ -18,6 +18,11 @@ down) or ``QuotaExceeded`` (the memory state store or the tenant's share of
 it is full) answers 503 with ``Retry-After``, logged with the error (which
 names the URL, password hidden): an outage is not a bug in the view.
 
+While something watches requests (``tenantry.observe``: the metrics of
+``TENANT_METRICS``, OpenTelemetry), each request's tenant and duration are
+reported to it when the response is returned; otherwise the check is one
+attribute read.
+
 The tenant's ``http`` rate limits (``TENANT_RATE_LIMITS``) are checked
 before the view runs: 429 with ``Retry-After`` and ``RateLimit-*`` headers
 (see tenantry.ratelimit).
@@ -26,12 +31,13 @@ before the view runs: 429 with ``Retry-After`` and ``RateLimit-*`` headers
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse
 
-from . import conf, ratelimit
+from . import conf, observe, ratelimit
 from .access import missing, tenant_for_request
 from .context import (
     _current,
@@ -86,6 +92,18 @@ class TenantMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
+        if observe.request is not None:
+            return self._watched(request)
+        return self._serve(request)
+
+    def _watched(self, request: HttpRequest) -> Any:
+        started = perf_counter()
+        try:
+            return self._serve(request)
+        finally:
+            _report(request, started)
+
+    def _serve(self, request: HttpRequest) -> Any:
         tenant = tenant_for_request(request)
         token = set_current_tenant(tenant)
         try:
@@ -95,6 +113,15 @@ class TenantMiddleware:
         return keep_bound(response, tenant)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        if observe.request is not None:
+            started = perf_counter()
+            try:
+                return await self._aserve(request)
+            finally:
+                _report(request, started)
+        return await self._aserve(request)
+
+    async def _aserve(self, request: HttpRequest) -> HttpResponse:
         if conf.current().resolution_needs_sync:
             # The session, the user and user code may touch the database.
             tenant = await sync_to_async(tenant_for_request)(request)
@@ -121,6 +148,17 @@ class TenantMiddleware:
         if not isinstance(exception, (BackendUnavailable, QuotaExceeded)):
             return None
         return unavailable(request, exception)
+
+
+def _report(request: HttpRequest, started: float) -> None:
+    """Tell the request's watchers (``tenantry.observe``) its tenant and
+    duration; a request refused before its tenant was bound has none."""
+    watching = observe.request
+    if watching is not None:
+        watching(getattr(request, "__dict__", _NO_DICT).get("tenant"), perf_counter() - started)
+
+
+_NO_DICT: dict = {}
 
 
 def _require_tenant(request: HttpRequest, view_func: Callable[..., Any]) -> None:

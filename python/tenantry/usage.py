@@ -1,6 +1,7 @@
-"""Per-tenant usage (SPEC §12): HTTP requests, live events, limited
-(refused) requests — counts — and peak concurrent presences and state
-bytes — peaks — by UTC hour and day.
+"""Per-tenant usage: HTTP requests, live events, limited (refused on a
+rate limit) requests, refusals of any kind (``tenantry.access.refuse`` of a
+known tenant) — counts — and peak concurrent presences and state bytes —
+peaks — by UTC hour and day.
 
 Counted by tenantry itself: ``TenantMiddleware`` counts every request of a
 tenant, the live-view event gate every event, and every refused rate-limit
@@ -45,7 +46,14 @@ logger = logging.getLogger("tenantry.usage")
 OTHER = "-other"
 
 #: The figures kept per hour and day.
-METRICS = ("http_requests", "live_events", "limited", "peak_presences", "state_bytes")
+METRICS = (
+    "http_requests",
+    "live_events",
+    "limited",
+    "peak_presences",
+    "state_bytes",
+    "refused",
+)
 
 #: Seconds the request and event paths may hold counts before handing them to
 #: the store (every read hands them over first).

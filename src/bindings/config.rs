@@ -811,6 +811,21 @@ impl CurrentConfig {
     fn readmit_interval(&self) -> f64 {
         self.inner.settings.readmit_interval
     }
+    /// `TENANT_METRICS`: whether the `tenantry_*` metrics are fed.
+    #[getter]
+    fn metrics_enabled(&self) -> bool {
+        self.inner.settings.metrics.enabled
+    }
+    /// `TENANT_METRICS_TOP`: tenants labelled by name in the metrics.
+    #[getter]
+    fn metrics_top(&self) -> usize {
+        self.inner.settings.metrics.top
+    }
+    /// `TENANT_METRICS_TOKEN`: the bearer token of the metrics view, or None.
+    #[getter]
+    fn metrics_token(&self) -> Option<String> {
+        self.inner.settings.metrics.token.clone()
+    }
     /// `(model label, id field)` of `TENANT_MODEL`, or None.
     #[getter]
     fn tenant_model(&self) -> Option<(String, String)> {

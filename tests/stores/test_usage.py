@@ -201,11 +201,12 @@ def test_usage_command_prints_a_table_and_json(settings, client):
     lines = out.getvalue().splitlines()
     assert lines[0].split() == [
         "tenant", "day", "http_requests", "live_events", "limited", "peak_presences",
-        "state_bytes",
+        "state_bytes", "refused",
     ]  # fmt: skip
     today = datetime.now(UTC).date().isoformat()
-    assert lines[1].split() == ["acme", today, "2", "0", "1", "0", "0"]
-    assert lines[2].split() == ["globex", today, "1", "0", "0", "0", "0"]
+    # acme's second request was refused on its rate limit: limited and refused.
+    assert lines[1].split() == ["acme", today, "2", "0", "1", "0", "0", "1"]
+    assert lines[2].split() == ["globex", today, "1", "0", "0", "0", "0", "0"]
     out = StringIO()
     call_command("tenantry", "usage", "--tenant", "globex", "--json", stdout=out)
     (report,) = json.loads(out.getvalue())

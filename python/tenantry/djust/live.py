@@ -67,7 +67,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 
-from .. import usage
+from .. import observe, usage
 from .._core import TenantInfo
 from ..access import readmission_due, readmit_live
 from ..context import _current
@@ -226,6 +226,8 @@ async def _frame_allowed(transport: Any, view: Any, kind: str, scope: str) -> bo
     if _unlimited(scope, tenant):
         if scope == "events":
             usage.count(tenant, "live_events")
+            if observe.event is not None:
+                observe.event(tenant)
         return True
     if _limiter.get().needs_user(scope):
         # The view's user may still be a lazy object that loads from the
@@ -234,6 +236,8 @@ async def _frame_allowed(transport: Any, view: Any, kind: str, scope: str) -> bo
     else:
         refusal = frame_refusal(view, tenant, kind, scope)
     if refusal is None:
+        if scope == "events" and observe.event is not None:
+            observe.event(tenant)
         return True
     with contextlib.suppress(Exception):
         await transport.send_error(refusal.pop("error"), **refusal)
@@ -431,6 +435,8 @@ def _gated_event_validator(original: Callable[..., Any]) -> Callable[..., Any]:
             return handler
         if _unlimited("events", tenant):
             usage.count(tenant, "live_events")
+            if observe.event is not None:
+                observe.event(tenant)
             return handler
         if _limiter.get().needs_user("events"):
             # The view's user may still be a lazy object that loads from
@@ -439,6 +445,8 @@ def _gated_event_validator(original: Callable[..., Any]) -> Callable[..., Any]:
         else:
             refusal = event_refusal(owner, event_name, root_view)
         if refusal is None:
+            if observe.event is not None:
+                observe.event(tenant)
             return handler
         await ws.send_error(refusal.pop("error"), **refusal)
         return None
