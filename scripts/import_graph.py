@@ -50,11 +50,23 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # package's __init__ loads everything else by name on first use).
     ("core", ("tenantry", "tenantry._core", "tenantry.exceptions", "tenantry.resolvers")),
     # The parsed DJUST_CONFIG, the audit log, addressing and usage counters.
-    ("config", ("tenantry.conf", "tenantry.audit", "tenantry.addressing", "tenantry.usage")),
+    (
+        "config",
+        (
+            "tenantry.conf",
+            "tenantry.audit",
+            "tenantry.addressing",
+            "tenantry.usage",
+            "tenantry.signals",
+        ),
+    ),
     # The bound tenant (a ContextVar) and what reads only it.
     # djust's side of it is the seam's one low module (tenantry.djust.context:
     # the variable djust.tenants binds) and the seam package's lazy __init__.
-    ("context", ("tenantry.context", "tenantry.logging", "tenantry.djust")),
+    (
+        "context",
+        ("tenantry.context", "tenantry.logging", "tenantry.djust", "tenantry.flags"),
+    ),
     # Per-tenant services that need the bound tenant but no model graph:
     # admission, the registry and its abstract models, cache, files, the
     # per-tenant backend cache of presence/state/rate limits.
@@ -81,7 +93,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # TenantManager / TenantQuerySet.
     ("managers", ("tenantry.managers",)),
     # Operating tenants: deletion and fresh starts, the admin.
-    ("operations", ("tenantry.lifecycle", "tenantry.admin")),
+    # Suspension, impersonation.
+    (
+        "operations",
+        (
+            "tenantry.lifecycle",
+            "tenantry.admin",
+            "tenantry.suspension",
+            "tenantry.impersonation",
+        ),
+    ),
     # Hooking the first wall into Django (compilers, base managers, forms).
     ("wall", ("tenantry.wall",)),
     # The request path and the live plane: middleware, views, djust, jobs.
@@ -113,7 +134,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     # What Django, pytest and manage.py call into.
-    ("entry", ("tenantry.apps", "tenantry.checks", "tenantry.testing", "tenantry.management")),
+    (
+        "entry",
+        (
+            "tenantry.apps",
+            "tenantry.checks",
+            "tenantry.testing",
+            "tenantry.management",
+            "tenantry.migrations",
+        ),
+    ),
 ]
 
 

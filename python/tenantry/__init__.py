@@ -19,6 +19,7 @@ from .exceptions import (
     BackendUnavailable,
     ConfigError,
     DeletionIncomplete,
+    FeatureDisabled,
     InvalidKey,
     InvalidTenantId,
     QuotaExceeded,
@@ -27,6 +28,7 @@ from .exceptions import (
     TenantMismatchError,
     TenantNotFound,
     TenantNotSetError,
+    TenantSuspended,
 )
 from .resolvers import (
     RESOLVER_REGISTRY,
@@ -80,6 +82,7 @@ __all__ = [
     "BackendUnavailable",
     "ConfigError",
     "DeletionIncomplete",
+    "FeatureDisabled",
     "InvalidKey",
     "InvalidTenantId",
     "QuotaExceeded",
@@ -88,6 +91,7 @@ __all__ = [
     "TenantMismatchError",
     "TenantNotFound",
     "TenantNotSetError",
+    "TenantSuspended",
     "RESOLVER_REGISTRY",
     "CallableResolver",
     "ChainedResolver",

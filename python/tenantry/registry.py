@@ -43,10 +43,26 @@ __all__ = [
     "make_tenant_loader",
     "new_tenant_id_problem",
     "new_tenant_id_problems",
+    "suspension_reason",
     "validate_custom_domain",
 ]
 
-Details = tuple[Any, Any, Any]  # (name, settings, raw)
+Details = tuple[Any, Any, Any, Any]  # (name, settings, raw, suspension's reason or None)
+
+#: ``tenantry.TenantSuspension``, by label: tenantry.models imports this module.
+SUSPENSION_MODEL = "tenantry.TenantSuspension"
+
+
+def suspension_reason(tenant_id: str) -> str | None:
+    """The reason ``tenant_id`` is suspended (a str, maybe empty), or None
+    when it is not: one query, made with the registry's own lookup on a
+    cache miss (so it is cached with the tenant, ``TENANT_CACHE_TTL``)."""
+    model = apps.get_model(SUSPENSION_MODEL)
+    return (
+        model._base_manager.filter(suspended_tenant=tenant_id)
+        .values_list("reason", flat=True)
+        .first()
+    )
 
 
 def invalidate_tenant(tenant_id: str | None = None) -> None:
@@ -77,7 +93,7 @@ def make_tenant_loader(
     validator: Callable[[str], Any] | None,
 ) -> Callable[[str], Details | None]:
     """The function the core calls on a cache miss: ``id -> (name, settings,
-    raw)`` or None."""
+    raw, suspended)`` or None (``suspended``: :func:`suspension_reason`)."""
     if validator is not None:
 
         def from_validator(tenant_id: str) -> Details | None:
@@ -85,9 +101,9 @@ def make_tenant_loader(
             if result is None or result is False:
                 return None
             if result is True:
-                return (None, None, None)
+                return (None, None, None, suspension_reason(tenant_id))
             if isinstance(result, TenantInfo):
-                return (result.name, result.settings, result.raw)
+                return (result.name, result.settings, result.raw, suspension_reason(tenant_id))
             raise TypeError(
                 f"TENANT_VALIDATOR returned a {type(result).__name__} for {tenant_id!r}; "
                 "expected a TenantInfo, True, False or None"
@@ -103,7 +119,8 @@ def make_tenant_loader(
             return None
         name = getattr(row, name_field) if name_field else None
         settings = getattr(row, settings_field) if settings_field else None
-        return (name, settings if isinstance(settings, dict) else None, row)
+        settings = settings if isinstance(settings, dict) else None
+        return (name, settings, row, suspension_reason(tenant_id))
 
     return from_model
 

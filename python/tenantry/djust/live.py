@@ -71,6 +71,7 @@ from .. import usage
 from .._core import TenantInfo
 from ..access import readmission_due, readmit_live
 from ..context import _current
+from ..flags import flag_refusal
 from ..ratelimit import (
     UNAVAILABLE_RETRY_AFTER,
     _limiter,
@@ -427,6 +428,10 @@ def _gated_event_validator(original: Callable[..., Any]) -> Callable[..., Any]:
         if handler is None:
             return None
         tenant = _current.get()
+        refusal = flag_refusal(handler, tenant)  # @tenant_flag: one getattr when unflagged
+        if refusal is not None:
+            await ws.send_error(refusal.pop("error"), **refusal)
+            return None
         if tenant is None:  # nothing to count or limit (the store says the same)
             return handler
         if _unlimited("events", tenant):
