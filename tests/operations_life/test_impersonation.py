@@ -61,12 +61,12 @@ def configured(settings):
 def people(django_user_model):
     Tenant.objects.create(slug="acme", name="Acme")
     Tenant.objects.create(slug="globex", name="Globex")
-    staff = django_user_model.objects.create_user("support", password="x", is_staff=True)
+    staff = django_user_model.objects.create_user("support", is_staff=True)
     staff.user_permissions.add(Permission.objects.get(codename="impersonate"))
-    alice = django_user_model.objects.create_user("alice", password="x")
-    bob = django_user_model.objects.create_user("bob", password="x")
-    root = django_user_model.objects.create_superuser("root", password="x")
-    plain_staff = django_user_model.objects.create_user("intern", password="x", is_staff=True)
+    alice = django_user_model.objects.create_user("alice")
+    bob = django_user_model.objects.create_user("bob")
+    root = django_user_model.objects.create_superuser("root")
+    plain_staff = django_user_model.objects.create_user("intern", is_staff=True)
     views.MEMBERS.update(
         {
             ("support", "acme"),
@@ -160,7 +160,7 @@ def test_never_more_than_the_member(people):
 
 
 def test_no_nesting(people, django_user_model):
-    carol = django_user_model.objects.create_user("carol", password="x")
+    carol = django_user_model.objects.create_user("carol")
     views.MEMBERS.add(("carol", "acme"))
     client = signed_in(people["staff"])
     assert start(client).status_code == 200
