@@ -68,6 +68,8 @@ __all__ = [
     "Impersonation",
     "ImpersonationMiddleware",
     "current",
+    "live_turn_refusal",
+    "mounted_live",
     "start",
     "stop",
 ]
@@ -360,6 +362,51 @@ def on_write(query: Any, kind: str) -> None:
         model=meta.label,
         action=kind,
     )
+
+
+# -- live views ------------------------------------------------------------------------
+
+#: The message of a live view whose impersonation is over (its socket's
+#: session still names the member: a page load gives the staff user back).
+LIVE_ENDED = "Impersonation ended: reload the page"
+#: Where a live view keeps the impersonation it was mounted under.
+_LIVE_ATTRIBUTE = "_tenantry_impersonation"
+
+
+def mounted_live(view: Any, request: Any) -> None:
+    """A live mount (``TenantMixin._ensure_tenant``, in a thread): remember
+    the impersonation the socket's session carries, so each event of the
+    view is audited as the staff user's and stops when the time is up;
+    ``PermissionDenied`` for one already over (the session can only be
+    given back to the staff user by a page load)."""
+    state = _stored(request)
+    if state is None:
+        return
+    acting = _from_state(state)
+    if acting is None or str(request.session.get(SESSION_KEY)) != acting.user_id:
+        return  # signed in as someone else since: not acting
+    if acting.expired:
+        raise PermissionDenied(LIVE_ENDED)
+    setattr(view, _LIVE_ATTRIBUTE, acting)
+
+
+def live_turn_refusal(view: Any) -> str | None:
+    """Before each event of a live view (the event gate): the error when the
+    impersonation it was mounted under is over, else None; while it lasts,
+    the event's writes are audited (``impersonation.write``). One getattr for
+    a view mounted without one."""
+    acting = getattr(view, _LIVE_ATTRIBUTE, None)
+    if acting is None:
+        return None
+    if acting.expired:
+        _ended(acting, "expired")
+        setattr(view, _LIVE_ATTRIBUTE, None)
+        return LIVE_ENDED
+    request = getattr(view, "request", None)
+    if request is not None and hasattr(request, "__dict__"):
+        request.__dict__["impersonation"] = acting
+        _serving.set(request)  # this task's turns: the socket is the member's anyway
+    return None
 
 
 def _on_logout(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:

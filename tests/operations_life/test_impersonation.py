@@ -4,19 +4,22 @@ time, with a reason; audited at start, at each write and at the end; the
 "acting as" banner on pages through the context processor; never more than
 the member may do (the membership check and every permission see the
 member); no nesting; it ends at stop(), when its time is up, and on logout.
-Real Django over HTTP with real sessions and users."""
+Real Django over HTTP with real sessions and users, real djust over
+WebSocket."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
 from tenantry import impersonation
 from tests.app.models import Item, Tenant
+from tests.live_client import LiveClient
 from tests.operations_life import views
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -219,3 +222,40 @@ def test_writes_of_other_requests_are_not_attributed(people):
     other.post("/write/", {"name": "alice herself"})
     assert events("impersonation.write") == []
     assert Item.all_tenants.filter(name="alice herself").count() == 1
+
+
+# -- live views ---------------------------------------------------------------------------
+
+
+def cookie_of(client) -> str:
+    return "; ".join(f"{name}={morsel.value}" for name, morsel in client.cookies.items())
+
+
+@pytest.mark.asyncio
+async def test_a_live_view_runs_as_the_member_audited_and_stops_on_time(people, monkeypatch):
+    client = await sync_to_async(signed_in)(people["staff"])
+    assert (await sync_to_async(start)(client)).status_code == 200
+    tab = LiveClient("acme.example.com", cookie=cookie_of(client))
+    try:
+        assert (await tab.mount())["type"] == "mount"
+        assert (await tab.event("add_item", name="via socket"))["type"] != "error"
+        writes = [(r["model"], r["action"]) for r in events("impersonation.write")]
+        assert writes == [("app.Item", "insert")]
+        assert events("impersonation.write")[0]["acting_as"] == str(people["alice"].pk)
+        later = time.time() + 16 * 60
+        monkeypatch.setattr(impersonation.time, "time", lambda: later)
+        refused = await tab.event("add_item", name="after the bound")
+        assert refused == {
+            "type": "error",
+            "error": impersonation.LIVE_ENDED,
+            "refused": "impersonation",
+        }
+        # The socket's session still names the member: a new mount is refused
+        # until a page load gives the staff user's session back.
+        again = LiveClient("acme.example.com", cookie=cookie_of(client))
+        assert (await again.mount())["type"] == "error"
+        await again.close()
+    finally:
+        await tab.close()
+    names = await sync_to_async(lambda: list(Item.all_tenants.values_list("name", flat=True)))()
+    assert names == ["via socket"]
