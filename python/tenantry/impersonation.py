@@ -90,6 +90,10 @@ _UNAUDITED_APPS = frozenset({"sessions", "tenantry"})
 
 logger = logging.getLogger("tenantry.impersonation")
 
+#: True once an :class:`ImpersonationMiddleware` was built in this process:
+#: a live mount reads the session for an impersonation only then.
+_installed = False
+
 #: The request being served by :class:`ImpersonationMiddleware` (its writes
 #: are audited while it carries an impersonation).
 _serving: ContextVar[Any] = ContextVar("tenantry_impersonation_request", default=None)
@@ -315,6 +319,8 @@ class ImpersonationMiddleware:
     async_capable = True
 
     def __init__(self, get_response: Any) -> None:
+        global _installed
+        _installed = True
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
@@ -378,7 +384,14 @@ def mounted_live(view: Any, request: Any) -> None:
     the impersonation the socket's session carries, so each event of the
     view is audited as the staff user's and stops when the time is up;
     ``PermissionDenied`` for one already over (the session can only be
-    given back to the staff user by a page load)."""
+    given back to the staff user by a page load). Without the middleware in
+    this process nothing is read (no session load per mount)."""
+    if not _installed:
+        return
+    acting = current(request)  # a page render: the middleware read it already
+    if acting is not None:
+        setattr(view, _LIVE_ATTRIBUTE, acting)
+        return
     state = _stored(request)
     if state is None:
         return
