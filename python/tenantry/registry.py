@@ -18,6 +18,7 @@ the database another way, ignored by lookups and audited (``domain.ignored``).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -53,21 +54,47 @@ Details = tuple[Any, Any, Any, Any]  # (name, settings, raw, suspension's reason
 SUSPENSION_MODEL = "tenantry.TenantSuspension"
 
 
+#: ``(expires at, {suspended id: reason})``: this process's copy of the
+#: suspension table, read at most once per ``min(TENANT_CACHE_TTL,
+#: TENANT_READMIT_INTERVAL)`` seconds, and only on a registry cache miss.
+_suspensions: tuple[float, dict[str, str]] | None = None
+
+
 def suspension_reason(tenant_id: str) -> str | None:
     """The reason ``tenant_id`` is suspended (a str, maybe empty), or None
-    when it is not: one query, made with the registry's own lookup on a
-    cache miss (so it is cached with the tenant, ``TENANT_CACHE_TTL``)."""
+    when it is not. Read with the registry's own lookup on a cache miss (so
+    it is cached with the tenant), from a per-process copy of the (small)
+    suspension table: one query per refresh, never one per tenant."""
+    snapshot = _suspensions
+    now = time.monotonic()
+    if snapshot is None or now >= snapshot[0]:
+        snapshot = _load_suspensions(now)
+    return snapshot[1].get(tenant_id)
+
+
+def _load_suspensions(now: float) -> tuple[float, dict[str, str]]:
+    global _suspensions
     model = apps.get_model(SUSPENSION_MODEL)
-    return (
-        model._base_manager.filter(suspended_tenant=tenant_id)
-        .values_list("reason", flat=True)
-        .first()
-    )
+    rows = dict(model._base_manager.values_list("suspended_tenant", "reason"))
+    config = conf.current()
+    _suspensions = (now + min(config.cache_ttl, config.readmit_interval), rows)
+    return _suspensions
+
+
+def forget_suspensions() -> None:
+    """Read the suspension table again at the next registry cache miss."""
+    global _suspensions
+    _suspensions = None
+
+
+conf._reset_hooks.append(forget_suspensions)
 
 
 def invalidate_tenant(tenant_id: str | None = None) -> None:
     """Forget the cached lookup of ``tenant_id`` (or of every tenant and
-    custom domain when None) in this process."""
+    custom domain when None) in this process, and this process's copy of
+    the suspension table."""
+    forget_suspensions()
     _core.invalidate_tenant(tenant_id)
 
 

@@ -10,10 +10,10 @@ tenant no longer exists for the outside (404).
 The suspension is a row of ``tenantry.TenantSuspension`` keyed by the
 tenant id, so it works with a ``TENANT_MODEL`` and with a
 ``TENANT_VALIDATOR``; the registry's lookup reads it with the tenant and
-caches it with it. This process sees a change at once (its cache is dropped,
-its open sockets admitted again at their next turn); other processes within
-``TENANT_CACHE_TTL`` (their cached lookup expires), and their open sockets
-within ``TENANT_CACHE_TTL + TENANT_READMIT_INTERVAL``.
+caches it with it (``tenantry.registry.suspension_reason``). This process
+sees a change at once (its caches are dropped, its open sockets admitted
+again at their next turn); other processes within ``TENANT_CACHE_TTL +
+TENANT_READMIT_INTERVAL``, and their open sockets one interval later.
 """
 
 from __future__ import annotations

@@ -312,3 +312,15 @@ async def test_writes_through_an_open_socket_stop(settings, tenants):
     assert await tab.event("add_item", name="after") == SUSPENDED
     names = await sync_to_async(lambda: sorted(Item.all_tenants.values_list("name", flat=True)))()
     assert "after" not in names and "before" in names
+
+
+def test_one_read_of_the_suspension_table_for_many_tenants(
+    settings, tenants, django_assert_num_queries
+):
+    """Each registry miss reads the suspension from this process's copy of
+    the table: one query for every tenant, not one per tenant."""
+    settings.DJUST_CONFIG = {**BASE, "TENANT_READMIT_INTERVAL": 60}
+    client = Client()
+    with django_assert_num_queries(3):  # acme's row, globex's row, the suspension table once
+        assert client.get("/public/", HTTP_HOST="acme.example.com").status_code == 200
+        assert client.get("/public/", HTTP_HOST="globex.example.com").status_code == 200

@@ -55,9 +55,10 @@ def _resume(command, options) -> None:
 
 def _delay() -> str:
     config = conf.current()
+    seconds = config.cache_ttl + config.readmit_interval
     return (
-        f"TENANT_CACHE_TTL ({config.cache_ttl:g}s; open sockets: + TENANT_READMIT_INTERVAL, "
-        f"{config.readmit_interval:g}s)"
+        f"{seconds:g}s (TENANT_CACHE_TTL + TENANT_READMIT_INTERVAL; open sockets: one "
+        "TENANT_READMIT_INTERVAL more)"
     )
 
 
