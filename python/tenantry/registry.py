@@ -17,6 +17,7 @@ the database another way, ignored by lookups and audited (``domain.ignored``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -68,8 +69,24 @@ def suspension_reason(tenant_id: str) -> str | None:
     snapshot = _suspensions
     now = time.monotonic()
     if snapshot is None or now >= snapshot[0]:
+        if _on_event_loop():
+            # Never a query on the event loop (tenant_context() in async code
+            # with a validator that needs no database; every admission runs
+            # in a thread): answer from the last copy, and keep this answer
+            # out of the registry's cache (its generation check), so the next
+            # lookup in a thread decides again.
+            _core.invalidate_tenant(tenant_id)
+            return None if snapshot is None else snapshot[1].get(tenant_id)
         snapshot = _load_suspensions(now)
     return snapshot[1].get(tenant_id)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _load_suspensions(now: float) -> tuple[float, dict[str, str]]:

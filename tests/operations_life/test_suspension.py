@@ -324,3 +324,17 @@ def test_one_read_of_the_suspension_table_for_many_tenants(
     with django_assert_num_queries(3):  # acme's row, globex's row, the suspension table once
         assert client.get("/public/", HTTP_HOST="acme.example.com").status_code == 200
         assert client.get("/public/", HTTP_HOST="globex.example.com").status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_no_query_on_the_event_loop_and_no_cached_guess(settings, tenants):
+    """tenant_context() in async code with a validator that needs no
+    database makes no query on the event loop (SynchronousOnlyOperation
+    otherwise), and its answer is not cached: a page still sees the
+    suspension."""
+    use_validator(settings)
+    await sync_to_async(suspension.suspend)("acme")
+    with tenant_context("acme") as bound:
+        assert bound.id == "acme"
+    response = await sync_to_async(Client().get)("/public/", HTTP_HOST="acme.example.com")
+    assert response.status_code == 503

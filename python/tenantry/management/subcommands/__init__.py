@@ -1,6 +1,6 @@
 """The subcommands of ``manage.py tenantry``, one module each.
 
-Every module (or object: ``suspension`` holds two) has ``NAME``,
+Every module has ``NAME``,
 ``add_arguments(subparsers)`` (adds its parser) and
 ``handle(command, options)`` (``command`` is the running ``BaseCommand``,
 for ``stdout``/``stderr``). The command
@@ -10,11 +10,22 @@ dispatches; what several subcommands share is in :mod:`._common`.
 
 from __future__ import annotations
 
-from . import adopt, check, create, deactivate, delete, domain, rls, usage
+from . import adopt, check, create, deactivate, delete, domain, resume, rls, suspend, usage
 from . import list as list_
-from .suspension import RESUME, SUSPEND
 
 #: In the order ``manage.py tenantry --help`` lists them.
-SUBCOMMANDS = (list_, create, delete, deactivate, SUSPEND, RESUME, adopt, domain, check, rls, usage)
+SUBCOMMANDS = (
+    list_,
+    create,
+    delete,
+    deactivate,
+    suspend,
+    resume,
+    adopt,
+    domain,
+    check,
+    rls,
+    usage,
+)
 
 __all__ = ["SUBCOMMANDS"]
