@@ -61,12 +61,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tenantry.usage",
             "tenantry.observe",
             "tenantry.tracing",
+            "tenantry.signals",
         ),
     ),
     # The bound tenant (a ContextVar) and what reads only it.
     # djust's side of it is the seam's one low module (tenantry.djust.context:
     # the variable djust.tenants binds) and the seam package's lazy __init__.
-    ("context", ("tenantry.context", "tenantry.logging", "tenantry.djust")),
+    (
+        "context",
+        ("tenantry.context", "tenantry.logging", "tenantry.djust", "tenantry.flags"),
+    ),
     # Per-tenant services that need the bound tenant but no model graph:
     # admission, the registry and its abstract models, cache, files, the
     # per-tenant backend cache of presence/state/rate limits.
@@ -93,9 +97,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # TenantManager / TenantQuerySet.
     ("managers", ("tenantry.managers",)),
     # Operating tenants: deletion and fresh starts, the admin.
+    # Suspension, impersonation.
     (
         "operations",
-        ("tenantry.lifecycle", "tenantry.admin", "tenantry.audit_trail", "tenantry.transfer"),
+        (
+            "tenantry.lifecycle",
+            "tenantry.admin",
+            "tenantry.suspension",
+            "tenantry.impersonation",
+            "tenantry.audit_trail",
+            "tenantry.transfer",
+        ),
     ),
     # Hooking the first wall into Django (compilers, base managers, forms).
     ("wall", ("tenantry.wall",)),

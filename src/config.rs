@@ -237,6 +237,9 @@ pub struct Settings {
     pub audit_retention_days: Option<u32>,
     /// Per-tenant Prometheus metrics (SPEC §23).
     pub metrics: MetricsSettings,
+    /// `TENANT_FLAGS`: each feature flag's default, under a tenant's own
+    /// `settings["flags"]`.
+    pub tenant_flags: crate::flags::FlagDefaults,
 }
 
 /// `TENANT_METRICS`, `TENANT_METRICS_TOP`, `TENANT_METRICS_TOKEN`.
@@ -331,6 +334,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "TENANT_METRICS",
     "TENANT_METRICS_TOP",
     "TENANT_METRICS_TOKEN",
+    // Per-tenant feature flags' defaults (docs/operations.md#feature-flags).
+    "TENANT_FLAGS",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -640,6 +645,38 @@ impl<'a> Parser<'a> {
                 None
             }
         }
+    }
+
+    /// `TENANT_FLAGS`: `{"NAME": True/False}`, each name an identifier.
+    fn tenant_flags(&mut self) -> crate::flags::FlagDefaults {
+        const KEY: &str = "TENANT_FLAGS";
+        let items = match self.get(KEY) {
+            None | Some(Value::None) => return crate::flags::FlagDefaults::default(),
+            Some(Value::Map(items)) => items,
+            Some(v) => {
+                self.fail_value(KEY, "a dict of flag names to True or False", v);
+                return crate::flags::FlagDefaults::default();
+            }
+        };
+        let mut defaults = Vec::with_capacity(items.len());
+        for (name, value) in items {
+            if let Err(why) = crate::flags::check_name(name) {
+                self.fail(KEY, format!("{}: {why}", crate::tenant_id::preview(name)));
+                continue;
+            }
+            match value {
+                Value::Bool(on) => defaults.push((name.clone(), *on)),
+                other => self.fail(
+                    KEY,
+                    format!(
+                        "[{}] must be True or False, got {}",
+                        crate::tenant_id::preview(name),
+                        other.describe()
+                    ),
+                ),
+            }
+        }
+        crate::flags::FlagDefaults::new(defaults)
     }
 
     /// djust's `SESSION_TTL`: whole seconds (a float is truncated, as djust
@@ -1085,6 +1122,7 @@ pub fn parse_lenient(map: &BTreeMap<String, Value>) -> (Settings, Vec<ConfigErro
     let readmit_interval = p.seconds("TENANT_READMIT_INTERVAL", 5.0, MAX_READMIT_INTERVAL, true);
 
     let session_ttl = p.session_ttl();
+    let tenant_flags = p.tenant_flags();
     let audit_store = p.audit_store();
     let audit_retention_days = p.audit_retention_days();
     let metrics = p.metrics();
@@ -1137,6 +1175,7 @@ pub fn parse_lenient(map: &BTreeMap<String, Value>) -> (Settings, Vec<ConfigErro
         audit_store,
         audit_retention_days,
         metrics,
+        tenant_flags,
     };
     (settings, p.errors)
 }
@@ -1737,6 +1776,40 @@ mod tests {
             assert_eq!(e[0].key, key, "{bad:?}");
             assert!(e[0].to_string().contains(key), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn tenant_flags_are_named_booleans() {
+        let s = |v: &str| Value::Str(v.into());
+        let m = |items: Vec<(&str, Value)>| {
+            Value::Map(items.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        };
+        assert!(!Settings::defaults().tenant_flags.default_of("beta"));
+        let parsed = parse(&map(&[(
+            "TENANT_FLAGS",
+            m(vec![
+                ("beta", Value::Bool(true)),
+                ("old_ui", Value::Bool(false)),
+            ]),
+        )]))
+        .unwrap();
+        assert!(parsed.tenant_flags.default_of("beta"));
+        assert!(!parsed.tenant_flags.default_of("old_ui"));
+        for bad in [
+            s("beta"),
+            Value::List(vec![s("beta")]),
+            m(vec![("beta", Value::Int(1))]),
+            m(vec![("beta", s("yes"))]),
+            m(vec![("new-ui", Value::Bool(true))]),
+            m(vec![("__class__", Value::Bool(true))]),
+            m(vec![("", Value::Bool(true))]),
+        ] {
+            let e = parse(&map(&[("TENANT_FLAGS", bad.clone())])).unwrap_err();
+            assert_eq!(e[0].key, "TENANT_FLAGS", "{bad:?}");
+            assert!(e[0].to_string().contains("TENANT_FLAGS"), "{}", e[0]);
+        }
+        let e = parse(&map(&[("TENANT_FLAGS", m(vec![("beta", s("on"))]))])).unwrap_err();
+        assert!(e[0].message.contains("beta") && e[0].message.contains("True or False"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! to Python objects and exceptions.
 
 pub mod config;
+pub mod flags;
 pub mod host;
 pub mod keys;
 pub mod presence;

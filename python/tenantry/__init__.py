@@ -21,6 +21,7 @@ from .exceptions import (
     BackendUnavailable,
     ConfigError,
     DeletionIncomplete,
+    FeatureDisabled,
     InvalidKey,
     InvalidTenantId,
     QuotaExceeded,
@@ -29,6 +30,7 @@ from .exceptions import (
     TenantMismatchError,
     TenantNotFound,
     TenantNotSetError,
+    TenantSuspended,
 )
 from .resolvers import (
     RESOLVER_REGISTRY,
@@ -84,6 +86,7 @@ __all__ = [
     "BackendUnavailable",
     "ConfigError",
     "DeletionIncomplete",
+    "FeatureDisabled",
     "InvalidKey",
     "InvalidTenantId",
     "QuotaExceeded",
@@ -92,6 +95,7 @@ __all__ = [
     "TenantMismatchError",
     "TenantNotFound",
     "TenantNotSetError",
+    "TenantSuspended",
     "RESOLVER_REGISTRY",
     "CallableResolver",
     "ChainedResolver",

@@ -24,8 +24,7 @@ for "no such tenant" and "not yours"). The resolved tenant is kept on
 A live view admitted at its mount is admitted again while its socket stays
 open (:func:`readmit_live`): at most once per ``TENANT_READMIT_INTERVAL``
 seconds per view, at its next event or server-originated turn, so a revoked
-membership or a deleted, deactivated (or, through a check added to
-:func:`admit`, suspended) tenant stops the socket without a query per event.
+membership or a deleted, deactivated or suspended tenant stops the socket without a query per event.
 
 Every refusal tenantry makes (here, the WebSocket origin rule, the rate
 limits, jobs) is audited and counted by :func:`refuse` under one of
@@ -45,6 +44,7 @@ from django.http import Http404
 
 from . import _core, addressing, audit, conf, observe, usage
 from ._core import TenantInfo
+from .exceptions import TenantSuspended
 
 __all__ = [
     "HOST_SOURCES",
@@ -184,10 +184,12 @@ def admit(
     users) when ``source`` cannot (a re-admission); None decides by
     ``source``.
 
-    A later rule (a suspended tenant, say) belongs here: it then holds for
-    requests, mounts, view switches and the re-admission of open sockets
-    alike. It refuses by raising an ``Http404``, whose message an open
-    socket's error frame carries.
+    A suspended tenant (the registry's answer carries it: ``suspended``)
+    is refused after the membership check, so only its members learn that
+    it is suspended (``TenantSuspended``, an ``Http404``: a 503 page from
+    the middleware, an error frame on a live view); every other refusal is
+    the one 404. The rules hold for requests, mounts, view switches and the
+    re-admission of open sockets alike.
     """
     if tenant is None:
         return None
@@ -197,6 +199,9 @@ def admit(
             raise deny("tenant.unknown", tenant, request, source=source)
         tenant = known
     _check_membership(request, tenant, source, by_address)
+    if tenant.suspended is not None:
+        refuse("admission", "tenant.denied", tenant, request, source=source, reason="suspended")
+        raise TenantSuspended(tenant_id=tenant.id)
     return tenant
 
 
@@ -226,7 +231,7 @@ def tenant_for_request(request: Any, resolve: Any = None) -> TenantInfo | None:
         # admit() and audit.emit() inlined to their cheap tests: this runs on
         # every request, and each call costs more than the test it makes.
         config = conf.request_config or conf.request_settings()
-        if not registered or config.membership_check is not None:
+        if not registered or config.membership_check is not None or tenant.suspended is not None:
             tenant = admit(tenant, request=request, source=source, registered=registered)
         if config.audit_callback is not None or audit.logger.isEnabledFor(logging.DEBUG):
             audit.emit(

@@ -70,7 +70,8 @@ from .context import (
     set_current_tenant,
     tenant_context,
 )
-from .registry import active_field
+from .exceptions import TenantSuspended
+from .registry import SUSPENSION_MODEL, active_field
 
 __all__ = [
     "HEADER",
@@ -162,7 +163,7 @@ def _tenant_of(task: Any, value: Any) -> TenantInfo:
             f"{type(value).__name__}; the task did not run"
         )
     try:
-        return _registered(value)
+        tenant = _registered(value)
     except InvalidTenantId as exc:
         raise InvalidTenantId(
             f"{_task_label(task)}: header {HEADER}={value!r} is not a valid tenant id "
@@ -173,6 +174,13 @@ def _tenant_of(task: Any, value: Any) -> TenantInfo:
             f"{_task_label(task)} was published for tenant {value!r}, which the registry "
             "(TENANT_MODEL / TENANT_VALIDATOR) does not know (deleted?); the task did not run"
         ) from None
+    if tenant is not None and tenant.suspended is not None:
+        raise TenantSuspended(
+            f"{_task_label(task)} was published for tenant {tenant.id!r}, which is suspended "
+            "(manage.py tenantry resume to lift it); the task did not run",
+            tenant_id=tenant.id,
+        )
+    return tenant
 
 
 def _on_prerun(sender: Any = None, task: Any = None, **kwargs: Any) -> None:
@@ -199,7 +207,7 @@ def _on_prerun(sender: Any = None, task: Any = None, **kwargs: Any) -> None:
         if value is None and request.is_eager:
             return  # no tenant, like the caller
         tenant = None if value is None else _tenant_of(task, value)
-    except (InvalidTenantId, TenantNotFound, TenantMismatchError) as exc:
+    except (InvalidTenantId, TenantNotFound, TenantMismatchError, TenantSuspended) as exc:
         refuse(
             "admission",
             "task.refused",
@@ -282,7 +290,8 @@ def tenant_task(*args: Any, **options: Any) -> Any:
 def active_tenant_ids() -> Iterator[str]:
     """The ids of ``TENANT_MODEL``'s rows, active ones only when the model
     has an active flag (``tenantry.registry.active_field``: the registry
-    does not know an inactive row either), in id order."""
+    does not know an inactive row either), suspended ones left out, in id
+    order."""
     config = conf.current()
     label = config.tenant_model_label
     if not label:
@@ -296,7 +305,12 @@ def active_tenant_ids() -> Iterator[str]:
     flag = active_field(model)
     if flag is not None:
         rows = rows.filter(**{flag: True})
-    return rows.order_by(id_field).values_list(id_field, flat=True).iterator()
+    # A suspended tenant's jobs are refused when they run: not sent at all.
+    suspended = set(
+        apps.get_model(SUSPENSION_MODEL)._base_manager.values_list("suspended_tenant", flat=True)
+    )
+    ids = rows.order_by(id_field).values_list(id_field, flat=True).iterator()
+    return (tenant_id for tenant_id in ids if str(tenant_id) not in suspended)
 
 
 def for_each_tenant(task: Any, *args: Any, jitter: float = 0, **kwargs: Any) -> list[Any]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.http import Http404
 
 from ._core import (
     BackendError,
@@ -36,6 +37,7 @@ __all__ = [
     "BackendUnavailable",
     "ConfigError",
     "DeletionIncomplete",
+    "FeatureDisabled",
     "InvalidKey",
     "InvalidTenantId",
     "QuotaExceeded",
@@ -44,6 +46,7 @@ __all__ = [
     "TenantMismatchError",
     "TenantNotFound",
     "TenantNotSetError",
+    "TenantSuspended",
 ]
 
 
@@ -87,3 +90,35 @@ class ArchiveRefused(TenantError, ValueError):
     one (docs/operations.md#export-and-import). Nothing was written."""
 
     __module__ = "tenantry"
+
+
+class TenantSuspended(TenantError, Http404):
+    """The tenant is suspended (``manage.py tenantry suspend``): admission
+    refuses it. ``TenantMiddleware`` answers a page 503 saying so, an open
+    live view gets an error frame with this message, a job does not run.
+    Also Django's ``Http404`` (every admission refusal is one), so code that
+    handles a refused tenant handles this one too
+    (docs/operations.md#suspending-a-tenant)."""
+
+    __module__ = "tenantry"
+
+    #: The message of every refusal of a suspended tenant (the page, the
+    #: error frame): the reason stays with the operator.
+    MESSAGE = "This tenant is suspended"
+
+    def __init__(self, message: str = MESSAGE, tenant_id: str | None = None) -> None:
+        super().__init__(message)
+        self.tenant_id = tenant_id
+
+
+class FeatureDisabled(TenantError, Http404):
+    """A view or live-view handler behind ``tenantry.flags.tenant_flag(NAME)``
+    was called while the flag is off for the bound tenant (or no tenant is
+    bound): a view answers 404; a live handler is refused with an error
+    frame before it runs (docs/operations.md#feature-flags)."""
+
+    __module__ = "tenantry"
+
+    def __init__(self, flag: str) -> None:
+        super().__init__(f"Feature {flag!r} is not enabled for this tenant")
+        self.flag = flag

@@ -65,7 +65,7 @@ from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 from django.db.models.signals import pre_delete, pre_save
 from django.db.models.sql.query import Query
 
-from . import _core, access, audit, cache, conf
+from . import _core, access, audit, cache, conf, signals, suspension
 from ._core import TenantInfo, TenantMismatchError, TenantNotFound, validate_tenant_id
 from .context import get_current_tenant, tenant_context
 from .db.scope import rls_bypass
@@ -589,6 +589,8 @@ def _clear_redis(certificate: Certificate, tenant: TenantInfo) -> None:
 
 
 def _finished(certificate: Certificate) -> None:
+    # A suspension is the operator's note on this incarnation: it goes with it.
+    suspension.clear(certificate.tenant_id)
     invalidate_tenant(certificate.tenant_id)
     audit.emit(
         "tenant.deleted",
@@ -598,6 +600,9 @@ def _finished(certificate: Certificate) -> None:
         route=certificate.route,
         certificate=certificate.as_dict()["removed"],
         failures=certificate.failures,
+    )
+    signals.tenant_deleted.send(
+        sender=delete_tenant, tenant_id=certificate.tenant_id, incarnation=certificate.incarnation
     )
 
 
@@ -831,6 +836,8 @@ def on_insert(query: Any, compiler: Any) -> Callable[[], None] | None:
     def created() -> None:
         for tenant_id in new:
             invalidate_tenant(tenant_id)
+        for tenant_id in new:
+            signals.tenant_created.send(sender=model, tenant_id=tenant_id)
 
     return created
 
@@ -899,6 +906,8 @@ def _fresh_start(tenant_id: str) -> None:
             cache.clear_tenant(tenant_id)
         # Unbound too: the core refuses a bound tenant naming another.
         _core.purge_tenant_memory(tenant_id, False)
+        # A suspension of a deleted tenant with this id is not the new one's.
+        suspension.clear(tenant_id)
 
 
 def _guarded_fields(model: type[models.Model], id_field: str) -> set[str]:

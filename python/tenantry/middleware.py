@@ -23,6 +23,9 @@ While something watches requests (``tenantry.observe``: the metrics of
 reported to it when the response is returned; otherwise the check is one
 attribute read.
 
+A suspended tenant (``manage.py tenantry suspend``) answers 503 with a page
+saying it is suspended, on every path (docs/operations.md#suspending-a-tenant).
+
 The tenant's ``http`` rate limits (``TENANT_RATE_LIMITS``) are checked
 before the view runs: 429 with ``Retry-After`` and ``RateLimit-*`` headers
 (see tenantry.ratelimit).
@@ -47,9 +50,9 @@ from .context import (
     set_current_tenant,
     tenant_context,
 )
-from .exceptions import BackendUnavailable, QuotaExceeded
+from .exceptions import BackendUnavailable, QuotaExceeded, TenantSuspended
 from .responses import RETRY_AFTER as RETRY_AFTER  # the public name it had here
-from .responses import unavailable
+from .responses import suspended, unavailable
 
 __all__ = [
     "TenantMiddleware",
@@ -104,7 +107,10 @@ class TenantMiddleware:
             _report(request, started)
 
     def _serve(self, request: HttpRequest) -> Any:
-        tenant = tenant_for_request(request)
+        try:
+            tenant = tenant_for_request(request)
+        except TenantSuspended as exc:
+            return suspended(request, exc)
         token = set_current_tenant(tenant)
         try:
             response = ratelimit.http(request, self.get_response)
@@ -122,11 +128,14 @@ class TenantMiddleware:
         return await self._aserve(request)
 
     async def _aserve(self, request: HttpRequest) -> HttpResponse:
-        if conf.current().resolution_needs_sync:
-            # The session, the user and user code may touch the database.
-            tenant = await sync_to_async(tenant_for_request)(request)
-        else:
-            tenant = tenant_for_request(request)
+        try:
+            if conf.current().resolution_needs_sync:
+                # The session, the user and user code may touch the database.
+                tenant = await sync_to_async(tenant_for_request)(request)
+            else:
+                tenant = tenant_for_request(request)
+        except TenantSuspended as exc:
+            return suspended(request, exc)
         token = set_current_tenant(tenant)
         try:
             return keep_bound(await ratelimit.ahttp(request, self.get_response), tenant)
@@ -145,6 +154,8 @@ class TenantMiddleware:
         _require_tenant(request, view_func)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, TenantSuspended):  # a view's own admission (a mixin)
+            return suspended(request, exception)
         if not isinstance(exception, (BackendUnavailable, QuotaExceeded)):
             return None
         return unavailable(request, exception)

@@ -222,3 +222,27 @@ class AuditHead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain} @ {self.seq}"
+class TenantSuspension(models.Model):
+    """A suspended tenant (``manage.py tenantry suspend``,
+    ``tenantry.suspension.suspend``): admission refuses it until the row
+    goes (``resume``). Keyed by the tenant id, not a foreign key, so it works
+    with a ``TENANT_VALIDATOR`` as with a ``TENANT_MODEL``; the registry's
+    lookup reads it with the tenant (cached for ``TENANT_CACHE_TTL``).
+    The column is not named ``tenant_id`` on purpose: the row is the
+    operator's, not the tenant's (a tenant's export and write rules do not
+    cover it); deleting or creating the tenant removes it.
+
+    Its Meta also carries tenantry's ``impersonate`` permission
+    (``tenantry.impersonate``, docs/operations.md#impersonation)."""
+
+    suspended_tenant = models.CharField(max_length=128, unique=True)
+    reason = models.TextField(blank=True, default="")
+    suspended_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        app_label = "tenantry"
+        db_table = "tenantry_suspension"
+        permissions = [("impersonate", "Can act as a member of a tenant (impersonation)")]
+
+    def __str__(self) -> str:
+        return f"{self.suspended_tenant} (suspended)"

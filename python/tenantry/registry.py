@@ -17,7 +17,9 @@ the database another way, ignored by lookups and audited (``domain.ignored``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,15 +45,73 @@ __all__ = [
     "make_tenant_loader",
     "new_tenant_id_problem",
     "new_tenant_id_problems",
+    "suspension_reason",
     "validate_custom_domain",
 ]
 
-Details = tuple[Any, Any, Any]  # (name, settings, raw)
+Details = tuple[Any, Any, Any, Any]  # (name, settings, raw, suspension's reason or None)
+
+#: ``tenantry.TenantSuspension``, by label: tenantry.models imports this module.
+SUSPENSION_MODEL = "tenantry.TenantSuspension"
+
+
+#: ``(expires at, {suspended id: reason})``: this process's copy of the
+#: suspension table, read at most once per ``min(TENANT_CACHE_TTL,
+#: TENANT_READMIT_INTERVAL)`` seconds, and only on a registry cache miss.
+_suspensions: tuple[float, dict[str, str]] | None = None
+
+
+def suspension_reason(tenant_id: str) -> str | None:
+    """The reason ``tenant_id`` is suspended (a str, maybe empty), or None
+    when it is not. Read with the registry's own lookup on a cache miss (so
+    it is cached with the tenant), from a per-process copy of the (small)
+    suspension table: one query per refresh, never one per tenant."""
+    snapshot = _suspensions
+    now = time.monotonic()
+    if snapshot is None or now >= snapshot[0]:
+        if _on_event_loop():
+            # Never a query on the event loop (tenant_context() in async code
+            # with a validator that needs no database; every admission runs
+            # in a thread): answer from the last copy, and keep this answer
+            # out of the registry's cache (its generation check), so the next
+            # lookup in a thread decides again.
+            _core.invalidate_tenant(tenant_id)
+            return None if snapshot is None else snapshot[1].get(tenant_id)
+        snapshot = _load_suspensions(now)
+    return snapshot[1].get(tenant_id)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _load_suspensions(now: float) -> tuple[float, dict[str, str]]:
+    global _suspensions
+    model = apps.get_model(SUSPENSION_MODEL)
+    rows = dict(model._base_manager.values_list("suspended_tenant", "reason"))
+    config = conf.current()
+    _suspensions = (now + min(config.cache_ttl, config.readmit_interval), rows)
+    return _suspensions
+
+
+def forget_suspensions() -> None:
+    """Read the suspension table again at the next registry cache miss."""
+    global _suspensions
+    _suspensions = None
+
+
+conf._reset_hooks.append(forget_suspensions)
 
 
 def invalidate_tenant(tenant_id: str | None = None) -> None:
     """Forget the cached lookup of ``tenant_id`` (or of every tenant and
-    custom domain when None) in this process."""
+    custom domain when None) in this process, and this process's copy of
+    the suspension table."""
+    forget_suspensions()
     _core.invalidate_tenant(tenant_id)
 
 
@@ -77,7 +137,7 @@ def make_tenant_loader(
     validator: Callable[[str], Any] | None,
 ) -> Callable[[str], Details | None]:
     """The function the core calls on a cache miss: ``id -> (name, settings,
-    raw)`` or None."""
+    raw, suspended)`` or None (``suspended``: :func:`suspension_reason`)."""
     if validator is not None:
 
         def from_validator(tenant_id: str) -> Details | None:
@@ -85,9 +145,9 @@ def make_tenant_loader(
             if result is None or result is False:
                 return None
             if result is True:
-                return (None, None, None)
+                return (None, None, None, suspension_reason(tenant_id))
             if isinstance(result, TenantInfo):
-                return (result.name, result.settings, result.raw)
+                return (result.name, result.settings, result.raw, suspension_reason(tenant_id))
             raise TypeError(
                 f"TENANT_VALIDATOR returned a {type(result).__name__} for {tenant_id!r}; "
                 "expected a TenantInfo, True, False or None"
@@ -103,7 +163,8 @@ def make_tenant_loader(
             return None
         name = getattr(row, name_field) if name_field else None
         settings = getattr(row, settings_field) if settings_field else None
-        return (name, settings if isinstance(settings, dict) else None, row)
+        settings = settings if isinstance(settings, dict) else None
+        return (name, settings, row, suspension_reason(tenant_id))
 
     return from_model
 

@@ -1,5 +1,5 @@
 """The answers tenantry gives instead of a view's: 503 for a backend that is
-down or full, 429 for a refused rate limit. Both ``TenantMiddleware`` and
+down or full or for a suspended tenant, 429 for a refused rate limit. Both ``TenantMiddleware`` and
 ``tenantry.ratelimit`` answer with them, so they live here, below both.
 """
 
@@ -10,10 +10,20 @@ import math
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+from django.template import TemplateDoesNotExist
+from django.template.loader import render_to_string
+from django.utils.html import escape
 
 from ._core import Decision
 
-__all__ = ["RETRY_AFTER", "set_rate_limit_headers", "too_many_requests", "unavailable"]
+__all__ = [
+    "RETRY_AFTER",
+    "SUSPENDED_TEMPLATE",
+    "set_rate_limit_headers",
+    "suspended",
+    "too_many_requests",
+    "unavailable",
+]
 
 # The middleware's logger, as before this module existed (deployments filter on it).
 logger = logging.getLogger("tenantry.middleware")
@@ -39,6 +49,29 @@ def unavailable(request: HttpRequest, exception: Exception) -> HttpResponse:
     )
     response["Retry-After"] = str(RETRY_AFTER)
     return response
+
+
+#: The template of the page a suspended tenant's requests get, when the
+#: project has one (context: ``tenant_id``); else a plain page.
+SUSPENDED_TEMPLATE = "tenantry/suspended.html"
+
+
+def suspended(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """503 for a request of a suspended tenant, saying so
+    (docs/operations.md#suspending-a-tenant). No ``Retry-After``: a
+    suspension lasts until an operator resumes the tenant."""
+    tenant_id = getattr(exception, "tenant_id", None)
+    try:
+        body = render_to_string(SUSPENDED_TEMPLATE, {"tenant_id": tenant_id}, request=None)
+        content_type = "text/html; charset=utf-8"
+    except TemplateDoesNotExist:
+        body = (
+            "<!doctype html><title>Suspended</title>"
+            f"<h1>{escape(str(exception))}</h1>"
+            "<p>This account is suspended. Contact the service's support.</p>\n"
+        )
+        content_type = "text/html; charset=utf-8"
+    return HttpResponse(body, status=503, content_type=content_type)
 
 
 def too_many_requests(decision: Decision) -> HttpResponse:

@@ -47,7 +47,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, router, transaction
 from django.utils import timezone
 
-from . import _core, audit, conf, lifecycle
+from . import _core, audit, conf, lifecycle, signals
 from ._core import TenantInfo
 from .context import tenant_context
 from .exceptions import ArchiveRefused
@@ -352,13 +352,8 @@ def import_tenant(path: str | os.PathLike[str], *, as_id: Any = None) -> Summary
         files=summary.files,
         source=manifest["tenant_id"],
     )
-    _imported(tenant_id)
+    signals.tenant_imported.send(sender=import_tenant, tenant_id=tenant_id)
     return summary
-
-
-def _imported(tenant_id: str) -> None:
-    """The import of ``tenant_id`` is over (committed). The lead wires
-    ``tenantry.signals.tenant_imported`` here."""
 
 
 def _create_registry_row(registry: Any, id_field: str, tenant_id: str, old: list[dict]) -> Any:

@@ -47,7 +47,7 @@ from django.db.models.sql.query import Query
 from django.forms.models import BaseModelFormSet, ModelChoiceField
 from django.utils.functional import cached_property
 
-from . import isolation, joins, lifecycle
+from . import impersonation, isolation, joins, lifecycle
 from .managers import tenant_base_manager
 
 __all__ = ["install"]
@@ -61,6 +61,7 @@ def _install_compilers() -> None:
 
     def insert_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         isolation.on_insert(self.query, self)
+        impersonation.on_write(self.query, "insert")
         started = lifecycle.on_insert(self.query, self)
         result = insert(self, *args, **kwargs)
         if started is not None:
@@ -70,10 +71,12 @@ def _install_compilers() -> None:
     def update_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         isolation.on_update(self.query, self)
         lifecycle.on_update(self.query, self)
+        impersonation.on_write(self.query, "update")
         return update(self, *args, **kwargs)
 
     def delete_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         isolation.on_delete(self.query, self)
+        impersonation.on_write(self.query, "delete")
         return SQLCompiler.execute_sql(self, *args, **kwargs)
 
     SQLInsertCompiler.execute_sql = insert_execute_sql

@@ -805,6 +805,22 @@ impl CurrentConfig {
             .map(str::to_owned)
             .collect()
     }
+    /// True when `TENANT_MODEL` or `TENANT_VALIDATOR` is set (a registry
+    /// answers lookups; suspension rides on them).
+    #[getter]
+    fn has_registry(&self) -> bool {
+        self.inner.registry.is_some()
+    }
+    /// `TENANT_FLAGS`: each feature flag's default.
+    #[getter]
+    fn tenant_flags(&self) -> Vec<(String, bool)> {
+        self.inner
+            .settings
+            .tenant_flags
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v))
+            .collect()
+    }
     /// `TENANT_READMIT_INTERVAL`: seconds between re-admissions of an open
     /// live view's tenant.
     #[getter]

@@ -4,6 +4,7 @@
 mod admission;
 mod config;
 mod errors;
+mod flags;
 mod lifecycle;
 mod presence;
 mod ratelimit;
@@ -22,6 +23,9 @@ use pyo3::prelude::*;
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<tenant_info::TenantInfo>()?;
+    m.add_class::<flags::TenantFlags>()?;
+    m.add_function(wrap_pyfunction!(flags::check_flag_name, m)?)?;
+    m.add("PLAN_FLAGS_KEY", crate::flags::PLAN_FLAGS_KEY)?;
     m.add_function(wrap_pyfunction!(tenant_info::validate_tenant_id, m)?)?;
     m.add_function(wrap_pyfunction!(tenant_info::is_valid_tenant_id, m)?)?;
 

@@ -79,11 +79,19 @@ impl Registry {
         let Some(details) = self.details(py, &id.to_string_lossy())? else {
             return Ok(None);
         };
-        let (name, settings, raw): (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>) =
-            details.extract()?;
+        // (name, settings, raw) or (name, settings, raw, suspended): the
+        // loaders of tenantry.registry give the suspension's reason or None.
+        let name = details.get_item(0)?;
+        let settings = details.get_item(1)?;
+        let raw = details.get_item(2)?;
+        let suspended = if details.len() > 3 {
+            Some(details.get_item(3)?)
+        } else {
+            None
+        };
         // The cached dict is shared; TenantInfo copies it when first read.
         let settings = settings.cast_into::<PyDict>().ok();
-        let admitted = TenantInfo::with_details(id, name, settings, raw)?;
+        let admitted = TenantInfo::with_details(id, name, settings, raw, suspended)?;
         Ok(Some(Bound::new(py, admitted)?.into_any()))
     }
 

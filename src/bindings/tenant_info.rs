@@ -24,6 +24,9 @@ pub struct TenantInfo {
     settings_shared: bool,
     metadata: Option<Py<PyDict>>,
     raw: Option<Py<PyAny>>,
+    /// The suspension's reason (a str) when the registry says the tenant is
+    /// suspended (docs/operations.md#suspending-a-tenant), else None.
+    suspended: Option<Py<PyAny>>,
 }
 
 impl TenantInfo {
@@ -36,6 +39,7 @@ impl TenantInfo {
             settings_shared: false,
             metadata: None,
             raw: None,
+            suspended: None,
         }
     }
 
@@ -52,6 +56,7 @@ impl TenantInfo {
             settings_shared: false,
             metadata: None,
             raw: None,
+            suspended: None,
         }
     }
 
@@ -62,6 +67,7 @@ impl TenantInfo {
         name: Bound<'_, PyAny>,
         settings: Option<Bound<'_, PyDict>>,
         raw: Bound<'_, PyAny>,
+        suspended: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         Ok(TenantInfo {
             id: id.unbind(),
@@ -74,6 +80,7 @@ impl TenantInfo {
             settings: settings.map(Bound::unbind),
             metadata: None,
             raw: (!raw.is_none()).then(|| raw.unbind()),
+            suspended: suspended.filter(|s| !s.is_none()).map(Bound::unbind),
         })
     }
 
@@ -221,7 +228,30 @@ impl TenantInfo {
             settings_shared: false,
             metadata: dict_or_none(py, metadata, "metadata")?,
             raw: raw.filter(|r| !r.is_none()).map(|r| r.clone().unbind()),
+            suspended: None,
         })
+    }
+
+    /// The suspension's reason (a str, possibly empty) when the registry
+    /// says this tenant is suspended, else None. Admission refuses a
+    /// suspended tenant (503 on pages, an error frame on live views).
+    #[getter]
+    fn suspended(&self, py: Python<'_>) -> Py<PyAny> {
+        match &self.suspended {
+            Some(s) => s.clone_ref(py),
+            None => py.None(),
+        }
+    }
+
+    /// The tenant's feature flags: `tenant.flags.NAME` is its
+    /// `settings["flags"]["NAME"]`, else `TENANT_FLAGS["NAME"]`, else False.
+    #[getter]
+    fn flags(&self, py: Python<'_>) -> PyResult<super::flags::TenantFlags> {
+        super::flags::TenantFlags::of(
+            py,
+            self.id.clone_ref(py),
+            self.setting(py, crate::flags::PLAN_FLAGS_KEY)?,
+        )
     }
 
     #[getter]
@@ -383,6 +413,7 @@ impl TenantInfo {
         visit.call(&self.settings)?;
         visit.call(&self.metadata)?;
         visit.call(&self.raw)?;
+        visit.call(&self.suspended)?;
         Ok(())
     }
 
@@ -391,6 +422,7 @@ impl TenantInfo {
         self.settings = None;
         self.metadata = None;
         self.raw = None;
+        self.suspended = None;
     }
 }
 

@@ -360,6 +360,9 @@ def known_tenants(tenant_id):
     return tenant_id in TENANTS
 
 
+# The registry's lookups read the suspension table too (one query per refresh
+# of this process's copy: docs/operations.md#suspending-a-tenant).
+@pytest.mark.django_db
 def test_eager_runs_go_through_the_registry(tasks, settings):
     settings.DJUST_CONFIG = {
         "TENANT_RESOLVER": "subdomain",

@@ -253,6 +253,8 @@ def test_the_command_dispatches_to_one_module_per_subcommand():
         "create",
         "delete",
         "deactivate",
+        "suspend",
+        "resume",
         "adopt",
         "domain",
         "check",

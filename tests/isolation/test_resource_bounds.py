@@ -34,6 +34,9 @@ def accept_everything(tenant_id):
     return TenantInfo(tenant_id, name=tenant_id.upper())
 
 
+# The registry's lookups read the suspension table too (one query per refresh
+# of this process's copy, never one per tenant: docs/operations.md#suspending-a-tenant).
+@pytest.mark.django_db
 def test_registry_cache_stays_bounded_over_100000_tenants(rf, settings):
     settings.DJUST_CONFIG = {
         "TENANT_MAIN_DOMAIN": "example.com",

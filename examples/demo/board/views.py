@@ -2,13 +2,16 @@ import logging
 import os
 import secrets
 
-from django.http import FileResponse, Http404, JsonResponse
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from djust import LiveView, push_to_view
 from djust.decorators import event_handler
 from djust.presence import PresenceMixin
 
-from tenantry import BackendUnavailable, InvalidKey, TenantMixin, TenantPresenceMixin
+from tenantry import BackendUnavailable, InvalidKey, TenantMixin, TenantPresenceMixin, impersonation
+from tenantry.flags import tenant_flag
 from tenantry.ratelimit import tenant_ratelimit
 from tenantry.storage import TenantFileSystemStorage
 
@@ -204,3 +207,33 @@ class LobbyView(TenantMixin, SiteLobbyView):
 
     tenant_required = False
     template_name = "board/lobby.html"
+
+
+@tenant_flag("item_export")
+def export_items(request):
+    """The tenant's items as text, a feature on for tenants whose plan turns
+    on the flag ``item_export`` (acme's settings; off by default:
+    ``DJUST_CONFIG["TENANT_FLAGS"]``). 404 for the others
+    (docs/operations.md#feature-flags)."""
+    names = "\n".join(item.name for item in Item.objects.all())
+    return HttpResponse(names + "\n", content_type="text/plain; charset=utf-8")
+
+
+def support(request):
+    """Support staff act as a member of this tenant (docs/operations.md#impersonation):
+    sign in at /support/login/ as ``support`` (password ``support``), pick a
+    member and a reason; every page then shows the "acting as" banner."""
+    error = ""
+    if request.method == "POST":
+        if "stop" in request.POST:
+            impersonation.stop(request)
+            return redirect("support")
+        member = User.objects.filter(username=request.POST.get("member", "")).first()
+        try:
+            impersonation.start(request, member, reason=request.POST.get("reason", ""), minutes=15)
+        except (PermissionDenied, ValueError) as exc:
+            error = str(exc)
+        else:
+            return redirect("support")
+    members = User.objects.filter(is_staff=False, is_superuser=False).order_by("username")
+    return render(request, "board/support.html", {"members": members, "error": error})

@@ -34,6 +34,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Ends a support impersonation on time, before the tenant is admitted.
+    "tenantry.impersonation.ImpersonationMiddleware",
     "tenantry.middleware.TenantMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
@@ -122,6 +124,9 @@ DJUST_CONFIG = {
     # Rate-limit counts in process memory (board.views.items_api limits
     # each client address; docs/ratelimits.md#memory-and-redis).
     "RATE_LIMIT_BACKEND": "tenant_memory",
+    # Feature flags' defaults; a tenant's settings["flags"] wins (acme turns
+    # item_export on: the board shows its link, /export/ answers).
+    "TENANT_FLAGS": {"item_export": False},
 }
 if os.environ.get("DEMO_API_RATE"):
     # The soak makes the API's limit small enough to reach.
@@ -167,5 +172,6 @@ if os.environ.get("DEMO_DATABASE") == "postgres":
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_BROKER_URL = "memory://"
 
+LOGIN_URL = "/support/login/"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

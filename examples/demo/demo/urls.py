@@ -1,8 +1,18 @@
 from django.contrib import admin
+from django.contrib.auth.views import LoginView
 from django.http import HttpResponse
 from django.urls import path
 
-from board.views import BoardView, LobbyView, SiteLobbyView, items_api, logo_file, logo_page
+from board.views import (
+    BoardView,
+    LobbyView,
+    SiteLobbyView,
+    export_items,
+    items_api,
+    logo_file,
+    logo_page,
+    support,
+)
 
 
 def index(request):
@@ -25,4 +35,12 @@ urlpatterns = [
     path("lobby/", LobbyView.as_view(), name="lobby"),
     path("site-lobby/", SiteLobbyView.as_view(), name="site-lobby"),
     path("admin/", admin.site.urls),
+    # Feature flags and staff impersonation (docs/operations.md).
+    path("export/", export_items, name="export"),
+    path("support/", support, name="support"),
+    path(
+        "support/login/",
+        LoginView.as_view(template_name="board/support_login.html", next_page="support"),
+        name="support-login",
+    ),
 ]

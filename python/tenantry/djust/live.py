@@ -71,6 +71,8 @@ from .. import observe, usage
 from .._core import TenantInfo
 from ..access import readmission_due, readmit_live
 from ..context import _current
+from ..flags import flag_refusal
+from ..impersonation import live_turn_refusal
 from ..ratelimit import (
     UNAVAILABLE_RETRY_AFTER,
     _limiter,
@@ -427,10 +429,21 @@ def _gated_event_validator(original: Callable[..., Any]) -> Callable[..., Any]:
         root_view = kwargs.get("root_view")
         if not await still_admitted(ws, owner, root_view):
             return None
+        ended = live_turn_refusal(owner if root_view is None else root_view)
+        if ended is not None:  # an impersonation over (docs/operations.md#impersonation)
+            with contextlib.suppress(Exception):
+                await ws.send_error(ended, refused="impersonation")
+            with contextlib.suppress(Exception):
+                await ws.close(code=READMIT_CLOSE_CODE)
+            return None
         handler = await original(ws, event_name, owner, *args, **kwargs)
         if handler is None:
             return None
         tenant = _current.get()
+        refusal = flag_refusal(handler, tenant)  # @tenant_flag: one getattr when unflagged
+        if refusal is not None:
+            await ws.send_error(refusal.pop("error"), **refusal)
+            return None
         if tenant is None:  # nothing to count or limit (the store says the same)
             return handler
         if _unlimited("events", tenant):

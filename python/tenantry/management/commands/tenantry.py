@@ -4,6 +4,8 @@ manage.py tenantry list
 manage.py tenantry create acme --name "Acme Corp" --setting theme=dark
 manage.py tenantry delete acme [--dry-run] [--leftovers]
 manage.py tenantry deactivate acme
+manage.py tenantry suspend acme [--reason "unpaid invoice"]
+manage.py tenantry resume acme
 manage.py tenantry adopt shop.Order --tenant acme [--field tenant_id] [--batch 1000]
 manage.py tenantry domain shop.acme-corp.com acme
 manage.py tenantry check http://acme.example.com/dashboard/ [-H "X-Tenant-ID: acme"]

@@ -1,8 +1,9 @@
 """The subcommands of ``manage.py tenantry``, one module each.
 
-Every module has ``NAME``, ``add_arguments(subparsers)`` (adds its parser)
-and ``handle(command, options)`` (``command`` is the running
-``BaseCommand``, for ``stdout``/``stderr``). The command
+Every module has ``NAME``,
+``add_arguments(subparsers)`` (adds its parser) and
+``handle(command, options)`` (``command`` is the running ``BaseCommand``,
+for ``stdout``/``stderr``). The command
 (``tenantry.management.commands.tenantry``) only builds the parsers and
 dispatches; what several subcommands share is in :mod:`._common`.
 """
@@ -11,7 +12,20 @@ from __future__ import annotations
 
 import importlib
 
-from . import adopt, audit, check, create, deactivate, delete, domain, export, rls, usage
+from . import (
+    adopt,
+    audit,
+    check,
+    create,
+    deactivate,
+    delete,
+    domain,
+    export,
+    resume,
+    rls,
+    suspend,
+    usage,
+)
 from . import list as list_
 
 #: ``import`` is a keyword: its module is loaded by name.
@@ -23,6 +37,8 @@ SUBCOMMANDS = (
     create,
     delete,
     deactivate,
+    suspend,
+    resume,
     adopt,
     domain,
     check,

@@ -46,3 +46,14 @@ def tenant_row(model: Any, id_field: str, tenant_id: str) -> Any:
     if row is None:
         raise CommandError(f"no tenant {tenant_id!r} in {model._meta.label}.")
     return row
+
+
+def suspension_delay() -> str:
+    """How soon other processes see a suspension or its end (the registry's
+    cache and the suspension table's per-process copy)."""
+    config = conf.current()
+    seconds = config.cache_ttl + config.readmit_interval
+    return (
+        f"{seconds:g}s (TENANT_CACHE_TTL + TENANT_READMIT_INTERVAL; open sockets: one "
+        "TENANT_READMIT_INTERVAL more)"
+    )

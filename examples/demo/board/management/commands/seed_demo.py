@@ -1,10 +1,15 @@
+from django.contrib.auth.models import Permission, User
 from django.core.management.base import BaseCommand
 
 from board.models import Item, Tenant
 from tenantry import tenant_context
 
 TENANTS = {
-    "acme": ("Acme Corp", {"theme": "#d9480f", "tagline": "Anvils since 1949"}),
+    # Acme's plan turns the feature flag item_export on (docs/operations.md).
+    "acme": (
+        "Acme Corp",
+        {"theme": "#d9480f", "tagline": "Anvils since 1949", "flags": {"item_export": True}},
+    ),
     # Globex is on a small plan: 3 live events a minute (tenantry rate
     # limits, from the registry row's settings; docs/ratelimits.md).
     "globex": (
@@ -55,4 +60,17 @@ class Command(BaseCommand):
             with tenant_context(tenant):
                 for name in names:
                     Item.objects.get_or_create(name=name)
+        seed_people()
         self.stdout.write(f"seeded {len(tenants)} tenants")
+
+
+def seed_people() -> None:
+    """A support user who may impersonate (``support``/``support``) and two
+    members (``wile``, ``roadrunner``) for /support/ (docs/operations.md#impersonation)."""
+    staff, created = User.objects.get_or_create(username="support", defaults={"is_staff": True})
+    if created:
+        staff.set_password("support")
+        staff.save()
+    staff.user_permissions.add(Permission.objects.get(codename="impersonate"))
+    for name in ("wile", "roadrunner"):
+        User.objects.get_or_create(username=name)

@@ -1,0 +1,261 @@
+"""Staff impersonation (docs/operations.md#impersonation): a staff user
+with ``tenantry.impersonate`` acts as a member of a tenant for a bounded
+time, with a reason; audited at start, at each write and at the end; the
+"acting as" banner on pages through the context processor; never more than
+the member may do (the membership check and every permission see the
+member); no nesting; it ends at stop(), when its time is up, and on logout.
+Real Django over HTTP with real sessions and users, real djust over
+WebSocket."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import Permission
+from django.core.exceptions import ImproperlyConfigured
+from django.test import Client
+
+from tenantry import impersonation
+from tests.app.models import Item, Tenant
+from tests.live_client import LiveClient
+from tests.operations_life import views
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tenantry.impersonation.ImpersonationMiddleware",
+    "tenantry.middleware.TenantMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+AUDITED: list[dict] = []
+
+
+def audited(record):
+    AUDITED.append(record)
+
+
+def events(name):
+    return [r for r in AUDITED if r["event"] == name]
+
+
+@pytest.fixture(autouse=True)
+def configured(settings):
+    settings.DJUST_CONFIG = {
+        "TENANT_RESOLVER": "subdomain",
+        "TENANT_MAIN_DOMAIN": "example.com",
+        "TENANT_MODEL": "app.Tenant",
+        "TENANT_MEMBERSHIP_CHECK": "tests.operations_life.views.member",
+        "TENANT_AUDIT_CALLBACK": f"{__name__}.audited",
+    }
+    settings.ROOT_URLCONF = "tests.operations_life.views"
+    settings.MIDDLEWARE = MIDDLEWARE
+    AUDITED.clear()
+    views.MEMBERS.clear()
+    yield
+    views.MEMBERS.clear()
+
+
+@pytest.fixture
+def people(django_user_model):
+    Tenant.objects.create(slug="acme", name="Acme")
+    Tenant.objects.create(slug="globex", name="Globex")
+    staff = django_user_model.objects.create_user("support", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="impersonate"))
+    alice = django_user_model.objects.create_user("alice")
+    bob = django_user_model.objects.create_user("bob")
+    root = django_user_model.objects.create_superuser("root")
+    plain_staff = django_user_model.objects.create_user("intern", is_staff=True)
+    views.MEMBERS.update(
+        {
+            ("support", "acme"),
+            ("alice", "acme"),
+            ("bob", "globex"),
+            ("root", "acme"),
+            ("intern", "acme"),
+        }
+    )
+    return {"staff": staff, "alice": alice, "bob": bob, "root": root, "intern": plain_staff}
+
+
+def signed_in(user) -> Client:
+    client = Client(HTTP_HOST="acme.example.com")
+    client.force_login(user)
+    return client
+
+
+def start(client, who="alice", reason="ticket 4521", minutes="15"):
+    return client.post("/impersonate/", {"as": who, "reason": reason, "minutes": minutes})
+
+
+def page(client, host="acme.example.com"):
+    return client.get("/page/", HTTP_HOST=host)
+
+
+def test_acting_as_a_member_shows_the_banner_and_is_audited(people):
+    client = signed_in(people["staff"])
+    assert "support" in page(client).content.decode()
+    response = start(client)
+    assert response.status_code == 200, response.content
+    body = page(client).content.decode()
+    assert "<p id='user'>alice</p>" in body
+    assert (
+        "data-tenantry-impersonation" in body and "Acting as <strong data-acting-as>alice" in body
+    )
+    assert "ticket 4521" in body
+    (started,) = events("impersonation.started")
+    assert started["tenant_id"] == "acme" and started["reason"] == "ticket 4521"
+    assert started["staff"] == str(people["staff"].pk)
+    assert started["acting_as"] == str(people["alice"].pk)
+    assert client.post("/impersonate/stop/").content == b"stopped"
+    body = page(client).content.decode()
+    assert "<p id='user'>support</p>" in body and "data-tenantry-impersonation" not in body
+    (ended,) = events("impersonation.ended")
+    assert ended["why"] == "stopped" and ended["tenant_id"] == "acme"
+
+
+def test_each_write_is_audited(people):
+    client = signed_in(people["staff"])
+    client.post("/write/", {"name": "before"})  # not impersonating: no write event
+    assert events("impersonation.write") == []
+    start(client)
+    client.post("/write/", {"name": "as alice"})
+    writes = [(r["model"], r["action"]) for r in events("impersonation.write")]
+    assert writes == [
+        ("app.Item", "insert"),
+        ("app.Item", "update"),
+        ("app.Item", "delete"),
+        ("app.Item", "insert"),
+    ]
+    assert {r["tenant_id"] for r in events("impersonation.write")} == {"acme"}
+    assert {r["acting_as"] for r in events("impersonation.write")} == {str(people["alice"].pk)}
+
+
+def test_a_reason_a_bound_and_the_permission_are_required(people):
+    client = signed_in(people["staff"])
+    assert start(client, reason="").status_code == 403
+    assert start(client, reason="   ").status_code == 403
+    for minutes in ("0", "-5", str(impersonation.MAX_MINUTES + 1), "nan"):
+        assert start(client, minutes=minutes).status_code == 403, minutes
+    intern = signed_in(people["intern"])  # staff, without the permission
+    refused = start(intern)
+    assert refused.status_code == 403 and b"tenantry.impersonate" in refused.content
+    assert events("impersonation.started") == []
+
+
+def test_never_more_than_the_member(people):
+    client = signed_in(people["staff"])
+    # Not a member of this tenant: refused (the membership check sees the member).
+    assert start(client, who="bob").status_code == 403
+    # A superuser would grant more than a member's rights.
+    assert start(client, who="root").status_code == 403
+    assert start(client, who="support").status_code == 403  # oneself
+    assert start(client).status_code == 200
+    # As alice: another tenant's pages are refused as they are to alice.
+    assert page(client, "globex.example.com").status_code == 404
+    # alice loses her membership: the next request is refused like hers.
+    views.MEMBERS.discard(("alice", "acme"))
+    assert page(client).status_code == 404
+
+
+def test_no_nesting(people, django_user_model):
+    carol = django_user_model.objects.create_user("carol")
+    views.MEMBERS.add(("carol", "acme"))
+    client = signed_in(people["staff"])
+    assert start(client).status_code == 200
+    nested = start(client, who="carol")
+    assert nested.status_code == 403 and b"do not nest" in nested.content
+    assert "<p id='user'>alice</p>" in page(client).content.decode()
+    assert carol.pk  # carol was never acted as
+    assert len(events("impersonation.started")) == 1
+
+
+def test_it_ends_when_its_time_is_up(people, monkeypatch):
+    client = signed_in(people["staff"])
+    assert start(client, minutes="1").status_code == 200
+    assert "alice" in page(client).content.decode()
+    later = time.time() + 61
+    monkeypatch.setattr(impersonation.time, "time", lambda: later)
+    body = page(client).content.decode()
+    assert "<p id='user'>support</p>" in body and "data-tenantry-impersonation" not in body
+    (ended,) = events("impersonation.ended")
+    assert ended["why"] == "expired"
+
+
+def test_it_ends_on_logout(people):
+    client = signed_in(people["staff"])
+    start(client)
+    assert client.post("/logout/").content == b"signed out"
+    assert "anonymous" in page(client).content.decode()
+    (ended,) = events("impersonation.ended")
+    assert ended["why"] == "logout"
+
+
+def test_the_members_last_login_is_not_touched(people):
+    client = signed_in(people["staff"])
+    start(client)
+    people["alice"].refresh_from_db()
+    assert people["alice"].last_login is None
+
+
+def test_the_middleware_is_required(people, settings):
+    settings.MIDDLEWARE = [m for m in MIDDLEWARE if "impersonation" not in m]
+    client = signed_in(people["staff"])
+    with pytest.raises(ImproperlyConfigured, match="ImpersonationMiddleware"):
+        start(client)
+    settings.MIDDLEWARE = [m for m in MIDDLEWARE if "impersonation" not in m] + [
+        "tenantry.impersonation.ImpersonationMiddleware"
+    ]
+    with pytest.raises(ImproperlyConfigured, match="before"):
+        start(signed_in(people["staff"]))
+
+
+def test_writes_of_other_requests_are_not_attributed(people):
+    """Only the impersonated session's requests are audited as the staff's."""
+    staff = signed_in(people["staff"])
+    start(staff)
+    other = signed_in(people["alice"])  # alice herself, in her own session
+    other.post("/write/", {"name": "alice herself"})
+    assert events("impersonation.write") == []
+    assert Item.all_tenants.filter(name="alice herself").count() == 1
+
+
+# -- live views ---------------------------------------------------------------------------
+
+
+def cookie_of(client) -> str:
+    return "; ".join(f"{name}={morsel.value}" for name, morsel in client.cookies.items())
+
+
+@pytest.mark.asyncio
+async def test_a_live_view_runs_as_the_member_audited_and_stops_on_time(people, monkeypatch):
+    client = await sync_to_async(signed_in)(people["staff"])
+    assert (await sync_to_async(start)(client)).status_code == 200
+    tab = LiveClient("acme.example.com", cookie=cookie_of(client))
+    try:
+        assert (await tab.mount())["type"] == "mount"
+        assert (await tab.event("add_item", name="via socket"))["type"] != "error"
+        writes = [(r["model"], r["action"]) for r in events("impersonation.write")]
+        assert writes == [("app.Item", "insert")]
+        assert events("impersonation.write")[0]["acting_as"] == str(people["alice"].pk)
+        later = time.time() + 16 * 60
+        monkeypatch.setattr(impersonation.time, "time", lambda: later)
+        refused = await tab.event("add_item", name="after the bound")
+        assert refused == {
+            "type": "error",
+            "error": impersonation.LIVE_ENDED,
+            "refused": "impersonation",
+        }
+        # The socket's session still names the member: a new mount is refused
+        # until a page load gives the staff user's session back.
+        again = LiveClient("acme.example.com", cookie=cookie_of(client))
+        assert (await again.mount())["type"] == "error"
+        await again.close()
+    finally:
+        await tab.close()
+    names = await sync_to_async(lambda: list(Item.all_tenants.values_list("name", flat=True)))()
+    assert names == ["via socket"]
