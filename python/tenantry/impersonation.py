@@ -49,10 +49,10 @@ from django.contrib.auth import (
     BACKEND_SESSION_KEY,
     HASH_SESSION_KEY,
     SESSION_KEY,
+    get_user,
     get_user_model,
     user_logged_out,
 )
-from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.middleware.csrf import rotate_token
 from django.template.loader import render_to_string
@@ -274,7 +274,9 @@ def _end(request: Any, why: str) -> Impersonation | None:
         request.session.pop(SESSION_KEY_IMPERSONATION, None)
     else:  # the staff user is gone: nobody is signed in
         request.session.flush()
-        request.user = AnonymousUser()
+        # An anonymous user (django.contrib.auth.models is not imported
+        # here: a project without the auth app still imports this module).
+        request.user = get_user(request)
     request.__dict__.pop("impersonation", None)
     if acting is not None:
         _ended(acting, why, request)

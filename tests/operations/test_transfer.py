@@ -16,7 +16,7 @@ from django.core.files.storage import storages
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tenantry import audit_trail, tenant_context, transfer
+from tenantry import audit_trail, signals, tenant_context, transfer
 from tenantry.exceptions import ArchiveRefused
 from tenantry.models import AuditEvent
 from tenantry.registry import invalidate_tenant
@@ -135,15 +135,22 @@ def test_export_then_import_as_another_id(media, tmp_path):
         )
 
 
-def test_import_under_the_same_id_after_deletion(media, tmp_path, monkeypatch):
+def test_import_under_the_same_id_after_deletion(media, tmp_path):
     plant("acme")
     before = snapshot("acme")
     archive = tmp_path / "a"
     transfer.export_tenant("acme", archive)
     call_command("tenantry", "delete", "acme", stdout=StringIO())
-    imported = []  # where tenantry.signals.tenant_imported is sent
-    monkeypatch.setattr(transfer, "_imported", imported.append)
-    transfer.import_tenant(archive)
+    imported = []
+
+    def receiver(sender, tenant_id, **kwargs):
+        imported.append(tenant_id)
+
+    signals.tenant_imported.connect(receiver)  # docs/operations.md#signals
+    try:
+        transfer.import_tenant(archive)
+    finally:
+        signals.tenant_imported.disconnect(receiver)
     assert snapshot("acme") == before
     assert imported == ["acme"]
 
