@@ -11,9 +11,24 @@ PORT="${PORT:-8000}"
 DEMO_DATABASE="${DEMO_DATABASE:-sqlite}"
 export DEMO_DATABASE
 
-ensure_venv "$ROOT/requirements/demo.txt"
-# The demo profile (Cargo.toml): a fresh clone's first page waits on this build.
-build_extension demo
+# A fresh clone's first page waits on the Rust build: the demo's light build
+# (build_extension in scripts/env.sh), started as soon as maturin and Django
+# (the package's one dependency) are in, while pip installs the rest of
+# requirements/demo.txt beside it. docs/performance.md#the-demos-first-start
+REQUIREMENTS="$ROOT/requirements/demo.txt"
+create_venv
+if requirements_installed "$REQUIREMENTS"; then
+    build_extension demo
+else
+    log "installing maturin and Django"
+    "$PY" -m pip install -q $(grep -E '^(maturin|Django)\b' "$REQUIREMENTS")
+    install_requirements "$REQUIREMENTS" &
+    installing=$!
+    trap 'kill "$installing" 2>/dev/null || true' EXIT
+    build_extension demo
+    wait "$installing"
+    trap - EXIT
+fi
 
 if [ "$DEMO_DATABASE" = postgres ]; then
     ensure_postgres

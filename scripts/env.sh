@@ -21,19 +21,29 @@ apt_install() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-ensure_venv() {
-    local requirements="$1"
+create_venv() {
     if [ ! -x "$PY" ]; then
         log "creating $VENV"
         python3 -m venv "$VENV"
     fi
-    local stamp="$VENV/.requirements.$(basename "$requirements")"
-    if [ ! -f "$stamp" ] || ! cmp -s "$requirements" "$stamp"; then
-        log "installing $(basename "$requirements")"
-        "$PY" -m pip install -q --upgrade pip
-        "$PY" -m pip install -q -r "$requirements"
-        cp "$requirements" "$stamp"
-    fi
+}
+
+requirements_installed() {
+    # $1: a requirements file; true when the venv has installed exactly it.
+    cmp -s "$1" "$VENV/.requirements.$(basename "$1")"
+}
+
+install_requirements() {
+    # $1: a requirements file. pip stays the version the venv was made with
+    # (no self-upgrade: scripts/demo.sh runs this beside maturin's own pip).
+    log "installing $(basename "$1")"
+    "$PY" -m pip install -q -r "$1"
+    cp "$1" "$VENV/.requirements.$(basename "$1")"
+}
+
+ensure_venv() {
+    create_venv
+    requirements_installed "$1" || install_requirements "$1"
 }
 
 ensure_redis() {
@@ -63,21 +73,30 @@ ensure_chromium() {
 }
 
 build_extension() {
-    # $1: the Cargo profile, "release" unless given (scripts/demo.sh: "demo",
-    # which builds in a fraction of the time). A build whose sources, profile
-    # and venv have not changed since the last one is skipped.
-    local profile="${1:-release}"
+    # $1: "full" (the default: the release profile with every Cargo feature,
+    # what scripts/test.sh tests) or "demo" (scripts/demo.sh: the demo profile
+    # without the default features, i.e. no Redis TLS or Cluster client, which
+    # builds in about half the time; see Cargo.toml). A build whose kind,
+    # sources and venv have not changed since the last one is skipped; the
+    # stamp names the kind, so the test command never runs on a demo build.
+    local kind="${1:-full}" args
+    case "$kind" in
+        full) args=(--profile release) ;;
+        demo) args=(--profile demo --no-default-features) ;;
+        *) echo "build_extension: unknown build $kind (full or demo)" >&2; return 2 ;;
+    esac
     local stamp="$VENV/.extension-build"
     local sources
-    sources="$profile $(cd "$ROOT" && cat Cargo.toml Cargo.lock pyproject.toml \
+    sources="$kind ${args[*]} $(cd "$ROOT" && cat Cargo.toml Cargo.lock pyproject.toml \
         $(find src -type f -name '*.rs' | sort) | sha256sum)"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sources" ] \
         && "$PY" -c 'import tenantry._core' 2>/dev/null; then
-        log "the Rust extension is up to date ($profile)"
+        log "the Rust extension is up to date ($kind build)"
         return
     fi
-    log "building the Rust extension (maturin develop --profile $profile)"
+    rm -f "$stamp"
+    log "building the Rust extension ($kind: maturin develop ${args[*]})"
     (cd "$ROOT" && VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" \
-        "$VENV/bin/maturin" develop --profile "$profile" --quiet)
+        "$VENV/bin/maturin" develop "${args[@]}" --quiet)
     echo "$sources" > "$stamp"
 }
