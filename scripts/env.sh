@@ -72,19 +72,28 @@ ensure_chromium() {
     fi
 }
 
-build_extension() {
-    # $1: "full" (the default: the release profile with every Cargo feature,
-    # what scripts/test.sh tests) or "demo" (scripts/demo.sh: the demo profile
-    # without the default features, i.e. no Redis TLS or Cluster client, which
-    # builds in about half the time; see Cargo.toml). A build whose kind,
-    # sources and venv have not changed since the last one is skipped; the
-    # stamp names the kind, so the test command never runs on a demo build.
-    local kind="${1:-full}" args
-    case "$kind" in
-        full) args=(--profile release) ;;
-        demo) args=(--profile demo --no-default-features) ;;
-        *) echo "build_extension: unknown build $kind (full or demo)" >&2; return 2 ;;
+extension_build_args() {
+    # $1: "full" (the release profile with every Cargo feature: what
+    # scripts/test.sh tests and benchmarks measure) or "demo" (scripts/demo.sh:
+    # the demo profile without the default features, i.e. no Redis TLS or
+    # Cluster client, which builds in about half the time; see Cargo.toml).
+    # Prints maturin's arguments for that build, one a line
+    # (tests/ops/test_demo_build.py builds the demo's the same way).
+    case "$1" in
+        full) printf '%s\n' --profile release ;;
+        demo) printf '%s\n' --profile demo --no-default-features ;;
+        *) echo "unknown build $1 (full or demo)" >&2; return 2 ;;
     esac
+}
+
+build_extension() {
+    # $1: the build, "full" unless given (see extension_build_args). A build
+    # whose kind, sources and venv have not changed since the last one is
+    # skipped; the stamp names the kind, so the test command never runs on
+    # the demo's build (nor the demo on a stale one).
+    local kind="${1:-full}" args
+    mapfile -t args < <(extension_build_args "$kind")
+    [ "${#args[@]}" -gt 0 ] || return 2
     local stamp="$VENV/.extension-build"
     local sources
     sources="$kind ${args[*]} $(cd "$ROOT" && cat Cargo.toml Cargo.lock pyproject.toml \
