@@ -21,7 +21,7 @@ if requirements_installed "$REQUIREMENTS"; then
     build_extension demo
 else
     log "installing maturin and Django"
-    "$PY" -m pip install -q $(grep -E '^(maturin|Django)\b' "$REQUIREMENTS")
+    pip_install $(grep -E '^(maturin|Django)\b' "$REQUIREMENTS")
     install_requirements "$REQUIREMENTS" &
     installing=$!
     trap 'kill "$installing" 2>/dev/null || true' EXIT

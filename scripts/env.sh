@@ -33,11 +33,17 @@ requirements_installed() {
     cmp -s "$1" "$VENV/.requirements.$(basename "$1")"
 }
 
+pip_install() {
+    # No self-upgrade of pip (scripts/demo.sh runs pip beside maturin's own)
+    # and no byte-compiling of every installed module up front: Python
+    # compiles what it imports, once, on first use.
+    "$PY" -m pip install -q --no-compile "$@"
+}
+
 install_requirements() {
-    # $1: a requirements file. pip stays the version the venv was made with
-    # (no self-upgrade: scripts/demo.sh runs this beside maturin's own pip).
+    # $1: a requirements file.
     log "installing $(basename "$1")"
-    "$PY" -m pip install -q -r "$1"
+    pip_install -r "$1"
     cp "$1" "$VENV/.requirements.$(basename "$1")"
 }
 
