@@ -34,16 +34,20 @@ requirements_installed() {
 }
 
 pip_install() {
-    # No self-upgrade of pip (scripts/demo.sh runs pip beside maturin's own)
-    # and no byte-compiling of every installed module up front: Python
-    # compiles what it imports, once, on first use.
+    # No self-upgrade of pip (scripts/demo.sh runs pip beside maturin's own),
+    # and no byte-compiling here: install_requirements compiles everything
+    # afterwards, so scripts/demo.sh's build starts without waiting for it.
     "$PY" -m pip install -q --no-compile "$@"
 }
 
 install_requirements() {
-    # $1: a requirements file.
+    # $1: a requirements file. Byte-compiles the venv's modules once, as pip
+    # would have: with PYTHONDONTWRITEBYTECODE set, Python would otherwise
+    # compile every module again at every start.
     log "installing $(basename "$1")"
     pip_install -r "$1"
+    "$PY" -m compileall -q "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+        >/dev/null
     cp "$1" "$VENV/.requirements.$(basename "$1")"
 }
 
