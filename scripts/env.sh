@@ -43,11 +43,12 @@ pip_install() {
 install_requirements() {
     # $1: a requirements file. Byte-compiles the venv's modules once, as pip
     # would have: with PYTHONDONTWRITEBYTECODE set, Python would otherwise
-    # compile every module again at every start.
+    # compile every module again at every start. Like pip, a module that
+    # does not compile (a package's test data) is left to Python.
     log "installing $(basename "$1")"
     pip_install -r "$1"
     "$PY" -m compileall -q "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
-        >/dev/null
+        >/dev/null || true
     cp "$1" "$VENV/.requirements.$(basename "$1")"
 }
 
