@@ -11,9 +11,24 @@ PORT="${PORT:-8000}"
 DEMO_DATABASE="${DEMO_DATABASE:-sqlite}"
 export DEMO_DATABASE
 
-ensure_venv "$ROOT/requirements/demo.txt"
-# The demo profile (Cargo.toml): a fresh clone's first page waits on this build.
-build_extension demo
+# A fresh clone's first page waits on the Rust build: the demo's light build
+# (build_extension in scripts/env.sh), started as soon as maturin and Django
+# (the package's one dependency) are in, while pip installs the rest of
+# requirements/demo.txt beside it. docs/performance.md#the-demos-first-start
+REQUIREMENTS="$ROOT/requirements/demo.txt"
+create_venv
+if requirements_installed "$REQUIREMENTS"; then
+    build_extension demo
+else
+    log "installing maturin and Django"
+    pip_install $(grep -E '^(maturin|Django)\b' "$REQUIREMENTS")
+    install_requirements "$REQUIREMENTS" &
+    installing=$!
+    trap 'kill "$installing" 2>/dev/null || true' EXIT
+    build_extension demo
+    wait "$installing"
+    trap - EXIT
+fi
 
 if [ "$DEMO_DATABASE" = postgres ]; then
     ensure_postgres
@@ -28,7 +43,7 @@ MSG
         set -e
         cd examples/demo
         "$0" manage.py migrate -v0
-        "$0" manage.py seed_demo
+        "$0" manage.py seed_demo --skip-checks
         "$0" manage.py tenantry rls
         exec "$0" -m daphne -b 127.0.0.1 -p "$1" demo.asgi:application' "$PY" "$PORT"
 elif [ "$DEMO_DATABASE" != sqlite ]; then
@@ -39,7 +54,7 @@ fi
 cd "$ROOT/examples/demo"
 log "migrating and seeding examples/demo/db.sqlite3"
 "$PY" manage.py migrate -v0
-"$PY" manage.py seed_demo
+"$PY" manage.py seed_demo --skip-checks  # migrate ran the system checks
 
 log "serving on 127.0.0.1:$PORT"
 cat <<MSG

@@ -21,19 +21,40 @@ apt_install() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-ensure_venv() {
-    local requirements="$1"
+create_venv() {
     if [ ! -x "$PY" ]; then
         log "creating $VENV"
         python3 -m venv "$VENV"
     fi
-    local stamp="$VENV/.requirements.$(basename "$requirements")"
-    if [ ! -f "$stamp" ] || ! cmp -s "$requirements" "$stamp"; then
-        log "installing $(basename "$requirements")"
-        "$PY" -m pip install -q --upgrade pip
-        "$PY" -m pip install -q -r "$requirements"
-        cp "$requirements" "$stamp"
-    fi
+}
+
+requirements_installed() {
+    # $1: a requirements file; true when the venv has installed exactly it.
+    cmp -s "$1" "$VENV/.requirements.$(basename "$1")"
+}
+
+pip_install() {
+    # No self-upgrade of pip (scripts/demo.sh runs pip beside maturin's own),
+    # and no byte-compiling here: install_requirements compiles everything
+    # afterwards, so scripts/demo.sh's build starts without waiting for it.
+    "$PY" -m pip install -q --no-compile "$@"
+}
+
+install_requirements() {
+    # $1: a requirements file. Byte-compiles the venv's modules once, as pip
+    # would have: with PYTHONDONTWRITEBYTECODE set, Python would otherwise
+    # compile every module again at every start. Like pip, a module that
+    # does not compile (a package's test data) is left to Python.
+    log "installing $(basename "$1")"
+    pip_install -r "$1"
+    "$PY" -m compileall -q "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+        >/dev/null || true
+    cp "$1" "$VENV/.requirements.$(basename "$1")"
+}
+
+ensure_venv() {
+    create_venv
+    requirements_installed "$1" || install_requirements "$1"
 }
 
 ensure_redis() {
@@ -62,22 +83,40 @@ ensure_chromium() {
     fi
 }
 
+extension_build_args() {
+    # $1: "full" (the release profile with every Cargo feature: what
+    # scripts/test.sh tests and benchmarks measure) or "demo" (scripts/demo.sh:
+    # the demo profile without the default features, i.e. no Redis TLS or
+    # Cluster client, which builds in about half the time; see Cargo.toml).
+    # Prints maturin's arguments for that build, one a line
+    # (tests/ops/test_demo_build.py builds the demo's the same way).
+    case "$1" in
+        full) printf '%s\n' --profile release ;;
+        demo) printf '%s\n' --profile demo --no-default-features ;;
+        *) echo "unknown build $1 (full or demo)" >&2; return 2 ;;
+    esac
+}
+
 build_extension() {
-    # $1: the Cargo profile, "release" unless given (scripts/demo.sh: "demo",
-    # which builds in a fraction of the time). A build whose sources, profile
-    # and venv have not changed since the last one is skipped.
-    local profile="${1:-release}"
+    # $1: the build, "full" unless given (see extension_build_args). A build
+    # whose kind, sources and venv have not changed since the last one is
+    # skipped; the stamp names the kind, so the test command never runs on
+    # the demo's build (nor the demo on a stale one).
+    local kind="${1:-full}" args
+    mapfile -t args < <(extension_build_args "$kind")
+    [ "${#args[@]}" -gt 0 ] || return 2
     local stamp="$VENV/.extension-build"
     local sources
-    sources="$profile $(cd "$ROOT" && cat Cargo.toml Cargo.lock pyproject.toml \
+    sources="$kind ${args[*]} $(cd "$ROOT" && cat Cargo.toml Cargo.lock pyproject.toml \
         $(find src -type f -name '*.rs' | sort) | sha256sum)"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sources" ] \
         && "$PY" -c 'import tenantry._core' 2>/dev/null; then
-        log "the Rust extension is up to date ($profile)"
+        log "the Rust extension is up to date ($kind build)"
         return
     fi
-    log "building the Rust extension (maturin develop --profile $profile)"
+    rm -f "$stamp"
+    log "building the Rust extension ($kind: maturin develop ${args[*]})"
     (cd "$ROOT" && VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" \
-        "$VENV/bin/maturin" develop --profile "$profile" --quiet)
+        "$VENV/bin/maturin" develop "${args[@]}" --quiet)
     echo "$sources" > "$stamp"
 }

@@ -17,6 +17,9 @@ ensure_venv "$ROOT/requirements/test.txt"
 log "cargo fmt --check, cargo clippy, ruff"
 cargo fmt --check
 cargo clippy --quiet --features python --all-targets -- -D warnings
+# The demo's light build (scripts/demo.sh): the same code without the Redis
+# TLS and Cluster features must compile clean too.
+cargo clippy --quiet --no-default-features --features python --lib -- -D warnings
 "$VENV/bin/ruff" check --quiet python tests benchmarks examples
 
 log "cargo test (Rust core, no Python)"

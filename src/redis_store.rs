@@ -22,11 +22,13 @@ use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+#[cfg(feature = "redis-cluster")]
 use redis::cluster::{ClusterClient, ClusterConnection};
-use redis::{
-    Client, Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, TlsCertificates,
-    TlsMode, Value,
-};
+#[cfg(feature = "redis-tls")]
+use redis::TlsCertificates;
+#[cfg(all(feature = "redis-tls", feature = "redis-cluster"))]
+use redis::TlsMode;
+use redis::{Client, Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, Value};
 
 use crate::redis_url::{self, Endpoint, Tls};
 
@@ -131,6 +133,7 @@ pub enum Arg<'a> {
 /// key.
 enum Target {
     Single(Client),
+    #[cfg(feature = "redis-cluster")]
     Cluster(ClusterClient),
 }
 
@@ -138,6 +141,7 @@ enum Target {
 enum Conn {
     Single(Connection),
     /// Holds one connection per node it has talked to, and the slot map.
+    #[cfg(feature = "redis-cluster")]
     Cluster(Box<ClusterConnection>),
 }
 
@@ -145,6 +149,7 @@ impl Conn {
     fn like(&mut self) -> &mut dyn ConnectionLike {
         match self {
             Conn::Single(c) => c,
+            #[cfg(feature = "redis-cluster")]
             Conn::Cluster(c) => c.as_mut(),
         }
     }
@@ -152,6 +157,7 @@ impl Conn {
     fn is_open(&self) -> bool {
         match self {
             Conn::Single(c) => c.is_open(),
+            #[cfg(feature = "redis-cluster")]
             Conn::Cluster(c) => c.is_open(),
         }
     }
@@ -176,6 +182,7 @@ static REGISTRY: LazyLock<Mutex<HashMap<RegistryKey, Weak<RedisStore>>>> =
 
 /// The custom CA of a TLS URL (`ssl_ca_certs`), read once when the store is
 /// made, so a missing file is a configuration error naming the path.
+#[cfg(feature = "redis-tls")]
 fn tls_certificates(url: &str, tls: Option<&Tls>) -> Result<Option<TlsCertificates>, StoreError> {
     let Some(path) = tls.and_then(|t| t.ca_certs.as_deref()) else {
         return Ok(None);
@@ -187,6 +194,23 @@ fn tls_certificates(url: &str, tls: Option<&Tls>) -> Result<Option<TlsCertificat
         client_tls: None,
         root_cert: Some(root_cert),
     }))
+}
+
+/// A client for one server, trusting the custom CA of a TLS URL. The outer
+/// error is an unreadable CA file, the inner one the `redis` crate's refusal.
+fn single_client(
+    redacted: &str,
+    url: &str,
+    tls: Option<&Tls>,
+) -> Result<RedisResult<Client>, StoreError> {
+    #[cfg(feature = "redis-tls")]
+    if let Some(certs) = tls_certificates(redacted, tls)? {
+        return Ok(Client::build_with_tls(url, certs));
+    }
+    // Without TLS support redis_url::endpoint has refused a TLS URL already.
+    #[cfg(not(feature = "redis-tls"))]
+    let _ = (redacted, tls);
+    Ok(Client::open(url))
 }
 
 impl RedisStore {
@@ -214,11 +238,7 @@ impl RedisStore {
         };
         let (target, secret) = match endpoint {
             Endpoint::Single { url, tls } => {
-                let client = match tls_certificates(&redacted, tls.as_ref())? {
-                    Some(certs) => Client::build_with_tls(url.as_str(), certs),
-                    None => Client::open(url.as_str()),
-                }
-                .map_err(refused)?;
+                let client = single_client(&redacted, &url, tls.as_ref())?.map_err(refused)?;
                 let secret = client
                     .get_connection_info()
                     .redis_settings()
@@ -226,6 +246,14 @@ impl RedisStore {
                     .map(str::to_owned);
                 (Target::Single(client), secret)
             }
+            #[cfg(not(feature = "redis-cluster"))]
+            Endpoint::Cluster { .. } => {
+                // redis_url::endpoint refuses a cluster URL in this build.
+                return Err(StoreError::InvalidConfig {
+                    reason: format!("cannot use Redis URL {redacted}: no Redis Cluster support"),
+                });
+            }
+            #[cfg(feature = "redis-cluster")]
             Endpoint::Cluster { nodes, tls } => {
                 // Every seed carries the same credentials; read them once.
                 let first = Client::open(nodes[0].as_str()).map_err(refused)?;
@@ -240,16 +268,21 @@ impl RedisStore {
                     .retries(CLUSTER_RETRIES)
                     .min_retry_wait(10)
                     .max_retry_wait(100);
-                if let Some(tls) = &tls {
-                    builder = builder.tls(if tls.verify {
-                        TlsMode::Secure
-                    } else {
-                        TlsMode::Insecure
-                    });
+                #[cfg(feature = "redis-tls")]
+                {
+                    if let Some(tls) = &tls {
+                        builder = builder.tls(if tls.verify {
+                            TlsMode::Secure
+                        } else {
+                            TlsMode::Insecure
+                        });
+                    }
+                    if let Some(certs) = tls_certificates(&redacted, tls.as_ref())? {
+                        builder = builder.certs(certs);
+                    }
                 }
-                if let Some(certs) = tls_certificates(&redacted, tls.as_ref())? {
-                    builder = builder.certs(certs);
-                }
+                #[cfg(not(feature = "redis-tls"))]
+                let _: Option<Tls> = tls; // redis_url::endpoint refuses TLS in this build
                 let client = builder.build().map_err(refused)?;
                 (Target::Cluster(client), secret)
             }
@@ -265,7 +298,10 @@ impl RedisStore {
 
     /// True for a `redis+cluster://` store.
     pub fn is_cluster(&self) -> bool {
-        matches!(self.target, Target::Cluster(_))
+        #[cfg(feature = "redis-cluster")]
+        return matches!(self.target, Target::Cluster(_));
+        #[cfg(not(feature = "redis-cluster"))]
+        false
     }
 
     /// The URL with the password hidden.
@@ -461,8 +497,12 @@ impl RedisStore {
         node: Option<&(String, u16)>,
         cmd: &redis::Cmd,
     ) -> Result<Value, StoreError> {
+        #[cfg(feature = "redis-cluster")]
         use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+        #[cfg(not(feature = "redis-cluster"))]
+        let _ = node; // no cluster: every command goes to the one server
         self.run(true, |conn| match (node, conn) {
+            #[cfg(feature = "redis-cluster")]
             (Some((host, port)), Conn::Cluster(c)) => c.route_command(
                 cmd,
                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
@@ -538,6 +578,7 @@ impl RedisStore {
                     .map_err(|e| self.unavailable(&e))?;
                 Ok(Conn::Single(conn))
             }
+            #[cfg(feature = "redis-cluster")]
             Target::Cluster(client) => {
                 // Connects to a seed, reads the slot map and connects to the
                 // primaries (each bounded by the connect timeout).

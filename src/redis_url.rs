@@ -17,6 +17,11 @@
 //!   off (the redis-py conventions). `ssl_cert_reqs=required` is the default.
 //!   Any other `ssl_*` option, or an `ssl_*` option on a plain URL, is refused
 //!   with its name.
+//!
+//! TLS and cluster URLs need the Cargo features `redis-tls` and
+//! `redis-cluster` (every build has them but scripts/demo.sh's light one); a
+//! build without one refuses such a URL here, naming the feature, so the
+//! config check and the connection layer say so before anything connects.
 
 use std::fmt;
 
@@ -74,6 +79,35 @@ pub enum Endpoint {
     },
 }
 
+/// Which kinds of Redis URL a build can connect to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Support {
+    /// `rediss://`, `valkeys://`, `rediss+cluster://` (Cargo feature `redis-tls`).
+    pub tls: bool,
+    /// `redis+cluster://`, `rediss+cluster://` (Cargo feature `redis-cluster`).
+    pub cluster: bool,
+}
+
+impl Support {
+    /// What this build was compiled with.
+    pub const BUILT: Support = Support {
+        tls: cfg!(feature = "redis-tls"),
+        cluster: cfg!(feature = "redis-cluster"),
+    };
+
+    /// The optional Cargo features this build has (`tenantry._core.BUILD_FEATURES`).
+    pub fn features(self) -> Vec<&'static str> {
+        let mut features = Vec::new();
+        if self.tls {
+            features.push("redis-tls");
+        }
+        if self.cluster {
+            features.push("redis-cluster");
+        }
+        features
+    }
+}
+
 fn error<T>(reason: String) -> Result<T, UrlError> {
     Err(UrlError { reason })
 }
@@ -83,8 +117,42 @@ pub fn check(url: &str) -> Result<(), UrlError> {
     endpoint(url).map(|_| ())
 }
 
-/// Checks a URL and says whether it names one server or a cluster.
+/// Checks a URL and says whether it names one server or a cluster; refuses
+/// a URL this build cannot connect to (see [`Support::BUILT`]).
 pub fn endpoint(url: &str) -> Result<Endpoint, UrlError> {
+    endpoint_for(url, Support::BUILT)
+}
+
+/// [`endpoint`] for a build with `support`.
+pub fn endpoint_for(url: &str, support: Support) -> Result<Endpoint, UrlError> {
+    let endpoint = parse(url)?;
+    let (tls, cluster) = match &endpoint {
+        Endpoint::Single { tls, .. } => (tls.is_some(), false),
+        Endpoint::Cluster { tls, .. } => (tls.is_some(), true),
+    };
+    let mut missing = Vec::new();
+    if tls && !support.tls {
+        missing.push(("TLS", "redis-tls"));
+    }
+    if cluster && !support.cluster {
+        missing.push(("Redis Cluster", "redis-cluster"));
+    }
+    if missing.is_empty() {
+        return Ok(endpoint);
+    }
+    let what: Vec<&str> = missing.iter().map(|m| m.0).collect();
+    let features: Vec<String> = missing.iter().map(|m| format!("`{}`", m.1)).collect();
+    error(format!(
+        "{} needs {} support, which this build of tenantry leaves out (built without the \
+         Cargo feature {}, as scripts/demo.sh's light build is): install the full build \
+         (pip install tenantry, or maturin develop --release in a checkout)",
+        redact(url),
+        what.join(" and "),
+        features.join(" and "),
+    ))
+}
+
+fn parse(url: &str) -> Result<Endpoint, UrlError> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return error(format!(
             "{} is not a URL (expected redis://host:port/db or \
@@ -322,6 +390,88 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LIGHT: Support = Support {
+        tls: false,
+        cluster: false,
+    };
+
+    #[test]
+    fn a_build_without_tls_or_cluster_refuses_those_urls_naming_the_feature() {
+        for (url, needs) in [
+            ("rediss://:pw@h:6380/0", vec!["TLS", "`redis-tls`"]),
+            ("valkeys://h:6380", vec!["TLS", "`redis-tls`"]),
+            (
+                "redis+cluster://:pw@a:7000,b:7001",
+                vec!["Redis Cluster", "`redis-cluster`"],
+            ),
+            (
+                "rediss+cluster://a:7000?ssl_cert_reqs=none",
+                vec!["TLS and Redis Cluster", "`redis-tls` and `redis-cluster`"],
+            ),
+        ] {
+            let e = endpoint_for(url, LIGHT).unwrap_err().reason;
+            for part in needs {
+                assert!(e.contains(part), "{url}: {e}");
+            }
+            assert!(e.contains("this build of tenantry leaves out"), "{e}");
+            assert!(e.contains("maturin develop --release"), "{e}");
+            assert!(!e.contains(":pw@"), "{e}");
+            // The full build accepts the same URL.
+            assert!(endpoint_for(
+                url,
+                Support {
+                    tls: true,
+                    cluster: true
+                }
+            )
+            .is_ok());
+        }
+        // Only the missing part is named.
+        let e = endpoint_for(
+            "rediss://h",
+            Support {
+                tls: false,
+                cluster: true,
+            },
+        )
+        .unwrap_err();
+        assert!(!e.reason.contains("Cluster"), "{}", e.reason);
+        let e = endpoint_for(
+            "redis+cluster://a:1",
+            Support {
+                tls: true,
+                cluster: false,
+            },
+        );
+        assert!(!e.unwrap_err().reason.contains("TLS"));
+        // Plain URLs work in the light build; a malformed one still gets its own error.
+        for ok in [
+            "redis://localhost:6379/0",
+            "unix:///run/redis.sock",
+            "valkey://h:1",
+        ] {
+            assert!(endpoint_for(ok, LIGHT).is_ok(), "{ok}");
+        }
+        let e = endpoint_for("rediss://h:1?ssl_foo=1", LIGHT)
+            .unwrap_err()
+            .reason;
+        assert!(e.contains("unknown TLS option"), "{e}");
+    }
+
+    #[test]
+    fn the_default_build_has_every_feature() {
+        // `cargo test` builds the default features: the full build.
+        assert_eq!(
+            Support::BUILT,
+            Support {
+                tls: true,
+                cluster: true
+            }
+        );
+        assert_eq!(Support::BUILT.features(), ["redis-tls", "redis-cluster"]);
+        assert!(LIGHT.features().is_empty());
+    }
 
     #[test]
     fn accepts_common_urls() {

@@ -5,6 +5,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 __version__: Final[str]
+#: Optional Cargo features of this build ("redis-tls", "redis-cluster"); the demo's
+#: light build (scripts/demo.sh) has neither and refuses rediss:// and cluster URLs.
+BUILD_FEATURES: Final[list[str]]
 CONFIG_KEYS: Final[list[str]]
 
 class TenantError(Exception): ...

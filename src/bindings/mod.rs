@@ -86,5 +86,11 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config::tenant_keys, m)?)?;
     rules::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The optional Cargo features built in (Cargo.toml; the demo's light
+    // build has neither): tests/ops/test_demo_build.py checks the test build.
+    m.add(
+        "BUILD_FEATURES",
+        crate::redis_url::Support::BUILT.features(),
+    )?;
     Ok(())
 }
