@@ -27,6 +27,7 @@ from .exceptions import (
     TenantMismatchError,
     TenantNotFound,
     TenantNotSetError,
+    TransactionPoolingError,
 )
 from .resolvers import (
     RESOLVER_REGISTRY,
@@ -88,6 +89,7 @@ __all__ = [
     "TenantMismatchError",
     "TenantNotFound",
     "TenantNotSetError",
+    "TransactionPoolingError",
     "RESOLVER_REGISTRY",
     "CallableResolver",
     "ChainedResolver",
