@@ -102,3 +102,13 @@ def make_notes() -> SimpleNamespace:
 def notes(transactional_db) -> SimpleNamespace:
     return make_notes()
 
+
+@pytest.fixture(scope="session")
+def replica(request: pytest.FixtureRequest, postgres_server):
+    """A streaming read replica of the session's PostgreSQL (tests/postgres_replica.py),
+    made after the test database, which it carries."""
+    from tests.postgres_replica import StreamingReplica
+
+    request.getfixturevalue("django_db_setup")
+    with StreamingReplica(postgres_server) as running:
+        yield running
