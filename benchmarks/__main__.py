@@ -21,6 +21,7 @@ def main() -> int:
     import tenantry
     from benchmarks import (
         bench_cache,
+        bench_fleet,
         bench_jobs,
         bench_lifecycle,
         bench_liveview,
@@ -54,6 +55,7 @@ def main() -> int:
         bench_cache,
         bench_liveview,
         bench_rls,
+        bench_fleet,
         bench_jobs,
         bench_ratelimit,
     ):
