@@ -18,13 +18,20 @@ import subprocess
 import sys
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.http import JsonResponse
 from django.test import Client
 from django.urls import path
 
-from tenantry import BackendUnavailable, TransactionPoolingError, tenant_context
+from tenantry import (
+    BackendUnavailable,
+    TenantMismatchError,
+    TransactionPoolingError,
+    tenant_context,
+)
+from tenantry.db import rls as rls_module
 from tenantry.db.rls import pooling_problem
 from tests.app.models import RlsNote
 from tests.fleet_data.clients import SQL, run_threads
@@ -143,9 +150,88 @@ def test_a_request_behind_transaction_pooling_with_session_settings_answers_503(
     rls(settings, True)
     with database_alias(ALIAS, bouncer.django_settings("pooled")):
         response = Client().get("/bouncer/", HTTP_HOST="t1.example.com")
+
+        async def async_read() -> int:
+            with tenant_context("t1"):
+                return await RlsNote.all_tenants.using(ALIAS).acount()
+
+        with pytest.raises(TransactionPoolingError):  # the async ORM, refused the same way
+            async_to_sync(async_read)()
     assert response.status_code == 503
     assert response["Retry-After"]
     assert b"t1-note" not in response.content
+    rls(settings, "transaction")  # the right mode serves the tenant's rows
+    with database_alias(ALIAS, bouncer.django_settings("pooled")):
+        response = Client().get("/bouncer/", HTTP_HOST="t1.example.com")
+    assert response.status_code == 200
+    assert response.json()["titles"] == [f"t1-note-{n}" for n in range(NOTES_PER_TENANT)]
+
+
+def test_a_setting_that_does_not_survive_its_transaction_is_refused(
+    bouncer, notes, settings, monkeypatch
+):
+    """The read-back path of the probe: another client takes the server
+    session between the probe's two transactions (an open transaction holds
+    it), so the read-back runs on the other session and misses the token."""
+    rls(settings, True)
+    probe_one = rls_module._probe_one
+    holders = []
+
+    def probe_one_then_take_the_session(raw, sql, params):
+        row = probe_one(raw, sql, params)
+        if "set_config" in sql and not holders:
+            holder = bouncer.connect("pooled")
+            holder.autocommit = False
+            holder.execute("SELECT 1")  # a transaction stays open: the session is held
+            holders.append(holder)
+        return row
+
+    monkeypatch.setattr(rls_module, "_probe_one", probe_one_then_take_the_session)
+    try:
+        with database_alias(ALIAS, bouncer.django_settings("pooled")) as bounced:
+            with pytest.raises(TransactionPoolingError, match="did not survive its transaction"):
+                bounced.cursor()
+    finally:
+        for holder in holders:
+            holder.close()
+    assert holders, "the probe never set its setting"
+
+
+def test_writes_through_the_pool_are_held_to_the_bound_tenant(bouncer, notes, settings):
+    """``WITH CHECK`` behind transaction pooling: a row of another tenant is
+    refused on every write route, the bound tenant's own is written, and an
+    update or delete of another tenant's rows touches nothing."""
+    rls(settings, "transaction")
+    with database_alias(ALIAS, bouncer.django_settings("pooled")) as bounced:
+        with tenant_context("t1"):
+            # The ORM's routes meet the first wall; raw SQL meets the database's.
+            with pytest.raises(TenantMismatchError):
+                RlsNote.all_tenants.using(ALIAS).create(tenant_id="t2", title="planted")
+            with pytest.raises(TenantMismatchError):
+                RlsNote.all_tenants.using(ALIAS).bulk_create(
+                    [RlsNote(tenant_id="t1", title="ok"), RlsNote(tenant_id="t3", title="planted")]
+                )
+            with pytest.raises(TenantMismatchError, match="app_rlsnote"), bounced.cursor() as c:
+                c.execute("INSERT INTO app_rlsnote (tenant_id, title) VALUES ('t2', 'planted')")
+            with pytest.raises(TenantMismatchError, match="app_rlsnote"), bounced.cursor() as c:
+                c.executemany(
+                    "INSERT INTO app_rlsnote (tenant_id, title) VALUES (%s, %s)",
+                    [("t1", "ok"), ("t2", "planted")],
+                )
+            with bounced.cursor() as cursor:
+                cursor.execute("UPDATE app_rlsnote SET title = 'hijacked' WHERE tenant_id = 't2'")
+                updated = cursor.rowcount
+                cursor.execute("DELETE FROM app_rlsnote WHERE tenant_id = 't3'")
+                deleted = cursor.rowcount
+            RlsNote.all_tenants.using(ALIAS).create(tenant_id="t1", title="t1-own")
+    assert (updated, deleted) == (0, 0)
+    from tenantry.db import rls_bypass
+
+    with rls_bypass("test: what is really stored"):
+        stored = sorted(RlsNote.all_tenants.values_list("tenant_id", "title"))
+    assert ("t1", "t1-own") in stored
+    assert not [row for row in stored if row[1] in ("planted", "hijacked", "ok")]
+    assert sum(1 for tenant, _ in stored if tenant == "t3") == NOTES_PER_TENANT
 
 
 def test_rls_check_names_transaction_pooling(bouncer, notes, settings, capsys):
