@@ -21,6 +21,7 @@ def main() -> int:
     import tenantry
     from benchmarks import (
         bench_cache,
+        bench_fleet,
         bench_jobs,
         bench_lifecycle,
         bench_liveview,
@@ -56,6 +57,7 @@ def main() -> int:
         bench_liveview,
         bench_metrics,
         bench_rls,
+        bench_fleet,
         bench_jobs,
         bench_ratelimit,
     ):

@@ -1,6 +1,6 @@
 # Shared set-up for scripts/test.sh and scripts/demo.sh (sourced, not run).
 # Creates .venv, installs the Python requirements, installs Debian's
-# redis-server and postgresql when missing, and builds the Rust extension
+# redis-server, postgresql and pgbouncer when missing, and builds the Rust extension
 # into the venv.
 set -euo pipefail
 
@@ -74,6 +74,14 @@ ensure_postgres() {
         || ! compgen -G "/usr/lib/postgresql/*/lib/pg_stat_statements.so" >/dev/null \
         || ! id postgres >/dev/null 2>&1; then
         apt_install postgresql
+    fi
+}
+
+ensure_pgbouncer() {
+    # tests/pgbouncer_server.py runs Debian's pgbouncer (as the `postgres`
+    # system user when run as root) in front of the suite's PostgreSQL.
+    if [ ! -x /usr/sbin/pgbouncer ]; then
+        apt_install pgbouncer
     fi
 }
 

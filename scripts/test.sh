@@ -11,6 +11,7 @@ cd "$ROOT"
 
 ensure_redis
 ensure_postgres
+ensure_pgbouncer
 ensure_chromium
 ensure_venv "$ROOT/requirements/test.txt"
 

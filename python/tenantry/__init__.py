@@ -31,6 +31,7 @@ from .exceptions import (
     TenantNotFound,
     TenantNotSetError,
     TenantSuspended,
+    TransactionPoolingError,
 )
 from .resolvers import (
     RESOLVER_REGISTRY,
@@ -96,6 +97,7 @@ __all__ = [
     "TenantNotFound",
     "TenantNotSetError",
     "TenantSuspended",
+    "TransactionPoolingError",
     "RESOLVER_REGISTRY",
     "CallableResolver",
     "ChainedResolver",

@@ -13,6 +13,9 @@ djust no longer has as expected; ``tenantry.W004`` no ``TenantMiddleware``;
 ``tenantry.E101`` a feature reading the session or the user without its
 middleware (before ``TenantMiddleware`` where it runs there);
 ``tenantry.W203`` a model with a tenant field and no ``TenantManager``.
+``tenantry.E400`` an object that runs with its owner's rights past the
+row-level security policies; ``tenantry.E401`` ``TENANT_RLS = True`` on a
+connection behind transaction pooling (database checks).
 ``tenantry.E102`` (tenantry used but not in ``INSTALLED_APPS``) is
 registered by ``tenantry.conf``, since without the app this module never
 loads.
@@ -31,6 +34,7 @@ from .db import rls
 from .djust import live
 from .djust import names as djust_names
 from .djust.broadcasts import djust_group_problems
+from .exceptions import TransactionPoolingError
 from .models import AbstractTenantDomain
 
 
@@ -100,17 +104,35 @@ def check_rls_definers(app_configs=None, databases=None, **kwargs) -> list[check
             return []
     except ImproperlyConfigured:
         return []  # reported by check_config
-    return [
-        checks.Error(
-            f"DATABASES[{alias!r}]: {problem}.",
-            hint="Row-level security does not bound what runs with its owner's rights "
-            "(docs/postgresql.md#objects-that-run-with-their-owners-rights).",
-            id="tenantry.E400",
-        )
-        for alias in databases or ()
-        if connections[alias].vendor == "postgresql"
-        for problem in rls.definer_problems(connections[alias])
-    ]
+    messages: list[checks.CheckMessage] = []
+    for alias in databases or ():
+        if connections[alias].vendor != "postgresql":
+            continue
+        try:
+            problems = rls.definer_problems(connections[alias])
+        except TransactionPoolingError as exc:
+            # Opening the connection found session settings behind
+            # transaction pooling (tenantry.db.rls.pooling_problem).
+            messages.append(
+                checks.Error(
+                    str(exc),
+                    hint="Set DJUST_CONFIG['TENANT_RLS'] = 'transaction' behind a "
+                    "transaction-pooling proxy (docs/postgresql.md"
+                    "#session-settings-behind-transaction-pooling-refused).",
+                    id="tenantry.E401",
+                )
+            )
+            continue
+        messages += [
+            checks.Error(
+                f"DATABASES[{alias!r}]: {problem}.",
+                hint="Row-level security does not bound what runs with its owner's rights "
+                "(docs/postgresql.md#objects-that-run-with-their-owners-rights).",
+                id="tenantry.E400",
+            )
+            for problem in problems
+        ]
+    return messages
 
 
 _MIDDLEWARE = "tenantry.middleware.TenantMiddleware"
@@ -468,6 +490,5 @@ def check_model_graph(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     or multi-table child escapes the scoping of its rows
     (docs/querysets.md#system-checks)."""
     return [
-        checks.Error(message, obj=model, id=check)
-        for check, model, message in graph.problems()
+        checks.Error(message, obj=model, id=check) for check, model, message in graph.problems()
     ]

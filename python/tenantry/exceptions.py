@@ -7,7 +7,7 @@ has no other base: it is deliberately not an ``OSError``, so an
 ``except OSError`` around file I/O never swallows it. See docs/api.md#exceptions.
 
 The core's exceptions are defined in Rust (``src/bindings/errors.rs``); the
-two below belong to the Django layer (one has a Django base) and are
+three below belong to the Django layer (one has a Django base) and are
 defined here.
 """
 
@@ -47,6 +47,7 @@ __all__ = [
     "TenantNotFound",
     "TenantNotSetError",
     "TenantSuspended",
+    "TransactionPoolingError",
 ]
 
 
@@ -122,3 +123,15 @@ class FeatureDisabled(TenantError, Http404):
     def __init__(self, flag: str) -> None:
         super().__init__(f"Feature {flag!r} is not enabled for this tenant")
         self.flag = flag
+
+
+class TransactionPoolingError(BackendUnavailable):
+    """``TENANT_RLS = True`` (session settings) on a connection whose server
+    session is shared with other clients between transactions (a
+    transaction-pooling proxy, pgbouncer ``pool_mode = transaction``): a
+    tenant's setting would be read by another client's queries, so the
+    connection is closed and refused. Also ``BackendUnavailable``: views
+    answer 503. Use ``TENANT_RLS = "transaction"`` behind such a proxy
+    (docs/postgresql.md#session-settings-behind-transaction-pooling-refused)."""
+
+    __module__ = "tenantry"

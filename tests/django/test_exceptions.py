@@ -25,6 +25,7 @@ BASES = {
     "TenantMismatchError": (),
     "RegistryRowProtected": (),
     "DeletionIncomplete": (),
+    "TransactionPoolingError": (tenantry.BackendUnavailable, ConnectionError),
 }
 
 

@@ -43,6 +43,8 @@ naming the table.
 from __future__ import annotations
 
 import re
+import secrets
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +57,7 @@ from django.db.backends.signals import connection_created
 from .. import conf
 from .._core import TenantMismatchError
 from ..context import get_current_tenant
+from ..exceptions import TransactionPoolingError
 from ..graph import scope_of
 
 # The scope names and the bypass live one level down (tenantry.db.scope), so
@@ -515,16 +518,113 @@ def _fresh_state(connection: Any) -> _State:
 def install(connection: Any) -> None:
     """Forget what this (new) connection was sent, and wrap its queries.
 
-    The wrapper goes first in ``execute_wrappers``: Django's
-    ``connection.execute_wrapper()`` blocks append and pop their own at the
-    end, so they never remove it."""
+    In session mode, first make sure its server session is its own
+    (:func:`refuse_transaction_pooling`). The wrapper goes first in
+    ``execute_wrappers``: Django's ``connection.execute_wrapper()`` blocks
+    append and pop their own at the end, so they never remove it."""
     if connection.vendor != "postgresql":
         return
+    if rls_mode() == "session":
+        refuse_transaction_pooling(connection)
     _fresh_state(connection)
     _follow_transactions(connection)
     _guard_cursors(connection)
     if _wrapper not in connection.execute_wrappers:
         connection.execute_wrappers.insert(0, _wrapper)
+
+
+# -- session settings need a session: refused behind transaction pooling ------------------
+
+#: A custom setting no policy reads: set by the probe of a new connection.
+PROBE_SETTING = "tenantry.pooling_probe"
+#: Seconds the probe's second connection may wait for a server session (a
+#: full session pool makes it wait: then the sessions are not shared).
+PROBE_WAIT = 2.0
+
+
+def _probe_one(raw: Any, sql: str, params: list[str]) -> tuple[Any, ...]:
+    """One statement in its own transaction, on the driver's connection."""
+    with raw.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if not raw.autocommit:
+        raw.commit()
+    return row
+
+
+def _seen_by_another_client(connection: Any, token: str) -> bool:
+    """Whether a second client of the same address reads ``token`` in its
+    session: it was given the server session the probe left its setting in.
+    A second client that waits longer than ``PROBE_WAIT`` for a session (a
+    full pool of sessions held by their clients) saw nothing."""
+    other = connection.get_new_connection(connection.get_connection_params())
+    timer = threading.Timer(PROBE_WAIT, other.cancel)
+    try:
+        timer.start()
+        try:
+            seen = _probe_one(other, "SELECT current_setting(%s, true)", [PROBE_SETTING])[0]
+            return seen == token
+        except Exception:  # cancelled while waiting for a server session
+            return False
+    finally:
+        timer.cancel()
+        other.close()
+
+
+def pooling_problem(connection: Any) -> str | None:
+    """Why session settings would leak on this open connection, or None.
+
+    Set, commit, read back: the probe sets :data:`PROBE_SETTING` to a random
+    token in one transaction and reads it in the next. On a direct
+    connection (the server process is the one the driver was told about at
+    log-in) nothing more is sent: one round trip per new connection. Behind
+    a proxy (it reports a process id of its own), the setting must survive
+    its transaction on the same server process, and a second client of the
+    same address must not read it: a transaction-pooling proxy gives the
+    freed server session to the next transaction, of any client."""
+    raw = connection.connection
+    token = secrets.token_hex(16)
+    pid, _ = _probe_one(
+        raw, "SELECT pg_backend_pid(), set_config(%s, %s, false)", [PROBE_SETTING, token]
+    )
+    if pid == raw.info.backend_pid:
+        return None
+    alias = connection.alias
+    pid_after, seen = _probe_one(
+        raw, "SELECT pg_backend_pid(), current_setting(%s, true)", [PROBE_SETTING]
+    )
+    if pid_after != pid or seen != token:
+        return (
+            f"DATABASES[{alias!r}] is behind a transaction-pooling proxy: a session setting "
+            "did not survive its transaction (the next transaction ran on another server "
+            "session), so TENANT_RLS = True would hand one tenant's setting to another "
+            "client's queries"
+        )
+    if _seen_by_another_client(connection, token):
+        return (
+            f"DATABASES[{alias!r}] is behind a transaction-pooling proxy: another client "
+            "read this connection's session setting (the server session is shared between "
+            "transactions), so TENANT_RLS = True would hand one tenant's setting to another "
+            "client's queries"
+        )
+    return None
+
+
+def refuse_transaction_pooling(connection: Any) -> None:
+    """Close a new connection whose server session is shared between
+    transactions (:func:`pooling_problem`) and raise
+    ``TransactionPoolingError``: nothing runs on it, and the next attempt
+    opens (and probes) a new one."""
+    problem = pooling_problem(connection)
+    if problem is None:
+        return
+    raw, connection.connection = connection.connection, None
+    raw.close()
+    raise TransactionPoolingError(
+        f"{problem}. Refused: set DJUST_CONFIG['TENANT_RLS'] = 'transaction' behind "
+        "transaction pooling "
+        "(docs/postgresql.md#session-settings-behind-transaction-pooling-refused)."
+    )
 
 
 def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:

@@ -8,6 +8,7 @@ from django.db import connections
 
 from ... import conf
 from ...db import rls
+from ...exceptions import TransactionPoolingError
 
 NAME = "rls"
 
@@ -34,6 +35,13 @@ def handle(command, options) -> None:
     out = command.stdout.write
     mode = conf.current().rls
     out(f"TENANT_RLS: {mode}")
+    try:
+        connection.ensure_connection()
+    except TransactionPoolingError as exc:  # found when the connection opened
+        command.stderr.write(f"ERROR: {exc}")
+        if options["check"]:
+            raise CommandError("1 row-level security problem(s), listed above.") from None
+        return
     problems = 0
     for model, field in rls.scoped_models():
         tenant_field = model._meta.get_field(field)
