@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod host;
+pub mod json;
 pub mod keys;
 pub mod presence;
 pub mod ratelimit;

@@ -3,7 +3,9 @@
 
 mod admission;
 mod config;
+mod crossings;
 mod errors;
+mod json;
 mod lifecycle;
 mod presence;
 mod ratelimit;
@@ -81,6 +83,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config::registry_fields, m)?)?;
     m.add_function(wrap_pyfunction!(config::tenant_keys, m)?)?;
     rules::register(m)?;
+    m.add_function(wrap_pyfunction!(crossings::count_crossings, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

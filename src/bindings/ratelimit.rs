@@ -182,6 +182,12 @@ const ROUTED: tenant_backend::Routed = tenant_backend::Routed {
     unscoped: Unscoped::Bound,
 };
 
+/// A tenant object's `settings` (not tenantry's `TenantInfo`: user code).
+fn plan_settings<'py>(tenant: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    super::crossings::note(super::crossings::Callback::UserCode);
+    tenant.getattr("settings").ok().filter(|s| !s.is_none())
+}
+
 /// What a check needs from the request, read only when a key counts it.
 fn identity_of(
     request: Option<&Bound<'_, PyAny>>,
@@ -193,6 +199,13 @@ fn identity_of(
         return Ok((user, ip, view));
     };
     let py = request.py();
+    if !parts.is_empty()
+        && (parts.contains(&KeyPart::User)
+            || parts.contains(&KeyPart::Ip)
+            || parts.contains(&KeyPart::View))
+    {
+        super::crossings::note(super::crossings::Callback::Request);
+    }
     if parts.contains(&KeyPart::User) || parts.contains(&KeyPart::Ip) {
         if let Ok(meta) = request.getattr(intern!(py, "META")) {
             if let Ok(addr) = meta.get_item(intern!(py, "REMOTE_ADDR")) {
@@ -281,7 +294,7 @@ impl Limiter {
                     info.setting(py, PLAN_QUOTAS_KEY)?,
                 )
             }
-            Err(_) => match tenant.getattr("settings").ok().filter(|s| !s.is_none()) {
+            Err(_) => match plan_settings(tenant) {
                 Some(s) => (
                     s.call_method1("get", (PLAN_RATE_LIMITS_KEY,)).ok(),
                     s.call_method1("get", (PLAN_QUOTAS_KEY,)).ok(),
