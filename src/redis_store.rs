@@ -339,17 +339,28 @@ impl RedisStore {
         };
         let evalsha = piped(script_cmd("EVALSHA", &script.sha, keys, args));
         let eval = std::cell::OnceCell::new();
-        self.run(true, |conn| {
-            let conn = conn.like();
-            let mut replies: Vec<Value> = evalsha.query(conn)?;
-            if let Some(Value::ServerError(e)) = replies.first() {
-                if e.code() == "NOSCRIPT" {
-                    replies = eval
-                        .get_or_init(|| piped(script_cmd("EVAL", script.code, keys, args)))
-                        .query(conn)?;
-                }
+        // A cluster connection sends a packed pipeline to the node of its
+        // first command's key (every key here shares one hash tag); its
+        // `Pipeline::query` refuses, so the packed commands go directly.
+        let send = |conn: &mut Conn, pipe: &redis::Pipeline| -> RedisResult<Vec<Value>> {
+            match conn {
+                Conn::Single(c) => pipe.query(c),
+                Conn::Cluster(c) => c.req_packed_commands(&pipe.get_packed_pipeline(), 0, 2),
             }
-            let mut replies = replies.into_iter();
+        };
+        let noscript = |sent: &RedisResult<Vec<Value>>| match sent {
+            Ok(replies) => {
+                matches!(replies.first(), Some(Value::ServerError(e)) if e.code() == "NOSCRIPT")
+            }
+            Err(e) => e.code() == Some("NOSCRIPT"),
+        };
+        self.run(true, |conn| {
+            let mut sent = send(conn, &evalsha);
+            if noscript(&sent) {
+                let whole = eval.get_or_init(|| piped(script_cmd("EVAL", script.code, keys, args)));
+                sent = send(conn, whole);
+            }
+            let mut replies = sent?.into_iter();
             match (replies.next(), replies.next()) {
                 (Some(first), Some(second)) => {
                     first.extract_error()?;

@@ -212,6 +212,29 @@ def tenant_for_request(request: Any, resolve: Any = None) -> TenantInfo | None:
         registered = True
     else:
         tenant, source, registered = resolve(request), "custom", False
+    return _admit_resolved(request, tenant, source, registered)
+
+
+def tenant_and_http_outcome(request: Any, limiter: Any) -> tuple[TenantInfo | None, Any]:
+    """:func:`tenant_for_request` for ``TenantMiddleware``, with the tenant's
+    ``http`` rate limits checked (and its ``http_requests`` usage counted) in
+    the same call into the core (``limiter.resolve_and_check_http``): one
+    crossing per request instead of two (docs/performance.md#crossings-per-request).
+    Returns ``(tenant, outcome)``: ``outcome`` is the ``Decision``, the
+    ``BackendUnavailable`` of a store that is down, or None when nothing was
+    checked (no tenant; resolved before; or a membership check admits the
+    tenant first, and the caller checks as before)."""
+    tenant = getattr(request, "__dict__", _NO_DICT).get("tenant", _UNRESOLVED)
+    if tenant is not _UNRESOLVED:
+        return tenant, None
+    tenant, source, outcome = limiter.resolve_and_check_http(request)
+    return _admit_resolved(request, tenant, source, True), outcome
+
+
+def _admit_resolved(
+    request: Any, tenant: Any, source: str | None, registered: bool
+) -> TenantInfo | None:
+    """The resolved ``tenant`` admitted and audited, kept on ``request.tenant``."""
     if tenant is not None:
         # admit() and audit.emit() inlined to their cheap tests: this runs on
         # every request, and each call costs more than the test it makes.

@@ -32,7 +32,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.http import HttpRequest, HttpResponse
 
 from . import conf, ratelimit
-from .access import missing, tenant_for_request
+from .access import missing, tenant_and_http_outcome, tenant_for_request
 from .context import (
     _current,
     get_current_tenant,
@@ -86,23 +86,27 @@ class TenantMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
-        tenant = tenant_for_request(request)
+        tenant, outcome = tenant_and_http_outcome(request, ratelimit.get_rate_limiter())
         token = set_current_tenant(tenant)
         try:
-            response = ratelimit.http(request, self.get_response)
+            response = ratelimit.http(request, self.get_response, outcome)
         finally:
             _current.reset(token)
         return keep_bound(response, tenant)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        outcome = None
         if conf.current().resolution_needs_sync:
-            # The session, the user and user code may touch the database.
-            tenant = await sync_to_async(tenant_for_request)(request)
+            # The session, the user and user code may touch the database;
+            # in that thread, the http limits too (one call into the core).
+            tenant, outcome = await sync_to_async(tenant_and_http_outcome)(
+                request, ratelimit.get_rate_limiter()
+            )
         else:
             tenant = tenant_for_request(request)
         token = set_current_tenant(tenant)
         try:
-            return keep_bound(await ratelimit.ahttp(request, self.get_response), tenant)
+            return keep_bound(await ratelimit.ahttp(request, self.get_response, outcome), tenant)
         finally:
             reset_current_tenant(token)
 

@@ -131,16 +131,24 @@ def _http_decision(request: HttpRequest) -> Decision | HttpResponse | None:
         return unavailable(request, exc)
 
 
-def http(request: HttpRequest, get_response: Callable[[HttpRequest], Any]) -> Any:
+def http(
+    request: HttpRequest, get_response: Callable[[HttpRequest], Any], outcome: Any = None
+) -> Any:
     """``TenantMiddleware``'s hook: the ``http`` limits of the request's
-    tenant before the view (429 when refused), their headers after it."""
+    tenant before the view (429 when refused), their headers after it.
+    ``outcome``: what ``access.tenant_and_http_outcome`` already decided (a
+    ``Decision``, or the ``BackendUnavailable`` of a store that is down);
+    None: decide now."""
     tenant = getattr(request, "tenant", None)
     if tenant is None:
         return get_response(request)
-    if _unlimited("http", tenant):
+    if outcome is not None:
+        decision = outcome if isinstance(outcome, Decision) else unavailable(request, outcome)
+    elif _unlimited("http", tenant):
         usage.count(tenant, "http_requests")
         return get_response(request)
-    decision = _http_decision(request)
+    else:
+        decision = _http_decision(request)
     if decision is None:
         return get_response(request)
     if not isinstance(decision, Decision):  # the 503 of a store that is down
@@ -154,15 +162,19 @@ def http(request: HttpRequest, get_response: Callable[[HttpRequest], Any]) -> An
     return response
 
 
-async def ahttp(request: HttpRequest, get_response: Callable[[HttpRequest], Awaitable[Any]]) -> Any:
+async def ahttp(
+    request: HttpRequest, get_response: Callable[[HttpRequest], Awaitable[Any]], outcome: Any = None
+) -> Any:
     """:func:`http` for async middleware stacks."""
     tenant = getattr(request, "tenant", None)
     if tenant is None:
         return await get_response(request)
-    if _unlimited("http", tenant):
+    if outcome is not None:
+        decision = outcome if isinstance(outcome, Decision) else unavailable(request, outcome)
+    elif _unlimited("http", tenant):
         usage.count(tenant, "http_requests")
         return await get_response(request)
-    if _limiter.get().needs_user("http"):
+    elif _limiter.get().needs_user("http", tenant):
         # request.user loads from the database: not on the event loop.
         decision = await sync_to_async(_http_decision)(request)
     else:
