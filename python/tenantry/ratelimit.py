@@ -59,6 +59,7 @@ __all__ = [
     "check",
     "get_rate_limiter",
     "http",
+    "needs_user",
     "tenant_ratelimit",
     "too_many_requests",
 ]
@@ -122,6 +123,18 @@ def _unlimited(scope: str, tenant: Any) -> bool:
     return not plan or (_PLAN_RATE_LIMITS not in plan and _PLAN_QUOTAS not in plan)
 
 
+def needs_user(scope: str, tenant: Any) -> bool:
+    """Whether ``scope``'s limits for ``tenant`` (the bound one) count users,
+    so an async caller loads ``request.user`` in a thread before checking.
+    Without a plan of its own the config alone says, read here without a
+    call into the core (docs/performance.md#crossings-per-request); a
+    plan's rates are the core's to merge (``TenantRateLimiter.needs_user``)."""
+    plan = getattr(tenant, "settings", None)
+    if not plan or _PLAN_RATE_LIMITS not in plan:
+        return scope in (conf.request_config or conf.request_settings()).user_scopes
+    return _limiter.get().needs_user(scope)
+
+
 def _http_decision(request: HttpRequest) -> Decision | HttpResponse | None:
     if getattr(request, "tenant", None) is None:
         return None
@@ -174,7 +187,7 @@ async def ahttp(
     elif _unlimited("http", tenant):
         usage.count(tenant, "http_requests")
         return await get_response(request)
-    elif _limiter.get().needs_user("http", tenant):
+    elif needs_user("http", tenant):
         # request.user loads from the database: not on the event loop.
         decision = await sync_to_async(_http_decision)(request)
     else:

@@ -481,22 +481,10 @@ impl Limiter {
         };
         Ok((Some(tenant_obj), source, Some(outcome)))
     }
-    /// True when a limit of `scope` for the bound tenant (or `tenant`, the
-    /// bound one as its caller already holds it: nothing is spent, so
-    /// naming one needs no check) counts users (async callers then load
-    /// `request.user` in a thread first).
-    #[pyo3(signature = (scope, tenant=None))]
-    fn needs_user(
-        &self,
-        py: Python<'_>,
-        scope: &str,
-        tenant: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let named = match tenant.filter(|t| !t.is_none()) {
-            Some(t) => Some((t.clone(), tenant_backend::tenant_id_of(t)?)),
-            None => self.tenant(py, None)?,
-        };
-        let Some((obj, id)) = named else {
+    /// True when a limit of `scope` for the bound tenant counts users
+    /// (async callers then load `request.user` in a thread first).
+    fn needs_user(&self, py: Python<'_>, scope: &str) -> PyResult<bool> {
+        let Some((obj, id)) = self.tenant(py, None)? else {
             return Ok(false);
         };
         let compiled = super::config::current(py)?;

@@ -193,10 +193,35 @@ async def test_a_liveview_event_crosses_at_most_twice():
         frame = await tab.event("peek")
     assert frame.get("type") != "error", frame
     _budget(seen)
-    # needs_user (whether the check must load the user in a thread) and
-    # the check itself, which counts the usage.
-    assert seen.tenancy_calls() == {
-        "TenantRateLimiter.needs_user": 1,
-        "TenantRateLimiter.check": 1,
-    }
+    # The check, which counts the usage too (whether it must load the user
+    # in a thread first is the config's answer, read in Python).
+    assert seen.tenancy_calls() == {"TenantRateLimiter.check": 1}
     await tab.socket.disconnect()
+
+
+def member(user, tenant) -> bool:
+    """``TENANT_MEMBERSHIP_CHECK`` of the test below: only alice belongs."""
+    return user.username == "alice"
+
+
+def test_one_call_still_admits_before_it_counts(settings, django_user_model):
+    """With a membership check the tenant is admitted (in Python) before its
+    limits are checked and its usage counted, as with two calls: a refused
+    request spends nothing of the tenant's allowance
+    (docs/performance.md#crossings-per-request)."""
+    from django.test import Client
+
+    settings.DJUST_CONFIG = {
+        **FEATURES,
+        "TENANT_RATE_LIMITS": {"http": "2/m"},
+        "TENANT_QUOTAS": {},
+        "TENANT_MEMBERSHIP_CHECK": f"{__name__}.member",
+    }
+    alice, bob = Client(), Client()
+    alice.force_login(django_user_model.objects.create_user("alice", password="pw"))
+    bob.force_login(django_user_model.objects.create_user("bob", password="pw"))
+    for _ in range(3):
+        assert bob.get("/items/", HTTP_HOST=HOST).status_code == 404
+    ok = alice.get("/items/", HTTP_HOST=HOST)
+    assert ok.status_code == 200 and ok["RateLimit-Remaining"] == "1"
+    assert get_usage("acme")["total"]["http_requests"] == 1
