@@ -219,7 +219,7 @@ def tenant_and_http_outcome(request: Any, limiter: Any) -> tuple[TenantInfo | No
     """:func:`tenant_for_request` for ``TenantMiddleware``, with the tenant's
     ``http`` rate limits checked (and its ``http_requests`` usage counted) in
     the same call into the core (``limiter.resolve_and_check_http``): one
-    crossing per request instead of two (docs/performance.md#crossings-per-request).
+    crossing per request instead of two (docs/performance-design.md#crossings-per-request).
     Returns ``(tenant, outcome)``: ``outcome`` is the ``Decision``, the
     ``BackendUnavailable`` of a store that is down, or None when nothing was
     checked (no tenant; resolved before; or a membership check admits the

@@ -127,7 +127,7 @@ def needs_user(scope: str, tenant: Any) -> bool:
     """Whether ``scope``'s limits for ``tenant`` (the bound one) count users,
     so an async caller loads ``request.user`` in a thread before checking.
     Without a plan of its own the config alone says, read here without a
-    call into the core (docs/performance.md#crossings-per-request); a
+    call into the core (docs/performance-design.md#crossings-per-request); a
     plan's rates are the core's to merge (``TenantRateLimiter.needs_user``)."""
     plan = getattr(tenant, "settings", None)
     if not plan or _PLAN_RATE_LIMITS not in plan:

@@ -1,5 +1,5 @@
 //! Counts of the times the request path's Rust code goes back into Python
-//! (docs/performance.md#crossings-per-request): an attribute read through
+//! (docs/performance-design.md#crossings-per-request): an attribute read through
 //! Python's object protocol, a call of a Python callable, an import.
 //! Reads of dicts the Rust side already holds (`META`'s items,
 //! `LazySettings.__dict__`'s) run no Python code and are not counted.

@@ -432,7 +432,7 @@ impl Limiter {
     /// no admission in Python (no `TENANT_MEMBERSHIP_CHECK`: the core's
     /// registry already admitted it), its `http` limits checked and its
     /// `http_requests` usage counted, for that tenant (the one the
-    /// middleware binds next; docs/performance.md#crossings-per-request).
+    /// middleware binds next; docs/performance-design.md#crossings-per-request).
     /// Returns `(tenant, source, outcome)`: `outcome` is the `Decision`,
     /// the `BackendUnavailable` a store that is down raised (answered 503),
     /// or None when nothing was checked (no tenant; admission first; or no

@@ -1,5 +1,5 @@
 """Crossings between Python and the Rust core per request
-(docs/performance.md#crossings-per-request): a request crosses from Python
+(docs/performance-design.md#crossings-per-request): a request crosses from Python
 into the core at most twice on tenancy's own path (resolution, rate limits,
 usage), and the core goes back into Python at most once there (reading
 ``request.META``), with every per-request feature on. A real djust LiveView
@@ -208,7 +208,7 @@ def test_one_call_still_admits_before_it_counts(settings, django_user_model):
     """With a membership check the tenant is admitted (in Python) before its
     limits are checked and its usage counted, as with two calls: a refused
     request spends nothing of the tenant's allowance
-    (docs/performance.md#crossings-per-request)."""
+    (docs/performance-design.md#crossings-per-request)."""
     from django.test import Client
 
     settings.DJUST_CONFIG = {

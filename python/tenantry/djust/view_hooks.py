@@ -24,7 +24,7 @@ from .. import _core, conf
 
 #: ``tenant:<id>:`` of a tenant id (the rule is the core's): a view's keys
 #: need it several times per request and per event, and a cached answer
-#: spares each a call into the extension (docs/performance.md#crossings-per-request).
+#: spares each a call into the extension (docs/performance-design.md#crossings-per-request).
 tenant_scope = functools.lru_cache(maxsize=4096)(_core.tenant_scope)
 
 __all__ = [
