@@ -86,7 +86,11 @@ class TenantMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
-        tenant, outcome = tenant_and_http_outcome(request, ratelimit.get_rate_limiter())
+        config = conf.request_config or conf.request_settings()
+        if "http" in config.limited_scopes and config.membership_check is None:
+            tenant, outcome = tenant_and_http_outcome(request, ratelimit.get_rate_limiter)
+        else:  # nothing to fold into resolution's call: as directly as it goes
+            tenant, outcome = tenant_for_request(request), None
         token = set_current_tenant(tenant)
         try:
             response = ratelimit.http(request, self.get_response, outcome)
@@ -100,7 +104,7 @@ class TenantMiddleware:
             # The session, the user and user code may touch the database;
             # in that thread, the http limits too (one call into the core).
             tenant, outcome = await sync_to_async(tenant_and_http_outcome)(
-                request, ratelimit.get_rate_limiter()
+                request, ratelimit.get_rate_limiter
             )
         else:
             tenant = tenant_for_request(request)
