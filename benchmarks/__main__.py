@@ -11,6 +11,7 @@ import sys
 import time
 
 from benchmarks import setup
+from benchmarks.timing import load_average
 
 
 def main() -> int:
@@ -43,6 +44,9 @@ def main() -> int:
         f"Python {platform.python_version()}, Django {django.get_version()}, "
         f"djust {djust.__version__}, tenantry {tenantry.__version__}.\n"
         "Times are the best of 5 repeats; ratios compare numbers from this one run.\n"
+        f"At the start: {load_average()}. A load above the core count means other work "
+        "shared the cores: compare ratios, not absolute times, and regenerate on a quiet "
+        "machine for the record.\n"
     )
     for module in (
         bench_resolvers,
@@ -61,7 +65,10 @@ def main() -> int:
         bench_jobs,
         bench_ratelimit,
     ):
+        started = time.strftime("%H:%M UTC", time.gmtime())
         print(module.run())
+        # Beside every table, whichever helper drew it: the section's load.
+        print(f"_Section run from {started}; at its end: {load_average()}._\n")
         sys.stdout.flush()
     return 0
 

@@ -134,7 +134,7 @@ async def _open(view: str):
         "/ws/",
         headers=[(b"host", HOST.encode())],
     )
-    connected, _ = await socket.connect()
+    connected, _ = await socket.connect(timeout=120)  # a busy machine: see receive below
     assert connected
     await socket.receive_json_from(timeout=120)
     await socket.send_json_to({"type": "mount", "view": view, "url": "/room/"})

@@ -4,8 +4,22 @@ ns per operation, and a Markdown table of side-by-side ratios."""
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable
+
+
+def load_average() -> str:
+    """The machine's load average now (1, 5, 15 minutes), for the line
+    printed beside each table: a table measured on a busy machine says so."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:  # not available on this platform
+        return "load average unavailable"
+    return (
+        f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} (1, 5, 15 min), "
+        f"{os.cpu_count()} cores"
+    )
 
 
 def ns_per_op(fn: Callable[[], object], *, number: int = 20_000, repeat: int = 5) -> float:
@@ -61,6 +75,7 @@ def ratio_table(
         lines.append(
             f"| {label} | {fmt_ns(theirs_ns)} | {fmt_ns(ours_ns)} | {ratio:,.1f}× | {met} |"
         )
+    lines += ["", f"_Measured at {time.strftime('%H:%M UTC', time.gmtime())}, {load_average()}._"]
     return "\n".join(lines) + "\n"
 
 

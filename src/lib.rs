@@ -8,6 +8,7 @@
 pub mod config;
 pub mod flags;
 pub mod host;
+pub mod json;
 pub mod keys;
 pub mod presence;
 pub mod ratelimit;

@@ -62,6 +62,9 @@ class RequestConfig(NamedTuple):
     #: Of the scopes tenantry's own gates check (:data:`GATED_SCOPES`), those
     #: ``TENANT_RATE_LIMITS`` or ``TENANT_QUOTAS`` limit.
     limited_scopes: frozenset[str]
+    #: The scopes ``TENANT_RATE_LIMITS`` counts per user (a tenant's plan may
+    #: add others): their checks load ``request.user`` first.
+    user_scopes: frozenset[str]
 
 
 #: The current config's :class:`RequestConfig`, or None: read without a call
@@ -146,6 +149,7 @@ def request_settings() -> RequestConfig:
         config.membership_check,
         config.audit_callback,
         frozenset(scope for scope in GATED_SCOPES if config.limits_scope(scope)),
+        frozenset(config.scopes_counting_users),
     )
     return request_config
 

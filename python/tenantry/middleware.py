@@ -41,7 +41,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.http import HttpRequest, HttpResponse
 
 from . import conf, observe, ratelimit
-from .access import missing, tenant_for_request
+from .access import missing, tenant_and_http_outcome, tenant_for_request
 from .context import (
     _current,
     get_current_tenant,
@@ -107,13 +107,17 @@ class TenantMiddleware:
             _report(request, started)
 
     def _serve(self, request: HttpRequest) -> Any:
+        config = conf.request_config or conf.request_settings()
         try:
-            tenant = tenant_for_request(request)
+            if "http" in config.limited_scopes and config.membership_check is None:
+                tenant, outcome = tenant_and_http_outcome(request, ratelimit.get_rate_limiter)
+            else:  # nothing to fold into resolution's call: as directly as it goes
+                tenant, outcome = tenant_for_request(request), None
         except TenantSuspended as exc:
             return suspended(request, exc)
         token = set_current_tenant(tenant)
         try:
-            response = ratelimit.http(request, self.get_response)
+            response = ratelimit.http(request, self.get_response, outcome)
         finally:
             _current.reset(token)
         return keep_bound(response, tenant)
@@ -128,17 +132,21 @@ class TenantMiddleware:
         return await self._aserve(request)
 
     async def _aserve(self, request: HttpRequest) -> HttpResponse:
+        outcome = None
         try:
             if conf.current().resolution_needs_sync:
-                # The session, the user and user code may touch the database.
-                tenant = await sync_to_async(tenant_for_request)(request)
+                # The session, the user and user code may touch the database;
+                # in that thread, the http limits too (one call into the core).
+                tenant, outcome = await sync_to_async(tenant_and_http_outcome)(
+                    request, ratelimit.get_rate_limiter
+                )
             else:
                 tenant = tenant_for_request(request)
         except TenantSuspended as exc:
             return suspended(request, exc)
         token = set_current_tenant(tenant)
         try:
-            return keep_bound(await ratelimit.ahttp(request, self.get_response), tenant)
+            return keep_bound(await ratelimit.ahttp(request, self.get_response, outcome), tenant)
         finally:
             reset_current_tenant(token)
 

@@ -59,6 +59,7 @@ __all__ = [
     "check",
     "get_rate_limiter",
     "http",
+    "needs_user",
     "tenant_ratelimit",
     "too_many_requests",
 ]
@@ -122,6 +123,18 @@ def _unlimited(scope: str, tenant: Any) -> bool:
     return not plan or (_PLAN_RATE_LIMITS not in plan and _PLAN_QUOTAS not in plan)
 
 
+def needs_user(scope: str, tenant: Any) -> bool:
+    """Whether ``scope``'s limits for ``tenant`` (the bound one) count users,
+    so an async caller loads ``request.user`` in a thread before checking.
+    Without a plan of its own the config alone says, read here without a
+    call into the core (docs/performance-design.md#crossings-per-request); a
+    plan's rates are the core's to merge (``TenantRateLimiter.needs_user``)."""
+    plan = getattr(tenant, "settings", None)
+    if not plan or _PLAN_RATE_LIMITS not in plan:
+        return scope in (conf.request_config or conf.request_settings()).user_scopes
+    return _limiter.get().needs_user(scope)
+
+
 def _http_decision(request: HttpRequest) -> Decision | HttpResponse | None:
     if getattr(request, "tenant", None) is None:
         return None
@@ -131,16 +144,24 @@ def _http_decision(request: HttpRequest) -> Decision | HttpResponse | None:
         return unavailable(request, exc)
 
 
-def http(request: HttpRequest, get_response: Callable[[HttpRequest], Any]) -> Any:
+def http(
+    request: HttpRequest, get_response: Callable[[HttpRequest], Any], outcome: Any = None
+) -> Any:
     """``TenantMiddleware``'s hook: the ``http`` limits of the request's
-    tenant before the view (429 when refused), their headers after it."""
+    tenant before the view (429 when refused), their headers after it.
+    ``outcome``: what ``access.tenant_and_http_outcome`` already decided (a
+    ``Decision``, or the ``BackendUnavailable`` of a store that is down);
+    None: decide now."""
     tenant = getattr(request, "tenant", None)
     if tenant is None:
         return get_response(request)
-    if _unlimited("http", tenant):
+    if outcome is not None:
+        decision = outcome if isinstance(outcome, Decision) else unavailable(request, outcome)
+    elif _unlimited("http", tenant):
         usage.count(tenant, "http_requests")
         return get_response(request)
-    decision = _http_decision(request)
+    else:
+        decision = _http_decision(request)
     if decision is None:
         return get_response(request)
     if not isinstance(decision, Decision):  # the 503 of a store that is down
@@ -154,15 +175,19 @@ def http(request: HttpRequest, get_response: Callable[[HttpRequest], Any]) -> An
     return response
 
 
-async def ahttp(request: HttpRequest, get_response: Callable[[HttpRequest], Awaitable[Any]]) -> Any:
+async def ahttp(
+    request: HttpRequest, get_response: Callable[[HttpRequest], Awaitable[Any]], outcome: Any = None
+) -> Any:
     """:func:`http` for async middleware stacks."""
     tenant = getattr(request, "tenant", None)
     if tenant is None:
         return await get_response(request)
-    if _unlimited("http", tenant):
+    if outcome is not None:
+        decision = outcome if isinstance(outcome, Decision) else unavailable(request, outcome)
+    elif _unlimited("http", tenant):
         usage.count(tenant, "http_requests")
         return await get_response(request)
-    if _limiter.get().needs_user("http"):
+    elif needs_user("http", tenant):
         # request.user loads from the database: not on the event loop.
         decision = await sync_to_async(_http_decision)(request)
     else:

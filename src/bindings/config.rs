@@ -144,13 +144,17 @@ impl Compiled {
         let Some(compiled_from) = &self.settings_object else {
             return Ok(true);
         };
-        let conf = DJANGO_CONF.get_or_try_init(py, || {
-            py.import("django.conf").map(|m| m.into_any().unbind())
+        // The module's own dict, held since the first use: a replaced
+        // `django.conf.settings` (`patch("django.conf.settings")` sets the
+        // module attribute) is seen in it; reading it runs no Python code.
+        let conf = DJANGO_CONF.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+            Ok(py.import("django.conf")?.dict().clone().unbind().into_any())
         })?;
-        Ok(conf
+        let current = conf
             .bind(py)
-            .getattr(pyo3::intern!(py, "settings"))?
-            .is(compiled_from.bind(py)))
+            .cast::<PyDict>()?
+            .get_item(pyo3::intern!(py, "settings"))?;
+        Ok(current.is_some_and(|s| s.is(compiled_from.bind(py))))
     }
 }
 
@@ -162,10 +166,12 @@ pub fn current(py: Python<'_>) -> PyResult<Arc<Compiled>> {
         if c.settings_unchanged(py)? {
             return Ok(c);
         }
+        super::crossings::note(super::crossings::Callback::ConfigLoad);
         RELOADER
             .import(py, "tenantry.conf", "_settings_replaced")?
             .call0()?;
     } else {
+        super::crossings::note(super::crossings::Callback::ConfigLoad);
         CONF_LOADER.import(py, "tenantry.conf", "load")?.call0()?;
     }
     CURRENT

@@ -3,8 +3,10 @@
 
 mod admission;
 mod config;
+mod crossings;
 mod errors;
 mod flags;
+mod json;
 mod lifecycle;
 mod presence;
 mod ratelimit;
@@ -85,6 +87,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config::registry_fields, m)?)?;
     m.add_function(wrap_pyfunction!(config::tenant_keys, m)?)?;
     rules::register(m)?;
+    m.add_function(wrap_pyfunction!(crossings::count_crossings, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // The optional Cargo features built in (Cargo.toml; the demo's light
     // build has neither): tests/ops/test_demo_build.py checks the test build.

@@ -182,6 +182,19 @@ const ROUTED: tenant_backend::Routed = tenant_backend::Routed {
     unscoped: Unscoped::Bound,
 };
 
+/// A tenant object's `settings` (not tenantry's `TenantInfo`: user code).
+fn plan_settings<'py>(tenant: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    super::crossings::note(super::crossings::Callback::UserCode);
+    tenant.getattr("settings").ok().filter(|s| !s.is_none())
+}
+
+/// `(tenant, source, outcome)` of [`Limiter::resolve_and_check_http`].
+type Resolved<'py> = (
+    Option<Bound<'py, PyAny>>,
+    Option<String>,
+    Option<Bound<'py, PyAny>>,
+);
+
 /// What a check needs from the request, read only when a key counts it.
 fn identity_of(
     request: Option<&Bound<'_, PyAny>>,
@@ -193,6 +206,13 @@ fn identity_of(
         return Ok((user, ip, view));
     };
     let py = request.py();
+    if !parts.is_empty()
+        && (parts.contains(&KeyPart::User)
+            || parts.contains(&KeyPart::Ip)
+            || parts.contains(&KeyPart::View))
+    {
+        super::crossings::note(super::crossings::Callback::Request);
+    }
     if parts.contains(&KeyPart::User) || parts.contains(&KeyPart::Ip) {
         if let Ok(meta) = request.getattr(intern!(py, "META")) {
             if let Ok(addr) = meta.get_item(intern!(py, "REMOTE_ADDR")) {
@@ -281,7 +301,7 @@ impl Limiter {
                     info.setting(py, PLAN_QUOTAS_KEY)?,
                 )
             }
-            Err(_) => match tenant.getattr("settings").ok().filter(|s| !s.is_none()) {
+            Err(_) => match plan_settings(tenant) {
                 Some(s) => (
                     s.call_method1("get", (PLAN_RATE_LIMITS_KEY,)).ok(),
                     s.call_method1("get", (PLAN_QUOTAS_KEY,)).ok(),
@@ -392,80 +412,75 @@ impl Limiter {
             }
             return Ok(None);
         };
-        if let Some(name) = usage {
-            let metric = Metric::from_name(name).ok_or_else(|| {
-                pyo3::exceptions::PyValueError::new_err(format!("unknown usage metric {name:?}"))
-            })?;
-            super::usage::record(py, &tenant, metric, 1)?;
-        }
-        let (engine, compiled) = self.engine(py)?;
-        let settings = &compiled.settings.rate_limits;
-        let plan = self.plan(py, &tenant_obj, &tenant)?;
-        let key = key.map(KeySpec::parse).transpose().map_err(rate_error)?;
-        let mut limits = settings.limits.effective(plan.as_deref(), scope);
-        let planned = plan.as_ref().is_some_and(|p| p.rates.contains_key(scope));
-        if let (Some(rate), false, false) =
-            (rate, planned, settings.limits.rates.contains_key(scope))
-        {
-            limits.insert(
-                0,
-                LimitSpec {
-                    limit: Limit::Rate(Rate::parse(rate).map_err(rate_error)?),
-                    key: KeySpec::TENANT,
-                },
-            );
-        }
-        if limits.is_empty() {
-            return Ok(Some(Decision::from_core(CoreDecision::UNLIMITED, false)));
-        }
-        let mut parts: Vec<KeyPart> = Vec::new();
-        for spec in &limits {
-            let k = key.as_ref().unwrap_or(&spec.key);
-            for part in [KeyPart::User, KeyPart::Ip, KeyPart::View] {
-                if k.needs(part) && !parts.contains(&part) {
-                    parts.push(part);
-                }
-            }
-        }
-        let (user, ip, view) = identity_of(request, &parts, endpoint)?;
-        let who = Identity {
-            user: user.as_deref(),
-            ip: ip.as_deref(),
-            view: view.as_deref(),
-        };
-        let checks = checks_for(scope, &limits, key.as_ref(), &who).map_err(rate_error)?;
-        check_cost(&checks, cost).map_err(rate_error)?;
-        let decided = match &*engine {
-            tenant_backend::Engine::Memory(prefix) => MEMORY
-                .check(prefix, &tenant, &checks, cost, now_micros())
-                .map_err(|refused| StoreError::Unavailable {
-                    url: "memory".to_owned(),
-                    detail: refused.to_string(),
-                }),
-            tenant_backend::Engine::Redis(r) => py.detach(|| r.check(&tenant, &checks, cost, None)),
-        };
-        match decided {
-            Ok(d) => {
-                if !d.allowed {
-                    super::usage::record(py, &tenant, Metric::Limited, 1)?;
-                }
-                Ok(Some(Decision::from_core(d, true)))
-            }
-            Err(e @ StoreError::Unavailable { .. }) if settings.failure == FailureMode::Open => {
-                Self::warn(
-                    py,
-                    format!(
-                        "rate limit {scope:?} of tenant {:?} not checked \
-                         (TENANT_RATE_LIMIT_FAILURE = 'open'): {e}",
-                        tenant.as_str()
-                    ),
-                )?;
-                Ok(Some(Decision::from_core(CoreDecision::UNLIMITED, false)))
-            }
-            Err(e) => Err(store_error(e)),
-        }
+        self.decide(
+            py,
+            scope,
+            key,
+            cost,
+            request,
+            rate,
+            endpoint,
+            &tenant_obj,
+            &tenant,
+            usage,
+        )
+        .map(Some)
     }
 
+    /// `TenantMiddleware`'s one call per request: the request's tenant
+    /// resolved (`resolve_tenant_sourced`) and, when one resolved and needs
+    /// no admission in Python (no `TENANT_MEMBERSHIP_CHECK`: the core's
+    /// registry already admitted it), its `http` limits checked and its
+    /// `http_requests` usage counted, for that tenant (the one the
+    /// middleware binds next; docs/performance-design.md#crossings-per-request).
+    /// Returns `(tenant, source, outcome)`: `outcome` is the `Decision`,
+    /// the `BackendUnavailable` a store that is down raised (answered 503),
+    /// or None when nothing was checked (no tenant; admission first; or no
+    /// limit of `http` applies, and the middleware only counts usage).
+    fn resolve_and_check_http<'py>(
+        &self,
+        py: Python<'py>,
+        request: &Bound<'py, PyAny>,
+    ) -> PyResult<Resolved<'py>> {
+        let (tenant_obj, source) = super::resolvers::resolve_tenant_sourced(py, request)?;
+        let Some(tenant_obj) = tenant_obj else {
+            return Ok((None, source, None));
+        };
+        let compiled = super::config::current(py)?;
+        if compiled.membership_check.is_some() {
+            return Ok((Some(tenant_obj), source, None));
+        }
+        let tenant = tenant_backend::tenant_id_of(&tenant_obj)?;
+        // Nothing limits `http` for it: the middleware only counts the
+        // request, held in Python (`tenantry.usage.count`), no store call.
+        if !compiled.settings.rate_limits.limits.mentions("http")
+            && !self
+                .plan(py, &tenant_obj, &tenant)?
+                .is_some_and(|p| p.mentions("http"))
+        {
+            return Ok((Some(tenant_obj), source, None));
+        }
+        let decided = self.decide(
+            py,
+            "http",
+            None,
+            1,
+            Some(request),
+            None,
+            None,
+            &tenant_obj,
+            &tenant,
+            Some("http_requests"),
+        );
+        let outcome = match decided {
+            Ok(d) => Bound::new(py, d)?.into_any(),
+            Err(e) if e.is_instance(py, errors::BackendUnavailable::type_object(py)?) => {
+                e.into_value(py).into_bound(py).into_any()
+            }
+            Err(e) => return Err(e),
+        };
+        Ok((Some(tenant_obj), source, Some(outcome)))
+    }
     /// True when a limit of `scope` for the bound tenant counts users
     /// (async callers then load `request.user` in a thread first).
     fn needs_user(&self, py: Python<'_>, scope: &str) -> PyResult<bool> {
@@ -545,6 +560,98 @@ impl Limiter {
         match self.engine(py) {
             Ok((e, _)) => format!("TenantRateLimiter(backend={:?})", e.name()),
             Err(_) => "TenantRateLimiter(unconfigured)".to_owned(),
+        }
+    }
+}
+
+impl Limiter {
+    /// [`Limiter::check`] for a known tenant.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        py: Python<'_>,
+        scope: &str,
+        key: Option<&str>,
+        cost: u64,
+        request: Option<&Bound<'_, PyAny>>,
+        rate: Option<&str>,
+        endpoint: Option<&str>,
+        tenant_obj: &Bound<'_, PyAny>,
+        tenant: &TenantId,
+        usage: Option<&str>,
+    ) -> PyResult<Decision> {
+        let tenant = tenant.clone();
+        if let Some(name) = usage {
+            let metric = Metric::from_name(name).ok_or_else(|| {
+                pyo3::exceptions::PyValueError::new_err(format!("unknown usage metric {name:?}"))
+            })?;
+            super::usage::record(py, &tenant, metric, 1)?;
+        }
+        let (engine, compiled) = self.engine(py)?;
+        let settings = &compiled.settings.rate_limits;
+        let plan = self.plan(py, tenant_obj, &tenant)?;
+        let key = key.map(KeySpec::parse).transpose().map_err(rate_error)?;
+        let mut limits = settings.limits.effective(plan.as_deref(), scope);
+        let planned = plan.as_ref().is_some_and(|p| p.rates.contains_key(scope));
+        if let (Some(rate), false, false) =
+            (rate, planned, settings.limits.rates.contains_key(scope))
+        {
+            limits.insert(
+                0,
+                LimitSpec {
+                    limit: Limit::Rate(Rate::parse(rate).map_err(rate_error)?),
+                    key: KeySpec::TENANT,
+                },
+            );
+        }
+        if limits.is_empty() {
+            return Ok(Decision::from_core(CoreDecision::UNLIMITED, false));
+        }
+        let mut parts: Vec<KeyPart> = Vec::new();
+        for spec in &limits {
+            let k = key.as_ref().unwrap_or(&spec.key);
+            for part in [KeyPart::User, KeyPart::Ip, KeyPart::View] {
+                if k.needs(part) && !parts.contains(&part) {
+                    parts.push(part);
+                }
+            }
+        }
+        let (user, ip, view) = identity_of(request, &parts, endpoint)?;
+        let who = Identity {
+            user: user.as_deref(),
+            ip: ip.as_deref(),
+            view: view.as_deref(),
+        };
+        let checks = checks_for(scope, &limits, key.as_ref(), &who).map_err(rate_error)?;
+        check_cost(&checks, cost).map_err(rate_error)?;
+        let decided = match &*engine {
+            tenant_backend::Engine::Memory(prefix) => MEMORY
+                .check(prefix, &tenant, &checks, cost, now_micros())
+                .map_err(|refused| StoreError::Unavailable {
+                    url: "memory".to_owned(),
+                    detail: refused.to_string(),
+                }),
+            tenant_backend::Engine::Redis(r) => py.detach(|| r.check(&tenant, &checks, cost, None)),
+        };
+        match decided {
+            Ok(d) => {
+                if !d.allowed {
+                    super::usage::record(py, &tenant, Metric::Limited, 1)?;
+                }
+                Ok(Decision::from_core(d, true))
+            }
+            Err(e @ StoreError::Unavailable { .. }) if settings.failure == FailureMode::Open => {
+                Self::warn(
+                    py,
+                    format!(
+                        "rate limit {scope:?} of tenant {:?} not checked \
+                         (TENANT_RATE_LIMIT_FAILURE = 'open'): {e}",
+                        tenant.as_str()
+                    ),
+                )?;
+                Ok(Decision::from_core(CoreDecision::UNLIMITED, false))
+            }
+            Err(e) => Err(store_error(e)),
         }
     }
 }

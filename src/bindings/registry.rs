@@ -54,6 +54,7 @@ impl Registry {
         };
         // No lock held while the loader runs: it queries the database. A
         // save or delete meanwhile invalidates, and the result is not kept.
+        super::crossings::note(super::crossings::Callback::UserCode);
         let loaded = self.loader.bind(py).call1((id,))?;
         let now = Instant::now();
         if loaded.is_none() {
@@ -138,6 +139,7 @@ impl DomainMap {
             cache.generation()
         };
         // As for tenants: a change while loading keeps the result out.
+        super::crossings::note(super::crossings::Callback::UserCode);
         let loaded = self.loader.bind(py).call1((domain,))?;
         let id = if loaded.is_none() {
             None

@@ -11,6 +11,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTypeInfo};
 
 use super::config::{current, overridden, Compiled, Names};
+use super::crossings::{self, Callback};
 use super::registry::DomainMap;
 use super::tenant_info::{id_candidate, type_name, valid_id, Candidate, TenantInfo, ValidId};
 use crate::config::Settings;
@@ -159,6 +160,7 @@ impl Resolver {
                 label,
             } => {
                 let obj = obj.bind(py);
+                crossings::note(Callback::UserCode);
                 let result = if *call_resolve {
                     obj.call_method1(intern!(py, "resolve"), (request,))?
                 } else {
@@ -370,6 +372,7 @@ fn request_path<'py>(
     py: Python<'py>,
     request: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyString>>> {
+    crossings::note(Callback::Request);
     if let Some(path) = request.getattr_opt(intern!(py, "path_info"))? {
         if let Ok(p) = path.cast_into::<PyString>() {
             return Ok(Some(p));
@@ -395,6 +398,7 @@ fn builtin_found<'py>(
         Builtin::Header => {
             // The value counts only as a str holding a valid id, exactly as
             // sent: "  acme " is not acme.
+            crossings::note(Callback::Request);
             match request.getattr_opt(intern!(py, "META"))? {
                 Some(meta) => match meta.cast::<PyDict>() {
                     Ok(meta) => match meta.get_item(rules.names.meta_key.bind(py))? {
@@ -412,6 +416,7 @@ fn builtin_found<'py>(
             _ => None,
         },
         Builtin::Custom => {
+            crossings::note(Callback::UserCode);
             return match rules.custom_resolver {
                 Some(f) => Ok(
                     normalize(py, f.bind(py).call1((request,))?, rules.custom_label)?
@@ -481,6 +486,7 @@ fn session<'py>(
     names: &Names,
     request: &Bound<'py, PyAny>,
 ) -> PyResult<Option<ValidId<'py>>> {
+    crossings::note(Callback::Request);
     if let Some(session) = request.getattr_opt(intern!(py, "session"))? {
         if !session.is_none() {
             if let Some(value) = session_get(py, &session, names.session_key.bind(py))? {
@@ -558,7 +564,10 @@ fn django_setting<'py>(
     })?;
     match cache.bind(py).get_item(name)? {
         Some(value) => Ok(value),
-        None => settings.getattr(name),
+        None => {
+            crossings::note(Callback::SettingsMiss);
+            settings.getattr(name)
+        }
     }
 }
 
@@ -608,6 +617,7 @@ fn same_items(snap: &HostSnapshot, list: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// `DisallowedHost`.
 fn request_domain(py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     let (hosts, use_xfh) = host_rules(py)?;
+    crossings::note(Callback::Request);
     let meta = request.getattr_opt(intern!(py, "META"))?;
     if let Some(Ok(meta)) = meta.as_ref().map(|m| m.cast::<PyDict>()) {
         // Django's `_get_raw_host()` order.
@@ -629,6 +639,7 @@ fn request_domain(py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<Option
     // No Host header (the SERVER_NAME path), a host Django refuses, or a
     // request-like object without a META dict (a test's Mock): ask its
     // get_host(), so the answer, and Django's DisallowedHost, are its own.
+    crossings::note(Callback::GetHost);
     let host = request.call_method0(intern!(py, "get_host"))?;
     let Ok(host) = host.cast::<PyString>() else {
         return Ok(None);

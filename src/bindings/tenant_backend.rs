@@ -42,6 +42,7 @@ use crate::tenant_id::{check_named, TenantId};
 /// The bound tenant's id, if any. Accepts tenantry's `TenantInfo`, any
 /// object with an `id` (djust's own `TenantInfo`), or a plain id.
 pub fn bound_tenant(py: Python<'_>, current_tenant: &Py<PyAny>) -> PyResult<Option<TenantId>> {
+    super::crossings::note(super::crossings::Callback::ContextVar);
     let bound = current_tenant.bind(py).call_method0(intern!(py, "get"))?;
     if bound.is_none() {
         return Ok(None);
@@ -329,6 +330,7 @@ impl<E> TenantRouter<E> {
 
     /// The bound tenant object itself (a `TenantInfo`, usually), if any.
     pub fn bound_object<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        super::crossings::note(super::crossings::Callback::ContextVar);
         let bound = self
             .current_tenant
             .bind(py)

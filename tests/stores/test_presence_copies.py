@@ -139,3 +139,54 @@ def test_subclasses_of_str_and_dict_are_stored_as_plain_values():
     meta = backend.list("board")[0]["meta"]
     assert type(meta) is dict and type(meta["name"]) is str and meta["name"] == "alice"
     TenantAwareMemoryBackend.clear_all()
+
+
+def test_a_flat_meta_and_its_connections_entry_are_two_dicts(make):
+    """A join's connection carries the user's own (flat) meta: the entry is
+    a copy of the meta's dict, never the same object."""
+    backend = make("acme")
+    backend.join("board", "alice", {"name": "Alice", "n": 1})
+    record = backend.list("board")[0]
+    entry = record["metas"][0]
+    assert entry is not record["meta"]
+    entry["name"] = "changed"
+    record["meta"]["n"] = 2
+    assert record["meta"]["name"] == "Alice" and entry["n"] == 1
+    assert backend.list("board")[0]["meta"] == {"name": "Alice", "n": 1}
+
+
+TRICKY_METAS = [
+    {"name": 'Zoë 🎉 \u2028 "q" \\ /', "ctl": "\x00\x1f\t\n", "e": ""},
+    {"big": 2**70, "neg": -(2**63), "f": 0.1, "exp": 1e300, "tiny": 5e-324, "z": -0.0},
+    {"nan": float("nan"), "inf": float("inf"), "ninf": float("-inf")},
+    {"nested": [[[]], {}, [{"k": [1, "2", None, True, False]}]], "ключ": "значение"},
+    ["a list", 1, {"x": None}],
+    "a string",
+]
+
+
+@pytest.mark.parametrize("meta", TRICKY_METAS)
+def test_metas_read_back_as_json_would_decode_them(make, meta):
+    """Redis metas are decoded by tenantry's own decoder (src/json.rs): what
+    comes back is what ``json.loads`` makes of what was stored."""
+    import json
+    import math
+
+    backend = make("acme")
+    backend.track("board", "alice", "t1", meta)
+    expected = json.loads(json.dumps(meta, ensure_ascii=False))
+    record = backend.list("board")[0]
+
+    def same(a, b):
+        if isinstance(a, float) and math.isnan(a):
+            return isinstance(b, float) and math.isnan(b)
+        if isinstance(a, dict):
+            return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, list):
+            return isinstance(b, list) and len(a) == len(b) and all(map(same, a, b))
+        return type(a) is type(b) and a == b
+
+    assert same(expected, record["meta"]), record["meta"]
+    entry = {k: v for k, v in record["metas"][0].items() if k not in ("ref", "online_at")}
+    wrapped = expected if isinstance(expected, dict) else {"value": expected}
+    assert same(wrapped, entry), entry

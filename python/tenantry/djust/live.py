@@ -81,6 +81,7 @@ from ..ratelimit import (
     frame_refusal,
     mount_refusal,
     mount_unlimited,
+    needs_user,
 )
 
 try:
@@ -451,7 +452,7 @@ def _gated_event_validator(original: Callable[..., Any]) -> Callable[..., Any]:
             if observe.event is not None:
                 observe.event(tenant)
             return handler
-        if _limiter.get().needs_user("events"):
+        if needs_user("events", tenant):
             # The view's user may still be a lazy object that loads from
             # the database: not on the event loop.
             refusal = await sync_to_async(event_refusal)(owner, event_name, root_view)

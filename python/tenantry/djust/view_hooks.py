@@ -17,10 +17,15 @@ walks each time); the rules they follow are here. The names are in
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from .. import conf
-from .._core import tenant_scope
+from .. import _core, conf
+
+#: ``tenant:<id>:`` of a tenant id (the rule is the core's): a view's keys
+#: need it several times per request and per event, and a cached answer
+#: spares each a call into the extension (docs/performance-design.md#crossings-per-request).
+tenant_scope = functools.lru_cache(maxsize=4096)(_core.tenant_scope)
 
 __all__ = [
     "DERIVED",
