@@ -381,6 +381,7 @@ impl RedisStore {
         let send = |conn: &mut Conn, pipe: &redis::Pipeline| -> RedisResult<Vec<Value>> {
             match conn {
                 Conn::Single(c) => pipe.query(c),
+                #[cfg(feature = "redis-cluster")]
                 Conn::Cluster(c) => c.req_packed_commands(&pipe.get_packed_pipeline(), 0, 2),
             }
         };
