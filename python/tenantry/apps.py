@@ -37,11 +37,18 @@ def _install_observers() -> None:
 
     tracing.install()
     try:
+        enabled = conf.current().metrics_enabled
+    except ImproperlyConfigured:
+        # A broken DJUST_CONFIG: `manage.py check` names every problem at
+        # once, and TenantMiddleware refuses to start; ready() must not hide
+        # them behind the first one.
+        return
+    try:
         from . import metrics
     except ImportError as exc:
         if exc.name != "prometheus_client":
             raise
-        if conf.current().metrics_enabled:
+        if enabled:
             raise ImproperlyConfigured(
                 'DJUST_CONFIG["TENANT_METRICS"] is True but prometheus_client is not '
                 "installed: pip install 'tenantry[metrics]' (docs/observability.md)."
