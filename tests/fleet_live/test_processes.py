@@ -4,7 +4,8 @@ Redis channel layer (channels_redis, both ``RedisChannelLayer`` and
 ``RedisPubSubChannelLayer``) and Redis presence, view state and rate
 limits. A change made through one process reaches the views mounted on
 the other, only within its tenant; a user's tabs on different processes
-are one presence."""
+are one presence; a process killed with SIGKILL leaves its rooms by diffs
+(docs/presence.md#expiry-sends-diffs)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 import pytest
 
 from tenantry import TenantAwareRedisBackend
+from tests.demo_server import ROOT
 from tests.fleet_live.fleet import Fleet, Tab, visitor
 from tests.redis_servers import RedisServer
 
@@ -164,3 +166,63 @@ def test_one_users_tabs_on_two_processes_are_one_presence(fleet):
         await eventually(lambda: user not in presence(fleet, "acme"))
 
     asyncio.run(run())
+
+
+def test_a_killed_process_leaves_its_rooms_by_diffs(fleet):
+    """Process A is killed with SIGKILL (no disconnect, no untrack) while it
+    holds the second tab of two visitors whose first tabs are on process B.
+    Within the presence timeout plus the sweep interval
+    (docs/presence.md#expiry-sends-diffs) B's board shows both visitors
+    down to one tab. No user leaves, so only the expiry's leave diffs can
+    show it (a change in the number of users would also be caught by the
+    heartbeat's re-list; tests/fleet_live/test_expiry_diffs.py follows a
+    user's last connection). The other tenant's board on B sees none of it.
+    A new process then takes A's place."""
+    a, b = fleet.ports
+    figures: dict[str, float] = {}
+
+    async def run() -> None:
+        first, second = await visitor(b, "acme"), await visitor(b, "acme")
+        watcher, keeper, other = Tab(b, "acme", first), Tab(b, "acme", second), Tab(b, "globex")
+        for tab in (watcher, keeper, other):
+            assert (await tab.open())["type"] == "mount"
+        doomed = [Tab(a, "acme", first), Tab(a, "acme", second)]
+        for tab in doomed:
+            assert (await tab.open())["type"] == "mount"
+        await watcher.until(lambda f: json.dumps(f).count("(2 tabs)") >= 1)
+        await eventually(lambda: sorted(presence(fleet, "acme").values()) == [2, 2])
+        await watcher.ping()
+        marks = (len(watcher.frames), len(other.frames))
+
+        def both_down(_frame: dict) -> bool:
+            return watcher.text(marks[0]).count("(1 tab)") >= 2
+
+        killed = time.monotonic()
+        fleet.kill(0)
+        await watcher.until(both_down, timeout=10 * PRESENCE_TIMEOUT, start=marks[0])
+        figures["leave_diff_seconds"] = time.monotonic() - killed
+        assert sorted(presence(fleet, "acme").values()) == [1, 1]
+        assert "Online now (1)" not in watcher.text(marks[0])  # nobody left
+        seen = await quiet_since(other, marks[1])
+        assert "tab)" not in seen and "tabs)" not in seen
+        for tab in (watcher, keeper, other, *doomed):
+            await tab.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        fleet.replace(0)
+    out = ROOT / "test-output"
+    out.mkdir(exist_ok=True)
+    figures["presence_timeout"] = PRESENCE_TIMEOUT
+    (out / f"fleet-process-death-{fleet.env['DEMO_CHANNEL_LAYER']}.json").write_text(
+        json.dumps(figures, indent=2)
+    )
+    print("process death:", figures)
+
+    async def after() -> None:  # the replacement serves live views again
+        tab = Tab(fleet.ports[0], "acme")
+        assert (await tab.open())["type"] == "mount"
+        await tab.close()
+
+    asyncio.run(after())
