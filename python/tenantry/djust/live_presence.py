@@ -132,7 +132,7 @@ class ExpirySweeper:
             self._views.setdefault(target, set()).add(channel)
             self._layer = layer
             task = self._task
-        if task is None or task.done():
+        if not _running(task):
             async_to_sync(self._start)()
 
     def unfollow(self, target: Target | None, channel: str | None) -> None:
@@ -163,7 +163,7 @@ class ExpirySweeper:
 
     async def _start(self) -> None:
         with self._lock:
-            if self._task is not None and not self._task.done():
+            if _running(self._task):
                 return
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -203,6 +203,12 @@ class ExpirySweeper:
         }
         for channel in channels:
             await layer.send(channel, message)
+
+
+def _running(task: asyncio.Task[None] | None) -> bool:
+    """Whether ``task`` still sweeps: not finished, on a loop not closed (a
+    test's loop, or a server's that stopped, may close with it pending)."""
+    return task is not None and not task.done() and not task.get_loop().is_closed()
 
 
 #: This process's sweeper.
