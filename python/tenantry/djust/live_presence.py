@@ -172,7 +172,8 @@ class ExpirySweeper:
             await asyncio.sleep(conf.current().presence_timeout / 2)
             with self._lock:
                 if not self._views:
-                    self._task = None
+                    if self._task is asyncio.current_task():  # not a newer loop's
+                        self._task = None
                     return
                 rooms = {target: sorted(channels) for target, channels in self._views.items()}
                 layer = self._layer
