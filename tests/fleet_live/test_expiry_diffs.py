@@ -49,10 +49,10 @@ async def eventually(condition, limit: float = 15) -> None:
 @pytest.mark.asyncio
 async def test_silent_connections_leave_by_diff(store, settings):  # noqa: F811
     """alice has two tabs, one silent; carol one silent tab; bob and
-    alice's other tab ping. Once the silent ones expire, every acme view
-    is sent one leave diff naming exactly them (alice keeps her user, so no
-    user count changes for her: only the diff can show it), the views'
-    copies and hooks follow, and globex's view is sent nothing."""
+    alice's other tab ping. Once the silent ones expire, the acme views
+    that still hold them (the silent tabs' own, at least) are sent a leave
+    diff naming exactly them, the views' copies and hooks follow, and
+    globex's view is sent nothing."""
     settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "PRESENCE_TIMEOUT": TIMEOUT}
     alice, bob, carol = (session_cookie(n) for n in ("alice", "bob", "carol"))
     layer = get_channel_layer()
@@ -81,7 +81,11 @@ async def test_silent_connections_leave_by_diff(store, settings):  # noqa: F811
             return await sync_to_async(stored)("acme") == {user_of(alice): 1, user_of(bob): 1}
 
         await eventually(expired)
-        await eventually(lambda: _async(len({c for c, _ in leaves()}) == len(acme_views)))
+        # The silent tabs' views (they never ping, so no heartbeat re-lists
+        # them) can only learn it from the diff; the pinging ones may be
+        # re-listed by their heartbeat first (carol's leaving changes the
+        # user count) and are then sent nothing.
+        await eventually(lambda: _async(len({c for c, _ in leaves()}) >= len(silent)))
         sent = leaves()
         seen_by_bob = hooks("bob")
         # Still beating: what the views hold now.
@@ -90,7 +94,7 @@ async def test_silent_connections_leave_by_diff(store, settings):  # noqa: F811
         stop.set()
         await pinger
 
-    assert {channel for channel, _ in sent} == acme_views  # never globex's
+    assert {channel for channel, _ in sent} <= acme_views  # never globex's
     merged: dict[str, set[str]] = {}
     for _channel, payload in sent:
         for user, record in payload.items():

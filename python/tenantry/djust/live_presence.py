@@ -41,6 +41,7 @@ import asyncio
 import logging
 import secrets
 import threading
+import weakref
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -97,8 +98,10 @@ class ExpirySweeper:
     views) and compares it with the room as it was at the previous sweep,
     minus the leaves its views have applied since. What is missing left
     without a diff: the process sends that leave diff to each of its own
-    views of the room (a channel-layer ``send`` per view, not a group send,
-    so N processes never deliver N copies to one view).
+    views of the room that still holds one of those connections (a
+    channel-layer ``send`` per view, not a group send, so N processes never
+    deliver N copies to one view, and a view that already applied the
+    untrack's diff gets nothing).
 
     Delay: a connection expires ``PRESENCE_TIMEOUT`` after its last
     heartbeat and is reported at the next sweep, so its leave diff reaches
@@ -106,8 +109,8 @@ class ExpirySweeper:
     (plus a store round trip and a channel-layer hop). Because the sweep
     interval is shorter than the timeout, every connection is in some
     listing before it can expire, so none is missed. A leave that races
-    its own untrack's diff may arrive twice; applying it again changes
-    nothing and renders nothing.
+    its own untrack's diff (in the channel layer when the view was checked)
+    may arrive twice; applying it again changes nothing.
 
     The sweep runs as one asyncio task on the event loop of the server
     (started by the first view that follows a room, ended when no view
@@ -118,18 +121,18 @@ class ExpirySweeper:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        #: Followed room → channel names of this process's views in it.
-        self._views: dict[Target, set[str]] = {}
+        #: Followed room → this process's views in it, by channel name.
+        self._views: dict[Target, dict[str, weakref.ref[Any]]] = {}
         #: Followed room → the room at the last sweep (by user), less the
         #: leaves this process's views applied since.
         self._seen: dict[Target, dict[str, dict[str, Any]]] = {}
         self._layer: Any = None
         self._task: asyncio.Task[None] | None = None
 
-    def follow(self, target: Target, channel: str, layer: Any) -> None:
-        """A view of this process (its consumer's ``channel``) follows ``target``."""
+    def follow(self, target: Target, channel: str, layer: Any, view: Any) -> None:
+        """``view`` of this process (its consumer's ``channel``) follows ``target``."""
         with self._lock:
-            self._views.setdefault(target, set()).add(channel)
+            self._views.setdefault(target, {})[channel] = weakref.ref(view)
             self._layer = layer
             task = self._task
         if not _running(task):
@@ -141,7 +144,7 @@ class ExpirySweeper:
         with self._lock:
             channels = self._views.get(target)
             if channels is not None:
-                channels.discard(channel)
+                channels.pop(channel, None)
                 if not channels:
                     del self._views[target]
                     self._seen.pop(target, None)
@@ -175,7 +178,7 @@ class ExpirySweeper:
                     if self._task is asyncio.current_task():  # not a newer loop's
                         self._task = None
                     return
-                rooms = {target: sorted(channels) for target, channels in self._views.items()}
+                rooms = {target: dict(views) for target, views in self._views.items()}
                 layer = self._layer
             for target, channels in rooms.items():
                 try:
@@ -183,8 +186,9 @@ class ExpirySweeper:
                 except Exception:  # one room's failure must not stop the others'
                     logger.warning("presence sweep of %s failed", target[1], exc_info=True)
 
-    async def sweep(self, target: Target, channels: list[str], layer: Any) -> None:
-        """Lists ``target`` once and sends what left without a diff to ``channels``."""
+    async def sweep(self, target: Target, views: dict[str, weakref.ref[Any]], layer: Any) -> None:
+        """Lists ``target`` once and sends what left without a diff to the
+        ``views`` (by channel name) that still hold some of it."""
         tenant_id, room, _group = target
         backend = get_tenant_presence_backend(tenant_id)
         now = by_user(await asyncio.to_thread(backend.list, room))
@@ -202,8 +206,13 @@ class ExpirySweeper:
             "handler": DIFF_HANDLER,
             "payload": {"joins": {}, "leaves": leaves},
         }
-        for channel in channels:
-            await layer.send(channel, message)
+        for channel, view_ref in views.items():
+            # Read from this thread while the view's own turn may apply a
+            # diff: apply_diff publishes new records and lists, never
+            # changes one in place, so this sees one or the other.
+            users = getattr(view_ref(), "_presence_users", None)
+            if users is not None and _leaves_any(users, leaves):
+                await layer.send(channel, message)
 
 
 def _running(task: asyncio.Task[None] | None) -> bool:
@@ -310,7 +319,7 @@ class TenantPresenceMixin(PresenceMixin):
         if followed is not None:
             expiry_sweeper.unfollow(*followed)
         self._presence_followed = (target, consumer.channel_name)
-        expiry_sweeper.follow(target, consumer.channel_name, consumer.channel_layer)
+        expiry_sweeper.follow(target, consumer.channel_name, consumer.channel_layer, self)
 
     def _presence_listed(self, target: tuple[str, str, str]) -> dict[str, dict[str, Any]]:
         """The room as the store lists it now: user id → record."""
@@ -478,14 +487,14 @@ class TenantPresenceMixin(PresenceMixin):
     def _on_presence_diff(self, joins: Any = None, leaves: Any = None, **kwargs: Any) -> None:
         """A diff from the room (a ``server_push``; not callable by clients:
         djust refuses event names starting with ``_``)."""
-        users = self._presence_users
-        diff = {"joins": joins or {}, "leaves": leaves or {}}
-        if users is None or not (diff["joins"] or _leaves_any(users, diff["leaves"])):
-            # Not following, or a leave already applied (the expiry sweep's
-            # and the untrack's diff of one connection): nothing to show.
+        if self._presence_users is None:
             self._skip_render = True
             return
-        self._presence_apply(diff)
+        # A leave already applied (the untrack's diff racing the expiry
+        # sweep's) changes nothing; it still renders (no patch), since a
+        # skipped push turn answers the client with a bare "noop" frame,
+        # which a client waiting for its own event's answer would take.
+        self._presence_apply({"joins": joins or {}, "leaves": leaves or {}})
 
     @event_handler
     def _on_presence_change(self, **kwargs: Any) -> None:
