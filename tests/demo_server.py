@@ -80,21 +80,26 @@ def demo_server(
     env: dict[str, str] | None = None,
     postgres: Any = None,
     started: list[subprocess.Popen] | None = None,
+    seed: bool = True,
+    log_name: str = "daphne.log",
 ):
     """Yields the port. ``env`` adds environment variables (e.g. DJUST_CONFIG
     overrides the demo settings read from DEMO_* variables). ``tenants``:
     more load-test tenants by id, besides ``extra_tenants``'s t000... ``postgres`` (a
     tests.postgres_server.PostgresServer): the demo's database is a new
     database ``demo_<workdir name>`` there (see :func:`demo_database`).
-    ``started``: the server's process is appended to it (to kill it)."""
+    ``started``: the server's process is appended to it (to kill it).
+    ``seed=False``: another process of a demo already migrated and seeded in
+    ``workdir`` (the fleet tests run several on one database), its output
+    in ``log_name``."""
     environ = {**os.environ, "DEMO_DB": str(workdir / "db.sqlite3"), **(env or {})}
     if postgres is not None:
         database = postgres.create_database(demo_database(workdir))
         environ.update(postgres.env(database), DEMO_DATABASE="postgres")
     environ.pop("DJANGO_SETTINGS_MODULE", None)
     python = sys.executable
-    seed = ["seed_demo", f"--extra={extra_tenants}", *(f"--tenant={t}" for t in tenants)]
-    for command in (["migrate", "-v0"], seed):
+    seeding = ["seed_demo", f"--extra={extra_tenants}", *(f"--tenant={t}" for t in tenants)]
+    for command in (["migrate", "-v0"], seeding) if seed else ():
         subprocess.run(
             [python, "manage.py", *command],
             cwd=DEMO,
@@ -103,7 +108,7 @@ def demo_server(
             stdout=subprocess.DEVNULL,
         )
     port = free_port()
-    with open(workdir / "daphne.log", "w") as log:
+    with open(workdir / log_name, "w") as log:
         process = subprocess.Popen(
             [
                 python,

@@ -9,6 +9,10 @@ stop a server use ``redis_server_factory`` to get their own.
 directory and nodes file, data and cluster bus on free ports), joined by
 ``redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`` and
 waited for until every node reports ``cluster_state:ok``.
+``redis_replicated_cluster`` (session-scoped) is a Redis Cluster of 3
+masters, each with a replica, and a short ``cluster-node-timeout``: the
+fleet tests kill a master and watch its replica take over
+(:class:`ReplicatedRedisCluster`).
 ``redis_tls_cluster`` (session-scoped) is the same cluster speaking only TLS,
 to clients and between nodes, with certificates of one throwaway CA.
 ``redis_tls_server`` (session-scoped) is a ``redis-server`` that only speaks
@@ -212,6 +216,9 @@ class RedisCluster:
     #: quickly, long enough not to flap on a busy 2-core machine.
     NODE_TIMEOUT_MS = 3000
 
+    #: Replicas per master.
+    REPLICAS = 0
+
     def __init__(self, directory: Path, *, masters: int = 3) -> None:
         binary = shutil.which("redis-cli")
         if binary is None:
@@ -220,7 +227,8 @@ class RedisCluster:
                 "(apt-get install redis-tools)"
             )
         self.cli = binary
-        self.nodes = [self._make_node(directory / f"node-{i}") for i in range(masters)]
+        count = masters * (1 + self.REPLICAS)
+        self.nodes = [self._make_node(directory / f"node-{i}") for i in range(count)]
 
     def _make_node(self, directory: Path) -> RedisServer:
         return RedisServer(directory, extra_args=self._node_args())
@@ -251,7 +259,7 @@ class RedisCluster:
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         result = subprocess.run(
             [self.cli, *self._cli_args(), "--cluster", "create", *addresses,
-             "--cluster-replicas", "0", "--cluster-yes"],
+             "--cluster-replicas", str(self.REPLICAS), "--cluster-yes"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         if result.returncode != 0:
@@ -313,6 +321,117 @@ class RedisCluster:
         return [node.client() for node in self.nodes]
 
 
+class ReplicatedRedisCluster(RedisCluster):
+    """A :class:`RedisCluster` whose masters each have a replica
+    (``--cluster-replicas 1``: 3 masters, 3 replicas). ``kill`` SIGKILLs a
+    node (no shutdown, no handover: a crash), and its replica is promoted
+    once the others have not heard from it for ``NODE_TIMEOUT_MS``;
+    ``heal`` starts the dead nodes again (each rejoins from its nodes file,
+    as a replica of whoever took its slots) and waits until every master
+    has a replica in sync again."""
+
+    REPLICAS = 1
+    #: Short, so a failover takes seconds; not so short that a busy 2-core
+    #: machine makes nodes look dead.
+    NODE_TIMEOUT_MS = 1500
+
+    def _alive(self) -> list[RedisServer]:
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+
+    def primaries(self) -> list[RedisServer]:
+        """The nodes serving slots now (as a live node sees it)."""
+        ports = {
+            int(primary[1])
+            for _s, _e, primary, *_ in self._alive()[0].client().execute_command("CLUSTER", "SLOTS")
+        }
+        return [n for n in self.nodes if n.port in ports]
+
+    def owner(self, key: str) -> RedisServer:
+        slot = self.keyslot(key)
+        for start, end, primary, *_ in (
+            self._alive()[0].client().execute_command("CLUSTER", "SLOTS")
+        ):
+            if int(start) <= slot <= int(end):
+                return next(n for n in self.nodes if n.port == int(primary[1]))
+        raise LookupError(f"no node serves slot {slot}")
+
+    def keyslot(self, key: str) -> int:
+        return int(self._alive()[0].client().execute_command("CLUSTER", "KEYSLOT", key))
+
+    def keys(self, pattern: str) -> list[str]:
+        """Keys of every primary (replicas hold the same ones)."""
+        return [k for node in self.primaries() for k in node.client().keys(pattern)]
+
+    def node_clients(self) -> list[redis.Redis]:
+        return [node.client() for node in self.primaries()]
+
+    def client(self) -> redis.cluster.RedisCluster:
+        node = self._alive()[0]
+        return redis.cluster.RedisCluster(host="127.0.0.1", port=node.port, decode_responses=True)
+
+    def kill(self, node: RedisServer) -> None:
+        """SIGKILL ``node``: a crash, its data gone with it (no persistence)."""
+        process, node.process = node.process, None
+        if process is not None:
+            process.kill()
+            process.wait(timeout=10)
+
+    def wait_ok(self, limit: float = 60.0) -> None:
+        """Until every live node reports ``cluster_state:ok`` and full slots."""
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                alive = self._alive()
+                infos = [str(n.client().execute_command("CLUSTER", "INFO")) for n in alive]
+                if all("cluster_state:ok" in info for info in infos):
+                    covered = sum(
+                        int(r[1]) - int(r[0]) + 1
+                        for r in alive[0].client().execute_command("CLUSTER", "SLOTS")
+                    )
+                    if covered == 16384:
+                        return
+            except (redis.RedisError, TypeError, IndexError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+
+    def wait_replicated(self, limit: float = 60.0) -> None:
+        """Until every node is up, the cluster ok, and each master has a
+        replica whose link to it is up."""
+        deadline = time.monotonic() + limit
+        while True:
+            self.wait_ok(max(1.0, deadline - time.monotonic()))
+            try:
+                masters = self.primaries()
+                synced = 0
+                for node in self.nodes:
+                    if node in masters:
+                        continue
+                    info = node.client().info("replication")
+                    if info.get("role") == "slave" and info.get("master_link_status") == "up":
+                        synced += 1
+                if len(masters) * self.REPLICAS == synced == len(self.nodes) - len(masters):
+                    return
+            except (redis.RedisError, IndexError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster's replicas did not come back in sync")
+            time.sleep(0.1)
+
+    def heal(self) -> None:
+        """Starts every killed node again and waits for the replicas."""
+        for node in self.nodes:
+            if node.process is None:
+                node.start()
+        self.wait_replicated()
+
+    def start(self) -> ReplicatedRedisCluster:
+        super().start()
+        self.wait_replicated()
+        return self
+
+
 class TlsRedisCluster(RedisCluster):
     """A :class:`RedisCluster` whose nodes speak only TLS, to clients and on
     the cluster bus (``tls-cluster yes``), with certificates of one CA."""
@@ -354,6 +473,13 @@ def _running(server: S) -> Iterator[S]:
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
     yield from _running(RedisCluster(tmp_path_factory.mktemp("redis-cluster")))
+
+
+@pytest.fixture(scope="session")
+def redis_replicated_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ReplicatedRedisCluster]:
+    yield from _running(ReplicatedRedisCluster(tmp_path_factory.mktemp("redis-replicated")))
 
 
 @pytest.fixture(params=["single", "cluster"])

@@ -149,6 +149,33 @@ if os.environ.get("DEMO_REDIS_URL"):
     DJUST_CONFIG["STATE_BACKEND"] = "tenant_redis"
     DJUST_CONFIG["REDIS_URL"] = os.environ["DEMO_REDIS_URL"]
 
+if os.environ.get("DEMO_RATE_LIMIT_REDIS"):
+    # The fleet tests: rate-limit counts in Redis, shared by every process.
+    DJUST_CONFIG["RATE_LIMIT_BACKEND"] = "tenant_redis"
+if os.environ.get("DEMO_CHANNEL_LAYER_URL"):
+    # Several processes of the demo (the fleet tests, docs/deployment.md):
+    # one channel layer in Redis, and sessions every process can read.
+    # channels_redis has no Redis Cluster support: this is a plain Redis.
+    # Its receive loop blocks on BZPOPMIN for up to 5 s (brpop_timeout);
+    # under redis-py 8 a socket_timeout below that makes idle consumers
+    # crash, so it is set above it.
+    _layer = {"address": os.environ["DEMO_CHANNEL_LAYER_URL"], "socket_timeout": 15}
+    if os.environ.get("DEMO_CHANNEL_LAYER") == "pubsub":
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": [_layer]},
+            }
+        }
+    else:
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [_layer]},
+            }
+        }
+    SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
 if os.environ.get("DEMO_DATABASE") == "postgres":
     # scripts/demo.sh and the soak test start a throwaway PostgreSQL and name
     # it in PGHOST/PGPORT/PGUSER/PGDATABASE; the role is not a superuser, so

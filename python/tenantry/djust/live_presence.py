@@ -27,19 +27,28 @@ room, instead of each of them listing the whole room again::
   ``handle_presence_join`` / ``handle_presence_leave`` (now also called for
   other users arriving and leaving), ``broadcast_to_presence``.
 
-See docs/presence.md ("Live views: connections and diffs").
+* Connections that expire (their process died, or their socket went
+  silent) reach the room's views as leave diffs too: each process sweeps
+  the rooms its views follow (:class:`ExpirySweeper`).
+
+See docs/presence.md ("Live views: connections and diffs", "Expiry sends
+diffs").
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import threading
+import weakref
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from djust.decorators import event_handler
 from djust.presence import PresenceMixin
 
+from .. import conf
 from .._core import TenantNotSetError
 from ..context import get_current_tenant
 from ..groups import presence_group
@@ -55,6 +64,170 @@ DIFF_HANDLER = "_on_presence_diff"
 
 def _order(record: dict[str, Any]) -> tuple[float, str]:
     return (record.get("joined_at") or 0.0, str(record.get("id")))
+
+
+#: (tenant id, room, group) of a followed room.
+Target = tuple[str, str, str]
+
+
+def _refs(record: dict[str, Any] | None) -> set[str]:
+    return {m["ref"] for m in record["metas"]} if record else set()
+
+
+def _gone(before: dict[str, dict[str, Any]], now: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The leaves that take ``before`` (a room by user) to ``now``: every
+    connection of ``before`` that ``now`` lacks, under its user's record."""
+    leaves: dict[str, Any] = {}
+    for user_id, record in before.items():
+        still = _refs(now.get(user_id))
+        metas = [m for m in record["metas"] if m["ref"] not in still]
+        if metas:
+            leaves[user_id] = {**record, "metas": metas}
+    return leaves
+
+
+class ExpirySweeper:
+    """Leave diffs for connections that expired (docs/presence.md#expiry-sends-diffs).
+
+    A connection that is untracked sends its own leave diff; one whose
+    process died (SIGKILL, a lost machine) or whose socket went silent
+    just stops heartbeating, and the store drops it silently once
+    ``PRESENCE_TIMEOUT`` has passed. So every process sweeps the rooms its
+    own live views follow: every ``PRESENCE_TIMEOUT / 2`` seconds it lists
+    each such room once (one store call per room, whatever the number of
+    views) and compares it with the room as it was at the previous sweep,
+    minus the leaves its views have applied since. What is missing left
+    without a diff: the process sends that leave diff to each of its own
+    views of the room that still holds one of those connections (a
+    channel-layer ``send`` per view, not a group send, so N processes never
+    deliver N copies to one view, and a view that already applied the
+    untrack's diff gets nothing).
+
+    Delay: a connection expires ``PRESENCE_TIMEOUT`` after its last
+    heartbeat and is reported at the next sweep, so its leave diff reaches
+    every view at most ``1.5 × PRESENCE_TIMEOUT`` after that heartbeat
+    (plus a store round trip and a channel-layer hop). Because the sweep
+    interval is shorter than the timeout, every connection is in some
+    listing before it can expire, so none is missed. A leave that races
+    its own untrack's diff (in the channel layer when the view was checked)
+    may arrive twice; applying it again changes nothing.
+
+    The sweep runs as one asyncio task on the event loop of the server
+    (started by the first view that follows a room, ended when no view
+    follows any), never on a request's path; the store call runs in a
+    worker thread. While the store is unreachable it skips the room (the
+    views' heartbeats resync them afterwards).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: Followed room → this process's views in it, by channel name.
+        self._views: dict[Target, dict[str, weakref.ref[Any]]] = {}
+        #: Followed room → the room at the last sweep (by user), less the
+        #: leaves this process's views applied since.
+        self._seen: dict[Target, dict[str, dict[str, Any]]] = {}
+        self._layer: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    def follow(self, target: Target, channel: str, layer: Any, view: Any) -> None:
+        """``view`` of this process (its consumer's ``channel``) follows ``target``."""
+        with self._lock:
+            self._views.setdefault(target, {})[channel] = weakref.ref(view)
+            self._layer = layer
+            task = self._task
+        if not _running(task):
+            async_to_sync(self._start)()
+
+    def unfollow(self, target: Target | None, channel: str | None) -> None:
+        if target is None or channel is None:
+            return
+        with self._lock:
+            channels = self._views.get(target)
+            if channels is not None:
+                channels.pop(channel, None)
+                if not channels:
+                    del self._views[target]
+                    self._seen.pop(target, None)
+
+    def applied(self, target: Target, diff: dict[str, Any]) -> None:
+        """A view of this process applied ``diff``: its leaves are reported."""
+        leaves = diff.get("leaves") or {}
+        if not leaves:
+            return
+        with self._lock:
+            seen = self._seen.get(target)
+            if seen is not None:
+                apply_diff(seen, {"leaves": leaves})
+
+    def following(self) -> dict[Target, int]:
+        """Followed rooms and this process's views in each (for tests)."""
+        with self._lock:
+            return {target: len(channels) for target, channels in self._views.items()}
+
+    async def _start(self) -> None:
+        with self._lock:
+            if _running(self._task):
+                return
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(conf.current().presence_timeout / 2)
+            with self._lock:
+                if not self._views:
+                    if self._task is asyncio.current_task():  # not a newer loop's
+                        self._task = None
+                    return
+                rooms = {target: dict(views) for target, views in self._views.items()}
+                layer = self._layer
+            for target, channels in rooms.items():
+                try:
+                    await self.sweep(target, channels, layer)
+                except Exception:  # one room's failure must not stop the others'
+                    logger.warning("presence sweep of %s failed", target[1], exc_info=True)
+
+    async def sweep(self, target: Target, views: dict[str, weakref.ref[Any]], layer: Any) -> None:
+        """Lists ``target`` once and sends what left without a diff to the
+        ``views`` (by channel name) that still hold some of it."""
+        tenant_id, room, _group = target
+        backend = get_tenant_presence_backend(tenant_id)
+        now = by_user(await asyncio.to_thread(backend.list, room))
+        with self._lock:
+            if target not in self._views:
+                return
+            before = self._seen.get(target)
+            self._seen[target] = now
+        leaves = _gone(before, now) if before is not None else {}
+        if not leaves:
+            return
+        message = {
+            "type": "server_push",
+            "state": None,
+            "handler": DIFF_HANDLER,
+            "payload": {"joins": {}, "leaves": leaves},
+        }
+        for channel, view_ref in views.items():
+            # Read from this thread while the view's own turn may apply a
+            # diff: apply_diff publishes new records and lists, never
+            # changes one in place, so this sees one or the other.
+            users = getattr(view_ref(), "_presence_users", None)
+            if users is not None and _leaves_any(users, leaves):
+                await layer.send(channel, message)
+
+
+def _running(task: asyncio.Task[None] | None) -> bool:
+    """Whether ``task`` still sweeps: not finished, on a loop not closed (a
+    test's loop, or a server's that stopped, may close with it pending)."""
+    return task is not None and not task.done() and not task.get_loop().is_closed()
+
+
+#: This process's sweeper.
+expiry_sweeper = ExpirySweeper()
+
+
+def _leaves_any(users: dict[str, dict[str, Any]], leaves: dict[str, Any]) -> bool:
+    """Whether ``leaves`` removes a connection ``users`` holds."""
+    return any(_refs(users.get(u)) & _refs(left) for u, left in leaves.items())
 
 
 class TenantPresenceMixin(PresenceMixin):
@@ -74,6 +247,8 @@ class TenantPresenceMixin(PresenceMixin):
         #: view tracks (or :meth:`subscribe_presence`); diffs before that
         #: are ignored.
         self._presence_users: dict[str, dict[str, Any]] | None = None
+        #: (room, channel) under which the expiry sweeper counts this view.
+        self._presence_followed: tuple[Target, str] | None = None
         self.presences: list[dict[str, Any]] = []
         self.online_count = 0
 
@@ -138,6 +313,13 @@ class TenantPresenceMixin(PresenceMixin):
         # diff, and a diff of a change the list already shows is a no-op.
         self._presence_users = self._presence_listed(target)
         self._presence_changed()
+        # Expired connections send no diff of their own: this process
+        # sweeps the rooms its views follow and sends their leaves.
+        followed = getattr(self, "_presence_followed", None)
+        if followed is not None:
+            expiry_sweeper.unfollow(*followed)
+        self._presence_followed = (target, consumer.channel_name)
+        expiry_sweeper.follow(target, consumer.channel_name, consumer.channel_layer, self)
 
     def _presence_listed(self, target: tuple[str, str, str]) -> dict[str, dict[str, Any]]:
         """The room as the store lists it now: user id → record."""
@@ -210,7 +392,13 @@ class TenantPresenceMixin(PresenceMixin):
     def untrack_presence(self) -> None:
         """Stop tracking this connection (djust calls it on disconnect): its
         meta leaves, and the user with it if it was the user's last
-        connection; the room's other views get the diff."""
+        connection; the room's other views get the diff. The view stops
+        following the room for the expiry sweep too (djust calls this on
+        every disconnect, also of a view that only watched)."""
+        followed = getattr(self, "_presence_followed", None)
+        self._presence_followed = None
+        if followed is not None:
+            expiry_sweeper.unfollow(*followed)
         if not self._presence_tracked:
             return
         tenant_id, room, group = self._presence_room or self._presence_target()
@@ -274,6 +462,8 @@ class TenantPresenceMixin(PresenceMixin):
         users = self._presence_users
         if users is None:
             return
+        if self._presence_room is not None:
+            expiry_sweeper.applied(self._presence_room, diff)
         before = set(users)
         apply_diff(users, diff)
         self._presence_changed()
@@ -300,6 +490,10 @@ class TenantPresenceMixin(PresenceMixin):
         if self._presence_users is None:
             self._skip_render = True
             return
+        # A leave already applied (the untrack's diff racing the expiry
+        # sweep's) changes nothing; it still renders (no patch), since a
+        # skipped push turn answers the client with a bare "noop" frame,
+        # which a client waiting for its own event's answer would take.
         self._presence_apply({"joins": joins or {}, "leaves": leaves or {}})
 
     @event_handler
