@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -54,7 +55,14 @@ def tasks(celery_redis):
     """tests.celery_app, publishing to this module's Redis."""
     os.environ["TENANTRY_CELERY_REDIS"] = celery_redis.url
     try:
-        module = importlib.import_module("tests.celery_app")
+        module = sys.modules.get("tests.celery_app")
+        # pytest-django runs the database tests first, which splits this
+        # module's tests in two: its module fixtures then start again, on a
+        # new Redis, and the app must follow it.
+        if module is None:
+            module = importlib.import_module("tests.celery_app")
+        else:
+            module = importlib.reload(module)
     finally:
         del os.environ["TENANTRY_CELERY_REDIS"]
     assert module.app.conf.broker_url == celery_redis.url, "tests.celery_app imported too early"
