@@ -3,6 +3,8 @@ behind the test project's ASGI router (tests/app/asgi.py)."""
 
 from __future__ import annotations
 
+import contextlib
+
 from channels.testing import WebsocketCommunicator
 
 
@@ -50,6 +52,28 @@ class LiveClient:
 
     async def close(self) -> None:
         await self.socket.disconnect()
+
+
+#: Every :class:`TrackedLiveClient` opened and not yet disconnected.
+OPENED: list[LiveClient] = []
+
+
+class TrackedLiveClient(LiveClient):
+    """A :class:`LiveClient` that :func:`disconnect_opened` disconnects after
+    the test, so a socket the server closed leaves nothing behind (its
+    channel groups, its presence), as a real server's disconnect would."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        OPENED.append(self)
+
+
+async def disconnect_opened() -> None:
+    """Disconnect every :class:`TrackedLiveClient` still open (for a test
+    module's autouse fixture, after each test)."""
+    while OPENED:
+        with contextlib.suppress(Exception):
+            await OPENED.pop().socket.disconnect()
 
 
 class Tab(LiveClient):

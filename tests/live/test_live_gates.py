@@ -10,7 +10,6 @@ async client); refusals are audited and counted."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 
@@ -33,7 +32,8 @@ from tenantry.ratelimit import TenantRateLimiter
 from tests.app import views
 from tests.app.models import Domain, Item
 from tests.lifecycle.models import Account
-from tests.live_client import LiveClient as _LiveClient
+from tests.live_client import TrackedLiveClient as LiveClient
+from tests.live_client import disconnect_opened
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -78,25 +78,10 @@ def clean(settings):
     TenantRateLimiter.clear_all()
 
 
-#: Every tab a test opened: disconnected after it, so a socket the server
-#: closed leaves nothing behind (its channel groups, its presence), as a
-#: real server's disconnect would.
-OPENED: list[_LiveClient] = []
-
-
-class LiveClient(_LiveClient):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        OPENED.append(self)
-
-
 @pytest_asyncio.fixture(autouse=True)
 async def disconnect_every_tab():
     yield
-    while OPENED:
-        tab = OPENED.pop()
-        with contextlib.suppress(Exception):
-            await tab.socket.disconnect()
+    await disconnect_opened()
 
 
 def configure(settings, **more):

@@ -7,8 +7,6 @@ Django over HTTP, real djust over WebSocket."""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
@@ -20,7 +18,8 @@ from tenantry import FeatureDisabled, TenantInfo, tenant_context
 from tenantry import conf as tenantry_conf
 from tenantry.flags import is_enabled, tenant_flag
 from tests.app.models import Item, Tenant
-from tests.live_client import LiveClient as _LiveClient
+from tests.live_client import TrackedLiveClient as LiveClient
+from tests.live_client import disconnect_opened
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -151,21 +150,11 @@ def test_private_attributes_are_not_flags(tenants):
 
 # -- live-view handlers -----------------------------------------------------------------
 
-OPENED: list[_LiveClient] = []
-
-
-class LiveClient(_LiveClient):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        OPENED.append(self)
-
 
 @pytest_asyncio.fixture(autouse=True)
 async def disconnect_every_tab():
     yield
-    while OPENED:
-        with contextlib.suppress(Exception):
-            await OPENED.pop().socket.disconnect()
+    await disconnect_opened()
 
 
 @pytest.mark.asyncio

@@ -10,7 +10,6 @@ cache; SQLite or PostgreSQL with RLS."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 import pytest_asyncio
@@ -26,7 +25,8 @@ from tenantry.celery import HEADER, active_tenant_ids
 from tenantry.models import TenantSuspension
 from tests.app.models import Item, Tenant
 from tests.lifecycle.models import Account
-from tests.live_client import LiveClient as _LiveClient
+from tests.live_client import TrackedLiveClient as LiveClient
+from tests.live_client import disconnect_opened
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,21 +70,10 @@ def use_validator(settings):
     }
 
 
-OPENED: list[_LiveClient] = []
-
-
-class LiveClient(_LiveClient):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        OPENED.append(self)
-
-
 @pytest_asyncio.fixture(autouse=True)
 async def disconnect_every_tab():
     yield
-    while OPENED:
-        with contextlib.suppress(Exception):
-            await OPENED.pop().socket.disconnect()
+    await disconnect_opened()
 
 
 async def closed_with(tab) -> int | None:
