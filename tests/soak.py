@@ -72,6 +72,14 @@ async def http_request(
     port: int, host: str, path: str, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], str]:
     """A GET: ``(status, headers (lowercase names), body)``."""
+    status, lines, body = await http_header_lines(port, host, path, headers)
+    return status, dict(lines), body
+
+
+async def http_header_lines(
+    port: int, host: str, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, list[tuple[str, str]], str]:
+    """A GET: ``(status, header lines (lowercase names, repeats kept), body)``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     writer.write(
@@ -83,8 +91,8 @@ async def http_request(
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1]) if lines[0].startswith("HTTP/") else 0
-    fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
-    return status, {k.lower(): v for k, v in fields.items()}, body.decode("utf-8", "replace")
+    fields = [line.split(": ", 1) for line in lines[1:] if ": " in line]
+    return status, [(k.lower(), v) for k, v in fields], body.decode("utf-8", "replace")
 
 
 async def receive_until(socket, *types: str, check=None) -> dict:

@@ -18,6 +18,7 @@ from typing import Any
 import websockets
 
 from tests.demo_server import demo_server
+from tests.soak import http_header_lines
 
 TIMEOUT = 60
 
@@ -100,23 +101,8 @@ class Fleet:
         self.stop()
 
 
-async def http(
-    port: int, host: str, path: str, headers: dict[str, str] | None = None
-) -> tuple[int, list[tuple[str, str]], str]:
-    """A GET: ``(status, header lines (lowercase names, repeats kept), body)``."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-    writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n".encode()
-    )
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), TIMEOUT)
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1]) if lines[0].startswith("HTTP/") else 0
-    fields = [line.split(": ", 1) for line in lines[1:] if ": " in line]
-    return status, [(k.lower(), v) for k, v in fields], body.decode("utf-8", "replace")
+#: A GET: ``(status, header lines (lowercase names, repeats kept), body)``.
+http = http_header_lines
 
 
 async def visitor(port: int, tenant: str) -> str:
