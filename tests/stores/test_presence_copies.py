@@ -190,3 +190,30 @@ def test_metas_read_back_as_json_would_decode_them(make, meta):
     entry = {k: v for k, v in record["metas"][0].items() if k not in ("ref", "online_at")}
     wrapped = expected if isinstance(expected, dict) else {"value": expected}
     assert same(wrapped, entry), entry
+
+
+def test_records_of_one_listing_are_separate_dicts(make):
+    """Every record of a listing is its own dict with its own ``metas`` list
+    (the Redis listing copies one template per user, docs/presence.md#metas-are-copies):
+    changing one record reaches neither its neighbours nor a later listing."""
+    import json
+
+    backend = make("acme")
+    for user in ("alice", "bob", "carol"):
+        backend.join("board", user, {"name": user})
+    records = backend.list("board")
+    assert [list(r) for r in records] == [["id", "tenant_id", "joined_at", "meta", "metas"]] * 3
+    assert sorted(r["id"] for r in records) == ["alice", "bob", "carol"]
+    assert {r["tenant_id"] for r in records} == {"acme"}
+    assert all(r["meta"] == {"name": r["id"]} for r in records)
+    assert all(len(r["metas"]) == 1 and r["metas"][0]["name"] == r["id"] for r in records)
+    assert json.loads(json.dumps(records)) == records
+    first, second = records[0], records[1]
+    first["tenant_id"] = "other"
+    first["id"] = "mallory"
+    first["metas"].append({"ref": "forged"})
+    assert second["tenant_id"] == "acme" and len(second["metas"]) == 1
+    again = backend.list("board")
+    assert {r["tenant_id"] for r in again} == {"acme"}
+    assert sorted(r["id"] for r in again) == ["alice", "bob", "carol"]
+    assert all(len(r["metas"]) == 1 for r in again)
