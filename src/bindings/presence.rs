@@ -430,6 +430,40 @@ fn apply_limits(caps: Caps, max_meta_bytes: usize) {
     META_LIMIT.store(max_meta_bytes, Ordering::Relaxed);
 }
 
+/// A flat meta (the usual one: `{"name": ..., "color": ...}`) read in
+/// place: an exact dict whose keys are exact strs and whose values are
+/// exact strs, ints, floats, bools or `None`. Checking it runs no Python
+/// code, so the caller cannot change it meanwhile; its store copy is then
+/// one `dict.copy()` (what [`Frozen::of`] would build: the same keys, the
+/// same immutable leaves). Its [`meta_size`] and frozen form, or `None`
+/// for any other meta (the general path).
+fn flat_meta(meta: &Bound<'_, PyAny>, limit: usize) -> PyResult<Option<(usize, Option<Frozen>)>> {
+    let Ok(d) = meta.cast_exact::<PyDict>() else {
+        return Ok(None);
+    };
+    for (k, v) in d.iter() {
+        let leaf = v.is_none()
+            || v.is_exact_instance_of::<PyString>()
+            || v.is_exact_instance_of::<PyInt>()
+            || v.is_exact_instance_of::<PyFloat>()
+            || v.is_instance_of::<PyBool>();
+        if !(leaf && k.is_exact_instance_of::<PyString>()) {
+            return Ok(None);
+        }
+    }
+    let mut size = 0usize;
+    let mut nested = Vec::new();
+    add_container(meta, limit, &mut size, &mut nested)?;
+    if size > limit {
+        return Ok(Some((size, None)));
+    }
+    let frozen = Frozen::Dict {
+        template: d.copy()?.unbind(),
+        nested: Box::new([]),
+    };
+    Ok(Some((size, Some(frozen))))
+}
+
 /// The size of `meta` as compact JSON, from below (a string counts its
 /// characters, its UTF-8 bytes only when that could matter; an int its
 /// digits; a float 24): no encoding, and the walk stops once past `limit`,
@@ -659,11 +693,26 @@ impl Engine {
         let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
         let ref_text = conn_ref.to_str()?;
-        let meta = meta_or_empty(py, meta)?;
         let meta_limit = META_LIMIT.load(Ordering::Relaxed);
         let (change, users_after) = match self {
             Engine::Memory(timeout) => {
-                let size = meta_size(&meta, meta_limit)?;
+                // A flat meta of exact JSON types is read in place (no
+                // Python code can run meanwhile, so nothing can change it)
+                // and copied once, as its template; any other is copied
+                // first, then measured and frozen from the copy.
+                let given = meta.filter(|m| !m.is_none());
+                let flat = match given {
+                    Some(m) => flat_meta(m, meta_limit)?,
+                    None => None,
+                };
+                let meta = match flat {
+                    Some(_) => given.map_or_else(|| PyDict::new(py).into_any(), Clone::clone),
+                    None => meta_or_empty(py, meta)?,
+                };
+                let (size, frozen) = match flat {
+                    Some(flat) => flat,
+                    None => (meta_size(&meta, meta_limit)?, None),
+                };
                 if size > meta_limit {
                     return Err(presence_error(PresenceError::MetaTooLarge {
                         len: size,
@@ -671,7 +720,11 @@ impl Engine {
                     }));
                 }
                 let wall = wall_clock();
-                let frozen: Stored = StoredMeta::new(Frozen::of(&meta)?);
+                let frozen = match frozen {
+                    Some(frozen) => frozen,
+                    None => Frozen::of(&meta)?,
+                };
+                let frozen: Stored = StoredMeta::new(frozen);
                 let stored_entry: Stored = StoredMeta::new(frozen.entry_of(py, conn_ref, wall)?);
                 let entry = stored_entry.entry(py)?;
                 let meta = frozen.thaw(py)?;
@@ -757,6 +810,7 @@ impl Engine {
                 )
             }
             Engine::Redis(r) => {
+                let meta = meta_or_empty(py, meta)?;
                 let meta_json = json_encode(py, &meta)?;
                 if meta_json.len() > meta_limit {
                     return Err(presence_error(PresenceError::MetaTooLarge {
