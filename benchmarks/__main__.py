@@ -9,6 +9,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
+import traceback
 
 from benchmarks import setup
 from benchmarks.timing import load_average
@@ -48,6 +49,7 @@ def main() -> int:
         "shared the cores: compare ratios, not absolute times, and regenerate on a quiet "
         "machine for the record.\n"
     )
+    failed: list[str] = []
     for module in (
         bench_resolvers,
         bench_request_path,
@@ -66,11 +68,19 @@ def main() -> int:
         bench_ratelimit,
     ):
         started = time.strftime("%H:%M UTC", time.gmtime())
-        print(module.run())
+        try:
+            print(module.run())
+        except Exception as exc:  # one failed section must not cost the others
+            # Named in the report, the run goes on, and its exit status says so.
+            failed.append(module.__name__)
+            print(f"**{module.__name__} failed: {type(exc).__name__}: {exc}**\n")
+            traceback.print_exc()
         # Beside every table, whichever helper drew it: the section's load.
         print(f"_Section run from {started}; at its end: {load_average()}._\n")
         sys.stdout.flush()
-    return 0
+    if failed:
+        print(f"**Sections that failed: {', '.join(failed)}.**")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -224,6 +224,28 @@ async def _measure(view: str, n: int) -> dict[str, int]:
     return result
 
 
+#: Attempts per (n, variant): what is measured is counts, not times, so a
+#: run that timed out on a machine too busy to answer (a WebSocket handshake
+#: or a frame past its 120 s wait at load average 14 and more) is simply
+#: made again from a fresh room.
+ATTEMPTS = 3
+
+
+def _measure_patiently(view: str, n: int) -> dict[str, int]:
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return asyncio.run(_measure(view, n))
+        except TimeoutError:
+            if attempt == ATTEMPTS:
+                raise
+            from channels.layers import get_channel_layer
+
+            # What the abandoned sockets left: the room and the layer's queues.
+            asyncio.run(get_channel_layer().flush())
+            TenantAwareMemoryBackend.clear_all()
+    raise AssertionError("unreachable")
+
+
 def run() -> str:
     from channels.layers import get_channel_layer
 
@@ -254,7 +276,7 @@ def run() -> str:
         _install_counters(get_channel_layer())
         for n in SIZES:
             for label, view in VARIANTS.items():
-                r = results[n, label] = asyncio.run(_measure(view, n))
+                r = results[n, label] = _measure_patiently(view, n)
                 assert r["views_updated"] == n, (n, label, r)
                 lines.append(
                     f"| {n:,} | {label} | {r['messages']:,} | {r['message_bytes']:,} | "

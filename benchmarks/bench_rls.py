@@ -238,11 +238,15 @@ def run() -> str:
     """In a child process: Django is configured for PostgreSQL there."""
     import subprocess
 
+    # Without the runner's DJANGO_SETTINGS_MODULE: importing tenantry reads
+    # the settings, which would configure them from it before main() can.
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_rls"],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     if result.returncode != 0:
         raise RuntimeError(f"benchmarks.bench_rls failed:\n{result.stdout}{result.stderr}")

@@ -430,6 +430,40 @@ fn apply_limits(caps: Caps, max_meta_bytes: usize) {
     META_LIMIT.store(max_meta_bytes, Ordering::Relaxed);
 }
 
+/// A flat meta (the usual one: `{"name": ..., "color": ...}`) read in
+/// place: an exact dict whose keys are exact strs and whose values are
+/// exact strs, ints, floats, bools or `None`. Checking it runs no Python
+/// code, so the caller cannot change it meanwhile; its store copy is then
+/// one `dict.copy()` (what [`Frozen::of`] would build: the same keys, the
+/// same immutable leaves). Its [`meta_size`] and frozen form, or `None`
+/// for any other meta (the general path).
+fn flat_meta(meta: &Bound<'_, PyAny>, limit: usize) -> PyResult<Option<(usize, Option<Frozen>)>> {
+    let Ok(d) = meta.cast_exact::<PyDict>() else {
+        return Ok(None);
+    };
+    for (k, v) in d.iter() {
+        let leaf = v.is_none()
+            || v.is_exact_instance_of::<PyString>()
+            || v.is_exact_instance_of::<PyInt>()
+            || v.is_exact_instance_of::<PyFloat>()
+            || v.is_instance_of::<PyBool>();
+        if !(leaf && k.is_exact_instance_of::<PyString>()) {
+            return Ok(None);
+        }
+    }
+    let mut size = 0usize;
+    let mut nested = Vec::new();
+    add_container(meta, limit, &mut size, &mut nested)?;
+    if size > limit {
+        return Ok(Some((size, None)));
+    }
+    let frozen = Frozen::Dict {
+        template: d.copy()?.unbind(),
+        nested: Box::new([]),
+    };
+    Ok(Some((size, Some(frozen))))
+}
+
 /// The size of `meta` as compact JSON, from below (a string counts its
 /// characters, its UTF-8 bytes only when that could matter; an int its
 /// digits; a float 24): no encoding, and the walk stops once past `limit`,
@@ -659,11 +693,26 @@ impl Engine {
         let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
         let ref_text = conn_ref.to_str()?;
-        let meta = meta_or_empty(py, meta)?;
         let meta_limit = META_LIMIT.load(Ordering::Relaxed);
         let (change, users_after) = match self {
             Engine::Memory(timeout) => {
-                let size = meta_size(&meta, meta_limit)?;
+                // A flat meta of exact JSON types is read in place (no
+                // Python code can run meanwhile, so nothing can change it)
+                // and copied once, as its template; any other is copied
+                // first, then measured and frozen from the copy.
+                let given = meta.filter(|m| !m.is_none());
+                let flat = match given {
+                    Some(m) => flat_meta(m, meta_limit)?,
+                    None => None,
+                };
+                let meta = match flat {
+                    Some(_) => given.map_or_else(|| PyDict::new(py).into_any(), Clone::clone),
+                    None => meta_or_empty(py, meta)?,
+                };
+                let (size, frozen) = match flat {
+                    Some(flat) => flat,
+                    None => (meta_size(&meta, meta_limit)?, None),
+                };
                 if size > meta_limit {
                     return Err(presence_error(PresenceError::MetaTooLarge {
                         len: size,
@@ -671,7 +720,11 @@ impl Engine {
                     }));
                 }
                 let wall = wall_clock();
-                let frozen: Stored = StoredMeta::new(Frozen::of(&meta)?);
+                let frozen = match frozen {
+                    Some(frozen) => frozen,
+                    None => Frozen::of(&meta)?,
+                };
+                let frozen: Stored = StoredMeta::new(frozen);
                 let stored_entry: Stored = StoredMeta::new(frozen.entry_of(py, conn_ref, wall)?);
                 let entry = stored_entry.entry(py)?;
                 let meta = frozen.thaw(py)?;
@@ -757,6 +810,7 @@ impl Engine {
                 )
             }
             Engine::Redis(r) => {
+                let meta = meta_or_empty(py, meta)?;
                 let meta_json = json_encode(py, &meta)?;
                 if meta_json.len() > meta_limit {
                     return Err(presence_error(PresenceError::MetaTooLarge {
@@ -942,10 +996,12 @@ impl Engine {
                             .conns
                             .iter()
                             .map(|c| (c.conn_ref.as_str(), c.online_at, &c.meta_json[..]));
+                        let template = record(py, tenant_py, tenant_py, 0.0, py.None().bind(py))?;
                         let rec = user_record(
                             &mut PySink::new(py),
+                            &mut RefMemo::default(),
                             r,
-                            tenant_py,
+                            &template,
                             &u.user,
                             u.joined_at,
                             &u.meta_json,
@@ -1084,8 +1140,12 @@ type Listed = (Option<String>, f64, Stored, Vec<Stored>);
 /// Records from Redis: every meta of the room decoded once, in Rust,
 /// straight into the records' dicts (one [`PySink`], so each meta key is
 /// made once for the whole room); ids, refs, the tenant and the times need
-/// no JSON. Python's collector is paused while they are built (see
-/// [`GcPaused`]).
+/// no JSON. Each record is a copy of one template dict holding the five
+/// keys (a C-level copy of a clean dict; the four per-user values then
+/// replace values in place, no insert, no resize), a connection ref is
+/// made once while consecutive connections share it (djust's `join` gives
+/// every user the same one), and the lists are made at their final size.
+/// Python's collector is paused while they are built (see [`GcPaused`]).
 fn redis_records<'py>(
     py: Python<'py>,
     r: &RedisPresence,
@@ -1094,38 +1154,67 @@ fn redis_records<'py>(
 ) -> PyResult<Bound<'py, PyList>> {
     let _paused = GcPaused::new(py);
     let mut sink = PySink::new(py);
-    let list = PyList::empty(py);
+    let template = record(py, tenant_py, tenant_py, 0.0, py.None().bind(py))?;
+    template.set_item(intern!(py, "metas"), py.None())?;
+    let mut refs = RefMemo::default();
+    let mut records = Vec::with_capacity(listing.len());
     for u in listing.users() {
         let conns = u.conns().map(|c| (c.conn_ref, c.online_at, c.meta_json));
-        list.append(user_record(
+        let rec = user_record(
             &mut sink,
+            &mut refs,
             r,
-            tenant_py,
+            &template,
             u.user,
             u.joined_at,
             u.meta_json,
             conns,
-        )?)?;
+        )?;
+        records.push(rec);
     }
-    Ok(list)
+    PyList::new(py, records)
 }
 
-/// One user's record from what Redis holds.
+/// The last connection ref made, reused while the next is the same text.
+#[derive(Default)]
+struct RefMemo<'py> {
+    last: Option<(String, Bound<'py, PyString>)>,
+}
+
+impl<'py> RefMemo<'py> {
+    fn get(&mut self, py: Python<'py>, conn_ref: &str) -> Bound<'py, PyString> {
+        match &self.last {
+            Some((text, made)) if text == conn_ref => made.clone(),
+            _ => {
+                let made = PyString::new(py, conn_ref);
+                self.last = Some((conn_ref.to_owned(), made.clone()));
+                made
+            }
+        }
+    }
+}
+
+/// One user's record from what Redis holds: a copy of `template` (the
+/// record's keys, the tenant filled in) with this user's values.
+#[allow(clippy::too_many_arguments)]
 fn user_record<'py, 'a>(
     sink: &mut PySink<'py>,
+    refs: &mut RefMemo<'py>,
     r: &RedisPresence,
-    tenant_py: &Bound<'py, PyString>,
+    template: &Bound<'py, PyDict>,
     user: &str,
     joined_at: f64,
     meta_json: &[u8],
     conns: impl Iterator<Item = (&'a str, f64, &'a [u8])>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let py = tenant_py.py();
+    let py = template.py();
     let (meta, flat) = sink
         .decode_flat(meta_json)
         .map_err(|e| malformed_meta(r, &e))?;
-    let rec = record(py, &PyString::new(py, user), tenant_py, joined_at, &meta)?;
-    let entries = PyList::empty(py);
+    let rec = template.copy()?;
+    rec.set_item(intern!(py, "id"), PyString::new(py, user))?;
+    rec.set_item(intern!(py, "joined_at"), joined_at)?;
+    let mut entries = Vec::with_capacity(1);
     for (conn_ref, online_at, conn_json) in conns {
         // A connection's meta is most often the user-level meta's JSON (a
         // user-keyed `join`, a user's latest tab): a flat dict decoded once
@@ -1135,14 +1224,15 @@ fn user_record<'py, 'a>(
             Ok(d) if flat && conn_json == meta_json => d.copy()?.into_any(),
             _ => decode_meta(sink, r, conn_json)?,
         };
-        entries.append(own_entry(
+        entries.push(own_entry(
             py,
             conn_meta,
-            &PyString::new(py, conn_ref),
+            &refs.get(py, conn_ref),
             online_at,
-        )?)?;
+        )?);
     }
-    rec.set_item(intern!(py, "metas"), entries)?;
+    rec.set_item(intern!(py, "meta"), meta)?;
+    rec.set_item(intern!(py, "metas"), PyList::new(py, entries)?)?;
     Ok(rec)
 }
 

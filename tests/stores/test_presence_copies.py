@@ -190,3 +190,86 @@ def test_metas_read_back_as_json_would_decode_them(make, meta):
     entry = {k: v for k, v in record["metas"][0].items() if k not in ("ref", "online_at")}
     wrapped = expected if isinstance(expected, dict) else {"value": expected}
     assert same(wrapped, entry), entry
+
+
+def test_records_of_one_listing_are_separate_dicts(make):
+    """Every record of a listing is its own dict with its own ``metas`` list
+    (the Redis listing copies one template per user, docs/presence.md#metas-are-copies):
+    changing one record reaches neither its neighbours nor a later listing."""
+    import json
+
+    backend = make("acme")
+    for user in ("alice", "bob", "carol"):
+        backend.join("board", user, {"name": user})
+    records = backend.list("board")
+    assert [list(r) for r in records] == [["id", "tenant_id", "joined_at", "meta", "metas"]] * 3
+    assert sorted(r["id"] for r in records) == ["alice", "bob", "carol"]
+    assert {r["tenant_id"] for r in records} == {"acme"}
+    assert all(r["meta"] == {"name": r["id"]} for r in records)
+    assert all(len(r["metas"]) == 1 and r["metas"][0]["name"] == r["id"] for r in records)
+    assert json.loads(json.dumps(records)) == records
+    first, second = records[0], records[1]
+    first["tenant_id"] = "other"
+    first["id"] = "mallory"
+    first["metas"].append({"ref": "forged"})
+    assert second["tenant_id"] == "acme" and len(second["metas"]) == 1
+    again = backend.list("board")
+    assert {r["tenant_id"] for r in again} == {"acme"}
+    assert sorted(r["id"] for r in again) == ["alice", "bob", "carol"]
+    assert all(len(r["metas"]) == 1 for r in again)
+
+
+def test_a_flat_meta_is_the_stores_own_copy_too(make):
+    """The usual meta, a flat dict of strs, ints, floats, bools and None, is
+    copied once as it is read (the memory store's fast path): the caller's
+    dict, the record ``join`` returns and a listed record are three dicts,
+    and a change to any of them reaches neither the store nor the other
+    tenant tracking the same dict."""
+    import json
+
+    flat = {"name": "Alice", "n": 7, "big": 2**70, "f": 0.5, "on": True, "none": None}
+    acme, globex = make("acme"), make("globex")
+    joined = acme.join("board", "alice", flat)
+    globex.join("board", "gina", flat)
+    assert joined["meta"] == flat and joined["meta"] is not flat
+    flat["name"] = "changed by the caller"
+    joined["meta"]["n"] = 8
+    joined["metas"][0]["on"] = False
+    listed = acme.list("board")[0]
+    expected = {"name": "Alice", "n": 7, "big": 2**70, "f": 0.5, "on": True, "none": None}
+    assert listed["meta"] == expected
+    entry = listed["metas"][0]
+    assert {k: v for k, v in entry.items() if k not in ("ref", "online_at")} == expected
+    listed["meta"]["name"] = "changed by a view"
+    assert acme.list("board")[0]["meta"] == expected
+    assert globex.list("board")[0]["meta"] == expected
+    assert json.loads(json.dumps(acme.list("board"))) == acme.list("board")
+
+
+class _Str(str):
+    pass
+
+
+class _Dict(dict):
+    pass
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        _Dict(name="Alice"),  # a dict subclass
+        {"name": _Str("Alice")},  # a str subclass as a value
+        {_Str("name"): "Alice"},  # ... as a key
+        {1: "Alice"},  # a key JSON turns into a string
+    ],
+)
+def test_a_meta_that_is_almost_flat_is_stored_as_json_would_keep_it(make, meta):
+    """Only exact types take the flat path; the rest are converted as JSON
+    would keep them (plain dicts, plain strs, string keys)."""
+    backend = make("acme")
+    backend.join("board", "alice", meta)
+    stored = backend.list("board")[0]["meta"]
+    key = "1" if 1 in meta else "name"
+    assert stored == {key: "Alice"}
+    assert type(stored) is dict
+    assert all(type(k) is str and type(v) is str for k, v in stored.items())
