@@ -222,6 +222,8 @@ class AuditHead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain} @ {self.seq}"
+
+
 class TenantSuspension(models.Model):
     """A suspended tenant (``manage.py tenantry suspend``,
     ``tenantry.suspension.suspend``): admission refuses it until the row
@@ -246,3 +248,23 @@ class TenantSuspension(models.Model):
 
     def __str__(self) -> str:
         return f"{self.suspended_tenant} (suspended)"
+
+
+class EndedImpersonation(models.Model):
+    """An impersonation that ended before its time bound (``stop()``,
+    logout, a new sign-in, the staff user's permission gone): an open live
+    view of it in any process sees it at its next check
+    (``TENANT_READMIT_INTERVAL``, docs/operations.md#impersonation). Keyed
+    by a digest of who, as whom, where and when it started; kept until the
+    bound (the bound refuses it then), pruned as new ones are written."""
+
+    identity = models.CharField(max_length=64, unique=True)
+    until = models.FloatField(db_index=True)
+
+    class Meta:
+        app_label = "tenantry"
+        db_table = "tenantry_ended_impersonation"
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"impersonation {self.identity[:12]} ended"

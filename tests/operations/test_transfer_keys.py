@@ -39,6 +39,18 @@ from tests.porting.models import (
 
 pytestmark = pytest.mark.django_db
 
+@pytest.fixture(autouse=True)
+def media(settings, tmp_path):
+    """A tenant storage of this test's own (no files of another test's tenants)."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "tenantry.storage.TenantFileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+    }
+
+
 PORTING = (Remark, Sheet, Flag, Mark, Code, Token, Grant, Use, Site, Pair, Handle, Ledger, Profile)
 
 
@@ -116,12 +128,12 @@ def test_generic_foreign_keys_follow_the_archives_rows(stored, tmp_path):
     of the archive names the new row, one to a shared model's row is kept."""
     planted = plant_generic("acme")
     call_command(
-        "tenantry", "import", str(export("acme", tmp_path)), "--as", "acme2", stdout=StringIO()
+        "tenantry", "import", str(export("acme", tmp_path)), "--as", "acme-copy", stdout=StringIO()
     )
     with tenant_context("acme"):
         old_sheet = Sheet.objects.get()
         old_token = Token.objects.get()
-    with tenant_context("acme2"):
+    with tenant_context("acme-copy"):
         sheet = Sheet.objects.get()
         assert sheet.pk != old_sheet.pk
         # Through the GenericRelation on the target side (custom field names).
@@ -130,7 +142,7 @@ def test_generic_foreign_keys_follow_the_archives_rows(stored, tmp_path):
         assert Mark.objects.get().target == sheet
         first = Remark.objects.get(text="on a later remark")
         assert first.about == Remark.objects.get(text="the later remark")
-        assert first.about.tenant_id == "acme2"
+        assert first.about.tenant_id == "acme-copy"
         token = Token.objects.get()
         assert token.pk != old_token.pk  # the UUID key was taken by acme's token
         assert Flag.objects.get(content_type=ct(Token)).target == token
@@ -181,8 +193,8 @@ def test_a_generic_key_naming_a_shared_row_is_kept_even_when_forged(stored, tmp_
         Remark.objects.create(text="on a user", about=User.objects.create_user("acme-reader"))
     archive = export("acme", tmp_path)
     forge(archive, "porting.Remark", lambda item: item["fields"].update(ref=str(other.pk)))
-    transfer.import_tenant(archive, as_id="acme2")
-    with tenant_context("acme2"):
+    transfer.import_tenant(archive, as_id="acme-copy")
+    with tenant_context("acme-copy"):
         assert Remark.objects.get().about == other
 
 
@@ -212,18 +224,18 @@ def test_a_value_unique_across_tenants_is_refused_before_writing(
         row = model.objects.create(**(values or {"user": user}))
     archive = export("acme", tmp_path)
     with pytest.raises(CommandError) as refused:
-        call_command("tenantry", "import", str(archive), "--as", "acme2", stdout=StringIO())
+        call_command("tenantry", "import", str(archive), "--as", "acme-copy", stdout=StringIO())
     message = str(refused.value)
     assert expected.format(user=user.pk) in message
     assert "nothing was imported" in message
     assert "tenant 'acme'" not in message  # the holder is not named
-    nothing_imported("acme2")
+    nothing_imported("acme-copy")
     with tenant_context("acme"):
         assert model.objects.get().pk == row.pk
     # Once the holder is gone the same archive imports.
     call_command("tenantry", "delete", "acme", stdout=StringIO())
-    transfer.import_tenant(archive, as_id="acme2")
-    with tenant_context("acme2"):
+    transfer.import_tenant(archive, as_id="acme-copy")
+    with tenant_context("acme-copy"):
         assert model.objects.count() == 1 and Ledger.objects.get().number == 1
 
 
@@ -232,8 +244,8 @@ def test_a_conditional_unique_value_outside_the_condition_imports(stored, tmp_pa
     with tenant_context("acme"):
         Handle.objects.create(name="acme", public=False)
         Ledger.objects.create(number=1)
-    transfer.import_tenant(export("acme", tmp_path), as_id="acme2")
-    assert everything_of("acme2") == everything_of("acme")
+    transfer.import_tenant(export("acme", tmp_path), as_id="acme-copy")
+    assert everything_of("acme-copy") == everything_of("acme")
 
 
 def test_a_unique_value_of_a_third_tenant_is_refused(stored, tmp_path):
@@ -278,14 +290,14 @@ def test_free_keys_are_kept(stored, tmp_path):
         }
     archive = export("acme", tmp_path)
     call_command("tenantry", "delete", "acme", stdout=StringIO())
-    transfer.import_tenant(archive, as_id="acme2")
-    with tenant_context("acme2"):
+    transfer.import_tenant(archive, as_id="acme-copy")
+    with tenant_context("acme-copy"):
         assert set(Code.objects.values_list("pk", flat=True)) == before["codes"]
         assert set(Token.objects.values_list("pk", flat=True)) == before["tokens"]
         assert set(Grant.objects.values_list("pk", flat=True)) == before["grants"]
         use = Use.objects.get()
-        assert use.code.tenant_id == use.token.tenant_id == use.grant.tenant_id == "acme2"
-        assert Flag.objects.get(content_type=ct(Code)).target.tenant_id == "acme2"
+        assert use.code.tenant_id == use.token.tenant_id == use.grant.tenant_id == "acme-copy"
+        assert Flag.objects.get(content_type=ct(Code)).target.tenant_id == "acme-copy"
 
 
 def test_a_taken_uuid_key_with_a_default_is_made_anew(stored, tmp_path):
@@ -297,12 +309,12 @@ def test_a_taken_uuid_key_with_a_default_is_made_anew(stored, tmp_path):
         Use.objects.update(code=None)
         Code.objects.all().delete()  # a char key would be refused (next test)
         old = set(Token.objects.values_list("pk", flat=True))
-    transfer.import_tenant(export("acme", tmp_path), as_id="acme2")
-    with tenant_context("acme2"):
+    transfer.import_tenant(export("acme", tmp_path), as_id="acme-copy")
+    with tenant_context("acme-copy"):
         tokens = set(Token.objects.values_list("pk", flat=True))
         assert len(tokens) == 2 and tokens.isdisjoint(old)
         use = Use.objects.get()
-        assert use.token.pk in tokens and use.token.tenant_id == "acme2"
+        assert use.token.pk in tokens and use.token.tenant_id == "acme-copy"
         assert set(use.tokens.values_list("pk", flat=True)) == tokens
         assert Flag.objects.get(content_type=ct(Token)).target.pk in tokens
     with tenant_context("acme"):
@@ -331,9 +343,9 @@ def test_another_taken_key_is_refused_before_writing(stored, tmp_path, kind):
             "import",
             str(export("acme", tmp_path)),
             "--as",
-            "acme2",
+            "acme-copy",
             stdout=StringIO(),
         )
     assert expected in str(refused.value)
-    nothing_imported("acme2")
+    nothing_imported("acme-copy")
     assert everything_of("acme") == before

@@ -66,13 +66,13 @@ from contextvars import ContextVar
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.core.exceptions import PermissionDenied
 
-from .. import observe, usage
+from .. import impersonation, observe, usage
 from .._core import TenantInfo
 from ..access import readmission_due, readmit_live
 from ..context import _current
 from ..flags import flag_refusal
-from ..impersonation import live_turn_refusal
 from ..ratelimit import (
     UNAVAILABLE_RETRY_AFTER,
     _limiter,
@@ -177,12 +177,55 @@ async def still_admitted(transport: Any, view: Any, page: Any = None) -> bool:
     and the next turn tries again."""
     if not await _admitted(transport, view):
         return False
-    return page is None or page is view or await _admitted(transport, page)
+    if page is not None and page is not view and not await _admitted(transport, page):
+        return False
+    return await _impersonation_holds(transport, view) and (
+        page is None or page is view or await _impersonation_holds(transport, page)
+    )
+
+
+async def _impersonation_holds(transport: Any, view: Any) -> bool:
+    """Whether the impersonation ``view`` was mounted under (if any) still
+    holds (docs/operations.md#impersonation): over at its time bound, at
+    ``stop()``, logout or the staff user's loss of the permission (seen at
+    once in this process, by the session and the user within
+    ``TENANT_READMIT_INTERVAL`` elsewhere). Any live view, with or without
+    ``TenantMixin``. Over: an error frame, the socket closed with 4403."""
+    ended = impersonation.live_turn_refusal(view, _live_tenant(view))
+    if ended is None and impersonation.live_recheck_due(view):
+        try:
+            ended = await sync_to_async(impersonation.live_recheck)(view)
+        except Exception as exc:  # fail closed for this turn only
+            logger.error("impersonation check of %s failed: %s", type(view).__name__, exc)
+            with contextlib.suppress(Exception):
+                await transport.send_error(
+                    "Service temporarily unavailable, event dropped",
+                    retry_after=float(UNAVAILABLE_RETRY_AFTER),
+                )
+            return False
+    if ended is None:
+        return True
+    if getattr(transport, "_tenantry_refused", False):
+        return False  # told and closed already
+    with contextlib.suppress(Exception):
+        transport._tenantry_refused = True
+    token = _deciding.set(True)
+    try:
+        with contextlib.suppress(Exception):
+            await transport.send_error(ended, refused="impersonation")
+        with contextlib.suppress(Exception):
+            await transport.close(code=READMIT_CLOSE_CODE)
+    finally:
+        _deciding.reset(token)
+    return False
 
 
 def _due(view: Any) -> bool:
+    """Whether a frame of ``view`` must pass a gate before delivery."""
     tenant = _live_tenant(view)
-    return tenant is not None and readmission_due(view, tenant)
+    if tenant is not None and readmission_due(view, tenant):
+        return True
+    return impersonation.live_turn_due(view)
 
 
 async def _admitted(transport: Any, view: Any) -> bool:
@@ -430,13 +473,6 @@ def _gated_event_validator(original: Callable[..., Any]) -> Callable[..., Any]:
         root_view = kwargs.get("root_view")
         if not await still_admitted(ws, owner, root_view):
             return None
-        ended = live_turn_refusal(owner if root_view is None else root_view)
-        if ended is not None:  # an impersonation over (docs/operations.md#impersonation)
-            with contextlib.suppress(Exception):
-                await ws.send_error(ended, refused="impersonation")
-            with contextlib.suppress(Exception):
-                await ws.close(code=READMIT_CLOSE_CODE)
-            return None
         handler = await original(ws, event_name, owner, *args, **kwargs)
         if handler is None:
             return None
@@ -477,6 +513,15 @@ def _gated_mount_check(original: Callable[..., Any]) -> Callable[..., Any]:
         if blocked is not None:
             return blocked
         view = self.view_instance
+        if impersonation.watching():  # every live view, TenantMixin or not
+            try:
+                await sync_to_async(impersonation.mounted_live)(view, request, _live_tenant(view))
+            except PermissionDenied as ended:
+                await self.transport.send_error(str(ended), refused="impersonation")
+                finalize = getattr(self, "_finalize_mount_auth", None)
+                if finalize is not None:
+                    await finalize("permission_denied")  # djust's close (4403) of a denial
+                return True
         tenant = _live_tenant(view)
         if tenant is None or mount_unlimited(tenant):
             return None
