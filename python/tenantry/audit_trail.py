@@ -65,7 +65,7 @@ from ._core import TenantInfo
 from .context import get_current_tenant, reset_current_tenant, set_current_tenant
 from .db.scope import BYPASS, scoped_as
 from .lifecycle import incarnation as incarnation_of
-from .models import AuditEvent, AuditHead, _pruning
+from .models import AuditEvent, AuditHead, _pruning, _trail_writer
 
 __all__ = [
     "PLATFORM",
@@ -264,6 +264,14 @@ def _in_event_loop() -> bool:
 
 
 def _append(entry: _Entry, alias: str) -> AuditEvent:
+    token = _trail_writer.set(True)  # the one writer of the trail's tables
+    try:
+        return _append_row(entry, alias)
+    finally:
+        _trail_writer.reset(token)
+
+
+def _append_row(entry: _Entry, alias: str) -> AuditEvent:
     chain = entry.chain or _chain(entry.tenant_id, None, None, may_query=True) or Chain(None)
     if chain.tenant_id is None and entry.tenant_id is not None:
         entry.data.setdefault("tenant_id", entry.tenant_id)
@@ -511,42 +519,62 @@ def verify(chain: Chain) -> Report:
         expected, prev = (head.anchor_seq + 1, head.anchor_hash) if head else (1, "")
         last: AuditEvent | None = None
         pruned: AuditEvent | None = None
-        for row in events(chain).iterator(chunk_size=2000):
-            report.rows += 1
-            where = f"row seq {row.seq} (id {row.pk}, {row.event})"
-            if row.seq < expected:
-                report.problems.append(
-                    Problem(
-                        row.seq, row.pk, f"{where} is out of place: seq {expected} was expected"
+        past: AuditEvent | None = None
+        # Every row filed under the chain's key, whoever's tenant it names
+        # (row-level security would hide a planted row of another tenant,
+        # and it would still take a seq the chain needs).
+        with scoped_as(BYPASS):
+            for row in events(chain).iterator(chunk_size=2000):
+                report.rows += 1
+                where = f"row seq {row.seq} (id {row.pk}, {row.event})"
+                if head is not None and row.seq > head.seq and past is None:
+                    past = row
+                if (row.tenant_id, row.incarnation) != (chain.tenant_id, chain.incarnation):
+                    report.problems.append(
+                        Problem(
+                            row.seq,
+                            row.pk,
+                            f"{where} names tenant {row.tenant_id!r} (incarnation "
+                            f"{row.incarnation!r}): it is not this chain's",
+                        )
                     )
-                )
-            elif row.seq > expected:
-                gap = (
-                    f"seq {expected}"
-                    if row.seq == expected + 1
-                    else f"seq {expected}..{row.seq - 1}"
-                )
-                report.problems.append(
-                    Problem(expected, None, f"{gap} removed: {where} follows seq {expected - 1}")
-                )
-            elif row.prev != prev:
-                before = f"row seq {last.seq} (id {last.pk})" if last else "the anchor"
-                report.problems.append(
-                    Problem(
-                        row.seq - 1,
-                        last.pk if last else None,
-                        f"{before} was changed or replaced: {where} links to another hash",
+                if row.seq < expected:
+                    report.problems.append(
+                        Problem(
+                            row.seq, row.pk, f"{where} is out of place: seq {expected} was expected"
+                        )
                     )
-                )
-            if _stored_hash(row) != row.hash:
-                report.problems.append(
-                    Problem(
-                        row.seq, row.pk, f"{where} was changed: its content does not match its hash"
+                elif row.seq > expected:
+                    gap = (
+                        f"seq {expected}"
+                        if row.seq == expected + 1
+                        else f"seq {expected}..{row.seq - 1}"
                     )
-                )
-            if row.event == "audit.pruned" and isinstance(row.data, dict):
-                pruned = row
-            prev, expected, last = row.hash, row.seq + 1, row
+                    report.problems.append(
+                        Problem(
+                            expected, None, f"{gap} removed: {where} follows seq {expected - 1}"
+                        )
+                    )
+                elif row.prev != prev:
+                    before = f"row seq {last.seq} (id {last.pk})" if last else "the anchor"
+                    report.problems.append(
+                        Problem(
+                            row.seq - 1,
+                            last.pk if last else None,
+                            f"{before} was changed or replaced: {where} links to another hash",
+                        )
+                    )
+                if _stored_hash(row) != row.hash:
+                    report.problems.append(
+                        Problem(
+                            row.seq,
+                            row.pk,
+                            f"{where} was changed: its content does not match its hash",
+                        )
+                    )
+                if row.event == "audit.pruned" and isinstance(row.data, dict):
+                    pruned = row
+                prev, expected, last = row.hash, row.seq + 1, row
         if (
             head is not None
             and head.anchor_seq
@@ -570,6 +598,17 @@ def verify(chain: Chain) -> Report:
             if report.rows:
                 report.problems.append(Problem(None, None, "the chain's head row was removed"))
             return report
+        if past is not None:
+            # Only the trail's writer moves the head: a row past it was
+            # written around the writer (and takes the seq the next event needs).
+            report.problems.append(
+                Problem(
+                    past.seq,
+                    past.pk,
+                    f"row seq {past.seq} (id {past.pk}, {past.event}) is past the head (seq "
+                    f"{head.seq}): it was not written by the trail",
+                )
+            )
         if head.seq >= expected:
             gap = f"seq {expected}" if head.seq == expected else f"seq {expected}..{head.seq}"
             report.problems.append(
@@ -630,6 +669,7 @@ def prune(*, days: int | None = None, now: datetime | None = None) -> list[tuple
     alias = router.db_for_write(AuditEvent)
     pruned = []
     token = _writing.set(True)
+    writer = _trail_writer.set(True)
     try:
         for _key, tenant_id, inc in keys:
             chain = Chain(tenant_id, inc or "")
@@ -670,6 +710,7 @@ def prune(*, days: int | None = None, now: datetime | None = None) -> list[tuple
                 )
                 pruned.append((chain, removed, last.seq))
     finally:
+        _trail_writer.reset(writer)
         _writing.reset(token)
     return pruned
 

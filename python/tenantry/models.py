@@ -109,6 +109,27 @@ class AbstractTenantDomain(models.Model):
 #: Rows may be removed only while this is set: the retention pruning
 #: (``tenantry.audit_trail.prune``), from the oldest end of a chain.
 _pruning: ContextVar[bool] = ContextVar("tenantry_audit_pruning", default=False)
+#: True while the trail's own writer appends or prunes
+#: (``tenantry.audit_trail``): the only code whose ORM writes reach
+#: ``AuditEvent`` and ``AuditHead`` (see :func:`refuse_trail_write`).
+_trail_writer: ContextVar[bool] = ContextVar("tenantry_audit_trail_writer", default=False)
+#: The trail's tables, by ``Options.label_lower``.
+_TRAIL_MODELS = frozenset({"tenantry.auditevent", "tenantry.audithead"})
+
+
+def refuse_trail_write(query: Any, kind: str) -> None:
+    """Every ORM INSERT, UPDATE and DELETE (``tenantry.wall``'s compilers):
+    one into the trail's tables outside its own writer is refused
+    (``AuditTrailProtected``). A row planted through the ORM (``create()``,
+    ``bulk_create()``, a head moved) would otherwise join a chain, another
+    tenant's too, and take the seq its next event needs."""
+    model = getattr(query, "model", None)
+    if model is None or model._meta.label_lower not in _TRAIL_MODELS or _trail_writer.get():
+        return
+    raise AuditTrailProtected(
+        f"{model._meta.label} is written only by the audit trail (tenantry.audit.emit): "
+        f"an ORM {kind} is refused (docs/operations.md#audit-trail)"
+    )
 
 
 class AppendOnly(models.QuerySet):

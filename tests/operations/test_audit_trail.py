@@ -447,3 +447,83 @@ def test_admin_refuses_staff_the_membership_check_refuses(stored, settings):
 
 def only_acme_staff(user, tenant) -> bool:
     return user.username.startswith(f"{tenant.id}-")
+
+
+# -- only the trail writes its tables (docs/operations.md#audit-trail) ------------------------
+
+
+def _forged(last: AuditEvent, *, tenant_id: str, seq: int) -> dict:
+    """A well-formed row after ``last`` (its hash recomputed), as a tenant's
+    code would build it."""
+    from django.utils import timezone
+
+    created = timezone.now()
+    digest = audit_trail.row_hash(
+        last.chain, tenant_id, last.incarnation, seq, "rt.forged", created, {}, last.hash
+    )
+    return dict(
+        chain=last.chain,
+        tenant_id=tenant_id,
+        incarnation=last.incarnation,
+        seq=seq,
+        event="rt.forged",
+        created_at=created,
+        data={},
+        prev=last.hash,
+        hash=digest,
+    )
+
+
+@pytest.mark.parametrize(
+    "route", ["create", "save", "bulk_create", "acreate", "head_create", "head_update"]
+)
+@pytest.mark.parametrize("by", ["acme", "globex"], ids=["another-tenant", "own-tenant"])
+def test_an_orm_write_into_the_trail_is_refused(stored, route, by):
+    """A tenant's code cannot plant a row in a chain (another tenant's, or
+    its own) nor move a head, by any ORM route: the next events still
+    chain, and verify stays clean."""
+    _three("globex")
+    last = rows(chain_of("globex"))[-1]
+    fields = _forged(last, tenant_id=by, seq=last.seq + 1)
+    with tenant_context(by), pytest.raises(AuditTrailProtected, match="written only by"):
+        with transaction.atomic():
+            if route == "create":
+                AuditEvent.objects.create(**fields)
+            elif route == "save":
+                AuditEvent(**fields).save()
+            elif route == "bulk_create":
+                AuditEvent.objects.bulk_create([AuditEvent(**fields)])
+            elif route == "acreate":
+
+                async def plant():
+                    await AuditEvent.objects.acreate(**fields)
+
+                async_to_sync(plant)()
+            elif route == "head_create":
+                AuditHead.objects.create(chain="tenant:newcomer:x", tenant_id=by)
+            else:
+                AuditHead.objects.filter(chain=last.chain).update(seq=99)
+    assert "rt.forged" not in [r.event for r in rows(chain_of("globex"))]
+    with tenant_context("globex"):
+        audit.emit("test.after", tenant="globex")
+    audit.flush()
+    assert rows(chain_of("globex"))[-1].event == "test.after"
+    assert verify_out("globex")[2]
+
+
+def test_verify_names_a_row_past_the_head_and_a_row_of_another_tenant(stored):
+    """Rows written around the writer (raw SQL): one past the head, one
+    naming another tenant in this chain."""
+    _three("globex")
+    last = rows(chain_of("globex"))[-1]
+    for tenant_id, seq in (("globex", last.seq + 1), ("acme", last.seq + 2)):
+        fields = _forged(last, tenant_id=tenant_id, seq=seq)
+        columns, holes = ", ".join(fields), ", ".join(["%s"] * len(fields))
+        raw_sql(
+            f"INSERT INTO tenantry_auditevent ({columns}) VALUES ({holes})",
+            [json.dumps(v) if k == "data" else v for k, v in fields.items()],
+        )
+    _out, err, ok = verify_out("globex")
+    assert not ok
+    assert f"row seq {last.seq + 1}" in err and "is past the head" in err
+    assert "names tenant 'acme'" in err
