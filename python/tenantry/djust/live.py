@@ -70,7 +70,7 @@ from django.core.exceptions import PermissionDenied
 
 from .. import impersonation, observe, usage
 from .._core import TenantInfo
-from ..access import readmission_due, readmit_live
+from ..access import readmission_due, readmit_live, readmitted
 from ..context import _current
 from ..flags import flag_refusal
 from ..ratelimit import (
@@ -251,6 +251,12 @@ async def _readmit(transport: Any, view: Any, tenant: TenantInfo) -> bool:
             )
         return False
     if refusal is None:
+        fresh = readmitted(view)
+        if fresh is not None and fresh.id == tenant.id and view._tenantry_tenant is tenant:
+            # The tenant as it is now (its settings, its flags): the view's
+            # from here on, bound for this turn.
+            view._tenantry_tenant = fresh
+            _bind_view_tenant(view)
         return True
     if getattr(transport, "_tenantry_refused", False):
         return False  # told and closed already
