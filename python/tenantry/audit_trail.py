@@ -230,7 +230,7 @@ def chains_of(tenant_id: str) -> list[Chain]:
     """Every chain stored for ``tenant_id`` (one per incarnation), oldest first."""
     tenant_id = _core.validate_tenant_id(tenant_id)
     with _scope(Chain(tenant_id)):
-        found = AuditHead.objects.filter(tenant_id=tenant_id).values_list("incarnation", flat=True)
+        found = AuditHead.trail.filter(tenant_id=tenant_id).values_list("incarnation", flat=True)
         return [Chain(tenant_id, inc) for inc in sorted(found)]
 
 
@@ -243,7 +243,11 @@ def current_chain(tenant: TenantInfo) -> Chain:
 def _scope(chain: Chain) -> Iterator[None]:
     """The chain's tenant bound for the ORM's wall and row-level security
     (the platform chain: the bypass scope). Quiet: the trail's own access."""
-    tenant = None if chain.tenant_id is None else TenantInfo(chain.tenant_id)
+    tenant = (
+        None
+        if chain.tenant_id is None
+        else TenantInfo(chain.tenant_id, metadata={"incarnation": chain.incarnation})
+    )
     token = set_current_tenant(tenant)
     try:
         with scoped_as(BYPASS if tenant is None else (tenant.id, "")):
@@ -276,10 +280,10 @@ def _append_row(entry: _Entry, alias: str) -> AuditEvent:
     if chain.tenant_id is None and entry.tenant_id is not None:
         entry.data.setdefault("tenant_id", entry.tenant_id)
     with _scope(chain):
-        heads = AuditHead.objects.db_manager(alias).filter(chain=chain.key)
+        heads = AuditHead.trail.db_manager(alias).filter(chain=chain.key)
         # The UPDATE takes the chain's lock until the transaction ends.
         if not heads.update(seq=F("seq") + 1):
-            AuditHead.objects.db_manager(alias).bulk_create(
+            AuditHead.trail.db_manager(alias).bulk_create(
                 [
                     AuditHead(
                         chain=chain.key, tenant_id=chain.tenant_id, incarnation=chain.incarnation
@@ -472,7 +476,7 @@ def install() -> None:
 
 def events(chain: Chain) -> Any:
     """The rows of ``chain`` in order (read with the chain's tenant bound)."""
-    return AuditEvent.objects.filter(chain=chain.key).order_by("seq")
+    return AuditEvent.trail.filter(chain=chain.key).order_by("seq")
 
 
 @dataclass
@@ -502,7 +506,7 @@ class Report:
 
 
 def _head(chain: Chain) -> AuditHead | None:
-    return AuditHead.objects.filter(chain=chain.key).first()
+    return AuditHead.trail.filter(chain=chain.key).first()
 
 
 def verify(chain: Chain) -> Report:
@@ -665,7 +669,7 @@ def prune(*, days: int | None = None, now: datetime | None = None) -> list[tuple
         )
     cutoff = (now or timezone.now()) - timedelta(days=days)
     with _scope(Chain(None)):  # the list of chains spans tenants
-        keys = list(AuditHead.objects.values_list("chain", "tenant_id", "incarnation"))
+        keys = list(AuditHead.trail.values_list("chain", "tenant_id", "incarnation"))
     alias = router.db_for_write(AuditEvent)
     pruned = []
     token = _writing.set(True)
@@ -674,9 +678,9 @@ def prune(*, days: int | None = None, now: datetime | None = None) -> list[tuple
         for _key, tenant_id, inc in keys:
             chain = Chain(tenant_id, inc or "")
             with transaction.atomic(using=alias), _scope(chain):
-                heads = AuditHead.objects.db_manager(alias).filter(chain=chain.key)
+                heads = AuditHead.trail.db_manager(alias).filter(chain=chain.key)
                 heads.update(anchor_seq=F("anchor_seq"))  # the chain's lock
-                rows = AuditEvent.objects.db_manager(alias).filter(chain=chain.key)
+                rows = AuditEvent.trail.db_manager(alias).filter(chain=chain.key)
                 first_kept = (
                     rows.filter(created_at__gte=cutoff)
                     .order_by("seq")

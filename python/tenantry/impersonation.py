@@ -325,10 +325,12 @@ def _load(request: Any) -> None:
         request.session.flush()
         request.user = get_user(request)
         return
-    if not _staff_may(acting):
-        # The staff user lost the permission (or was deactivated) since:
-        # the staff user's own session back (none for a deactivated one).
-        _end(request, "permission revoked")
+    why = _refusal_now(acting)
+    if why is not None:
+        # The staff user lost the permission (or was deactivated), or the
+        # member became a superuser or an impersonator, since: the staff
+        # user's own session back (none for a deactivated one).
+        _end(request, why)
         return
     request.impersonation = acting
 
@@ -502,7 +504,7 @@ def mounted_live(view: Any, request: Any, tenant: TenantInfo | None = None) -> N
         acting = _from_state(state)
         if acting is None or str(request.session.get(SESSION_KEY)) != acting.user_id:
             return  # signed in as someone else since: not acting
-    if acting.expired or _ended_anywhere(acting) or not _staff_may(acting):
+    if acting.expired or _ended_anywhere(acting) or _refusal_now(acting) is not None:
         raise PermissionDenied(LIVE_ENDED)
     refusal = other_tenant_refusal(acting, tenant)
     if refusal is not None:
@@ -569,19 +571,29 @@ def live_recheck(view: Any) -> str | None:
     if _ended_anywhere(acting):
         setattr(view, _LIVE_ATTRIBUTE, _LIVE_OVER)  # audited where it ended
         return LIVE_ENDED
-    if not _staff_may(acting):
-        _ended(acting, "permission revoked")
+    why = _refusal_now(acting)
+    if why is not None:
+        _ended(acting, why)
         setattr(view, _LIVE_ATTRIBUTE, _LIVE_OVER)
         return LIVE_ENDED
     live.due = time.monotonic() + conf.current().readmit_interval
     return None
 
 
-def _staff_may(acting: Impersonation) -> bool:
-    """Whether the staff user is still active with the permission (read
-    afresh: no permission cache of an earlier request)."""
-    staff = get_user_model()._default_manager.filter(pk=acting.staff_id).first()
-    return staff is not None and staff.is_active and staff.has_perm(PERMISSION)
+def _refusal_now(acting: Impersonation) -> str | None:
+    """Why ``acting`` may not go on, read afresh (no permission cache of an
+    earlier request): ``"permission revoked"`` when the staff user lost
+    ``tenantry.impersonate`` or was deactivated, ``"refused"`` when the
+    member became someone :func:`start` refuses (a superuser, an
+    impersonator, inactive); else None."""
+    users = get_user_model()._default_manager
+    staff = users.filter(pk=acting.staff_id).first()
+    if staff is None or not staff.is_active or not staff.has_perm(PERMISSION):
+        return "permission revoked"
+    member = users.filter(pk=acting.user_id).first()
+    if member is None or not member.is_active or member.is_superuser or member.has_perm(PERMISSION):
+        return "refused"
+    return None
 
 
 def _on_logout(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:

@@ -13,6 +13,7 @@ from django.db import models
 
 from . import conf
 from ._core import is_valid_tenant_id, normalize_domain
+from .context import get_current_tenant
 from .exceptions import AuditTrailProtected
 from .registry import (
     domain_tenant_id_problem,
@@ -180,6 +181,30 @@ class AppendOnly(models.QuerySet):
     delete.alters_data = True  # type: ignore[attr-defined]
 
 
+class BoundTrail(models.Manager):
+    """The default manager of the trail's tables: with a tenant bound, its
+    current incarnation's rows only (never another tenant's trail, nor the
+    trail of an earlier tenant of the same id); with none bound (commands,
+    trusted code), every row. tenantry's own code reads through ``trail``
+    (a chain named explicitly, old incarnations too)."""
+
+    def get_queryset(self) -> Any:
+        rows = super().get_queryset()
+        tenant = get_current_tenant()
+        if tenant is None:
+            return rows
+        return rows.filter(tenant_id=tenant.id, incarnation=_incarnation_of(tenant))
+
+
+def _incarnation_of(tenant: Any) -> str:
+    """The bound tenant's incarnation as its chain is keyed ("" when the
+    registry keeps none): ``tenantry.lifecycle.incarnation``'s rule."""
+    value = getattr(tenant.raw, "incarnation", None) if tenant.raw is not None else None
+    if not value:
+        value = (tenant.metadata or {}).get("incarnation")
+    return str(value) if value else ""
+
+
 class AuditEvent(models.Model):
     """One stored ``tenantry.audit`` event (``TENANT_AUDIT_STORE =
     "database"``): a link of the chain of one tenant incarnation (``chain``;
@@ -197,11 +222,13 @@ class AuditEvent(models.Model):
     prev = models.CharField(max_length=64, editable=False)
     hash = models.CharField(max_length=64, editable=False)
 
-    objects = AppendOnly.as_manager()
+    objects = BoundTrail.from_queryset(AppendOnly)()
+    #: Every row (tenantry.audit_trail, the commands): chains named explicitly.
+    trail = AppendOnly.as_manager()
 
     class Meta:
         app_label = "tenantry"
-        base_manager_name = "objects"
+        base_manager_name = "trail"
         default_permissions = ("view",)
         ordering = ["chain", "seq"]
         constraints = [
@@ -237,8 +264,13 @@ class AuditHead(models.Model):
     anchor_seq = models.PositiveBigIntegerField(default=0, editable=False)
     anchor_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
 
+    objects = BoundTrail()
+    #: Every head (tenantry.audit_trail).
+    trail = models.Manager()
+
     class Meta:
         app_label = "tenantry"
+        base_manager_name = "trail"
         default_permissions = ()
 
     def __str__(self) -> str:

@@ -199,6 +199,11 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     for name in sorted(present - set(listed)):
         raise ArchiveRefused(f"{name}: in the archive but not in the manifest")
     for name, expected in sorted(listed.items()):
+        problem = _name_problem(name)
+        if problem is not None:
+            raise ArchiveRefused(f"{name}: {problem}")
+        if not isinstance(expected, dict):
+            raise ArchiveRefused(f"{name}: its manifest entry is not an object")
         file = root / name
         if not _inside(root, file) or file.is_symlink():
             raise ArchiveRefused(f"{name}: outside the archive folder, or a link")
@@ -218,6 +223,24 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
             if count != expected["rows"]:
                 raise ArchiveRefused(f"{name}: {count} rows, the manifest says {expected['rows']}")
     return manifest
+
+
+def _name_problem(name: Any) -> str | None:
+    """What is wrong with a file name of the manifest, or None: the
+    registry, ``rows/<app.Model>.jsonl`` or ``files/<storage number>/<path>``,
+    plain relative paths (no ``..``, no empty or ``.`` part)."""
+    if not isinstance(name, str) or not name:
+        return "not a file name"
+    parts = name.split("/")
+    if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
+        return "not a plain path inside the archive (no '..', '.', empty parts or backslashes)"
+    if name == REGISTRY or (len(parts) == 2 and parts[0] == "rows" and name.endswith(".jsonl")):
+        return None
+    if len(parts) >= 3 and parts[0] == "files":
+        if parts[1].isdigit() and parts[1].isascii():
+            return None
+        return f"{parts[1]!r} is not a storage number (files/<number>/<path>)"
+    return "not a file of a tenantry export (registry.jsonl, rows/..., files/<number>/...)"
 
 
 def _inside(root: Path, file: Path) -> bool:

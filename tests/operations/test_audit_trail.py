@@ -527,3 +527,26 @@ def test_verify_names_a_row_past_the_head_and_a_row_of_another_tenant(stored):
     assert not ok
     assert f"row seq {last.seq + 1}" in err and "is past the head" in err
     assert "names tenant 'acme'" in err
+
+
+def test_the_default_manager_keeps_to_the_bound_tenants_current_trail(stored):
+    """docs/operations.md#audit-trail: with a tenant bound, AuditEvent.objects
+    and AuditHead.objects read its current incarnation's chain only: never
+    another tenant's trail, nor the trail of the tenant that had the id
+    before; with none bound (commands), every row."""
+    for slug in ("acme", "globex"):
+        with tenant_context(slug):
+            audit.emit("test.old", tenant=slug)
+    audit.flush()
+    call_command("tenantry", "delete", "acme", stdout=StringIO())
+    Tenant.objects.create(slug="acme", name="Acme again")
+    with tenant_context("acme"):
+        audit.emit("test.new", tenant="acme")
+    audit.flush()
+    with tenant_context("acme"):
+        seen = set(AuditEvent.objects.values_list("event", "tenant_id"))
+        heads = set(AuditHead.objects.values_list("tenant_id", "incarnation"))
+    assert ("test.new", "acme") in seen
+    assert ("test.old", "acme") not in seen and ("test.old", "globex") not in seen
+    assert {tenant_id for tenant_id, _ in heads} == {"acme"} and len(heads) == 1
+    assert ("test.old", "globex") in set(AuditEvent.objects.values_list("event", "tenant_id"))

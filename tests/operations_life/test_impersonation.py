@@ -458,3 +458,35 @@ def test_a_session_replayed_after_the_end_is_nobody(people, end):
     AUDITED.clear()
     replayed().post("/write/", {"name": "replayed"})
     assert events("impersonation.write") == []  # not acting: not the member's write
+
+
+@pytest.mark.parametrize("promotion", ["superuser", "impersonator"])
+def test_a_member_promoted_meanwhile_ends_it(people, promotion):
+    """Never more than a member: alice made a superuser (or given
+    tenantry.impersonate) while support acts as her ends it at the next
+    request (audited "refused"); support is support again."""
+    client = signed_in(people["staff"])
+    assert start(client).status_code == 200
+    alice = people["alice"]
+    if promotion == "superuser":
+        alice.is_superuser = True
+        alice.save()
+    else:
+        alice.user_permissions.add(Permission.objects.get(codename="impersonate"))
+    assert "<p id='user'>support</p>" in page(client).content.decode()
+    assert [e["why"] for e in events("impersonation.ended")] == ["refused"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("view", [ITEMS, PLAIN], ids=["tenant-view", "view-without-mixin"])
+async def test_a_member_promoted_meanwhile_ends_it_on_an_open_socket(people, settings, view):
+    live_config(settings, 0)
+    _client, tab = await acting_tab(people, view)
+    try:
+        alice = people["alice"]
+        alice.is_superuser = True
+        await sync_to_async(alice.save)()
+        await refused_and_closed(tab, view, "as-a-superuser")
+    finally:
+        await tab.close()
+    assert await written(view) == ["while-acting"]
