@@ -19,12 +19,16 @@ exported; the audit trail stays with the old incarnation
 **Import** checks the archive first (every file listed, no file unlisted,
 every hash, size and count as listed: ``ArchiveRefused`` names the file and
 the mismatch), refuses a target tenant that holds anything (rows or files),
-then in one transaction (with the new tenant bound, so the ORM's wall and
+refuses, before the first write, what would meet a row outside the import
+(a generic foreign key naming a tenant's row the archive lacks, a value
+unique across tenants that is taken, a taken primary key the database does
+not generate; a taken UUID key with a default is made anew), then in one
+transaction (with the new tenant bound, so the ORM's wall and
 row-level security hold every write to it): creates the registry row (a
 new incarnation), then the rows of each model, targets before the models
 pointing at them, each with a new primary key; references between the
-tenant's rows (foreign keys, one-to-ones, many-to-many, the parent link of
-multi-table inheritance) follow the new keys, the tenant fields name the
+tenant's rows (foreign keys, one-to-ones, many-to-many, generic foreign keys, the parent
+link of multi-table inheritance) follow the new keys, the tenant fields name the
 new tenant, references to rows that are no tenant's (users, content types)
 are kept as they are. Then the files. Other tenants are not touched: every
 write is the new tenant's.
