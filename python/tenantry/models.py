@@ -185,7 +185,8 @@ class BoundTrail(models.Manager):
     """The default manager of the trail's tables: with a tenant bound, its
     current incarnation's rows only (never another tenant's trail, nor the
     trail of an earlier tenant of the same id); with none bound (commands,
-    trusted code), every row. tenantry's own code reads through ``trail``
+    trusted code), no filter of its own (row-level security, when on, still
+    asks for ``rls_bypass``). tenantry's own code reads through ``trail``
     (a chain named explicitly, old incarnations too)."""
 
     def get_queryset(self) -> Any:
