@@ -47,6 +47,7 @@ import json
 import logging
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -319,6 +320,44 @@ def _append_row(entry: _Entry, alias: str) -> AuditEvent:
         return row
 
 
+#: Events naming an id no registry knows (a hostile ``Host`` header makes
+#: one per request) stored per event name and minute, per process; the rest
+#: are counted, and the count stored as one ``audit.suppressed`` row of the
+#: platform chain once the minute is over (the log keeps every one).
+UNKNOWN_ID_EVENTS_PER_MINUTE = 20
+_UNKNOWN_ID_WINDOW = 60.0
+
+
+class _UnknownIds:
+    """The bound on platform-chain rows an anonymous client can cause."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._counts: dict[str, int] = {}
+
+    def admit(self, event: str) -> tuple[bool, dict[str, int]]:
+        """Whether to store this event, and what the minute that just ended
+        left out (event → count)."""
+        now = time.monotonic()
+        with self._lock:
+            ended: dict[str, int] = {}
+            if now - self._started >= _UNKNOWN_ID_WINDOW:
+                ended = {
+                    name: count - UNKNOWN_ID_EVENTS_PER_MINUTE
+                    for name, count in self._counts.items()
+                    if count > UNKNOWN_ID_EVENTS_PER_MINUTE
+                }
+                self._started, self._counts = now, {}
+            count = self._counts.get(event, 0) + 1
+            self._counts[event] = count
+            return count <= UNKNOWN_ID_EVENTS_PER_MINUTE, ended
+
+    def reset(self) -> None:
+        with self._lock:
+            self._started, self._counts = time.monotonic(), {}
+
+
 class Store:
     """The writer ``tenantry.audit`` hands events to (one per process)."""
 
@@ -327,6 +366,7 @@ class Store:
         self._lock = threading.Lock()
         self.dropped = 0
         self._enabled: bool | None = None
+        self.unknown_ids = _UnknownIds()
 
     def enabled(self) -> bool:
         """``TENANT_AUDIT_STORE == "database"``, read once per config (every
@@ -361,18 +401,40 @@ class Store:
         except Exception:
             logger.exception("tenantry.audit: event %r could not be stored", record.get("event"))
             return
+        entries = [entry]
+        if entry.chain == Chain(None) and entry.tenant_id is not None:
+            keep, left_out = self.unknown_ids.admit(entry.event)
+            if left_out:
+                entries.insert(
+                    0,
+                    _Entry(
+                        Chain(None),
+                        None,
+                        "audit.suppressed",
+                        timezone.now(),
+                        {
+                            "why": "events naming ids no registry knows, over the bound",
+                            "per_minute": UNKNOWN_ID_EVENTS_PER_MINUTE,
+                            "left_out": left_out,
+                        },
+                    ),
+                )
+            if not keep:
+                entries.remove(entry)
+                if not entries:
+                    return
         if deferred:
-            self._defer([entry])
+            self._defer(entries)
             return
         try:
-            self._write([entry])
+            self._write(entries)
         except Exception:
             logger.warning(
                 "tenantry.audit: event %r waits for flush(): the database refused it",
                 entry.event,
                 exc_info=True,
             )
-            self._defer([entry])
+            self._defer(entries[-1:])  # the ones before it: deferred by _write
 
     def _defer(self, entries: list[_Entry], *, front: bool = False) -> None:
         kept = []
@@ -446,7 +508,9 @@ class Store:
 
     def discard(self) -> int:
         """Forget what waits (the test kit, between tests: a test's events
-        must not land in the next test's database); returns how many."""
+        must not land in the next test's database); returns how many. The
+        bound on unknown ids starts over too."""
+        self.unknown_ids.reset()
         return len(self._take())
 
 

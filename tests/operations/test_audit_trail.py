@@ -553,3 +553,29 @@ def test_the_default_manager_keeps_to_the_bound_tenants_current_trail(stored):
     with rls_bypass(reason="test: every row, as a command reads them"):
         everything = set(AuditEvent.objects.values_list("event", "tenant_id"))
     assert ("test.old", "globex") in everything and ("test.old", "acme") in everything
+
+
+def test_events_naming_unknown_ids_are_bounded_per_minute(stored):
+    """docs/operations.md#audit-trail: a hostile client naming a new
+    unknown id per request stores at most UNKNOWN_ID_EVENTS_PER_MINUTE rows
+    of each event per minute and process; the rest is counted in one
+    audit.suppressed row once the minute is over; the chain stays intact."""
+    bound = audit_trail.UNKNOWN_ID_EVENTS_PER_MINUTE
+    before = len(rows(audit_trail.Chain(None)))
+    with tenant_context("acme"):
+        for n in range(bound + 15):
+            audit.emit("test.stranger", tenant=f"nobody{n}")  # what a hostile Host causes
+    stored_rows = rows(audit_trail.Chain(None))[before:]
+    assert [r.event for r in stored_rows] == ["test.stranger"] * bound
+    audit_trail.store.unknown_ids._started -= 61  # the minute is over
+    audit.emit("test.stranger", tenant="nobody-next")
+    suppressed = [r for r in rows(audit_trail.Chain(None)) if r.event == "audit.suppressed"]
+    assert len(suppressed) == 1
+    assert suppressed[0].data["left_out"] == {"test.stranger": 15}
+    assert rows(audit_trail.Chain(None))[-1].data["tenant_id"] == "nobody-next"
+    # A known tenant's events are never bounded.
+    with tenant_context("acme"):
+        for n in range(bound + 5):
+            audit.emit("test.many", tenant="acme", n=n)
+    assert len([r for r in rows(chain_of("acme")) if r.event == "test.many"]) == bound + 5
+    assert verify_out(None)[2]
