@@ -72,14 +72,15 @@ __all__ = [
     "Impersonation",
     "ImpersonationMiddleware",
     "current",
+    "live_mount_may_act",
     "live_recheck",
     "live_recheck_due",
     "live_turn_due",
     "live_turn_refusal",
     "mounted_live",
+    "other_tenant_refusal",
     "start",
     "stop",
-    "watching",
 ]
 
 #: The permission a staff user needs (its Meta: ``tenantry.TenantSuspension``).
@@ -482,10 +483,22 @@ class _Live:
 _LIVE_OVER = object()
 
 
-def watching() -> bool:
-    """Whether live mounts read the session for an impersonation (the
-    middleware was built in this process)."""
-    return _installed
+def live_mount_may_act(request: Any) -> bool:
+    """Whether a live mount must look for an impersonation (in a thread:
+    :func:`mounted_live` may query). No query: False without the middleware
+    in this process, and when the mount's session is loaded already (djust's
+    auth checks load it) and carries none, the common case."""
+    if not _installed:
+        return False
+    if current(request) is not None:
+        return True
+    session = getattr(request, "session", None)
+    if session is None:
+        return False
+    loaded = getattr(session, "_session_cache", None)
+    if not isinstance(loaded, dict):
+        return True  # not loaded yet: read it in the thread
+    return SESSION_KEY_IMPERSONATION in loaded
 
 
 def mounted_live(view: Any, request: Any, tenant: TenantInfo | None = None) -> None:

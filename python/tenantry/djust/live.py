@@ -519,7 +519,7 @@ def _gated_mount_check(original: Callable[..., Any]) -> Callable[..., Any]:
         if blocked is not None:
             return blocked
         view = self.view_instance
-        if impersonation.watching():  # every live view, TenantMixin or not
+        if impersonation.live_mount_may_act(request):  # every live view, TenantMixin or not
             try:
                 await sync_to_async(impersonation.mounted_live)(view, request, _live_tenant(view))
             except PermissionDenied as ended:
