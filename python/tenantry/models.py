@@ -114,8 +114,8 @@ _pruning: ContextVar[bool] = ContextVar("tenantry_audit_pruning", default=False)
 #: (``tenantry.audit_trail``): the only code whose ORM writes reach
 #: ``AuditEvent`` and ``AuditHead`` (see :func:`refuse_trail_write`).
 _trail_writer: ContextVar[bool] = ContextVar("tenantry_audit_trail_writer", default=False)
-#: The trail's tables, by ``Options.label_lower``.
-_TRAIL_MODELS = frozenset({"tenantry.auditevent", "tenantry.audithead"})
+#: The trail's models (set below their classes; a proxy's concrete model is one).
+_TRAIL_MODELS: frozenset[type] = frozenset()
 
 
 def refuse_trail_write(query: Any, kind: str) -> None:
@@ -125,7 +125,7 @@ def refuse_trail_write(query: Any, kind: str) -> None:
     ``bulk_create()``, a head moved) would otherwise join a chain, another
     tenant's too, and take the seq its next event needs."""
     model = getattr(query, "model", None)
-    if model is None or model._meta.label_lower not in _TRAIL_MODELS or _trail_writer.get():
+    if model is None or model._meta.concrete_model not in _TRAIL_MODELS or _trail_writer.get():
         return
     raise AuditTrailProtected(
         f"{model._meta.label} is written only by the audit trail (tenantry.audit.emit): "
@@ -276,6 +276,9 @@ class AuditHead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain} @ {self.seq}"
+
+
+_TRAIL_MODELS = frozenset({AuditEvent, AuditHead})
 
 
 class TenantSuspension(models.Model):
