@@ -39,6 +39,7 @@ from tests.porting.models import (
 
 pytestmark = pytest.mark.django_db
 
+
 @pytest.fixture(autouse=True)
 def media(settings, tmp_path):
     """A tenant storage of this test's own (no files of another test's tenants)."""
@@ -349,3 +350,36 @@ def test_another_taken_key_is_refused_before_writing(stored, tmp_path, kind):
     assert expected in str(refused.value)
     nothing_imported("acme-copy")
     assert everything_of("acme") == before
+
+
+def test_generic_keys_to_the_registry_row_and_to_a_multi_table_child(stored, tmp_path):
+    """The registry row is a tenant's row too: a remark about acme's row
+    names the copy's row, one forged to name globex's row is refused; a
+    remark about a multi-table child (graph.Shop) names the copy's child."""
+    from tests.graph.models import Shop
+
+    with tenant_context("acme"):
+        Remark.objects.create(text="about the tenant", about=stored["acme"])
+        shop = Shop.objects.create(name="acme shop", kind="bakery")
+        Remark.objects.create(text="about the shop", about=shop)
+    archive = export("acme", tmp_path)
+    transfer.import_tenant(archive, as_id="acme-copy")
+    copy = Tenant.objects.get(slug="acme-copy")
+    with tenant_context("acme-copy"):
+        assert Remark.objects.get(text="about the tenant").about == copy
+        new_shop = Remark.objects.get(text="about the shop").about
+        assert isinstance(new_shop, Shop) and new_shop.tenant_id == "acme-copy"
+        assert new_shop.pk != shop.pk and new_shop.kind == "bakery"
+    globex = stored["globex"]
+    forge(
+        archive,
+        "porting.Remark",
+        lambda item: (
+            item["fields"].update(ref=str(globex.pk))
+            if item["fields"]["text"] == "about the tenant"
+            else None
+        ),
+    )
+    with pytest.raises(ArchiveRefused, match=rf"to app.Tenant '{globex.pk}', which the archive"):
+        transfer.import_tenant(archive, as_id="forged")
+    nothing_imported("forged")
