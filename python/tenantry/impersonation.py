@@ -21,11 +21,18 @@ Audited (``tenantry.audit``): ``impersonation.started`` (staff, member,
 tenant, reason, end), ``impersonation.write`` for each INSERT, UPDATE and
 DELETE the ORM sends during an impersonated HTTP request (the model and the
 kind of write; sessions and tenantry's own tables left out), and
-``impersonation.ended`` (``stopped``, ``expired`` or ``logout``).
+``impersonation.ended`` (``stopped``, ``expired``, ``logout``,
+``permission revoked``, ``refused``, ``session changed``).
 
 It ends at :func:`stop`, when its time is up (the next request restores the
-staff user's session before the tenant is admitted), and on logout (Django's
-``logout()`` flushes the session: the staff user is signed out too).
+staff user's session before the tenant is admitted), on logout (Django's
+``logout()`` flushes the session: the staff user is signed out too), when
+the staff user loses ``tenantry.impersonate`` or the member becomes someone
+:func:`start` refuses. It acts only in its own tenant. An end before the
+bound is kept in ``tenantry.EndedImpersonation`` until the bound, so other
+processes' open sockets learn of it, and a session captured while acting is
+worthless once it ended. Live views (any, with or without ``TenantMixin``)
+are tracked by the live plane's gates (``tenantry.djust.live``).
 
 :class:`ImpersonationMiddleware` goes after ``AuthenticationMiddleware`` and
 before ``TenantMiddleware``; :func:`start` refuses to run without it. The

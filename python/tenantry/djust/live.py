@@ -9,9 +9,13 @@ Installed by ``tenantry.djust.install()`` from the app's ``ready()``
   pre-mount sequence (``ViewRuntime._check_auth``) runs its auth checks and
   ``TenantMixin._ensure_tenant`` (tenant resolved and admitted, the
   handshake's ``Origin`` checked against it, the re-admission clock
-  started); then the tenant's ``mounts`` rate limits (``http``'s when
-  nothing sets ``mounts``) refuse with the same error frame as events, and
-  ``mount()`` never runs.
+  started); then, for every live view with or without ``TenantMixin``,
+  the impersonation the session carries (``impersonation.mounted_live``:
+  one over, or for another tenant, is refused); then the tenant's
+  ``mounts`` rate limits (``http``'s when nothing sets ``mounts``) refuse
+  with the same error frame as events, and ``mount()`` never runs. Every
+  later turn (:func:`still_admitted`) checks that impersonation again
+  (docs/operations.md#impersonation-on-open-sockets).
 * **Everything channels hands to djust's WebSocket consumer**: the
   consumer's ``dispatch`` (channels' type dispatch, the one door of every
   client frame and every channel-layer message: ``presence_event``,
