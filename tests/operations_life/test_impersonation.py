@@ -9,13 +9,16 @@ WebSocket."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission
 from django.core.exceptions import ImproperlyConfigured
-from django.test import Client
+from django.test import AsyncClient, Client
 
 from tenantry import impersonation
 from tests.app.models import Item, Organization, Tenant
@@ -489,4 +492,78 @@ async def test_a_member_promoted_meanwhile_ends_it_on_an_open_socket(people, set
         await refused_and_closed(tab, view, "as-a-superuser")
     finally:
         await tab.close()
+    assert await written(view) == ["while-acting"]
+
+
+# -- the SSE transport --------------------------------------------------------------------------
+
+
+class HostClient(AsyncClient):
+    """Django's async client on ``host``."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        self.host = host
+
+    def _base_scope(self, **request):
+        scope = super()._base_scope(**request)
+        headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
+        scope["headers"] = [(b"host", self.host.encode()), *headers]
+        return scope
+
+
+class SSETab:
+    """One SSE session: djust's stream (GET) and event (POST) views."""
+
+    def __init__(self, host: str, view: str, cookie: str) -> None:
+        self.view = view
+        self.client = HostClient(host)
+        self.client.cookies.load(cookie)
+        self.session_id = str(uuid.uuid4())
+
+    async def open(self) -> dict:
+        response = await self.client.get(f"/djust/sse/{self.session_id}/", {"view": self.view})
+        assert response.status_code == 200, response
+        self.stream = aiter(response.streaming_content)
+        assert (await self.next())["type"] == "sse_connect"
+        return await self.next()
+
+    async def next(self) -> dict:
+        while True:
+            chunk = await asyncio.wait_for(anext(self.stream), timeout=10)
+            text = chunk.decode() if isinstance(chunk, bytes) else chunk
+            if text.startswith("data: "):
+                return json.loads(text[len("data: ") :])
+
+    async def post(self, event: str, params: dict):
+        return await self.client.post(
+            f"/djust/sse/{self.session_id}/event/",
+            data=json.dumps({"event": event, "params": params}),
+            content_type="application/json",
+        )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("view", [ITEMS, PLAIN], ids=["tenant-view", "view-without-mixin"])
+@pytest.mark.parametrize("where", ["this-process", "another-process"])
+async def test_an_sse_session_stops_acting_after_stop(people, settings, view, where):
+    """Over SSE each event is an HTTP POST with the session of the mount:
+    after stop() (here, or in another process: the end kept server-side) the
+    member's write does not happen."""
+    live_config(settings, 3600 if where == "this-process" else 0)
+    client = await sync_to_async(signed_in)(people["staff"])
+    assert (await sync_to_async(start)(client)).status_code == 200
+    tab = SSETab("acme.example.com", view[0], cookie_of(client))
+    assert (await tab.open())["type"] == "mount"
+    event, field = ("add_item", "name") if view == ITEMS else ("write", "slug")
+    assert (await tab.post(event, {field: "while-acting"})).status_code in (200, 202)
+    await tab.next()
+    assert await written(view) == ["while-acting"]
+    assert (await sync_to_async(client.post)("/impersonate/stop/")).status_code == 200
+    if where == "another-process":
+        impersonation._ended_here.clear()
+    response = await tab.post(event, {field: "after-stop"})
+    if response.status_code in (200, 202):
+        frame = await tab.next()
+        assert frame["type"] == "error", frame
     assert await written(view) == ["while-acting"]
