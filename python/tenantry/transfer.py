@@ -596,7 +596,19 @@ def _check_unique_values(
     manager = model._base_manager.db_manager(alias)
     where = f"the registry row ({opts.label})" if registry_row else opts.label
     for fields, condition in _unique_groups(model, keys, skipped):
-        for item in items:
+        checked = items
+        if len(fields) == 1 and condition is None:
+            # One query per 500 values; only the rows holding a taken one
+            # are looked at again below (to name the value).
+            field = fields[0]
+            wanted = [field.to_python(item["fields"].get(field.name)) for item in items]
+            taken = _taken(model, field.attname, [v for v in wanted if v is not None])
+            checked = [
+                item
+                for item, value in zip(items, wanted, strict=True)
+                if value is not None and str(field.to_python(value)) in taken
+            ]
+        for item in checked:
             values = {f.attname: f.to_python(item["fields"].get(f.name)) for f in fields}
             if any(value is None for value in values.values()):
                 continue  # NULLs never collide
