@@ -3,7 +3,8 @@
 
 **The archive** is a folder:
 
-``manifest.json``          format, tenant id, incarnation, when, and for every
+``manifest.json``          format, tenant id, incarnation, when, every content
+                           type id with its ``app_label.model``, and for every
                            other file its SHA-256, size and (row files) count
 ``registry.jsonl``         the registry row (``TENANT_MODEL``), when there is one
 ``rows/<app.Model>.jsonl`` the tenant's rows of each tenant-owned model
@@ -161,6 +162,7 @@ def export_tenant(tenant_id: Any, path: str | os.PathLike[str]) -> Summary:
         "exported_at": timezone.now().isoformat(),
         "models": summary.rows,
         "storages": [str(s.tenant_files_key()) for s in storages],
+        "content_types": _content_type_labels(),
         "files": listed,
     }
     (target / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -292,6 +294,8 @@ class _Keys:
         self.regenerate: dict[type[models.Model], set[Any]] = {}
         #: The registry model (its rows are tenants' rows too).
         self.registry: type[models.Model] | None = None
+        #: The archive's content type ids → this database's (None: kept).
+        self.content_types: dict[str, Any] | None = None
         self._archived: dict[type[models.Model], set[Any]] = {}
 
     def owned(self, model: type[models.Model]) -> bool:
@@ -301,6 +305,17 @@ class _Keys:
         return concrete in self.rows or (
             self.registry is not None and concrete is self.registry._meta.concrete_model
         )
+
+    def content_type(self, old: Any) -> Any:
+        """This database's id of the archive's content type ``old``."""
+        if self.content_types is None or old is None:
+            return old
+        if str(old) not in self.content_types:
+            raise ArchiveRefused(f"content type {old!r} is not listed in the manifest")
+        new = self.content_types[str(old)]
+        if new is None:
+            raise ArchiveRefused(f"content type {old!r} names a model that is not installed here")
+        return new
 
     def in_archive(self, model: type[models.Model], old: Any) -> bool:
         concrete = model._meta.concrete_model
@@ -361,6 +376,43 @@ def _generic_keys(model: type[models.Model]) -> list[tuple[Any, Any, Any]]:
     return found
 
 
+def _content_types() -> Any:
+    """Django's ContentType model, or None without ``django.contrib.contenttypes``."""
+    try:
+        return django_apps.get_model("contenttypes", "ContentType")
+    except LookupError:
+        return None
+
+
+def _content_type_labels() -> dict[str, str]:
+    """Every content type id of this database → ``app_label.model``: the
+    archive's ids are translated by these names on import (another database
+    numbers its content types otherwise)."""
+    model = _content_types()
+    if model is None:
+        return {}
+    return {
+        str(pk): f"{app_label}.{name}"
+        for pk, app_label, name in model.objects.values_list("pk", "app_label", "model")
+    }
+
+
+def _local_content_types(manifest: dict[str, Any], alias: str) -> dict[str, Any] | None:
+    """The archive's content type id → this database's (None for an id whose
+    model is not here), or None for an archive that lists none (ids kept)."""
+    listed = manifest.get("content_types")
+    model = _content_types()
+    if not isinstance(listed, dict) or model is None:
+        return None
+    here = {
+        f"{app_label}.{name}": pk
+        for pk, app_label, name in model.objects.db_manager(alias).values_list(
+            "pk", "app_label", "model"
+        )
+    }
+    return {str(old): here.get(str(label)) for old, label in listed.items()}
+
+
 def _content_model(alias: str, content_type_id: Any) -> type[models.Model] | None:
     """The model a content type id names (None: a content type of a model
     that no longer exists). ``ArchiveRefused`` for an id that is no content
@@ -405,6 +457,7 @@ def import_tenant(path: str | os.PathLike[str], *, as_id: Any = None) -> Summary
             )
         keys = _Keys()
         keys.registry = registry
+        keys.content_types = _local_content_types(manifest, alias)
         old_registry = _lines(root, REGISTRY)
         for entry in entries:
             keys.exported[entry.model] = _lines(root, f"rows/{entry.label}.jsonl")
@@ -492,7 +545,7 @@ def _check_generic_keys(model: Any, items: list[dict[str, Any]], keys: _Keys) ->
             if content_type is None or object_id is None:
                 continue
             try:
-                target = _content_model(alias, content_type)
+                target = _content_model(alias, keys.content_type(content_type))
             except ArchiveRefused as exc:
                 raise ArchiveRefused(
                     f"rows/{label}.jsonl: row {item['pk']} {generic.name}: {exc}"
@@ -753,6 +806,9 @@ def _build(
             continue
         if model_field.is_relation and raw is not None:
             target = model_field.related_model
+            if target is _content_types() and model_field.target_field.primary_key:
+                values[model_field.attname] = keys.content_type(raw)  # by its name
+                continue
             new = keys.new(target, model_field, raw)
             if new is _missing:
                 if _held_later(keys, target, model_field, raw):

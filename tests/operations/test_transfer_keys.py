@@ -383,3 +383,45 @@ def test_generic_keys_to_the_registry_row_and_to_a_multi_table_child(stored, tmp
     with pytest.raises(ArchiveRefused, match=rf"to app.Tenant '{globex.pk}', which the archive"):
         transfer.import_tenant(archive, as_id="forged")
     nothing_imported("forged")
+
+
+def test_content_types_are_translated_by_name(stored, tmp_path):
+    """docs/operations.md#references-and-keys-on-import: another database
+    numbers its content types otherwise; the archive lists each id's
+    ``app_label.model`` and the import translates by it. An id whose model
+    is not installed here is refused, named."""
+    with tenant_context("acme"):
+        sheet = Sheet.objects.create(title="acme sheet")
+        Remark.objects.create(text="on the sheet", about=sheet)
+        Flag.objects.create(target=sheet)
+    archive = export("acme", tmp_path)
+    manifest_file = archive / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest["content_types"][str(ct(Sheet))] == "porting.sheet"
+    # As another database would have numbered them: every id moved by 9000.
+    manifest["content_types"] = {
+        str(int(old) + 9000): label for old, label in manifest["content_types"].items()
+    }
+    manifest_file.write_text(json.dumps(manifest))
+    forge(
+        archive,
+        "porting.Remark",
+        lambda item: item["fields"].update(kind=item["fields"]["kind"] + 9000),
+    )
+    forge(
+        archive,
+        "porting.Flag",
+        lambda item: item["fields"].update(content_type=item["fields"]["content_type"] + 9000),
+    )
+    transfer.import_tenant(archive, as_id="acme-copy")
+    with tenant_context("acme-copy"):
+        copy = Sheet.objects.get()
+        assert Remark.objects.get().about == copy and Flag.objects.get().target == copy
+    manifest = json.loads(manifest_file.read_text())
+    manifest["content_types"][str(ct(Sheet) + 9000)] = "gone.model"
+    manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(
+        ArchiveRefused, match=r"content type \d+ names a model that is not installed"
+    ):
+        transfer.import_tenant(archive, as_id="acme-third")
+    nothing_imported("acme-third")
