@@ -82,6 +82,7 @@ __all__ = [
     "live_mount_may_act",
     "live_recheck",
     "live_recheck_due",
+    "live_tracked",
     "live_turn_due",
     "live_turn_refusal",
     "mounted_live",
@@ -559,6 +560,12 @@ def live_turn_refusal(view: Any, tenant: TenantInfo | None = None) -> str | None
         request.__dict__["impersonation"] = acting
         _serving.set(request)  # this task's turns: the socket is the member's anyway
     return None
+
+
+def live_tracked(view: Any) -> bool:
+    """Whether ``view`` was mounted under an impersonation (one getattr:
+    every turn of every live view asks)."""
+    return getattr(view, _LIVE_ATTRIBUTE, None) is not None
 
 
 def live_recheck_due(view: Any) -> bool:

@@ -183,9 +183,11 @@ async def still_admitted(transport: Any, view: Any, page: Any = None) -> bool:
         return False
     if page is not None and page is not view and not await _admitted(transport, page):
         return False
-    return await _impersonation_holds(transport, view) and (
-        page is None or page is view or await _impersonation_holds(transport, page)
-    )
+    if impersonation.live_tracked(view) and not await _impersonation_holds(transport, view):
+        return False
+    if page is None or page is view or not impersonation.live_tracked(page):
+        return True
+    return await _impersonation_holds(transport, page)
 
 
 async def _impersonation_holds(transport: Any, view: Any) -> bool:
