@@ -631,7 +631,9 @@ def _approvals_for(tenant: TenantInfo) -> dict[Any, set[Any]]:
     return approved[1]
 
 
-def _reference(field: Any, obj: models.Model, target: Scope) -> tuple[str | None, str | None, bool]:
+def _reference(
+    field: Any, obj: models.Model, target: Scope
+) -> tuple[str | None, str | None, bool]:
     """``(column key, tenant key, ask)`` of ``obj``'s reference ``field``:
     no column key for no value; a tenant key when it is known without a
     query (unchanged since the row was read: the row's own value, which is
@@ -1116,7 +1118,6 @@ def _update_pairs(
     """The ``(content type id, object id)`` pairs an UPDATE leaves in the
     rows it touches: from its values when they give both, else from the
     rows (one query)."""
-
     def column(field: Any) -> tuple[Any, dict[str, Any] | None, bool]:
         if field not in values:
             return None, None, False
@@ -1140,7 +1141,9 @@ def _update_pairs(
         return {(ct_value, str(fk_value))}
     if query is None:
         return set()  # checked again, row by row, by the UPDATE itself
-    rows = _preselect(query, using, [model._meta.pk.attname, ct_field.attname, fk_field.attname])
+    rows = _preselect(
+        query, using, [model._meta.pk.attname, ct_field.attname, fk_field.attname]
+    )
     pairs = set()
     for pk, ct_id, oid in rows:
         key = str(pk)

@@ -63,7 +63,6 @@ __all__ = [
     "tenant_field_value",
 ]
 
-
 class _Marker:
     """A queryset's kind of tenant; pickled by name, so an unpickled queryset
     keeps its kind."""
