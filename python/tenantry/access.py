@@ -287,7 +287,7 @@ READMIT_SOURCE = "readmission"
 class _Admitted:
     """When one live view's tenant was last admitted (see :func:`readmit_live`)."""
 
-    __slots__ = ("by_address", "due", "generation", "member", "refusal", "tenant_id")
+    __slots__ = ("by_address", "due", "fresh", "generation", "member", "refusal", "tenant_id")
 
     def __init__(self, tenant_id: str, due: float, generation: int, member: bool, by_address: bool):
         self.tenant_id = tenant_id
@@ -301,6 +301,9 @@ class _Admitted:
         self.by_address = by_address
         #: The refusal once re-admission failed: every later turn gets it.
         self.refusal: Http404 | None = None
+        #: The tenant as the last re-admission read it (its settings and
+        #: flags as they are now), for the view to take (:func:`readmitted`).
+        self.fresh: TenantInfo | None = None
 
 
 #: Live view → its admission; a view leaves with its last reference.
@@ -381,23 +384,30 @@ def readmit_live(view: Any, tenant: TenantInfo) -> Http404 | None:
         member, by_address = record.member, record.by_address
     generation = _generation
     try:
-        admit(tenant.id, request=request, source=READMIT_SOURCE, by_address=by_address)
+        fresh = admit(tenant.id, request=request, source=READMIT_SOURCE, by_address=by_address)
     except Http404 as refusal:
         refused = _Admitted(tenant.id, 0.0, generation, member, by_address)
         refused.refusal = refusal
         _keep(view, refused)
         return refusal
-    _keep(
-        view,
-        _Admitted(
-            tenant.id,
-            time.monotonic() + conf.current().readmit_interval,
-            generation,
-            member,
-            by_address,
-        ),
+    record = _Admitted(
+        tenant.id,
+        time.monotonic() + conf.current().readmit_interval,
+        generation,
+        member,
+        by_address,
     )
+    record.fresh = fresh
+    _keep(view, record)
     return None
+
+
+def readmitted(view: Any) -> TenantInfo | None:
+    """The tenant as ``view``'s last re-admission read it (None before
+    one): an open view takes it, so a changed setting or flag holds on open
+    sockets within ``TENANT_READMIT_INTERVAL`` (and the cache's TTL)."""
+    record = _record(view)
+    return None if record is None else record.fresh
 
 
 def expire_live_admissions(tenant: TenantInfo | str | None = None) -> None:

@@ -47,6 +47,7 @@ import json
 import logging
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,7 +66,7 @@ from ._core import TenantInfo
 from .context import get_current_tenant, reset_current_tenant, set_current_tenant
 from .db.scope import BYPASS, scoped_as
 from .lifecycle import incarnation as incarnation_of
-from .models import AuditEvent, AuditHead, _pruning
+from .models import AuditEvent, AuditHead, _pruning, _trail_writer
 
 __all__ = [
     "PLATFORM",
@@ -230,7 +231,7 @@ def chains_of(tenant_id: str) -> list[Chain]:
     """Every chain stored for ``tenant_id`` (one per incarnation), oldest first."""
     tenant_id = _core.validate_tenant_id(tenant_id)
     with _scope(Chain(tenant_id)):
-        found = AuditHead.objects.filter(tenant_id=tenant_id).values_list("incarnation", flat=True)
+        found = AuditHead.trail.filter(tenant_id=tenant_id).values_list("incarnation", flat=True)
         return [Chain(tenant_id, inc) for inc in sorted(found)]
 
 
@@ -243,7 +244,11 @@ def current_chain(tenant: TenantInfo) -> Chain:
 def _scope(chain: Chain) -> Iterator[None]:
     """The chain's tenant bound for the ORM's wall and row-level security
     (the platform chain: the bypass scope). Quiet: the trail's own access."""
-    tenant = None if chain.tenant_id is None else TenantInfo(chain.tenant_id)
+    tenant = (
+        None
+        if chain.tenant_id is None
+        else TenantInfo(chain.tenant_id, metadata={"incarnation": chain.incarnation})
+    )
     token = set_current_tenant(tenant)
     try:
         with scoped_as(BYPASS if tenant is None else (tenant.id, "")):
@@ -264,14 +269,22 @@ def _in_event_loop() -> bool:
 
 
 def _append(entry: _Entry, alias: str) -> AuditEvent:
+    token = _trail_writer.set(True)  # the one writer of the trail's tables
+    try:
+        return _append_row(entry, alias)
+    finally:
+        _trail_writer.reset(token)
+
+
+def _append_row(entry: _Entry, alias: str) -> AuditEvent:
     chain = entry.chain or _chain(entry.tenant_id, None, None, may_query=True) or Chain(None)
     if chain.tenant_id is None and entry.tenant_id is not None:
         entry.data.setdefault("tenant_id", entry.tenant_id)
     with _scope(chain):
-        heads = AuditHead.objects.db_manager(alias).filter(chain=chain.key)
+        heads = AuditHead.trail.db_manager(alias).filter(chain=chain.key)
         # The UPDATE takes the chain's lock until the transaction ends.
         if not heads.update(seq=F("seq") + 1):
-            AuditHead.objects.db_manager(alias).bulk_create(
+            AuditHead.trail.db_manager(alias).bulk_create(
                 [
                     AuditHead(
                         chain=chain.key, tenant_id=chain.tenant_id, incarnation=chain.incarnation
@@ -307,6 +320,44 @@ def _append(entry: _Entry, alias: str) -> AuditEvent:
         return row
 
 
+#: Events naming an id no registry knows (a hostile ``Host`` header makes
+#: one per request) stored per event name and minute, per process; the rest
+#: are counted, and the count stored as one ``audit.suppressed`` row of the
+#: platform chain once the minute is over (the log keeps every one).
+UNKNOWN_ID_EVENTS_PER_MINUTE = 20
+_UNKNOWN_ID_WINDOW = 60.0
+
+
+class _UnknownIds:
+    """The bound on platform-chain rows an anonymous client can cause."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._counts: dict[str, int] = {}
+
+    def admit(self, event: str) -> tuple[bool, dict[str, int]]:
+        """Whether to store this event, and what the minute that just ended
+        left out (event → count)."""
+        now = time.monotonic()
+        with self._lock:
+            ended: dict[str, int] = {}
+            if now - self._started >= _UNKNOWN_ID_WINDOW:
+                ended = {
+                    name: count - UNKNOWN_ID_EVENTS_PER_MINUTE
+                    for name, count in self._counts.items()
+                    if count > UNKNOWN_ID_EVENTS_PER_MINUTE
+                }
+                self._started, self._counts = now, {}
+            count = self._counts.get(event, 0) + 1
+            self._counts[event] = count
+            return count <= UNKNOWN_ID_EVENTS_PER_MINUTE, ended
+
+    def reset(self) -> None:
+        with self._lock:
+            self._started, self._counts = time.monotonic(), {}
+
+
 class Store:
     """The writer ``tenantry.audit`` hands events to (one per process)."""
 
@@ -315,6 +366,7 @@ class Store:
         self._lock = threading.Lock()
         self.dropped = 0
         self._enabled: bool | None = None
+        self.unknown_ids = _UnknownIds()
 
     def enabled(self) -> bool:
         """``TENANT_AUDIT_STORE == "database"``, read once per config (every
@@ -349,18 +401,40 @@ class Store:
         except Exception:
             logger.exception("tenantry.audit: event %r could not be stored", record.get("event"))
             return
+        entries = [entry]
+        if entry.chain == Chain(None) and entry.tenant_id is not None:
+            keep, left_out = self.unknown_ids.admit(entry.event)
+            if left_out:
+                entries.insert(
+                    0,
+                    _Entry(
+                        Chain(None),
+                        None,
+                        "audit.suppressed",
+                        timezone.now(),
+                        {
+                            "why": "events naming ids no registry knows, over the bound",
+                            "per_minute": UNKNOWN_ID_EVENTS_PER_MINUTE,
+                            "left_out": left_out,
+                        },
+                    ),
+                )
+            if not keep:
+                entries.remove(entry)
+                if not entries:
+                    return
         if deferred:
-            self._defer([entry])
+            self._defer(entries)
             return
         try:
-            self._write([entry])
+            self._write(entries)
         except Exception:
             logger.warning(
                 "tenantry.audit: event %r waits for flush(): the database refused it",
                 entry.event,
                 exc_info=True,
             )
-            self._defer([entry])
+            self._defer(entries[-1:])  # the ones before it: deferred by _write
 
     def _defer(self, entries: list[_Entry], *, front: bool = False) -> None:
         kept = []
@@ -434,7 +508,9 @@ class Store:
 
     def discard(self) -> int:
         """Forget what waits (the test kit, between tests: a test's events
-        must not land in the next test's database); returns how many."""
+        must not land in the next test's database); returns how many. The
+        bound on unknown ids starts over too."""
+        self.unknown_ids.reset()
         return len(self._take())
 
 
@@ -464,7 +540,7 @@ def install() -> None:
 
 def events(chain: Chain) -> Any:
     """The rows of ``chain`` in order (read with the chain's tenant bound)."""
-    return AuditEvent.objects.filter(chain=chain.key).order_by("seq")
+    return AuditEvent.trail.filter(chain=chain.key).order_by("seq")
 
 
 @dataclass
@@ -494,7 +570,7 @@ class Report:
 
 
 def _head(chain: Chain) -> AuditHead | None:
-    return AuditHead.objects.filter(chain=chain.key).first()
+    return AuditHead.trail.filter(chain=chain.key).first()
 
 
 def verify(chain: Chain) -> Report:
@@ -511,42 +587,62 @@ def verify(chain: Chain) -> Report:
         expected, prev = (head.anchor_seq + 1, head.anchor_hash) if head else (1, "")
         last: AuditEvent | None = None
         pruned: AuditEvent | None = None
-        for row in events(chain).iterator(chunk_size=2000):
-            report.rows += 1
-            where = f"row seq {row.seq} (id {row.pk}, {row.event})"
-            if row.seq < expected:
-                report.problems.append(
-                    Problem(
-                        row.seq, row.pk, f"{where} is out of place: seq {expected} was expected"
+        past: AuditEvent | None = None
+        # Every row filed under the chain's key, whoever's tenant it names
+        # (row-level security would hide a planted row of another tenant,
+        # and it would still take a seq the chain needs).
+        with scoped_as(BYPASS):
+            for row in events(chain).iterator(chunk_size=2000):
+                report.rows += 1
+                where = f"row seq {row.seq} (id {row.pk}, {row.event})"
+                if head is not None and row.seq > head.seq and past is None:
+                    past = row
+                if (row.tenant_id, row.incarnation) != (chain.tenant_id, chain.incarnation):
+                    report.problems.append(
+                        Problem(
+                            row.seq,
+                            row.pk,
+                            f"{where} names tenant {row.tenant_id!r} (incarnation "
+                            f"{row.incarnation!r}): it is not this chain's",
+                        )
                     )
-                )
-            elif row.seq > expected:
-                gap = (
-                    f"seq {expected}"
-                    if row.seq == expected + 1
-                    else f"seq {expected}..{row.seq - 1}"
-                )
-                report.problems.append(
-                    Problem(expected, None, f"{gap} removed: {where} follows seq {expected - 1}")
-                )
-            elif row.prev != prev:
-                before = f"row seq {last.seq} (id {last.pk})" if last else "the anchor"
-                report.problems.append(
-                    Problem(
-                        row.seq - 1,
-                        last.pk if last else None,
-                        f"{before} was changed or replaced: {where} links to another hash",
+                if row.seq < expected:
+                    report.problems.append(
+                        Problem(
+                            row.seq, row.pk, f"{where} is out of place: seq {expected} was expected"
+                        )
                     )
-                )
-            if _stored_hash(row) != row.hash:
-                report.problems.append(
-                    Problem(
-                        row.seq, row.pk, f"{where} was changed: its content does not match its hash"
+                elif row.seq > expected:
+                    gap = (
+                        f"seq {expected}"
+                        if row.seq == expected + 1
+                        else f"seq {expected}..{row.seq - 1}"
                     )
-                )
-            if row.event == "audit.pruned" and isinstance(row.data, dict):
-                pruned = row
-            prev, expected, last = row.hash, row.seq + 1, row
+                    report.problems.append(
+                        Problem(
+                            expected, None, f"{gap} removed: {where} follows seq {expected - 1}"
+                        )
+                    )
+                elif row.prev != prev:
+                    before = f"row seq {last.seq} (id {last.pk})" if last else "the anchor"
+                    report.problems.append(
+                        Problem(
+                            row.seq - 1,
+                            last.pk if last else None,
+                            f"{before} was changed or replaced: {where} links to another hash",
+                        )
+                    )
+                if _stored_hash(row) != row.hash:
+                    report.problems.append(
+                        Problem(
+                            row.seq,
+                            row.pk,
+                            f"{where} was changed: its content does not match its hash",
+                        )
+                    )
+                if row.event == "audit.pruned" and isinstance(row.data, dict):
+                    pruned = row
+                prev, expected, last = row.hash, row.seq + 1, row
         if (
             head is not None
             and head.anchor_seq
@@ -570,6 +666,17 @@ def verify(chain: Chain) -> Report:
             if report.rows:
                 report.problems.append(Problem(None, None, "the chain's head row was removed"))
             return report
+        if past is not None:
+            # Only the trail's writer moves the head: a row past it was
+            # written around the writer (and takes the seq the next event needs).
+            report.problems.append(
+                Problem(
+                    past.seq,
+                    past.pk,
+                    f"row seq {past.seq} (id {past.pk}, {past.event}) is past the head (seq "
+                    f"{head.seq}): it was not written by the trail",
+                )
+            )
         if head.seq >= expected:
             gap = f"seq {expected}" if head.seq == expected else f"seq {expected}..{head.seq}"
             report.problems.append(
@@ -626,17 +733,18 @@ def prune(*, days: int | None = None, now: datetime | None = None) -> list[tuple
         )
     cutoff = (now or timezone.now()) - timedelta(days=days)
     with _scope(Chain(None)):  # the list of chains spans tenants
-        keys = list(AuditHead.objects.values_list("chain", "tenant_id", "incarnation"))
+        keys = list(AuditHead.trail.values_list("chain", "tenant_id", "incarnation"))
     alias = router.db_for_write(AuditEvent)
     pruned = []
     token = _writing.set(True)
+    writer = _trail_writer.set(True)
     try:
         for _key, tenant_id, inc in keys:
             chain = Chain(tenant_id, inc or "")
             with transaction.atomic(using=alias), _scope(chain):
-                heads = AuditHead.objects.db_manager(alias).filter(chain=chain.key)
+                heads = AuditHead.trail.db_manager(alias).filter(chain=chain.key)
                 heads.update(anchor_seq=F("anchor_seq"))  # the chain's lock
-                rows = AuditEvent.objects.db_manager(alias).filter(chain=chain.key)
+                rows = AuditEvent.trail.db_manager(alias).filter(chain=chain.key)
                 first_kept = (
                     rows.filter(created_at__gte=cutoff)
                     .order_by("seq")
@@ -670,6 +778,7 @@ def prune(*, days: int | None = None, now: datetime | None = None) -> list[tuple
                 )
                 pruned.append((chain, removed, last.seq))
     finally:
+        _trail_writer.reset(writer)
         _writing.reset(token)
     return pruned
 

@@ -21,11 +21,18 @@ Audited (``tenantry.audit``): ``impersonation.started`` (staff, member,
 tenant, reason, end), ``impersonation.write`` for each INSERT, UPDATE and
 DELETE the ORM sends during an impersonated HTTP request (the model and the
 kind of write; sessions and tenantry's own tables left out), and
-``impersonation.ended`` (``stopped``, ``expired`` or ``logout``).
+``impersonation.ended`` (``stopped``, ``expired``, ``logout``,
+``permission revoked``, ``refused``, ``session changed``).
 
 It ends at :func:`stop`, when its time is up (the next request restores the
-staff user's session before the tenant is admitted), and on logout (Django's
-``logout()`` flushes the session: the staff user is signed out too).
+staff user's session before the tenant is admitted), on logout (Django's
+``logout()`` flushes the session: the staff user is signed out too), when
+the staff user loses ``tenantry.impersonate`` or the member becomes someone
+:func:`start` refuses. It acts only in its own tenant. An end before the
+bound is kept in ``tenantry.EndedImpersonation`` until the bound, so other
+processes' open sockets learn of it, and a session captured while acting is
+worthless once it ended. Live views (any, with or without ``TenantMixin``)
+are tracked by the live plane's gates (``tenantry.djust.live``).
 
 :class:`ImpersonationMiddleware` goes after ``AuthenticationMiddleware`` and
 before ``TenantMiddleware``; :func:`start` refuses to run without it. The
@@ -36,6 +43,8 @@ as" bar.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -44,6 +53,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import (
     BACKEND_SESSION_KEY,
@@ -54,6 +64,7 @@ from django.contrib.auth import (
     user_logged_out,
 )
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.http import HttpResponseForbidden
 from django.middleware.csrf import rotate_token
 from django.template.loader import render_to_string
 from django.utils.safestring import SafeString
@@ -68,8 +79,14 @@ __all__ = [
     "Impersonation",
     "ImpersonationMiddleware",
     "current",
+    "live_mount_may_act",
+    "live_recheck",
+    "live_recheck_due",
+    "live_tracked",
+    "live_turn_due",
     "live_turn_refusal",
     "mounted_live",
+    "other_tenant_refusal",
     "start",
     "stop",
 ]
@@ -284,6 +301,7 @@ def _end(request: Any, why: str) -> Impersonation | None:
 
 
 def _ended(acting: Impersonation, why: str, request: Any = None) -> None:
+    _remember_ended(acting, why)
     audit.emit(
         "impersonation.ended",
         tenant=acting.tenant_id,
@@ -308,6 +326,20 @@ def _load(request: Any) -> None:
         # The session signed in someone else since (login()): it is over.
         request.session.pop(SESSION_KEY_IMPERSONATION, None)
         _ended(acting, "session changed")
+        return
+    if _ended_anywhere(acting):
+        # Ended before its bound while this session still says otherwise:
+        # a cookie session captured while acting and sent again after
+        # stop() or logout. Nobody is signed in by it.
+        request.session.flush()
+        request.user = get_user(request)
+        return
+    why = _refusal_now(acting)
+    if why is not None:
+        # The staff user lost the permission (or was deactivated), or the
+        # member became a superuser or an impersonator, since: the staff
+        # user's own session back (none for a deactivated one).
+        _end(request, why)
         return
     request.impersonation = acting
 
@@ -346,6 +378,27 @@ class ImpersonationMiddleware:
         finally:
             _serving.reset(token)
 
+    def process_view(self, request: Any, view_func: Any, args: Any, kwargs: Any) -> Any:
+        """After ``TenantMiddleware`` resolved the request's tenant, before
+        the view: an impersonation acts only in the tenant it was started
+        in (the member's other tenants are not the staff user's to enter)."""
+        refusal = other_tenant_refusal(current(request), getattr(request, "tenant", None))
+        if refusal is None:
+            return None
+        request.__dict__.pop("impersonation", None)  # nothing of it runs here
+        return HttpResponseForbidden(refusal)
+
+
+def other_tenant_refusal(acting: Impersonation | None, tenant: Any) -> str | None:
+    """The refusal of an impersonation used in a tenant other than its
+    own (``tenant``: the request's or the live view's), else None."""
+    if acting is None or not isinstance(tenant, TenantInfo) or tenant.id == acting.tenant_id:
+        return None
+    return (
+        f"Acting as {acting.user_name} in tenant {acting.tenant_id!r}: an impersonation "
+        "acts only there (stop it to use another tenant)"
+    )
+
 
 def on_write(query: Any, kind: str) -> None:
     """Audit one ORM write (``kind``: insert, update, delete) of an
@@ -380,47 +433,193 @@ LIVE_ENDED = "Impersonation ended: reload the page"
 #: Where a live view keeps the impersonation it was mounted under.
 _LIVE_ATTRIBUTE = "_tenantry_impersonation"
 
+#: Impersonations this process saw end (stop, logout, a new sign-in, the
+#: staff user's permission gone), by identity → their time bound: a live
+#: view of one learns at its next turn, with no query. Every process learns
+#: from ``tenantry.EndedImpersonation`` at its next check
+#: (:func:`live_recheck`). Entries go once their bound is past (the bound
+#: refuses them anyway).
+_ended_here: dict[str, float] = {}
+#: The model that tells every process (``tenantry.EndedImpersonation``).
+ENDED_MODEL = "tenantry.EndedImpersonation"
 
-def mounted_live(view: Any, request: Any) -> None:
-    """A live mount (``TenantMixin._ensure_tenant``, in a thread): remember
-    the impersonation the socket's session carries, so each event of the
-    view is audited as the staff user's and stops when the time is up;
-    ``PermissionDenied`` for one already over (the session can only be
-    given back to the staff user by a page load). Without the middleware in
-    this process nothing is read (no session load per mount)."""
+
+def _identity(acting: Impersonation) -> str:
+    who = json.dumps(
+        [acting.staff_id, acting.user_id, acting.tenant_id, repr(acting.started)],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(who.encode()).hexdigest()
+
+
+def _remember_ended(acting: Impersonation, why: str) -> None:
+    """This process knows at once; the database tells the others (not for
+    an expiry: the bound tells everyone)."""
+    now = time.time()
+    for identity, until in list(_ended_here.items()):
+        if until <= now:
+            _ended_here.pop(identity, None)
+    _ended_here[_identity(acting)] = acting.until
+    if why == "expired" or acting.until <= now:
+        return
+    ended = apps.get_model(ENDED_MODEL)
+    ended._default_manager.filter(until__lte=now).delete()
+    ended._default_manager.get_or_create(
+        identity=_identity(acting), defaults={"until": acting.until}
+    )
+
+
+def _ended_anywhere(acting: Impersonation) -> bool:
+    identity = _identity(acting)
+    if identity in _ended_here:
+        return True
+    return apps.get_model(ENDED_MODEL)._default_manager.filter(identity=identity).exists()
+
+
+class _Live:
+    """The impersonation a live view was mounted under, and when to check
+    again that it still holds."""
+
+    __slots__ = ("acting", "due")
+
+    def __init__(self, acting: Impersonation) -> None:
+        self.acting = acting
+        self.due = time.monotonic() + conf.current().readmit_interval
+
+
+#: A live view whose impersonation ended: refused at every later turn.
+_LIVE_OVER = object()
+
+
+def live_mount_may_act(request: Any) -> bool:
+    """Whether a live mount must look for an impersonation (in a thread:
+    :func:`mounted_live` may query). No query: False without the middleware
+    in this process, and when the mount's session is loaded already (djust's
+    auth checks load it) and carries none, the common case."""
+    if not _installed:
+        return False
+    if current(request) is not None:
+        return True
+    session = getattr(request, "session", None)
+    if session is None:
+        return False
+    loaded = getattr(session, "_session_cache", None)
+    if not isinstance(loaded, dict):
+        return True  # not loaded yet: read it in the thread
+    return SESSION_KEY_IMPERSONATION in loaded
+
+
+def mounted_live(view: Any, request: Any, tenant: TenantInfo | None = None) -> None:
+    """A live mount of any view (the live plane's pre-mount gate, in a
+    thread): remember the impersonation the socket's session carries, so
+    each turn of the view is audited as the staff user's and stops when it
+    ends; ``PermissionDenied`` for one already over (the session can only be
+    given back to the staff user by a page load)."""
     if not _installed:
         return
     acting = current(request)  # a page render: the middleware read it already
-    if acting is not None:
-        setattr(view, _LIVE_ATTRIBUTE, acting)
-        return
-    state = _stored(request)
-    if state is None:
-        return
-    acting = _from_state(state)
-    if acting is None or str(request.session.get(SESSION_KEY)) != acting.user_id:
-        return  # signed in as someone else since: not acting
-    if acting.expired:
-        raise PermissionDenied(LIVE_ENDED)
-    setattr(view, _LIVE_ATTRIBUTE, acting)
-
-
-def live_turn_refusal(view: Any) -> str | None:
-    """Before each event of a live view (the event gate): the error when the
-    impersonation it was mounted under is over, else None; while it lasts,
-    the event's writes are audited (``impersonation.write``). One getattr for
-    a view mounted without one."""
-    acting = getattr(view, _LIVE_ATTRIBUTE, None)
     if acting is None:
+        state = _stored(request)
+        if state is None:
+            return
+        acting = _from_state(state)
+        if acting is None or str(request.session.get(SESSION_KEY)) != acting.user_id:
+            return  # signed in as someone else since: not acting
+    if acting.expired or _ended_anywhere(acting) or _refusal_now(acting) is not None:
+        raise PermissionDenied(LIVE_ENDED)
+    refusal = other_tenant_refusal(acting, tenant)
+    if refusal is not None:
+        raise PermissionDenied(refusal)
+    setattr(view, _LIVE_ATTRIBUTE, _Live(acting))
+
+
+def live_turn_refusal(view: Any, tenant: TenantInfo | None = None) -> str | None:
+    """Before each turn of a live view: :data:`LIVE_ENDED` when the
+    impersonation it was mounted under is over (its time is up, or this
+    process saw it end), else None; while it lasts, the turn's writes are
+    audited (``impersonation.write``). One getattr for a view mounted
+    without one; no query (see :func:`live_recheck_due`)."""
+    live = getattr(view, _LIVE_ATTRIBUTE, None)
+    if live is None:
         return None
+    if live is _LIVE_OVER:
+        return LIVE_ENDED
+    acting = live.acting
     if acting.expired:
         _ended(acting, "expired")
-        setattr(view, _LIVE_ATTRIBUTE, None)
+        setattr(view, _LIVE_ATTRIBUTE, _LIVE_OVER)
         return LIVE_ENDED
+    if _identity(acting) in _ended_here:
+        setattr(view, _LIVE_ATTRIBUTE, _LIVE_OVER)  # audited where it ended
+        return LIVE_ENDED
+    refusal = other_tenant_refusal(acting, tenant)  # the view switched tenants
+    if refusal is not None:
+        return refusal
     request = getattr(view, "request", None)
     if request is not None and hasattr(request, "__dict__"):
         request.__dict__["impersonation"] = acting
         _serving.set(request)  # this task's turns: the socket is the member's anyway
+    return None
+
+
+def live_tracked(view: Any) -> bool:
+    """Whether ``view`` was mounted under an impersonation (one getattr:
+    every turn of every live view asks)."""
+    return getattr(view, _LIVE_ATTRIBUTE, None) is not None
+
+
+def live_recheck_due(view: Any) -> bool:
+    """Whether ``view``'s impersonation is due for :func:`live_recheck`
+    (``TENANT_READMIT_INTERVAL`` after the last one)."""
+    live = getattr(view, _LIVE_ATTRIBUTE, None)
+    return isinstance(live, _Live) and time.monotonic() >= live.due
+
+
+def live_turn_due(view: Any) -> bool:
+    """Whether a frame of ``view`` must pass the impersonation gate before
+    it is delivered: one that ended (told once), or is due for a check."""
+    live = getattr(view, _LIVE_ATTRIBUTE, None)
+    if live is None or live is _LIVE_OVER:
+        return False
+    return live.acting.expired or _identity(live.acting) in _ended_here or live_recheck_due(view)
+
+
+def live_recheck(view: Any) -> str | None:
+    """Synchronous (it queries): whether the impersonation ``view`` was
+    mounted under still holds where another process may have ended it (a
+    row of ``tenantry.EndedImpersonation``: ``stop()``, logout, a new
+    sign-in), and the staff user is still active with
+    ``tenantry.impersonate``. :data:`LIVE_ENDED` when not (the view is
+    refused from then on)."""
+    live = getattr(view, _LIVE_ATTRIBUTE, None)
+    if not isinstance(live, _Live):
+        return LIVE_ENDED if live is _LIVE_OVER else None
+    acting = live.acting
+    if _ended_anywhere(acting):
+        setattr(view, _LIVE_ATTRIBUTE, _LIVE_OVER)  # audited where it ended
+        return LIVE_ENDED
+    why = _refusal_now(acting)
+    if why is not None:
+        _ended(acting, why)
+        setattr(view, _LIVE_ATTRIBUTE, _LIVE_OVER)
+        return LIVE_ENDED
+    live.due = time.monotonic() + conf.current().readmit_interval
+    return None
+
+
+def _refusal_now(acting: Impersonation) -> str | None:
+    """Why ``acting`` may not go on, read afresh (no permission cache of an
+    earlier request): ``"permission revoked"`` when the staff user lost
+    ``tenantry.impersonate`` or was deactivated, ``"refused"`` when the
+    member became someone :func:`start` refuses (a superuser, an
+    impersonator, inactive); else None."""
+    users = get_user_model()._default_manager
+    staff = users.filter(pk=acting.staff_id).first()
+    if staff is None or not staff.is_active or not staff.has_perm(PERMISSION):
+        return "permission revoked"
+    member = users.filter(pk=acting.user_id).first()
+    if member is None or not member.is_active or member.is_superuser or member.has_perm(PERMISSION):
+        return "refused"
     return None
 
 

@@ -37,7 +37,7 @@ from django.db.models import Model
 from django.http import Http404
 from django.views import View
 
-from . import audit, conf, impersonation
+from . import audit, conf
 from ._core import TenantInfo, TenantNotSetError, resolve_tenant
 from .access import (
     _NO_DICT,
@@ -363,7 +363,6 @@ class TenantMixin:
         scope = getattr(consumer, "scope", None)
         try:
             check_live_origin(tenant, scope=scope, request=request)
-            impersonation.mounted_live(self, request)
         except Exception:
             self._tenantry_tenant = _REFUSED
             raise

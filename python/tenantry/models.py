@@ -13,6 +13,7 @@ from django.db import models
 
 from . import conf
 from ._core import is_valid_tenant_id, normalize_domain
+from .context import get_current_tenant
 from .exceptions import AuditTrailProtected
 from .registry import (
     domain_tenant_id_problem,
@@ -109,6 +110,27 @@ class AbstractTenantDomain(models.Model):
 #: Rows may be removed only while this is set: the retention pruning
 #: (``tenantry.audit_trail.prune``), from the oldest end of a chain.
 _pruning: ContextVar[bool] = ContextVar("tenantry_audit_pruning", default=False)
+#: True while the trail's own writer appends or prunes
+#: (``tenantry.audit_trail``): the only code whose ORM writes reach
+#: ``AuditEvent`` and ``AuditHead`` (see :func:`refuse_trail_write`).
+_trail_writer: ContextVar[bool] = ContextVar("tenantry_audit_trail_writer", default=False)
+#: The trail's models (set below their classes; a proxy's concrete model is one).
+_TRAIL_MODELS: frozenset[type] = frozenset()
+
+
+def refuse_trail_write(query: Any, kind: str) -> None:
+    """Every ORM INSERT, UPDATE and DELETE (``tenantry.wall``'s compilers):
+    one into the trail's tables outside its own writer is refused
+    (``AuditTrailProtected``). A row planted through the ORM (``create()``,
+    ``bulk_create()``, a head moved) would otherwise join a chain, another
+    tenant's too, and take the seq its next event needs."""
+    model = getattr(query, "model", None)
+    if model is None or model._meta.concrete_model not in _TRAIL_MODELS or _trail_writer.get():
+        return
+    raise AuditTrailProtected(
+        f"{model._meta.label} is written only by the audit trail (tenantry.audit.emit): "
+        f"an ORM {kind} is refused (docs/operations.md#audit-trail)"
+    )
 
 
 class AppendOnly(models.QuerySet):
@@ -159,6 +181,31 @@ class AppendOnly(models.QuerySet):
     delete.alters_data = True  # type: ignore[attr-defined]
 
 
+class BoundTrail(models.Manager):
+    """The default manager of the trail's tables: with a tenant bound, its
+    current incarnation's rows only (never another tenant's trail, nor the
+    trail of an earlier tenant of the same id); with none bound (commands,
+    trusted code), no filter of its own (row-level security, when on, still
+    asks for ``rls_bypass``). tenantry's own code reads through ``trail``
+    (a chain named explicitly, old incarnations too)."""
+
+    def get_queryset(self) -> Any:
+        rows = super().get_queryset()
+        tenant = get_current_tenant()
+        if tenant is None:
+            return rows
+        return rows.filter(tenant_id=tenant.id, incarnation=_incarnation_of(tenant))
+
+
+def _incarnation_of(tenant: Any) -> str:
+    """The bound tenant's incarnation as its chain is keyed ("" when the
+    registry keeps none): ``tenantry.lifecycle.incarnation``'s rule."""
+    value = getattr(tenant.raw, "incarnation", None) if tenant.raw is not None else None
+    if not value:
+        value = (tenant.metadata or {}).get("incarnation")
+    return str(value) if value else ""
+
+
 class AuditEvent(models.Model):
     """One stored ``tenantry.audit`` event (``TENANT_AUDIT_STORE =
     "database"``): a link of the chain of one tenant incarnation (``chain``;
@@ -176,11 +223,13 @@ class AuditEvent(models.Model):
     prev = models.CharField(max_length=64, editable=False)
     hash = models.CharField(max_length=64, editable=False)
 
-    objects = AppendOnly.as_manager()
+    objects = BoundTrail.from_queryset(AppendOnly)()
+    #: Every row (tenantry.audit_trail, the commands): chains named explicitly.
+    trail = AppendOnly.as_manager()
 
     class Meta:
         app_label = "tenantry"
-        base_manager_name = "objects"
+        base_manager_name = "trail"
         default_permissions = ("view",)
         ordering = ["chain", "seq"]
         constraints = [
@@ -216,12 +265,22 @@ class AuditHead(models.Model):
     anchor_seq = models.PositiveBigIntegerField(default=0, editable=False)
     anchor_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
 
+    objects = BoundTrail()
+    #: Every head (tenantry.audit_trail).
+    trail = models.Manager()
+
     class Meta:
         app_label = "tenantry"
+        base_manager_name = "trail"
         default_permissions = ()
 
     def __str__(self) -> str:
         return f"{self.chain} @ {self.seq}"
+
+
+_TRAIL_MODELS = frozenset({AuditEvent, AuditHead})
+
+
 class TenantSuspension(models.Model):
     """A suspended tenant (``manage.py tenantry suspend``,
     ``tenantry.suspension.suspend``): admission refuses it until the row
@@ -246,3 +305,23 @@ class TenantSuspension(models.Model):
 
     def __str__(self) -> str:
         return f"{self.suspended_tenant} (suspended)"
+
+
+class EndedImpersonation(models.Model):
+    """An impersonation that ended before its time bound (``stop()``,
+    logout, a new sign-in, the staff user's permission gone): an open live
+    view of it in any process sees it at its next check
+    (``TENANT_READMIT_INTERVAL``, docs/operations.md#impersonation). Keyed
+    by a digest of who, as whom, where and when it started; kept until the
+    bound (the bound refuses it then), pruned as new ones are written."""
+
+    identity = models.CharField(max_length=64, unique=True)
+    until = models.FloatField(db_index=True)
+
+    class Meta:
+        app_label = "tenantry"
+        db_table = "tenantry_ended_impersonation"
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"impersonation {self.identity[:12]} ended"

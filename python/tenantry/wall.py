@@ -49,6 +49,7 @@ from django.utils.functional import cached_property
 
 from . import impersonation, isolation, joins, lifecycle
 from .managers import tenant_base_manager
+from .models import refuse_trail_write
 
 __all__ = ["install"]
 
@@ -60,6 +61,7 @@ def _install_compilers() -> None:
     update = SQLUpdateCompiler.execute_sql
 
     def insert_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
+        refuse_trail_write(self.query, "insert")
         isolation.on_insert(self.query, self)
         impersonation.on_write(self.query, "insert")
         started = lifecycle.on_insert(self.query, self)
@@ -69,12 +71,14 @@ def _install_compilers() -> None:
         return result
 
     def update_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
+        refuse_trail_write(self.query, "update")
         isolation.on_update(self.query, self)
         lifecycle.on_update(self.query, self)
         impersonation.on_write(self.query, "update")
         return update(self, *args, **kwargs)
 
     def delete_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
+        refuse_trail_write(self.query, "delete")
         isolation.on_delete(self.query, self)
         impersonation.on_write(self.query, "delete")
         return SQLCompiler.execute_sql(self, *args, **kwargs)

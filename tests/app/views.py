@@ -9,7 +9,7 @@ from djust.presence import PresenceMixin
 from tenantry import TenantMixin, TenantPresenceMixin, TenantScopedMixin, get_current_tenant
 from tenantry.ratelimit import tenant_ratelimit
 
-from .models import Item
+from .models import Item, Organization
 
 #: What handlers saw, for the tests to inspect: (view, phase, tenant id, item tenants).
 observed: list[tuple[str, str, str | None, list[str]]] = []
@@ -184,6 +184,22 @@ class PlainLiveView(LiveView):
 
     @event_handler
     def bump(self, **kwargs):
+        self.count += 1
+
+
+class PlainWriterLiveView(LiveView):
+    """A LiveView without TenantMixin that writes a shared row: an
+    impersonation is tracked on it too (tests/operations_life/test_impersonation.py)."""
+
+    tenant_required = False
+    template = '<div dj-root dj-id="0">written={{ count }}</div>'
+
+    def mount(self, request, **kwargs):
+        self.count = 0
+
+    @event_handler
+    def write(self, slug: str = "", **kwargs):
+        Organization.objects.create(slug=slug, name=slug)
         self.count += 1
 
 

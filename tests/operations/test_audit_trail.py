@@ -21,6 +21,7 @@ from django.db import connection, connections, transaction
 from django.test import Client
 
 from tenantry import audit, audit_trail, get_current_tenant, tenant_context
+from tenantry.db import rls_bypass
 from tenantry.exceptions import AuditTrailProtected
 from tenantry.models import AuditEvent, AuditHead
 from tests.app.models import Item, Tenant
@@ -447,3 +448,134 @@ def test_admin_refuses_staff_the_membership_check_refuses(stored, settings):
 
 def only_acme_staff(user, tenant) -> bool:
     return user.username.startswith(f"{tenant.id}-")
+
+
+# -- only the trail writes its tables (docs/operations.md#audit-trail) ------------------------
+
+
+def _forged(last: AuditEvent, *, tenant_id: str, seq: int) -> dict:
+    """A well-formed row after ``last`` (its hash recomputed), as a tenant's
+    code would build it."""
+    from django.utils import timezone
+
+    created = timezone.now()
+    digest = audit_trail.row_hash(
+        last.chain, tenant_id, last.incarnation, seq, "rt.forged", created, {}, last.hash
+    )
+    return dict(
+        chain=last.chain,
+        tenant_id=tenant_id,
+        incarnation=last.incarnation,
+        seq=seq,
+        event="rt.forged",
+        created_at=created,
+        data={},
+        prev=last.hash,
+        hash=digest,
+    )
+
+
+@pytest.mark.parametrize(
+    "route", ["create", "save", "bulk_create", "acreate", "head_create", "head_update"]
+)
+@pytest.mark.parametrize("by", ["acme", "globex"], ids=["another-tenant", "own-tenant"])
+def test_an_orm_write_into_the_trail_is_refused(stored, route, by):
+    """A tenant's code cannot plant a row in a chain (another tenant's, or
+    its own) nor move a head, by any ORM route: the next events still
+    chain, and verify stays clean."""
+    _three("globex")
+    last = rows(chain_of("globex"))[-1]
+    fields = _forged(last, tenant_id=by, seq=last.seq + 1)
+    with tenant_context(by), pytest.raises(AuditTrailProtected, match="written only by"):
+        with transaction.atomic():
+            if route == "create":
+                AuditEvent.objects.create(**fields)
+            elif route == "save":
+                AuditEvent(**fields).save()
+            elif route == "bulk_create":
+                AuditEvent.objects.bulk_create([AuditEvent(**fields)])
+            elif route == "acreate":
+
+                async def plant():
+                    await AuditEvent.objects.acreate(**fields)
+
+                async_to_sync(plant)()
+            elif route == "head_create":
+                AuditHead.objects.create(chain="tenant:newcomer:x", tenant_id=by)
+            else:
+                AuditHead.objects.filter(chain=last.chain).update(seq=99)
+    assert "rt.forged" not in [r.event for r in rows(chain_of("globex"))]
+    with tenant_context("globex"):
+        audit.emit("test.after", tenant="globex")
+    audit.flush()
+    assert rows(chain_of("globex"))[-1].event == "test.after"
+    assert verify_out("globex")[2]
+
+
+def test_verify_names_a_row_past_the_head_and_a_row_of_another_tenant(stored):
+    """Rows written around the writer (raw SQL): one past the head, one
+    naming another tenant in this chain."""
+    _three("globex")
+    last = rows(chain_of("globex"))[-1]
+    for tenant_id, seq in (("globex", last.seq + 1), ("acme", last.seq + 2)):
+        fields = _forged(last, tenant_id=tenant_id, seq=seq)
+        columns, holes = ", ".join(fields), ", ".join(["%s"] * len(fields))
+        raw_sql(
+            f"INSERT INTO tenantry_auditevent ({columns}) VALUES ({holes})",
+            [json.dumps(v) if k == "data" else v for k, v in fields.items()],
+        )
+    _out, err, ok = verify_out("globex")
+    assert not ok
+    assert f"row seq {last.seq + 1}" in err and "is past the head" in err
+    assert "names tenant 'acme'" in err
+
+
+def test_the_default_manager_keeps_to_the_bound_tenants_current_trail(stored):
+    """docs/operations.md#audit-trail: with a tenant bound, AuditEvent.objects
+    and AuditHead.objects read its current incarnation's chain only: never
+    another tenant's trail, nor the trail of the tenant that had the id
+    before; with none bound (commands), no filter of its own."""
+    for slug in ("acme", "globex"):
+        with tenant_context(slug):
+            audit.emit("test.old", tenant=slug)
+    audit.flush()
+    call_command("tenantry", "delete", "acme", stdout=StringIO())
+    Tenant.objects.create(slug="acme", name="Acme again")
+    with tenant_context("acme"):
+        audit.emit("test.new", tenant="acme")
+    audit.flush()
+    with tenant_context("acme"):
+        seen = set(AuditEvent.objects.values_list("event", "tenant_id"))
+        heads = set(AuditHead.objects.values_list("tenant_id", "incarnation"))
+    assert ("test.new", "acme") in seen
+    assert ("test.old", "acme") not in seen and ("test.old", "globex") not in seen
+    assert {tenant_id for tenant_id, _ in heads} == {"acme"} and len(heads) == 1
+    with rls_bypass(reason="test: every row, as a command reads them"):
+        everything = set(AuditEvent.objects.values_list("event", "tenant_id"))
+    assert ("test.old", "globex") in everything and ("test.old", "acme") in everything
+
+
+def test_events_naming_unknown_ids_are_bounded_per_minute(stored):
+    """docs/operations.md#audit-trail: a hostile client naming a new
+    unknown id per request stores at most UNKNOWN_ID_EVENTS_PER_MINUTE rows
+    of each event per minute and process; the rest is counted in one
+    audit.suppressed row once the minute is over; the chain stays intact."""
+    bound = audit_trail.UNKNOWN_ID_EVENTS_PER_MINUTE
+    before = len(rows(audit_trail.Chain(None)))
+    with tenant_context("acme"):
+        for n in range(bound + 15):
+            audit.emit("test.stranger", tenant=f"nobody{n}")  # what a hostile Host causes
+    stored_rows = rows(audit_trail.Chain(None))[before:]
+    assert [r.event for r in stored_rows] == ["test.stranger"] * bound
+    audit_trail.store.unknown_ids._started -= 61  # the minute is over
+    audit.emit("test.stranger", tenant="nobody-next")
+    suppressed = [r for r in rows(audit_trail.Chain(None)) if r.event == "audit.suppressed"]
+    assert len(suppressed) == 1
+    assert suppressed[0].data["left_out"] == {"test.stranger": 15}
+    assert rows(audit_trail.Chain(None))[-1].data["tenant_id"] == "nobody-next"
+    # A known tenant's events are never bounded.
+    with tenant_context("acme"):
+        for n in range(bound + 5):
+            audit.emit("test.many", tenant="acme", n=n)
+    assert len([r for r in rows(chain_of("acme")) if r.event == "test.many"]) == bound + 5
+    assert verify_out(None)[2]

@@ -252,3 +252,30 @@ def test_an_archive_pointing_at_another_tenants_row_is_refused(media, tmp_path):
     with tenant_context("globex"):
         assert not Document.objects.filter(folder=theirs).exists()
         assert not their_tag.document_set.exists()
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("files/../rows/app.Item.jsonl", "not a plain path inside the archive"),
+        ("files/x/logos/logo.png", "'x' is not a storage number"),
+        ("rows/./app.Item.jsonl", "not a plain path inside the archive"),
+        ("elsewhere.jsonl", "not a file of a tenantry export"),
+    ],
+)
+def test_a_file_name_outside_the_archives_shape_is_refused_naming_it(
+    media, tmp_path, name, expected
+):
+    """docs/operations.md#export-and-import: every name of the manifest is a
+    plain path of the archive's shape; another is refused, named."""
+    plant("acme")
+    archive = tmp_path / "a"
+    transfer.export_tenant("acme", archive)
+    manifest_file = archive / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["files"][name] = dict(manifest["files"]["rows/app.Item.jsonl"])
+    manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(CommandError) as refused:
+        call_command("tenantry", "import", str(archive), "--as", "acme-x", stdout=StringIO())
+    assert str(refused.value).startswith(f"{name}: {expected}")
+    assert not Tenant.objects.filter(slug="acme-x").exists()

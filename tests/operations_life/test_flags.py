@@ -174,3 +174,33 @@ async def test_a_flagged_handler_runs_only_where_the_flag_is_on(tenants):
     assert (await off.event("peek"))["type"] != "error"  # the socket stays open
     rows = await sync_to_async(lambda: list(Item.all_tenants.values_list("tenant_id", flat=True)))()
     assert rows == ["acme"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("change", ["off", "on"])
+async def test_a_changed_flag_holds_on_an_open_socket(settings, tenants, change):
+    """docs/operations.md#feature-flags: an open socket takes the tenant as
+    its re-admission reads it (every turn here: an interval of 0), so a flag
+    turned off stops the handler and one turned on starts it, without a
+    reconnect."""
+    settings.DJUST_CONFIG = {**BASE, "TENANT_READMIT_INTERVAL": 0, "TENANT_CACHE_TTL": 0}
+    host = "acme.example.com" if change == "off" else "initech.example.com"
+    slug = host.split(".")[0]
+    tab = LiveClient(host)
+    assert (await tab.mount(FLAGGED_VIEW, "/page/"))["type"] == "mount"
+    before = await tab.event("beta_action")
+    assert (before["type"] != "error") is (change == "off")
+
+    def flip():
+        row = Tenant.objects.get(slug=slug)
+        row.settings = {"flags": {"beta": change == "on"}}
+        row.save()
+
+    await sync_to_async(flip)()
+    after = await tab.event("beta_action")
+    if change == "off":
+        assert after.get("type") == "error" and after.get("refused") == "flag", after
+    else:
+        assert after["type"] != "error", after
+    rows = await sync_to_async(lambda: list(Item.all_tenants.values_list("tenant_id", flat=True)))()
+    assert rows == [slug]

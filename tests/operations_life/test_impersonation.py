@@ -9,16 +9,19 @@ WebSocket."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission
 from django.core.exceptions import ImproperlyConfigured
-from django.test import Client
+from django.test import AsyncClient, Client
 
 from tenantry import impersonation
-from tests.app.models import Item, Tenant
+from tests.app.models import Item, Organization, Tenant
 from tests.live_client import LiveClient
 from tests.operations_life import views
 
@@ -259,3 +262,308 @@ async def test_a_live_view_runs_as_the_member_audited_and_stops_on_time(people, 
         await tab.close()
     names = await sync_to_async(lambda: list(Item.all_tenants.values_list("name", flat=True)))()
     assert names == ["via socket"]
+
+
+# -- open sockets learn of the end (docs/operations.md#impersonation-on-open-sockets) ----------
+
+ITEMS = ("tests.app.views.ItemsView", "/items/")
+PLAIN = ("tests.app.views.PlainWriterLiveView", "/items/")
+ENDED = {"type": "error", "error": impersonation.LIVE_ENDED, "refused": "impersonation"}
+
+
+def live_config(settings, interval):
+    settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_READMIT_INTERVAL": interval}
+
+
+async def turn(tab, view, name):
+    if view == ITEMS:
+        return await tab.event("add_item", name=name)
+    return await tab.event("write", slug=name)
+
+
+async def written(view):
+    if view == ITEMS:
+        rows = Item.all_tenants.values_list("name", flat=True)
+    else:
+        rows = Organization.objects.values_list("slug", flat=True)
+    return await sync_to_async(lambda: sorted(rows))()
+
+
+async def refused_and_closed(tab, view, name):
+    assert await turn(tab, view, name) == ENDED
+    closed = await tab.socket.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4403}
+
+
+async def acting_tab(people, view):
+    client = await sync_to_async(signed_in)(people["staff"])
+    assert (await sync_to_async(start)(client)).status_code == 200
+    tab = LiveClient("acme.example.com", cookie=cookie_of(client))
+    assert (await tab.mount(*view))["type"] == "mount"
+    assert (await turn(tab, view, "while-acting"))["type"] != "error"
+    return client, tab
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("view", [ITEMS, PLAIN], ids=["tenant-view", "view-without-mixin"])
+@pytest.mark.parametrize("end", ["stop", "logout"])
+async def test_an_open_socket_learns_of_the_end_at_its_next_event(people, settings, view, end):
+    """stop() or logout in this process: the socket's next event is refused
+    (long before the re-admission interval), the socket closed, nothing
+    written; a view without TenantMixin is tracked the same."""
+    live_config(settings, 3600)
+    client, tab = await acting_tab(people, view)
+    try:
+        writes = events("impersonation.write")
+        assert [w["acting_as"] for w in writes] == [str(people["alice"].pk)]
+        url = "/impersonate/stop/" if end == "stop" else "/logout/"
+        assert (await sync_to_async(client.post)(url)).status_code == 200
+        await refused_and_closed(tab, view, "after-the-end")
+    finally:
+        await tab.close()
+    assert await written(view) == ["while-acting"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("view", [ITEMS, PLAIN], ids=["tenant-view", "view-without-mixin"])
+@pytest.mark.parametrize("end", ["stop", "logout"])
+async def test_a_socket_of_another_process_learns_by_the_session(people, settings, view, end):
+    """Ended in another process (this process forgets what it saw): the
+    socket learns from its session at its check (every turn here: a
+    re-admission interval of 0)."""
+    live_config(settings, 0)
+    client, tab = await acting_tab(people, view)
+    try:
+        url = "/impersonate/stop/" if end == "stop" else "/logout/"
+        assert (await sync_to_async(client.post)(url)).status_code == 200
+        impersonation._ended_here.clear()  # what another process knows
+        await refused_and_closed(tab, view, "after-the-end")
+    finally:
+        await tab.close()
+    assert await written(view) == ["while-acting"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("view", [ITEMS, PLAIN], ids=["tenant-view", "view-without-mixin"])
+@pytest.mark.parametrize("loss", ["permission", "deactivated"])
+async def test_the_impersonator_losing_the_permission_ends_it(people, settings, view, loss):
+    """The staff user loses tenantry.impersonate (or is deactivated): the
+    socket is refused at its check, audited, and the session no longer acts
+    as the member on the next page load (ended: nobody is signed in by it)."""
+    live_config(settings, 0)
+    client, tab = await acting_tab(people, view)
+    staff = people["staff"]
+    try:
+        if loss == "permission":
+            await sync_to_async(staff.user_permissions.clear)()
+        else:
+            staff.is_active = False
+            await sync_to_async(staff.save)()
+        await refused_and_closed(tab, view, "after-the-loss")
+    finally:
+        await tab.close()
+    assert await written(view) == ["while-acting"]
+    assert [e["why"] for e in events("impersonation.ended")] == ["permission revoked"]
+    body = (await sync_to_async(page)(client)).content.decode()
+    assert "<p id='user'>anonymous</p>" in body
+
+
+@pytest.mark.parametrize("loss", ["permission", "deactivated"])
+def test_a_page_load_after_the_loss_gives_the_staff_session_back(people, loss):
+    """Over HTTP alone: the next request ends it (audited) and the session is
+    the staff user's again (nobody's for a deactivated one)."""
+    client = signed_in(people["staff"])
+    assert start(client).status_code == 200
+    staff = people["staff"]
+    if loss == "permission":
+        staff.user_permissions.clear()
+    else:
+        staff.is_active = False
+        staff.save()
+    body = page(client).content.decode()
+    expected = "support" if loss == "permission" else "anonymous"
+    assert f"<p id='user'>{expected}</p>" in body
+    assert [e["why"] for e in events("impersonation.ended")] == ["permission revoked"]
+
+
+@pytest.mark.asyncio
+async def test_a_view_without_the_mixin_refuses_a_mount_after_the_bound(people, monkeypatch):
+    """The mount gate holds for every live view: the socket's session still
+    names the member after the bound, so a new mount is refused."""
+    client = await sync_to_async(signed_in)(people["staff"])
+    assert (await sync_to_async(start)(client)).status_code == 200
+    later = time.time() + 16 * 60
+    monkeypatch.setattr(impersonation.time, "time", lambda: later)
+    tab = LiveClient("acme.example.com", cookie=cookie_of(client))
+    try:
+        assert await tab.mount(*PLAIN) == ENDED
+    finally:
+        await tab.close()
+
+
+# -- one tenant, one session (docs/operations.md#impersonation) ---------------------------------
+
+
+def test_an_impersonation_acts_only_in_its_own_tenant(people):
+    """alice is a member of globex too: acting as her in acme does not reach
+    globex (pages and writes refused, nothing audited under acme)."""
+    views.MEMBERS.add(("alice", "globex"))
+    client = signed_in(people["staff"])
+    assert start(client).status_code == 200
+    refused = page(client, host="globex.example.com")
+    assert refused.status_code == 403
+    assert b"an impersonation acts only there" in refused.content
+    AUDITED.clear()
+    written = client.post("/write/", {"name": "into globex"}, HTTP_HOST="globex.example.com")
+    assert written.status_code == 403
+    assert not Item.all_tenants.filter(tenant_id="globex").exists()
+    assert events("impersonation.write") == []
+    # Its own tenant still works.
+    assert "<p id='user'>alice</p>" in page(client).content.decode()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("view", [ITEMS, PLAIN], ids=["tenant-view", "view-without-mixin"])
+async def test_a_socket_in_another_tenant_is_refused(people, view):
+    views.MEMBERS.add(("alice", "globex"))
+    client = await sync_to_async(signed_in)(people["staff"])
+    assert (await sync_to_async(start)(client)).status_code == 200
+    tab = LiveClient("globex.example.com", cookie=cookie_of(client))
+    try:
+        frame = await tab.mount(*view)
+        if view == ITEMS:
+            assert frame["type"] == "error" and frame["refused"] == "impersonation"
+            assert "acts only there" in frame["error"]
+        else:  # a view without tenancy has no tenant to be another one
+            assert frame["type"] == "mount"
+    finally:
+        await tab.close()
+    assert not await sync_to_async(Item.all_tenants.filter(tenant_id="globex").exists)()
+
+
+@pytest.mark.parametrize("end", ["stop", "logout"])
+def test_a_session_replayed_after_the_end_is_nobody(people, end):
+    """A cookie session captured while acting and sent again after stop() or
+    logout signs nobody in (the end is kept server-side until the bound)."""
+    client = signed_in(people["staff"])
+    assert start(client).status_code == 200
+    captured = {name: morsel.value for name, morsel in client.cookies.items()}
+    client.post("/impersonate/stop/" if end == "stop" else "/logout/")
+
+    def replayed() -> Client:
+        replay = Client(HTTP_HOST="acme.example.com")
+        for name, value in captured.items():
+            replay.cookies[name] = value
+        return replay
+
+    body = page(replayed()).content.decode()
+    assert "<p id='user'>anonymous</p>" in body
+    AUDITED.clear()
+    replayed().post("/write/", {"name": "replayed"})
+    assert events("impersonation.write") == []  # not acting: not the member's write
+
+
+@pytest.mark.parametrize("promotion", ["superuser", "impersonator"])
+def test_a_member_promoted_meanwhile_ends_it(people, promotion):
+    """Never more than a member: alice made a superuser (or given
+    tenantry.impersonate) while support acts as her ends it at the next
+    request (audited "refused"); support is support again."""
+    client = signed_in(people["staff"])
+    assert start(client).status_code == 200
+    alice = people["alice"]
+    if promotion == "superuser":
+        alice.is_superuser = True
+        alice.save()
+    else:
+        alice.user_permissions.add(Permission.objects.get(codename="impersonate"))
+    assert "<p id='user'>support</p>" in page(client).content.decode()
+    assert [e["why"] for e in events("impersonation.ended")] == ["refused"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("view", [ITEMS, PLAIN], ids=["tenant-view", "view-without-mixin"])
+async def test_a_member_promoted_meanwhile_ends_it_on_an_open_socket(people, settings, view):
+    live_config(settings, 0)
+    _client, tab = await acting_tab(people, view)
+    try:
+        alice = people["alice"]
+        alice.is_superuser = True
+        await sync_to_async(alice.save)()
+        await refused_and_closed(tab, view, "as-a-superuser")
+    finally:
+        await tab.close()
+    assert await written(view) == ["while-acting"]
+
+
+# -- the SSE transport --------------------------------------------------------------------------
+
+
+class HostClient(AsyncClient):
+    """Django's async client on ``host``."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        self.host = host
+
+    def _base_scope(self, **request):
+        scope = super()._base_scope(**request)
+        headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
+        scope["headers"] = [(b"host", self.host.encode()), *headers]
+        return scope
+
+
+class SSETab:
+    """One SSE session: djust's stream (GET) and event (POST) views."""
+
+    def __init__(self, host: str, view: str, cookie: str) -> None:
+        self.view = view
+        self.client = HostClient(host)
+        self.client.cookies.load(cookie)
+        self.session_id = str(uuid.uuid4())
+
+    async def open(self) -> dict:
+        response = await self.client.get(f"/djust/sse/{self.session_id}/", {"view": self.view})
+        assert response.status_code == 200, response
+        self.stream = aiter(response.streaming_content)
+        assert (await self.next())["type"] == "sse_connect"
+        return await self.next()
+
+    async def next(self) -> dict:
+        while True:
+            chunk = await asyncio.wait_for(anext(self.stream), timeout=10)
+            text = chunk.decode() if isinstance(chunk, bytes) else chunk
+            if text.startswith("data: "):
+                return json.loads(text[len("data: ") :])
+
+    async def post(self, event: str, params: dict):
+        return await self.client.post(
+            f"/djust/sse/{self.session_id}/event/",
+            data=json.dumps({"event": event, "params": params}),
+            content_type="application/json",
+        )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("view", [ITEMS, PLAIN], ids=["tenant-view", "view-without-mixin"])
+@pytest.mark.parametrize("where", ["this-process", "another-process"])
+async def test_an_sse_session_stops_acting_after_stop(people, settings, view, where):
+    """Over SSE each event is an HTTP POST with the session of the mount:
+    after stop() (here, or in another process: the end kept server-side) the
+    member's write does not happen."""
+    live_config(settings, 3600 if where == "this-process" else 0)
+    client = await sync_to_async(signed_in)(people["staff"])
+    assert (await sync_to_async(start)(client)).status_code == 200
+    tab = SSETab("acme.example.com", view[0], cookie_of(client))
+    assert (await tab.open())["type"] == "mount"
+    event, field = ("add_item", "name") if view == ITEMS else ("write", "slug")
+    assert (await tab.post(event, {field: "while-acting"})).status_code in (200, 202)
+    await tab.next()
+    assert await written(view) == ["while-acting"]
+    assert (await sync_to_async(client.post)("/impersonate/stop/")).status_code == 200
+    if where == "another-process":
+        impersonation._ended_here.clear()
+    response = await tab.post(event, {field: "after-stop"})
+    if response.status_code in (200, 202):
+        frame = await tab.next()
+        assert frame["type"] == "error", frame
+    assert await written(view) == ["while-acting"]

@@ -8,11 +8,12 @@ from django.contrib.auth import get_user_model, logout
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse, HttpResponseForbidden
 from django.template import RequestContext, Template
-from django.urls import path
+from django.urls import include, path
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from djust import LiveView
 from djust.decorators import event_handler
+from djust.sse import sse_urlpatterns
 
 from tenantry import TenantMixin, impersonation
 from tenantry.flags import tenant_flag
@@ -119,4 +120,5 @@ urlpatterns = [
     path("impersonate/stop/", stop),
     path("logout/", logout_view),
     path("items/", page),
+    path("djust/", include(sse_urlpatterns)),  # the SSE transport (test_impersonation)
 ]

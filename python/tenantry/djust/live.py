@@ -9,9 +9,13 @@ Installed by ``tenantry.djust.install()`` from the app's ``ready()``
   pre-mount sequence (``ViewRuntime._check_auth``) runs its auth checks and
   ``TenantMixin._ensure_tenant`` (tenant resolved and admitted, the
   handshake's ``Origin`` checked against it, the re-admission clock
-  started); then the tenant's ``mounts`` rate limits (``http``'s when
-  nothing sets ``mounts``) refuse with the same error frame as events, and
-  ``mount()`` never runs.
+  started); then, for every live view with or without ``TenantMixin``,
+  the impersonation the session carries (``impersonation.mounted_live``:
+  one over, or for another tenant, is refused); then the tenant's
+  ``mounts`` rate limits (``http``'s when nothing sets ``mounts``) refuse
+  with the same error frame as events, and ``mount()`` never runs. Every
+  later turn (:func:`still_admitted`) checks that impersonation again
+  (docs/operations.md#impersonation-on-open-sockets).
 * **Everything channels hands to djust's WebSocket consumer**: the
   consumer's ``dispatch`` (channels' type dispatch, the one door of every
   client frame and every channel-layer message: ``presence_event``,
@@ -66,13 +70,13 @@ from contextvars import ContextVar
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.core.exceptions import PermissionDenied
 
-from .. import observe, usage
+from .. import impersonation, observe, usage
 from .._core import TenantInfo
-from ..access import readmission_due, readmit_live
+from ..access import readmission_due, readmit_live, readmitted
 from ..context import _current
 from ..flags import flag_refusal
-from ..impersonation import live_turn_refusal
 from ..ratelimit import (
     UNAVAILABLE_RETRY_AFTER,
     _limiter,
@@ -177,12 +181,57 @@ async def still_admitted(transport: Any, view: Any, page: Any = None) -> bool:
     and the next turn tries again."""
     if not await _admitted(transport, view):
         return False
-    return page is None or page is view or await _admitted(transport, page)
+    if page is not None and page is not view and not await _admitted(transport, page):
+        return False
+    if impersonation.live_tracked(view) and not await _impersonation_holds(transport, view):
+        return False
+    if page is None or page is view or not impersonation.live_tracked(page):
+        return True
+    return await _impersonation_holds(transport, page)
+
+
+async def _impersonation_holds(transport: Any, view: Any) -> bool:
+    """Whether the impersonation ``view`` was mounted under (if any) still
+    holds (docs/operations.md#impersonation): over at its time bound, at
+    ``stop()``, logout or the staff user's loss of the permission (seen at
+    once in this process, by the session and the user within
+    ``TENANT_READMIT_INTERVAL`` elsewhere). Any live view, with or without
+    ``TenantMixin``. Over: an error frame, the socket closed with 4403."""
+    ended = impersonation.live_turn_refusal(view, _live_tenant(view))
+    if ended is None and impersonation.live_recheck_due(view):
+        try:
+            ended = await sync_to_async(impersonation.live_recheck)(view)
+        except Exception as exc:  # fail closed for this turn only
+            logger.error("impersonation check of %s failed: %s", type(view).__name__, exc)
+            with contextlib.suppress(Exception):
+                await transport.send_error(
+                    "Service temporarily unavailable, event dropped",
+                    retry_after=float(UNAVAILABLE_RETRY_AFTER),
+                )
+            return False
+    if ended is None:
+        return True
+    if getattr(transport, "_tenantry_refused", False):
+        return False  # told and closed already
+    with contextlib.suppress(Exception):
+        transport._tenantry_refused = True
+    token = _deciding.set(True)
+    try:
+        with contextlib.suppress(Exception):
+            await transport.send_error(ended, refused="impersonation")
+        with contextlib.suppress(Exception):
+            await transport.close(code=READMIT_CLOSE_CODE)
+    finally:
+        _deciding.reset(token)
+    return False
 
 
 def _due(view: Any) -> bool:
+    """Whether a frame of ``view`` must pass a gate before delivery."""
     tenant = _live_tenant(view)
-    return tenant is not None and readmission_due(view, tenant)
+    if tenant is not None and readmission_due(view, tenant):
+        return True
+    return impersonation.live_turn_due(view)
 
 
 async def _admitted(transport: Any, view: Any) -> bool:
@@ -208,6 +257,12 @@ async def _readmit(transport: Any, view: Any, tenant: TenantInfo) -> bool:
             )
         return False
     if refusal is None:
+        fresh = readmitted(view)
+        if fresh is not None and fresh.id == tenant.id and view._tenantry_tenant is tenant:
+            # The tenant as it is now (its settings, its flags): the view's
+            # from here on, bound for this turn.
+            view._tenantry_tenant = fresh
+            _bind_view_tenant(view)
         return True
     if getattr(transport, "_tenantry_refused", False):
         return False  # told and closed already
@@ -430,13 +485,6 @@ def _gated_event_validator(original: Callable[..., Any]) -> Callable[..., Any]:
         root_view = kwargs.get("root_view")
         if not await still_admitted(ws, owner, root_view):
             return None
-        ended = live_turn_refusal(owner if root_view is None else root_view)
-        if ended is not None:  # an impersonation over (docs/operations.md#impersonation)
-            with contextlib.suppress(Exception):
-                await ws.send_error(ended, refused="impersonation")
-            with contextlib.suppress(Exception):
-                await ws.close(code=READMIT_CLOSE_CODE)
-            return None
         handler = await original(ws, event_name, owner, *args, **kwargs)
         if handler is None:
             return None
@@ -477,6 +525,15 @@ def _gated_mount_check(original: Callable[..., Any]) -> Callable[..., Any]:
         if blocked is not None:
             return blocked
         view = self.view_instance
+        if impersonation.live_mount_may_act(request):  # every live view, TenantMixin or not
+            try:
+                await sync_to_async(impersonation.mounted_live)(view, request, _live_tenant(view))
+            except PermissionDenied as ended:
+                await self.transport.send_error(str(ended), refused="impersonation")
+                finalize = getattr(self, "_finalize_mount_auth", None)
+                if finalize is not None:
+                    await finalize("permission_denied")  # djust's close (4403) of a denial
+                return True
         tenant = _live_tenant(view)
         if tenant is None or mount_unlimited(tenant):
             return None
