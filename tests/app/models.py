@@ -45,6 +45,10 @@ class Project(models.Model):
 class Tenant(AbstractTenant):
     """The registry model of the tests (TENANT_MODEL = "app.Tenant")."""
 
+    #: The tenant's database alias, '' for default (TENANT_DATABASE_FIELD,
+    #: tests/fleet_data/test_dedicated.py).
+    database = models.CharField(max_length=64, blank=True, default="")
+
     class Meta:
         app_label = "app"
 
