@@ -43,6 +43,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from . import _core, audit, conf, lifecycle, signals, suspension
 from ._core import TenantInfo
 from .context import tenant_context
+from .db import rls_bypass
 from .db.router import constraint_problems, database_for, movable_models, moving_between
 from .exceptions import TenantError
 from .ownership import OwnedModel, owned_models
@@ -203,12 +204,36 @@ def _copy(entries: list[OwnedModel], tenant: TenantInfo, source: str, alias: str
         for through, column in _links(entry):
             links = list(through._base_manager.using(source).filter(**{f"{column}__in": pks}))
             through._base_manager.using(alias).bulk_create(links, batch_size=500)
-    models_ = [e.model for e in entries] + [t for e in entries for t, _ in _links(e)]
-    statements = connections[alias].ops.sequence_reset_sql(no_style(), models_)
-    if statements:
-        with connections[alias].cursor() as cursor:
-            for sql in statements:
-                cursor.execute(sql)
+    filled = [e.model for e in entries if moved.rows.get(e.label)]
+    filled += [t for e in entries if moved.rows.get(e.label) for t, _ in _links(e)]
+    _advance_sequences(alias, filled)
+
+
+def _advance_sequences(alias: str, models_: list[Any]) -> None:
+    """The target's key sequences past every kept key (never back: other
+    tenants on it may be inserting). Every row counts, not only this
+    tenant's: read past row-level security (audited)."""
+    connection = connections[alias]
+    with rls_bypass(f"tenantry.moving: key sequences of {alias!r}"):
+        with connection.cursor() as cursor:
+            if connection.vendor == "sqlite":
+                return  # AUTOINCREMENT follows the largest key inserted
+            if connection.vendor != "postgresql":
+                for sql in connection.ops.sequence_reset_sql(no_style(), models_):
+                    cursor.execute(sql)
+                return
+            quote = connection.ops.quote_name
+            for model in models_:
+                pk = model._meta.pk
+                if not pk.get_internal_type().endswith("AutoField"):
+                    continue
+                table, column = model._meta.db_table, pk.column
+                cursor.execute(
+                    "SELECT setval(pg_get_serial_sequence(%s, %s), GREATEST("
+                    f"nextval(pg_get_serial_sequence(%s, %s)), "
+                    f"(SELECT coalesce(max({quote(column)}), 1) FROM {quote(table)})))",
+                    [quote(table), column, quote(table), column],
+                )
 
 
 def _verify(entries: list[OwnedModel], tenant: TenantInfo, alias: str, moved: Moved) -> None:

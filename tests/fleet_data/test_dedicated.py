@@ -65,7 +65,7 @@ def dedicated_entry(request, django_db_setup, django_db_blocker):
         entry = {"ENGINE": "django.db.backends.sqlite3", "NAME": os.path.join(folder, "t.db")}
     with django_db_blocker.unblock(), override_settings(**ROUTED):
         with database_alias(ALIAS, entry):
-            call_command("tenantry", "migrate", stdout=open(os.devnull, "w"))  # noqa: SIM115
+            call_command("tenantry", "migrate", stdout=open(os.devnull, "w"))
     return entry
 
 

@@ -138,19 +138,31 @@ def _apart() -> tuple[frozenset[type[Model]], tuple[tuple[type[Model], Any], ...
     while changed:  # a table that stays behind keeps the tables pointing at it too
         changed = False
         for model in sorted(movable, key=lambda m: m._meta.label):
-            for field in model._meta.local_concrete_fields:
-                if (
-                    field.is_relation
-                    and getattr(field, "db_constraint", False)
-                    and field.related_model._meta.concrete_model not in movable
-                ):
-                    problems.append((model, field))
-                    movable.discard(model)
-                    changed = True
-                    break
+            for field in _held_by(model, movable):
+                problems.append((model, field))
+                movable.discard(model)
+                changed = True
+                break
     found = (frozenset(movable), tuple(sorted(problems, key=lambda p: p[0]._meta.label)))
     _apart_found[:] = [found]
     return found
+
+
+def _held_by(model: type[Model], movable: set[type[Model]]) -> Any:
+    """``model``'s fields that tie its table to one outside ``movable``: a
+    constraint, or an auto-created many-to-many table (made with
+    ``model``'s) that cannot move."""
+    for field in model._meta.local_concrete_fields:
+        if (
+            field.is_relation
+            and getattr(field, "db_constraint", False)
+            and field.related_model._meta.concrete_model not in movable
+        ):
+            yield field
+    for field in model._meta.local_many_to_many:
+        through = field.remote_field.through
+        if through._meta.auto_created and through not in movable:
+            yield field
 
 
 def _can_live_apart(model: type[Model]) -> bool:
