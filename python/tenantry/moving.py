@@ -45,9 +45,9 @@ from ._core import TenantInfo
 from .context import tenant_context
 from .db import rls_bypass
 from .db.router import constraint_problems, database_for, movable_models, moving_between
-from .exceptions import TenantError
+from .exceptions import TenantError, TenantSuspended
 from .ownership import OwnedModel, owned_models
-from .registry import invalidate_tenant
+from .registry import invalidate_tenant, suspension_reason
 
 __all__ = ["MoveRefused", "Moved", "move_tenant"]
 
@@ -123,6 +123,9 @@ def move_tenant(tenant_id: Any, alias: str, *, grace: float | None = None) -> Mo
     with tenant_context(tenant, must_exist=False), moving_between(source, alias):
         _refuse_unmovable(tenant, source)
     held = suspension.hold_for_move(tenant_id, alias)
+    reason = suspension_reason(tenant_id) or ""
+    if not held and reason.startswith(TenantSuspended.MOVING_REASON):
+        raise MoveRefused(f"tenant {tenant_id!r} is being moved already ({reason})")
     switched = False
     try:
         config = conf.current()

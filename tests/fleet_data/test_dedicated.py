@@ -417,6 +417,7 @@ def test_move_under_concurrent_requests_loses_nothing(tenants):
     _keys_from(ALIAS, 1_000_000)
     stop = threading.Event()
     answers: dict[str, list[tuple[float, int, str]]] = {"globex": [], "acme": []}
+    refusals: list[tuple[str, str | None]] = []
 
     def client(tenant: str) -> None:
         http = Client()
@@ -425,6 +426,8 @@ def test_move_under_concurrent_requests_loses_nothing(tenants):
             n += 1
             response = http.post("/notes/", {"title": f"c-{n}"}, HTTP_HOST=f"{tenant}.example.com")
             answers[tenant].append((time.monotonic(), response.status_code, f"c-{n}"))
+            if response.status_code == 503:
+                refusals.append((response.content.decode(), response.get("Retry-After")))
             time.sleep(0.005)
         connections.close_all()
 
@@ -444,8 +447,25 @@ def test_move_under_concurrent_requests_loses_nothing(tenants):
     assert statuses["acme"] == {201}, statuses
     assert 503 in statuses["globex"] and statuses["globex"] <= {201, 503}, statuses
     assert all(started <= at <= ended + 0.05 for at, s, _ in answers["globex"] if s == 503)
+    body, retry_after = refusals[0]
+    assert "being moved" in body and retry_after is not None  # not "suspended"
     written = {title for _, s, title in answers["globex"] if s == 201}
     assert any(at > ended for at, s, _ in answers["globex"] if s == 201)  # served again
     on_target = {title for t, title in _on(ALIAS) if t == "globex"}
     assert written <= on_target, written - on_target  # 0 lost rows
     assert [t for t, _ in _on("default")] == []
+
+
+def test_a_tenant_being_moved_is_not_moved_twice_and_a_suspension_stays(tenants):
+    from tenantry import suspension
+
+    suspension.hold_for_move("globex", ALIAS)  # another move under way
+    with pytest.raises(MoveRefused, match="being moved already"):
+        move_tenant("globex", ALIAS, grace=0)
+    assert lookup_tenant("globex").suspended.startswith("tenantry:moving")
+    suspension.release_move("globex")
+    # A suspended tenant can move, and stays suspended.
+    suspension.suspend("globex", reason="unpaid")
+    move_tenant("globex", ALIAS, grace=0)
+    assert lookup_tenant("globex").suspended == "unpaid"
+    assert database_for("globex") == ALIAS
