@@ -23,6 +23,7 @@ def main() -> int:
     import tenantry
     from benchmarks import (
         bench_cache,
+        bench_dedicated,
         bench_fleet,
         bench_jobs,
         bench_lifecycle,
@@ -64,6 +65,7 @@ def main() -> int:
         bench_metrics,
         bench_rls,
         bench_fleet,
+        bench_dedicated,
         bench_jobs,
         bench_ratelimit,
     ):

@@ -169,6 +169,10 @@ pub struct RegistrySettings {
     pub id_field: String,
     pub name_field: Option<String>,
     pub settings_field: Option<String>,
+    /// `TENANT_DATABASE_FIELD`: the field of `model` naming the tenant's
+    /// database alias (empty: the default database), or None (every tenant
+    /// on the default database).
+    pub database_field: Option<String>,
     /// `f(tenant_id) -> TenantInfo | None`, the alternative to a model.
     pub validator: Option<CallableSpec>,
     /// Seconds a lookup (found or not) is cached; 0 disables caching.
@@ -336,6 +340,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "TENANT_METRICS_TOKEN",
     // Per-tenant feature flags' defaults (docs/operations.md#feature-flags).
     "TENANT_FLAGS",
+    // A database per tenant (docs/postgresql.md#a-database-per-tenant).
+    "TENANT_DATABASE_FIELD",
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -587,6 +593,7 @@ impl<'a> Parser<'a> {
                 "cannot be combined with TENANT_MODEL: set one of them".into(),
             );
         }
+        let database_field = self.database_field(model.is_some());
         RegistrySettings {
             model,
             id_field: self
@@ -594,6 +601,7 @@ impl<'a> Parser<'a> {
                 .unwrap_or_else(|| "slug".into()),
             name_field: self.field_name("TENANT_MODEL_NAME_FIELD", "name", true),
             settings_field: self.field_name("TENANT_MODEL_SETTINGS_FIELD", "settings", true),
+            database_field,
             validator,
             cache_ttl: self.seconds("TENANT_CACHE_TTL", 60.0, MAX_CACHE_TTL, true),
             cache_size: self.int_at_least("TENANT_CACHE_SIZE", 10_000, 0, MAX_CACHE_SIZE),
@@ -604,6 +612,32 @@ impl<'a> Parser<'a> {
             domain_tenant_field: self
                 .field_name("TENANT_DOMAIN_TENANT_FIELD", "tenant_id", false)
                 .unwrap_or_else(|| "tenant_id".into()),
+        }
+    }
+
+    /// `TENANT_DATABASE_FIELD`: None (the default) or a field name of
+    /// `TENANT_MODEL`, which it requires (a `TENANT_VALIDATOR` gives
+    /// `TenantInfo(..., database=...)` itself).
+    fn database_field(&mut self, has_model: bool) -> Option<String> {
+        const KEY: &str = "TENANT_DATABASE_FIELD";
+        match self.get(KEY) {
+            None | Some(Value::None) => None,
+            Some(Value::Str(s)) if is_identifier(s) => {
+                if !has_model {
+                    self.fail(
+                        KEY,
+                        "needs TENANT_MODEL: it names a field of the tenant model (with a \
+                         TENANT_VALIDATOR, return TenantInfo(..., database=alias) instead)"
+                            .into(),
+                    );
+                    return None;
+                }
+                Some(s.clone())
+            }
+            Some(v) => {
+                self.fail_value(KEY, "a field name of TENANT_MODEL, or None", v);
+                None
+            }
         }
     }
 
@@ -1543,6 +1577,33 @@ mod tests {
         }
         let e = errors(&[("TENANT_MODEL", s("t.T")), ("TENANT_VALIDATOR", s("m.f"))]);
         assert_eq!(e[0].key, "TENANT_VALIDATOR");
+    }
+
+    #[test]
+    fn database_field_names_a_field_of_the_tenant_model() {
+        assert_eq!(Settings::defaults().registry.database_field, None);
+        let parsed = parse(&map(&[
+            ("TENANT_MODEL", s("tenants.Tenant")),
+            ("TENANT_DATABASE_FIELD", s("database")),
+        ]))
+        .unwrap()
+        .registry;
+        assert_eq!(parsed.database_field.as_deref(), Some("database"));
+        for bad in [s("data base"), Value::Int(1), s("")] {
+            let e = errors(&[
+                ("TENANT_MODEL", s("tenants.Tenant")),
+                ("TENANT_DATABASE_FIELD", bad),
+            ]);
+            assert_eq!(e[0].key, "TENANT_DATABASE_FIELD");
+            assert!(e[0].message.contains("field name"), "{}", e[0].message);
+        }
+        // Without TENANT_MODEL there is no field to read.
+        let e = errors(&[
+            ("TENANT_VALIDATOR", s("m.f")),
+            ("TENANT_DATABASE_FIELD", s("database")),
+        ]);
+        assert_eq!(e[0].key, "TENANT_DATABASE_FIELD");
+        assert!(e[0].message.contains("TENANT_MODEL"), "{}", e[0].message);
     }
 
     #[test]

@@ -29,6 +29,7 @@ class TenantInfo:
         settings: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         raw: Any = None,
+        database: str | None = None,
     ) -> None: ...
     @property
     def id(self) -> str: ...
@@ -39,6 +40,8 @@ class TenantInfo:
     def raw(self) -> Any: ...
     @property
     def suspended(self) -> str | None: ...
+    @property
+    def database(self) -> str | None: ...
     @property
     def flags(self) -> TenantFlags: ...
     def get_setting(self, key: Any, default: Any = None) -> Any: ...
@@ -135,6 +138,7 @@ class CurrentConfig:
     tenant_id_field: str
     tenant_name_field: str | None
     tenant_settings_field: str | None
+    tenant_database_field: str | None
     domain_model: str | None
     domain_field: str
     domain_tenant_field: str

@@ -45,6 +45,7 @@ from django.http import Http404
 from . import _core, addressing, audit, conf, observe, usage
 from ._core import TenantInfo
 from .exceptions import TenantSuspended
+from .registry import tenant_database
 
 __all__ = [
     "HOST_SOURCES",
@@ -201,7 +202,9 @@ def admit(
     _check_membership(request, tenant, source, by_address)
     if tenant.suspended is not None:
         refuse("admission", "tenant.denied", tenant, request, source=source, reason="suspended")
-        raise TenantSuspended(tenant_id=tenant.id)
+        raise TenantSuspended.of(tenant.id, tenant.suspended)
+    if tenant.database is not None:
+        tenant_database(tenant)  # TenantDatabaseMissing (a 503) for an unknown alias
     return tenant
 
 

@@ -16,6 +16,9 @@ middleware (before ``TenantMiddleware`` where it runs there);
 ``tenantry.E400`` an object that runs with its owner's rights past the
 row-level security policies; ``tenantry.E401`` ``TENANT_RLS = True`` on a
 connection behind transaction pooling (database checks).
+``tenantry.E058`` (``TENANT_DATABASE_FIELD``) also a database per tenant
+set up wrong: no ``TenantDatabaseRouter``, a tenant-owned model's constraint
+to a shared table, an alias the registry names missing from ``DATABASES``.
 ``tenantry.E102`` (tenantry used but not in ``INSTALLED_APPS``) is
 registered by ``tenantry.conf``, since without the app this module never
 loads.
@@ -23,14 +26,17 @@ loads.
 
 from __future__ import annotations
 
+from django.apps import apps
+from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.utils.module_loading import import_string
 
 from . import _core, conf, graph
 from .channels import TenantOriginValidator
 from .db import rls
+from .db.router import constraint_problems, routing_enabled
 from .djust import live
 from .djust import names as djust_names
 from .djust.broadcasts import djust_group_problems
@@ -492,3 +498,75 @@ def check_model_graph(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     return [
         checks.Error(message, obj=model, id=check) for check, model, message in graph.problems()
     ]
+
+
+def _database_field() -> tuple[str | None, str | None]:
+    """``(TENANT_MODEL label, TENANT_DATABASE_FIELD)``; Nones when unset or
+    when the config does not compile (check_config reports that)."""
+    try:
+        config = conf.current()
+    except ImproperlyConfigured:
+        return None, None
+    label = config.tenant_model[0] if config.tenant_model else None
+    return label, config.tenant_database_field
+
+
+@checks.register("tenantry")
+def check_tenant_database_setup(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """A database per tenant (docs/postgresql.md#a-database-per-tenant):
+    ``TENANT_DATABASE_FIELD`` needs ``TenantDatabaseRouter``, and a
+    tenant-owned model's constraint to a shared table cannot hold across
+    databases (``db_constraint=False``)."""
+    _label, field = _database_field()
+    if field is None:
+        return []
+    key = "TENANT_DATABASE_FIELD"
+    found: list[checks.CheckMessage] = []
+    if not routing_enabled():
+        found.append(
+            checks.Error(
+                f"DJUST_CONFIG[{key!r}] is set but 'tenantry.db.TenantDatabaseRouter' is not "
+                "in settings.DATABASE_ROUTERS: every tenant's rows would go to 'default'.",
+                id=check_id(key),
+                obj="settings.DATABASE_ROUTERS",
+            )
+        )
+    for model, relation in constraint_problems():
+        found.append(
+            checks.Error(
+                f"{model._meta.label}.{relation.name} is a database constraint to "
+                f"{relation.related_model._meta.label}, which stays on 'default': it cannot hold "
+                "on a tenant's own database. Set db_constraint=False on it (DJUST_CONFIG"
+                f"[{key!r}] is set); until then its table is not made on tenant databases and "
+                "`tenantry move` refuses tenants with rows in it.",
+                id=check_id(key),
+                obj=model,
+            )
+        )
+    return found
+
+
+@checks.register("tenantry", checks.Tags.database)
+def check_tenant_databases(app_configs=None, databases=None, **kwargs) -> list[checks.CheckMessage]:
+    """Every alias the registry's ``TENANT_DATABASE_FIELD`` names is in
+    ``DATABASES`` (its tenants are refused otherwise)."""
+    label, field = _database_field()
+    key = "TENANT_DATABASE_FIELD"
+    found: list[checks.CheckMessage] = []
+    if label is not None and field is not None:
+        try:
+            named = set(
+                apps.get_model(label)._base_manager.values_list(field, flat=True).distinct()
+            )
+        except DatabaseError:
+            named = set()  # not migrated yet: nothing to compare
+        for alias in sorted(a for a in named if a and a not in settings.DATABASES):
+            found.append(
+                checks.Error(
+                    f"{label}.{field} names database {alias!r}, which is not in "
+                    "settings.DATABASES: its tenants are refused (503) until it is added.",
+                    id=check_id(key),
+                    obj=label,
+                )
+            )
+    return found

@@ -11,6 +11,8 @@ three below belong to the Django layer (one has a Django base) and are
 defined here.
 """
 
+from __future__ import annotations
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +44,7 @@ __all__ = [
     "InvalidTenantId",
     "QuotaExceeded",
     "RegistryRowProtected",
+    "TenantDatabaseMissing",
     "TenantError",
     "TenantMismatchError",
     "TenantNotFound",
@@ -106,10 +109,40 @@ class TenantSuspended(TenantError, Http404):
     #: The message of every refusal of a suspended tenant (the page, the
     #: error frame): the reason stays with the operator.
     MESSAGE = "This tenant is suspended"
+    #: A suspension whose reason starts with this is ``manage.py tenantry
+    #: move`` switching the tenant's database (tenantry.moving): refused the
+    #: same way, for seconds, saying so.
+    MOVING_REASON = "tenantry:moving"
+    MOVING_MESSAGE = "This tenant is being moved; try again in a few seconds"
 
-    def __init__(self, message: str = MESSAGE, tenant_id: str | None = None) -> None:
+    def __init__(
+        self, message: str = MESSAGE, tenant_id: str | None = None, moving: bool = False
+    ) -> None:
         super().__init__(message)
         self.tenant_id = tenant_id
+        self.moving = moving
+
+    @classmethod
+    def of(cls, tenant_id: str, reason: str) -> TenantSuspended:
+        """The refusal of ``tenant_id`` suspended for ``reason``."""
+        if reason.startswith(cls.MOVING_REASON):
+            return cls(cls.MOVING_MESSAGE, tenant_id=tenant_id, moving=True)
+        return cls(tenant_id=tenant_id)
+
+
+class TenantDatabaseMissing(BackendUnavailable):
+    """The registry puts a tenant on a database alias that is not in
+    ``settings.DATABASES`` (docs/postgresql.md#a-database-per-tenant): its
+    requests answer 503 and its queries are refused, never served from
+    ``default`` instead. Also ``BackendUnavailable``, so every path that
+    answers an unreachable backend (503 pages, error frames) answers this."""
+
+    __module__ = "tenantry"
+
+    def __init__(self, message: str, tenant_id: str | None = None, alias: str | None = None):
+        super().__init__(message)
+        self.tenant_id = tenant_id
+        self.alias = alias
 
 
 class FeatureDisabled(TenantError, Http404):

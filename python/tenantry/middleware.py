@@ -50,7 +50,12 @@ from .context import (
     set_current_tenant,
     tenant_context,
 )
-from .exceptions import BackendUnavailable, QuotaExceeded, TenantSuspended
+from .exceptions import (
+    BackendUnavailable,
+    QuotaExceeded,
+    TenantDatabaseMissing,
+    TenantSuspended,
+)
 from .responses import RETRY_AFTER as RETRY_AFTER  # the public name it had here
 from .responses import suspended, unavailable
 
@@ -115,6 +120,8 @@ class TenantMiddleware:
                 tenant, outcome = tenant_for_request(request), None
         except TenantSuspended as exc:
             return suspended(request, exc)
+        except TenantDatabaseMissing as exc:
+            return unavailable(request, exc)
         token = set_current_tenant(tenant)
         try:
             response = ratelimit.http(request, self.get_response, outcome)
@@ -144,6 +151,8 @@ class TenantMiddleware:
                 tenant = tenant_for_request(request)
         except TenantSuspended as exc:
             return suspended(request, exc)
+        except TenantDatabaseMissing as exc:
+            return unavailable(request, exc)
         token = set_current_tenant(tenant)
         try:
             return keep_bound(await ratelimit.ahttp(request, self.get_response, outcome), tenant)

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import BooleanField
 from django.db.models.functions import Lower
 from django.db.models.signals import post_delete, post_save, pre_save
@@ -33,6 +34,7 @@ from django.db.models.signals import post_delete, post_save, pre_save
 from . import _core, audit, conf
 from ._core import TenantInfo
 from .addressing import unreachable
+from .exceptions import TenantDatabaseMissing
 
 __all__ = [
     "active_field",
@@ -46,10 +48,12 @@ __all__ = [
     "new_tenant_id_problem",
     "new_tenant_id_problems",
     "suspension_reason",
+    "tenant_database",
     "validate_custom_domain",
 ]
 
-Details = tuple[Any, Any, Any, Any]  # (name, settings, raw, suspension's reason or None)
+#: (name, settings, raw, suspension's reason or None, database alias or None)
+Details = tuple[Any, Any, Any, Any, Any]
 
 #: ``tenantry.TenantSuspension``, by label: tenantry.models imports this module.
 SUSPENSION_MODEL = "tenantry.TenantSuspension"
@@ -107,6 +111,26 @@ def forget_suspensions() -> None:
 conf._reset_hooks.append(forget_suspensions)
 
 
+def tenant_database(tenant: TenantInfo | None) -> str:
+    """The database alias of ``tenant`` as the registry gave it
+    (``TenantInfo.database``; ``default`` for None or no tenant). An alias
+    that is not in ``settings.DATABASES`` raises ``TenantDatabaseMissing``:
+    the tenant is refused, never served from ``default``
+    (docs/postgresql.md#a-database-per-tenant)."""
+    alias = None if tenant is None else tenant.database
+    if alias is None:
+        return DEFAULT_DB_ALIAS
+    if alias not in django_settings.DATABASES:
+        raise TenantDatabaseMissing(
+            f"tenant {tenant.id!r} is on database {alias!r}, which is not in "
+            "settings.DATABASES: it is refused (add the alias, or move the tenant "
+            "with `manage.py tenantry move`)",
+            tenant_id=tenant.id,
+            alias=alias,
+        )
+    return alias
+
+
 def invalidate_tenant(tenant_id: str | None = None) -> None:
     """Forget the cached lookup of ``tenant_id`` (or of every tenant and
     custom domain when None) in this process, and this process's copy of
@@ -134,10 +158,14 @@ def make_tenant_loader(
     id_field: str,
     name_field: str | None,
     settings_field: str | None,
+    database_field: str | None,
     validator: Callable[[str], Any] | None,
 ) -> Callable[[str], Details | None]:
     """The function the core calls on a cache miss: ``id -> (name, settings,
-    raw, suspended)`` or None (``suspended``: :func:`suspension_reason`)."""
+    raw, suspended, database)`` or None (``suspended``:
+    :func:`suspension_reason`; ``database``: the tenant's database alias,
+    ``TENANT_DATABASE_FIELD`` or ``TenantInfo.database``, None for the
+    default database)."""
     if validator is not None:
 
         def from_validator(tenant_id: str) -> Details | None:
@@ -145,9 +173,15 @@ def make_tenant_loader(
             if result is None or result is False:
                 return None
             if result is True:
-                return (None, None, None, suspension_reason(tenant_id))
+                return (None, None, None, suspension_reason(tenant_id), None)
             if isinstance(result, TenantInfo):
-                return (result.name, result.settings, result.raw, suspension_reason(tenant_id))
+                return (
+                    result.name,
+                    result.settings,
+                    result.raw,
+                    suspension_reason(tenant_id),
+                    result.database,
+                )
             raise TypeError(
                 f"TENANT_VALIDATOR returned a {type(result).__name__} for {tenant_id!r}; "
                 "expected a TenantInfo, True, False or None"
@@ -164,7 +198,8 @@ def make_tenant_loader(
         name = getattr(row, name_field) if name_field else None
         settings = getattr(row, settings_field) if settings_field else None
         settings = settings if isinstance(settings, dict) else None
-        return (name, settings, row, suspension_reason(tenant_id))
+        database = getattr(row, database_field) if database_field else None
+        return (name, settings, row, suspension_reason(tenant_id), database or None)
 
     return from_model
 

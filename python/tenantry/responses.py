@@ -61,6 +61,15 @@ def suspended(request: HttpRequest, exception: Exception) -> HttpResponse:
     (docs/operations.md#suspending-a-tenant). No ``Retry-After``: a
     suspension lasts until an operator resumes the tenant."""
     tenant_id = getattr(exception, "tenant_id", None)
+    if getattr(exception, "moving", False):
+        # `manage.py tenantry move` switching its database: seconds, not an outage.
+        response = HttpResponse(
+            f"<!doctype html><title>Moving</title><h1>{escape(str(exception))}</h1>\n",
+            status=503,
+            content_type="text/html; charset=utf-8",
+        )
+        response["Retry-After"] = str(RETRY_AFTER)
+        return response
     try:
         body = render_to_string(SUSPENDED_TEMPLATE, {"tenant_id": tenant_id}, request=None)
         content_type = "text/html; charset=utf-8"

@@ -13,7 +13,9 @@ keyword argument ``tenant_id`` (a str):
   / ``resume`` (and their commands); ``tenant_suspended`` also has
   ``reason``;
 - ``tenant_imported``: ``manage.py tenantry import`` restored an archive
-  into the tenant.
+  into the tenant;
+- ``tenant_moved``: ``manage.py tenantry move`` put the tenant on another
+  database (``source``, ``target``, ``rows``), sent after the switch committed.
 
 Receivers run in the sender's thread; an exception in one propagates (as
 Django's ``post_save`` does): use ``send_robust`` semantics in the receiver
@@ -28,6 +30,7 @@ __all__ = [
     "tenant_created",
     "tenant_deleted",
     "tenant_imported",
+    "tenant_moved",
     "tenant_resumed",
     "tenant_suspended",
 ]
@@ -37,3 +40,6 @@ tenant_deleted = Signal()
 tenant_suspended = Signal()
 tenant_resumed = Signal()
 tenant_imported = Signal()
+#: ``manage.py tenantry move`` put a tenant on another database: ``tenant_id``,
+#: ``source`` and ``target`` (aliases), ``rows`` (``{label: count}``).
+tenant_moved = Signal()

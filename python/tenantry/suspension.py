@@ -27,9 +27,10 @@ from django.db import transaction
 
 from . import _core, audit, conf, signals
 from .access import expire_live_admissions
+from .exceptions import TenantSuspended
 from .registry import SUSPENSION_MODEL, invalidate_tenant, suspension_reason
 
-__all__ = ["clear", "is_suspended", "resume", "suspend"]
+__all__ = ["clear", "hold_for_move", "is_suspended", "release_move", "resume", "suspend"]
 
 
 def _model() -> Any:
@@ -110,3 +111,27 @@ def clear(tenant_id: str, using: str | None = None) -> int:
     unsuspended). The number of rows removed."""
     deleted, _ = _model()._base_manager.using(using).filter(suspended_tenant=tenant_id).delete()
     return deleted
+
+
+def hold_for_move(tenant_id: str, alias: str) -> bool:
+    """Refuse ``tenant_id`` while ``tenantry.moving`` switches its database
+    (a suspension whose reason is ``TenantSuspended.MOVING_REASON``: its
+    pages answer 503 saying it is moving, its live views and jobs are
+    refused). False when it was suspended already: that suspension stays,
+    and :func:`release_move` leaves it."""
+    with transaction.atomic():
+        _, created = _model()._base_manager.get_or_create(
+            suspended_tenant=tenant_id,
+            defaults={"reason": f"{TenantSuspended.MOVING_REASON} to {alias}"},
+        )
+        _seen(tenant_id)
+    return created
+
+
+def release_move(tenant_id: str) -> None:
+    """End the refusal :func:`hold_for_move` started (only that one)."""
+    with transaction.atomic():
+        _model()._base_manager.filter(
+            suspended_tenant=tenant_id, reason__startswith=TenantSuspended.MOVING_REASON
+        ).delete()
+        _seen(tenant_id)

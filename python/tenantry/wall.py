@@ -12,6 +12,9 @@ Installed once by ``TenantryConfig.ready``:
   that still holds data cleared first, a new incarnation, then a fresh start)
   and :func:`tenantry.lifecycle.on_update` every changed one (with a tenant
   bound, its own row only);
+* every SQL compiler (reads too): a routed model's query runs on the bound
+  tenant's database (:func:`tenantry.db.router.check_compiler`, a database
+  per tenant);
 * ``Model._save_table``, to tell those hooks which instance a ``save()`` is
   writing (so a reference unchanged since the row was read is not looked up),
   and when it is ``loaddata``'s (``raw``: fixtures are trusted);
@@ -48,6 +51,7 @@ from django.forms.models import BaseModelFormSet, ModelChoiceField
 from django.utils.functional import cached_property
 
 from . import impersonation, isolation, joins, lifecycle
+from .db.router import check_compiler
 from .managers import tenant_base_manager
 from .models import refuse_trail_write
 
@@ -59,9 +63,16 @@ _INSTALLED: list[bool] = []
 def _install_compilers() -> None:
     insert = SQLInsertCompiler.execute_sql
     update = SQLUpdateCompiler.execute_sql
+    select = SQLCompiler.execute_sql
+
+    def select_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # Reads, and (through it) every UPDATE and DELETE: on the tenant's database.
+        check_compiler(self)
+        return select(self, *args, **kwargs)
 
     def insert_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         refuse_trail_write(self.query, "insert")
+        check_compiler(self)
         isolation.on_insert(self.query, self)
         impersonation.on_write(self.query, "insert")
         started = lifecycle.on_insert(self.query, self)
@@ -83,6 +94,7 @@ def _install_compilers() -> None:
         impersonation.on_write(self.query, "delete")
         return SQLCompiler.execute_sql(self, *args, **kwargs)
 
+    SQLCompiler.execute_sql = select_execute_sql
     SQLInsertCompiler.execute_sql = insert_execute_sql
     SQLUpdateCompiler.execute_sql = update_execute_sql
     SQLDeleteCompiler.execute_sql = delete_execute_sql

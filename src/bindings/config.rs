@@ -440,6 +440,7 @@ fn tenant_registry(
             r.id_field.as_str(),
             r.name_field.as_deref(),
             r.settings_field.as_deref(),
+            r.database_field.as_deref(),
             validator,
         ))
         .map_err(|e| loader_error(key, e))?;
@@ -947,6 +948,11 @@ impl CurrentConfig {
     fn tenant_settings_field(&self) -> Option<&str> {
         self.inner.settings.registry.settings_field.as_deref()
     }
+    /// `TENANT_DATABASE_FIELD`, or None (every tenant on the default database).
+    #[getter]
+    fn tenant_database_field(&self) -> Option<&str> {
+        self.inner.settings.registry.database_field.as_deref()
+    }
     /// `TENANT_DOMAIN_MODEL` label, or None.
     #[getter]
     fn domain_model(&self) -> Option<&str> {
@@ -1011,6 +1017,7 @@ pub fn registry_fields(djust_config: &Bound<'_, PyDict>) -> PyResult<Vec<Registr
                 ("TENANT_MODEL_ID_FIELD".to_owned(), Some(r.id_field.clone())),
                 ("TENANT_MODEL_NAME_FIELD".to_owned(), r.name_field),
                 ("TENANT_MODEL_SETTINGS_FIELD".to_owned(), r.settings_field),
+                ("TENANT_DATABASE_FIELD".to_owned(), r.database_field),
             ],
         ));
     }

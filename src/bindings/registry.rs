@@ -80,8 +80,9 @@ impl Registry {
         let Some(details) = self.details(py, &id.to_string_lossy())? else {
             return Ok(None);
         };
-        // (name, settings, raw) or (name, settings, raw, suspended): the
-        // loaders of tenantry.registry give the suspension's reason or None.
+        // (name, settings, raw) or (name, settings, raw, suspended[,
+        // database]): the loaders of tenantry.registry give the suspension's
+        // reason or None, and the tenant's database alias or None.
         let name = details.get_item(0)?;
         let settings = details.get_item(1)?;
         let raw = details.get_item(2)?;
@@ -90,9 +91,14 @@ impl Registry {
         } else {
             None
         };
+        let database = if details.len() > 4 {
+            Some(details.get_item(4)?)
+        } else {
+            None
+        };
         // The cached dict is shared; TenantInfo copies it when first read.
         let settings = settings.cast_into::<PyDict>().ok();
-        let admitted = TenantInfo::with_details(id, name, settings, raw, suspended)?;
+        let admitted = TenantInfo::with_details(id, name, settings, raw, suspended, database)?;
         Ok(Some(Bound::new(py, admitted)?.into_any()))
     }
 

@@ -27,6 +27,29 @@ pub struct TenantInfo {
     /// The suspension's reason (a str) when the registry says the tenant is
     /// suspended (docs/operations.md#suspending-a-tenant), else None.
     suspended: Option<Py<PyAny>>,
+    /// The database alias holding this tenant's rows
+    /// (`TENANT_DATABASE_FIELD`, docs/postgresql.md#a-database-per-tenant);
+    /// None means the default database.
+    database: Option<Py<PyString>>,
+}
+
+/// `value` as a database alias: None or an empty str is None (the default
+/// database); any other non-str is a `TypeError` naming what was given.
+fn database_alias(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Py<PyString>>> {
+    let Some(value) = value else { return Ok(None) };
+    if value.is_none() {
+        return Ok(None);
+    }
+    let Ok(s) = value.cast::<PyString>() else {
+        return Err(PyTypeError::new_err(format!(
+            "TenantInfo database must be a database alias (a str) or None, not {}",
+            type_name(value)
+        )));
+    };
+    if s.to_cow()?.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(s.clone().unbind()))
 }
 
 impl TenantInfo {
@@ -40,6 +63,7 @@ impl TenantInfo {
             metadata: None,
             raw: None,
             suspended: None,
+            database: None,
         }
     }
 
@@ -57,6 +81,7 @@ impl TenantInfo {
             metadata: None,
             raw: None,
             suspended: None,
+            database: None,
         }
     }
 
@@ -68,6 +93,7 @@ impl TenantInfo {
         settings: Option<Bound<'_, PyDict>>,
         raw: Bound<'_, PyAny>,
         suspended: Option<Bound<'_, PyAny>>,
+        database: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         Ok(TenantInfo {
             id: id.unbind(),
@@ -81,6 +107,7 @@ impl TenantInfo {
             metadata: None,
             raw: (!raw.is_none()).then(|| raw.unbind()),
             suspended: suspended.filter(|s| !s.is_none()).map(Bound::unbind),
+            database: database_alias(database.as_ref())?,
         })
     }
 
@@ -207,7 +234,7 @@ fn dict_or_none(
 #[pymethods]
 impl TenantInfo {
     #[new]
-    #[pyo3(signature = (tenant_id, name=None, settings=None, metadata=None, raw=None))]
+    #[pyo3(signature = (tenant_id, name=None, settings=None, metadata=None, raw=None, database=None))]
     fn new(
         py: Python<'_>,
         tenant_id: &Bound<'_, PyAny>,
@@ -215,6 +242,7 @@ impl TenantInfo {
         settings: Option<&Bound<'_, PyAny>>,
         metadata: Option<&Bound<'_, PyAny>>,
         raw: Option<&Bound<'_, PyAny>>,
+        database: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let id = id_from_py(tenant_id)?;
         let name = match name {
@@ -229,7 +257,18 @@ impl TenantInfo {
             metadata: dict_or_none(py, metadata, "metadata")?,
             raw: raw.filter(|r| !r.is_none()).map(|r| r.clone().unbind()),
             suspended: None,
+            database: database_alias(database)?,
         })
+    }
+
+    /// The database alias holding this tenant's rows, or None for the
+    /// default database (docs/postgresql.md#a-database-per-tenant).
+    #[getter]
+    fn database(&self, py: Python<'_>) -> Py<PyAny> {
+        match &self.database {
+            Some(d) => d.clone_ref(py).into_any(),
+            None => py.None(),
+        }
     }
 
     /// The suspension's reason (a str, possibly empty) when the registry
@@ -403,6 +442,9 @@ impl TenantInfo {
                 this.raw
                     .as_ref()
                     .map_or_else(|| py.None(), |r| r.clone_ref(py)),
+                this.database
+                    .as_ref()
+                    .map_or_else(|| py.None(), |d| d.clone_ref(py).into_any()),
             ],
         )?;
         PyTuple::new(py, [slf.get_type().into_any(), args.into_any()])
@@ -414,6 +456,7 @@ impl TenantInfo {
         visit.call(&self.metadata)?;
         visit.call(&self.raw)?;
         visit.call(&self.suspended)?;
+        visit.call(&self.database)?;
         Ok(())
     }
 
@@ -423,6 +466,7 @@ impl TenantInfo {
         self.metadata = None;
         self.raw = None;
         self.suspended = None;
+        self.database = None;
     }
 }
 

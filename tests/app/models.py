@@ -45,6 +45,11 @@ class Project(models.Model):
 class Tenant(AbstractTenant):
     """The registry model of the tests (TENANT_MODEL = "app.Tenant")."""
 
+    #: The tenant's database alias, '' for default (TENANT_DATABASE_FIELD,
+    #: tests/fleet_data/test_dedicated.py); a database default too, for inserts
+    #: naming their fields (tests/isolation/test_lifecycle_routes.py).
+    database = models.CharField(max_length=64, blank=True, default="", db_default="")
+
     class Meta:
         app_label = "app"
 

@@ -2,11 +2,13 @@
 
 ``EnableTenantRLS``  the migration operation that puts a table behind it;
 ``rls_bypass``       a block whose queries see every tenant's rows (audited);
-``rls_mode``         ``"off"``, ``"session"`` or ``"transaction"`` (``TENANT_RLS``).
+``rls_mode``         ``"off"``, ``"session"`` or ``"transaction"`` (``TENANT_RLS``);
+``TenantDatabaseRouter`` a database per tenant, ``database_for`` a tenant's alias.
 """
 
 from .operations import EnableTenantRLS
 from .rls import rls_mode
+from .router import TenantDatabaseRouter, database_for
 from .scope import BYPASS_SETTING, POLICY, TENANT_SETTING, rls_bypass
 
 __all__ = [
@@ -14,6 +16,8 @@ __all__ = [
     "POLICY",
     "TENANT_SETTING",
     "EnableTenantRLS",
+    "TenantDatabaseRouter",
+    "database_for",
     "rls_bypass",
     "rls_mode",
 ]

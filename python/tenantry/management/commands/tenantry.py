@@ -15,6 +15,8 @@ manage.py tenantry usage [--tenant ID] [--since HOURS] [--json]
 manage.py tenantry audit verify|export ID [--incarnation INC] [-o PATH] / audit prune
 manage.py tenantry export ID PATH
 manage.py tenantry import PATH [--as ID]
+manage.py tenantry migrate [--plan]
+manage.py tenantry move ID ALIAS [--grace SECONDS]
 
 Each subcommand lives in its own module of ``tenantry.management.subcommands``;
 this command only builds the parsers and dispatches.

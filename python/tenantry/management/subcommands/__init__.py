@@ -21,6 +21,8 @@ from . import (
     delete,
     domain,
     export,
+    migrate,
+    move,
     resume,
     rls,
     suspend,
@@ -47,6 +49,8 @@ SUBCOMMANDS = (
     audit,
     export,
     import_,
+    migrate,
+    move,
 )
 
 __all__ = ["SUBCOMMANDS"]
