@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "tests.dbapi",
     "tests.graph",
     "tests.reach",
+    "tests.collaboration",
 ]
 
 MIDDLEWARE = [

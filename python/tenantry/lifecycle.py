@@ -65,7 +65,7 @@ from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 from django.db.models.signals import pre_delete, pre_save
 from django.db.models.sql.query import Query
 
-from . import _core, access, audit, cache, conf, signals, suspension
+from . import _core, access, audit, cache, conf, sharing, signals, suspension
 from ._core import TenantInfo, TenantMismatchError, TenantNotFound, validate_tenant_id
 from .context import get_current_tenant, tenant_context
 from .db.scope import rls_bypass
@@ -591,6 +591,11 @@ def _clear_redis(certificate: Certificate, tenant: TenantInfo) -> None:
 def _finished(certificate: Certificate) -> None:
     # A suspension is the operator's note on this incarnation: it goes with it.
     suspension.clear(certificate.tenant_id)
+    # Grants it gave or received go too (docs/collaboration.md#deleting-a-tenant).
+    if not certificate.dry_run:
+        removed = sharing.clear(certificate.tenant_id)
+        if removed:
+            certificate.add("database", "tenantry.Grant", removed)
     invalidate_tenant(certificate.tenant_id)
     audit.emit(
         "tenant.deleted",
@@ -906,8 +911,10 @@ def _fresh_start(tenant_id: str) -> None:
             cache.clear_tenant(tenant_id)
         # Unbound too: the core refuses a bound tenant naming another.
         _core.purge_tenant_memory(tenant_id, False)
-        # A suspension of a deleted tenant with this id is not the new one's.
+        # A suspension of a deleted tenant with this id is not the new one's,
+        # nor a grant it gave or received.
         suspension.clear(tenant_id)
+        sharing.clear(tenant_id)
 
 
 def _guarded_fields(model: type[models.Model], id_field: str) -> set[str]:

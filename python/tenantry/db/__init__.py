@@ -1,11 +1,12 @@
 """PostgreSQL row-level security as the second wall (docs/postgresql.md).
 
 ``EnableTenantRLS``  the migration operation that puts a table behind it;
+``UpgradeTenantRLS`` adds the grant policies to a table put there before grants existed;
 ``rls_bypass``       a block whose queries see every tenant's rows (audited);
 ``rls_mode``         ``"off"``, ``"session"`` or ``"transaction"`` (``TENANT_RLS``).
 """
 
-from .operations import EnableTenantRLS
+from .operations import EnableTenantRLS, UpgradeTenantRLS
 from .rls import rls_mode
 from .scope import BYPASS_SETTING, POLICY, TENANT_SETTING, rls_bypass
 
@@ -14,6 +15,7 @@ __all__ = [
     "POLICY",
     "TENANT_SETTING",
     "EnableTenantRLS",
+    "UpgradeTenantRLS",
     "rls_bypass",
     "rls_mode",
 ]
