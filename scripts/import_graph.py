@@ -107,6 +107,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tenantry.impersonation",
             "tenantry.audit_trail",
             "tenantry.transfer",
+            "tenantry.sharing",
         ),
     ),
     # Hooking the first wall into Django (compilers, base managers, forms).

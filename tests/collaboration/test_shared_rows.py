@@ -65,9 +65,9 @@ def test_the_owners_other_rows_never_appear_through_related_lookups(rows, read_g
         assert list(board.card_set.all()) == []
         assert list(Board.objects.with_shared().filter(card__text__contains="acme")) == []
         assert list(
-            Board.objects.with_shared().exclude(card__text="nothing").values_list(
-                "card__text", flat=True
-            )
+            Board.objects.with_shared()
+            .exclude(card__text="nothing")
+            .values_list("card__text", flat=True)
         ) == [None, None]
         counted = Board.objects.with_shared().annotate(n=Count("card"))
         assert sorted(b.n for b in counted) == [0, 0]
@@ -185,9 +185,7 @@ def _write_paths(rows):
         )
 
     return {
-        name: fn
-        for name, fn in locals().items()
-        if callable(fn) and name not in ("rows", "pk")
+        name: fn for name, fn in locals().items() if callable(fn) and name not in ("rows", "pk")
     }
 
 

@@ -25,11 +25,17 @@ TABLE = "tenantry_grant"
 #: The policies ``EnableTenantRLS`` adds beside ``tenantry_isolation``.
 READ_POLICY = "tenantry_shared_read"
 WRITE_POLICY = "tenantry_shared_write"
-#: The policy of the grant table itself (tenantry.migrations.0003_grant).
+#: The trigger (and its function) that keeps a row's tenant column.
+KEEP_TENANT = "tenantry_keep_tenant"
+#: The policies of the grant table itself (tenantry.migrations.0003_grant):
+#: each party reads its grants; only tenantry's own code (the bypass) writes.
 GRANT_TABLE_POLICY = "tenantry_grant_parties"
+GRANT_TABLE_WRITE_POLICY = "tenantry_grant_writes"
 
 __all__ = [
     "GRANT_TABLE_POLICY",
+    "GRANT_TABLE_WRITE_POLICY",
+    "KEEP_TENANT",
     "READ_POLICY",
     "TABLE",
     "WRITE_POLICY",

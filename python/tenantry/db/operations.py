@@ -29,6 +29,11 @@ admit the rows another tenant granted to the bound one, and nothing else::
     tenantry_shared_read   FOR SELECT USING (<a live grant of the row to the tenant>)
     tenantry_shared_write  FOR UPDATE USING (<a live write grant>) WITH CHECK (<the same>)
 
+and a trigger, ``tenantry_keep_tenant``, refuses an UPDATE that changes the
+tenant column outside the bypass (permissive policies are OR-ed, so the
+write grant's USING and the isolation policy's WITH CHECK together would
+let the grantee take the row)
+
 (``tenantry.db.grants.granted``; the write check also keeps the row's
 tenant column, so a granted row never moves). No grant admits an INSERT or
 a DELETE. Policies made before the grant table existed are upgraded by
@@ -236,19 +241,49 @@ def grant_policies(model: Any, field: Any, quote: Any) -> tuple[str, ...]:
         )
 
     read, write = quote(grants.READ_POLICY), quote(grants.WRITE_POLICY)
+    column, keep = quote(field.column), quote(grants.KEEP_TENANT)
     return (
         *drop_grant_policies(model, quote),
         f"CREATE POLICY {read} ON {qtable} FOR SELECT USING ({condition(False)})",
         f"CREATE POLICY {write} ON {qtable} FOR UPDATE USING ({condition(True)}) "
         f"WITH CHECK ({condition(True)})",
+        # Permissive policies are OR-ed: the write grant's USING admits the
+        # old row and the isolation policy's WITH CHECK the new one, so an
+        # UPDATE could move a granted row to the grantee. No policy sees both
+        # rows; this trigger does: a tenant column changes only under the bypass.
+        _KEEP_TENANT_FUNCTION,
+        f"CREATE TRIGGER {keep} BEFORE UPDATE OF {column} ON {qtable} FOR EACH ROW "
+        f"WHEN (OLD.{column} IS DISTINCT FROM NEW.{column}) "
+        f"EXECUTE FUNCTION {grants.KEEP_TENANT}()",
     )
+
+
+#: Raises as PostgreSQL does for a WITH CHECK violation (SQLSTATE 42501, the
+#: table named), so the connection wrapper reports TenantMismatchError.
+_MOVE_REFUSED = (
+    "a row never moves to another tenant: new row violates row-level security policy "
+    f'"{grants.KEEP_TENANT}" for table "'
+)
+_KEEP_TENANT_FUNCTION = f"""CREATE OR REPLACE FUNCTION {grants.KEEP_TENANT}() RETURNS trigger
+LANGUAGE plpgsql AS $tenantry$
+BEGIN
+    IF current_setting('{BYPASS_SETTING}', true) = 'on' THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = '42501',
+        MESSAGE = '{_MOVE_REFUSED}' || TG_TABLE_NAME || '"';
+END
+$tenantry$"""
 
 
 def drop_grant_policies(model: Any, quote: Any) -> tuple[str, ...]:
     table = quote(model._meta.db_table)
-    return tuple(
-        f"DROP POLICY IF EXISTS {quote(name)} ON {table}"
-        for name in (grants.READ_POLICY, grants.WRITE_POLICY)
+    return (
+        *(
+            f"DROP POLICY IF EXISTS {quote(name)} ON {table}"
+            for name in (grants.READ_POLICY, grants.WRITE_POLICY)
+        ),
+        f"DROP TRIGGER IF EXISTS {quote(grants.KEEP_TENANT)} ON {table}",
     )
 
 
@@ -326,9 +361,11 @@ class UpgradeAllTenantRLS(Operation):
 
 class ProtectGrantTable(Operation):
     """The grant table behind row-level security when ``TENANT_RLS`` is on
-    as the migration runs: each party reads its grants; only tenantry's own
-    writes (``tenantry.sharing``, which runs with the bypass scope) change
-    them, so raw SQL of a tenant cannot forge, widen or move a grant."""
+    as the migration runs: each party reads its own grants (the policies of
+    the tables behind the wall read them as the bound tenant); only
+    tenantry's own writes (``tenantry.sharing``, under the bypass scope)
+    insert, change or delete one, so a tenant's raw SQL can neither forge,
+    widen, move nor quietly drop a grant."""
 
     reversible = True
     reduces_to_sql = True
@@ -345,15 +382,18 @@ class ProtectGrantTable(Operation):
     def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any):
         if not self._on(schema_editor):
             return
-        table, policy = grants.TABLE, grants.GRANT_TABLE_POLICY
+        table = grants.TABLE
+        parties, writes = grants.GRANT_TABLE_POLICY, grants.GRANT_TABLE_WRITE_POLICY
         tenant = f"current_setting('{TENANT_SETTING}', true)"
         bypass = f"current_setting('{BYPASS_SETTING}', true) = 'on'"
         for sql in (
             f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
             f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
-            f"DROP POLICY IF EXISTS {policy} ON {table}",
-            f"CREATE POLICY {policy} ON {table} USING (owner_tenant = {tenant} OR "
-            f"grantee_tenant = {tenant} OR {bypass}) WITH CHECK ({bypass})",
+            f"DROP POLICY IF EXISTS {parties} ON {table}",
+            f"DROP POLICY IF EXISTS {writes} ON {table}",
+            f"CREATE POLICY {parties} ON {table} FOR SELECT USING (owner_tenant = {tenant} OR "
+            f"grantee_tenant = {tenant} OR {bypass})",
+            f"CREATE POLICY {writes} ON {table} USING ({bypass}) WITH CHECK ({bypass})",
         ):
             schema_editor.execute(sql)
 
@@ -362,9 +402,10 @@ class ProtectGrantTable(Operation):
     ):
         if schema_editor.connection.vendor != "postgresql":
             return
-        table, policy = grants.TABLE, grants.GRANT_TABLE_POLICY
+        table = grants.TABLE
         for sql in (
-            f"DROP POLICY IF EXISTS {policy} ON {table}",
+            f"DROP POLICY IF EXISTS {grants.GRANT_TABLE_POLICY} ON {table}",
+            f"DROP POLICY IF EXISTS {grants.GRANT_TABLE_WRITE_POLICY} ON {table}",
             f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
             f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
         ):
