@@ -23,6 +23,7 @@ def main() -> int:
     from benchmarks import (
         bench_cache,
         bench_fleet,
+        bench_grants,
         bench_jobs,
         bench_lifecycle,
         bench_liveview,
@@ -61,6 +62,7 @@ def main() -> int:
         bench_liveview,
         bench_metrics,
         bench_rls,
+        bench_grants,
         bench_fleet,
         bench_jobs,
         bench_ratelimit,

@@ -284,6 +284,16 @@ class SharedWith(Lookup):
             grantee="%s", table="%s", pk=pk_sql, owner=lhs_sql, now="%s", write=write
         )
         params = [tenant.id, model._meta.db_table, *pk_params, *lhs_params, now]
+        if connection.vendor == "postgresql":
+            pick = grants.candidates(
+                grantee="%s",
+                table="%s",
+                pk=pk_sql,
+                pk_type=model._meta.pk.db_type(connection),
+                write=write,
+            )
+            exists = f"({pick} AND {exists})"
+            params = [*pk_params, tenant.id, model._meta.db_table, *params]
         if not own:
             return exists, params
         try:

@@ -1,5 +1,5 @@
 """Cross-tenant grants as SQL: the one condition that admits a granted row
-(docs/collaboration.md#how-a-granted-row-is-found).
+(docs/collaboration.md#reading-granted-rows).
 
 The ORM (``with_shared()``, writes through a write grant) and the
 row-level security policies (``EnableTenantRLS``) test a row against the
@@ -21,6 +21,8 @@ itself, so nothing outlives a revoke or an expiry (no cache).
 
 from __future__ import annotations
 
+from .scope import TENANT_SETTING
+
 TABLE = "tenantry_grant"
 #: The policies ``EnableTenantRLS`` adds beside ``tenantry_isolation``.
 READ_POLICY = "tenantry_shared_read"
@@ -32,14 +34,20 @@ KEEP_TENANT = "tenantry_keep_tenant"
 GRANT_TABLE_POLICY = "tenantry_grant_parties"
 GRANT_TABLE_WRITE_POLICY = "tenantry_grant_writes"
 
+#: The PostgreSQL function the grant policies call (``granted_function``).
+FUNCTION = "tenantry_granted"
+
 __all__ = [
+    "FUNCTION",
     "GRANT_TABLE_POLICY",
     "GRANT_TABLE_WRITE_POLICY",
     "KEEP_TENANT",
     "READ_POLICY",
     "TABLE",
     "WRITE_POLICY",
+    "candidates",
     "granted",
+    "granted_function",
 ]
 
 
@@ -50,17 +58,59 @@ def granted(
     pk: str,
     owner: str,
     now: str,
-    write: bool,
+    write: bool | str,
     alias: str = "tenantry_grant_row",
 ) -> str:
-    """The EXISTS condition above. Every argument but ``write`` and
-    ``alias`` is an SQL expression (a placeholder, a quoted column, a
-    literal) the caller made safe."""
+    """The EXISTS condition above. Every argument but ``alias`` is an SQL
+    expression (a placeholder, a quoted column, a literal) the caller made
+    safe; ``write`` may also be True or False."""
     g = alias
-    writable = f" AND {g}.can_write" if write else ""
+    if write is True:
+        writable = f" AND {g}.can_write"
+    elif write is False:
+        writable = ""
+    else:
+        writable = f" AND ({g}.can_write OR NOT {write})"
     return (
         f"EXISTS (SELECT 1 FROM {TABLE} {g} WHERE {g}.grantee_tenant = {grantee}"
         f" AND {g}.target_table = {table} AND {g}.object_pk = CAST({pk} AS text)"
         f" AND {g}.owner_key = CAST({owner} AS text){writable}"
         f" AND ({g}.expires_at IS NULL OR {g}.expires_at > {now}))"
+    )
+
+
+def candidates(*, grantee: str, table: str, pk: str, pk_type: str, write: bool) -> str:
+    """PostgreSQL: ``<pk> = ANY(ARRAY(<the keys granted to the tenant in
+    the table>))``, an uncorrelated sub-select the planner runs once and can
+    use with the primary key's index (a correlated EXISTS alone makes it
+    scan every tenant's rows). Only a pre-filter: ``granted`` still decides."""
+    g = "tenantry_grant_key"
+    writable = f" AND {g}.can_write" if write else ""
+    return (
+        f"{pk} = ANY(ARRAY(SELECT CAST({g}.object_pk AS {pk_type}) FROM {TABLE} {g}"
+        f" WHERE {g}.grantee_tenant = {grantee} AND {g}.target_table = {table}{writable}))"
+    )
+
+
+def granted_function() -> str:
+    """``CREATE FUNCTION tenantry_granted(table, pk, owner, write)``: the
+    condition above for the bound tenant (``tenantry.tenant_id``), as the
+    grant policies call it. A PL/pgSQL function, not inlined, so a policy
+    costs the planner one function call instead of a sub-plan, and its
+    query plan is prepared once per connection; it runs (as the calling
+    role, so the grant table's own policies hold) only for a row the
+    isolation policy did not already admit (policies are OR-ed in name
+    order, ``tenantry_isolation`` first)."""
+    body = granted(
+        grantee=f"current_setting('{TENANT_SETTING}', true)",
+        table="p_table",
+        pk="p_pk",
+        owner="p_owner",
+        now="now()",
+        write="p_write",
+    )
+    return (
+        f"CREATE OR REPLACE FUNCTION {FUNCTION}(p_table text, p_pk text, p_owner text, "
+        "p_write boolean) RETURNS boolean LANGUAGE plpgsql STABLE AS $tenantry$\n"
+        f"BEGIN\n    RETURN {body};\nEND\n$tenantry$"
     )

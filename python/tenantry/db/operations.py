@@ -34,8 +34,8 @@ tenant column outside the bypass (permissive policies are OR-ed, so the
 write grant's USING and the isolation policy's WITH CHECK together would
 let the grantee take the row)
 
-(``tenantry.db.grants.granted``; the write check also keeps the row's
-tenant column, so a granted row never moves). No grant admits an INSERT or
+(``tenantry.db.grants.granted``, called through the PL/pgSQL function
+``tenantry_granted``, which plans once per connection). No grant admits an INSERT or
 a DELETE. Policies made before the grant table existed are upgraded by
 tenantry's migration 0003 (every table then behind the wall) or by
 ``UpgradeTenantRLS("shop.Order", field="tenant_id")``; ``manage.py tenantry
@@ -167,7 +167,7 @@ class EnableTenantRLS(Operation):
                 f"CREATE POLICY {policy} ON {table} USING ({condition}) WITH CHECK ({condition})",
             )
             if _grant_table_exists(schema_editor):
-                statements += grant_policies(model, field, quote)
+                statements += grant_policies(model, field, quote, db_type)
         else:
             statements = (
                 *drop_grant_policies(model, quote),
@@ -219,7 +219,7 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def grant_policies(model: Any, field: Any, quote: Any) -> tuple[str, ...]:
+def grant_policies(model: Any, field: Any, quote: Any, db_type: str | None) -> tuple[str, ...]:
     """The statements that (re)create ``model``'s grant policies: a live
     grant of the row to the bound tenant admits it to SELECT; a live write
     grant admits it to UPDATE, and the updated row must still be granted
@@ -230,20 +230,24 @@ def grant_policies(model: Any, field: Any, quote: Any) -> tuple[str, ...]:
         return ()  # a child whose tenant column is a parent's: grants name such rows not
     qtable = quote(table)
 
+    pk = f"{qtable}.{quote(model._meta.pk.column)}"
+    owner = f"{qtable}.{quote(field.column)}"
+    # The tenant's own rows first: PostgreSQL ORs the policies in an order of
+    # its own (this one first, as it happens), and evaluates an OR from the
+    # left, so an own row never calls the function.
+    own = _condition(owner, db_type)
+
     def condition(write: bool) -> str:
-        return grants.granted(
-            grantee=f"current_setting('{TENANT_SETTING}', true)",
-            table=_literal(table),
-            pk=f"{qtable}.{quote(model._meta.pk.column)}",
-            owner=f"{qtable}.{quote(field.column)}",
-            now="now()",
-            write=write,
+        return (
+            f"{own} OR {grants.FUNCTION}({_literal(table)}, CAST({pk} AS text), "
+            f"CAST({owner} AS text), {'true' if write else 'false'})"
         )
 
     read, write = quote(grants.READ_POLICY), quote(grants.WRITE_POLICY)
     column, keep = quote(field.column), quote(grants.KEEP_TENANT)
     return (
         *drop_grant_policies(model, quote),
+        grants.granted_function(),
         f"CREATE POLICY {read} ON {qtable} FOR SELECT USING ({condition(False)})",
         f"CREATE POLICY {write} ON {qtable} FOR UPDATE USING ({condition(True)}) "
         f"WITH CHECK ({condition(True)})",
@@ -310,7 +314,8 @@ class UpgradeTenantRLS(EnableTenantRLS):
                     f"UpgradeTenantRLS({self.model!r}): the grant table does not exist yet; "
                     "add a dependency on ('tenantry', '0003_grant')"
                 )
-            statements = grant_policies(model, field, quote)
+            db_type = field.db_type(schema_editor.connection)
+            statements = grant_policies(model, field, quote, db_type)
         else:
             statements = drop_grant_policies(model, quote)
         for sql in statements:
@@ -336,8 +341,9 @@ class UpgradeAllTenantRLS(Operation):
         if connection.vendor != "postgresql":
             return
         quote = schema_editor.quote_name
-        for model, field in old_policy_tables(connection):
-            for sql in grant_policies(model, model._meta.get_field(field), quote):
+        for model, name in old_policy_tables(connection):
+            field = model._meta.get_field(name)
+            for sql in grant_policies(model, field, quote, field.db_type(connection)):
                 schema_editor.execute(sql)
 
     def database_backwards(
@@ -357,6 +363,9 @@ class UpgradeAllTenantRLS(Operation):
         quote = schema_editor.quote_name
         for policy, table in found:
             schema_editor.execute(f"DROP POLICY IF EXISTS {quote(policy)} ON {quote(table)}")
+        schema_editor.execute(
+            f"DROP FUNCTION IF EXISTS {grants.FUNCTION}(text, text, text, boolean)"
+        )
 
 
 class ProtectGrantTable(Operation):
