@@ -1441,7 +1441,8 @@ def writing_shared(queryset: Any, tenant: TenantInfo, values: dict[str, Any], ac
     model = queryset.model
     scope = owner_of(model)
     field = scope.field
-    for form in (field.name, field.attname):
+    pk = model._meta.pk
+    for form in (field.name, field.attname, "pk", pk.name, pk.attname):
         if form in values:
             refuse(
                 model,
@@ -1449,7 +1450,9 @@ def writing_shared(queryset: Any, tenant: TenantInfo, values: dict[str, Any], ac
                 values[form],
                 tenant,
                 action,
-                "a grant never moves a row to another tenant; leave the tenant field out",
+                "a grant never moves a row, to another tenant or another key; leave the "
+                f"tenant field and the primary key out, or write {model.__name__}.objects "
+                "without with_shared()",
             )
     refuse_read_only(queryset, tenant, action)
     token = _shared_write.set(True)

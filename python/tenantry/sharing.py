@@ -202,11 +202,12 @@ def grant(
             table = model._meta.concrete_model._meta.db_table
             object_pk = _object_pk(model, connection, row.pk)
             with _writing_grants():
-                if (
-                    Grant.objects.using(using)
-                    .filter(grantee_tenant=grantee.id, target_table=table, object_pk=object_pk)
-                    .exists()
-                ):
+                same = Grant.objects.using(using).filter(
+                    grantee_tenant=grantee.id, target_table=table, object_pk=object_pk
+                )
+                # An expired grant admits nothing: a new one takes its place.
+                same.filter(expires_at__lte=timezone.now()).delete()
+                if same.exists():
                     raise GrantRefused(
                         f"sharing.grant(): {model._meta.label} pk={row.pk!r} is already granted "
                         f"to {grantee.id!r}; revoke that grant first to change it"

@@ -176,6 +176,18 @@ def test_an_expired_grant_admits_nothing(rows):
         assert sharing.grants_received() == []
 
 
+def test_an_expired_grant_gives_way_to_a_new_one(rows):
+    with tenant_context("acme"):
+        sharing.grant(rows.shared, "globex", expires=timedelta(days=1))
+        with pytest.raises(GrantRefused, match="already granted"):
+            sharing.grant(rows.shared, "globex", write=True)
+    _expire_every_grant()
+    with tenant_context("acme"):
+        renewed = sharing.grant(rows.shared, "globex", write=True)
+    with rls_bypass(reason="test: every grant"):
+        assert list(Grant.objects.values_list("pk", "can_write")) == [(renewed.pk, True)]
+
+
 @pytest.mark.parametrize("deleted", ["acme", "globex"])
 def test_deleting_either_tenant_deletes_its_grants(rows, deleted):
     with tenant_context("acme"):

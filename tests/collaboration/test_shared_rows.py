@@ -273,7 +273,12 @@ def test_a_write_grant_never_moves_the_row(rows, write_grant):
         board.tenant_id = "globex"
         with pytest.raises(TenantMismatchError), transaction.atomic():
             board.save()
-        for values in ({"tenant_id": "globex"}, {"tenant_id": "initech"}):
+        for values in (
+            {"tenant_id": "globex"},
+            {"tenant_id": "initech"},
+            {"pk": rows.secret.pk + 1000},
+            {"id": rows.secret.pk + 1000},
+        ):
             with pytest.raises(TenantMismatchError), transaction.atomic():
                 Board.objects.with_shared().filter(pk=rows.shared.pk).update(**values)
         board = _shared(rows.shared.pk)
