@@ -235,7 +235,16 @@ def test_a_plain_manager_writes_no_granted_row(rows, grant):
 
 
 @pytest.mark.parametrize(
-    "path", ["save", "save_update_fields", "asave", "update", "aupdate", "update_or_create"]
+    "path",
+    [
+        "save",
+        "save_update_fields",
+        "asave",
+        "update",
+        "aupdate",
+        "update_or_create",
+        "aupdate_or_create",
+    ],
 )
 def test_a_write_grant_allows_updating_the_rows_fields(rows, write_grant, path):
     with tenant_context("globex"):
@@ -326,8 +335,29 @@ def _references(rows):
     def fk_bulk_create():
         Card.objects.bulk_create([Card(text="globex-card", board_id=rows.shared.pk)])
 
+    def fk_bulk_update():
+        card = Card.objects.create(text="globex-card")
+        card.board_id = rows.shared.pk
+        Card.objects.bulk_update([card], ["board"])
+
+    def fk_update_or_create():
+        Card.objects.update_or_create(text="globex-card", defaults={"board": rows.shared})
+
+    def fk_async_create():
+        async def create():
+            await Card.objects.acreate(text="globex-card", board=rows.shared)
+
+        async_to_sync(create)()
+
     def m2m_add():
         Card.objects.create(text="globex-card").labels.add(rows.label)
+
+    def m2m_set():
+        Card.objects.create(text="globex-card").labels.set([rows.label.pk])
+
+    def m2m_through():
+        card = Card.objects.create(text="globex-card")
+        Card.labels.through.objects.create(card=card, label_id=rows.label.pk)
 
     def gfk_create():
         Pin.objects.create(target=rows.shared)
@@ -346,7 +376,12 @@ REFERENCES = [
     "fk_save",
     "fk_update",
     "fk_bulk_create",
+    "fk_bulk_update",
+    "fk_update_or_create",
+    "fk_async_create",
     "m2m_add",
+    "m2m_set",
+    "m2m_through",
     "gfk_create",
     "gfk_columns",
 ]
