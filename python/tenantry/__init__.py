@@ -66,6 +66,7 @@ _LAZY: dict[str, str] = {
     "TenantQuerySet": ".managers",
     "invalidate_tenant": ".registry",
     "delete_tenant": ".lifecycle",
+    "Grant": ".models",
     "expire_live_admissions": ".access",
     "TenantAwareBackendMixin": ".presence",
     "TenantAwareMemoryBackend": ".presence",

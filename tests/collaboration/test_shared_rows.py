@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import Count, Prefetch
 
 from tenantry import TenantMismatchError, sharing, tenant_context
+from tests.app.models import Note
 from tests.collaboration.conftest import titles
 from tests.collaboration.models import Board, Card, Label, Pin
 
@@ -412,3 +413,25 @@ def test_a_write_grant_of_one_row_lets_no_reference_to_another(rows, write_grant
     secret.shared, secret.label = rows.secret, rows.secret_label
     with tenant_context("globex"), pytest.raises(TenantMismatchError), transaction.atomic():
         _references(secret)[path]()
+
+
+def test_a_tenant_field_that_is_a_foreign_key_to_the_registry(tenants):
+    """app.Note is scoped by ``org``, a foreign key to the registry row: the
+    grant's owner key is the column's value (the row's key), not the id."""
+    with tenant_context("acme"):
+        shared = Note.objects.create(text="acme-shared-note")
+        Note.objects.create(text="acme-secret-note")
+        sharing.grant(shared, "globex", write=True)
+    with tenant_context("globex"):
+        Note.objects.create(text="globex-note")
+        notes = Note.objects.with_shared()
+        assert sorted(n.text for n in notes) == ["acme-shared-note", "globex-note"]
+        assert Note.objects.count() == 1
+        note = notes.get(pk=shared.pk)
+        note.text = "edited"
+        note.save()
+        note.org = tenants["globex"]
+        with pytest.raises(TenantMismatchError), transaction.atomic():
+            note.save()
+    with tenant_context("acme"):
+        assert Note.objects.get(pk=shared.pk).text == "edited"
