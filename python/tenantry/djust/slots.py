@@ -21,3 +21,4 @@ def tenantry_tenant_bound() -> bool:
     own ``TenantInfo`` in the same variable (or nothing, over HTTP): such a
     caller is djust's, and keeps djust's own backends."""
     return type(_current.get()) is TenantInfo
+
