@@ -278,6 +278,12 @@ class SharedWith(Lookup):
         model = field.model._meta.concrete_model
         tenant = reading_tenant(mode, model._meta.label)
         lhs_sql, lhs_params = compiler.compile(self.lhs)
+        if not access.served(tenant.id):
+            # Deactivated or suspended: its grants admit nothing while it is
+            # (docs/collaboration.md#a-grantee-deactivated-or-suspended).
+            if not own:
+                return "1 = 0", []
+            return _own_rows(field, tenant, lhs_sql, lhs_params, connection)
         pk_sql, pk_params = compiler.compile(model._meta.pk.get_col(self.lhs.alias))
         now = models.DateTimeField().get_db_prep_value(timezone.now(), connection)
         exists = grants.granted(
@@ -296,13 +302,22 @@ class SharedWith(Lookup):
             params = [*pk_params, tenant.id, model._meta.db_table, *params]
         if not own:
             return exists, params
-        try:
-            value = field.get_db_prep_value(
-                field.get_prep_value(column_value(field, tenant)), connection, prepared=True
-            )
-        except (TypeError, ValueError, ValidationError):
-            return exists, params  # the tenant's value cannot be in this column
-        return f"({lhs_sql} = %s OR {exists})", [*lhs_params, value, *params]
+        mine, mine_params = _own_rows(field, tenant, lhs_sql, lhs_params, connection)
+        return f"({mine} OR {exists})", [*mine_params, *params]
+
+
+def _own_rows(
+    field: Any, tenant: TenantInfo, lhs_sql: str, lhs_params: list[Any], connection: Any
+) -> tuple[str, list[Any]]:
+    """``<tenant column> = <tenant>`` as SQL (``1 = 0`` when the tenant's
+    value cannot be in this column)."""
+    try:
+        value = field.get_db_prep_value(
+            field.get_prep_value(column_value(field, tenant)), connection, prepared=True
+        )
+    except (TypeError, ValueError, ValidationError):
+        return "1 = 0", []
+    return f"{lhs_sql} = %s", [*lhs_params, value]
 
 
 def reading_tenant(mode: Any, label: str) -> TenantInfo:

@@ -396,6 +396,12 @@ def _delete_rows(
         )
         for alias in aliases:
             stack.enter_context(transaction.atomic(using=alias))
+        if not certificate.dry_run:
+            # Counted here: deleting the rows would remove the grants of
+            # them without a count (sharing.forget_deleted_rows).
+            removed = sharing.clear(tenant.id)
+            if removed:
+                certificate.add("database", "tenantry.Grant", removed)
         for entry in entries:
             rows = _owned_rows(entry, tenant)
             if rows is None:
@@ -710,12 +716,17 @@ _plain_collector_delete = Collector.delete
 
 def _collector_delete(self: Collector) -> Any:
     """``Collector.delete()`` — every ORM deletion: ``Model.delete()``,
-    ``QuerySet.delete()``, their async forms, cascades, the admin — raises
+    ``QuerySet.delete()``, their async forms, cascades, the admin — removes
+    the grants of the rows it deletes (``sharing.forget_deleted_rows``) and raises
     ``DeletionIncomplete`` once its transaction is over when a store failed
     while a registry row was deleted: never a silent success."""
     token = _unfinished.set([])
     try:
-        result = _plain_collector_delete(self)
+        # One transaction: a deletion refused (a guard's pre_delete) or rolled
+        # back keeps the grants of its rows.
+        with transaction.atomic(using=self.using, savepoint=False):
+            sharing.forget_deleted_rows(self)
+            result = _plain_collector_delete(self)
         unfinished = _unfinished.get()
     finally:
         _unfinished.reset(token)

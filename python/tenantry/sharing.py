@@ -27,7 +27,7 @@ module uses.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +35,7 @@ from typing import Any
 from django.db import connections, models, router, transaction
 from django.utils import timezone
 
-from . import _core, audit, suspension
+from . import _core, access, audit, suspension
 from ._core import TenantInfo
 from .context import get_current_tenant
 from .db.scope import BYPASS, scoped_as
@@ -44,7 +44,15 @@ from .graph import scope_of
 from .isolation import column_value
 from .models import Grant, _granting
 
-__all__ = ["Grant", "clear", "grant", "grants_given", "grants_received", "revoke"]
+__all__ = [
+    "Grant",
+    "clear",
+    "forget_deleted_rows",
+    "grant",
+    "grants_given",
+    "grants_received",
+    "revoke",
+]
 
 
 @contextmanager
@@ -88,7 +96,8 @@ def _grantee(to_tenant: Any, owner: TenantInfo) -> TenantInfo:
             f"sharing.grant(): tenant {tenant_id!r} is unknown or inactive; grant only to a "
             "tenant the registry knows and serves"
         )
-    if suspension.is_suspended(tenant_id):
+    # From the database, not the registry's cache: a suspension this moment.
+    if suspension.is_suspended(tenant_id) or not access.served(tenant_id):
         raise GrantRefused(f"sharing.grant(): tenant {tenant_id!r} is suspended; resume it first")
     if not _same_database(owner, found):
         raise GrantRefused(
@@ -299,3 +308,48 @@ def clear(tenant_id: str, using: str | None = None) -> int:
         )
         deleted, _ = rows.delete()
     return deleted
+
+
+#: Primary keys per DELETE of the grants of deleted rows (SQLite allows 999
+#: parameters a statement; two are the table's name and the batch's own).
+_FORGET_BATCH = 500
+
+
+def forget_deleted_rows(collector: Any) -> int:
+    """Delete the grants of the rows ``collector`` (a Django ``Collector``,
+    every ORM deletion: ``Model.delete()``, ``QuerySet.delete()``, their
+    async forms, cascades, the admin) is about to delete, in its
+    transaction (``tenantry.lifecycle`` calls it inside one, so a deletion
+    refused or rolled back keeps them). A grant names a row by its primary
+    key: left behind, it would admit whatever row takes that key next
+    (SQLite reuses the highest key; any database takes an explicit one)
+    (docs/collaboration.md#deleting-a-granted-row). One query per table
+    and batch of keys; none for models no tenant owns. The number removed."""
+    tables: dict[str, set[str]] = {}
+    connection = connections[collector.using]
+
+    def add(model: Any, pks: Iterable[Any]) -> None:
+        if model._meta.app_label == "tenantry" or scope_of(model) is None:
+            return
+        concrete = model._meta.concrete_model
+        keys = tables.setdefault(concrete._meta.db_table, set())
+        keys.update(_object_pk(concrete, connection, pk) for pk in pks if pk is not None)
+
+    for model, instances in collector.data.items():
+        add(model, (obj.pk for obj in instances))
+    for queryset in collector.fast_deletes:  # none while a delete signal listens; kept whole
+        if queryset.model._meta.app_label != "tenantry" and scope_of(queryset.model):
+            with scoped_as(BYPASS):
+                add(queryset.model, list(queryset.values_list("pk", flat=True)))
+    removed = 0
+    with _writing_grants():
+        for table, keys in tables.items():
+            ordered = sorted(keys)
+            for start in range(0, len(ordered), _FORGET_BATCH):
+                batch = ordered[start : start + _FORGET_BATCH]
+                found = Grant.objects.using(collector.using).filter(
+                    target_table=table, object_pk__in=batch
+                )
+                deleted, _ = found.delete()
+                removed += deleted
+    return removed
