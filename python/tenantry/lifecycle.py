@@ -397,11 +397,7 @@ def _delete_rows(
         for alias in aliases:
             stack.enter_context(transaction.atomic(using=alias))
         if not certificate.dry_run:
-            # Counted here: deleting the rows would remove the grants of
-            # them without a count (sharing.forget_deleted_rows).
-            removed = sharing.clear(tenant.id)
-            if removed:
-                certificate.add("database", "tenantry.Grant", removed)
+            _clear_grants(certificate)  # counted here: the rows' deletion would not count them
         for entry in entries:
             rows = _owned_rows(entry, tenant)
             if rows is None:
@@ -594,14 +590,22 @@ def _clear_redis(certificate: Certificate, tenant: TenantInfo) -> None:
         certificate.add(store, where, count)
 
 
+def _clear_grants(certificate: Certificate) -> None:
+    """Remove every grant the tenant gave or received, counted on the
+    certificate; as trusted code (no tenant bound: ``sharing.clear`` refuses
+    a bound tenant)."""
+    with tenant_context(None, must_exist=False):
+        removed = sharing.clear(certificate.tenant_id)
+    if removed:
+        certificate.add("database", "tenantry.Grant", removed)
+
+
 def _finished(certificate: Certificate) -> None:
     # A suspension is the operator's note on this incarnation: it goes with it.
     suspension.clear(certificate.tenant_id)
     # Grants it gave or received go too (docs/collaboration.md#deleting-a-tenant).
     if not certificate.dry_run:
-        removed = sharing.clear(certificate.tenant_id)
-        if removed:
-            certificate.add("database", "tenantry.Grant", removed)
+        _clear_grants(certificate)
     invalidate_tenant(certificate.tenant_id)
     audit.emit(
         "tenant.deleted",

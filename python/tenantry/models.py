@@ -8,12 +8,14 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FullResultSet, ValidationError
 from django.db import models
+from django.db.models import F, Lookup
 from django.utils import timezone
 
 from . import conf
 from ._core import is_valid_tenant_id, normalize_domain
+from .context import get_current_tenant
 from .exceptions import AuditTrailProtected, GrantProtected
 from .registry import (
     domain_tenant_id_problem,
@@ -323,6 +325,39 @@ class GrantRows(models.QuerySet):
     delete.alters_data = True  # type: ignore[attr-defined]
 
 
+class _GrantParties(Lookup):
+    """``owner_tenant = <bound> OR grantee_tenant = <bound>``, read when the
+    query runs: a bound tenant sees only the grants it gave or received,
+    on every database (the PostgreSQL policy ``tenantry_grant_parties`` says
+    the same); trusted code (none bound) and ``tenantry.sharing``'s own
+    writes see them all (docs/collaboration.md#the-grant-table)."""
+
+    lookup_name = "tenantry_grant_parties"
+    prepare_rhs = False
+
+    def __init__(self) -> None:
+        super().__init__(F("owner_tenant"), None)
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        tenant = get_current_tenant()
+        if tenant is None or _granting.get():
+            raise FullResultSet
+        owner_sql, owner_params = compiler.compile(self.lhs)
+        grantee = self.lhs.target.model._meta.get_field("grantee_tenant").get_col(self.lhs.alias)
+        grantee_sql, grantee_params = compiler.compile(grantee)
+        return (
+            f"({owner_sql} = %s OR {grantee_sql} = %s)",
+            [*owner_params, tenant.id, *grantee_params, tenant.id],
+        )
+
+
+class GrantManager(models.Manager.from_queryset(GrantRows)):  # type: ignore[misc]
+    """Every grant query keeps to the bound tenant's grants (:class:`_GrantParties`)."""
+
+    def get_queryset(self) -> GrantRows:
+        return super().get_queryset().filter(_GrantParties())
+
+
 class Grant(models.Model):
     """Tenant ``owner_tenant`` lets ``grantee_tenant`` read (``can_write``:
     also update) one row: ``object_pk`` of ``target_table``
@@ -343,7 +378,7 @@ class Grant(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(editable=False)
 
-    objects = GrantRows.as_manager()
+    objects = GrantManager()
 
     class Meta:
         app_label = "tenantry"

@@ -174,6 +174,11 @@ def grant(
             "sharing.grant() needs the owning tenant bound (tenant_context(<owner>)); none is"
         )
     if isinstance(obj, models.QuerySet):
+        if not issubclass(obj._iterable_class, models.query.ModelIterable):
+            raise GrantRefused(
+                f"sharing.grant() takes a queryset of {obj.model._meta.label} rows, not one of "
+                "values()/values_list() (drop those calls)"
+            )
         model, rows = obj.model, None
     elif isinstance(obj, models.Model):
         model, rows = type(obj), [obj]
@@ -286,10 +291,17 @@ def grants_received(tenant: TenantInfo | str | None = None) -> list[Grant]:
 
 
 def _grants(column: str, tenant: Any) -> list[Grant]:
-    tenant = get_current_tenant() if tenant is None else tenant
+    bound = get_current_tenant()
+    tenant = bound if tenant is None else tenant
     if tenant is None:
         raise GrantRefused("no tenant given and none is bound")
     tenant_id = tenant.id if isinstance(tenant, TenantInfo) else str(tenant)
+    if bound is not None and bound.id != tenant_id:
+        # Who shares what with whom is the two parties' business only.
+        raise GrantRefused(
+            f"sharing.grants_given/grants_received({tenant_id!r}): tenant {bound.id!r} is "
+            "bound; a tenant lists only its own grants (trusted code: bind none)"
+        )
     now = timezone.now()
     with scoped_as(BYPASS):
         return [
@@ -301,7 +313,17 @@ def _grants(column: str, tenant: Any) -> list[Grant]:
 
 def clear(tenant_id: str, using: str | None = None) -> int:
     """Remove every grant ``tenant_id`` gave or received (its deletion, or a
-    new tenant taking its id); the number removed."""
+    new tenant taking its id); the number removed. Trusted code only: with a
+    tenant bound (any, even ``tenant_id``: a grantee would drop grants
+    without their owner's audit) it is refused; a tenant ends a grant with
+    :func:`revoke`."""
+    bound = get_current_tenant()
+    if bound is not None:
+        raise GrantRefused(
+            f"sharing.clear({tenant_id!r}) is refused while tenant {bound.id!r} is bound: it "
+            "removes a tenant's grants when the tenant is deleted (tenantry.lifecycle); end "
+            "one grant with sharing.revoke() as its owner"
+        )
     with _writing_grants():
         rows = Grant.objects.using(using).filter(
             models.Q(owner_tenant=tenant_id) | models.Q(grantee_tenant=tenant_id)

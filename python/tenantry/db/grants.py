@@ -60,10 +60,12 @@ def granted(
     now: str,
     write: bool | str,
     alias: str = "tenantry_grant_row",
+    source: str = TABLE,
 ) -> str:
     """The EXISTS condition above. Every argument but ``alias`` is an SQL
     expression (a placeholder, a quoted column, a literal) the caller made
-    safe; ``write`` may also be True or False."""
+    safe; ``write`` may also be True or False; ``source`` names the grant
+    table (schema-qualified in the policies' function)."""
     g = alias
     if write is True:
         writable = f" AND {g}.can_write"
@@ -72,7 +74,7 @@ def granted(
     else:
         writable = f" AND ({g}.can_write OR NOT {write})"
     return (
-        f"EXISTS (SELECT 1 FROM {TABLE} {g} WHERE {g}.grantee_tenant = {grantee}"
+        f"EXISTS (SELECT 1 FROM {source} {g} WHERE {g}.grantee_tenant = {grantee}"
         f" AND {g}.target_table = {table} AND {g}.object_pk = CAST({pk} AS text)"
         f" AND {g}.owner_key = CAST({owner} AS text){writable}"
         f" AND ({g}.expires_at IS NULL OR {g}.expires_at > {now}))"
@@ -108,9 +110,30 @@ def granted_function() -> str:
         owner="p_owner",
         now="now()",
         write="p_write",
+        source=_SCHEMA + "." + TABLE,
     )
-    return (
+    # The grant table is named with its schema (the migrating connection's,
+    # where Django made it) and the function's search_path is pinned: a
+    # session's temporary table named tenantry_grant (pg_temp is searched
+    # first) or a schema put first in its search_path forges no grant
+    # (docs/collaboration.md#postgresql). The DO block fills in the schema.
+    create = (
         f"CREATE OR REPLACE FUNCTION {FUNCTION}(p_table text, p_pk text, p_owner text, "
-        "p_write boolean) RETURNS boolean LANGUAGE plpgsql STABLE AS $tenantry$\n"
+        "p_write boolean) RETURNS boolean LANGUAGE plpgsql STABLE "
+        "SET search_path = pg_catalog, pg_temp AS $tenantry$\n"
         f"BEGIN\n    RETURN {body};\nEND\n$tenantry$"
     )
+    before, after = create.split(_SCHEMA)
+    return (
+        f"DO $tenantry_do$\nBEGIN\n    EXECUTE {_literal(before)} || "
+        f"quote_ident(current_schema()) || {_literal(after)};\nEND\n$tenantry_do$"
+    )
+
+
+#: Where ``granted_function`` puts the grant table's schema (no ``%``: the
+#: statement goes through ``schema_editor.execute``, which formats ``%``).
+_SCHEMA = "\x00schema\x00"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
