@@ -101,9 +101,7 @@ def rls_on(settings):
 
 
 @pytest.mark.postgres
-def test_pg_a_temporary_table_named_like_the_grant_table_forges_no_grant(
-    rls_on, rows, read_grant
-):
+def test_pg_a_temporary_table_named_like_the_grant_table_forges_no_grant(rls_on, rows, read_grant):
     """pg_temp is searched first for relations: the policies' function names
     the grant table with its schema and pins its search_path."""
     with tenant_context("globex"):
