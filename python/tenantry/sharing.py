@@ -39,7 +39,7 @@ from . import _core, access, audit, suspension
 from ._core import TenantInfo
 from .context import get_current_tenant
 from .db.scope import BYPASS, scoped_as
-from .exceptions import GrantRefused
+from .exceptions import GrantProtected, GrantRefused
 from .graph import scope_of
 from .isolation import column_value
 from .models import Grant, _granting
@@ -51,6 +51,7 @@ __all__ = [
     "grant",
     "grants_given",
     "grants_received",
+    "on_write",
     "revoke",
 ]
 
@@ -375,3 +376,19 @@ def forget_deleted_rows(collector: Any) -> int:
                 deleted, _ = found.delete()
                 removed += deleted
     return removed
+
+
+def on_write(query: Any, kind: str) -> None:
+    """Every INSERT, UPDATE and DELETE the ORM sends (``tenantry.wall``'s
+    compilers): one of the grant table outside this module's own writes
+    raises ``GrantProtected``. The wall of the grant table on every
+    database: ``save_base()`` (deserializers, ``loaddata``), ``_raw_delete()``
+    and any other route to the compilers, not only the manager's methods
+    (docs/collaboration.md#the-grant-table)."""
+    model = getattr(query, "model", None)
+    if model is None or model._meta.concrete_model is not Grant or _granting.get():
+        return
+    raise GrantProtected(
+        f"tenantry.Grant: an {kind.upper()} of the grant table is refused; grants are made "
+        "and removed only by tenantry.sharing.grant() and tenantry.sharing.revoke()"
+    )

@@ -11,7 +11,8 @@ Installed once by ``TenantryConfig.ready``:
   :func:`tenantry.lifecycle.on_insert` sees every new registry row (an id
   that still holds data cleared first, a new incarnation, then a fresh start)
   and :func:`tenantry.lifecycle.on_update` every changed one (with a tenant
-  bound, its own row only);
+  bound, its own row only), and :func:`tenantry.sharing.on_write` refuses
+  every write of the grant table but ``tenantry.sharing``'s own;
 * ``Model._save_table``, to tell those hooks which instance a ``save()`` is
   writing (so a reference unchanged since the row was read is not looked up),
   and when it is ``loaddata``'s (``raw``: fixtures are trusted);
@@ -47,7 +48,7 @@ from django.db.models.sql.query import Query
 from django.forms.models import BaseModelFormSet, ModelChoiceField
 from django.utils.functional import cached_property
 
-from . import impersonation, isolation, joins, lifecycle
+from . import impersonation, isolation, joins, lifecycle, sharing
 from .managers import tenant_base_manager
 
 __all__ = ["install"]
@@ -61,6 +62,7 @@ def _install_compilers() -> None:
 
     def insert_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         isolation.on_insert(self.query, self)
+        sharing.on_write(self.query, "insert")
         impersonation.on_write(self.query, "insert")
         started = lifecycle.on_insert(self.query, self)
         result = insert(self, *args, **kwargs)
@@ -70,12 +72,14 @@ def _install_compilers() -> None:
 
     def update_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         isolation.on_update(self.query, self)
+        sharing.on_write(self.query, "update")
         lifecycle.on_update(self.query, self)
         impersonation.on_write(self.query, "update")
         return update(self, *args, **kwargs)
 
     def delete_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         isolation.on_delete(self.query, self)
+        sharing.on_write(self.query, "delete")
         impersonation.on_write(self.query, "delete")
         return SQLCompiler.execute_sql(self, *args, **kwargs)
 

@@ -5,9 +5,11 @@ the red team's findings on grants, each as the attack it was."""
 from __future__ import annotations
 
 import pytest
+from django.core import serializers
 from django.db import connection, transaction
+from django.utils import timezone
 
-from tenantry import GrantRefused, TenantMismatchError, sharing, tenant_context
+from tenantry import GrantProtected, GrantRefused, TenantMismatchError, sharing, tenant_context
 from tenantry.db import rls_bypass
 from tenantry.models import Grant
 from tests.collaboration.conftest import titles
@@ -137,3 +139,50 @@ def test_pg_a_temporary_table_named_like_the_grant_table_forges_no_grant(rls_on,
     assert "acme-secret" not in orm and "pwned" not in orm
     with tenant_context("acme"):
         assert Board.objects.get(pk=rows.secret.pk).title == "acme-secret"
+
+
+# -- the grant table's wall is the SQL compilers, not the manager's methods ---------------
+
+
+def test_a_deserialized_grant_is_refused(rows):
+    """Django's deserializer saves through ``save_base(raw=True)``, past
+    ``Grant.save()`` and the manager: the compilers refuse it."""
+    forged = Grant(
+        owner_tenant="acme",
+        grantee_tenant="globex",
+        target_model="collaboration.Board",
+        target_table="collaboration_board",
+        object_pk=str(rows.secret.pk),
+        owner_key="acme",
+        can_write=True,
+        created_at=timezone.now(),
+    )
+    data = serializers.serialize("json", [forged])
+    for who in ("globex", None):
+        with tenant_context(who, must_exist=False):
+            with pytest.raises(GrantProtected, match="INSERT"), transaction.atomic():
+                for obj in serializers.deserialize("json", data):
+                    obj.save()
+    assert _stored() == []
+    with tenant_context("globex"):
+        assert titles(Board.objects.with_shared()) == ["globex-own"]
+
+
+@pytest.mark.parametrize("who", ["globex", "initech", None])
+def test_no_save_base_or_raw_delete_changes_a_grant(rows, read_grant, who):
+    with tenant_context(who, must_exist=False):
+        mine = Grant.objects.get(pk=read_grant.pk) if who != "initech" else read_grant
+        mine.can_write = True
+        with pytest.raises(GrantProtected, match="UPDATE"), transaction.atomic():
+            mine.save_base()
+        with pytest.raises(GrantProtected, match="UPDATE"), transaction.atomic():
+            mine.save_base(raw=True)
+        with pytest.raises(GrantProtected, match="DELETE"), transaction.atomic():
+            Grant.objects.filter(pk=read_grant.pk)._raw_delete(Grant.objects.db)
+    with rls_bypass(reason="test: as stored"):
+        stored = Grant.objects.get(pk=read_grant.pk)
+    assert stored.can_write is False
+    # sharing itself still revokes.
+    with tenant_context("acme"):
+        sharing.revoke(read_grant)
+    assert _stored() == []
