@@ -4,6 +4,8 @@ the red team's findings on grants, each as the attack it was."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core import serializers
 from django.db import connection, transaction
@@ -171,7 +173,7 @@ def test_a_deserialized_grant_is_refused(rows):
 @pytest.mark.parametrize("who", ["globex", "initech", None])
 def test_no_save_base_or_raw_delete_changes_a_grant(rows, read_grant, who):
     with tenant_context(who, must_exist=False):
-        mine = Grant.objects.get(pk=read_grant.pk) if who != "initech" else read_grant
+        mine = Grant.objects.get(pk=read_grant.pk) if who == "globex" else read_grant
         mine.can_write = True
         with pytest.raises(GrantProtected, match="UPDATE"), transaction.atomic():
             mine.save_base()
@@ -186,3 +188,23 @@ def test_no_save_base_or_raw_delete_changes_a_grant(rows, read_grant, who):
     with tenant_context("acme"):
         sharing.revoke(read_grant)
     assert _stored() == []
+
+
+@pytest.mark.postgres
+def test_pg_an_expired_grant_admits_nothing_inside_an_older_transaction(rls_on, rows):
+    """The test's transaction began before the grant expires: the policies
+    compare the statement's time, not the transaction's."""
+    with tenant_context("acme"):
+        sharing.grant(rows.shared, "globex", write=True, expires=timedelta(hours=1))
+    with rls_bypass(reason="test: time passes"), connection.cursor() as cursor:
+        cursor.execute("UPDATE tenantry_grant SET expires_at = clock_timestamp()")
+        cursor.execute("SELECT pg_sleep(0.05)")
+    with tenant_context("globex"):
+        assert titles(Board.objects.with_shared()) == ["globex-own"]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT title FROM collaboration_board ORDER BY title")
+            assert cursor.fetchall() == [("globex-own",)]
+            cursor.execute(
+                "UPDATE collaboration_board SET title = 'late' WHERE id = %s", [rows.shared.pk]
+            )
+            assert cursor.rowcount == 0

@@ -108,7 +108,10 @@ def granted_function() -> str:
         table="p_table",
         pk="p_pk",
         owner="p_owner",
-        now="now()",
+        # The statement's start, not the transaction's (now()): a grant that
+        # expires inside a long transaction stops at its next statement, as
+        # the ORM's condition (the time the query was compiled) does.
+        now="statement_timestamp()",
         write="p_write",
         source=_SCHEMA + "." + TABLE,
     )
