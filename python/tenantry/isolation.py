@@ -767,10 +767,22 @@ def _check_targets(
     to = field.target_field.attname
     rows = _rows(target.model).filter(**{f"{to}__in": list(keys)}).values_list(to, target.attname)
     good = {str(value) for value, owner in _fetch(rows) if _key(target.field, owner) == expected}
-    if keys - good and to == target.model._meta.pk.attname:
+    if keys - good and _may_refer_across(model, field, target):
         good |= _write_granted(target, tenant, keys - good)
     for key in sorted(keys - good):
         _refuse_reference(model, field, _Row(target.label, key), target, tenant, action)
+
+
+def _may_refer_across(model: Any, field: Any, target: Scope) -> bool:
+    """Whether ``field`` may name another tenant's row through a write grant
+    (docs/collaboration.md#references): by its primary key, and clearable
+    when the owner deletes the row (``sharing.detach_references`` sets it to
+    NULL), so a grantee never blocks the owner's deletion: a nullable
+    ForeignKey/OneToOne, or a many-to-many link (an auto-created through
+    row goes with either end)."""
+    return field.target_field.attname == target.model._meta.pk.attname and (
+        field.null or model._meta.auto_created
+    )
 
 
 def _check_shared(

@@ -398,6 +398,13 @@ def _delete_rows(
             stack.enter_context(transaction.atomic(using=alias))
         if not certificate.dry_run:
             _clear_grants(certificate)  # counted here: the rows' deletion would not count them
+            # Other tenants' references made through write grants: cleared
+            # first, so they neither block the deletion nor are deleted by it.
+            for entry in entries:
+                rows = _owned_rows(entry, tenant)
+                if rows is not None:
+                    pks = list(rows.values_list("pk", flat=True))
+                    sharing.detach_references(entry.model, pks, tenant, rows.db)
         for entry in entries:
             rows = _owned_rows(entry, tenant)
             if rows is None:

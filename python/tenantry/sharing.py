@@ -37,16 +37,17 @@ from django.utils import timezone
 
 from . import _core, access, audit, suspension
 from ._core import TenantInfo
-from .context import get_current_tenant
+from .context import get_current_tenant, tenant_context
 from .db.scope import BYPASS, scoped_as
 from .exceptions import GrantProtected, GrantRefused
 from .graph import scope_of
-from .isolation import column_value
+from .isolation import column_value, tenant_field_value
 from .models import Grant, _granting
 
 __all__ = [
     "Grant",
     "clear",
+    "detach_references",
     "forget_deleted_rows",
     "grant",
     "grants_given",
@@ -358,8 +359,10 @@ def forget_deleted_rows(collector: Any) -> int:
         keys = tables.setdefault(concrete._meta.db_table, set())
         keys.update(_object_pk(concrete, connection, pk) for pk in pks if pk is not None)
 
+    tenant = get_current_tenant()
     for model, instances in collector.data.items():
         add(model, (obj.pk for obj in instances))
+        detach_references(model, [obj.pk for obj in instances], tenant, collector.using)
     for queryset in collector.fast_deletes:  # none while a delete signal listens; kept whole
         if queryset.model._meta.app_label != "tenantry" and scope_of(queryset.model):
             with scoped_as(BYPASS):
@@ -392,3 +395,53 @@ def on_write(query: Any, kind: str) -> None:
         f"tenantry.Grant: an {kind.upper()} of the grant table is refused; grants are made "
         "and removed only by tenantry.sharing.grant() and tenantry.sharing.revoke()"
     )
+
+
+def detach_references(model: Any, pks: Iterable[Any], tenant: TenantInfo | None, using: str) -> int:
+    """What other tenants' rows hold of ``pks`` (rows of ``model``) that
+    ``tenant`` is deleting, made through write grants
+    (``isolation._may_refer_across``): a nullable ForeignKey/OneToOne is set
+    to NULL, a many-to-many link row is removed. So the grantee neither
+    blocks the owner's deletion (an IntegrityError at commit, a refused
+    tenant deletion) nor loses its row to it, and the owner writes nothing of
+    the other tenant's row but the key to its own row, gone
+    (docs/collaboration.md#when-the-owner-deletes-the-row). One statement
+    per such relation and batch of keys; none with no tenant bound (trusted
+    code: its collector sees every tenant's rows and applies ``on_delete``).
+    The number of rows changed or removed."""
+    if tenant is None or model._meta.app_label == "tenantry" or scope_of(model) is None:
+        return 0
+    keys = list(pks)
+    pk_name = model._meta.pk.attname
+    work = []
+    for relation in model._meta.related_objects:
+        field, referring = relation.field, relation.related_model
+        if relation.many_to_many:
+            through = field.remote_field.through
+            if through._meta.auto_created:
+                work.append((through, field.m2m_reverse_name(), None))
+            continue
+        if referring._meta.auto_created or not field.concrete or not field.null:
+            continue
+        if field.target_field.attname != pk_name:
+            continue
+        scope = scope_of(referring)
+        if scope is not None:
+            work.append((referring, field.attname, scope))
+    for field in model._meta.many_to_many:
+        through = field.remote_field.through
+        if through._meta.auto_created:
+            work.append((through, field.m2m_column_name(), None))
+    changed = 0
+    with tenant_context(None, must_exist=False), scoped_as(BYPASS):
+        for referring, column, scope in work:
+            for start in range(0, len(keys), _FORGET_BATCH):
+                batch = keys[start : start + _FORGET_BATCH]
+                rows = models.QuerySet(model=referring).using(using)
+                rows = rows.filter(**{f"{column}__in": batch})
+                if scope is None:  # a link row goes with either end
+                    changed += rows._raw_delete(using)
+                    continue
+                name, value = tenant_field_value(referring, scope.field.name, tenant)
+                changed += rows.exclude(**{name: value}).update(**{column: None})
+    return changed

@@ -10,12 +10,13 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import async_to_sync
 from celery import shared_task
-from django.db import transaction
+from django.db import connection, transaction
 
 from tenantry import (
     GrantRefused,
     TenantMismatchError,
     TenantSuspended,
+    delete_tenant,
     get_current_tenant,
     sharing,
     suspension,
@@ -24,6 +25,7 @@ from tenantry import (
 from tenantry.celery import HEADER
 from tenantry.db import rls_bypass
 from tenantry.models import Grant
+from tests.app.models import Document, Summary
 from tests.collaboration.conftest import titles
 from tests.collaboration.models import Board, Card, Label, Pin
 from tests.lifecycle.models import Account
@@ -326,3 +328,69 @@ def test_async_querysets_read_and_write_through_grants(rows):
         assert Card.objects.get(text="ref").board_id == rows.shared.pk
     with tenant_context("acme"):
         assert Board.objects.get(pk=rows.shared.pk).title == "y"
+
+
+# -- a grantee's reference never blocks, nor is deleted by, the owner's deletion ---------
+
+
+@pytest.fixture
+def referenced(rows):
+    """globex's card points at acme's shared board and carries acme's label
+    (made through write grants); the grants are then revoked."""
+    with tenant_context("acme"):
+        board_grant = sharing.grant(rows.shared, "globex", write=True)
+        label_grant = sharing.grant(rows.label, "globex", write=True)
+    with tenant_context("globex"):
+        card = Card.objects.create(text="globex-on-acme", board=rows.shared)
+        card.labels.add(rows.label)
+    with tenant_context("acme"):
+        sharing.revoke(board_grant)
+        sharing.revoke(label_grant)
+    return card
+
+
+def _stored_card(card) -> tuple:
+    with rls_bypass(reason="test: the card as stored"):
+        stored = Card.all_tenants.get(pk=card.pk)
+        links = Card.labels.through.objects.filter(card_id=card.pk)
+        return stored.tenant_id, stored.board_id, list(links.values_list("label_id", flat=True))
+
+
+@pytest.mark.parametrize("route", ["instance", "queryset", "adelete"])
+def test_the_owner_deletes_a_row_another_tenant_refers_to(rows, referenced, route):
+    with tenant_context("acme"):
+        if route == "instance":
+            Board.objects.get(pk=rows.shared.pk).delete()
+        elif route == "queryset":
+            Board.objects.filter(pk=rows.shared.pk).delete()
+        else:
+            async_to_sync(Board.objects.filter(pk=rows.shared.pk).adelete)()
+        Label.objects.filter(pk=rows.label.pk).delete()
+    # globex's card stays globex's, its references to acme's rows cleared.
+    assert _stored_card(referenced) == ("globex", None, [])
+    with tenant_context("globex"):
+        assert Card.objects.get(pk=referenced.pk).text == "globex-on-acme"
+    # Nothing dangles: the database's own check passes.
+    connection.check_constraints()
+
+
+def test_the_owner_tenant_is_deleted_though_another_tenant_refers_to_its_row(rows, referenced):
+    certificate = delete_tenant("acme")
+    assert certificate.count("database", "collaboration.Board") == 2
+    with rls_bypass(reason="test: as stored"):
+        assert not Board.all_tenants.filter(tenant_id="acme").exists()
+    assert _stored_card(referenced) == ("globex", None, [])
+    connection.check_constraints()
+
+
+def test_a_reference_the_owner_could_not_clear_is_refused_through_a_grant(tenants):
+    """A non-nullable ForeignKey/OneToOne (app.Summary.document) would let
+    the grantee block the owner's deletion: no grant admits it."""
+    with tenant_context("acme"):
+        document = Document.objects.create(title="acme-doc")
+        sharing.grant(document, "globex", write=True)
+    with tenant_context("globex"):
+        with pytest.raises(TenantMismatchError), transaction.atomic():
+            Summary.objects.create(document=document, text="globex summary")
+        # A nullable one is admitted (the owner's deletion clears it).
+        assert Document.objects.with_shared().get(pk=document.pk).title == "acme-doc"
