@@ -413,35 +413,39 @@ def detach_references(model: Any, pks: Iterable[Any], tenant: TenantInfo | None,
         return 0
     keys = list(pks)
     pk_name = model._meta.pk.attname
+    # (table, its column naming the deleted rows, the path to the other
+    # end's tenant column, that end's model, whether a link row)
     work = []
     for relation in model._meta.related_objects:
         field, referring = relation.field, relation.related_model
-        if relation.many_to_many:
+        if relation.many_to_many:  # a link through another model's field
             through = field.remote_field.through
             if through._meta.auto_created:
-                work.append((through, field.m2m_reverse_name(), None))
+                work.append((through, field.m2m_reverse_name(), field.m2m_field_name(), referring))
             continue
         if referring._meta.auto_created or not field.concrete or not field.null:
             continue
-        if field.target_field.attname != pk_name:
-            continue
-        scope = scope_of(referring)
-        if scope is not None:
-            work.append((referring, field.attname, scope))
-    for field in model._meta.many_to_many:
+        if field.target_field.attname == pk_name:
+            work.append((referring, field.attname, None, referring))
+    for field in model._meta.many_to_many:  # a link through this model's field
         through = field.remote_field.through
         if through._meta.auto_created:
-            work.append((through, field.m2m_column_name(), None))
+            other = field.remote_field.model
+            work.append((through, field.m2m_column_name(), field.m2m_reverse_field_name(), other))
     changed = 0
-    with tenant_context(None, must_exist=False), scoped_as(BYPASS):
-        for referring, column, scope in work:
+    for table, column, path, other in work:
+        scope = scope_of(other)
+        if scope is None:
+            continue  # the other end is no tenant's: nothing of another tenant there
+        name, value = tenant_field_value(other, scope.field.name, tenant)
+        own = {f"{path}__{name}" if path else name: value}
+        with tenant_context(None, must_exist=False), scoped_as(BYPASS):
             for start in range(0, len(keys), _FORGET_BATCH):
-                batch = keys[start : start + _FORGET_BATCH]
-                rows = models.QuerySet(model=referring).using(using)
-                rows = rows.filter(**{f"{column}__in": batch})
-                if scope is None:  # a link row goes with either end
+                rows = models.QuerySet(model=table).using(using)
+                rows = rows.filter(**{f"{column}__in": keys[start : start + _FORGET_BATCH]})
+                rows = rows.exclude(**own)  # the deleting tenant's own: Django's to handle
+                if path:  # a link row goes with either end
                     changed += rows._raw_delete(using)
-                    continue
-                name, value = tenant_field_value(referring, scope.field.name, tenant)
-                changed += rows.exclude(**{name: value}).update(**{column: None})
+                else:
+                    changed += rows.update(**{column: None})
     return changed
