@@ -108,6 +108,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tenantry.audit_trail",
             "tenantry.transfer",
             "tenantry.moving",
+            "tenantry.sharing",
         ),
     ),
     # Hooking the first wall into Django (compilers, base managers, forms).

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "tests.graph",
     "tests.reach",
     "tests.porting",
+    "tests.collaboration",
 ]
 
 MIDDLEWARE = [

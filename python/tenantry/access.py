@@ -58,6 +58,7 @@ __all__ = [
     "readmit_live",
     "refusal_counts",
     "refuse",
+    "served",
     "tenant_for_request",
 ]
 
@@ -206,6 +207,20 @@ def admit(
     if tenant.database is not None:
         tenant_database(tenant)  # TenantDatabaseMissing (a 503) for an unknown alias
     return tenant
+
+
+def served(tenant_id: str) -> bool:
+    """Whether the registry serves ``tenant_id`` now: known, active (a row
+    whose active flag is False is no tenant) and not suspended; the
+    registry's cached answer, as admission reads it. A grant is given only
+    to a served tenant and admits rows only to one, so a grantee that is
+    deactivated or suspended reads nothing through its grants while it is
+    (docs/collaboration.md#a-grantee-deactivated-or-suspended)."""
+    try:
+        found = _core.lookup_tenant(tenant_id)
+    except _core.InvalidTenantId:
+        return False
+    return found is not None and found.suspended is None
 
 
 #: ``request.tenant`` not set yet (``None`` is a resolved "no tenant").

@@ -40,6 +40,8 @@ __all__ = [
     "ConfigError",
     "DeletionIncomplete",
     "FeatureDisabled",
+    "GrantProtected",
+    "GrantRefused",
     "InvalidKey",
     "InvalidTenantId",
     "QuotaExceeded",
@@ -83,6 +85,22 @@ class AuditTrailProtected(TenantError, PermissionDenied):
     """A stored audit event (``tenantry.AuditEvent``) would have been changed
     or removed: the trail is append-only; only the retention pruning removes
     rows, from the oldest end (docs/operations.md#audit-trail)."""
+
+    __module__ = "tenantry"
+
+
+class GrantProtected(TenantError, PermissionDenied):
+    """A cross-tenant grant (``tenantry.Grant``) would have been made,
+    changed or removed outside ``tenantry.sharing.grant``/``revoke``: no ORM
+    route may forge, widen or move one (docs/collaboration.md#the-grant-table)."""
+
+    __module__ = "tenantry"
+
+
+class GrantRefused(TenantError, ValueError):
+    """``tenantry.sharing.grant()`` refused: the message names what was
+    wrong (not the bound owner, the same tenant, an unknown, inactive or
+    suspended tenant, a model no tenant owns, an expiry in the past)."""
 
     __module__ = "tenantry"
 

@@ -56,19 +56,23 @@ from django.db.models.signals import class_prepared, m2m_changed, post_save, pre
 from django.db.models.sql.constants import MULTI
 from django.db.models.sql.query import Query
 from django.db.models.sql.where import AND, NothingNode
+from django.utils import timezone
 
 from . import access, conf, graph
 from ._core import TenantInfo, TenantMismatchError, TenantNotSetError
 from .context import get_current_tenant
+from .db import grants
 from .db.scope import BYPASS, bypassing, scoped_as
 from .graph import Guard, Scope, guard_of, owner_of, scope_of
 
 __all__ = [
     "BoundTenant",
+    "SharedWith",
     "check_conflict_target",
     "check_instances",
     "check_references",
     "check_reverse_add",
+    "check_shared_delete",
     "check_update",
     "checked_write",
     "column_value",
@@ -81,6 +85,7 @@ __all__ = [
     "reading_tenant",
     "refuse",
     "refuse_raw",
+    "refuse_read_only",
     "remember",
     "saving",
     "scope_of",
@@ -88,6 +93,7 @@ __all__ = [
     "tenant_kwargs",
     "write_tenant",
     "writing",
+    "writing_shared",
 ]
 
 #: Where an instance remembers its guarded columns (keys, tenant,
@@ -105,6 +111,12 @@ _action: ContextVar[str | None] = ContextVar("tenantry_action", default=None)
 _approved: ContextVar[tuple[str, dict[Any, set[Any]]] | None] = ContextVar(
     "tenantry_approved", default=None
 )
+#: A ``with_shared()`` queryset's update() is running: its UPDATE is held
+#: to the tenant's rows and the rows granted to it for writing.
+_shared_write: ContextVar[bool] = ContextVar("tenantry_shared_write", default=False)
+#: Where ``save()`` of another tenant's row marks that a write grant admits
+#: it (the tenant's id), for its UPDATE (docs/collaboration.md#writing-through-a-grant).
+GRANTED = "_tenantry_granted"
 #: The instance whose ``save()`` is writing its table now (Model._save_table).
 _saving: ContextVar[models.Model | None] = ContextVar("tenantry_saving", default=None)
 
@@ -241,6 +253,73 @@ class BoundTenant(Lookup):
         return f"{lhs_sql} = %s", [*lhs_params, value]
 
 
+class SharedWith(Lookup):
+    """``<tenant column> = <tenant> OR <a live grant of the row to it>``
+    (``own=False``: the grant alone; ``write=True``: a write grant), the
+    tenant read as :class:`BoundTenant` reads it (``"bound"``,
+    ``"enforced"``, or a ``TenantInfo``). The grant condition is
+    ``tenantry.db.grants.granted``, the one the row-level security policies
+    use; it is evaluated by the database when the query runs, so a revoked
+    or expired grant admits nothing from the next query on
+    (docs/collaboration.md#reading-granted-rows)."""
+
+    lookup_name = "tenantry_shared"
+    prepare_rhs = False
+
+    def __init__(
+        self, field_name: Any, mode: Any = "bound", *, own: bool = True, write: bool = False
+    ) -> None:
+        lhs = F(field_name) if isinstance(field_name, str) else field_name
+        super().__init__(lhs, (mode, own, write))
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        mode, own, write = self.rhs
+        field = self.lhs.target
+        model = field.model._meta.concrete_model
+        tenant = reading_tenant(mode, model._meta.label)
+        lhs_sql, lhs_params = compiler.compile(self.lhs)
+        if not access.served(tenant.id):
+            # Deactivated or suspended: its grants admit nothing while it is
+            # (docs/collaboration.md#a-grantee-deactivated-or-suspended).
+            if not own:
+                return "1 = 0", []
+            return _own_rows(field, tenant, lhs_sql, lhs_params, connection)
+        pk_sql, pk_params = compiler.compile(model._meta.pk.get_col(self.lhs.alias))
+        now = models.DateTimeField().get_db_prep_value(timezone.now(), connection)
+        exists = grants.granted(
+            grantee="%s", table="%s", pk=pk_sql, owner=lhs_sql, now="%s", write=write
+        )
+        params = [tenant.id, model._meta.db_table, *pk_params, *lhs_params, now]
+        if connection.vendor == "postgresql":
+            pick = grants.candidates(
+                grantee="%s",
+                table="%s",
+                pk=pk_sql,
+                pk_type=model._meta.pk.db_type(connection),
+                write=write,
+            )
+            exists = f"({pick} AND {exists})"
+            params = [*pk_params, tenant.id, model._meta.db_table, *params]
+        if not own:
+            return exists, params
+        mine, mine_params = _own_rows(field, tenant, lhs_sql, lhs_params, connection)
+        return f"({mine} OR {exists})", [*mine_params, *params]
+
+
+def _own_rows(
+    field: Any, tenant: TenantInfo, lhs_sql: str, lhs_params: list[Any], connection: Any
+) -> tuple[str, list[Any]]:
+    """``<tenant column> = <tenant>`` as SQL (``1 = 0`` when the tenant's
+    value cannot be in this column)."""
+    try:
+        value = field.get_db_prep_value(
+            field.get_prep_value(column_value(field, tenant)), connection, prepared=True
+        )
+    except (TypeError, ValueError, ValidationError):
+        return "1 = 0", []
+    return f"{lhs_sql} = %s", [*lhs_params, value]
+
+
 def reading_tenant(mode: Any, label: str) -> TenantInfo:
     """The tenant a read of ``mode`` keeps to, when its SQL is written:
     ``"bound"``: the bound tenant (none: ``TenantNotSetError``, or with
@@ -368,6 +447,10 @@ def _refuse_expression(model: Any, field: Any, value: Any, tenant: Any, action: 
 
 
 _TODO_FIELD = "leave the tenant field empty (tenantry fills it) or bind that tenant"
+_TODO_GRANTED = (
+    "leave the tenant field empty (tenantry fills it) or bind that tenant; another tenant's "
+    "row is written only through a live write grant (tenantry.sharing), never moved"
+)
 
 
 def _refuse_reference(
@@ -631,9 +714,7 @@ def _approvals_for(tenant: TenantInfo) -> dict[Any, set[Any]]:
     return approved[1]
 
 
-def _reference(
-    field: Any, obj: models.Model, target: Scope
-) -> tuple[str | None, str | None, bool]:
+def _reference(field: Any, obj: models.Model, target: Scope) -> tuple[str | None, str | None, bool]:
     """``(column key, tenant key, ask)`` of ``obj``'s reference ``field``:
     no column key for no value; a tenant key when it is known without a
     query (unchanged since the row was read: the row's own value, which is
@@ -686,8 +767,22 @@ def _check_targets(
     to = field.target_field.attname
     rows = _rows(target.model).filter(**{f"{to}__in": list(keys)}).values_list(to, target.attname)
     good = {str(value) for value, owner in _fetch(rows) if _key(target.field, owner) == expected}
+    if keys - good and _may_refer_across(model, field, target):
+        good |= _write_granted(target, tenant, keys - good)
     for key in sorted(keys - good):
         _refuse_reference(model, field, _Row(target.label, key), target, tenant, action)
+
+
+def _may_refer_across(model: Any, field: Any, target: Scope) -> bool:
+    """Whether ``field`` may name another tenant's row through a write grant
+    (docs/collaboration.md#references): by its primary key, and clearable
+    when the owner deletes the row (``sharing.detach_references`` sets it to
+    NULL), so a grantee never blocks the owner's deletion: a nullable
+    ForeignKey/OneToOne, or a many-to-many link (an auto-created through
+    row goes with either end)."""
+    return field.target_field.attname == target.model._meta.pk.attname and (
+        field.null or model._meta.auto_created
+    )
 
 
 def _check_shared(
@@ -758,8 +853,7 @@ def check_references(
             elif known == "":
                 unchanged.add(key)
             elif known != expected:
-                cached = field.get_cached_value(obj)
-                _refuse_reference(model, field, cached, target, tenant, action)
+                pending.add(key)  # another tenant's row: only a write grant admits it
             else:
                 verified.add(key)
         _check_targets(model, field, target, tenant, pending, action)
@@ -859,6 +953,9 @@ def _check_generic(
             for value, owner in _fetch(rows.values_list("pk", target.attname))
             if _key(target.field, owner) == expected
         }
+        others = {k for k in wanted if k not in good and k[:1] != "\0"}
+        if others:
+            good |= _write_granted(target, tenant, others)
         for key, oid in sorted(wanted.items()):
             if key not in good:
                 refuse(
@@ -1069,9 +1166,7 @@ def _check_values(
                 key = _key(field, value)
                 if key is None or key in before:
                     continue
-                if known is not None:
-                    if known != expected:
-                        _refuse_reference(model, field, value, target, tenant, action)
+                if known is not None and known == expected:
                     keys.add(key)
                     continue
             else:
@@ -1118,6 +1213,7 @@ def _update_pairs(
     """The ``(content type id, object id)`` pairs an UPDATE leaves in the
     rows it touches: from its values when they give both, else from the
     rows (one query)."""
+
     def column(field: Any) -> tuple[Any, dict[str, Any] | None, bool]:
         if field not in values:
             return None, None, False
@@ -1141,9 +1237,7 @@ def _update_pairs(
         return {(ct_value, str(fk_value))}
     if query is None:
         return set()  # checked again, row by row, by the UPDATE itself
-    rows = _preselect(
-        query, using, [model._meta.pk.attname, ct_field.attname, fk_field.attname]
-    )
+    rows = _preselect(query, using, [model._meta.pk.attname, ct_field.attname, fk_field.attname])
     pairs = set()
     for pk, ct_id, oid in rows:
         key = str(pk)
@@ -1216,11 +1310,21 @@ def on_update(query: Any, compiler: Any) -> None:
     tenant = enforced_tenant()
     if tenant is None:
         return
-    _restrict(query, guard, tenant)
-    if not query.values:
-        return
     values = {field: value for field, _model, value in query.values}
     instance = _saving.get()
+    if (
+        instance is not None
+        and isinstance(instance, query.model)
+        and instance.__dict__.get(GRANTED) == tenant.id
+    ):
+        _update_granted(query, guard, tenant, instance, values)
+        return
+    if _shared_write.get() and guard.owner is not None:
+        _admit_granted(query, guard, tenant)
+    else:
+        _restrict(query, guard, tenant)
+    if not query.values:
+        return
     if instance is not None and isinstance(instance, query.model):
         action = "save()"
         if guard.owner is not None and guard.owner.field in values:
@@ -1286,6 +1390,143 @@ def _restrict_to_heirs(query: Any, guard: Guard, tenant: TenantInfo) -> None:
         excluded.update(_fetch(theirs.values_list("pk", flat=True)))
     if excluded:
         query.add_q(~Q(pk__in=sorted(excluded)))
+
+
+# -- writes through a grant (docs/collaboration.md#writing-through-a-grant) -----------
+
+
+def _write_granted(scope: Scope, tenant: TenantInfo, keys: Iterable[Any]) -> set[str]:
+    """Which of ``keys`` (primary keys of ``scope.model``) name rows granted
+    to ``tenant`` for writing, live now, by the tenant that owns them now
+    (one query). A grant never admits a row whose tenant column lives on a
+    parent table."""
+    model = scope.model._meta.concrete_model
+    if scope.field.model._meta.concrete_model is not model:
+        return set()
+    rows = _rows(model).filter(pk__in=list(keys))
+    rows = rows.filter(SharedWith(scope.field.name, tenant, own=False, write=True))
+    return {str(pk) for pk in _fetch(rows.values_list("pk", flat=True))}
+
+
+def _granted_save(scope: Scope, tenant: TenantInfo, instance: models.Model) -> bool:
+    """``save()`` of another tenant's row: admitted when the row was read
+    with its keys and tenant column unchanged since, and a live write grant
+    gives it to ``tenant`` (one query). Marks the instance for its UPDATE."""
+    if instance._state.adding:
+        return False
+    loaded = _loaded_key(scope, instance)
+    if loaded is None or str(instance.pk) not in _write_granted(scope, tenant, [instance.pk]):
+        return False
+    instance.__dict__[GRANTED] = tenant.id
+    return True
+
+
+def _admit_granted(query: Any, guard: Guard, tenant: TenantInfo) -> None:
+    """Hold an UPDATE to ``tenant``'s rows and the rows granted to it for
+    writing (instead of the tenant's rows alone): the base manager's
+    condition is replaced by the wider one, evaluated by the database."""
+    field = guard.owner.field
+    if field.model._meta.concrete_model is not query.get_meta().concrete_model:
+        _restrict(query, guard, tenant)
+        return
+    query.where.children = [
+        child for child in query.where.children if not isinstance(child, BoundTenant)
+    ]
+    alias = query.get_initial_alias()
+    query.where.add(SharedWith(field.get_col(alias), tenant, write=True), AND)
+
+
+def _update_granted(
+    query: Any, guard: Guard, tenant: TenantInfo, instance: models.Model, values: dict[Any, Any]
+) -> None:
+    """The UPDATE of ``save()`` of a row a write grant admitted: it keeps
+    the row's tenant column (a grant never moves a row) and its references
+    name the tenant's rows (or rows granted to it for writing)."""
+    _admit_granted(query, guard, tenant)
+    scope = guard.owner
+    loaded = _loaded_key(scope, instance)
+    kept = loaded is not None and _same(scope.field, values.get(scope.field), loaded)
+    if scope.field in values and not kept:
+        refuse(
+            query.model,
+            scope.field.attname,
+            values[scope.field],
+            tenant,
+            "save()",
+            "a grant never moves a row to another tenant; leave the tenant field as it was",
+        )
+    fields = set(values) - {scope.field}
+    check_references(guard, tenant, [instance], fields, "save()", model=query.model)
+
+
+@contextmanager
+def writing_shared(queryset: Any, tenant: TenantInfo, values: dict[str, Any], action: str):
+    """``with_shared().update(**values)``: refused when it would touch a row
+    granted read-only, or write the tenant field (a grant never moves a
+    row); else its UPDATE is held to the tenant's rows and those granted
+    to it for writing. One query (the read-only rows it would touch)."""
+    model = queryset.model
+    scope = owner_of(model)
+    field = scope.field
+    pk = model._meta.pk
+    for form in (field.name, field.attname, "pk", pk.name, pk.attname):
+        if form in values:
+            refuse(
+                model,
+                form,
+                values[form],
+                tenant,
+                action,
+                "a grant never moves a row, to another tenant or another key; leave the "
+                f"tenant field and the primary key out, or write {model.__name__}.objects "
+                "without with_shared()",
+            )
+    refuse_read_only(queryset, tenant, action)
+    token = _shared_write.set(True)
+    try:
+        yield
+    finally:
+        _shared_write.reset(token)
+
+
+def refuse_read_only(queryset: Any, tenant: TenantInfo, action: str) -> None:
+    """Refuse a write of ``queryset``'s rows (a ``with_shared()`` one) when
+    one is another tenant's row granted read-only (one query)."""
+    model = queryset.model
+    field = owner_of(model).field
+    readonly = _rows(model).filter(pk__in=queryset.values("pk"))
+    readonly = readonly.exclude(SharedWith(field.name, tenant, write=True))
+    found = list(readonly.values_list("pk", flat=True)[:1])
+    if found:
+        refuse(
+            model,
+            "pk",
+            found[0],
+            tenant,
+            action,
+            "that row is another tenant's, shared read-only; only a write grant lets you "
+            "update it (ask its owner for sharing.grant(..., write=True))",
+        )
+
+
+def check_shared_delete(queryset: Any, tenant: TenantInfo, action: str) -> None:
+    """``with_shared().delete()``: refused when it would touch another
+    tenant's row: no grant lets a tenant delete a row (one query)."""
+    model = queryset.model
+    scope = owner_of(model)
+    name, value = tenant_field_value(model, scope.field.name, tenant)
+    theirs = _rows(model).filter(pk__in=queryset.values("pk")).exclude(**{name: value})
+    found = list(theirs.values_list("pk", flat=True)[:1])
+    if found:
+        refuse(
+            model,
+            "pk",
+            found[0],
+            tenant,
+            action,
+            "that row is another tenant's, shared with yours; no grant lets you delete it "
+            "(filter with_shared() to your own rows, or use Model.objects without it)",
+        )
 
 
 # -- the instance guard (signals) ------------------------------------------------
@@ -1359,12 +1600,16 @@ def _on_save(
                 name, canonical = tenant_field_value(sender, field.name, tenant)
                 setattr(instance, name, canonical)
             elif not _same(field, value, _expected(field, tenant)):
-                refuse(sender, field.attname, value, tenant, action, _TODO_FIELD)
+                if _granted_save(guard.owner, tenant, instance):
+                    return  # a write grant: its UPDATE is held to the granted row
+                refuse(sender, field.attname, value, tenant, action, _TODO_GRANTED)
+    instance.__dict__.pop(GRANTED, None)
     if _may_update_a_row(instance, guard):
         _check_keys(guard, tenant, instance, action)
 
 
 def _on_saved(sender: Any, instance: models.Model, update_fields: Any = None, **kw: Any) -> None:
+    instance.__dict__.pop(GRANTED, None)
     guard = guard_of(sender)
     if guard is not None:
         _remember(guard, instance, update_fields)

@@ -65,7 +65,7 @@ from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 from django.db.models.signals import pre_delete, pre_save
 from django.db.models.sql.query import Query
 
-from . import _core, access, audit, cache, conf, signals, suspension
+from . import _core, access, audit, cache, conf, sharing, signals, suspension
 from ._core import TenantInfo, TenantMismatchError, TenantNotFound, validate_tenant_id
 from .context import get_current_tenant, tenant_context
 from .db.scope import rls_bypass
@@ -396,6 +396,15 @@ def _delete_rows(
         )
         for alias in aliases:
             stack.enter_context(transaction.atomic(using=alias))
+        if not certificate.dry_run:
+            _clear_grants(certificate)  # counted here: the rows' deletion would not count them
+            # Other tenants' references made through write grants: cleared
+            # first, so they neither block the deletion nor are deleted by it.
+            for entry in entries:
+                rows = _owned_rows(entry, tenant)
+                if rows is not None:
+                    pks = list(rows.values_list("pk", flat=True))
+                    sharing.detach_references(entry.model, pks, tenant, rows.db)
         for entry in entries:
             rows = _owned_rows(entry, tenant)
             if rows is None:
@@ -588,9 +597,22 @@ def _clear_redis(certificate: Certificate, tenant: TenantInfo) -> None:
         certificate.add(store, where, count)
 
 
+def _clear_grants(certificate: Certificate) -> None:
+    """Remove every grant the tenant gave or received, counted on the
+    certificate; as trusted code (no tenant bound: ``sharing.clear`` refuses
+    a bound tenant)."""
+    with tenant_context(None, must_exist=False):
+        removed = sharing.clear(certificate.tenant_id)
+    if removed:
+        certificate.add("database", "tenantry.Grant", removed)
+
+
 def _finished(certificate: Certificate) -> None:
     # A suspension is the operator's note on this incarnation: it goes with it.
     suspension.clear(certificate.tenant_id)
+    # Grants it gave or received go too (docs/collaboration.md#deleting-a-tenant).
+    if not certificate.dry_run:
+        _clear_grants(certificate)
     invalidate_tenant(certificate.tenant_id)
     audit.emit(
         "tenant.deleted",
@@ -705,12 +727,17 @@ _plain_collector_delete = Collector.delete
 
 def _collector_delete(self: Collector) -> Any:
     """``Collector.delete()`` — every ORM deletion: ``Model.delete()``,
-    ``QuerySet.delete()``, their async forms, cascades, the admin — raises
+    ``QuerySet.delete()``, their async forms, cascades, the admin — removes
+    the grants of the rows it deletes (``sharing.forget_deleted_rows``) and raises
     ``DeletionIncomplete`` once its transaction is over when a store failed
     while a registry row was deleted: never a silent success."""
     token = _unfinished.set([])
     try:
-        result = _plain_collector_delete(self)
+        # One transaction: a deletion refused (a guard's pre_delete) or rolled
+        # back keeps the grants of its rows.
+        with transaction.atomic(using=self.using, savepoint=False):
+            sharing.forget_deleted_rows(self)
+            result = _plain_collector_delete(self)
         unfinished = _unfinished.get()
     finally:
         _unfinished.reset(token)
@@ -906,8 +933,10 @@ def _fresh_start(tenant_id: str) -> None:
             cache.clear_tenant(tenant_id)
         # Unbound too: the core refuses a bound tenant naming another.
         _core.purge_tenant_memory(tenant_id, False)
-        # A suspension of a deleted tenant with this id is not the new one's.
+        # A suspension of a deleted tenant with this id is not the new one's,
+        # nor a grant it gave or received.
         suspension.clear(tenant_id)
+        sharing.clear(tenant_id)
 
 
 def _guarded_fields(model: type[models.Model], id_field: str) -> set[str]:

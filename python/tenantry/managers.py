@@ -53,7 +53,7 @@ from .context import get_current_tenant
 from .db.querysets import RLSScopeMixin
 from .db.scope import BYPASS, bypassing
 from .graph import scope_of
-from .isolation import BoundTenant, tenant_field_value
+from .isolation import BoundTenant, SharedWith, tenant_field_value
 
 __all__ = [
     "TenantManager",
@@ -62,6 +62,7 @@ __all__ = [
     "tenant_base_manager",
     "tenant_field_value",
 ]
+
 
 class _Marker:
     """A queryset's kind of tenant; pickled by name, so an unpickled queryset
@@ -166,6 +167,7 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
     _tenant_field = "tenant"
     _tenant: Any = None  # None: unscoped; a TenantInfo; _NO_TENANT; or _LATE
     _values_checked = False  # bulk_update's inner update(): its values were checked
+    _shared = False  # with_shared(): rows granted to the bound tenant too
 
     # A late queryset's result cache belongs to the tenant it was filled for:
     # read while another tenant is bound, it is empty (Django then runs the
@@ -203,7 +205,43 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
         clone._tenant_field = self._tenant_field
         clone._tenant = self._tenant
         clone._values_checked = self._values_checked
+        clone._shared = self._shared
         return clone
+
+    def with_shared(self) -> TenantQuerySet:
+        """The bound tenant's rows and the rows other tenants granted to it,
+        live when the query runs (not revoked, not expired: checked by the
+        query itself). Granted rows are read-only unless the grant is a
+        write grant; none can be deleted (docs/collaboration.md)."""
+        if self._tenant is not _LATE:
+            raise ValueError(
+                f"{self.model.__name__}: with_shared() is for the bound tenant's queryset "
+                f"({self.model.__name__}.objects.with_shared()), not for unscoped() or "
+                "for_tenant()"
+            )
+        if self._shared:
+            return self._chain()
+        shared = self._chain()
+        where = shared.query.where
+        children, replaced = [], False
+        for child in where.children:
+            if (
+                isinstance(child, BoundTenant)
+                and child.rhs == "bound"
+                and child.lhs.target.model._meta.concrete_model is self.model._meta.concrete_model
+            ):
+                children.append(SharedWith(child.lhs, "bound"))
+                replaced = True
+            else:
+                children.append(child)
+        if not replaced:
+            raise ValueError(
+                f"{self.model._meta.label} keeps its tenant column on a parent table: its "
+                "rows cannot be granted, so with_shared() has nothing to add"
+            )
+        where.children = children
+        shared._shared = True
+        return shared
 
     def _scope(self, tenant: TenantInfo) -> TenantQuerySet:
         name, value = tenant_field_value(self.model, self._tenant_field, tenant)
@@ -303,6 +341,10 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
         if tenant is None:
             return super().update_or_create(defaults, create_defaults, **kwargs)
         self._tenant_kwargs(tenant, _fields_only(kwargs), "update_or_create")
+        if self._shared:  # before Django's SELECT ... FOR UPDATE, which RLS would filter
+            isolation.refuse_read_only(
+                self.filter(**kwargs), tenant, "objects.with_shared().update_or_create()"
+            )
         defaults = self._tenant_kwargs(tenant, _resolved(defaults), "update_or_create")
         create_defaults = self._tenant_kwargs(
             tenant, _resolved(create_defaults), "update_or_create"
@@ -362,6 +404,13 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
             if conf.current().strict == "empty":
                 return super().update(**kwargs)  # no rows: nothing is sent
         tenant = self._writing_tenant("update")
+        if self._shared and tenant is not None:
+            with isolation.writing_shared(self, tenant, kwargs, "objects.with_shared().update()"):
+                kwargs, approved = isolation.check_update(
+                    self.model, tenant, kwargs, "objects.with_shared().update()"
+                )
+                with isolation.checked_write(tenant, "objects.update()", approved):
+                    return super(TenantQuerySet, self._writer(tenant)).update(**kwargs)
         approved = None
         if tenant is not None and not self._values_checked:
             kwargs, approved = isolation.check_update(
@@ -376,6 +425,8 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
         if self._tenant in (_NO_TENANT, _LATE) and get_current_tenant() is None:
             return super().delete()  # no rows, or TenantNotSetError when it runs
         tenant = self._writing_tenant("delete")
+        if self._shared and tenant is not None:
+            isolation.check_shared_delete(self, tenant, "objects.with_shared().delete()")
         with isolation.checked_write(tenant, "objects.delete()"):
             return super(TenantQuerySet, self._writer(tenant)).delete()
 

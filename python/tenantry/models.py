@@ -8,13 +8,15 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FullResultSet, ValidationError
 from django.db import models
+from django.db.models import F, Lookup
+from django.utils import timezone
 
 from . import conf
 from ._core import is_valid_tenant_id, normalize_domain
 from .context import get_current_tenant
-from .exceptions import AuditTrailProtected
+from .exceptions import AuditTrailProtected, GrantProtected
 from .registry import (
     domain_tenant_id_problem,
     invalid_tenant_id_message,
@@ -325,3 +327,166 @@ class EndedImpersonation(models.Model):
 
     def __str__(self) -> str:
         return f"impersonation {self.identity[:12]} ended"
+
+
+# -- cross-tenant grants (tenantry.sharing) ------------------------------------------
+
+#: Grants are made and removed only while this is set: inside
+#: ``tenantry.sharing`` (grant, revoke, a tenant's deletion).
+_granting: ContextVar[bool] = ContextVar("tenantry_granting", default=False)
+
+
+class GrantRows(models.QuerySet):
+    """No ORM route makes, changes or removes a grant but
+    ``tenantry.sharing`` (docs/collaboration.md#the-grant-table): a tenant
+    holding a read grant must not widen it, extend it, or point it at
+    another row; its owner changes it by revoking and granting again."""
+
+    def _refuse(self, what: str) -> None:
+        raise GrantProtected(
+            f"tenantry.Grant: {what} is refused; grants are made and removed only by "
+            "tenantry.sharing.grant() and tenantry.sharing.revoke()"
+        )
+
+    def update(self, **kwargs: Any) -> int:
+        self._refuse("update()")
+        return 0
+
+    def bulk_update(self, objs: Any, fields: Any, batch_size: Any = None) -> int:
+        self._refuse("bulk_update()")
+        return 0
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _granting.get():
+            self._refuse("bulk_create()")
+        return super().bulk_create(objs, *args, **kwargs)
+
+    def create(self, **kwargs: Any) -> Any:
+        if not _granting.get():
+            self._refuse("create()")
+        return super().create(**kwargs)
+
+    def get_or_create(self, defaults: Any = None, **kwargs: Any) -> Any:
+        self._refuse("get_or_create()")
+
+    def update_or_create(self, defaults: Any = None, **kwargs: Any) -> Any:
+        self._refuse("update_or_create()")
+
+    def delete(self) -> Any:
+        if not _granting.get():
+            self._refuse("delete()")
+        return super().delete()
+
+    def raw(self, *args: Any, **kwargs: Any) -> Any:
+        self._refuse("raw()")
+
+    async def aupdate(self, **kwargs: Any) -> int:
+        self._refuse("aupdate()")
+        return 0
+
+    async def abulk_update(self, objs: Any, fields: Any, batch_size: Any = None) -> int:
+        self._refuse("abulk_update()")
+        return 0
+
+    async def adelete(self) -> Any:
+        self._refuse("adelete()")
+
+    async def aget_or_create(self, defaults: Any = None, **kwargs: Any) -> Any:
+        self._refuse("aget_or_create()")
+
+    async def aupdate_or_create(self, defaults: Any = None, **kwargs: Any) -> Any:
+        self._refuse("aupdate_or_create()")
+
+    update.alters_data = True  # type: ignore[attr-defined]
+    delete.alters_data = True  # type: ignore[attr-defined]
+
+
+class _GrantParties(Lookup):
+    """``owner_tenant = <bound> OR grantee_tenant = <bound>``, read when the
+    query runs: a bound tenant sees only the grants it gave or received,
+    on every database (the PostgreSQL policy ``tenantry_grant_parties`` says
+    the same); trusted code (none bound) and ``tenantry.sharing``'s own
+    writes see them all (docs/collaboration.md#the-grant-table)."""
+
+    lookup_name = "tenantry_grant_parties"
+    prepare_rhs = False
+
+    def __init__(self) -> None:
+        super().__init__(F("owner_tenant"), None)
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        tenant = get_current_tenant()
+        if tenant is None or _granting.get():
+            raise FullResultSet
+        owner_sql, owner_params = compiler.compile(self.lhs)
+        grantee = self.lhs.target.model._meta.get_field("grantee_tenant").get_col(self.lhs.alias)
+        grantee_sql, grantee_params = compiler.compile(grantee)
+        return (
+            f"({owner_sql} = %s OR {grantee_sql} = %s)",
+            [*owner_params, tenant.id, *grantee_params, tenant.id],
+        )
+
+
+class GrantManager(models.Manager.from_queryset(GrantRows)):  # type: ignore[misc]
+    """Every grant query keeps to the bound tenant's grants (:class:`_GrantParties`)."""
+
+    def get_queryset(self) -> GrantRows:
+        return super().get_queryset().filter(_GrantParties())
+
+
+class Grant(models.Model):
+    """Tenant ``owner_tenant`` lets ``grantee_tenant`` read (``can_write``:
+    also update) one row: ``object_pk`` of ``target_table``
+    (``target_model``), whose tenant column held ``owner_key`` when it was
+    granted. Live while it exists and ``expires_at`` has not passed
+    (revoking deletes it). Made only by ``tenantry.sharing``
+    (docs/collaboration.md). The columns are not named ``tenant_id`` on
+    purpose: a grant is both tenants' business, and a tenant's deletion
+    removes every grant it gave or received (``tenantry.sharing.clear``)."""
+
+    owner_tenant = models.CharField(max_length=128, editable=False)
+    grantee_tenant = models.CharField(max_length=128, editable=False)
+    target_model = models.CharField(max_length=200, editable=False)
+    target_table = models.CharField(max_length=200, editable=False)
+    object_pk = models.CharField(max_length=255, editable=False)
+    owner_key = models.CharField(max_length=255, editable=False)
+    can_write = models.BooleanField(default=False, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(editable=False)
+
+    objects = GrantManager()
+
+    class Meta:
+        app_label = "tenantry"
+        db_table = "tenantry_grant"
+        base_manager_name = "objects"
+        default_permissions = ("view",)
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["grantee_tenant", "target_table", "object_pk"],
+                name="tenantry_grant_one_per_row",
+            )
+        ]
+        indexes = [models.Index(fields=["owner_tenant"], name="tenantry_grant_owner")]
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not (_granting.get() and self._state.adding):
+            GrantRows._refuse(None, "save()")  # type: ignore[arg-type]
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        if not _granting.get():
+            GrantRows._refuse(None, "delete()")  # type: ignore[arg-type]
+        return super().delete(*args, **kwargs)
+
+    @property
+    def live(self) -> bool:
+        return self.expires_at is None or self.expires_at > timezone.now()
+
+    def __str__(self) -> str:
+        access = "read+write" if self.can_write else "read"
+        return (
+            f"{self.owner_tenant} → {self.grantee_tenant}: {self.target_model} "
+            f"pk={self.object_pk} ({access})"
+        )

@@ -40,7 +40,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.color import no_style
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
-from . import _core, audit, conf, lifecycle, signals, suspension
+from . import _core, audit, conf, lifecycle, sharing, signals, suspension
 from ._core import TenantInfo
 from .context import tenant_context
 from .db import rls_bypass
@@ -117,6 +117,12 @@ def move_tenant(tenant_id: Any, alias: str, *, grace: float | None = None) -> Mo
     source = database_for(tenant_id)
     if source == alias:
         raise MoveRefused(f"tenant {tenant_id!r} is on database {alias!r} already")
+    grants = sharing.held_by(tenant_id)
+    if grants:
+        raise MoveRefused(
+            f"tenant {tenant_id!r} gave or received {grants} grant(s) (tenantry.sharing); "
+            "grants live on the default database only: revoke them before moving it"
+        )
     tenant = TenantInfo(tenant_id, raw=row)
     moved = Moved(tenant_id, source, alias)
     entries = _entries()

@@ -11,7 +11,8 @@ Installed once by ``TenantryConfig.ready``:
   :func:`tenantry.lifecycle.on_insert` sees every new registry row (an id
   that still holds data cleared first, a new incarnation, then a fresh start)
   and :func:`tenantry.lifecycle.on_update` every changed one (with a tenant
-  bound, its own row only);
+  bound, its own row only), and :func:`tenantry.sharing.on_write` refuses
+  every write of the grant table but ``tenantry.sharing``'s own;
 * every SQL compiler (reads too): a routed model's query runs on the bound
   tenant's database (:func:`tenantry.db.router.check_compiler`, a database
   per tenant);
@@ -50,7 +51,7 @@ from django.db.models.sql.query import Query
 from django.forms.models import BaseModelFormSet, ModelChoiceField
 from django.utils.functional import cached_property
 
-from . import impersonation, isolation, joins, lifecycle
+from . import impersonation, isolation, joins, lifecycle, sharing
 from .db.router import check_compiler
 from .managers import tenant_base_manager
 from .models import refuse_trail_write
@@ -74,6 +75,7 @@ def _install_compilers() -> None:
         refuse_trail_write(self.query, "insert")
         check_compiler(self)
         isolation.on_insert(self.query, self)
+        sharing.on_write(self.query, "insert")
         impersonation.on_write(self.query, "insert")
         started = lifecycle.on_insert(self.query, self)
         result = insert(self, *args, **kwargs)
@@ -84,6 +86,7 @@ def _install_compilers() -> None:
     def update_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         refuse_trail_write(self.query, "update")
         isolation.on_update(self.query, self)
+        sharing.on_write(self.query, "update")
         lifecycle.on_update(self.query, self)
         impersonation.on_write(self.query, "update")
         return update(self, *args, **kwargs)
@@ -91,6 +94,7 @@ def _install_compilers() -> None:
     def delete_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         refuse_trail_write(self.query, "delete")
         isolation.on_delete(self.query, self)
+        sharing.on_write(self.query, "delete")
         impersonation.on_write(self.query, "delete")
         return SQLCompiler.execute_sql(self, *args, **kwargs)
 

@@ -485,3 +485,39 @@ def test_a_tenant_being_moved_is_not_moved_twice_and_a_suspension_stays(tenants)
     move_tenant("globex", ALIAS, grace=0)
     assert lookup_tenant("globex").suspended == "unpaid"
     assert database_for("globex") == ALIAS
+
+
+# -- grants and dedicated databases (docs/collaboration.md#grants-and-dedicated-databases)
+
+
+def test_no_grant_reaches_or_leaves_a_tenant_with_its_own_database(tenants):
+    from tenantry import sharing
+    from tenantry.exceptions import GrantRefused
+
+    with tenant_context("acme"):
+        acme_note = RlsNote.objects.create(tenant_id="acme", title="acme-secret")
+        with pytest.raises(GrantRefused, match="default database"):
+            sharing.grant(acme_note, "globex")
+    with tenant_context("globex"):
+        globex_note = RlsNote.objects.create(tenant_id="globex", title="globex-plan")
+        with pytest.raises(GrantRefused, match="default database"):
+            sharing.grant(globex_note, "acme")
+        assert sharing.grants_given() == []
+
+
+def test_a_tenant_holding_grants_is_not_moved(tenants):
+    from tenantry import sharing
+
+    Tenant.objects.create(slug="initech", name="Initech")
+    invalidate_tenant()
+    with tenant_context("globex"):
+        note = RlsNote.objects.create(tenant_id="globex", title="shared-plan")
+        grant = sharing.grant(note, "initech")
+    for moving in ("globex", "initech"):  # the giver and the receiver alike
+        with pytest.raises(MoveRefused, match=r"1 grant\(s\).*revoke"):
+            move_tenant(moving, ALIAS, grace=0)
+    assert database_for("globex") == "default" and database_for("initech") == "default"
+    assert [t for t, _ in _on(ALIAS)] == []
+    with tenant_context("globex"):
+        sharing.revoke(grant)
+    assert move_tenant("initech", ALIAS, grace=0).target == ALIAS

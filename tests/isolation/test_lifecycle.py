@@ -46,7 +46,17 @@ from tenantry import (
 from tenantry.db import rls_bypass
 from tenantry.ratelimit import check, get_rate_limiter
 from tenantry.registry import invalidate_tenant
-from tests.app.models import Document, Domain, Folder, Item, Note, RlsFolder, Tag, Tenant
+from tests.app.models import (
+    Document,
+    Domain,
+    Folder,
+    Item,
+    Note,
+    RlsFolder,
+    Summary,
+    Tag,
+    Tenant,
+)
 from tests.lifecycle.models import (
     Alias,
     Board,
@@ -459,24 +469,48 @@ def test_domains_go_whatever_the_type_of_their_tenant_field(
 
 
 def test_a_cascade_into_another_tenants_row_is_refused_and_nothing_goes(stores):
-    """A reference planted across tenants (globex's document in acme's
-    folder): deleting acme must not delete globex's row."""
+    """A reference planted across tenants that cannot be cleared (globex's
+    summary of acme's document: a non-nullable OneToOne): deleting acme must
+    not delete globex's row, so it is refused."""
+    for tenant in TENANTS:
+        plant(tenant)
+    from django.db import connection
+
+    with rls_bypass(reason="test: planting a cross-tenant reference"):
+        acme_doc = Document.all_tenants.get(tenant_id="acme")
+        with connection.cursor() as cursor:  # around every ORM rule, as SQL would
+            cursor.execute(
+                "INSERT INTO app_summary (tenant_id, document_id, text) VALUES ('globex', %s, '')",
+                [acme_doc.pk],
+            )
+    before = traces("acme")
+    with pytest.raises(TenantMismatchError, match=r"app\.Summary .*another tenant"):
+        lifecycle.delete_tenant("acme")
+    assert traces("acme") == before
+    with rls_bypass(reason="test: globex's rows as stored"):
+        assert Summary.all_tenants.filter(tenant_id="globex").count() == 1
+
+
+def test_a_clearable_reference_across_tenants_is_cleared_not_followed(stores):
+    """A nullable key of globex's document naming acme's folder (made through
+    a write grant, or planted): deleting acme clears it and deletes nothing
+    of globex's (docs/collaboration.md#when-the-owner-deletes-the-row)."""
     for tenant in TENANTS:
         plant(tenant)
     from django.db import connection
 
     with rls_bypass(reason="test: planting a cross-tenant reference"):
         acme_folder = Folder.all_tenants.get(tenant_id="acme")
-        with connection.cursor() as cursor:  # around every ORM rule, as SQL would
+        with connection.cursor() as cursor:
             cursor.execute(
                 "UPDATE app_document SET folder_id = %s WHERE tenant_id = 'globex'",
                 [acme_folder.pk],
             )
-    before = traces("acme")
-    with pytest.raises(TenantMismatchError, match=r"app\.Document .*another tenant"):
-        lifecycle.delete_tenant("acme")
-    assert traces("acme") == before
+    lifecycle.delete_tenant("acme")
     assert traces("globex")["app.Document"] == 1
+    with rls_bypass(reason="test: globex's rows as stored"):
+        assert Document.all_tenants.get(tenant_id="globex").folder_id is None
+    connection.check_constraints()
 
 
 def test_a_tenant_bound_may_delete_only_itself(stores):

@@ -109,21 +109,33 @@ def test_the_operation_sql_on_this_database():
         "\"tenant_id\" = current_setting('tenantry.tenant_id', true) "
         "OR current_setting('tenantry.bypass', true) = 'on'"
     )
-    assert forwards == [
+    assert forwards[:4] == [
         'ALTER TABLE "app_rlsnote" ENABLE ROW LEVEL SECURITY;',
         'ALTER TABLE "app_rlsnote" FORCE ROW LEVEL SECURITY;',
         'DROP POLICY IF EXISTS "tenantry_isolation" ON "app_rlsnote";',
         f'CREATE POLICY "tenantry_isolation" ON "app_rlsnote" USING ({condition}) '
         f"WITH CHECK ({condition});",
     ]
+    # Then the grant policies and the trigger that keeps the tenant column
+    # (docs/collaboration.md#postgresql).
+    granted = [sql for sql in forwards[4:] if sql.startswith(("CREATE POLICY", "CREATE TRIGGER"))]
+    assert [sql.split(" ON ")[0] for sql in granted] == [
+        'CREATE POLICY "tenantry_shared_read"',
+        'CREATE POLICY "tenantry_shared_write"',
+        'CREATE TRIGGER "tenantry_keep_tenant" BEFORE UPDATE OF "tenant_id"',
+    ]
     assert backwards == [
+        'DROP POLICY IF EXISTS "tenantry_shared_read" ON "app_rlsnote";',
+        'DROP POLICY IF EXISTS "tenantry_shared_write" ON "app_rlsnote";',
+        'DROP TRIGGER IF EXISTS "tenantry_keep_tenant" ON "app_rlsnote";',
         'DROP POLICY IF EXISTS "tenantry_isolation" ON "app_rlsnote";',
         'ALTER TABLE "app_rlsnote" NO FORCE ROW LEVEL SECURITY;',
         'ALTER TABLE "app_rlsnote" DISABLE ROW LEVEL SECURITY;',
     ]
-    assert (
+    assert any(
         "\"tenant_number\" = NULLIF(current_setting('tenantry.tenant_id', true), '')::integer"
-        in (meter[-1])
+        in sql
+        for sql in meter
     )
 
 

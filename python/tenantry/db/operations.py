@@ -22,6 +22,25 @@ tenant table) is compared with the setting cast to the column's type. Going
 backwards drops the policy and disables row-level security. On other
 databases it does nothing, so the same migrations run on SQLite.
 
+Granted rows (docs/collaboration.md): when the grant table
+(``tenantry_grant``, tenantry's migration 0003) exists, two more policies
+admit the rows another tenant granted to the bound one, and nothing else::
+
+    tenantry_shared_read   FOR SELECT USING (<a live grant of the row to the tenant>)
+    tenantry_shared_write  FOR UPDATE USING (<a live write grant>) WITH CHECK (<the same>)
+
+and a trigger, ``tenantry_keep_tenant``, refuses an UPDATE that changes the
+tenant column outside the bypass (permissive policies are OR-ed, so the
+write grant's USING and the isolation policy's WITH CHECK together would
+let the grantee take the row)
+
+(``tenantry.db.grants.granted``, called through the PL/pgSQL function
+``tenantry_granted``, which plans once per connection). No grant admits an INSERT or
+a DELETE. Policies made before the grant table existed are upgraded by
+tenantry's migration 0003 (every table then behind the wall) or by
+``UpgradeTenantRLS("shop.Order", field="tenant_id")``; ``manage.py tenantry
+rls --check`` names a table still without them.
+
 A multi-table-inheritance child whose tenant field lives on an ancestor's
 table (``EnableTenantRLS("shop.DigitalOrder", field="tenant_id")`` where
 ``DigitalOrder(Order)``) has no tenant column of its own: its policy joins
@@ -43,9 +62,18 @@ from typing import Any
 from django.core.exceptions import FieldDoesNotExist
 from django.db.migrations.operations.base import Operation
 
+from .. import conf
+from . import grants
+from .rls import old_policy_tables
 from .scope import BYPASS_SETTING, POLICY, TENANT_SETTING
 
-__all__ = ["POLICY", "EnableTenantRLS"]
+__all__ = [
+    "POLICY",
+    "EnableTenantRLS",
+    "ProtectGrantTable",
+    "UpgradeAllTenantRLS",
+    "UpgradeTenantRLS",
+]
 
 _TEXT_TYPES = ("varchar", "character varying", "text", "char", "character", "citext")
 
@@ -138,8 +166,11 @@ class EnableTenantRLS(Operation):
                 f"DROP POLICY IF EXISTS {policy} ON {table}",
                 f"CREATE POLICY {policy} ON {table} USING ({condition}) WITH CHECK ({condition})",
             )
+            if _grant_table_exists(schema_editor):
+                statements += grant_policies(model, field, quote, db_type)
         else:
             statements = (
+                *drop_grant_policies(model, quote),
                 f"DROP POLICY IF EXISTS {policy} ON {table}",
                 f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
                 f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
@@ -173,3 +204,218 @@ def _condition(column: str, db_type: str | None) -> str:
         # '' (no tenant) must not reach the cast: NULL matches no row.
         setting = f"NULLIF({setting}, '')::{db_type}"
     return f"{column} = {setting} OR current_setting('{BYPASS_SETTING}', true) = 'on'"
+
+
+# -- granted rows (docs/collaboration.md) -------------------------------------------
+
+
+def _grant_table_exists(schema_editor: Any) -> bool:
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [grants.TABLE])
+        return bool(cursor.fetchone()[0])
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def grant_policies(model: Any, field: Any, quote: Any, db_type: str | None) -> tuple[str, ...]:
+    """The statements that (re)create ``model``'s grant policies: a live
+    grant of the row to the bound tenant admits it to SELECT; a live write
+    grant admits it to UPDATE, and the updated row must still be granted
+    (its tenant column unchanged)."""
+    table = model._meta.db_table
+    holder = field.model._meta.concrete_model
+    if holder is not model._meta.concrete_model:
+        return ()  # a child whose tenant column is a parent's: grants name such rows not
+    qtable = quote(table)
+
+    pk = f"{qtable}.{quote(model._meta.pk.column)}"
+    owner = f"{qtable}.{quote(field.column)}"
+    # The tenant's own rows first: PostgreSQL ORs the policies in an order of
+    # its own (this one first, as it happens), and evaluates an OR from the
+    # left, so an own row never calls the function.
+    own = _condition(owner, db_type)
+
+    def condition(write: bool) -> str:
+        return (
+            f"{own} OR {grants.FUNCTION}({_literal(table)}, CAST({pk} AS text), "
+            f"CAST({owner} AS text), {'true' if write else 'false'})"
+        )
+
+    read, write = quote(grants.READ_POLICY), quote(grants.WRITE_POLICY)
+    column, keep = quote(field.column), quote(grants.KEEP_TENANT)
+    return (
+        *drop_grant_policies(model, quote),
+        grants.granted_function(),
+        f"CREATE POLICY {read} ON {qtable} FOR SELECT USING ({condition(False)})",
+        f"CREATE POLICY {write} ON {qtable} FOR UPDATE USING ({condition(True)}) "
+        f"WITH CHECK ({condition(True)})",
+        # Permissive policies are OR-ed: the write grant's USING admits the
+        # old row and the isolation policy's WITH CHECK the new one, so an
+        # UPDATE could move a granted row to the grantee. No policy sees both
+        # rows; this trigger does: a tenant column changes only under the bypass.
+        _KEEP_TENANT_FUNCTION,
+        f"CREATE TRIGGER {keep} BEFORE UPDATE OF {column} ON {qtable} FOR EACH ROW "
+        f"WHEN (OLD.{column} IS DISTINCT FROM NEW.{column}) "
+        f"EXECUTE FUNCTION {grants.KEEP_TENANT}()",
+    )
+
+
+#: Raises as PostgreSQL does for a WITH CHECK violation (SQLSTATE 42501, the
+#: table named), so the connection wrapper reports TenantMismatchError.
+_MOVE_REFUSED = (
+    "a row never moves to another tenant: new row violates row-level security policy "
+    f'"{grants.KEEP_TENANT}" for table "'
+)
+_KEEP_TENANT_FUNCTION = f"""CREATE OR REPLACE FUNCTION {grants.KEEP_TENANT}() RETURNS trigger
+LANGUAGE plpgsql AS $tenantry$
+BEGIN
+    IF current_setting('{BYPASS_SETTING}', true) = 'on' THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = '42501',
+        MESSAGE = '{_MOVE_REFUSED}' || TG_TABLE_NAME || '"';
+END
+$tenantry$"""
+
+
+def drop_grant_policies(model: Any, quote: Any) -> tuple[str, ...]:
+    table = quote(model._meta.db_table)
+    return (
+        *(
+            f"DROP POLICY IF EXISTS {quote(name)} ON {table}"
+            for name in (grants.READ_POLICY, grants.WRITE_POLICY)
+        ),
+        f"DROP TRIGGER IF EXISTS {quote(grants.KEEP_TENANT)} ON {table}",
+    )
+
+
+class UpgradeTenantRLS(EnableTenantRLS):
+    """Give a table already behind the wall (an ``EnableTenantRLS`` made
+    before grants existed) the grant policies; backwards removes them."""
+
+    def describe(self) -> str:
+        return f"Add the grant policies to {self.model}'s row-level security"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"upgrade_tenant_rls_{self.model.split('.')[1].lower()}"
+
+    def _execute(self, schema_editor: Any, state: Any, *, forwards: bool) -> None:
+        target = self._target(schema_editor, state)
+        if target is None:
+            return
+        model, field = target
+        quote = schema_editor.quote_name
+        if forwards:
+            if not _grant_table_exists(schema_editor):
+                raise ValueError(
+                    f"UpgradeTenantRLS({self.model!r}): the grant table does not exist yet; "
+                    "add a dependency on ('tenantry', '0004_grant')"
+                )
+            db_type = field.db_type(schema_editor.connection)
+            statements = grant_policies(model, field, quote, db_type)
+        else:
+            statements = drop_grant_policies(model, quote)
+        for sql in statements:
+            schema_editor.execute(sql)
+
+
+class UpgradeAllTenantRLS(Operation):
+    """tenantry's migration 0003: every table that already carries the
+    ``tenantry_isolation`` policy and no grant policy gets them (found
+    among the installed scoped models). PostgreSQL only."""
+
+    reversible = True
+    reduces_to_sql = False
+
+    def state_forwards(self, app_label: str, state: Any) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "Add the grant policies to every table already behind row-level security"
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any):
+        connection = schema_editor.connection
+        if connection.vendor != "postgresql":
+            return
+        quote = schema_editor.quote_name
+        for model, name in old_policy_tables(connection):
+            field = model._meta.get_field(name)
+            for sql in grant_policies(model, field, quote, field.db_type(connection)):
+                schema_editor.execute(sql)
+
+    def database_backwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ):
+        # Every grant policy goes before the grant table can (they depend on it).
+        connection = schema_editor.connection
+        if connection.vendor != "postgresql":
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT p.polname, c.relname FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid"
+                " WHERE p.polname IN (%s, %s)",
+                [grants.READ_POLICY, grants.WRITE_POLICY],
+            )
+            found = cursor.fetchall()
+        quote = schema_editor.quote_name
+        for policy, table in found:
+            schema_editor.execute(f"DROP POLICY IF EXISTS {quote(policy)} ON {quote(table)}")
+        schema_editor.execute(
+            f"DROP FUNCTION IF EXISTS {grants.FUNCTION}(text, text, text, boolean)"
+        )
+
+
+class ProtectGrantTable(Operation):
+    """The grant table behind row-level security when ``TENANT_RLS`` is on
+    as the migration runs: each party reads its own grants (the policies of
+    the tables behind the wall read them as the bound tenant); only
+    tenantry's own writes (``tenantry.sharing``, under the bypass scope)
+    insert, change or delete one, so a tenant's raw SQL can neither forge,
+    widen, move nor quietly drop a grant."""
+
+    reversible = True
+    reduces_to_sql = True
+
+    def state_forwards(self, app_label: str, state: Any) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "Put tenantry's grant table behind row-level security"
+
+    def _on(self, schema_editor: Any) -> bool:
+        return schema_editor.connection.vendor == "postgresql" and conf.current().rls != "off"
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any):
+        if not self._on(schema_editor):
+            return
+        table = grants.TABLE
+        parties, writes = grants.GRANT_TABLE_POLICY, grants.GRANT_TABLE_WRITE_POLICY
+        tenant = f"current_setting('{TENANT_SETTING}', true)"
+        bypass = f"current_setting('{BYPASS_SETTING}', true) = 'on'"
+        for sql in (
+            f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+            f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+            f"DROP POLICY IF EXISTS {parties} ON {table}",
+            f"DROP POLICY IF EXISTS {writes} ON {table}",
+            f"CREATE POLICY {parties} ON {table} FOR SELECT USING (owner_tenant = {tenant} OR "
+            f"grantee_tenant = {tenant} OR {bypass})",
+            f"CREATE POLICY {writes} ON {table} USING ({bypass}) WITH CHECK ({bypass})",
+        ):
+            schema_editor.execute(sql)
+
+    def database_backwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ):
+        if schema_editor.connection.vendor != "postgresql":
+            return
+        table = grants.TABLE
+        for sql in (
+            f"DROP POLICY IF EXISTS {grants.GRANT_TABLE_POLICY} ON {table}",
+            f"DROP POLICY IF EXISTS {grants.GRANT_TABLE_WRITE_POLICY} ON {table}",
+            f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
+            f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
+        ):
+            schema_editor.execute(sql)

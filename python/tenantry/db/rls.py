@@ -59,6 +59,7 @@ from .._core import TenantMismatchError
 from ..context import get_current_tenant
 from ..exceptions import TransactionPoolingError
 from ..graph import scope_of
+from .grants import READ_POLICY, WRITE_POLICY
 
 # The scope names and the bypass live one level down (tenantry.db.scope), so
 # the migration operation and the ORM rules read them without this module;
@@ -671,6 +672,32 @@ def table_problems(connection: Any, model: Any) -> str | None:
         if not ok
     ]
     return "; ".join(missing) or None
+
+
+def has_grant_policies(connection: Any, model: Any) -> bool:
+    """Whether ``model``'s table carries the grant policies
+    (docs/collaboration.md#postgresql): a policy made before grants existed
+    does not, and hides every granted row."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_policy p WHERE p.polrelid = to_regclass(%s)"
+            " AND p.polname IN (%s, %s)",
+            [connection.ops.quote_name(model._meta.db_table), READ_POLICY, WRITE_POLICY],
+        )
+        return cursor.fetchone()[0] == 2
+
+
+def old_policy_tables(connection: Any) -> list[tuple[Any, str]]:
+    """``(model, tenant field)`` of the scoped models whose table is behind
+    the wall with a policy made before grants existed (no grant policies)."""
+    found = []
+    for model, field in scoped_models():
+        holder = model._meta.get_field(field).model._meta.concrete_model
+        if holder is not model._meta.concrete_model:
+            continue  # a child whose tenant column is a parent's: no grant policies
+        if table_problems(connection, model) is None and not has_grant_policies(connection, model):
+            found.append((model, field))
+    return found
 
 
 def role_problems(connection: Any) -> list[str]:

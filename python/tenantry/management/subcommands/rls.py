@@ -51,7 +51,18 @@ def handle(command, options) -> None:
             table = f"{table} → {holder}"
         where = f"{model._meta.label} ({table}.{tenant_field.column})"
         problem = rls.table_problems(connection, model)
-        if problem is None:
+        if (
+            problem is None
+            and holder == model._meta.db_table
+            and not rls.has_grant_policies(connection, model)
+        ):
+            problems += 1
+            out(
+                f"  OLD      {where}: its policy predates cross-tenant grants (no "
+                "tenantry_shared_read/tenantry_shared_write policy). Add a migration with "
+                f"tenantry.db.UpgradeTenantRLS({model._meta.label!r}, field={field!r})."
+            )
+        elif problem is None:
             out(f"  ok       {where}")
         else:
             problems += 1
