@@ -73,11 +73,26 @@ class BareDoc(models.Model):
         app_label = "benchapp"
 
 
+class Tag(models.Model):
+    """A tenant's tag of records (benchmarks/bench_links.py)."""
+
+    tenant_id = models.CharField(max_length=128, db_index=True)
+    name = models.CharField(max_length=100)
+
+    objects = TenantManager(tenant_field="tenant_id")
+
+    class Meta:
+        app_label = "benchapp"
+        ordering = ["id"]
+
+
 class Record(models.Model):
-    """A tenant's row (benchmarks/bench_rls.py)."""
+    """A tenant's row (benchmarks/bench_rls.py); its tags are links of a
+    many-to-many table (benchmarks/bench_links.py)."""
 
     tenant_id = models.CharField(max_length=128, db_index=True)
     title = models.CharField(max_length=100)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="records")
 
     objects = TenantManager(tenant_field="tenant_id")
 

@@ -1580,10 +1580,21 @@ def _remember_loads(model: Any) -> None:
     model.from_db = classmethod(from_db)
 
 
+def raw_save_trusted(raw: bool) -> bool:
+    """The one rule of ``save_base(raw=True)`` (Django's deserializers,
+    ``loaddata``; docs/security.md#raw-saves-deserialization-and-loaddata):
+    trusted, as fixtures are, only when no tenant is bound or written for
+    (tenant-less code such as ``manage.py loaddata`` may write any tenant's
+    rows anyway). A raw save while a tenant is bound (a deserializer run in a
+    request, a job, a LiveView event) is held to every check of an ordinary
+    save: the tenant column, keys, parent links, registry rows."""
+    return bool(raw) and get_current_tenant() is None and _writing.get() is None
+
+
 def _on_save(
     sender: Any, instance: models.Model, raw: bool = False, update_fields: Any = None, **kw: Any
 ) -> None:
-    if raw:  # loaddata: fixtures are trusted like any tenant-less code
+    if raw_save_trusted(raw):
         return
     guard = guard_of(sender)
     if guard is None or not (guard.owner or guard.heirs):

@@ -65,7 +65,7 @@ from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 from django.db.models.signals import pre_delete, pre_save
 from django.db.models.sql.query import Query
 
-from . import _core, access, audit, cache, conf, sharing, signals, suspension
+from . import _core, access, audit, cache, conf, isolation, sharing, signals, suspension
 from ._core import TenantInfo, TenantMismatchError, TenantNotFound, validate_tenant_id
 from .context import get_current_tenant, tenant_context
 from .db.scope import rls_bypass
@@ -982,7 +982,7 @@ def _on_registry_save(
 ) -> None:
     """A saved registry row keeps its id and incarnation. (A new one gets a
     new incarnation from :func:`on_insert`, whatever the code passed.)"""
-    if raw:  # loaddata: fixtures are trusted
+    if isolation.raw_save_trusted(raw):  # loaddata with no tenant bound
         return
     found = _registry_of(sender)
     if found is None:

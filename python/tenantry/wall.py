@@ -18,7 +18,8 @@ Installed once by ``TenantryConfig.ready``:
   per tenant);
 * ``Model._save_table``, to tell those hooks which instance a ``save()`` is
   writing (so a reference unchanged since the row was read is not looked up),
-  and when it is ``loaddata``'s (``raw``: fixtures are trusted);
+  and when it is a trusted ``loaddata``'s (``raw`` with no tenant bound:
+  :func:`tenantry.isolation.raw_save_trusted`);
 * ``Options.base_manager``: the base manager of a scoped model keeps to the
   tenant enforced when its query runs (``refresh_from_db()``, related
   descriptors, generic foreign keys, prefetches, the delete collector,
@@ -133,7 +134,7 @@ def _install_save_table() -> None:
     def _save_table(self: Any, *args: Any, **kwargs: Any) -> Any:
         raw = args[0] if args else kwargs.get("raw", False)
         with isolation.saving(self):
-            if raw:
+            if isolation.raw_save_trusted(raw):
                 with lifecycle.loading_fixture():
                     return save_table(self, *args, **kwargs)
             return save_table(self, *args, **kwargs)

@@ -59,12 +59,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps as installed_apps
 from django.core.exceptions import FieldDoesNotExist
 from django.db.migrations.operations.base import Operation
 
 from .. import conf
+from ..graph import scope_of
 from . import grants
-from .rls import old_policy_tables
+from .rls import link_tables, old_policy_tables, walled_tables
 from .scope import BYPASS_SETTING, POLICY, TENANT_SETTING
 
 __all__ = [
@@ -170,6 +172,7 @@ class EnableTenantRLS(Operation):
                 statements += grant_policies(model, field, quote, db_type)
         else:
             statements = (
+                *drop_link_policies(schema_editor, state, model),
                 *drop_grant_policies(model, quote),
                 f"DROP POLICY IF EXISTS {policy} ON {table}",
                 f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
@@ -177,6 +180,9 @@ class EnableTenantRLS(Operation):
             )
         for sql in statements:
             schema_editor.execute(sql)
+        if forwards:
+            for sql in link_policies(schema_editor, state, model):
+                schema_editor.execute(sql)
 
 
 def _through_parent(model: Any, owner: Any, field: Any, db_type: str | None, quote: Any) -> str:
@@ -291,6 +297,126 @@ def drop_grant_policies(model: Any, quote: Any) -> tuple[str, ...]:
     )
 
 
+# -- many-to-many link tables (docs/postgresql.md#many-to-many-link-tables) ----------
+
+#: A link table's policies besides ``tenantry_isolation`` (its SELECT
+#: policy), one per writing command: a policy of its own for each command,
+#: so a read evaluates the read condition only (permissive policies of one
+#: command are OR-ed, every row of a full read would pay both).
+LINK_WRITE_POLICIES = {
+    "INSERT": "tenantry_link_insert",
+    "UPDATE": "tenantry_link_update",
+    "DELETE": "tenantry_link_delete",
+}
+
+
+def _links_at(schema_editor: Any, state: Any, model: Any) -> list[tuple[Any, tuple[Any, ...]]]:
+    """The link tables (of the migration's state) with an end at ``model``
+    and a table in the database."""
+    label = model._meta.concrete_model._meta.label_lower
+    found = []
+    for through, ends in link_tables(state.apps):
+        if any(fk.related_model._meta.label_lower == label for fk in ends):
+            with schema_editor.connection.cursor() as cursor:
+                cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [through._meta.db_table])
+                if cursor.fetchone()[0]:
+                    found.append((through, ends))
+    return found
+
+
+def link_policies(schema_editor: Any, state: Any, model: Any) -> list[str]:
+    """The statements that put ``model``'s many-to-many link tables behind
+    the wall (``model`` is being walled; the other ends count when their
+    table is walled already). A link row is visible when every walled row it
+    links is visible (an ``EXISTS`` on that table, itself under its
+    policies, so a read grant shows the link); it may be inserted, changed
+    or deleted only when every walled row it links is the bound tenant's or
+    granted to it with a write grant (a read grant's links are read-only)."""
+    connection = schema_editor.connection
+    quote = schema_editor.quote_name
+    walled = walled_tables(connection) | {model._meta.db_table}
+    grants_on = _grant_table_exists(schema_editor)
+    statements: list[str] = []
+    for through, ends in _links_at(schema_editor, state, model):
+        table = quote(through._meta.db_table)
+        visible, writable = [], []
+        for index, fk in enumerate(ends):
+            target = fk.related_model
+            if target._meta.db_table not in walled:
+                continue
+            alias = quote(f"tenantry_end{index}")
+            found = (
+                f"SELECT 1 FROM {quote(target._meta.db_table)} {alias} WHERE "
+                f"{alias}.{quote(fk.target_field.column)} = {table}.{quote(fk.column)}"
+            )
+            visible.append(f"EXISTS ({found})")
+            writable.append(
+                f"EXISTS ({found} AND ({_own_end(target, alias, connection, grants_on, quote)}))"
+            )
+        if not visible:
+            continue
+        read, write = " AND ".join(visible), " AND ".join(writable)
+        policy = quote(POLICY)
+        statements += [
+            f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+            f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+            *_drop_link_policies(table, quote),
+            f"CREATE POLICY {policy} ON {table} FOR SELECT USING ({read})",
+        ]
+        for command, name in LINK_WRITE_POLICIES.items():
+            using = "" if command == "INSERT" else f" USING ({write})"
+            check = "" if command == "DELETE" else f" WITH CHECK ({write})"
+            statements.append(f"CREATE POLICY {quote(name)} ON {table} FOR {command}{using}{check}")
+    if grants_on and statements:
+        statements.insert(0, grants.granted_function())
+    return statements
+
+
+def _own_end(target: Any, alias: str, connection: Any, grants_on: bool, quote: Any) -> str:
+    """The condition on a linked row (``alias``) that lets the bound tenant
+    write its links: its own row, or one it holds a live write grant of. A
+    multi-table child whose tenant column is a parent's: its table's own
+    policy already admits only the tenant's rows (no grant names them)."""
+    scope = scope_of(_installed(target))
+    if scope is None or scope.table is not scope.model._meta.concrete_model:
+        return "true"
+    column = f"{alias}.{quote(scope.field.column)}"
+    own = _condition(column, scope.field.db_type(connection))
+    if not grants_on:
+        return own
+    pk = f"{alias}.{quote(scope.model._meta.pk.column)}"
+    return (
+        f"{own} OR {grants.FUNCTION}({_literal(target._meta.db_table)}, CAST({pk} AS text), "
+        f"CAST({column} AS text), true)"
+    )
+
+
+def _installed(model: Any) -> Any:
+    """The installed model of a migration's historical one."""
+    return installed_apps.get_model(model._meta.label)
+
+
+def _drop_link_policies(table: str, quote: Any) -> list[str]:
+    return [
+        f"DROP POLICY IF EXISTS {quote(name)} ON {table}"
+        for name in (POLICY, *LINK_WRITE_POLICIES.values())
+    ]
+
+
+def drop_link_policies(schema_editor: Any, state: Any, model: Any) -> list[str]:
+    """Going backwards: ``model``'s link tables leave the wall."""
+    quote = schema_editor.quote_name
+    statements: list[str] = []
+    for through, _ends in _links_at(schema_editor, state, model):
+        table = quote(through._meta.db_table)
+        statements += [
+            *_drop_link_policies(table, quote),
+            f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
+            f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
+        ]
+    return statements
+
+
 class UpgradeTenantRLS(EnableTenantRLS):
     """Give a table already behind the wall (an ``EnableTenantRLS`` made
     before grants existed) the grant policies; backwards removes them."""
@@ -320,6 +446,9 @@ class UpgradeTenantRLS(EnableTenantRLS):
             statements = drop_grant_policies(model, quote)
         for sql in statements:
             schema_editor.execute(sql)
+        if forwards:  # and the link tables put behind the wall since
+            for sql in link_policies(schema_editor, state, model):
+                schema_editor.execute(sql)
 
 
 class UpgradeAllTenantRLS(Operation):

@@ -785,3 +785,50 @@ def definer_problems(connection: Any) -> list[str]:
                 "SECURITY INVOKER, or give it an owner bound by the policies)"
             )
     return problems
+
+
+# -- many-to-many link tables (docs/postgresql.md#many-to-many-link-tables) ----------
+
+
+def _real_scope(label: str) -> Any:
+    """The installed model ``label``'s scope (None: no tenant's, or gone)."""
+    try:
+        return scope_of(apps.get_model(label))
+    except LookupError:
+        return None
+
+
+def link_tables(registry: Any = apps) -> list[tuple[Any, tuple[Any, ...]]]:
+    """``(through model, its foreign keys to scoped models)`` of every
+    many-to-many link table of ``registry`` (the installed apps, or a
+    migration's historical ones) that has no tenant column of its own: the
+    auto-created ``through`` tables, and explicit ``through`` models that
+    are no tenant's. Such a table is walled by the scoped rows it links
+    (``EnableTenantRLS`` of either end), one entry per table."""
+    found: dict[str, tuple[Any, tuple[Any, ...]]] = {}
+    for model in registry.get_models():
+        for field in model._meta.local_many_to_many:
+            through = field.remote_field.through
+            if not isinstance(through, type) or through._meta.db_table in found:
+                continue
+            if not through._meta.auto_created and _real_scope(through._meta.label) is not None:
+                continue  # a tenant's own rows: EnableTenantRLS of its own
+            ends = tuple(
+                fk
+                for fk in through._meta.local_fields
+                if fk.many_to_one and _real_scope(fk.related_model._meta.label) is not None
+            )
+            if ends:
+                found[through._meta.db_table] = (through, ends)
+    return sorted(found.values(), key=lambda pair: pair[0]._meta.db_table)
+
+
+def walled_tables(connection: Any) -> set[str]:
+    """The tables that carry tenantry's isolation policy."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid"
+            " WHERE p.polname = %s",
+            [POLICY],
+        )
+        return {name for (name,) in cursor.fetchall()}

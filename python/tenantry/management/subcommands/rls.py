@@ -70,6 +70,23 @@ def handle(command, options) -> None:
                 f"  MISSING  {where}: {problem}. Add a migration with "
                 f"tenantry.db.EnableTenantRLS({model._meta.label!r}, field={field!r})."
             )
+    walled = rls.walled_tables(connection)
+    for through, ends in rls.link_tables():
+        if not any(fk.related_model._meta.db_table in walled for fk in ends):
+            continue  # no end behind the wall: its models are listed MISSING above
+        sides = ", ".join(fk.related_model._meta.label for fk in ends)
+        where = f"link table {through._meta.db_table} (of {sides})"
+        problem = rls.table_problems(connection, through)
+        if problem is None:
+            out(f"  ok       {where}")
+        else:
+            problems += 1
+            first = ends[0].related_model._meta.label
+            out(
+                f"  MISSING  {where}: {problem}. Its walled ends' EnableTenantRLS puts it "
+                f"behind the wall; for a table walled before, add a migration with "
+                f"tenantry.db.UpgradeTenantRLS({first!r}, field=...)."
+            )
     for warning in rls.role_problems(connection):
         problems += 1
         command.stderr.write(f"WARNING: {warning}. Connect the application as a role without it.")
