@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 
-from benchmarks.timing import fmt_ns, ns_per_op
+from benchmarks.timing import fmt_ns, in_child, ns_per_op
 
 TENANTS = [f"t{n:02d}" for n in range(20)]
 ROWS_PER_TENANT = 50
@@ -185,17 +184,7 @@ def timings(rounds: int = 60, number: int = 20) -> str:
 
 def run() -> str:
     """In a child process: Django is configured for PostgreSQL there."""
-    import subprocess
-
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_fleet"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"benchmarks.bench_fleet failed:\n{result.stdout}{result.stderr}")
-    return result.stdout
+    return in_child("benchmarks.bench_fleet")
 
 
 def main() -> str:

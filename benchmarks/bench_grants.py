@@ -22,11 +22,10 @@ throwaway PostgreSQL cluster, like ``benchmarks.bench_rls``.
 from __future__ import annotations
 
 import os
-import sys
 
 from benchmarks.bench_rls import GOAL, TENANTS, configure, seed, server_ms
 from benchmarks.bench_state import table
-from benchmarks.timing import ns_per_op
+from benchmarks.timing import in_child, ns_per_op
 
 MEASURED = "t03"
 CASES = ("old", "empty", "grants")
@@ -168,17 +167,8 @@ def timings(server, rounds: int = 30, number: int = 50) -> str:
 
 
 def run() -> str:
-    import subprocess
-
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_grants"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"benchmarks.bench_grants failed:\n{result.stdout}{result.stderr}")
-    return result.stdout
+    """In a child process: Django is configured for PostgreSQL there."""
+    return in_child("benchmarks.bench_grants")
 
 
 def main() -> str:

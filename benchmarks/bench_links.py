@@ -21,7 +21,7 @@ import os
 
 from benchmarks.bench_rls import TENANTS, configure, seed
 from benchmarks.bench_state import table
-from benchmarks.timing import ns_per_op
+from benchmarks.timing import in_child, ns_per_op
 
 MEASURED = "t03"
 LINKS = "benchapp_record_tags"
@@ -139,6 +139,11 @@ def timings(rounds: int = 20, number: int = 50) -> str:
         rows,
         None,
     )
+
+
+def run() -> str:
+    """In a child process: Django is configured for PostgreSQL there."""
+    return in_child("benchmarks.bench_links")
 
 
 def main() -> str:

@@ -18,10 +18,9 @@ throwaway cluster (tests/postgres_server.py) that is removed at the end.
 from __future__ import annotations
 
 import os
-import sys
 
 from benchmarks.bench_state import table
-from benchmarks.timing import ns_per_op
+from benchmarks.timing import in_child, ns_per_op
 
 TENANTS = [f"t{n:02d}" for n in range(20)]
 ROWS_PER_TENANT = 50
@@ -236,21 +235,7 @@ def timings(server, rounds: int = 30, number: int = 50) -> str:
 
 def run() -> str:
     """In a child process: Django is configured for PostgreSQL there."""
-    import subprocess
-
-    # Without the runner's DJANGO_SETTINGS_MODULE: importing tenantry reads
-    # the settings, which would configure them from it before main() can.
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_rls"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"benchmarks.bench_rls failed:\n{result.stdout}{result.stderr}")
-    return result.stdout
+    return in_child("benchmarks.bench_rls")
 
 
 def main() -> str:

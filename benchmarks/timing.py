@@ -105,3 +105,21 @@ def ns_per_item(
         if gc_was_enabled:
             gc.enable()
     return best
+
+
+def in_child(module: str) -> str:
+    """Run ``python -m <module>`` and return what it printed: the sections
+    that configure Django for PostgreSQL do it in a child process of their
+    own, without the runner's DJANGO_SETTINGS_MODULE (importing tenantry
+    reads the settings, which would configure them from it first)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-m", module], capture_output=True, text=True, check=False, env=env
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{module} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
