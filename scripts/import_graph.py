@@ -134,6 +134,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tenantry.djust.presence",
             "tenantry.djust.state",
             "tenantry.djust.live_presence",
+            "tenantry.djust.shared_rooms",
+            "tenantry.shared_rooms",
             "tenantry.djust.view_hooks",
             "tenantry.djust.auth",
             "tenantry.djust.names",

@@ -73,12 +73,33 @@ impl TenantId {
     pub fn other() -> Self {
         TenantId(OTHER.into())
     }
+
+    /// The presence space of the shared live rooms `owner` hosts on the
+    /// rows it granted to other tenants (docs/collaboration.md#live-rooms):
+    /// `-rooms.<owner>`. It starts with `-`, so no tenant's id (and no
+    /// caller-named key, which always lands in a valid id's space or in
+    /// [`TenantId::shared`]) can name it, and the owner's id follows a
+    /// fixed prefix, so two owners never share it.
+    pub fn shared_rooms_of(owner: &TenantId) -> Self {
+        let mut id = String::with_capacity(SHARED_ROOMS.len() + owner.as_str().len());
+        id.push_str(SHARED_ROOMS);
+        id.push_str(owner.as_str());
+        TenantId(id.into())
+    }
+
+    /// The owner of a [`TenantId::shared_rooms_of`] space, else `None`.
+    pub fn shared_rooms_owner(&self) -> Option<TenantId> {
+        let owner = self.0.strip_prefix(SHARED_ROOMS)?;
+        TenantId::parse(owner).ok()
+    }
 }
 
 /// See [`TenantId::shared`].
 pub const SHARED: &str = "-shared";
 /// See [`TenantId::other`].
 pub const OTHER: &str = "-other";
+/// See [`TenantId::shared_rooms_of`].
+pub const SHARED_ROOMS: &str = "-rooms.";
 
 /// True when `candidate` would be accepted by [`TenantId::parse`].
 pub fn is_valid(candidate: &str) -> bool {
@@ -213,6 +234,24 @@ pub fn check_named(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn no_tenant_id_names_a_shared_room_space() {
+        let acme = TenantId::parse("acme").unwrap();
+        let space = TenantId::shared_rooms_of(&acme);
+        assert_eq!(space.as_str(), "-rooms.acme");
+        assert!(!is_valid(space.as_str()));
+        assert_eq!(space.shared_rooms_owner(), Some(acme.clone()));
+        assert_eq!(acme.shared_rooms_owner(), None);
+        assert_eq!(TenantId::shared().shared_rooms_owner(), None);
+        for other in ["acm", "acme.", "acme-x", "rooms.acme"] {
+            let other = TenantId::parse(other).unwrap();
+            assert_ne!(TenantId::shared_rooms_of(&other), space);
+            assert_ne!(other, space);
+        }
+        assert_ne!(space, TenantId::shared());
+        assert_ne!(space, TenantId::other());
+    }
 
     #[test]
     fn no_tenant_id_names_the_shared_space() {

@@ -75,6 +75,7 @@ _LAZY: dict[str, str] = {
     "TenantPresenceRouter": ".presence",
     "get_tenant_presence_backend": ".presence",
     "TenantPresenceMixin": ".live_presence",
+    "SharedRoomMixin": ".live_presence",
     "TenantStateMemoryBackend": ".state",
     "TenantStateRedisBackend": ".state",
     "TenantStateManager": ".state",

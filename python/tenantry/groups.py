@@ -31,6 +31,7 @@ __all__ = [
     "group_send",
     "notified_tenant",
     "presence_group",
+    "shared_room_group",
     "tag_notify_payload",
     "tenant_group",
 ]
@@ -128,6 +129,22 @@ def presence_group(room: str, tenant: TenantInfo | str | int) -> str:
     """The channels group of presence room ``room`` of ``tenant``: where
     djust's presence events and tenantry's presence diffs of that room go."""
     return tenant_group(f"presence:{room}", tenant)
+
+
+#: The head of a shared live room's group: ``r`` is neither a length (the
+#: second part of :func:`tenant_group`'s names) nor ``x``, so no tenant's
+#: group name can be one.
+SHARED_ROOM_GROUP_PREFIX = f"{GROUP_PREFIX}r."
+
+
+def shared_room_group(owner: str, room: str) -> str:
+    """The channels group of the shared live room ``room`` hosted by
+    ``owner`` (``tenantry.shared_rooms``, docs/collaboration.md#live-rooms):
+    ``tenantry.r.<SHA-256 of (owner, room)>``. Apart from every group
+    :func:`tenant_group` names (its second part is a length or ``x``), and
+    from every other owner's rooms."""
+    owner = _group_tenant(owner, f"shared_room_group({room!r})").id
+    return f"{SHARED_ROOM_GROUP_PREFIX}{_hexdigest(owner, room)}"
 
 
 def db_notify_group(channel: str, tenant: TenantInfo | str | int | None) -> str:

@@ -34,18 +34,20 @@ from ._core import (
     PRESENCE_DEFAULT_REF,
     PRESENCE_MAX_CONNECTIONS_PER_USER,
     PRESENCE_MAX_REF_LEN,
+    SharedRoomSpace,
     TenantAwareMemoryBackend,
     TenantAwareRedisBackend,
     TenantPresenceRouter,
 )
 from ._tenant_backend import CACHE_SIZE as CACHE_SIZE
-from ._tenant_backend import TenantBackendManager, TenantStore
+from ._tenant_backend import TenantBackendManager, TenantBackends, TenantStore
 from .djust import presence as djust_presence
 
 __all__ = [
     "PRESENCE_DEFAULT_REF",
     "PRESENCE_MAX_CONNECTIONS_PER_USER",
     "PRESENCE_MAX_REF_LEN",
+    "SharedRoomSpace",
     "TenantAwareBackendMixin",
     "TenantAwareMemoryBackend",
     "TenantAwareRedisBackend",
@@ -54,6 +56,7 @@ __all__ = [
     "apply_diff",
     "by_user",
     "get_presence_router",
+    "get_shared_room_backend",
     "get_tenant_presence_backend",
     "install_djust_presence_backend",
     "uninstall_djust_presence_backend",
@@ -85,7 +88,7 @@ class TenantAwareBackendMixin:
 _Backend = TenantAwareMemoryBackend | TenantAwareRedisBackend
 
 
-def _make_backend(tenant_id: str, config: _core.CurrentConfig) -> _Backend:
+def _make_backend(tenant_id: str | SharedRoomSpace, config: _core.CurrentConfig) -> _Backend:
     kind, _install, redis_url = config.presence_backend
     rooms, users, connections, meta_bytes = config.presence_limits
     TenantAwareMemoryBackend.set_limits(
@@ -130,6 +133,22 @@ class TenantPresenceManager(TenantBackendManager[_Backend]):
 def get_tenant_presence_backend(tenant_id: Any) -> _Backend:
     """Shorthand for ``TenantPresenceManager.for_tenant(tenant_id)``."""
     return _store.for_tenant(tenant_id)
+
+
+#: The presence backends of shared live rooms, one per owner
+#: (:class:`SharedRoomSpace`), bounded and dropped with the config like the
+#: tenants' own.
+_room_backends: TenantBackends[_Backend] = TenantBackends(_make_backend)
+
+
+def get_shared_room_backend(owner: Any) -> _Backend:
+    """The presence backend of the shared live rooms ``owner`` hosts on rows
+    it granted (``tenantry.shared_rooms``): its keys are in the space
+    ``-rooms.<owner>`` (``djust:{tenant:-rooms.acme}:presence-users:<room>``),
+    which no tenant id and no caller-named key reaches. Its records'
+    ``tenant_id`` is that space's id; ``tenantry.shared_rooms`` gives each
+    member's own tenant instead."""
+    return _room_backends.lookup(SharedRoomSpace(owner))
 
 
 def by_user(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -51,6 +51,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<presence::MemoryBackend>()?;
     m.add_class::<presence::RedisBackend>()?;
     m.add_class::<presence::Router>()?;
+    m.add_class::<presence::SharedRoomSpace>()?;
     m.add("PRESENCE_DEFAULT_REF", crate::presence::DEFAULT_REF)?;
     m.add("PRESENCE_MAX_REF_LEN", crate::presence::MAX_REF_LEN)?;
     m.add(

@@ -841,7 +841,10 @@ impl Engine {
                 )
             }
         };
-        super::usage::record(py, tenant, Metric::PeakPresences, users_after)?;
+        // A shared live room's peak is its owner's usage (the owner hosts it).
+        let billed = tenant.shared_rooms_owner();
+        let billed = billed.as_ref().unwrap_or(tenant);
+        super::usage::record(py, billed, Metric::PeakPresences, users_after)?;
         Ok(change)
     }
 
@@ -1332,6 +1335,58 @@ pub(super) fn purge_memory(tenant: &TenantId, dry_run: bool) -> usize {
     }
 }
 
+/// The presence space of the shared live rooms one owner hosts on the rows
+/// it granted (`tenantry.sharing.shared_room`, docs/collaboration.md#live-rooms):
+/// `TenantId::shared_rooms_of(owner)`, `-rooms.<owner>`, which no tenant id
+/// and no caller-named key can name. Only a presence backend takes it in
+/// place of a tenant id (`TenantAwareMemoryBackend(SharedRoomSpace("acme"))`);
+/// its records carry the space's id as `tenant_id` (tenantry's shared room
+/// replaces it with each member's tenant).
+#[pyclass(module = "tenantry", name = "SharedRoomSpace", frozen, eq, hash)]
+#[derive(PartialEq, Eq, Hash)]
+pub struct SharedRoomSpace {
+    space: TenantId,
+    owner: TenantId,
+}
+
+#[pymethods]
+impl SharedRoomSpace {
+    #[new]
+    fn new(owner: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let owner = id_from_py(owner)?;
+        Ok(SharedRoomSpace {
+            space: TenantId::shared_rooms_of(&owner),
+            owner,
+        })
+    }
+
+    /// The tenant that hosts the rooms (the owner of the granted rows).
+    #[getter]
+    fn owner(&self) -> &str {
+        self.owner.as_str()
+    }
+
+    /// The space's own id (`-rooms.<owner>`), the tenant of its keys.
+    #[getter]
+    fn id(&self) -> &str {
+        self.space.as_str()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("SharedRoomSpace({:?})", self.owner.as_str())
+    }
+}
+
+/// A presence backend's identity: a tenant id, or a [`SharedRoomSpace`].
+fn presence_scope(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<Scope> {
+    if let Ok(space) = tenant_id.cast::<SharedRoomSpace>() {
+        let tenant = space.get().space.clone();
+        let tenant_py = PyString::intern(py, tenant.as_str()).unbind();
+        return Ok(Scope { tenant, tenant_py });
+    }
+    Scope::new(py, tenant_id)
+}
+
 /// In-memory presence for one tenant (the store itself is shared by the
 /// process and sharded; see `docs/presence.md`).
 #[pyclass(
@@ -1469,7 +1524,10 @@ tenant_store_classes! {
         #[pyo3(signature = (tenant_id, timeout=60.0))]
         fn new(py: Python<'_>, tenant_id: &Bound<'_, PyAny>, timeout: f64) -> PyResult<Self> {
             let engine = Engine::Memory(checked_timeout(timeout)?);
-            Ok(MemoryBackend(PerTenant::new(py, tenant_id, engine)?))
+            Ok(MemoryBackend(PerTenant {
+                scope: presence_scope(py, tenant_id)?,
+                engine,
+            }))
         }
 
         /// Removes every presence of `tenant_id`; returns how many went.
@@ -1596,7 +1654,7 @@ tenant_store_classes! {
             connect_timeout: f64,
             socket_timeout: f64,
         ) -> PyResult<Self> {
-            let scope = Scope::new(py, tenant_id)?;
+            let scope = presence_scope(py, tenant_id)?;
             let timeout = checked_timeout(timeout)?;
             let (store, prefix) = redis_target(redis_url, key_prefix, connect_timeout, socket_timeout)?;
             Ok(RedisBackend(PerTenant {

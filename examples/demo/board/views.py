@@ -12,11 +12,12 @@ from djust.presence import PresenceMixin
 
 from tenantry import BackendUnavailable, InvalidKey, TenantMixin, TenantPresenceMixin, impersonation
 from tenantry.flags import tenant_flag
+from tenantry.live_presence import SharedRoomMixin
 from tenantry.ratelimit import tenant_ratelimit
 from tenantry.storage import TenantFileSystemStorage
 
 from .imports import add_items
-from .models import Item
+from .models import Item, SharedBoard
 
 try:  # Celery is optional: imports run as jobs when it is installed
     from .tasks import import_items_job
@@ -89,6 +90,12 @@ class BoardView(TenantMixin, TenantPresenceMixin, LiveView):
     def mount(self, request, **kwargs):
         self.presence_down = False
         self.has_logo = current_logo() is not None
+        # The tenant's shared boards and those other tenants granted to it
+        # (docs/collaboration.md): links to their live rooms.
+        self.shared_boards = [
+            {"id": b.pk, "title": b.title, "owner": b.tenant_id}
+            for b in SharedBoard.objects.with_shared()
+        ]
         self._load()
         # One visitor is one browser session (djust's anon_<session key>),
         # whatever the number of tabs; each tab is one connection of it.
@@ -104,13 +111,7 @@ class BoardView(TenantMixin, TenantPresenceMixin, LiveView):
             self.presence_down = True
 
     def _visitor_name(self, request) -> str:
-        session = request.session
-        name = session.get("visitor")
-        if name is None and not hasattr(self, "_websocket_session_id"):
-            # The page load names the browser's visitor (the session cookie
-            # carries it to the live view's WebSocket).
-            name = session["visitor"] = f"Visitor {secrets.token_hex(2)}"
-        return name or f"Visitor {str(self._websocket_session_id)[-4:]}"
+        return visitor_name(self, request)
 
     def _load(self):
         # Item.objects is scoped to the bound tenant: no filter needed here.
@@ -151,6 +152,66 @@ class BoardView(TenantMixin, TenantPresenceMixin, LiveView):
     def item_added(self, name: str = "", **kwargs):
         """Pushed by another viewer's ``add_item``: show it without a query."""
         self.items = [*self.items, name]
+
+
+def visitor_name(view, request) -> str:
+    """The browser's visitor: named by its first page load (the session
+    cookie carries it to the live view's WebSocket)."""
+    session = request.session
+    name = session.get("visitor")
+    if name is None and not hasattr(view, "_websocket_session_id"):
+        name = session["visitor"] = f"Visitor {secrets.token_hex(2)}"
+    return name or f"Visitor {str(view._websocket_session_id)[-4:]}"
+
+
+class SharedBoardView(TenantMixin, SharedRoomMixin, LiveView):
+    """A board shared between two tenants (``/shared/?board=<id>``): acme
+    owns "Launch plan" and granted it to globex with a write grant (the
+    seed). On acme's host and on globex's, each tenant's users are in one
+    live room: who is here, each with their tenant, and notes either side
+    adds appear on both (docs/collaboration.md#live-rooms). Another tenant,
+    or globex once acme revokes the grant, gets a 404 here; an open globex
+    page leaves the room within ``TENANT_READMIT_INTERVAL`` of the revoke."""
+
+    template_name = "board/shared.html"
+
+    def mount(self, request, **kwargs):
+        self.board_id = int(request.GET.get("board", "0") or 0)
+        # Only the tenant's own boards and those granted to it: a board of
+        # a tenant that granted nothing is not found.
+        board = SharedBoard.objects.with_shared().filter(pk=self.board_id).first()
+        if board is None:
+            raise Http404("No such board here")
+        self.open_shared_room(board)
+        self._load(board)
+        self.track_presence(meta={"name": visitor_name(self, request)})
+
+    def _load(self, board=None):
+        if board is None:
+            board = SharedBoard.objects.with_shared().filter(pk=self.board_id).first()
+        self.title = board.title if board else ""
+        self.owner = board.tenant_id if board else ""
+        self.notes = board.notes.splitlines() if board else []
+
+    @event_handler
+    def add_note(self, text: str = "", **kwargs):
+        text = text.strip()[:120]
+        if text and not self.shared_room_closed:
+            board = SharedBoard.objects.with_shared().get(pk=self.board_id)
+            board.notes = "\n".join([*board.notes.splitlines(), f"{text} ({self.tenant.id})"])
+            # globex's save goes through its write grant (a read grant: refused).
+            board.save(update_fields=["notes"])
+            # Every other view in the room, of both tenants, re-reads it.
+            self.push_to_shared_room("note_added")
+        self._load()
+
+    @event_handler
+    def note_added(self, **kwargs):
+        self._load()
+
+    def handle_shared_room_closed(self):
+        """The grant ended: forget the board."""
+        self.title, self.owner, self.notes = "", "", []
 
 
 def _room_from_url(view) -> str:

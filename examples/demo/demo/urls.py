@@ -6,6 +6,7 @@ from django.urls import path
 from board.views import (
     BoardView,
     LobbyView,
+    SharedBoardView,
     SiteLobbyView,
     export_items,
     items_api,
@@ -28,6 +29,8 @@ index.tenant_required = False
 urlpatterns = [
     path("", index),
     path("board/", BoardView.as_view(), name="board"),
+    # A board acme shares with globex: one live room for both tenants.
+    path("shared/", SharedBoardView.as_view(), name="shared"),
     path("logo/", logo_page, name="logo"),
     path("logo/file/", logo_file, name="logo-file"),
     path("api/items/", items_api, name="items-api"),

@@ -49,10 +49,11 @@ from djust.decorators import event_handler
 from djust.presence import PresenceMixin
 
 from .. import conf
-from .._core import TenantNotSetError
+from .._core import SharedRoomSpace, TenantNotSetError
 from ..context import get_current_tenant
 from ..groups import presence_group
 from ..presence import apply_diff, by_user, get_presence_router, get_tenant_presence_backend
+from ..shared_rooms import SharedRoomPresence
 
 __all__ = ["TenantPresenceMixin"]
 
@@ -66,8 +67,17 @@ def _order(record: dict[str, Any]) -> tuple[float, str]:
     return (record.get("joined_at") or 0.0, str(record.get("id")))
 
 
-#: (tenant id, room, group) of a followed room.
-Target = tuple[str, str, str]
+#: (tenant id, room, group) of a followed room; a shared live room's
+#: "tenant" is its owner's ``SharedRoomSpace`` (tenantry.shared_rooms).
+Target = tuple[Any, str, str]
+
+
+def presence_store(tenant_id: Any) -> Any:
+    """The presence backend of a room's space: a tenant's own, or the
+    owner's shared rooms (records with each member's tenant)."""
+    if isinstance(tenant_id, SharedRoomSpace):
+        return SharedRoomPresence(tenant_id.owner)
+    return get_tenant_presence_backend(tenant_id)
 
 
 def _refs(record: dict[str, Any] | None) -> set[str]:
@@ -190,7 +200,7 @@ class ExpirySweeper:
         """Lists ``target`` once and sends what left without a diff to the
         ``views`` (by channel name) that still hold some of it."""
         tenant_id, room, _group = target
-        backend = get_tenant_presence_backend(tenant_id)
+        backend = presence_store(tenant_id)
         now = by_user(await asyncio.to_thread(backend.list, room))
         with self._lock:
             if target not in self._views:
@@ -272,8 +282,8 @@ class TenantPresenceMixin(PresenceMixin):
         tenant_id, room = get_presence_router().resolve(self.get_presence_key())
         return tenant_id, room, presence_group(room, tenant_id)
 
-    def _presence_backend(self, tenant_id: str) -> Any:
-        return get_tenant_presence_backend(tenant_id)
+    def _presence_backend(self, tenant_id: Any) -> Any:
+        return presence_store(tenant_id)
 
     def _consumer(self) -> Any:
         return getattr(self, "_ws_consumer", None)

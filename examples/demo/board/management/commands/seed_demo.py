@@ -1,8 +1,8 @@
 from django.contrib.auth.models import Permission, User
 from django.core.management.base import BaseCommand
 
-from board.models import Item, Tenant
-from tenantry import tenant_context
+from board.models import Item, SharedBoard, Tenant
+from tenantry import sharing, tenant_context
 
 TENANTS = {
     # Acme's plan turns the feature flag item_export on (docs/operations.md).
@@ -60,8 +60,22 @@ class Command(BaseCommand):
             with tenant_context(tenant):
                 for name in names:
                     Item.objects.get_or_create(name=name)
+        seed_shared_board()
         seed_people()
         self.stdout.write(f"seeded {len(tenants)} tenants")
+
+
+def seed_shared_board() -> None:
+    """acme's "Launch plan", granted to globex with a write grant: both
+    tenants meet in its live room at /shared/?board=<id>
+    (docs/collaboration.md#live-rooms)."""
+    with tenant_context("acme"):
+        board, _ = SharedBoard.objects.get_or_create(
+            title="Launch plan", defaults={"notes": "Book the launch pad (acme)"}
+        )
+        given = {(g.object_pk, g.grantee_tenant) for g in sharing.grants_given()}
+        if (str(board.pk), "globex") not in given:
+            sharing.grant(board, "globex", write=True)
 
 
 def seed_people() -> None:

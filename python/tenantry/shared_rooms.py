@@ -1,0 +1,255 @@
+"""Shared live rooms: presence and broadcasts between the tenants of a
+granted row (docs/collaboration.md#live-rooms).
+
+A row tenant A granted to tenant B (``tenantry.sharing.grant``) has one
+live room: A's users and B's users, each on their own host and tenant, are
+in it together, each listed with their own tenant::
+
+    from tenantry.shared_rooms import shared_room
+
+    with tenant_context("globex"):                    # the grantee, bound
+        room = shared_room(Board.objects.with_shared().get(pk=42))
+        room.owner, room.name          # "acme", "collaboration.board:42"
+        room.list()   # [{"id": "acme:7", "tenant_id": "acme", "user_id": "7", ...}]
+
+Who may open it: the row's owner, and a tenant the owner granted the row to
+by a live grant (not revoked, not expired), decided by the same query that
+admits granted rows (``Model.objects.with_shared()``), so the one rule of
+docs/collaboration.md#reading-granted-rows decides rooms too. Anyone else
+(another tenant, no tenant bound, a row that does not exist) gets
+``TenantMismatchError`` naming the row, the same for all of them.
+
+Where it lives: not in any tenant's presence space but in the owner's
+space of shared rooms (``SharedRoomSpace``, keys
+``<prefix>:{tenant:-rooms.<owner>}:presence-...:<app_label.model>:<pk>``),
+which no tenant id names and no caller-named key reaches (a key a caller
+names always lands in a valid tenant id's space or in the shared space of
+callers without a tenant), so a tenant's own room of the same name is
+another room. Its channels group is ``tenantry.r.<hash of (owner, room)>``
+(``tenantry.groups.shared_room_group``), apart from every tenant group.
+
+Each member is ``<tenant>:<user id>`` in the store (tenant ids hold no
+``:``, so two tenants' user 7 are two members); :func:`member_record` gives
+a record's ``tenant_id`` (the member's tenant), ``user_id`` and
+``room_owner``. The djust side (``tenantry.live_presence.SharedRoomMixin``)
+tracks each connection, delivers diffs and broadcasts, and closes a
+grantee's part of the room within ``TENANT_READMIT_INTERVAL`` of its grant
+ending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connections, models, router
+
+from . import sharing
+from ._core import SharedRoomSpace, TenantMismatchError, TenantNotSetError
+from .context import get_current_tenant, tenant_context
+from .graph import scope_of
+from .groups import shared_room_group
+from .presence import get_shared_room_backend
+
+__all__ = ["SharedRoom", "member_id", "member_record", "shared_room"]
+
+
+def member_id(tenant_id: str, user_id: Any) -> str:
+    """A member's id in a shared room: ``<tenant>:<user id>``."""
+    return f"{tenant_id}:{user_id}"
+
+
+def member_record(record: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """A shared room's store record as its members see it: ``tenant_id`` is
+    the member's own tenant (not the room's space), ``user_id`` the user id
+    within it, ``room_owner`` the tenant hosting the room; ``id`` stays
+    ``<tenant>:<user id>`` (unique across tenants)."""
+    tenant_id, _, user_id = str(record["id"]).partition(":")
+    return {**record, "tenant_id": tenant_id, "user_id": user_id, "room_owner": owner}
+
+
+def member_diff(diff: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """A ``track``/``untrack`` diff with :func:`member_record` records."""
+    return {
+        side: {uid: member_record(r, owner) for uid, r in (diff.get(side) or {}).items()}
+        for side in ("joins", "leaves")
+    }
+
+
+class SharedRoomPresence:
+    """The presence backend of one owner's shared rooms, with every record
+    it returns as :func:`member_record` gives it (djust's
+    ``PresenceBackend`` calls and ``track``/``untrack``)."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.backend = get_shared_room_backend(owner)
+
+    def track(self, room: str, user_id: str, ref: str, meta: Any = None) -> dict[str, Any]:
+        return member_diff(self.backend.track(room, user_id, ref, meta), self.owner)
+
+    def untrack(self, room: str, user_id: str, ref: str) -> dict[str, Any]:
+        return member_diff(self.backend.untrack(room, user_id, ref), self.owner)
+
+    def join(self, room: str, user_id: str, meta: Any = None) -> dict[str, Any]:
+        return member_record(self.backend.join(room, user_id, meta), self.owner)
+
+    def leave(self, room: str, user_id: str) -> dict[str, Any] | None:
+        left = self.backend.leave(room, user_id)
+        return None if left is None else member_record(left, self.owner)
+
+    def list(self, room: str) -> list[dict[str, Any]]:
+        return [member_record(r, self.owner) for r in self.backend.list(room)]
+
+    def count(self, room: str) -> int:
+        return self.backend.count(room)
+
+    def heartbeat(self, room: str, user_id: str, ref: str | None = None) -> Any:
+        return self.backend.heartbeat(room, user_id, ref)
+
+    def cleanup_stale(self, room: str) -> int:
+        return self.backend.cleanup_stale(room)
+
+
+class SharedRoom:
+    """The live room of one granted row, opened by one member tenant
+    (:func:`shared_room`)."""
+
+    __slots__ = ("group", "member", "model", "name", "object_pk", "owner", "pk", "space")
+
+    def __init__(self, model: Any, pk: Any, object_pk: str, owner: str, member: str) -> None:
+        self.model = model
+        self.pk = pk
+        self.object_pk = object_pk
+        #: The tenant that owns the row and hosts the room.
+        self.owner = owner
+        #: The tenant that opened it (the owner, or a grantee).
+        self.member = member
+        #: The room's name within the owner's space of shared rooms.
+        self.name = f"{model._meta.label_lower}:{object_pk}"
+        self.space = SharedRoomSpace(owner)
+        #: The room's channels group (presence diffs and broadcasts).
+        self.group = shared_room_group(owner, self.name)
+
+    def __repr__(self) -> str:
+        return f"SharedRoom({self.name!r}, owner={self.owner!r}, member={self.member!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SharedRoom) and (other.owner, other.name, other.member) == (
+            self.owner,
+            self.name,
+            self.member,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.owner, self.name, self.member))
+
+    @property
+    def presence(self) -> SharedRoomPresence:
+        return SharedRoomPresence(self.owner)
+
+    def list(self) -> list[dict[str, Any]]:
+        """Who is in the room: one record per member, each with its tenant."""
+        return self.presence.list(self.name)
+
+    def count(self) -> int:
+        return self.presence.count(self.name)
+
+    def admits_member(self) -> bool:
+        """Whether :attr:`member` may still be in the room now: always for
+        the owner; for a grantee, while the row is among its granted rows
+        (one query: a revoked or expired grant ends it here)."""
+        if self.member == self.owner:
+            return True
+        return _admitted(self.model, self.pk, self.member)
+
+    def broadcast(self, event: str, payload: dict[str, Any] | None = None) -> None:
+        """Send djust's ``presence_event`` frame (``{"type": "presence_event",
+        "event": event, "payload": payload}``) to every socket in the room,
+        of every member tenant. The room was opened through the access check,
+        so whoever holds it may speak in it."""
+        layer = _channel_layer()
+        message = {"type": "presence_event", "event": event, "payload": dict(payload or {})}
+        async_to_sync(layer.group_send)(self.group, message)
+
+    def push(
+        self, handler: str, payload: dict[str, Any] | None = None, *, sender: str | None = None
+    ) -> None:
+        """djust's ``server_push`` to every live view in the room, of every
+        member tenant: each runs its event handler ``handler`` with
+        ``payload`` in its own tenant and re-renders (as ``push_to_view``
+        does for one tenant's views). ``sender``: the channel of a view that
+        already re-rendered (djust skips it)."""
+        layer = _channel_layer()
+        message: dict[str, Any] = {
+            "type": "server_push",
+            "state": None,
+            "handler": handler,
+            "payload": dict(payload or {}),
+        }
+        if sender is not None:
+            message["sender_channel"] = sender
+        async_to_sync(layer.group_send)(self.group, message)
+
+
+def _channel_layer() -> Any:
+    layer = get_channel_layer()
+    if layer is None:
+        raise RuntimeError("no channel layer: set CHANNEL_LAYERS in settings to broadcast")
+    return layer
+
+
+def _refused(model: Any, pk: Any, tenant: str) -> TenantMismatchError:
+    return TenantMismatchError(
+        f"shared_room(): {model._meta.label} pk={pk!r} is neither a row of tenant {tenant!r} "
+        f"nor a row granted to it by a live grant; its live room stays closed to {tenant!r}"
+    )
+
+
+def _admitted(model: Any, pk: Any, tenant: str) -> bool:
+    """Whether the bound ``tenant`` may see ``model`` row ``pk`` through the
+    grants (the query ``with_shared()`` runs, on the model's own manager)."""
+    bound = get_current_tenant()
+    if bound is not None and bound.id == tenant:
+        return model._default_manager.with_shared().filter(pk=pk).exists()
+    try:
+        with tenant_context(tenant):  # a tenant deleted since is refused here
+            return model._default_manager.with_shared().filter(pk=pk).exists()
+    except LookupError:
+        return False
+
+
+def shared_room(obj: models.Model) -> SharedRoom:
+    """The live room of ``obj``, opened by the bound tenant: its owner, or a
+    tenant it was granted to (read or write grant, live). Anything else is
+    refused with ``TenantMismatchError`` (``TenantNotSetError`` with no
+    tenant bound). The owner is read from the database and the grant, never
+    from the instance."""
+    bound = get_current_tenant()
+    if bound is None:
+        raise TenantNotSetError("shared_room() needs a tenant bound (the owner or a grantee)")
+    if not isinstance(obj, models.Model) or obj.pk is None:
+        raise TypeError(f"shared_room() takes a saved model instance, got {obj!r}")
+    model = type(obj)._meta.concrete_model
+    if scope_of(model) is None or not hasattr(model._default_manager, "with_shared"):
+        raise TypeError(
+            f"shared_room(): {model._meta.label} is not a tenant-scoped model (no TenantManager)"
+        )
+    manager = model._default_manager
+    connection = connections[router.db_for_read(model)]
+    object_pk = str(model._meta.pk.get_db_prep_value(obj.pk, connection))
+    if manager.filter(pk=obj.pk).exists():
+        return SharedRoom(model, obj.pk, object_pk, bound.id, bound.id)
+    if not manager.with_shared().filter(pk=obj.pk).exists():
+        raise _refused(model, obj.pk, bound.id)
+    table = model._meta.db_table
+    owners = {
+        g.owner_tenant
+        for g in sharing.grants_received(bound)
+        if g.target_table == table and g.object_pk == object_pk
+    }
+    if len(owners) != 1:  # revoked between the two queries, or not a grant's row
+        raise _refused(model, obj.pk, bound.id)
+    return SharedRoom(model, obj.pk, object_pk, owners.pop(), bound.id)
