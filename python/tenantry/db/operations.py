@@ -467,8 +467,8 @@ class UpgradeAllTenantRLS(Operation):
 
     def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any):
         connection = schema_editor.connection
-        if connection.vendor != "postgresql":
-            return
+        if connection.vendor != "postgresql" or not _grant_table_exists(schema_editor):
+            return  # and a tenant's own database has no grant table to admit by
         quote = schema_editor.quote_name
         for model, name in old_policy_tables(connection):
             field = model._meta.get_field(name)
@@ -515,7 +515,13 @@ class ProtectGrantTable(Operation):
         return "Put tenantry's grant table behind row-level security"
 
     def _on(self, schema_editor: Any) -> bool:
-        return schema_editor.connection.vendor == "postgresql" and conf.current().rls != "off"
+        # A tenant's own database has no grant table (tenantry's tables stay
+        # on default: docs/postgresql.md#a-database-per-tenant).
+        return (
+            schema_editor.connection.vendor == "postgresql"
+            and conf.current().rls != "off"
+            and _grant_table_exists(schema_editor)
+        )
 
     def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any):
         if not self._on(schema_editor):
