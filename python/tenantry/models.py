@@ -135,7 +135,34 @@ def refuse_trail_write(query: Any, kind: str) -> None:
     )
 
 
-class AppendOnly(models.QuerySet):
+class _GuardedRows(models.QuerySet):
+    """The queryset of a table only tenantry writes: the updates no caller
+    may make, refused with the subclass's own error (``_refuse``) before any
+    SQL (the wall's compilers refuse every other route too)."""
+
+    def _refuse(self, what: str) -> None:
+        raise NotImplementedError
+
+    def update(self, **kwargs: Any) -> int:
+        self._refuse("update()")
+        return 0
+
+    def bulk_update(self, objs: Any, fields: Any, batch_size: Any = None) -> int:
+        self._refuse("bulk_update()")
+        return 0
+
+    async def aupdate(self, **kwargs: Any) -> int:
+        self._refuse("aupdate()")
+        return 0
+
+    async def abulk_update(self, objs: Any, fields: Any, batch_size: Any = None) -> int:
+        self._refuse("abulk_update()")
+        return 0
+
+    update.alters_data = True  # type: ignore[attr-defined]
+
+
+class AppendOnly(_GuardedRows):
     """Audit rows are appended, never changed; only the retention pruning
     removes them (docs/operations.md#audit-trail). Every ORM route that
     changes or removes rows ends here or in :class:`AuditEvent`'s own
@@ -148,14 +175,6 @@ class AppendOnly(models.QuerySet):
             "the retention pruning, manage.py tenantry audit prune)"
         )
 
-    def update(self, **kwargs: Any) -> int:
-        self._refuse("update()")
-        return 0
-
-    def bulk_update(self, objs: Any, fields: Any, batch_size: Any = None) -> int:
-        self._refuse("bulk_update()")
-        return 0
-
     def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("update_conflicts") or kwargs.get("ignore_conflicts"):
             self._refuse("bulk_create() with conflicts")
@@ -166,20 +185,11 @@ class AppendOnly(models.QuerySet):
             self._refuse("delete()")
         return super().delete()
 
-    async def aupdate(self, **kwargs: Any) -> int:
-        self._refuse("aupdate()")
-        return 0
-
-    async def abulk_update(self, objs: Any, fields: Any, batch_size: Any = None) -> int:
-        self._refuse("abulk_update()")
-        return 0
-
     async def adelete(self) -> Any:
         if not _pruning.get():
             self._refuse("adelete()")
         return await super().adelete()
 
-    update.alters_data = True  # type: ignore[attr-defined]
     delete.alters_data = True  # type: ignore[attr-defined]
 
 
@@ -336,7 +346,7 @@ class EndedImpersonation(models.Model):
 _granting: ContextVar[bool] = ContextVar("tenantry_granting", default=False)
 
 
-class GrantRows(models.QuerySet):
+class GrantRows(_GuardedRows):
     """No ORM route makes, changes or removes a grant but
     ``tenantry.sharing`` (docs/collaboration.md#the-grant-table): a tenant
     holding a read grant must not widen it, extend it, or point it at
@@ -347,14 +357,6 @@ class GrantRows(models.QuerySet):
             f"tenantry.Grant: {what} is refused; grants are made and removed only by "
             "tenantry.sharing.grant() and tenantry.sharing.revoke()"
         )
-
-    def update(self, **kwargs: Any) -> int:
-        self._refuse("update()")
-        return 0
-
-    def bulk_update(self, objs: Any, fields: Any, batch_size: Any = None) -> int:
-        self._refuse("bulk_update()")
-        return 0
 
     def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> Any:
         if not _granting.get():
@@ -380,14 +382,6 @@ class GrantRows(models.QuerySet):
     def raw(self, *args: Any, **kwargs: Any) -> Any:
         self._refuse("raw()")
 
-    async def aupdate(self, **kwargs: Any) -> int:
-        self._refuse("aupdate()")
-        return 0
-
-    async def abulk_update(self, objs: Any, fields: Any, batch_size: Any = None) -> int:
-        self._refuse("abulk_update()")
-        return 0
-
     async def adelete(self) -> Any:
         self._refuse("adelete()")
 
@@ -397,7 +391,6 @@ class GrantRows(models.QuerySet):
     async def aupdate_or_create(self, defaults: Any = None, **kwargs: Any) -> Any:
         self._refuse("aupdate_or_create()")
 
-    update.alters_data = True  # type: ignore[attr-defined]
     delete.alters_data = True  # type: ignore[attr-defined]
 
 
