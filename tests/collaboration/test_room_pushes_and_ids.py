@@ -219,3 +219,24 @@ def test_member_id_takes_valid_tenant_ids_only():
     for bad in (None, ""):
         with pytest.raises(ValueError, match="user id"):
             member_id("globex", bad)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_revoked_grantees_open_view_says_nothing_before_the_watcher(
+    settings, tenants, rows
+):
+    """The watcher may be up to TENANT_READMIT_INTERVAL away (30 s here); the
+    grantee's own sends are refused at once (each re-checks its grant)."""
+    settings.DJUST_CONFIG = dict(settings.DJUST_CONFIG, TENANT_READMIT_INTERVAL=30.0)
+    shared_views.observed.clear()
+    given = await sync_to_async(give)(rows.shared, "globex", write=True)
+    ann = await tab_in("acme.example.com", rows.shared.pk, "ann")
+    gus = await tab_in("globex.example.com", rows.shared.pk, "gus")
+    await wait_for(ann, "gus@globex")
+    await sync_to_async(take_back)(given)
+    assert (await gus.event("shout", text="after revoke from globex"))["type"] == "error"
+    assert (await gus.event("relay", handler="peek"))["type"] == "error"
+    await ann.drain(QUIET)
+    assert "after revoke from globex" not in str(ann.frames)
+    assert ran("sender", "acme") == []
