@@ -4,6 +4,8 @@ row (``tenantry.shared_rooms``), and the watcher that closes a grantee's
 part of a room when its grant ends::
 
     class BoardView(TenantMixin, SharedRoomMixin, LiveView):
+        shared_room_handlers = ("reload",)          # what others may push here
+
         def mount(self, request, board_id=None, **kwargs):
             self.board = Board.objects.with_shared().get(pk=board_id)
             self.open_shared_room(self.board)       # owner or grantee, else refused
