@@ -45,35 +45,90 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connections, models, router
+from django.utils.crypto import salted_hmac
 
 from . import sharing
-from ._core import SharedRoomSpace, TenantMismatchError, TenantNotSetError
+from ._core import (
+    SharedRoomSpace,
+    TenantMismatchError,
+    TenantNotSetError,
+    validate_tenant_id,
+)
 from .context import get_current_tenant, tenant_context
 from .graph import scope_of
 from .groups import shared_room_group
 from .presence import get_shared_room_backend
 
-__all__ = ["SharedRoom", "member_id", "member_record", "shared_room"]
+__all__ = ["PUSH_HANDLER", "SharedRoom", "member_id", "member_record", "shared_room"]
+
+#: The one view method a push into a shared room calls on each receiving
+#: view (``SharedRoomMixin``): it runs the pushed handler only if the view
+#: lists it in ``shared_room_handlers``, with the sender's tenant at hand.
+PUSH_HANDLER = "_on_shared_room_push"
+
+#: djust's user id of an anonymous visitor is ``anon_<session key>``: the
+#: session cookie, which must never reach another tenant's records.
+_ANONYMOUS = "anon_"
 
 
-def member_id(tenant_id: str, user_id: Any) -> str:
-    """A member's id in a shared room: ``<tenant>:<user id>``."""
-    return f"{tenant_id}:{user_id}"
+def member_id(tenant_id: Any, user_id: Any) -> str:
+    """A member's id in a shared room: ``<tenant>:<user id>``. The tenant id
+    must be a valid one (``InvalidTenantId`` otherwise: those hold no
+    ``:``, so the first ``:`` always splits the tenant off)."""
+    tenant = validate_tenant_id(tenant_id)
+    if user_id is None or str(user_id) == "":
+        raise ValueError(f"member_id({tenant!r}, {user_id!r}): a member needs a user id")
+    return f"{tenant}:{user_id}"
+
+
+def opaque_user_id(owner: str, tenant_id: str, user_id: str) -> str:
+    """What a shared room shows instead of an anonymous visitor's user id
+    (``anon_<session key>``): a keyed hash (``SECRET_KEY``) of the room's
+    owner, the member's tenant and the id, stable while the visitor stays,
+    telling nothing of the session key."""
+    digest = salted_hmac(
+        "tenantry.shared_rooms.member", f"{owner}\x00{tenant_id}\x00{user_id}"
+    ).hexdigest()
+    return f"anon-{digest[:32]}"
+
+
+def _shown_user_id(owner: str, tenant_id: str, user_id: str) -> str:
+    if user_id.startswith(_ANONYMOUS):
+        return opaque_user_id(owner, tenant_id, user_id)
+    return user_id
 
 
 def member_record(record: Mapping[str, Any], owner: str) -> dict[str, Any]:
     """A shared room's store record as its members see it: ``tenant_id`` is
     the member's own tenant (not the room's space), ``user_id`` the user id
     within it, ``room_owner`` the tenant hosting the room; ``id`` stays
-    ``<tenant>:<user id>`` (unique across tenants)."""
+    ``<tenant>:<user id>`` (unique across tenants). An anonymous visitor's
+    user id (djust's ``anon_<session key>``) is shown as
+    :func:`opaque_user_id`, in ``user_id`` and ``id`` alike, to every
+    member: the session key never leaves the store."""
     tenant_id, _, user_id = str(record["id"]).partition(":")
-    return {**record, "tenant_id": tenant_id, "user_id": user_id, "room_owner": owner}
+    shown = _shown_user_id(owner, tenant_id, user_id)
+    return {
+        **record,
+        "id": f"{tenant_id}:{shown}",
+        "tenant_id": tenant_id,
+        "user_id": shown,
+        "room_owner": owner,
+    }
+
+
+def _shown_member_id(uid: Any, owner: str) -> str:
+    tenant_id, _, user_id = str(uid).partition(":")
+    return f"{tenant_id}:{_shown_user_id(owner, tenant_id, user_id)}"
 
 
 def member_diff(diff: Mapping[str, Any], owner: str) -> dict[str, Any]:
     """A ``track``/``untrack`` diff with :func:`member_record` records."""
     return {
-        side: {uid: member_record(r, owner) for uid, r in (diff.get(side) or {}).items()}
+        side: {
+            _shown_member_id(uid, owner): member_record(r, owner)
+            for uid, r in (diff.get(side) or {}).items()
+        }
         for side in ("joins", "leaves")
     }
 
@@ -151,25 +206,62 @@ class SharedRoom:
         return SharedRoomPresence(self.owner)
 
     def list(self) -> list[dict[str, Any]]:
-        """Who is in the room: one record per member, each with its tenant."""
+        """Who is in the room: one record per member, each with its tenant
+        (re-checked: :meth:`check_use`)."""
+        self.check_use("list")
         return self.presence.list(self.name)
 
     def count(self) -> int:
+        self.check_use("count")
         return self.presence.count(self.name)
 
     def admits_member(self) -> bool:
-        """Whether :attr:`member` may still be in the room now: always for
-        the owner; for a grantee, while the row is among its granted rows
-        (one query: a revoked or expired grant ends it here)."""
+        """Whether :attr:`member` may still be in the room now: the owner
+        while the row is still its own; a grantee while the row is among
+        its granted rows (one query either way: a revoked or expired grant,
+        or a row moved to another tenant, ends it here)."""
         if self.member == self.owner:
-            return True
+            return _owned(self.model, self.pk, self.owner)
         return _admitted(self.model, self.pk, self.member)
+
+    def check_use(self, what: str) -> None:
+        """The check every use of the room runs (``list``, ``count``,
+        ``broadcast``, ``push``), so a room object is no capability that
+        outlives its grant or crosses tenants: the bound tenant must be the
+        one that opened it (``TenantNotSetError`` with none bound,
+        ``TenantMismatchError`` under another), and it must still be
+        admitted (:meth:`admits_member`: one query per call, no cache)."""
+        bound = get_current_tenant()
+        if bound is None:
+            raise TenantNotSetError(
+                f"{self!r}.{what}(): no tenant bound; a shared room is used only under the "
+                f"tenant that opened it ({self.member!r})"
+            )
+        if bound.id != self.member:
+            raise TenantMismatchError(
+                f"{self!r}.{what}(): tenant {bound.id!r} is bound, but the room was opened by "
+                f"{self.member!r}; each tenant opens its own (shared_room())"
+            )
+        if not self.admits_member():
+            raise TenantMismatchError(
+                f"{self!r}.{what}(): {self.model._meta.label} pk={self.pk!r} is no longer "
+                f"{'a row of' if self.member == self.owner else 'granted to'} tenant "
+                f"{self.member!r}; its live room is closed to it"
+            )
+
+    def access(self) -> str:
+        """The bound member's access to the row: ``"owner"``, ``"write"``
+        (a write grant) or ``"read"`` (one query for a grantee)."""
+        if self.member == self.owner:
+            return "owner"
+        return "write" if _write_granted(self) else "read"
 
     def broadcast(self, event: str, payload: dict[str, Any] | None = None) -> None:
         """Send djust's ``presence_event`` frame (``{"type": "presence_event",
         "event": event, "payload": payload}``) to every socket in the room,
-        of every member tenant. The room was opened through the access check,
-        so whoever holds it may speak in it."""
+        of every member tenant. Only under the tenant that opened the room,
+        while it is admitted (:meth:`check_use`)."""
+        self.check_use("broadcast")
         layer = _channel_layer()
         message = {"type": "presence_event", "event": event, "payload": dict(payload or {})}
         async_to_sync(layer.group_send)(self.group, message)
@@ -177,17 +269,44 @@ class SharedRoom:
     def push(
         self, handler: str, payload: dict[str, Any] | None = None, *, sender: str | None = None
     ) -> None:
-        """djust's ``server_push`` to every live view in the room, of every
-        member tenant: each runs its event handler ``handler`` with
-        ``payload`` in its own tenant and re-renders (as ``push_to_view``
-        does for one tenant's views). ``sender``: the channel of a view that
-        already re-rendered (djust skips it)."""
+        """Ask every live view in the room, of every member tenant, to run
+        its event handler ``handler`` with ``payload`` in its own tenant and
+        re-render (djust's ``server_push``). A receiving view runs it only
+        if it lists ``handler`` in ``shared_room_handlers`` (none by
+        default), and the handler learns who sent it
+        (``get_shared_room_sender()``): the payload is the sender tenant's
+        input. Refused here (``TenantMismatchError``): a grantee holding a
+        read grant (a push runs code in the other tenants' views: a read
+        grant says nothing there), a handler name that is not a public one
+        (``_...``, ``handle_...`` hooks), and what :meth:`check_use`
+        refuses. ``sender``: the channel of a view that already re-rendered
+        (djust skips it)."""
+        if not isinstance(handler, str) or not handler.isidentifier():
+            raise ValueError(f"{self!r}.push(): handler must be a method name, got {handler!r}")
+        if handler.startswith(("_", "handle_")):
+            raise TenantMismatchError(
+                f"{self!r}.push({handler!r}): only event handlers a view lists in "
+                "shared_room_handlers run in a shared room, never private methods or hooks"
+            )
+        self.check_use("push")
+        access = self.access()
+        if access == "read":
+            raise TenantMismatchError(
+                f"{self!r}.push({handler!r}): tenant {self.member!r} holds a read grant of "
+                f"{self.model._meta.label} pk={self.pk!r}; a read grant may not push handlers "
+                "into the room (broadcast() speaks without running code)"
+            )
         layer = _channel_layer()
         message: dict[str, Any] = {
             "type": "server_push",
             "state": None,
-            "handler": handler,
-            "payload": dict(payload or {}),
+            "handler": PUSH_HANDLER,
+            "payload": {
+                "handler": handler,
+                "payload": dict(payload or {}),
+                "sender_tenant": self.member,
+                "sender_access": access,
+            },
         }
         if sender is not None:
             message["sender_channel"] = sender
@@ -219,6 +338,28 @@ def _admitted(model: Any, pk: Any, tenant: str) -> bool:
             return model._default_manager.with_shared().filter(pk=pk).exists()
     except LookupError:
         return False
+
+
+def _owned(model: Any, pk: Any, tenant: str) -> bool:
+    """Whether ``model`` row ``pk`` is still ``tenant``'s own."""
+    bound = get_current_tenant()
+    if bound is not None and bound.id == tenant:
+        return model._default_manager.filter(pk=pk).exists()
+    try:
+        with tenant_context(tenant):
+            return model._default_manager.filter(pk=pk).exists()
+    except LookupError:
+        return False
+
+
+def _write_granted(room: SharedRoom) -> bool:
+    """Whether ``room.member`` holds a live write grant of the room's row."""
+    table = room.model._meta.db_table
+    return any(
+        g.can_write
+        for g in sharing.grants_received(room.member)
+        if (g.target_table, g.object_pk, g.owner_tenant) == (table, room.object_pk, room.owner)
+    )
 
 
 def shared_room(obj: models.Model) -> SharedRoom:

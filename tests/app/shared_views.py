@@ -18,6 +18,9 @@ observed: list[tuple[str, str, str, object]] = []
 class SharedBoardView(TenantMixin, SharedRoomMixin, LiveView):
     """The live room of board ``?board=<pk>``: who is here, with their tenant."""
 
+    #: ``peek`` may be pushed by the room's other members; ``shout`` may not.
+    shared_room_handlers = ("peek",)
+
     template = (
         '<div dj-root dj-id="0">{% if shared_room_closed %}<b>closed</b>{% endif %}'
         "{% for p in presences %}<i>{{ p.meta.name }}@{{ p.tenant_id }}</i>{% endfor %}</div>"
@@ -36,10 +39,18 @@ class SharedBoardView(TenantMixin, SharedRoomMixin, LiveView):
         """Records who the view holds now (its own copy of the room)."""
         held = sorted((p["meta"]["name"], p["tenant_id"]) for p in self.presences)
         observed.append(("SharedBoardView", "peek", self.tenant.id, held))
+        sender = self.get_shared_room_sender()
+        observed.append(("SharedBoardView", "sender", self.tenant.id, sender))
 
     @event_handler
     def shout(self, text: str = "", **kwargs):
         self.broadcast_to_presence("shout", {"text": text, "from": self.tenant.id})
+
+    @event_handler
+    def relay(self, handler: str = "peek", **kwargs):
+        """Pushes ``handler`` to the room's other views (the pattern of
+        docs/collaboration.md#live-rooms; a client-named handler here)."""
+        self.push_to_shared_room(handler)
 
     def handle_shared_room_closed(self):
         observed.append(("SharedBoardView", "closed", self.tenant.id, self.get_shared_room().name))

@@ -174,6 +174,9 @@ class SharedBoardView(TenantMixin, SharedRoomMixin, LiveView):
     page leaves the room within ``TENANT_READMIT_INTERVAL`` of the revoke."""
 
     template_name = "board/shared.html"
+    #: What the room's other members may run here by a push: a re-read
+    #: only (it takes nothing from the sender's payload).
+    shared_room_handlers = ("note_added",)
 
     def mount(self, request, **kwargs):
         self.board_id = int(request.GET.get("board", "0") or 0)

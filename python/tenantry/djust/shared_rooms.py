@@ -4,6 +4,8 @@ row (``tenantry.shared_rooms``), and the watcher that closes a grantee's
 part of a room when its grant ends::
 
     class BoardView(TenantMixin, SharedRoomMixin, LiveView):
+        shared_room_handlers = ("reload",)          # what others may push here
+
         def mount(self, request, board_id=None, **kwargs):
             self.board = Board.objects.with_shared().get(pk=board_id)
             self.open_shared_room(self.board)       # owner or grantee, else refused
@@ -23,7 +25,9 @@ part of a room when its grant ends::
 * ``broadcast_to_presence(event, payload)`` reaches every socket in the
   room, of every member tenant (djust's ``presence_event`` frame);
   ``push_to_shared_room(handler, **payload)`` runs ``handler`` on every
-  other view in the room, each in its own tenant (djust's ``server_push``).
+  other view in the room that lists it in ``shared_room_handlers``, each in
+  its own tenant (djust's ``server_push``), telling it the sender
+  (``get_shared_room_sender()``); a read grantee's push is refused.
 * A grantee's grant revoked or expired: within ``TENANT_READMIT_INTERVAL``
   each process's :class:`RoomWatcher` (one query per room and grantee per
   half interval, whatever the number of sockets) takes the grantee's
@@ -44,14 +48,14 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.db import connections
-from djust.decorators import event_handler
+from djust.decorators import event_handler, is_event_handler
 
 from .. import conf
 from .._core import TenantMismatchError
-from ..shared_rooms import SharedRoom, member_id, shared_room
+from ..shared_rooms import PUSH_HANDLER, SharedRoom, member_id, shared_room
 from .live_presence import TenantPresenceMixin
 
-__all__ = ["CLOSED_HANDLER", "RoomWatcher", "SharedRoomMixin", "room_watcher"]
+__all__ = ["CLOSED_HANDLER", "PUSH_HANDLER", "RoomWatcher", "SharedRoomMixin", "room_watcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +177,13 @@ class SharedRoomMixin(TenantPresenceMixin):
     :meth:`open_shared_room` it is a plain ``TenantPresenceMixin`` (the
     view's own tenant's room of ``presence_key``)."""
 
+    #: The event handlers another member of the room may run on this view
+    #: by a push (``push_to_shared_room`` / ``SharedRoom.push``). Empty by
+    #: default: a push runs nothing until the view lists it. A listed
+    #: handler runs in this view's tenant on the sender tenant's payload;
+    #: it reads who sent it with :meth:`get_shared_room_sender`.
+    shared_room_handlers: tuple[str, ...] = ()
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         #: The room this view opened (private: djust renders and saves the
@@ -181,6 +192,14 @@ class SharedRoomMixin(TenantPresenceMixin):
         #: True once the view's grant ended and it left the room.
         self.shared_room_closed = False
         self._room_watched: tuple[SharedRoom, str] | None = None
+        #: Who sent the push being handled (None outside a pushed turn).
+        self._shared_room_sender: dict[str, str] | None = None
+
+    def get_shared_room_sender(self) -> dict[str, str] | None:
+        """In a handler run by a push into the shared room: who sent it,
+        ``{"tenant": <sender tenant>, "access": "owner" | "write"}``
+        (read grantees cannot push); None in the view's own turns."""
+        return getattr(self, "_shared_room_sender", None)
 
     def get_shared_room(self) -> SharedRoom | None:
         """The room this view opened (``tenantry.shared_rooms.SharedRoom``),
@@ -243,9 +262,12 @@ class SharedRoomMixin(TenantPresenceMixin):
 
     def push_to_shared_room(self, handler: str, **payload: Any) -> None:
         """Run event handler ``handler`` (with ``payload``) on every other
-        live view in the shared room, of every member tenant, each in its
-        own tenant, and re-render them (djust's ``server_push``): e.g. a
-        change one tenant made to the shared row, re-read by each view."""
+        live view in the shared room that lists it in
+        ``shared_room_handlers``, of every member tenant, each in its own
+        tenant, and re-render them (djust's ``server_push``): e.g. a change
+        one tenant made to the shared row, re-read by each view. Refused
+        (``TenantMismatchError``) from a grantee holding a read grant
+        (``SharedRoom.push``)."""
         room = self.get_shared_room()
         if room is None:
             raise TenantMismatchError("push_to_shared_room(): no shared room is open")
@@ -255,6 +277,45 @@ class SharedRoomMixin(TenantPresenceMixin):
             )
         consumer = self._consumer()
         room.push(handler, payload, sender=None if consumer is None else consumer.channel_name)
+
+    @event_handler
+    def _on_shared_room_push(
+        self,
+        handler: str = "",
+        payload: Any = None,
+        sender_tenant: str = "",
+        sender_access: str = "",
+        **kwargs: Any,
+    ) -> None:
+        """A push into the shared room (``SharedRoom.push``): runs
+        ``handler`` only if this view lists it in ``shared_room_handlers``
+        and it is a public ``@event_handler`` (never a hook or a private
+        method), telling it the sender; anything else is dropped and
+        logged. Not callable by clients (djust refuses names with ``_``)."""
+        handler_fn = getattr(self, handler, None) if isinstance(handler, str) else None
+        if (
+            self.get_shared_room() is None
+            or self.shared_room_closed
+            or handler not in type(self).shared_room_handlers
+            or handler.startswith(("_", "handle_"))
+            or not callable(handler_fn)
+            or not is_event_handler(handler_fn)
+            or not isinstance(payload, dict)
+        ):
+            logger.warning(
+                "shared room push of %r from tenant %r refused on %s: not in its "
+                "shared_room_handlers (or not a public event handler)",
+                handler,
+                sender_tenant,
+                type(self).__name__,
+            )
+            self._skip_render = True
+            return
+        self._shared_room_sender = {"tenant": str(sender_tenant), "access": str(sender_access)}
+        try:
+            handler_fn(**payload)
+        finally:
+            self._shared_room_sender = None
 
     # -- the grant ended ----------------------------------------------------------------
 
