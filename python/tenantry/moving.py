@@ -38,7 +38,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.color import no_style
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
 
 from . import _core, audit, conf, lifecycle, sharing, signals, suspension
 from ._core import TenantInfo
@@ -149,7 +149,7 @@ def move_tenant(tenant_id: Any, alias: str, *, grace: float | None = None) -> Mo
         if not switched:
             _undo(entries, tenant, alias)
             if held:
-                suspension.release_move(tenant_id)
+                _release(tenant_id)
             audit.emit(
                 "tenant.move_failed",
                 tenant=tenant_id,
@@ -166,7 +166,7 @@ def move_tenant(tenant_id: Any, alias: str, *, grace: float | None = None) -> Mo
         raise
     invalidate_tenant(tenant_id)
     if held:
-        suspension.release_move(tenant_id)
+        _release(tenant_id)
     audit.emit(
         "tenant.moved",
         tenant=tenant_id,
@@ -179,6 +179,20 @@ def move_tenant(tenant_id: Any, alias: str, *, grace: float | None = None) -> Mo
         sender=move_tenant, tenant_id=tenant_id, source=source, target=alias, rows=moved.rows
     )
     return moved
+
+
+def _release(tenant_id: str, attempts: int = 20) -> None:
+    """Lift the move's hold, retrying a busy database (SQLite locks whole
+    tables while the tenant's jobs write): a hold left behind would answer
+    503 "being moved" until an operator ran ``tenantry resume``."""
+    for attempt in range(attempts):
+        try:
+            suspension.release_move(tenant_id)
+            return
+        except OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _refuse_unmovable(tenant: TenantInfo, source: str) -> None:

@@ -263,6 +263,8 @@ def test_the_command_dispatches_to_one_module_per_subcommand():
         "audit",
         "export",
         "import",
+        "migrate",
+        "move",
     ]
     for module in subcommands.SUBCOMMANDS:
         assert module.__name__ == f"tenantry.management.subcommands.{module.NAME}"
