@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 
 from channels.testing import WebsocketCommunicator
+from django.test import AsyncClient
 
 
 class LiveClient:
@@ -137,3 +138,17 @@ class Tab(LiveClient):
                 return None
             if frame["type"] == "__closed__":
                 return frame["code"]
+
+
+class HostClient(AsyncClient):
+    """Django's async client on ``host`` (it always sends ``Host: testserver``)."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        self.host = host
+
+    def _base_scope(self, **request):
+        scope = super()._base_scope(**request)
+        headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
+        scope["headers"] = [(b"host", self.host.encode()), *headers]
+        return scope

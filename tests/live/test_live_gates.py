@@ -20,7 +20,7 @@ from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 from channels.testing import WebsocketCommunicator
-from django.test import AsyncClient, Client
+from django.test import Client
 from django.urls import include, path
 from djust.push import apush_to_view
 from djust.sse import sse_urlpatterns
@@ -32,8 +32,8 @@ from tenantry.ratelimit import TenantRateLimiter
 from tests.app import views
 from tests.app.models import Domain, Item
 from tests.lifecycle.models import Account
+from tests.live_client import HostClient, disconnect_opened
 from tests.live_client import TrackedLiveClient as LiveClient
-from tests.live_client import disconnect_opened
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -134,20 +134,6 @@ async def closed_with(tab: LiveClient) -> int:
         if message["type"] == "websocket.close":
             return message.get("code")
     raise AssertionError("the socket was not closed")
-
-
-class HostClient(AsyncClient):
-    """Django's async client on ``host`` (it always sends ``Host: testserver``)."""
-
-    def __init__(self, host: str) -> None:
-        super().__init__()
-        self.host = host
-
-    def _base_scope(self, **request):
-        scope = super()._base_scope(**request)
-        headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
-        scope["headers"] = [(b"host", self.host.encode()), *headers]
-        return scope
 
 
 def mounts_of(view: str = "ItemsView") -> list[str | None]:

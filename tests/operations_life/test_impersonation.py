@@ -18,11 +18,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission
 from django.core.exceptions import ImproperlyConfigured
-from django.test import AsyncClient, Client
+from django.test import Client
 
 from tenantry import impersonation
 from tests.app.models import Item, Organization, Tenant
-from tests.live_client import LiveClient
+from tests.live_client import HostClient, LiveClient
 from tests.operations_life import views
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -496,20 +496,6 @@ async def test_a_member_promoted_meanwhile_ends_it_on_an_open_socket(people, set
 
 
 # -- the SSE transport --------------------------------------------------------------------------
-
-
-class HostClient(AsyncClient):
-    """Django's async client on ``host``."""
-
-    def __init__(self, host: str) -> None:
-        super().__init__()
-        self.host = host
-
-    def _base_scope(self, **request):
-        scope = super()._base_scope(**request)
-        headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
-        scope["headers"] = [(b"host", self.host.encode()), *headers]
-        return scope
 
 
 class SSETab:
