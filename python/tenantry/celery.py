@@ -175,6 +175,14 @@ def _tenant_of(task: Any, value: Any) -> TenantInfo:
             "(TENANT_MODEL / TENANT_VALIDATOR) does not know (deleted?); the task did not run"
         ) from None
     if tenant is not None and tenant.suspended is not None:
+        if TenantSuspended.of(tenant.id, tenant.suspended).moving:
+            # A move's hold lasts seconds: the job is refused, not lost (retry it).
+            raise TenantSuspended(
+                f"{_task_label(task)} was published for tenant {tenant.id!r}, which is being "
+                "moved to another database (manage.py tenantry move); the task did not run",
+                tenant_id=tenant.id,
+                moving=True,
+            )
         raise TenantSuspended(
             f"{_task_label(task)} was published for tenant {tenant.id!r}, which is suspended "
             "(manage.py tenantry resume to lift it); the task did not run",

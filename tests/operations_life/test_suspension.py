@@ -160,6 +160,22 @@ def test_the_data_is_untouched_and_jobs_are_refused(settings, tenants):
     assert whoami.apply(headers={HEADER: "acme"}).get() == "acme"
 
 
+def test_a_job_of_a_tenant_being_moved_is_refused_saying_so(settings, tenants):
+    """A move's hold (docs/operations.md#moving-a-tenant) refuses jobs like
+    a suspension, but the refusal says the tenant is being moved (retry in
+    seconds), not that it is suspended (an operator would look for a
+    suspension to lift)."""
+    suspension.hold_for_move("acme", "default")
+    try:
+        refused = whoami.apply(headers={HEADER: "acme"})
+        assert isinstance(refused.result, TenantSuspended) and refused.result.moving
+        assert "being moved" in str(refused.result) and "did not run" in str(refused.result)
+        assert "suspended" not in str(refused.result)
+    finally:
+        suspension.release_move("acme")
+    assert whoami.apply(headers={HEADER: "acme"}).get() == "acme"
+
+
 def test_fan_out_skips_suspended_tenants(settings, tenants):
     suspension.suspend("globex")
     assert list(active_tenant_ids()) == ["acme"]
