@@ -1495,18 +1495,13 @@ def refuse_read_only(queryset: Any, tenant: TenantInfo, action: str) -> None:
     model = queryset.model
     field = owner_of(model).field
     readonly = _rows(model).filter(pk__in=queryset.values("pk"))
-    readonly = readonly.exclude(SharedWith(field.name, tenant, write=True))
-    found = list(readonly.values_list("pk", flat=True)[:1])
-    if found:
-        refuse(
-            model,
-            "pk",
-            found[0],
-            tenant,
-            action,
-            "that row is another tenant's, shared read-only; only a write grant lets you "
-            "update it (ask its owner for sharing.grant(..., write=True))",
-        )
+    _refuse_any(
+        readonly.exclude(SharedWith(field.name, tenant, write=True)),
+        tenant,
+        action,
+        "that row is another tenant's, shared read-only; only a write grant lets you "
+        "update it (ask its owner for sharing.grant(..., write=True))",
+    )
 
 
 def check_shared_delete(queryset: Any, tenant: TenantInfo, action: str) -> None:
@@ -1515,18 +1510,21 @@ def check_shared_delete(queryset: Any, tenant: TenantInfo, action: str) -> None:
     model = queryset.model
     scope = owner_of(model)
     name, value = tenant_field_value(model, scope.field.name, tenant)
-    theirs = _rows(model).filter(pk__in=queryset.values("pk")).exclude(**{name: value})
-    found = list(theirs.values_list("pk", flat=True)[:1])
+    _refuse_any(
+        _rows(model).filter(pk__in=queryset.values("pk")).exclude(**{name: value}),
+        tenant,
+        action,
+        "that row is another tenant's, shared with yours; no grant lets you delete it "
+        "(filter with_shared() to your own rows, or use Model.objects without it)",
+    )
+
+
+def _refuse_any(rows: Any, tenant: TenantInfo, action: str, why: str) -> None:
+    """Refuse ``action`` naming the first of ``rows`` (the rows of a
+    ``with_shared()`` write it may not touch), if there is one."""
+    found = list(rows.values_list("pk", flat=True)[:1])
     if found:
-        refuse(
-            model,
-            "pk",
-            found[0],
-            tenant,
-            action,
-            "that row is another tenant's, shared with yours; no grant lets you delete it "
-            "(filter with_shared() to your own rows, or use Model.objects without it)",
-        )
+        refuse(rows.model, "pk", found[0], tenant, action, why)
 
 
 # -- the instance guard (signals) ------------------------------------------------

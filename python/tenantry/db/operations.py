@@ -451,19 +451,27 @@ class UpgradeTenantRLS(EnableTenantRLS):
                 schema_editor.execute(sql)
 
 
-class UpgradeAllTenantRLS(Operation):
-    """tenantry's migration 0003: every table that already carries the
-    ``tenantry_isolation`` policy and no grant policy gets them (found
-    among the installed scoped models). PostgreSQL only."""
+class _DatabaseOnlyOperation(Operation):
+    """An operation that changes the database only (policies, functions),
+    never the migration state; ``description`` is what ``describe()`` says."""
 
     reversible = True
-    reduces_to_sql = False
+    description = ""
 
     def state_forwards(self, app_label: str, state: Any) -> None:
         pass
 
     def describe(self) -> str:
-        return "Add the grant policies to every table already behind row-level security"
+        return self.description
+
+
+class UpgradeAllTenantRLS(_DatabaseOnlyOperation):
+    """tenantry's migration 0003: every table that already carries the
+    ``tenantry_isolation`` policy and no grant policy gets them (found
+    among the installed scoped models). PostgreSQL only."""
+
+    reduces_to_sql = False
+    description = "Add the grant policies to every table already behind row-level security"
 
     def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any):
         connection = schema_editor.connection
@@ -497,7 +505,7 @@ class UpgradeAllTenantRLS(Operation):
         )
 
 
-class ProtectGrantTable(Operation):
+class ProtectGrantTable(_DatabaseOnlyOperation):
     """The grant table behind row-level security when ``TENANT_RLS`` is on
     as the migration runs: each party reads its own grants (the policies of
     the tables behind the wall read them as the bound tenant); only
@@ -505,14 +513,8 @@ class ProtectGrantTable(Operation):
     insert, change or delete one, so a tenant's raw SQL can neither forge,
     widen, move nor quietly drop a grant."""
 
-    reversible = True
     reduces_to_sql = True
-
-    def state_forwards(self, app_label: str, state: Any) -> None:
-        pass
-
-    def describe(self) -> str:
-        return "Put tenantry's grant table behind row-level security"
+    description = "Put tenantry's grant table behind row-level security"
 
     def _on(self, schema_editor: Any) -> bool:
         # A tenant's own database has no grant table (tenantry's tables stay
