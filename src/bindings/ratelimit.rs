@@ -447,7 +447,12 @@ impl Limiter {
             return Ok((None, source, None));
         };
         let compiled = super::config::current(py)?;
-        if compiled.membership_check.is_some() {
+        // A membership check admits first; a suspended tenant is refused by
+        // admission (503): neither is counted against its limits here.
+        let suspended = tenant_obj
+            .cast::<TenantInfo>()
+            .is_ok_and(|info| info.borrow().is_suspended());
+        if compiled.membership_check.is_some() || suspended {
             return Ok((Some(tenant_obj), source, None));
         }
         let tenant = tenant_backend::tenant_id_of(&tenant_obj)?;

@@ -53,6 +53,12 @@ fn database_alias(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Py<PyStri
 }
 
 impl TenantInfo {
+    /// Whether the registry says this tenant is suspended (or held for a
+    /// move): admission will refuse it, so nothing is counted for it.
+    pub(crate) fn is_suspended(&self) -> bool {
+        self.suspended.is_some()
+    }
+
     /// A tenant with only an id (what the built-in resolvers produce).
     pub fn from_id(py: Python<'_>, id: &TenantId) -> Self {
         TenantInfo {

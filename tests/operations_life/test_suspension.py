@@ -18,7 +18,7 @@ from celery import shared_task
 from django.core.management import CommandError, call_command
 from django.test import AsyncClient, Client
 
-from tenantry import TenantSuspended, get_current_tenant, suspension, tenant_context
+from tenantry import TenantSuspended, get_current_tenant, suspension, tenant_context, usage
 from tenantry import signals as tenant_signals
 from tenantry.access import refusal_counts
 from tenantry.celery import HEADER, active_tenant_ids
@@ -104,6 +104,24 @@ def test_a_suspended_tenants_pages_answer_503_saying_so(settings, tenants, regis
     assert client.get("/public/", HTTP_HOST="globex.example.com").status_code == 200
     call_command("tenantry", "resume", "acme")
     assert client.get("/public/", HTTP_HOST="acme.example.com").status_code == 200
+
+
+@pytest.mark.parametrize("resolver", ["subdomain", "header"])
+def test_a_suspended_tenants_refused_requests_spend_none_of_its_limits(settings, tenants, resolver):
+    """The 503s of a suspended (or moving) tenant are not its traffic: they
+    neither count as its ``http_requests`` usage nor spend its ``http``
+    rate limit, so resuming it finds its allowance whole
+    (docs/operations.md#suspending-a-tenant)."""
+    limits = {"http": "2/h"}
+    settings.DJUST_CONFIG = {**BASE, "TENANT_RESOLVER": resolver, "TENANT_RATE_LIMITS": limits}
+    host = {"HTTP_HOST": "acme.example.com", "HTTP_X_TENANT_ID": "acme"}
+    client = Client()
+    suspension.suspend("acme", reason="audit")
+    assert [client.get("/public/", **host).status_code for _ in range(4)] == [503] * 4
+    assert usage.get_usage("acme")["total"].get("http_requests", 0) == 0
+    suspension.resume("acme")
+    assert [client.get("/public/", **host).status_code for _ in range(3)] == [200, 200, 429]
+    assert usage.get_usage("acme")["total"]["http_requests"] == 3
 
 
 @pytest.mark.asyncio
