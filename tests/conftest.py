@@ -27,3 +27,16 @@ def tenant_config(settings):
         return config
 
     return apply
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sse_sessions_close_at_once():
+    """djust keeps a closed SSE stream's session 5 s (so an event POST in
+    flight still finds it), awaited when the test's event loop closes the
+    stream: ~5 s of idle teardown per SSE test. The tests post before they
+    close, so nothing lingers here."""
+    from djust import sse
+
+    linger, sse._SESSION_LINGER_S = sse._SESSION_LINGER_S, 0.0
+    yield
+    sse._SESSION_LINGER_S = linger

@@ -3,7 +3,10 @@ behind the test project's ASGI router (tests/app/asgi.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import uuid
 
 from channels.testing import WebsocketCommunicator
 from django.test import AsyncClient
@@ -152,3 +155,55 @@ class HostClient(AsyncClient):
         headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
         scope["headers"] = [(b"host", self.host.encode()), *headers]
         return scope
+
+
+class SSETab:
+    """One SSE session of ``view`` on ``host``: djust's stream (GET) and
+    event (POST) views, with ``cookie`` (a session) and ``origin`` if given."""
+
+    def __init__(self, host: str, view: str, *, origin: str | None = None, cookie: str = ""):
+        self.host, self.view, self.origin = host, view, origin
+        self.client = HostClient(host)
+        if cookie:
+            self.client.cookies.load(cookie)
+        self.session_id = str(uuid.uuid4())
+        self.stream = None
+
+    def _headers(self) -> dict:
+        return {"origin": self.origin} if self.origin else {}
+
+    async def open(self) -> dict:
+        response = await self.client.get(
+            f"/djust/sse/{self.session_id}/", {"view": self.view}, headers=self._headers()
+        )
+        assert response.status_code == 200, response
+        self.stream = aiter(response.streaming_content)
+        assert (await self.next())["type"] == "sse_connect"
+        return await self.next()
+
+    async def next(self) -> dict:
+        while True:
+            chunk = await asyncio.wait_for(anext(self.stream), timeout=10)
+            text = chunk.decode() if isinstance(chunk, bytes) else chunk
+            if text.startswith("data: "):
+                return json.loads(text[len("data: ") :])
+
+    async def post(self, name: str, params: dict | None = None):
+        return await self.client.post(
+            f"/djust/sse/{self.session_id}/event/",
+            data=json.dumps({"event": name, "params": params or {}}),
+            content_type="application/json",
+            headers=self._headers(),
+        )
+
+    async def event(self, name: str) -> dict:
+        response = await self.post(name)
+        assert response.status_code in (200, 202), (response.status_code, response.content)
+        return await self.next()
+
+    async def ended(self) -> bool:
+        try:
+            await asyncio.wait_for(anext(self.stream), timeout=10)
+        except StopAsyncIteration:
+            return True
+        return False

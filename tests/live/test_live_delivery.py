@@ -32,7 +32,8 @@ from tenantry.djust import live as live_gates
 from tenantry.ratelimit import TenantRateLimiter
 from tests.app import live_plane_views, views
 from tests.lifecycle.models import Account
-from tests.live.test_live_gates import SSETab, session_cookie, signed_in
+from tests.live.test_live_gates import session_cookie, signed_in
+from tests.live_client import SSETab
 from tests.live_client import Tab as _Tab
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -416,7 +417,7 @@ async def test_sse_frames_re_admit_first(settings, frame):
     )
     await sync_to_async(Account.objects.create)(slug="acme", name="Acme")
     cookie = (await sync_to_async(session_cookie)("acme")).decode()
-    tab = SSEBoard("acme.example.com", cookie=cookie)
+    tab = SSEBoard("acme.example.com", ITEMS, cookie=cookie)
     assert (await tab.open())["type"] == "mount"
     await sync_to_async(Account.objects.filter(slug="acme").delete)()
     assert (await tab.message(frame)).status_code == 200

@@ -10,8 +10,6 @@ async client); refusals are audited and counted."""
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
 
 import pytest
 import pytest_asyncio
@@ -32,7 +30,7 @@ from tenantry.ratelimit import TenantRateLimiter
 from tests.app import views
 from tests.app.models import Domain, Item
 from tests.lifecycle.models import Account
-from tests.live_client import HostClient, disconnect_opened
+from tests.live_client import HostClient, SSETab, disconnect_opened
 from tests.live_client import TrackedLiveClient as LiveClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -239,61 +237,10 @@ async def test_mount_refusals_are_audited_and_counted(settings):
 # --- SSE: the other transport ---------------------------------------------------------
 
 
-class SSETab:
-    """One SSE session: djust's stream (GET) and event (POST) views."""
-
-    def __init__(self, host: str, view: str = ITEMS, origin: str | None = None, cookie: str = ""):
-        self.host, self.view, self.origin = host, view, origin
-        self.client = HostClient(host)
-        if cookie:
-            self.client.cookies.load(cookie)
-        self.session_id = str(uuid.uuid4())
-        self.stream = None
-
-    def _headers(self) -> dict:
-        return {"origin": self.origin} if self.origin else {}
-
-    async def open(self) -> dict:
-        response = await self.client.get(
-            f"/djust/sse/{self.session_id}/", {"view": self.view}, headers=self._headers()
-        )
-        assert response.status_code == 200, response
-        self.stream = aiter(response.streaming_content)
-        assert (await self.next())["type"] == "sse_connect"
-        return await self.next()
-
-    async def next(self) -> dict:
-        while True:
-            chunk = await asyncio.wait_for(anext(self.stream), timeout=10)
-            text = chunk.decode() if isinstance(chunk, bytes) else chunk
-            if text.startswith("data: "):
-                return json.loads(text[len("data: ") :])
-
-    async def post(self, name: str):
-        return await self.client.post(
-            f"/djust/sse/{self.session_id}/event/",
-            data=json.dumps({"event": name, "params": {}}),
-            content_type="application/json",
-            headers=self._headers(),
-        )
-
-    async def event(self, name: str) -> dict:
-        response = await self.post(name)
-        assert response.status_code in (200, 202), (response.status_code, response.content)
-        return await self.next()
-
-    async def ended(self) -> bool:
-        try:
-            await asyncio.wait_for(anext(self.stream), timeout=10)
-        except StopAsyncIteration:
-            return True
-        return False
-
-
 @pytest.mark.asyncio
 async def test_sse_mounts_are_limited_too(settings):
     configure(settings, TENANT_RATE_LIMITS={"mounts": "1/m"})
-    first, second = SSETab("acme.example.com"), SSETab("acme.example.com")
+    first, second = SSETab("acme.example.com", ITEMS), SSETab("acme.example.com", ITEMS)
     assert (await first.open())["type"] == "mount"
     refused = await second.open()
     assert refused["type"] == "error" and refused["rate_limited"] is True
@@ -534,7 +481,7 @@ async def test_sse_sessions_are_admitted_again(settings, alice):
     the request's own admission (404), a deleted tenant's (no tenant
     resolves on an exempt path) by the live gate, which ends the stream."""
     membership(settings)
-    tab = SSETab("acme.example.com", cookie=alice)
+    tab = SSETab("acme.example.com", ITEMS, cookie=alice)
     assert (await tab.open())["type"] == "mount"
     assert (await tab.event("peek"))["type"] != "error"
     MEMBERS.discard(("acme-alice", "acme"))
@@ -545,7 +492,7 @@ async def test_sse_sessions_are_admitted_again(settings, alice):
     # the session's key, which a signed-cookie session saved twice within
     # the GET (djust, then Django) may change when a second passes between.
     anonymous = await sync_to_async(session_cookie)("acme")
-    gone = SSETab("acme.example.com", cookie=anonymous.decode())
+    gone = SSETab("acme.example.com", ITEMS, cookie=anonymous.decode())
     assert (await gone.open())["type"] == "mount"
     await sync_to_async(Account.objects.filter(slug="acme").delete)()
     assert await gone.event("peek") == REFUSED
@@ -687,9 +634,9 @@ async def test_mount_batch_checks_the_origin_too():
 
 @pytest.mark.asyncio
 async def test_an_sse_mount_from_another_tenants_page_is_refused():
-    tab = SSETab("globex.example.com", origin="http://acme.example.com")
+    tab = SSETab("globex.example.com", ITEMS, origin="http://acme.example.com")
     assert await tab.open() == {"type": "error", "error": "Permission denied"}
-    own = SSETab("globex.example.com", origin="http://globex.example.com")
+    own = SSETab("globex.example.com", ITEMS, origin="http://globex.example.com")
     assert (await own.open())["type"] == "mount"
     assert mounts_of() == ["globex"]
 

@@ -9,10 +9,7 @@ WebSocket."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
-import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -22,7 +19,7 @@ from django.test import Client
 
 from tenantry import impersonation
 from tests.app.models import Item, Organization, Tenant
-from tests.live_client import HostClient, LiveClient
+from tests.live_client import LiveClient, SSETab
 from tests.operations_life import views
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -498,37 +495,6 @@ async def test_a_member_promoted_meanwhile_ends_it_on_an_open_socket(people, set
 # -- the SSE transport --------------------------------------------------------------------------
 
 
-class SSETab:
-    """One SSE session: djust's stream (GET) and event (POST) views."""
-
-    def __init__(self, host: str, view: str, cookie: str) -> None:
-        self.view = view
-        self.client = HostClient(host)
-        self.client.cookies.load(cookie)
-        self.session_id = str(uuid.uuid4())
-
-    async def open(self) -> dict:
-        response = await self.client.get(f"/djust/sse/{self.session_id}/", {"view": self.view})
-        assert response.status_code == 200, response
-        self.stream = aiter(response.streaming_content)
-        assert (await self.next())["type"] == "sse_connect"
-        return await self.next()
-
-    async def next(self) -> dict:
-        while True:
-            chunk = await asyncio.wait_for(anext(self.stream), timeout=10)
-            text = chunk.decode() if isinstance(chunk, bytes) else chunk
-            if text.startswith("data: "):
-                return json.loads(text[len("data: ") :])
-
-    async def post(self, event: str, params: dict):
-        return await self.client.post(
-            f"/djust/sse/{self.session_id}/event/",
-            data=json.dumps({"event": event, "params": params}),
-            content_type="application/json",
-        )
-
-
 @pytest.mark.asyncio
 @pytest.mark.parametrize("view", [ITEMS, PLAIN], ids=["tenant-view", "view-without-mixin"])
 @pytest.mark.parametrize("where", ["this-process", "another-process"])
@@ -539,7 +505,7 @@ async def test_an_sse_session_stops_acting_after_stop(people, settings, view, wh
     live_config(settings, 3600 if where == "this-process" else 0)
     client = await sync_to_async(signed_in)(people["staff"])
     assert (await sync_to_async(start)(client)).status_code == 200
-    tab = SSETab("acme.example.com", view[0], cookie_of(client))
+    tab = SSETab("acme.example.com", view[0], cookie=cookie_of(client))
     assert (await tab.open())["type"] == "mount"
     event, field = ("add_item", "name") if view == ITEMS else ("write", "slug")
     assert (await tab.post(event, {field: "while-acting"})).status_code in (200, 202)
