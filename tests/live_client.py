@@ -121,8 +121,6 @@ class Tab(LiveClient):
 
     async def drain(self, timeout: float = 0.3) -> list[dict]:
         """Every frame that arrives until none has for ``timeout`` seconds."""
-        import asyncio
-
         got = []
         while True:
             try:
@@ -132,8 +130,6 @@ class Tab(LiveClient):
 
     async def closed(self) -> int | None:
         """The close code, reading past other frames (None: not closed)."""
-        import asyncio
-
         while True:
             try:
                 frame = await self.recv(3)

@@ -74,8 +74,10 @@ async def boards() -> dict[str, Tab]:
 
 
 async def received(opened: dict[str, Tab], text: str, timeout: float = 1) -> set[str]:
-    """Which boards got a frame with ``text``."""
-    got = {name: json.dumps(await tab.drain(timeout)) for name, tab in opened.items()}
+    """Which boards got a frame with ``text`` (drained side by side: each
+    waits ``timeout`` for what should not come)."""
+    drained = await asyncio.gather(*(tab.drain(timeout) for tab in opened.values()))
+    got = {name: json.dumps(frames) for name, frames in zip(opened, drained, strict=True)}
     return {name for name, frames in got.items() if text in frames}
 
 
