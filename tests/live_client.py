@@ -90,9 +90,6 @@ class Tab(LiveClient):
         self.frames: list[dict] = []
 
     async def recv(self, timeout: float = 5) -> dict:
-        import asyncio
-        import json
-
         message = await asyncio.wait_for(self.socket.output_queue.get(), timeout)
         if message["type"] == "websocket.close":
             frame = {"type": "__closed__", "code": message.get("code")}
