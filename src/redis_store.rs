@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,9 @@ use redis::TlsCertificates;
 use redis::TlsMode;
 use redis::{Client, Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, Value};
 
+use crate::redis_raw::{RawConn, RawTarget};
 use crate::redis_url::{self, Endpoint, Tls};
+use crate::resp;
 
 /// Idle connections kept per pool; more concurrent callers open more
 /// connections, and those above this number are closed when returned.
@@ -186,6 +189,10 @@ pub struct RedisStore {
     options: StoreOptions,
     target: Target,
     idle: Mutex<Vec<Conn>>,
+    /// A plain single server: connections of our own for the replies
+    /// [`RedisStore::eval_then_spans`] reads (`None`: TLS, cluster).
+    raw: Option<RawTarget>,
+    raw_idle: Mutex<Vec<RawConn>>,
 }
 
 type RegistryKey = (String, StoreOptions);
@@ -251,6 +258,7 @@ impl RedisStore {
         let refused = |e: RedisError| StoreError::InvalidConfig {
             reason: format!("cannot use Redis URL {redacted}: {}", e.to_string().trim()),
         };
+        let mut raw = None;
         let (target, secret) = match endpoint {
             Endpoint::Single { url, tls } => {
                 let client = single_client(&redacted, &url, tls.as_ref())?.map_err(refused)?;
@@ -259,6 +267,7 @@ impl RedisStore {
                     .redis_settings()
                     .password()
                     .map(str::to_owned);
+                raw = RawTarget::of(client.get_connection_info());
                 (Target::Single(client), secret)
             }
             #[cfg(not(feature = "redis-cluster"))]
@@ -308,6 +317,8 @@ impl RedisStore {
             options,
             target,
             idle: Mutex::new(Vec::new()),
+            raw,
+            raw_idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -409,6 +420,115 @@ impl RedisStore {
                 ))),
             }
         })
+    }
+
+    /// Like [`RedisStore::eval_then`], for a `then` that answers an array
+    /// of bulk strings (`HGETALL`): the reply's bytes and each string's
+    /// span in them. On a plain single server the reply is read by
+    /// tenantry's own reader on a connection of its own (one pool of them
+    /// per store, beside the crate's: [`crate::redis_raw`]), nothing parsed
+    /// into values; over TLS or on a cluster, by the `redis` crate.
+    pub fn eval_then_spans(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[Arg<'_>],
+        then: &redis::Cmd,
+    ) -> Result<(Vec<u8>, Vec<Range<usize>>), StoreError> {
+        let Some(target) = &self.raw else {
+            let reply = self.eval_then(script, keys, args, then)?;
+            return self.spans_of(reply);
+        };
+        let request = |name: &str, body: &str| {
+            let mut packed = script_cmd(name, body, keys, args).get_packed_command();
+            packed.extend_from_slice(&then.get_packed_command());
+            packed
+        };
+        let evalsha = request("EVALSHA", &script.sha);
+        let eval = std::cell::OnceCell::new();
+        self.raw_run(target, |conn| {
+            let mut replies = conn.call(&evalsha, 2)?;
+            if replies.is_noscript(0) {
+                replies = conn.call(eval.get_or_init(|| request("EVAL", script.code)), 2)?;
+            }
+            replies.check(0)?;
+            replies.check(1)?;
+            let spans = resp::bulk_strings(&replies.buf, replies.bounds[1]).map_err(|e| {
+                RedisError::from((ErrorKind::Parse, "malformed reply", e.to_string()))
+            })?;
+            Ok((replies.buf, spans))
+        })
+    }
+
+    /// The bulk strings of a reply the `redis` crate parsed, packed into one
+    /// buffer as [`RedisStore::eval_then_spans`] returns them.
+    fn spans_of(&self, reply: Value) -> Result<(Vec<u8>, Vec<Range<usize>>), StoreError> {
+        let items = match reply {
+            Value::Array(items) => items,
+            Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            other => return Err(self.unexpected("HGETALL", &other)),
+        };
+        let bulk = |v: &Value| match v {
+            Value::BulkString(b) => Some(b.len()),
+            _ => None,
+        };
+        let mut packed = Vec::with_capacity(items.iter().filter_map(bulk).sum());
+        let mut spans = Vec::with_capacity(items.len());
+        for item in &items {
+            let Value::BulkString(b) = item else {
+                return Err(self.unexpected("HGETALL", item));
+            };
+            spans.push(packed.len()..packed.len() + b.len());
+            packed.extend_from_slice(b);
+        }
+        Ok((packed, spans))
+    }
+
+    /// [`RedisStore::run`] on a connection of our own.
+    fn raw_run<T, F>(&self, target: &RawTarget, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut(&mut RawConn) -> RedisResult<T>,
+    {
+        let connect = || {
+            target
+                .connect(self.options.connect_timeout, self.options.io_timeout)
+                .map_err(|e| self.unavailable(&e))
+        };
+        let pooled = self.raw_idle.lock().pop();
+        let (mut conn, reused) = match pooled {
+            Some(conn) => (conn, true),
+            None => (connect()?, false),
+        };
+        let mut result = op(&mut conn);
+        if let Err(e) = &result {
+            if reused && e.is_connection_dropped() && !e.is_timeout() {
+                // The others idle since before that are most likely dead too.
+                let stale = std::mem::take(&mut *self.raw_idle.lock());
+                drop(stale);
+                conn = connect()?;
+                result = op(&mut conn);
+            }
+        }
+        match result {
+            Ok(value) => {
+                self.raw_checkin(conn);
+                Ok(value)
+            }
+            Err(e) => {
+                // Only a server's error reply leaves the connection in step.
+                if matches!(e.kind(), ErrorKind::Server(_)) {
+                    self.raw_checkin(conn);
+                }
+                Err(self.error_of(&e))
+            }
+        }
+    }
+
+    fn raw_checkin(&self, conn: RawConn) {
+        let mut idle = self.raw_idle.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
     }
 
     fn eval_with(
@@ -659,6 +779,10 @@ impl RedisStore {
         if matches!(e.kind(), ErrorKind::Server(_)) {
             self.checkin(conn);
         }
+        self.error_of(e)
+    }
+
+    fn error_of(&self, e: &RedisError) -> StoreError {
         if is_unavailability(e) {
             self.unavailable(e)
         } else {

@@ -832,27 +832,12 @@ impl RedisPresence {
         let [users, conns, refs, data] = keys.each_ref().map(String::as_str);
         let mut hgetall = redis::cmd("HGETALL");
         hgetall.arg(data);
-        let reply = self.store.eval_then(
+        let (packed, spans) = self.store.eval_then_spans(
             &SCRIPTS.list,
             &[users, conns, refs, data],
             &[self.head()[0]],
             &hgetall,
         )?;
-        let items = match reply {
-            Value::Array(items) => items,
-            Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-            other => return Err(self.store.unexpected("list", &other).into()),
-        };
-        // One buffer for every field and row, so the listing borrows from it.
-        let mut packed =
-            Vec::with_capacity(items.iter().map(|v| bytes(v).map_or(0, <[u8]>::len)).sum());
-        let mut spans = Vec::with_capacity(items.len());
-        for item in &items {
-            let b = bytes(item).ok_or_else(|| self.malformed(tenant, room))?;
-            spans.push(packed.len()..packed.len() + b.len());
-            packed.extend_from_slice(b);
-        }
-        drop(items);
         Listing::build(packed, &spans).ok_or_else(|| self.malformed(tenant, room))
     }
 
