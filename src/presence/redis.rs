@@ -416,7 +416,9 @@ impl Listing {
                 Some(r) => conns.push((i, time, span(buf, r.as_bytes()), meta)),
             }
         }
-        conns.sort_by(|a, b| {
+        // Unstable sorts: no two entries are equal (a user's refs, and the
+        // users' ids, are unique), so the order is the same.
+        conns.sort_unstable_by(|a, b| {
             a.0.cmp(&b.0)
                 .then_with(|| a.1.total_cmp(&b.1))
                 .then_with(|| buf[a.2.clone()].cmp(&buf[b.2.clone()]))
@@ -439,11 +441,19 @@ impl Listing {
                 }
             }
         }
-        users.sort_by(|a, b| {
-            a.joined_at
-                .total_cmp(&b.joined_at)
-                .then_with(|| buf[a.user.clone()].cmp(&buf[b.user.clone()]))
+        // Users who joined in the same instant (a room filled at once) are
+        // ordered by id: their first eight bytes, as one number, decide
+        // most comparisons without comparing slices.
+        let mut keyed: Vec<(f64, u64, ListedUser)> = users
+            .into_iter()
+            .map(|u| (u.joined_at, prefix(&buf[u.user.clone()]), u))
+            .collect();
+        keyed.sort_unstable_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(a.1.cmp(&b.1))
+                .then_with(|| buf[a.2.user.clone()].cmp(&buf[b.2.user.clone()]))
         });
+        let users = keyed.into_iter().map(|(_, _, u)| u).collect();
         let conns = conns
             .into_iter()
             .map(|(_, online_at, conn_ref, meta)| ListedConn {
@@ -474,6 +484,15 @@ impl<'a> ListedUserRef<'a> {
 /// A span checked as UTF-8 when the listing was built.
 fn text<'a>(packed: &'a [u8], span: &Range<usize>) -> &'a str {
     std::str::from_utf8(&packed[span.clone()]).unwrap_or_default()
+}
+
+/// The first eight bytes of `bytes` as a big-endian number (zero-padded):
+/// ordered as the bytes are, up to their eighth.
+fn prefix(bytes: &[u8]) -> u64 {
+    let mut head = [0u8; 8];
+    let n = bytes.len().min(8);
+    head[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(head)
 }
 
 /// Where `part` (a subslice of `buf`) is in `buf`.
