@@ -515,8 +515,9 @@ impl RedisStore {
                 Ok(value)
             }
             Err(e) => {
-                // Only a server's error reply leaves the connection in step.
-                if matches!(e.kind(), ErrorKind::Server(_)) {
+                // Only a server's error reply (of a known code or not)
+                // leaves the connection in step.
+                if matches!(e.kind(), ErrorKind::Server(_) | ErrorKind::Extension) {
                     self.raw_checkin(conn);
                 }
                 Err(self.error_of(&e))
@@ -1006,5 +1007,160 @@ pub(crate) mod tests {
         let s = Script::new("return 1");
         assert_eq!(s.sha().len(), 40);
         assert_eq!(s.sha(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    }
+
+    type Fields = HashMap<Vec<u8>, Vec<u8>>;
+
+    fn fields(buf: &[u8], spans: &[Range<usize>]) -> Fields {
+        assert_eq!(spans.len() % 2, 0);
+        spans
+            .chunks(2)
+            .map(|p| (buf[p[0].clone()].to_vec(), buf[p[1].clone()].to_vec()))
+            .collect()
+    }
+
+    /// The reply read by tenantry's own reader, and by the crate's.
+    fn both(store: &RedisStore, script: &Script, key: &str) -> (Fields, Fields) {
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg(key);
+        let (buf, spans) = store
+            .eval_then_spans(script, &[key], &[], &hgetall)
+            .unwrap();
+        let crate_reply = store.eval_then(script, &[key], &[], &hgetall).unwrap();
+        let (cbuf, cspans) = store.spans_of(crate_reply).unwrap();
+        (fields(&buf, &spans), fields(&cbuf, &cspans))
+    }
+
+    #[test]
+    fn our_reader_reads_what_the_crate_reads() {
+        let server = Server::require();
+        let store = RedisStore::new(&server.url(), StoreOptions::default()).unwrap();
+        assert!(store.raw.is_some(), "a plain redis:// URL uses our reader");
+        let script = Script::new("return redis.call('HLEN', KEYS[1])");
+        let key = "{t}:odd";
+        let big = "é".repeat(150_000); // 300 KB: many reads
+        let mut hset = redis::cmd("HSET");
+        hset.arg(key)
+            .arg("empty")
+            .arg("")
+            .arg(&b"bin\r\n\0\xff"[..])
+            .arg(&b"\r\n$3\r\n*1\r\n\0\xfe"[..])
+            .arg("unicode \u{1F600} \u{20AC}")
+            .arg("{\"n\":\"\u{e9}\"}")
+            .arg("big")
+            .arg(&big);
+        for i in 0..4_000 {
+            hset.arg(format!("3:u{i}:tab"))
+                .arg(format!("1.5 {{\"i\":{i}}}"));
+        }
+        store.query(&hset).unwrap();
+        let (ours, theirs) = both(&store, &script, key);
+        assert_eq!(ours.len(), 4_004);
+        assert_eq!(ours, theirs);
+        assert_eq!(ours[&b"big"[..]], big.as_bytes());
+        assert_eq!(ours[&b"bin\r\n\0\xff"[..]], b"\r\n$3\r\n*1\r\n\0\xfe");
+        assert_eq!(ours[&b"empty"[..]], b"");
+        // A missing key is an empty hash.
+        let (ours, theirs) = both(&store, &script, "{t}:missing");
+        assert!(ours.is_empty() && theirs.is_empty());
+    }
+
+    #[test]
+    fn our_connections_recover_like_the_crates() {
+        let server = Server::require();
+        let store = RedisStore::new(&server.url(), StoreOptions::default()).unwrap();
+        let script = Script::new("return 1");
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg("{t}:h");
+        let call =
+            |keys: &[&str], then: &redis::Cmd| store.eval_then_spans(&script, keys, &[], then);
+        store
+            .query(redis::cmd("HSET").arg("{t}:h").arg("f").arg("v"))
+            .unwrap();
+        assert_eq!(call(&["{t}:h"], &hgetall).unwrap().1.len(), 2);
+
+        // NOSCRIPT (a flushed script cache): sent whole, then by SHA again.
+        store.query(redis::cmd("SCRIPT").arg("FLUSH")).unwrap();
+        assert_eq!(call(&["{t}:h"], &hgetall).unwrap().1.len(), 2);
+
+        // An error reply is the call's failure, naming it; the connection
+        // answered, so it stays in the pool and the next call works.
+        store
+            .query(redis::cmd("SET").arg("{t}:s").arg("v"))
+            .unwrap();
+        let mut wrong = redis::cmd("HGETALL");
+        wrong.arg("{t}:s");
+        match call(&["{t}:s"], &wrong) {
+            Err(StoreError::Failed { detail, .. }) => {
+                assert!(detail.contains("WRONGTYPE"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let failing = Script::new("return redis.call('INCR', KEYS[1])");
+        match store.eval_then_spans(&failing, &["{t}:h"], &[], &hgetall) {
+            Err(StoreError::Failed { detail, .. }) => {
+                assert!(detail.contains("WRONGTYPE"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.raw_idle.lock().len(), 1);
+        assert_eq!(call(&["{t}:h"], &hgetall).unwrap().1.len(), 2);
+
+        // Pooled connections the server dropped are replaced on first use.
+        store
+            .query(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal"))
+            .ok();
+        assert_eq!(call(&["{t}:h"], &hgetall).unwrap().1.len(), 2);
+
+        // A server gone is unavailable, not a parse error.
+        drop(server);
+        store.raw_idle.lock().clear();
+        match call(&["{t}:h"], &hgetall) {
+            Err(StoreError::Unavailable { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn our_connections_authenticate_and_select_the_database() {
+        let server = Server::require();
+        let port = server.1;
+        let admin = RedisStore::new(&server.url(), StoreOptions::default()).unwrap();
+        admin
+            .query(
+                redis::cmd("ACL")
+                    .arg("SETUSER")
+                    .arg("alice")
+                    .arg("on")
+                    .arg(">s3cret")
+                    .arg("~*")
+                    .arg("+@all"),
+            )
+            .unwrap();
+        let alice = |db: u8, password: &str| {
+            let url = format!("redis://alice:{password}@127.0.0.1:{port}/{db}");
+            RedisStore::new(&url, StoreOptions::default()).unwrap()
+        };
+        let (db3, db0) = (alice(3, "s3cret"), alice(0, "s3cret"));
+        db3.query(redis::cmd("HSET").arg("{t}:h").arg("in").arg("3"))
+            .unwrap();
+        let script = Script::new("return 1");
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg("{t}:h");
+        let (buf, spans) = db3
+            .eval_then_spans(&script, &["{t}:h"], &[], &hgetall)
+            .unwrap();
+        assert_eq!(fields(&buf, &spans)[&b"in"[..]], b"3");
+        let (_, spans) = db0
+            .eval_then_spans(&script, &["{t}:h"], &[], &hgetall)
+            .unwrap();
+        assert!(spans.is_empty(), "database 0 holds no such hash");
+        // A wrong password: unavailable, and never shown.
+        match alice(3, "wrong-pw").eval_then_spans(&script, &["{t}:h"], &[], &hgetall) {
+            Err(e @ StoreError::Unavailable { .. }) => {
+                assert!(!e.to_string().contains("wrong-pw"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

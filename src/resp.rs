@@ -26,7 +26,11 @@ pub struct RespError {
 
 impl fmt::Display for RespError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed Redis reply at byte {}: {}", self.at, self.reason)
+        write!(
+            f,
+            "malformed Redis reply at byte {}: {}",
+            self.at, self.reason
+        )
     }
 }
 
@@ -219,12 +223,7 @@ pub fn bulk_strings(buf: &[u8], at: usize) -> Result<Vec<Range<usize>>, RespErro
         let (h, after) = head(buf, here)?.ok_or_else(incomplete)?;
         match h {
             Head::Bulk(Some(span)) => spans.push(span),
-            other => {
-                return Err(bad(
-                    here,
-                    format!("expected a bulk string, got {other:?}"),
-                ))
-            }
+            other => return Err(bad(here, format!("expected a bulk string, got {other:?}"))),
         }
         next = after;
     }
@@ -256,8 +255,14 @@ mod tests {
         assert_eq!(head(b"+OK\r\n", 0), Ok(Some((Head::Simple(1..3), 5))));
         assert_eq!(head(b"-ERR x\r\n", 0), Ok(Some((Head::Error(1..6), 8))));
         assert_eq!(head(b":-42\r\n", 0), Ok(Some((Head::Integer(-42), 6))));
-        assert_eq!(head(b"$3\r\nabc\r\n", 0), Ok(Some((Head::Bulk(Some(4..7)), 9))));
-        assert_eq!(head(b"$0\r\n\r\n", 0), Ok(Some((Head::Bulk(Some(4..4)), 6))));
+        assert_eq!(
+            head(b"$3\r\nabc\r\n", 0),
+            Ok(Some((Head::Bulk(Some(4..7)), 9)))
+        );
+        assert_eq!(
+            head(b"$0\r\n\r\n", 0),
+            Ok(Some((Head::Bulk(Some(4..4)), 6)))
+        );
         assert_eq!(head(b"$-1\r\n", 0), Ok(Some((Head::Bulk(None), 5))));
         assert_eq!(head(b"*2\r\n", 0), Ok(Some((Head::Array(Some(2)), 4))));
         assert_eq!(head(b"*-1\r\n", 0), Ok(Some((Head::Array(None), 5))));
@@ -322,7 +327,10 @@ mod tests {
         assert_eq!(s.bounds(), &[0, 4, buf.len()]);
         let spans = bulk_strings(&buf, 4).unwrap();
         let got: Vec<&[u8]> = spans.iter().map(|r| &buf[r.clone()]).collect();
-        assert_eq!(got, [&b"3:u:1"[..], b"1.5 {}", b"3:u:1:tab", b"1.5 {\"a\":1}"]);
+        assert_eq!(
+            got,
+            [&b"3:u:1"[..], b"1.5 {}", b"3:u:1:tab", b"1.5 {\"a\":1}"]
+        );
     }
 
     #[test]
