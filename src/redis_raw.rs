@@ -148,6 +148,7 @@ pub struct RawConn {
 pub struct Replies {
     pub buf: Vec<u8>,
     pub bounds: Vec<usize>,
+    pub scanner: Scanner,
 }
 
 impl Replies {
@@ -180,6 +181,14 @@ impl RawConn {
     /// An I/O error, a timeout or a malformed reply leaves the connection
     /// in an unknown state: the caller drops it.
     pub fn call(&mut self, request: &[u8], replies: usize) -> RedisResult<Replies> {
+        self.call_scanning(request, Scanner::new(0, replies))
+    }
+
+    /// Like [`RawConn::call`], with a scanner that may collect a reply's
+    /// strings as it passes them ([`Scanner::collecting`]); the scanner is
+    /// handed back with the replies.
+    pub fn call_scanning(&mut self, request: &[u8], scanner: Scanner) -> RedisResult<Replies> {
+        let mut scanner = scanner;
         match &mut self.stream {
             Stream::Tcp(s) => s.write_all(request)?,
             #[cfg(unix)]
@@ -188,7 +197,6 @@ impl RawConn {
         // Zeroed once (fresh pages from the allocator), doubled when full.
         let mut buf = vec![0u8; self.size_hint.max(READ_CHUNK)];
         let mut len = 0;
-        let mut scanner = Scanner::new(0, replies);
         loop {
             let done = scanner.advance(&buf[..len]).map_err(|e| {
                 RedisError::from((ErrorKind::Parse, "malformed reply", e.to_string()))
@@ -228,6 +236,10 @@ impl RawConn {
             )));
         }
         self.size_hint = buf.len();
-        Ok(Replies { buf, bounds })
+        Ok(Replies {
+            buf,
+            bounds,
+            scanner,
+        })
     }
 }

@@ -447,13 +447,16 @@ impl RedisStore {
         let evalsha = request("EVALSHA", &script.sha);
         let eval = std::cell::OnceCell::new();
         self.raw_run(target, |conn| {
-            let mut replies = conn.call(&evalsha, 2)?;
+            // `then`'s strings are kept as the reply is scanned.
+            let scanner = || resp::Scanner::collecting(0, 2, 1);
+            let mut replies = conn.call_scanning(&evalsha, scanner())?;
             if replies.is_noscript(0) {
-                replies = conn.call(eval.get_or_init(|| request("EVAL", script.code)), 2)?;
+                let whole = eval.get_or_init(|| request("EVAL", script.code));
+                replies = conn.call_scanning(whole, scanner())?;
             }
             replies.check(0)?;
             replies.check(1)?;
-            let spans = resp::bulk_strings(&replies.buf, replies.bounds[1]).map_err(|e| {
+            let spans = replies.scanner.bulk_strings(&replies.buf).map_err(|e| {
                 RedisError::from((ErrorKind::Parse, "malformed reply", e.to_string()))
             })?;
             Ok((replies.buf, spans))

@@ -156,6 +156,11 @@ pub struct Scanner {
     bounds: Vec<usize>,
     /// Top-level replies still to begin.
     top: usize,
+    /// The reply whose bulk strings are kept as they pass
+    /// ([`Scanner::collecting`]), its heads counted.
+    collect: Option<usize>,
+    spans: Vec<Range<usize>>,
+    heads: usize,
 }
 
 impl Scanner {
@@ -165,6 +170,36 @@ impl Scanner {
             pending: 0,
             bounds: Vec::with_capacity(replies + 1),
             top: replies,
+            collect: None,
+            spans: Vec::new(),
+            heads: 0,
+        }
+    }
+
+    /// Like [`Scanner::new`], keeping the spans of reply `reply`'s bulk
+    /// strings as they pass, so [`Scanner::bulk_strings`] needs no second
+    /// pass over them.
+    pub fn collecting(start: usize, replies: usize, reply: usize) -> Scanner {
+        Scanner {
+            collect: Some(reply),
+            ..Scanner::new(start, replies)
+        }
+    }
+
+    /// The spans of the collected reply when it is an array of bulk
+    /// strings (once [`Scanner::advance`] returned true); else what
+    /// [`bulk_strings`] says of it.
+    pub fn bulk_strings(self, buf: &[u8]) -> Result<Vec<Range<usize>>, RespError> {
+        let Some(i) = self.collect.filter(|&i| i + 1 < self.bounds.len()) else {
+            return Err(bad(buf.len(), "no reply collected"));
+        };
+        let start = self.bounds[i];
+        // One head per element and the array's: nothing else was inside.
+        match head(buf, start)? {
+            Some((Head::Array(Some(n)), _)) if n == self.spans.len() && self.heads == n + 1 => {
+                Ok(self.spans)
+            }
+            _ => bulk_strings(buf, start),
         }
     }
 
@@ -187,6 +222,15 @@ impl Scanner {
             };
             self.at = next;
             self.pending -= 1;
+            if let Some(i) = self.collect {
+                // `bounds` holds the start of every reply begun so far.
+                if self.bounds.len() == i + 1 {
+                    self.heads += 1;
+                    if let Head::Bulk(Some(span)) = &h {
+                        self.spans.push(span.clone());
+                    }
+                }
+            }
             if let Head::Array(Some(n)) = h {
                 self.pending = self
                     .pending
@@ -334,6 +378,34 @@ mod tests {
     }
 
     #[test]
+    fn collected_spans_are_those_of_a_second_pass() {
+        let hash = bulk_array(&[b"f", b"", b"\r\n", b"\xff"]);
+        let mut buf = b"-NOSCRIPT x\r\n".to_vec();
+        buf.extend_from_slice(&hash);
+        let mut s = Scanner::collecting(0, 2, 1);
+        for end in 1..=buf.len() {
+            s.advance(&buf[..end]).unwrap();
+        }
+        let start = s.bounds()[1];
+        assert_eq!(
+            s.bulk_strings(&buf).unwrap(),
+            bulk_strings(&buf, start).unwrap()
+        );
+        // Other shapes: the second pass's answer, error included.
+        for other in [
+            &b"*2\r\n*1\r\n$1\r\na\r\n$1\r\nb\r\n"[..],
+            b"*1\r\n$-1\r\n",
+            b"-WRONGTYPE x\r\n",
+            b"*-1\r\n",
+            b":1\r\n",
+        ] {
+            let mut s = Scanner::collecting(0, 1, 0);
+            assert!(s.advance(other).unwrap(), "{other:?}");
+            assert_eq!(s.bulk_strings(other), bulk_strings(other, 0), "{other:?}");
+        }
+    }
+
+    #[test]
     fn deep_nesting_does_not_recurse() {
         let mut buf = Vec::new();
         for _ in 0..100_000 {
@@ -392,6 +464,9 @@ mod tests {
             let spans = bulk_strings(&buf, 0).unwrap();
             let got: Vec<&[u8]> = spans.iter().map(|r| &buf[r.clone()]).collect();
             prop_assert_eq!(got, refs);
+            let mut s = Scanner::collecting(0, 1, 0);
+            prop_assert!(s.advance(&buf).unwrap());
+            prop_assert_eq!(s.bulk_strings(&buf).unwrap(), spans);
         }
     }
 }
