@@ -1166,4 +1166,67 @@ pub(crate) mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    /// A fake server on loopback: answers every request it reads with
+    /// `reply` (empty: never answers), for as many connections as come.
+    fn fake_server(reply: &'static [u8]) -> u16 {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 || (!reply.is_empty() && stream.write_all(reply).is_err()) {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn spans_from(port: u16) -> Result<(Vec<u8>, Vec<Range<usize>>), StoreError> {
+        let options = StoreOptions {
+            connect_timeout: Duration::from_millis(500),
+            io_timeout: Duration::from_millis(200),
+        };
+        let store = RedisStore::new(&format!("redis://127.0.0.1:{port}/0"), options).unwrap();
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg("{t}:h");
+        let result = store.eval_then_spans(&Script::new("return 1"), &["{t}:h"], &[], &hgetall);
+        // A connection that failed other than by an error reply is not kept.
+        if result.is_err() {
+            assert!(store.raw_idle.lock().is_empty());
+        }
+        result
+    }
+
+    #[test]
+    fn a_stalled_or_lying_server_fails_the_call_and_loses_the_connection() {
+        match spans_from(fake_server(b"")) {
+            Err(StoreError::Unavailable { .. }) => {}
+            other => panic!("a server that never answers: {other:?}"),
+        }
+        for (reply, what) in [
+            (&b":1\r\n*1\r\n:2\r\n"[..], "expected a bulk string"),
+            (b":1\r\n*1\r\n$3\r\nabcdef\r\n", "longer than its length"),
+            (b":1\r\n%1\r\n", "not RESP2"),
+            (b":1\r\n$9999999999\r\n", "over 512 MB"),
+            (b":1\r\n*0\r\n+extra\r\n", "more bytes than the replies"),
+        ] {
+            match spans_from(fake_server(reply)) {
+                Err(StoreError::Failed { detail, .. }) => {
+                    assert!(detail.contains(what), "{reply:?}: {detail}")
+                }
+                other => panic!("{reply:?}: {other:?}"),
+            }
+        }
+        // Well-formed, whatever the script answered.
+        let (buf, spans) = spans_from(fake_server(b"$-1\r\n*2\r\n$1\r\na\r\n$0\r\n\r\n")).unwrap();
+        assert_eq!(fields(&buf, &spans)[&b"a"[..]], b"");
+    }
 }
