@@ -454,6 +454,38 @@ mod tests {
             let _ = s.advance(&bytes);
         }
 
+        /// The fuzz target's invariant (fuzz/fuzz_targets/resp.rs): bytes
+        /// fed in two pieces scan as they do whole, and the strings
+        /// collected while scanning are those of a second pass.
+        #[test]
+        fn pieces_scan_as_the_whole(
+            items in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..8), 0..6),
+            noise in proptest::collection::vec(any::<u8>(), 0..4),
+            at in any::<usize>(),
+            cut in any::<usize>(),
+        ) {
+            let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+            let mut bytes = b":1\r\n".to_vec();
+            bytes.extend_from_slice(&bulk_array(&refs));
+            // Sometimes damaged: a few bytes spliced in anywhere.
+            let at = at % (bytes.len() + 1);
+            bytes.splice(at..at, noise);
+            let mut whole = Scanner::collecting(0, 2, 1);
+            let done = whole.advance(&bytes);
+            let mut pieces = Scanner::collecting(0, 2, 1);
+            let cut = cut % (bytes.len() + 1);
+            let done_in_pieces = match pieces.advance(&bytes[..cut]) {
+                Ok(false) => pieces.advance(&bytes),
+                other => other,
+            };
+            prop_assert_eq!(done.is_ok(), done_in_pieces.is_ok());
+            if let (Ok(true), Ok(true)) = (&done, &done_in_pieces) {
+                prop_assert_eq!(whole.bounds(), pieces.bounds());
+                let start = whole.bounds()[1];
+                prop_assert_eq!(whole.bulk_strings(&bytes), bulk_strings(&bytes, start));
+            }
+        }
+
         #[test]
         fn encoded_arrays_read_back(items in proptest::collection::vec(
             proptest::collection::vec(any::<u8>(), 0..40), 0..20)
