@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,9 @@ use redis::TlsCertificates;
 use redis::TlsMode;
 use redis::{Client, Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, Value};
 
+use crate::redis_raw::{RawConn, RawTarget};
 use crate::redis_url::{self, Endpoint, Tls};
+use crate::resp;
 
 /// Idle connections kept per pool; more concurrent callers open more
 /// connections, and those above this number are closed when returned.
@@ -186,6 +189,10 @@ pub struct RedisStore {
     options: StoreOptions,
     target: Target,
     idle: Mutex<Vec<Conn>>,
+    /// A plain single server: connections of our own for the replies
+    /// [`RedisStore::eval_then_spans`] reads (`None`: TLS, cluster).
+    raw: Option<RawTarget>,
+    raw_idle: Mutex<Vec<RawConn>>,
 }
 
 type RegistryKey = (String, StoreOptions);
@@ -251,6 +258,7 @@ impl RedisStore {
         let refused = |e: RedisError| StoreError::InvalidConfig {
             reason: format!("cannot use Redis URL {redacted}: {}", e.to_string().trim()),
         };
+        let mut raw = None;
         let (target, secret) = match endpoint {
             Endpoint::Single { url, tls } => {
                 let client = single_client(&redacted, &url, tls.as_ref())?.map_err(refused)?;
@@ -259,6 +267,7 @@ impl RedisStore {
                     .redis_settings()
                     .password()
                     .map(str::to_owned);
+                raw = RawTarget::of(client.get_connection_info());
                 (Target::Single(client), secret)
             }
             #[cfg(not(feature = "redis-cluster"))]
@@ -308,6 +317,8 @@ impl RedisStore {
             options,
             target,
             idle: Mutex::new(Vec::new()),
+            raw,
+            raw_idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -409,6 +420,119 @@ impl RedisStore {
                 ))),
             }
         })
+    }
+
+    /// Like [`RedisStore::eval_then`], for a `then` that answers an array
+    /// of bulk strings (`HGETALL`): the reply's bytes and each string's
+    /// span in them. On a plain single server the reply is read by
+    /// tenantry's own reader on a connection of its own (one pool of them
+    /// per store, beside the crate's: [`crate::redis_raw`]), nothing parsed
+    /// into values; over TLS or on a cluster, by the `redis` crate.
+    pub fn eval_then_spans(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[Arg<'_>],
+        then: &redis::Cmd,
+    ) -> Result<(Vec<u8>, Vec<Range<usize>>), StoreError> {
+        let Some(target) = &self.raw else {
+            let reply = self.eval_then(script, keys, args, then)?;
+            return self.spans_of(reply);
+        };
+        let request = |name: &str, body: &str| {
+            let mut packed = script_cmd(name, body, keys, args).get_packed_command();
+            packed.extend_from_slice(&then.get_packed_command());
+            packed
+        };
+        let evalsha = request("EVALSHA", &script.sha);
+        let eval = std::cell::OnceCell::new();
+        self.raw_run(target, |conn| {
+            // `then`'s strings are kept as the reply is scanned.
+            let scanner = || resp::Scanner::collecting(0, 2, 1);
+            let mut replies = conn.call_scanning(&evalsha, scanner())?;
+            if replies.is_noscript(0) {
+                let whole = eval.get_or_init(|| request("EVAL", script.code));
+                replies = conn.call_scanning(whole, scanner())?;
+            }
+            replies.check(0)?;
+            replies.check(1)?;
+            let spans = replies.scanner.bulk_strings(&replies.buf).map_err(|e| {
+                RedisError::from((ErrorKind::Parse, "malformed reply", e.to_string()))
+            })?;
+            Ok((replies.buf, spans))
+        })
+    }
+
+    /// The bulk strings of a reply the `redis` crate parsed, packed into one
+    /// buffer as [`RedisStore::eval_then_spans`] returns them.
+    fn spans_of(&self, reply: Value) -> Result<(Vec<u8>, Vec<Range<usize>>), StoreError> {
+        let items = match reply {
+            Value::Array(items) => items,
+            Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            other => return Err(self.unexpected("HGETALL", &other)),
+        };
+        let bulk = |v: &Value| match v {
+            Value::BulkString(b) => Some(b.len()),
+            _ => None,
+        };
+        let mut packed = Vec::with_capacity(items.iter().filter_map(bulk).sum());
+        let mut spans = Vec::with_capacity(items.len());
+        for item in &items {
+            let Value::BulkString(b) = item else {
+                return Err(self.unexpected("HGETALL", item));
+            };
+            spans.push(packed.len()..packed.len() + b.len());
+            packed.extend_from_slice(b);
+        }
+        Ok((packed, spans))
+    }
+
+    /// [`RedisStore::run`] on a connection of our own.
+    fn raw_run<T, F>(&self, target: &RawTarget, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut(&mut RawConn) -> RedisResult<T>,
+    {
+        let connect = || {
+            target
+                .connect(self.options.connect_timeout, self.options.io_timeout)
+                .map_err(|e| self.unavailable(&e))
+        };
+        let pooled = self.raw_idle.lock().pop();
+        let (mut conn, reused) = match pooled {
+            Some(conn) => (conn, true),
+            None => (connect()?, false),
+        };
+        let mut result = op(&mut conn);
+        if let Err(e) = &result {
+            if reused && e.is_connection_dropped() && !e.is_timeout() {
+                // The others idle since before that are most likely dead too.
+                let stale = std::mem::take(&mut *self.raw_idle.lock());
+                drop(stale);
+                conn = connect()?;
+                result = op(&mut conn);
+            }
+        }
+        match result {
+            Ok(value) => {
+                self.raw_checkin(conn);
+                Ok(value)
+            }
+            Err(e) => {
+                // Only a server's error reply (of a known code or not)
+                // leaves the connection in step.
+                if matches!(e.kind(), ErrorKind::Server(_) | ErrorKind::Extension) {
+                    self.raw_checkin(conn);
+                }
+                Err(self.error_of(&e))
+            }
+        }
+    }
+
+    fn raw_checkin(&self, conn: RawConn) {
+        let mut idle = self.raw_idle.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
     }
 
     fn eval_with(
@@ -659,6 +783,10 @@ impl RedisStore {
         if matches!(e.kind(), ErrorKind::Server(_)) {
             self.checkin(conn);
         }
+        self.error_of(e)
+    }
+
+    fn error_of(&self, e: &RedisError) -> StoreError {
         if is_unavailability(e) {
             self.unavailable(e)
         } else {
@@ -882,5 +1010,223 @@ pub(crate) mod tests {
         let s = Script::new("return 1");
         assert_eq!(s.sha().len(), 40);
         assert_eq!(s.sha(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    }
+
+    type Fields = HashMap<Vec<u8>, Vec<u8>>;
+
+    fn fields(buf: &[u8], spans: &[Range<usize>]) -> Fields {
+        assert_eq!(spans.len() % 2, 0);
+        spans
+            .chunks(2)
+            .map(|p| (buf[p[0].clone()].to_vec(), buf[p[1].clone()].to_vec()))
+            .collect()
+    }
+
+    /// The reply read by tenantry's own reader, and by the crate's.
+    fn both(store: &RedisStore, script: &Script, key: &str) -> (Fields, Fields) {
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg(key);
+        let (buf, spans) = store
+            .eval_then_spans(script, &[key], &[], &hgetall)
+            .unwrap();
+        let crate_reply = store.eval_then(script, &[key], &[], &hgetall).unwrap();
+        let (cbuf, cspans) = store.spans_of(crate_reply).unwrap();
+        (fields(&buf, &spans), fields(&cbuf, &cspans))
+    }
+
+    #[test]
+    fn our_reader_reads_what_the_crate_reads() {
+        let server = Server::require();
+        let store = RedisStore::new(&server.url(), StoreOptions::default()).unwrap();
+        assert!(store.raw.is_some(), "a plain redis:// URL uses our reader");
+        let script = Script::new("return redis.call('HLEN', KEYS[1])");
+        let key = "{t}:odd";
+        let big = "é".repeat(150_000); // 300 KB: many reads
+        let mut hset = redis::cmd("HSET");
+        hset.arg(key)
+            .arg("empty")
+            .arg("")
+            .arg(&b"bin\r\n\0\xff"[..])
+            .arg(&b"\r\n$3\r\n*1\r\n\0\xfe"[..])
+            .arg("unicode \u{1F600} \u{20AC}")
+            .arg("{\"n\":\"\u{e9}\"}")
+            .arg("big")
+            .arg(&big);
+        for i in 0..4_000 {
+            hset.arg(format!("3:u{i}:tab"))
+                .arg(format!("1.5 {{\"i\":{i}}}"));
+        }
+        store.query(&hset).unwrap();
+        let (ours, theirs) = both(&store, &script, key);
+        assert_eq!(ours.len(), 4_004);
+        assert_eq!(ours, theirs);
+        assert_eq!(ours[&b"big"[..]], big.as_bytes());
+        assert_eq!(ours[&b"bin\r\n\0\xff"[..]], b"\r\n$3\r\n*1\r\n\0\xfe");
+        assert_eq!(ours[&b"empty"[..]], b"");
+        // A missing key is an empty hash.
+        let (ours, theirs) = both(&store, &script, "{t}:missing");
+        assert!(ours.is_empty() && theirs.is_empty());
+    }
+
+    #[test]
+    fn our_connections_recover_like_the_crates() {
+        let server = Server::require();
+        let store = RedisStore::new(&server.url(), StoreOptions::default()).unwrap();
+        let script = Script::new("return 1");
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg("{t}:h");
+        let call =
+            |keys: &[&str], then: &redis::Cmd| store.eval_then_spans(&script, keys, &[], then);
+        store
+            .query(redis::cmd("HSET").arg("{t}:h").arg("f").arg("v"))
+            .unwrap();
+        assert_eq!(call(&["{t}:h"], &hgetall).unwrap().1.len(), 2);
+
+        // NOSCRIPT (a flushed script cache): sent whole, then by SHA again.
+        store.query(redis::cmd("SCRIPT").arg("FLUSH")).unwrap();
+        assert_eq!(call(&["{t}:h"], &hgetall).unwrap().1.len(), 2);
+
+        // An error reply is the call's failure, naming it; the connection
+        // answered, so it stays in the pool and the next call works.
+        store
+            .query(redis::cmd("SET").arg("{t}:s").arg("v"))
+            .unwrap();
+        let mut wrong = redis::cmd("HGETALL");
+        wrong.arg("{t}:s");
+        match call(&["{t}:s"], &wrong) {
+            Err(StoreError::Failed { detail, .. }) => {
+                assert!(detail.contains("WRONGTYPE"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let failing = Script::new("return redis.call('INCR', KEYS[1])");
+        match store.eval_then_spans(&failing, &["{t}:h"], &[], &hgetall) {
+            Err(StoreError::Failed { detail, .. }) => {
+                assert!(detail.contains("WRONGTYPE"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.raw_idle.lock().len(), 1);
+        assert_eq!(call(&["{t}:h"], &hgetall).unwrap().1.len(), 2);
+
+        // Pooled connections the server dropped are replaced on first use.
+        store
+            .query(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal"))
+            .ok();
+        assert_eq!(call(&["{t}:h"], &hgetall).unwrap().1.len(), 2);
+
+        // A server gone is unavailable, not a parse error.
+        drop(server);
+        store.raw_idle.lock().clear();
+        match call(&["{t}:h"], &hgetall) {
+            Err(StoreError::Unavailable { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn our_connections_authenticate_and_select_the_database() {
+        let server = Server::require();
+        let port = server.1;
+        let admin = RedisStore::new(&server.url(), StoreOptions::default()).unwrap();
+        admin
+            .query(
+                redis::cmd("ACL")
+                    .arg("SETUSER")
+                    .arg("alice")
+                    .arg("on")
+                    .arg(">s3cret")
+                    .arg("~*")
+                    .arg("+@all"),
+            )
+            .unwrap();
+        let alice = |db: u8, password: &str| {
+            let url = format!("redis://alice:{password}@127.0.0.1:{port}/{db}");
+            RedisStore::new(&url, StoreOptions::default()).unwrap()
+        };
+        let (db3, db0) = (alice(3, "s3cret"), alice(0, "s3cret"));
+        db3.query(redis::cmd("HSET").arg("{t}:h").arg("in").arg("3"))
+            .unwrap();
+        let script = Script::new("return 1");
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg("{t}:h");
+        let (buf, spans) = db3
+            .eval_then_spans(&script, &["{t}:h"], &[], &hgetall)
+            .unwrap();
+        assert_eq!(fields(&buf, &spans)[&b"in"[..]], b"3");
+        let (_, spans) = db0
+            .eval_then_spans(&script, &["{t}:h"], &[], &hgetall)
+            .unwrap();
+        assert!(spans.is_empty(), "database 0 holds no such hash");
+        // A wrong password: unavailable, and never shown.
+        match alice(3, "wrong-pw").eval_then_spans(&script, &["{t}:h"], &[], &hgetall) {
+            Err(e @ StoreError::Unavailable { .. }) => {
+                assert!(!e.to_string().contains("wrong-pw"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A fake server on loopback: answers every request it reads with
+    /// `reply` (empty: never answers), for as many connections as come.
+    fn fake_server(reply: &'static [u8]) -> u16 {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 || (!reply.is_empty() && stream.write_all(reply).is_err()) {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn spans_from(port: u16) -> Result<(Vec<u8>, Vec<Range<usize>>), StoreError> {
+        let options = StoreOptions {
+            connect_timeout: Duration::from_millis(500),
+            io_timeout: Duration::from_millis(200),
+        };
+        let store = RedisStore::new(&format!("redis://127.0.0.1:{port}/0"), options).unwrap();
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg("{t}:h");
+        let result = store.eval_then_spans(&Script::new("return 1"), &["{t}:h"], &[], &hgetall);
+        // A connection that failed other than by an error reply is not kept.
+        if result.is_err() {
+            assert!(store.raw_idle.lock().is_empty());
+        }
+        result
+    }
+
+    #[test]
+    fn a_stalled_or_lying_server_fails_the_call_and_loses_the_connection() {
+        match spans_from(fake_server(b"")) {
+            Err(StoreError::Unavailable { .. }) => {}
+            other => panic!("a server that never answers: {other:?}"),
+        }
+        for (reply, what) in [
+            (&b":1\r\n*1\r\n:2\r\n"[..], "expected a bulk string"),
+            (b":1\r\n*1\r\n$3\r\nabcdef\r\n", "longer than its length"),
+            (b":1\r\n%1\r\n", "not RESP2"),
+            (b":1\r\n$9999999999\r\n", "over 512 MB"),
+            (b":1\r\n*0\r\n+extra\r\n", "more bytes than the replies"),
+        ] {
+            match spans_from(fake_server(reply)) {
+                Err(StoreError::Failed { detail, .. }) => {
+                    assert!(detail.contains(what), "{reply:?}: {detail}")
+                }
+                other => panic!("{reply:?}: {other:?}"),
+            }
+        }
+        // Well-formed, whatever the script answered.
+        let (buf, spans) = spans_from(fake_server(b"$-1\r\n*2\r\n$1\r\na\r\n$0\r\n\r\n")).unwrap();
+        assert_eq!(fields(&buf, &spans)[&b"a"[..]], b"");
     }
 }

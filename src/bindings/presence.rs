@@ -1003,6 +1003,7 @@ impl Engine {
                         let rec = user_record(
                             &mut PySink::new(py),
                             &mut RefMemo::default(),
+                            &mut MetaMemo::default(),
                             r,
                             &template,
                             &u.user,
@@ -1160,12 +1161,14 @@ fn redis_records<'py>(
     let template = record(py, tenant_py, tenant_py, 0.0, py.None().bind(py))?;
     template.set_item(intern!(py, "metas"), py.None())?;
     let mut refs = RefMemo::default();
+    let mut metas = MetaMemo::default();
     let mut records = Vec::with_capacity(listing.len());
     for u in listing.users() {
         let conns = u.conns().map(|c| (c.conn_ref, c.online_at, c.meta_json));
         let rec = user_record(
             &mut sink,
             &mut refs,
+            &mut metas,
             r,
             &template,
             u.user,
@@ -1197,23 +1200,55 @@ impl<'py> RefMemo<'py> {
     }
 }
 
+/// The last user-level meta decoded, while it is a flat dict: the next
+/// user whose meta has the same JSON gets a copy of it (one C call) instead
+/// of a parse. A flat dict's str, int and float leaves are immutable, so
+/// the copies share nothing a caller can change; no Python code runs while
+/// the records are built, so the dict copied is still as decoded.
+#[derive(Default)]
+struct MetaMemo<'py, 'a> {
+    last: Option<(&'a [u8], Bound<'py, PyDict>)>,
+}
+
+impl<'py, 'a> MetaMemo<'py, 'a> {
+    fn decode(
+        &mut self,
+        sink: &mut PySink<'py>,
+        r: &RedisPresence,
+        meta_json: &'a [u8],
+    ) -> PyResult<(Bound<'py, PyAny>, bool)> {
+        if let Some((json, dict)) = &self.last {
+            if *json == meta_json {
+                return Ok((dict.copy()?.into_any(), true));
+            }
+        }
+        let (meta, flat) = sink
+            .decode_flat(meta_json)
+            .map_err(|e| malformed_meta(r, &e))?;
+        self.last = match meta.cast::<PyDict>() {
+            Ok(d) if flat => Some((meta_json, d.clone())),
+            _ => None,
+        };
+        Ok((meta, flat))
+    }
+}
+
 /// One user's record from what Redis holds: a copy of `template` (the
 /// record's keys, the tenant filled in) with this user's values.
 #[allow(clippy::too_many_arguments)]
 fn user_record<'py, 'a>(
     sink: &mut PySink<'py>,
     refs: &mut RefMemo<'py>,
+    metas: &mut MetaMemo<'py, 'a>,
     r: &RedisPresence,
     template: &Bound<'py, PyDict>,
     user: &str,
     joined_at: f64,
-    meta_json: &[u8],
+    meta_json: &'a [u8],
     conns: impl Iterator<Item = (&'a str, f64, &'a [u8])>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = template.py();
-    let (meta, flat) = sink
-        .decode_flat(meta_json)
-        .map_err(|e| malformed_meta(r, &e))?;
+    let (meta, flat) = metas.decode(sink, r, meta_json)?;
     let rec = template.copy()?;
     rec.set_item(intern!(py, "id"), PyString::new(py, user))?;
     rec.set_item(intern!(py, "joined_at"), joined_at)?;

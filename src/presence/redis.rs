@@ -416,7 +416,9 @@ impl Listing {
                 Some(r) => conns.push((i, time, span(buf, r.as_bytes()), meta)),
             }
         }
-        conns.sort_by(|a, b| {
+        // Unstable sorts: no two entries are equal (a user's refs, and the
+        // users' ids, are unique), so the order is the same.
+        conns.sort_unstable_by(|a, b| {
             a.0.cmp(&b.0)
                 .then_with(|| a.1.total_cmp(&b.1))
                 .then_with(|| buf[a.2.clone()].cmp(&buf[b.2.clone()]))
@@ -439,11 +441,19 @@ impl Listing {
                 }
             }
         }
-        users.sort_by(|a, b| {
-            a.joined_at
-                .total_cmp(&b.joined_at)
-                .then_with(|| buf[a.user.clone()].cmp(&buf[b.user.clone()]))
+        // Users who joined in the same instant (a room filled at once) are
+        // ordered by id: their first eight bytes, as one number, decide
+        // most comparisons without comparing slices.
+        let mut keyed: Vec<(f64, u64, ListedUser)> = users
+            .into_iter()
+            .map(|u| (u.joined_at, prefix(&buf[u.user.clone()]), u))
+            .collect();
+        keyed.sort_unstable_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(a.1.cmp(&b.1))
+                .then_with(|| buf[a.2.user.clone()].cmp(&buf[b.2.user.clone()]))
         });
+        let users = keyed.into_iter().map(|(_, _, u)| u).collect();
         let conns = conns
             .into_iter()
             .map(|(_, online_at, conn_ref, meta)| ListedConn {
@@ -474,6 +484,15 @@ impl<'a> ListedUserRef<'a> {
 /// A span checked as UTF-8 when the listing was built.
 fn text<'a>(packed: &'a [u8], span: &Range<usize>) -> &'a str {
     std::str::from_utf8(&packed[span.clone()]).unwrap_or_default()
+}
+
+/// The first eight bytes of `bytes` as a big-endian number (zero-padded):
+/// ordered as the bytes are, up to their eighth.
+fn prefix(bytes: &[u8]) -> u64 {
+    let mut head = [0u8; 8];
+    let n = bytes.len().min(8);
+    head[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(head)
 }
 
 /// Where `part` (a subslice of `buf`) is in `buf`.
@@ -832,27 +851,12 @@ impl RedisPresence {
         let [users, conns, refs, data] = keys.each_ref().map(String::as_str);
         let mut hgetall = redis::cmd("HGETALL");
         hgetall.arg(data);
-        let reply = self.store.eval_then(
+        let (packed, spans) = self.store.eval_then_spans(
             &SCRIPTS.list,
             &[users, conns, refs, data],
             &[self.head()[0]],
             &hgetall,
         )?;
-        let items = match reply {
-            Value::Array(items) => items,
-            Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-            other => return Err(self.store.unexpected("list", &other).into()),
-        };
-        // One buffer for every field and row, so the listing borrows from it.
-        let mut packed =
-            Vec::with_capacity(items.iter().map(|v| bytes(v).map_or(0, <[u8]>::len)).sum());
-        let mut spans = Vec::with_capacity(items.len());
-        for item in &items {
-            let b = bytes(item).ok_or_else(|| self.malformed(tenant, room))?;
-            spans.push(packed.len()..packed.len() + b.len());
-            packed.extend_from_slice(b);
-        }
-        drop(items);
         Listing::build(packed, &spans).ok_or_else(|| self.malformed(tenant, room))
     }
 
