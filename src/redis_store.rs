@@ -258,8 +258,7 @@ impl RedisStore {
         let refused = |e: RedisError| StoreError::InvalidConfig {
             reason: format!("cannot use Redis URL {redacted}: {}", e.to_string().trim()),
         };
-        let mut raw = None;
-        let (target, secret) = match endpoint {
+        let (target, secret, raw) = match endpoint {
             Endpoint::Single { url, tls } => {
                 let client = single_client(&redacted, &url, tls.as_ref())?.map_err(refused)?;
                 let secret = client
@@ -267,8 +266,8 @@ impl RedisStore {
                     .redis_settings()
                     .password()
                     .map(str::to_owned);
-                raw = RawTarget::of(client.get_connection_info());
-                (Target::Single(client), secret)
+                let raw = RawTarget::of(client.get_connection_info());
+                (Target::Single(client), secret, raw)
             }
             #[cfg(not(feature = "redis-cluster"))]
             Endpoint::Cluster { .. } => {
@@ -308,7 +307,7 @@ impl RedisStore {
                 #[cfg(not(feature = "redis-tls"))]
                 let _: Option<Tls> = tls; // redis_url::endpoint refuses TLS in this build
                 let client = builder.build().map_err(refused)?;
-                (Target::Cluster(client), secret)
+                (Target::Cluster(client), secret, None)
             }
         };
         Ok(RedisStore {
