@@ -2,7 +2,7 @@
 allowance and its own usage (docs/collaboration.md#live-rooms, "Who pays
 for a room"): red team rooms findings 5 and 8. Real djust over WebSocket,
 each tab its own session (so its own anonymous user), on both presence
-stores."""
+stores; and the expiry sweeper follows nothing of a closed room view."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from django.conf import settings as django_settings
 from django.contrib.sessions.backends.signed_cookies import SessionStore
 
 from tenantry import QuotaExceeded, TenantAwareMemoryBackend, tenant_context, usage
+from tenantry.djust.live_presence import expiry_sweeper
+from tenantry.djust.shared_rooms import room_watcher
 from tenantry.presence import get_shared_room_backend
 from tenantry.shared_rooms import member_id, shared_room
 from tests.collaboration import test_live_rooms
@@ -25,6 +27,7 @@ from tests.collaboration.test_live_rooms import (
     give,
     held,
     room_name,
+    tab_in,
     take_back,
     wait_for,
 )
@@ -200,3 +203,39 @@ async def test_a_revoked_grantees_members_are_released(capped, rows):
     if capped == "memory":
         assert (await sync_to_async(stats)("globex"))["users"] == 0
         assert (await sync_to_async(stats)("acme"))["users"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_closed_room_view_leaves_no_follow_watch_or_presence(store, rows):
+    """Open and close shared-room views (owner and grantee, each re-mounted
+    on its socket: on a presence view and on a plain one): afterwards the
+    expiry sweeper follows nothing of the room, the watcher watches
+    nothing, and the room's presence is empty."""
+    await sync_to_async(give)(rows.shared, "globex")
+    room = room_name(rows.shared)
+
+    def ours(mapping: dict) -> dict:
+        return {k: n for k, n in mapping.items() if room in str(k)}
+
+    ann = await tab_in("acme.example.com", rows.shared.pk, "ann")
+    gus = await tab_in("globex.example.com", rows.shared.pk, "gus")
+    await wait_for(ann, "gus@globex")
+    assert sum(ours(expiry_sweeper.following()).values()) == 2
+    assert sum(ours(room_watcher.watching()).values()) == 1
+    # A second mount on the grantee's socket replaces its view.
+    assert (await gus.open(rows.own.pk, "gil"))["type"] == "mount"
+    await ann.drain(QUIET)
+    assert await sync_to_async(room_members)(rows.shared) == ["acme"]
+    assert sum(ours(expiry_sweeper.following()).values()) == 1
+    assert ours(room_watcher.watching()) == {}
+    # The owner's socket moves to a view without presence: its room view
+    # leaves too (djust's disconnect would untrack only the new view).
+    assert (await ann.mount("tests.app.views.ItemsView", "/items/"))["type"] == "mount"
+    assert await sync_to_async(room_members)(rows.shared) == []
+    assert ours(expiry_sweeper.following()) == {}
+    await ann.close()
+    await gus.close()
+    assert ours(expiry_sweeper.following()) == {}
+    assert ours(room_watcher.watching()) == {}
+    assert await sync_to_async(room_members)(rows.shared) == []
