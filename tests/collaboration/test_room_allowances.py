@@ -14,10 +14,16 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.contrib.sessions.backends.signed_cookies import SessionStore
 
-from tenantry import QuotaExceeded, TenantAwareMemoryBackend, tenant_context, usage
+from tenantry import (
+    QuotaExceeded,
+    TenantAwareMemoryBackend,
+    TenantAwareRedisBackend,
+    tenant_context,
+    usage,
+)
 from tenantry.djust.live_presence import expiry_sweeper
 from tenantry.djust.shared_rooms import room_watcher
-from tenantry.presence import get_shared_room_backend
+from tenantry.presence import SharedRoomSpace, get_shared_room_backend
 from tenantry.shared_rooms import member_id, shared_room
 from tests.collaboration import test_live_rooms
 from tests.collaboration.test_live_rooms import (
@@ -239,3 +245,21 @@ async def test_a_closed_room_view_leaves_no_follow_watch_or_presence(store, rows
     assert ours(expiry_sweeper.following()) == {}
     assert ours(room_watcher.watching()) == {}
     assert await sync_to_async(room_members)(rows.shared) == []
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_a_rooms_space_takes_member_ids_only(kind, request):
+    """A member is counted by the tenant its id names, so a rooms space
+    refuses a user id that names none (it would be nobody's allowance)."""
+    if kind == "memory":
+        backend = TenantAwareMemoryBackend(SharedRoomSpace("acme"))
+    else:
+        url = request.getfixturevalue("redis_server").url
+        backend = TenantAwareRedisBackend(SharedRoomSpace("acme"), redis_url=url)
+    for bad in ("7", ":7", "globex:", "-rooms.acme:7", "glo bex:7"):
+        with pytest.raises(ValueError, match="member id"):
+            backend.join("collaboration.board:1", bad, {})
+    assert backend.list("collaboration.board:1") == []
+    record = backend.join("collaboration.board:1", member_id("globex", "anon_a:b"), {})
+    assert record["id"] == "globex:anon_a:b"
+    backend.leave("collaboration.board:1", "globex:anon_a:b")
