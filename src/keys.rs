@@ -30,6 +30,9 @@ pub enum Kind {
     PresenceRefs,
     /// A presence room's user and connection records.
     PresenceData,
+    /// One member tenant's users in a shared live room (sorted like
+    /// `PresenceUsers`; name `<member tenant>:<room>`): its own count.
+    PresenceMembers,
     /// Tenant-scoped key-value state.
     State,
     /// The per-tenant index of state keys (lets `delete_tenant` avoid `KEYS`).
@@ -44,11 +47,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::PresenceUsers,
         Kind::PresenceConns,
         Kind::PresenceRefs,
         Kind::PresenceData,
+        Kind::PresenceMembers,
         Kind::State,
         Kind::StateIndex,
         Kind::ViewState,
@@ -62,6 +66,7 @@ impl Kind {
             Kind::PresenceConns => "presence-conns",
             Kind::PresenceRefs => "presence-refs",
             Kind::PresenceData => "presence-data",
+            Kind::PresenceMembers => "presence-members",
             Kind::State => "state",
             Kind::StateIndex => "state-index",
             Kind::ViewState => "view-state",

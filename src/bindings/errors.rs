@@ -220,7 +220,9 @@ pub fn presence_error(err: PresenceError) -> PyErr {
         PresenceError::TooManyConnections { .. }
         | PresenceError::TenantCap { .. }
         | PresenceError::MetaTooLarge { .. } => QuotaExceeded::new_err(err.to_string()),
-        PresenceError::BadTimeout { .. } => PyValueError::new_err(err.to_string()),
+        PresenceError::BadTimeout { .. } | PresenceError::NotAMember { .. } => {
+            PyValueError::new_err(err.to_string())
+        }
         PresenceError::Store(e) => store_error(e),
     }
 }

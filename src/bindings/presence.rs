@@ -39,8 +39,8 @@ use crate::keys::{KeyPrefix, Unscoped};
 use crate::presence::memory::{wall_clock, Cap, Caps, MemoryPresence, Tracked};
 use crate::presence::redis::{Listing, RedisPresence};
 use crate::presence::{
-    check_ref, check_room, check_user, timeout_from_secs, PresenceError, DEFAULT_MAX_META_BYTES,
-    DEFAULT_REF,
+    check_member, check_ref, check_room, check_user, counted_tenant, is_shared_space,
+    member_tenant, timeout_from_secs, PresenceError, DEFAULT_MAX_META_BYTES, DEFAULT_REF,
 };
 use crate::redis_store::RedisStore;
 use crate::tenant_id::TenantId;
@@ -692,6 +692,14 @@ impl Engine {
     ) -> PyResult<Change<'py>> {
         let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
+        check_member(tenant.as_str(), user_text).map_err(presence_error)?;
+        // In a shared live room each member tenant's peak is its own
+        // members' count there (docs/collaboration.md#live-rooms): a
+        // grantee's users are never the owner's usage.
+        let member = match member_tenant(user_text).filter(|_| is_shared_space(tenant.as_str())) {
+            Some(m) => Some(TenantId::parse(m).map_err(|e| errors::invalid_tenant_id(m, &e))?),
+            None => None,
+        };
         let ref_text = conn_ref.to_str()?;
         let meta_limit = META_LIMIT.load(Ordering::Relaxed);
         let (change, users_after) = match self {
@@ -744,14 +752,15 @@ impl Engine {
                             graveyard,
                         )
                         .map(|tracked| {
-                            let users = MEMORY.count(tenant, room, *timeout, now, graveyard);
+                            let users = MEMORY
+                                .count_counted(tenant, room, user_text, *timeout, now, graveyard);
                             (tracked, users as u64)
                         })
                 })
                 .map_err(|refused| match refused.cap {
                     None => too_many(user_text, room),
                     Some(cap) => presence_error(PresenceError::TenantCap {
-                        tenant: tenant.as_str().to_owned(),
+                        tenant: counted_tenant(tenant.as_str(), user_text).to_owned(),
                         cap,
                         limit: match cap {
                             Cap::Rooms => MEMORY.caps().rooms,
@@ -841,9 +850,7 @@ impl Engine {
                 )
             }
         };
-        // A shared live room's peak is its owner's usage (the owner hosts it).
-        let billed = tenant.shared_rooms_owner();
-        let billed = billed.as_ref().unwrap_or(tenant);
+        let billed = member.as_ref().unwrap_or(tenant);
         super::usage::record(py, billed, Metric::PeakPresences, users_after)?;
         Ok(change)
     }

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::table::LruTable;
-use super::MAX_CONNECTIONS_PER_USER;
+use super::{counted_tenant, is_shared_space, MAX_CONNECTIONS_PER_USER};
 use crate::sweep;
 use crate::tenant_id::TenantId;
 
@@ -312,11 +312,29 @@ impl<M> User<M> {
     }
 }
 
+/// The members of one tenant in a room, and what that tenant holds in the
+/// whole store (its caps count them). A room of a tenant's own space has
+/// one part, that tenant's; a room of a space of shared rooms
+/// (`-rooms.<owner>`) one per member tenant present, so each member tenant
+/// spends its own caps (docs/collaboration.md#live-rooms). A part goes
+/// with its tenant's last user in the room, and with it the room from that
+/// tenant's room count.
+struct Part {
+    tenant: Box<str>,
+    held: Arc<Held>,
+    users: usize,
+    conns: usize,
+}
+
 struct Room<M> {
     tenant: Box<str>,
     name: Box<str>,
-    /// What the room's tenant holds in the whole store.
-    held: Arc<Held>,
+    /// Whether the room is in a space of shared rooms: its users are member
+    /// ids `<tenant>:<user>`, each counted by its own tenant.
+    shared: bool,
+    /// Per counted tenant: what it has in this room (few: the owner and
+    /// its grantees present).
+    parts: Vec<Part>,
     /// The timeout of the last write; the room as a whole is expired once its
     /// last write is older than this.
     timeout: Duration,
@@ -325,14 +343,48 @@ struct Room<M> {
 }
 
 impl<M> Room<M> {
-    fn new(tenant: &TenantId, name: &str, timeout: Duration, held: Arc<Held>) -> Self {
+    fn new(tenant: &TenantId, name: &str, timeout: Duration) -> Self {
         Room {
             tenant: tenant.as_str().into(),
             name: name.into(),
-            held,
+            shared: is_shared_space(tenant.as_str()),
+            parts: Vec::with_capacity(1),
             timeout,
             users: LruTable::default(),
             conns: LruTable::default(),
+        }
+    }
+
+    /// The tenant `user` is counted against in this room.
+    fn counted<'u>(&'u self, user: &'u str) -> &'u str {
+        if self.shared {
+            counted_tenant(&self.tenant, user)
+        } else {
+            &self.tenant
+        }
+    }
+
+    /// The part of the tenant `user` is counted against, if it has one.
+    fn part_of(&self, user: &str) -> Option<usize> {
+        let counted = self.counted(user);
+        self.parts.iter().position(|p| &*p.tenant == counted)
+    }
+
+    /// Uncounts `users` users and `conns` connections of `user`'s tenant; a
+    /// part left without users goes, and the room from its tenant's count.
+    fn uncount(&mut self, cx: &Ctx<'_>, user: &str, users: usize, conns: usize) {
+        let Some(i) = self.part_of(user) else {
+            return;
+        };
+        let part = &mut self.parts[i];
+        part.users = part.users.saturating_sub(users);
+        part.conns = part.conns.saturating_sub(conns);
+        release(&part.held.users, users);
+        release(&part.held.conns, conns);
+        if part.users == 0 {
+            let part = self.parts.swap_remove(i);
+            release(&part.held.conns, part.conns);
+            cx.tenants.room_gone(cx.hasher, &part.tenant, &part.held);
         }
     }
 
@@ -407,9 +459,11 @@ impl<M> Shard<M> {
     fn bury_room(&mut self, cx: &Ctx<'_>, mut room: Room<M>, graveyard: &mut Vec<M>) {
         self.users -= room.users.len();
         self.conns -= room.conns.len();
-        release(&room.held.users, room.users.len());
-        release(&room.held.conns, room.conns.len());
-        cx.tenants.room_gone(cx.hasher, &room.tenant, &room.held);
+        for part in room.parts.drain(..) {
+            release(&part.held.users, part.users);
+            release(&part.held.conns, part.conns);
+            cx.tenants.room_gone(cx.hasher, &part.tenant, &part.held);
+        }
         room.conns.drain_all().for_each(drop);
         for user in room.users.drain_all() {
             graveyard.push(user.meta);
@@ -442,20 +496,21 @@ impl<M> Shard<M> {
             let key = room.conns.remove(front);
             conns += 1;
             let Some(at) = room.find_user(key.user_hash, &key.user) else {
+                room.uncount(cx, &key.user, 0, 1);
                 continue;
             };
             let user = room.users.get_mut(at);
             if let Some(i) = user.position(&key.conn_ref) {
                 graveyard.push(user.conns.remove(i).payload);
             }
-            if user.conns.is_empty() {
+            let user_left = user.conns.is_empty();
+            if user_left {
                 graveyard.push(room.users.remove(at).meta);
                 users += 1;
             }
+            room.uncount(cx, &key.user, usize::from(user_left), 1);
         }
         let now_empty = room.users.is_empty();
-        release(&room.held.conns, conns);
-        release(&room.held.users, users);
         self.conns -= conns;
         self.users -= users;
         if now_empty {
@@ -536,7 +591,8 @@ impl<M> MemoryPresence<M> {
     }
 
     /// What `tenant` holds in the store now (expired but not yet dropped
-    /// included), as its caps count it. O(1).
+    /// included), as its caps count it: its own rooms, and its members in
+    /// shared rooms (its own shared rooms and other owners'). O(1).
     pub fn held(&self, tenant: &TenantId) -> TenantStats {
         self.tenants
             .get(&self.hasher, tenant.as_str())
@@ -660,11 +716,16 @@ impl<M> MemoryPresence<M> {
                     });
                 }
             }
-            // A new room is counted first (its `Held` found or made); an
-            // existing room's `Held` is borrowed, not cloned.
-            let made = match live {
+            // The tenant this user is counted against: the room's, or in a
+            // space of shared rooms the member's own. A room new to that
+            // tenant (a new room, or its first member in a shared one) is
+            // counted first (its `Held` found or made); a part already there
+            // is borrowed, not cloned.
+            let counted = counted_tenant(tenant.as_str(), user);
+            let part_at = live.and_then(|pos| shard.rooms.get(pos).part_of(user));
+            let made = match part_at {
                 Some(_) => None,
-                None => match cx.tenants.new_room(cx.hasher, tenant.as_str(), caps.rooms) {
+                None => match cx.tenants.new_room(cx.hasher, counted, caps.rooms) {
                     Some(held) => Some(held),
                     None => {
                         return Err(TooManyConnections {
@@ -676,10 +737,10 @@ impl<M> MemoryPresence<M> {
                 },
             };
             let refused = {
-                let held: &Held = match (&made, live) {
-                    (Some(held), _) => held,
-                    (None, Some(pos)) => &shard.rooms.get(pos).held,
-                    (None, None) => unreachable!("a room is live or was just counted"),
+                let held: &Held = match (&made, live, part_at) {
+                    (Some(held), _, _) => held,
+                    (None, Some(pos), Some(i)) => &shard.rooms.get(pos).parts[i].held,
+                    _ => unreachable!("a part is live or was just counted"),
                 };
                 let new_user = user_at.is_none();
                 if new_user && !reserve(&held.users, caps.users) {
@@ -695,7 +756,7 @@ impl<M> MemoryPresence<M> {
             };
             if let Some(cap) = refused {
                 if let Some(held) = &made {
-                    cx.tenants.room_gone(cx.hasher, tenant.as_str(), held);
+                    cx.tenants.room_gone(cx.hasher, counted, held);
                 }
                 return Err(TooManyConnections {
                     meta,
@@ -703,18 +764,35 @@ impl<M> MemoryPresence<M> {
                     cap: Some(cap),
                 });
             }
-            let pos = match (live, made) {
-                (Some(pos), _) => pos,
-                (None, Some(held)) => {
-                    shard
-                        .rooms
-                        .push_back(h.room, now, Room::new(tenant, room, timeout, held))
-                }
-                (None, None) => unreachable!("a room is live or was just counted"),
+            let pos = match live {
+                Some(pos) => pos,
+                None => shard
+                    .rooms
+                    .push_back(h.room, now, Room::new(tenant, room, timeout)),
             };
             shard.rooms.touch(pos, now);
             let entry = shard.rooms.get_mut(pos);
             entry.timeout = timeout;
+            let part = match (part_at, made) {
+                (Some(i), _) => &mut entry.parts[i],
+                (None, Some(held)) => {
+                    entry.parts.push(Part {
+                        tenant: counted.into(),
+                        held,
+                        users: 0,
+                        conns: 0,
+                    });
+                    let last = entry.parts.len() - 1;
+                    &mut entry.parts[last]
+                }
+                (None, None) => unreachable!("a part is live or was just counted"),
+            };
+            if user_at.is_none() {
+                part.users += 1;
+            }
+            if conn_found.is_none() {
+                part.conns += 1;
+            }
             let key = || ConnKey {
                 user: user.into(),
                 user_hash: h.user,
@@ -800,19 +878,24 @@ impl<M> MemoryPresence<M> {
             let k = entry.find_conn(h.conn, user, conn_ref)?;
             entry.conns.remove(k);
             shard.conns -= 1;
-            release(&entry.held.conns, 1);
-            let at = entry.find_user(h.user, user)?;
+            let Some(at) = entry.find_user(h.user, user) else {
+                entry.uncount(cx, user, 0, 1);
+                return None;
+            };
             let u = entry.users.get_mut(at);
-            let i = u.position(conn_ref)?;
+            let Some(i) = u.position(conn_ref) else {
+                entry.uncount(cx, user, 0, 1);
+                return None;
+            };
             let conn = u.conns.remove(i);
             let (joined_at, user_left) = (u.joined_at, u.conns.is_empty());
             let meta = if user_left {
                 shard.users -= 1;
-                release(&entry.held.users, 1);
                 entry.users.remove(at).meta
             } else {
                 share(&u.meta)
             };
+            entry.uncount(cx, user, usize::from(user_left), 1);
             shard.drop_if_empty(cx, pos, graveyard);
             Some(Untracked {
                 joined_at,
@@ -851,8 +934,7 @@ impl<M> MemoryPresence<M> {
                     conns += 1;
                 }
             }
-            release(&entry.held.users, 1);
-            release(&entry.held.conns, conns);
+            entry.uncount(cx, user, 1, conns);
             shard.users -= 1;
             shard.conns -= conns;
             shard.drop_if_empty(cx, pos, graveyard);
@@ -935,6 +1017,30 @@ impl<M> MemoryPresence<M> {
             shard
                 .live_room(cx, room_hash, tenant, room, timeout, now, graveyard)
                 .map_or(0, |pos| shard.rooms.get(pos).users.len())
+        })
+    }
+
+    /// Number of present users counted against the same tenant as `user`
+    /// (the room's tenant, or in a shared room `user`'s member tenant): the
+    /// figure of that tenant's `peak_presences` usage.
+    pub fn count_counted(
+        &self,
+        tenant: &TenantId,
+        room: &str,
+        user: &str,
+        timeout: Duration,
+        now: Instant,
+        graveyard: &mut Vec<M>,
+    ) -> usize {
+        let room_hash = self.room_hash(tenant, room);
+        self.on_shard(room_hash, now, graveyard, |shard, cx, graveyard| {
+            shard
+                .live_room(cx, room_hash, tenant, room, timeout, now, graveyard)
+                .and_then(|pos| {
+                    let entry = shard.rooms.get(pos);
+                    entry.part_of(user).map(|i| entry.parts[i].users)
+                })
+                .unwrap_or(0)
         })
     }
 
@@ -1037,16 +1143,19 @@ impl<M> MemoryPresence<M> {
         gone
     }
 
-    /// Users of `tenant` in all its rooms (expired ones not yet reclaimed
-    /// included). Visits every shard (an admin operation).
+    /// Users counted against `tenant` in all rooms (its own, and its
+    /// members in shared rooms), expired ones not yet reclaimed included.
+    /// Visits every shard (an admin operation).
     pub fn tenant_presences(&self, tenant: &TenantId) -> usize {
         let mut count = 0;
         for shard in self.shards.iter() {
             let shard = shard.0.lock();
             for pos in shard.rooms.positions_rev() {
                 let room = shard.rooms.get(pos);
-                if &*room.tenant == tenant.as_str() {
-                    count += room.users.len();
+                for part in &room.parts {
+                    if &*part.tenant == tenant.as_str() {
+                        count += part.users;
+                    }
                 }
             }
         }
@@ -1605,6 +1714,167 @@ mod tests {
         // A refused track left nothing behind (no empty room, no count).
         assert_eq!(s.stats().rooms, 6);
         assert_eq!(held(&s, "acme"), (3, 5, 7));
+    }
+
+    fn held_in(s: &Store, t: &TenantId) -> (usize, usize, usize) {
+        let h = s.held(t);
+        (h.rooms, h.users, h.connections)
+    }
+
+    fn try_track_in(s: &Store, t: &TenantId, room: &str, user: &str, now: Instant) -> Option<Cap> {
+        match s.track(t, room, user, "tab", 0, 0, T, now, 0.0, &mut Vec::new()) {
+            Ok(_) => None,
+            Err(e) => Some(e.cap.expect("a cap, not the per-user limit")),
+        }
+    }
+
+    /// Red team rooms findings 5 and 8: in a space of shared rooms each
+    /// member is counted against its own tenant's caps (and its own count
+    /// for usage), so a grantee at its cap never locks the owner out.
+    #[test]
+    fn shared_room_members_count_against_their_own_tenant() {
+        let s = Store::new();
+        s.set_caps(Caps {
+            rooms: 2,
+            users: 3,
+            connections: 5,
+        });
+        let c = Clock(Instant::now());
+        let space = TenantId::shared_rooms_of(&id("acme"));
+        let (acme, globex, initech) = (id("acme"), id("globex"), id("initech"));
+        for g in ["globex:g0", "globex:g1", "globex:g2"] {
+            assert_eq!(try_track_in(&s, &space, "board:1", g, c.at(0)), None);
+        }
+        // The grantee is refused at its own cap, naming the users cap...
+        assert_eq!(
+            try_track_in(&s, &space, "board:1", "globex:g3", c.at(0)),
+            Some(Cap::Users)
+        );
+        assert_eq!(held_in(&s, &globex), (1, 3, 3));
+        // ...its own rooms too (one allowance per tenant, wherever its users are)...
+        assert_eq!(
+            try_track_in(&s, &globex, "lobby", "u", c.at(0)),
+            Some(Cap::Users)
+        );
+        // ...while the owner joins its granted board and a never-granted one,
+        // and another grantee joins: nothing of theirs was spent.
+        assert_eq!(held_in(&s, &acme), (0, 0, 0));
+        assert_eq!(held_in(&s, &space), (0, 0, 0));
+        assert_eq!(
+            try_track_in(&s, &space, "board:1", "initech:i0", c.at(0)),
+            None
+        );
+        assert_eq!(
+            try_track_in(&s, &space, "board:1", "acme:a0", c.at(50)),
+            None
+        );
+        assert_eq!(
+            try_track_in(&s, &space, "board:2", "acme:a0", c.at(50)),
+            None
+        );
+        assert_eq!(held_in(&s, &acme), (2, 2, 2));
+        assert_eq!(held_in(&s, &initech), (1, 1, 1));
+        // Each tenant's own count in the room (its usage figure); the room's
+        // count is everyone.
+        let g = &mut Vec::new();
+        assert_eq!(
+            s.count_counted(&space, "board:1", "globex:x", T, c.at(50), g),
+            3
+        );
+        assert_eq!(
+            s.count_counted(&space, "board:1", "acme:a0", T, c.at(50), g),
+            1
+        );
+        assert_eq!(s.count(&space, "board:1", T, c.at(50), g), 5);
+        assert_eq!(s.tenant_presences(&globex), 3);
+        // untrack and leave give the grantee's allowance back, not the owner's.
+        s.untrack(&space, "board:1", "globex:g0", "tab", T, c.at(50), g, |m| {
+            *m
+        })
+        .unwrap();
+        s.leave(&space, "board:1", "globex:g1", T, c.at(50), g)
+            .unwrap();
+        assert_eq!(held_in(&s, &globex), (1, 1, 1));
+        assert_eq!(held_in(&s, &acme), (2, 2, 2));
+        // Expiry: the grantee's (and initech's) members time out, the owner's stay.
+        assert_eq!(s.count(&space, "board:1", T, c.at(100), g), 1);
+        assert_eq!(held_in(&s, &globex), (0, 0, 0));
+        assert_eq!(held_in(&s, &initech), (0, 0, 0));
+        assert_eq!(held_in(&s, &acme), (2, 2, 2));
+        assert_eq!(try_track_in(&s, &globex, "lobby", "u", c.at(100)), None);
+        // Whole expired rooms go with every part's counts.
+        s.reclaim_expired(c.at(1000), g);
+        for t in [&acme, &globex, &initech, &space] {
+            assert_eq!(held_in(&s, t), (0, 0, 0), "{t}");
+        }
+        // A second member of the same tenant, then clear_all.
+        for u in ["globex:g0", "acme:a0", "globex:g1"] {
+            assert_eq!(try_track_in(&s, &space, "board:1", u, c.at(1000)), None);
+        }
+        assert_eq!(held_in(&s, &globex), (1, 2, 2));
+        s.clear_all(g);
+        assert_eq!(held_in(&s, &globex), (0, 0, 0));
+        assert_eq!(held_in(&s, &acme), (0, 0, 0));
+    }
+
+    #[test]
+    fn shared_room_counts_are_exact_under_threads() {
+        let s = Arc::new(Store::new());
+        s.set_caps(Caps {
+            rooms: 4,
+            users: 30,
+            connections: 40,
+        });
+        let space = TenantId::shared_rooms_of(&id("acme"));
+        let handles: Vec<_> = (0..6)
+            .map(|worker| {
+                let (s, space) = (Arc::clone(&s), space.clone());
+                std::thread::spawn(move || {
+                    let mut g = Vec::new();
+                    let tenant = ["acme", "globex", "initech"][worker % 3];
+                    for round in 0..400 {
+                        let room = format!("board:{}", round % 6);
+                        let user = format!("{tenant}:u{}", (round * 7 + worker) % 25);
+                        let r = format!("tab{}", round % 3);
+                        let now = Instant::now();
+                        let _ = s.track(&space, &room, &user, &r, 0, 0, T, now, 0.0, &mut g);
+                        if round % 4 == 0 {
+                            s.untrack(&space, &room, &user, &r, T, now, &mut g, |m| *m);
+                        }
+                        if round % 9 == 0 {
+                            s.leave(&space, &room, &user, T, now, &mut g);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let now = Instant::now();
+        for tenant in ["acme", "globex", "initech"] {
+            let (rooms, users, _) = held(&s, tenant);
+            assert!(rooms <= 4 && users <= 30, "{tenant}: {rooms} {users}");
+            let probe = format!("{tenant}:probe");
+            let mut listed = (0, 0);
+            for r in 0..6 {
+                let n = s.count_counted(
+                    &space,
+                    &format!("board:{r}"),
+                    &probe,
+                    T,
+                    now,
+                    &mut Vec::new(),
+                );
+                listed.0 += usize::from(n > 0);
+                listed.1 += n;
+            }
+            assert_eq!((rooms, users), listed, "{tenant}");
+        }
+        s.clear_all(&mut Vec::new());
+        for tenant in ["acme", "globex", "initech"] {
+            assert_eq!(held(&s, tenant), (0, 0, 0));
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use crate::keys::{self, KeyError};
 use crate::redis_store::StoreError;
+use crate::tenant_id;
 
 /// Longest user id accepted, in bytes.
 pub const MAX_USER_ID_LEN: usize = 1024;
@@ -68,6 +69,12 @@ pub enum PresenceError {
         tenant: String,
         cap: memory::Cap,
         limit: usize,
+    },
+    /// A user id in a space of shared rooms (`-rooms.<owner>`) that is not
+    /// a member id `<tenant>:<user>` (see [`member_tenant`]).
+    NotAMember {
+        space: String,
+        user: String,
     },
     /// A meta larger than `PRESENCE_MAX_META_BYTES`.
     MetaTooLarge {
@@ -113,6 +120,14 @@ impl fmt::Display for PresenceError {
                 cap.what(),
                 cap.key()
             ),
+            PresenceError::NotAMember { space, user } => write!(
+                f,
+                "user id {} in the shared rooms of {} is not a member id \"<tenant>:<user>\" \
+                 with a valid tenant id (tenantry.shared_rooms.member_id makes one): a member \
+                 is counted against its own tenant's presence caps and usage",
+                crate::tenant_id::preview(user),
+                crate::tenant_id::preview(space)
+            ),
             PresenceError::MetaTooLarge { len, limit } => write!(
                 f,
                 "presence meta is {len} bytes as JSON, more than \
@@ -154,6 +169,48 @@ pub fn check_ref(conn_ref: &str) -> Result<(), PresenceError> {
     Ok(())
 }
 
+/// The member tenant of `user` in a space of shared rooms: member ids are
+/// `<tenant>:<user id>` (`tenantry.shared_rooms.member_id`), and tenant ids
+/// hold no `:`, so the part before the first `:` is the member's tenant.
+/// `None` when that part is no valid tenant id or nothing follows it.
+pub fn member_tenant(user: &str) -> Option<&str> {
+    let (tenant, rest) = user.split_once(':')?;
+    (!rest.is_empty() && tenant_id::is_valid(tenant)).then_some(tenant)
+}
+
+/// Whether `space` is a space of shared rooms (`-rooms.<owner>`), whose
+/// members are counted by their own tenant.
+pub fn is_shared_space(space: &str) -> bool {
+    space.starts_with(tenant_id::SHARED_ROOMS)
+}
+
+/// The tenant a presence of `user` in `space` is counted against, for the
+/// memory store's caps (`PRESENCE_TENANT_MAX_*`) and for `peak_presences`
+/// usage: the room's own tenant, or in a space of shared rooms the member's
+/// own tenant ([`member_tenant`]), so a grantee's members spend the
+/// grantee's allowance, never the owner's (docs/collaboration.md#live-rooms).
+/// A malformed member (refused by the bindings with
+/// [`PresenceError::NotAMember`]) falls back to the space itself.
+pub fn counted_tenant<'a>(space: &'a str, user: &'a str) -> &'a str {
+    if is_shared_space(space) {
+        member_tenant(user).unwrap_or(space)
+    } else {
+        space
+    }
+}
+
+/// Checks that `user` may be tracked in `space`: in a space of shared rooms
+/// it must be a member id (`<tenant>:<user>`).
+pub fn check_member(space: &str, user: &str) -> Result<(), PresenceError> {
+    if is_shared_space(space) && member_tenant(user).is_none() {
+        return Err(PresenceError::NotAMember {
+            space: space.to_owned(),
+            user: user.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// A presence timeout in seconds (ints and floats from Python).
 pub fn timeout_from_secs(value: f64) -> Result<Duration, PresenceError> {
     if !(value > 0.0 && value <= MAX_TIMEOUT_SECS) {
@@ -172,6 +229,34 @@ mod tests {
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 86_401.0] {
             assert!(timeout_from_secs(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn members_of_shared_rooms_count_against_their_own_tenant() {
+        assert_eq!(member_tenant("globex:anon_e30:1x"), Some("globex"));
+        assert_eq!(member_tenant("globex:7"), Some("globex"));
+        for bad in [
+            "globex",
+            "globex:",
+            ":7",
+            "-rooms.acme:7",
+            "gl ob:7",
+            ".x:7",
+        ] {
+            assert_eq!(member_tenant(bad), None, "{bad}");
+        }
+        assert_eq!(counted_tenant("-rooms.acme", "globex:7"), "globex");
+        assert_eq!(counted_tenant("-rooms.acme", "acme:7"), "acme");
+        assert_eq!(counted_tenant("-rooms.acme", "7"), "-rooms.acme");
+        // Outside shared rooms the room's tenant, whatever the user id.
+        assert_eq!(counted_tenant("acme", "globex:7"), "acme");
+        assert!(check_member("acme", "7").is_ok());
+        assert!(check_member("-rooms.acme", "globex:7").is_ok());
+        let msg = check_member("-rooms.acme", "7").unwrap_err().to_string();
+        assert!(
+            msg.contains("member id") && msg.contains("-rooms.acme"),
+            "{msg}"
+        );
     }
 
     #[test]

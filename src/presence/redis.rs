@@ -17,6 +17,16 @@
 //!   (the user-level meta: the latest track's), connection field →
 //!   `"<online_at> <meta JSON>"`.
 //!
+//! In a space of shared rooms (`-rooms.<owner>`) a track, untrack, leave or
+//! heartbeat of a member also keeps a fifth key, its member tenant's users
+//! in the room, `presence-members:<tenant>:<room>` (a sorted set like
+//! `presence-users`, mirrored on every change of that member's score), so
+//! the track script returns the member tenant's own count for its
+//! `peak_presences` (docs/collaboration.md#live-rooms) in the same round
+//! trip. Members of other tenants dropped by expiry keep a stale score
+//! there (below the cutoff, so never counted) until their tenant's next
+//! track prunes them or the key's TTL ends.
+//!
 //! Expired connections are removed in bounded batches by `track`, all at
 //! once (amortised: each expires once) by `list` and `cleanup_stale`, and
 //! filtered by score everywhere else; a user goes with its last connection.
@@ -34,7 +44,10 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::{check_ref, check_room, check_user, PresenceError, MAX_CONNECTIONS_PER_USER};
+use super::{
+    check_member, check_ref, check_room, check_user, is_shared_space, member_tenant, PresenceError,
+    MAX_CONNECTIONS_PER_USER,
+};
 use crate::keys::{format_key, KeyPrefix, Kind};
 use crate::redis_store::{Arg, RedisStore, Script};
 use crate::tenant_id::TenantId;
@@ -52,6 +65,18 @@ local stamp = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 local cutoff = now - tonumber(ARGV[1])
 local cut = string.format('%.6f', cutoff)
 local USERS, CONNS, REFS, DATA = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local MEMBERS = KEYS[5]
+
+-- A user's newest heartbeat, in the room and (a shared room's member) in
+-- its tenant's members.
+local function score(s, u)
+  redis.call('ZADD', USERS, s, u)
+  if MEMBERS then redis.call('ZADD', MEMBERS, s, u) end
+end
+local function unscore(u)
+  redis.call('ZREM', USERS, u)
+  if MEMBERS then redis.call('ZREM', MEMBERS, u) end
+end
 
 local function user_of(c)
   local digits = string.match(c, '^(%d+):')
@@ -89,9 +114,9 @@ local function settle(u)
   end
   drop(dead)
   if best then
-    redis.call('ZADD', USERS, best, u)
+    score(best, u)
   else
-    redis.call('ZREM', USERS, u)
+    unscore(u)
     redis.call('HDEL', DATA, u)
   end
   return best
@@ -107,7 +132,7 @@ local function expire(limit)
     if not seen[u] then
       seen[u] = true
       if redis.call('ZLEXCOUNT', REFS, '[' .. u .. ':', '(' .. u .. ';') == 0 then
-        redis.call('ZREM', USERS, u)
+        unscore(u)
         redis.call('HDEL', DATA, u)
       end
     end
@@ -115,7 +140,7 @@ local function expire(limit)
   return #stale
 end
 local function touch()
-  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 end
 "#
     };
@@ -124,9 +149,10 @@ end
 /// ARGV: timeout, ttl_ms, user field, ref, meta JSON, most connections.
 /// Returns `{status, joined_at, online_at, users[, replaced meta JSON]}`;
 /// status 1 user joined, 2 connection added, 3 connection updated; `users`
-/// the room's present users after the track (the `count` figure, taken in
-/// the same script for the usage peak: no second round trip); `{0}` when
-/// the user is at its connection limit.
+/// the present users counted against the user's tenant after the track
+/// (the room's `count`, or with a fifth key the member tenant's users in
+/// the shared room), taken in the same script for the usage peak (no
+/// second round trip); `{0}` when the user is at its connection limit.
 const TRACK: &str = concat!(
     prelude!(),
     r#"
@@ -159,12 +185,19 @@ else
   drop(conns_of(u))
   status = 1
 end
-redis.call('ZADD', USERS, now, u)
+score(now, u)
 redis.call('ZADD', CONNS, now, c)
 redis.call('ZADD', REFS, 0, c)
 redis.call('HSET', DATA, u, joined .. ' ' .. ARGV[5], c, online .. ' ' .. ARGV[5])
 touch()
-local users = redis.call('ZCOUNT', USERS, cut, '+inf')
+local users
+if MEMBERS then
+  -- Each stale member is pruned once (amortised O(1)).
+  redis.call('ZREMRANGEBYSCORE', MEMBERS, '-inf', '(' .. cut)
+  users = redis.call('ZCOUNT', MEMBERS, cut, '+inf')
+else
+  users = redis.call('ZCOUNT', USERS, cut, '+inf')
+end
 if old then return {status, joined, online, users, old} end
 return {status, joined, online, users}
 "#
@@ -214,7 +247,7 @@ if #mine > 0 then
   end
   drop(mine)
 end
-redis.call('ZREM', USERS, u)
+unscore(u)
 redis.call('HDEL', DATA, u)
 if out and #out == 1 then return false end
 return out
@@ -240,7 +273,7 @@ for i, m in ipairs(targets) do
 end
 if #args == 0 then return 0 end
 redis.call('ZADD', CONNS, unpack(args))
-redis.call('ZADD', USERS, now, u)
+score(now, u)
 touch()
 return #args / 2
 "#
@@ -637,6 +670,26 @@ impl RedisPresence {
         .map(|kind| format_key(&self.prefix, tenant, kind, room))
     }
 
+    /// The key of `user`'s member tenant's users in a shared room, when
+    /// `tenant` is a space of shared rooms and `user` a member id
+    /// (`presence-members:<member tenant>:<room>`: tenant ids hold no `:`).
+    pub fn members_key(&self, tenant: &TenantId, room: &str, user: &str) -> Option<String> {
+        if !is_shared_space(tenant.as_str()) {
+            return None;
+        }
+        let member = member_tenant(user)?;
+        let mut name = String::with_capacity(member.len() + 1 + room.len());
+        name.push_str(member);
+        name.push(':');
+        name.push_str(room);
+        Some(format_key(
+            &self.prefix,
+            tenant,
+            Kind::PresenceMembers,
+            &name,
+        ))
+    }
+
     fn eval(
         &self,
         script: &Script,
@@ -644,11 +697,34 @@ impl RedisPresence {
         room: &str,
         args: &[Arg<'_>],
     ) -> Result<Value, PresenceError> {
+        self.eval_as(script, tenant, room, None, args)
+    }
+
+    /// [`Self::eval`] for an operation on one user: in a space of shared
+    /// rooms with its member tenant's key (a fifth key).
+    fn eval_as(
+        &self,
+        script: &Script,
+        tenant: &TenantId,
+        room: &str,
+        user: Option<&str>,
+        args: &[Arg<'_>],
+    ) -> Result<Value, PresenceError> {
         check_room(room)?;
+        if let Some(user) = user {
+            check_member(tenant.as_str(), user)?;
+        }
         let [users, conns, refs, data] = self.keys(tenant, room);
-        Ok(self
-            .store
-            .eval(script, &[&users, &conns, &refs, &data], args)?)
+        let members = user.and_then(|u| self.members_key(tenant, room, u));
+        let reply = match &members {
+            Some(m) => self
+                .store
+                .eval(script, &[&users, &conns, &refs, &data, m], args)?,
+            None => self
+                .store
+                .eval(script, &[&users, &conns, &refs, &data], args)?,
+        };
+        Ok(reply)
     }
 
     fn head(&self) -> [Arg<'_>; 2] {
@@ -677,7 +753,7 @@ impl RedisPresence {
             Arg::Str(meta_json),
             Arg::Int(MAX_CONNECTIONS_PER_USER as i64),
         ];
-        let reply = self.eval(&SCRIPTS.track, tenant, room, &args)?;
+        let reply = self.eval_as(&SCRIPTS.track, tenant, room, Some(user), &args)?;
         let parsed = match &reply {
             Value::Array(items) => match items.as_slice() {
                 [Value::Int(0)] => {
@@ -722,7 +798,7 @@ impl RedisPresence {
         let field = user_field(user);
         let [timeout, ttl] = self.head();
         let args = [timeout, ttl, Arg::Str(&field), Arg::Str(conn_ref)];
-        let reply = self.eval(&SCRIPTS.untrack, tenant, room, &args)?;
+        let reply = self.eval_as(&SCRIPTS.untrack, tenant, room, Some(user), &args)?;
         let items = match &reply {
             Value::Nil => return Ok(None),
             Value::Array(items) => items,
@@ -757,7 +833,7 @@ impl RedisPresence {
         let field = user_field(user);
         let [timeout, ttl] = self.head();
         let args = [timeout, ttl, Arg::Str(&field)];
-        let reply = self.eval(&SCRIPTS.leave, tenant, room, &args)?;
+        let reply = self.eval_as(&SCRIPTS.leave, tenant, room, Some(user), &args)?;
         let items = match reply {
             Value::Nil => return Ok(None),
             Value::Array(items) => items,
@@ -830,7 +906,7 @@ impl RedisPresence {
             check_ref(r)?;
             args.push(Arg::Str(r));
         }
-        match self.eval(&SCRIPTS.heartbeat, tenant, room, &args)? {
+        match self.eval_as(&SCRIPTS.heartbeat, tenant, room, Some(user), &args)? {
             Value::Int(n) => Ok(n.max(0) as u64),
             other => Err(self.store.unexpected("heartbeat", &other).into()),
         }
@@ -963,6 +1039,54 @@ mod tests {
             ]
         );
         assert_eq!(p.ttl_ms(), 120_000);
+    }
+
+    /// Red team rooms finding 8: in a space of shared rooms the track's
+    /// count is the member tenant's own (its `peak_presences`), on every
+    /// way in and out, the room's count staying everyone's.
+    #[test]
+    fn shared_room_tracks_count_the_member_tenant() {
+        let server = Server::require();
+        let store = RedisStore::shared(&server.url(), StoreOptions::default()).unwrap();
+        let p = RedisPresence::new(store, KeyPrefix::default(), Duration::from_millis(400));
+        let space = TenantId::shared_rooms_of(&TenantId::parse("acme").unwrap());
+        let (room, other) = ("board:1", "board:2");
+        let after = |user: &str, r: &str| p.track(&space, room, user, r, "{}").unwrap().users_after;
+        assert_eq!(after("globex:g0", "t"), 1);
+        assert_eq!(after("globex:g1", "t"), 2);
+        assert_eq!(after("globex:g1", "t2"), 2); // a second tab: one user
+        assert_eq!(after("acme:a0", "t"), 1); // the owner's count excludes globex
+        assert_eq!(after("initech:i0", "t"), 1);
+        assert_eq!(p.count(&space, room).unwrap(), 4);
+        // Another room of the space is counted apart.
+        let there = p.track(&space, other, "globex:g9", "t", "{}").unwrap();
+        assert_eq!(there.users_after, 1);
+        // untrack and leave lower the member tenant's count.
+        p.untrack(&space, room, "globex:g1", "t").unwrap().unwrap();
+        assert_eq!(after("globex:g2", "t"), 3);
+        p.untrack(&space, room, "globex:g1", "t2").unwrap().unwrap();
+        p.leave(&space, room, "globex:g2").unwrap().unwrap();
+        assert_eq!(after("globex:g0", "t"), 1);
+        // Expiry: members that stopped heartbeating are not counted; one
+        // that heartbeats is.
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(p.heartbeat(&space, room, "globex:g0", None).unwrap(), 1);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(after("globex:g3", "t"), 2);
+        assert_eq!(after("acme:a1", "t"), 1);
+        // The member key is the one formatter's, in the space's slot.
+        let key = p.members_key(&space, room, "globex:g0").unwrap();
+        assert_eq!(
+            key,
+            "djust:{tenant:-rooms.acme}:presence-members:globex:board:1"
+        );
+        assert_eq!(
+            p.members_key(&TenantId::parse("acme").unwrap(), room, "globex:g0"),
+            None
+        );
+        // A user id that is no member id is refused in a shared space.
+        let err = p.track(&space, room, "g0", "t", "{}").unwrap_err();
+        assert!(matches!(err, PresenceError::NotAMember { .. }), "{err}");
     }
 
     #[test]

@@ -33,7 +33,7 @@ from tenantry.presence import get_presence_router, get_shared_room_backend
 from tenantry.shared_rooms import shared_room
 from tests.app import shared_views
 from tests.collaboration.models import Board
-from tests.live_client import Tab, disconnect_opened
+from tests.live_client import OPENED, Tab, disconnect_opened
 
 VIEW = "tests.app.shared_views.SharedBoardView"
 #: Seconds: short, so the tests wait little for a grant's end to reach a socket.
@@ -71,6 +71,10 @@ class RoomTab(Tab):
         super().__init__(
             host, cookie=f"{django_settings.SESSION_COOKIE_NAME}={session.session_key}"
         )
+        # Disconnected after the test (close_tabs) like a browser closing,
+        # so no view of one test is left in the room, the expiry sweeper or
+        # the watcher for the next.
+        OPENED.append(self)
 
     async def open(self, board: int, who: str, raw: bool = False) -> dict:
         url = f"/board/?board={board}&who={who}" + ("&raw=1" if raw else "")

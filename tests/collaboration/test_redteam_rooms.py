@@ -364,16 +364,20 @@ def test_17_api_open_after_revoke_refused_at_once(slow_store, rows):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
-async def test_21_room_members_do_not_count_in_tenants_own_presence(store, rows):
-    """The grantee's members sit in the owner's rooms space, never in acme's
-    or globex's own presence space (their own caps and stats)."""
+async def test_21_room_members_sit_in_the_rooms_space_counted_by_their_tenant(store, rows):
+    """The members sit in the owner's rooms space, never in acme's or
+    globex's own presence space; each is counted against its own tenant's
+    caps (red team finding 5: docs/collaboration.md#live-rooms), one each."""
     await sync_to_async(give)(rows.shared, "globex")
     await tab_in("acme.example.com", rows.shared.pk, "ann")
     gus = await tab_in("globex.example.com", rows.shared.pk, "gus")
     await gus.drain(QUIET)
-    if store == "memory":
-        for tenant in ("acme", "globex"):
-            assert TenantAwareMemoryBackend.tenant_stats(tenant)["users"] == 0, tenant
+    room = f"collaboration.board:{rows.shared.pk}"
+    for tenant in ("acme", "globex"):
+        assert get_tenant_presence_backend(tenant).list(room) == [], tenant
+        if store == "memory":
+            with tenant_context(tenant):
+                assert TenantAwareMemoryBackend.tenant_stats(tenant)["users"] == 1, tenant
 
 
 @pytest.mark.django_db(transaction=True)

@@ -23,7 +23,7 @@ import threading
 from functools import lru_cache
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.utils.module_loading import import_string
 
 from .._core import TenantInfo, split_tenant_scope
@@ -158,12 +158,39 @@ def _view_tenant(view: Any) -> TenantInfo | None:
         return None
 
 
+#: The consumer attribute holding (a weak reference to) the view that
+#: follows presence on the socket (``TenantPresenceMixin.subscribe_presence``).
+PRESENCE_VIEW = "_tenantry_presence_view"
+
+
+async def release_replaced_presence(consumer: Any, view: Any) -> None:
+    """``view`` is now the socket's view: a previous view that held
+    presence on the socket (replaced by a re-mount or a ``live_redirect``,
+    which djust does without untracking it; djust's disconnect untracks
+    only the socket's current view) leaves its room now, so its
+    connection, its expiry-sweep follow and its shared room's watch do not
+    outlive it. O(1) when the view is unchanged (every event turn)."""
+    ref = getattr(consumer, PRESENCE_VIEW, None)
+    previous = ref() if ref is not None else None
+    if previous is None or previous is view:
+        return
+    setattr(consumer, PRESENCE_VIEW, None)
+    try:
+        await sync_to_async(previous.untrack_presence)()
+    except Exception:  # like djust's disconnect: cleanup never breaks the mount
+        logger.warning("presence of a replaced view could not be untracked", exc_info=True)
+
+
 async def join_listen_channels(transport: Any, view: Any) -> None:
     """djust's ``WSConsumerTransport._join_listen_channels``, joining each
     channel's group of the view's tenant (:func:`db_notify_group`). The
     consumer remembers the groups it joined, so leaving (a re-mount, a
-    disconnect, a tenant switch) leaves exactly those."""
+    disconnect, a tenant switch) leaves exactly those. djust calls it as
+    each view mounts on the socket (and after each event turn), so this is
+    also where a replaced view's presence is released
+    (:func:`release_replaced_presence`)."""
     consumer = transport._consumer
+    await release_replaced_presence(consumer, view)
     listen_channels = getattr(view, "_listen_channels", None)
     if not listen_channels:
         return

@@ -54,6 +54,7 @@ from ..context import get_current_tenant
 from ..groups import presence_group
 from ..presence import apply_diff, by_user, get_presence_router, get_tenant_presence_backend
 from ..shared_rooms import SharedRoomPresence
+from .broadcasts import PRESENCE_VIEW
 
 __all__ = ["TenantPresenceMixin"]
 
@@ -198,7 +199,11 @@ class ExpirySweeper:
 
     async def sweep(self, target: Target, views: dict[str, weakref.ref[Any]], layer: Any) -> None:
         """Lists ``target`` once and sends what left without a diff to the
-        ``views`` (by channel name) that still hold some of it."""
+        ``views`` (by channel name) that still hold some of it. A view that
+        was dropped without untracking (garbage collected) is unfollowed."""
+        for channel, view_ref in views.items():
+            if view_ref() is None:
+                self.unfollow(target, channel)
         tenant_id, room, _group = target
         backend = presence_store(tenant_id)
         now = by_user(await asyncio.to_thread(backend.list, room))
@@ -217,6 +222,8 @@ class ExpirySweeper:
             "payload": {"joins": {}, "leaves": leaves},
         }
         for channel, view_ref in views.items():
+            if view_ref() is None:
+                continue
             # Read from this thread while the view's own turn may apply a
             # diff: apply_diff publishes new records and lists, never
             # changes one in place, so this sees one or the other.
@@ -307,6 +314,9 @@ class TenantPresenceMixin(PresenceMixin):
             return
         if self._presence_room == target and self._presence_users is not None:
             return
+        # The socket's presence view: its replacement by a re-mount or a
+        # live_redirect on this socket untracks it (broadcasts.join_listen_channels).
+        setattr(consumer, PRESENCE_VIEW, weakref.ref(self))
         # djust's consumer joined the group of the key it computed before
         # mount() (consumer._presence_group) and leaves it on disconnect:
         # make that the group of the key as it is now, so the view follows

@@ -141,7 +141,15 @@ class RoomWatcher:
                     logger.warning("shared room check of %r failed", room, exc_info=True)
 
     async def check(self, room: SharedRoom, views: dict[str, weakref.ref[Any]], layer: Any) -> None:
-        """Closes ``room`` to the ``views`` (by channel) when their grant ended."""
+        """Closes ``room`` to the ``views`` (by channel) when their grant
+        ended. A view dropped without untracking (garbage collected) is
+        unwatched."""
+        for channel, view_ref in list(views.items()):
+            if view_ref() is None:
+                self.unwatch(room, channel)
+                del views[channel]
+        if not views:
+            return
         if await asyncio.to_thread(_still_admitted, room):
             return
         with self._lock:
