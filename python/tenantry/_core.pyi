@@ -423,5 +423,9 @@ def usage_clear_tenant(tenant_id: Any) -> int: ...
 def refuse_other_tenant(tenant_id: Any, what: str) -> str:
     """The validated id; ``TenantMismatchError`` while another tenant is bound."""
 
+def apply_store_limits() -> None:
+    """The memory stores' bounds (presence caps, largest meta, state bytes)
+    set from ``DJUST_CONFIG``."""
+
 def purge_tenant_memory(tenant_id: Any, dry_run: bool = False) -> list[tuple[str, str, int]]: ...
 def purge_tenant_redis(tenant_id: Any, dry_run: bool = False) -> list[tuple[str, str, int]]: ...

@@ -52,8 +52,11 @@ class TenantBackends(Generic[B]):
 
     def for_tenant(self, tenant_id: Any) -> B:
         """The backend of ``tenant_id`` (a str, an int or a ``TenantInfo``;
-        ``InvalidTenantId`` otherwise)."""
-        return self.lookup(_core.validate_tenant_id(tenant_id))
+        ``InvalidTenantId`` otherwise). With another tenant bound:
+        ``TenantMismatchError`` (one tenant's code never reaches another's
+        presence, state or usage through its backend; jobs and operators
+        name a tenant with none bound, or bind it)."""
+        return self.lookup(_core.refuse_other_tenant(tenant_id, "a per-tenant backend"))
 
     def clear(self) -> None:
         self.lookup.cache_clear()

@@ -47,6 +47,11 @@ __all__ = [
 
 
 _current: ContextVar[TenantInfo | None] = shared_tenant_variable()
+#: The member tenant a presence call into a space of shared rooms was
+#: admitted for (``tenantry.shared_rooms`` sets it around the calls of a room
+#: the bound tenant opened; the core refuses a bound tenant's call without
+#: it: docs/collaboration.md#live-rooms).
+_room_member: ContextVar[str | None] = ContextVar("tenantry_room_member", default=None)
 T = TypeVar("T")
 
 

@@ -90,13 +90,7 @@ _Backend = TenantAwareMemoryBackend | TenantAwareRedisBackend
 
 def _make_backend(tenant_id: str | SharedRoomSpace, config: _core.CurrentConfig) -> _Backend:
     kind, _install, redis_url = config.presence_backend
-    rooms, users, connections, meta_bytes = config.presence_limits
-    TenantAwareMemoryBackend.set_limits(
-        max_rooms=rooms,
-        max_users=users,
-        max_connections=connections,
-        max_meta_bytes=meta_bytes,
-    )
+    _core.apply_store_limits()  # DJUST_CONFIG's, whoever is bound
     if kind == "redis":
         return TenantAwareRedisBackend(
             tenant_id,

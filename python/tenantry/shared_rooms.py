@@ -39,7 +39,8 @@ ending.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -54,7 +55,7 @@ from ._core import (
     TenantNotSetError,
     validate_tenant_id,
 )
-from .context import get_current_tenant, tenant_context
+from .context import _room_member, get_current_tenant, tenant_context
 from .graph import scope_of
 from .groups import shared_room_group
 from .presence import get_shared_room_backend
@@ -136,36 +137,82 @@ def member_diff(diff: Mapping[str, Any], owner: str) -> dict[str, Any]:
 class SharedRoomPresence:
     """The presence backend of one owner's shared rooms, with every record
     it returns as :func:`member_record` gives it (djust's
-    ``PresenceBackend`` calls and ``track``/``untrack``)."""
+    ``PresenceBackend`` calls and ``track``/``untrack``).
 
-    def __init__(self, owner: str) -> None:
+    With a tenant bound, it serves only ``room`` (a room that tenant opened,
+    :func:`shared_room`): calls naming another room are refused, a join or
+    track re-checks the room's admission (:meth:`SharedRoom.check_use`, one
+    query), and each call is marked admitted for the core's gate of the
+    space (which also refuses user ids that are not the bound tenant's
+    members). With none bound (tenantry's sweeper, watcher and disconnects)
+    it serves the owner's whole space."""
+
+    def __init__(self, owner: str, room: SharedRoom | None = None) -> None:
         self.owner = owner
+        self.room = room
         self.backend = get_shared_room_backend(owner)
 
+    @contextmanager
+    def _admitted(self, room: str, what: str, *, check: bool = False) -> Iterator[None]:
+        bound = get_current_tenant()
+        if bound is None:
+            yield
+            return
+        opened = self.room
+        if opened is None or room != opened.name or opened.owner != self.owner:
+            raise TenantMismatchError(
+                f"presence {what} of room {room!r} in the shared rooms of {self.owner!r} with "
+                f"tenant {bound.id!r} bound: only the room it opened (shared_room(obj)) serves it"
+            )
+        if check:
+            opened.check_use(what)
+        elif bound.id != opened.member:
+            raise TenantMismatchError(
+                f"{opened!r}: presence {what} with tenant {bound.id!r} bound, but the room was "
+                f"opened by {opened.member!r}"
+            )
+        token = _room_member.set(bound.id)
+        try:
+            yield
+        finally:
+            _room_member.reset(token)
+
     def track(self, room: str, user_id: str, ref: str, meta: Any = None) -> dict[str, Any]:
-        return member_diff(self.backend.track(room, user_id, ref, meta), self.owner)
+        with self._admitted(room, "track", check=True):
+            diff = self.backend.track(room, user_id, ref, meta)
+        return member_diff(diff, self.owner)
 
     def untrack(self, room: str, user_id: str, ref: str) -> dict[str, Any]:
-        return member_diff(self.backend.untrack(room, user_id, ref), self.owner)
+        with self._admitted(room, "untrack"):
+            diff = self.backend.untrack(room, user_id, ref)
+        return member_diff(diff, self.owner)
 
     def join(self, room: str, user_id: str, meta: Any = None) -> dict[str, Any]:
-        return member_record(self.backend.join(room, user_id, meta), self.owner)
+        with self._admitted(room, "join", check=True):
+            record = self.backend.join(room, user_id, meta)
+        return member_record(record, self.owner)
 
     def leave(self, room: str, user_id: str) -> dict[str, Any] | None:
-        left = self.backend.leave(room, user_id)
+        with self._admitted(room, "leave"):
+            left = self.backend.leave(room, user_id)
         return None if left is None else member_record(left, self.owner)
 
     def list(self, room: str) -> list[dict[str, Any]]:
-        return [member_record(r, self.owner) for r in self.backend.list(room)]
+        with self._admitted(room, "list"):
+            records = self.backend.list(room)
+        return [member_record(r, self.owner) for r in records]
 
     def count(self, room: str) -> int:
-        return self.backend.count(room)
+        with self._admitted(room, "count"):
+            return self.backend.count(room)
 
     def heartbeat(self, room: str, user_id: str, ref: str | None = None) -> Any:
-        return self.backend.heartbeat(room, user_id, ref)
+        with self._admitted(room, "heartbeat"):
+            return self.backend.heartbeat(room, user_id, ref)
 
     def cleanup_stale(self, room: str) -> int:
-        return self.backend.cleanup_stale(room)
+        with self._admitted(room, "cleanup"):
+            return self.backend.cleanup_stale(room)
 
 
 class SharedRoom:
@@ -203,7 +250,9 @@ class SharedRoom:
 
     @property
     def presence(self) -> SharedRoomPresence:
-        return SharedRoomPresence(self.owner)
+        """The room's presence (djust's backend calls), serving this room
+        only while a tenant is bound (:class:`SharedRoomPresence`)."""
+        return SharedRoomPresence(self.owner, self)
 
     def list(self) -> list[dict[str, Any]]:
         """Who is in the room: one record per member, each with its tenant
@@ -241,6 +290,13 @@ class SharedRoom:
             raise TenantMismatchError(
                 f"{self!r}.{what}(): tenant {bound.id!r} is bound, but the room was opened by "
                 f"{self.member!r}; each tenant opens its own (shared_room())"
+            )
+        if self.name != f"{self.model._meta.label_lower}:{_object_pk(self.model, self.pk)}":
+            # Built by hand with another row's name: admission would check
+            # one row and the calls reach another's room.
+            raise TenantMismatchError(
+                f"{self!r}.{what}(): the room's name is not its row's "
+                f"({self.model._meta.label} pk={self.pk!r}); open rooms with shared_room(obj)"
             )
         if not self.admits_member():
             raise TenantMismatchError(
@@ -327,6 +383,12 @@ def _refused(model: Any, pk: Any, tenant: str) -> TenantMismatchError:
     )
 
 
+def _object_pk(model: Any, pk: Any) -> str:
+    """How the grant table and the room's name write ``model``'s ``pk``."""
+    connection = connections[router.db_for_read(model)]
+    return str(model._meta.pk.get_db_prep_value(pk, connection))
+
+
 def _admitted(model: Any, pk: Any, tenant: str) -> bool:
     """Whether the bound ``tenant`` may see ``model`` row ``pk`` through the
     grants (the query ``with_shared()`` runs, on the model's own manager)."""
@@ -379,8 +441,7 @@ def shared_room(obj: models.Model) -> SharedRoom:
             f"shared_room(): {model._meta.label} is not a tenant-scoped model (no TenantManager)"
         )
     manager = model._default_manager
-    connection = connections[router.db_for_read(model)]
-    object_pk = str(model._meta.pk.get_db_prep_value(obj.pk, connection))
+    object_pk = _object_pk(model, obj.pk)
     if manager.filter(pk=obj.pk).exists():
         return SharedRoom(model, obj.pk, object_pk, bound.id, bound.id)
     if not manager.with_shared().filter(pk=obj.pk).exists():

@@ -55,9 +55,7 @@ def _make_backend(tenant_id: str, config: _core.CurrentConfig) -> _Backend:
             connect_timeout=config.redis_connect_timeout,
             socket_timeout=config.redis_socket_timeout,
         )
-    TenantStateMemoryBackend.set_memory_limit(
-        config.state_memory_max_bytes, config.state_tenant_max_bytes
-    )
+    _core.apply_store_limits()  # DJUST_CONFIG's, whoever is bound
     return TenantStateMemoryBackend(tenant_id)
 
 

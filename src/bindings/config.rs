@@ -1089,3 +1089,15 @@ pub fn current_config(py: Python<'_>) -> PyResult<CurrentConfig> {
         inner: current(py)?,
     })
 }
+
+/// `apply_store_limits()`: the memory stores' bounds set from the current
+/// `DJUST_CONFIG` (presence caps and largest meta, state memory bounds),
+/// whoever is bound: only what the settings say (tenantry calls it when it
+/// makes a memory backend; the public setters refuse a bound tenant).
+#[pyfunction]
+pub fn apply_store_limits(py: Python<'_>) -> PyResult<()> {
+    let compiled = current(py)?;
+    super::presence::apply_configured_limits(&compiled.settings);
+    super::state::apply_configured_limits(&compiled.settings);
+    Ok(())
+}

@@ -208,6 +208,16 @@ pub fn config_error(key: &str, message: String) -> CoreConfigError {
     }
 }
 
+/// A process-wide maintenance call (every tenant's caps or rooms) made
+/// while `bound` is bound → `TenantMismatchError`.
+pub fn process_wide_while_bound(what: &str, bound: &crate::tenant_id::TenantId) -> PyErr {
+    TenantMismatchError::new_err(format!(
+        "{what} acts on every tenant, but tenant {:?} is bound: call it from trusted code \
+         with no tenant bound (a management command, start-up, a test's set-up)",
+        bound.as_str()
+    ))
+}
+
 /// Presence errors: bad names, user ids and refs → `InvalidKey`, a user
 /// past its connection limit → `QuotaExceeded`, bad timeouts or URLs →
 /// `ValueError`, Redis down → `BackendUnavailable`, Redis errors →
@@ -222,6 +232,9 @@ pub fn presence_error(err: PresenceError) -> PyErr {
         | PresenceError::MetaTooLarge { .. } => QuotaExceeded::new_err(err.to_string()),
         PresenceError::BadTimeout { .. } | PresenceError::NotAMember { .. } => {
             PyValueError::new_err(err.to_string())
+        }
+        PresenceError::RoomNotOpened { .. } | PresenceError::OtherTenantsMember { .. } => {
+            TenantMismatchError::new_err(err.to_string())
         }
         PresenceError::Store(e) => store_error(e),
     }

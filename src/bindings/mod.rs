@@ -74,6 +74,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(usage::usage_clear, m)?)?;
     m.add_function(wrap_pyfunction!(usage::usage_clear_tenant, m)?)?;
     m.add_function(wrap_pyfunction!(tenant_backend::refuse_other_tenant, m)?)?;
+    m.add_function(wrap_pyfunction!(config::apply_store_limits, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::purge_tenant_memory, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::purge_tenant_redis, m)?)?;
 

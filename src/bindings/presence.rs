@@ -425,6 +425,12 @@ fn empty_diff(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 static META_LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_META_BYTES);
 
 /// Applies the presence limits of the config to the process's stores.
+/// The memory store's caps and largest meta from `settings`
+/// (`PRESENCE_TENANT_MAX_*`, `PRESENCE_MAX_META_BYTES`).
+pub(super) fn apply_configured_limits(settings: &crate::config::Settings) {
+    apply_limits(settings.presence_caps, settings.presence_max_meta_bytes);
+}
+
 fn apply_limits(caps: Caps, max_meta_bytes: usize) {
     MEMORY.set_caps(caps);
     META_LIMIT.store(max_meta_bytes, Ordering::Relaxed);
@@ -631,7 +637,7 @@ impl StoreKind for Presence {
     fn router_engine(compiled: &Compiled) -> PyResult<Engine> {
         let settings = &compiled.settings;
         let timeout = checked_timeout(settings.presence_timeout)?;
-        apply_limits(settings.presence_caps, settings.presence_max_meta_bytes);
+        apply_configured_limits(settings);
         Engine::from_settings(
             &settings.presence,
             settings.redis_options,
@@ -692,6 +698,7 @@ impl Engine {
     ) -> PyResult<Change<'py>> {
         let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
+        tenant_backend::check_rooms_call(py, tenant, Some(user_text), "track")?;
         check_member(tenant.as_str(), user_text).map_err(presence_error)?;
         // In a shared live room each member tenant's peak is its own
         // members' count there (docs/collaboration.md#live-rooms): a
@@ -866,6 +873,7 @@ impl Engine {
     ) -> PyResult<Option<Change<'py>>> {
         let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
+        tenant_backend::check_rooms_call(py, tenant, Some(user_text), "untrack")?;
         let ref_text = conn_ref.to_str()?;
         match self {
             Engine::Memory(timeout) => {
@@ -978,6 +986,7 @@ impl Engine {
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
+        tenant_backend::check_rooms_call(py, tenant, Some(user_text), "leave")?;
         match self {
             Engine::Memory(timeout) => {
                 let gone = reclaiming(|graveyard| {
@@ -1032,6 +1041,7 @@ impl Engine {
         tenant_py: &Bound<'py, PyString>,
         room: &str,
     ) -> PyResult<Bound<'py, PyList>> {
+        tenant_backend::check_rooms_call(py, tenant, None, "list")?;
         check_room(room).map_err(presence_error)?;
         match self {
             Engine::Memory(timeout) => {
@@ -1084,6 +1094,7 @@ impl Engine {
     }
 
     fn count(&self, py: Python<'_>, tenant: &TenantId, room: &str) -> PyResult<u64> {
+        tenant_backend::check_rooms_call(py, tenant, None, "count")?;
         check_room(room).map_err(presence_error)?;
         match self {
             Engine::Memory(timeout) => {
@@ -1108,6 +1119,7 @@ impl Engine {
     ) -> PyResult<u64> {
         let user = checked_user(room, user)?;
         let user_text = user.to_str()?;
+        tenant_backend::check_rooms_call(py, tenant, Some(user_text), "heartbeat")?;
         let conn_ref = conn_ref.map(checked_ref).transpose()?;
         let ref_text = conn_ref.as_ref().map(|r| r.to_str()).transpose()?;
         match self {
@@ -1129,6 +1141,7 @@ impl Engine {
     }
 
     fn cleanup_stale(&self, py: Python<'_>, tenant: &TenantId, room: &str) -> PyResult<u64> {
+        tenant_backend::check_rooms_call(py, tenant, None, "cleanup")?;
         check_room(room).map_err(presence_error)?;
         match self {
             Engine::Memory(timeout) => {
@@ -1588,9 +1601,12 @@ tenant_store_classes! {
         }
 
         /// Removes every presence of every tenant; returns how many went.
+        /// Trusted code only, with no tenant bound (`TenantMismatchError`
+        /// otherwise: one tenant's code never wipes every tenant's rooms).
         #[classmethod]
-        fn clear_all(_cls: &Bound<'_, PyType>) -> usize {
-            reclaiming(|graveyard| MEMORY.clear_all(graveyard))
+        fn clear_all(cls: &Bound<'_, PyType>) -> PyResult<usize> {
+            tenant_backend::refuse_while_bound(cls.py(), "TenantAwareMemoryBackend.clear_all()")?;
+            Ok(reclaiming(|graveyard| MEMORY.clear_all(graveyard)))
         }
 
         /// Frees every room whose presences have all expired, now (this also
@@ -1619,16 +1635,20 @@ tenant_store_classes! {
         /// Sets every tenant's caps in the memory store
         /// (`PRESENCE_TENANT_MAX_ROOMS`, `_USERS`, `_CONNECTIONS`) and the
         /// largest meta of any presence backend (`PRESENCE_MAX_META_BYTES`);
-        /// `None` keeps a value. What tenants hold already stays.
+        /// `None` keeps a value. What tenants hold already stays. Trusted
+        /// code only, with no tenant bound (`TenantMismatchError` otherwise:
+        /// the caps are every tenant's); tenantry applies `DJUST_CONFIG`'s
+        /// with `apply_store_limits()`.
         #[classmethod]
         #[pyo3(signature = (*, max_rooms=None, max_users=None, max_connections=None, max_meta_bytes=None))]
         fn set_limits(
-            _cls: &Bound<'_, PyType>,
+            cls: &Bound<'_, PyType>,
             max_rooms: Option<usize>,
             max_users: Option<usize>,
             max_connections: Option<usize>,
             max_meta_bytes: Option<usize>,
-        ) {
+        ) -> PyResult<()> {
+            tenant_backend::refuse_while_bound(cls.py(), "TenantAwareMemoryBackend.set_limits()")?;
             let caps = MEMORY.caps();
             apply_limits(
                 Caps {
@@ -1638,6 +1658,7 @@ tenant_store_classes! {
                 },
                 max_meta_bytes.unwrap_or_else(|| META_LIMIT.load(Ordering::Relaxed)),
             );
+            Ok(())
         }
 
         /// `{"max_rooms", "max_users", "max_connections", "max_meta_bytes"}` in

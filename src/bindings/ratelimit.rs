@@ -536,16 +536,21 @@ impl Limiter {
         Ok(MEMORY.clear_tenant(&tenant))
     }
 
-    /// Forgets every count of the memory store.
+    /// Forgets every count of the memory store. Trusted code only, with no
+    /// tenant bound (`TenantMismatchError`: every tenant's limits).
     #[classmethod]
-    fn clear_all(_cls: &Bound<'_, PyType>) -> usize {
-        MEMORY.clear_all()
+    fn clear_all(cls: &Bound<'_, PyType>) -> PyResult<usize> {
+        tenant_backend::refuse_while_bound(cls.py(), "TenantRateLimiter.clear_all()")?;
+        Ok(MEMORY.clear_all())
     }
 
     /// Bounds the memory store (all tenants; default 1,048,576 keys).
+    /// Trusted code only, with no tenant bound (`TenantMismatchError`).
     #[classmethod]
-    fn set_memory_limit(_cls: &Bound<'_, PyType>, max_keys: usize) {
+    fn set_memory_limit(cls: &Bound<'_, PyType>, max_keys: usize) -> PyResult<()> {
+        tenant_backend::refuse_while_bound(cls.py(), "TenantRateLimiter.set_memory_limit()")?;
         MEMORY.set_max_keys(max_keys);
+        Ok(())
     }
 
     /// Keys held by the memory store.

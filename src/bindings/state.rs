@@ -183,6 +183,15 @@ pub struct State;
 
 type Engine = StoreEngine<State>;
 
+/// The memory store's bounds from `settings` (`STATE_MEMORY_MAX_BYTES`,
+/// `STATE_TENANT_MAX_BYTES`).
+pub(super) fn apply_configured_limits(settings: &crate::config::Settings) {
+    MEMORY.set_limits(
+        settings.state_memory_max_bytes,
+        settings.state_tenant_max_bytes,
+    );
+}
+
 impl StoreKind for State {
     type Memory = ();
     type Redis = RedisState;
@@ -197,10 +206,7 @@ impl StoreKind for State {
 
     fn router_engine(compiled: &Compiled) -> PyResult<Engine> {
         let settings = &compiled.settings;
-        MEMORY.set_limits(
-            settings.state_memory_max_bytes,
-            settings.state_tenant_max_bytes,
-        );
+        apply_configured_limits(settings);
         Engine::from_settings(
             &settings.state,
             settings.redis_options,
@@ -498,12 +504,17 @@ tenant_store_classes! {
         #[classmethod]
         #[pyo3(signature = (max_bytes, tenant_max_bytes=None))]
         fn set_memory_limit(
-            _cls: &Bound<'_, PyType>,
+            cls: &Bound<'_, PyType>,
             max_bytes: usize,
             tenant_max_bytes: Option<usize>,
-        ) {
+        ) -> PyResult<()> {
+            tenant_backend::refuse_while_bound(
+                cls.py(),
+                "TenantStateMemoryBackend.set_memory_limit()",
+            )?;
             let tenant = tenant_max_bytes.unwrap_or_else(|| default_tenant_limit(max_bytes));
             MEMORY.set_limits(max_bytes, tenant);
+            Ok(())
         }
 
         /// `{"keys", "bytes", "max_bytes", "tenant_max_bytes", "tenants",
@@ -538,9 +549,11 @@ tenant_store_classes! {
         }
 
         /// Removes every key of every tenant; returns how many went.
+        /// Trusted code only, with no tenant bound (`TenantMismatchError`).
         #[classmethod]
-        fn clear_all(_cls: &Bound<'_, PyType>) -> usize {
-            MEMORY.clear_all()
+        fn clear_all(cls: &Bound<'_, PyType>) -> PyResult<usize> {
+            tenant_backend::refuse_while_bound(cls.py(), "TenantStateMemoryBackend.clear_all()")?;
+            Ok(MEMORY.clear_all())
         }
     }
 

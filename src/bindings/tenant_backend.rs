@@ -79,6 +79,55 @@ pub fn refuse_naming_another(py: Python<'_>, named: &TenantId, what: &str) -> Py
     check_named(bound.as_ref(), named, what).map_err(|e| errors::other_tenant_bound(&e))
 }
 
+/// Refuses `what` (a process-wide maintenance call: every tenant's caps,
+/// every tenant's rooms) while any tenant is bound: trusted code runs it
+/// with none bound (docs/presence.md#memory-backend-extras).
+pub fn refuse_while_bound(py: Python<'_>, what: &str) -> PyResult<()> {
+    match bound_tenant(py, current_tenant_variable(py)?)? {
+        None => Ok(()),
+        Some(bound) => Err(errors::process_wide_while_bound(what, &bound)),
+    }
+}
+
+/// `tenantry.context._room_member`: the tenant a call into a space of
+/// shared rooms was admitted for (set by `tenantry.shared_rooms` around the
+/// calls of a room the bound tenant opened), found once.
+static ROOM_MEMBER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// [`crate::presence::check_rooms_call`] with the bound tenant and the
+/// admitted member read from their context variables (only for a space of
+/// shared rooms: other presence calls read nothing).
+pub fn check_rooms_call(
+    py: Python<'_>,
+    space: &TenantId,
+    user: Option<&str>,
+    what: &'static str,
+) -> PyResult<()> {
+    if space.shared_rooms_owner().is_none() {
+        return Ok(());
+    }
+    let bound = bound_tenant(py, current_tenant_variable(py)?)?;
+    let admitted = ROOM_MEMBER
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(
+                py.import("tenantry.context")?
+                    .getattr("_room_member")?
+                    .unbind(),
+            )
+        })?
+        .bind(py)
+        .call_method0(intern!(py, "get"))?;
+    let admitted: Option<String> = admitted.extract()?;
+    crate::presence::check_rooms_call(
+        space.as_str(),
+        bound.as_ref().map(TenantId::as_str),
+        admitted.as_deref(),
+        user,
+        what,
+    )
+    .map_err(errors::presence_error)
+}
+
 /// `refuse_other_tenant(tenant_id, what) -> str`: the validated id of
 /// `tenant_id`, or `TenantMismatchError` when another tenant is bound
 /// ([`refuse_naming_another`]); for the Python package's own
@@ -294,8 +343,12 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// The scope of a per-tenant backend made for `tenant_id`: refused
+    /// while another tenant is bound (one tenant's code never makes a
+    /// backend of another's; jobs and operators make it with none bound).
     pub fn new(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<Scope> {
         let tenant = id_from_py(tenant_id)?;
+        refuse_naming_another(py, &tenant, "a per-tenant backend")?;
         let tenant_py = PyString::intern(py, tenant.as_str()).unbind();
         Ok(Scope { tenant, tenant_py })
     }

@@ -76,6 +76,21 @@ pub enum PresenceError {
         space: String,
         user: String,
     },
+    /// A call into a space of shared rooms with a tenant bound that did
+    /// not come through a room that tenant opened (see [`check_rooms_call`]).
+    RoomNotOpened {
+        space: String,
+        bound: String,
+        what: &'static str,
+    },
+    /// A call into a space of shared rooms naming a member of another
+    /// tenant than the bound one (see [`check_rooms_call`]).
+    OtherTenantsMember {
+        space: String,
+        bound: String,
+        user: String,
+        what: &'static str,
+    },
     /// A meta larger than `PRESENCE_MAX_META_BYTES`.
     MetaTooLarge {
         len: usize,
@@ -127,6 +142,28 @@ impl fmt::Display for PresenceError {
                  is counted against its own tenant's presence caps and usage",
                 crate::tenant_id::preview(user),
                 crate::tenant_id::preview(space)
+            ),
+            PresenceError::RoomNotOpened { space, bound, what } => write!(
+                f,
+                "presence {what} in the shared rooms {} with tenant {} bound: a tenant uses a \
+                 shared room only through the room it opened (tenantry.shared_room(obj), \
+                 SharedRoomMixin), never through the space's backend",
+                crate::tenant_id::preview(space),
+                crate::tenant_id::preview(bound)
+            ),
+            PresenceError::OtherTenantsMember {
+                space,
+                bound,
+                user,
+                what,
+            } => write!(
+                f,
+                "presence {what} of user {} in the shared rooms {} with tenant {} bound: a \
+                 tenant names only its own members (\"<its id>:<user>\", \
+                 tenantry.shared_rooms.member_id)",
+                crate::tenant_id::preview(user),
+                crate::tenant_id::preview(space),
+                crate::tenant_id::preview(bound)
             ),
             PresenceError::MetaTooLarge { len, limit } => write!(
                 f,
@@ -211,6 +248,45 @@ pub fn check_member(space: &str, user: &str) -> Result<(), PresenceError> {
     Ok(())
 }
 
+/// The rule of a call into a space of shared rooms (`-rooms.<owner>`,
+/// docs/collaboration.md#live-rooms), given the bound tenant and the tenant
+/// the call was admitted for (the member that opened the room the call
+/// comes through). Outside such a space, or with no tenant bound (tenantry's
+/// own disconnects, sweeper and watcher; operator code), every call passes.
+/// With one bound, the call must have been admitted for it, and every user
+/// id it names must be one of its members: a tenant's code never lists,
+/// joins, bills or removes members of a room through the space's backend,
+/// nor names another tenant's member.
+pub fn check_rooms_call(
+    space: &str,
+    bound: Option<&str>,
+    admitted: Option<&str>,
+    user: Option<&str>,
+    what: &'static str,
+) -> Result<(), PresenceError> {
+    let Some(bound) = bound.filter(|_| is_shared_space(space)) else {
+        return Ok(());
+    };
+    if admitted != Some(bound) {
+        return Err(PresenceError::RoomNotOpened {
+            space: space.to_owned(),
+            bound: bound.to_owned(),
+            what,
+        });
+    }
+    match user {
+        Some(user) if member_tenant(user) != Some(bound) => {
+            Err(PresenceError::OtherTenantsMember {
+                space: space.to_owned(),
+                bound: bound.to_owned(),
+                user: user.to_owned(),
+                what,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A presence timeout in seconds (ints and floats from Python).
 pub fn timeout_from_secs(value: f64) -> Result<Duration, PresenceError> {
     if !(value > 0.0 && value <= MAX_TIMEOUT_SECS) {
@@ -228,6 +304,43 @@ mod tests {
         assert_eq!(timeout_from_secs(0.2).unwrap(), Duration::from_millis(200));
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 86_401.0] {
             assert!(timeout_from_secs(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bound_tenant_uses_a_shared_room_only_as_admitted_and_as_itself() {
+        let space = "-rooms.acme";
+        // Unbound (tenantry's own sweeper, watcher, disconnects) and outside
+        // a rooms space: anything passes.
+        assert!(check_rooms_call(space, None, None, Some("initech:1"), "join").is_ok());
+        assert!(check_rooms_call("acme", Some("globex"), None, Some("7"), "join").is_ok());
+        // Bound: only through a room it opened, and only its own members.
+        assert!(check_rooms_call(
+            space,
+            Some("globex"),
+            Some("globex"),
+            Some("globex:1"),
+            "join"
+        )
+        .is_ok());
+        assert!(check_rooms_call(space, Some("globex"), Some("globex"), None, "list").is_ok());
+        for (admitted, user) in [
+            (None, Some("globex:1")),
+            (Some("acme"), Some("globex:1")),
+            (Some("globex"), Some("initech:1")),
+            (Some("globex"), Some("acme:ann")),
+            (Some("globex"), Some("globex")),
+            (None, None),
+        ] {
+            let refused = check_rooms_call(space, Some("globex"), admitted, user, "join");
+            assert!(
+                matches!(
+                    refused,
+                    Err(PresenceError::RoomNotOpened { .. }
+                        | PresenceError::OtherTenantsMember { .. })
+                ),
+                "{admitted:?} {user:?}"
+            );
         }
     }
 

@@ -292,6 +292,13 @@ class TenantPresenceMixin(PresenceMixin):
     def _presence_backend(self, tenant_id: Any) -> Any:
         return presence_store(tenant_id)
 
+    def _presence_member(self, user_id: str) -> str:
+        """The id this view's user is tracked under in its room (a shared
+        room wraps it with the member's tenant); applied after
+        ``get_presence_user_id()``, so an override of that hook never
+        chooses the tenant."""
+        return user_id
+
     def _consumer(self) -> Any:
         return getattr(self, "_ws_consumer", None)
 
@@ -382,7 +389,7 @@ class TenantPresenceMixin(PresenceMixin):
         if self._presence_tracked or not hasattr(self, "_websocket_session_id"):
             return
         tenant_id, room, group = self._presence_target()
-        user_id = str(self.get_presence_user_id())
+        user_id = self._presence_member(str(self.get_presence_user_id()))
         # A copy: the caller's dict (one module-level dict shared by every
         # view, say) is never changed, so one user's name cannot reach
         # another user's meta, nor a later change of it this connection's.

@@ -226,10 +226,11 @@ class SharedRoomMixin(TenantPresenceMixin):
 
     # -- TenantPresenceMixin's seams ------------------------------------------------
 
-    def get_presence_user_id(self) -> Any:
-        user = super().get_presence_user_id()
+    def _presence_member(self, user_id: str) -> str:
+        # Here, not in get_presence_user_id() (an app overrides that hook):
+        # the member's tenant is always the one that opened the room.
         room = self.get_shared_room()
-        return user if room is None else member_id(room.member, user)
+        return user_id if room is None else member_id(room.member, user_id)
 
     def _presence_target(self) -> tuple[Any, str, str]:
         room = self.get_shared_room()
@@ -240,6 +241,14 @@ class SharedRoomMixin(TenantPresenceMixin):
                 f"{room!r} is closed to tenant {room.member!r}: its grant ended"
             )
         return room.space, room.name, room.group
+
+    def _presence_backend(self, tenant_id: Any) -> Any:
+        # The room this view opened serves its calls (the space's backend
+        # refuses a bound tenant's calls that come through no opened room).
+        room = self.get_shared_room()
+        if room is not None and tenant_id == room.space:
+            return room.presence
+        return super()._presence_backend(tenant_id)
 
     def subscribe_presence(self) -> None:
         super().subscribe_presence()
