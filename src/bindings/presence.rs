@@ -441,6 +441,10 @@ fn flat_meta(meta: &Bound<'_, PyAny>, limit: usize) -> PyResult<Option<(usize, O
     let Ok(d) = meta.cast_exact::<PyDict>() else {
         return Ok(None);
     };
+    // One pass: the check, and the size as [`add_container`] counts it
+    // (items counted until the size is past `limit`).
+    let mut size = 2 + 2 * d.len();
+    let mut nested = Vec::new();
     for (k, v) in d.iter() {
         let leaf = v.is_none()
             || v.is_exact_instance_of::<PyString>()
@@ -450,10 +454,11 @@ fn flat_meta(meta: &Bound<'_, PyAny>, limit: usize) -> PyResult<Option<(usize, O
         if !(leaf && k.is_exact_instance_of::<PyString>()) {
             return Ok(None);
         }
+        if size <= limit {
+            add_scalar(&k, limit, &mut size, &mut nested)?;
+            add_scalar(&v, limit, &mut size, &mut nested)?;
+        }
     }
-    let mut size = 0usize;
-    let mut nested = Vec::new();
-    add_container(meta, limit, &mut size, &mut nested)?;
     if size > limit {
         return Ok(Some((size, None)));
     }
@@ -677,9 +682,12 @@ impl Engine {
     /// Tracks connection `conn_ref` of `user`; what changed. Every track
     /// and join of every tenantry presence object comes through here, so
     /// this is where the tenant's `peak_presences` usage is raised to the
-    /// room's count after the track: the memory store's count is O(1), the
-    /// Redis track script returns it (no second round trip), and the usage
-    /// figure goes into the batched counters (usage.rs).
+    /// room's count after the track: the memory store counts it under the
+    /// track's own lock and records it only when it rose above what that
+    /// room's part of the tenant recorded in the same usage hour and
+    /// generation (peaks keep the largest value, so the rest are no-ops;
+    /// [`super::usage::PeakMeter`]); the Redis track script returns it (no
+    /// second round trip) and it goes into the batched counters (usage.rs).
     #[allow(clippy::too_many_arguments)]
     fn track_change<'py>(
         &self,
@@ -700,9 +708,10 @@ impl Engine {
             Some(m) => Some(TenantId::parse(m).map_err(|e| errors::invalid_tenant_id(m, &e))?),
             None => None,
         };
+        let billed = member.as_ref().unwrap_or(tenant);
         let ref_text = conn_ref.to_str()?;
         let meta_limit = META_LIMIT.load(Ordering::Relaxed);
-        let (change, users_after) = match self {
+        match self {
             Engine::Memory(timeout) => {
                 // A flat meta of exact JSON types is read in place (no
                 // Python code can run meanwhile, so nothing can change it)
@@ -736,26 +745,24 @@ impl Engine {
                 let stored_entry: Stored = StoredMeta::new(frozen.entry_of(py, conn_ref, wall)?);
                 let entry = stored_entry.entry(py)?;
                 let meta = frozen.thaw(py)?;
-                let (tracked, users_after) = reclaiming(|graveyard| {
-                    let now = Instant::now();
-                    MEMORY
-                        .track(
-                            tenant,
-                            room,
-                            user_text,
-                            ref_text,
-                            Arc::clone(&frozen),
-                            stored_entry,
-                            *timeout,
-                            now,
-                            wall,
-                            graveyard,
-                        )
-                        .map(|tracked| {
-                            let users = MEMORY
-                                .count_counted(tenant, room, user_text, *timeout, now, graveyard);
-                            (tracked, users as u64)
-                        })
+                // The peak is metered under the store's lock: recorded when
+                // it rose above what this room's part of the tenant last
+                // recorded in the usage hour (or the figures changed since).
+                let meter = super::usage::PeakMeter::new(py, wall as u64)?;
+                let metered = reclaiming(|graveyard| {
+                    MEMORY.track_metered(
+                        tenant,
+                        room,
+                        user_text,
+                        ref_text,
+                        Arc::clone(&frozen),
+                        stored_entry,
+                        *timeout,
+                        Instant::now(),
+                        wall,
+                        meter.period(),
+                        graveyard,
+                    )
                 })
                 .map_err(|refused| match refused.cap {
                     None => too_many(user_text, room),
@@ -769,8 +776,11 @@ impl Engine {
                         },
                     }),
                 })?;
+                if metered.meter_due {
+                    meter.record(py, billed, metered.users as u64)?;
+                }
                 // A replaced user-level meta is dropped here, after the lock.
-                let (joined_at, left) = match tracked {
+                let (joined_at, left) = match metered.tracked {
                     Tracked::UserJoined { joined_at } | Tracked::ConnAdded { joined_at, .. } => {
                         (joined_at, None)
                     }
@@ -807,16 +817,13 @@ impl Engine {
                         (joined_at, Some(old.entry(py)?.into_any()))
                     }
                 };
-                (
-                    Change {
-                        user,
-                        joined_at,
-                        meta,
-                        joined: Some(entry.into_any()),
-                        left,
-                    },
-                    users_after,
-                )
+                Ok(Change {
+                    user,
+                    joined_at,
+                    meta,
+                    joined: Some(entry.into_any()),
+                    left,
+                })
             }
             Engine::Redis(r) => {
                 let meta = meta_or_empty(py, meta)?;
@@ -838,21 +845,16 @@ impl Engine {
                         Some(own_entry(py, old, conn_ref, tracked.online_at)?.into_any())
                     }
                 };
-                (
-                    Change {
-                        user,
-                        joined_at: tracked.joined_at,
-                        meta,
-                        joined: Some(entry.into_any()),
-                        left,
-                    },
-                    tracked.users_after,
-                )
+                super::usage::record(py, billed, Metric::PeakPresences, tracked.users_after)?;
+                Ok(Change {
+                    user,
+                    joined_at: tracked.joined_at,
+                    meta,
+                    joined: Some(entry.into_any()),
+                    left,
+                })
             }
-        };
-        let billed = member.as_ref().unwrap_or(tenant);
-        super::usage::record(py, billed, Metric::PeakPresences, users_after)?;
-        Ok(change)
+        }
     }
 
     /// Removes connection `conn_ref` of `user`; `None` when it was not live.
