@@ -1040,22 +1040,22 @@ impl Engine {
                 // Under the shard lock: only `Arc` clones and Rust copies,
                 // no Python code; the records are built after, every dict
                 // and list of them new.
+                // Every user's connections in one vector (a user's are the
+                // next `n` of it): no allocation per user.
                 let mut users: Vec<Listed> = Vec::new();
+                let mut conns: Vec<Stored> = Vec::new();
                 reclaiming(|graveyard| {
                     MEMORY.list(tenant, room, *timeout, Instant::now(), graveyard, |p| {
                         // The user id is copied only for a record not made yet.
                         let user = p.meta.record.get().is_none().then(|| p.user.to_owned());
-                        users.push((
-                            user,
-                            p.joined_at,
-                            Arc::clone(p.meta),
-                            p.conns.iter().map(|c| Arc::clone(c.payload())).collect(),
-                        ))
+                        conns.extend(p.conns.iter().map(|c| Arc::clone(c.payload())));
+                        users.push((user, p.joined_at, Arc::clone(p.meta), p.conns.len()))
                     })
                 });
+                let mut conns = conns.iter();
                 let records = users
                     .into_iter()
-                    .map(|(user, joined_at, meta, conns)| {
+                    .map(|(user, joined_at, meta, n)| {
                         let template = match (meta.record.get(), user) {
                             (Some(template), _) => template.bind(py).clone(),
                             (None, user) => {
@@ -1068,11 +1068,19 @@ impl Engine {
                         };
                         let rec = template.copy()?;
                         rec.set_item(intern!(py, "meta"), meta.thaw(py)?)?;
-                        let entries = conns
-                            .iter()
-                            .map(|entry| entry.entry(py))
-                            .collect::<PyResult<Vec<_>>>()?;
-                        rec.set_item(intern!(py, "metas"), PyList::new(py, entries)?)?;
+                        let mut entries = conns.by_ref().take(n).map(|entry| entry.entry(py));
+                        let metas = match (n, entries.next()) {
+                            // The usual user: one connection, no vector.
+                            (1, Some(only)) => PyList::new(py, [only?])?,
+                            (_, first) => PyList::new(
+                                py,
+                                first
+                                    .into_iter()
+                                    .chain(entries)
+                                    .collect::<PyResult<Vec<_>>>()?,
+                            )?,
+                        };
+                        rec.set_item(intern!(py, "metas"), metas)?;
                         Ok(rec)
                     })
                     .collect::<PyResult<Vec<_>>>()?;
@@ -1146,9 +1154,10 @@ impl Engine {
     }
 }
 
-/// One user of a memory room, taken out under the shard lock: id,
-/// `joined_at`, user-level meta, connection entries.
-type Listed = (Option<String>, f64, Stored, Vec<Stored>);
+/// One user of a memory room, taken out under the shard lock: id (when its
+/// record template is not made yet), `joined_at`, user-level meta, and how
+/// many connection entries of the listing's vector are its.
+type Listed = (Option<String>, f64, Stored, usize);
 
 /// Records from Redis: every meta of the room decoded once, in Rust,
 /// straight into the records' dicts (one [`PySink`], so each meta key is

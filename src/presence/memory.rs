@@ -1799,6 +1799,71 @@ mod tests {
 
     /// Red team rooms findings 5 and 8: in a space of shared rooms each
     /// member is counted against its own tenant's caps (and its own count
+    /// A part meters its count once per period unless it rises: a join
+    /// that raises it is due, one that does not is not (peaks keep the
+    /// largest value), a new hour or generation is due again, no period is
+    /// always due, and in a shared room each member tenant's part meters
+    /// its own members' count.
+    #[test]
+    fn peaks_are_due_when_they_rise_or_the_period_changes() {
+        let s = Store::new();
+        let c = Clock(Instant::now());
+        let acme = id("acme");
+        let p0 = Meter {
+            hour: 7,
+            generation: 0,
+        };
+        let track = |t: &TenantId, user: &str, r: &str, meter: Option<Meter>| {
+            let m = s
+                .track_metered(
+                    t,
+                    "doc",
+                    user,
+                    r,
+                    1,
+                    1,
+                    T,
+                    c.at(0),
+                    1.0,
+                    meter,
+                    &mut Vec::new(),
+                )
+                .unwrap();
+            (m.users, m.meter_due)
+        };
+        assert_eq!(track(&acme, "u1", "", Some(p0)), (1, true));
+        assert_eq!(track(&acme, "u2", "", Some(p0)), (2, true));
+        assert_eq!(track(&acme, "u2", "tab", Some(p0)), (2, false));
+        assert_eq!(track(&acme, "u1", "", Some(p0)), (2, false));
+        assert_eq!(track(&acme, "u1", "", None), (2, true));
+        assert!(s
+            .leave(&acme, "doc", "u2", T, c.at(0), &mut Vec::new())
+            .is_some());
+        assert_eq!(track(&acme, "u2", "", Some(p0)), (2, false));
+        let next_hour = Meter { hour: 8, ..p0 };
+        assert_eq!(track(&acme, "u1", "", Some(next_hour)), (2, true));
+        let cleared = Meter {
+            generation: 1,
+            ..next_hour
+        };
+        assert_eq!(track(&acme, "u1", "", Some(cleared)), (2, true));
+        assert_eq!(track(&acme, "u3", "", Some(cleared)), (3, true));
+        // A part that went (its last user left) starts afresh.
+        for u in ["u1", "u2", "u3"] {
+            assert!(s
+                .leave(&acme, "doc", u, T, c.at(0), &mut Vec::new())
+                .is_some());
+        }
+        assert_eq!(track(&acme, "u1", "", Some(cleared)), (1, true));
+        // Shared room: each member tenant's part, its own count.
+        let space = TenantId::shared_rooms_of(&acme);
+        assert_eq!(track(&space, "globex:g0", "", Some(p0)), (1, true));
+        assert_eq!(track(&space, "globex:g1", "", Some(p0)), (2, true));
+        assert_eq!(track(&space, "initech:i0", "", Some(p0)), (1, true));
+        assert_eq!(track(&space, "initech:i0", "", Some(p0)), (1, false));
+        assert_eq!(track(&space, "globex:g1", "", Some(p0)), (2, false));
+    }
+
     /// for usage), so a grantee at its cap never locks the owner out.
     #[test]
     fn shared_room_members_count_against_their_own_tenant() {
