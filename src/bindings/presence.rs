@@ -447,6 +447,10 @@ fn flat_meta(meta: &Bound<'_, PyAny>, limit: usize) -> PyResult<Option<(usize, O
     let Ok(d) = meta.cast_exact::<PyDict>() else {
         return Ok(None);
     };
+    // One pass: the check, and the size as [`add_container`] counts it
+    // (items counted until the size is past `limit`).
+    let mut size = 2 + 2 * d.len();
+    let mut nested = Vec::new();
     for (k, v) in d.iter() {
         let leaf = v.is_none()
             || v.is_exact_instance_of::<PyString>()
@@ -456,10 +460,11 @@ fn flat_meta(meta: &Bound<'_, PyAny>, limit: usize) -> PyResult<Option<(usize, O
         if !(leaf && k.is_exact_instance_of::<PyString>()) {
             return Ok(None);
         }
+        if size <= limit {
+            add_scalar(&k, limit, &mut size, &mut nested)?;
+            add_scalar(&v, limit, &mut size, &mut nested)?;
+        }
     }
-    let mut size = 0usize;
-    let mut nested = Vec::new();
-    add_container(meta, limit, &mut size, &mut nested)?;
     if size > limit {
         return Ok(Some((size, None)));
     }
@@ -683,9 +688,12 @@ impl Engine {
     /// Tracks connection `conn_ref` of `user`; what changed. Every track
     /// and join of every tenantry presence object comes through here, so
     /// this is where the tenant's `peak_presences` usage is raised to the
-    /// room's count after the track: the memory store's count is O(1), the
-    /// Redis track script returns it (no second round trip), and the usage
-    /// figure goes into the batched counters (usage.rs).
+    /// room's count after the track: the memory store counts it under the
+    /// track's own lock and records it only when it rose above what that
+    /// room's part of the tenant recorded in the same usage hour and
+    /// generation (peaks keep the largest value, so the rest are no-ops;
+    /// [`super::usage::PeakMeter`]); the Redis track script returns it (no
+    /// second round trip) and it goes into the batched counters (usage.rs).
     #[allow(clippy::too_many_arguments)]
     fn track_change<'py>(
         &self,
@@ -707,9 +715,10 @@ impl Engine {
             Some(m) => Some(TenantId::parse(m).map_err(|e| errors::invalid_tenant_id(m, &e))?),
             None => None,
         };
+        let billed = member.as_ref().unwrap_or(tenant);
         let ref_text = conn_ref.to_str()?;
         let meta_limit = META_LIMIT.load(Ordering::Relaxed);
-        let (change, users_after) = match self {
+        match self {
             Engine::Memory(timeout) => {
                 // A flat meta of exact JSON types is read in place (no
                 // Python code can run meanwhile, so nothing can change it)
@@ -743,26 +752,24 @@ impl Engine {
                 let stored_entry: Stored = StoredMeta::new(frozen.entry_of(py, conn_ref, wall)?);
                 let entry = stored_entry.entry(py)?;
                 let meta = frozen.thaw(py)?;
-                let (tracked, users_after) = reclaiming(|graveyard| {
-                    let now = Instant::now();
-                    MEMORY
-                        .track(
-                            tenant,
-                            room,
-                            user_text,
-                            ref_text,
-                            Arc::clone(&frozen),
-                            stored_entry,
-                            *timeout,
-                            now,
-                            wall,
-                            graveyard,
-                        )
-                        .map(|tracked| {
-                            let users = MEMORY
-                                .count_counted(tenant, room, user_text, *timeout, now, graveyard);
-                            (tracked, users as u64)
-                        })
+                // The peak is metered under the store's lock: recorded when
+                // it rose above what this room's part of the tenant last
+                // recorded in the usage hour (or the figures changed since).
+                let meter = super::usage::PeakMeter::new(py, wall as u64)?;
+                let metered = reclaiming(|graveyard| {
+                    MEMORY.track_metered(
+                        tenant,
+                        room,
+                        user_text,
+                        ref_text,
+                        Arc::clone(&frozen),
+                        stored_entry,
+                        *timeout,
+                        Instant::now(),
+                        wall,
+                        meter.period(),
+                        graveyard,
+                    )
                 })
                 .map_err(|refused| match refused.cap {
                     None => too_many(user_text, room),
@@ -776,8 +783,11 @@ impl Engine {
                         },
                     }),
                 })?;
+                if metered.meter_due {
+                    meter.record(py, billed, metered.users as u64)?;
+                }
                 // A replaced user-level meta is dropped here, after the lock.
-                let (joined_at, left) = match tracked {
+                let (joined_at, left) = match metered.tracked {
                     Tracked::UserJoined { joined_at } | Tracked::ConnAdded { joined_at, .. } => {
                         (joined_at, None)
                     }
@@ -814,16 +824,13 @@ impl Engine {
                         (joined_at, Some(old.entry(py)?.into_any()))
                     }
                 };
-                (
-                    Change {
-                        user,
-                        joined_at,
-                        meta,
-                        joined: Some(entry.into_any()),
-                        left,
-                    },
-                    users_after,
-                )
+                Ok(Change {
+                    user,
+                    joined_at,
+                    meta,
+                    joined: Some(entry.into_any()),
+                    left,
+                })
             }
             Engine::Redis(r) => {
                 let meta = meta_or_empty(py, meta)?;
@@ -845,21 +852,16 @@ impl Engine {
                         Some(own_entry(py, old, conn_ref, tracked.online_at)?.into_any())
                     }
                 };
-                (
-                    Change {
-                        user,
-                        joined_at: tracked.joined_at,
-                        meta,
-                        joined: Some(entry.into_any()),
-                        left,
-                    },
-                    tracked.users_after,
-                )
+                super::usage::record(py, billed, Metric::PeakPresences, tracked.users_after)?;
+                Ok(Change {
+                    user,
+                    joined_at: tracked.joined_at,
+                    meta,
+                    joined: Some(entry.into_any()),
+                    left,
+                })
             }
-        };
-        let billed = member.as_ref().unwrap_or(tenant);
-        super::usage::record(py, billed, Metric::PeakPresences, users_after)?;
-        Ok(change)
+        }
     }
 
     /// Removes connection `conn_ref` of `user`; `None` when it was not live.
@@ -1048,22 +1050,22 @@ impl Engine {
                 // Under the shard lock: only `Arc` clones and Rust copies,
                 // no Python code; the records are built after, every dict
                 // and list of them new.
+                // Every user's connections in one vector (a user's are the
+                // next `n` of it): no allocation per user.
                 let mut users: Vec<Listed> = Vec::new();
+                let mut conns: Vec<Stored> = Vec::new();
                 reclaiming(|graveyard| {
                     MEMORY.list(tenant, room, *timeout, Instant::now(), graveyard, |p| {
                         // The user id is copied only for a record not made yet.
                         let user = p.meta.record.get().is_none().then(|| p.user.to_owned());
-                        users.push((
-                            user,
-                            p.joined_at,
-                            Arc::clone(p.meta),
-                            p.conns.iter().map(|c| Arc::clone(c.payload())).collect(),
-                        ))
+                        conns.extend(p.conns.iter().map(|c| Arc::clone(c.payload())));
+                        users.push((user, p.joined_at, Arc::clone(p.meta), p.conns.len()))
                     })
                 });
+                let mut conns = conns.iter();
                 let records = users
                     .into_iter()
-                    .map(|(user, joined_at, meta, conns)| {
+                    .map(|(user, joined_at, meta, n)| {
                         let template = match (meta.record.get(), user) {
                             (Some(template), _) => template.bind(py).clone(),
                             (None, user) => {
@@ -1076,11 +1078,19 @@ impl Engine {
                         };
                         let rec = template.copy()?;
                         rec.set_item(intern!(py, "meta"), meta.thaw(py)?)?;
-                        let entries = conns
-                            .iter()
-                            .map(|entry| entry.entry(py))
-                            .collect::<PyResult<Vec<_>>>()?;
-                        rec.set_item(intern!(py, "metas"), PyList::new(py, entries)?)?;
+                        let mut entries = conns.by_ref().take(n).map(|entry| entry.entry(py));
+                        let metas = match (n, entries.next()) {
+                            // The usual user: one connection, no vector.
+                            (1, Some(only)) => PyList::new(py, [only?])?,
+                            (_, first) => PyList::new(
+                                py,
+                                first
+                                    .into_iter()
+                                    .chain(entries)
+                                    .collect::<PyResult<Vec<_>>>()?,
+                            )?,
+                        };
+                        rec.set_item(intern!(py, "metas"), metas)?;
                         Ok(rec)
                     })
                     .collect::<PyResult<Vec<_>>>()?;
@@ -1157,9 +1167,10 @@ impl Engine {
     }
 }
 
-/// One user of a memory room, taken out under the shard lock: id,
-/// `joined_at`, user-level meta, connection entries.
-type Listed = (Option<String>, f64, Stored, Vec<Stored>);
+/// One user of a memory room, taken out under the shard lock: id (when its
+/// record template is not made yet), `joined_at`, user-level meta, and how
+/// many connection entries of the listing's vector are its.
+type Listed = (Option<String>, f64, Stored, usize);
 
 /// Records from Redis: every meta of the room decoded once, in Rust,
 /// straight into the records' dicts (one [`PySink`], so each meta key is

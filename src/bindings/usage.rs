@@ -17,6 +17,7 @@ use super::errors::store_error;
 use super::tenant_backend::{self, EngineSlot, RedisEngine};
 use super::tenant_info::id_from_py;
 use crate::keys::KeyPrefix;
+use crate::presence::memory::Meter;
 use crate::redis_store::RedisStore;
 use crate::tenant_id::TenantId;
 use crate::usage::{Batch, Figures, MemoryUsage, Metric, Recorded, RedisUsage, Usage, DAY, HOUR};
@@ -47,8 +48,20 @@ impl RedisEngine for RedisUsage {
 
 type Engine = tenant_backend::Engine<(), RedisUsage>;
 
+/// The generation of the figures this process recorded in its memory
+/// store: changed whenever one of them may be gone or counted elsewhere (a
+/// clear, a purge, a new usage store, a figure counted as `-other`). The
+/// memory presence store meters a room's peak once per hour and generation
+/// unless it rises ([`PeakMeter`]), so this is what keeps that exact.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+fn figures_changed() {
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
 fn engine(py: Python<'_>) -> PyResult<Arc<Engine>> {
     ENGINE.get(py, |compiled| {
+        figures_changed();
         let s = &compiled.settings;
         Engine::from_settings(
             &s.state,
@@ -78,14 +91,71 @@ fn warn(py: Python<'_>, message: String) -> PyResult<()> {
 /// flushed first; if that fails too, this figure is counted as the `-other`
 /// owner (logged). The memory store does the same with its own bound.
 pub fn record(py: Python<'_>, tenant: &TenantId, metric: Metric, value: u64) -> PyResult<()> {
-    let engine = engine(py)?;
-    let now = now_secs();
-    match &*engine {
+    record_in(py, &*engine(py)?, now_secs(), tenant, metric, value)
+}
+
+/// The usage store and the time of one presence track's `peak_presences`
+/// figure, fetched before the track so the memory presence store can tell,
+/// under its lock, whether the figure is due ([`PeakMeter::period`]).
+pub struct PeakMeter {
+    engine: Arc<Engine>,
+    now: u64,
+}
+
+impl PeakMeter {
+    /// With `now` in epoch seconds (the track's own clock reading).
+    pub fn new(py: Python<'_>, now: u64) -> PyResult<Self> {
+        Ok(PeakMeter {
+            engine: engine(py)?,
+            now,
+        })
+    }
+
+    /// The period a figure recorded now counts in, when this process's
+    /// memory store keeps the figures; `None` with Redis (figures there are
+    /// shared and can change outside this process: always recorded).
+    pub fn period(&self) -> Option<Meter> {
+        match &*self.engine {
+            tenant_backend::Engine::Memory(()) => Some(Meter {
+                hour: self.now / HOUR,
+                generation: GENERATION.load(Ordering::Acquire),
+            }),
+            tenant_backend::Engine::Redis(_) => None,
+        }
+    }
+
+    /// Records `tenant`'s peak of `value` present users.
+    pub fn record(&self, py: Python<'_>, tenant: &TenantId, value: u64) -> PyResult<()> {
+        let recorded = record_in(
+            py,
+            &self.engine,
+            self.now,
+            tenant,
+            Metric::PeakPresences,
+            value,
+        );
+        if recorded.is_err() {
+            figures_changed();
+        }
+        recorded
+    }
+}
+
+fn record_in(
+    py: Python<'_>,
+    engine: &Engine,
+    now: u64,
+    tenant: &TenantId,
+    metric: Metric,
+    value: u64,
+) -> PyResult<()> {
+    match engine {
         tenant_backend::Engine::Memory(()) => {
             let mut f = Figures::default();
             f[metric as usize] = value;
             let owner = MEMORY.add(tenant, now / HOUR, &f);
             if owner != *tenant {
+                figures_changed();
                 warn_other(
                     py,
                     tenant,
@@ -345,7 +415,10 @@ pub fn usage_clear_tenant(py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyRes
     drop(BATCH.take(Some(&tenant)));
     let engine = engine(py)?;
     match &*engine {
-        tenant_backend::Engine::Memory(()) => Ok(u64::from(MEMORY.clear_tenant(&tenant))),
+        tenant_backend::Engine::Memory(()) => {
+            figures_changed();
+            Ok(u64::from(MEMORY.clear_tenant(&tenant)))
+        }
         tenant_backend::Engine::Redis(r) => {
             let now_hour = now_secs() / HOUR;
             py.detach(|| r.delete_tenant(&tenant, now_hour))
@@ -364,6 +437,7 @@ pub(super) fn purge_memory(py: Python<'_>, tenant: &TenantId, dry_run: bool) -> 
         return Ok(usize::from(MEMORY.has_tenant(tenant)));
     }
     drop(BATCH.take(Some(tenant)));
+    figures_changed();
     Ok(usize::from(MEMORY.clear_tenant(tenant)))
 }
 
@@ -373,6 +447,7 @@ pub fn usage_clear(py: Python<'_>) -> PyResult<()> {
     if let Some(held) = HELD.get(py) {
         held.bind(py).call_method0(pyo3::intern!(py, "clear"))?;
     }
+    figures_changed();
     MEMORY.clear();
     drop(BATCH.take(None));
     Ok(())

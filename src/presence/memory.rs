@@ -117,6 +117,30 @@ pub enum Tracked<M> {
     },
 }
 
+/// A usage period of a tenant's `peak_presences`: the hour, and the
+/// generation of the usage figures (changed whenever figures already
+/// recorded may be gone: cleared, recorded elsewhere, a new usage store).
+/// A peak recorded in one period need not be recorded again in it unless
+/// the count rises above it (peaks keep the largest value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meter {
+    pub hour: u64,
+    pub generation: u64,
+}
+
+/// What [`MemoryPresence::track_metered`] did.
+#[derive(Debug, PartialEq)]
+pub struct Metered<M> {
+    pub tracked: Tracked<M>,
+    /// Users present after the track counted against the same tenant as the
+    /// user (the room's, or in a shared room the member's): the figure of
+    /// that tenant's `peak_presences`.
+    pub users: usize,
+    /// Whether `users` must be recorded: false only when it is at most a
+    /// figure this part already recorded in the same [`Meter`] period.
+    pub meter_due: bool,
+}
+
 /// What an [`MemoryPresence::untrack`] removed.
 #[derive(Debug, PartialEq)]
 pub struct Untracked<M> {
@@ -324,6 +348,9 @@ struct Part {
     held: Arc<Held>,
     users: usize,
     conns: usize,
+    /// The highest `users` this part was metered at, and in which
+    /// [`Meter`] period (see [`MemoryPresence::track_metered`]).
+    metered: Option<(Meter, usize)>,
 }
 
 struct Room<M> {
@@ -690,6 +717,33 @@ impl<M> MemoryPresence<M> {
         wall: f64,
         graveyard: &mut Vec<M>,
     ) -> Result<Tracked<M>, TooManyConnections<M>> {
+        self.track_metered(
+            tenant, room, user, conn_ref, meta, payload, timeout, now, wall, None, graveyard,
+        )
+        .map(|m| m.tracked)
+    }
+
+    /// [`track`](Self::track), also counting, under the same lock, the
+    /// users counted against the user's tenant after it, and whether that
+    /// figure is due for the tenant's `peak_presences` in period `meter`
+    /// (always, with no `meter`). The part keeps the highest figure it
+    /// reported due in the period, so a join that does not raise the
+    /// count is not metered again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn track_metered(
+        &self,
+        tenant: &TenantId,
+        room: &str,
+        user: &str,
+        conn_ref: &str,
+        meta: M,
+        payload: M,
+        timeout: Duration,
+        now: Instant,
+        wall: f64,
+        meter: Option<Meter>,
+        graveyard: &mut Vec<M>,
+    ) -> Result<Metered<M>, TooManyConnections<M>> {
         let h = self.hashes(tenant, room, user, conn_ref);
         let caps = self.caps();
         self.on_shard(h.room, now, graveyard, |shard, cx, graveyard| {
@@ -781,6 +835,7 @@ impl<M> MemoryPresence<M> {
                         held,
                         users: 0,
                         conns: 0,
+                        metered: None,
                     });
                     let last = entry.parts.len() - 1;
                     &mut entry.parts[last]
@@ -793,6 +848,20 @@ impl<M> MemoryPresence<M> {
             if conn_found.is_none() {
                 part.conns += 1;
             }
+            let users = part.users;
+            let meter_due = match (meter, part.metered) {
+                (Some(m), Some((k, peak))) if k == m && users <= peak => false,
+                (Some(m), _) => {
+                    part.metered = Some((m, users));
+                    true
+                }
+                (None, _) => true,
+            };
+            let metered = |tracked| Metered {
+                tracked,
+                users,
+                meter_due,
+            };
             let key = || ConnKey {
                 user: user.into(),
                 user_hash: h.user,
@@ -822,7 +891,7 @@ impl<M> MemoryPresence<M> {
                 entry.conns.push_back(h.conn, now, key());
                 shard.users += 1;
                 shard.conns += 1;
-                return Ok(Tracked::UserJoined { joined_at: wall });
+                return Ok(metered(Tracked::UserJoined { joined_at: wall }));
             };
             entry.users.touch(at, now);
             let u = entry.users.get_mut(at);
@@ -836,21 +905,21 @@ impl<M> MemoryPresence<M> {
                     if let Some(k) = entry.find_conn(h.conn, user, conn_ref) {
                         entry.conns.touch(k, now);
                     }
-                    Ok(Tracked::ConnUpdated {
+                    Ok(metered(Tracked::ConnUpdated {
                         joined_at,
                         online_at,
                         old,
                         old_meta,
-                    })
+                    }))
                 }
                 None => {
                     u.conns.push(conn(payload));
                     entry.conns.push_back(h.conn, now, key());
                     shard.conns += 1;
-                    Ok(Tracked::ConnAdded {
+                    Ok(metered(Tracked::ConnAdded {
                         joined_at,
                         old_meta,
-                    })
+                    }))
                 }
             }
         })
@@ -1730,6 +1799,71 @@ mod tests {
 
     /// Red team rooms findings 5 and 8: in a space of shared rooms each
     /// member is counted against its own tenant's caps (and its own count
+    /// A part meters its count once per period unless it rises: a join
+    /// that raises it is due, one that does not is not (peaks keep the
+    /// largest value), a new hour or generation is due again, no period is
+    /// always due, and in a shared room each member tenant's part meters
+    /// its own members' count.
+    #[test]
+    fn peaks_are_due_when_they_rise_or_the_period_changes() {
+        let s = Store::new();
+        let c = Clock(Instant::now());
+        let acme = id("acme");
+        let p0 = Meter {
+            hour: 7,
+            generation: 0,
+        };
+        let track = |t: &TenantId, user: &str, r: &str, meter: Option<Meter>| {
+            let m = s
+                .track_metered(
+                    t,
+                    "doc",
+                    user,
+                    r,
+                    1,
+                    1,
+                    T,
+                    c.at(0),
+                    1.0,
+                    meter,
+                    &mut Vec::new(),
+                )
+                .unwrap();
+            (m.users, m.meter_due)
+        };
+        assert_eq!(track(&acme, "u1", "", Some(p0)), (1, true));
+        assert_eq!(track(&acme, "u2", "", Some(p0)), (2, true));
+        assert_eq!(track(&acme, "u2", "tab", Some(p0)), (2, false));
+        assert_eq!(track(&acme, "u1", "", Some(p0)), (2, false));
+        assert_eq!(track(&acme, "u1", "", None), (2, true));
+        assert!(s
+            .leave(&acme, "doc", "u2", T, c.at(0), &mut Vec::new())
+            .is_some());
+        assert_eq!(track(&acme, "u2", "", Some(p0)), (2, false));
+        let next_hour = Meter { hour: 8, ..p0 };
+        assert_eq!(track(&acme, "u1", "", Some(next_hour)), (2, true));
+        let cleared = Meter {
+            generation: 1,
+            ..next_hour
+        };
+        assert_eq!(track(&acme, "u1", "", Some(cleared)), (2, true));
+        assert_eq!(track(&acme, "u3", "", Some(cleared)), (3, true));
+        // A part that went (its last user left) starts afresh.
+        for u in ["u1", "u2", "u3"] {
+            assert!(s
+                .leave(&acme, "doc", u, T, c.at(0), &mut Vec::new())
+                .is_some());
+        }
+        assert_eq!(track(&acme, "u1", "", Some(cleared)), (1, true));
+        // Shared room: each member tenant's part, its own count.
+        let space = TenantId::shared_rooms_of(&acme);
+        assert_eq!(track(&space, "globex:g0", "", Some(p0)), (1, true));
+        assert_eq!(track(&space, "globex:g1", "", Some(p0)), (2, true));
+        assert_eq!(track(&space, "initech:i0", "", Some(p0)), (1, true));
+        assert_eq!(track(&space, "initech:i0", "", Some(p0)), (1, false));
+        assert_eq!(track(&space, "globex:g1", "", Some(p0)), (2, false));
+    }
+
     /// for usage), so a grantee at its cap never locks the owner out.
     #[test]
     fn shared_room_members_count_against_their_own_tenant() {

@@ -314,6 +314,55 @@ def test_backends_made_directly_record_the_peak_too(stores):
     assert peak("acme", "peak_presences") == 0
 
 
+def test_memory_peaks_are_recorded_again_whenever_the_figures_changed(settings, redis_target):
+    """docs/performance-design.md#presence-join-metered-when-the-peak-rises:
+    the memory store records a room's count only when it rises above what
+    it recorded in the hour, so every way recorded figures can go must make
+    the next join record again, even one that does not raise the count: a
+    clear, a tenant's clear, and a switch of the usage store (here to
+    Redis, where every join is recorded)."""
+    from tenantry import TenantAwareMemoryBackend
+
+    settings.DJUST_CONFIG = BASE
+    acme = TenantAwareMemoryBackend("acme")
+    acme.join("doc", "u1", {})
+    acme.join("doc", "u2", {})
+    assert peak("acme", "peak_presences") == 2
+    acme.join("doc", "u2", {"again": True})  # no rise: nothing new to record
+    acme.leave("doc", "u2")
+    acme.join("doc", "u2", {})  # back to 2, recorded before: still 2
+    assert peak("acme", "peak_presences") == 2
+
+    _core.usage_clear()
+    assert peak("acme", "peak_presences") == 0
+    acme.join("doc", "u1", {})  # the same count, recorded again
+    assert peak("acme", "peak_presences") == 2
+
+    usage.clear_tenant("acme")
+    assert peak("acme", "peak_presences") == 0
+    acme.track("doc", "u1", "tab-2", {})
+    assert peak("acme", "peak_presences") == 2
+
+    settings.DJUST_CONFIG = {
+        **BASE,
+        "STATE_BACKEND": "tenant_redis",
+        "STATE_REDIS_URL": redis_target.url,
+        "TENANT_KEY_PREFIX": f"gen-{uuid.uuid4().hex[:8]}",
+    }
+    assert peak("acme", "peak_presences") == 0
+    acme.join("doc", "u1", {})  # memory presence, usage now in Redis
+    assert peak("acme", "peak_presences") == 2
+    settings.DJUST_CONFIG = BASE  # back to the memory figures: a new store
+    _core.usage_clear()
+    acme.join("doc", "u2", {})
+    assert peak("acme", "peak_presences") == 2
+    # Another tenant's room never answers for acme's.
+    globex = TenantAwareMemoryBackend("globex")
+    globex.join("doc", "u1", {})
+    assert peak("globex", "peak_presences") == 1
+    TenantAwareMemoryBackend.clear_all()
+
+
 def test_redis_joins_stay_one_round_trip_while_recording_the_peak(settings, redis_target):
     """docs/performance.md: the track script returns the room's count itself, so a
     join or track through the manager's backend or djust's router is exactly
