@@ -224,6 +224,16 @@ class SharedRoomMixin(TenantPresenceMixin):
         self.shared_room_closed = False
         return room
 
+    def track_presence(self, meta: dict[str, Any] | None = None) -> None:
+        """djust's ``track_presence``; a shared room's view tracks its user
+        over WebSocket only. djust's SSE transport has no disconnect hook,
+        heartbeat or channel group: a member tracked there could neither be
+        taken out on a revoke nor leave when the stream ends, so over SSE
+        the room view renders without presence (docs/collaboration.md)."""
+        if self.get_shared_room() is not None and self._consumer() is None:
+            return
+        super().track_presence(meta)
+
     # -- TenantPresenceMixin's seams ------------------------------------------------
 
     def _presence_member(self, user_id: str) -> str:
