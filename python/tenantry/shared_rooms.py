@@ -39,6 +39,7 @@ ending.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -134,6 +135,24 @@ def member_diff(diff: Mapping[str, Any], owner: str) -> dict[str, Any]:
     }
 
 
+def _plain(value: Any) -> str:
+    """A room name, user id or ref as an exact ``str`` (a ``str`` subclass
+    or any other object is converted here, outside the admitted call)."""
+    return str.__str__(value) if isinstance(value, str) else str(value)
+
+
+def _plain_meta(meta: Any) -> Any:
+    """A meta as plain JSON values, converted here, before the admitted
+    call: a caller's mapping or sequence subclass runs its own code now,
+    never while the call holds the room's admission."""
+    if meta is None:
+        return None
+    try:
+        return json.loads(json.dumps(meta))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"a shared room's presence meta must be JSON data: {exc}") from None
+
+
 class SharedRoomPresence:
     """The presence backend of one owner's shared rooms, with every record
     it returns as :func:`member_record` gives it (djust's
@@ -153,7 +172,14 @@ class SharedRoomPresence:
         self.backend = get_shared_room_backend(owner)
 
     @contextmanager
-    def _admitted(self, room: str, what: str, *, check: bool = False) -> Iterator[None]:
+    def _admitted(self, room: str, what: str, *, removal: bool = False) -> Iterator[None]:
+        """Around one backend call: with a tenant bound, only the opened
+        room, re-checked (:meth:`SharedRoom.check_use`: the bound tenant
+        opened it and is still admitted, one query; a ``removal`` of the
+        tenant's own members needs only that it opened the room, so a view
+        whose grant ended can still leave), and marked admitted for the
+        core's gate of the space for this call only (the arguments are
+        plain values by then: no caller code runs under the mark)."""
         bound = get_current_tenant()
         if bound is None:
             yield
@@ -164,7 +190,7 @@ class SharedRoomPresence:
                 f"presence {what} of room {room!r} in the shared rooms of {self.owner!r} with "
                 f"tenant {bound.id!r} bound: only the room it opened (shared_room(obj)) serves it"
             )
-        if check:
+        if not removal:
             opened.check_use(what)
         elif bound.id != opened.member:
             raise TenantMismatchError(
@@ -178,39 +204,48 @@ class SharedRoomPresence:
             _room_member.reset(token)
 
     def track(self, room: str, user_id: str, ref: str, meta: Any = None) -> dict[str, Any]:
-        with self._admitted(room, "track", check=True):
+        room, user_id, ref, meta = _plain(room), _plain(user_id), _plain(ref), _plain_meta(meta)
+        with self._admitted(room, "track"):
             diff = self.backend.track(room, user_id, ref, meta)
         return member_diff(diff, self.owner)
 
     def untrack(self, room: str, user_id: str, ref: str) -> dict[str, Any]:
-        with self._admitted(room, "untrack"):
+        room, user_id, ref = _plain(room), _plain(user_id), _plain(ref)
+        with self._admitted(room, "untrack", removal=True):
             diff = self.backend.untrack(room, user_id, ref)
         return member_diff(diff, self.owner)
 
     def join(self, room: str, user_id: str, meta: Any = None) -> dict[str, Any]:
-        with self._admitted(room, "join", check=True):
+        room, user_id, meta = _plain(room), _plain(user_id), _plain_meta(meta)
+        with self._admitted(room, "join"):
             record = self.backend.join(room, user_id, meta)
         return member_record(record, self.owner)
 
     def leave(self, room: str, user_id: str) -> dict[str, Any] | None:
-        with self._admitted(room, "leave"):
+        room, user_id = _plain(room), _plain(user_id)
+        with self._admitted(room, "leave", removal=True):
             left = self.backend.leave(room, user_id)
         return None if left is None else member_record(left, self.owner)
 
     def list(self, room: str) -> list[dict[str, Any]]:
+        room = _plain(room)
         with self._admitted(room, "list"):
             records = self.backend.list(room)
         return [member_record(r, self.owner) for r in records]
 
     def count(self, room: str) -> int:
+        room = _plain(room)
         with self._admitted(room, "count"):
             return self.backend.count(room)
 
     def heartbeat(self, room: str, user_id: str, ref: str | None = None) -> Any:
+        room, user_id = _plain(room), _plain(user_id)
+        ref = None if ref is None else _plain(ref)
         with self._admitted(room, "heartbeat"):
             return self.backend.heartbeat(room, user_id, ref)
 
     def cleanup_stale(self, room: str) -> int:
+        room = _plain(room)
         with self._admitted(room, "cleanup"):
             return self.backend.cleanup_stale(room)
 
