@@ -48,7 +48,7 @@ from tests.collaboration.test_live_rooms import (
     take_back,
     wait_for,
 )
-from tests.collaboration.test_room_allowances import VisitorTab, visitor_in
+from tests.collaboration.test_room_allowances import VisitorTab, forget_usage, peak, visitor_in
 from tests.live_client import HostClient, SSETab
 
 store = test_live_rooms.store
@@ -95,16 +95,6 @@ def stats(tenant: str) -> dict:
         return TenantAwareMemoryBackend.tenant_stats(tenant)
 
 
-def peak(tenant: str) -> int:
-    usage.flush()
-    with tenant_context(tenant):
-        return usage.get_usage(tenant)["total"].get("peak_presences", 0)
-
-
-def forget_usage(*tenants: str) -> None:
-    for tenant in tenants:
-        with tenant_context(tenant):
-            usage.clear_tenant(tenant)
 
 
 def member_tenants(board) -> list[str]:
