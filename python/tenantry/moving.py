@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from django.apps import apps
 from django.conf import settings
@@ -50,6 +51,8 @@ from .ownership import OwnedModel, owned_models
 from .registry import invalidate_tenant, suspension_reason
 
 __all__ = ["MoveRefused", "Moved", "move_tenant"]
+R = TypeVar("R")
+
 
 logger = logging.getLogger("tenantry.moving")
 
@@ -128,7 +131,7 @@ def move_tenant(tenant_id: Any, alias: str, *, grace: float | None = None) -> Mo
     entries = _entries()
     with tenant_context(tenant, must_exist=False), moving_between(source, alias):
         _refuse_unmovable(tenant, source)
-    held = suspension.hold_for_move(tenant_id, alias)
+    held = _retrying(lambda: suspension.hold_for_move(tenant_id, alias))
     reason = suspension_reason(tenant_id) or ""
     if not held and reason.startswith(TenantSuspended.MOVING_REASON):
         raise MoveRefused(f"tenant {tenant_id!r} is being moved already ({reason})")
@@ -181,18 +184,24 @@ def move_tenant(tenant_id: Any, alias: str, *, grace: float | None = None) -> Mo
     return moved
 
 
-def _release(tenant_id: str, attempts: int = 20) -> None:
-    """Lift the move's hold, retrying a busy database (SQLite locks whole
-    tables while the tenant's jobs write): a hold left behind would answer
-    503 "being moved" until an operator ran ``tenantry resume``."""
+def _release(tenant_id: str) -> None:
+    """Lift the move's hold (retried: a hold left behind would answer 503
+    "being moved" until an operator ran ``tenantry resume``)."""
+    _retrying(lambda: suspension.release_move(tenant_id))
+
+
+def _retrying(write: Callable[[], R], attempts: int = 20) -> R:
+    """``write()`` (one short transaction on the hold), retried while the
+    database is busy: SQLite locks whole tables while the tenant's requests
+    and jobs write, and the hold must go on and come off regardless."""
     for attempt in range(attempts):
         try:
-            suspension.release_move(tenant_id)
-            return
+            return write()
         except OperationalError:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("attempts must be at least 1")
 
 
 def _refuse_unmovable(tenant: TenantInfo, source: str) -> None:

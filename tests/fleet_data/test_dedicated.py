@@ -445,14 +445,16 @@ def test_move_under_concurrent_requests_loses_nothing(tenants):
         threads = [threading.Thread(target=client, args=(t,)) for t in answers]
         for thread in threads:
             thread.start()
-        _until(lambda: len(answers["globex"]) >= 5)
-        started = time.monotonic()
-        move_tenant("globex", ALIAS, grace=0.2)
-        ended = time.monotonic()
-        _until(lambda: sum(1 for a in answers["globex"] if a[0] > ended and a[2] == 201) >= 3)
-        stop.set()
-        for thread in threads:
-            thread.join(30)
+        try:
+            _until(lambda: len(answers["globex"]) >= 5)
+            started = time.monotonic()
+            move_tenant("globex", ALIAS, grace=0.2)
+            ended = time.monotonic()
+            _until(lambda: sum(1 for a in answers["globex"] if a[0] > ended and a[2] == 201) >= 3)
+        finally:  # a failure here must not leave writers holding SQLite's locks
+            stop.set()
+            for thread in threads:
+                thread.join(30)
     statuses = {t: {a[2] for a in found} for t, found in answers.items()}
     assert statuses["acme"] == {201}, statuses
     assert 503 in statuses["globex"] and statuses["globex"] <= {201, 503}, statuses
