@@ -110,7 +110,6 @@ class CurrentConfig:
     audit_callback: Callable[[dict[str, Any]], Any] | None
     presence_backend: tuple[str, bool, str]
     presence_timeout: float
-    presence_limits: tuple[int, int, int, int]
     redis_connect_timeout: float
     redis_socket_timeout: float
     state_backend: tuple[str, bool, str]

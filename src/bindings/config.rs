@@ -742,19 +742,6 @@ impl CurrentConfig {
     fn presence_timeout(&self) -> f64 {
         self.inner.settings.presence_timeout
     }
-    /// `(PRESENCE_TENANT_MAX_ROOMS, _USERS, _CONNECTIONS,
-    /// PRESENCE_MAX_META_BYTES)`.
-    #[getter]
-    fn presence_limits(&self) -> (usize, usize, usize, usize) {
-        let s = &self.inner.settings;
-        let caps = s.presence_caps;
-        (
-            caps.rooms,
-            caps.users,
-            caps.connections,
-            s.presence_max_meta_bytes,
-        )
-    }
     /// Connect timeout of Redis connections, in seconds.
     #[getter]
     fn redis_connect_timeout(&self) -> f64 {

@@ -48,7 +48,14 @@ from tests.collaboration.test_live_rooms import (
     take_back,
     wait_for,
 )
-from tests.collaboration.test_room_allowances import VisitorTab, forget_usage, peak, visitor_in
+from tests.collaboration.test_room_allowances import (
+    VisitorTab,
+    forget_usage,
+    peak,
+    stats,
+    visitor_in,
+)
+from tests.collaboration.test_room_allowances import room_members as member_tenants
 from tests.live_client import HostClient, SSETab
 
 store = test_live_rooms.store
@@ -89,18 +96,6 @@ def member_calls(tenant: str):
             yield
         finally:
             _room_member.reset(token)
-
-def stats(tenant: str) -> dict:
-    with tenant_context(tenant):
-        return TenantAwareMemoryBackend.tenant_stats(tenant)
-
-
-
-
-def member_tenants(board) -> list[str]:
-    """The member tenant of each member of the board's room, as the store has it."""
-    records = get_shared_room_backend("acme").list(room_name(board))
-    return sorted(r["id"].partition(":")[0] for r in records)
 
 
 def visitor_cookie(name: str) -> str:
