@@ -190,13 +190,7 @@ class SharedRoomPresence:
                 f"presence {what} of room {room!r} in the shared rooms of {self.owner!r} with "
                 f"tenant {bound.id!r} bound: only the room it opened (shared_room(obj)) serves it"
             )
-        if not removal:
-            opened.check_use(what)
-        elif bound.id != opened.member:
-            raise TenantMismatchError(
-                f"{opened!r}: presence {what} with tenant {bound.id!r} bound, but the room was "
-                f"opened by {opened.member!r}"
-            )
+        opened.check_use(what, admission=not removal)
         token = _room_member.set(bound.id)
         try:
             yield
@@ -308,13 +302,15 @@ class SharedRoom:
             return _owned(self.model, self.pk, self.owner)
         return _admitted(self.model, self.pk, self.member)
 
-    def check_use(self, what: str) -> None:
+    def check_use(self, what: str, *, admission: bool = True) -> None:
         """The check every use of the room runs (``list``, ``count``,
         ``broadcast``, ``push``), so a room object is no capability that
         outlives its grant or crosses tenants: the bound tenant must be the
         one that opened it (``TenantNotSetError`` with none bound,
         ``TenantMismatchError`` under another), and it must still be
-        admitted (:meth:`admits_member`: one query per call, no cache)."""
+        admitted (:meth:`admits_member`: one query per call, no cache).
+        ``admission=False`` skips only that query: a view whose grant ended
+        may still remove its own members (untrack, leave)."""
         bound = get_current_tenant()
         if bound is None:
             raise TenantNotSetError(
@@ -333,7 +329,7 @@ class SharedRoom:
                 f"{self!r}.{what}(): the room's name is not its row's "
                 f"({self.model._meta.label} pk={self.pk!r}); open rooms with shared_room(obj)"
             )
-        if not self.admits_member():
+        if admission and not self.admits_member():
             raise TenantMismatchError(
                 f"{self!r}.{what}(): {self.model._meta.label} pk={self.pk!r} is no longer "
                 f"{'a row of' if self.member == self.owner else 'granted to'} tenant "
