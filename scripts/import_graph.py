@@ -56,6 +56,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "config",
         (
             "tenantry.conf",
+            # The bound tenant's variable (djust's, shared: the seam's one low
+            # module and the seam package's lazy __init__) and the rule of
+            # calls that name a tenant, which this layer's modules apply.
+            "tenantry.djust",
+            "tenantry.naming",
             "tenantry.audit",
             "tenantry.addressing",
             "tenantry.usage",
@@ -65,11 +70,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     # The bound tenant (a ContextVar) and what reads only it.
-    # djust's side of it is the seam's one low module (tenantry.djust.context:
-    # the variable djust.tenants binds) and the seam package's lazy __init__.
     (
         "context",
-        ("tenantry.context", "tenantry.logging", "tenantry.djust", "tenantry.flags"),
+        ("tenantry.context", "tenantry.logging", "tenantry.flags", "tenantry.djust.slots"),
     ),
     # Per-tenant services that need the bound tenant but no model graph:
     # admission, the registry and its abstract models, cache, files, the
@@ -128,7 +131,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tenantry.state",
             "tenantry.djust_state",
             # The rest of the seam (a new module under tenantry.djust falls in
-            # the context layer until it is listed here: its imports say so).
+            # the config layer until it is listed here: its imports say so).
             "tenantry.djust.live",
             "tenantry.djust.broadcasts",
             "tenantry.djust.presence",

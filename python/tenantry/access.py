@@ -43,8 +43,10 @@ from django.conf import settings
 from django.http import Http404
 
 from . import _core, addressing, audit, conf, observe, usage
-from ._core import TenantInfo
+from ._core import TenantInfo, TenantMismatchError
+from .context import get_current_tenant
 from .exceptions import TenantSuspended
+from .naming import refuse_naming_another
 from .registry import tenant_database
 
 __all__ = [
@@ -98,7 +100,10 @@ def refuse(
     audit it as ``event``, its record carrying ``refusal=why`` (and
     ``fields``: ``reason`` says what was wrong). A known tenant's refusal is
     also counted in its usage (``refused``) and reported to the refusal
-    watchers (``tenantry.observe``: the metrics' ``tenantry_refusals_total``)."""
+    watchers (``tenantry.observe``: the metrics' ``tenantry_refusals_total``).
+    Naming another tenant than the bound one is refused
+    (``TenantMismatchError``; docs/security.md#naming-another-tenant)."""
+    refuse_naming_another(tenant, "tenantry.access.refuse")
     if why not in _refusals:
         raise ValueError(f"unknown refusal reason {why!r}; one of {REFUSAL_REASONS}")
     with _refusals_lock:
@@ -251,7 +256,7 @@ def tenant_for_request(request: Any, resolve: Any = None) -> TenantInfo | None:
 def tenant_and_http_outcome(request: Any, limiter: Any) -> tuple[TenantInfo | None, Any]:
     """:func:`tenant_for_request` for ``TenantMiddleware``, with the tenant's
     ``http`` rate limits checked (and its ``http_requests`` usage counted) in
-    the same call into the core (``limiter().resolve_and_check_http``): one
+    the same call into the core (``limiter()._resolve_and_check_http``): one
     crossing per request instead of two (docs/performance-design.md#crossings-per-request).
     ``limiter``: what returns the process's rate limiter. Returns ``(tenant,
     outcome)``: ``outcome`` is the ``Decision``, the ``BackendUnavailable``
@@ -263,11 +268,17 @@ def tenant_and_http_outcome(request: Any, limiter: Any) -> tuple[TenantInfo | No
     if tenant is not _UNRESOLVED:
         return tenant, None
     config = conf.request_config or conf.request_settings()
-    if "http" not in config.limited_scopes or config.membership_check is not None:
-        # Nothing to fold into the call (measured: the fold costs a request
-        # ~0.4 µs when it only resolves).
+    if (
+        "http" not in config.limited_scopes
+        or config.membership_check is not None
+        or get_current_tenant() is not None
+    ):
+        # With a tenant bound this is not the middleware (which calls it
+        # before binding): resolve only, and spend no one's allowance.
+        # Otherwise nothing to fold into the call (measured: the fold costs
+        # a request ~0.4 µs when it only resolves).
         return tenant_for_request(request), None
-    tenant, source, outcome = limiter().resolve_and_check_http(request)
+    tenant, source, outcome = limiter()._resolve_and_check_http(request)
     return _admit_resolved(request, tenant, source, True), outcome
 
 
@@ -432,8 +443,17 @@ def expire_live_admissions(tenant: TenantInfo | str | None = None) -> None:
     """Make every open live view of ``tenant`` (every tenant when None) in
     this process re-admit its tenant at its next turn, without waiting for
     ``TENANT_READMIT_INTERVAL``: for code that just revoked something (a
-    membership, a suspension). Other processes see it within the interval."""
+    membership, a suspension). Other processes see it within the interval.
+    With a tenant bound, only its own (``TenantMismatchError`` for another,
+    or for every tenant)."""
     global _generation
+    bound = get_current_tenant()
+    if tenant is None and bound is not None:
+        raise TenantMismatchError(
+            "tenantry.access.expire_live_admissions() of every tenant with tenant "
+            f"{bound.id!r} bound: name the bound tenant, or call it with none bound"
+        )
+    refuse_naming_another(tenant, "tenantry.access.expire_live_admissions")
     key = None if tenant is None else str(getattr(tenant, "id", tenant))
     with _expire_lock:
         _generation += 1

@@ -50,6 +50,7 @@ import time
 from typing import Any
 
 from . import conf
+from .naming import refuse_naming_another
 
 logger = logging.getLogger("tenantry.audit")
 
@@ -96,7 +97,10 @@ def _user_id(request: Any) -> str | None:
 def emit(
     event: str, *, tenant: Any = None, request: Any = None, level: int = logging.INFO, **fields: Any
 ) -> None:
-    """Record one audit event (cheap when nobody listens)."""
+    """Record one audit event (cheap when nobody listens). ``tenant`` is the
+    chain it is filed in: naming another tenant than the bound one is
+    refused (``TenantMismatchError``; docs/security.md#naming-another-tenant)."""
+    refuse_naming_another(tenant, "tenantry.audit.emit")
     callback = conf.current().audit_callback
     storing = _storing(level)
     if callback is None and not storing and not logger.isEnabledFor(level):

@@ -69,6 +69,7 @@ from .groups import (
     tag_notify_payload,
     tenant_group,
 )
+from .naming import refuse_naming_another
 
 __all__ = [
     "DB_NOTIFY_PREFIX",
@@ -162,7 +163,9 @@ def check_live_origin(
     on the WebSocket handshake's ``scope`` (or, over SSE, ``request``'s own
     headers) with ``tenant``. A mount without ``Origin`` passes (a browser
     always sends one on a WebSocket, so no visitor's cookies ride on it);
-    :class:`TenantOriginValidator` can refuse those at the handshake."""
+    :class:`TenantOriginValidator` can refuse those at the handshake.
+    ``tenant`` must be the bound one when one is bound (``TenantMismatchError``)."""
+    refuse_naming_another(tenant, "tenantry.channels.check_live_origin")
     if isinstance(scope, dict):
         origin, host = _header(scope, b"origin"), _header(scope, b"host")
     else:

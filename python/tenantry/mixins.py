@@ -361,12 +361,18 @@ class TenantMixin:
             return
         consumer = live_consumer(self)
         scope = getattr(consumer, "scope", None)
+        # The checks count and audit as the view's tenant: bound for them,
+        # whatever the transport left bound (a stream kept its tenant).
+        token = _current.set(tenant)
         try:
-            check_live_origin(tenant, scope=scope, request=request)
-        except Exception:
-            self._tenantry_tenant = _REFUSED
-            raise
-        admitted_live(self, tenant, request)
+            try:
+                check_live_origin(tenant, scope=scope, request=request)
+            except Exception:
+                self._tenantry_tenant = _REFUSED
+                raise
+            admitted_live(self, tenant, request)
+        finally:
+            _current.reset(token)
 
     # -- HTTP ---------------------------------------------------------------
 

@@ -17,6 +17,11 @@ core). A watcher adds its function with :func:`watch` and takes it back with
 A watcher must not raise (its errors are the watcher's to log) and should
 cost a few microseconds at most: it runs on every request or event.
 See docs/observability.md.
+
+A hook is tenantry's to call: with a tenant bound, a call naming another
+tenant is refused (``TenantMismatchError``) before any watcher sees it, so
+a tenant's code cannot count requests, events, jobs or refusals against
+another tenant's figures (docs/security.md#naming-another-tenant).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from .naming import refuse_naming_another
 
 __all__ = ["HOOKS", "event", "job", "refusal", "request", "unwatch", "watch", "watchers"]
 
@@ -38,14 +45,19 @@ _watchers: dict[str, list[Callable[..., None]]] = {hook: [] for hook in HOOKS}
 _lock = threading.Lock()
 
 
-def _combined(functions: list[Callable[..., None]]) -> Callable[..., None] | None:
+#: Where each hook's tenant is among its arguments.
+_TENANT_ARGUMENT = {"request": 0, "event": 0, "job": 0, "refusal": 1}
+
+
+def _combined(hook: str, functions: list[Callable[..., None]]) -> Callable[..., None] | None:
     if not functions:
         return None
-    if len(functions) == 1:
-        return functions[0]
     chain = tuple(functions)
+    index = _TENANT_ARGUMENT[hook]
+    what = f"tenantry.observe.{hook}"
 
     def each(*args: Any) -> None:
+        refuse_naming_another(args[index] if len(args) > index else None, what)
         for function in chain:
             function(*args)
 
@@ -59,7 +71,7 @@ def watch(hook: str, function: Callable[..., None]) -> None:
     with _lock:
         if function not in _watchers[hook]:
             _watchers[hook].append(function)
-        globals()[hook] = _combined(_watchers[hook])
+        globals()[hook] = _combined(hook, _watchers[hook])
 
 
 def watchers(hook: str) -> tuple[Callable[..., None], ...]:
@@ -74,4 +86,4 @@ def unwatch(hook: str, function: Callable[..., None]) -> None:
     with _lock:
         if function in _watchers[hook]:
             _watchers[hook].remove(function)
-        globals()[hook] = _combined(_watchers[hook])
+        globals()[hook] = _combined(hook, _watchers[hook])

@@ -50,6 +50,7 @@ from ._core import PLAN_KEYS, BackendUnavailable, Decision, TenantInfo, TenantRa
 from ._tenant_backend import ProcessRouter
 from .access import refuse
 from .context import _current
+from .naming import refuse_naming_another
 from .responses import set_rate_limit_headers, too_many_requests, unavailable
 
 __all__ = [
@@ -155,6 +156,7 @@ def http(
     tenant = getattr(request, "tenant", None)
     if tenant is None:
         return get_response(request)
+    refuse_naming_another(tenant, "tenantry.ratelimit.http")
     if outcome is not None:
         decision = outcome if isinstance(outcome, Decision) else unavailable(request, outcome)
     elif _unlimited("http", tenant):
@@ -182,6 +184,7 @@ async def ahttp(
     tenant = getattr(request, "tenant", None)
     if tenant is None:
         return await get_response(request)
+    refuse_naming_another(tenant, "tenantry.ratelimit.ahttp")
     if outcome is not None:
         decision = outcome if isinstance(outcome, Decision) else unavailable(request, outcome)
     elif _unlimited("http", tenant):
@@ -296,6 +299,7 @@ def frame_refusal(view: Any, tenant: TenantInfo, frame: str, scope: str) -> dict
     client frame of type ``frame`` (``cursor_move``, ``request_html``, an
     upload chunk, a URL change, ...) on ``view``, else None. Counted as a
     live event when ``scope`` is ``events``."""
+    refuse_naming_another(tenant, "tenantry.ratelimit.frame_refusal")
     request = getattr(view, "request", None)
     endpoint = f"{type(view).__name__}.{frame}"
     token = _current.set(tenant)  # the plan and the key are the view's tenant's
@@ -332,6 +336,7 @@ def mount_refusal(view: Any, tenant: TenantInfo) -> dict | None:
     ``http`` limits when neither the config nor its plan sets ``mounts``)
     refuse a live mount of ``view``, else None. Synchronous: a ``user`` key
     may load the user from the database."""
+    refuse_naming_another(tenant, "tenantry.ratelimit.mount_refusal")
     request = getattr(view, "request", None)
     endpoint = type(view).__name__
     token = _current.set(tenant)  # the plan and the key are the mounted tenant's

@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from . import _core, access, audit, suspension
 from ._core import TenantInfo
-from .context import get_current_tenant, tenant_context
+from .context import get_current_tenant, reset_current_tenant, set_current_tenant, tenant_context
 from .db.router import database_for
 from .db.scope import BYPASS, scoped_as
 from .exceptions import GrantProtected, GrantRefused
@@ -252,17 +252,24 @@ def grant(
 
 
 def _audit(event: str, given: Grant, tenant_id: str, **fields: Any) -> None:
-    audit.emit(
-        event,
-        tenant=tenant_id,
-        level=logging.INFO,
-        grant=given.pk,
-        model=given.target_model,
-        object_pk=given.object_pk,
-        write=given.can_write,
-        expires=None if given.expires_at is None else given.expires_at.isoformat(),
-        **fields,
-    )
+    # A grant is an event of both tenants: each is filed in its own chain
+    # with that tenant bound, since audit.emit refuses a bound tenant naming
+    # another (docs/security.md#naming-another-tenant).
+    token = set_current_tenant(tenant_id)
+    try:
+        audit.emit(
+            event,
+            tenant=tenant_id,
+            level=logging.INFO,
+            grant=given.pk,
+            model=given.target_model,
+            object_pk=given.object_pk,
+            write=given.can_write,
+            expires=None if given.expires_at is None else given.expires_at.isoformat(),
+            **fields,
+        )
+    finally:
+        reset_current_tenant(token)
 
 
 def revoke(given: Grant | int) -> None:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import _core
+from .naming import refuse_naming_another
 
 __all__ = [
     "METRICS",
@@ -70,7 +71,9 @@ _next_hand_over = 0.0
 def count(tenant: Any, metric: str) -> None:
     """Count one ``metric`` (``http_requests``, ``live_events``) of
     ``tenant``: held, and handed to the store within :data:`FLUSH_AFTER`
-    seconds or at the next read, whichever comes first."""
+    seconds or at the next read, whichever comes first. Naming another
+    tenant than the bound one is refused (``TenantMismatchError``)."""
+    refuse_naming_another(tenant, "tenantry.usage.count")
     _held.append((tenant, metric))
     if time.monotonic() >= _next_hand_over:
         _hand_over()

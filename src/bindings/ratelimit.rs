@@ -437,6 +437,12 @@ impl Limiter {
     /// the `BackendUnavailable` a store that is down raised (answered 503),
     /// or None when nothing was checked (no tenant; admission first; or no
     /// limit of `http` applies, and the middleware only counts usage).
+    /// Private (`_resolve_and_check_http`): it spends the allowance of
+    /// whatever tenant the request names, so only the middleware calls it,
+    /// before it binds that tenant (`access.tenant_and_http_outcome`, which
+    /// does not fold with a tenant bound); everyone else resolves with
+    /// `tenant_for_request` (docs/security.md#naming-another-tenant).
+    #[pyo3(name = "_resolve_and_check_http")]
     fn resolve_and_check_http<'py>(
         &self,
         py: Python<'py>,

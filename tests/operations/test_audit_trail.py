@@ -20,7 +20,7 @@ from django.core.management.base import CommandError
 from django.db import connection, connections, transaction
 from django.test import Client
 
-from tenantry import audit, audit_trail, get_current_tenant, tenant_context
+from tenantry import TenantMismatchError, audit, audit_trail, get_current_tenant, tenant_context
 from tenantry.db import rls_bypass
 from tenantry.exceptions import AuditTrailProtected
 from tenantry.models import AuditEvent, AuditHead
@@ -88,8 +88,10 @@ def test_every_event_is_a_link_of_its_tenants_chain(stored):
 
 def test_events_of_no_or_an_unknown_tenant_go_to_the_platform_chain(stored):
     audit.emit("test.none")
-    with tenant_context("acme"):
-        audit.emit("test.stranger", tenant="nobody-here")  # hostile input naming no tenant
+    # Hostile input naming no tenant (a Host header, before any binding).
+    audit.emit("test.stranger", tenant="nobody-here")
+    with tenant_context("acme"), pytest.raises(TenantMismatchError):
+        audit.emit("test.planted", tenant="nobody-here")  # a tenant names only itself
     platform = [r for r in rows(audit_trail.Chain(None)) if r.event.startswith("test.")]
     assert [r.event for r in platform] == ["test.none", "test.stranger"]
     assert all(r.tenant_id is None for r in platform)
@@ -121,8 +123,6 @@ def test_hostile_values_are_stored_as_json_every_database_takes(stored):
 def test_refusals_are_stored_in_the_refusing_tenants_chain(stored):
     """An isolation refusal made while acme is bound: stored in acme's chain
     (written with acme bound, past the wall and RLS), never in globex's."""
-    from tenantry import TenantMismatchError
-
     with tenant_context("acme"), pytest.raises(TenantMismatchError):
         Item.objects.create(name="x", tenant_id="globex")
     events = [r.event for r in rows(chain_of("acme"))]
@@ -562,9 +562,8 @@ def test_events_naming_unknown_ids_are_bounded_per_minute(stored):
     audit.suppressed row once the minute is over; the chain stays intact."""
     bound = audit_trail.UNKNOWN_ID_EVENTS_PER_MINUTE
     before = len(rows(audit_trail.Chain(None)))
-    with tenant_context("acme"):
-        for n in range(bound + 15):
-            audit.emit("test.stranger", tenant=f"nobody{n}")  # what a hostile Host causes
+    for n in range(bound + 15):  # what a hostile Host causes, before any binding
+        audit.emit("test.stranger", tenant=f"nobody{n}")
     stored_rows = rows(audit_trail.Chain(None))[before:]
     assert [r.event for r in stored_rows] == ["test.stranger"] * bound
     audit_trail.store.unknown_ids._started -= 61  # the minute is over

@@ -153,10 +153,10 @@ def test_a_liveview_get_crosses_once_into_the_core_and_reads_meta_once(client):
     # Resolution, the http limits and the usage count are one call; the
     # response's RateLimit-* headers the second.
     assert seen.tenancy_calls() == {
-        "TenantRateLimiter.resolve_and_check_http": 1,
+        "TenantRateLimiter._resolve_and_check_http": 1,
         "Decision.headers": 1,
     }
-    assert seen.tenancy_callbacks() == {"TenantRateLimiter.resolve_and_check_http: request": 1}
+    assert seen.tenancy_callbacks() == {"TenantRateLimiter._resolve_and_check_http: request": 1}
     assert get_usage("acme")["total"]["http_requests"] == 3  # usage was counted
 
 

@@ -19,11 +19,18 @@ except ImportError:  # djust missing, or a version without the variable
 __all__ = ["is_djust_tenant_info", "shared_tenant_variable"]
 
 
+#: The one variable: djust's, or tenantry's own without djust (made once, so
+#: every module that reads the bound tenant reads the same variable).
+_VARIABLE: ContextVar[Any] = (
+    _current_tenant
+    if isinstance(_current_tenant, ContextVar)
+    else ContextVar("tenantry_current_tenant", default=None)
+)
+
+
 def shared_tenant_variable() -> ContextVar[Any]:
-    """djust's tenant variable, or a new one without djust."""
-    if isinstance(_current_tenant, ContextVar):
-        return _current_tenant
-    return ContextVar("tenantry_current_tenant", default=None)
+    """djust's tenant variable, or tenantry's own without djust."""
+    return _VARIABLE
 
 
 def is_djust_tenant_info(value: Any) -> bool:
