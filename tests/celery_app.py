@@ -101,6 +101,17 @@ def whoami() -> str | None:
     return bound_id()
 
 
+#: The tenant each run of :func:`errback_seen` in this process saw (eager runs).
+ERRBACKS_SEEN: list = []
+
+
+@app.task
+def errback_seen(failed_task_id: str | None = None) -> str | None:
+    """An error callback: the tenant it ran in."""
+    ERRBACKS_SEEN.append(bound_id())
+    return bound_id()
+
+
 @tenant_task
 def tenant_only() -> str | None:
     return bound_id()

@@ -45,6 +45,7 @@ import logging
 import random
 import threading
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,11 @@ HEADER = "tenantry_tenant"
 CONFLICT_HEADER = "tenantry_conflict"
 #: Where the worker keeps a run's binding: an attribute of ``task.request``.
 _BINDING = "tenantry_binding"
+#: True for the rest of a refused task's run: its error callbacks (and a
+#: chain's ``on_error``, a chord's body errbacks) are sent from there with no
+#: tenant bound, and a job sent from there naming a tenant is refused instead
+#: of running as that tenant (a bound tenant attached those callbacks).
+_refused_run: ContextVar[bool] = ContextVar("tenantry_refused_run", default=False)
 
 
 # -- publishing ------------------------------------------------------------------
@@ -98,15 +104,18 @@ def _stamped(bound: TenantInfo | None, explicit: Any) -> tuple[Any, str | None]:
     """``(header, conflict)`` of a task sent while ``bound`` is bound with
     ``explicit`` as its ``tenantry_tenant`` header: the one rule for
     published and eager runs. ``conflict`` is the other tenant an explicit
-    header named, which the run refuses."""
+    header named, which the run refuses. From a refused task's run (no tenant
+    bound) a header is a conflict too: its callbacks never run as a tenant."""
     if bound is None:
+        if explicit is not None and _refused_run.get():
+            return None, str(explicit)
         return explicit, None  # an explicit header (if any) is checked where it runs
     if explicit is None or str(explicit) == bound.id:
         return bound.id, None
     return bound.id, str(explicit)
 
 
-def _audit_conflict(task: Any, bound: TenantInfo, conflict: str) -> None:
+def _audit_conflict(task: Any, bound: TenantInfo | None, conflict: str) -> None:
     refuse(
         "admission",
         "task.conflict",
@@ -114,7 +123,9 @@ def _audit_conflict(task: Any, bound: TenantInfo, conflict: str) -> None:
         level=logging.ERROR,
         task=task,
         header=conflict,
-        reason="sent with another tenant's header while a tenant was bound",
+        reason="sent with another tenant's header while a tenant was bound"
+        if bound is not None
+        else "sent with a tenant's header from the callbacks of a refused task",
     )
 
 
@@ -124,10 +135,13 @@ def _on_before_publish(sender: Any = None, headers: dict | None = None, **kwargs
     if headers is None:
         return
     bound = get_current_tenant()
-    if bound is None:
+    if bound is None and not _refused_run.get():
         return
     value, conflict = _stamped(bound, headers.get(HEADER))
-    headers[HEADER] = value
+    if value is None:
+        headers.pop(HEADER, None)
+    else:
+        headers[HEADER] = value
     if conflict is not None:
         # Celery swallows a publish handler's exception, so the message goes
         # out marked, and the worker refuses it (fail closed, with both ids).
@@ -142,6 +156,7 @@ def _on_before_publish(sender: Any = None, headers: dict | None = None, **kwargs
 class _Binding:
     token: Any = None
     refusal: Exception | None = None
+    refused_token: Any = None
 
 
 def _header(request: Any, name: str) -> Any:
@@ -206,6 +221,12 @@ def _on_prerun(sender: Any = None, task: Any = None, **kwargs: Any) -> None:
         if conflict is not None:
             _audit_conflict(task.name, bound, conflict)
     try:
+        if conflict is not None and value is None:
+            raise TenantMismatchError(
+                f"{_task_label(task)} was sent from the callbacks of a refused task (no "
+                f"tenant bound) with a {HEADER} header naming tenant {conflict!r}: the "
+                "callbacks of a refused task never run as a tenant. The task did not run"
+            )
         if conflict is not None:
             raise TenantMismatchError(
                 f"{_task_label(task)} was sent while tenant {value!r} was bound, with a "
@@ -226,7 +247,9 @@ def _on_prerun(sender: Any = None, task: Any = None, **kwargs: Any) -> None:
             reason=str(exc),
         )
         binding.refusal = exc
-        tenant = None  # the errbacks of a refused task run with no tenant
+        # Its errbacks run with no tenant, and what they send names none.
+        binding.refused_token = _refused_run.set(True)
+        tenant = None
     binding.token = set_current_tenant(tenant)
     if tenant is not None and observe.job is not None:
         observe.job(tenant)
@@ -237,6 +260,9 @@ def _on_postrun(sender: Any = None, task: Any = None, **kwargs: Any) -> None:
     if binding is not None and binding.token is not None:
         token, binding.token = binding.token, None
         reset_current_tenant(token)
+    if binding is not None and binding.refused_token is not None:
+        token, binding.refused_token = binding.refused_token, None
+        _refused_run.reset(token)
 
 
 def check_may_run(task: Any) -> None:

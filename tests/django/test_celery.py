@@ -399,6 +399,36 @@ def test_published_runs_refuse_another_tenants_header(worker, tasks, form):
     assert headers == {HEADER: "t02"}
 
 
+# --- a refused task's error callbacks (docs/jobs.md#when-a-task-does-not-run) -----
+
+
+@pytest.mark.parametrize("bound", ["t01", None])
+def test_a_refused_tasks_errbacks_never_run_as_a_tenant(tasks, bound):
+    """Refused (t01 bound and a header naming t02; or, with none bound, an
+    invalid header), the task's error callbacks run with no tenant; one
+    carrying its own header is refused too, never run as that tenant. So a
+    callback a bound tenant attached cannot reach another tenant."""
+    tasks.ERRBACKS_SEEN.clear()
+    callbacks = [tasks.errback_seen.s().set(headers={HEADER: "t02"}), tasks.errback_seen.s()]
+    header = "t02" if bound else "bad:id"
+    with tenant_context(bound, must_exist=False):
+        refused = tasks.whoami.apply(headers={HEADER: header}, link_error=callbacks)
+        assert get_current_tenant() == bound
+    assert isinstance(refused.result, TenantMismatchError if bound else InvalidTenantId)
+    assert tasks.ERRBACKS_SEEN == [None]  # the plain one, with no tenant; not t02's
+
+
+def test_a_published_refused_tasks_errbacks_never_run_as_a_tenant(worker, tasks):
+    errback_id = f"errback-{time.monotonic_ns()}"
+    callback = tasks.errback_seen.s().set(headers={HEADER: "t02"}, task_id=errback_id)
+    with tenant_context("t01", must_exist=False):
+        refused = tasks.whoami.apply_async(headers={HEADER: "t02"}, link_error=callback)
+    assert isinstance(failure_of(refused), TenantMismatchError)
+    ran = AsyncResult(errback_id, app=tasks.app).get(timeout=WAIT, propagate=False)
+    assert isinstance(ran, TenantMismatchError), ran
+    assert "callbacks of a refused task" in str(ran)
+
+
 def test_for_each_tenant_refuses_bad_arguments(tasks, settings):
     for jitter in (-1, "5", None, float("nan"), True):
         with pytest.raises(ValueError, match="jitter"):
