@@ -40,6 +40,7 @@ is trusted: nothing is compared. Every refusal raises
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -62,7 +63,7 @@ from . import access, conf, graph
 from ._core import TenantInfo, TenantMismatchError, TenantNotSetError
 from .context import get_current_tenant
 from .db import grants
-from .db.scope import BYPASS, bypassing, scoped_as
+from .db.scope import BYPASS, bypassing, queryset_scope, scoped_as
 from .graph import Guard, Scope, guard_of, owner_of, scope_of
 
 __all__ = [
@@ -364,7 +365,15 @@ def tenant_rows(queryset: Any) -> Any:
     """``queryset`` held to the tenant enforced when it runs, when its model
     is scoped (forms, the admin's choices and labels)."""
     scope = scope_of(queryset.model)
-    if scope is None or has_bound_tenant(queryset.query):
+    if scope is None:
+        return queryset
+    if getattr(queryset, "_rls_scope", None) is not None:
+        # A read escape's own scope (``unscoped()``'s bypass, ``for_tenant()``)
+        # would lift the hold when the choices run: a form offers and accepts
+        # the enforced tenant's rows whatever queryset it was given.
+        queryset = queryset._chain()
+        queryset._rls_scope = None
+    elif has_bound_tenant(queryset.query):
         return queryset
     held = queryset.filter(BoundTenant(scope.field.name))
     if held.query.__dict__.get(READS) in (None, UNSCOPED):
@@ -1556,22 +1565,53 @@ def remember(model: Any, objs: Iterable[models.Model], fields: Iterable[str] | N
         _remember(guard, obj, fields)
 
 
+#: Django's own builders of instances from the rows a queryset read: a
+#: ``from_db`` called from these (a query's rows, ``select_related``'s
+#: related rows) vouches for what the row holds. Any other caller (code
+#: calling ``from_db`` itself, a ``post_init`` receiver or ``from_db``
+#: override running inside a read, ``raw()``, whose columns the SQL computes)
+#: vouches for nothing: its instance's keys are looked up when they matter
+#: (docs/querysets.md#what-an-instance-vouches-for).
+_ROW_READERS = frozenset(
+    {
+        models.query.ModelIterable.__iter__.__code__,
+        models.query.RelatedPopulator.populate.__code__,
+    }
+)
+
+
 def _remember_loads(model: Any) -> None:
-    """Wrap ``model.from_db`` so each row read from the database remembers
-    what it was loaded with (no query; a dict write per row). Instances made
-    in code have no such record until they are saved."""
+    """Wrap ``model.from_db`` so each row a query read remembers what the
+    database held (no query; a dict write per row): the values Django
+    handed to ``from_db``, not what an override or receiver made of them.
+    Instances made in code, or by ``from_db`` called from anywhere but
+    Django's row readers, have no such record until they are saved."""
     if getattr(model.from_db, "_tenantry", False):  # inherited from a guarded parent
         return
     own = model.__dict__.get("from_db")
 
-    def from_db(cls: Any, db: Any, field_names: Any, values: Any) -> Any:
+    def build(cls: Any, db: Any, field_names: Any, values: Any) -> Any:
         if own is not None:
-            instance = own.__func__(cls, db, field_names, values)
+            return own.__func__(cls, db, field_names, values)
+        return super(model, cls).from_db(db, field_names, values)
+
+    def from_db(cls: Any, db: Any, field_names: Any, values: Any) -> Any:
+        read = sys._getframe(1).f_code in _ROW_READERS
+        if queryset_scope() is None:
+            instance = build(cls, db, field_names, values)
         else:
-            instance = super(model, cls).from_db(db, field_names, values)
-        guard = guard_of(cls)
+            # What Django runs to build the instance (an override, __init__,
+            # post_init receivers) is the app's code, not the queryset's own
+            # query: it runs under the bound tenant, not the queryset's
+            # bypass or other tenant (docs/postgresql.md#escape-hatches).
+            with scoped_as(None):
+                instance = build(cls, db, field_names, values)
+        guard = guard_of(cls) if read else None
         if guard is not None:
-            _remember(guard, instance)
+            held = dict(zip(field_names, values, strict=False))
+            instance.__dict__[ORIGIN] = {
+                name: held.get(name, _MISSING) for name in guard.remembered
+            }
         return instance
 
     from_db._tenantry = True  # type: ignore[attr-defined]

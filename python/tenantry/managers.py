@@ -48,7 +48,7 @@ from django.db.models.sql.where import AND
 from django.db.models.utils import resolve_callables
 
 from . import audit, conf, isolation, joins
-from ._core import TenantInfo, TenantNotSetError
+from ._core import TenantInfo, TenantMismatchError, TenantNotSetError
 from .context import get_current_tenant
 from .db.querysets import RLSScopeMixin
 from .db.scope import BYPASS, bypassing
@@ -208,11 +208,41 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
         clone._shared = self._shared
         return clone
 
+    def select_for_update(self, *args: Any, **kwargs: Any) -> TenantQuerySet:
+        """Django's, for the bound tenant's own rows: a read escape
+        (``unscoped()``, ``for_tenant()`` of another tenant, ``with_shared()``)
+        reads, and a lock is a write's (it makes the rows' owner wait), so
+        with a tenant bound those refuse it (``TenantMismatchError``)."""
+        self._refuse_lock("select_for_update()")
+        return super().select_for_update(*args, **kwargs)
+
+    def _refuse_lock(self, what: str, shared: bool = False) -> None:
+        bound = get_current_tenant()
+        if bound is None or bypassing():
+            return  # trusted code (no tenant bound, or rls_bypass())
+        scope = self._rls_scope
+        if shared or self._shared:
+            escape = "with_shared() (granted rows are another tenant's)"
+        elif scope == BYPASS:
+            escape = "unscoped()"
+        elif scope is not None and scope[0] != bound.id:
+            escape = f"for_tenant({scope[0]!r})"
+        else:
+            return
+        raise TenantMismatchError(
+            f"{self.model._meta.label}: {what} of {escape} with tenant {bound.id!r} bound: a "
+            "read escape reads, and a lock makes the rows' owner wait; lock the tenant's own "
+            f"rows ({self.model.__name__}.objects.select_for_update()), or run it with no "
+            "tenant bound"
+        )
+
     def with_shared(self) -> TenantQuerySet:
         """The bound tenant's rows and the rows other tenants granted to it,
         live when the query runs (not revoked, not expired: checked by the
         query itself). Granted rows are read-only unless the grant is a
         write grant; none can be deleted (docs/collaboration.md)."""
+        if self.query.select_for_update:
+            self._refuse_lock("select_for_update()", shared=True)
         if self._tenant is not _LATE:
             raise ValueError(
                 f"{self.model.__name__}: with_shared() is for the bound tenant's queryset "

@@ -53,6 +53,7 @@ from django.forms.models import BaseModelFormSet, ModelChoiceField
 from django.utils.functional import cached_property
 
 from . import impersonation, isolation, joins, lifecycle, sharing
+from .db.querysets import run_in_query_scope
 from .db.router import check_compiler
 from .managers import tenant_base_manager
 from .models import refuse_trail_write
@@ -60,6 +61,10 @@ from .models import refuse_trail_write
 __all__ = ["install"]
 
 _INSTALLED: list[bool] = []
+
+
+#: Compilers whose ``execute_sql`` reaches ``SQLCompiler``'s but writes.
+_WRITES = (SQLInsertCompiler, SQLUpdateCompiler, SQLDeleteCompiler)
 
 
 def _install_compilers() -> None:
@@ -70,7 +75,9 @@ def _install_compilers() -> None:
     def select_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         # Reads, and (through it) every UPDATE and DELETE: on the tenant's database.
         check_compiler(self)
-        return select(self, *args, **kwargs)
+        if isinstance(self, _WRITES):  # a write is never a read escape's
+            return select(self, *args, **kwargs)
+        return run_in_query_scope(self.query, lambda: select(self, *args, **kwargs))
 
     def insert_execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         refuse_trail_write(self.query, "insert")

@@ -102,6 +102,11 @@ class Mark(models.Model):
     doc = models.ForeignKey(Doc, on_delete=models.CASCADE)
     tag = models.ForeignKey(Tag, on_delete=models.CASCADE)
     note = models.CharField(max_length=100, blank=True)
+    #: An extra, nullable reference to a scoped row: an empty one links
+    #: nothing (docs/postgresql.md#many-to-many-link-tables).
+    backup = models.ForeignKey(
+        Folder, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
 
 class Shelf(models.Model):

@@ -331,7 +331,9 @@ def link_policies(schema_editor: Any, state: Any, model: Any) -> list[str]:
     links is visible (an ``EXISTS`` on that table, itself under its
     policies, so a read grant shows the link); it may be inserted, changed
     or deleted only when every walled row it links is the bound tenant's or
-    granted to it with a write grant (a read grant's links are read-only)."""
+    granted to it with a write grant (a read grant's links are read-only).
+    A nullable end left empty (an explicit ``through`` model's extra foreign
+    key) links no row and asks nothing; a row must link at least one."""
     connection = schema_editor.connection
     quote = schema_editor.quote_name
     walled = walled_tables(connection) | {model._meta.db_table}
@@ -339,22 +341,31 @@ def link_policies(schema_editor: Any, state: Any, model: Any) -> list[str]:
     statements: list[str] = []
     for through, ends in _links_at(schema_editor, state, model):
         table = quote(through._meta.db_table)
-        visible, writable = [], []
+        visible, writable, given = [], [], []
         for index, fk in enumerate(ends):
             target = fk.related_model
             if target._meta.db_table not in walled:
                 continue
             alias = quote(f"tenantry_end{index}")
+            column = f"{table}.{quote(fk.column)}"
             found = (
                 f"SELECT 1 FROM {quote(target._meta.db_table)} {alias} WHERE "
-                f"{alias}.{quote(fk.target_field.column)} = {table}.{quote(fk.column)}"
+                f"{alias}.{quote(fk.target_field.column)} = {column}"
             )
-            visible.append(f"EXISTS ({found})")
-            writable.append(
-                f"EXISTS ({found} AND ({_own_end(target, alias, connection, grants_on, quote)}))"
-            )
+            seen = f"EXISTS ({found})"
+            own = f"EXISTS ({found} AND ({_own_end(target, alias, connection, grants_on, quote)}))"
+            if fk.null:
+                seen, own = f"({column} IS NULL OR {seen})", f"({column} IS NULL OR {own})"
+                given.append(f"{column} IS NOT NULL")
+            visible.append(seen)
+            writable.append(own)
         if not visible:
             continue
+        if all(fk.null for fk in ends if fk.related_model._meta.db_table in walled):
+            # Every walled end may be empty: a row must still link one.
+            linked = "(" + " OR ".join(given) + ")"
+            visible.append(linked)
+            writable.append(linked)
         read, write = " AND ".join(visible), " AND ".join(writable)
         policy = quote(POLICY)
         statements += [

@@ -3,9 +3,15 @@
 ``TenantQuerySet`` mixes this in. A queryset with ``_rls_scope`` set
 (``unscoped(reason=...)``: the bypass; ``for_tenant(t)``: tenant ``t``) runs
 each of its own queries with that scope, and only those: the scope is a
-context variable set around each method that sends SQL, and around each
-step of an iterator, never across a ``yield`` to the caller. Other querysets
-(``_rls_scope`` None) use the bound tenant.
+context variable set around the SQL a read sends (its query marks the scope,
+and the compiler's ``execute_sql`` applies it: :func:`run_in_query_scope`),
+around each other method that sends SQL, and around each step of an
+iterator, never across a ``yield`` to the caller. The code Django runs to
+build the instances (``from_db`` overrides, ``__init__``, ``post_init``
+receivers) runs under the bound tenant: a read's SQL is scoped without it,
+and a scoped model's ``from_db`` (``tenantry.isolation``) leaves an
+iterator step's scope around it. Other querysets (``_rls_scope`` None) use
+the bound tenant.
 """
 
 from __future__ import annotations
@@ -19,18 +25,21 @@ from django.db.models.query import RawQuerySet
 from .rls import sync
 from .scope import Scope, scoped_as
 
-__all__ = ["RLSScopeMixin"]
+__all__ = ["RLSScopeMixin", "run_in_query_scope"]
 
-#: QuerySet methods that send SQL themselves (everything else that reads
-#: goes through ``_fetch_all``; ``iterator``/``aiterator``/``raw`` below).
+#: Where a read escape's query carries its scope for the compiler (a
+#: ``Query.clone()`` copies it).
+QUERY_SCOPE = "tenantry_rls_scope"
+
+#: QuerySet methods that send SQL themselves and build no instance (reads
+#: that do go through ``_fetch_all``, whose SQL the compiler scopes;
+#: ``iterator``/``aiterator``/``raw`` below).
 _SENDS_SQL = (
-    "_fetch_all",
     "count",
     "exists",
     "contains",
     "aggregate",
     "explain",
-    "in_bulk",
     "create",
     "get_or_create",
     "update_or_create",
@@ -57,11 +66,26 @@ def _in_scope(name: str, owner: type) -> Any:
     return method
 
 
+def run_in_query_scope(query: Any, run: Any) -> Any:
+    """``run()`` (a read compiler's ``execute_sql``) in the scope ``query``'s
+    queryset marked for the read it is running, if any. The mark lives only
+    while that read runs (never copied to a clone), and a write's compiler
+    never reads it."""
+    scope = query.__dict__.get(QUERY_SCOPE)
+    if scope is None:
+        return run()
+    with scoped_as(scope):
+        return run()
+
+
 class _Steps:
     """An iterator whose every step runs in ``scope`` (None: the bound
     tenant), and nothing between two steps. With ``alias``, each step first
     brings that connection to the scope: a server-side cursor computes each
-    chunk when it is fetched, under the connection's settings of the moment."""
+    chunk when it is fetched, under the connection's settings of the moment
+    (its fetches sync to the scope of the code fetching). The instance a step
+    builds is built under the bound tenant all the same: tenantry's
+    ``from_db`` of a scoped model leaves the scope for the app's code."""
 
     __slots__ = ("alias", "inner", "scope")
 
@@ -127,7 +151,17 @@ class RLSScopeMixin:
     def _clone(self) -> Any:
         clone = super()._clone()
         clone._rls_scope = self._rls_scope
+        clone.query.__dict__.pop(QUERY_SCOPE, None)  # a mark is one read's
         return clone
+
+    def _fetch_all(self) -> None:
+        if self._rls_scope is None or self._result_cache is not None:
+            return super()._fetch_all()
+        self.query.__dict__[QUERY_SCOPE] = self._rls_scope
+        try:
+            super()._fetch_all()
+        finally:
+            self.query.__dict__.pop(QUERY_SCOPE, None)
 
     def iterator(self, chunk_size: int | None = None) -> Any:
         return _Steps(super().iterator(chunk_size), self._rls_scope, self.db)

@@ -35,6 +35,7 @@ __all__ = [
     "TENANT_SETTING",
     "Scope",
     "bypassing",
+    "queryset_scope",
     "rls_bypass",
     "scoped_as",
 ]
@@ -178,6 +179,12 @@ def _asked() -> Scope | None:
     if scope is None and _blocks.get() is not None and _bypassing():
         return BYPASS
     return scope
+
+
+def queryset_scope() -> Scope | None:
+    """The scope a queryset set for its own query (``unscoped()``,
+    ``for_tenant()``) around the running code, if any."""
+    return _override.get()
 
 
 def bypassing() -> bool:

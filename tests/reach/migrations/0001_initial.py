@@ -167,6 +167,7 @@ class Migration(migrations.Migration):
                 ('note', models.CharField(blank=True, max_length=100)),
                 ('doc', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='reach.doc')),
                 ('tag', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='reach.tag')),
+                ('backup', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='reach.folder')),
             ],
         ),
         migrations.AddField(
