@@ -163,6 +163,17 @@ def _resolved(defaults: Any) -> dict[str, Any] | None:
     return None if defaults is None else dict(resolve_callables(defaults))
 
 
+def _shared_for_writing(where: Any) -> None:
+    """Make ``where``'s ``with_shared()`` condition admit only the rows the
+    bound tenant may write (its own, and write grants)."""
+    where.children = [
+        SharedWith(child.lhs, child.rhs[0], own=child.rhs[1], write=True)
+        if isinstance(child, SharedWith)
+        else child
+        for child in where.children
+    ]
+
+
 class TenantQuerySet(RLSScopeMixin, models.QuerySet):
     _tenant_field = "tenant"
     _tenant: Any = None  # None: unscoped; a TenantInfo; _NO_TENANT; or _LATE
@@ -209,21 +220,24 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
         return clone
 
     def select_for_update(self, *args: Any, **kwargs: Any) -> TenantQuerySet:
-        """Django's, for the bound tenant's own rows: a read escape
-        (``unscoped()``, ``for_tenant()`` of another tenant, ``with_shared()``)
-        reads, and a lock is a write's (it makes the rows' owner wait), so
-        with a tenant bound those refuse it (``TenantMismatchError``)."""
+        """Django's, for the rows the bound tenant may write: a lock is a
+        write's (it makes the rows' owner wait). A read escape
+        (``unscoped()``, ``for_tenant()`` of another tenant) reads, so with a
+        tenant bound it refuses (``TenantMismatchError``); ``with_shared()``
+        locks the tenant's own rows and those granted to it with a write
+        grant, never a read grant's."""
         self._refuse_lock("select_for_update()")
-        return super().select_for_update(*args, **kwargs)
+        locked = super().select_for_update(*args, **kwargs)
+        if locked._shared:
+            _shared_for_writing(locked.query.where)
+        return locked
 
-    def _refuse_lock(self, what: str, shared: bool = False) -> None:
+    def _refuse_lock(self, what: str) -> None:
         bound = get_current_tenant()
         if bound is None or bypassing():
             return  # trusted code (no tenant bound, or rls_bypass())
         scope = self._rls_scope
-        if shared or self._shared:
-            escape = "with_shared() (granted rows are another tenant's)"
-        elif scope == BYPASS:
+        if scope == BYPASS:
             escape = "unscoped()"
         elif scope is not None and scope[0] != bound.id:
             escape = f"for_tenant({scope[0]!r})"
@@ -241,8 +255,6 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
         live when the query runs (not revoked, not expired: checked by the
         query itself). Granted rows are read-only unless the grant is a
         write grant; none can be deleted (docs/collaboration.md)."""
-        if self.query.select_for_update:
-            self._refuse_lock("select_for_update()", shared=True)
         if self._tenant is not _LATE:
             raise ValueError(
                 f"{self.model.__name__}: with_shared() is for the bound tenant's queryset "
@@ -260,7 +272,9 @@ class TenantQuerySet(RLSScopeMixin, models.QuerySet):
                 and child.rhs == "bound"
                 and child.lhs.target.model._meta.concrete_model is self.model._meta.concrete_model
             ):
-                children.append(SharedWith(child.lhs, "bound"))
+                # A locking read locks only what the tenant may write.
+                write = bool(shared.query.select_for_update)
+                children.append(SharedWith(child.lhs, "bound", write=write))
                 replaced = True
             else:
                 children.append(child)

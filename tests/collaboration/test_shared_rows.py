@@ -131,6 +131,20 @@ def test_the_attacker_sees_nothing_of_a_grant_to_another(rows, write_grant):
 # -- writes through a read grant: every path refused --------------------------------
 
 
+@pytest.mark.parametrize("grant", ["read", "write"])
+def test_a_locking_read_locks_only_what_the_tenant_may_write(rows, grant):
+    """select_for_update() is a write's (it makes the owner wait): through
+    with_shared() it locks the tenant's rows and write-granted ones only,
+    whichever of the two is called first."""
+    with tenant_context("acme"):
+        sharing.grant(rows.shared, "globex", write=grant == "write")
+    expected = ["acme-shared", "globex-own"] if grant == "write" else ["globex-own"]
+    with tenant_context("globex"), transaction.atomic():
+        assert titles(Board.objects.with_shared()) == ["acme-shared", "globex-own"]
+        assert titles(Board.objects.with_shared().select_for_update()) == expected
+        assert titles(Board.objects.select_for_update().with_shared()) == expected
+
+
 def _write_paths(rows):
     pk = rows.shared.pk
 

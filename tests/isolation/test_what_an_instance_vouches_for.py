@@ -140,7 +140,6 @@ def test_code_run_while_a_read_escape_builds_instances_runs_under_the_bound_tena
 ESCAPES = {
     "unscoped": lambda: Folder.objects.unscoped(reason="lock"),
     "for_tenant": lambda: Folder.objects.for_tenant("globex"),
-    "with_shared": lambda: Folder.objects.with_shared(),
 }
 
 
