@@ -94,6 +94,10 @@ def _user_id(request: Any) -> str | None:
     return str(getattr(user, "pk", None))
 
 
+#: The keys of an event's record that ``emit`` sets itself.
+_OWN_KEYS = frozenset({"event", "tenant_id", "time"})
+
+
 def emit(
     event: str, *, tenant: Any = None, request: Any = None, level: int = logging.INFO, **fields: Any
 ) -> None:
@@ -101,6 +105,14 @@ def emit(
     chain it is filed in: naming another tenant than the bound one is
     refused (``TenantMismatchError``; docs/security.md#naming-another-tenant)."""
     refuse_naming_another(tenant, "tenantry.audit.emit")
+    taken = _OWN_KEYS.intersection(fields)
+    if taken:
+        # The chain an event is filed in is its tenant's: a field may not
+        # name another (docs/security.md#naming-another-tenant).
+        raise ValueError(
+            f"tenantry.audit.emit({event!r}): field(s) {sorted(taken)} are the event's own "
+            "(its event, tenant and time); name the tenant with tenant=..."
+        )
     callback = conf.current().audit_callback
     storing = _storing(level)
     if callback is None and not storing and not logger.isEnabledFor(level):

@@ -90,11 +90,14 @@ HEADER = "tenantry_tenant"
 CONFLICT_HEADER = "tenantry_conflict"
 #: Where the worker keeps a run's binding: an attribute of ``task.request``.
 _BINDING = "tenantry_binding"
-#: True for the rest of a refused task's run: its error callbacks (and a
-#: chain's ``on_error``, a chord's body errbacks) are sent from there with no
-#: tenant bound, and a job sent from there naming a tenant is refused instead
-#: of running as that tenant (a bound tenant attached those callbacks).
+#: True for the rest of a refused task's run. Its own error callbacks are
+#: dropped, and every job sent from there (a chord body's errbacks, what a
+#: failure handler sends) is refused where it runs, with a tenant header or
+#: without: whoever attached them was refused, and with no tenant bound a
+#: job would run as trusted code.
 _refused_run: ContextVar[bool] = ContextVar("tenantry_refused_run", default=False)
+#: The conflict a job sent from a refused run carries when it names no tenant.
+_FROM_REFUSED = "-"
 
 
 # -- publishing ------------------------------------------------------------------
@@ -105,10 +108,10 @@ def _stamped(bound: TenantInfo | None, explicit: Any) -> tuple[Any, str | None]:
     ``explicit`` as its ``tenantry_tenant`` header: the one rule for
     published and eager runs. ``conflict`` is the other tenant an explicit
     header named, which the run refuses. From a refused task's run (no tenant
-    bound) a header is a conflict too: its callbacks never run as a tenant."""
+    bound) every job is a conflict: it never runs, as a tenant or unbound."""
     if bound is None:
-        if explicit is not None and _refused_run.get():
-            return None, str(explicit)
+        if _refused_run.get():
+            return None, _FROM_REFUSED if explicit is None else str(explicit)
         return explicit, None  # an explicit header (if any) is checked where it runs
     if explicit is None or str(explicit) == bound.id:
         return bound.id, None
@@ -222,10 +225,11 @@ def _on_prerun(sender: Any = None, task: Any = None, **kwargs: Any) -> None:
             _audit_conflict(task.name, bound, conflict)
     try:
         if conflict is not None and value is None:
+            named = "no tenant" if conflict == _FROM_REFUSED else f"tenant {conflict!r}"
             raise TenantMismatchError(
-                f"{_task_label(task)} was sent from the callbacks of a refused task (no "
-                f"tenant bound) with a {HEADER} header naming tenant {conflict!r}: the "
-                "callbacks of a refused task never run as a tenant. The task did not run"
+                f"{_task_label(task)} was sent from the run of a refused task (no tenant "
+                f"bound), its {HEADER} header naming {named}: what a refused task's run "
+                "sends never runs, as a tenant or unbound. The task did not run"
             )
         if conflict is not None:
             raise TenantMismatchError(
@@ -237,6 +241,10 @@ def _on_prerun(sender: Any = None, task: Any = None, **kwargs: Any) -> None:
             return  # no tenant, like the caller
         tenant = None if value is None else _tenant_of(task, value)
     except (InvalidTenantId, TenantNotFound, TenantMismatchError, TenantSuspended) as exc:
+        # Whoever attached its error callbacks was refused: they are dropped
+        # (with none bound they would run as trusted code).
+        dropped = len(getattr(request, "errbacks", None) or ())
+        request.errbacks = None
         refuse(
             "admission",
             "task.refused",
@@ -245,6 +253,7 @@ def _on_prerun(sender: Any = None, task: Any = None, **kwargs: Any) -> None:
             task=task.name,
             task_id=request.id,
             reason=str(exc),
+            callbacks_dropped=dropped,
         )
         binding.refusal = exc
         # Its errbacks run with no tenant, and what they send names none.

@@ -248,8 +248,9 @@ def leftovers(tenant_id: Any) -> Certificate:
     rows, files, Redis keys (a Redis ``SCAN``: an operator's check, not for
     request paths). A new registry row removes them first
     (:func:`on_insert`). A store that cannot be read raises its own error
-    (``BackendUnavailable``)."""
-    return _leftovers(validate_tenant_id(tenant_id), dry_run=True)
+    (``BackendUnavailable``). With a tenant bound, only its own
+    (``TenantMismatchError``: another tenant's figures are an operator's)."""
+    return _leftovers(_core.refuse_other_tenant(tenant_id, "lifecycle.leftovers"), dry_run=True)
 
 
 def _leftovers(tenant_id: str, *, dry_run: bool, row: Any = None) -> Certificate:

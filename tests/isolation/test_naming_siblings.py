@@ -17,7 +17,15 @@ import pytest
 from django.test import RequestFactory
 
 import tenantry.usage as usage
-from tenantry import TenantInfo, TenantMismatchError, access, audit, observe, tenant_context
+from tenantry import (
+    TenantInfo,
+    TenantMismatchError,
+    access,
+    audit,
+    lifecycle,
+    observe,
+    tenant_context,
+)
 from tenantry.channels import check_live_origin
 from tenantry.logging import TenantFilter
 from tenantry.ratelimit import (
@@ -213,3 +221,25 @@ def test_a_log_record_cannot_pass_for_one_stamped_with_another_tenant():
     filtered.filter(again)
     assert made == ["acme", "acme"]
     assert again.tenant == "acme"
+
+
+def test_an_events_own_keys_cannot_be_set_by_its_fields(settings):
+    """Pass 2: the chain an event is filed in is its tenant's, so a field
+    named ``tenant_id`` (or ``time``) is refused, bound or not."""
+    filed = []
+    settings.DJUST_CONFIG = {**settings.DJUST_CONFIG, "TENANT_AUDIT_CALLBACK": filed.append}
+    with tenant_context("acme"):
+        for field in ("tenant_id", "time"):  # (``event`` is emit's own argument)
+            with pytest.raises(ValueError, match=field):
+                audit.emit("tenant.denied", **{field: "globex"})
+        with pytest.raises(ValueError, match="tenant_id"):
+            access.refuse("admission", "tenant.denied", None, None, tenant_id="globex")
+    with pytest.raises(ValueError, match="tenant_id"):
+        audit.emit("tenant.denied", tenant_id="globex")
+    assert filed == []
+
+
+def test_leftovers_name_only_the_bound_tenant():
+    with tenant_context("acme"), pytest.raises(TenantMismatchError, match="leftovers"):
+        lifecycle.leftovers("globex")
+    assert lifecycle.leftovers("globex").tenant_id == "globex"  # none bound: an operator's

@@ -183,3 +183,16 @@ def test_a_link_rows_empty_extra_reference_links_nothing(world):
     if connection.vendor == "postgresql":
         with globex():  # behind the wall, another tenant sees none of them
             assert not Mark.objects.filter(doc_id=doc.pk).exists()
+
+
+def test_a_read_escapes_aggregates_see_every_row_and_run_no_code_in_its_scope(world):
+    """An aggregate of unscoped() counts every tenant's rows, a plain one and
+    one Django runs over a subquery (a sliced queryset)."""
+    from django.db.models import Count, Max
+
+    with acme():
+        everything = Folder.objects.unscoped(reason="totals")
+        assert everything.aggregate(n=Count("id"))["n"] == 2
+        assert everything.order_by("name")[:5].aggregate(top=Max("name"))["top"] == "acme-folder"
+        assert everything.order_by("name")[:5].aggregate(n=Count("id"))["n"] == 2
+        assert Folder.objects.aggregate(n=Count("id"))["n"] == 1

@@ -38,7 +38,6 @@ _SENDS_SQL = (
     "count",
     "exists",
     "contains",
-    "aggregate",
     "explain",
     "create",
     "get_or_create",
@@ -72,6 +71,9 @@ def run_in_query_scope(query: Any, run: Any) -> Any:
     while that read runs (never copied to a clone), and a write's compiler
     never reads it."""
     scope = query.__dict__.get(QUERY_SCOPE)
+    inner = query.__dict__.get("inner_query")  # an aggregate over a subquery
+    if scope is None and inner is not None:
+        scope = inner.__dict__.get(QUERY_SCOPE)
     if scope is None:
         return run()
     with scoped_as(scope):
@@ -160,6 +162,17 @@ class RLSScopeMixin:
         self.query.__dict__[QUERY_SCOPE] = self._rls_scope
         try:
             super()._fetch_all()
+        finally:
+            self.query.__dict__.pop(QUERY_SCOPE, None)
+
+    def aggregate(self, *args: Any, **kwargs: Any) -> Any:
+        # Its SQL in the scope (the chained query keeps the mark); the
+        # fields' converters (``from_db_value``, the app's) outside it.
+        if self._rls_scope is None:
+            return super().aggregate(*args, **kwargs)
+        self.query.__dict__[QUERY_SCOPE] = self._rls_scope
+        try:
+            return super().aggregate(*args, **kwargs)
         finally:
             self.query.__dict__.pop(QUERY_SCOPE, None)
 
