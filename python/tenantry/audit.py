@@ -94,8 +94,9 @@ def _user_id(request: Any) -> str | None:
     return str(getattr(user, "pk", None))
 
 
-#: The keys of an event's record that ``emit`` sets itself.
-_OWN_KEYS = frozenset({"event", "tenant_id", "time"})
+#: The keys of an event's record that ``emit`` sets itself from its own
+#: arguments (``event`` is one: a field cannot take its name).
+_OWN_KEYS = frozenset({"tenant_id", "time"})
 
 
 def emit(
@@ -111,7 +112,7 @@ def emit(
         # name another (docs/security.md#naming-another-tenant).
         raise ValueError(
             f"tenantry.audit.emit({event!r}): field(s) {sorted(taken)} are the event's own "
-            "(its event, tenant and time); name the tenant with tenant=..."
+            "(its tenant and time); name the tenant with tenant=..."
         )
     callback = conf.current().audit_callback
     storing = _storing(level)

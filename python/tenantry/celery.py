@@ -128,7 +128,7 @@ def _audit_conflict(task: Any, bound: TenantInfo | None, conflict: str) -> None:
         header=conflict,
         reason="sent with another tenant's header while a tenant was bound"
         if bound is not None
-        else "sent with a tenant's header from the callbacks of a refused task",
+        else "sent from the run of a refused task",
     )
 
 

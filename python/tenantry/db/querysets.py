@@ -17,6 +17,8 @@ the bound tenant.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import models
@@ -156,25 +158,29 @@ class RLSScopeMixin:
         clone.query.__dict__.pop(QUERY_SCOPE, None)  # a mark is one read's
         return clone
 
+    @contextmanager
+    def _marked(self) -> Iterator[None]:
+        """The query marked with the scope for the read running in the block
+        (its compiler applies it: :func:`run_in_query_scope`)."""
+        self.query.__dict__[QUERY_SCOPE] = self._rls_scope
+        try:
+            yield
+        finally:
+            self.query.__dict__.pop(QUERY_SCOPE, None)
+
     def _fetch_all(self) -> None:
         if self._rls_scope is None or self._result_cache is not None:
             return super()._fetch_all()
-        self.query.__dict__[QUERY_SCOPE] = self._rls_scope
-        try:
+        with self._marked():
             super()._fetch_all()
-        finally:
-            self.query.__dict__.pop(QUERY_SCOPE, None)
 
     def aggregate(self, *args: Any, **kwargs: Any) -> Any:
         # Its SQL in the scope (the chained query keeps the mark); the
         # fields' converters (``from_db_value``, the app's) outside it.
         if self._rls_scope is None:
             return super().aggregate(*args, **kwargs)
-        self.query.__dict__[QUERY_SCOPE] = self._rls_scope
-        try:
+        with self._marked():
             return super().aggregate(*args, **kwargs)
-        finally:
-            self.query.__dict__.pop(QUERY_SCOPE, None)
 
     def iterator(self, chunk_size: int | None = None) -> Any:
         return _Steps(super().iterator(chunk_size), self._rls_scope, self.db)
